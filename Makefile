@@ -1,0 +1,47 @@
+# STOQ — the two commands a newcomer needs: `make demo` and `make test`.
+# Every target first installs what is missing (scripts/bootstrap.sh).
+
+SWIFT       ?= swift
+RELEASE_BIN := .build/release/stoq
+DEBUG_BIN   := .build/debug/stoq
+PYTEST      ?= python3 -m pytest
+
+.PHONY: all deps build release demo test unit-test interop-test netns-test bench fuzz clean
+
+all: build
+
+deps:
+	@bash scripts/bootstrap.sh
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release --product stoq
+
+## The main job: a small local STOQ network that publishes and fetches content.
+demo: release
+	$(RELEASE_BIN) demo
+
+## Every test: unit + integration (real QUIC over [::1]), interop with aioquic, namespaces where allowed.
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+	$(MAKE) --no-print-directory interop-test
+
+interop-test: deps
+	$(SWIFT) build --product stoq
+	@if [ -d Tests/Interop ] && ls Tests/Interop/test_*.py >/dev/null 2>&1; then \
+	  STOQ_BIN=$(abspath $(DEBUG_BIN)) $(PYTEST) -q Tests/Interop; \
+	else echo "interop: no tests yet"; fi
+
+## Benchmarks: every figure beside its peer from the same run, as a ratio.
+bench: release
+	@bash scripts/bench.sh $(abspath $(RELEASE_BIN))
+
+## Bounded libFuzzer runs over every decoder.
+fuzz: deps
+	@bash scripts/fuzz.sh
+
+clean:
+	rm -rf .build bench-out fuzz-out demo-out

@@ -1,0 +1,106 @@
+// swift-tools-version:6.1
+//
+// STOQ — secure transport over QUIC/IPv6 and the CDN built on it.
+//
+// The target graph is the layering proof (DESIGN.md §1):
+//   C shims  <-  STOQ* modules  <-  STOQ (umbrella)  <-  Nexus  <-  HyperMesh  <-  stoq (CLI)
+// No STOQ* module depends on Nexus or HyperMesh, and Nexus never depends on HyperMesh.
+import PackageDescription
+
+let nio = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
+let nioPosix = Target.Dependency.product(name: "NIOPosix", package: "swift-nio")
+let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
+let x509 = Target.Dependency.product(name: "X509", package: "swift-certificates")
+let asn1 = Target.Dependency.product(name: "SwiftASN1", package: "swift-asn1")
+let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
+let grdb = Target.Dependency.product(name: "GRDB", package: "GRDB.swift")
+let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
+let collections = Target.Dependency.product(name: "Collections", package: "swift-collections")
+let atomics = Target.Dependency.product(name: "Atomics", package: "swift-atomics")
+
+let package = Package(
+    name: "stoq",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "STOQ", targets: ["STOQ"]),
+        .library(name: "Nexus", targets: ["Nexus"]),
+        .library(name: "HyperMesh", targets: ["HyperMesh"]),
+        .executable(name: "stoq", targets: ["stoq"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+    ],
+    targets: [
+        // MARK: C libraries (system) and the tiny C shims Swift cannot call directly.
+        .systemLibrary(
+            name: "CNgtcp2",
+            path: "Sources/C/CNgtcp2",
+            pkgConfig: "libngtcp2_crypto_gnutls",
+            providers: [.apt(["libngtcp2-dev", "libngtcp2-crypto-gnutls-dev", "libgnutls28-dev"])]
+        ),
+        .target(
+            name: "CNgtcp2Shims",
+            dependencies: ["CNgtcp2"],
+            path: "Sources/C/CNgtcp2Shims"
+        ),
+        .systemLibrary(
+            name: "CZstd",
+            path: "Sources/C/CZstd",
+            pkgConfig: "libzstd",
+            providers: [.apt(["libzstd-dev"])]
+        ),
+        .systemLibrary(
+            name: "CISAL",
+            path: "Sources/C/CISAL",
+            pkgConfig: "libisal",
+            providers: [.apt(["libisal-dev"])]
+        ),
+
+        // MARK: STOQ layer
+        .target(name: "STOQIdentity", dependencies: [crypto, x509, asn1]),
+        .target(
+            name: "STOQTransport",
+            dependencies: ["STOQIdentity", "CNgtcp2", "CNgtcp2Shims", nio, nioPosix, logging, atomics, collections]
+        ),
+        .target(name: "STOQWire", dependencies: [nio]),
+        .target(name: "STOQContent", dependencies: ["CZstd", crypto, grdb, logging]),
+        .target(name: "STOQSimulation", dependencies: [collections]),
+        .target(name: "STOQRouting", dependencies: [collections]),
+        .target(name: "STOQSwarm", dependencies: ["STOQContent", collections]),
+        .target(name: "STOQEdge", dependencies: ["STOQContent", collections]),
+        .target(
+            name: "STOQ",
+            dependencies: ["STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQRouting", "STOQSwarm", "STOQEdge"]
+        ),
+
+        // MARK: Nexus (discovery) and HyperMesh (sharded storage)
+        .target(name: "Nexus", dependencies: ["STOQ", "STOQRouting", crypto, grdb, collections]),
+        .target(name: "HyperMesh", dependencies: ["Nexus", "STOQ", "CISAL", crypto, "CZstd"]),
+
+        // MARK: Command-line tool
+        .executableTarget(
+            name: "stoq",
+            dependencies: ["STOQ", "Nexus", "HyperMesh", argumentParser, logging, nioPosix, crypto]
+        ),
+
+        // MARK: Tests (beside each module)
+        .testTarget(name: "STOQIdentityTests", dependencies: ["STOQIdentity", x509, crypto]),
+        .testTarget(name: "STOQTransportTests", dependencies: ["STOQTransport", "STOQIdentity", nio, nioPosix]),
+        .testTarget(name: "STOQWireTests", dependencies: ["STOQWire", nio]),
+        .testTarget(name: "STOQContentTests", dependencies: ["STOQContent", crypto]),
+        .testTarget(name: "STOQRoutingTests", dependencies: ["STOQRouting", "STOQSimulation"]),
+        .testTarget(name: "STOQSimulationTests", dependencies: ["STOQSimulation"]),
+        .testTarget(name: "NexusTests", dependencies: ["Nexus", "STOQSimulation"]),
+        .testTarget(name: "HyperMeshTests", dependencies: ["HyperMesh"]),
+        .testTarget(name: "CLITests", dependencies: ["STOQIdentity", crypto]),
+    ],
+    swiftLanguageModes: [.v6]
+)

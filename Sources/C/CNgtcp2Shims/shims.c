@@ -1,0 +1,1 @@
+#include "CNgtcp2Shims.h"

@@ -1,0 +1,2 @@
+/// The `HyperMesh` module. See DESIGN.md.
+public enum HyperMeshModule {}

@@ -1,0 +1,2 @@
+/// The `Nexus` module. See DESIGN.md.
+public enum NexusModule {}

@@ -1,0 +1,8 @@
+// The STOQ umbrella: one import for the whole protocol layer.
+@_exported import STOQIdentity
+@_exported import STOQTransport
+@_exported import STOQWire
+@_exported import STOQContent
+@_exported import STOQRouting
+@_exported import STOQSwarm
+@_exported import STOQEdge

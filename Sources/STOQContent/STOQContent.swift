@@ -1,0 +1,2 @@
+/// The `STOQContent` module. See DESIGN.md.
+public enum STOQContentModule {}

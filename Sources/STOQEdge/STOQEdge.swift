@@ -1,0 +1,2 @@
+/// The `STOQEdge` module. See DESIGN.md.
+public enum STOQEdgeModule {}

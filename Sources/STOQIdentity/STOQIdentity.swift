@@ -1,0 +1,2 @@
+/// The `STOQIdentity` module. See DESIGN.md.
+public enum STOQIdentityModule {}

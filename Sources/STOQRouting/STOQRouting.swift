@@ -1,0 +1,2 @@
+/// The `STOQRouting` module. See DESIGN.md.
+public enum STOQRoutingModule {}

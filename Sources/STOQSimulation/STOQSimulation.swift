@@ -1,0 +1,2 @@
+/// The `STOQSimulation` module. See DESIGN.md.
+public enum STOQSimulationModule {}

@@ -1,0 +1,2 @@
+/// The `STOQSwarm` module. See DESIGN.md.
+public enum STOQSwarmModule {}

@@ -1,0 +1,2 @@
+/// The `STOQTransport` module. See DESIGN.md.
+public enum STOQTransportModule {}

@@ -1,0 +1,2 @@
+/// The `STOQWire` module. See DESIGN.md.
+public enum STOQWireModule {}

@@ -1,0 +1,4 @@
+import Testing
+@testable import HyperMesh
+
+@Test func moduleLinks() { _ = HyperMeshModule.self }

@@ -1,0 +1,4 @@
+import Testing
+@testable import Nexus
+
+@Test func moduleLinks() { _ = NexusModule.self }

@@ -1,0 +1,4 @@
+import Testing
+@testable import STOQContent
+
+@Test func moduleLinks() { _ = STOQContentModule.self }

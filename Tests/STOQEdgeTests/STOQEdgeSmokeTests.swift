@@ -1,0 +1,4 @@
+import Testing
+@testable import STOQEdge
+
+@Test func moduleLinks() { _ = STOQEdgeModule.self }

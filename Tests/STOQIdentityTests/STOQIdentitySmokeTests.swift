@@ -1,0 +1,4 @@
+import Testing
+@testable import STOQIdentity
+
+@Test func moduleLinks() { _ = STOQIdentityModule.self }

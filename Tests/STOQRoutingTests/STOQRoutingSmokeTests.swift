@@ -1,0 +1,4 @@
+import Testing
+@testable import STOQRouting
+
+@Test func moduleLinks() { _ = STOQRoutingModule.self }

@@ -1,0 +1,4 @@
+import Testing
+@testable import STOQSimulation
+
+@Test func moduleLinks() { _ = STOQSimulationModule.self }

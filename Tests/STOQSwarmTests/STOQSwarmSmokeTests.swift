@@ -1,0 +1,4 @@
+import Testing
+@testable import STOQSwarm
+
+@Test func moduleLinks() { _ = STOQSwarmModule.self }

@@ -1,0 +1,4 @@
+import Testing
+@testable import STOQTransport
+
+@Test func moduleLinks() { _ = STOQTransportModule.self }

@@ -1,0 +1,4 @@
+import Testing
+@testable import STOQWire
+
+@Test func moduleLinks() { _ = STOQWireModule.self }

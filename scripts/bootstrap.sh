@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what STOQ needs and is missing: Debian packages and pinned PyPI tools.
+# Idempotent and quiet when everything is present. Run by every Makefile target.
+set -euo pipefail
+
+DEB_PACKAGES=(
+  pkg-config
+  libngtcp2-dev libngtcp2-crypto-gnutls-dev libgnutls28-dev   # QUIC + TLS
+  ngtcp2-client ngtcp2-server                                 # peers for interop and bench
+  libzstd-dev                                                  # compression
+  libisal-dev                                                  # erasure coding
+  libsqlite3-dev                                               # GRDB
+  iproute2                                                     # network-namespace tests
+  python3-pip
+)
+PY_PACKAGES=(
+  "aioquic==1.7.2"      # third-party QUIC stack for interop tests and bench
+  "pyfastcdc==0.3.1"    # FastCDC peer for the content bench
+)
+
+missing=()
+for p in "${DEB_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "bootstrap: installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+need_py=()
+for spec in "${PY_PACKAGES[@]}"; do
+  name=${spec%%==*}; want=${spec##*==}
+  have=$($PY -c "import importlib.metadata as m; print(m.version('$name'))" 2>/dev/null || true)
+  [ "$have" = "$want" ] || need_py+=("$spec")
+done
+if ((${#need_py[@]})); then
+  echo "bootstrap: installing PyPI packages: ${need_py[*]}"
+  $PY -m pip install -q --disable-pip-version-check --root-user-action=ignore "${need_py[@]}" 2>/dev/null \
+    || $PY -m pip install -q --disable-pip-version-check --break-system-packages "${need_py[@]}"
+fi
+
+command -v swift >/dev/null || { echo "bootstrap: the Swift 6 toolchain must be on PATH (swift.org/install)" >&2; exit 1; }
