@@ -63,36 +63,54 @@ public final class ContentPublisher: Sendable {
     static let alreadyCompressed: Set<String> = ["application/gzip", "application/zstd", "application/x-xz", "application/zip",
                                                   "application/vnd.debian.binary-package"]
 
+    /// State of one put: the pending metadata and what this put already wrote, so files of one
+    /// directory deduplicate against each other before their metadata is committed.
+    final class Session {
+        var batch = CommitBatch()
+        var localTags = [ChunkID: ChunkID]()
+        var written = Set<ChunkID>()
+        let store: any ChunkStore
+        init(store: any ChunkStore) { self.store = store }
+        /// Commits when the pending metadata is large (bytes are already written).
+        func maybeCommit() throws { if batch.chunks.count + batch.edges.count > 65536 { try commit() } }
+        func commit() throws {
+            try store.commit(batch)
+            batch = CommitBatch()
+            localTags.removeAll()
+            written.removeAll()
+        }
+    }
+
     /// Puts a file or directory (recursively) and pins it under `name`.
     /// - Parameters:
     ///   - path: a regular file or a directory.
     ///   - name: pin label; default the path.
     public func put(path: String, name: String? = nil) throws -> PutReport {
         let info = try Posix.info(path)
-        var batch = CommitBatch()
+        let session = Session(store: store)
         var report: PutReport
         if info.isDirectory {
-            report = try putDirectory(path, batch: &batch, depth: 0)
+            report = try putDirectory(path, session: session, depth: 0)
         } else if info.isRegular {
-            report = try putFile(FileSource(path: path), name: path, batch: &batch)
+            report = try putFile(FileSource(path: path), name: path, session: session)
         } else {
             throw ContentError(.invalidArgument, "\(path) is neither a regular file nor a directory")
         }
-        batch.pins.append((report.id, name ?? path))
-        try store.commit(batch)
+        session.batch.pins.append((report.id, name ?? path))
+        try session.commit()
         return report
     }
 
     /// Puts bytes held in memory as one file and pins it.
     public func put(bytes: [UInt8], name: String = "bytes", contentType: String? = nil) throws -> PutReport {
-        var batch = CommitBatch()
-        let r = try putFile(MemorySource(bytes), name: name, contentType: contentType, batch: &batch)
-        batch.pins.append((r.id, name))
-        try store.commit(batch)
+        let session = Session(store: store)
+        let r = try putFile(MemorySource(bytes), name: name, contentType: contentType, session: session)
+        session.batch.pins.append((r.id, name))
+        try session.commit()
         return r
     }
 
-    private func putDirectory(_ path: String, batch: inout CommitBatch, depth: Int) throws -> PutReport {
+    private func putDirectory(_ path: String, session: Session, depth: Int) throws -> PutReport {
         guard depth < 256 else { throw ContentError(.tooLarge, "\(path): directories nested more than 256 deep") }
         var entries = [DirectoryManifest.Entry]()
         var total = PutReport(id: ContentID(ChunkID.of([UInt8]())))
@@ -103,10 +121,10 @@ public final class ContentPublisher: Sendable {
             do { try DirectoryManifest.validate(name: name) } catch { total.skipped.append(child); continue }
             let r: PutReport
             if info.isDirectory {
-                r = try putDirectory(child, batch: &batch, depth: depth + 1)
+                r = try putDirectory(child, session: session, depth: depth + 1)
                 entries.append(.init(name: name, mode: info.mode, kind: .directory, id: r.id, size: UInt64(r.bytes)))
             } else if info.isRegular {
-                r = try putFile(FileSource(path: child), name: child, batch: &batch)
+                r = try putFile(FileSource(path: child), name: child, session: session)
                 entries.append(.init(name: name, mode: info.mode, kind: .file, id: r.id, size: UInt64(r.bytes)))
             } else {
                 total.skipped.append(child)
@@ -119,27 +137,29 @@ public final class ContentPublisher: Sendable {
         let bytes = m.encode()
         guard bytes.count <= 16 << 20 else { throw ContentError(.tooLarge, "\(path): directory manifest over 16 MiB") }
         let id = ChunkID.of(bytes)
-        if try !store.contains(id) { try store.writeChunk(id, bytes); total.storedBytes += Int64(bytes.count) }
-        batch.chunks.append((id, bytes.count))
-        batch.manifests.append((id, "dir", size, "inode/directory"))
-        for e in entries { batch.edges.append((id, e.id.manifest)) }
+        if !session.written.contains(id), try !store.contains(id) {
+            try store.writeChunk(id, bytes)
+            session.written.insert(id)
+            total.storedBytes += Int64(bytes.count)
+        }
+        session.batch.chunks.append((id, bytes.count))
+        session.batch.manifests.append((id, "dir", size, "inode/directory"))
+        for e in entries { session.batch.edges.append((id, e.id.manifest)) }
+        try session.maybeCommit()
         total.id = ContentID(id)
         return total
     }
 
-    /// Chunks, encrypts and writes one file; commits its chunks and manifests (unpinned) and returns its id.
-    func putFile(_ source: some ByteSource, name: String, contentType: String? = nil, batch outer: inout CommitBatch) throws -> PutReport {
+    /// Chunks, encrypts and writes one file; adds its chunks and manifests to the session and returns its id.
+    func putFile(_ source: some ByteSource, name: String, contentType: String? = nil, session: Session) throws -> PutReport {
         let head = try source.read(at: 0, count: 512)
         let type = contentType ?? ContentType.guess(name: name, head: head)
         let chunker = try policy.chunker(for: type)
         let compress = !Self.alreadyCompressed.contains(type) && !type.hasPrefix("image/") && !type.hasPrefix("video/") && !type.hasPrefix("audio/")
         var report = PutReport(id: ContentID(ChunkID.of([UInt8]())))
         report.files = 1
-        var batch = CommitBatch()
         var entries = [FileManifest.Entry]()
         var keys = [[UInt8]]()
-        var seen = Set<ChunkID>()
-        var localTags = [ChunkID: ChunkID]()
 
         // Pending chunks (bytes copied out of the streamer's round buffer), flushed in batches so the
         // convergent-index lookups are one database read per batch.
@@ -153,28 +173,26 @@ public final class ContentPublisher: Sendable {
             try pendingBytes.withUnsafeBytes { raw in
                 for (i, p) in pending.enumerated() {
                     let id: ChunkID
-                    if let k = known[tags[i]] ?? localTags[tags[i]] {
+                    if let k = session.localTags[tags[i]] ?? known[tags[i]] {
                         id = k
                         report.reusedChunks += 1
                     } else {
                         let plain = UnsafeRawBufferPointer(rebasing: raw[p.start..<(p.start + p.record.length)])
                         let sealed = try cipher.seal(plain, plaintextHash: p.record.hash!, tryCompression: compress)
                         id = sealed.id
-                        if seen.contains(id) {
-                            report.reusedChunks += 1
-                        } else if try store.contains(id) {
+                        if try session.written.contains(id) || store.contains(id) {
                             report.reusedChunks += 1
                         } else {
                             try store.writeChunk(id, sealed.bytes)
+                            session.written.insert(id)
                             report.newChunks += 1
                             report.newPlainBytes += Int64(p.record.length)
                             report.storedBytes += Int64(sealed.bytes.count)
                         }
-                        batch.plainIndex.append((tags[i], id))
-                        localTags[tags[i]] = id
-                        batch.chunks.append((id, sealed.bytes.count))
+                        session.batch.plainIndex.append((tags[i], id))
+                        session.localTags[tags[i]] = id
+                        session.batch.chunks.append((id, sealed.bytes.count))
                     }
-                    seen.insert(id)
                     entries.append(.init(id: id, offset: UInt64(p.record.offset), size: UInt64(p.record.length)))
                     keys.append(pkeys[i])
                 }
@@ -192,30 +210,26 @@ public final class ContentPublisher: Sendable {
             if pending.count >= 1024 || pendingBytes.count >= 32 << 20 { try flush() }
         }
         try flush()
-        // Chunks already stored are re-listed so the commit holds every id the manifests reference.
-        let listed = Set(batch.chunks.map(\.id))
-        for e in entries where !listed.contains(e.id) { batch.chunks.append((e.id, 0)) }
-        let root = try buildTree(entries: entries, keys: keys, contentType: type, total: UInt64(report.bytes), batch: &batch, report: &report)
+        let root = try buildTree(entries: entries, keys: keys, contentType: type, total: UInt64(report.bytes), session: session, report: &report)
         report.id = ContentID(root)
-        // The file's chunks and manifests are committed now (unpinned); the caller pins the root.
-        try store.commit(batch)
-        outer.chunks.append((root, 0))
+        try session.maybeCommit()
         return report
     }
 
     /// Builds the manifest tree over `entries` and returns the root manifest id.
     private func buildTree(entries: [FileManifest.Entry], keys: [[UInt8]], contentType: String, total: UInt64,
-                           batch: inout CommitBatch, report: inout PutReport) throws -> ChunkID {
+                           session: Session, report: inout PutReport) throws -> ChunkID {
         func store(_ m: FileManifest, kind: String) throws -> ChunkID {
             let bytes = m.encode()
             let id = ChunkID.of(bytes)
-            if try !self.store.contains(id) {
+            if !session.written.contains(id), try !self.store.contains(id) {
                 try self.store.writeChunk(id, bytes)
+                session.written.insert(id)
                 report.storedBytes += Int64(bytes.count)
             }
-            batch.chunks.append((id, bytes.count))
-            batch.manifests.append((id, kind, m.totalSize, m.contentType))
-            for e in m.entries { batch.edges.append((id, e.id)) }
+            session.batch.chunks.append((id, bytes.count))
+            session.batch.manifests.append((id, kind, m.totalSize, m.contentType))
+            for e in m.entries { session.batch.edges.append((id, e.id)) }
             return id
         }
         func rebased(_ es: ArraySlice<FileManifest.Entry>) -> (entries: [FileManifest.Entry], size: UInt64) {

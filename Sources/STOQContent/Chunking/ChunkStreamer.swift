@@ -120,7 +120,7 @@ public struct ChunkStreamer: Sendable {
             DispatchQueue.concurrentPerform(iterations: segs) { i in
                 do {
                     let s = roundStart + Int64(i) * seg
-                    let bytes = try source.read(at: s, count: Int(seg) + maxSize)
+                    let bytes = try source.read(at: s, count: Int(min(seg + Int64(maxSize), total - s)))
                     slots.chains[i] = Self.cutChain(chunker, bytes, start: s, limit: s + seg, total: total, hashing: hashing)
                 } catch {
                     slots.errors[i] = error
