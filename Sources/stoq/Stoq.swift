@@ -6,7 +6,11 @@ struct Stoq: AsyncParsableCommand {
         commandName: "stoq",
         abstract: "STOQ: secure transport over QUIC/IPv6 and a content-delivery network.",
         subcommands: [
+            // identity
             Certs.self,
+            // content
+            Put.self, Get.self, Chunk.self, Ls.self, PinCommand.self, Unpin.self, GC.self, StoreCommand.self,
+            BenchContent.self,
         ]
     )
 }
