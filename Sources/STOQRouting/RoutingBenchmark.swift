@@ -71,7 +71,7 @@ public enum RoutingBenchmark {
         precondition(nodes >= 100, "the routing benchmark needs at least 100 nodes")
         let clock = ContinuousClock()
         let model = GeographicLatencyModel(nodeCount: nodes, seed: seed, noise: 0.05)
-        let coordinates = VivaldiEvaluation.train(model: model, rounds: 120, seed: seed)
+        let coordinates = VivaldiEvaluation.train(model: model, rounds: 400, seed: seed)
         let errors = VivaldiEvaluation.relativeErrors(coordinates: coordinates, model: model, samples: 100_000, seed: seed)
 
         // The updater thread owns the matrix; the cell carries snapshots to this thread.

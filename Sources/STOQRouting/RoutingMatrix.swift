@@ -559,10 +559,28 @@ public struct RoutingMatrix {
             let b = bandwidth[v] > 0 ? bandwidth[v] : defaultBandwidth
             return 1 / min(a, b)
         }
+        // Every usable node needs an incoming edge (k-nearest lists are not symmetric): a node
+        // nobody lists gets an edge from the first node of its own list.
+        var incoming = [Bool](repeating: false, count: count)
+        for u in 0 ..< count where usable[u] {
+            for link in links[u] { incoming[Int(link.target)] = true }
+            for j in 0 ..< Int(overlayCount[u]) { incoming[Int(overlayTarget[u * width + j])] = true }
+        }
+        var reverse: [Int32: [Int32]] = [:]
+        for v in 0 ..< count where usable[v] && !incoming[v] && overlayCount[v] > 0 {
+            reverse[overlayTarget[v * width], default: []].append(Int32(v))
+        }
         for u in 0 ..< count {
             rowStart[u] = Int32(target.count)
             guard usable[u] else { continue }
             let measuredLinks = links[u]
+            for v in reverse[Int32(u)] ?? [] {
+                target.append(v)
+                latency.append(Self.predictLatency(coordinates[u], coordinates[Int(v)], geo[u], geo[Int(v)]))
+                secondsPerBit.append(bottleneck(u, Int(v)))
+                kilometres.append(Float(geo[u].distanceKilometres(to: geo[Int(v)])))
+                measured.append(false)
+            }
             for link in measuredLinks where usable[Int(link.target)] {
                 target.append(link.target)
                 latency.append(link.rtt)

@@ -152,7 +152,8 @@ func makeSeed() -> UInt64 {
         sim.drive(until: SimInstant.zero + .seconds(1))
         #expect(sim[SimNodeID(1)].pings == 0, "seed \(seed)")
         #expect(sim[SimNodeID(1)].garbage > 90, "seed \(seed)")
-        #expect(sim.stats.corrupted == UInt64(sim[SimNodeID(1)].garbage))
+        // The last corrupted ping may still be in flight at the deadline.
+        #expect(sim.stats.corrupted - UInt64(sim[SimNodeID(1)].garbage) <= 1)
     }
 
     @Test func runawayLoopIsBounded() {
