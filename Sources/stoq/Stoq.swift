@@ -5,12 +5,24 @@ struct Stoq: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "stoq",
         abstract: "STOQ: secure transport over QUIC/IPv6 and a content-delivery network.",
+        // One command per line, grouped by layer, so that additions merge cleanly.
         subcommands: [
             // identity
             Certs.self,
             // content
-            Put.self, Get.self, Chunk.self, Ls.self, PinCommand.self, Unpin.self, GC.self, StoreCommand.self,
+            Put.self,
+            Get.self,
+            Chunk.self,
+            Ls.self,
+            PinCommand.self,
+            Unpin.self,
+            GC.self,
+            StoreCommand.self,
             BenchContent.self,
+            // nexus
+            CTCommand.self,
+            NameCommand.self,
+            DHTCommand.self,
         ]
     )
 }
