@@ -165,8 +165,9 @@ public struct BlockPutStateMachine: Sendable {
             actions.append(.committed(proof))
         }
         if phase == .storing && stored + inFlight < required {
-            // Cannot reach k + 2 any more: roll back everything.
+            // Cannot reach k + 2 any more: roll back everything, and send nothing more.
             phase = .done
+            actions.removeAll { if case .store = $0 { true } else { false } }
             for (i, s) in shards.enumerated() {
                 switch s {
                 case .stored(let r): actions.append(.delete(shard: i, node: r.node))

@@ -5,6 +5,6 @@ struct Stoq: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "stoq",
         abstract: "STOQ: secure transport over QUIC/IPv6 and a content-delivery network.",
-        subcommands: []
+        subcommands: [BlockCommand.self]
     )
 }
