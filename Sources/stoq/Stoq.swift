@@ -23,6 +23,8 @@ struct Stoq: AsyncParsableCommand {
             CTCommand.self,
             NameCommand.self,
             DHTCommand.self,
+            // hypermesh
+            BlockCommand.self,
         ]
     )
 }
