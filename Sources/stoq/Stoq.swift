@@ -5,6 +5,8 @@ struct Stoq: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "stoq",
         abstract: "STOQ: secure transport over QUIC/IPv6 and a content-delivery network.",
-        subcommands: []
+        subcommands: [
+            Certs.self,
+        ]
     )
 }
