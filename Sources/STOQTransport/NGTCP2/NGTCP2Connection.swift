@@ -1,6 +1,9 @@
 import CNgtcp2
 import CNgtcp2Shims
 import NIOCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The network path of a packet: our local socket address and the peer's.
 public struct QUICPath: Hashable, Sendable, CustomStringConvertible {
@@ -446,7 +449,7 @@ final class NGTCP2Connection {
     func extendStreamOffset(_ id: Int64, by n: UInt64) { _ = ngtcp2_conn_extend_max_stream_offset(conn, id, n) }
     func extendConnectionOffset(by n: UInt64) { ngtcp2_conn_extend_max_offset(conn, n) }
     func extendMaxStreams(bidirectional: Bool, by n: UInt64) {
-        if bidirectional { ngtcp2_conn_extend_max_streams_bidi(conn, n) } else { ngtcp2_conn_extend_max_streams_uni(conn, n) }
+        if bidirectional { ngtcp2_conn_extend_max_streams_bidi(conn, Int(n)) } else { ngtcp2_conn_extend_max_streams_uni(conn, Int(n)) }
     }
     var streamsBidiLeft: UInt64 { ngtcp2_conn_get_streams_bidi_left(conn) }
     var streamsUniLeft: UInt64 { ngtcp2_conn_get_streams_uni_left(conn) }
