@@ -20,6 +20,7 @@ final class ConnectionCore: @unchecked Sendable {
     private var timer: Scheduled<Void>?
     private var timerDeadline: UInt64 = .max
     private var removed = false
+    private var handshakeDone = false
 
     init(endpoint: EndpointCore, quic: QUICConnection, remote: SocketAddress, connectPromise: EventLoopPromise<Connection>?) {
         self.endpoint = endpoint
@@ -84,6 +85,7 @@ final class ConnectionCore: @unchecked Sendable {
         while let event = quic.pollEvent() {
             switch event {
             case .handshakeCompleted:
+                handshakeDone = true
                 let c = Connection(core: self)
                 if let p = connectPromise {
                     connectPromise = nil
@@ -114,6 +116,10 @@ final class ConnectionCore: @unchecked Sendable {
                 endpoint.removeRoute(cid, self)
             case .closed(let error):
                 closeError = error
+                if quic.isServer && !handshakeDone {
+                    endpoint.logger.info("refused a handshake from \(remote): \(error.reason)")
+                    endpoint.handshakeFailureContinuation.yield(error)
+                }
                 connectPromise?.fail(error)
                 connectPromise = nil
                 for s in streams.values { s.connectionClosed(error) }

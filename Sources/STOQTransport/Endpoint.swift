@@ -105,6 +105,10 @@ public final class Endpoint: Sendable {
     /// Connections accepted by this endpoint, each after its handshake completed.
     public var incomingConnections: AsyncStream<Connection> { core.incoming }
 
+    /// Errors of incoming handshakes this endpoint refused or lost (untrusted or missing
+    /// client certificate, ALPN mismatch, timeouts); the newest 64 are kept.
+    public var handshakeFailures: AsyncStream<STOQError> { core.handshakeFailures }
+
     /// Dials a STOQ node.
     /// - Parameters:
     ///   - host: numeric IPv6 address of the peer.

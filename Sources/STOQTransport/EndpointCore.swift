@@ -27,6 +27,8 @@ final class EndpointCore: @unchecked Sendable {
     let incoming: AsyncStream<Connection>
     let incomingContinuation: AsyncStream<Connection>.Continuation
     let logger = Logger(label: "stoq.transport")
+    let handshakeFailures: AsyncStream<STOQError>
+    let handshakeFailureContinuation: AsyncStream<STOQError>.Continuation
     /// Datagrams dropped because they could not be parsed or routed (for tests and stats).
     private(set) var droppedDatagrams = 0
 
@@ -37,6 +39,8 @@ final class EndpointCore: @unchecked Sendable {
         self.credentials = credentials
         self.config = config
         (incoming, incomingContinuation) = AsyncStream.makeStream(of: Connection.self)
+        (handshakeFailures, handshakeFailureContinuation) = AsyncStream.makeStream(
+            of: STOQError.self, bufferingPolicy: .bufferingNewest(64))
     }
 
     var connectionCount: Int { connections.count }
@@ -238,6 +242,7 @@ final class EndpointCore: @unchecked Sendable {
         for conn in connections.values { conn.quic.close(code: code, reason: reason); markDirty(conn) }
         processDirty()
         incomingContinuation.finish()
+        handshakeFailureContinuation.finish()
     }
 
     func migrateClients(to newLocal: SocketAddress) {
