@@ -67,6 +67,16 @@ public final class Connection: Sendable {
         return QUICStream(core: try await promise.futureResult.get())
     }
 
+    /// Sets (or with nil removes) this connection's sending rate limit; it replaces the
+    /// endpoint's ``EndpointConfiguration/rateLimit`` for this connection.
+    public func setRateLimit(_ limit: RateLimit?) async {
+        let core = self.core
+        try? await core.eventLoop.submit {
+            core.quic.setRateLimit(limit, now: clockNow())
+            core.kick()
+        }.get()
+    }
+
     /// Closes the connection; the peer sees `code` and `reason`.
     public func close(code: UInt64 = 0, reason: String = "") async {
         let core = self.core

@@ -94,8 +94,13 @@ final class EndpointCore: @unchecked Sendable {
             return
         }
         if let max = config.maxConnections, connections.count >= max {
-            droppedDatagrams += 1
             logger.debug("refusing a connection: \(max) connections already held")
+            if let refusal = NGTCP2Packet.refuse(
+                initial, reason: "server busy: it holds its maximum of \(max) connections",
+                allocator: channel?.allocator ?? ByteBufferAllocator())
+            {
+                write(AddressedEnvelope(remoteAddress: remote, data: refusal))
+            }
             return
         }
         var odcid: ConnectionID? = nil

@@ -91,6 +91,9 @@ final class QUICConnection {
     private var bucket: TokenBucket?
     private var rateBlocked = false
     private var pending: Transmit?
+    /// An unused transmit buffer kept for the next `pollTransmit` (avoids an allocation
+    /// per call when there is nothing to send).
+    private var spare: ByteBuffer?
     private let allocator = ByteBufferAllocator()
     private let sendLimit: UInt64
 
@@ -225,6 +228,11 @@ final class QUICConnection {
                 "the peer refused the TLS handshake: \(NGTCP2Connection.alertName(alert)) (alert \(alert)); it does not trust our certificate, it expired, or the peer requires one",
                 initiator: .peer)
         }
+        if info.code == 0x2 {  // CONNECTION_REFUSED
+            return STOQError(
+                .tooManyConnections, "the peer refused the connection: \(info.reason.isEmpty ? "it is at its connection limit" : info.reason)",
+                initiator: .peer)
+        }
         if case .handshaking = state {
             return STOQError(.handshakeFailed, "the peer closed the connection during the handshake (transport error \(info.code)) \(info.reason)", initiator: .peer)
         }
@@ -302,7 +310,14 @@ final class QUICConnection {
         lastNow = now
         let maxSize = ngtcp2.maxPacketSize
         let batch = max(1, maxDatagrams)
-        var buf = allocator.buffer(capacity: maxSize * batch)
+        var buf: ByteBuffer
+        if var spare = spare, spare.capacity >= maxSize * batch {
+            self.spare = nil
+            spare.clear()
+            buf = spare
+        } else {
+            buf = allocator.buffer(capacity: maxSize * batch)
+        }
         var count = 0
         var segment = 0
         var path = ngtcp2.currentWritePath
@@ -358,6 +373,7 @@ final class QUICConnection {
             if packetLength < segment { break }
         }
         guard count > 0 else {
+            if pending == nil { spare = buf }  // nothing written: keep the memory for next time
             let p = pending
             pending = nil
             return p
@@ -427,6 +443,12 @@ final class QUICConnection {
         guard let id = ngtcp2.openStream(bidirectional: bidirectional) else { return nil }
         streams[id] = StreamState(canSend: true, priority: priority)
         return id
+    }
+
+    /// Sets or removes this connection's sending rate limit.
+    func setRateLimit(_ limit: RateLimit?, now: UInt64) {
+        bucket = limit.map { TokenBucket($0, now: now) }
+        rateBlocked = false
     }
 
     /// Changes a stream's scheduling class.

@@ -60,6 +60,15 @@ public final class QUICStream: AsyncSequence, Sendable {
         try await core.connection.eventLoop.submit { core.finish() }.get()
     }
 
+    /// Changes the stream's scheduling class.
+    public func setPriority(_ priority: StreamPriority) async {
+        let core = self.core
+        try? await core.connection.eventLoop.submit {
+            core.quic.setPriority(core.id, priority)
+            core.connection.kick()
+        }.get()
+    }
+
     /// Abandons sending (RESET_STREAM with `code`).
     public func reset(code: UInt64) async {
         let core = self.core

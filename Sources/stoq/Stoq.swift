@@ -7,6 +7,7 @@ struct Stoq: AsyncParsableCommand {
         abstract: "STOQ: secure transport over QUIC/IPv6 and a content-delivery network.",
         subcommands: [
             Certs.self,
+            BenchTransport.self,
         ]
     )
 }

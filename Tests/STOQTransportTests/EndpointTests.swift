@@ -377,6 +377,24 @@ func bytes(_ n: Int, seed: UInt64) -> [UInt8] {
         await pair.close()
     }
 
+    @Test func connectionLimitRefusesWithClearError() async throws {
+        var config = EndpointConfiguration()
+        config.maxConnections = 1
+        let pair = try await Pair.make(config: config)
+        _ = try await pair.connect()
+        let other = try await Endpoint.bind(host: "::1", port: 0, tls: try Certs.tls("client2"))
+        do {
+            _ = try await other.connect(host: "::1", port: pair.server.localAddress.port!)
+            Issue.record("second connection accepted beyond maxConnections = 1")
+        } catch let e as STOQError {
+            #expect(e.code == .tooManyConnections, "\(e)")
+            #expect(e.initiator == .peer)
+        }
+        await other.close()
+        #expect(await pair.server.connectionCount == 1)
+        await pair.close()
+    }
+
     @Test func fuzzEntryTakesGarbage() {
         var rng = SystemRandomNumberGenerator()
         let seed = UInt64.random(in: 0...UInt64.max, using: &rng)

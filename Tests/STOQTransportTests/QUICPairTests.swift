@@ -25,6 +25,9 @@ final class QUICPair {
     var serverReceived: [Int64: Int] = [:]
     var clientReceived: [Int64: Int] = [:]
     var serverFin: Set<Int64> = []
+    /// When false the server reads but does not report consumption (a stalled application).
+    var serverConsumes = true
+    var serverUnconsumed: [Int64: Int] = [:]
     var clientFin: Set<Int64> = []
 
     static func settings(_ pki: TestPKI, _ node: TestPKI.Node, _ e: EndpointConfiguration = .init()) throws -> QUICConnection.Settings {
@@ -79,7 +82,7 @@ final class QUICPair {
             let conn = isClient ? client : server!
             let (data, fin) = conn.read(id)
             let n = data?.readableBytes ?? 0
-            conn.consumed(id, count: n)
+            if isClient || serverConsumes { conn.consumed(id, count: n) } else { serverUnconsumed[id, default: 0] += n }
             if isClient {
                 clientReceived[id, default: 0] += n
                 if fin { clientFin.insert(id) }
@@ -106,6 +109,14 @@ final class QUICPair {
     }
 
     /// Runs until `done` holds or both sides are quiet; returns whether `done` held.
+    /// Runs until virtual time `deadline` (never jumping past it).
+    func drive(upTo deadline: UInt64) {
+        timeLimit = deadline
+        drive { $0.now >= deadline }
+        timeLimit = nil
+    }
+    private var timeLimit: UInt64?
+
     @discardableResult
     func drive(maxSteps: Int = 200_000, until done: (QUICPair) -> Bool = { _ in false }) -> Bool {
         for _ in 0..<maxSteps {
@@ -116,7 +127,8 @@ final class QUICPair {
             for t in [client.pollTimeout(), server?.pollTimeout()].compactMap({ $0 }) {
                 next = min(next ?? t, t)
             }
-            guard let at = next else { return done(self) }
+            guard var at = next else { return done(self) }
+            if let limit = timeLimit { at = min(at, limit) }
             now = max(now, at)
             var due = inFlight.filter { $0.at <= now }
             inFlight.removeAll { $0.at <= now }
@@ -196,6 +208,26 @@ func pattern(_ count: Int, seed: UInt8 = 7) -> ByteBuffer {
         let bulkSoFar = pair.serverReceived[bulk] ?? 0
         #expect(bulkSoFar < 200_000, "bulk had \(bulkSoFar) bytes before control finished")
         #expect(pair.drive { $0.serverFin.contains(bulk) })
+    }
+
+    @Test func receiveWindowOpensOnlyAsApplicationConsumes() throws {
+        let pair = try QUICPair()
+        #expect(pair.drive { $0.established })
+        pair.serverConsumes = false
+        let id = try #require(try pair.client.openStream(bidirectional: false, priority: .bulk))
+        try pair.client.send(id, pattern(8_000_000))
+        pair.client.finish(id)
+        // Run 500 ms of virtual time: the sender stalls on flow control.
+        pair.drive(upTo: pair.now + 500_000_000)
+        let window = Int(EndpointConfiguration().streamReceiveWindow)
+        #expect(pair.serverReceived[id, default: 0] <= window)
+        #expect(pair.serverReceived[id, default: 0] > 0)
+        #expect(!pair.client.isWritable(id))
+        // The application catches up: the window opens and the transfer completes.
+        pair.serverConsumes = true
+        pair.server!.consumed(id, count: pair.serverUnconsumed[id] ?? 0)
+        #expect(pair.drive { $0.serverFin.contains(id) })
+        #expect(pair.serverReceived[id] == 8_000_000)
     }
 
     @Test func closeWithCodeAndReasonReachesPeer() throws {

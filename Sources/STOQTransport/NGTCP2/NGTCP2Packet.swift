@@ -89,6 +89,21 @@ enum NGTCP2Packet {
         return buf.readableBytes > 0 ? buf : nil
     }
 
+    /// Writes a stateless CONNECTION_CLOSE (CONNECTION_REFUSED) answering a client Initial.
+    static func refuse(_ initial: Initial, reason: String, allocator: ByteBufferAllocator) -> ByteBuffer? {
+        var dcid = initial.scid.ngtcp2
+        var scid = initial.dcid.ngtcp2
+        let reasonBytes = Array(reason.utf8.prefix(256))
+        var buf = allocator.buffer(capacity: 1500)
+        buf.writeWithUnsafeMutableBytes(minimumWritableBytes: 1500) { dest -> Int in
+            let n = ngtcp2_crypto_write_connection_close(
+                dest.baseAddress!.assumingMemoryBound(to: UInt8.self), dest.count, initial.version, &dcid, &scid,
+                UInt64(NGTCP2_CONNECTION_REFUSED), reasonBytes, reasonBytes.count)
+            return n > 0 ? Int(n) : 0
+        }
+        return buf.readableBytes > 0 ? buf : nil
+    }
+
     /// Verifies a Retry token; returns the original destination connection ID.
     static func verifyRetry(
         _ initial: Initial, remote: SocketAddress, secret: [UInt8], timeoutNanos: UInt64, now: UInt64
