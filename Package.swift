@@ -93,7 +93,7 @@ let package = Package(
 
         // MARK: Tests (beside each module)
         .testTarget(name: "STOQIdentityTests", dependencies: ["STOQIdentity", x509, crypto]),
-        .testTarget(name: "STOQTransportTests", dependencies: ["STOQTransport", "STOQIdentity", nio, nioPosix]),
+        .testTarget(name: "STOQTransportTests", dependencies: ["STOQTransport", "STOQIdentity", nio, nioPosix, crypto]),
         .testTarget(name: "STOQWireTests", dependencies: ["STOQWire", nio]),
         .testTarget(name: "STOQContentTests", dependencies: ["STOQContent", crypto]),
         .testTarget(name: "STOQRoutingTests", dependencies: ["STOQRouting", "STOQSimulation"]),

@@ -9,6 +9,8 @@ struct Stoq: AsyncParsableCommand {
         subcommands: [
             // identity
             Certs.self,
+            // transport
+            BenchTransport.self,
             // content
             Put.self,
             Get.self,
