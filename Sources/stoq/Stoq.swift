@@ -10,6 +10,8 @@ struct Stoq: AsyncParsableCommand {
             // identity
             Certs.self,
             // transport
+            Serve.self,
+            Fetch.self,
             BenchTransport.self,
             // content
             Put.self,
