@@ -22,7 +22,7 @@ public enum HQInterop {
     /// - Returns: the relative path components, or `nil` for a request to refuse.
     public static func parseRequest(_ bytes: [UInt8]) -> [String]? {
         guard bytes.count <= maximumRequestLength, var line = String(validating: bytes, as: UTF8.self) else { return nil }
-        while line.hasSuffix("\n") || line.hasSuffix("\r") { line.removeLast() }
+        while let last = line.last, last.isNewline { line.removeLast() }  // "\r\n" is one Character
         guard line.hasPrefix("GET ") else { return nil }
         var target = String(line.dropFirst(4))
         if let space = target.firstIndex(of: " ") { target = String(target[..<space]) }  // "GET /x HTTP/1.0"
@@ -120,7 +120,7 @@ public final class HQFileServer: Sendable {
         while true {
             let data = try handle.read(upToCount: blockSize) ?? Data()
             if data.isEmpty { break }
-            try await stream.write(ByteBuffer(data: data))
+            try await stream.write(ByteBuffer(bytes: data))
         }
         try await stream.finish()
     }
@@ -186,7 +186,7 @@ public enum HQClient {
             if firstByte == nil { firstByte = .now - start }
             total += piece.readableBytes
             piece.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
-            if let output { try output.write(contentsOf: piece.readableBytesView) }
+            if let output { try output.write(contentsOf: Data(piece.readableBytesView)) }
         }
         let elapsed = ContinuousClock.now - start
         return FetchResult(

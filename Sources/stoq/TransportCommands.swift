@@ -25,21 +25,40 @@ struct ListenAddress: ExpressibleByArgument, Sendable {
     static var defaultValueDescription: String { "[::1]:4433" }
 }
 
-/// Runs `body` until SIGINT or SIGTERM arrives, then calls `shutdown`.
+/// Waits for SIGINT or SIGTERM, then calls `shutdown`.
 func runUntilSignalled(shutdown: @escaping @Sendable () async -> Void) async {
-    signal(SIGINT, SIG_IGN)
-    signal(SIGTERM, SIG_IGN)
-    let stream = AsyncStream<Int32> { continuation in
-        let sources = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { continuation.yield(sig) }
-            source.resume()
-            return source
-        }
-        continuation.onTermination = { _ in sources.forEach { $0.cancel() } }
-    }
-    for await _ in stream { break }
+    let signalNumber = await TerminationSignal.wait()
+    FileHandle.standardError.write(Data("stoq: signal \(signalNumber), shutting down\n".utf8))
     await shutdown()
+}
+
+/// Turns SIGINT/SIGTERM into an awaitable event.
+///
+/// `@unchecked Sendable`: the dispatch sources are created once and only touched on `queue`.
+final class TerminationSignal: @unchecked Sendable {
+    private let queue = DispatchQueue(label: "stoq.signals")
+    private var sources: [any DispatchSourceSignal] = []
+
+    static func wait() async -> Int32 {
+        let box = TerminationSignal()
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Int32, Never>) in
+            box.queue.async {
+                var resumed = false
+                for sig in [SIGINT, SIGTERM] {
+                    signal(sig, SIG_IGN)
+                    let source = DispatchSource.makeSignalSource(signal: sig, queue: box.queue)
+                    source.setEventHandler {
+                        guard !resumed else { return }
+                        resumed = true
+                        box.sources.forEach { $0.cancel() }
+                        continuation.resume(returning: sig)
+                    }
+                    source.resume()
+                    box.sources.append(source)
+                }
+            }
+        }
+    }
 }
 
 struct Serve: AsyncParsableCommand {
@@ -71,7 +90,7 @@ struct Serve: AsyncParsableCommand {
         if let rateLimit { config.rateLimit = RateLimit(bytesPerSecond: rateLimit) }
         let endpoint = try await Endpoint.bind(host: listen.host, port: listen.port, tls: tls, configuration: config)
         print("listening on [\(endpoint.localAddress.ipAddress ?? listen.host)]:\(endpoint.localAddress.port ?? listen.port)")
-        fflush(stdout)
+        fflush(nil)
         async let serving: Void = server.run(on: endpoint)
         await runUntilSignalled { await endpoint.close() }
         await serving
@@ -112,7 +131,8 @@ struct Fetch: AsyncParsableCommand {
         let start = ContinuousClock.now
         let endpoint = try await Endpoint.bind(host: "::", port: 0, tls: tls, configuration: config)
         do {
-            let connection = try await endpoint.connect(host: target.host, port: target.port, serverName: target.host)
+            let serverName = target.host.contains(":") ? nil : target.host  // SNI carries DNS names only
+            let connection = try await endpoint.connect(host: target.host, port: target.port, serverName: serverName)
             var handle: FileHandle?
             if let output {
                 guard FileManager.default.createFile(atPath: output, contents: nil) else { throw CLIError("cannot create \(output)") }
