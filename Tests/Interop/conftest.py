@@ -10,11 +10,11 @@ import hashlib
 import os
 import random
 import re
-import selectors
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +106,12 @@ def www(tmp_path_factory: pytest.TempPathFactory) -> Tree:
 
 
 class Proc:
-    """A long-running child (server or relay) whose first stdout line we wait for."""
+    """A long-running child (server or relay) that announces "READY [addr]:port".
+
+    The announcement is looked for on stdout and on stderr. stdout is drained by a thread
+    for the whole life of the process, so a chatty child never blocks on a full pipe;
+    stderr goes to a file in the test's directory.
+    """
 
     def __init__(self, name: str, cmd: list[str], log_dir: Path, ready: str, timeout: float = 30) -> None:
         self.name = name
@@ -116,55 +121,63 @@ class Proc:
         self._stderr = open(self.stderr_path, "w")
         self.p = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=self._stderr,
                                   text=True, bufsize=1, start_new_session=True)
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
         self.port = self._wait_ready(ready, timeout)
 
-    def _wait_ready(self, ready: str, timeout: float) -> int:
-        sel = selectors.DefaultSelector()
+    def _drain(self) -> None:
         assert self.p.stdout is not None
-        sel.register(self.p.stdout, selectors.EVENT_READ)
+        for line in self.p.stdout:
+            self.stdout_lines.append(line.rstrip("\n"))
+
+    def stdout(self) -> str:
+        return "\n".join(self.stdout_lines)
+
+    def _wait_ready(self, ready: str, timeout: float) -> int:
         deadline = time.monotonic() + timeout
         pattern = re.compile(re.escape(ready) + r" \[([0-9a-fA-F:.]+)\]:(\d+)")
         while time.monotonic() < deadline:
-            if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
-                break
-            line = self.p.stdout.readline()
-            if not line:
-                break
-            self.stdout_lines.append(line.rstrip("\n"))
-            m = pattern.search(line)
+            m = pattern.search(self.stdout()) or pattern.search(self.stderr())
             if m:
-                sel.close()
                 return int(m.group(2))
-        sel.close()
+            if self.p.poll() is not None:
+                time.sleep(0.1)  # let the reader take the last lines
+                m = pattern.search(self.stdout()) or pattern.search(self.stderr())
+                if m:
+                    return int(m.group(2))
+                break
+            time.sleep(0.02)
         self.stop()
         raise AssertionError(f"{self.name} did not print '{ready} [addr]:port' within {timeout} s: "
-                             f"exit={self.p.poll()} stdout={self.stdout_lines} stderr={self.stderr()}")
+                             f"exit={self.p.poll()} cmd={' '.join(self.cmd)} stdout={self.stdout()[-2000:]!r} "
+                             f"stderr={self.stderr()[-2000:]!r}")
 
     def stderr(self) -> str:
         self._stderr.flush()
         try:
-            return self.stderr_path.read_text()[-4000:]
+            return self.stderr_path.read_text(errors="replace")[-200_000:]
         except OSError:
             return ""
 
     def stop(self, timeout: float = 5) -> str:
-        """SIGTERM, wait, SIGKILL; returns the rest of stdout."""
-        rest = ""
+        """SIGTERM, wait, SIGKILL; returns everything the child printed on stdout."""
         if self.p.poll() is None:
             try:
                 os.killpg(self.p.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
         try:
-            rest, _ = self.p.communicate(timeout=timeout)
+            self.p.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             try:
                 os.killpg(self.p.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            rest, _ = self.p.communicate(timeout=5)
-        self._stderr.close()
-        return rest or ""
+            self.p.wait(timeout=5)
+        self._reader.join(timeout=5)
+        if not self._stderr.closed:
+            self._stderr.close()
+        return self.stdout()
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,14 +92,19 @@ def make_file(path: Path, size: int) -> str:
     return h.hexdigest()
 
 
-def vm_hwm_kib(pid: int) -> int | None:
+def status_kib(pid: int, key: str) -> int | None:
+    """A kB figure from /proc/PID/status (VmHWM, RssAnon, …)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1])
-    except OSError:
+    except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def vm_hwm_kib(pid: int) -> int | None:
+    return status_kib(pid, "VmHWM")
 
 
 def loadavg() -> str:
@@ -115,23 +121,34 @@ class Server:
         self.log = open(log, "w")
         self.p = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=self.log,
                                   text=True, bufsize=1, start_new_session=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+        self.peak_anon_kib = 0
+        self._stopping = threading.Event()
+        threading.Thread(target=self._sample_memory, daemon=True).start()
         self.port = port if port is not None else self._wait_port(ready, timeout)
         if port is not None:
             self._wait_bound(port, timeout)
 
-    def _wait_port(self, ready: str, timeout: float) -> int:
-        import selectors
-        sel = selectors.DefaultSelector()
+    def _drain(self) -> None:
         assert self.p.stdout is not None
-        sel.register(self.p.stdout, selectors.EVENT_READ)
+        for line in self.p.stdout:  # keep the pipe empty for the server's whole life
+            self.lines.append(line)
+
+    def _wait_port(self, ready: str, timeout: float) -> int:
+        """Waits for "READY [addr]:port" on the server's stdout or in its stderr log."""
+        pattern = re.compile(re.escape(ready) + r" \[[0-9a-fA-F:.]+\]:(\d+)")
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and sel.select(timeout=deadline - time.monotonic()):
-            line = self.p.stdout.readline()
-            if not line:
-                break
-            m = re.search(re.escape(ready) + r" \[[0-9a-fA-F:.]+\]:(\d+)", line)
+        while time.monotonic() < deadline:
+            self.log.flush()
+            text = "".join(self.lines) + Path(self.log.name).read_text(errors="replace")
+            m = pattern.search(text)
             if m:
                 return int(m.group(1))
+            if self.p.poll() is not None:
+                break
+            time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"{self.name} did not become ready within {timeout} s (see {self.log.name})")
 
@@ -151,10 +168,20 @@ class Server:
             time.sleep(0.02)
         raise RuntimeError(f"{self.name} did not bind [::1]:{port}")
 
+    def _sample_memory(self) -> None:
+        """Polls RssAnon: VmHWM also counts file pages a server maps (gtlsserver maps the
+        whole file it serves), so the anonymous peak is the figure to compare."""
+        while self.p.poll() is None and not self._stopping.is_set():
+            anon = status_kib(self.p.pid, "RssAnon")
+            if anon is not None and anon > self.peak_anon_kib:
+                self.peak_anon_kib = anon
+            self._stopping.wait(0.05)
+
     def peak_rss_kib(self) -> int | None:
         return vm_hwm_kib(self.p.pid)
 
     def stop(self) -> None:
+        self._stopping.set()
         if self.p.poll() is None:
             try:
                 os.killpg(self.p.pid, signal.SIGTERM)
@@ -187,6 +214,7 @@ class Row:
     samples: list[Sample] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     peak_rss_kib: int | None = None
+    peak_anon_kib: int | None = None
     ttfb_proc: list[float] = field(default_factory=list)    # whole client process, spawn → exit
     ttfb_inproc: list[float] = field(default_factory=list)  # connect → first response byte, client's own clock
 
@@ -358,6 +386,7 @@ class Bench:
                         print(f"  run {i + 1}/{a.runs} {r.label:<42} FAILED: {error}", flush=True)
             for r in live:
                 r.peak_rss_kib = r.server.peak_rss_kib() if r.server else None
+                r.peak_anon_kib = r.server.peak_anon_kib if r.server else None
             # time to first byte of a new connection
             ttfb_rows = [r for r in live if r.key in ("stoq", "ngtcp2", "stoq-aioquic", "aioquic")]
             for i in range(a.ttfb_fetches):
@@ -388,7 +417,7 @@ class Bench:
             return f"{v / base:.2f}×" if v and base else "—"
 
         lines = []
-        head = ("peer (server → client)", "ALPN", "size", "Gbit/s", "ratio", "server peak RSS", "runs")
+        head = ("peer (server → client)", "ALPN", "size", "Gbit/s", "ratio", "server peak RSS (anon)", "runs")
         body = []
         for r in rows:
             if r.unavailable:
@@ -397,7 +426,8 @@ class Bench:
             g = r.gbits()
             body.append((r.label, r.proto, human_bytes(r.size),
                          f"{g:.3f}" if g else "failed", cell_ratio(g, ref_g),
-                         f"{r.peak_rss_kib / 1024:.1f} MiB" if r.peak_rss_kib else "?",
+                         (f"{r.peak_rss_kib / 1024:.1f} MiB ({(r.peak_anon_kib or 0) / 1024:.1f} MiB)"
+                          if r.peak_rss_kib else "?"),
                          f"{len(r.samples)}/{self.args.runs}"))
         lines += table(head, body)
         lines.append("")
@@ -427,6 +457,8 @@ class Bench:
         lines.append("client process = spawn → exit of a new client fetching 1 KiB (includes process start-up); "
                      "connect → first byte = the client's own clock (ngtcp2: its log, 1 ms resolution; "
                      "aioquic: perf_counter; stoq fetch: not reported).")
+        lines.append("server peak RSS = VmHWM while it served every run (file pages it maps count: gtlsserver maps "
+                     "the file); (anon) = peak RssAnon sampled every 50 ms, the figure to compare.")
         lines.append(f"Median of {self.args.runs} runs, interleaved; each run is a new connection timed from client "
                      f"spawn to exit. Load average at start {load_start}, at end {loadavg()} ({os.cpu_count()} cores).")
         errs = [(r.label, e) for r in rows for e in r.errors]
@@ -441,7 +473,7 @@ class Bench:
                       "ratio_to_ngtcp2": (r.gbits() / ref_g) if r.gbits() and ref_g else None,
                       "samples_s": [s.seconds for s in r.samples],
                       "reported_s": [s.reported_seconds for s in r.samples],
-                      "server_peak_rss_kib": r.peak_rss_kib,
+                      "server_peak_rss_kib": r.peak_rss_kib, "server_peak_anon_kib": r.peak_anon_kib,
                       "ttfb_process_s": r.ttfb_proc, "ttfb_inprocess_s": r.ttfb_inproc,
                       "errors": r.errors} for r in rows],
         }
