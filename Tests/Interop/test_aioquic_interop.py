@@ -49,17 +49,19 @@ PEERS = [_peer_param("stoq"), _peer_param("aioquic")]
 
 
 def start_server(kind: str, procs, certs: Certs, www: Tree, *, ca: Path | None = None,  # type: ignore[no-untyped-def]
-                 chacha: bool = False, key_update: bool = False) -> Proc:
+                 chacha: bool = False, key_update: bool = False,
+                 identity: tuple[Path, Path] | None = None) -> Proc:
+    cert, key = identity or (certs.server_cert, certs.server_key)
     if kind == "stoq":
         assert not chacha and not key_update, "stoq serve has no such option"
         binary, _ = _stoq()
         cmd = [binary, "serve", str(www.root), "--listen", "[::1]:0",
-               "--cert", str(certs.server_cert), "--key", str(certs.server_key), "--alpn", "hq-interop"]
+               "--cert", str(cert), "--key", str(key), "--alpn", "hq-interop"]
         if ca:
             cmd += ["--ca", str(ca)]
         return procs("stoq-serve", cmd)
     cmd = [PY, str(AIOQUIC_HQ), "server", "--root", str(www.root), "--listen", "[::1]:0",
-           "--cert", str(certs.server_cert), "--key", str(certs.server_key)]
+           "--cert", str(cert), "--key", str(key)]
     if ca:
         cmd += ["--ca", str(ca)]
     if chacha:
@@ -91,7 +93,7 @@ def relay_stats(relay: Proc) -> dict[str, int]:
 
 def aioquic_client(tmp: Path, port: int, paths: list[str], certs: Certs, *,
                    cert: tuple[Path, Path] | None = None, chacha: bool = False,
-                   key_update: bool = False, timeout: float = 90.0) -> tuple[Run, dict]:
+                   key_update: bool = False, timeout: float = 90.0, alpn: str | None = None) -> tuple[Run, dict]:
     report = tmp / f"client-{len(list(tmp.glob('client-*.json')))}.json"
     cmd = [PY, str(AIOQUIC_HQ), "client", *[f"https://[::1]:{port}{p}" for p in paths],
            "--ca", str(certs.ca), "--json", str(report), "--quiet", "--timeout", str(timeout)]
@@ -101,6 +103,8 @@ def aioquic_client(tmp: Path, port: int, paths: list[str], certs: Certs, *,
         cmd += ["--ciphers", "chacha20"]
     if key_update:
         cmd += ["--key-update", "--key-update-after", "1000000"]
+    if alpn:
+        cmd += ["--alpn", alpn]
     run = run_bounded(cmd, CLIENT_DEADLINE)
     assert not run.timed_out, f"aioquic client hung (killed after {CLIENT_DEADLINE} s): {run.stderr}"
     data = json.loads(report.read_text()) if report.exists() else {}
@@ -199,6 +203,13 @@ class TestAioquicClient:
                                 cert=(certs.client_cert, certs.client_key))
         assert_ok(run, "legitimate client after a refusal")
 
+    def test_wrong_alpn_refused(self, server, procs, certs, www, tmp_path):  # type: ignore[no-untyped-def]
+        srv = start_server(server, procs, certs, www)
+        run, r = aioquic_client(tmp_path, srv.port, ["/tiny.txt"], certs, alpn="h3",
+                                timeout=REFUSAL_DEADLINE * 2)
+        assert run.rc == 2, f"expected a handshake failure (exit 2), got {run.rc}: {run.stderr}"
+        assert run.seconds < REFUSAL_DEADLINE, f"refusal took {run.seconds:.1f} s"
+
     def test_lossy_relay(self, server, procs, certs, www, tmp_path):  # type: ignore[no-untyped-def]
         srv = start_server(server, procs, certs, www)
         relay = start_relay(procs, srv.port)
@@ -253,6 +264,14 @@ class TestAioquicServer:
         assert (run.stderr + run.stdout).strip(), "the refusal must come with a message"
         assert "bad_certificate" in srv.stderr() or "certificate" in srv.stderr().lower() \
             or "error=0x1" in srv.stderr(), srv.stderr()
+
+    def test_server_certificate_from_foreign_ca_refused(self, client, procs, certs, www, tmp_path):  # type: ignore[no-untyped-def]
+        # the server presents a certificate for localhost/::1 that our CA did not issue
+        srv = start_server("aioquic", procs, certs, www, identity=(certs.foreign_cert, certs.foreign_key))
+        run, n, sha = fetch(client, tmp_path, srv.port, "/tiny.txt", certs, deadline=REFUSAL_DEADLINE * 2)
+        assert run.rc != 0, "a server certificate from a foreign CA must be refused"
+        assert run.seconds < REFUSAL_DEADLINE, f"refusal took {run.seconds:.1f} s"
+        assert (run.stderr + run.stdout).strip(), "the refusal must come with a message"
 
     def test_lossy_relay(self, client, procs, certs, www, tmp_path):  # type: ignore[no-untyped-def]
         srv = start_server("aioquic", procs, certs, www)

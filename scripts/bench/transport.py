@@ -28,6 +28,7 @@ import argparse
 import hashlib
 import json
 import os
+import queue
 import re
 import shutil
 import signal
@@ -47,9 +48,12 @@ sys.path.insert(0, str(INTEROP))
 from interop_certs import help_mentions, make_certs  # noqa: E402
 
 AIOQUIC_HQ = INTEROP / "aioquic_hq.py"
+IDLE_CONNS = Path(__file__).resolve().parent / "idle_conns.py"
 PY = sys.executable
 FETCHED = re.compile(r"fetched (\d+) bytes sha256 ([0-9a-f]{64}) in ([0-9.eE+-]+) s")
 TINY = 1024
+# if `stoq fetch` reports its first-byte time (any "first byte … N ms" wording), it is used
+STOQ_FIRST_BYTE = re.compile(r"first[ -]byte\D{0,20}?([0-9]+(?:\.[0-9]+)?) ?(ms|s)\b", re.I)
 # first STREAM frame received on request stream 0 (1-RTT), in a gtlsclient log line
 NGTCP2_FIRST_BYTE = re.compile(r"^I(\d{8}) \S+ frm rx \d+ 1RTT STREAM\(0x0[89a-f]\) id=0x0 ", re.M)
 
@@ -217,6 +221,7 @@ class Row:
     peak_anon_kib: int | None = None
     ttfb_proc: list[float] = field(default_factory=list)    # whole client process, spawn → exit
     ttfb_inproc: list[float] = field(default_factory=list)  # connect → first response byte, client's own clock
+    idle: dict | None = None  # idle-connection phase: n, failed, anon_before/after_kib, handshakes_per_s
 
     def gbits(self) -> float | None:
         if not self.samples:
@@ -328,7 +333,9 @@ class Bench:
                 return None, f"stoq fetch printed no 'fetched' line: {out.strip()[-200:]}", None
             if int(m.group(1)) != size or m.group(2) != sha:
                 return None, f"stoq fetch got {m.group(1)} bytes sha256 {m.group(2)[:16]}…, expected {size}", None
-            return Sample(secs, size, float(m.group(3))), None, None
+            fb = STOQ_FIRST_BYTE.search(out + err)
+            first = (float(fb.group(1)) / (1e3 if fb.group(2) == "ms" else 1.0)) if fb else None
+            return Sample(secs, size, float(m.group(3))), None, first
         if r.key == "ngtcp2":
             d = self.dl / "ngtcp2"
             d.mkdir(exist_ok=True)
@@ -361,6 +368,43 @@ class Bench:
         if data["bytes"] != size or data["sha256"] != sha:
             return None, f"aioquic client got {data['bytes']} bytes, expected {size}", None
         return Sample(secs, size, data["seconds"]), None, data.get("ttfb_s")
+
+    # ------------------------------------------------------------------ idle connections
+    def idle_phase(self, r: Row, n: int) -> None:
+        """Holds n idle aioquic connections to r's server; records its RssAnon before/after."""
+        assert r.server is not None
+        pid = r.server.p.pid
+        alpn = "h3" if r.key == "ngtcp2" else "hq-interop"
+        before = status_kib(pid, "RssAnon")
+        log = open(self.logs / f"idle-{r.key}.log", "w")
+        p = subprocess.Popen([PY, IDLE_CONNS, "--port", str(r.server.port), "--alpn", alpn,
+                              "--ca", str(self.certs.ca), "-n", str(n)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+                             start_new_session=True)
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in p.stdout], daemon=True).start()  # type: ignore[union-attr]
+        try:
+            line = lines.get(timeout=60 + n / 5)
+            m = re.search(r"established (\d+) connections in ([0-9.]+) s \(([0-9.]+) handshakes/s\) failed (\d+)", line)
+            if not m:
+                r.errors.append(f"idle connections: unexpected output {line.strip()!r}")
+                return
+            time.sleep(1.0)  # let the server finish its handshake bookkeeping
+            after = status_kib(pid, "RssAnon")
+            r.idle = {"n": int(m.group(1)), "failed": int(m.group(4)), "anon_before_kib": before,
+                      "anon_after_kib": after, "handshakes_per_s": float(m.group(3))}
+            if int(m.group(1)) == 0:
+                r.errors.append("idle connections: none established")
+        except queue.Empty:
+            r.errors.append(f"idle connections: not all {n} established within {60 + n / 5:.0f} s")
+        finally:
+            try:
+                p.stdin.close()  # type: ignore[union-attr]
+                p.wait(timeout=20)
+            except (subprocess.TimeoutExpired, BrokenPipeError):
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(timeout=5)
+            log.close()
 
     # ------------------------------------------------------------------ runs
     def run(self) -> dict:
@@ -398,6 +442,12 @@ class Bench:
                     r.ttfb_proc.append(sample.seconds)
                     if inproc is not None:
                         r.ttfb_inproc.append(inproc)
+            # memory per idle connection (one measurement per distinct server)
+            if a.idle_conns > 0:
+                for r in live:
+                    if r.key in ("stoq", "ngtcp2", "aioquic"):
+                        print(f"  idle: holding {a.idle_conns} connections to {r.label}", flush=True)
+                        self.idle_phase(r, a.idle_conns)
         finally:
             stopped = set()
             for r in rows:
@@ -453,10 +503,34 @@ class Bench:
                           ms(r.ttfb_inproc, 50), ms(r.ttfb_inproc, 99), str(len(r.ttfb_proc))))
         lines += table(head2, body2)
         lines.append("")
-        lines.append("ratio = figure / ngtcp2's in the same run (Gbit/s: higher is better; first byte: lower is better).")
+        if self.args.idle_conns > 0:
+            ref_idle = per_conn(ref.idle) if ref else None
+            head3 = ("server", "idle connections held", "server RssAnon before → after", "per connection",
+                     "ratio", "handshakes/s (aioquic client-bound)")
+            body3 = []
+            for r in rows:
+                if r.key == "stoq-aioquic":
+                    continue
+                label = r.label.split(" → ")[0] + (" serve" if r.key == "stoq" else
+                                                    " gtlsserver" if r.key == "ngtcp2" else " server")
+                if r.unavailable:
+                    body3.append((label, f"n/a ({r.unavailable})", "", "", "", ""))
+                elif not r.idle:
+                    body3.append((label, "failed", "", "", "", ""))
+                else:
+                    i = r.idle
+                    pc = per_conn(i)
+                    body3.append((label, f"{i['n']} (failed {i['failed']})",
+                                  f"{(i['anon_before_kib'] or 0) / 1024:.1f} → {(i['anon_after_kib'] or 0) / 1024:.1f} MiB",
+                                  f"{pc:.1f} KiB" if pc is not None else "?", cell_ratio(pc, ref_idle),
+                                  f"{i['handshakes_per_s']:.0f}"))
+            lines += table(head3, body3)
+            lines.append("")
+        lines.append("ratio = figure / ngtcp2's in the same run (Gbit/s: higher is better; first byte and memory: "
+                     "lower is better). The two stoq rows share one `stoq serve` process.")
         lines.append("client process = spawn → exit of a new client fetching 1 KiB (includes process start-up); "
                      "connect → first byte = the client's own clock (ngtcp2: its log, 1 ms resolution; "
-                     "aioquic: perf_counter; stoq fetch: not reported).")
+                     "aioquic: perf_counter; stoq fetch: its own report if it prints one).")
         lines.append("server peak RSS = VmHWM while it served every run (file pages it maps count: gtlsserver maps "
                      "the file); (anon) = peak RssAnon sampled every 50 ms, the figure to compare.")
         lines.append(f"Median of {self.args.runs} runs, interleaved; each run is a new connection timed from client "
@@ -475,11 +549,17 @@ class Bench:
                       "reported_s": [s.reported_seconds for s in r.samples],
                       "server_peak_rss_kib": r.peak_rss_kib, "server_peak_anon_kib": r.peak_anon_kib,
                       "ttfb_process_s": r.ttfb_proc, "ttfb_inprocess_s": r.ttfb_inproc,
-                      "errors": r.errors} for r in rows],
+                      "idle": r.idle, "errors": r.errors} for r in rows],
         }
         (self.out / "transport.json").write_text(json.dumps(result, indent=1))
         (self.out / "transport.txt").write_text(text + "\n")
         return result
+
+
+def per_conn(idle: dict | None) -> float | None:
+    if not idle or not idle.get("n") or idle.get("anon_after_kib") is None or idle.get("anon_before_kib") is None:
+        return None
+    return (idle["anon_after_kib"] - idle["anon_before_kib"]) / idle["n"]
 
 
 def table(head: tuple, body: list[tuple]) -> list[str]:
@@ -497,6 +577,8 @@ def main() -> int:
     p.add_argument("--aioquic-bytes", type=int, default=env_int("BENCH_AIOQUIC_BYTES", 64 << 20))
     p.add_argument("--runs", type=int, default=env_int("BENCH_RUNS", 3))
     p.add_argument("--ttfb-fetches", type=int, default=env_int("BENCH_TTFB_FETCHES", 50))
+    p.add_argument("--idle-conns", type=int, default=env_int("BENCH_IDLE_CONNS", 500),
+                   help="idle connections held per server for memory per connection (0: skip)")
     args = p.parse_args()
     result = Bench(args).run()
     failed = [r for r in result["rows"] if not r["unavailable"] and r["gbits_median"] is None]
