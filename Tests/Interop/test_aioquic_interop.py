@@ -10,6 +10,7 @@ The `stoq` cases skip with the reason when STOQ_BIN is unset or does not impleme
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -127,7 +128,6 @@ def fetch(kind: str, tmp: Path, port: int, path: str, certs: Certs, *,
             return run, 0, ""
         parsed = parse_fetched(run.stdout + run.stderr)
         assert parsed, f"stoq fetch printed no 'fetched … bytes sha256 …' line: {run.stdout!r}"
-        import hashlib
         on_disk = hashlib.sha256(out.read_bytes()).hexdigest()
         assert on_disk == parsed[1], "stoq fetch printed a SHA-256 that differs from the file it wrote"
         return run, parsed[0], parsed[1]
@@ -202,6 +202,21 @@ class TestAioquicClient:
         run, r = aioquic_client(tmp_path, srv.port, ["/tiny.txt"], certs,
                                 cert=(certs.client_cert, certs.client_key))
         assert_ok(run, "legitimate client after a refusal")
+
+    def test_no_path_escape(self, server, procs, certs, www, tmp_path):  # type: ignore[no-untyped-def]
+        secret = www.root.parent / "secret-outside-root.txt"
+        secret.write_bytes(b"this file is outside the served root\n")
+        secret_sha = hashlib.sha256(secret.read_bytes()).hexdigest()
+        srv = start_server(server, procs, certs, www)
+        escapes = ["/../secret-outside-root.txt", "/p/../../secret-outside-root.txt",
+                   "/./../secret-outside-root.txt", f"/{secret}"]
+        run, r = aioquic_client(tmp_path, srv.port, escapes, certs)
+        assert run.rc in (0, 3), f"the connection itself must survive bad paths: exit {run.rc} {run.stderr}"
+        for q in r["requests"]:
+            assert q["sha256"] != secret_sha, f"{q['path']} escaped the root"
+        run, r = aioquic_client(tmp_path, srv.port, ["/tiny.txt"], certs)
+        assert_ok(run, "fetch after path-escape attempts")
+        assert r["requests"][0]["sha256"] == www.sha["/tiny.txt"]
 
     def test_wrong_alpn_refused(self, server, procs, certs, www, tmp_path):  # type: ignore[no-untyped-def]
         srv = start_server(server, procs, certs, www)
