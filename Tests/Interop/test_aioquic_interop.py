@@ -86,10 +86,17 @@ def start_relay(procs, upstream_port: int, seed: int = 7) -> Proc:  # type: igno
 
 
 def relay_stats(relay: Proc) -> dict[str, int]:
+    """Stops the relay and checks it really dropped about LOSS of the datagrams each way."""
     rest = relay.stop()
     m = re.search(r"stats up_fwd=(\d+) up_drop=(\d+) down_fwd=(\d+) down_drop=(\d+)", rest)
     assert m, f"relay printed no stats: {rest!r}"
-    return dict(zip(("up_fwd", "up_drop", "down_fwd", "down_drop"), map(int, m.groups())))
+    stats = dict(zip(("up_fwd", "up_drop", "down_fwd", "down_drop"), map(int, m.groups())))
+    for way in ("up", "down"):
+        total = stats[f"{way}_fwd"] + stats[f"{way}_drop"]
+        assert stats[f"{way}_drop"] > 0, f"the relay dropped nothing {way}stream: {stats}"
+        if total >= 400:  # enough datagrams for the fraction to mean something
+            assert LOSS / 3 < stats[f"{way}_drop"] / total < LOSS * 2.5, stats
+    return stats
 
 
 def aioquic_client(tmp: Path, port: int, paths: list[str], certs: Certs, *,
