@@ -10,7 +10,7 @@
 #   routing    STOQ_BIN bench routing
 #
 # Environment: BENCH_OUT (default ./bench-out), BENCH_PARTS (comma list, default all),
-# BENCH_TRANSPORT_BYTES, BENCH_AIOQUIC_BYTES, BENCH_RUNS, BENCH_TTFB_FETCHES, BENCH_ONLY
+# BENCH_TRANSPORT_BYTES, BENCH_AIOQUIC_BYTES, BENCH_RUNS, BENCH_TTFB_FETCHES, BENCH_IDLE_CONNS, BENCH_ONLY
 # (see scripts/bench/transport.py). Output is also written to BENCH_OUT/bench.txt.
 set -uo pipefail
 
