@@ -43,13 +43,13 @@ public final class RoutingSnapshot: Sendable {
     /// is then a consistent A* potential (Vivaldi distances obey the triangle inequality).
     let heuristicScale: Float
     /// Whether every usable node declared a position: then no edge is faster than light
-    /// (`rttMs ≥ km / 150`, enforced when the snapshot is built) and the straight-line
+    /// (`rttMs ≥ km / 102`, light in fibre, enforced when the snapshot is built) and the straight-line
     /// distance through the Earth gives a second consistent A* potential.
     let geoBoundValid: Bool
     /// Position per slot as a point in 3-D space, kilometres from the Earth's centre.
     let geoPoints: [SIMD4<Float>]
-    /// Lower bound of RTT per kilometre of distance: light in vacuum, there and back.
-    static let lightMillisecondsPerKilometre: Float = 2 / 299.792458
+    /// Lower bound of RTT per kilometre of distance: light in fibre (~204,000 km/s), there and back.
+    static let lightMillisecondsPerKilometre: Float = 2 / 204.0
 
     init(
         version: UInt64, selfID: RoutingNodeID, selfSlot: Int32, ids: [RoutingNodeID], slotOf: [RoutingNodeID: Int32],
@@ -89,7 +89,7 @@ public final class RoutingSnapshot: Sendable {
             let cu = coordinates[u]
             for e in Int(rowStart[u]) ..< Int(rowStart[u + 1]) {
                 let v = Int(edgeTarget[e])
-                // Nothing travels faster than light: a faster edge means a wrong position or
+                // Nothing travels faster than light in fibre: a faster edge means a wrong position or
                 // prediction, and is raised to the physical bound.
                 let latency = allPositions ? max(edgeLatency[e], edgeKilometres[e] * light) : edgeLatency[e]
                 edges.append(RoutingEdge(
