@@ -46,6 +46,10 @@ public struct RoutingBenchmarkReport: Sendable, CustomStringConvertible {
     public var ownerQueryP99Microseconds: Double
     /// Owner queries per second on one thread (wall clock), Dijkstra runs after each update included.
     public var ownerQueriesPerSecond: Double
+    /// Slowest owner query, µs of wall time: the one that rebuilt the tree after an update.
+    public var ownerQueryMaxMicroseconds: Double
+    /// Shortest-path trees (full Dijkstra runs) the owner queries rebuilt, one per new snapshot.
+    public var ownerTreeRebuilds: Int
     /// Owner queries per CPU-second of the querying thread.
     public var ownerQueriesPerCPUSecond: Double
     /// Share of a core the querying thread got (CPU time / wall time); below 1 the machine was busy.
@@ -76,7 +80,7 @@ public struct RoutingBenchmarkReport: Sendable, CustomStringConvertible {
             "  A*: \(f(pairQuerySettledNodes, 0)) nodes settled per pair query, potential scale \(f(heuristicScale, 3))",
             "  query thread got \(f(queryThreadCPUShare * 100, 0)) % of a core (wall figures include waiting for the CPU)",
             "  pair query, fresh Dijkstra:  CPU p50 \(f(pairQueryCPUP50Microseconds)) µs  p99 \(f(pairQueryCPUP99Microseconds)) µs  \(f(pairQueriesPerCPUSecond, 0)) q/CPU-s | wall p50 \(f(pairQueryP50Microseconds)) µs  p99 \(f(pairQueryP99Microseconds)) µs  \(f(pairQueriesPerSecond, 0)) q/s",
-            "  owner query, tree per update: \(f(ownerQueriesPerCPUSecond, 0)) q/CPU-s | wall p50 \(f(ownerQueryP50Microseconds, 2)) µs  p99 \(f(ownerQueryP99Microseconds)) µs  \(f(ownerQueriesPerSecond, 0)) q/s",
+            "  owner query, tree per update: \(f(ownerQueriesPerCPUSecond, 0)) q/CPU-s | wall p50 \(f(ownerQueryP50Microseconds, 2)) µs  p99 \(f(ownerQueryP99Microseconds)) µs  max \(f(ownerQueryMaxMicroseconds, 0)) µs (tree rebuilds: \(ownerTreeRebuilds))  \(f(ownerQueriesPerSecond, 0)) q/s",
             "  updates: \(snapshotsPublished) snapshots published during the queries (every 100 ms), \(f(meanPublishCPUMilliseconds, 2)) ms CPU / \(f(meanPublishMilliseconds, 2)) ms wall each",
         ]
         if let dense = denseDijkstraMilliseconds, let denseCPU = denseDijkstraCPUMilliseconds {
@@ -237,6 +241,7 @@ public enum RoutingBenchmark {
         // Owner → many destinations: the tree is rebuilt once per published snapshot.
         var ownerLatencies: [Double] = []
         ownerLatencies.reserveCapacity(1 << 20)
+        let runsBefore = engine.dijkstraRuns
         let ownerStart = clock.now
         let ownerStartCPU = threadCPUSeconds()
         let ownerDeadline = ownerStart + .seconds(queryDuration)
@@ -257,6 +262,7 @@ public enum RoutingBenchmark {
         let ownerQPS = Double(ownerLatencies.count) / ownerWall
         let ownerQPCPUS = Double(ownerLatencies.count) / ownerCPU
         let cpuShare = ownerCPU / ownerWall
+        let rebuilds = engine.dijkstraRuns - runsBefore
         stop.store(true, ordering: .relaxed)
         done.wait()
         let (published, publishSeconds, publishCPU, holt, ewma) = shared.withLock {
@@ -278,7 +284,8 @@ public enum RoutingBenchmark {
             pairQueryCPUP50Microseconds: percentile(pairCPU, 0.5), pairQueryCPUP99Microseconds: percentile(pairCPU, 0.99),
             pairQueriesPerCPUSecond: pairQPCPUS,
             ownerQueryP50Microseconds: percentile(ownerLatencies, 0.5), ownerQueryP99Microseconds: percentile(ownerLatencies, 0.99),
-            ownerQueriesPerSecond: ownerQPS, ownerQueriesPerCPUSecond: ownerQPCPUS, queryThreadCPUShare: cpuShare,
+            ownerQueriesPerSecond: ownerQPS, ownerQueryMaxMicroseconds: ownerLatencies.last ?? 0, ownerTreeRebuilds: rebuilds,
+            ownerQueriesPerCPUSecond: ownerQPCPUS, queryThreadCPUShare: cpuShare,
             snapshotsPublished: published,
             meanPublishMilliseconds: published > 0 ? publishSeconds * 1000 / Double(published) : 0,
             meanPublishCPUMilliseconds: published > 0 ? publishCPU * 1000 / Double(published) : 0,

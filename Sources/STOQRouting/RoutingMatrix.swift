@@ -559,16 +559,16 @@ public struct RoutingMatrix {
             let b = bandwidth[v] > 0 ? bandwidth[v] : defaultBandwidth
             return 1 / min(a, b)
         }
-        // Every usable node needs an incoming edge (k-nearest lists are not symmetric): a node
-        // nobody lists gets an edge from the first node of its own list.
-        var incoming = [Bool](repeating: false, count: count)
-        for u in 0 ..< count where usable[u] {
-            for link in links[u] { incoming[Int(link.target)] = true }
-            for j in 0 ..< Int(overlayCount[u]) { incoming[Int(overlayTarget[u * width + j])] = true }
-        }
+        // k-nearest lists are not symmetric, so a node (or a small cluster) might have no way
+        // in. Each node also gets the reverse of the last link of its own row (a long-range link
+        // when there is one): every node is entered from a pseudo-random node, which keeps the
+        // overlay strongly connected with high probability.
         var reverse: [Int32: [Int32]] = [:]
-        for v in 0 ..< count where usable[v] && !incoming[v] && overlayCount[v] > 0 {
-            reverse[overlayTarget[v * width], default: []].append(Int32(v))
+        for v in 0 ..< count where usable[v] && overlayCount[v] > 0 {
+            let w = overlayTarget[v * width + Int(overlayCount[v]) - 1]
+            var present = false
+            for j in 0 ..< Int(overlayCount[Int(w)]) where overlayTarget[Int(w) * width + j] == Int32(v) { present = true; break }
+            if !present { reverse[w, default: []].append(Int32(v)) }
         }
         for u in 0 ..< count {
             rowStart[u] = Int32(target.count)
