@@ -265,6 +265,7 @@ public struct RouteQueryEngine {
         state[source] = NodeState(cost: 0, potential: sourcePotential, reached: current, closed: 0, parent: -1)
         heap.push(UInt64(sourcePotential.bitPattern) << 32 | UInt64(source))
         var settledCount = 0
+        var targetKey = Float.infinity
         defer { settledNodes += settledCount }
         while let top = heap.pop() {
             let u = Int(truncatingIfNeeded: top & 0xFFFF_FFFF)
@@ -280,14 +281,20 @@ public struct RouteQueryEngine {
                 if u == forbiddenFrom && v == forbiddenTo { continue }
                 let cost = d + wLatency * edge.latency + wTransfer * edge.secondsPerBit + wLoad * load[v]
                     + wGeo * edge.kilometres + wHop
+                // A node whose key is not below the target's cannot be on a better path: it is
+                // recorded but not queued.
                 if state[v].reached != current {
                     let h = potential(v)
                     state[v] = NodeState(cost: cost, potential: h, reached: current, closed: 0, parent: Int32(u))
-                    heap.push(UInt64((cost + h).bitPattern) << 32 | UInt64(v))
+                    let key = cost + h
+                    if v == target { targetKey = key }
+                    if key < targetKey || v == target { heap.push(UInt64(key.bitPattern) << 32 | UInt64(v)) }
                 } else if cost < state[v].cost && state[v].closed != current {
                     state[v].cost = cost
                     state[v].parent = Int32(u)
-                    heap.push(UInt64((cost + state[v].potential).bitPattern) << 32 | UInt64(v))
+                    let key = cost + state[v].potential
+                    if v == target { targetKey = key }
+                    if key < targetKey || v == target { heap.push(UInt64(key.bitPattern) << 32 | UInt64(v)) }
                 }
             }
         }
