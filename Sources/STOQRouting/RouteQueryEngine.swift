@@ -5,6 +5,8 @@
 /// One engine per thread: it is a value with mutable scratch space. Snapshots are shared.
 public struct RouteQueryEngine {
     private var state: [NodeState] = []
+    private var reverseState: [NodeState] = []
+    private var reverseHeap: [UInt64] = []
     private var blocked: [UInt32] = []
     private var stamp: UInt32 = 0
     private var blockStamp: UInt32 = 0
@@ -60,8 +62,8 @@ public struct RouteQueryEngine {
         if u == snapshot.selfSlot {
             let tree = shortestPathTree(in: snapshot, fromSlot: u, size: size, weights: weights)
             if let path = tree.slotPath(to: Int(v)) { overlay = (tree.cost[Int(v)], path) }
-        } else if run(snapshot, source: Int(u), target: Int(v), size: size, weights: weights, useBlocked: false, forbidden: nil) {
-            overlay = (state[Int(v)].cost, slotPath(to: Int(v)))
+        } else if let found = bidirectional(snapshot, source: Int(u), target: Int(v), size: size, weights: weights) {
+            overlay = found
         }
         let direct = directEdge(snapshot, Int(u), Int(v), size: size, weights: weights)
         if let overlay, overlay.cost < direct.cost {
@@ -180,6 +182,7 @@ public struct RouteQueryEngine {
     private mutating func ensureCapacity(_ count: Int) {
         if state.count < count {
             state = Array(repeating: NodeState(), count: count)
+            reverseState = Array(repeating: NodeState(), count: count)
             blocked = Array(repeating: 0, count: count)
             stamp = 0
             blockStamp = 0
@@ -189,7 +192,12 @@ public struct RouteQueryEngine {
     private mutating func nextStamp() {
         stamp &+= 1
         if stamp == 0 {
-            for i in state.indices { state[i].reached = 0; state[i].closed = 0 }
+            for i in state.indices {
+                state[i].reached = 0
+                state[i].closed = 0
+                reverseState[i].reached = 0
+                reverseState[i].closed = 0
+            }
             stamp = 1
         }
     }
@@ -201,9 +209,168 @@ public struct RouteQueryEngine {
         size: Int = 0, weights: RouteCostWeights = RouteCostWeights()
     ) -> Float? {
         guard let u = snapshot.slot(of: source), let v = snapshot.slot(of: destination) else { return nil }
+        return bidirectional(snapshot, source: Int(u), target: Int(v), size: size, weights: weights)?.cost
+    }
+
+    /// Overlay shortest-path cost with the one-directional A* (tests compare both searches).
+    mutating func unidirectionalOverlayCost(
+        in snapshot: RoutingSnapshot, from source: RoutingNodeID, to destination: RoutingNodeID,
+        size: Int = 0, weights: RouteCostWeights = RouteCostWeights()
+    ) -> Float? {
+        guard let u = snapshot.slot(of: source), let v = snapshot.slot(of: destination) else { return nil }
         guard run(snapshot, source: Int(u), target: Int(v), size: size, weights: weights, useBlocked: false, forbidden: nil)
         else { return nil }
         return state[Int(v)].cost
+    }
+
+    /// Bidirectional A* (forward from the source, backward over the reverse CSR from the
+    /// target) with the average potentials `±(π_t − π_s) / 2`, which keep both searches
+    /// consistent; it stops when the two smallest keys add up to the best meeting cost.
+    /// Returns the cost and the slot path.
+    private mutating func bidirectional(
+        _ snapshot: RoutingSnapshot, source: Int, target: Int, size: Int, weights: RouteCostWeights
+    ) -> (cost: Float, path: [Int32])? {
+        ensureCapacity(snapshot.nodeCount)
+        nextStamp()
+        dijkstraRuns += 1
+        let current = stamp
+        let rowStart = snapshot.rowStart
+        let edges = snapshot.edges
+        let reverseRowStart = snapshot.reverseRowStart
+        let reverseEdges = snapshot.reverseEdges
+        let load = snapshot.load
+        let wLatency = weights.latency
+        let wTransfer = weights.transfer * Float(max(0, size)) * 8 * 1000
+        let wLoad = weights.load
+        let wGeo = weights.geographic / 1000
+        let wHop = weights.hop
+
+        // Lower bounds of the cost between two slots, zero from a slot to itself: the scaled
+        // Euclidean part of the Vivaldi distance, light in fibre over the chord, the geo term.
+        let coordinates = snapshot.coordinates
+        let latencyScale = wLatency * snapshot.heuristicScale
+        let useGeo = snapshot.geoBoundValid
+        let lightScale = useGeo ? wLatency * RoutingSnapshot.lightMillisecondsPerKilometre * 0.999 : 0
+        let geoScale: Float = useGeo ? wGeo * 0.999 : 0
+        let points = snapshot.geoPoints
+        let sourceVector = coordinates[source].vector, targetVector = coordinates[target].vector
+        let sourcePoint = points[source], targetPoint = points[target]
+        @inline(__always) func bound(_ v: Int, _ vector: SIMD4<Float>, _ point: SIMD4<Float>) -> Float {
+            let dv = coordinates[v].vector - vector
+            let vivaldi = latencyScale * (dv * dv).sum().squareRoot()
+            guard useGeo else { return vivaldi }
+            let dp = points[v] - point
+            let kilometres = (dp * dp).sum().squareRoot()
+            return max(vivaldi, lightScale * kilometres) + geoScale * kilometres
+        }
+        // Forward potential; the backward one is its negation.
+        @inline(__always) func potential(_ v: Int) -> Float {
+            (bound(v, targetVector, targetPoint) - bound(v, sourceVector, sourcePoint)) * 0.5
+        }
+        @inline(__always) func key(_ value: Float) -> UInt64 { UInt64(max(0, value).bitPattern) << 32 }
+
+        var forward = self.state
+        var backward = self.reverseState
+        self.state = []
+        self.reverseState = []
+        var forwardHeap = SlotHeap(storage: self.heap)
+        var backwardHeap = SlotHeap(storage: self.reverseHeap)
+        self.heap = []
+        self.reverseHeap = []
+        forwardHeap.storage.removeAll(keepingCapacity: true)
+        backwardHeap.storage.removeAll(keepingCapacity: true)
+        var settledCount = 0
+        defer {
+            self.state = forward
+            self.reverseState = backward
+            self.heap = forwardHeap.storage
+            self.reverseHeap = backwardHeap.storage
+            settledNodes += settledCount
+        }
+
+        let sourcePotential = potential(source)
+        forward[source] = NodeState(cost: 0, potential: sourcePotential, reached: current, closed: 0, parent: -1)
+        forwardHeap.push(key(sourcePotential) | UInt64(source))
+        let targetPotential = -potential(target)
+        backward[target] = NodeState(cost: 0, potential: targetPotential, reached: current, closed: 0, parent: -1)
+        backwardHeap.push(key(targetPotential) | UInt64(target))
+
+        var best = Float.infinity
+        var meet = -1
+        while let topForward = forwardHeap.storage.first, let topBackward = backwardHeap.storage.first {
+            let keys = Float(bitPattern: UInt32(topForward >> 32)) + Float(bitPattern: UInt32(topBackward >> 32))
+            if keys >= best { break }
+            if forwardHeap.storage.count <= backwardHeap.storage.count {
+                let u = Int(truncatingIfNeeded: forwardHeap.pop()! & 0xFFFF_FFFF)
+                if forward[u].closed == current { continue }
+                forward[u].closed = current
+                settledCount += 1
+                let d = forward[u].cost
+                for e in Int(rowStart[u]) ..< Int(rowStart[u + 1]) {
+                    let edge = edges[e]
+                    let v = Int(edge.target)
+                    let cost = d + wLatency * edge.latency + wTransfer * edge.secondsPerBit + wLoad * load[v]
+                        + wGeo * edge.kilometres + wHop
+                    if forward[v].reached != current {
+                        let h = potential(v)
+                        forward[v] = NodeState(cost: cost, potential: h, reached: current, closed: 0, parent: Int32(u))
+                        forwardHeap.push(key(cost + h) | UInt64(v))
+                    } else if cost < forward[v].cost && forward[v].closed != current {
+                        forward[v].cost = cost
+                        forward[v].parent = Int32(u)
+                        forwardHeap.push(key(cost + forward[v].potential) | UInt64(v))
+                    } else {
+                        continue
+                    }
+                    if backward[v].reached == current && cost + backward[v].cost < best {
+                        best = cost + backward[v].cost
+                        meet = v
+                    }
+                }
+            } else {
+                let v = Int(truncatingIfNeeded: backwardHeap.pop()! & 0xFFFF_FFFF)
+                if backward[v].closed == current { continue }
+                backward[v].closed = current
+                settledCount += 1
+                let d = backward[v].cost
+                let nodeCost = wLoad * load[v]
+                for e in Int(reverseRowStart[v]) ..< Int(reverseRowStart[v + 1]) {
+                    let edge = reverseEdges[e]
+                    let u = Int(edge.target)
+                    let cost = d + wLatency * edge.latency + wTransfer * edge.secondsPerBit + nodeCost
+                        + wGeo * edge.kilometres + wHop
+                    if backward[u].reached != current {
+                        let h = -potential(u)
+                        backward[u] = NodeState(cost: cost, potential: h, reached: current, closed: 0, parent: Int32(v))
+                        backwardHeap.push(key(cost + h) | UInt64(u))
+                    } else if cost < backward[u].cost && backward[u].closed != current {
+                        backward[u].cost = cost
+                        backward[u].parent = Int32(v)
+                        backwardHeap.push(key(cost + backward[u].potential) | UInt64(u))
+                    } else {
+                        continue
+                    }
+                    if forward[u].reached == current && cost + forward[u].cost < best {
+                        best = cost + forward[u].cost
+                        meet = u
+                    }
+                }
+            }
+        }
+        guard meet >= 0 else { return nil }
+        var path: [Int32] = []
+        var node = meet
+        while node >= 0 {
+            path.append(Int32(node))
+            node = Int(forward[node].parent)
+        }
+        path.reverse()
+        node = Int(backward[meet].parent)
+        while node >= 0 {
+            path.append(Int32(node))
+            node = Int(backward[node].parent)
+        }
+        return (best, path)
     }
 
     /// Dijkstra from `source` over the CSR overlay. With a `target` (>= 0) it is A* with the

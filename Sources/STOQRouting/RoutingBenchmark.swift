@@ -23,11 +23,11 @@ public struct RoutingBenchmarkReport: Sendable, CustomStringConvertible {
     public var overlayEdges: Int
     /// Seconds to load the matrix and build the full overlay at start.
     public var setupSeconds: Double
-    /// Random source → random destination queries (a fresh Dijkstra each): p50 / p99 in µs.
+    /// Random source → random destination queries (a fresh bidirectional A* each): p50 / p99 in µs (wall).
     public var pairQueryP50Microseconds: Double
     /// See `pairQueryP50Microseconds`.
     public var pairQueryP99Microseconds: Double
-    /// Mean nodes settled per random-pair query (A* search effort).
+    /// Mean nodes settled per random-pair query (search effort, both directions).
     public var pairQuerySettledNodes: Double
     /// The A* potential scale of the first snapshot (1 = Vivaldi distances are a tight bound).
     public var heuristicScale: Double
@@ -77,9 +77,9 @@ public struct RoutingBenchmarkReport: Sendable, CustomStringConvertible {
         func f(_ value: Double, _ digits: Int = 1) -> String { String(format: "%.\(digits)f", value) }
         var lines = [
             "routing: \(nodes) nodes, \(overlayEdges) overlay edges (k=32 + 8 long-range + measured), setup \(f(setupSeconds, 2)) s",
-            "  A*: \(f(pairQuerySettledNodes, 0)) nodes settled per pair query, potential scale \(f(heuristicScale, 3))",
+            "  bidirectional A*: \(f(pairQuerySettledNodes, 0)) nodes settled per pair query (Vivaldi potential scale \(f(heuristicScale, 3)))",
             "  query thread got \(f(queryThreadCPUShare * 100, 0)) % of a core (wall figures include waiting for the CPU)",
-            "  pair query, fresh Dijkstra:  CPU p50 \(f(pairQueryCPUP50Microseconds)) µs  p99 \(f(pairQueryCPUP99Microseconds)) µs  \(f(pairQueriesPerCPUSecond, 0)) q/CPU-s | wall p50 \(f(pairQueryP50Microseconds)) µs  p99 \(f(pairQueryP99Microseconds)) µs  \(f(pairQueriesPerSecond, 0)) q/s",
+            "  pair query (fresh search):   CPU p50 \(f(pairQueryCPUP50Microseconds)) µs  p99 \(f(pairQueryCPUP99Microseconds)) µs  \(f(pairQueriesPerCPUSecond, 0)) q/CPU-s | wall p50 \(f(pairQueryP50Microseconds)) µs  p99 \(f(pairQueryP99Microseconds)) µs  \(f(pairQueriesPerSecond, 0)) q/s",
             "  owner query, tree per update: \(f(ownerQueriesPerCPUSecond, 0)) q/CPU-s | wall p50 \(f(ownerQueryP50Microseconds, 2)) µs  p99 \(f(ownerQueryP99Microseconds)) µs  max \(f(ownerQueryMaxMicroseconds, 0)) µs (tree rebuilds: \(ownerTreeRebuilds))  \(f(ownerQueriesPerSecond, 0)) q/s",
             "  updates: \(snapshotsPublished) snapshots published during the queries (every 100 ms), \(f(meanPublishCPUMilliseconds, 2)) ms CPU / \(f(meanPublishMilliseconds, 2)) ms wall each",
         ]

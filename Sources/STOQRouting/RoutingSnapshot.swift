@@ -35,6 +35,11 @@ public final class RoutingSnapshot: Sendable {
     let rowStart: [Int32]
     /// The edges, laid out together so a row is read sequentially.
     let edges: [RoutingEdge]
+    /// Reverse CSR: the edges entering slot `v` are `reverseRowStart[v] ..< reverseRowStart[v + 1]`
+    /// of `reverseEdges`, whose `target` is the edge's source.
+    let reverseRowStart: [Int32]
+    /// See `reverseRowStart`.
+    let reverseEdges: [RoutingEdge]
     /// Whether each edge was measured (else predicted).
     let edgeMeasured: [Bool]
     /// Seconds per bit assumed when nothing is known about a bandwidth.
@@ -100,6 +105,23 @@ public final class RoutingSnapshot: Sendable {
                 if predicted > 0 && latency < scale * predicted { scale = max(0, latency / predicted) }
             }
         }
+        // Reverse CSR (counting sort by target) for bidirectional search.
+        var reverseStart = [Int32](repeating: 0, count: nodes + 1)
+        for edge in edges { reverseStart[Int(edge.target) + 1] += 1 }
+        for v in 0 ..< nodes { reverseStart[v + 1] += reverseStart[v] }
+        var cursor = reverseStart
+        var reversed = [RoutingEdge](repeating: RoutingEdge(target: 0, latency: 0, secondsPerBit: 0, kilometres: 0), count: edges.count)
+        for u in 0 ..< nodes {
+            for e in Int(rowStart[u]) ..< Int(rowStart[u + 1]) {
+                var edge = edges[e]
+                let v = Int(edge.target)
+                edge.target = Int32(u)
+                reversed[Int(cursor[v])] = edge
+                cursor[v] += 1
+            }
+        }
+        self.reverseRowStart = reverseStart
+        self.reverseEdges = reversed
         self.geoBoundValid = allPositions
         self.geoPoints = points
         self.edges = edges

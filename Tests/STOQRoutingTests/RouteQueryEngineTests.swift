@@ -198,9 +198,26 @@ func bruteForce(nodes: Int, edges: [Edge], source: Int, size: Int, load: [Float]
             let tree = try #require(optionalTree)
             let expected = tree.cost(to: b)
             let got = engine.overlayCost(in: snapshot, from: a, to: b, size: size, weights: weights)
+            let oneWay = engine.unidirectionalOverlayCost(in: snapshot, from: a, to: b, size: size, weights: weights)
             #expect((expected == nil) == (got == nil), "seed \(seed)")
-            if let expected, let got {
-                #expect(abs(expected - got) <= 1e-3 * max(1, expected), "A* \(got) vs Dijkstra \(expected), seed \(seed)")
+            #expect((expected == nil) == (oneWay == nil), "seed \(seed)")
+            if let expected, let got, let oneWay {
+                #expect(abs(expected - got) <= 1e-3 * max(1, expected), "bidirectional A* \(got) vs Dijkstra \(expected), seed \(seed)")
+                #expect(abs(expected - oneWay) <= 1e-3 * max(1, expected), "A* \(oneWay) vs Dijkstra \(expected), seed \(seed)")
+            }
+            // The route's path is real edges and costs what it says (unless the direct link won).
+            let optionalRoute = engine.route(in: snapshot, from: a, to: b, size: size, weights: weights)
+            if let route = optionalRoute, !route.isDirect || snapshot.edgeIndex(Int(a.rawValue), Int(b.rawValue)) != nil {
+                var sum: Float = 0
+                for i in 1 ..< route.path.count {
+                    let u = Int(route.path[i - 1].rawValue), v = Int(route.path[i].rawValue)
+                    let edge = try #require(edges.first { $0.from == u && $0.to == v }, "seed \(seed)")
+                    let latency = max(edge.rttMilliseconds, Float(model.positions[u].distanceKilometres(to: model.positions[v])) * RoutingSnapshot.lightMillisecondsPerKilometre)
+                    let km = Float(model.positions[u].distanceKilometres(to: model.positions[v]))
+                    sum += weights.latency * latency + weights.transfer * Float(size) * 8 * 1000 / edge.bandwidthBitsPerSecond
+                        + weights.load * load[v] + weights.geographic / 1000 * km + weights.hop
+                }
+                #expect(abs(sum - route.cost) <= 2e-3 * max(1, route.cost), "route cost \(route.cost) vs its edges \(sum), seed \(seed)")
             }
         }
     }
