@@ -92,16 +92,28 @@ struct Put: ParsableCommand {
     }
 }
 
-struct Get: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Restore a file or directory from the store, bit-identical with modes.")
+struct Get: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Restore a file or directory, bit-identical with modes; with --peers, fetch it from several peers at once first.")
     @OptionGroup var storeOptions: StoreOptions
+    @OptionGroup var peerOptions: PeerOptions
     @Argument(help: "Content id (stoq:…).") var id: String
     @Option(name: .shortAndLong, help: "Output path (a file, or a directory to create/merge into).") var output: String
+    @Option(help: "The publisher's key file (its publisher.key), to read content published from another store.")
+    var publisherKey: String?
 
-    func run() throws {
+    func run() async throws {
+        guard let cid = ContentID(id) else { throw ContentError(.invalidArgument, "\(id) is not a content id (expected stoq: followed by 52 base32 characters)") }
+        var (store, keys) = try reportingErrors { try storeOptions.open() }
+        if peerOptions.peers != nil {
+            _ = try await peerOptions.fetch(cid, into: store)
+        }
         try reportingErrors {
-            guard let cid = ContentID(id) else { throw ContentError(.invalidArgument, "\(id) is not a content id (expected stoq: followed by 52 base32 characters)") }
-            let (store, keys) = try storeOptions.open()
+            if let publisherKey {
+                guard let secret = FileManager.default.contents(atPath: publisherKey), secret.count == 32 else {
+                    throw ContentError(.invalidArgument, "\(publisherKey) is not a 32-byte publisher key file")
+                }
+                keys = try PublisherKeys(secret: Array(secret))
+            }
             let r = try ContentReader(store: store, keys: keys).restore(cid, to: output)
             print("get: \(cid) -> \(output): \(r.files) files, \(r.directories) directories, \(humanBytes(r.bytes))")
         }

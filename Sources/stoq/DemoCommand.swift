@@ -51,7 +51,11 @@ struct Demo: AsyncParsableCommand {
         // 2. A versioned sample data set, published into the origin's store.
         let dataset = work + "/dataset"
         let files = try SampleDataSet.write(to: dataset, mebibytes: mib)
-        let keys = PublisherKeys.random()
+        // The publisher key lives beside the origin's store, as `stoq put` keeps it.
+        let secret = (0..<32).map { _ in UInt8.random(in: 0...255) }
+        let keys = try PublisherKeys(secret: secret)
+        try FileManager.default.createDirectory(atPath: work + "/stores/origin", withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: work + "/stores/origin/publisher.key", contents: Data(secret), attributes: [.posixPermissions: 0o600])
         // The store is opened by one process at a time: publish, then let the origin process open it.
         let put = try ContentPublisher(store: DiskChunkStore(directory: work + "/stores/origin"), keys: keys)
             .put(path: dataset, name: "demo data set")
