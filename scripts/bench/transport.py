@@ -23,7 +23,9 @@ handshake rate of that (Python, so client-bound) opener as a lower bound.
 
 Environment: BENCH_TRANSPORT_BYTES (default 1 GiB), BENCH_AIOQUIC_BYTES (default 64 MiB:
 aioquic moves tens of Mbit/s, a 1 GiB run would take minutes), BENCH_RUNS (3),
-BENCH_TTFB_FETCHES (50), BENCH_IDLE_CONNS (500; 0 skips), BENCH_ONLY (comma list of row keys: stoq,ngtcp2,stoq-aioquic,aioquic).
+BENCH_TTFB_FETCHES (50), BENCH_IDLE_CONNS (500; 0 skips), BENCH_ONLY (comma list of row keys:
+stoq,stoq-inproc,ngtcp2,stoq-aioquic,aioquic). The stoq-inproc row runs `stoq bench-transport`
+(the transport's own in-process bench, stoq/1) when the binary has it.
 """
 
 from __future__ import annotations
@@ -56,6 +58,23 @@ IDLE_CONNS = Path(__file__).resolve().parent / "idle_conns.py"
 PY = sys.executable
 FETCHED = re.compile(r"fetched (\d+) bytes sha256 ([0-9a-f]{64}) in ([0-9.eE+-]+) s")
 TINY = 1024
+# `stoq bench-transport` (both endpoints in one process, ALPN stoq/1): its two result lines
+BENCH_TRANSPORT_RESULT = re.compile(r"STOQ one connection: (\d+) MB in ([0-9.]+) s = ([0-9.]+) Gbit/s")
+BENCH_TRANSPORT_FIRST_BYTE = re.compile(
+    r"new connection to first byte: median ([0-9.]+) ms, p90 ([0-9.]+) ms \((\d+) runs\)")
+
+
+def parse_bench_transport(text: str) -> dict | None:
+    """{'bytes', 'seconds', 'gbits', and if printed 'median_ms', 'p90_ms', 'runs'} or None."""
+    m = BENCH_TRANSPORT_RESULT.search(text)
+    if not m:
+        return None
+    out: dict = {"bytes": int(m.group(1)) << 20, "seconds": float(m.group(2)), "gbits": float(m.group(3))}
+    f = BENCH_TRANSPORT_FIRST_BYTE.search(text)
+    if f:
+        out.update(median_ms=float(f.group(1)), p90_ms=float(f.group(2)), runs=int(f.group(3)))
+    return out
+
 # if `stoq fetch` reports its first-byte time (any "first byte … N ms" wording), it is used
 STOQ_FIRST_BYTE = re.compile(r"first[ -]byte\D{0,20}?([0-9]+(?:\.[0-9]+)?) ?(ms|s)\b", re.I)
 # first STREAM frame received on request stream 0 (1-RTT), in a gtlsclient log line
@@ -226,6 +245,7 @@ class Row:
     ttfb_proc: list[float] = field(default_factory=list)    # whole client process, spawn → exit
     ttfb_inproc: list[float] = field(default_factory=list)  # connect → first response byte, client's own clock
     idle: dict | None = None  # idle-connection phase: n, failed, anon_before/after_kib, handshakes_per_s
+    first_byte_summary: dict | None = None  # stoq bench-transport: median_ms, p90_ms, runs
 
     def gbits(self) -> float | None:
         if not self.samples:
@@ -279,6 +299,8 @@ class Bench:
         self.tiny_sha = make_file(self.files / "tiny-1k.bin", TINY)
         rows = [
             Row("stoq", "stoq → stoq", "hq-interop", big, f"/transport-{big}.bin", sha_big),
+            Row("stoq-inproc", "stoq → stoq, one process (stoq bench-transport)", "stoq/1",
+                max(1, big >> 20) << 20, "", ""),
             Row("ngtcp2", "ngtcp2 → ngtcp2 (gtlsserver/gtlsclient)", "h3", big, f"/transport-{big}.bin", sha_big),
             Row("stoq-aioquic", "stoq → aioquic client", "hq-interop", small, f"/transport-{small}.bin", sha_small),
             Row("aioquic", "aioquic → aioquic", "hq-interop", small, f"/transport-{small}.bin", sha_small),
@@ -287,6 +309,11 @@ class Bench:
         for r in rows:
             if only and r.key not in only:
                 r.unavailable = "skipped (BENCH_ONLY)"
+            elif r.key == "stoq-inproc":
+                if not self.stoq:
+                    r.unavailable = "no stoq binary"
+                elif not help_mentions(self.stoq, "bench-transport", "--megabytes"):
+                    r.unavailable = "stoq bench-transport not available"
             elif r.key.startswith("stoq") and self.stoq_reason:
                 r.unavailable = self.stoq_reason
             elif r.key == "ngtcp2" and not self.has_ngtcp2:
@@ -322,6 +349,19 @@ class Bench:
     def transfer(self, r: Row, path: str, size: int, sha: str, timeout: float,
                  ttfb: bool = False) -> tuple[Sample | None, str | None, float | None]:
         """Returns (sample, error, in-process ttfb seconds if the client reports it)."""
+        if r.key == "stoq-inproc":
+            # Its first run also times the new-connection handshakes (they need no second process).
+            handshakes = max(1, self.args.ttfb_fetches) if r.first_byte_summary is None else 1
+            rc, out, err, _ = run_client([self.stoq, "bench-transport", "--megabytes", str(size >> 20),
+                                          "--handshakes", str(handshakes)], timeout)
+            parsed = parse_bench_transport(out + err)
+            if rc != 0 or not parsed:
+                return None, f"stoq bench-transport exit {rc}: {(err or out).strip()[-300:]}", None
+            if parsed["bytes"] != size:
+                return None, f"stoq bench-transport moved {parsed['bytes']} of {size} bytes", None
+            if handshakes > 1 and "median_ms" in parsed:
+                r.first_byte_summary = {k: parsed[k] for k in ("median_ms", "p90_ms", "runs")}
+            return Sample(parsed["seconds"], parsed["bytes"], parsed["seconds"]), None, None
         assert r.server is not None
         url = f"https://[::1]:{r.server.port}{path}"
         c = self.certs
@@ -486,7 +526,7 @@ class Bench:
             body.append((r.label, r.proto, human_bytes(r.size),
                          f"{g:.3f}" if g else "failed", cell_ratio(g, ref_g),
                          (f"{r.peak_rss_kib / 1024:.1f} MiB ({(r.peak_anon_kib or 0) / 1024:.1f} MiB)"
-                          if r.peak_rss_kib else "?"),
+                          if r.peak_rss_kib else "— (no separate server)" if r.key == "stoq-inproc" else "?"),
                          f"{len(r.samples)}/{self.args.runs}"))
         lines += table(head, body)
         lines.append("")
@@ -504,6 +544,11 @@ class Bench:
             if r.unavailable:
                 body2.append((r.label, f"n/a ({r.unavailable})", "", "", "", "", ""))
                 continue
+            if r.key == "stoq-inproc":
+                f = r.first_byte_summary
+                body2.append((r.label, "—", "", "", f"{f['median_ms']:.1f} ms" if f else "failed",
+                              f"(p90) {f['p90_ms']:.1f} ms" if f else "", str(f["runs"]) if f else "0"))
+                continue
             if not r.ttfb_proc:
                 body2.append((r.label, "failed", "", "", "", "", "0"))
                 continue
@@ -518,7 +563,7 @@ class Bench:
                      "ratio", "handshakes/s (aioquic client-bound)")
             body3 = []
             for r in rows:
-                if r.key == "stoq-aioquic":
+                if r.key in ("stoq-aioquic", "stoq-inproc"):
                     continue
                 label = r.label.split(" → ")[0] + (" serve" if r.key == "stoq" else
                                                     " gtlsserver" if r.key == "ngtcp2" else " server")
@@ -536,7 +581,9 @@ class Bench:
             lines += table(head3, body3)
             lines.append("")
         lines.append("ratio = figure / ngtcp2's in the same run (Gbit/s: higher is better; first byte and memory: "
-                     "lower is better). The two stoq rows share one `stoq serve` process.")
+                     "lower is better). The stoq serve rows share one `stoq serve` process.")
+        lines.append("stoq bench-transport: both endpoints in one process, ALPN stoq/1, a unidirectional stream; "
+                     "its time is its own (server side, first stream to FIN), the others are client spawn → exit.")
         lines.append("client process = spawn → exit of a new client fetching 1 KiB (includes process start-up); "
                      "connect → first byte = the client's own clock (ngtcp2: its log, 1 ms resolution; "
                      "aioquic: perf_counter; stoq fetch: its own report if it prints one).")
@@ -558,7 +605,8 @@ class Bench:
                       "reported_s": [s.reported_seconds for s in r.samples],
                       "server_peak_rss_kib": r.peak_rss_kib, "server_peak_anon_kib": r.peak_anon_kib,
                       "ttfb_process_s": r.ttfb_proc, "ttfb_inprocess_s": r.ttfb_inproc,
-                      "idle": r.idle, "errors": r.errors} for r in rows],
+                      "idle": r.idle, "first_byte_summary": r.first_byte_summary,
+                      "errors": r.errors} for r in rows],
         }
         (self.out / "transport.json").write_text(json.dumps(result, indent=1))
         (self.out / "transport.txt").write_text(text + "\n")
