@@ -30,6 +30,9 @@ def test_stoq_bench_transport_lines() -> None:
     assert got == {"bytes": 1000 << 20, "seconds": 3.712, "gbits": 2.26,
                    "median_ms": 1.87, "p90_ms": 2.45, "runs": 50}
     assert bench.parse_bench_transport("no result") is None
+    idle = bench.parse_bench_transport(
+        text + "memory per idle connection (client + server side): 166.6 KiB over 500 connections\n")
+    assert idle and (idle["idle_kib_per_conn"], idle["idle_conns"]) == (166.6, 500)
 
 
 def test_ngtcp2_first_byte_log_line() -> None:

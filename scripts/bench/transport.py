@@ -64,6 +64,10 @@ BENCH_TRANSPORT_FIRST_BYTE = re.compile(
     r"new connection to first byte: median ([0-9.]+) ms, p90 ([0-9.]+) ms \((\d+) runs\)")
 
 
+BENCH_TRANSPORT_IDLE = re.compile(
+    r"memory per idle connection \(client \+ server side\): ([0-9.]+) KiB over (\d+) connections")
+
+
 def parse_bench_transport(text: str) -> dict | None:
     """{'bytes', 'seconds', 'gbits', and if printed 'median_ms', 'p90_ms', 'runs'} or None."""
     m = BENCH_TRANSPORT_RESULT.search(text)
@@ -73,6 +77,9 @@ def parse_bench_transport(text: str) -> dict | None:
     f = BENCH_TRANSPORT_FIRST_BYTE.search(text)
     if f:
         out.update(median_ms=float(f.group(1)), p90_ms=float(f.group(2)), runs=int(f.group(3)))
+    i = BENCH_TRANSPORT_IDLE.search(text)
+    if i:
+        out.update(idle_kib_per_conn=float(i.group(1)), idle_conns=int(i.group(2)))
     return out
 
 # if `stoq fetch` reports its first-byte time (any "first byte … N ms" wording), it is used
@@ -277,6 +284,7 @@ class Bench:
         self.dl = Path(tempfile.mkdtemp(prefix="stoq-bench-dl-", dir=shm))
         self.stoq = args.stoq if args.stoq and os.access(args.stoq, os.X_OK) else None
         self.stoq_reason = ""
+        self.stoq_idle_option = False
         if not self.stoq:
             self.stoq_reason = "no stoq binary"
         elif not (help_mentions(self.stoq, "serve", "--listen") and help_mentions(self.stoq, "fetch", "--insecure")):
@@ -314,6 +322,8 @@ class Bench:
                     r.unavailable = "no stoq binary"
                 elif not help_mentions(self.stoq, "bench-transport", "--megabytes"):
                     r.unavailable = "stoq bench-transport not available"
+                else:
+                    self.stoq_idle_option = help_mentions(self.stoq, "bench-transport", "--idle-connections")
             elif r.key.startswith("stoq") and self.stoq_reason:
                 r.unavailable = self.stoq_reason
             elif r.key == "ngtcp2" and not self.has_ngtcp2:
@@ -352,8 +362,9 @@ class Bench:
         if r.key == "stoq-inproc":
             # Its first run also times the new-connection handshakes (they need no second process).
             handshakes = max(1, self.args.ttfb_fetches) if r.first_byte_summary is None else 1
+            extra = ["--idle-connections", "0"] if self.stoq_idle_option else []
             rc, out, err, _ = run_client([self.stoq, "bench-transport", "--megabytes", str(size >> 20),
-                                          "--handshakes", str(handshakes)], timeout)
+                                          "--handshakes", str(handshakes), *extra], timeout)
             parsed = parse_bench_transport(out + err)
             if rc != 0 or not parsed:
                 return None, f"stoq bench-transport exit {rc}: {(err or out).strip()[-300:]}", None
@@ -421,6 +432,16 @@ class Bench:
     # ------------------------------------------------------------------ idle connections
     def idle_phase(self, r: Row, n: int) -> None:
         """Holds n idle aioquic connections to r's server; records its RssAnon before/after."""
+        if r.key == "stoq-inproc":  # the command measures it itself (both sides in one process)
+            rc, out, err, _ = run_client([self.stoq, "bench-transport", "--megabytes", "1", "--handshakes", "1",
+                                          "--idle-connections", str(n)], 120 + n / 10)
+            parsed = parse_bench_transport(out + err)
+            if rc != 0 or not parsed or "idle_kib_per_conn" not in parsed:
+                r.errors.append(f"idle connections: stoq bench-transport exit {rc}: {(err or out).strip()[-200:]}")
+            else:
+                r.idle = {"n": parsed["idle_conns"], "failed": 0, "kib_per_conn": parsed["idle_kib_per_conn"],
+                          "both_sides": True}
+            return
         assert r.server is not None
         pid = r.server.p.pid
         alpn = "h3" if r.key == "ngtcp2" else "hq-interop"
@@ -494,7 +515,7 @@ class Bench:
             # memory per idle connection (one measurement per distinct server)
             if a.idle_conns > 0:
                 for r in live:
-                    if r.key in ("stoq", "ngtcp2", "aioquic"):
+                    if r.key in ("stoq", "ngtcp2", "aioquic") or (r.key == "stoq-inproc" and self.stoq_idle_option):
                         print(f"  idle: holding {a.idle_conns} connections to {r.label}", flush=True)
                         self.idle_phase(r, a.idle_conns)
         finally:
@@ -563,7 +584,11 @@ class Bench:
                      "ratio", "handshakes/s (aioquic client-bound)")
             body3 = []
             for r in rows:
-                if r.key in ("stoq-aioquic", "stoq-inproc"):
+                if r.key == "stoq-aioquic" or (r.key == "stoq-inproc" and not r.idle):
+                    continue
+                if r.key == "stoq-inproc":
+                    body3.append(("stoq bench-transport (client + server, one process)", str(r.idle["n"]), "",
+                                  f"{r.idle['kib_per_conn']:.1f} KiB (both sides)", "—", ""))
                     continue
                 label = r.label.split(" → ")[0] + (" serve" if r.key == "stoq" else
                                                     " gtlsserver" if r.key == "ngtcp2" else " server")
@@ -614,6 +639,8 @@ class Bench:
 
 
 def per_conn(idle: dict | None) -> float | None:
+    if idle and "kib_per_conn" in idle:
+        return None  # both sides of the connection: not comparable with a server-only figure
     if not idle or not idle.get("n") or idle.get("anon_after_kib") is None or idle.get("anon_before_kib") is None:
         return None
     return (idle["anon_after_kib"] - idle["anon_before_kib"]) / idle["n"]
