@@ -492,12 +492,12 @@ class Bench:
                     sample, error, _ = self.transfer(r, r.path, r.size, r.sha, timeout)
                     if sample:
                         r.samples.append(sample)
-                        print(f"  run {i + 1}/{a.runs} {r.label:<42} {human_bytes(r.size):>8} "
+                        print(f"  run {i + 1}/{a.runs} {r.label:<48} {human_bytes(r.size):>8} "
                               f"{sample.seconds:8.3f} s  {sample.bytes * 8 / sample.seconds / 1e9:7.3f} Gbit/s",
                               flush=True)
                     else:
                         r.errors.append(error or "?")
-                        print(f"  run {i + 1}/{a.runs} {r.label:<42} FAILED: {error}", flush=True)
+                        print(f"  run {i + 1}/{a.runs} {r.label:<48} FAILED: {error}", flush=True)
             for r in live:
                 r.peak_rss_kib = r.server.peak_rss_kib() if r.server else None
                 r.peak_anon_kib = r.server.peak_anon_kib if r.server else None
