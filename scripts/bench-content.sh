@@ -28,15 +28,18 @@ py_dedup=$("$PY" "$HERE/bench_content_peer.py" dedup $DMIN $DAVG $DMAX "$WORK/ve
 hash_speed=$("$STOQ" chunk --stats --json --min $MIN --avg $AVG --max $MAX "$WORK/input.bin")
 
 rm -rf "$WORK/store"
-timed() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N); echo "$t1 - $t0" | bc -l; }
+# "wall cpu" seconds of a command (cpu = user + system of the process and its threads).
+timed() { /usr/bin/time -f "%e %U %S" "$@" 2>&1 >/dev/null | tail -1 | awk '{ print $1, $2 + $3 }'; }
 first_put=$(timed "$STOQ" put "$WORK/input.bin" "$WORK/versions" --store "$WORK/store")
 second_put=$(timed "$STOQ" put "$WORK/input.bin" "$WORK/versions" --store "$WORK/store")
+chunk_only=$(timed "$STOQ" chunk --stats "$WORK/input.bin" "$WORK/versions")
 put_bytes=$(( $(stat -c %s "$WORK/input.bin") + $(du -cb "$WORK"/versions/*.tar | tail -1 | cut -f1) ))
 
-"$PY" - "$stoq_speed" "$py_speed" "$stoq_dedup" "$fixed_dedup" "$py_dedup" "$hash_speed" "$first_put" "$second_put" "$put_bytes" <<'PYEOF'
+"$PY" - "$stoq_speed" "$py_speed" "$stoq_dedup" "$fixed_dedup" "$py_dedup" "$hash_speed" "$first_put" "$second_put" "$put_bytes" "$chunk_only" <<'PYEOF'
 import json, sys
 s, p, sd, fd, pd, hs = (json.loads(x) for x in sys.argv[1:7])
-first, second, nbytes = float(sys.argv[7]), float(sys.argv[8]), int(sys.argv[9])
+(first, first_cpu), (second, second_cpu), (chunk_wall, chunk_cpu) = (map(float, sys.argv[i].split()) for i in (7, 8, 10))
+nbytes = int(sys.argv[9])
 def ratio(a, b):
     return a / b if b else float("nan")
 def row(name, sw, pw, sc=None, pc=None, peer=""):
@@ -62,9 +65,10 @@ print(f"| {'dedup ratio (1 - unique bytes / bytes)':<42} | {'STOQ':>7} {'peer':>
 print(f"| {'FastCDC vs pyfastcdc':<42} | {sd['dedup_ratio']:>7.4f} {pd['dedup_ratio']:>7.4f} {ratio(sd['dedup_ratio'], pd['dedup_ratio']):>6.3f}x | unique bytes {sd['unique_bytes']} vs {pd['unique_bytes']}")
 print(f"| {'FastCDC vs fixed-size 8 KiB':<42} | {sd['dedup_ratio']:>7.4f} {fd['dedup_ratio']:>7.4f} {ratio(sd['dedup_ratio'], fd['dedup_ratio']):>6.3f}x |")
 print()
-put1 = nbytes / 1e6 / first
-put2 = nbytes / 1e6 / second
-print(f"put, {nbytes/2**20:.0f} MiB (input + versions), wall MB/s:")
-print(f"| {'put of already-stored content':<42} | {put2:>7.0f} {hs['mb_per_s']:>7.0f} {ratio(put2, hs['mb_per_s']):>6.2f}x | peer: stoq chunk --stats (chunk + SHA-256 only) on the input")
-print(f"| {'first put (chunk, zstd, encrypt, write)':<42} | {put1:>7.0f}")
+mb = nbytes / 1e6
+print(f"put, {nbytes/2**20:.0f} MiB (input + versions); MB/s by wall clock and MB per CPU-second (user + system, all threads):")
+print(f"| {'':<42} | {'wall':>7} {'cpu':>7} |")
+print(f"| {'put of already-stored content':<42} | {mb/second:>7.0f} {mb/second_cpu:>7.0f} |")
+print(f"| {'peer: stoq chunk --stats (chunk + SHA-256)':<42} | {mb/chunk_wall:>7.0f} {mb/chunk_cpu:>7.0f} | ratio put/chunk: wall {chunk_wall/second:.2f}x, cpu {chunk_cpu/second_cpu:.2f}x")
+print(f"| {'first put (chunk, zstd, encrypt, write)':<42} | {mb/first:>7.0f} {mb/first_cpu:>7.0f} |")
 PYEOF
