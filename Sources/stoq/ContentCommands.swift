@@ -87,7 +87,7 @@ struct Put: ParsableCommand {
         let secs = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
         let ratio = bytes == 0 ? 0 : 1 - Double(newPlain) / Double(bytes)
         let line = "put: \(files) files, \(humanBytes(bytes)) in \(chunks) chunks; new \(newChunks) chunks (\(humanBytes(newPlain)) plaintext, \(humanBytes(stored)) written), already stored \(reused); "
-            + String(format: "dedup %.1f%%; %.0f MB/s", ratio * 100, Double(bytes) / 1e6 / Swift.max(secs, 1e-9))
+            + String(format: "dedup %.1f%%; %.1f MB/s", ratio * 100, Double(bytes) / 1e6 / Swift.max(secs, 1e-9))
         print(line)
     }
 }
