@@ -46,16 +46,19 @@ public final class ChunkServer: Sendable {
     public let provider: any ChunkProvider
     private let logger: Logger
     private let counters = ServerCounters()
+    private let status: (@Sendable () async -> String)?
 
     /// Creates a server for a provider.
-    public init(provider: any ChunkProvider, logger: Logger = Logger(label: "stoq.chunks")) {
+    /// - Parameter status: answers STATUS requests with a JSON document (nil: refuse them).
+    public init(provider: any ChunkProvider, status: (@Sendable () async -> String)? = nil, logger: Logger = Logger(label: "stoq.chunks")) {
         self.provider = provider
+        self.status = status
         self.logger = logger
     }
 
     /// Creates a server for a store.
-    public convenience init(store: any ChunkStore, logger: Logger = Logger(label: "stoq.chunks")) {
-        self.init(provider: StoreChunkProvider(store: store), logger: logger)
+    public convenience init(store: any ChunkStore, status: (@Sendable () async -> String)? = nil, logger: Logger = Logger(label: "stoq.chunks")) {
+        self.init(provider: StoreChunkProvider(store: store), status: status, logger: logger)
     }
 
     /// Bytes and requests served so far.
@@ -88,6 +91,10 @@ public final class ChunkServer: Sendable {
             case .ping(let nonce, let sent):
                 let pong = STOQMessage.pong(.init(nonce: nonce, echoSentAtMicros: sent, loadPermille: 0, bandwidthBytesPerSecond: 0, activeTransfers: 0))
                 try await stream.write(pong.encoded())
+                try await stream.finish()
+            case .statusRequest:
+                let json = await status?() ?? "{}"
+                try await stream.write(STOQMessage.status(json: json).encoded())
                 try await stream.finish()
             case .none:
                 await stream.reset(code: ChunkErrorCode.badRequest)
@@ -202,6 +209,19 @@ public final class PeerClient: Sendable {
             throw NodeError(.corrupt, "\(name) sent bytes for chunk \(id.short) that do not match its id")
         }
         return body
+    }
+
+    /// Asks the peer for its status document (JSON).
+    public func status() async throws -> String {
+        let stream = try await connection.openBidirectionalStream(priority: .control)
+        try await stream.write(STOQMessage.statusRequest.encoded())
+        try await stream.finish()
+        var decoder = FrameDecoder(maximumPayloadLength: 512 * 1024)
+        decoder.handle(bytes: try await stream.readAll(limit: 512 * 1024))
+        guard let frame = try decoder.pollFrame(), case .status(let json) = try STOQMessage.decode(frame) else {
+            throw NodeError(.protocolViolation, "\(name) did not answer STATUS")
+        }
+        return json
     }
 
     /// Measures one round trip with PING/PONG.

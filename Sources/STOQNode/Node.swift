@@ -80,6 +80,13 @@ public struct NodeConfiguration: Codable, Sendable {
     }
 }
 
+/// Lets the status closure reach the server built after it.
+///
+/// `@unchecked Sendable`: written once during ``Node`` initialisation, before any connection exists.
+final class ServerBox: @unchecked Sendable {
+    var server: ChunkServer?
+}
+
 /// A running STOQ node: one endpoint that serves chunks (from its store, or as an edge pulling
 /// misses from upstream) and dials peers.
 public final class Node: Sendable {
@@ -118,14 +125,38 @@ public final class Node: Sendable {
         self.logger = logger
         let peers = PeerSet(endpoint: endpoint)
         self.peers = peers
-        if configuration.roles.contains("edge") {
-            let edge = EdgeChunkProvider(store: store, upstream: configuration.upstream, peers: peers)
-            self.edge = edge
-            self.server = ChunkServer(provider: edge)
-        } else {
-            self.edge = nil
-            self.server = ChunkServer(store: store)
+        let started = ContinuousClock.now
+        let edge = configuration.roles.contains("edge")
+            ? EdgeChunkProvider(store: store, upstream: configuration.upstream, peers: peers) : nil
+        self.edge = edge
+        let box = ServerBox()
+        let status: @Sendable () async -> String = {
+            var doc: [String: Any] = [
+                "name": configuration.name,
+                "roles": configuration.roles,
+                "listen": "[\(endpoint.localAddress.ipAddress ?? "")]:\(endpoint.localAddress.port ?? 0)",
+                "region": configuration.region ?? "",
+                "uptime_seconds": (ContinuousClock.now - started).seconds,
+                "connections": endpoint.connectionCount,
+                "upstream": configuration.upstream.map(\.description),
+            ]
+            if let stats = try? store.stats() {
+                doc["store"] = ["chunks": stats.chunks, "bytes": stats.bytes, "pins": stats.pins]
+            }
+            if let served = box.server?.served {
+                doc["served"] = ["requests": served.requests, "bytes": served.bytes]
+            }
+            if let edge {
+                let c = await edge.counters
+                let total = c.hits + c.misses
+                doc["cache"] = ["hits": c.hits, "misses": c.misses, "upstream_bytes": c.upstreamBytes,
+                                "hit_ratio": total == 0 ? 0 : Double(c.hits) / Double(total)]
+            }
+            let data = (try? JSONSerialization.data(withJSONObject: doc, options: [.prettyPrinted, .sortedKeys])) ?? Data("{}".utf8)
+            return String(decoding: data, as: UTF8.self)
         }
+        self.server = edge.map { ChunkServer(provider: $0, status: status) } ?? ChunkServer(store: store, status: status)
+        box.server = self.server
     }
 
     /// The bound address.

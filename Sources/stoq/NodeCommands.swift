@@ -66,3 +66,33 @@ struct NodeCommand: AsyncParsableCommand {
     }
 }
 
+
+/// `stoq status`: ask a running node for its status over mutual TLS.
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show a node's peers, store, cache and transfers (asked over stoq/1 with mutual TLS)."
+    )
+    @Option(help: "The node, e.g. '[::1]:4433'.") var node: String = "[::1]:4433"
+    @Option(help: "Client certificate (PEM).") var cert: String
+    @Option(help: "Client private key (PEM).") var key: String
+    @Option(help: "Network CA certificate (PEM).") var ca: String
+
+    func run() async throws {
+        guard let address = PeerAddress(node) else { throw ValidationError("--node takes an IPv6 address like '[::1]:4433'") }
+        let tls = TLSConfiguration(certificateChainPEM: try PEMFile.read(cert), privateKeyPEM: try PEMFile.read(key), trustRootsPEM: try PEMFile.read(ca))
+        let endpoint = try await Endpoint.bind(host: "::", port: 0, tls: tls, configuration: EndpointConfiguration())
+        do {
+            let connection = try await endpoint.connect(host: address.host, port: address.port)
+            let client = PeerClient(connection: connection, name: address.description)
+            let rtt = try await client.ping()
+            print(try await client.status())
+            print(String(format: "rtt %.2f ms", rtt.seconds * 1000))
+            await connection.close()
+            await endpoint.close()
+        } catch {
+            await endpoint.close()
+            throw error
+        }
+    }
+}

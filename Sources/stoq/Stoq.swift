@@ -25,6 +25,7 @@ struct Stoq: AsyncParsableCommand {
             BenchContent.self,
             // network
             NodeCommand.self,
+            StatusCommand.self,
             Demo.self,
             // nexus
             CTCommand.self,
