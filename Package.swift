@@ -74,11 +74,15 @@ let package = Package(
         .target(name: "STOQContent", dependencies: ["CZstd", crypto, grdb, logging]),
         .target(name: "STOQSimulation", dependencies: [collections]),
         .target(name: "STOQRouting", dependencies: [collections]),
-        .target(name: "STOQSwarm", dependencies: ["STOQContent", collections]),
+        .target(name: "STOQSwarm", dependencies: ["STOQContent", "STOQWire", "STOQSimulation", collections]),
         .target(name: "STOQEdge", dependencies: ["STOQContent", collections]),
         .target(
+            name: "STOQNode",
+            dependencies: ["STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQSwarm", "STOQEdge", crypto, logging, nio]
+        ),
+        .target(
             name: "STOQ",
-            dependencies: ["STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQRouting", "STOQSwarm", "STOQEdge"]
+            dependencies: ["STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQRouting", "STOQSwarm", "STOQEdge", "STOQNode"]
         ),
 
         // MARK: Nexus (discovery) and HyperMesh (sharded storage)
@@ -93,13 +97,14 @@ let package = Package(
 
         // MARK: Tests (beside each module)
         .testTarget(name: "STOQIdentityTests", dependencies: ["STOQIdentity", x509, crypto]),
-        .testTarget(name: "STOQTransportTests", dependencies: ["STOQTransport", "STOQIdentity", nio, nioPosix]),
+        .testTarget(name: "STOQTransportTests", dependencies: ["STOQTransport", "STOQIdentity", nio, nioPosix, crypto]),
         .testTarget(name: "STOQWireTests", dependencies: ["STOQWire", nio]),
         .testTarget(name: "STOQContentTests", dependencies: ["STOQContent", crypto]),
         .testTarget(name: "STOQRoutingTests", dependencies: ["STOQRouting", "STOQSimulation"]),
         .testTarget(name: "STOQSimulationTests", dependencies: ["STOQSimulation"]),
         .testTarget(name: "NexusTests", dependencies: ["Nexus", "STOQSimulation"]),
         .testTarget(name: "HyperMeshTests", dependencies: ["HyperMesh", crypto]),
+        .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQIdentity", "STOQTransport", nio]),
         .testTarget(name: "CLITests", dependencies: ["STOQIdentity", crypto]),
     ],
     swiftLanguageModes: [.v6]

@@ -9,6 +9,10 @@ struct Stoq: AsyncParsableCommand {
         subcommands: [
             // identity
             Certs.self,
+            // transport
+            Serve.self,
+            Fetch.self,
+            BenchTransport.self,
             // content
             Put.self,
             Get.self,
@@ -19,6 +23,9 @@ struct Stoq: AsyncParsableCommand {
             GC.self,
             StoreCommand.self,
             BenchContent.self,
+            // network
+            NodeCommand.self,
+            Demo.self,
             // nexus
             CTCommand.self,
             NameCommand.self,

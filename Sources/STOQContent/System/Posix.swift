@@ -34,9 +34,10 @@ struct FileDescriptor: Sendable {
 
     /// Reads up to `count` bytes at `offset` (fewer only at end of file).
     func pread(count: Int, at offset: Int64) throws -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: count)
-        var got = 0
-        try out.withUnsafeMutableBytes { buf in
+        // Uninitialized capacity: the bytes are filled by pread, and only the bytes read are kept.
+        try [UInt8](unsafeUninitializedCapacity: count) { buf, initialized in
+            var got = 0
+            defer { initialized = got }
             while got < count {
                 let n = Glibc.pread(raw, buf.baseAddress! + got, count - got, off_t(offset) + off_t(got))
                 if n > 0 { got += n; continue }
@@ -45,8 +46,6 @@ struct FileDescriptor: Sendable {
                 throw Posix.error("read", path)
             }
         }
-        if got < count { out.removeSubrange(got...) }
-        return out
     }
 
     /// Reads the whole file.

@@ -1,8 +1,67 @@
 #ifndef STOQ_CNGTCP2_SHIMS_H
 #define STOQ_CNGTCP2_SHIMS_H
-// Prefixed wrappers for ngtcp2's *_versioned macros, which Swift cannot call.
+// Prefixed wrappers for ngtcp2's *_versioned macros, which Swift cannot call,
+// plus two small helpers that keep the GnuTLS session setup in one place.
 #include <ngtcp2/ngtcp2.h>
 #include <ngtcp2/ngtcp2_crypto.h>
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
 #include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
+#include <netinet/in.h>
+
+int stoq_conn_client_new(ngtcp2_conn **pconn, const ngtcp2_cid *dcid, const ngtcp2_cid *scid,
+                         const ngtcp2_path *path, uint32_t version,
+                         const ngtcp2_callbacks *callbacks, const ngtcp2_settings *settings,
+                         const ngtcp2_transport_params *params, void *user_data);
+int stoq_conn_server_new(ngtcp2_conn **pconn, const ngtcp2_cid *dcid, const ngtcp2_cid *scid,
+                         const ngtcp2_path *path, uint32_t version,
+                         const ngtcp2_callbacks *callbacks, const ngtcp2_settings *settings,
+                         const ngtcp2_transport_params *params, void *user_data);
+int stoq_conn_read_pkt(ngtcp2_conn *conn, const ngtcp2_path *path, const uint8_t *pkt,
+                       size_t pktlen, ngtcp2_tstamp ts);
+ngtcp2_ssize stoq_conn_writev_stream(ngtcp2_conn *conn, ngtcp2_path *path, uint8_t *dest,
+                                     size_t destlen, ngtcp2_ssize *pdatalen, uint32_t flags,
+                                     int64_t stream_id, const ngtcp2_vec *datav, size_t datavcnt,
+                                     ngtcp2_tstamp ts);
+ngtcp2_ssize stoq_conn_write_connection_close(ngtcp2_conn *conn, ngtcp2_path *path, uint8_t *dest,
+                                              size_t destlen, const ngtcp2_connection_close_error *ccerr,
+                                              ngtcp2_tstamp ts);
+void stoq_conn_get_conn_stat(ngtcp2_conn *conn, ngtcp2_conn_stat *cstat);
+void stoq_settings_default(ngtcp2_settings *settings);
+void stoq_transport_params_default(ngtcp2_transport_params *params);
+
+/// Fills the crypto callbacks (ngtcp2_crypto_*) for a client (is_server = 0) or server.
+void stoq_callbacks_init_crypto(ngtcp2_callbacks *cb, int is_server);
+
+/// ngtcp2_crypto_get_conn for a conn_ref whose user_data is the ngtcp2_conn itself.
+ngtcp2_conn *stoq_conn_ref_get_conn(ngtcp2_crypto_conn_ref *ref);
+
+/// Creates and configures a GnuTLS session for QUIC. `alpns` holds `nalpn` NUL-terminated
+/// protocol names. Returns 0 or a GnuTLS error code.
+int stoq_tls_session_new(gnutls_session_t *out, int is_server,
+                         gnutls_certificate_credentials_t cred, const char *priority,
+                         const char *const *alpns, size_t nalpn, const char *sni,
+                         int verify_peer, int require_client_cert,
+                         ngtcp2_crypto_conn_ref *conn_ref);
+
+/// Copies the negotiated ALPN into buf (NUL-terminated); returns its length or -1.
+int stoq_tls_selected_alpn(gnutls_session_t session, char *buf, size_t buflen);
+
+/// Number of certificates the peer presented; `stoq_tls_peer_cert` copies the DER of
+/// certificate `index` into buf (returns its length, or -needed if buf is too small).
+unsigned stoq_tls_peer_cert_count(gnutls_session_t session);
+long stoq_tls_peer_cert(gnutls_session_t session, unsigned index, uint8_t *buf, size_t buflen);
+
+/// Human-readable reason why the peer certificate failed verification (or "" if it did not).
+int stoq_tls_verify_failure(gnutls_session_t session, char *buf, size_t buflen);
+
+/// Loads a PEM key pair and optional trust roots into fresh credentials. Returns 0 or a
+/// GnuTLS error code; on error `*out` is NULL.
+int stoq_tls_credentials_new(gnutls_certificate_credentials_t *out, const char *cert_pem,
+                             size_t cert_len, const char *key_pem, size_t key_len,
+                             const char *trust_pem, size_t trust_len);
+
+/// Fills a random buffer from GnuTLS (nonce quality).
+int stoq_random(uint8_t *dest, size_t len);
+
 #endif

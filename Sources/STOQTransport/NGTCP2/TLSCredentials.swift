@@ -1,0 +1,54 @@
+import CNgtcp2
+import CNgtcp2Shims
+
+/// Owns one `gnutls_certificate_credentials_t` (key pair + trust roots).
+///
+/// Every session created from it keeps a strong reference, so replacing an endpoint's
+/// credentials (certificate rotation) never frees the ones live sessions still use.
+final class TLSCredentials {
+    let raw: gnutls_certificate_credentials_t
+    let hasTrustRoots: Bool
+
+    init(certificateChainPEM: String?, privateKeyPEM: String?, trustRootsPEM: String?) throws(STOQError) {
+        var out: gnutls_certificate_credentials_t?
+        let cert = Array((certificateChainPEM ?? "").utf8)
+        let key = Array((privateKeyPEM ?? "").utf8)
+        let trust = Array((trustRootsPEM ?? "").utf8)
+        let rv = cert.withUnsafeBufferPointer { c in
+            key.withUnsafeBufferPointer { k in
+                trust.withUnsafeBufferPointer { t in
+                    c.withMemoryRebound(to: CChar.self) { c in
+                        k.withMemoryRebound(to: CChar.self) { k in
+                            t.withMemoryRebound(to: CChar.self) { t in
+                                stoq_tls_credentials_new(
+                                    &out, c.baseAddress, c.count, k.baseAddress, k.count,
+                                    t.baseAddress, t.count)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        guard rv == 0, let out else {
+            throw STOQError(
+                .invalidArgument,
+                "could not load the TLS certificate, key or trust roots: \(gnutlsErrorString(rv)); check that they are PEM files (certificate chain, PKCS#8 or SEC1 key)")
+        }
+        self.raw = out
+        self.hasTrustRoots = !trust.isEmpty
+    }
+
+    deinit {
+        gnutls_certificate_free_credentials(raw)
+    }
+}
+
+func gnutlsErrorString(_ code: Int32) -> String {
+    guard let s = gnutls_strerror(code) else { return "GnuTLS error \(code)" }
+    return String(cString: s)
+}
+
+func ngtcp2ErrorString(_ code: Int32) -> String {
+    guard let s = ngtcp2_strerror(code) else { return "ngtcp2 error \(code)" }
+    return String(cString: s)
+}

@@ -1,2 +1,0 @@
-/// The `STOQTransport` module. See DESIGN.md.
-public enum STOQTransportModule {}

@@ -1,4 +1,0 @@
-import Testing
-@testable import STOQTransport
-
-@Test func moduleLinks() { _ = STOQTransportModule.self }
