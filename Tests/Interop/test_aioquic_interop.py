@@ -27,6 +27,7 @@ from conftest import (
     Proc,
     Run,
     Tree,
+    kill_server_mid_transfer,
     parse_fetched,
     run_bounded,
     stoq_available,
@@ -255,6 +256,17 @@ class TestAioquicClient:
         assert run.rc == 2, f"expected a handshake failure (exit 2), got {run.rc}: {run.stderr}"
         assert run.seconds < REFUSAL_DEADLINE, f"refusal took {run.seconds:.1f} s"
 
+    def test_server_killed_mid_transfer(self, server, procs, certs, www, tmp_path):  # type: ignore[no-untyped-def]
+        srv = start_server(server, procs, certs, www)
+        out = tmp_path / "out"
+        out.mkdir()
+        cmd = [PY, str(AIOQUIC_HQ), "client", f"https://[::1]:{srv.port}/64mb.bin", "--ca", str(certs.ca),
+               "-o", str(out), "--idle-timeout", "5", "--timeout", "90", "--quiet"]
+        run, gave_up_after = kill_server_mid_transfer(cmd, srv, out / "64mb.bin", deadline=60)
+        assert not run.timed_out, "the client hung after its server was killed"
+        assert run.rc != 0, "a transfer cut short must not be reported as a success"
+        assert gave_up_after < 5 + 10, f"gave up {gave_up_after:.1f} s after the kill (idle timeout 5 s)"
+
     def test_lossy_relay(self, server, procs, certs, www, tmp_path):  # type: ignore[no-untyped-def]
         srv = start_server(server, procs, certs, www)
         relay = start_relay(procs, srv.port)
@@ -325,6 +337,26 @@ class TestAioquicServer:
         assert run.rc != 0, "a server certificate from a foreign CA must be refused"
         assert run.seconds < REFUSAL_DEADLINE, f"refusal took {run.seconds:.1f} s"
         assert (run.stderr + run.stdout).strip(), "the refusal must come with a message"
+
+    def test_server_killed_mid_transfer(self, client, procs, certs, www, tmp_path):  # type: ignore[no-untyped-def]
+        srv = start_server("aioquic", procs, certs, www)
+        url = f"https://[::1]:{srv.port}/64mb.bin"
+        if client == "stoq":
+            binary, _ = _stoq()
+            growing = tmp_path / "64mb.out"
+            cmd = [binary, "fetch", url, "-o", str(growing), "--ca", str(certs.ca), "--alpn", "hq-interop"]
+            limit = 45.0  # stoq fetch's own idle timeout (10 s by default) plus start-up and margin
+        else:
+            (tmp_path / "out").mkdir()
+            growing = tmp_path / "out" / "64mb.bin"
+            cmd = [PY, str(AIOQUIC_HQ), "client", url, "--ca", str(certs.ca), "-o", str(tmp_path / "out"),
+                   "--idle-timeout", "5", "--timeout", "90", "--quiet"]
+            limit = 15.0
+        run, gave_up_after = kill_server_mid_transfer(cmd, srv, growing, deadline=90)
+        assert not run.timed_out, "the client hung after its server was killed"
+        assert run.rc != 0, f"a transfer cut short must not be reported as a success: {run.stdout}"
+        assert gave_up_after < limit, f"gave up {gave_up_after:.1f} s after the kill"
+        assert (run.stderr + run.stdout).strip(), "the failure must come with a message"
 
     def test_lossy_relay(self, client, procs, certs, www, tmp_path):  # type: ignore[no-untyped-def]
         srv = start_server("aioquic", procs, certs, www)
