@@ -131,13 +131,14 @@ public final class Node: Sendable {
         self.edge = edge
         let box = ServerBox()
         let status: @Sendable () async -> String = {
+            let connections = await endpoint.connectionCount
             var doc: [String: Any] = [
                 "name": configuration.name,
                 "roles": configuration.roles,
                 "listen": "[\(endpoint.localAddress.ipAddress ?? "")]:\(endpoint.localAddress.port ?? 0)",
                 "region": configuration.region ?? "",
                 "uptime_seconds": (ContinuousClock.now - started).seconds,
-                "connections": endpoint.connectionCount,
+                "connections": connections,
                 "upstream": configuration.upstream.map(\.description),
             ]
             if let stats = try? store.stats() {
