@@ -13,6 +13,7 @@ struct Stoq: AsyncParsableCommand {
             Serve.self,
             Fetch.self,
             BenchTransport.self,
+            BenchCommand.self,
             // content
             Put.self,
             Get.self,
