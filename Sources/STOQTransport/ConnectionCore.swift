@@ -62,7 +62,9 @@ final class ConnectionCore: @unchecked Sendable {
             timerDeadline = .max
             return
         }
-        if timer != nil && t == timerDeadline { return }
+        // A timer already set to fire no later than needed stays: firing early is harmless
+        // (nothing is due yet and it re-arms), and it saves rescheduling on every ACK.
+        if timer != nil && timerDeadline <= t { return }
         timer?.cancel()
         timerDeadline = t
         timer = eventLoop.scheduleTask(deadline: .uptimeNanoseconds(t)) { [self] in

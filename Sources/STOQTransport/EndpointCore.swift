@@ -22,6 +22,7 @@ final class EndpointCore: @unchecked Sendable {
     private(set) var connections: [ObjectIdentifier: ConnectionCore] = [:]
     private var dirty: [ConnectionCore] = []
     private var needsFlush = false
+    let pool = TransmitBufferPool()
     var gso = false
     var closed = false
     let incoming: AsyncStream<Connection>
@@ -48,7 +49,8 @@ final class EndpointCore: @unchecked Sendable {
     func settings(alpn: [String]? = nil) -> QUICConnection.Settings {
         var t = tls
         if let alpn { t.alpn = alpn }
-        return QUICConnection.Settings(endpoint: config, tls: t, credentials: credentials, statelessResetSecret: resetSecret)
+        return QUICConnection.Settings(
+            endpoint: config, tls: t, credentials: credentials, statelessResetSecret: resetSecret, pool: pool)
     }
 
     // MARK: Receive

@@ -220,6 +220,46 @@ func bytes(_ n: Int, seed: UInt64) -> [UInt8] {
         await pair.close()
     }
 
+    @Test func clientWithoutCertificateRefusedWhenRequired() async throws {
+        let anonymous = TLSConfiguration(certificateChainPEM: nil, privateKeyPEM: nil, trustRootsPEM: Certs.ca.certificatePEM)
+        let pair = try await Pair.make(client: anonymous)
+        await #expect(throws: STOQError(.handshakeFailed, "")) {
+            _ = try await pair.client.connect(host: "::1", port: pair.server.localAddress.port!)
+        }
+        await pair.close()
+    }
+
+    @Test func insecureClientAcceptsAnyServer() async throws {
+        var insecure = try Certs.tls("client")
+        insecure.trustRootsPEM = nil
+        insecure.verifyPeer = false
+        let pair = try await Pair.make(server: try Certs.tls("impostor", ca: Certs.foreignCA, trust: Certs.ca.certificatePEM), client: insecure)
+        let (c, _) = try await pair.connect()
+        #expect(c.negotiatedALPN == "stoq/1")
+        await pair.close()
+    }
+
+    @Test func cipherRestriction() async throws {
+        var chacha = try Certs.tls("server")
+        chacha.cipherSuites = [.chacha20Poly1305]
+        var chachaClient = try Certs.tls("client")
+        chachaClient.cipherSuites = [.chacha20Poly1305]
+        let ok = try await Pair.make(server: chacha, client: chachaClient)
+        let (c, _) = try await ok.connect()
+        let s = try await c.openUnidirectionalStream()
+        try await s.write(Array(repeating: 1, count: 100_000))
+        try await s.finish()
+        await ok.close()
+
+        var aesClient = try Certs.tls("client")
+        aesClient.cipherSuites = [.aes256GCM]
+        let mismatch = try await Pair.make(server: chacha, client: aesClient)
+        await #expect(throws: STOQError(.handshakeFailed, "")) {
+            _ = try await mismatch.client.connect(host: "::1", port: mismatch.server.localAddress.port!)
+        }
+        await mismatch.close()
+    }
+
     @Test func expiredCertificateRefused() async throws {
         let expired = try Certs.tls("old", validity: .seconds(3600), now: Date().addingTimeInterval(-86_400 * 3))
         let pair = try await Pair.make(client: expired)
