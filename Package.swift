@@ -77,8 +77,12 @@ let package = Package(
         .target(name: "STOQSwarm", dependencies: ["STOQContent", collections]),
         .target(name: "STOQEdge", dependencies: ["STOQContent", collections]),
         .target(
+            name: "STOQNode",
+            dependencies: ["STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQSwarm", "STOQEdge", crypto, logging, nio]
+        ),
+        .target(
             name: "STOQ",
-            dependencies: ["STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQRouting", "STOQSwarm", "STOQEdge"]
+            dependencies: ["STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQRouting", "STOQSwarm", "STOQEdge", "STOQNode"]
         ),
 
         // MARK: Nexus (discovery) and HyperMesh (sharded storage)
@@ -99,7 +103,8 @@ let package = Package(
         .testTarget(name: "STOQRoutingTests", dependencies: ["STOQRouting", "STOQSimulation"]),
         .testTarget(name: "STOQSimulationTests", dependencies: ["STOQSimulation"]),
         .testTarget(name: "NexusTests", dependencies: ["Nexus", "STOQSimulation"]),
-        .testTarget(name: "HyperMeshTests", dependencies: ["HyperMesh"]),
+        .testTarget(name: "HyperMeshTests", dependencies: ["HyperMesh", crypto]),
+        .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQIdentity", "STOQTransport", nio]),
         .testTarget(name: "CLITests", dependencies: ["STOQIdentity", crypto]),
     ],
     swiftLanguageModes: [.v6]

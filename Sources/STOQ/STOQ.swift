@@ -6,3 +6,4 @@
 @_exported import STOQRouting
 @_exported import STOQSwarm
 @_exported import STOQEdge
+@_exported import STOQNode

@@ -110,7 +110,8 @@ int stoq_tls_session_new(gnutls_session_t *out, int is_server,
       gnutls_session_set_verify_cert(session, NULL, 0);
     }
   } else {
-    if (sni != NULL && sni[0] != '\0') {
+    /* RFC 6066 §3: SNI carries DNS names only, never an IP literal. */
+    if (sni != NULL && sni[0] != '\0' && strchr(sni, ':') == NULL) {
       gnutls_server_name_set(session, GNUTLS_NAME_DNS, sni, strlen(sni));
     }
     if (verify_peer) {

@@ -1,0 +1,197 @@
+import Crypto
+import Foundation
+
+/// Identifiers of the compression applied to a block before sealing, as stored in the manifest.
+public enum BlockCompressionID {
+    /// No compression.
+    public static let none: UInt8 = 0
+    /// Zstandard (provided by STOQContent's `Zstd`).
+    public static let zstd: UInt8 = 1
+}
+
+/// The compression step of the block pipeline, kept behind a protocol so that HyperMesh does not
+/// depend on a particular zstd binding (STOQContent provides one).
+public protocol BlockCompressor: Sendable {
+    /// The id recorded in the manifest (see ``BlockCompressionID``).
+    var id: UInt8 { get }
+    /// Compresses `bytes`.
+    func compress(_ bytes: [UInt8]) throws -> [UInt8]
+    /// Decompresses `bytes` back to exactly `originalLength` bytes.
+    func decompress(_ bytes: [UInt8], originalLength: Int) throws -> [UInt8]
+}
+
+/// The identity compressor: stores blocks as they are.
+public struct NoCompression: BlockCompressor {
+    /// Creates the identity compressor.
+    public init() {}
+    public var id: UInt8 { BlockCompressionID.none }
+    public func compress(_ bytes: [UInt8]) throws -> [UInt8] { bytes }
+    public func decompress(_ bytes: [UInt8], originalLength: Int) throws -> [UInt8] { bytes }
+}
+
+/// A block cut into its k + m shards, with the manifest that describes them.
+public struct EncodedBlock: Sendable {
+    /// The manifest (block id, code, shard hashes, sealed keys).
+    public let manifest: BlockManifest
+    /// The k + m shards, data first; shard `i` hashes to `manifest.shardHashes[i]`.
+    public let shards: [[UInt8]]
+}
+
+/// The block pipeline: (compress →) encrypt with a fresh key → split into k padded data shards →
+/// m parity shards → SHA-256 per shard → manifest; and the way back.
+///
+/// Encryption is ChaCha20-Poly1305 under a random 256-bit key per block, with a random nonce; the
+/// associated data binds the plain length and compression id. The block id is the SHA-256 of the
+/// sealed bytes (nonce ‖ ciphertext ‖ tag).
+public struct BlockCodec: Sendable {
+    /// The erasure coder (k + m).
+    public let coder: ErasureCoder
+    /// The compression step.
+    public let compressor: any BlockCompressor
+
+    /// Shards are padded to a multiple of this many bytes, which suits ISA-L's vector kernels.
+    public static let shardAlignment = 64
+
+    /// Creates a pipeline.
+    /// - Parameters:
+    ///   - coder: the erasure coder; default 10 + 4.
+    ///   - compressor: the compression step; default none.
+    public init(coder: ErasureCoder, compressor: any BlockCompressor = NoCompression()) {
+        self.coder = coder
+        self.compressor = compressor
+    }
+
+    /// Encodes a block.
+    /// - Parameters:
+    ///   - content: the block's bytes.
+    ///   - readers: key-agreement public keys of everyone allowed to read it.
+    /// - Returns: the manifest and the k + m shards.
+    public func encode(_ content: [UInt8], readers: [P256.KeyAgreement.PublicKey]) throws -> EncodedBlock {
+        guard content.count <= BlockManifest.maximumPlainLength else {
+            throw HyperMeshError(.invalidParameters, "block of \(content.count) bytes exceeds \(BlockManifest.maximumPlainLength)")
+        }
+        guard readers.count <= BlockManifest.maximumReaders else {
+            throw HyperMeshError(.invalidParameters, "at most \(BlockManifest.maximumReaders) readers per block")
+        }
+        let compressed = try compressor.compress(content)
+        let key = SymmetricKey(size: .bits256)
+        let box = try ChaChaPoly.seal(compressed, using: key, authenticating: Self.associatedData(content.count, compressor.id))
+        let sealed = Array(box.combined)
+        let blockID = BlockID.hashing(sealed)
+
+        let k = coder.dataShards
+        let perShard = max(1, (sealed.count + k - 1) / k)
+        let shardSize = (perShard + Self.shardAlignment - 1) / Self.shardAlignment * Self.shardAlignment
+        guard shardSize <= BlockManifest.maximumShardSize else {
+            throw HyperMeshError(.invalidParameters, "block too large: shard size \(shardSize) exceeds \(BlockManifest.maximumShardSize)")
+        }
+        var data: [[UInt8]] = []
+        data.reserveCapacity(k)
+        for i in 0..<k {
+            let start = min(i * shardSize, sealed.count)
+            let end = min(start + shardSize, sealed.count)
+            var shard = [UInt8](repeating: 0, count: shardSize)
+            if end > start { shard.replaceSubrange(0..<(end - start), with: sealed[start..<end]) }
+            data.append(shard)
+        }
+        let shards = try coder.encodeAll(data)
+        let sealedKeys = try readers.map { try SealedBlockKey.seal(key, block: blockID, for: $0) }
+        let manifest = try BlockManifest(
+            blockID: blockID, dataShards: k, parityShards: coder.parityShards, shardSize: shardSize,
+            sealedLength: sealed.count, plainLength: content.count, compression: compressor.id,
+            shardHashes: shards.map { Digest256.hashing($0) }, readers: sealedKeys
+        )
+        return EncodedBlock(manifest: manifest, shards: shards)
+    }
+
+    /// Whether `bytes` is shard `index` of the block described by `manifest`.
+    public static func verifyShard(_ bytes: [UInt8], index: Int, of manifest: BlockManifest) -> Bool {
+        manifest.shardHashes.indices.contains(index) && bytes.count == manifest.shardSize
+            && Digest256.hashing(bytes) == manifest.shardHashes[index]
+    }
+
+    /// Rebuilds the sealed bytes of a block from any k verified shards.
+    ///
+    /// Shards whose hash does not match the manifest are treated as missing.
+    /// - Parameters:
+    ///   - manifest: the block manifest.
+    ///   - shards: k + m slots, `nil` where a shard is missing.
+    /// - Throws: ``HyperMeshError/Code/notEnoughShards`` (saying how many are missing and needed),
+    ///   ``HyperMeshError/Code/blockIDMismatch``.
+    public func sealedBytes(manifest: BlockManifest, shards: [[UInt8]?]) throws(HyperMeshError) -> [UInt8] {
+        try checkCode(manifest)
+        guard shards.count == manifest.totalShards else {
+            throw HyperMeshError(.invalidParameters, "expected \(manifest.totalShards) shard slots, got \(shards.count)")
+        }
+        var verified = shards
+        var corrupted: [Int] = []
+        for i in verified.indices {
+            if let s = verified[i], !Self.verifyShard(s, index: i, of: manifest) {
+                verified[i] = nil
+                corrupted.append(i)
+            }
+        }
+        let data: [[UInt8]]
+        do {
+            data = try coder.decodeData(verified)
+        } catch where error.code == .notEnoughShards && !corrupted.isEmpty {
+            throw HyperMeshError(.notEnoughShards, error.reason + "; shards \(corrupted) failed their SHA-256 check")
+        }
+        var sealed: [UInt8] = []
+        sealed.reserveCapacity(manifest.sealedLength)
+        for shard in data {
+            let take = min(shard.count, manifest.sealedLength - sealed.count)
+            sealed.append(contentsOf: shard[0..<take])
+        }
+        guard BlockID.hashing(sealed) == manifest.blockID else {
+            throw HyperMeshError(.blockIDMismatch, "rebuilt block does not hash to \(manifest.blockID.short)")
+        }
+        return sealed
+    }
+
+    /// Rebuilds, decrypts and decompresses a block.
+    /// - Parameters:
+    ///   - manifest: the block manifest.
+    ///   - shards: k + m slots, `nil` where a shard is missing; at least k must verify.
+    ///   - reader: a private key whose public half is among the manifest's readers.
+    public func decode(manifest: BlockManifest, shards: [[UInt8]?], reader: P256.KeyAgreement.PrivateKey) throws -> [UInt8] {
+        let readerID = SealedBlockKey.readerID(reader.publicKey)
+        guard let sealedKey = manifest.readers.first(where: { $0.reader == readerID }) else {
+            throw HyperMeshError(.noReaderKey, "block \(manifest.blockID.short) is not sealed for reader \(readerID.short)")
+        }
+        let key = try sealedKey.open(block: manifest.blockID, with: reader)
+        let sealed = try sealedBytes(manifest: manifest, shards: shards)
+        let plain: [UInt8]
+        do {
+            let box = try ChaChaPoly.SealedBox(combined: sealed)
+            plain = Array(try ChaChaPoly.open(box, using: key, authenticating: Self.associatedData(manifest.plainLength, manifest.compression)))
+        } catch {
+            throw HyperMeshError(.decryptionFailed, "block \(manifest.blockID.short) failed authentication: \(error)")
+        }
+        guard manifest.compression == compressor.id else {
+            throw HyperMeshError(.invalidParameters, "block uses compression \(manifest.compression) but this codec has \(compressor.id)")
+        }
+        let content = try compressor.decompress(plain, originalLength: manifest.plainLength)
+        guard content.count == manifest.plainLength else {
+            throw HyperMeshError(.decryptionFailed, "decompressed \(content.count) bytes, manifest says \(manifest.plainLength)")
+        }
+        return content
+    }
+
+    private func checkCode(_ manifest: BlockManifest) throws(HyperMeshError) {
+        guard manifest.dataShards == coder.dataShards, manifest.parityShards == coder.parityShards else {
+            throw HyperMeshError(
+                .invalidParameters,
+                "block uses a \(manifest.dataShards)+\(manifest.parityShards) code; this codec is \(coder.dataShards)+\(coder.parityShards)"
+            )
+        }
+    }
+
+    static func associatedData(_ plainLength: Int, _ compression: UInt8) -> [UInt8] {
+        var w = ByteWriter()
+        w.raw(Array("HMBK".utf8))
+        w.u64(UInt64(plainLength))
+        w.u8(compression)
+        return w.bytes
+    }
+}

@@ -1,2 +1,0 @@
-/// The `HyperMesh` module. See DESIGN.md.
-public enum HyperMeshModule {}

@@ -1,4 +1,0 @@
-import Testing
-@testable import HyperMesh
-
-@Test func moduleLinks() { _ = HyperMeshModule.self }

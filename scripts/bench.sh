@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# `make bench`: every figure beside its peer from the same run, as a ratio.
+#
+#   bash scripts/bench.sh /abs/path/to/release/stoq
+#
+# Parts, each skipped (saying so) when it does not exist yet:
+#   transport  scripts/bench/transport.py — STOQ vs ngtcp2's example pair vs aioquic, 1 GiB over [::1]
+#   content    scripts/bench-content.sh STOQ_BIN
+#   erasure    scripts/bench-erasure.sh STOQ_BIN
+#   routing    STOQ_BIN bench routing
+#
+# Environment: BENCH_OUT (default ./bench-out), BENCH_PARTS (comma list, default all),
+# BENCH_TRANSPORT_BYTES, BENCH_AIOQUIC_BYTES, BENCH_RUNS, BENCH_TTFB_FETCHES, BENCH_IDLE_CONNS, BENCH_ONLY
+# (see scripts/bench/transport.py). Output is also written to BENCH_OUT/bench.txt.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STOQ_BIN=${1:-${STOQ_BIN:-}}
+OUT=${BENCH_OUT:-$ROOT/bench-out}
+PY=${PYTHON:-python3}
+PARTS=${BENCH_PARTS:-transport,content,erasure,routing}
+mkdir -p "$OUT"
+exec > >(tee "$OUT/bench.txt") 2>&1
+
+want() { [[ ",$PARTS," == *",$1,"* ]]; }
+section() { printf '\n== %s ==\n' "$1"; }
+status=0
+
+echo "STOQ bench — $(date -u '+%Y-%m-%d %H:%M:%S UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)," \
+     "commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
+if [ -z "$STOQ_BIN" ] || [ ! -x "$STOQ_BIN" ]; then
+  echo "note: no stoq binary given (usage: bash scripts/bench.sh /abs/path/to/stoq); STOQ rows are n/a"
+  STOQ_BIN=""
+fi
+
+if want transport; then
+  section "transport (one connection over [::1])"
+  "$PY" "$ROOT/scripts/bench/transport.py" ${STOQ_BIN:+--stoq "$STOQ_BIN"} --out "$OUT" || status=1
+fi
+
+run_script_part() {  # name script
+  local name=$1 script=$2
+  section "$name"
+  if [ ! -f "$ROOT/$script" ]; then
+    echo "$name: skipped ($script does not exist yet)"
+  elif [ -z "$STOQ_BIN" ]; then
+    echo "$name: skipped (no stoq binary)"
+  else
+    bash "$ROOT/$script" "$STOQ_BIN" || { echo "$name: FAILED (exit $?)"; status=1; }
+  fi
+}
+want content && run_script_part content scripts/bench-content.sh
+want erasure && run_script_part erasure scripts/bench-erasure.sh
+
+if want routing; then
+  section "routing"
+  # swift-argument-parser answers an unknown subcommand's --help with the root help (exit 0),
+  # so look for the subcommand's own usage line.
+  if [ -n "$STOQ_BIN" ] && "$STOQ_BIN" bench routing --help 2>/dev/null | grep -q "stoq bench routing"; then
+    "$STOQ_BIN" bench routing || { echo "routing: FAILED (exit $?)"; status=1; }
+  else
+    echo "routing: skipped (\`stoq bench routing\` is not available${STOQ_BIN:+ in $STOQ_BIN})"
+  fi
+fi
+
+echo
+echo "bench: done (exit $status); results in $OUT (bench.txt, transport.json)"
+exit $status
