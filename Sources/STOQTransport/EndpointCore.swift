@@ -77,6 +77,15 @@ final class EndpointCore: @unchecked Sendable {
             droppedDatagrams += 1
             return
         }
+        if header.needsVersionNegotiation {
+            // Only for datagrams big enough to be a client's first flight (no amplification).
+            if !closed, data.readableBytes >= 1200,
+                let vn = NGTCP2Packet.versionNegotiation(for: header, allocator: channel?.allocator ?? ByteBufferAllocator())
+            {
+                write(AddressedEnvelope(remoteAddress: remote, data: vn))
+            }
+            return
+        }
         let path = QUICPath(local: localAddress, remote: remote)
         if let conn = routes[header.dcid] {
             conn.quic.handle(datagram: data, path: path, now: now)
