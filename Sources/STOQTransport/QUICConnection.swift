@@ -151,7 +151,8 @@ final class QUICConnection {
             maxConnectionWindow: max(e.maxConnectionReceiveWindow, e.connectionReceiveWindow),
             maxStreamsBidi: e.maxIncomingBidirectionalStreams, maxStreamsUni: e.maxIncomingUnidirectionalStreams,
             idleTimeoutNanos: e.idleTimeout.nanoseconds, handshakeTimeoutNanos: e.handshakeTimeout.nanoseconds,
-            keepAliveNanos: e.keepAliveInterval?.nanoseconds, statelessResetSecret: s.statelessResetSecret,
+            keepAliveNanos: e.keepAliveInterval?.nanoseconds, ackThreshold: max(1, e.immediateAckThreshold),
+            statelessResetSecret: s.statelessResetSecret,
             credentials: s.credentials, priority: s.tls.priorityString, alpn: s.tls.alpn, serverName: serverName,
             verifyPeer: s.tls.verifyPeer, requireClientCertificate: s.tls.requireClientCertificate)
     }
@@ -176,6 +177,8 @@ final class QUICConnection {
     var stat: NGTCP2Connection.Stat { ngtcp2.stat }
     /// The path packets are currently sent on.
     var currentPath: QUICPath { ngtcp2.currentWritePath }
+    /// Largest UDP payload the connection writes now.
+    var maxPacketSize: Int { ngtcp2.maxPacketSize }
 
     // MARK: Input
 
