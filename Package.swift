@@ -74,7 +74,7 @@ let package = Package(
         .target(name: "STOQContent", dependencies: ["CZstd", crypto, grdb, logging]),
         .target(name: "STOQSimulation", dependencies: [collections]),
         .target(name: "STOQRouting", dependencies: [collections]),
-        .target(name: "STOQSwarm", dependencies: ["STOQContent", collections]),
+        .target(name: "STOQSwarm", dependencies: ["STOQContent", "STOQWire", "STOQSimulation", collections]),
         .target(name: "STOQEdge", dependencies: ["STOQContent", collections]),
         .target(
             name: "STOQNode",

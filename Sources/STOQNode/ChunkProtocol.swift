@@ -15,20 +15,47 @@ public enum ChunkProtocol {
     public static let maximumChunkLength = 16 << 20
 }
 
-/// Serves chunks from a ``ChunkStore`` over `stoq/1`: one `GET_CHUNK` per bidirectional stream,
-/// answered by a `CHUNK_HEADER` frame and the raw bytes until FIN; `PING` is answered with `PONG`.
+/// Where a ``ChunkServer`` gets the chunks it serves: a local store, or an edge cache that pulls
+/// misses from upstream.
+public protocol ChunkProvider: Sendable {
+    /// The chunk's verified bytes, or `nil` when this node cannot supply it.
+    func chunk(_ id: ChunkID) async throws -> [UInt8]?
+}
+
+/// Serves what a ``ChunkStore`` holds.
+public struct StoreChunkProvider: ChunkProvider {
+    /// The store.
+    public let store: any ChunkStore
+    /// Wraps a store.
+    public init(store: any ChunkStore) { self.store = store }
+    public func chunk(_ id: ChunkID) async throws -> [UInt8]? {
+        do {
+            return try store.read(id)
+        } catch let error as ContentError where error.code == .notFound {
+            return nil
+        }
+    }
+}
+
+/// Serves chunks over `stoq/1`: one `GET_CHUNK` per bidirectional stream, answered by a
+/// `CHUNK_HEADER` frame and the raw bytes until FIN; `PING` is answered with `PONG`.
 ///
 /// Stores hold ciphertext verified by id, so a server never needs a reader key.
 public final class ChunkServer: Sendable {
-    /// The store served.
-    public let store: any ChunkStore
+    /// Where chunks come from.
+    public let provider: any ChunkProvider
     private let logger: Logger
     private let counters = ServerCounters()
 
-    /// Creates a server.
-    public init(store: any ChunkStore, logger: Logger = Logger(label: "stoq.chunks")) {
-        self.store = store
+    /// Creates a server for a provider.
+    public init(provider: any ChunkProvider, logger: Logger = Logger(label: "stoq.chunks")) {
+        self.provider = provider
         self.logger = logger
+    }
+
+    /// Creates a server for a store.
+    public convenience init(store: any ChunkStore, logger: Logger = Logger(label: "stoq.chunks")) {
+        self.init(provider: StoreChunkProvider(store: store), logger: logger)
     }
 
     /// Bytes and requests served so far.
@@ -80,11 +107,12 @@ public final class ChunkServer: Sendable {
     private func answer(chunk id: ChunkID, offset: UInt64, length: UInt64, on stream: QUICStream) async throws {
         let bytes: [UInt8]
         do {
-            bytes = try store.read(id)
-        } catch let error as ContentError where error.code == .notFound {
-            try await stream.write(STOQMessage.chunkHeader(status: .notFound, totalLength: 0, offset: 0, length: 0).encoded())
-            try await stream.finish()
-            return
+            guard let found = try await provider.chunk(id) else {
+                try await stream.write(STOQMessage.chunkHeader(status: .notFound, totalLength: 0, offset: 0, length: 0).encoded())
+                try await stream.finish()
+                return
+            }
+            bytes = found
         } catch {
             logger.warning("cannot read chunk", metadata: ["chunk": "\(id.short)", "error": "\(error)"])
             try await stream.write(STOQMessage.chunkHeader(status: .internalError, totalLength: 0, offset: 0, length: 0).encoded())
@@ -130,7 +158,7 @@ public final class PeerClient: Sendable {
     /// Fetches a whole chunk and verifies it against `id`.
     /// - Throws: ``NodeError`` `.notFound` when the peer lacks it, `.corrupt` when the bytes do not
     ///   match the id, `.protocolViolation` for a malformed answer; transport errors as they are.
-    public func fetchChunk(_ id: ChunkID) async throws -> [UInt8] {
+    public func fetchChunk(_ id: ChunkID, progress: (@Sendable (Int) -> Void)? = nil) async throws -> [UInt8] {
         let stream = try await connection.openBidirectionalStream(priority: .bulk)
         try await stream.write(STOQMessage.getChunk(chunkID: WireID(id.bytes)!, offset: 0, length: 0).encoded())
         try await stream.finish()
@@ -140,6 +168,7 @@ public final class PeerClient: Sendable {
         for try await piece in stream {
             if let expected {
                 body.append(contentsOf: piece.readableBytesView)
+                progress?(piece.readableBytes)
                 guard body.count <= expected else { throw NodeError(.protocolViolation, "\(name) sent more than the \(expected) bytes it announced for \(id.short)") }
                 continue
             }
@@ -152,7 +181,9 @@ public final class PeerClient: Sendable {
                 }
                 expected = Int(length)
                 body.reserveCapacity(Int(length))
-                body.append(contentsOf: decoder.takeRemainingBytes().readableBytesView)
+                let rest = decoder.takeRemainingBytes()
+                body.append(contentsOf: rest.readableBytesView)
+                if rest.readableBytes > 0 { progress?(rest.readableBytes) }
             case .chunkHeader(.notFound, _, _, _):
                 throw NodeError(.notFound, "\(name) does not hold chunk \(id.short)")
             case .chunkHeader(let status, _, _, _):

@@ -5,7 +5,8 @@ public protocol ChunkSource: Sendable {
     /// A name for reports.
     var name: String { get }
     /// Fetches a chunk; the result must already be verified against `id`.
-    func fetchChunk(_ id: ChunkID) async throws -> [UInt8]
+    /// - Parameter progress: called with the size of each piece as it arrives (stall detection).
+    func fetchChunk(_ id: ChunkID, progress: (@Sendable (Int) -> Void)?) async throws -> [UInt8]
 }
 
 extension PeerClient: ChunkSource {}
@@ -48,14 +49,16 @@ public struct ContentPlan: Sendable {
             plan.batch.chunks.append((id, bytes.count))
             switch (try AnyManifest.decode(bytes), expect) {
             case (.directory(let dir), .any), (.directory(let dir), .directory):
-                plan.batch.manifests.append((id, "dir", dir.entries.reduce(0) { $0 + $1.size }, "inode/directory"))
+                let size = dir.entries.reduce(UInt64(0)) { $0 + $1.size }
+                plan.batch.manifests.append((id, "dir", size, "inode/directory"))
+                if depth == 0 { plan.plainBytes = size }
                 for entry in dir.entries {
                     plan.batch.edges.append((id, entry.id.manifest))
                     queue.append((entry.id.manifest, depth + 1, entry.kind == .directory ? .directory : .file))
                 }
             case (.file(let file), .any), (.file(let file), .file):
                 plan.batch.manifests.append((id, "file", file.totalSize, file.contentType))
-                if depth == 0 || expect == .file { plan.plainBytes += file.totalSize }
+                if depth == 0 { plan.plainBytes = file.totalSize }
                 try plan.addFile(file, manifest: id, depth: depth, queue: &queue, seenData: &seenData)
             case (.file(let file), .fileNode):
                 // A sub-manifest of a large file: its entries are data or further sub-manifests.

@@ -23,6 +23,9 @@ struct Stoq: AsyncParsableCommand {
             GC.self,
             StoreCommand.self,
             BenchContent.self,
+            // network
+            NodeCommand.self,
+            Demo.self,
             // nexus
             CTCommand.self,
             NameCommand.self,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from interop_certs import help_mentions
 from conftest import (
     AIOQUIC_HQ,
     LOSSY_RELAY,
@@ -54,12 +55,15 @@ def start_server(kind: str, procs, certs: Certs, www: Tree, *, ca: Path | None =
                  identity: tuple[Path, Path] | None = None) -> Proc:
     cert, key = identity or (certs.server_cert, certs.server_key)
     if kind == "stoq":
-        assert not chacha and not key_update, "stoq serve has no such option"
+        assert not key_update, "stoq serve has no such option"
         binary, _ = _stoq()
         cmd = [binary, "serve", str(www.root), "--listen", "[::1]:0",
                "--cert", str(cert), "--key", str(key), "--alpn", "hq-interop"]
         if ca:
             cmd += ["--ca", str(ca)]
+        if chacha:
+            require_stoq_option("serve", "--cipher")
+            cmd += ["--cipher", "chacha20"]
         return procs("stoq-serve", cmd)
     cmd = [PY, str(AIOQUIC_HQ), "server", "--root", str(www.root), "--listen", "[::1]:0",
            "--cert", str(cert), "--key", str(key)]
@@ -70,6 +74,13 @@ def start_server(kind: str, procs, certs: Certs, www: Tree, *, ca: Path | None =
     if key_update:
         cmd += ["--key-update"]
     return procs("aioquic-server", cmd)
+
+
+def require_stoq_option(sub: str, option: str) -> None:
+    """Skips the test unless `stoq SUB` has OPTION (beyond the spec: e.g. --cipher)."""
+    binary, _ = _stoq()
+    if not help_mentions(binary, sub, option):
+        pytest.skip(f"`stoq {sub}` has no {option} option")
 
 
 def _stoq() -> tuple[str, str]:
@@ -120,7 +131,8 @@ def aioquic_client(tmp: Path, port: int, paths: list[str], certs: Certs, *,
 
 
 def fetch(kind: str, tmp: Path, port: int, path: str, certs: Certs, *,
-          cert: tuple[Path, Path] | None = None, deadline: float = CLIENT_DEADLINE) -> tuple[Run, int, str]:
+          cert: tuple[Path, Path] | None = None, deadline: float = CLIENT_DEADLINE,
+          chacha: bool = False) -> tuple[Run, int, str]:
     """Fetch one URL with `stoq fetch` or the aioquic client; returns (run, bytes, sha256)."""
     url = f"https://[::1]:{port}{path}"
     if kind == "stoq":
@@ -129,6 +141,9 @@ def fetch(kind: str, tmp: Path, port: int, path: str, certs: Certs, *,
         cmd = [binary, "fetch", url, "-o", str(out), "--ca", str(certs.ca), "--alpn", "hq-interop"]
         if cert:
             cmd += ["--cert", str(cert[0]), "--key", str(cert[1])]
+        if chacha:
+            require_stoq_option("fetch", "--cipher")
+            cmd += ["--cipher", "chacha20"]
         run = run_bounded(cmd, deadline)
         assert not run.timed_out, f"stoq fetch hung (killed after {deadline} s): {run.stderr}"
         if run.rc != 0:
@@ -138,7 +153,7 @@ def fetch(kind: str, tmp: Path, port: int, path: str, certs: Certs, *,
         on_disk = hashlib.sha256(out.read_bytes()).hexdigest()
         assert on_disk == parsed[1], "stoq fetch printed a SHA-256 that differs from the file it wrote"
         return run, parsed[0], parsed[1]
-    run, data = aioquic_client(tmp, port, [path], certs, cert=cert)
+    run, data = aioquic_client(tmp, port, [path], certs, cert=cert, chacha=chacha)
     if run.rc != 0:
         return run, 0, ""
     return run, data["bytes"], data["sha256"]
@@ -176,6 +191,14 @@ class TestAioquicClient:
         srv = start_server(server, procs, certs, www)
         run, r = aioquic_client(tmp_path, srv.port, ["/4mb.bin"], certs, chacha=True)
         assert_ok(run, "ChaCha20-Poly1305 fetch")
+        assert r["cipher"] == "CHACHA20_POLY1305_SHA256"
+        assert r["requests"][0]["sha256"] == www.sha["/4mb.bin"]
+
+    def test_chacha20_poly1305_only_server(self, server, procs, certs, www, tmp_path):  # type: ignore[no-untyped-def]
+        # the server restricts itself; the client offers every suite
+        srv = start_server(server, procs, certs, www, chacha=True)
+        run, r = aioquic_client(tmp_path, srv.port, ["/4mb.bin"], certs)
+        assert_ok(run, "fetch from a ChaCha20-only server")
         assert r["cipher"] == "CHACHA20_POLY1305_SHA256"
         assert r["requests"][0]["sha256"] == www.sha["/4mb.bin"]
 
@@ -257,6 +280,14 @@ class TestAioquicServer:
         srv = start_server("aioquic", procs, certs, www, chacha=True)
         run, n, sha = fetch(client, tmp_path, srv.port, "/4mb.bin", certs)
         assert_ok(run, "fetch from a ChaCha20-only server")
+        assert sha == www.sha["/4mb.bin"]
+        assert "cipher=CHACHA20_POLY1305_SHA256" in srv.stderr(), srv.stderr()
+
+    def test_chacha20_poly1305_only_client(self, client, procs, certs, www, tmp_path):  # type: ignore[no-untyped-def]
+        # the client restricts itself; the server offers every suite
+        srv = start_server("aioquic", procs, certs, www)
+        run, n, sha = fetch(client, tmp_path, srv.port, "/4mb.bin", certs, chacha=True)
+        assert_ok(run, "ChaCha20-only fetch")
         assert sha == www.sha["/4mb.bin"]
         assert "cipher=CHACHA20_POLY1305_SHA256" in srv.stderr(), srv.stderr()
 
