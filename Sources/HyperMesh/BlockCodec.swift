@@ -85,21 +85,16 @@ public struct BlockCodec: Sendable {
         guard shardSize <= BlockManifest.maximumShardSize else {
             throw HyperMeshError(.invalidParameters, "block too large: shard size \(shardSize) exceeds \(BlockManifest.maximumShardSize)")
         }
-        var data: [[UInt8]] = []
-        data.reserveCapacity(k)
-        for i in 0..<k {
-            let start = min(i * shardSize, sealed.count)
-            let end = min(start + shardSize, sealed.count)
-            var shard = [UInt8](repeating: 0, count: shardSize)
-            if end > start { shard.replaceSubrange(0..<(end - start), with: sealed[start..<end]) }
-            data.append(shard)
-        }
-        let shards = try coder.encodeAll(data)
+        let stripe = ShardStripe(shardCount: coder.totalShards, shardSize: shardSize)
+        stripe.fill(sealed, acrossShards: k)
+        try coder.encode(stripe)
+        let shards = (0..<coder.totalShards).map { stripe.shard($0) }
+        let hashes = (0..<coder.totalShards).map { stripe.sha256($0) }
         let sealedKeys = try readers.map { try SealedBlockKey.seal(key, block: blockID, for: $0) }
         let manifest = try BlockManifest(
             blockID: blockID, dataShards: k, parityShards: coder.parityShards, shardSize: shardSize,
             sealedLength: sealed.count, plainLength: content.count, compression: compressor.id,
-            shardHashes: shards.map { Digest256.hashing($0) }, readers: sealedKeys
+            shardHashes: hashes, readers: sealedKeys
         )
         return EncodedBlock(manifest: manifest, shards: shards)
     }

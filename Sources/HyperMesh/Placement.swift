@@ -55,7 +55,7 @@ public struct PlacementAssignment: Hashable, Sendable {
     /// One line: slot, node, region, score and reason.
     public var explanation: String {
         "\(slot): node \(node.short) region \(region) score \(String(format: "%.4f", score)) rank \(rank) "
-            + "region \(regionLoad)/\(regionQuota) free \(freeBytes) B — \(reason.rawValue)"
+            + "region load \(regionLoad)/\(regionQuota) free \(freeBytes) B — \(reason.rawValue)"
     }
 }
 
