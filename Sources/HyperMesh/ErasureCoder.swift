@@ -247,6 +247,8 @@ final class ErasureEngine: @unchecked Sendable {
         guard let built = ISALDecodeTables(encode: encode, sources: sources, outputs: outputs) else { return nil }
         lock.lock()
         defer { lock.unlock() }
+        // Another caller may have built the same pattern meanwhile; keep one copy.
+        if let hit = cache.first(where: { $0.key == key }) { return hit.tables }
         if cache.count >= cacheSize { cache.removeFirst() }
         cache.append((key, built))
         return built
