@@ -5,6 +5,26 @@ struct Stoq: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "stoq",
         abstract: "STOQ: secure transport over QUIC/IPv6 and a content-delivery network.",
-        subcommands: [BlockCommand.self]
+        // One command per line, grouped by layer, so that additions merge cleanly.
+        subcommands: [
+            // identity
+            Certs.self,
+            // content
+            Put.self,
+            Get.self,
+            Chunk.self,
+            Ls.self,
+            PinCommand.self,
+            Unpin.self,
+            GC.self,
+            StoreCommand.self,
+            BenchContent.self,
+            // nexus
+            CTCommand.self,
+            NameCommand.self,
+            DHTCommand.self,
+            // hypermesh
+            BlockCommand.self,
+        ]
     )
 }

@@ -1,0 +1,267 @@
+import Crypto
+
+/// What one put did: input volume and how much of it was already stored.
+public struct PutReport: Sendable, Equatable {
+    /// The content id of the root put.
+    public var id: ContentID
+    /// Regular files read.
+    public var files: Int = 0
+    /// Plaintext bytes read.
+    public var bytes: Int64 = 0
+    /// Data chunks in the input.
+    public var chunks: Int = 0
+    /// Chunks that had to be encrypted and written.
+    public var newChunks: Int = 0
+    /// Plaintext bytes of those new chunks.
+    public var newPlainBytes: Int64 = 0
+    /// Bytes written to the store (ciphertext and manifests).
+    public var storedBytes: Int64 = 0
+    /// Chunks found already stored (or repeated within this put).
+    public var reusedChunks: Int = 0
+    /// Entries skipped (symlinks, devices), with their paths.
+    public var skipped: [String] = []
+
+    /// 1 − new plaintext bytes / input bytes (0 for empty input).
+    public var dedupRatio: Double { bytes == 0 ? 0 : 1 - Double(newPlainBytes) / Double(bytes) }
+
+    mutating func add(_ o: PutReport) {
+        files += o.files; bytes += o.bytes; chunks += o.chunks; newChunks += o.newChunks
+        newPlainBytes += o.newPlainBytes; storedBytes += o.storedBytes; reusedChunks += o.reusedChunks; skipped += o.skipped
+    }
+}
+
+/// Puts files and directories into a ``ChunkStore``: chunk, hash, convergent-encrypt, write, and
+/// record manifests, committing after each file (bytes before metadata).
+///
+/// Re-putting content already stored costs one chunk + SHA-256 pass and an index lookup per chunk:
+/// the convergent index maps SHA-256(chunk key) to the stored id, so nothing is encrypted or written again.
+public final class ContentPublisher: Sendable {
+    /// The store written to.
+    public let store: any ChunkStore
+    /// The publisher's cipher.
+    public let cipher: ConvergentCipher
+    /// Chunk sizes by content type.
+    public let policy: ChunkingPolicy
+    /// Entries per manifest before a tree is built.
+    public let fanout: Int
+    /// Chunking threads (0 = all cores).
+    public let workers: Int
+    /// Called with the running byte count after each flushed batch (progress output).
+    public let progress: (@Sendable (Int64) -> Void)?
+
+    /// Creates a publisher.
+    public init(store: any ChunkStore, keys: PublisherKeys, policy: ChunkingPolicy = .standard,
+                fanout: Int = FileManifest.defaultFanout, workers: Int = 0, progress: (@Sendable (Int64) -> Void)? = nil) {
+        self.store = store
+        self.cipher = ConvergentCipher(keys: keys)
+        self.policy = policy
+        self.fanout = max(2, min(fanout, FileManifest.maxEntries))
+        self.workers = workers
+        self.progress = progress
+    }
+
+    static let alreadyCompressed: Set<String> = ["application/gzip", "application/zstd", "application/x-xz", "application/zip",
+                                                  "application/vnd.debian.binary-package"]
+
+    /// State of one put: the pending metadata and what this put already wrote, so files of one
+    /// directory deduplicate against each other before their metadata is committed.
+    final class Session {
+        var batch = CommitBatch()
+        var localTags = [ChunkID: ChunkID]()
+        var written = Set<ChunkID>()
+        let store: any ChunkStore
+        init(store: any ChunkStore) { self.store = store }
+        /// Commits when the pending metadata is large (bytes are already written).
+        func maybeCommit() throws { if batch.chunks.count + batch.edges.count > 65536 { try commit() } }
+        func commit() throws {
+            try store.commit(batch)
+            batch = CommitBatch()
+            localTags.removeAll()
+            written.removeAll()
+        }
+    }
+
+    /// Puts a file or directory (recursively) and pins it under `name`.
+    /// - Parameters:
+    ///   - path: a regular file or a directory.
+    ///   - name: pin label; default the path.
+    public func put(path: String, name: String? = nil) throws -> PutReport {
+        let info = try Posix.info(path)
+        let session = Session(store: store)
+        var report: PutReport
+        if info.isDirectory {
+            report = try putDirectory(path, session: session, depth: 0)
+        } else if info.isRegular {
+            report = try putFile(FileSource(path: path), name: path, session: session)
+        } else {
+            throw ContentError(.invalidArgument, "\(path) is neither a regular file nor a directory")
+        }
+        session.batch.pins.append((report.id, name ?? path))
+        try session.commit()
+        return report
+    }
+
+    /// Puts bytes held in memory as one file and pins it.
+    public func put(bytes: [UInt8], name: String = "bytes", contentType: String? = nil) throws -> PutReport {
+        let session = Session(store: store)
+        let r = try putFile(MemorySource(bytes), name: name, contentType: contentType, session: session)
+        session.batch.pins.append((r.id, name))
+        try session.commit()
+        return r
+    }
+
+    private func putDirectory(_ path: String, session: Session, depth: Int) throws -> PutReport {
+        guard depth < 256 else { throw ContentError(.tooLarge, "\(path): directories nested more than 256 deep") }
+        var entries = [DirectoryManifest.Entry]()
+        var total = PutReport(id: ContentID(ChunkID.of([UInt8]())))
+        var size: UInt64 = 0
+        for name in try Posix.listDirectory(path) {
+            let child = path.hasSuffix("/") ? path + name : path + "/" + name
+            let info = try Posix.info(child)
+            do { try DirectoryManifest.validate(name: name) } catch { total.skipped.append(child); continue }
+            let r: PutReport
+            if info.isDirectory {
+                r = try putDirectory(child, session: session, depth: depth + 1)
+                entries.append(.init(name: name, mode: info.mode, kind: .directory, id: r.id, size: UInt64(r.bytes)))
+            } else if info.isRegular {
+                r = try putFile(FileSource(path: child), name: child, session: session)
+                entries.append(.init(name: name, mode: info.mode, kind: .file, id: r.id, size: UInt64(r.bytes)))
+            } else {
+                total.skipped.append(child)
+                continue
+            }
+            size += UInt64(r.bytes)
+            total.add(r)
+        }
+        let m = try DirectoryManifest(entries: entries)
+        let bytes = m.encode()
+        guard bytes.count <= 16 << 20 else { throw ContentError(.tooLarge, "\(path): directory manifest over 16 MiB") }
+        let id = ChunkID.of(bytes)
+        if !session.written.contains(id), try !store.contains(id) {
+            try store.writeChunk(id, bytes)
+            session.written.insert(id)
+            total.storedBytes += Int64(bytes.count)
+        }
+        session.batch.chunks.append((id, bytes.count))
+        session.batch.manifests.append((id, "dir", size, "inode/directory"))
+        for e in entries { session.batch.edges.append((id, e.id.manifest)) }
+        try session.maybeCommit()
+        total.id = ContentID(id)
+        return total
+    }
+
+    /// Chunks, encrypts and writes one file; adds its chunks and manifests to the session and returns its id.
+    func putFile(_ source: some ByteSource, name: String, contentType: String? = nil, session: Session) throws -> PutReport {
+        let head = try source.read(at: 0, count: 512)
+        let type = contentType ?? ContentType.guess(name: name, head: head)
+        let chunker = try policy.chunker(for: type)
+        let compress = !Self.alreadyCompressed.contains(type) && !type.hasPrefix("image/") && !type.hasPrefix("video/") && !type.hasPrefix("audio/")
+        var report = PutReport(id: ContentID(ChunkID.of([UInt8]())))
+        report.files = 1
+        var entries = [FileManifest.Entry]()
+        var keys = [[UInt8]]()
+
+        // Pending chunks (bytes copied out of the streamer's round buffer), flushed in batches so the
+        // convergent-index lookups are one database read per batch.
+        var pendingBytes = [UInt8]()
+        var pending = [(record: ChunkRecord, start: Int)]()
+        func flush() throws {
+            if pending.isEmpty { return }
+            let pkeys = pending.map { cipher.chunkKey(plaintextHash: $0.record.hash!) }
+            let tags = pkeys.map { ChunkID.of($0) }
+            let known = try store.lookupPlain(tags)
+            try pendingBytes.withUnsafeBytes { raw in
+                for (i, p) in pending.enumerated() {
+                    let id: ChunkID
+                    if let k = session.localTags[tags[i]] ?? known[tags[i]] {
+                        id = k
+                        report.reusedChunks += 1
+                    } else {
+                        let plain = UnsafeRawBufferPointer(rebasing: raw[p.start..<(p.start + p.record.length)])
+                        let sealed = try cipher.seal(plain, plaintextHash: p.record.hash!, tryCompression: compress)
+                        id = sealed.id
+                        if try session.written.contains(id) || store.contains(id) {
+                            report.reusedChunks += 1
+                        } else {
+                            try store.writeChunk(id, sealed.bytes)
+                            session.written.insert(id)
+                            report.newChunks += 1
+                            report.newPlainBytes += Int64(p.record.length)
+                            report.storedBytes += Int64(sealed.bytes.count)
+                        }
+                        session.batch.plainIndex.append((tags[i], id))
+                        session.localTags[tags[i]] = id
+                        session.batch.chunks.append((id, sealed.bytes.count))
+                    }
+                    entries.append(.init(id: id, offset: UInt64(p.record.offset), size: UInt64(p.record.length)))
+                    keys.append(pkeys[i])
+                }
+            }
+            pending.removeAll(keepingCapacity: true)
+            pendingBytes.removeAll(keepingCapacity: true)
+            progress?(report.bytes)
+        }
+        let streamer = ChunkStreamer(chunker: chunker, workers: workers)
+        try streamer.forEachChunk(source) { record, bytes in
+            pending.append((record, pendingBytes.count))
+            pendingBytes.append(contentsOf: bytes)
+            report.bytes += Int64(record.length)
+            report.chunks += 1
+            if pending.count >= 1024 || pendingBytes.count >= 32 << 20 { try flush() }
+        }
+        try flush()
+        let root = try buildTree(entries: entries, keys: keys, contentType: type, total: UInt64(report.bytes), session: session, report: &report)
+        report.id = ContentID(root)
+        try session.maybeCommit()
+        return report
+    }
+
+    /// Builds the manifest tree over `entries` and returns the root manifest id.
+    private func buildTree(entries: [FileManifest.Entry], keys: [[UInt8]], contentType: String, total: UInt64,
+                           session: Session, report: inout PutReport) throws -> ChunkID {
+        func store(_ m: FileManifest, kind: String) throws -> ChunkID {
+            let bytes = m.encode()
+            let id = ChunkID.of(bytes)
+            if !session.written.contains(id), try !self.store.contains(id) {
+                try self.store.writeChunk(id, bytes)
+                session.written.insert(id)
+                report.storedBytes += Int64(bytes.count)
+            }
+            session.batch.chunks.append((id, bytes.count))
+            session.batch.manifests.append((id, kind, m.totalSize, m.contentType))
+            for e in m.entries { session.batch.edges.append((id, e.id)) }
+            return id
+        }
+        func rebased(_ es: ArraySlice<FileManifest.Entry>) -> (entries: [FileManifest.Entry], size: UInt64) {
+            let base = es.first?.offset ?? 0
+            let out = es.map { FileManifest.Entry(id: $0.id, offset: $0.offset - base, size: $0.size) }
+            return (out, out.reduce(0) { $0 + $1.size })
+        }
+        if entries.count <= fanout {
+            let sealed = try KeyTable.seal(keys, readKey: cipher.keys.readKey)
+            return try store(FileManifest(kind: .leaf, contentType: contentType, totalSize: total, entries: entries, sealedKeys: sealed), kind: "file")
+        }
+        var level = [FileManifest.Entry]()
+        var offset: UInt64 = 0
+        for start in stride(from: 0, to: entries.count, by: fanout) {
+            let end = min(start + fanout, entries.count)
+            let (es, size) = rebased(entries[start..<end])
+            let sealed = try KeyTable.seal(Array(keys[start..<end]), readKey: cipher.keys.readKey)
+            let id = try store(FileManifest(kind: .leaf, contentType: "", totalSize: size, entries: es, sealedKeys: sealed), kind: "leaf")
+            level.append(.init(id: id, offset: offset, size: size))
+            offset += size
+        }
+        while level.count > fanout {
+            var next = [FileManifest.Entry]()
+            var off: UInt64 = 0
+            for start in stride(from: 0, to: level.count, by: fanout) {
+                let (es, size) = rebased(level[start..<min(start + fanout, level.count)])
+                let id = try store(FileManifest(kind: .node, contentType: "", totalSize: size, entries: es), kind: "node")
+                next.append(.init(id: id, offset: off, size: size))
+                off += size
+            }
+            level = next
+        }
+        return try store(FileManifest(kind: .node, contentType: contentType, totalSize: total, entries: level), kind: "file")
+    }
+}

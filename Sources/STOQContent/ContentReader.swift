@@ -1,0 +1,130 @@
+import Foundation
+
+/// What a restore wrote.
+public struct RestoreReport: Sendable, Equatable {
+    /// Files written.
+    public var files = 0
+    /// Directories created.
+    public var directories = 0
+    /// Bytes written.
+    public var bytes: Int64 = 0
+}
+
+/// Reads content back from a ``ChunkStore``: walks manifests, verifies every chunk against its id,
+/// opens key tables with the publisher's read key, decrypts, and writes files and directories with
+/// their modes. Names are validated again before any path is joined, so a forged manifest cannot
+/// write outside the output directory, and an existing symlink in the way is refused, not followed.
+public struct ContentReader: Sendable {
+    /// The store read from.
+    public let store: any ChunkStore
+    /// The key that opens key tables.
+    public let keys: PublisherKeys
+
+    /// Creates a reader.
+    public init(store: any ChunkStore, keys: PublisherKeys) {
+        self.store = store
+        self.keys = keys
+    }
+
+    /// The decoded root manifest of `id`.
+    public func manifest(_ id: ContentID) throws -> AnyManifest {
+        try AnyManifest.decode(store.read(id.manifest))
+    }
+
+    /// Streams a file's plaintext in order.
+    /// - Parameters:
+    ///   - id: a file content id.
+    ///   - body: receives each decrypted chunk.
+    public func forEachChunk(ofFile id: ContentID, _ body: ([UInt8]) throws -> Void) throws {
+        guard case .file(let m) = try manifest(id) else { throw ContentError(.invalidArgument, "\(id) is a directory, not a file") }
+        try walk(m, depth: 0, body)
+    }
+
+    private func walk(_ m: FileManifest, depth: Int, _ body: ([UInt8]) throws -> Void) throws {
+        guard depth < 8 else { throw ContentError(.malformed, "file manifest tree deeper than 8 levels") }
+        switch m.kind {
+        case .leaf:
+            let ks = try KeyTable.open(m.sealedKeys, count: m.entries.count, readKey: keys.readKey)
+            for (e, k) in zip(m.entries, ks) {
+                let stored = try store.read(e.id)
+                try body(try ConvergentCipher.open(stored, key: k, expectedSize: Int(e.size)))
+            }
+        case .node:
+            for e in m.entries {
+                let sub = try FileManifest.decode(store.read(e.id))
+                guard sub.totalSize == e.size else {
+                    throw ContentError(.malformed, "sub-manifest \(e.id.short) covers \(sub.totalSize) bytes, its parent says \(e.size)")
+                }
+                try walk(sub, depth: depth + 1, body)
+            }
+        }
+    }
+
+    /// A whole file in memory (tests, small files).
+    public func readFile(_ id: ContentID) throws -> [UInt8] {
+        var out = [UInt8]()
+        try forEachChunk(ofFile: id) { out += $0 }
+        return out
+    }
+
+    /// Restores `id` to `path`: a file is written there; a directory is created there (or merged into
+    /// an existing directory) with its entries inside.
+    /// - Throws: `.pathEscape` for a bad name or a symlink in the way, plus read/decrypt errors.
+    public func restore(_ id: ContentID, to path: String, mode: UInt32? = nil) throws -> RestoreReport {
+        var report = RestoreReport()
+        try restore(id, to: path, mode: mode, depth: 0, report: &report)
+        return report
+    }
+
+    private func restore(_ id: ContentID, to path: String, mode: UInt32?, depth: Int, report: inout RestoreReport) throws {
+        guard depth < 256 else { throw ContentError(.malformed, "directories nested more than 256 deep") }
+        if Posix.exists(path), try Posix.info(path).isSymlink {
+            throw ContentError(.pathEscape, "\(path) is a symlink; refusing to write through it (it could point outside the output directory)")
+        }
+        switch try manifest(id) {
+        case .file(let m):
+            if Posix.exists(path), try Posix.info(path).isDirectory {
+                throw ContentError(.invalidArgument, "\(path) is a directory; give a file path for a file content id")
+            }
+            try writeFile(m, to: path, mode: mode ?? 0o644)
+            report.files += 1
+            report.bytes += Int64(m.totalSize)
+        case .directory(let d):
+            try Posix.makeDirectory(path, mode: 0o700)
+            report.directories += 1
+            for e in d.entries {
+                do { try DirectoryManifest.validate(name: e.name) } catch {
+                    throw ContentError(.pathEscape, "entry name \(String(reflecting: e.name)) would escape \(path); refusing (forged manifest?)")
+                }
+                let child = path + "/" + e.name
+                switch e.kind {
+                case .file: try restore(e.id, to: child, mode: e.mode, depth: depth + 1, report: &report)
+                case .directory: try restore(e.id, to: child, mode: e.mode, depth: depth + 1, report: &report)
+                }
+            }
+            try Posix.chmod(path, mode ?? 0o755)
+        }
+    }
+
+    private func writeFile(_ m: FileManifest, to path: String, mode: UInt32) throws {
+        let dir = Posix.parent(path)
+        let tmp = "\(dir)/.stoq-get-\(UInt64.random(in: 0...UInt64.max))"
+        let fd = try FileDescriptor.open(tmp, flags: O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode: 0o600)
+        var written: UInt64 = 0
+        do {
+            try walk(m, depth: 0) { chunk in
+                try fd.writeAll(chunk)
+                written += UInt64(chunk.count)
+            }
+            guard written == m.totalSize else { throw ContentError(.malformed, "restored \(written) bytes, manifest says \(m.totalSize)") }
+            try fd.sync()
+            fd.close()
+            try Posix.chmod(tmp, mode)
+            guard rename(tmp, path) == 0 else { throw Posix.error("rename", path) }
+        } catch {
+            fd.close()
+            try? Posix.remove(tmp)
+            throw error
+        }
+    }
+}

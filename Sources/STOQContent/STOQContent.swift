@@ -1,2 +1,0 @@
-/// The `STOQContent` module. See DESIGN.md.
-public enum STOQContentModule {}

@@ -1,0 +1,320 @@
+import Foundation
+import GRDB
+
+/// A ``ChunkStore`` on disk.
+///
+/// Layout under the store directory:
+/// - `chunks/ab/cd/<64 hex>`: chunk bytes, content-addressed; written to `.tmp-*` in the same
+///   directory, renamed into place; before any metadata names them the file system is flushed
+///   (`syncfs`), then the directory entries are durable too.
+/// - `meta.sqlite`: SQLite through GRDB in WAL mode, `synchronous = FULL`: tables `chunks`
+///   (id, size, created, last access), `edges` (manifest → child; a child's reference count is its number
+///   of edges), `manifests` (kind, size, content type), `plain_index` (convergent tag → id), `pins`.
+/// - `lock`: an advisory lock held by the process that opened the store, so one writer runs at a time and
+///   the open-time cleanup of temp files cannot race a writer.
+///
+/// Crash safety: bytes are written before the metadata that references them, and metadata is removed
+/// before the bytes (gc), so `kill -9` at any moment leaves at worst orphan or temp files, which
+/// ``verify(repair:)`` (and opening) clean up; committed content is never lost.
+///
+/// `@unchecked Sendable`: the database pool is thread-safe; `madeDirs` is guarded by `lock`.
+public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
+    /// The store directory.
+    public let directory: String
+    private let db: DatabasePool
+    private let lockFile: FileDescriptor
+    private let lock = NSLock()
+    private var madeDirs = Set<String>()
+    private var unsynced = false
+    /// Test hook: fail chunk writes after this many more bytes, as if the disk were full (nil = never).
+    public var failWritesAfterBytes: Int? {
+        get { lock.lock(); defer { lock.unlock() }; return _failAfter }
+        set { lock.lock(); _failAfter = newValue; lock.unlock() }
+    }
+    private var _failAfter: Int?
+
+    /// Opens (creating if needed) the store at `directory`; removes temp files left by a crash.
+    /// - Throws: ``ContentError`` `.io` / `.database` / `.diskFull`.
+    public init(directory: String) throws {
+        self.directory = directory
+        try Posix.makeDirectories(directory + "/chunks")
+        lockFile = try Posix.lockExclusive(directory + "/lock")
+        var config = Configuration()
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        config.busyMode = .timeout(10)
+        do {
+            db = try DatabasePool(path: directory + "/meta.sqlite", configuration: config)
+            try db.write { db in
+                try db.execute(sql: """
+                    CREATE TABLE IF NOT EXISTS chunks (id BLOB PRIMARY KEY, size INTEGER NOT NULL, created INTEGER NOT NULL, last_access INTEGER NOT NULL) WITHOUT ROWID;
+                    CREATE TABLE IF NOT EXISTS edges (parent BLOB NOT NULL, child BLOB NOT NULL, PRIMARY KEY (parent, child)) WITHOUT ROWID;
+                    CREATE INDEX IF NOT EXISTS edges_child ON edges(child);
+                    CREATE TABLE IF NOT EXISTS manifests (id BLOB PRIMARY KEY, kind TEXT NOT NULL, size INTEGER NOT NULL, content_type TEXT NOT NULL) WITHOUT ROWID;
+                    CREATE TABLE IF NOT EXISTS plain_index (tag BLOB PRIMARY KEY, id BLOB NOT NULL) WITHOUT ROWID;
+                    CREATE TABLE IF NOT EXISTS pins (id BLOB PRIMARY KEY, name TEXT NOT NULL, created INTEGER NOT NULL) WITHOUT ROWID;
+                    """)
+            }
+        } catch {
+            lockFile.close()
+            throw Self.map(error)
+        }
+        _ = try? removeTempFiles()
+    }
+
+    deinit { lockFile.close() }
+
+    static func map(_ error: any Error) -> ContentError {
+        if let e = error as? ContentError { return e }
+        if let e = error as? DatabaseError {
+            if e.resultCode == .SQLITE_FULL {
+                return ContentError(.diskFull, "the metadata database could not grow: the disk is full; free space and retry (nothing was committed)")
+            }
+            return ContentError(.database, "metadata database: \(e.message ?? "\(e)")")
+        }
+        return ContentError(.io, "\(error)")
+    }
+
+    private func wrap<T>(_ f: () throws -> T) throws -> T {
+        do { return try f() } catch { throw Self.map(error) }
+    }
+
+    /// The path of a chunk's file.
+    public func path(of id: ChunkID) -> String {
+        let h = id.hex
+        let a = h.prefix(2), b = h.dropFirst(2).prefix(2)
+        return "\(directory)/chunks/\(a)/\(b)/\(h)"
+    }
+
+    private func ensureDirectory(for id: ChunkID) throws {
+        let h = id.hex
+        let a = "\(directory)/chunks/\(h.prefix(2))"
+        let b = "\(a)/\(h.dropFirst(2).prefix(2))"
+        lock.lock(); let known = madeDirs.contains(b); lock.unlock()
+        if known { return }
+        try Posix.makeDirectory(a)
+        try Posix.makeDirectory(b)
+        lock.lock(); madeDirs.insert(b); lock.unlock()
+    }
+
+    private static func blob(_ id: ChunkID) -> Data { Data(id.bytes) }
+    private static func id(_ d: Data) -> ChunkID? { ChunkID(bytes: d) }
+
+    public func contains(_ id: ChunkID) throws -> Bool {
+        try wrap { try db.read { db in try Int.fetchOne(db, sql: "SELECT 1 FROM chunks WHERE id = ?", arguments: [Self.blob(id)]) != nil } }
+    }
+
+    public func read(_ id: ChunkID) throws -> [UInt8] {
+        let bytes: [UInt8]
+        do { bytes = try Posix.readFile(path(of: id)) } catch let e as ContentError where e.code == .notFound {
+            throw ContentError(.notFound, "chunk \(id.short) is not in the store at \(directory)")
+        }
+        let actual = ChunkID.of(bytes)
+        guard actual == id else {
+            throw ContentError(.idMismatch, "chunk \(id.short) is damaged on disk (\(path(of: id)) hashes to \(actual.short)); run `stoq store verify --repair` and put the content again")
+        }
+        return bytes
+    }
+
+    public func writeChunk(_ id: ChunkID, _ bytes: [UInt8]) throws {
+        try ensureDirectory(for: id)
+        lock.lock()
+        var injected = false
+        if let left = _failAfter {
+            if bytes.count > left { injected = true; _failAfter = 0 } else { _failAfter = left - bytes.count }
+        }
+        unsynced = true
+        lock.unlock()
+        if injected {
+            throw ContentError(.diskFull, "write \(path(of: id)): No space left on device (injected); the disk holding the store is full — free space or point --store elsewhere (the store is left consistent)")
+        }
+        try bytes.withUnsafeBytes { try Posix.writeFileAtomically(path(of: id), $0, mode: 0o444, durable: false) }
+    }
+
+    public func commit(_ batch: CommitBatch) throws {
+        lock.lock(); let needSync = unsynced; unsynced = false; lock.unlock()
+        if needSync { try Posix.syncFileSystem(directory + "/chunks") }
+        let now = Int64(Date().timeIntervalSince1970)
+        try wrap {
+            try db.write { db in
+                let ins = try db.cachedStatement(sql: "INSERT OR IGNORE INTO chunks (id, size, created, last_access) VALUES (?, ?, ?, ?)")
+                for c in batch.chunks { try ins.execute(arguments: [Self.blob(c.id), c.size, now, now]) }
+                let edge = try db.cachedStatement(sql: "INSERT OR IGNORE INTO edges (parent, child) VALUES (?, ?)")
+                for e in batch.edges { try edge.execute(arguments: [Self.blob(e.parent), Self.blob(e.child)]) }
+                let man = try db.cachedStatement(sql: "INSERT OR REPLACE INTO manifests (id, kind, size, content_type) VALUES (?, ?, ?, ?)")
+                for m in batch.manifests { try man.execute(arguments: [Self.blob(m.id), m.kind, Int64(m.size), m.contentType]) }
+                let pi = try db.cachedStatement(sql: "INSERT OR REPLACE INTO plain_index (tag, id) VALUES (?, ?)")
+                for p in batch.plainIndex { try pi.execute(arguments: [Self.blob(p.tag), Self.blob(p.id)]) }
+                let pin = try db.cachedStatement(sql: "INSERT OR REPLACE INTO pins (id, name, created) VALUES (?, ?, ?)")
+                for p in batch.pins { try pin.execute(arguments: [Self.blob(p.id.manifest), p.name, now]) }
+            }
+        }
+    }
+
+    public func lookupPlain(_ tags: [ChunkID]) throws -> [ChunkID: ChunkID] {
+        try wrap {
+            try db.read { db in
+                let st = try db.cachedStatement(sql: "SELECT p.id FROM plain_index p JOIN chunks c ON c.id = p.id WHERE p.tag = ?")
+                var out = [ChunkID: ChunkID]()
+                for t in tags {
+                    if let d = try Data.fetchOne(st, arguments: [Self.blob(t)]), let id = Self.id(d) { out[t] = id }
+                }
+                return out
+            }
+        }
+    }
+
+    public func pin(_ id: ContentID, name: String) throws {
+        guard try contains(id.manifest) else { throw ContentError(.notFound, "\(id) is not in the store at \(directory)") }
+        var b = CommitBatch()
+        b.pins = [(id, name)]
+        try commit(b)
+    }
+
+    public func unpin(_ id: ContentID) throws {
+        let n = try wrap { try db.write { db in try db.execute(sql: "DELETE FROM pins WHERE id = ?", arguments: [Self.blob(id.manifest)]); return db.changesCount } }
+        guard n > 0 else { throw ContentError(.notFound, "\(id) is not pinned") }
+    }
+
+    public func pins() throws -> [Pin] {
+        try wrap {
+            try db.read { db in
+                try Row.fetchAll(db, sql: "SELECT p.id, p.name, m.kind, m.size FROM pins p LEFT JOIN manifests m ON m.id = p.id ORDER BY p.name").compactMap { row in
+                    guard let id = Self.id(row[0]) else { return nil }
+                    return Pin(id: ContentID(id), name: row[1], kind: row[2] ?? "?", size: UInt64(row[3] as Int64? ?? 0))
+                }
+            }
+        }
+    }
+
+    public func referenceCount(_ id: ChunkID) throws -> Int {
+        try wrap { try db.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM edges WHERE child = ?", arguments: [Self.blob(id)]) ?? 0 } }
+    }
+
+    public func touch(_ ids: [ChunkID], now: Int64) throws {
+        try wrap {
+            try db.write { db in
+                let st = try db.cachedStatement(sql: "UPDATE chunks SET last_access = ? WHERE id = ?")
+                for i in ids { try st.execute(arguments: [now, Self.blob(i)]) }
+            }
+        }
+    }
+
+    static let liveCTE = """
+        WITH RECURSIVE live(id) AS (SELECT id FROM pins UNION SELECT e.child FROM edges e JOIN live l ON e.parent = l.id)
+        """
+
+    public func gc() throws -> GCReport {
+        // Metadata first (one transaction), files after: a crash in between leaves orphan files only.
+        let dead: [(ChunkID, Int64)] = try wrap {
+            try db.write { db in
+                try db.execute(sql: "CREATE TEMP TABLE IF NOT EXISTS dead (id BLOB PRIMARY KEY, size INTEGER) WITHOUT ROWID; DELETE FROM dead;")
+                try db.execute(sql: Self.liveCTE + " INSERT INTO dead SELECT id, size FROM chunks WHERE id NOT IN (SELECT id FROM live)")
+                let rows = try Row.fetchAll(db, sql: "SELECT id, size FROM dead").compactMap { r -> (ChunkID, Int64)? in
+                    guard let id = Self.id(r[0]) else { return nil }
+                    return (id, r[1])
+                }
+                try db.execute(sql: """
+                    DELETE FROM chunks WHERE id IN (SELECT id FROM dead);
+                    DELETE FROM edges WHERE parent IN (SELECT id FROM dead);
+                    DELETE FROM manifests WHERE id IN (SELECT id FROM dead);
+                    DELETE FROM plain_index WHERE id IN (SELECT id FROM dead);
+                    DELETE FROM dead;
+                    """)
+                return rows
+            }
+        }
+        for (id, _) in dead { try Posix.remove(path(of: id)) }
+        return GCReport(removedChunks: dead.count, freedBytes: dead.reduce(0) { $0 + $1.1 })
+    }
+
+    /// Walks `chunks/`: content files by id, and temp file paths.
+    private func scanFiles() throws -> (files: [ChunkID: String], temps: [String], strays: [String]) {
+        var files = [ChunkID: String](), temps = [String](), strays = [String]()
+        let root = directory + "/chunks"
+        for a in try Posix.listDirectory(root) {
+            let pa = root + "/" + a
+            guard Posix.isDirectory(pa) else { (a.hasPrefix(".tmp-") ? { temps.append(pa) } : { strays.append(pa) })(); continue }
+            for b in try Posix.listDirectory(pa) {
+                let pb = pa + "/" + b
+                guard Posix.isDirectory(pb) else { (b.hasPrefix(".tmp-") ? { temps.append(pb) } : { strays.append(pb) })(); continue }
+                for name in try Posix.listDirectory(pb) {
+                    let p = pb + "/" + name
+                    if name.hasPrefix(".tmp-") { temps.append(p) } else if let id = ChunkID(hex: name), path(of: id) == p { files[id] = p } else { strays.append(p) }
+                }
+            }
+        }
+        return (files, temps, strays)
+    }
+
+    private func removeTempFiles() throws -> Int {
+        let temps = try scanFiles().temps
+        for t in temps { try Posix.remove(t) }
+        return temps.count
+    }
+
+    public func verify(repair: Bool) throws -> VerifyReport {
+        var r = VerifyReport()
+        let recorded: [ChunkID] = try wrap { try db.read { db in try Data.fetchAll(db, sql: "SELECT id FROM chunks").compactMap(Self.id) } }
+        let scan = try scanFiles()
+        var bad = [ChunkID]()
+        for id in recorded {
+            r.checked += 1
+            guard scan.files[id] != nil else { r.missing.append(id); bad.append(id); continue }
+            do { _ = try read(id) } catch let e as ContentError where e.code == .idMismatch {
+                r.damaged.append(id); bad.append(id)
+            }
+        }
+        let known = Set(recorded)
+        r.orphaned = scan.files.keys.filter { !known.contains($0) }.sorted()
+        r.tempFiles = scan.temps.count
+        if !bad.isEmpty {
+            let badSet = Set(bad)
+            let pins = try self.pins()
+            for p in pins {
+                let reach = try wrap {
+                    try db.read { db in
+                        try Data.fetchAll(db, sql: "WITH RECURSIVE live(id) AS (SELECT ? UNION SELECT e.child FROM edges e JOIN live l ON e.parent = l.id) SELECT id FROM live", arguments: [Self.blob(p.id.manifest)]).compactMap(Self.id)
+                    }
+                }
+                if !badSet.isDisjoint(with: reach) { r.brokenPins.append(p.id) }
+            }
+        }
+        if repair {
+            // Metadata of bad chunks first, then files.
+            try wrap {
+                try db.write { db in
+                    let st = try db.cachedStatement(sql: "DELETE FROM chunks WHERE id = ?")
+                    for id in bad { try st.execute(arguments: [Self.blob(id)]) }
+                    let pi = try db.cachedStatement(sql: "DELETE FROM plain_index WHERE id = ?")
+                    for id in bad { try pi.execute(arguments: [Self.blob(id)]) }
+                }
+            }
+            for id in r.damaged { try Posix.remove(path(of: id)) }
+            for id in r.orphaned { try Posix.remove(path(of: id)) }
+            for t in scan.temps { try Posix.remove(t) }
+            r.repaired = true
+        }
+        return r
+    }
+
+    public func stats() throws -> StoreStats {
+        try wrap {
+            try db.read { db in
+                let row = try Row.fetchOne(db, sql: "SELECT COUNT(*), COALESCE(SUM(size), 0), (SELECT COUNT(*) FROM pins) FROM chunks")!
+                return StoreStats(chunks: row[0], bytes: row[1], pins: row[2])
+            }
+        }
+    }
+
+    /// Manifest metadata recorded for `id` (kind, size, content type), if any.
+    public func manifestInfo(_ id: ChunkID) throws -> (kind: String, size: UInt64, contentType: String)? {
+        try wrap {
+            try db.read { db in
+                guard let r = try Row.fetchOne(db, sql: "SELECT kind, size, content_type FROM manifests WHERE id = ?", arguments: [Self.blob(id)]) else { return nil }
+                return (r[0], UInt64(r[1] as Int64), r[2])
+            }
+        }
+    }
+}

@@ -1,0 +1,252 @@
+// The one funnel for file-system calls in STOQContent (in the manner of NIOPosix/System.swift):
+// every call retries EINTR and failures become a `ContentError` that names the file and the errno,
+// with ENOSPC/EDQUOT mapped to `.diskFull`. Raw buffers appear only here and in the chunk loop.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A file descriptor owned by this value's owner; `close()` must be called (or use `withFile`).
+struct FileDescriptor: Sendable {
+    let raw: Int32
+    let path: String
+
+    /// Opens a file.
+    static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws -> FileDescriptor {
+        while true {
+            let fd = Glibc.open(path, flags, mode)
+            if fd >= 0 { return FileDescriptor(raw: fd, path: path) }
+            if errno == EINTR { continue }
+            throw Posix.error("open", path)
+        }
+    }
+
+    /// Opens a file read-only.
+    static func openForReading(_ path: String) throws -> FileDescriptor {
+        try open(path, flags: O_RDONLY | O_CLOEXEC)
+    }
+
+    /// Closes the descriptor.
+    func close() { _ = Glibc.close(raw) }
+
+    /// Reads up to `count` bytes at `offset` (fewer only at end of file).
+    func pread(count: Int, at offset: Int64) throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        var got = 0
+        try out.withUnsafeMutableBytes { buf in
+            while got < count {
+                let n = Glibc.pread(raw, buf.baseAddress! + got, count - got, off_t(offset) + off_t(got))
+                if n > 0 { got += n; continue }
+                if n == 0 { break }
+                if errno == EINTR { continue }
+                throw Posix.error("read", path)
+            }
+        }
+        if got < count { out.removeSubrange(got...) }
+        return out
+    }
+
+    /// Reads the whole file.
+    func readAll() throws -> [UInt8] {
+        var out = [UInt8]()
+        var offset: Int64 = 0
+        while true {
+            let part = try pread(count: 1 << 20, at: offset)
+            out += part
+            offset += Int64(part.count)
+            if part.count < 1 << 20 { return out }
+        }
+    }
+
+    /// Writes all of `bytes`.
+    func writeAll(_ bytes: UnsafeRawBufferPointer) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = Glibc.write(raw, bytes.baseAddress! + done, bytes.count - done)
+            if n >= 0 { done += n; continue }
+            if errno == EINTR { continue }
+            throw Posix.error("write", path)
+        }
+    }
+
+    /// Writes all of `bytes`.
+    func writeAll(_ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { try writeAll($0) }
+    }
+
+    /// fsync(2).
+    func sync() throws {
+        while fsync(raw) != 0 {
+            if errno == EINTR { continue }
+            throw Posix.error("fsync", path)
+        }
+    }
+
+    /// The file size.
+    func size() throws -> Int64 {
+        var st = stat()
+        guard fstat(raw, &st) == 0 else { throw Posix.error("stat", path) }
+        return Int64(st.st_size)
+    }
+}
+
+/// File-system helpers.
+enum Posix {
+    /// A `ContentError` for the current errno.
+    static func error(_ call: String, _ path: String, errnoValue: Int32 = errno) -> ContentError {
+        let msg = String(cString: strerror(errnoValue))
+        if errnoValue == ENOSPC || errnoValue == EDQUOT {
+            return ContentError(.diskFull, "\(call) \(path): \(msg); the disk holding the store is full — free space or point --store elsewhere (the store is left consistent)")
+        }
+        if errnoValue == ENOENT { return ContentError(.notFound, "\(call) \(path): \(msg)") }
+        return ContentError(.io, "\(call) \(path): \(msg) (errno \(errnoValue))")
+    }
+
+    /// Reads a whole file.
+    static func readFile(_ path: String) throws -> [UInt8] {
+        let fd = try FileDescriptor.open(path, flags: O_RDONLY | O_CLOEXEC)
+        defer { fd.close() }
+        return try fd.readAll()
+    }
+
+    /// Writes a file durably: temp file in the same directory, fsync, rename, fsync of the directory.
+    /// On failure the temp file is removed and the destination is untouched.
+    static func writeFileAtomically(_ path: String, _ bytes: UnsafeRawBufferPointer, mode: mode_t = 0o644, durable: Bool = true) throws {
+        let dir = parent(path)
+        let tmp = "\(dir)/.tmp-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+        let fd = try FileDescriptor.open(tmp, flags: O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode: mode)
+        do {
+            try fd.writeAll(bytes)
+            if durable { try fd.sync() }
+            fd.close()
+        } catch {
+            fd.close()
+            unlink(tmp)
+            throw error
+        }
+        guard rename(tmp, path) == 0 else {
+            let e = Posix.error("rename", path)
+            unlink(tmp)
+            throw e
+        }
+        if durable { try syncDirectory(dir) }
+    }
+
+    /// fsync of a directory, so a rename in it is durable.
+    static func syncDirectory(_ dir: String) throws {
+        let fd = try FileDescriptor.open(dir, flags: O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        defer { fd.close() }
+        try fd.sync()
+    }
+
+    /// The directory part of a path.
+    static func parent(_ path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+
+    /// mkdir -p.
+    static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
+        if isDirectory(path) { return }
+        let p = parent(path)
+        if p != path, !p.isEmpty, p != "/" , p != "." { try makeDirectories(p, mode: mode) }
+        if mkdir(path, mode) != 0 && errno != EEXIST { throw Posix.error("mkdir", path) }
+    }
+
+    /// Whether `path` is a directory (not following a final symlink).
+    static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    /// lstat fields we need.
+    struct Info {
+        var isDirectory: Bool
+        var isRegular: Bool
+        var isSymlink: Bool
+        var mode: UInt32
+        var size: Int64
+        var mtime: Int64
+    }
+
+    /// lstat(2).
+    static func info(_ path: String) throws -> Info {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { throw Posix.error("stat", path) }
+        let fmt = st.st_mode & S_IFMT
+        return Info(isDirectory: fmt == S_IFDIR, isRegular: fmt == S_IFREG, isSymlink: fmt == S_IFLNK,
+                    mode: UInt32(st.st_mode & 0o7777), size: Int64(st.st_size), mtime: Int64(st.st_mtim.tv_sec))
+    }
+
+    /// Whether something exists at `path`.
+    static func exists(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0
+    }
+
+    /// Entry names of a directory, sorted, without "." and "..".
+    static func listDirectory(_ path: String) throws -> [String] {
+        guard let d = opendir(path) else { throw Posix.error("opendir", path) }
+        defer { closedir(d) }
+        var names = [String]()
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    /// unlink(2); a missing file is not an error.
+    static func remove(_ path: String) throws {
+        if unlink(path) != 0 && errno != ENOENT { throw Posix.error("unlink", path) }
+    }
+
+    /// chmod(2).
+    static func chmod(_ path: String, _ mode: UInt32) throws {
+        if Glibc.chmod(path, mode_t(mode)) != 0 { throw Posix.error("chmod", path) }
+    }
+
+    /// mkdir(2) of one level; an existing directory is fine.
+    static func makeDirectory(_ path: String, mode: UInt32 = 0o755) throws {
+        if mkdir(path, mode_t(mode)) != 0 {
+            if errno == EEXIST && isDirectory(path) { return }
+            throw Posix.error("mkdir", path)
+        }
+    }
+
+    /// The process's available processor count.
+    static var processorCount: Int { Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
+}
+
+// glibc declares syncfs(2) only under _GNU_SOURCE, which the Glibc module does not define; bind the
+// symbol directly (int(int), the same ABI in Swift and C on our Linux targets).
+@_silgen_name("syncfs") private func c_syncfs(_ fd: Int32) -> Int32
+
+extension Posix {
+    /// Flushes the file system holding `path` (one call instead of an fsync per chunk file).
+    static func syncFileSystem(_ path: String) throws {
+        let fd = try FileDescriptor.open(path, flags: O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        defer { fd.close() }
+        while c_syncfs(fd.raw) != 0 {
+            if errno == EINTR { continue }
+            throw Posix.error("syncfs", path)
+        }
+    }
+
+    /// An exclusive advisory lock on `path` (created if needed), held until `unlock` or process exit.
+    static func lockExclusive(_ path: String) throws -> FileDescriptor {
+        let fd = try FileDescriptor.open(path, flags: O_RDWR | O_CREAT | O_CLOEXEC, mode: 0o644)
+        while flock(fd.raw, LOCK_EX) != 0 {
+            if errno == EINTR { continue }
+            let e = Posix.error("flock", path)
+            fd.close()
+            throw e
+        }
+        return fd
+    }
+}

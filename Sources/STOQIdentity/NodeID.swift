@@ -1,0 +1,107 @@
+import Crypto
+import SwiftASN1
+import X509
+
+/// The identity of a STOQ node: the SHA-256 digest of its certificate's DER-encoded
+/// SubjectPublicKeyInfo.
+///
+/// A node id names a key, not a certificate: a renewed certificate for the same key keeps the id,
+/// and nobody can claim an id without holding the private key (the TLS handshake proves it).
+public struct NodeID: Hashable, Comparable, Sendable, CustomStringConvertible {
+    /// The 32 bytes of the digest.
+    public let bytes: [UInt8]
+
+    /// The number of bytes in a node id.
+    public static let byteCount = 32
+
+    /// Wraps 32 raw bytes.
+    /// - Throws: ``IdentityError/malformedNodeID`` when `bytes` is not 32 bytes long.
+    public init(bytes: some Sequence<UInt8>) throws(IdentityError) {
+        let array = Array(bytes)
+        guard array.count == Self.byteCount else {
+            throw IdentityError(.malformedNodeID, "a node id has \(Self.byteCount) bytes, got \(array.count)")
+        }
+        self.bytes = array
+    }
+
+    /// The node id of a public key.
+    public init(publicKey: Certificate.PublicKey) {
+        var serializer = DER.Serializer()
+        // Serializing a parsed public key cannot fail: it was decoded from (or built as) valid DER.
+        try! serializer.serialize(publicKey)
+        self.init(subjectPublicKeyInfoDER: serializer.serializedBytes)
+    }
+
+    /// The node id of a DER-encoded SubjectPublicKeyInfo.
+    public init(subjectPublicKeyInfoDER der: some Sequence<UInt8>) {
+        self.bytes = Array(SHA256.hash(data: Array(der)))
+    }
+
+    /// The node id of the key in a DER-encoded X.509 certificate.
+    /// - Throws: ``IdentityError/malformedCertificate`` when the bytes are not a certificate.
+    public init(certificateDER der: [UInt8]) throws(IdentityError) {
+        let certificate: Certificate
+        do {
+            certificate = try Certificate(derEncoded: der)
+        } catch {
+            throw IdentityError(.malformedCertificate, "cannot parse the peer certificate: \(error)")
+        }
+        self.init(publicKey: certificate.publicKey)
+    }
+
+    /// Parses the 64-character lowercase or uppercase hex form.
+    public init?(hex: String) {
+        guard let decoded = Hex.decode(hex), decoded.count == Self.byteCount else { return nil }
+        self.bytes = decoded
+    }
+
+    /// The full id in lowercase hex (64 characters).
+    public var hex: String { Hex.encode(bytes) }
+
+    /// The first 8 bytes in hex: enough to tell nodes apart in logs and tables.
+    public var short: String { Hex.encode(bytes.prefix(8)) }
+
+    public var description: String { short }
+
+    public static func < (lhs: NodeID, rhs: NodeID) -> Bool { lhs.bytes.lexicographicallyPrecedes(rhs.bytes) }
+}
+
+/// Lowercase hexadecimal encoding.
+public enum Hex {
+    private static let digits = Array("0123456789abcdef".utf8)
+
+    /// Encodes bytes as lowercase hex.
+    public static func encode(_ bytes: some Sequence<UInt8>) -> String {
+        var out = [UInt8]()
+        out.reserveCapacity(bytes.underestimatedCount * 2)
+        for b in bytes {
+            out.append(digits[Int(b >> 4)])
+            out.append(digits[Int(b & 0xF)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Decodes hex (either case); `nil` on odd length or a non-hex character.
+    public static func decode(_ string: String) -> [UInt8]? {
+        let utf8 = Array(string.utf8)
+        guard utf8.count % 2 == 0 else { return nil }
+        var out = [UInt8]()
+        out.reserveCapacity(utf8.count / 2)
+        var i = 0
+        while i < utf8.count {
+            guard let hi = nibble(utf8[i]), let lo = nibble(utf8[i + 1]) else { return nil }
+            out.append(hi << 4 | lo)
+            i += 2
+        }
+        return out
+    }
+
+    private static func nibble(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+}

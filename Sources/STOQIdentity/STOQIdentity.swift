@@ -1,2 +1,0 @@
-/// The `STOQIdentity` module. See DESIGN.md.
-public enum STOQIdentityModule {}

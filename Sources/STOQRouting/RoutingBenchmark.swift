@@ -1,0 +1,310 @@
+import Dispatch
+import Foundation
+import Synchronization
+
+/// Figures of one routing benchmark run (see `RoutingBenchmark.run`).
+public struct RoutingBenchmarkReport: Sendable, CustomStringConvertible {
+    /// Nodes in the network.
+    public var nodes: Int
+    /// Directed overlay edges in the first snapshot.
+    public var overlayEdges: Int
+    /// Seconds to load the matrix and build the full overlay at start.
+    public var setupSeconds: Double
+    /// Random source → random destination queries (a fresh Dijkstra each): p50 / p99 in µs.
+    public var pairQueryP50Microseconds: Double
+    /// See `pairQueryP50Microseconds`.
+    public var pairQueryP99Microseconds: Double
+    /// Random-pair queries per second on one thread.
+    public var pairQueriesPerSecond: Double
+    /// Owner → random destination queries (the router's normal use; a shortest-path tree per
+    /// snapshot, reused until the next update): p50 / p99 in µs.
+    public var ownerQueryP50Microseconds: Double
+    /// See `ownerQueryP50Microseconds`.
+    public var ownerQueryP99Microseconds: Double
+    /// Owner queries per second on one thread, Dijkstra runs after each update included.
+    public var ownerQueriesPerSecond: Double
+    /// Snapshots published by the concurrent updater while queries ran (one per 100 ms).
+    public var snapshotsPublished: Int
+    /// Mean time to build one snapshot (updates, overlay refresh, CSR), ms.
+    public var meanPublishMilliseconds: Double
+    /// Peer: a plain O(N²) Dijkstra on the dense N×N latency matrix, median ms per query.
+    public var denseDijkstraMilliseconds: Double?
+    /// Vivaldi median relative error over random pairs of the geographic model (with noise).
+    public var vivaldiMedianRelativeError: Double
+    /// Vivaldi 90th-percentile relative error.
+    public var vivaldiP90RelativeError: Double
+    /// Holt (EWMA + trend) mean relative error predicting each next RTT sample.
+    public var holtMeanRelativeError: Double
+    /// Plain EWMA (smoothed RTT) mean relative error predicting each next RTT sample.
+    public var ewmaMeanRelativeError: Double
+
+    public var description: String {
+        func f(_ value: Double, _ digits: Int = 1) -> String { String(format: "%.\(digits)f", value) }
+        var lines = [
+            "routing: \(nodes) nodes, \(overlayEdges) overlay edges (k=32 + 8 long-range + measured), setup \(f(setupSeconds, 2)) s",
+            "  pair query (fresh Dijkstra)   p50 \(f(pairQueryP50Microseconds)) µs  p99 \(f(pairQueryP99Microseconds)) µs  \(f(pairQueriesPerSecond, 0)) q/s",
+            "  owner query (tree per update) p50 \(f(ownerQueryP50Microseconds, 2)) µs  p99 \(f(ownerQueryP99Microseconds)) µs  \(f(ownerQueriesPerSecond, 0)) q/s",
+            "  updates: \(snapshotsPublished) snapshots published during queries, \(f(meanPublishMilliseconds, 2)) ms each",
+        ]
+        if let dense = denseDijkstraMilliseconds {
+            lines.append("  peer: dense O(N²) Dijkstra \(f(dense, 2)) ms/query -> sparse pair query is \(f(dense * 1000 / max(pairQueryP50Microseconds, 0.001), 0))x faster (p50)")
+        }
+        lines.append("  vivaldi median relative error \(f(vivaldiMedianRelativeError * 100)) % (p90 \(f(vivaldiP90RelativeError * 100)) %), target ≤ 11 %")
+        lines.append("  next-RTT prediction error: Holt \(f(holtMeanRelativeError * 100, 2)) %  vs EWMA \(f(ewmaMeanRelativeError * 100, 2)) %")
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// The routing benchmark `stoq bench` runs: route queries on a generated network while a
+/// concurrent updater publishes a snapshot every 100 ms, a dense Dijkstra peer, and Vivaldi accuracy.
+public enum RoutingBenchmark {
+    /// Runs the benchmark.
+    ///
+    /// - Parameters:
+    ///   - nodes: network size (10,000 for the targets).
+    ///   - seed: seed of the generated network and queries.
+    ///   - queryDuration: seconds spent on each query kind.
+    ///   - includeDensePeer: also run the dense O(N²) Dijkstra (needs N² floats of memory).
+    /// - Returns: the figures.
+    @available(macOS 15.0, *)
+    public static func run(nodes: Int = 10_000, seed: UInt64 = 1, queryDuration: Double = 2, includeDensePeer: Bool = true) -> RoutingBenchmarkReport {
+        precondition(nodes >= 100, "the routing benchmark needs at least 100 nodes")
+        let clock = ContinuousClock()
+        let model = GeographicLatencyModel(nodeCount: nodes, seed: seed, noise: 0.05)
+        let coordinates = VivaldiEvaluation.train(model: model, rounds: 400, seed: seed)
+        let errors = VivaldiEvaluation.relativeErrors(coordinates: coordinates, model: model, samples: 100_000, seed: seed)
+
+        // The updater thread owns the matrix; the cell carries snapshots to this thread.
+        let ready = DispatchSemaphore(value: 0)
+        let done = DispatchSemaphore(value: 0)
+        let stop = Atomic<Bool>(false)
+        let shared = Mutex<(cell: RoutingSnapshotCell?, setup: Double, published: Int, publishSeconds: Double, holt: Double, ewma: Double)>(
+            (nil, 0, 0, 0, 0, 0)
+        )
+        let updater = Thread {
+            let start = clock.now
+            var configuration = RoutingConfiguration()
+            configuration.maxNodes = nodes + 1
+            var matrix = RoutingMatrix(
+                selfID: RoutingNodeID(0), region: model.regions[0], geo: model.positions[0],
+                bandwidthBitsPerSecond: 1e9, configuration: configuration
+            )
+            var random = BenchmarkRandom(seed: seed ^ 0x55)
+            var now = Duration.seconds(1)
+            var version: UInt64 = 1
+            func adverts(_ range: Range<Int>, load: (Int) -> Float) -> [RoutingNodeAdvert] {
+                range.map { i in
+                    RoutingNodeAdvert(
+                        node: RoutingNodeID(UInt64(i)), version: version, hops: 1, region: model.regions[i],
+                        geo: model.positions[i], coordinate: coordinates[i], load: load(i),
+                        bandwidthBitsPerSecond: Float(10 + random.next() % 990) * 1e6
+                    )
+                }
+            }
+            for chunk in stride(from: 1, to: nodes, by: 4096) {
+                let nodeAdverts = adverts(chunk ..< min(nodes, chunk + 4096)) { _ in Float(random.unit()) * 0.5 }
+                var links: [RoutingLinkAdvert] = []
+                for advert in nodeAdverts {
+                    let i = Int(advert.node.rawValue)
+                    for _ in 0 ..< 4 {
+                        let j = Int(random.next() % UInt64(nodes))
+                        guard j != i, j < chunk + nodeAdverts.count else { continue }
+                        links.append(RoutingLinkAdvert(
+                            from: advert.node, to: RoutingNodeID(UInt64(j)), version: version,
+                            rttMilliseconds: Float(model.rttMilliseconds(i, j)), bandwidthBitsPerSecond: 0
+                        ))
+                    }
+                }
+                _ = matrix.handleGossip(RoutingGossip(sender: RoutingNodeID(1), nodes: nodeAdverts, links: links), now: now)
+            }
+            for _ in 0 ..< 32 {
+                let peer = 1 + Int(random.next() % UInt64(nodes - 1))
+                matrix.handleMeasurement(measurement(model, coordinates, peer, &random), now: now)
+            }
+            matrix.rebuildOverlay(now: now)
+            let first = matrix.publish(now: now)
+            let cell = RoutingSnapshotCell(first)
+            let setup = clock.now - start
+            shared.withLock { $0.cell = cell; $0.setup = seconds(setup) }
+            ready.signal()
+
+            var published = 0
+            var publishTime = Duration.zero
+            var next = clock.now + .milliseconds(100)
+            while !stop.load(ordering: .relaxed) {
+                if clock.now < next {
+                    Thread.sleep(forTimeInterval: 0.002)
+                    continue
+                }
+                next = next + .milliseconds(100)
+                let tick = clock.now
+                now += .milliseconds(100)
+                version += 1
+                // 200 PING/PONG results and 1000 node adverts with new loads per 100 ms.
+                for _ in 0 ..< 200 {
+                    let peer = 1 + Int(random.next() % UInt64(nodes - 1))
+                    matrix.handleMeasurement(measurement(model, coordinates, peer, &random), now: now)
+                }
+                let first = 1 + Int(random.next() % UInt64(max(1, nodes - 1000)))
+                let gossip = RoutingGossip(
+                    sender: RoutingNodeID(1),
+                    nodes: adverts(first ..< min(nodes, first + 1000)) { _ in Float(random.unit()) },
+                    links: []
+                )
+                _ = matrix.handleGossip(gossip, now: now)
+                matrix.handleTimeout(now: now)
+                if let snapshot = matrix.pollSnapshot() { cell.store(snapshot) }
+                publishTime += clock.now - tick
+                published += 1
+            }
+            let report = matrix.predictionReport()
+            shared.withLock {
+                $0.published = published
+                $0.publishSeconds = seconds(publishTime)
+                $0.holt = report.holtMeanRelativeError
+                $0.ewma = report.ewmaMeanRelativeError
+            }
+            done.signal()
+        }
+        updater.stackSize = 1 << 22
+        updater.start()
+        ready.wait()
+        let (cell, setupSeconds) = shared.withLock { ($0.cell!, $0.setup) }
+        let overlayEdges = cell.load().edgeCount
+
+        // Random pairs, a fresh Dijkstra each (early exit at the destination).
+        var engine = RouteQueryEngine()
+        var random = BenchmarkRandom(seed: seed ^ 0xAA)
+        var pairLatencies: [Double] = []
+        var pairCount = 0
+        let pairStart = clock.now
+        let pairDeadline = pairStart + .seconds(queryDuration)
+        while clock.now < pairDeadline {
+            let snapshot = cell.load()
+            let a = RoutingNodeID(random.next() % UInt64(nodes)), b = RoutingNodeID(random.next() % UInt64(nodes))
+            let t0 = clock.now
+            let route = engine.route(in: snapshot, from: a, to: b, size: 65_536)
+            pairLatencies.append(seconds(clock.now - t0) * 1e6)
+            pairCount += route == nil ? 0 : 1
+        }
+        let pairQPS = Double(pairLatencies.count) / seconds(clock.now - pairStart)
+
+        // Owner → many destinations: the tree is rebuilt once per published snapshot.
+        var ownerLatencies: [Double] = []
+        ownerLatencies.reserveCapacity(1 << 20)
+        let ownerStart = clock.now
+        let ownerDeadline = ownerStart + .seconds(queryDuration)
+        let owner = RoutingNodeID(0)
+        var checksum: Float = 0
+        while clock.now < ownerDeadline {
+            for _ in 0 ..< 64 {
+                let snapshot = cell.load()
+                let b = RoutingNodeID(1 + random.next() % UInt64(nodes - 1))
+                let t0 = clock.now
+                let route = engine.route(in: snapshot, from: owner, to: b, size: 65_536)
+                ownerLatencies.append(seconds(clock.now - t0) * 1e6)
+                checksum += route?.cost ?? 0
+            }
+        }
+        let ownerQPS = Double(ownerLatencies.count) / seconds(clock.now - ownerStart)
+        stop.store(true, ordering: .relaxed)
+        done.wait()
+        let (published, publishSeconds, holt, ewma) = shared.withLock { ($0.published, $0.publishSeconds, $0.holt, $0.ewma) }
+
+        var dense: Double?
+        if includeDensePeer && nodes <= 20_000 {
+            dense = denseDijkstraMilliseconds(coordinates: coordinates, queries: 5, seed: seed)
+        }
+        pairLatencies.sort()
+        ownerLatencies.sort()
+        precondition(checksum.isFinite && pairCount > 0, "routing benchmark found no routes")
+        return RoutingBenchmarkReport(
+            nodes: nodes, overlayEdges: overlayEdges, setupSeconds: setupSeconds,
+            pairQueryP50Microseconds: percentile(pairLatencies, 0.5), pairQueryP99Microseconds: percentile(pairLatencies, 0.99),
+            pairQueriesPerSecond: pairQPS,
+            ownerQueryP50Microseconds: percentile(ownerLatencies, 0.5), ownerQueryP99Microseconds: percentile(ownerLatencies, 0.99),
+            ownerQueriesPerSecond: ownerQPS, snapshotsPublished: published,
+            meanPublishMilliseconds: published > 0 ? publishSeconds * 1000 / Double(published) : 0,
+            denseDijkstraMilliseconds: dense,
+            vivaldiMedianRelativeError: percentile(errors, 0.5), vivaldiP90RelativeError: percentile(errors, 0.9),
+            holtMeanRelativeError: holt, ewmaMeanRelativeError: ewma
+        )
+    }
+
+    /// The peer: a textbook O(N²) Dijkstra (array scan, no heap) on the dense matrix of predicted
+    /// latencies plus the hop weight, one source → one destination per query. Median ms.
+    static func denseDijkstraMilliseconds(coordinates: [VivaldiCoordinate], queries: Int, seed: UInt64) -> Double {
+        let n = coordinates.count
+        let weights = RouteCostWeights()
+        var matrix = [Float](repeating: 0, count: n * n)
+        for u in 0 ..< n {
+            let cu = coordinates[u]
+            for v in 0 ..< n { matrix[u * n + v] = weights.latency * cu.distance(to: coordinates[v]) + weights.hop }
+        }
+        let clock = ContinuousClock()
+        var random = BenchmarkRandom(seed: seed ^ 0xDE)
+        var times: [Double] = []
+        var dist = [Float](repeating: .infinity, count: n)
+        var done = [Bool](repeating: false, count: n)
+        var sink: Float = 0
+        for _ in 0 ..< queries {
+            let source = Int(random.next() % UInt64(n)), target = Int(random.next() % UInt64(n))
+            let t0 = clock.now
+            for i in 0 ..< n { dist[i] = .infinity; done[i] = false }
+            dist[source] = 0
+            for _ in 0 ..< n {
+                var best = -1
+                var bestCost = Float.infinity
+                for i in 0 ..< n where !done[i] && dist[i] < bestCost {
+                    best = i
+                    bestCost = dist[i]
+                }
+                if best < 0 || best == target { break }
+                done[best] = true
+                let row = best * n
+                for v in 0 ..< n where !done[v] {
+                    let c = bestCost + matrix[row + v]
+                    if c < dist[v] { dist[v] = c }
+                }
+            }
+            sink += dist[target]
+            times.append(seconds(clock.now - t0) * 1000)
+        }
+        precondition(sink.isFinite, "dense Dijkstra found no route")
+        return percentile(times.sorted(), 0.5)
+    }
+
+    private static func measurement(
+        _ model: GeographicLatencyModel, _ coordinates: [VivaldiCoordinate], _ peer: Int, _ random: inout BenchmarkRandom
+    ) -> RoutingMeasurement {
+        let rtt = model.rttMilliseconds(0, peer) * (1 + 0.04 * (random.unit() - 0.5))
+        return RoutingMeasurement(
+            peer: RoutingNodeID(UInt64(peer)), rtt: .nanoseconds(Int64(rtt * 1e6)),
+            bandwidthBitsPerSecond: 50e6, load: Float(random.unit()), coordinate: coordinates[peer]
+        )
+    }
+
+    static func percentile(_ sorted: [Double], _ q: Double) -> Double {
+        guard !sorted.isEmpty else { return 0 }
+        return sorted[min(sorted.count - 1, Int(Double(sorted.count - 1) * q))]
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        let (s, atto) = duration.components
+        return Double(s) + Double(atto) * 1e-18
+    }
+}
+
+/// SplitMix64 for the benchmark's own choices.
+struct BenchmarkRandom {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func unit() -> Double { Double(next() >> 11) * 0x1.0p-53 }
+}

@@ -1,0 +1,20 @@
+import Synchronization
+
+/// Hands the latest `RoutingSnapshot` from the thread that updates the matrix to the
+/// threads that query it. Publishing swaps one reference under a lock; readers take the
+/// reference and query without holding anything, so updates never block queries.
+@available(macOS 15.0, *)
+public final class RoutingSnapshotCell: Sendable {
+    private let current: Mutex<RoutingSnapshot>
+
+    /// Creates a cell holding `initial`.
+    public init(_ initial: RoutingSnapshot) { current = Mutex(initial) }
+
+    /// The latest snapshot.
+    public func load() -> RoutingSnapshot { current.withLock { $0 } }
+
+    /// Publishes a newer snapshot (an older version is ignored).
+    public func store(_ snapshot: RoutingSnapshot) {
+        current.withLock { if snapshot.version >= $0.version { $0 = snapshot } }
+    }
+}

@@ -1,2 +1,0 @@
-/// The `STOQRouting` module. See DESIGN.md.
-public enum STOQRoutingModule {}

@@ -1,2 +1,0 @@
-/// The `STOQSimulation` module. See DESIGN.md.
-public enum STOQSimulationModule {}

@@ -1,0 +1,312 @@
+import NIOCore
+
+/// A 32-byte identifier on the wire: a chunk id, content id or node id (all SHA-256 digests).
+public struct WireID: Hashable, Sendable {
+    /// The 32 bytes.
+    public let bytes: [UInt8]
+    /// Wraps 32 bytes; `nil` for any other length.
+    public init?(_ bytes: some Collection<UInt8>) {
+        guard bytes.count == 32 else { return nil }
+        self.bytes = Array(bytes)
+    }
+}
+
+/// The roles a node announces in HELLO.
+public struct NodeRoles: OptionSet, Hashable, Sendable {
+    public let rawValue: UInt64
+    public init(rawValue: UInt64) { self.rawValue = rawValue }
+    /// Publishes content (the authority for its names).
+    public static let origin = NodeRoles(rawValue: 1 << 0)
+    /// Caches and serves content near clients.
+    public static let edge = NodeRoles(rawValue: 1 << 1)
+    /// Fetches content.
+    public static let client = NodeRoles(rawValue: 1 << 2)
+    /// Carries streams for others (CDN relay).
+    public static let relay = NodeRoles(rawValue: 1 << 3)
+}
+
+/// The status of a chunk response.
+public enum ChunkStatus: UInt64, Hashable, Sendable {
+    /// The bytes follow the header.
+    case ok = 0
+    /// The node does not hold the chunk.
+    case notFound = 1
+    /// The requested range lies outside the chunk.
+    case invalidRange = 2
+    /// The node is overloaded; try elsewhere.
+    case busy = 3
+    /// Something else went wrong on the node.
+    case internalError = 4
+}
+
+/// The STOQ core messages (DESIGN.md §3). One request per bidirectional stream; the response header
+/// is a frame and bulk bytes follow raw until FIN.
+public enum STOQMessage: Hashable, Sendable {
+    /// First message on a control stream: who the sender is.
+    case hello(Hello)
+    /// A probe; the peer answers with ``pong(_:)``.
+    case ping(nonce: UInt64, sentAtMicros: UInt64)
+    /// The answer to a ping, with the responder's load and bandwidth estimates.
+    case pong(Pong)
+    /// Which chunks of a manifest the sender holds.
+    case have(contentID: WireID, chunks: ChunkBitfield)
+    /// Which chunks of a manifest the sender wants.
+    case want(contentID: WireID, chunks: ChunkBitfield)
+    /// A request for a byte range of a chunk (`length == 0` means to the end).
+    case getChunk(chunkID: WireID, offset: UInt64, length: UInt64)
+    /// The response header to ``getChunk(chunkID:offset:length:)``; on `.ok`, `length` raw bytes follow.
+    case chunkHeader(status: ChunkStatus, totalLength: UInt64, offset: UInt64, length: UInt64)
+    /// A mutable name changed: caches holding it drop it (pushed by the origin).
+    case invalidate(name: String, version: UInt64)
+    /// A request-level error.
+    case error(code: UInt64, message: String)
+
+    /// HELLO contents.
+    public struct Hello: Hashable, Sendable {
+        /// The protocol version spoken.
+        public var version: UInt64
+        /// The sender's node id.
+        public var nodeID: WireID
+        /// The sender's region name.
+        public var region: String
+        /// Latitude in degrees.
+        public var latitude: Double
+        /// Longitude in degrees.
+        public var longitude: Double
+        /// The sender's roles.
+        public var roles: NodeRoles
+        /// Capability bits (reserved, 0 today).
+        public var capabilities: UInt64
+
+        /// Creates a HELLO.
+        public init(version: UInt64 = STOQMessage.protocolVersion, nodeID: WireID, region: String, latitude: Double, longitude: Double, roles: NodeRoles, capabilities: UInt64 = 0) {
+            self.version = version
+            self.nodeID = nodeID
+            self.region = region
+            self.latitude = latitude
+            self.longitude = longitude
+            self.roles = roles
+            self.capabilities = capabilities
+        }
+    }
+
+    /// PONG contents.
+    public struct Pong: Hashable, Sendable {
+        /// The nonce of the ping answered.
+        public var nonce: UInt64
+        /// The ping's send time, echoed (the prober's clock).
+        public var echoSentAtMicros: UInt64
+        /// The responder's load in permille (0–1000).
+        public var loadPermille: UInt64
+        /// The responder's spare upload bandwidth estimate, bytes/s.
+        public var bandwidthBytesPerSecond: UInt64
+        /// Transfers the responder is serving now.
+        public var activeTransfers: UInt64
+        /// Creates a PONG.
+        public init(nonce: UInt64, echoSentAtMicros: UInt64, loadPermille: UInt64, bandwidthBytesPerSecond: UInt64, activeTransfers: UInt64) {
+            self.nonce = nonce
+            self.echoSentAtMicros = echoSentAtMicros
+            self.loadPermille = loadPermille
+            self.bandwidthBytesPerSecond = bandwidthBytesPerSecond
+            self.activeTransfers = activeTransfers
+        }
+    }
+
+    /// The version of this message set.
+    public static let protocolVersion: UInt64 = 1
+    /// The ALPN of the STOQ protocol.
+    public static let alpn = "stoq/1"
+
+    /// Frame types of the core messages.
+    public enum Types {
+        public static let hello = FrameType(rawValue: 0x01)
+        public static let ping = FrameType(rawValue: 0x02)
+        public static let pong = FrameType(rawValue: 0x03)
+        public static let have = FrameType(rawValue: 0x04)
+        public static let want = FrameType(rawValue: 0x05)
+        public static let getChunk = FrameType(rawValue: 0x06)
+        public static let chunkHeader = FrameType(rawValue: 0x07)
+        public static let invalidate = FrameType(rawValue: 0x08)
+        public static let error = FrameType(rawValue: 0x09)
+    }
+
+    static let maxRegionLength = 64
+    static let maxNameLength = 255
+    static let maxErrorMessageLength = 1024
+
+    /// Encodes the message as one frame.
+    public func frame() -> Frame {
+        var w = WireWriter()
+        let type: FrameType
+        switch self {
+        case .hello(let h):
+            type = Types.hello
+            w.varint(h.version)
+            w.bytes(h.nodeID.bytes)
+            w.string(String(h.region.utf8.prefix(Self.maxRegionLength))!)
+            w.double(h.latitude)
+            w.double(h.longitude)
+            w.varint(h.roles.rawValue)
+            w.varint(h.capabilities)
+        case .ping(let nonce, let sent):
+            type = Types.ping
+            w.integer(nonce)
+            w.varint(sent)
+        case .pong(let p):
+            type = Types.pong
+            w.integer(p.nonce)
+            w.varint(p.echoSentAtMicros)
+            w.varint(min(p.loadPermille, 1000))
+            w.varint(p.bandwidthBytesPerSecond)
+            w.varint(p.activeTransfers)
+        case .have(let id, let bits), .want(let id, let bits):
+            if case .have = self { type = Types.have } else { type = Types.want }
+            w.bytes(id.bytes)
+            w.varint(UInt64(bits.count))
+            w.bytes(bits.bytes)
+        case .getChunk(let id, let offset, let length):
+            type = Types.getChunk
+            w.bytes(id.bytes)
+            w.varint(offset)
+            w.varint(length)
+        case .chunkHeader(let status, let total, let offset, let length):
+            type = Types.chunkHeader
+            w.varint(status.rawValue)
+            w.varint(total)
+            w.varint(offset)
+            w.varint(length)
+        case .invalidate(let name, let version):
+            type = Types.invalidate
+            w.string(name)
+            w.varint(version)
+        case .error(let code, let message):
+            type = Types.error
+            w.varint(code)
+            w.string(String(message.utf8.prefix(Self.maxErrorMessageLength)) ?? "error")
+        }
+        return Frame(type: type, payload: w.buffer)
+    }
+
+    /// Encodes the message as bytes ready to write on a stream.
+    public func encoded() -> ByteBuffer {
+        var out = ByteBuffer()
+        frame().encode(into: &out)
+        return out
+    }
+
+    /// Decodes a frame.
+    /// - Returns: the message, or `nil` for an unknown type the receiver may ignore.
+    /// - Throws: ``WireError`` for malformed payloads and unknown required types.
+    public static func decode(_ frame: Frame) throws(WireError) -> STOQMessage? {
+        var r = WireReader(frame.payload, context: "\(frame.type)")
+        let message: STOQMessage
+        switch frame.type {
+        case Types.hello:
+            let version = try r.varint("version")
+            guard version == protocolVersion else {
+                throw WireError(.unsupportedVersion, "peer speaks STOQ wire version \(version); this node speaks \(protocolVersion)")
+            }
+            let id = WireID(try r.bytes("nodeID", count: 32))!
+            let region = try r.string("region", max: maxRegionLength)
+            let lat = try r.double("latitude")
+            let lon = try r.double("longitude")
+            guard (-90...90).contains(lat), (-180...180).contains(lon) else {
+                throw WireError(.malformed, "HELLO coordinates out of range: \(lat), \(lon)")
+            }
+            let roles = NodeRoles(rawValue: try r.varint("roles"))
+            let caps = try r.varint("capabilities")
+            message = .hello(Hello(version: version, nodeID: id, region: region, latitude: lat, longitude: lon, roles: roles, capabilities: caps))
+        case Types.ping:
+            message = .ping(nonce: try r.integer("nonce"), sentAtMicros: try r.varint("sentAt"))
+        case Types.pong:
+            message = .pong(Pong(
+                nonce: try r.integer("nonce"),
+                echoSentAtMicros: try r.varint("echoSentAt"),
+                loadPermille: try r.varint("load", max: 1000),
+                bandwidthBytesPerSecond: try r.varint("bandwidth"),
+                activeTransfers: try r.varint("activeTransfers")
+            ))
+        case Types.have, Types.want:
+            let id = WireID(try r.bytes("contentID", count: 32))!
+            let count = try r.varint("chunkCount", max: UInt64(ChunkBitfield.maximumCount))
+            let bytes = try r.bytes("bitfield", count: (Int(count) + 7) / 8)
+            let bits = try ChunkBitfield(count: Int(count), bytes: bytes)
+            message = frame.type == Types.have ? .have(contentID: id, chunks: bits) : .want(contentID: id, chunks: bits)
+        case Types.getChunk:
+            message = .getChunk(chunkID: WireID(try r.bytes("chunkID", count: 32))!, offset: try r.varint("offset"), length: try r.varint("length"))
+        case Types.chunkHeader:
+            let raw = try r.varint("status")
+            guard let status = ChunkStatus(rawValue: raw) else { throw WireError(.malformed, "unknown chunk status \(raw)") }
+            message = .chunkHeader(status: status, totalLength: try r.varint("totalLength"), offset: try r.varint("offset"), length: try r.varint("length"))
+        case Types.invalidate:
+            message = .invalidate(name: try r.string("name", max: maxNameLength), version: try r.varint("version"))
+        case Types.error:
+            message = .error(code: try r.varint("code"), message: try r.string("message", max: maxErrorMessageLength))
+        default:
+            if frame.type.isIgnorableWhenUnknown { return nil }
+            throw WireError(.unknownType, "unknown STOQ frame type \(frame.type)")
+        }
+        try r.finish()
+        return message
+    }
+
+    /// Fuzz entry point: decodes arbitrary bytes as a stream of frames, re-encodes whatever decodes,
+    /// and traps only if a decoded message does not survive a round trip (a real bug).
+    public static func fuzz(_ bytes: [UInt8]) {
+        var decoder = FrameDecoder(maximumPayloadLength: 1 << 16)
+        decoder.handle(bytes: ByteBuffer(bytes: bytes))
+        while true {
+            guard let frame = try? decoder.pollFrame() else { return }
+            guard let message = try? decode(frame) else { continue }
+            let again = try? decode(message.frame())
+            precondition(again == message, "round trip changed \(message)")
+        }
+    }
+}
+
+/// Which chunks of a manifest a node holds or wants: one bit per chunk, most significant bit first.
+public struct ChunkBitfield: Hashable, Sendable {
+    /// The number of chunks described.
+    public let count: Int
+    /// The packed bits; unused bits of the last byte are zero.
+    public private(set) var bytes: [UInt8]
+
+    /// The most chunks one bitfield describes (a 4 TiB file at 1 MiB chunks).
+    public static let maximumCount = 1 << 22
+
+    /// An all-clear (or all-set) bitfield.
+    public init(count: Int, allSet: Bool = false) {
+        precondition(count >= 0 && count <= Self.maximumCount)
+        self.count = count
+        self.bytes = [UInt8](repeating: allSet ? 0xFF : 0, count: (count + 7) / 8)
+        if allSet { clearPadding() }
+    }
+
+    /// Wraps packed bits, checking the length and that padding bits are zero.
+    public init(count: Int, bytes: [UInt8]) throws(WireError) {
+        guard count >= 0, count <= Self.maximumCount, bytes.count == (count + 7) / 8 else {
+            throw WireError(.malformed, "a bitfield of \(count) chunks needs \((count + 7) / 8) bytes, got \(bytes.count)")
+        }
+        self.count = count
+        self.bytes = bytes
+        let padded = self.bytes
+        clearPadding()
+        guard padded == self.bytes else { throw WireError(.malformed, "bitfield padding bits are not zero") }
+    }
+
+    /// Whether chunk `index` is set.
+    public subscript(index: Int) -> Bool {
+        get { bytes[index >> 3] & (0x80 >> UInt8(index & 7)) != 0 }
+        set {
+            if newValue { bytes[index >> 3] |= 0x80 >> UInt8(index & 7) } else { bytes[index >> 3] &= ~(0x80 >> UInt8(index & 7)) }
+        }
+    }
+
+    /// The number of set bits.
+    public var setCount: Int { bytes.reduce(0) { $0 + $1.nonzeroBitCount } }
+
+    private mutating func clearPadding() {
+        let extra = bytes.count * 8 - count
+        if extra > 0 { bytes[bytes.count - 1] &= UInt8(truncatingIfNeeded: 0xFF << extra) }
+    }
+}

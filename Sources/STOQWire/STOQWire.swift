@@ -1,2 +1,0 @@
-/// The `STOQWire` module. See DESIGN.md.
-public enum STOQWireModule {}

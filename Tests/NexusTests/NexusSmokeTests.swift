@@ -1,4 +1,0 @@
-import Testing
-@testable import Nexus
-
-@Test func moduleLinks() { _ = NexusModule.self }

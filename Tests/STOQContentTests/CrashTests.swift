@@ -1,0 +1,94 @@
+import Foundation
+import Testing
+@testable import STOQContent
+
+/// Runs the built `stoq` binary and `kill -9`s `stoq put` at random moments, then checks that
+/// `stoq store verify --repair` leaves a consistent store and that everything committed before is intact.
+@Suite struct CrashTests {
+    static var binary: String? {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+        for p in ["\(root)/.build/debug/stoq", "\(root)/.build/release/stoq"] where FileManager.default.isExecutableFile(atPath: p) { return p }
+        return nil
+    }
+
+    struct Output { var status: Int32; var stdout: String; var stderr: String }
+
+    static func stoq(_ bin: String, _ args: [String]) throws -> Output {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: bin)
+        p.arguments = args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Output(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    @Test func killDashNineDuringPut() throws {
+        guard let bin = Self.binary else {
+            print("killDashNineDuringPut: skipped — build the stoq binary first (swift build --product stoq)")
+            return
+        }
+        let seed = UInt64.random(in: 0...UInt64.max)
+        print("killDashNineDuringPut seed \(seed)")
+        var rng = SeededRNG(seed: seed)
+        let work = tempDir("crash")
+        let store = work + "/store"
+        // Content committed before the crashes: a file and a directory.
+        try FileManager.default.createDirectory(atPath: work + "/base/d", withIntermediateDirectories: true)
+        try Data(textLike(300_000, seed: 1)).write(to: URL(fileURLWithPath: work + "/base/a.txt"))
+        try Data(rng.bytes(200_000)).write(to: URL(fileURLWithPath: work + "/base/d/b.bin"))
+        let first = try Self.stoq(bin, ["put", work + "/base", "--store", store])
+        #expect(first.status == 0, "\(first.stderr)")
+        let baseID = try #require(first.stdout.split(separator: " ").first.map(String.init))
+        var committed = [(String, String)]() // (id, file)
+        var killed = 0
+        for i in 0..<30 {
+            let f = work + "/in-\(i).bin"
+            // Each input shares a prefix with the base text and adds fresh bytes, so kills land in
+            // chunk writes, in dedup lookups and in commits.
+            try Data(textLike(100_000, seed: 1) + rng.bytes(3_000_000 + Int(rng.next() % 3_000_000))).write(to: URL(fileURLWithPath: f))
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: bin)
+            p.arguments = ["put", "--progress", f, "--store", store]
+            let out = Pipe()
+            p.standardOutput = out
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            // Fault injection: kill after a random delay (not a timing assertion).
+            usleep(UInt32(rng.next() % 700_000))
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+            let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            if p.terminationReason == .uncaughtSignal { killed += 1 }
+            if let id = text.split(separator: " ").first, id.hasPrefix("stoq:") { committed.append((String(id), f)) }
+        }
+        print("killDashNineDuringPut: \(killed) of 30 puts killed, \(committed.count) completed")
+        #expect(killed >= 20, "want at least 20 kills; the delays were too long for this machine")
+        let repair = try Self.stoq(bin, ["store", "verify", "--repair", "--store", store])
+        #expect(repair.status == 0, "\(repair.stdout)\(repair.stderr)")
+        let problems = repair.stdout.split(separator: "\n").filter { $0.hasPrefix("damaged ") || $0.hasPrefix("missing ") || $0.hasPrefix("broken pin") }
+        #expect(problems.isEmpty, "committed data was lost: \(repair.stdout)")
+        #expect(repair.stdout.contains(" 0 damaged, 0 missing"), "\(repair.stdout)")
+        let clean = try Self.stoq(bin, ["store", "verify", "--store", store])
+        #expect(clean.status == 0 && clean.stdout.contains("consistent"), "\(clean.stdout)")
+        // Nothing committed before is lost.
+        let out = work + "/restored"
+        let get = try Self.stoq(bin, ["get", baseID, "-o", out, "--store", store])
+        #expect(get.status == 0, "\(get.stderr)")
+        #expect(FileManager.default.contents(atPath: out + "/a.txt") == FileManager.default.contents(atPath: work + "/base/a.txt"))
+        #expect(FileManager.default.contents(atPath: out + "/d/b.bin") == FileManager.default.contents(atPath: work + "/base/d/b.bin"))
+        for (id, f) in committed {
+            let g = try Self.stoq(bin, ["get", id, "-o", work + "/got", "--store", store])
+            #expect(g.status == 0, "\(g.stderr)")
+            #expect(FileManager.default.contents(atPath: work + "/got") == FileManager.default.contents(atPath: f))
+        }
+        // And the store still works after the crashes.
+        let again = try Self.stoq(bin, ["put", work + "/in-0.bin", "--store", store])
+        #expect(again.status == 0, "\(again.stderr)")
+        try? FileManager.default.removeItem(atPath: work)
+    }
+}

@@ -1,4 +1,0 @@
-import Testing
-@testable import STOQContent
-
-@Test func moduleLinks() { _ = STOQContentModule.self }

@@ -1,4 +1,0 @@
-import Testing
-@testable import STOQIdentity
-
-@Test func moduleLinks() { _ = STOQIdentityModule.self }

@@ -1,4 +1,0 @@
-import Testing
-@testable import STOQRouting
-
-@Test func moduleLinks() { _ = STOQRoutingModule.self }

@@ -1,4 +1,0 @@
-import Testing
-@testable import STOQSimulation
-
-@Test func moduleLinks() { _ = STOQSimulationModule.self }

@@ -1,4 +1,0 @@
-import Testing
-@testable import STOQWire
-
-@Test func moduleLinks() { _ = STOQWireModule.self }

@@ -1,0 +1,150 @@
+import NIOCore
+import Testing
+@testable import STOQWire
+
+/// A small deterministic generator so failures print a seed that reproduces them.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+@Suite struct VarIntTests {
+    @Test(arguments: [UInt64(0), 63, 64, 16383, 16384, 1_073_741_823, 1_073_741_824, 4_611_686_018_427_387_903] as [UInt64])
+    func roundTripsAtBoundaries(value: UInt64) {
+        var buffer = ByteBuffer()
+        VarInt.write(value, to: &buffer)
+        #expect(buffer.readableBytes == VarInt.length(of: value))
+        #expect(VarInt.read(from: &buffer) == value)
+        #expect(buffer.readableBytes == 0)
+    }
+
+    @Test func rfc9000Examples() {
+        // RFC 9000 Appendix A.1 sample encodings.
+        var b = ByteBuffer(bytes: [0xC2, 0x19, 0x7C, 0x5E, 0xFF, 0x14, 0xE8, 0x8C])
+        #expect(VarInt.read(from: &b) == 151_288_809_941_952_652)
+        b = ByteBuffer(bytes: [0x9D, 0x7F, 0x3E, 0x7D])
+        #expect(VarInt.read(from: &b) == 494_878_333)
+        b = ByteBuffer(bytes: [0x7B, 0xBD])
+        #expect(VarInt.read(from: &b) == 15293)
+        b = ByteBuffer(bytes: [0x25])
+        #expect(VarInt.read(from: &b) == 37)
+    }
+
+    @Test func truncatedVarIntConsumesNothing() {
+        var b = ByteBuffer(bytes: [0x9D, 0x7F])
+        #expect(VarInt.read(from: &b) == nil)
+        #expect(b.readableBytes == 2)
+    }
+}
+
+@Suite struct MessageTests {
+    static func randomMessage(_ rng: inout SplitMix64) -> STOQMessage {
+        func id() -> WireID { WireID((0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) })! }
+        func bits() -> ChunkBitfield {
+            var b = ChunkBitfield(count: Int.random(in: 0...300, using: &rng))
+            for i in 0..<b.count where Bool.random(using: &rng) { b[i] = true }
+            return b
+        }
+        switch Int.random(in: 0..<9, using: &rng) {
+        case 0: return .hello(.init(nodeID: id(), region: "eu-\(rng.next() % 100)", latitude: Double.random(in: -90...90, using: &rng), longitude: Double.random(in: -180...180, using: &rng), roles: [.edge, .client], capabilities: rng.next() % 1000))
+        case 1: return .ping(nonce: rng.next(), sentAtMicros: rng.next() >> 2)
+        case 2: return .pong(.init(nonce: rng.next(), echoSentAtMicros: rng.next() >> 2, loadPermille: rng.next() % 1001, bandwidthBytesPerSecond: rng.next() >> 2, activeTransfers: rng.next() % 100))
+        case 3: return .have(contentID: id(), chunks: bits())
+        case 4: return .want(contentID: id(), chunks: bits())
+        case 5: return .getChunk(chunkID: id(), offset: rng.next() >> 2, length: rng.next() >> 2)
+        case 6: return .chunkHeader(status: ChunkStatus(rawValue: rng.next() % 5)!, totalLength: rng.next() >> 2, offset: rng.next() >> 2, length: rng.next() >> 2)
+        case 7: return .invalidate(name: "site/\(rng.next())", version: rng.next() >> 2)
+        default: return .error(code: rng.next() >> 2, message: "failure \(rng.next())")
+        }
+    }
+
+    @Test func seededRoundTripsThroughAStreamOfFrames() throws {
+        let seed = UInt64.random(in: 0 ... .max)
+        var rng = SplitMix64(seed: seed)
+        let messages = (0..<500).map { _ in Self.randomMessage(&rng) }
+        var wire = ByteBuffer()
+        for m in messages { m.frame().encode(into: &wire) }
+        // Deliver in random-sized pieces, as a QUIC stream would.
+        var decoder = FrameDecoder()
+        var decoded = [STOQMessage]()
+        while wire.readableBytes > 0 {
+            let piece = wire.readSlice(length: min(wire.readableBytes, Int.random(in: 1...700, using: &rng)))!
+            decoder.handle(bytes: piece)
+            while let frame = try decoder.pollFrame() {
+                decoded.append(try #require(try STOQMessage.decode(frame)))
+            }
+        }
+        #expect(decoded == messages, "seed \(seed)")
+        #expect(!decoder.hasPartialFrame)
+    }
+
+    @Test func everyTruncationIsAnErrorNotATrap() throws {
+        var rng = SplitMix64(seed: 42)
+        for _ in 0..<200 {
+            let frame = Self.randomMessage(&rng).frame()
+            let full = Array(frame.payload.readableBytesView)
+            for cut in 0..<full.count {
+                let truncated = Frame(type: frame.type, payload: ByteBuffer(bytes: full[..<cut]))
+                #expect(throws: WireError.self) { try STOQMessage.decode(truncated) }
+            }
+            var extra = frame
+            extra.payload.writeInteger(UInt8(0))
+            #expect(throws: WireError(.trailingBytes, "")) { try STOQMessage.decode(extra) }
+        }
+    }
+
+    @Test func boundsAndUnknownTypes() throws {
+        var decoder = FrameDecoder(maximumPayloadLength: 1024)
+        var b = ByteBuffer()
+        VarInt.write(0x06, to: &b)
+        VarInt.write(1 << 40, to: &b)   // declares a terabyte
+        decoder.handle(bytes: b)
+        #expect(throws: WireError(.tooLong, "")) { try decoder.pollFrame() }
+
+        #expect(throws: WireError(.unknownType, "")) {
+            try STOQMessage.decode(Frame(type: FrameType(rawValue: 0x3e), payload: ByteBuffer()))
+        }
+        #expect(try STOQMessage.decode(Frame(type: FrameType(rawValue: 0x1003), payload: ByteBuffer(bytes: [1, 2]))) == nil)
+
+        var hello = STOQMessage.hello(.init(nodeID: WireID([UInt8](repeating: 1, count: 32))!, region: "x", latitude: 0, longitude: 0, roles: .edge)).frame()
+        var payload = Array(hello.payload.readableBytesView)
+        payload[0] = 9  // version 9
+        hello.payload = ByteBuffer(bytes: payload)
+        #expect(throws: WireError(.unsupportedVersion, "")) { try STOQMessage.decode(hello) }
+
+        // Bitfield padding must be zero.
+        #expect(throws: WireError(.malformed, "")) { try ChunkBitfield(count: 3, bytes: [0xFF]) }
+        #expect(throws: WireError(.malformed, "")) { try ChunkBitfield(count: 9, bytes: [0xFF]) }
+    }
+
+    @Test func bitfieldCounts() {
+        var b = ChunkBitfield(count: 13, allSet: true)
+        #expect(b.setCount == 13)
+        b[12] = false
+        b[0] = false
+        #expect(b.setCount == 11)
+        #expect(!b[12] && b[11])
+    }
+
+    @Test func garbageNeverTraps() {
+        let seed = UInt64.random(in: 0 ... .max)
+        var rng = SplitMix64(seed: seed)
+        for _ in 0..<20_000 {
+            let bytes = (0..<Int.random(in: 0...96, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            STOQMessage.fuzz(bytes)
+        }
+        // Valid frames with one byte flipped.
+        for _ in 0..<5_000 {
+            var bytes = Array(Self.randomMessage(&rng).encoded().readableBytesView)
+            bytes[Int.random(in: 0..<bytes.count, using: &rng)] ^= UInt8.random(in: 1...255, using: &rng)
+            STOQMessage.fuzz(bytes)
+        }
+    }
+}

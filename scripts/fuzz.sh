@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Bounded libFuzzer runs over every decoder (make fuzz). FUZZ_SECONDS per target (default 60).
+set -euo pipefail
+cd "$(dirname "$0")/../Fuzz"
+seconds=${FUZZ_SECONDS:-60}
+targets=$(sed -n 's/.*executableTarget(name: "\([A-Za-z]*\)".*/\1/p' Package.swift)
+mkdir -p ../fuzz-out
+echo "== building fuzz targets ($(echo $targets))"
+if ! swift build --scratch-path ../.build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library >../fuzz-out/build.log 2>&1; then
+  grep -v "ld.gold: warning" ../fuzz-out/build.log | tail -30; exit 1
+fi
+status=0
+for t in $targets; do
+  corpus=../fuzz-out/corpus-$t; mkdir -p "$corpus"
+  echo "== fuzz $t for ${seconds}s"
+  if ../.build-fuzz/debug/$t -max_total_time="$seconds" -print_final_stats=1 -artifact_prefix=../fuzz-out/$t- "$corpus" 2>../fuzz-out/$t.log; then
+    grep -E 'stat::number_of_executed_units|cov:' ../fuzz-out/$t.log | tail -2
+  else
+    echo "FAIL: $t found a crash; see fuzz-out/$t.log and fuzz-out/$t-*"; status=1
+  fi
+done
+exit $status
