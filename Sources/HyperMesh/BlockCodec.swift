@@ -54,9 +54,10 @@ public struct BlockCodec: Sendable {
 
     /// Creates a pipeline.
     /// - Parameters:
-    ///   - coder: the erasure coder; default 10 + 4.
-    ///   - compressor: the compression step; default none.
-    public init(coder: ErasureCoder, compressor: any BlockCompressor = NoCompression()) {
+    ///   - coder: the erasure coder (10 + 4 by default in ``ErasureCoder``).
+    ///   - compressor: the compression step; default zstd level 3. Decoding also reads blocks
+    ///     stored without compression.
+    public init(coder: ErasureCoder, compressor: any BlockCompressor = ZstdBlockCompressor()) {
         self.coder = coder
         self.compressor = compressor
     }
@@ -163,10 +164,20 @@ public struct BlockCodec: Sendable {
         } catch {
             throw HyperMeshError(.decryptionFailed, "block \(manifest.blockID.short) failed authentication: \(error)")
         }
-        guard manifest.compression == compressor.id else {
-            throw HyperMeshError(.invalidParameters, "block uses compression \(manifest.compression) but this codec has \(compressor.id)")
+        let step: any BlockCompressor
+        switch manifest.compression {
+        case compressor.id: step = compressor
+        case BlockCompressionID.none: step = NoCompression()
+        case BlockCompressionID.zstd: step = ZstdBlockCompressor()
+        default:
+            throw HyperMeshError(.invalidParameters, "block uses compression \(manifest.compression), which this codec cannot undo")
         }
-        let content = try compressor.decompress(plain, originalLength: manifest.plainLength)
+        let content: [UInt8]
+        do {
+            content = try step.decompress(plain, originalLength: manifest.plainLength)
+        } catch {
+            throw HyperMeshError(.decryptionFailed, "block \(manifest.blockID.short) failed to decompress: \(error)")
+        }
         guard content.count == manifest.plainLength else {
             throw HyperMeshError(.decryptionFailed, "decompressed \(content.count) bytes, manifest says \(manifest.plainLength)")
         }
