@@ -169,7 +169,8 @@ public struct BlockPutStateMachine: Sendable {
 
     /// The earliest receipt deadline, for the driver's timer.
     public var nextDeadline: Duration? {
-        (shards.compactMap { if case .inFlight(_, let d) = $0 { d } else { nil } } + manifestPending.values).min()
+        guard phase != .done else { return nil }
+        return (shards.compactMap { if case .inFlight(_, let d) = $0 { d } else { nil } } + manifestPending.values).min()
     }
 
     /// Takes the next action.
