@@ -113,14 +113,21 @@ public struct BlockPutStateMachine: Sendable {
         shards.compactMap { if case .stored(let r) = $0 { r } else { nil } }
     }
 
-    /// Feeds a receipt. Forged, mismatched or unexpected receipts are refused and recorded.
-    /// - Returns: whether it was accepted.
+    /// Feeds a receipt. Forged, mismatched or unexpected receipts are refused and recorded. A
+    /// genuine receipt that comes late, from a node whose shard was already re-placed, is refused
+    /// and that node is asked to delete its orphan copy.
+    /// - Returns: the verdict (``StorageReceipt/Verdict/valid`` when accepted).
     @discardableResult
     public mutating func handleReceipt(_ receipt: StorageReceipt, now: Duration) -> StorageReceipt.Verdict {
         guard phase != .done else { return refuse(receipt, "the put is already finished") }
         guard shards.indices.contains(receipt.shardIndex),
-            case .inFlight(let node, _) = shards[receipt.shardIndex]
-        else { return refuse(receipt, "shard \(receipt.shardIndex) is not awaiting a receipt") }
+            case .inFlight(let node, _) = shards[receipt.shardIndex], node == receipt.node || !tried.contains(receipt.node)
+        else {
+            if tried.contains(receipt.node), receipt.verifySignature() {
+                actions.append(.delete(shard: receipt.shardIndex, node: receipt.node))
+            }
+            return refuse(receipt, "shard \(receipt.shardIndex) is not awaiting a receipt from \(receipt.node.short)")
+        }
         let verdict = receipt.verify(against: manifest, expectedNode: node)
         guard verdict == .valid else {
             if case .invalid(let reason) = verdict { return refuse(receipt, reason) }

@@ -300,3 +300,36 @@ struct ModelCluster {
         #expect(try codec.decode(manifest: block.manifest, shards: s2, reader: reader) == data)
     }
 }
+
+@Suite struct PutStateMachineTests {
+    @Test func lateReceiptFromAReplacedNodeIsRefusedAndItsCopyDeleted() throws {
+        let reader = P256.KeyAgreement.PrivateKey()
+        let keys = (0..<16).map { _ in P256.Signing.PrivateKey() }
+        let nodes = keys.enumerated().map { StorageNode(id: MeshNodeID(nodeKey: $1.publicKey), region: "r\($0 % 4)", freeBytes: 1 << 30) }
+        let keyOf = Dictionary(uniqueKeysWithValues: zip(nodes.map(\.id), keys))
+        let planner = PlacementPlanner(nodes: nodes)
+        let block = try BlockCodec(coder: try ErasureCoder()).encode(Array(repeating: 5, count: 3000), readers: [reader.publicKey])
+        let m = block.manifest
+        let plan = try planner.plan(block: m.blockID, shardCount: 14, shardSize: m.shardSize)
+        var sm = BlockPutStateMachine(manifest: m, plan: plan, planner: planner, now: .zero, storeTimeout: .seconds(1))
+        while sm.pollAction() != nil {}
+        // Everyone but shard 0's node answers, and the manifest replicas acknowledge.
+        for a in plan.shards where a.slot != 0 {
+            sm.handleReceipt(try StorageReceipt.sign(blockID: m.blockID, shardIndex: a.slot, shardHash: m.shardHashes[a.slot], key: keyOf[a.node]!), now: .zero)
+        }
+        for r in plan.metadata { sm.handleManifestStored(node: r.node, now: .zero) }
+        guard case .committed? = sm.pollAction() else { Issue.record("not committed at 13 receipts"); return }
+        #expect(sm.nextDeadline == .seconds(1))
+        sm.handleTimeout(now: .seconds(2))
+        guard case .store(0, let replacement)? = sm.pollAction() else { Issue.record("shard 0 not re-placed"); return }
+        #expect(replacement != plan.shards[0].node)
+        // The slow node's receipt arrives late.
+        let late = try StorageReceipt.sign(blockID: m.blockID, shardIndex: 0, shardHash: m.shardHashes[0], key: keyOf[plan.shards[0].node]!)
+        #expect(sm.handleReceipt(late, now: .seconds(2)) != .valid)
+        #expect(sm.pollAction() == .delete(shard: 0, node: plan.shards[0].node))
+        sm.handleReceipt(try StorageReceipt.sign(blockID: m.blockID, shardIndex: 0, shardHash: m.shardHashes[0], key: keyOf[replacement]!), now: .seconds(2))
+        guard case .completed(let proof, let unplaced)? = sm.pollAction() else { Issue.record("not completed"); return }
+        #expect(proof.receipts.count == 14 && unplaced.isEmpty)
+        #expect(sm.nextDeadline == nil && sm.pollAction() == nil)
+    }
+}
