@@ -5,8 +5,9 @@
 # usage: scripts/bench-erasure.sh PATH_TO_STOQ [K M SHARD_SIZE LOST SECONDS ROUNDS]
 #   PATH_TO_STOQ  a built `stoq` binary (release build for real figures); runs `stoq block bench-erasure`.
 # Defaults: 10 + 4, 1 MiB shards, rebuild 4 lost data shards, 1 s per loop, 3 rounds.
-# The ISA-L harness and the Swift coder run alternately ROUNDS times and the best figure of each
-# is kept, so that load from other processes on a shared machine hits both sides alike.
+# The ISA-L harness and the Swift coder run alternately ROUNDS times. The table shows the best
+# figure of each side, and the median of the per-round ratios (each Swift run against the ISA-L
+# run just before it), which is the robust figure when other processes load the machine.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 bin="${1:?usage: $0 PATH_TO_STOQ [K M SHARD_SIZE LOST SECONDS ROUNDS]}"
@@ -22,6 +23,8 @@ best() { awk -v a="$1" -v b="$2" 'BEGIN { print (a + 0 > b + 0) ? a : b }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'; }
 
 ie=0; ir=0; se=0; sr=0; ae=0; ar=0; aa=0
+ratios_e=""; ratios_r=""
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.3f", v[(NR + 1) / 2]; else printf "%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 for round in $(seq "$rounds"); do
   isal="$("$harness" "$k" "$m" "$size" "$lost" "$secs")"
   swift="$("$bin" block bench-erasure --data-shards "$k" --parity-shards "$m" --shard-size "$size" --lost "$lost" --seconds "$secs")"
@@ -31,6 +34,8 @@ for round in $(seq "$rounds"); do
   se="$(best "$se" "$(field encode_gbps "$swift")")"; sr="$(best "$sr" "$(field "rebuild${lost}_gbps" "$swift")")"
   ae="$(best "$ae" "$(field arrays_encode_gbps "$swift")")"; ar="$(best "$ar" "$(field "arrays_rebuild${lost}_gbps" "$swift")")"
   aa="$(best "$aa" "$(field "arrays_rebuild${lost}_alloc_gbps" "$swift")")"
+  ratios_e="$ratios_e $(ratio "$(field encode_gbps "$swift")" "$(field encode_gbps "$isal")")"
+  ratios_r="$ratios_r $(ratio "$(field "rebuild${lost}_gbps" "$swift")" "$(field "rebuild${lost}_gbps" "$isal")")"
 done
 zfec=""
 if python3 -c 'import zfec' 2>/dev/null; then
@@ -46,6 +51,7 @@ row "raw ISA-L (C, aligned buffers)" "$ie" "$ir"
 row "HyperMesh ShardStripe (Swift)" "$se" "$sr"
 row "HyperMesh [[UInt8]] into buffers" "$ae" "$ar"
 printf "%-34s %12s %16s %14s %14s\n" "HyperMesh [[UInt8]] reconstruct" "-" "$aa" "-" "$(ratio "$aa" "$ir")"
+echo "median per-round ratio, HyperMesh ShardStripe / raw ISA-L: encode $(median "$ratios_e"), rebuild-$lost $(median "$ratios_r")"
 if [ -n "$zfec" ]; then
   row "zfec 1.6 (PyPI)" "$(field encode_gbps "$zfec")" "$(field "rebuild${lost}_gbps" "$zfec")"
 else
