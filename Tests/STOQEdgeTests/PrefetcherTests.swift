@@ -15,7 +15,7 @@ import Testing
     #expect(p.window == 0)
     #expect(p.randomAccesses == 1)
     #expect(p.handleRead(index: 51) == [52, 53])          // sequential again: restarts small
-    #expect(p.handleRead(index: 52) == [54, 55])
+    #expect(p.handleRead(index: 52) == [54, 55, 56])  // window 4: 53...56
     #expect(p.sequentialHits == 6)
 }
 
