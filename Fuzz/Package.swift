@@ -11,6 +11,7 @@ let package = Package(
     targets: [
         .target(name: "FuzzSupport"),
         .executableTarget(name: "FuzzWire", dependencies: ["FuzzSupport", .product(name: "STOQ", package: "stoq")]),
+        .executableTarget(name: "FuzzEdgeNames", dependencies: ["FuzzSupport", .product(name: "STOQ", package: "stoq")]),
     ],
     swiftLanguageModes: [.v6]
 )
