@@ -160,3 +160,21 @@ let ms: UInt64 = 1_000_000
     #expect(monitor.pollTimeout() == nil)
     #expect(monitor.peers.isEmpty)
 }
+
+@Test func detectionBoundHoldsForRandomKillTimes() throws {
+    for seed: UInt64 in 100..<116 {
+        var sim = healthSim(peers: 3, seed: seed)
+        var random = SimRandom(seed: seed)
+        let victim = SimNodeID(1 + random.nextIndex(3))
+        let killAt = 2_000 * ms + UInt64(random.nextIndex(1_000_000)) * 1_000  // 2 s ... 3 s
+        sim.schedule(.kill(victim), at: SimInstant(nanoseconds: killAt))
+        sim.drive(until: SimInstant(nanoseconds: 8_000 * ms))
+        let node = sim[SimNodeID(0)]
+        let config = try #require(node.monitor).configuration
+        let bound = killAt + config.interval * UInt64(config.failureThreshold) + config.timeout
+        #expect(node.events.map(\.event) == [.peerDown(victim)], "seed \(seed): \(node.events)")
+        if let down = node.events.first?.time {
+            #expect(down > killAt && down <= bound, "seed \(seed): killed at \(killAt / ms) ms, down at \(down / ms) ms, bound \(bound / ms) ms")
+        }
+    }
+}

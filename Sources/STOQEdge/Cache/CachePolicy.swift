@@ -1,3 +1,4 @@
+import Foundation
 import STOQContent
 
 /// Whether a looked-up chunk was resident in the cache.

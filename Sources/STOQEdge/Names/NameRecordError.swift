@@ -28,6 +28,7 @@ public struct NameRecordError: Error, Sendable, Hashable, CustomStringConvertibl
         /// The table holds its maximum number of names.
         public static let tableFull = Code(.tableFull)
 
+        /// The code's name, e.g. `staleVersion`.
         public var description: String { "\(value)" }
     }
 
@@ -42,8 +43,11 @@ public struct NameRecordError: Error, Sendable, Hashable, CustomStringConvertibl
         self.reason = reason
     }
 
+    /// Errors are equal when their codes are (the reason is for humans).
     public static func == (a: NameRecordError, b: NameRecordError) -> Bool { a.code == b.code }
+    /// Hashes the code only.
     public func hash(into hasher: inout Hasher) { hasher.combine(code) }
 
+    /// The code and the reason.
     public var description: String { "name record refused (\(code)): \(reason)" }
 }

@@ -9,8 +9,10 @@ public enum ServePriority: Int, Sendable, Comparable, CaseIterable, CustomString
     /// Large transfers.
     case bulk = 2
 
+    /// `control < interactive < bulk`: lower sorts first and is served first.
     public static func < (a: ServePriority, b: ServePriority) -> Bool { a.rawValue < b.rawValue }
 
+    /// The class's name.
     public var description: String {
         switch self {
         case .control: "control"
@@ -64,6 +66,7 @@ public struct ServeThrottle<Connection: Hashable & Sendable>: Sendable {
     public struct ResponseID: Hashable, Sendable, CustomStringConvertible {
         /// A number unique within one throttle.
         public let rawValue: UInt64
+        /// `r` + the number.
         public var description: String { "r\(rawValue)" }
     }
 
