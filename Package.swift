@@ -75,7 +75,7 @@ let package = Package(
         .target(name: "STOQSimulation", dependencies: [collections]),
         .target(name: "STOQRouting", dependencies: [collections]),
         .target(name: "STOQSwarm", dependencies: ["STOQContent", "STOQWire", "STOQSimulation", collections]),
-        .target(name: "STOQEdge", dependencies: ["STOQContent", collections]),
+        .target(name: "STOQEdge", dependencies: ["STOQContent", crypto, collections]),
         .target(
             name: "STOQNode",
             dependencies: ["STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQSwarm", "STOQEdge", crypto, logging, nio]
@@ -105,6 +105,7 @@ let package = Package(
         .testTarget(name: "NexusTests", dependencies: ["Nexus", "STOQSimulation"]),
         .testTarget(name: "HyperMeshTests", dependencies: ["HyperMesh", "STOQSimulation", crypto]),
         .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQIdentity", "STOQTransport", nio]),
+        .testTarget(name: "STOQEdgeTests", dependencies: ["STOQEdge", "STOQSimulation"]),
         .testTarget(name: "CLITests", dependencies: ["STOQIdentity", crypto]),
     ],
     swiftLanguageModes: [.v6]

@@ -28,6 +28,8 @@ struct Stoq: AsyncParsableCommand {
             NodeCommand.self,
             StatusCommand.self,
             Demo.self,
+            // edge
+            BenchEdge.self,
             // nexus
             CTCommand.self,
             NameCommand.self,

@@ -1,0 +1,112 @@
+import Crypto
+import STOQContent
+
+/// The origin's side of name coherency: the authoritative record per name, which edges hold
+/// which name, and the invalidations to send them when a name gets a new version.
+///
+/// An edge subscribes when it fetches a name's record from the origin; the subscription lasts
+/// the record's TTL (plus `grace`) unless renewed, since after that the edge has expired the
+/// mapping itself. ``publish(_:)`` (what `stoq publish NAME ID` calls) queues one
+/// ``NameInvalidation`` for every live holder; the runtime drains them with ``pollTransmit()``.
+public struct Subscriptions<Peer: Hashable & Sendable>: Sendable {
+    /// Extra lifetime of a subscription beyond the record's TTL, in nanoseconds.
+    public let grace: UInt64
+    private var records: [String: NameRecord] = [:]
+    /// name → holder → subscription end (nanoseconds).
+    private var holders: [String: [Peer: UInt64]] = [:]
+    private var outbox: [(peer: Peer, invalidation: NameInvalidation)] = []
+    private var outboxHead = 0
+    /// Invalidations queued so far.
+    public private(set) var invalidationsQueued: UInt64 = 0
+
+    /// Creates empty state.
+    /// - Parameter grace: extra subscription lifetime beyond the TTL (default 5 s).
+    public init(grace: UInt64 = 5_000_000_000) {
+        self.grace = grace
+    }
+
+    /// The authoritative record for `name`, if published.
+    public func record(for name: String) -> NameRecord? { records[name] }
+
+    /// Signs and publishes the next version of `name` (current version + 1, or 1).
+    /// - Parameters:
+    ///   - name: the name.
+    ///   - content: its new content.
+    ///   - ttlSeconds: TTL for edges.
+    ///   - owner: the owner's key (must be the key of earlier versions).
+    ///   - now: the runtime's clock in nanoseconds.
+    /// - Returns: the new record (serve it to edges that ask).
+    @discardableResult
+    public mutating func publish(name: String, content: ContentID, ttlSeconds: UInt32, owner: P256.Signing.PrivateKey, now: UInt64) throws(NameRecordError) -> NameRecord {
+        let version = (records[name]?.version ?? 0) &+ 1
+        let record = try NameRecord.sign(name: name, content: content, version: version, ttlSeconds: ttlSeconds, owner: owner)
+        try publish(record, now: now)
+        return record
+    }
+
+    /// Publishes a record signed elsewhere. Its version must be higher than the current one
+    /// and its owner the same as before.
+    /// - Throws: ``NameRecordError`` `.badSignature`, `.wrongOwner`, `.staleVersion`.
+    public mutating func publish(_ record: NameRecord, now: UInt64) throws(NameRecordError) {
+        guard record.hasValidSignature else {
+            throw NameRecordError(.badSignature, "the record for '\(record.name)' does not verify; sign it with the owner's key")
+        }
+        if let current = records[record.name] {
+            guard current.ownerKey == record.ownerKey else {
+                throw NameRecordError(.wrongOwner, "'\(record.name)' is owned by another key; publish with the key of earlier versions")
+            }
+            guard record.version > current.version else {
+                throw NameRecordError(.staleVersion, "'\(record.name)' is at v\(current.version) already; publish a higher version")
+            }
+        }
+        records[record.name] = record
+        guard let subscribers = holders[record.name] else { return }
+        var live: [Peer: UInt64] = [:]
+        let invalidation = try NameInvalidation(name: record.name, version: record.version)
+        for (peer, end) in subscribers where end > now {
+            live[peer] = end
+            outbox.append((peer, invalidation))
+            invalidationsQueued += 1
+        }
+        holders[record.name] = live.isEmpty ? nil : live
+    }
+
+    /// An edge fetched `name` from this origin; it will be told when the name changes.
+    /// - Returns: the current record to send it, or nil when the name is unknown.
+    public mutating func handleSubscribe(peer: Peer, name: String, now: UInt64) -> NameRecord? {
+        guard let record = records[name] else { return nil }
+        let end = now &+ UInt64(record.ttlSeconds) &* 1_000_000_000 &+ grace
+        holders[name, default: [:]][peer] = end
+        return record
+    }
+
+    /// An edge dropped `name`.
+    public mutating func handleUnsubscribe(peer: Peer, name: String) {
+        holders[name]?[peer] = nil
+        if holders[name]?.isEmpty == true { holders[name] = nil }
+    }
+
+    /// An edge went away (connection closed, marked down): forget its subscriptions.
+    public mutating func handlePeerGone(_ peer: Peer) {
+        for name in Array(holders.keys) {
+            holders[name]?[peer] = nil
+            if holders[name]?.isEmpty == true { holders[name] = nil }
+        }
+    }
+
+    /// Edges subscribed to `name` at `now`.
+    public func holders(of name: String, now: UInt64) -> [Peer] {
+        (holders[name] ?? [:]).filter { $0.value > now }.map(\.key)
+    }
+
+    /// The next invalidation to send, or nil.
+    public mutating func pollTransmit() -> (peer: Peer, invalidation: NameInvalidation)? {
+        guard outboxHead < outbox.count else {
+            outbox.removeAll(keepingCapacity: true)
+            outboxHead = 0
+            return nil
+        }
+        defer { outboxHead += 1 }
+        return outbox[outboxHead]
+    }
+}

@@ -1,0 +1,147 @@
+import Crypto
+import STOQContent
+import Testing
+@testable import STOQEdge
+
+let second: UInt64 = 1_000_000_000
+
+func content(_ n: Int) -> ContentID { ContentID(chunk(n)) }
+
+@Test func nameRecordRoundTripsSeeded() throws {
+    let seed: UInt64 = 0xC0FFEE
+    var random = SplitMix64(seed: seed)
+    let owner = P256.Signing.PrivateKey()
+    for i in 0..<50 {
+        let length = 1 + Int(random.next() % 255)
+        let name = String((0..<length).map { _ in Character(UnicodeScalar(UInt8(0x21 + random.next() % 94))) })
+        let record = try NameRecord.sign(name: name, content: content(i), version: random.next(), ttlSeconds: UInt32(truncatingIfNeeded: random.next()), owner: owner)
+        let bytes = record.encode()
+        #expect(bytes.count <= NameRecord.maxEncodedSize)
+        let decoded = try NameRecord.decode(bytes)
+        #expect(decoded == record, "seed \(seed) record \(i)")
+        #expect(decoded.hasValidSignature, "seed \(seed) record \(i)")
+        #expect(decoded.isSigned(by: owner.publicKey))
+        let invalidation = try NameInvalidation(name: name, version: record.version)
+        #expect(try NameInvalidation.decode(invalidation.encode()) == invalidation)
+    }
+    // Non-ASCII names are fine; control characters and empty names are not.
+    _ = try NameRecord.sign(name: "vidéos/été", content: content(1), version: 1, ttlSeconds: 60, owner: owner)
+    #expect(throws: NameRecordError(.invalidName, "")) { try NameRecord.sign(name: "", content: content(1), version: 1, ttlSeconds: 60, owner: owner) }
+    #expect(throws: NameRecordError(.invalidName, "")) { try NameRecord.sign(name: "a\nb", content: content(1), version: 1, ttlSeconds: 60, owner: owner) }
+}
+
+@Test func decodersSurviveSeededGarbage() throws {
+    let seed: UInt64 = 99
+    var random = SplitMix64(seed: seed)
+    let valid = try NameRecord.sign(name: "site", content: content(1), version: 3, ttlSeconds: 60, owner: P256.Signing.PrivateKey()).encode()
+    for _ in 0..<5_000 {
+        var bytes: [UInt8]
+        switch random.next() % 3 {
+        case 0:
+            bytes = (0..<Int(random.next() % 500)).map { _ in UInt8(truncatingIfNeeded: random.next()) }
+        case 1:
+            bytes = valid
+            for _ in 0..<(1 + random.next() % 4) { bytes[Int(random.next() % UInt64(bytes.count))] = UInt8(truncatingIfNeeded: random.next()) }
+        default:
+            bytes = Array(valid.prefix(Int(random.next() % UInt64(valid.count + 1))))
+            if random.next() % 2 == 0 { bytes += [0] }
+        }
+        NameRecord.fuzz(bytes)
+        if let record = try? NameRecord.decode(bytes), bytes != valid {
+            // A mutation that still decodes must not verify (unless it only touched the
+            // signature into another valid one, which is infeasible).
+            #expect(!record.hasValidSignature || record.encode() == valid, "seed \(seed)")
+        }
+    }
+}
+
+@Test func nameTableAcceptsOnlyTheOwnerAndNewerVersions() throws {
+    let owner = P256.Signing.PrivateKey()
+    let intruder = P256.Signing.PrivateKey()
+    var table = NameTable()
+    let v1 = try NameRecord.sign(name: "news", content: content(1), version: 1, ttlSeconds: 60, owner: owner)
+    #expect(throws: NameRecordError(.unknownOwner, "")) { try table.handleRecord(v1, now: 0) }
+    try table.registerOwner(owner.publicKey, for: "news")
+    #expect(try table.handleRecord(v1, now: 0) == .inserted)
+    #expect(table.lookup("news", now: 1)?.content == content(1))
+
+    let forged = try NameRecord.sign(name: "news", content: content(666), version: 9, ttlSeconds: 60, owner: intruder)
+    #expect(throws: NameRecordError(.wrongOwner, "")) { try table.handleRecord(forged, now: 1) }
+    // A record carrying the owner's key but a signature over other bytes.
+    var bytes = try NameRecord.sign(name: "news", content: content(2), version: 2, ttlSeconds: 60, owner: owner).encode()
+    bytes[6 + 4 + 5] ^= 1  // flip a bit of the content id
+    let tampered = try NameRecord.decode(bytes)
+    #expect(throws: NameRecordError(.badSignature, "")) { try table.handleRecord(tampered, now: 1) }
+
+    let v2 = try NameRecord.sign(name: "news", content: content(2), version: 2, ttlSeconds: 60, owner: owner)
+    #expect(try table.handleRecord(v2, now: 2) == .replaced(previous: v1))
+    #expect(throws: NameRecordError(.staleVersion, "")) { try table.handleRecord(v1, now: 3) }
+    #expect(try table.handleRecord(v2, now: 4) == .refreshed)
+    let v2b = try NameRecord.sign(name: "news", content: content(3), version: 2, ttlSeconds: 60, owner: owner)
+    #expect(throws: NameRecordError(.conflictingVersion, "")) { try table.handleRecord(v2b, now: 5) }
+    #expect(table.lookup("news", now: 6)?.content == content(2))
+}
+
+@Test func nameTableExpiresAfterTTL() throws {
+    let owner = P256.Signing.PrivateKey()
+    var table = NameTable()
+    try table.registerOwner(owner.publicKey, for: "a")
+    try table.handleRecord(try NameRecord.sign(name: "a", content: content(1), version: 1, ttlSeconds: 10, owner: owner), now: 5 * second)
+    #expect(table.pollTimeout() == 15 * second)
+    #expect(table.lookup("a", now: 15 * second - 1) != nil)
+    #expect(table.lookup("a", now: 15 * second) == nil)
+    table.handleTimeout(now: 15 * second)
+    #expect(table.pollEvent() == .expired(name: "a", version: 1))
+    #expect(table.pollEvent() == nil)
+    #expect(table.pollTimeout() == nil)
+    // Refetching the same version after expiry is fine; an older one is not.
+    #expect(try table.handleRecord(try NameRecord.sign(name: "a", content: content(1), version: 1, ttlSeconds: 10, owner: owner), now: 16 * second) == .inserted)
+}
+
+@Test func originPublishInvalidatesSubscribedEdges() throws {
+    let owner = P256.Signing.PrivateKey()
+    var origin = Subscriptions<Int>(grace: 0)
+    var edges = [NameTable(), NameTable(), NameTable()]
+    for i in edges.indices { try edges[i].registerOwner(owner.publicKey, for: "site") }
+    let v1 = try origin.publish(name: "site", content: content(1), ttlSeconds: 30, owner: owner, now: 0)
+    #expect(v1.version == 1)
+    // Edges 0 and 1 resolve the name through the origin; edge 2 does not.
+    for i in 0..<2 {
+        let subscribed = origin.handleSubscribe(peer: i, name: "site", now: second)
+        let record = try #require(subscribed)
+        try edges[i].handleRecord(try NameRecord.decode(record.encode()), now: second)
+    }
+    #expect(origin.pollTransmit() == nil)
+    #expect(Set(origin.holders(of: "site", now: 2 * second)) == [0, 1])
+
+    // `stoq publish site <v2>`: both holders get an invalidation.
+    let v2 = try origin.publish(name: "site", content: content(2), ttlSeconds: 30, owner: owner, now: 10 * second)
+    #expect(v2.version == 2)
+    var told: [Int] = []
+    while let (peer, invalidation) = origin.pollTransmit() {
+        told.append(peer)
+        let wire = try NameInvalidation.decode(invalidation.encode())
+        let dropped = edges[peer].handleInvalidation(wire, now: 10 * second)
+        #expect(dropped)
+        #expect(edges[peer].pollEvent() == .invalidated(name: "site", version: 1))
+        #expect(edges[peer].lookup("site", now: 10 * second) == nil)
+        // A replay of v1 is refused now; v2 is accepted.
+        #expect(throws: NameRecordError(.staleVersion, "")) { try edges[peer].handleRecord(v1, now: 10 * second) }
+        #expect(try edges[peer].handleRecord(v2, now: 10 * second) == .inserted)
+    }
+    #expect(told.sorted() == [0, 1])
+    #expect(origin.invalidationsQueued == 2)
+
+    // Republishing an old version or with another key is refused at the origin.
+    #expect(throws: NameRecordError(.staleVersion, "")) { try origin.publish(v1, now: 11 * second) }
+    #expect(throws: NameRecordError(.wrongOwner, "")) {
+        try origin.publish(try NameRecord.sign(name: "site", content: content(9), version: 7, ttlSeconds: 30, owner: P256.Signing.PrivateKey()), now: 11 * second)
+    }
+
+    // Subscriptions lapse after the TTL; a gone peer is forgotten.
+    origin.handlePeerGone(0)
+    #expect(origin.holders(of: "site", now: 12 * second) == [1])
+    #expect(origin.holders(of: "site", now: 100 * second) == [])
+    _ = try origin.publish(name: "site", content: content(3), ttlSeconds: 30, owner: owner, now: 100 * second)
+    #expect(origin.pollTransmit() == nil)
+}

@@ -1,4 +1,0 @@
-import Testing
-@testable import STOQEdge
-
-@Test func moduleLinks() { _ = STOQEdgeModule.self }
