@@ -74,7 +74,7 @@ let package = Package(
         .target(name: "STOQContent", dependencies: ["CZstd", crypto, grdb, logging]),
         .target(name: "STOQSimulation", dependencies: [collections]),
         .target(name: "STOQRouting", dependencies: [collections]),
-        .target(name: "STOQSwarm", dependencies: ["STOQContent", collections]),
+        .target(name: "STOQSwarm", dependencies: ["STOQContent", "STOQWire", "STOQSimulation", collections]),
         .target(name: "STOQEdge", dependencies: ["STOQContent", collections]),
         .target(
             name: "STOQNode",
@@ -102,6 +102,7 @@ let package = Package(
         .testTarget(name: "STOQContentTests", dependencies: ["STOQContent", crypto]),
         .testTarget(name: "STOQRoutingTests", dependencies: ["STOQRouting", "STOQSimulation"]),
         .testTarget(name: "STOQSimulationTests", dependencies: ["STOQSimulation"]),
+        .testTarget(name: "STOQSwarmTests", dependencies: ["STOQSwarm", "STOQSimulation"]),
         .testTarget(name: "NexusTests", dependencies: ["Nexus", "STOQSimulation"]),
         .testTarget(name: "HyperMeshTests", dependencies: ["HyperMesh", crypto]),
         .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQIdentity", "STOQTransport", nio]),

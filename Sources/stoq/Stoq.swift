@@ -23,6 +23,8 @@ struct Stoq: AsyncParsableCommand {
             GC.self,
             StoreCommand.self,
             BenchContent.self,
+            // swarm
+            BenchSwarm.self,
             // nexus
             CTCommand.self,
             NameCommand.self,

@@ -1,2 +1,0 @@
-/// The `STOQSwarm` module. See DESIGN.md.
-public enum STOQSwarmModule {}

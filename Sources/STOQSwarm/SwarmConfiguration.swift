@@ -1,0 +1,85 @@
+/// Tuning of a ``SwarmScheduler``. All times are nanoseconds.
+public struct SwarmConfiguration: Sendable, Hashable {
+    /// Seed of the tie-breaking generator (rarest-first ties are broken randomly).
+    public var seed: UInt64 = 0x5717_0a5e
+    /// Requests a usable source always gets, whatever its measured window.
+    public var minOutstanding: Int = 2
+    /// Requests a source never exceeds.
+    public var maxOutstanding: Int = 32
+    /// The byte window of a source before its throughput is measured.
+    public var initialWindowBytes: Int = 512 << 10
+    /// The window is `windowGain × throughput × RTT` bytes (plus one average chunk), so the
+    /// source's pipe stays full while the next request travels.
+    public var windowGain: Double = 2
+    /// RTT assumed before any sample.
+    public var initialRTT: UInt64 = 50_000_000
+    /// Shortest stall timeout.
+    public var minStallTimeout: UInt64 = 40_000_000
+    /// Longest stall timeout: a source that delivers nothing for this long loses its requests.
+    /// Goal 200 ms; must not exceed ``failoverBudget``.
+    public var maxStallTimeout: UInt64 = 200_000_000
+    /// The promise: a dead or stalled source's requests run elsewhere within this time.
+    public var failoverBudget: UInt64 = 500_000_000
+    /// How many bytes the runtime typically reports per ``SwarmScheduler/handleProgress(_:bytes:now:)``
+    /// call; a source gets `4 × RTT + 4 × (this / its throughput)` between two progress reports.
+    public var progressGranularityBytes: Int = 64 << 10
+    /// First backoff after an error or stall; doubles per consecutive failure.
+    public var baseBackoff: UInt64 = 100_000_000
+    /// Longest backoff.
+    public var maxBackoff: UInt64 = 5_000_000_000
+    /// Whether the endgame duplicates the last outstanding requests on idle sources.
+    public var endgame: Bool = true
+    /// Copies of one chunk in flight at once during the endgame.
+    public var endgameMaxCopies: Int = 2
+
+    /// The defaults.
+    public init() {}
+}
+
+/// A snapshot of a fetch, for progress bars and reports.
+public struct SwarmProgress: Sendable, Hashable {
+    /// Chunks in the content.
+    public var chunkCount: Int
+    /// Chunks present and verified (including those present at the start).
+    public var chunksDone: Int
+    /// Bytes in the content.
+    public var totalBytes: Int
+    /// Bytes present and verified (including those present at the start).
+    public var bytesDone: Int
+    /// Bytes present at the start (resume).
+    public var bytesPresentAtStart: Int
+    /// Requests in flight.
+    public var outstandingRequests: Int
+    /// Whether the endgame runs (nothing left to assign, duplicates allowed).
+    public var inEndgame: Bool
+    /// Whether ``SwarmAction/completed`` was emitted.
+    public var isComplete: Bool
+    /// Whether ``SwarmAction/failed(_:)`` was emitted.
+    public var isFailed: Bool
+    /// Every source ever added, in the order added.
+    public var sources: [SwarmSourceProgress]
+}
+
+/// What one source did.
+public struct SwarmSourceProgress: Sendable, Hashable {
+    /// The source.
+    public var id: SourceID
+    /// Its state now.
+    public var state: SwarmSourceState
+    /// Bytes of verified chunks it delivered.
+    public var bytesDelivered: Int
+    /// Verified chunks it delivered.
+    public var chunksDelivered: Int
+    /// Bytes received for requests that were then cancelled, failed or corrupt.
+    public var bytesDiscarded: Int
+    /// Its requests in flight.
+    public var outstandingRequests: Int
+    /// Measured throughput in bytes per second, once measured.
+    public var throughputBytesPerSecond: Double?
+    /// Smoothed RTT in nanoseconds, once measured.
+    public var rttNanoseconds: UInt64?
+    /// Errors, refusals and not-found answers.
+    public var failures: Int
+    /// Stalls detected.
+    public var stalls: Int
+}

@@ -1,0 +1,599 @@
+import DequeModule
+import OrderedCollections
+import STOQContent
+import STOQWire
+
+/// A sans-IO multi-source chunk scheduler.
+///
+/// Feed it the chunks of a content (and which are already present), the sources (with
+/// optional HAVE bitfields), health events and the outcome of every request; take from it
+/// the requests to send and cancel with ``pollAction()``, and arm a timer from
+/// ``pollTimeout()`` that calls ``handleTimeout(now:)``. Time is `now` in nanoseconds from
+/// any fixed origin (a monotonic clock, or `SimInstant.nanoseconds` under the simulator).
+///
+/// Policy:
+/// - each source has a window: at least ``SwarmConfiguration/minOutstanding`` requests, at
+///   most ``SwarmConfiguration/maxOutstanding``, and about `gain × throughput × RTT` bytes
+///   outstanding in between, so fast sources get proportionally more;
+/// - chunks are chosen rarest-first among those the source has, ties broken by a seeded
+///   generator; verified chunks are never requested again;
+/// - when nothing is left to assign, idle sources duplicate the outstanding requests that
+///   are furthest from done (endgame), and the losers are cancelled when one copy verifies;
+/// - a corrupt chunk bans the source (its requests are reassigned at once); an error or
+///   not-found penalises it (backoff, smaller window) and reassigns that request; a source
+///   that delivers nothing for its stall timeout (from its RTT and throughput, at most
+///   ``SwarmConfiguration/maxStallTimeout``) loses all its requests and is penalised; a
+///   source reported down loses all its requests at once.
+public struct SwarmScheduler: Sendable {
+    /// The tuning in force.
+    public let configuration: SwarmConfiguration
+    /// The chunks of the content, by index.
+    public let chunks: [SwarmChunk]
+    /// Optional source preference (higher score first).
+    public var ranker: (any SourceRanker)?
+
+    private struct ChunkState: Sendable {
+        var present = false
+        var inFlight: [RequestID] = []
+        /// Usable sources with a bitfield that has this chunk.
+        var partialHolders = 0
+    }
+
+    private struct SourceRecord: Sendable {
+        var id: SourceID
+        var have: ChunkBitfield?
+        var state: SwarmSourceState = .active
+        var outstanding: [RequestID] = []
+        var outstandingBytes = 0
+        var lastProgressAt: UInt64 = 0
+        var lastCompletionAt: UInt64 = 0
+        var rate: Double?
+        var rtt: UInt64?
+        var windowScale: Double = 1
+        var consecutiveFailures = 0
+        var bytesDelivered = 0
+        var chunksDelivered = 0
+        var bytesDiscarded = 0
+        var failures = 0
+        var stalls = 0
+
+        /// Active or backing off: its outstanding requests are still being served.
+        var isServing: Bool {
+            switch state {
+            case .active, .backingOff: true
+            default: false
+            }
+        }
+
+        var countsForAvailability: Bool {
+            switch state {
+            case .banned, .removed: false
+            default: true
+            }
+        }
+    }
+
+    private struct RequestRecord: Sendable {
+        var source: SourceID
+        var chunk: Int
+        var sentAt: UInt64
+        var received = 0
+        var firstByteSeen = false
+    }
+
+    private var chunkStates: [ChunkState]
+    private var pending: [Int] = []
+    private var pendingPosition: [Int]
+    private var sources: OrderedDictionary<SourceID, SourceRecord> = [:]
+    private var requests: [RequestID: RequestRecord] = [:]
+    private var actions: Deque<SwarmAction> = []
+    private var random: SwarmRandom
+    private var nextRequestNumber: UInt64 = 1
+    private var fullHolders = 0
+    private var remainingChunks = 0
+    private var doneBytes = 0
+    private let presentBytesAtStart: Int
+    private let totalBytes: Int
+    private let averageChunkSize: Int
+    private var rotation = 0
+    private var finished = false
+    private var didFail = false
+
+    /// Creates a scheduler for `chunks`, of which `present` are already stored and verified.
+    ///
+    /// - Parameters:
+    ///   - chunks: every chunk of the content; `chunks[i].index` must be `i`.
+    ///   - present: indices already present (resume); they are never requested.
+    ///   - configuration: tuning.
+    ///   - ranker: optional source preference.
+    public init(chunks: [SwarmChunk], present: some Sequence<Int> = [Int](), configuration: SwarmConfiguration = .init(), ranker: (any SourceRanker)? = nil) {
+        for (position, chunk) in chunks.enumerated() {
+            precondition(chunk.index == position, "SwarmScheduler: chunks[\(position)].index is \(chunk.index); give the chunks in index order")
+        }
+        self.configuration = configuration
+        self.chunks = chunks
+        self.ranker = ranker
+        self.random = SwarmRandom(seed: configuration.seed)
+        self.chunkStates = Array(repeating: ChunkState(), count: chunks.count)
+        self.pendingPosition = Array(repeating: -1, count: chunks.count)
+        var presentBytes = 0
+        for index in present where index >= 0 && index < chunks.count && !chunkStates[index].present {
+            chunkStates[index].present = true
+            presentBytes += chunks[index].size
+        }
+        for index in chunks.indices where !chunkStates[index].present {
+            pendingPosition[index] = pending.count
+            pending.append(index)
+        }
+        self.remainingChunks = pending.count
+        self.presentBytesAtStart = presentBytes
+        self.doneBytes = presentBytes
+        self.totalBytes = chunks.reduce(0) { $0 + $1.size }
+        self.averageChunkSize = chunks.isEmpty ? 1 : max(1, totalBytes / chunks.count)
+        if remainingChunks == 0 {
+            finished = true
+            actions.append(.completed)
+        }
+    }
+
+    // MARK: Inputs
+
+    /// A source can serve this content. `have` is its HAVE bitfield (nil: it has everything).
+    /// Adding a known source again updates its bitfield and makes it usable again unless it
+    /// is banned.
+    public mutating func handleSourceAdded(_ source: SourceID, have: ChunkBitfield? = nil, now: UInt64) {
+        if let existing = sources[source] {
+            if case .banned = existing.state { return }
+            if existing.countsForAvailability { removeAvailability(of: source) }
+            sources[source]!.have = have
+            if case .removed = existing.state { sources[source]!.state = .active }
+            addAvailability(of: source)
+        } else {
+            sources[source] = SourceRecord(id: source, have: have)
+            addAvailability(of: source)
+        }
+        schedule(now: now)
+    }
+
+    /// A source's HAVE bitfield changed (a new HAVE message).
+    public mutating func handleHave(_ source: SourceID, have: ChunkBitfield?, now: UInt64) {
+        guard let record = sources[source] else { return handleSourceAdded(source, have: have, now: now) }
+        if record.countsForAvailability { removeAvailability(of: source) }
+        sources[source]!.have = have
+        if record.countsForAvailability { addAvailability(of: source) }
+        schedule(now: now)
+    }
+
+    /// The runtime stops using `source` (connection closed for good): its requests are
+    /// cancelled and reassigned at once.
+    public mutating func handleSourceRemoved(_ source: SourceID, now: UInt64) {
+        guard let record = sources[source], record.countsForAvailability else { return }
+        abandonAll(of: source, now: now)
+        removeAvailability(of: source)
+        sources[source]!.state = .removed
+        checkAvailability()
+        schedule(now: now)
+    }
+
+    /// Health probing marks `source` down: its requests are cancelled and reassigned at once.
+    public mutating func handleSourceDown(_ source: SourceID, now: UInt64) {
+        guard let record = sources[source] else { return }
+        switch record.state {
+        case .banned, .removed, .down: return
+        default: break
+        }
+        abandonAll(of: source, now: now)
+        sources[source]!.state = .down
+        schedule(now: now)
+    }
+
+    /// Health probing marks `source` up again.
+    public mutating func handleSourceUp(_ source: SourceID, now: UInt64) {
+        guard let record = sources[source], case .down = record.state else { return }
+        sources[source]!.state = .active
+        schedule(now: now)
+    }
+
+    /// An RTT sample for `source` (e.g. from PING/PONG), in nanoseconds.
+    public mutating func handleRTTSample(_ source: SourceID, rtt: UInt64, now: UInt64) {
+        guard sources[source] != nil else { return }
+        updateRTT(source, sample: rtt)
+    }
+
+    /// `bytes` more bytes of request `request` arrived. Unknown or cancelled requests are ignored.
+    public mutating func handleProgress(_ request: RequestID, bytes: Int, now: UInt64) {
+        guard var record = requests[request], bytes > 0 else { return }
+        if !record.firstByteSeen {
+            record.firstByteSeen = true
+            // Only a request sent to an idle source measures the path's RTT.
+            if let source = sources[record.source], record.sentAt >= source.lastCompletionAt, source.outstanding.first == request {
+                updateRTT(record.source, sample: now &- record.sentAt)
+            }
+        }
+        record.received += bytes
+        requests[request] = record
+        sources[record.source]!.lastProgressAt = max(sources[record.source]!.lastProgressAt, now)
+    }
+
+    /// Request `request` finished: `verified` tells whether the bytes hashed to the chunk id.
+    ///
+    /// A verified chunk is done (other copies are cancelled); an unverified one bans the
+    /// source and reassigns all its requests. Unknown or cancelled requests are ignored.
+    public mutating func handleResponse(_ request: RequestID, verified: Bool, now: UInt64) {
+        guard let record = requests[request] else { return }
+        let chunk = record.chunk
+        let size = chunks[chunk].size
+        removeRequest(request)
+        if verified {
+            var source = sources[record.source]!
+            let start = max(record.sentAt, source.lastCompletionAt)
+            let elapsed = max(now &- start, 1_000)
+            let sample = Double(size) * 1e9 / Double(elapsed)
+            source.rate = source.rate.map { $0 * 0.75 + sample * 0.25 } ?? sample
+            source.lastCompletionAt = now
+            source.lastProgressAt = max(source.lastProgressAt, now)
+            source.consecutiveFailures = 0
+            source.windowScale = min(1, source.windowScale + 0.25)
+            if !chunkStates[chunk].present {
+                source.bytesDelivered += size
+                source.chunksDelivered += 1
+            } else {
+                source.bytesDiscarded += record.received
+            }
+            sources[record.source] = source
+            if !chunkStates[chunk].present { markPresent(chunk, now: now) }
+        } else {
+            sources[record.source]!.bytesDiscarded += record.received
+            ban(record.source, reason: .corruptChunk(index: chunk), now: now)
+        }
+        schedule(now: now)
+    }
+
+    /// Request `request` ended without a chunk. The source is penalised (backoff, smaller
+    /// window) and the chunk goes to another source; `.notFound` also stops asking this
+    /// source for this chunk.
+    public mutating func handleFailure(_ request: RequestID, _ failure: SwarmRequestFailure, now: UInt64) {
+        guard let record = requests[request] else { return }
+        removeRequest(request)
+        sources[record.source]!.bytesDiscarded += record.received
+        sources[record.source]!.failures += 1
+        if failure == .notFound, let source = sources[record.source], source.countsForAvailability {
+            removeAvailability(of: record.source)
+            var have = source.have ?? ChunkBitfield(count: chunks.count, allSet: true)
+            if record.chunk < have.count { have[record.chunk] = false }
+            sources[record.source]!.have = have
+            addAvailability(of: record.source)
+        }
+        penalise(record.source, now: now)
+        checkAvailability()
+        schedule(now: now)
+    }
+
+    /// Runs expired timers: stall detection and the end of backoffs. Harmless at any time.
+    public mutating func handleTimeout(now: UInt64) {
+        guard !finished else { return }
+        for position in sources.values.indices {
+            let source = sources.values[position]
+            guard source.isServing, !source.outstanding.isEmpty else { continue }
+            if now >= source.lastProgressAt &+ stallTimeout(source) {
+                sources.values[position].stalls += 1
+                abandonAll(of: source.id, now: now)
+                penalise(source.id, now: now)
+            }
+        }
+        schedule(now: now)
+    }
+
+    // MARK: Outputs
+
+    /// The next action for the runtime, or nil when there is none now.
+    public mutating func pollAction() -> SwarmAction? { actions.popFirst() }
+
+    /// When ``handleTimeout(now:)`` should next run (nanoseconds), or nil for never.
+    public func pollTimeout() -> UInt64? {
+        guard !finished else { return nil }
+        var deadline: UInt64?
+        for source in sources.values {
+            if source.isServing, !source.outstanding.isEmpty {
+                let stall = source.lastProgressAt &+ stallTimeout(source)
+                deadline = min(deadline ?? stall, stall)
+            }
+            if case .backingOff(let until) = source.state { deadline = min(deadline ?? until, until) }
+        }
+        return deadline
+    }
+
+    /// Whether the fetch completed or failed (no more actions will follow those queued).
+    public var isFinished: Bool { finished }
+
+    /// The source and chunk of an outstanding request, or nil when it is unknown, done or cancelled.
+    public func request(_ request: RequestID) -> (source: SourceID, chunkIndex: Int)? {
+        requests[request].map { ($0.source, $0.chunk) }
+    }
+
+    /// The requests outstanding on `source`, oldest first.
+    public func outstandingRequests(of source: SourceID) -> [(id: RequestID, chunkIndex: Int)] {
+        (sources[source]?.outstanding ?? []).compactMap { id in requests[id].map { (id, $0.chunk) } }
+    }
+
+    /// The sources with a request outstanding for chunk `index`.
+    public func sources(fetching index: Int) -> [SourceID] {
+        chunkStates[index].inFlight.compactMap { requests[$0]?.source }
+    }
+
+    /// The state of `source`, or nil when it was never added.
+    public func state(of source: SourceID) -> SwarmSourceState? { sources[source]?.state }
+
+    /// Whether chunk `index` is present and verified.
+    public func isPresent(_ index: Int) -> Bool { chunkStates[index].present }
+
+    /// Needed chunks that no remaining (not banned, not removed) source has.
+    public var unavailableChunks: [Int] {
+        chunks.indices.filter { !chunkStates[$0].present && availability($0) == 0 }
+    }
+
+    /// The stall timeout in force for `source` (nanoseconds), or nil for an unknown source.
+    public func stallTimeout(of source: SourceID) -> UInt64? { sources[source].map(stallTimeout) }
+
+    /// A snapshot of the fetch and every source.
+    public var progress: SwarmProgress {
+        SwarmProgress(
+            chunkCount: chunks.count,
+            chunksDone: chunks.count - remainingChunks,
+            totalBytes: totalBytes,
+            bytesDone: doneBytes,
+            bytesPresentAtStart: presentBytesAtStart,
+            outstandingRequests: requests.count,
+            inEndgame: !finished && pending.isEmpty,
+            isComplete: finished && !didFail,
+            isFailed: didFail,
+            sources: sources.values.map { source in
+                SwarmSourceProgress(
+                    id: source.id, state: source.state, bytesDelivered: source.bytesDelivered,
+                    chunksDelivered: source.chunksDelivered, bytesDiscarded: source.bytesDiscarded,
+                    outstandingRequests: source.outstanding.count, throughputBytesPerSecond: source.rate,
+                    rttNanoseconds: source.rtt, failures: source.failures, stalls: source.stalls)
+            })
+    }
+
+    // MARK: Internals
+
+    private func has(_ source: SourceRecord, _ chunk: Int) -> Bool {
+        guard let have = source.have else { return true }
+        return chunk < have.count && have[chunk]
+    }
+
+    private func availability(_ chunk: Int) -> Int { chunkStates[chunk].partialHolders + fullHolders }
+
+    private mutating func addAvailability(of id: SourceID) {
+        guard let have = sources[id]!.have else { fullHolders += 1; return }
+        for chunk in chunks.indices where chunk < have.count && have[chunk] { chunkStates[chunk].partialHolders += 1 }
+    }
+
+    private mutating func removeAvailability(of id: SourceID) {
+        guard let have = sources[id]!.have else { fullHolders -= 1; return }
+        for chunk in chunks.indices where chunk < have.count && have[chunk] { chunkStates[chunk].partialHolders -= 1 }
+    }
+
+    private mutating func updateRTT(_ id: SourceID, sample: UInt64) {
+        let sample = max(sample, 1_000)
+        if let rtt = sources[id]!.rtt {
+            sources[id]!.rtt = (rtt * 7 + sample) / 8
+        } else {
+            sources[id]!.rtt = sample
+        }
+    }
+
+    private func stallTimeout(_ source: SourceRecord) -> UInt64 {
+        let rtt = Double(source.rtt ?? configuration.initialRTT)
+        var expected = 4 * rtt
+        if let rate = source.rate, rate > 0 {
+            expected += 4 * Double(configuration.progressGranularityBytes) / rate * 1e9
+        }
+        let timeout = UInt64(min(expected, Double(UInt64.max / 2)))
+        return min(max(timeout, configuration.minStallTimeout), configuration.maxStallTimeout)
+    }
+
+    private func windowBytes(_ source: SourceRecord) -> Double {
+        guard let rate = source.rate else { return Double(configuration.initialWindowBytes) * source.windowScale }
+        let rtt = Double(source.rtt ?? configuration.initialRTT) / 1e9
+        return (configuration.windowGain * rate * rtt + Double(averageChunkSize)) * source.windowScale
+    }
+
+    private func canTake(_ source: SourceRecord) -> Bool {
+        guard source.state == .active else { return false }
+        let count = source.outstanding.count
+        let maximum = max(1, Int(Double(configuration.maxOutstanding) * source.windowScale))
+        let minimum = max(1, min(configuration.minOutstanding, maximum))
+        if count < minimum { return true }
+        return count < maximum && Double(source.outstandingBytes) < windowBytes(source)
+    }
+
+    private mutating func removeFromPending(_ chunk: Int) {
+        let position = pendingPosition[chunk]
+        guard position >= 0 else { return }
+        let last = pending.removeLast()
+        if last != chunk {
+            pending[position] = last
+            pendingPosition[last] = position
+        }
+        pendingPosition[chunk] = -1
+    }
+
+    private mutating func addToPending(_ chunk: Int) {
+        guard pendingPosition[chunk] < 0, !chunkStates[chunk].present else { return }
+        pendingPosition[chunk] = pending.count
+        pending.append(chunk)
+    }
+
+    private mutating func issue(_ source: SourceID, chunk: Int, now: UInt64) {
+        let id = RequestID(rawValue: nextRequestNumber)
+        nextRequestNumber += 1
+        requests[id] = RequestRecord(source: source, chunk: chunk, sentAt: now)
+        if sources[source]!.outstanding.isEmpty { sources[source]!.lastProgressAt = now }
+        sources[source]!.outstanding.append(id)
+        sources[source]!.outstandingBytes += chunks[chunk].size
+        chunkStates[chunk].inFlight.append(id)
+        removeFromPending(chunk)
+        actions.append(.request(id, source: source, chunkIndex: chunk))
+    }
+
+    /// Forgets a request (no action emitted); the chunk returns to pending when no copy is left.
+    private mutating func removeRequest(_ id: RequestID) {
+        guard let record = requests.removeValue(forKey: id) else { return }
+        if var source = sources[record.source] {
+            if let position = source.outstanding.firstIndex(of: id) { source.outstanding.remove(at: position) }
+            source.outstandingBytes -= chunks[record.chunk].size
+            sources[record.source] = source
+        }
+        if let position = chunkStates[record.chunk].inFlight.firstIndex(of: id) {
+            chunkStates[record.chunk].inFlight.remove(at: position)
+        }
+        if chunkStates[record.chunk].inFlight.isEmpty { addToPending(record.chunk) }
+    }
+
+    private mutating func cancel(_ id: RequestID) {
+        guard let record = requests[id] else { return }
+        sources[record.source]!.bytesDiscarded += record.received
+        removeRequest(id)
+        actions.append(.cancel(id, source: record.source, chunkIndex: record.chunk))
+    }
+
+    private mutating func abandonAll(of source: SourceID, now: UInt64) {
+        for id in sources[source]!.outstanding { cancel(id) }
+    }
+
+    private mutating func penalise(_ source: SourceID, now: UInt64) {
+        guard var record = sources[source] else { return }
+        record.consecutiveFailures += 1
+        record.windowScale = max(0.05, record.windowScale / 2)
+        switch record.state {
+        case .active, .backingOff:
+            let shift = UInt64(min(record.consecutiveFailures - 1, 20))
+            let backoff = min(configuration.baseBackoff << shift, configuration.maxBackoff)
+            record.state = .backingOff(until: now &+ backoff)
+        default:
+            break
+        }
+        sources[source] = record
+    }
+
+    private mutating func ban(_ source: SourceID, reason: SwarmBanReason, now: UInt64) {
+        guard let record = sources[source] else { return }
+        if case .banned = record.state { return }
+        abandonAll(of: source, now: now)
+        if record.countsForAvailability { removeAvailability(of: source) }
+        sources[source]!.state = .banned(reason)
+        actions.append(.sourceBanned(source, reason: reason))
+        checkAvailability()
+    }
+
+    private mutating func markPresent(_ chunk: Int, now: UInt64) {
+        chunkStates[chunk].present = true
+        removeFromPending(chunk)
+        for id in chunkStates[chunk].inFlight { cancel(id) }
+        remainingChunks -= 1
+        doneBytes += chunks[chunk].size
+        if remainingChunks == 0 {
+            for id in requests.keys.sorted() { cancel(id) }
+            finished = true
+            actions.append(.completed)
+        }
+    }
+
+    /// Fails the fetch when a needed chunk has no remaining holder.
+    private mutating func checkAvailability() {
+        guard !finished else { return }
+        let missing = unavailableChunks
+        guard !missing.isEmpty else { return }
+        let lost = sources.values.compactMap { source -> String? in
+            switch source.state {
+            case .banned(let reason): "\(source.id) banned: \(reason)"
+            case .removed: "\(source.id) removed"
+            default: nil
+            }
+        }
+        let shown = missing.prefix(8).map { "\($0) (\(chunks[$0].id.short))" }.joined(separator: ", ")
+        var reason = "no remaining source has chunk\(missing.count == 1 ? "" : "s") \(shown)\(missing.count > 8 ? " and \(missing.count - 8) more" : "")"
+        reason += lost.isEmpty ? "; the other sources do not hold it (HAVE or notFound)" : "; lost sources: \(lost.joined(separator: "; ")); the others do not hold it"
+        reason += ". Add sources that hold the content and resume: verified chunks are kept."
+        for id in requests.keys.sorted() { cancel(id) }
+        finished = true
+        didFail = true
+        actions.append(.failed(SwarmError(.noSource, chunkIndices: missing, reason)))
+    }
+
+    private mutating func schedule(now: UInt64) {
+        guard !finished, !sources.isEmpty else { return }
+        // Backoffs that ended.
+        for position in sources.values.indices {
+            if case .backingOff(let until) = sources.values[position].state, until <= now {
+                sources.values[position].state = .active
+            }
+        }
+        let order = sourceOrder()
+        for position in order {
+            while canTake(sources.values[position]) {
+                guard let chunk = pickChunk(for: position) else { break }
+                issue(sources.values[position].id, chunk: chunk, now: now)
+            }
+        }
+        guard configuration.endgame, pending.isEmpty else { return }
+        for position in order where sources.values[position].state == .active && sources.values[position].outstanding.isEmpty {
+            guard let chunk = pickDuplicate(for: position) else { continue }
+            issue(sources.values[position].id, chunk: chunk, now: now)
+        }
+    }
+
+    /// Positions of the sources in the order this round fills their windows.
+    mutating func sourceOrder() -> [Int] {
+        let count = sources.count
+        if let ranker {
+            let scores = sources.keys.map { ranker.score(for: $0) }
+            return Array(0 ..< count).sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
+        }
+        rotation = (rotation + 1) % count
+        return (0 ..< count).map { ($0 + rotation) % count }
+    }
+
+    private mutating func pickChunk(for position: Int) -> Int? {
+        let source = sources.values[position]
+        var best = -1
+        var bestAvailability = Int.max
+        var ties: UInt64 = 0
+        for chunk in pending where has(source, chunk) {
+            let available = availability(chunk)
+            if available < bestAvailability {
+                best = chunk
+                bestAvailability = available
+                ties = 1
+            } else if available == bestAvailability {
+                ties += 1
+                if random.next() % ties == 0 { best = chunk }
+            }
+        }
+        return best >= 0 ? best : nil
+    }
+
+    private func pickDuplicate(for position: Int) -> Int? {
+        let source = sources.values[position]
+        var best: (fraction: Double, copies: Int, chunk: Int)?
+        var seen = Set<Int>()
+        for record in requests.values where !seen.contains(record.chunk) {
+            seen.insert(record.chunk)
+            let chunk = record.chunk
+            let copies = chunkStates[chunk].inFlight
+            guard copies.count < configuration.endgameMaxCopies, has(source, chunk),
+                  !copies.contains(where: { requests[$0]?.source == source.id }) else { continue }
+            let size = max(1, chunks[chunk].size)
+            let fraction = copies.map { Double(requests[$0]?.received ?? 0) / Double(size) }.max() ?? 0
+            let candidate = (fraction, copies.count, chunk)
+            if let current = best {
+                if (candidate.0, candidate.1, candidate.2) < (current.fraction, current.copies, current.chunk) { best = candidate }
+            } else {
+                best = candidate
+            }
+        }
+        return best?.chunk
+    }
+}
