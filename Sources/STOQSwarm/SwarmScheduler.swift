@@ -11,6 +11,26 @@ import STOQWire
 /// ``pollTimeout()`` that calls ``handleTimeout(now:)``. Time is `now` in nanoseconds from
 /// any fixed origin (a monotonic clock, or `SimInstant.nanoseconds` under the simulator).
 ///
+/// A runtime drives it like this (one task or event loop owns the scheduler):
+///
+/// ```swift
+/// var scheduler = SwarmScheduler(chunks: chunks, present: verifiedIndices)
+/// scheduler.handleSourceAdded(SourceID(peerHex), have: haveBitfield, now: clock.now)
+/// // after every input:
+/// while let action = scheduler.pollAction() {
+///     switch action {
+///     case .request(let id, let source, let index): open a GET_CHUNK stream, tag it with id
+///     case .cancel(let id, _, _): reset that stream
+///     case .sourceBanned(let source, let reason): log, close if unused
+///     case .completed, .failed: finish
+///     }
+/// }
+/// arm a timer at scheduler.pollTimeout() that calls scheduler.handleTimeout(now:)
+/// // stream events: handleProgress(id, bytes:now:) as bytes arrive,
+/// // handleResponse(id, verified:now:) after hashing, handleFailure(id, .notFound/.error, now:)
+/// // health: handleSourceDown/Up(source, now:); RTT from PING: handleRTTSample
+/// ```
+///
 /// Policy:
 /// - each source has a window: at least ``SwarmConfiguration/minOutstanding`` requests, at
 ///   most ``SwarmConfiguration/maxOutstanding``, and about `gain × throughput × RTT` bytes
@@ -83,6 +103,8 @@ public struct SwarmScheduler: Sendable {
 
     private var chunkStates: [ChunkState]
     private var pending: [Int] = []
+    /// Chunks whose request was lost to a failure: reissued first, even past the byte window.
+    private var urgent: [Int] = []
     private var pendingPosition: [Int]
     private var sources: OrderedDictionary<SourceID, SourceRecord> = [:]
     private var requests: [RequestID: RequestRecord] = [:]
@@ -244,6 +266,7 @@ public struct SwarmScheduler: Sendable {
             if !chunkStates[chunk].present { markPresent(chunk, now: now) }
         } else {
             sources[record.source]!.bytesDiscarded += record.received
+            if pendingPosition[chunk] >= 0 { urgent.append(chunk) }
             ban(record.source, reason: .corruptChunk(index: chunk), now: now)
         }
         schedule(now: now)
@@ -255,6 +278,7 @@ public struct SwarmScheduler: Sendable {
     public mutating func handleFailure(_ request: RequestID, _ failure: SwarmRequestFailure, now: UInt64) {
         guard let record = requests[request] else { return }
         removeRequest(request)
+        if pendingPosition[record.chunk] >= 0 { urgent.append(record.chunk) }
         sources[record.source]!.bytesDiscarded += record.received
         sources[record.source]!.failures += 1
         if failure == .notFound, let source = sources[record.source], source.countsForAvailability {
@@ -452,15 +476,17 @@ public struct SwarmScheduler: Sendable {
         if chunkStates[record.chunk].inFlight.isEmpty { addToPending(record.chunk) }
     }
 
-    private mutating func cancel(_ id: RequestID) {
+    private mutating func cancel(_ id: RequestID, urgent makeUrgent: Bool = false) {
         guard let record = requests[id] else { return }
         sources[record.source]!.bytesDiscarded += record.received
         removeRequest(id)
         actions.append(.cancel(id, source: record.source, chunkIndex: record.chunk))
+        if makeUrgent, pendingPosition[record.chunk] >= 0 { urgent.append(record.chunk) }
     }
 
+    /// Cancels every request of `source`; their chunks are reissued elsewhere first.
     private mutating func abandonAll(of source: SourceID, now: UInt64) {
-        for id in sources[source]!.outstanding { cancel(id) }
+        for id in sources[source]!.outstanding { cancel(id, urgent: true) }
     }
 
     private mutating func penalise(_ source: SourceID, now: UInt64) {
@@ -531,6 +557,7 @@ public struct SwarmScheduler: Sendable {
                 sources.values[position].state = .active
             }
         }
+        if !urgent.isEmpty { reissueUrgent(now: now) }
         let order = sourceOrder()
         for position in order {
             while canTake(sources.values[position]) {
@@ -543,6 +570,29 @@ public struct SwarmScheduler: Sendable {
             guard let chunk = pickDuplicate(for: position) else { continue }
             issue(sources.values[position].id, chunk: chunk, now: now)
         }
+    }
+
+    /// Reissues chunks lost to a failure at once, each to the usable source that holds it and
+    /// should start it soonest (least outstanding work for its throughput), past its byte
+    /// window but within its request limit. Failover must not wait for a window to open.
+    private mutating func reissueUrgent(now: UInt64) {
+        var remaining: [Int] = []
+        for chunk in urgent where pendingPosition[chunk] >= 0 && !remaining.contains(chunk) {
+            var best: (wait: Double, position: Int)?
+            for position in sources.values.indices {
+                let source = sources.values[position]
+                guard source.state == .active, has(source, chunk),
+                      source.outstanding.count < max(1, Int(Double(configuration.maxOutstanding) * source.windowScale)) else { continue }
+                let wait = Double(source.outstandingBytes) / (source.rate ?? 1e6)
+                if best == nil || wait < best!.wait { best = (wait, position) }
+            }
+            if let best {
+                issue(sources.values[best.position].id, chunk: chunk, now: now)
+            } else {
+                remaining.append(chunk)
+            }
+        }
+        urgent = remaining
     }
 
     /// Positions of the sources in the order this round fills their windows.

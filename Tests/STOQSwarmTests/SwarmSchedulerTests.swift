@@ -106,15 +106,17 @@ struct SwarmSchedulerTests {
         var scheduler = SwarmScheduler(chunks: Self.chunks(1))
         scheduler.handleSourceAdded(SourceID(1), now: 0)
         scheduler.handleSourceAdded(SourceID(2), now: 0)
-        var issued = Self.requests(Self.drain(&scheduler))
-        #expect(issued.count == 1)
+        // One chunk, two sources: the second gets an endgame duplicate.
+        let issued = Self.requests(Self.drain(&scheduler))
+        try #require(issued.count == 2)
         scheduler.handleFailure(issued[0].0, .notFound, now: 10)
-        issued = Self.requests(Self.drain(&scheduler))
-        #expect(issued.count == 1)
-        scheduler.handleFailure(issued[0].0, .notFound, now: 20)
+        #expect(Self.requests(Self.drain(&scheduler)).isEmpty)
+        #expect(scheduler.progress.sources[0].failures == 1)
+        scheduler.handleFailure(issued[1].0, .notFound, now: 20)
         let actions = Self.drain(&scheduler)
         let failure = try #require(actions.compactMap { if case .failed(let error) = $0 { error } else { nil } }.first)
         #expect(failure.chunkIndices == [0])
+        #expect(failure.reason.contains("notFound"))
     }
 
     @Test func errorPenalisesWithBackoff() throws {

@@ -209,6 +209,10 @@ public enum SwarmSimulation {
         }
 
         mutating func drain(now: UInt64, outbox: inout Deque<SimTransmit<Message>>) {
+            // A chunk whose last bytes were already on the wire when its source died needs no failover.
+            for index in failoverWatches.indices where !failoverWatches[index].waiting.isEmpty {
+                failoverWatches[index].waiting = failoverWatches[index].waiting.filter { !scheduler.isPresent($0) }
+            }
             while let action = scheduler.pollAction() {
                 switch action {
                 case .request(let id, let source, let chunk):
