@@ -154,6 +154,32 @@ struct SwarmSimulationTests {
         #expect(used > 100, "seed \(seed): only \(used) sources delivered")
     }
 
+    @Test func everyFaultAtOnce() {
+        // A slow source, a fast one, one stalling forever, one corrupt, one killed mid-transfer.
+        for seed: UInt64 in [101, 102, 103] {
+            let scenario = SwarmSimulation.Scenario(
+                chunkCount: 64, chunkSize: 128 << 10,
+                sources: [
+                    Spec(rateBytesPerSecond: 0.5e6, oneWayLatency: .milliseconds(30)),
+                    Spec(rateBytesPerSecond: 6e6, oneWayLatency: .milliseconds(5)),
+                    Spec(rateBytesPerSecond: 4e6, behavior: .stallForever),
+                    Spec(rateBytesPerSecond: 4e6, behavior: .corrupt),
+                    Spec(rateBytesPerSecond: 4e6, killAt: .milliseconds(300)),
+                ],
+                receiverRateBytesPerSecond: 20e6, seed: seed)
+            let result = SwarmSimulation.run(scenario)
+            Self.expectComplete(result, chunkCount: 64, "every fault")
+            #expect(result.verifiedChunks == 64)
+            let sources = result.progress.sources
+            #expect(sources[2].bytesDelivered == 0 && sources[3].bytesDelivered == 0, "seed \(seed)")
+            guard case .banned = sources[3].state else { Issue.record("seed \(seed): corrupt source not banned"); continue }
+            #expect(sources[0].bytesDelivered < sources[1].bytesDelivered, "seed \(seed): \(result.bytesPerSource)")
+            #expect((result.failoverTimes.first?.milliseconds ?? .infinity) <= 500, "seed \(seed): failover \(result.failoverTimes)")
+            // 8 MiB from about 10.5 MB/s of honest sources: about 0.8 s; allow the faults 1 s more.
+            #expect(result.duration.seconds < 1.8, "seed \(seed): took \(result.duration)")
+        }
+    }
+
     @Test func deterministicFromSeed() {
         let scenario = SwarmBenchmark.failoverScenario(seed: 91)
         let a = SwarmSimulation.run(scenario)
