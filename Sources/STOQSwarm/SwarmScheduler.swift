@@ -293,6 +293,14 @@ public struct SwarmScheduler: Sendable {
         schedule(now: now)
     }
 
+    /// Chunk `index` became present by other means (another fetch, the local store): it is
+    /// not requested again and its outstanding requests are cancelled.
+    public mutating func handleChunkPresent(_ index: Int, now: UInt64) {
+        guard index >= 0, index < chunks.count, !chunkStates[index].present, !finished else { return }
+        markPresent(index, now: now)
+        schedule(now: now)
+    }
+
     /// Runs expired timers: stall detection and the end of backoffs. Harmless at any time.
     public mutating func handleTimeout(now: UInt64) {
         guard !finished else { return }

@@ -171,6 +171,18 @@ struct SwarmSchedulerTests {
         #expect(Self.drain(&scheduler).isEmpty)
     }
 
+    @Test func chunkPresentByOtherMeansCancelsItsRequests() {
+        var scheduler = SwarmScheduler(chunks: Self.chunks(2))
+        scheduler.handleSourceAdded(SourceID(1), now: 0)
+        let issued = Self.requests(Self.drain(&scheduler))
+        #expect(issued.count == 2)
+        scheduler.handleChunkPresent(issued[0].2, now: 5)
+        #expect(Self.drain(&scheduler) == [.cancel(issued[0].0, source: SourceID(1), chunkIndex: issued[0].2)])
+        scheduler.handleResponse(issued[1].0, verified: true, now: 6)
+        #expect(Self.drain(&scheduler) == [.completed])
+        #expect(scheduler.progress.sources[0].bytesDelivered == 1000)
+    }
+
     @Test func rankerOrdersSources() {
         var scheduler = SwarmScheduler(chunks: Self.chunks(40), ranker: ClosureSourceRanker { $0 == SourceID(3) ? 10 : Double(-$0.rawValue.count) })
         for number in 1 ... 3 { scheduler.handleSourceAdded(SourceID(number), now: 0) }
