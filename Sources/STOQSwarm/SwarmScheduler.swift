@@ -223,8 +223,16 @@ public struct SwarmScheduler: Sendable {
     }
 
     /// `bytes` more bytes of request `request` arrived. Unknown or cancelled requests are ignored.
+    ///
+    /// Call it as bytes arrive (every read), not only at the end: the stall timeout is short
+    /// (at most ``SwarmConfiguration/maxStallTimeout``). `bytes: 0` (e.g. when the response
+    /// header arrives before a slow cache fill) only says the source is alive.
     public mutating func handleProgress(_ request: RequestID, bytes: Int, now: UInt64) {
-        guard var record = requests[request], bytes > 0 else { return }
+        guard var record = requests[request], bytes >= 0 else { return }
+        guard bytes > 0 else {
+            sources[record.source]!.lastProgressAt = max(sources[record.source]!.lastProgressAt, now)
+            return
+        }
         if !record.firstByteSeen {
             record.firstByteSeen = true
             // Only a request sent to an idle source measures the path's RTT.

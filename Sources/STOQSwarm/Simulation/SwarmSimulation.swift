@@ -137,6 +137,7 @@ public enum SwarmSimulation {
         fileprivate var relayTarget: SimNodeID?
         fileprivate var outbox: Deque<SimTransmit<Message>> = []
 
+        /// Relays, serves or (on the client) feeds the scheduler.
         public mutating func handle(message: Message, from: SimNodeID, now: SimInstant) {
             if let target = relayTarget {
                 let size: Int
@@ -149,16 +150,19 @@ public enum SwarmSimulation {
             }
         }
 
+        /// The client's scheduler timer or a source's pacing timer.
         public mutating func handleTimeout(now: SimInstant) {
             if client != nil { client!.scheduler.handleTimeout(now: now.nanoseconds) }
             if source != nil { source!.handleTimeout(now: now.nanoseconds, outbox: &outbox) }
         }
 
+        /// Takes the scheduler's actions (client) and sends what is queued.
         public mutating func pollTransmit(now: SimInstant) -> SimTransmit<Message>? {
             if client != nil { client!.drain(now: now.nanoseconds, outbox: &outbox) }
             return outbox.popFirst()
         }
 
+        /// The scheduler's deadline (client) or the next paced segment (source).
         public func pollTimeout() -> SimInstant? {
             if let client { return client.scheduler.pollTimeout().map { SimInstant(nanoseconds: $0) } }
             if let source { return source.pollTimeout().map { SimInstant(nanoseconds: $0) } }
