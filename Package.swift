@@ -104,7 +104,7 @@ let package = Package(
         .testTarget(name: "STOQSimulationTests", dependencies: ["STOQSimulation"]),
         .testTarget(name: "STOQSwarmTests", dependencies: ["STOQSwarm", "STOQSimulation"]),
         .testTarget(name: "NexusTests", dependencies: ["Nexus", "STOQSimulation"]),
-        .testTarget(name: "HyperMeshTests", dependencies: ["HyperMesh", crypto]),
+        .testTarget(name: "HyperMeshTests", dependencies: ["HyperMesh", "STOQSimulation", crypto]),
         .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQIdentity", "STOQTransport", nio]),
         .testTarget(name: "CLITests", dependencies: ["STOQIdentity", crypto]),
     ],

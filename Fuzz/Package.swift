@@ -11,6 +11,10 @@ let package = Package(
     targets: [
         .target(name: "FuzzSupport"),
         .executableTarget(name: "FuzzWire", dependencies: ["FuzzSupport", .product(name: "STOQ", package: "stoq")]),
+        .executableTarget(name: "FuzzDatagram", dependencies: ["FuzzSupport", .product(name: "STOQ", package: "stoq")]),
+        .executableTarget(name: "FuzzManifest", dependencies: ["FuzzSupport", .product(name: "STOQ", package: "stoq")]),
+        .executableTarget(name: "FuzzHyperMesh", dependencies: ["FuzzSupport", .product(name: "HyperMesh", package: "stoq")]),
+        .executableTarget(name: "FuzzNexus", dependencies: ["FuzzSupport", .product(name: "Nexus", package: "stoq")]),
     ],
     swiftLanguageModes: [.v6]
 )

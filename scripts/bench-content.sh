@@ -28,35 +28,47 @@ py_dedup=$("$PY" "$HERE/bench_content_peer.py" dedup $DMIN $DAVG $DMAX "$WORK/ve
 hash_speed=$("$STOQ" chunk --stats --json --min $MIN --avg $AVG --max $MAX "$WORK/input.bin")
 
 rm -rf "$WORK/store"
-timed() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N); echo "$t1 - $t0" | bc -l; }
+# "wall cpu" seconds of a command (cpu = user + system of the process and its threads).
+timed() { /usr/bin/time -f "%e %U %S" "$@" 2>&1 >/dev/null | tail -1 | awk '{ print $1, $2 + $3 }'; }
 first_put=$(timed "$STOQ" put "$WORK/input.bin" "$WORK/versions" --store "$WORK/store")
 second_put=$(timed "$STOQ" put "$WORK/input.bin" "$WORK/versions" --store "$WORK/store")
+chunk_only=$(timed "$STOQ" chunk --stats "$WORK/input.bin" "$WORK/versions")
 put_bytes=$(( $(stat -c %s "$WORK/input.bin") + $(du -cb "$WORK"/versions/*.tar | tail -1 | cut -f1) ))
 
-"$PY" - "$stoq_speed" "$py_speed" "$stoq_dedup" "$fixed_dedup" "$py_dedup" "$hash_speed" "$first_put" "$second_put" "$put_bytes" <<'PYEOF'
+"$PY" - "$stoq_speed" "$py_speed" "$stoq_dedup" "$fixed_dedup" "$py_dedup" "$hash_speed" "$first_put" "$second_put" "$put_bytes" "$chunk_only" <<'PYEOF'
 import json, sys
 s, p, sd, fd, pd, hs = (json.loads(x) for x in sys.argv[1:7])
-first, second, nbytes = float(sys.argv[7]), float(sys.argv[8]), int(sys.argv[9])
-def row(name, stoq, peer, unit, peer_name):
-    ratio = stoq / peer if peer else float("nan")
-    print(f"| {name:<44} | {stoq:>10.3f} {unit:<5} | {peer:>10.3f} {unit:<5} | {ratio:>6.2f}x | {peer_name}")
-print(f"content bench: {s['bytes']/2**20:.0f} MiB of real files, min/avg/max {s['min']}/{s['avg']}/{s['max']}, {s['cores']} cores")
-print(f"| {'figure':<44} | {'STOQ':>16} | {'peer':>16} | {'ratio':>7} | peer")
-print("|" + "-" * 46 + "|" + "-" * 18 + "|" + "-" * 18 + "|" + "-" * 9 + "|------")
-row("FastCDC cut, 1 core", s["cdc_cut_gbps_1core"], p["cut_gbps_1core"], "GB/s", "pyfastcdc cut_buf")
-row("FastCDC cut + SHA-256, 1 core", s["cdc_sha_gbps_1core"], p["cut_sha_gbps_1core"], "GB/s", "pyfastcdc + hashlib.sha256")
-row("FastCDC cut + SHA-256, streaming, 1 core", s["stream_cdc_sha_gbps_1core"], p["cut_sha_gbps_1core"], "GB/s", "pyfastcdc + hashlib.sha256")
-row(f"FastCDC cut + SHA-256, streaming, {s['cores']} cores", s["stream_cdc_sha_gbps_allcores"], p["cut_sha_gbps_1core"], "GB/s", "pyfastcdc + hashlib.sha256 (1 core)")
-row("FastCDC cut + SHA-256 vs fixed-size + SHA-256", s["cdc_sha_gbps_1core"], s["fixed_sha_gbps_1core"], "GB/s", "STOQ fixed-size baseline")
-row("SHA-256 alone (swift-crypto vs hashlib)", s["sha256_gbps_1core"], p["sha256_gbps_1core"], "GB/s", "hashlib.sha256 one buffer")
-print(f"chunks on the input: STOQ {s['cdc_chunks']} (avg {s['bytes']/s['cdc_chunks']:.0f} B), pyfastcdc {p['chunks']} (avg {s['bytes']/p['chunks']:.0f} B)")
+(first, first_cpu), (second, second_cpu), (chunk_wall, chunk_cpu) = (map(float, sys.argv[i].split()) for i in (7, 8, 10))
+nbytes = int(sys.argv[9])
+def ratio(a, b):
+    return a / b if b else float("nan")
+def row(name, sw, pw, sc=None, pc=None, peer=""):
+    cpu = f"{sc:>7.3f} {pc:>7.3f} {ratio(sc, pc):>6.2f}x" if sc is not None else " " * 23
+    print(f"| {name:<42} | {sw:>7.3f} {pw:>7.3f} {ratio(sw, pw):>6.2f}x | {cpu} | {peer}")
+print(f"content bench: {s['bytes']/2**20:.0f} MiB of real files (libraries, headers, docs), min/avg/max {s['min']}/{s['avg']}/{s['max']}, NC 2, "
+      f"{s['cores']} cores, load average {s['loadavg']} at the start of the STOQ run")
+print("GB/s; 'wall' = bytes / elapsed time in this run, 'cpu' = bytes / CPU time of the measuring thread (per-core speed);")
+print("each figure the best of 3; STOQ and its peer measured the same way on the same bytes.")
+print(f"| {'figure':<42} | {'STOQ':>7} {'peer':>7} {'ratio':>7} | {'STOQ':>7} {'peer':>7} {'ratio':>7} | peer")
+print(f"| {'':<42} | {'wall':^23} | {'cpu':^23} |")
+row("FastCDC cut, 1 core", s["cdc_cut_gbps_1core"], p["cut_gbps_1core"], s["cdc_cut_gbps_1core_cpu"], p["cut_gbps_1core_cpu"], "pyfastcdc cut_buf")
+row("FastCDC cut + SHA-256, 1 core", s["cdc_sha_gbps_1core"], p["cut_sha_gbps_1core"], s["cdc_sha_gbps_1core_cpu"], p["cut_sha_gbps_1core_cpu"], "pyfastcdc + hashlib.sha256")
+row("FastCDC cut + SHA-256, streaming, 1 thread", s["stream_cdc_sha_gbps_1core"], p["cut_sha_gbps_1core"], s["stream_cdc_sha_gbps_1core_cpu"], p["cut_sha_gbps_1core_cpu"], "pyfastcdc + hashlib.sha256")
+row(f"FastCDC cut + SHA-256, streaming, {s['cores']} threads", s["stream_cdc_sha_gbps_allcores"], p["cut_sha_gbps_1core"], None, None, "pyfastcdc + hashlib.sha256 (1 core; it has no parallel mode)")
+print(f"|   (all-thread run used {s['stream_cdc_sha_cpu_seconds_per_gb_allcores']:.3f} CPU-s per GB, i.e. {1/s['stream_cdc_sha_cpu_seconds_per_gb_allcores']:.2f} GB per CPU-second)")
+row("FastCDC + SHA-256 vs fixed-size + SHA-256", s["cdc_sha_gbps_1core"], s["fixed_sha_gbps_1core"], s["cdc_sha_gbps_1core_cpu"], s["fixed_sha_gbps_1core_cpu"], "STOQ fixed-size 16 KiB baseline")
+row("SHA-256 alone, one buffer", s["sha256_gbps_1core"], p["sha256_gbps_1core"], s["sha256_gbps_1core_cpu"], p["sha256_gbps_1core_cpu"], "hashlib.sha256 (OpenSSL)")
+print(f"chunks on the input: STOQ {s['cdc_chunks']} (mean {s['bytes']/s['cdc_chunks']:.0f} B), pyfastcdc {p['chunks']} (mean {s['bytes']/p['chunks']:.0f} B)")
 print()
-print(f"dedup on {sd['files']} versions ({sd['bytes']/2**20:.1f} MiB of tar archives of successively edited real files), min/avg/max 2048/8192/1048576:")
-row("dedup ratio, FastCDC", sd["dedup_ratio"], pd["dedup_ratio"], "", "pyfastcdc same min/avg/max")
-row("dedup ratio, FastCDC vs fixed-size", sd["dedup_ratio"], fd["dedup_ratio"], "", "STOQ fixed-size 8 KiB")
+print(f"dedup over {sd['files']} versions ({sd['bytes']/2**20:.1f} MiB: tar archives of successively edited real text files), min/avg/max 2048/8192/1048576:")
+print(f"| {'dedup ratio (1 - unique bytes / bytes)':<42} | {'STOQ':>7} {'peer':>7} {'ratio':>7} |")
+print(f"| {'FastCDC vs pyfastcdc':<42} | {sd['dedup_ratio']:>7.4f} {pd['dedup_ratio']:>7.4f} {ratio(sd['dedup_ratio'], pd['dedup_ratio']):>6.3f}x | unique bytes {sd['unique_bytes']} vs {pd['unique_bytes']}")
+print(f"| {'FastCDC vs fixed-size 8 KiB':<42} | {sd['dedup_ratio']:>7.4f} {fd['dedup_ratio']:>7.4f} {ratio(sd['dedup_ratio'], fd['dedup_ratio']):>6.3f}x |")
 print()
-put1 = nbytes / 1e6 / first
-put2 = nbytes / 1e6 / second
-row("put of already-stored content (MB/s)", put2, hs["mb_per_s"], "MB/s", "stoq chunk --stats (chunk + SHA-256, same input)")
-print(f"first put (chunk, zstd, encrypt, write, fsync): {put1:.0f} MB/s over {nbytes/2**20:.0f} MiB; second put {put2:.0f} MB/s")
+mb = nbytes / 1e6
+print(f"put, {nbytes/2**20:.0f} MiB (input + versions); MB/s by wall clock and MB per CPU-second (user + system, all threads):")
+print(f"| {'':<42} | {'wall':>7} {'cpu':>7} |")
+print(f"| {'put of already-stored content':<42} | {mb/second:>7.0f} {mb/second_cpu:>7.0f} |")
+print(f"| {'peer: stoq chunk --stats (chunk + SHA-256)':<42} | {mb/chunk_wall:>7.0f} {mb/chunk_cpu:>7.0f} | ratio put/chunk: wall {chunk_wall/second:.2f}x, cpu {chunk_cpu/second_cpu:.2f}x")
+print(f"| {'first put (chunk, zstd, encrypt, write)':<42} | {mb/first:>7.0f} {mb/first_cpu:>7.0f} |")
 PYEOF

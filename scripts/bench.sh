@@ -18,7 +18,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STOQ_BIN=${1:-${STOQ_BIN:-}}
 OUT=${BENCH_OUT:-$ROOT/bench-out}
 PY=${PYTHON:-python3}
-PARTS=${BENCH_PARTS:-transport,content,erasure,routing}
+PARTS=${BENCH_PARTS:-transport,content,erasure,routing,dht}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/bench.txt") 2>&1
 
@@ -60,6 +60,16 @@ if want routing; then
     "$STOQ_BIN" bench routing || { echo "routing: FAILED (exit $?)"; status=1; }
   else
     echo "routing: skipped (\`stoq bench routing\` is not available${STOQ_BIN:+ in $STOQ_BIN})"
+  fi
+fi
+
+if want dht; then
+  section "dht (Kademlia, k = 20, alpha = 3; converged tables)"
+  if [ -n "$STOQ_BIN" ]; then
+    "$STOQ_BIN" dht bench --scale "${BENCH_DHT_SCALE:-1000,10000,100000,1000000}" --lookups "${BENCH_DHT_LOOKUPS:-1000}" \
+      || { echo "dht: FAILED"; status=1; }
+  else
+    echo "dht: skipped (no stoq binary)"
   fi
 fi
 

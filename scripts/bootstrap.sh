@@ -11,11 +11,13 @@ DEB_PACKAGES=(
   libisal-dev                                                  # erasure coding
   libsqlite3-dev                                               # GRDB
   iproute2                                                     # network-namespace tests
+  openssl                                                      # certificate interop checks in tests
   python3-pip
 )
 PY_PACKAGES=(
   "aioquic==1.7.2"      # third-party QUIC stack for interop tests and bench
   "pyfastcdc==0.3.1"    # FastCDC peer for the content bench
+  "pytest==9.0.3"       # runs the interop and network-namespace tests
 )
 
 missing=()

@@ -54,9 +54,10 @@ public struct BlockCodec: Sendable {
 
     /// Creates a pipeline.
     /// - Parameters:
-    ///   - coder: the erasure coder; default 10 + 4.
-    ///   - compressor: the compression step; default none.
-    public init(coder: ErasureCoder, compressor: any BlockCompressor = NoCompression()) {
+    ///   - coder: the erasure coder (10 + 4 by default in ``ErasureCoder``).
+    ///   - compressor: the compression step; default zstd level 3. Decoding also reads blocks
+    ///     stored without compression.
+    public init(coder: ErasureCoder, compressor: any BlockCompressor = ZstdBlockCompressor()) {
         self.coder = coder
         self.compressor = compressor
     }
@@ -85,21 +86,16 @@ public struct BlockCodec: Sendable {
         guard shardSize <= BlockManifest.maximumShardSize else {
             throw HyperMeshError(.invalidParameters, "block too large: shard size \(shardSize) exceeds \(BlockManifest.maximumShardSize)")
         }
-        var data: [[UInt8]] = []
-        data.reserveCapacity(k)
-        for i in 0..<k {
-            let start = min(i * shardSize, sealed.count)
-            let end = min(start + shardSize, sealed.count)
-            var shard = [UInt8](repeating: 0, count: shardSize)
-            if end > start { shard.replaceSubrange(0..<(end - start), with: sealed[start..<end]) }
-            data.append(shard)
-        }
-        let shards = try coder.encodeAll(data)
+        let stripe = ShardStripe(shardCount: coder.totalShards, shardSize: shardSize)
+        stripe.fill(sealed, acrossShards: k)
+        try coder.encode(stripe)
+        let shards = (0..<coder.totalShards).map { stripe.shard($0) }
+        let hashes = (0..<coder.totalShards).map { stripe.sha256($0) }
         let sealedKeys = try readers.map { try SealedBlockKey.seal(key, block: blockID, for: $0) }
         let manifest = try BlockManifest(
             blockID: blockID, dataShards: k, parityShards: coder.parityShards, shardSize: shardSize,
             sealedLength: sealed.count, plainLength: content.count, compression: compressor.id,
-            shardHashes: shards.map { Digest256.hashing($0) }, readers: sealedKeys
+            shardHashes: hashes, readers: sealedKeys
         )
         return EncodedBlock(manifest: manifest, shards: shards)
     }
@@ -168,10 +164,20 @@ public struct BlockCodec: Sendable {
         } catch {
             throw HyperMeshError(.decryptionFailed, "block \(manifest.blockID.short) failed authentication: \(error)")
         }
-        guard manifest.compression == compressor.id else {
-            throw HyperMeshError(.invalidParameters, "block uses compression \(manifest.compression) but this codec has \(compressor.id)")
+        let step: any BlockCompressor
+        switch manifest.compression {
+        case compressor.id: step = compressor
+        case BlockCompressionID.none: step = NoCompression()
+        case BlockCompressionID.zstd: step = ZstdBlockCompressor()
+        default:
+            throw HyperMeshError(.invalidParameters, "block uses compression \(manifest.compression), which this codec cannot undo")
         }
-        let content = try compressor.decompress(plain, originalLength: manifest.plainLength)
+        let content: [UInt8]
+        do {
+            content = try step.decompress(plain, originalLength: manifest.plainLength)
+        } catch {
+            throw HyperMeshError(.decryptionFailed, "block \(manifest.blockID.short) failed to decompress: \(error)")
+        }
         guard content.count == manifest.plainLength else {
             throw HyperMeshError(.decryptionFailed, "decompressed \(content.count) bytes, manifest says \(manifest.plainLength)")
         }

@@ -3,9 +3,11 @@
 /// The driver performs each ``Action/store(shard:node:)``, feeds back receipts and failures with
 /// an injected clock, and polls actions until ``Action/completed(_:unplaced:)`` or
 /// ``Action/failed(_:)``. A shard whose node fails or times out is re-placed on another node
-/// (the planner's next choice, away from the block's other holders). The block is committed once
-/// k + 2 receipts from distinct nodes verify; if that becomes impossible, every shard stored or in
-/// flight is deleted and the put fails — a block is never left half-committed.
+/// (the planner's next choice, away from the block's other holders). The manifest goes to the
+/// plan's metadata replicas (usually 3), re-placed the same way when a replica fails. The block is
+/// committed once k + 2 shard receipts from distinct nodes verify and a majority of the manifest
+/// replicas are stored; if either becomes impossible, every shard and manifest stored or in flight
+/// is deleted and the put fails — a block is never left half-committed.
 public struct BlockPutStateMachine: Sendable {
     /// What the driver must do next.
     public enum Action: Hashable, Sendable {
@@ -13,6 +15,10 @@ public struct BlockPutStateMachine: Sendable {
         case store(shard: Int, node: MeshNodeID)
         /// Roll back: ask `node` to delete shard `shard`.
         case delete(shard: Int, node: MeshNodeID)
+        /// Send the block manifest to `node` (a metadata replica) and await its acknowledgement.
+        case storeManifest(node: MeshNodeID)
+        /// Roll back: ask `node` to delete the manifest.
+        case deleteManifest(node: MeshNodeID)
         /// At least k + 2 receipts verified: the block is committed; this is its proof so far.
         case committed(BlockProof)
         /// Every shard is settled; `unplaced` shards found no node and need repair later.
@@ -35,6 +41,10 @@ public struct BlockPutStateMachine: Sendable {
     private let storeTimeout: Duration
     private var shards: [ShardState]
     private var tried: Set<MeshNodeID> = []
+    private var manifestPending: [MeshNodeID: Duration] = [:]
+    private var manifestStored: Set<MeshNodeID> = []
+    private var manifestTried: Set<MeshNodeID> = []
+    private let manifestRequired: Int
     private var phase = Phase.storing
     private var actions: [Action] = []
     /// Receipts refused so far: shard, claimed signer, reason.
@@ -57,6 +67,32 @@ public struct BlockPutStateMachine: Sendable {
         self.storeTimeout = storeTimeout
         shards = plan.shards.map { .inFlight(node: $0.node, deadline: now + storeTimeout) }
         actions = plan.shards.map { .store(shard: $0.slot, node: $0.node) }
+        manifestPending = Dictionary(plan.metadata.map { ($0.node, now + storeTimeout) }, uniquingKeysWith: min)
+        manifestRequired = plan.metadata.count / 2 + 1
+        actions += plan.metadata.map { .storeManifest(node: $0.node) }
+    }
+
+    /// Nodes that acknowledged storing the manifest.
+    public var manifestHolders: Set<MeshNodeID> { manifestStored }
+
+    /// A metadata replica acknowledged storing the manifest.
+    public mutating func handleManifestStored(node: MeshNodeID, now: Duration) {
+        guard phase != .done, manifestPending.removeValue(forKey: node) != nil else { return }
+        manifestStored.insert(node)
+        advance()
+    }
+
+    /// A metadata replica failed to store the manifest: another node is asked.
+    public mutating func handleManifestFailed(node: MeshNodeID, now: Duration) {
+        guard phase != .done, manifestPending.removeValue(forKey: node) != nil else { return }
+        manifestTried.insert(node)
+        if let choice = try? planner.replaceMetadata(
+            [0], block: manifest.blockID, holders: Array(manifestStored.union(manifestPending.keys)), excluding: manifestTried.union(tried)
+        ).first {
+            manifestPending[choice.node] = now + storeTimeout
+            actions.append(.storeManifest(node: choice.node))
+        }
+        advance()
     }
 
     /// Current holder (stored or in flight) of each shard.
@@ -77,14 +113,21 @@ public struct BlockPutStateMachine: Sendable {
         shards.compactMap { if case .stored(let r) = $0 { r } else { nil } }
     }
 
-    /// Feeds a receipt. Forged, mismatched or unexpected receipts are refused and recorded.
-    /// - Returns: whether it was accepted.
+    /// Feeds a receipt. Forged, mismatched or unexpected receipts are refused and recorded. A
+    /// genuine receipt that comes late, from a node whose shard was already re-placed, is refused
+    /// and that node is asked to delete its orphan copy.
+    /// - Returns: the verdict (``StorageReceipt/Verdict/valid`` when accepted).
     @discardableResult
     public mutating func handleReceipt(_ receipt: StorageReceipt, now: Duration) -> StorageReceipt.Verdict {
         guard phase != .done else { return refuse(receipt, "the put is already finished") }
         guard shards.indices.contains(receipt.shardIndex),
-            case .inFlight(let node, _) = shards[receipt.shardIndex]
-        else { return refuse(receipt, "shard \(receipt.shardIndex) is not awaiting a receipt") }
+            case .inFlight(let node, _) = shards[receipt.shardIndex], node == receipt.node || !tried.contains(receipt.node)
+        else {
+            if tried.contains(receipt.node), receipt.verifySignature() {
+                actions.append(.delete(shard: receipt.shardIndex, node: receipt.node))
+            }
+            return refuse(receipt, "shard \(receipt.shardIndex) is not awaiting a receipt from \(receipt.node.short)")
+        }
         let verdict = receipt.verify(against: manifest, expectedNode: node)
         guard verdict == .valid else {
             if case .invalid(let reason) = verdict { return refuse(receipt, reason) }
@@ -113,6 +156,7 @@ public struct BlockPutStateMachine: Sendable {
     /// A node is known to be down: every shard in flight to it is re-placed.
     public mutating func handleNodeDown(_ node: MeshNodeID, now: Duration) {
         tried.insert(node)
+        handleManifestFailed(node: node, now: now)
         for i in shards.indices {
             if case .inFlight(let n, _) = shards[i], n == node { handleStoreFailed(shard: i, node: node, now: now) }
         }
@@ -120,6 +164,9 @@ public struct BlockPutStateMachine: Sendable {
 
     /// Expires stores whose receipt is overdue and re-places them.
     public mutating func handleTimeout(now: Duration) {
+        for (node, deadline) in manifestPending.sorted(by: { $0.key < $1.key }) where deadline <= now {
+            handleManifestFailed(node: node, now: now)
+        }
         for i in shards.indices {
             if case .inFlight(let node, let deadline) = shards[i], deadline <= now {
                 handleStoreFailed(shard: i, node: node, now: now)
@@ -129,7 +176,8 @@ public struct BlockPutStateMachine: Sendable {
 
     /// The earliest receipt deadline, for the driver's timer.
     public var nextDeadline: Duration? {
-        shards.compactMap { if case .inFlight(_, let d) = $0 { d } else { nil } }.min()
+        guard phase != .done else { return nil }
+        return (shards.compactMap { if case .inFlight(_, let d) = $0 { d } else { nil } } + manifestPending.values).min()
     }
 
     /// Takes the next action.
@@ -160,14 +208,20 @@ public struct BlockPutStateMachine: Sendable {
             }
         }
         let proof = BlockProof(blockID: manifest.blockID, receipts: receipts)
-        if phase == .storing && stored >= required {
+        let manifestReachable = manifestStored.count + manifestPending.count
+        if phase == .storing && stored >= required && manifestStored.count >= manifestRequired {
             phase = .committed
             actions.append(.committed(proof))
         }
-        if phase == .storing && stored + inFlight < required {
-            // Cannot reach k + 2 any more: roll back everything, and send nothing more.
+        if phase == .storing && (stored + inFlight < required || manifestReachable < manifestRequired) {
+            // Cannot commit any more: roll back everything, and send nothing more.
             phase = .done
-            actions.removeAll { if case .store = $0 { true } else { false } }
+            actions.removeAll {
+                switch $0 {
+                case .store, .storeManifest: true
+                default: false
+                }
+            }
             for (i, s) in shards.enumerated() {
                 switch s {
                 case .stored(let r): actions.append(.delete(shard: i, node: r.node))
@@ -175,16 +229,21 @@ public struct BlockPutStateMachine: Sendable {
                 case .unplaced: break
                 }
             }
+            for node in manifestStored.union(manifestPending.keys).sorted() { actions.append(.deleteManifest(node: node)) }
+            let why =
+                stored + inFlight < required
+                ? "\(stored) receipts, \(inFlight) pending, \(required) needed (k + 2)"
+                : "only \(manifestReachable) manifest replicas reachable, \(manifestRequired) needed"
             actions.append(
                 .failed(
                     HyperMeshError(
                         .placementImpossible,
-                        "block \(manifest.blockID.short) could not be committed: \(stored) receipts, \(inFlight) pending, "
-                            + "\(required) needed (k + 2); stored shards were deleted. Add nodes or retry later"
+                        "block \(manifest.blockID.short) could not be committed: \(why); stored shards were deleted. "
+                            + "Add nodes or retry later"
                     )))
             return
         }
-        if phase == .committed && inFlight == 0 {
+        if phase == .committed && inFlight == 0 && manifestPending.isEmpty {
             phase = .done
             let unplaced = shards.indices.filter { if case .unplaced = shards[$0] { true } else { false } }
             actions.append(.completed(proof, unplaced: unplaced))

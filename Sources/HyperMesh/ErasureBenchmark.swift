@@ -10,11 +10,16 @@ public struct ErasureBenchmarkResult: Hashable, Sendable {
     public let shardSize: Int
     /// Shards rebuilt per rebuild operation.
     public let lost: Int
-    /// Encode throughput over the data bytes (k × shard size per call), GB/s (10⁹ bytes).
+    /// Encode throughput over the data bytes (k × shard size per call), GB/s (10⁹ bytes), on a
+    /// 64-byte-aligned ``ShardStripe`` (the layout the ISA-L harness uses).
     public let encodeGBps: Double
-    /// Rebuild throughput over the data bytes (k × shard size per call), GB/s, into caller buffers.
+    /// Rebuild throughput over the data bytes (k × shard size per call), GB/s, on a ``ShardStripe``.
     public let rebuildGBps: Double
-    /// Rebuild throughput with `reconstruct`, which allocates the rebuilt shards, GB/s.
+    /// Encode throughput on `[[UInt8]]` shards into caller buffers (`encode(_:into:)`), GB/s.
+    public let encodeArraysGBps: Double
+    /// Rebuild throughput on `[[UInt8]]` shards into caller buffers, GB/s.
+    public let rebuildArraysGBps: Double
+    /// Rebuild throughput on `[[UInt8]]` with `reconstruct`, which allocates the rebuilt shards, GB/s.
     public let rebuildAllocatingGBps: Double
     /// Encode calls timed.
     public let encodeIterations: Int
@@ -25,18 +30,21 @@ public struct ErasureBenchmarkResult: Hashable, Sendable {
     public var line: String {
         func f(_ x: Double) -> String { String(format: "%.3f", x) }
         return "swift k=\(dataShards) m=\(parityShards) shard=\(shardSize) encode_gbps=\(f(encodeGBps)) "
-            + "rebuild\(lost)_gbps=\(f(rebuildGBps)) rebuild\(lost)_alloc_gbps=\(f(rebuildAllocatingGBps)) "
+            + "rebuild\(lost)_gbps=\(f(rebuildGBps)) arrays_encode_gbps=\(f(encodeArraysGBps)) "
+            + "arrays_rebuild\(lost)_gbps=\(f(rebuildArraysGBps)) arrays_rebuild\(lost)_alloc_gbps=\(f(rebuildAllocatingGBps)) "
             + "iterations=\(encodeIterations)/\(rebuildIterations)"
     }
 }
 
 /// The erasure-coding benchmark behind `stoq bench` and `scripts/bench-erasure.sh`.
 ///
-/// It times the public ``ErasureCoder`` calls on real random data: `encode(_:into:)` and
-/// `rebuild(sources:sourceIndices:outputIndices:into:)` for `lost` missing data shards (the
-/// worst case: data shards must be rebuilt from parity), checks once that the rebuild is
-/// bit-identical, and reports GB/s over the k × shard-size data bytes of each call — the same
-/// measure the raw ISA-L harness (scripts/bench/isal_bench.c) prints.
+/// It times the public ``ErasureCoder`` calls on real random data — headline figures on a
+/// ``ShardStripe`` (`encode(_:)`, `rebuild(_:sources:outputs:)`), secondary ones on `[[UInt8]]`
+/// shards (`encode(_:into:)`, `rebuild(sources:sourceIndices:outputIndices:into:)`, and the
+/// allocating `reconstruct`) — for `lost` missing data shards (the worst case: data shards must be
+/// rebuilt from parity). It checks that every rebuild is bit-identical and reports GB/s over the
+/// k × shard-size data bytes of each call, the measure the raw ISA-L harness
+/// (scripts/bench/isal_bench.c) prints.
 public enum ErasureBenchmark {
     /// Runs the benchmark.
     /// - Parameters:
@@ -73,14 +81,32 @@ public enum ErasureBenchmark {
         var parity = [[UInt8]](repeating: [UInt8](repeating: 0, count: shardSize), count: parityShards)
         let bytesPerCall = Double(dataShards * shardSize)
 
-        // Encode.
-        try coder.encode(data, into: &parity)  // warm-up
-        let (encodeIterations, encodeTime) = try timeLoop(minimumDuration) { try coder.encode(data, into: &parity) }
-
-        // Rebuild `lost` data shards from the remaining data and parity shards.
-        let all = data + parity
+        let all = data + (try coder.encode(data))
         let outputIndices = Array(0..<lost)
         let sourceIndices = Array(lost..<(lost + dataShards))
+
+        // Stripe: encode, then rebuild `lost` data shards from the next k shards.
+        let stripe = ShardStripe(shardCount: dataShards + parityShards, shardSize: shardSize)
+        for i in 0..<dataShards { stripe.setShard(i, data[i]) }
+        try coder.encode(stripe)  // warm-up
+        let (stripeEncodeIterations, stripeEncodeTime) = try timeLoop(minimumDuration) { try coder.encode(stripe) }
+        guard (0..<all.count).allSatisfy({ stripe.shardEquals($0, all[$0]) }) else {
+            throw HyperMeshError(.shardCorrupted, "benchmark stripe parity differs from array parity")
+        }
+        let (stripeRebuildIterations, stripeRebuildTime) = try timeLoop(minimumDuration) {
+            try coder.rebuild(stripe, sources: sourceIndices, outputs: outputIndices)
+        }
+        for i in outputIndices { stripe.setShard(i, []) }
+        try coder.rebuild(stripe, sources: sourceIndices, outputs: outputIndices)
+        guard outputIndices.allSatisfy({ stripe.shardEquals($0, data[$0]) }) else {
+            throw HyperMeshError(.shardCorrupted, "benchmark stripe rebuild is not bit-identical")
+        }
+
+        // Arrays: encode into caller buffers.
+        try coder.encode(data, into: &parity)
+        let (encodeIterations, encodeTime) = try timeLoop(minimumDuration) { try coder.encode(data, into: &parity) }
+
+        // Arrays: rebuild into caller buffers.
         let sources = sourceIndices.map { all[$0] }
         var outputs = [[UInt8]](repeating: [UInt8](repeating: 0, count: shardSize), count: lost)
         try coder.rebuild(sources: sources, sourceIndices: sourceIndices, outputIndices: outputIndices, into: &outputs)
@@ -91,7 +117,7 @@ public enum ErasureBenchmark {
             try coder.rebuild(sources: sources, sourceIndices: sourceIndices, outputIndices: outputIndices, into: &outputs)
         }
 
-        // Rebuild through the allocating API.
+        // Arrays: rebuild through the allocating API.
         var slots: [[UInt8]?] = all
         for i in outputIndices { slots[i] = nil }
         let (allocIterations, allocTime) = try timeLoop(minimumDuration) {
@@ -99,12 +125,15 @@ public enum ErasureBenchmark {
             try coder.reconstruct(&copy, only: outputIndices)
         }
 
+        func gbps(_ iterations: Int, _ time: Duration) -> Double { bytesPerCall * Double(iterations) / seconds(time) / 1e9 }
         return ErasureBenchmarkResult(
             dataShards: dataShards, parityShards: parityShards, shardSize: shardSize, lost: lost,
-            encodeGBps: bytesPerCall * Double(encodeIterations) / seconds(encodeTime) / 1e9,
-            rebuildGBps: bytesPerCall * Double(rebuildIterations) / seconds(rebuildTime) / 1e9,
-            rebuildAllocatingGBps: bytesPerCall * Double(allocIterations) / seconds(allocTime) / 1e9,
-            encodeIterations: encodeIterations, rebuildIterations: rebuildIterations
+            encodeGBps: gbps(stripeEncodeIterations, stripeEncodeTime),
+            rebuildGBps: gbps(stripeRebuildIterations, stripeRebuildTime),
+            encodeArraysGBps: gbps(encodeIterations, encodeTime),
+            rebuildArraysGBps: gbps(rebuildIterations, rebuildTime),
+            rebuildAllocatingGBps: gbps(allocIterations, allocTime),
+            encodeIterations: stripeEncodeIterations, rebuildIterations: stripeRebuildIterations
         )
     }
 

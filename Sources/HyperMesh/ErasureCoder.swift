@@ -156,14 +156,10 @@ public struct ErasureCoder: Sendable {
         sources: [[UInt8]], sourceIndices: [Int], outputIndices: [Int], into outputs: inout [[UInt8]]
     ) throws(HyperMeshError) {
         let length = try checkShards(sources, count: dataShards, what: "source")
-        guard sourceIndices.count == dataShards, outputIndices.count == outputs.count, !outputIndices.isEmpty,
-            outputs.allSatisfy({ $0.count == length }),
-            Set(sourceIndices + outputIndices).count == sourceIndices.count + outputIndices.count,
-            sourceIndices == sourceIndices.sorted(), outputIndices == outputIndices.sorted(),
-            (sourceIndices + outputIndices).allSatisfy({ (0..<totalShards).contains($0) })
-        else {
-            throw HyperMeshError(.invalidParameters, "rebuild needs k distinct sources and distinct outputs of \(length) bytes")
+        guard outputIndices.count == outputs.count, outputs.allSatisfy({ $0.count == length }) else {
+            throw HyperMeshError(.invalidParameters, "rebuild needs one \(length)-byte buffer per output index")
         }
+        try validate(sources: sourceIndices, outputs: outputIndices)
         guard let tables = engine.decodeTables(sources: sourceIndices, outputs: outputIndices) else {
             throw HyperMeshError(.singularMatrix, "ISA-L could not invert the decode matrix for shards \(sourceIndices)")
         }
@@ -172,6 +168,28 @@ public struct ErasureCoder: Sendable {
             ISALKernel.withOutputPointers(&outputs) { outputPointers in
                 ISALKernel.run(length: length, k: k, rows: rows, tables: tables.tables, inputs: inputs, outputs: outputPointers)
             }
+        }
+    }
+
+    /// Checks, without allocating, that `sources` are k ascending distinct indices and `outputs`
+    /// are ascending distinct indices not among them.
+    func validate(sources: [Int], outputs: [Int]) throws(HyperMeshError) {
+        var seen: UInt64 = 0
+        func mark(_ list: [Int]) -> Bool {
+            var last = -1
+            for i in list {
+                guard i > last, i < totalShards, seen & (1 << UInt64(i)) == 0 else { return false }
+                seen |= 1 << UInt64(i)
+                last = i
+            }
+            return true
+        }
+        guard sources.count == dataShards, !outputs.isEmpty, mark(sources), mark(outputs) else {
+            throw HyperMeshError(
+                .invalidParameters,
+                "rebuild needs \(dataShards) ascending distinct source indices and ascending distinct output indices "
+                    + "not among them, all in 0..<\(totalShards)"
+            )
         }
     }
 
@@ -229,6 +247,8 @@ final class ErasureEngine: @unchecked Sendable {
         guard let built = ISALDecodeTables(encode: encode, sources: sources, outputs: outputs) else { return nil }
         lock.lock()
         defer { lock.unlock() }
+        // Another caller may have built the same pattern meanwhile; keep one copy.
+        if let hit = cache.first(where: { $0.key == key }) { return hit.tables }
         if cache.count >= cacheSize { cache.removeFirst() }
         cache.append((key, built))
         return built

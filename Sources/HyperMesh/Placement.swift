@@ -55,7 +55,7 @@ public struct PlacementAssignment: Hashable, Sendable {
     /// One line: slot, node, region, score and reason.
     public var explanation: String {
         "\(slot): node \(node.short) region \(region) score \(String(format: "%.4f", score)) rank \(rank) "
-            + "region \(regionLoad)/\(regionQuota) free \(freeBytes) B — \(reason.rawValue)"
+            + "region load \(regionLoad)/\(regionQuota) free \(freeBytes) B — \(reason.rawValue)"
     }
 }
 
@@ -137,13 +137,31 @@ public struct PlacementPlanner: Sendable {
     public func replace(
         _ lost: [Int], block: BlockID, shardSize: Int, holders: [MeshNodeID], excluding: Set<MeshNodeID> = []
     ) throws(HyperMeshError) -> [PlacementAssignment] {
+        try replace(lost, tag: "shard", block: block, shardSize: shardSize, holders: holders, excluding: excluding)
+    }
+
+    /// Chooses new nodes for lost manifest replicas, away from the surviving replica holders.
+    /// - Parameters:
+    ///   - replicas: replica numbers to place.
+    ///   - block: the block id.
+    ///   - holders: nodes still holding the manifest.
+    ///   - excluding: further nodes not to use.
+    public func replaceMetadata(
+        _ replicas: [Int], block: BlockID, holders: [MeshNodeID], excluding: Set<MeshNodeID> = []
+    ) throws(HyperMeshError) -> [PlacementAssignment] {
+        try replace(replicas, tag: "meta", block: block, shardSize: 1, holders: holders, excluding: excluding)
+    }
+
+    private func replace(
+        _ lost: [Int], tag: String, block: BlockID, shardSize: Int, holders: [MeshNodeID], excluding: Set<MeshNodeID>
+    ) throws(HyperMeshError) -> [PlacementAssignment] {
         var skipped: [MeshNodeID: String] = [:]
         let avoid = excluding.union(holders)
         let candidates = eligible(shardSize: shardSize, excluding: avoid, skipped: &skipped)
         var existing: [String: Int] = [:]
         let byID = Dictionary(nodes.map { ($0.id, $0.region) }, uniquingKeysWith: { a, _ in a })
         for h in holders { if let r = byID[h] { existing[r, default: 0] += 1 } }
-        return try select(count: lost.count, from: candidates, tag: "shard", block: block, slots: lost, existing: existing)
+        return try select(count: lost.count, from: candidates, tag: tag, block: block, slots: lost, existing: existing)
     }
 
     private func eligible(shardSize: Int, excluding: Set<MeshNodeID>, skipped: inout [MeshNodeID: String]) -> [StorageNode] {

@@ -1,4 +1,12 @@
 import Crypto
+import Dispatch
+
+/// One result slot per pending chunk, each written by exactly one `concurrentPerform` iteration and
+/// read only after it returns; hence unchecked.
+final class SealSlots: @unchecked Sendable {
+    var results: [Result<SealedChunk, any Error>?]
+    init(count: Int) { results = Array(repeating: nil, count: count) }
+}
 
 /// What one put did: input volume and how much of it was already stored.
 public struct PutReport: Sendable, Equatable {
@@ -170,15 +178,32 @@ public final class ContentPublisher: Sendable {
             let pkeys = pending.map { cipher.chunkKey(plaintextHash: $0.record.hash!) }
             let tags = pkeys.map { ChunkID.of($0) }
             let known = try store.lookupPlain(tags)
-            try pendingBytes.withUnsafeBytes { raw in
+            // Seal (zstd + ChaCha20-Poly1305 + SHA-256) the chunks not stored yet, on all cores.
+            var toSeal = [Int]()
+            var sealing = Set<ChunkID>()
+            for i in pending.indices where session.localTags[tags[i]] == nil && known[tags[i]] == nil {
+                if sealing.insert(tags[i]).inserted { toSeal.append(i) }
+            }
+            let slots = SealSlots(count: pending.count)
+            if !toSeal.isEmpty {
+                let bytes = pendingBytes, work = pending.map { ($0.start, $0.record.length, $0.record.hash!) }
+                let cipher = self.cipher, indices = toSeal
+                DispatchQueue.concurrentPerform(iterations: indices.count) { k in
+                    let i = indices[k]
+                    let (start, length, hash) = work[i]
+                    slots.results[i] = bytes.withUnsafeBytes { raw in
+                        Result { try cipher.seal(UnsafeRawBufferPointer(rebasing: raw[start..<(start + length)]), plaintextHash: hash, tryCompression: compress) }
+                    }
+                }
+            }
+            do {
                 for (i, p) in pending.enumerated() {
                     let id: ChunkID
                     if let k = session.localTags[tags[i]] ?? known[tags[i]] {
                         id = k
                         report.reusedChunks += 1
                     } else {
-                        let plain = UnsafeRawBufferPointer(rebasing: raw[p.start..<(p.start + p.record.length)])
-                        let sealed = try cipher.seal(plain, plaintextHash: p.record.hash!, tryCompression: compress)
+                        let sealed = try slots.results[i]!.get()
                         id = sealed.id
                         if try session.written.contains(id) || store.contains(id) {
                             report.reusedChunks += 1

@@ -73,6 +73,7 @@ public struct ContentReader: Sendable {
     public func restore(_ id: ContentID, to path: String, mode: UInt32? = nil) throws -> RestoreReport {
         var report = RestoreReport()
         try restore(id, to: path, mode: mode, depth: 0, report: &report)
+        try store.touch([id.manifest], now: Int64(Date().timeIntervalSince1970))
         return report
     }
 

@@ -4,10 +4,9 @@
 ///
 /// One engine per thread: it is a value with mutable scratch space. Snapshots are shared.
 public struct RouteQueryEngine {
-    private var dist: [Float] = []
-    private var parent: [Int32] = []
-    private var reached: [UInt32] = []
-    private var settled: [UInt32] = []
+    private var state: [NodeState] = []
+    private var reverseState: [NodeState] = []
+    private var reverseHeap: [UInt64] = []
     private var blocked: [UInt32] = []
     private var stamp: UInt32 = 0
     private var blockStamp: UInt32 = 0
@@ -21,6 +20,19 @@ public struct RouteQueryEngine {
     public private(set) var dijkstraRuns = 0
     /// Queries answered from a cached tree.
     public private(set) var treeCacheHits = 0
+    /// Nodes settled by all Dijkstra/A* runs so far.
+    public private(set) var settledNodes = 0
+
+    /// Per-slot search state, together so a relaxation touches one cache line.
+    private struct NodeState {
+        /// Cost from the source (valid when `reached == stamp`).
+        var cost: Float = 0
+        /// A* potential towards the target.
+        var potential: Float = 0
+        var reached: UInt32 = 0
+        var closed: UInt32 = 0
+        var parent: Int32 = -1
+    }
 
     private struct TreeKey: Equatable {
         var version: UInt64
@@ -50,8 +62,8 @@ public struct RouteQueryEngine {
         if u == snapshot.selfSlot {
             let tree = shortestPathTree(in: snapshot, fromSlot: u, size: size, weights: weights)
             if let path = tree.slotPath(to: Int(v)) { overlay = (tree.cost[Int(v)], path) }
-        } else if run(snapshot, source: Int(u), target: Int(v), size: size, weights: weights, useBlocked: false, forbidden: nil) {
-            overlay = (dist[Int(v)], slotPath(to: Int(v)))
+        } else if let found = bidirectional(snapshot, source: Int(u), target: Int(v), size: size, weights: weights) {
+            overlay = found
         }
         let direct = directEdge(snapshot, Int(u), Int(v), size: size, weights: weights)
         if let overlay, overlay.cost < direct.cost {
@@ -111,7 +123,7 @@ public struct RouteQueryEngine {
             guard run(snapshot, source: Int(u), target: Int(v), size: size, weights: weights, useBlocked: true, forbidden: forbidden)
             else { break }
             let path = slotPath(to: Int(v))
-            result.append(makeRoute(snapshot, path, cost: dist[Int(v)], size: size, weights: weights))
+            result.append(makeRoute(snapshot, path, cost: state[Int(v)].cost, size: size, weights: weights))
             if path.count == 2 { directUsed = true }
             for relay in path.dropFirst().dropLast() { blocked[Int(relay)] = blockStamp }
         }
@@ -168,11 +180,9 @@ public struct RouteQueryEngine {
     // MARK: Dijkstra
 
     private mutating func ensureCapacity(_ count: Int) {
-        if dist.count < count {
-            dist = Array(repeating: 0, count: count)
-            parent = Array(repeating: -1, count: count)
-            reached = Array(repeating: 0, count: count)
-            settled = Array(repeating: 0, count: count)
+        if state.count < count {
+            state = Array(repeating: NodeState(), count: count)
+            reverseState = Array(repeating: NodeState(), count: count)
             blocked = Array(repeating: 0, count: count)
             stamp = 0
             blockStamp = 0
@@ -182,12 +192,191 @@ public struct RouteQueryEngine {
     private mutating func nextStamp() {
         stamp &+= 1
         if stamp == 0 {
-            for i in reached.indices { reached[i] = 0; settled[i] = 0 }
+            for i in state.indices {
+                state[i].reached = 0
+                state[i].closed = 0
+                reverseState[i].reached = 0
+                reverseState[i].closed = 0
+            }
             stamp = 1
         }
     }
 
-    /// Dijkstra from `source`; stops when `target` (>= 0) is settled. Returns whether it was reached.
+    /// Overlay shortest-path cost between two nodes (A* towards the destination), without
+    /// comparing with the direct link; nil when the overlay does not connect them.
+    mutating func overlayCost(
+        in snapshot: RoutingSnapshot, from source: RoutingNodeID, to destination: RoutingNodeID,
+        size: Int = 0, weights: RouteCostWeights = RouteCostWeights()
+    ) -> Float? {
+        guard let u = snapshot.slot(of: source), let v = snapshot.slot(of: destination) else { return nil }
+        return bidirectional(snapshot, source: Int(u), target: Int(v), size: size, weights: weights)?.cost
+    }
+
+    /// Overlay shortest-path cost with the one-directional A* (tests compare both searches).
+    mutating func unidirectionalOverlayCost(
+        in snapshot: RoutingSnapshot, from source: RoutingNodeID, to destination: RoutingNodeID,
+        size: Int = 0, weights: RouteCostWeights = RouteCostWeights()
+    ) -> Float? {
+        guard let u = snapshot.slot(of: source), let v = snapshot.slot(of: destination) else { return nil }
+        guard run(snapshot, source: Int(u), target: Int(v), size: size, weights: weights, useBlocked: false, forbidden: nil)
+        else { return nil }
+        return state[Int(v)].cost
+    }
+
+    /// Bidirectional A* (forward from the source, backward over the reverse CSR from the
+    /// target) with the average potentials `±(π_t − π_s) / 2`, which keep both searches
+    /// consistent; it stops when the two smallest keys add up to the best meeting cost.
+    /// Returns the cost and the slot path.
+    private mutating func bidirectional(
+        _ snapshot: RoutingSnapshot, source: Int, target: Int, size: Int, weights: RouteCostWeights
+    ) -> (cost: Float, path: [Int32])? {
+        ensureCapacity(snapshot.nodeCount)
+        nextStamp()
+        dijkstraRuns += 1
+        let current = stamp
+        let rowStart = snapshot.rowStart
+        let edges = snapshot.edges
+        let reverseRowStart = snapshot.reverseRowStart
+        let reverseEdges = snapshot.reverseEdges
+        let load = snapshot.load
+        let wLatency = weights.latency
+        let wTransfer = weights.transfer * Float(max(0, size)) * 8 * 1000
+        let wLoad = weights.load
+        let wGeo = weights.geographic / 1000
+        let wHop = weights.hop
+
+        // Lower bounds of the cost between two slots, zero from a slot to itself: the scaled
+        // Euclidean part of the Vivaldi distance, light in fibre over the chord, the geo term.
+        let coordinates = snapshot.coordinates
+        let latencyScale = wLatency * snapshot.heuristicScale
+        let useGeo = snapshot.geoBoundValid
+        let lightScale = useGeo ? wLatency * RoutingSnapshot.lightMillisecondsPerKilometre * 0.999 : 0
+        let geoScale: Float = useGeo ? wGeo * 0.999 : 0
+        let points = snapshot.geoPoints
+        let sourceVector = coordinates[source].vector, targetVector = coordinates[target].vector
+        let sourcePoint = points[source], targetPoint = points[target]
+        @inline(__always) func bound(_ v: Int, _ vector: SIMD4<Float>, _ point: SIMD4<Float>) -> Float {
+            let dv = coordinates[v].vector - vector
+            let vivaldi = latencyScale * (dv * dv).sum().squareRoot()
+            guard useGeo else { return vivaldi }
+            let dp = points[v] - point
+            let kilometres = (dp * dp).sum().squareRoot()
+            return max(vivaldi, lightScale * kilometres) + geoScale * kilometres
+        }
+        // Forward potential; the backward one is its negation.
+        @inline(__always) func potential(_ v: Int) -> Float {
+            (bound(v, targetVector, targetPoint) - bound(v, sourceVector, sourcePoint)) * 0.5
+        }
+        @inline(__always) func key(_ value: Float) -> UInt64 { UInt64(max(0, value).bitPattern) << 32 }
+
+        var forward = self.state
+        var backward = self.reverseState
+        self.state = []
+        self.reverseState = []
+        var forwardHeap = SlotHeap(storage: self.heap)
+        var backwardHeap = SlotHeap(storage: self.reverseHeap)
+        self.heap = []
+        self.reverseHeap = []
+        forwardHeap.storage.removeAll(keepingCapacity: true)
+        backwardHeap.storage.removeAll(keepingCapacity: true)
+        var settledCount = 0
+        defer {
+            self.state = forward
+            self.reverseState = backward
+            self.heap = forwardHeap.storage
+            self.reverseHeap = backwardHeap.storage
+            settledNodes += settledCount
+        }
+
+        let sourcePotential = potential(source)
+        forward[source] = NodeState(cost: 0, potential: sourcePotential, reached: current, closed: 0, parent: -1)
+        forwardHeap.push(key(sourcePotential) | UInt64(source))
+        let targetPotential = -potential(target)
+        backward[target] = NodeState(cost: 0, potential: targetPotential, reached: current, closed: 0, parent: -1)
+        backwardHeap.push(key(targetPotential) | UInt64(target))
+
+        var best = Float.infinity
+        var meet = -1
+        while let topForward = forwardHeap.storage.first, let topBackward = backwardHeap.storage.first {
+            let keys = Float(bitPattern: UInt32(topForward >> 32)) + Float(bitPattern: UInt32(topBackward >> 32))
+            if keys >= best { break }
+            if forwardHeap.storage.count <= backwardHeap.storage.count {
+                let u = Int(truncatingIfNeeded: forwardHeap.pop()! & 0xFFFF_FFFF)
+                if forward[u].closed == current { continue }
+                forward[u].closed = current
+                settledCount += 1
+                let d = forward[u].cost
+                for e in Int(rowStart[u]) ..< Int(rowStart[u + 1]) {
+                    let edge = edges[e]
+                    let v = Int(edge.target)
+                    let cost = d + wLatency * edge.latency + wTransfer * edge.secondsPerBit + wLoad * load[v]
+                        + wGeo * edge.kilometres + wHop
+                    if forward[v].reached != current {
+                        let h = potential(v)
+                        forward[v] = NodeState(cost: cost, potential: h, reached: current, closed: 0, parent: Int32(u))
+                        forwardHeap.push(key(cost + h) | UInt64(v))
+                    } else if cost < forward[v].cost && forward[v].closed != current {
+                        forward[v].cost = cost
+                        forward[v].parent = Int32(u)
+                        forwardHeap.push(key(cost + forward[v].potential) | UInt64(v))
+                    } else {
+                        continue
+                    }
+                    if backward[v].reached == current && cost + backward[v].cost < best {
+                        best = cost + backward[v].cost
+                        meet = v
+                    }
+                }
+            } else {
+                let v = Int(truncatingIfNeeded: backwardHeap.pop()! & 0xFFFF_FFFF)
+                if backward[v].closed == current { continue }
+                backward[v].closed = current
+                settledCount += 1
+                let d = backward[v].cost
+                let nodeCost = wLoad * load[v]
+                for e in Int(reverseRowStart[v]) ..< Int(reverseRowStart[v + 1]) {
+                    let edge = reverseEdges[e]
+                    let u = Int(edge.target)
+                    let cost = d + wLatency * edge.latency + wTransfer * edge.secondsPerBit + nodeCost
+                        + wGeo * edge.kilometres + wHop
+                    if backward[u].reached != current {
+                        let h = -potential(u)
+                        backward[u] = NodeState(cost: cost, potential: h, reached: current, closed: 0, parent: Int32(v))
+                        backwardHeap.push(key(cost + h) | UInt64(u))
+                    } else if cost < backward[u].cost && backward[u].closed != current {
+                        backward[u].cost = cost
+                        backward[u].parent = Int32(v)
+                        backwardHeap.push(key(cost + backward[u].potential) | UInt64(u))
+                    } else {
+                        continue
+                    }
+                    if forward[u].reached == current && cost + forward[u].cost < best {
+                        best = cost + forward[u].cost
+                        meet = u
+                    }
+                }
+            }
+        }
+        guard meet >= 0 else { return nil }
+        var path: [Int32] = []
+        var node = meet
+        while node >= 0 {
+            path.append(Int32(node))
+            node = Int(forward[node].parent)
+        }
+        path.reverse()
+        node = Int(backward[meet].parent)
+        while node >= 0 {
+            path.append(Int32(node))
+            node = Int(backward[node].parent)
+        }
+        return (best, path)
+    }
+
+    /// Dijkstra from `source` over the CSR overlay. With a `target` (>= 0) it is A* with the
+    /// consistent potential `latencyWeight · c · vivaldi(v, target) + geoWeight · km(v, target)`
+    /// and stops when the target is settled; without one it settles everything.
+    /// Returns whether the target was reached.
     private mutating func run(
         _ snapshot: RoutingSnapshot, source: Int, target: Int, size: Int, weights: RouteCostWeights,
         useBlocked: Bool, forbidden: (Int, Int)?
@@ -197,10 +386,7 @@ public struct RouteQueryEngine {
         dijkstraRuns += 1
         let current = stamp
         let rowStart = snapshot.rowStart
-        let edgeTarget = snapshot.edgeTarget
-        let edgeLatency = snapshot.edgeLatency
-        let edgeSecondsPerBit = snapshot.edgeSecondsPerBit
-        let edgeKilometres = snapshot.edgeKilometres
+        let edges = snapshot.edges
         let load = snapshot.load
         let wLatency = weights.latency
         let wTransfer = weights.transfer * Float(max(0, size)) * 8 * 1000
@@ -211,29 +397,71 @@ public struct RouteQueryEngine {
         let forbiddenFrom = forbidden?.0 ?? -1
         let forbiddenTo = forbidden?.1 ?? -1
 
-        heap.removeAll(keepingCapacity: true)
-        dist[source] = 0
-        parent[source] = -1
-        reached[source] = current
-        heapPush(UInt64(source))
-        while let top = heapPop() {
+        // A* potential (zero without a target): the larger of two consistent lower bounds of
+        // the latency still to go (scaled Vivaldi distance; speed of light over the straight
+        // line through the Earth), plus the geographic term over that same line.
+        let guided = target >= 0
+        let coordinates = snapshot.coordinates
+        let targetCoordinate = guided ? coordinates[target] : VivaldiCoordinate.origin
+        let latencyScale = guided ? wLatency * snapshot.heuristicScale : 0
+        let useGeo = guided && snapshot.geoBoundValid
+        let lightScale = useGeo ? wLatency * RoutingSnapshot.lightMillisecondsPerKilometre * 0.999 : 0
+        let geoScale: Float = useGeo ? wGeo * 0.999 : 0
+        let points = snapshot.geoPoints
+        let targetPoint = guided ? points[target] : .zero
+        @inline(__always) func potential(_ v: Int) -> Float {
+            guard guided else { return 0 }
+            let vivaldi = latencyScale * coordinates[v].distance(to: targetCoordinate)
+            guard useGeo else { return vivaldi }
+            let d = points[v] - targetPoint
+            let kilometres = (d * d).sum().squareRoot()
+            return max(vivaldi, lightScale * kilometres) + geoScale * kilometres
+        }
+
+        // Work on local copies (moved out of self, so no uniqueness or exclusivity checks in the loop).
+        var state = self.state
+        self.state = []
+        var heap = SlotHeap(storage: self.heap)
+        self.heap = []
+        defer {
+            self.state = state
+            self.heap = heap.storage
+        }
+        heap.storage.removeAll(keepingCapacity: true)
+        let sourcePotential = potential(source)
+        state[source] = NodeState(cost: 0, potential: sourcePotential, reached: current, closed: 0, parent: -1)
+        heap.push(UInt64(sourcePotential.bitPattern) << 32 | UInt64(source))
+        var settledCount = 0
+        var targetKey = Float.infinity
+        defer { settledNodes += settledCount }
+        while let top = heap.pop() {
             let u = Int(truncatingIfNeeded: top & 0xFFFF_FFFF)
-            if settled[u] == current { continue }
-            settled[u] = current
+            if state[u].closed == current { continue }
+            state[u].closed = current
+            settledCount += 1
             if u == target { return true }
-            let d = dist[u]
+            let d = state[u].cost
             for e in Int(rowStart[u]) ..< Int(rowStart[u + 1]) {
-                let v = Int(edgeTarget[e])
-                if settled[v] == current { continue }
+                let edge = edges[e]
+                let v = Int(edge.target)
                 if useBlocked && blocked[v] == blockedValue && v != target { continue }
                 if u == forbiddenFrom && v == forbiddenTo { continue }
-                let cost = d + wLatency * edgeLatency[e] + wTransfer * edgeSecondsPerBit[e] + wLoad * load[v]
-                    + wGeo * edgeKilometres[e] + wHop
-                if reached[v] != current || cost < dist[v] {
-                    reached[v] = current
-                    dist[v] = cost
-                    parent[v] = Int32(u)
-                    heapPush(UInt64(cost.bitPattern) << 32 | UInt64(v))
+                let cost = d + wLatency * edge.latency + wTransfer * edge.secondsPerBit + wLoad * load[v]
+                    + wGeo * edge.kilometres + wHop
+                // A node whose key is not below the target's cannot be on a better path: it is
+                // recorded but not queued.
+                if state[v].reached != current {
+                    let h = potential(v)
+                    state[v] = NodeState(cost: cost, potential: h, reached: current, closed: 0, parent: Int32(u))
+                    let key = cost + h
+                    if v == target { targetKey = key }
+                    if key < targetKey || v == target { heap.push(UInt64(key.bitPattern) << 32 | UInt64(v)) }
+                } else if cost < state[v].cost && state[v].closed != current {
+                    state[v].cost = cost
+                    state[v].parent = Int32(u)
+                    let key = cost + state[v].potential
+                    if v == target { targetKey = key }
+                    if key < targetKey || v == target { heap.push(UInt64(key.bitPattern) << 32 | UInt64(v)) }
                 }
             }
         }
@@ -252,9 +480,9 @@ public struct RouteQueryEngine {
         let count = snapshot.nodeCount
         var cost = [Float](repeating: .infinity, count: count)
         var parents = [Int32](repeating: -1, count: count)
-        for i in 0 ..< count where reached[i] == stamp {
-            cost[i] = dist[i]
-            parents[i] = parent[i]
+        for i in 0 ..< count where state[i].reached == stamp {
+            cost[i] = state[i].cost
+            parents[i] = state[i].parent
         }
         let tree = ShortestPathTree(snapshot: snapshot, source: source, cost: cost, parent: parents)
         if trees.count >= max(1, treeCacheCapacity) {
@@ -269,8 +497,8 @@ public struct RouteQueryEngine {
     private func slotPath(to target: Int) -> [Int32] {
         var path: [Int32] = [Int32(target)]
         var current = target
-        while parent[current] >= 0 {
-            current = Int(parent[current])
+        while state[current].parent >= 0 {
+            current = Int(state[current].parent)
             path.append(Int32(current))
         }
         return path.reversed()
@@ -280,7 +508,7 @@ public struct RouteQueryEngine {
         var latency: Float = 0
         for i in 1 ..< path.count {
             let u = Int(path[i - 1]), v = Int(path[i])
-            latency += snapshot.edgeIndex(u, v).map { snapshot.edgeLatency[$0] } ?? snapshot.predictedLatency(u, v)
+            latency += snapshot.edgeIndex(u, v).map { snapshot.edges[$0].latency } ?? snapshot.predictedLatency(u, v)
         }
         return Route(path: path.map { snapshot.ids[Int($0)] }, cost: cost, latencyMilliseconds: latency)
     }
@@ -291,9 +519,10 @@ public struct RouteQueryEngine {
         let secondsPerBit: Float
         let kilometres: Float
         if let e = snapshot.edgeIndex(u, v) {
-            latency = snapshot.edgeLatency[e]
-            secondsPerBit = snapshot.edgeSecondsPerBit[e]
-            kilometres = snapshot.edgeKilometres[e]
+            let edge = snapshot.edges[e]
+            latency = edge.latency
+            secondsPerBit = edge.secondsPerBit
+            kilometres = edge.kilometres
         } else {
             latency = snapshot.predictedLatency(u, v)
             let a = snapshot.bandwidth[u], b = snapshot.bandwidth[v]
@@ -306,39 +535,43 @@ public struct RouteQueryEngine {
         return (cost, latency)
     }
 
-    // MARK: Heap of (cost bits << 32 | slot); non-negative floats order like their bits.
+}
+
+/// A binary min-heap of `(cost bits << 32 | slot)`: non-negative floats order like their bits.
+struct SlotHeap {
+    var storage: [UInt64]
 
     @inline(__always)
-    private mutating func heapPush(_ value: UInt64) {
-        heap.append(value)
-        var child = heap.count - 1
+    mutating func push(_ value: UInt64) {
+        storage.append(value)
+        var child = storage.count - 1
         while child > 0 {
             let parentIndex = (child - 1) >> 1
-            let parentValue = heap[parentIndex]
+            let parentValue = storage[parentIndex]
             if value >= parentValue { break }
-            heap[child] = parentValue
+            storage[child] = parentValue
             child = parentIndex
         }
-        heap[child] = value
+        storage[child] = value
     }
 
     @inline(__always)
-    private mutating func heapPop() -> UInt64? {
-        guard let top = heap.first else { return nil }
-        let last = heap.removeLast()
-        let count = heap.count
+    mutating func pop() -> UInt64? {
+        guard let top = storage.first else { return nil }
+        let last = storage.removeLast()
+        let count = storage.count
         if count == 0 { return top }
         var index = 0
         while true {
             let left = 2 * index + 1
             if left >= count { break }
             var child = left
-            if left + 1 < count && heap[left + 1] < heap[left] { child = left + 1 }
-            if heap[child] >= last { break }
-            heap[index] = heap[child]
+            if left + 1 < count && storage[left + 1] < storage[left] { child = left + 1 }
+            if storage[child] >= last { break }
+            storage[index] = storage[child]
             index = child
         }
-        heap[index] = last
+        storage[index] = last
         return top
     }
 }

@@ -1,6 +1,19 @@
 import Dispatch
 import Foundation
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// CPU time consumed by the calling thread, seconds (wall time on a shared machine says
+/// more about the neighbours than about the code).
+func threadCPUSeconds() -> Double {
+    var time = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
+    return Double(time.tv_sec) + Double(time.tv_nsec) * 1e-9
+}
 
 /// Figures of one routing benchmark run (see `RoutingBenchmark.run`).
 public struct RoutingBenchmarkReport: Sendable, CustomStringConvertible {
@@ -10,25 +23,47 @@ public struct RoutingBenchmarkReport: Sendable, CustomStringConvertible {
     public var overlayEdges: Int
     /// Seconds to load the matrix and build the full overlay at start.
     public var setupSeconds: Double
-    /// Random source → random destination queries (a fresh Dijkstra each): p50 / p99 in µs.
+    /// Random source → random destination queries (a fresh bidirectional A* each): p50 / p99 in µs (wall).
     public var pairQueryP50Microseconds: Double
     /// See `pairQueryP50Microseconds`.
     public var pairQueryP99Microseconds: Double
-    /// Random-pair queries per second on one thread.
+    /// Mean nodes settled per random-pair query (search effort, both directions).
+    public var pairQuerySettledNodes: Double
+    /// The A* potential scale of the first snapshot (1 = Vivaldi distances are a tight bound).
+    public var heuristicScale: Double
+    /// Random-pair queries per second on one thread (wall clock).
     public var pairQueriesPerSecond: Double
+    /// Random-pair queries: p50 / p99 of the CPU time of each query, µs.
+    public var pairQueryCPUP50Microseconds: Double
+    /// See `pairQueryCPUP50Microseconds`.
+    public var pairQueryCPUP99Microseconds: Double
+    /// Random-pair queries per CPU-second of the querying thread.
+    public var pairQueriesPerCPUSecond: Double
     /// Owner → random destination queries (the router's normal use; a shortest-path tree per
     /// snapshot, reused until the next update): p50 / p99 in µs.
     public var ownerQueryP50Microseconds: Double
     /// See `ownerQueryP50Microseconds`.
     public var ownerQueryP99Microseconds: Double
-    /// Owner queries per second on one thread, Dijkstra runs after each update included.
+    /// Owner queries per second on one thread (wall clock), Dijkstra runs after each update included.
     public var ownerQueriesPerSecond: Double
+    /// Slowest owner query, µs of wall time: the one that rebuilt the tree after an update.
+    public var ownerQueryMaxMicroseconds: Double
+    /// Shortest-path trees (full Dijkstra runs) the owner queries rebuilt, one per new snapshot.
+    public var ownerTreeRebuilds: Int
+    /// Owner queries per CPU-second of the querying thread.
+    public var ownerQueriesPerCPUSecond: Double
+    /// Share of a core the querying thread got (CPU time / wall time); below 1 the machine was busy.
+    public var queryThreadCPUShare: Double
     /// Snapshots published by the concurrent updater while queries ran (one per 100 ms).
     public var snapshotsPublished: Int
-    /// Mean time to build one snapshot (updates, overlay refresh, CSR), ms.
+    /// Mean time to build one snapshot (updates, overlay refresh, CSR), ms of wall time.
     public var meanPublishMilliseconds: Double
+    /// Mean CPU time of the updater per 100 ms tick (updates + publish), ms.
+    public var meanPublishCPUMilliseconds: Double
     /// Peer: a plain O(N²) Dijkstra on the dense N×N latency matrix, median ms per query.
     public var denseDijkstraMilliseconds: Double?
+    /// The peer's median CPU time per query, ms.
+    public var denseDijkstraCPUMilliseconds: Double?
     /// Vivaldi median relative error over random pairs of the geographic model (with noise).
     public var vivaldiMedianRelativeError: Double
     /// Vivaldi 90th-percentile relative error.
@@ -42,12 +77,14 @@ public struct RoutingBenchmarkReport: Sendable, CustomStringConvertible {
         func f(_ value: Double, _ digits: Int = 1) -> String { String(format: "%.\(digits)f", value) }
         var lines = [
             "routing: \(nodes) nodes, \(overlayEdges) overlay edges (k=32 + 8 long-range + measured), setup \(f(setupSeconds, 2)) s",
-            "  pair query (fresh Dijkstra)   p50 \(f(pairQueryP50Microseconds)) µs  p99 \(f(pairQueryP99Microseconds)) µs  \(f(pairQueriesPerSecond, 0)) q/s",
-            "  owner query (tree per update) p50 \(f(ownerQueryP50Microseconds, 2)) µs  p99 \(f(ownerQueryP99Microseconds)) µs  \(f(ownerQueriesPerSecond, 0)) q/s",
-            "  updates: \(snapshotsPublished) snapshots published during queries, \(f(meanPublishMilliseconds, 2)) ms each",
+            "  bidirectional A*: \(f(pairQuerySettledNodes, 0)) nodes settled per pair query (Vivaldi potential scale \(f(heuristicScale, 3)))",
+            "  query thread got \(f(queryThreadCPUShare * 100, 0)) % of a core (wall figures include waiting for the CPU)",
+            "  pair query (fresh search):   CPU p50 \(f(pairQueryCPUP50Microseconds)) µs  p99 \(f(pairQueryCPUP99Microseconds)) µs  \(f(pairQueriesPerCPUSecond, 0)) q/CPU-s | wall p50 \(f(pairQueryP50Microseconds)) µs  p99 \(f(pairQueryP99Microseconds)) µs  \(f(pairQueriesPerSecond, 0)) q/s",
+            "  owner query, tree per update: \(f(ownerQueriesPerCPUSecond, 0)) q/CPU-s | wall p50 \(f(ownerQueryP50Microseconds, 2)) µs  p99 \(f(ownerQueryP99Microseconds)) µs  max \(f(ownerQueryMaxMicroseconds, 0)) µs (tree rebuilds: \(ownerTreeRebuilds))  \(f(ownerQueriesPerSecond, 0)) q/s",
+            "  updates: \(snapshotsPublished) snapshots published during the queries (every 100 ms), \(f(meanPublishCPUMilliseconds, 2)) ms CPU / \(f(meanPublishMilliseconds, 2)) ms wall each",
         ]
-        if let dense = denseDijkstraMilliseconds {
-            lines.append("  peer: dense O(N²) Dijkstra \(f(dense, 2)) ms/query -> sparse pair query is \(f(dense * 1000 / max(pairQueryP50Microseconds, 0.001), 0))x faster (p50)")
+        if let dense = denseDijkstraMilliseconds, let denseCPU = denseDijkstraCPUMilliseconds {
+            lines.append("  peer: dense O(N²) Dijkstra CPU \(f(denseCPU, 2)) ms (wall \(f(dense, 2)) ms)/query -> sparse pair query p50 is \(f(denseCPU * 1000 / max(pairQueryCPUP50Microseconds, 0.001), 0))x faster in CPU time")
         }
         lines.append("  vivaldi median relative error \(f(vivaldiMedianRelativeError * 100)) % (p90 \(f(vivaldiP90RelativeError * 100)) %), target ≤ 11 %")
         lines.append("  next-RTT prediction error: Holt \(f(holtMeanRelativeError * 100, 2)) %  vs EWMA \(f(ewmaMeanRelativeError * 100, 2)) %")
@@ -78,8 +115,8 @@ public enum RoutingBenchmark {
         let ready = DispatchSemaphore(value: 0)
         let done = DispatchSemaphore(value: 0)
         let stop = Atomic<Bool>(false)
-        let shared = Mutex<(cell: RoutingSnapshotCell?, setup: Double, published: Int, publishSeconds: Double, holt: Double, ewma: Double)>(
-            (nil, 0, 0, 0, 0, 0)
+        let shared = Mutex<(cell: RoutingSnapshotCell?, setup: Double, published: Int, publishSeconds: Double, publishCPU: Double, holt: Double, ewma: Double)>(
+            (nil, 0, 0, 0, 0, 0, 0)
         )
         let updater = Thread {
             let start = clock.now
@@ -130,6 +167,7 @@ public enum RoutingBenchmark {
 
             var published = 0
             var publishTime = Duration.zero
+            var publishCPU = 0.0
             var next = clock.now + .milliseconds(100)
             while !stop.load(ordering: .relaxed) {
                 if clock.now < next {
@@ -138,6 +176,7 @@ public enum RoutingBenchmark {
                 }
                 next = next + .milliseconds(100)
                 let tick = clock.now
+                let tickCPU = threadCPUSeconds()
                 now += .milliseconds(100)
                 version += 1
                 // 200 PING/PONG results and 1000 node adverts with new loads per 100 ms.
@@ -155,12 +194,14 @@ public enum RoutingBenchmark {
                 matrix.handleTimeout(now: now)
                 if let snapshot = matrix.pollSnapshot() { cell.store(snapshot) }
                 publishTime += clock.now - tick
+                publishCPU += threadCPUSeconds() - tickCPU
                 published += 1
             }
             let report = matrix.predictionReport()
             shared.withLock {
                 $0.published = published
                 $0.publishSeconds = seconds(publishTime)
+                $0.publishCPU = publishCPU
                 $0.holt = report.holtMeanRelativeError
                 $0.ewma = report.ewmaMeanRelativeError
             }
@@ -171,28 +212,38 @@ public enum RoutingBenchmark {
         ready.wait()
         let (cell, setupSeconds) = shared.withLock { ($0.cell!, $0.setup) }
         let overlayEdges = cell.load().edgeCount
+        let firstScale = cell.load().heuristicScale
 
         // Random pairs, a fresh Dijkstra each (early exit at the destination).
         var engine = RouteQueryEngine()
         var random = BenchmarkRandom(seed: seed ^ 0xAA)
         var pairLatencies: [Double] = []
+        var pairCPU: [Double] = []
         var pairCount = 0
         let pairStart = clock.now
+        let pairStartCPU = threadCPUSeconds()
         let pairDeadline = pairStart + .seconds(queryDuration)
         while clock.now < pairDeadline {
             let snapshot = cell.load()
             let a = RoutingNodeID(random.next() % UInt64(nodes)), b = RoutingNodeID(random.next() % UInt64(nodes))
             let t0 = clock.now
+            let c0 = threadCPUSeconds()
             let route = engine.route(in: snapshot, from: a, to: b, size: 65_536)
+            pairCPU.append((threadCPUSeconds() - c0) * 1e6)
             pairLatencies.append(seconds(clock.now - t0) * 1e6)
             pairCount += route == nil ? 0 : 1
         }
-        let pairQPS = Double(pairLatencies.count) / seconds(clock.now - pairStart)
+        let pairWall = seconds(clock.now - pairStart)
+        let pairQPS = Double(pairLatencies.count) / pairWall
+        let settled = Double(engine.settledNodes) / Double(max(1, pairLatencies.count))
+        let pairQPCPUS = Double(pairLatencies.count) / (threadCPUSeconds() - pairStartCPU)
 
         // Owner → many destinations: the tree is rebuilt once per published snapshot.
         var ownerLatencies: [Double] = []
         ownerLatencies.reserveCapacity(1 << 20)
+        let runsBefore = engine.dijkstraRuns
         let ownerStart = clock.now
+        let ownerStartCPU = threadCPUSeconds()
         let ownerDeadline = ownerStart + .seconds(queryDuration)
         let owner = RoutingNodeID(0)
         var checksum: Float = 0
@@ -206,26 +257,39 @@ public enum RoutingBenchmark {
                 checksum += route?.cost ?? 0
             }
         }
-        let ownerQPS = Double(ownerLatencies.count) / seconds(clock.now - ownerStart)
+        let ownerWall = seconds(clock.now - ownerStart)
+        let ownerCPU = threadCPUSeconds() - ownerStartCPU
+        let ownerQPS = Double(ownerLatencies.count) / ownerWall
+        let ownerQPCPUS = Double(ownerLatencies.count) / ownerCPU
+        let cpuShare = ownerCPU / ownerWall
+        let rebuilds = engine.dijkstraRuns - runsBefore
         stop.store(true, ordering: .relaxed)
         done.wait()
-        let (published, publishSeconds, holt, ewma) = shared.withLock { ($0.published, $0.publishSeconds, $0.holt, $0.ewma) }
+        let (published, publishSeconds, publishCPU, holt, ewma) = shared.withLock {
+            ($0.published, $0.publishSeconds, $0.publishCPU, $0.holt, $0.ewma)
+        }
 
-        var dense: Double?
+        var dense: (wall: Double, cpu: Double)?
         if includeDensePeer && nodes <= 20_000 {
             dense = denseDijkstraMilliseconds(coordinates: coordinates, queries: 5, seed: seed)
         }
+        pairCPU.sort()
         pairLatencies.sort()
         ownerLatencies.sort()
         precondition(checksum.isFinite && pairCount > 0, "routing benchmark found no routes")
         return RoutingBenchmarkReport(
             nodes: nodes, overlayEdges: overlayEdges, setupSeconds: setupSeconds,
             pairQueryP50Microseconds: percentile(pairLatencies, 0.5), pairQueryP99Microseconds: percentile(pairLatencies, 0.99),
-            pairQueriesPerSecond: pairQPS,
+            pairQuerySettledNodes: settled, heuristicScale: Double(firstScale), pairQueriesPerSecond: pairQPS,
+            pairQueryCPUP50Microseconds: percentile(pairCPU, 0.5), pairQueryCPUP99Microseconds: percentile(pairCPU, 0.99),
+            pairQueriesPerCPUSecond: pairQPCPUS,
             ownerQueryP50Microseconds: percentile(ownerLatencies, 0.5), ownerQueryP99Microseconds: percentile(ownerLatencies, 0.99),
-            ownerQueriesPerSecond: ownerQPS, snapshotsPublished: published,
+            ownerQueriesPerSecond: ownerQPS, ownerQueryMaxMicroseconds: ownerLatencies.last ?? 0, ownerTreeRebuilds: rebuilds,
+            ownerQueriesPerCPUSecond: ownerQPCPUS, queryThreadCPUShare: cpuShare,
+            snapshotsPublished: published,
             meanPublishMilliseconds: published > 0 ? publishSeconds * 1000 / Double(published) : 0,
-            denseDijkstraMilliseconds: dense,
+            meanPublishCPUMilliseconds: published > 0 ? publishCPU * 1000 / Double(published) : 0,
+            denseDijkstraMilliseconds: dense?.wall, denseDijkstraCPUMilliseconds: dense?.cpu,
             vivaldiMedianRelativeError: percentile(errors, 0.5), vivaldiP90RelativeError: percentile(errors, 0.9),
             holtMeanRelativeError: holt, ewmaMeanRelativeError: ewma
         )
@@ -233,7 +297,7 @@ public enum RoutingBenchmark {
 
     /// The peer: a textbook O(N²) Dijkstra (array scan, no heap) on the dense matrix of predicted
     /// latencies plus the hop weight, one source → one destination per query. Median ms.
-    static func denseDijkstraMilliseconds(coordinates: [VivaldiCoordinate], queries: Int, seed: UInt64) -> Double {
+    static func denseDijkstraMilliseconds(coordinates: [VivaldiCoordinate], queries: Int, seed: UInt64) -> (wall: Double, cpu: Double) {
         let n = coordinates.count
         let weights = RouteCostWeights()
         var matrix = [Float](repeating: 0, count: n * n)
@@ -244,12 +308,14 @@ public enum RoutingBenchmark {
         let clock = ContinuousClock()
         var random = BenchmarkRandom(seed: seed ^ 0xDE)
         var times: [Double] = []
+        var cpuTimes: [Double] = []
         var dist = [Float](repeating: .infinity, count: n)
         var done = [Bool](repeating: false, count: n)
         var sink: Float = 0
         for _ in 0 ..< queries {
             let source = Int(random.next() % UInt64(n)), target = Int(random.next() % UInt64(n))
             let t0 = clock.now
+            let c0 = threadCPUSeconds()
             for i in 0 ..< n { dist[i] = .infinity; done[i] = false }
             dist[source] = 0
             for _ in 0 ..< n {
@@ -269,9 +335,10 @@ public enum RoutingBenchmark {
             }
             sink += dist[target]
             times.append(seconds(clock.now - t0) * 1000)
+            cpuTimes.append((threadCPUSeconds() - c0) * 1000)
         }
         precondition(sink.isFinite, "dense Dijkstra found no route")
-        return percentile(times.sorted(), 0.5)
+        return (percentile(times.sorted(), 0.5), percentile(cpuTimes.sorted(), 0.5))
     }
 
     private static func measurement(

@@ -7,7 +7,7 @@ public struct RoutingConfiguration: Sendable, Equatable {
     /// How often a new snapshot is published.
     public var updateInterval: Duration = .milliseconds(100)
     /// Overlay rows (k-nearest lists) recomputed per publish: new nodes first, then round robin.
-    public var overlayRowsPerUpdate = 512
+    public var overlayRowsPerUpdate = 256
     /// A node not heard of (directly or by newer gossip) for this long stops carrying routes.
     public var staleAfter: Duration = .seconds(30)
     /// Most nodes the matrix will hold (bounded memory against flooding).

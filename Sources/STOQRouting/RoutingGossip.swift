@@ -19,11 +19,16 @@ public struct RoutingNodeAdvert: Sendable, Equatable {
     public var load: Float
     /// Access bandwidth estimate in bits per second (0 = unknown).
     public var bandwidthBitsPerSecond: Float
+    /// How long ago, in milliseconds, the sender last heard fresh news of the node (0 when the
+    /// sender is the node). Receivers age the record by it, so a dead node goes stale after
+    /// `staleAfter` plus one gossip hop, however far the gossip travelled.
+    public var ageMilliseconds: UInt32
 
     /// Creates an advert.
     public init(
         node: RoutingNodeID, version: UInt64, hops: UInt8 = 0, region: UInt16 = 0, geo: GeoCoordinate = .unknown,
-        coordinate: VivaldiCoordinate = .origin, load: Float = 0, bandwidthBitsPerSecond: Float = 0
+        coordinate: VivaldiCoordinate = .origin, load: Float = 0, bandwidthBitsPerSecond: Float = 0,
+        ageMilliseconds: UInt32 = 0
     ) {
         self.node = node
         self.version = version
@@ -33,6 +38,7 @@ public struct RoutingNodeAdvert: Sendable, Equatable {
         self.coordinate = coordinate
         self.load = load
         self.bandwidthBitsPerSecond = bandwidthBitsPerSecond
+        self.ageMilliseconds = ageMilliseconds
     }
 }
 
@@ -76,7 +82,7 @@ public struct RoutingGossip: Sendable, Equatable {
     }
 
     /// A rough size on the wire in bytes (for simulators and budgets).
-    public var approximateSize: Int { 16 + nodes.count * 56 + links.count * 32 }
+    public var approximateSize: Int { 16 + nodes.count * 60 + links.count * 32 }
 }
 
 /// What `RoutingMatrix.handleGossip` did with a message.

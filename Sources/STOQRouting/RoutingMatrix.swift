@@ -226,11 +226,12 @@ public struct RoutingMatrix {
                     outcome.acceptedNodes += 1
                 } else if advert.version == version[s] && newHops < hops[s] {
                     hops[s] = newHops
+                    lastHeard[s] = max(lastHeard[s], nowNs - Int64(advert.ageMilliseconds) * 1_000_000)
                     outcome.acceptedNodes += 1
                 } else {
                     outcome.stale += 1
                 }
-            } else if let slot = insert(advert.node, hops: newHops, now: nowNs) {
+            } else if let slot = insert(advert.node, hops: newHops, now: nowNs - Int64(advert.ageMilliseconds) * 1_000_000) {
                 apply(advert, to: Int(slot), hops: newHops, now: nowNs)
                 outcome.acceptedNodes += 1
             } else {
@@ -264,7 +265,7 @@ public struct RoutingMatrix {
         let nowNs = Self.nanoseconds(now)
         version[0] = max(version[0] + 1, UInt64(max(0, nowNs)))
         lastHeard[0] = nowNs
-        var nodes = [advert(of: 0)]
+        var nodes = [advert(of: 0, now: nowNs)]
         var linkAdverts: [RoutingLinkAdvert] = []
         for link in links[0] { linkAdverts.append(linkAdvert(from: 0, link)) }
         let count = ids.count
@@ -275,7 +276,7 @@ public struct RoutingMatrix {
             gossipCursor += 1
             scanned += 1
             guard !down[s], nowNs - lastHeard[s] <= Self.nanoseconds(configuration.staleAfter) else { continue }
-            nodes.append(advert(of: s))
+            nodes.append(advert(of: s, now: nowNs))
             for link in links[s].prefix(configuration.gossipLinksPerNode) { linkAdverts.append(linkAdvert(from: s, link)) }
         }
         return RoutingGossip(sender: selfID, nodes: nodes, links: linkAdverts)
@@ -384,17 +385,19 @@ public struct RoutingMatrix {
         coordinates[s] = advert.coordinate
         load[s] = advert.load
         bandwidth[s] = advert.bandwidthBitsPerSecond
-        lastHeard[s] = max(lastHeard[s], now)
+        lastHeard[s] = max(lastHeard[s], now - Int64(advert.ageMilliseconds) * 1_000_000)
         if moved && !isDirty[s] {
             isDirty[s] = true
             dirtyRows.append(Int32(s))
         }
     }
 
-    private func advert(of s: Int) -> RoutingNodeAdvert {
-        RoutingNodeAdvert(
+    private func advert(of s: Int, now: Int64) -> RoutingNodeAdvert {
+        let age = s == 0 ? 0 : max(0, now - lastHeard[s]) / 1_000_000
+        return RoutingNodeAdvert(
             node: ids[s], version: version[s], hops: s == 0 ? 0 : hops[s], region: region[s], geo: geo[s],
-            coordinate: coordinates[s], load: load[s], bandwidthBitsPerSecond: bandwidth[s]
+            coordinate: coordinates[s], load: load[s], bandwidthBitsPerSecond: bandwidth[s],
+            ageMilliseconds: UInt32(clamping: age)
         )
     }
 
@@ -559,16 +562,16 @@ public struct RoutingMatrix {
             let b = bandwidth[v] > 0 ? bandwidth[v] : defaultBandwidth
             return 1 / min(a, b)
         }
-        // Every usable node needs an incoming edge (k-nearest lists are not symmetric): a node
-        // nobody lists gets an edge from the first node of its own list.
-        var incoming = [Bool](repeating: false, count: count)
-        for u in 0 ..< count where usable[u] {
-            for link in links[u] { incoming[Int(link.target)] = true }
-            for j in 0 ..< Int(overlayCount[u]) { incoming[Int(overlayTarget[u * width + j])] = true }
-        }
+        // k-nearest lists are not symmetric, so a node (or a small cluster) might have no way
+        // in. Each node also gets the reverse of the last link of its own row (a long-range link
+        // when there is one): every node is entered from a pseudo-random node, which keeps the
+        // overlay strongly connected with high probability.
         var reverse: [Int32: [Int32]] = [:]
-        for v in 0 ..< count where usable[v] && !incoming[v] && overlayCount[v] > 0 {
-            reverse[overlayTarget[v * width], default: []].append(Int32(v))
+        for v in 0 ..< count where usable[v] && overlayCount[v] > 0 {
+            let w = overlayTarget[v * width + Int(overlayCount[v]) - 1]
+            var present = false
+            for j in 0 ..< Int(overlayCount[Int(w)]) where overlayTarget[Int(w) * width + j] == Int32(v) { present = true; break }
+            if !present { reverse[w, default: []].append(Int32(v)) }
         }
         for u in 0 ..< count {
             rowStart[u] = Int32(target.count)

@@ -1,3 +1,5 @@
+import Foundation
+
 /// An immutable view of a routing matrix at one version: node attributes and the sparse
 /// overlay graph in compressed sparse row (CSR) form.
 ///
@@ -31,17 +33,28 @@ public final class RoutingSnapshot: Sendable {
 
     /// CSR: edges of slot `u` are `rowStart[u] ..< rowStart[u + 1]`.
     let rowStart: [Int32]
-    let edgeTarget: [Int32]
-    /// Round-trip latency of each edge, milliseconds (measured when the link was measured, else predicted).
-    let edgeLatency: [Float]
-    /// Seconds per bit of each edge (1 / bottleneck bandwidth).
-    let edgeSecondsPerBit: [Float]
-    /// Great-circle length of each edge, kilometres.
-    let edgeKilometres: [Float]
+    /// The edges, laid out together so a row is read sequentially.
+    let edges: [RoutingEdge]
+    /// Reverse CSR: the edges entering slot `v` are `reverseRowStart[v] ..< reverseRowStart[v + 1]`
+    /// of `reverseEdges`, whose `target` is the edge's source.
+    let reverseRowStart: [Int32]
+    /// See `reverseRowStart`.
+    let reverseEdges: [RoutingEdge]
     /// Whether each edge was measured (else predicted).
     let edgeMeasured: [Bool]
     /// Seconds per bit assumed when nothing is known about a bandwidth.
     let defaultSecondsPerBit: Float
+    /// Largest `c ≤ 1` with `latency(e) ≥ c · vivaldi(u, v)` on every edge: `c · vivaldi(v, t)`
+    /// is then a consistent A* potential (Vivaldi distances obey the triangle inequality).
+    let heuristicScale: Float
+    /// Whether every usable node declared a position: then no edge is faster than light
+    /// (`rttMs ≥ km / 102`, light in fibre, enforced when the snapshot is built) and the straight-line
+    /// distance through the Earth gives a second consistent A* potential.
+    let geoBoundValid: Bool
+    /// Position per slot as a point in 3-D space, kilometres from the Earth's centre.
+    let geoPoints: [SIMD4<Float>]
+    /// Lower bound of RTT per kilometre of distance: light in fibre (~204,000 km/s), there and back.
+    static let lightMillisecondsPerKilometre: Float = 2 / 204.0
 
     init(
         version: UInt64, selfID: RoutingNodeID, selfSlot: Int32, ids: [RoutingNodeID], slotOf: [RoutingNodeID: Int32],
@@ -62,10 +75,57 @@ public final class RoutingSnapshot: Sendable {
         self.coordinates = coordinates
         self.usable = usable
         self.rowStart = rowStart
-        self.edgeTarget = edgeTarget
-        self.edgeLatency = edgeLatency
-        self.edgeSecondsPerBit = edgeSecondsPerBit
-        self.edgeKilometres = edgeKilometres
+        var edges: [RoutingEdge] = []
+        edges.reserveCapacity(edgeTarget.count)
+        var scale: Float = 1
+        let nodes = ids.count
+        var allPositions = true
+        var points: [SIMD4<Float>] = []
+        points.reserveCapacity(nodes)
+        let radius = Float(GeoCoordinate.earthRadiusKilometres)
+        for u in 0 ..< nodes {
+            let position = geo[u]
+            if usable[u] && position == .unknown { allPositions = false }
+            let lat = Double(position.latitude) * .pi / 180, lon = Double(position.longitude) * .pi / 180
+            points.append(SIMD4(Float(cos(lat) * cos(lon)), Float(cos(lat) * sin(lon)), Float(sin(lat)), 0) * radius)
+        }
+        let light = Self.lightMillisecondsPerKilometre
+        for u in 0 ..< nodes {
+            let cu = coordinates[u]
+            for e in Int(rowStart[u]) ..< Int(rowStart[u + 1]) {
+                let v = Int(edgeTarget[e])
+                // Nothing travels faster than light in fibre: a faster edge means a wrong position or
+                // prediction, and is raised to the physical bound.
+                let latency = allPositions ? max(edgeLatency[e], edgeKilometres[e] * light) : edgeLatency[e]
+                edges.append(RoutingEdge(
+                    target: edgeTarget[e], latency: latency, secondsPerBit: edgeSecondsPerBit[e],
+                    kilometres: edgeKilometres[e]
+                ))
+                let predicted = cu.distance(to: coordinates[v])
+                if predicted > 0 && latency < scale * predicted { scale = max(0, latency / predicted) }
+            }
+        }
+        // Reverse CSR (counting sort by target) for bidirectional search.
+        var reverseStart = [Int32](repeating: 0, count: nodes + 1)
+        for edge in edges { reverseStart[Int(edge.target) + 1] += 1 }
+        for v in 0 ..< nodes { reverseStart[v + 1] += reverseStart[v] }
+        var cursor = reverseStart
+        var reversed = [RoutingEdge](repeating: RoutingEdge(target: 0, latency: 0, secondsPerBit: 0, kilometres: 0), count: edges.count)
+        for u in 0 ..< nodes {
+            for e in Int(rowStart[u]) ..< Int(rowStart[u + 1]) {
+                var edge = edges[e]
+                let v = Int(edge.target)
+                edge.target = Int32(u)
+                reversed[Int(cursor[v])] = edge
+                cursor[v] += 1
+            }
+        }
+        self.reverseRowStart = reverseStart
+        self.reverseEdges = reversed
+        self.geoBoundValid = allPositions
+        self.geoPoints = points
+        self.edges = edges
+        self.heuristicScale = scale * 0.999
         self.edgeMeasured = edgeMeasured
         self.defaultSecondsPerBit = defaultSecondsPerBit
     }
@@ -73,7 +133,7 @@ public final class RoutingSnapshot: Sendable {
     /// Number of node slots.
     public var nodeCount: Int { ids.count }
     /// Number of directed overlay edges.
-    public var edgeCount: Int { edgeTarget.count }
+    public var edgeCount: Int { edges.count }
 
     /// The slot of a node, if the snapshot knows it.
     public func slot(of node: RoutingNodeID) -> Int32? { slotOf[node] }
@@ -81,7 +141,7 @@ public final class RoutingSnapshot: Sendable {
     /// The overlay neighbours of a node (measured links first).
     public func neighbours(of node: RoutingNodeID) -> [RoutingNodeID] {
         guard let slot = slotOf[node] else { return [] }
-        return (Int(rowStart[Int(slot)]) ..< Int(rowStart[Int(slot) + 1])).map { ids[Int(edgeTarget[$0])] }
+        return (Int(rowStart[Int(slot)]) ..< Int(rowStart[Int(slot) + 1])).map { ids[Int(edges[$0].target)] }
     }
 
     /// Predicted RTT in milliseconds between two nodes from their Vivaldi coordinates
@@ -98,7 +158,7 @@ public final class RoutingSnapshot: Sendable {
     /// Index of the edge `u → v` in the CSR arrays, if the overlay has it.
     func edgeIndex(_ u: Int, _ v: Int) -> Int? {
         let target = Int32(v)
-        for e in Int(rowStart[u]) ..< Int(rowStart[u + 1]) where edgeTarget[e] == target { return e }
+        for e in Int(rowStart[u]) ..< Int(rowStart[u + 1]) where edges[e].target == target { return e }
         return nil
     }
 
@@ -144,4 +204,16 @@ public final class RoutingSnapshot: Sendable {
             edgeMeasured: Array(repeating: true, count: edgeCount), defaultSecondsPerBit: 1e-8
         )
     }
+}
+
+/// One directed overlay edge (16 bytes).
+struct RoutingEdge {
+    /// Target slot.
+    var target: Int32
+    /// Round-trip latency, milliseconds (measured when the link was measured, else predicted).
+    var latency: Float
+    /// Seconds per bit (1 / bottleneck bandwidth).
+    var secondsPerBit: Float
+    /// Great-circle length, kilometres.
+    var kilometres: Float
 }

@@ -12,6 +12,13 @@ public struct SimInstant: Comparable, Hashable, Sendable, CustomStringConvertibl
     /// The start of every run.
     public static let zero = SimInstant(nanoseconds: 0)
 
+    /// The instant `duration` after the start of the run (negative durations clamp to zero).
+    public init(sinceStart duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        let nanoseconds = seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+        self.nanoseconds = UInt64(max(0, nanoseconds))
+    }
+
     /// Seconds since the start of the run.
     public var seconds: Double { Double(nanoseconds) / 1e9 }
 

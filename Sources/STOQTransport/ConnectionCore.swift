@@ -43,7 +43,8 @@ final class ConnectionCore: @unchecked Sendable {
         guard !removed else { return }
         let now = clockNow()
         drainEvents()
-        let batch = max(1, endpoint.config.maxBatchPackets)
+        // A GSO send carries at most 64 KiB: cap the batch by the current packet size.
+        let batch = max(1, min(endpoint.config.maxBatchPackets, 65_000 / max(1200, quic.maxPacketSize)))
         while let t = quic.pollTransmit(now: now, maxDatagrams: batch) {
             endpoint.send(t)
         }
@@ -62,7 +63,9 @@ final class ConnectionCore: @unchecked Sendable {
             timerDeadline = .max
             return
         }
-        if timer != nil && t == timerDeadline { return }
+        // A timer already set to fire no later than needed stays: firing early is harmless
+        // (nothing is due yet and it re-arms), and it saves rescheduling on every ACK.
+        if timer != nil && timerDeadline <= t { return }
         timer?.cancel()
         timerDeadline = t
         timer = eventLoop.scheduleTask(deadline: .uptimeNanoseconds(t)) { [self] in

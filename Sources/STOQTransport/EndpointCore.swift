@@ -22,6 +22,7 @@ final class EndpointCore: @unchecked Sendable {
     private(set) var connections: [ObjectIdentifier: ConnectionCore] = [:]
     private var dirty: [ConnectionCore] = []
     private var needsFlush = false
+    let pool = TransmitBufferPool()
     var gso = false
     var closed = false
     let incoming: AsyncStream<Connection>
@@ -48,7 +49,8 @@ final class EndpointCore: @unchecked Sendable {
     func settings(alpn: [String]? = nil) -> QUICConnection.Settings {
         var t = tls
         if let alpn { t.alpn = alpn }
-        return QUICConnection.Settings(endpoint: config, tls: t, credentials: credentials, statelessResetSecret: resetSecret)
+        return QUICConnection.Settings(
+            endpoint: config, tls: t, credentials: credentials, statelessResetSecret: resetSecret, pool: pool)
     }
 
     // MARK: Receive
@@ -73,6 +75,15 @@ final class EndpointCore: @unchecked Sendable {
     private func receiveOne(_ data: ByteBuffer, remote: SocketAddress, now: UInt64) {
         guard let header = NGTCP2Packet.decode(data) else {
             droppedDatagrams += 1
+            return
+        }
+        if header.needsVersionNegotiation {
+            // Only for datagrams big enough to be a client's first flight (no amplification).
+            if !closed, data.readableBytes >= 1200,
+                let vn = NGTCP2Packet.versionNegotiation(for: header, allocator: channel?.allocator ?? ByteBufferAllocator())
+            {
+                write(AddressedEnvelope(remoteAddress: remote, data: vn))
+            }
             return
         }
         let path = QUICPath(local: localAddress, remote: remote)

@@ -48,6 +48,8 @@ final class QUICConnection {
         var tls: TLSConfiguration
         var credentials: TLSCredentials
         var statelessResetSecret: [UInt8]
+        /// Where transmit buffers come from (shared by an endpoint's connections).
+        var pool = TransmitBufferPool()
     }
 
     private enum State {
@@ -91,9 +93,7 @@ final class QUICConnection {
     private var bucket: TokenBucket?
     private var rateBlocked = false
     private var pending: Transmit?
-    /// An unused transmit buffer kept for the next `pollTransmit` (avoids an allocation
-    /// per call when there is nothing to send).
-    private var spare: ByteBuffer?
+    private let pool: TransmitBufferPool
     private let allocator = ByteBufferAllocator()
     private let sendLimit: UInt64
 
@@ -106,6 +106,7 @@ final class QUICConnection {
     /// Creates a client connection towards `path.remote`.
     init(clientPath path: QUICPath, serverName: String?, settings s: Settings, now: UInt64) throws(STOQError) {
         isServer = false
+        pool = s.pool
         settings = s.endpoint
         sendLimit = UInt64(max(1, s.endpoint.streamSendBufferLimit))
         let setup = Self.setup(
@@ -123,6 +124,7 @@ final class QUICConnection {
         settings s: Settings, now: UInt64
     ) throws(STOQError) {
         isServer = true
+        pool = s.pool
         settings = s.endpoint
         sendLimit = UInt64(max(1, s.endpoint.streamSendBufferLimit))
         var setup = Self.setup(
@@ -149,7 +151,8 @@ final class QUICConnection {
             maxConnectionWindow: max(e.maxConnectionReceiveWindow, e.connectionReceiveWindow),
             maxStreamsBidi: e.maxIncomingBidirectionalStreams, maxStreamsUni: e.maxIncomingUnidirectionalStreams,
             idleTimeoutNanos: e.idleTimeout.nanoseconds, handshakeTimeoutNanos: e.handshakeTimeout.nanoseconds,
-            keepAliveNanos: e.keepAliveInterval?.nanoseconds, statelessResetSecret: s.statelessResetSecret,
+            keepAliveNanos: e.keepAliveInterval?.nanoseconds, ackThreshold: max(1, e.immediateAckThreshold),
+            statelessResetSecret: s.statelessResetSecret,
             credentials: s.credentials, priority: s.tls.priorityString, alpn: s.tls.alpn, serverName: serverName,
             verifyPeer: s.tls.verifyPeer, requireClientCertificate: s.tls.requireClientCertificate)
     }
@@ -174,6 +177,8 @@ final class QUICConnection {
     var stat: NGTCP2Connection.Stat { ngtcp2.stat }
     /// The path packets are currently sent on.
     var currentPath: QUICPath { ngtcp2.currentWritePath }
+    /// Largest UDP payload the connection writes now.
+    var maxPacketSize: Int { ngtcp2.maxPacketSize }
 
     // MARK: Input
 
@@ -310,14 +315,7 @@ final class QUICConnection {
         lastNow = now
         let maxSize = ngtcp2.maxPacketSize
         let batch = max(1, maxDatagrams)
-        var buf: ByteBuffer
-        if var spare = spare, spare.capacity >= maxSize * batch {
-            self.spare = nil
-            spare.clear()
-            buf = spare
-        } else {
-            buf = allocator.buffer(capacity: maxSize * batch)
-        }
+        var buf = pool.take(capacity: maxSize * batch)
         var count = 0
         var segment = 0
         var path = ngtcp2.currentWritePath
@@ -373,7 +371,7 @@ final class QUICConnection {
             if packetLength < segment { break }
         }
         guard count > 0 else {
-            if pending == nil { spare = buf }  // nothing written: keep the memory for next time
+            if pending == nil { pool.give(buf) }  // nothing written: reuse the memory
             let p = pending
             pending = nil
             return p
@@ -625,4 +623,25 @@ extension QUICConnection: NGTCP2ConnectionDelegate {
     func ngtcp2ExtendMaxStreams() { events.append(.streamsAvailable) }
     func ngtcp2NewConnectionID(_ id: ConnectionID) { events.append(.newConnectionID(id)) }
     func ngtcp2RemoveConnectionID(_ id: ConnectionID) { events.append(.retiredConnectionID(id)) }
+}
+
+/// Reuses the transmit buffer a `pollTransmit` call did not fill, so polling an idle
+/// connection allocates nothing and idle connections hold no send buffer of their own.
+/// Not thread-safe: shared only by connections of one event loop.
+final class TransmitBufferPool {
+    private var spare: ByteBuffer?
+    private let allocator = ByteBufferAllocator()
+
+    init() {}
+
+    func take(capacity: Int) -> ByteBuffer {
+        if var b = spare, b.capacity >= capacity {
+            spare = nil
+            b.clear()
+            return b
+        }
+        return allocator.buffer(capacity: capacity)
+    }
+
+    func give(_ buffer: ByteBuffer) { spare = buffer }
 }

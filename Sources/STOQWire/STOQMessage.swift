@@ -60,6 +60,10 @@ public enum STOQMessage: Hashable, Sendable {
     case invalidate(name: String, version: UInt64)
     /// A request-level error.
     case error(code: UInt64, message: String)
+    /// Asks a node for its status (operators' `stoq status`).
+    case statusRequest
+    /// A node's status as a JSON document (at most 256 KiB).
+    case status(json: String)
 
     /// HELLO contents.
     public struct Hello: Hashable, Sendable {
@@ -128,11 +132,14 @@ public enum STOQMessage: Hashable, Sendable {
         public static let chunkHeader = FrameType(rawValue: 0x07)
         public static let invalidate = FrameType(rawValue: 0x08)
         public static let error = FrameType(rawValue: 0x09)
+        public static let statusRequest = FrameType(rawValue: 0x0A)
+        public static let status = FrameType(rawValue: 0x0B)
     }
 
     static let maxRegionLength = 64
     static let maxNameLength = 255
     static let maxErrorMessageLength = 1024
+    static let maxStatusLength = 256 * 1024
 
     /// Encodes the message as one frame.
     public func frame() -> Frame {
@@ -183,6 +190,11 @@ public enum STOQMessage: Hashable, Sendable {
             type = Types.error
             w.varint(code)
             w.string(String(message.utf8.prefix(Self.maxErrorMessageLength)) ?? "error")
+        case .statusRequest:
+            type = Types.statusRequest
+        case .status(let json):
+            type = Types.status
+            w.string(String(json.utf8.prefix(Self.maxStatusLength)) ?? "{}")
         }
         return Frame(type: type, payload: w.buffer)
     }
@@ -242,6 +254,10 @@ public enum STOQMessage: Hashable, Sendable {
             message = .invalidate(name: try r.string("name", max: maxNameLength), version: try r.varint("version"))
         case Types.error:
             message = .error(code: try r.varint("code"), message: try r.string("message", max: maxErrorMessageLength))
+        case Types.statusRequest:
+            message = .statusRequest
+        case Types.status:
+            message = .status(json: try r.string("json", max: maxStatusLength))
         default:
             if frame.type.isIgnorableWhenUnknown { return nil }
             throw WireError(.unknownType, "unknown STOQ frame type \(frame.type)")

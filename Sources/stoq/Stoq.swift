@@ -13,6 +13,7 @@ struct Stoq: AsyncParsableCommand {
             Serve.self,
             Fetch.self,
             BenchTransport.self,
+            BenchCommand.self,
             // content
             Put.self,
             Get.self,
@@ -25,6 +26,10 @@ struct Stoq: AsyncParsableCommand {
             BenchContent.self,
             // swarm
             BenchSwarm.self,
+            // network
+            NodeCommand.self,
+            StatusCommand.self,
+            Demo.self,
             // nexus
             CTCommand.self,
             NameCommand.self,

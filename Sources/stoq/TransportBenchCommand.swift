@@ -16,6 +16,9 @@ struct BenchTransport: AsyncParsableCommand {
     @Option(help: "Handshakes to time.")
     var handshakes: Int = 50
 
+    @Option(help: "Idle connections to open for the memory figure (0 to skip).")
+    var idleConnections: Int = 1000
+
     @Flag(help: "Disable UDP GSO/GRO (to compare).")
     var noOffload = false
 
@@ -89,7 +92,28 @@ struct BenchTransport: AsyncParsableCommand {
         print(String(format: "new connection to first byte: median %.2f ms, p90 %.2f ms (%d runs)",
                      times[times.count / 2], times[times.count * 9 / 10], times.count))
         echo.cancel()
+
+        // Memory per idle connection (client and server side both live in this process).
+        if idleConnections > 0 {
+            let before = residentBytes()
+            var held: [Connection] = []
+            for _ in 0..<idleConnections { held.append(try await client.connect(host: "::1", port: port)) }
+            let after = residentBytes()
+            print(String(format: "memory per idle connection (client + server side): %.1f KiB over %d connections",
+                         Double(after - before) / 1024 / Double(idleConnections), idleConnections))
+            for c in held { await c.close() }
+        }
         await client.close()
         await server.close()
     }
+}
+
+/// Resident set size of this process (Linux /proc).
+func residentBytes() -> Int {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+    for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        let kb = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
+        return kb * 1024
+    }
+    return 0
 }

@@ -140,3 +140,32 @@ struct ZeroRunCompressor: BlockCompressor {
         print("garbage seed \(seed)")
     }
 }
+
+@Suite struct ZstdBlockTests {
+    let reader = P256.KeyAgreement.PrivateKey()
+
+    @Test func zstdIsTheDefaultStepAndShrinksRedundantBlocks() throws {
+        let codec = BlockCodec(coder: try ErasureCoder())
+        let content = Array(String(repeating: "HyperMesh block ", count: 10_000).utf8)
+        let block = try codec.encode(content, readers: [reader.publicKey])
+        #expect(block.manifest.compression == BlockCompressionID.zstd)
+        #expect(block.manifest.sealedLength < content.count / 20)
+        var slots: [[UInt8]?] = block.shards
+        for i in [0, 4, 8, 12] { slots[i] = nil }
+        #expect(try codec.decode(manifest: block.manifest, shards: slots, reader: reader) == content)
+        for empty in [[UInt8](), [42]] {
+            let b = try codec.encode(empty, readers: [reader.publicKey])
+            #expect(try codec.decode(manifest: b.manifest, shards: b.shards, reader: reader) == empty)
+        }
+    }
+
+    @Test func aZstdCodecReadsUncompressedBlocksAndViceVersa() throws {
+        let plain = BlockCodec(coder: try ErasureCoder(), compressor: NoCompression())
+        let zstd = BlockCodec(coder: try ErasureCoder())
+        let content = (0..<3000).map { UInt8($0 % 7) }
+        let a = try plain.encode(content, readers: [reader.publicKey])
+        let b = try zstd.encode(content, readers: [reader.publicKey])
+        #expect(try zstd.decode(manifest: a.manifest, shards: a.shards, reader: reader) == content)
+        #expect(try plain.decode(manifest: b.manifest, shards: b.shards, reader: reader) == content)
+    }
+}

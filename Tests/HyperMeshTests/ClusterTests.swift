@@ -12,6 +12,7 @@ final class ModelNode {
     var latency: Duration
     var fault: Fault = .none
     var shards: [BlockID: [Int: [UInt8]]] = [:]
+    var manifests: [BlockID: [UInt8]] = [:]
 
     init(region: String, latency: Duration) {
         id = MeshNodeID(nodeKey: key.publicKey)
@@ -67,6 +68,20 @@ struct ModelCluster {
                     let r = try StorageReceipt.sign(blockID: block.manifest.blockID, shardIndex: shard, shardHash: Digest256.hashing(block.shards[shard]), key: n.key)
                     sm.handleReceipt(r, now: now)
                 }
+            case .storeManifest(let id):
+                let n = node(id)
+                switch n.fault {
+                case .dead, .diesOnStore:
+                    n.fault = .dead
+                    sm.handleManifestFailed(node: id, now: now)
+                case .silent:
+                    break
+                case .none, .tampers:
+                    n.manifests[block.manifest.blockID] = block.manifest.encoded()
+                    sm.handleManifestStored(node: id, now: now)
+                }
+            case .deleteManifest(let id):
+                node(id).manifests[block.manifest.blockID] = nil
             case .delete(let shard, let id):
                 node(id).shards[block.manifest.blockID]?[shard] = nil
                 log.append("delete \(shard)")
@@ -145,6 +160,8 @@ struct ModelCluster {
         guard case .completed(let proof, let unplaced) = result else { Issue.record("put: \(result)"); return }
         #expect(unplaced.isEmpty && proof.receipts.count == 14 && proof.verify(against: block.manifest))
         #expect(Set(sm.holders.values).count == 14)
+        #expect(sm.manifestHolders.count == 3)
+        #expect(cluster.nodes.filter { $0.manifests[block.manifest.blockID] != nil }.count == 3)
         #expect(cluster.audit.verify() == .intact)
         #expect(cluster.audit.entries.filter { if case .commit = $0.event { true } else { false } }.count == 1)
 
@@ -216,7 +233,10 @@ struct ModelCluster {
         let plan = try cluster.planner.plan(block: block.manifest.blockID, shardCount: 14, shardSize: block.manifest.shardSize)
         cluster.node(plan.shards[2].node).fault = .diesOnStore
         cluster.node(plan.shards[9].node).fault = .silent
+        let silentReplica = plan.metadata.first { $0.node != plan.shards[2].node }!.node
+        cluster.node(silentReplica).fault = .silent
         let (result, sm) = try cluster.put(block)
+        #expect(sm.manifestHolders.count == 3 && !sm.manifestHolders.contains(silentReplica))
         guard case .completed(let proof, let unplaced) = result else { Issue.record("put: \(result)"); return }
         #expect(unplaced.isEmpty && proof.receipts.count == 14)
         #expect(sm.holders[2] != plan.shards[2].node && sm.holders[9] != plan.shards[9].node)
@@ -236,6 +256,7 @@ struct ModelCluster {
         guard case .failed(let error) = result else { Issue.record("put: \(result)"); return }
         #expect(error.reason.contains("could not be committed"))
         #expect(cluster.nodes.allSatisfy { ($0.shards[block.manifest.blockID] ?? [:]).isEmpty }, "no shard left behind")
+        #expect(cluster.nodes.allSatisfy { $0.manifests[block.manifest.blockID] == nil }, "no manifest left behind")
         #expect(!cluster.audit.entries.contains { if case .commit = $0.event { true } else { false } })
     }
 
@@ -277,5 +298,38 @@ struct ModelCluster {
         let (again, _, _, _) = cluster.read(block.manifest)
         guard case .complete(let s2) = again else { Issue.record("read after repair: \(again)"); return }
         #expect(try codec.decode(manifest: block.manifest, shards: s2, reader: reader) == data)
+    }
+}
+
+@Suite struct PutStateMachineTests {
+    @Test func lateReceiptFromAReplacedNodeIsRefusedAndItsCopyDeleted() throws {
+        let reader = P256.KeyAgreement.PrivateKey()
+        let keys = (0..<16).map { _ in P256.Signing.PrivateKey() }
+        let nodes = keys.enumerated().map { StorageNode(id: MeshNodeID(nodeKey: $1.publicKey), region: "r\($0 % 4)", freeBytes: 1 << 30) }
+        let keyOf = Dictionary(uniqueKeysWithValues: zip(nodes.map(\.id), keys))
+        let planner = PlacementPlanner(nodes: nodes)
+        let block = try BlockCodec(coder: try ErasureCoder()).encode(Array(repeating: 5, count: 3000), readers: [reader.publicKey])
+        let m = block.manifest
+        let plan = try planner.plan(block: m.blockID, shardCount: 14, shardSize: m.shardSize)
+        var sm = BlockPutStateMachine(manifest: m, plan: plan, planner: planner, now: .zero, storeTimeout: .seconds(1))
+        while sm.pollAction() != nil {}
+        // Everyone but shard 0's node answers, and the manifest replicas acknowledge.
+        for a in plan.shards where a.slot != 0 {
+            sm.handleReceipt(try StorageReceipt.sign(blockID: m.blockID, shardIndex: a.slot, shardHash: m.shardHashes[a.slot], key: keyOf[a.node]!), now: .zero)
+        }
+        for r in plan.metadata { sm.handleManifestStored(node: r.node, now: .zero) }
+        guard case .committed? = sm.pollAction() else { Issue.record("not committed at 13 receipts"); return }
+        #expect(sm.nextDeadline == .seconds(1))
+        sm.handleTimeout(now: .seconds(2))
+        guard case .store(0, let replacement)? = sm.pollAction() else { Issue.record("shard 0 not re-placed"); return }
+        #expect(replacement != plan.shards[0].node)
+        // The slow node's receipt arrives late.
+        let late = try StorageReceipt.sign(blockID: m.blockID, shardIndex: 0, shardHash: m.shardHashes[0], key: keyOf[plan.shards[0].node]!)
+        #expect(sm.handleReceipt(late, now: .seconds(2)) != .valid)
+        #expect(sm.pollAction() == .delete(shard: 0, node: plan.shards[0].node))
+        sm.handleReceipt(try StorageReceipt.sign(blockID: m.blockID, shardIndex: 0, shardHash: m.shardHashes[0], key: keyOf[replacement]!), now: .seconds(2))
+        guard case .completed(let proof, let unplaced)? = sm.pollAction() else { Issue.record("not completed"); return }
+        #expect(proof.receipts.count == 14 && unplaced.isEmpty)
+        #expect(sm.nextDeadline == nil && sm.pollAction() == nil)
     }
 }

@@ -117,3 +117,40 @@ func combinations(_ n: Int, _ r: Int) -> [[Int]] {
         #expect(r.line.hasPrefix("swift k=10 m=4 shard=4096 encode_gbps="))
     }
 }
+
+@Suite struct ShardStripeTests {
+    @Test func stripeEncodeAndRebuildMatchTheArrayForms() throws {
+        let seed = UInt64.random(in: 0...UInt64.max)
+        var rng = SplitMix64(seed: seed)
+        for _ in 0..<20 {
+            let k = Int.random(in: 1...12, using: &rng), m = Int.random(in: 1...6, using: &rng)
+            let size = Int.random(in: 1...300, using: &rng)
+            let coder = try ErasureCoder(dataShards: k, parityShards: m)
+            let data = randomShards(k, size: size, using: &rng)
+            let all = try coder.encodeAll(data)
+            let stripe = ShardStripe(shardCount: k + m, shardSize: size)
+            for i in 0..<k { stripe.setShard(i, data[i]) }
+            try coder.encode(stripe)
+            #expect((0..<(k + m)).map { stripe.shard($0) } == all, "seed \(seed)")
+            #expect((0..<(k + m)).allSatisfy { stripe.sha256($0) == Digest256.hashing(all[$0]) })
+            let lost = Array(Array(0..<(k + m)).shuffled(using: &rng).prefix(Int.random(in: 1...m, using: &rng))).sorted()
+            for i in lost { stripe.setShard(i, [UInt8](repeating: 0xAA, count: size)) }
+            let sources = Array((0..<(k + m)).filter { !lost.contains($0) }.prefix(k))
+            try coder.rebuild(stripe, sources: sources, outputs: lost)
+            #expect((0..<(k + m)).map { stripe.shard($0) } == all, "seed \(seed) lost \(lost)")
+        }
+    }
+
+    @Test func stripeRejectsBadIndicesAndPadsShortShards() throws {
+        let coder = try ErasureCoder(dataShards: 3, parityShards: 2)
+        let stripe = ShardStripe(shardCount: 5, shardSize: 10)
+        stripe.fill([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], acrossShards: 3)
+        #expect(stripe.shard(1) == [11, 12, 0, 0, 0, 0, 0, 0, 0, 0])
+        #expect(stripe.shard(2) == [UInt8](repeating: 0, count: 10))
+        #expect(throws: HyperMeshError.self) { try coder.rebuild(stripe, sources: [0, 1], outputs: [2]) }
+        #expect(throws: HyperMeshError.self) { try coder.rebuild(stripe, sources: [2, 1, 0], outputs: [3]) }
+        #expect(throws: HyperMeshError.self) { try coder.rebuild(stripe, sources: [0, 1, 2], outputs: [2]) }
+        #expect(throws: HyperMeshError.self) { try coder.rebuild(stripe, sources: [0, 1, 2], outputs: [5]) }
+        #expect(throws: HyperMeshError.self) { try coder.encode(ShardStripe(shardCount: 4, shardSize: 10)) }
+    }
+}

@@ -7,7 +7,7 @@ import Testing
     let reader = P256.KeyAgreement.PrivateKey()
 
     @Test func receiptsVerifyAndForgeriesAreRefused() throws {
-        let block = try BlockCodec(coder: try ErasureCoder()).encode((0..<5000).map { UInt8(truncatingIfNeeded: $0 * 7) }, readers: [reader.publicKey])
+        let block = try BlockCodec(coder: try ErasureCoder(), compressor: NoCompression()).encode((0..<5000).map { UInt8(truncatingIfNeeded: $0 * 7) }, readers: [reader.publicKey])
         #expect(Set(block.manifest.shardHashes).count == 14)
         let m = block.manifest
         let nodeKey = P256.Signing.PrivateKey()

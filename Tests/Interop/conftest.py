@@ -96,6 +96,7 @@ def www(tmp_path_factory: pytest.TempPathFactory) -> Tree:
     put("10mb.bin", TEN_MB)
     put("4mb.bin", 4_000_000)
     put("tiny.txt", 1024)
+    put("64mb.bin", 64_000_000)  # long enough to kill its server mid-transfer
     (root / "p").mkdir()
     for i in range(PARALLEL_FILES):
         put(f"p/{i:03d}.bin", 4096 + 613 * i)
@@ -159,6 +160,14 @@ class Proc:
         except OSError:
             return ""
 
+    def kill(self) -> None:
+        """SIGKILL, no goodbye: the peer sees the server vanish mid-connection."""
+        try:
+            os.killpg(self.p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.p.wait(timeout=5)
+
     def stop(self, timeout: float = 5) -> str:
         """SIGTERM, wait, SIGKILL; returns everything the child printed on stdout."""
         if self.p.poll() is None:
@@ -216,6 +225,32 @@ def run_bounded(cmd: list[str], timeout: float) -> Run:
         os.killpg(p.pid, signal.SIGKILL)
         out, err = p.communicate(timeout=5)
         return Run(-9, out, err, time.monotonic() - start, True)
+
+
+def kill_server_mid_transfer(client_cmd: list[str], server: Proc, growing: Path,
+                             deadline: float) -> tuple[Run, float]:
+    """Starts a client, kills the server once `growing` holds > 1 MB, waits for the client.
+
+    Returns the client's run and the seconds it took to give up after the kill.
+    """
+    start = time.monotonic()
+    p = subprocess.Popen([str(c) for c in client_cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    try:
+        while time.monotonic() - start < deadline:
+            if p.poll() is not None:
+                break
+            if growing.exists() and growing.stat().st_size > 1_000_000:
+                break
+            time.sleep(0.02)
+        killed_at = time.monotonic()
+        server.kill()
+        out, err = p.communicate(timeout=deadline)
+        return Run(p.returncode, out, err, time.monotonic() - start, False), time.monotonic() - killed_at
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate(timeout=5)
+        return Run(-9, out, err, time.monotonic() - start, True), float("inf")
 
 
 FETCHED = re.compile(r"fetched (\d+) bytes sha256 ([0-9a-f]{64}) in ([0-9.eE+-]+) s \(([0-9.eE+-]+) Mbit/s\)")

@@ -33,6 +33,7 @@ def main() -> int:
     s.add_argument("--key", required=True)
     s.add_argument("--ca")
     s.add_argument("--alpn", default="hq-interop")
+    s.add_argument("--cipher", action="append", default=[], help="chacha20 only (stand-in)")
     f = sub.add_parser("fetch", prog="stoq fetch", help="fetch a URL (stand-in)")
     f.add_argument("url")
     f.add_argument("-o", dest="output")
@@ -42,6 +43,7 @@ def main() -> int:
     g.add_argument("--ca")
     g.add_argument("--insecure", action="store_true")
     f.add_argument("--alpn", default="hq-interop")
+    f.add_argument("--cipher", action="append", default=[], help="chacha20 only (stand-in)")
     a = p.parse_args()
 
     if a.cmd == "serve":
@@ -49,6 +51,8 @@ def main() -> int:
                "--cert", a.cert, "--key", a.key, "--alpn", a.alpn]
         if a.ca:
             cmd += ["--ca", a.ca]
+        if "chacha20" in a.cipher:
+            cmd += ["--ciphers", "chacha20"]
         os.execv(sys.executable, cmd)
 
     out_dir = tempfile.mkdtemp(prefix="stand-in-") if a.output else None
@@ -59,6 +63,8 @@ def main() -> int:
         cmd += ["--ca", a.ca]
     if a.insecure:
         cmd += ["--insecure"]
+    if "chacha20" in a.cipher:
+        cmd += ["--ciphers", "chacha20"]
     if out_dir:
         cmd += ["-o", out_dir]
     import subprocess

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from interop_certs import help_mentions
 from conftest import (
     AIOQUIC_HQ,
     LOSSY_RELAY,
@@ -26,6 +27,7 @@ from conftest import (
     Proc,
     Run,
     Tree,
+    kill_server_mid_transfer,
     parse_fetched,
     run_bounded,
     stoq_available,
@@ -54,12 +56,15 @@ def start_server(kind: str, procs, certs: Certs, www: Tree, *, ca: Path | None =
                  identity: tuple[Path, Path] | None = None) -> Proc:
     cert, key = identity or (certs.server_cert, certs.server_key)
     if kind == "stoq":
-        assert not chacha and not key_update, "stoq serve has no such option"
+        assert not key_update, "stoq serve has no such option"
         binary, _ = _stoq()
         cmd = [binary, "serve", str(www.root), "--listen", "[::1]:0",
                "--cert", str(cert), "--key", str(key), "--alpn", "hq-interop"]
         if ca:
             cmd += ["--ca", str(ca)]
+        if chacha:
+            require_stoq_option("serve", "--cipher")
+            cmd += ["--cipher", "chacha20"]
         return procs("stoq-serve", cmd)
     cmd = [PY, str(AIOQUIC_HQ), "server", "--root", str(www.root), "--listen", "[::1]:0",
            "--cert", str(cert), "--key", str(key)]
@@ -70,6 +75,13 @@ def start_server(kind: str, procs, certs: Certs, www: Tree, *, ca: Path | None =
     if key_update:
         cmd += ["--key-update"]
     return procs("aioquic-server", cmd)
+
+
+def require_stoq_option(sub: str, option: str) -> None:
+    """Skips the test unless `stoq SUB` has OPTION (beyond the spec: e.g. --cipher)."""
+    binary, _ = _stoq()
+    if not help_mentions(binary, sub, option):
+        pytest.skip(f"`stoq {sub}` has no {option} option")
 
 
 def _stoq() -> tuple[str, str]:
@@ -120,7 +132,8 @@ def aioquic_client(tmp: Path, port: int, paths: list[str], certs: Certs, *,
 
 
 def fetch(kind: str, tmp: Path, port: int, path: str, certs: Certs, *,
-          cert: tuple[Path, Path] | None = None, deadline: float = CLIENT_DEADLINE) -> tuple[Run, int, str]:
+          cert: tuple[Path, Path] | None = None, deadline: float = CLIENT_DEADLINE,
+          chacha: bool = False) -> tuple[Run, int, str]:
     """Fetch one URL with `stoq fetch` or the aioquic client; returns (run, bytes, sha256)."""
     url = f"https://[::1]:{port}{path}"
     if kind == "stoq":
@@ -129,6 +142,9 @@ def fetch(kind: str, tmp: Path, port: int, path: str, certs: Certs, *,
         cmd = [binary, "fetch", url, "-o", str(out), "--ca", str(certs.ca), "--alpn", "hq-interop"]
         if cert:
             cmd += ["--cert", str(cert[0]), "--key", str(cert[1])]
+        if chacha:
+            require_stoq_option("fetch", "--cipher")
+            cmd += ["--cipher", "chacha20"]
         run = run_bounded(cmd, deadline)
         assert not run.timed_out, f"stoq fetch hung (killed after {deadline} s): {run.stderr}"
         if run.rc != 0:
@@ -138,7 +154,7 @@ def fetch(kind: str, tmp: Path, port: int, path: str, certs: Certs, *,
         on_disk = hashlib.sha256(out.read_bytes()).hexdigest()
         assert on_disk == parsed[1], "stoq fetch printed a SHA-256 that differs from the file it wrote"
         return run, parsed[0], parsed[1]
-    run, data = aioquic_client(tmp, port, [path], certs, cert=cert)
+    run, data = aioquic_client(tmp, port, [path], certs, cert=cert, chacha=chacha)
     if run.rc != 0:
         return run, 0, ""
     return run, data["bytes"], data["sha256"]
@@ -176,6 +192,14 @@ class TestAioquicClient:
         srv = start_server(server, procs, certs, www)
         run, r = aioquic_client(tmp_path, srv.port, ["/4mb.bin"], certs, chacha=True)
         assert_ok(run, "ChaCha20-Poly1305 fetch")
+        assert r["cipher"] == "CHACHA20_POLY1305_SHA256"
+        assert r["requests"][0]["sha256"] == www.sha["/4mb.bin"]
+
+    def test_chacha20_poly1305_only_server(self, server, procs, certs, www, tmp_path):  # type: ignore[no-untyped-def]
+        # the server restricts itself; the client offers every suite
+        srv = start_server(server, procs, certs, www, chacha=True)
+        run, r = aioquic_client(tmp_path, srv.port, ["/4mb.bin"], certs)
+        assert_ok(run, "fetch from a ChaCha20-only server")
         assert r["cipher"] == "CHACHA20_POLY1305_SHA256"
         assert r["requests"][0]["sha256"] == www.sha["/4mb.bin"]
 
@@ -232,6 +256,17 @@ class TestAioquicClient:
         assert run.rc == 2, f"expected a handshake failure (exit 2), got {run.rc}: {run.stderr}"
         assert run.seconds < REFUSAL_DEADLINE, f"refusal took {run.seconds:.1f} s"
 
+    def test_server_killed_mid_transfer(self, server, procs, certs, www, tmp_path):  # type: ignore[no-untyped-def]
+        srv = start_server(server, procs, certs, www)
+        out = tmp_path / "out"
+        out.mkdir()
+        cmd = [PY, str(AIOQUIC_HQ), "client", f"https://[::1]:{srv.port}/64mb.bin", "--ca", str(certs.ca),
+               "-o", str(out), "--idle-timeout", "5", "--timeout", "90", "--quiet"]
+        run, gave_up_after = kill_server_mid_transfer(cmd, srv, out / "64mb.bin", deadline=60)
+        assert not run.timed_out, "the client hung after its server was killed"
+        assert run.rc != 0, "a transfer cut short must not be reported as a success"
+        assert gave_up_after < 5 + 10, f"gave up {gave_up_after:.1f} s after the kill (idle timeout 5 s)"
+
     def test_lossy_relay(self, server, procs, certs, www, tmp_path):  # type: ignore[no-untyped-def]
         srv = start_server(server, procs, certs, www)
         relay = start_relay(procs, srv.port)
@@ -257,6 +292,14 @@ class TestAioquicServer:
         srv = start_server("aioquic", procs, certs, www, chacha=True)
         run, n, sha = fetch(client, tmp_path, srv.port, "/4mb.bin", certs)
         assert_ok(run, "fetch from a ChaCha20-only server")
+        assert sha == www.sha["/4mb.bin"]
+        assert "cipher=CHACHA20_POLY1305_SHA256" in srv.stderr(), srv.stderr()
+
+    def test_chacha20_poly1305_only_client(self, client, procs, certs, www, tmp_path):  # type: ignore[no-untyped-def]
+        # the client restricts itself; the server offers every suite
+        srv = start_server("aioquic", procs, certs, www)
+        run, n, sha = fetch(client, tmp_path, srv.port, "/4mb.bin", certs, chacha=True)
+        assert_ok(run, "ChaCha20-only fetch")
         assert sha == www.sha["/4mb.bin"]
         assert "cipher=CHACHA20_POLY1305_SHA256" in srv.stderr(), srv.stderr()
 
@@ -294,6 +337,26 @@ class TestAioquicServer:
         assert run.rc != 0, "a server certificate from a foreign CA must be refused"
         assert run.seconds < REFUSAL_DEADLINE, f"refusal took {run.seconds:.1f} s"
         assert (run.stderr + run.stdout).strip(), "the refusal must come with a message"
+
+    def test_server_killed_mid_transfer(self, client, procs, certs, www, tmp_path):  # type: ignore[no-untyped-def]
+        srv = start_server("aioquic", procs, certs, www)
+        url = f"https://[::1]:{srv.port}/64mb.bin"
+        if client == "stoq":
+            binary, _ = _stoq()
+            growing = tmp_path / "64mb.out"
+            cmd = [binary, "fetch", url, "-o", str(growing), "--ca", str(certs.ca), "--alpn", "hq-interop"]
+            limit = 45.0  # stoq fetch's own idle timeout (10 s by default) plus start-up and margin
+        else:
+            (tmp_path / "out").mkdir()
+            growing = tmp_path / "out" / "64mb.bin"
+            cmd = [PY, str(AIOQUIC_HQ), "client", url, "--ca", str(certs.ca), "-o", str(tmp_path / "out"),
+                   "--idle-timeout", "5", "--timeout", "90", "--quiet"]
+            limit = 15.0
+        run, gave_up_after = kill_server_mid_transfer(cmd, srv, growing, deadline=90)
+        assert not run.timed_out, "the client hung after its server was killed"
+        assert run.rc != 0, f"a transfer cut short must not be reported as a success: {run.stdout}"
+        assert gave_up_after < limit, f"gave up {gave_up_after:.1f} s after the kill"
+        assert (run.stderr + run.stdout).strip(), "the failure must come with a message"
 
     def test_lossy_relay(self, client, procs, certs, www, tmp_path):  # type: ignore[no-untyped-def]
         srv = start_server("aioquic", procs, certs, www)

@@ -121,3 +121,21 @@ func randomMessage(_ rng: inout SplitMix64) -> DHTMessage {
         }
     }
 }
+
+@Suite struct NexusHashTests {
+    @Test func bitsMasksAndRandomBucketIDs() {
+        var rng = SplitMix64(seed: 71)
+        for _ in 0..<200 {
+            let h = randomHash(&rng)
+            let bits = Int(rng.next() % 257)
+            let m = NexusHash.prefixMask(bits)
+            #expect((0..<256).allSatisfy { m.bit($0) == ($0 < bits) })
+            #expect(NexusHash(bytes: h.bytes) == h && NexusHash(hex: h.hex) == h)
+            let i = Int(rng.next() % 256)
+            #expect(h.flippingBit(i).bit(i) != h.bit(i) && (h ^ h.flippingBit(i)).leadingZeroBitCount == i)
+            var node = KademliaNode(record: NodeRecord(id: h), now: 0)
+            let b = Int(rng.next() % 256)
+            #expect(node.table.bucketIndex(of: node.randomID(inBucket: b)) == b)
+        }
+    }
+}

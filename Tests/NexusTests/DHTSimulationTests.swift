@@ -45,10 +45,17 @@ import Testing
         for i in 2..<300 where rng.next() % 3 == 0 && !holders.contains(i) { sim.kill(i) }
         sim.kill(holders[0]); sim.kill(holders[1])
         var origin = 100
-        while !sim.alive[origin] || holders.contains(origin) { origin += 1 }
+        func firstWave(_ o: Int) -> [Int] { sim.nodes[o].table.closest(to: key, count: 3).map { sim.node(withID: $0.id)! } }
+        while !sim.alive[origin] || holders.contains(origin) || firstWave(origin).contains(holders[2]) { origin += 1 }
         let start = sim.now
-        let rFound = sim.lookup(on: origin, .value, target: key)
-        let r = try #require(rFound)
+        // Start the lookup, let the first requests leave, then kill their targets and another
+        // part of the network mid-lookup.
+        let lid = sim.startLookup(on: origin, .value, target: key)
+        sim.run(until: sim.now + 4)
+        for i in firstWave(origin) { sim.kill(i) }
+        for i in 2..<300 where rng.next() % 2 == 0 && !holders.contains(i) && i != origin { sim.kill(i) }
+        sim.run(until: sim.now + 600_000) { sim in sim.completed.contains { $0.node == origin && $0.lookup == lid } }
+        let r = try #require(sim.completed.last { $0.node == origin && $0.lookup == lid })
         #expect(r.result.value == [42])
         #expect(r.result.timeouts > 0)
         // Each dead peer costs one 1 s timeout in a slot, not a stall.
@@ -101,7 +108,7 @@ import Testing
         #expect(holders.count >= 3)
         // Past the TTL (no one re-puts with a fresh TTL) every copy is gone.
         sim.run(until: sim.now + 700_000)
-        #expect(sim.nodes.allSatisfy { $0.values[key] == nil })
+        #expect(sim.nodes.indices.allSatisfy { !sim.alive[$0] || sim.nodes[$0].values[key] == nil })
     }
 
     @Test func signedNameRecordsThroughTheDHT() throws {

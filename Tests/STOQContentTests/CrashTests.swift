@@ -46,11 +46,16 @@ import Testing
         let baseID = try #require(first.stdout.split(separator: " ").first.map(String.init))
         var committed = [(String, String)]() // (id, file)
         var killed = 0
-        for i in 0..<30 {
+        var i = -1
+        while killed < 24 && i < 80 {
+            i += 1
             let f = work + "/in-\(i).bin"
             // Each input shares a prefix with the base text and adds fresh bytes, so kills land in
             // chunk writes, in dedup lookups and in commits.
-            try Data(textLike(100_000, seed: 1) + rng.bytes(3_000_000 + Int(rng.next() % 3_000_000))).write(to: URL(fileURLWithPath: f))
+            // Every sixth put is small and left to finish, so completed puts are checked as well.
+            let finish = i % 6 == 5
+            let fresh = finish ? 50_000 : 3_000_000 + Int(rng.next() % 3_000_000)
+            try Data(textLike(100_000, seed: 1) + rng.bytes(fresh)).write(to: URL(fileURLWithPath: f))
             let p = Process()
             p.executableURL = URL(fileURLWithPath: bin)
             p.arguments = ["put", "--progress", f, "--store", store]
@@ -59,14 +64,16 @@ import Testing
             p.standardError = FileHandle.nullDevice
             try p.run()
             // Fault injection: kill after a random delay (not a timing assertion).
-            usleep(UInt32(rng.next() % 700_000))
-            kill(p.processIdentifier, SIGKILL)
+            if !finish {
+                usleep(UInt32(rng.next() % 700_000))
+                kill(p.processIdentifier, SIGKILL)
+            }
             p.waitUntilExit()
             let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             if p.terminationReason == .uncaughtSignal { killed += 1 }
             if let id = text.split(separator: " ").first, id.hasPrefix("stoq:") { committed.append((String(id), f)) }
         }
-        print("killDashNineDuringPut: \(killed) of 30 puts killed, \(committed.count) completed")
+        print("killDashNineDuringPut: \(killed) of \(i + 1) puts killed, \(committed.count) completed")
         #expect(killed >= 20, "want at least 20 kills; the delays were too long for this machine")
         let repair = try Self.stoq(bin, ["store", "verify", "--repair", "--store", store])
         #expect(repair.status == 0, "\(repair.stdout)\(repair.stderr)")
@@ -90,5 +97,31 @@ import Testing
         let again = try Self.stoq(bin, ["put", work + "/in-0.bin", "--store", store])
         #expect(again.status == 0, "\(again.stderr)")
         try? FileManager.default.removeItem(atPath: work)
+    }
+}
+
+@Suite struct CLIContentTests {
+    @Test func chunkStatsJSONHasExactlyTheDocumentedKeys() throws {
+        guard let bin = CrashTests.binary else { print("chunkStatsJSON: skipped — stoq binary not built"); return }
+        let dir = tempDir("chunkjson")
+        try Data(textLike(300_000, seed: 2)).write(to: URL(fileURLWithPath: dir + "/a.txt"))
+        try Data(textLike(300_000, seed: 2)).write(to: URL(fileURLWithPath: dir + "/b.txt"))
+        let out = try CrashTests.stoq(bin, ["chunk", "--stats", "--json", "--avg", "8192", dir])
+        #expect(out.status == 0, "\(out.stderr)")
+        let obj = try #require(try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any])
+        #expect(Set(obj.keys) == ["files", "bytes", "chunks", "unique_chunks", "unique_bytes", "dedup_ratio", "mb_per_s"])
+        #expect(obj["files"] as? Int == 2 && obj["bytes"] as? Int == 600_000)
+        #expect(abs((obj["dedup_ratio"] as? Double ?? 0) - 0.5) < 0.01)
+        let fixed = try CrashTests.stoq(bin, ["chunk", "--stats", "--fixed", dir])
+        #expect(fixed.status == 0 && fixed.stdout.contains("dedup ratio"))
+    }
+
+    @Test func getRefusesBadIDsAndUnknownContent() throws {
+        guard let bin = CrashTests.binary else { print("getRefuses: skipped — stoq binary not built"); return }
+        let store = tempDir("getstore")
+        let bad = try CrashTests.stoq(bin, ["get", "stoq:nonsense", "-o", store + "/x", "--store", store])
+        #expect(bad.status != 0 && bad.stderr.contains("not a content id"))
+        let missing = try CrashTests.stoq(bin, ["get", ContentID(ChunkID.of([1])).description, "-o", store + "/x", "--store", store])
+        #expect(missing.status != 0 && missing.stderr.contains("not in the store"))
     }
 }

@@ -87,10 +87,13 @@ enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
         #expect(v.brokenPins == [r.id])
         let fixed = try store.verify(repair: true)
         #expect(fixed.repaired)
-        #expect(try store.verify(repair: false).isClean)
+        // The damaged chunk is gone; verify keeps reporting the pin as broken until it is put again.
+        let after = try store.verify(repair: false)
+        #expect(after.isConsistent && after.missing == [victim] && after.brokenPins == [r.id])
         // Putting the content again restores it.
         _ = try ContentPublisher(store: store, keys: keys).put(bytes: textLike(100_000, seed: 4), name: "x")
         #expect(try ContentReader(store: store, keys: keys).readFile(r.id) == textLike(100_000, seed: 4))
+        #expect(try store.verify(repair: false).isClean)
     }
 
     @Test func diskOrphansAndTempFiles() throws {

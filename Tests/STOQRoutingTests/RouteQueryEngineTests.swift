@@ -164,3 +164,61 @@ func bruteForce(nodes: Int, edges: [Edge], source: Int, size: Int, load: [Float]
         #expect(route.isDirect)
     }
 }
+
+@Suite struct AStarTests {
+    /// A* (pair queries) must find exactly the cost of the full Dijkstra tree, including with
+    /// measured edges far below their Vivaldi prediction and with geographic bounds active.
+    @Test func aStarMatchesFullDijkstraOnGeographicGraphs() throws {
+        let seed = makeSeed()
+        var random = TestRandom(seed: seed)
+        let nodes = 300
+        let model = GeographicLatencyModel(nodeCount: nodes, seed: seed)
+        let coordinates = VivaldiEvaluation.train(model: model, rounds: 100, seed: seed)
+        var edges: [Edge] = []
+        for u in 0 ..< nodes {
+            for _ in 0 ..< 8 {
+                let v = random.below(nodes)
+                guard v != u else { continue }
+                // Mostly the model's RTT; sometimes a "measured" shortcut far below prediction.
+                let truth = Float(model.rttMilliseconds(u, v))
+                let rtt = random.below(20) == 0 ? truth * 0.05 : truth
+                edges.append((u, v, rtt, 1e7 + random.unit() * 1e9))
+            }
+        }
+        let load = (0 ..< nodes).map { _ in random.unit() }
+        let snapshot = RoutingSnapshot.make(nodeCount: nodes, edges: edges, load: load, geo: model.positions, coordinates: coordinates)
+        #expect(snapshot.geoBoundValid)
+        var engine = RouteQueryEngine()
+        for _ in 0 ..< 60 {
+            let weights = RouteCostWeights(latency: 0.5 + random.unit(), transfer: random.unit(), load: random.unit() * 10, geographic: random.unit() * 2, hop: random.unit() * 4)
+            let size = random.below(1 << 20)
+            let a = RoutingNodeID(UInt64(random.below(nodes))), b = RoutingNodeID(UInt64(random.below(nodes)))
+            guard a != b else { continue }
+            let optionalTree = engine.shortestPathTree(in: snapshot, from: a, size: size, weights: weights)
+            let tree = try #require(optionalTree)
+            let expected = tree.cost(to: b)
+            let got = engine.overlayCost(in: snapshot, from: a, to: b, size: size, weights: weights)
+            let oneWay = engine.unidirectionalOverlayCost(in: snapshot, from: a, to: b, size: size, weights: weights)
+            #expect((expected == nil) == (got == nil), "seed \(seed)")
+            #expect((expected == nil) == (oneWay == nil), "seed \(seed)")
+            if let expected, let got, let oneWay {
+                #expect(abs(expected - got) <= 1e-3 * max(1, expected), "bidirectional A* \(got) vs Dijkstra \(expected), seed \(seed)")
+                #expect(abs(expected - oneWay) <= 1e-3 * max(1, expected), "A* \(oneWay) vs Dijkstra \(expected), seed \(seed)")
+            }
+            // The route's path is real edges and costs what it says (unless the direct link won).
+            let optionalRoute = engine.route(in: snapshot, from: a, to: b, size: size, weights: weights)
+            if let route = optionalRoute, !route.isDirect || snapshot.edgeIndex(Int(a.rawValue), Int(b.rawValue)) != nil {
+                var sum: Float = 0
+                for i in 1 ..< route.path.count {
+                    let u = Int(route.path[i - 1].rawValue), v = Int(route.path[i].rawValue)
+                    let edge = try #require(edges.first { $0.from == u && $0.to == v }, "seed \(seed)")
+                    let latency = max(edge.rttMilliseconds, Float(model.positions[u].distanceKilometres(to: model.positions[v])) * RoutingSnapshot.lightMillisecondsPerKilometre)
+                    let km = Float(model.positions[u].distanceKilometres(to: model.positions[v]))
+                    sum += weights.latency * latency + weights.transfer * Float(size) * 8 * 1000 / edge.bandwidthBitsPerSecond
+                        + weights.load * load[v] + weights.geographic / 1000 * km + weights.hop
+                }
+                #expect(abs(sum - route.cost) <= 2e-3 * max(1, route.cost), "route cost \(route.cost) vs its edges \(sum), seed \(seed)")
+            }
+        }
+    }
+}

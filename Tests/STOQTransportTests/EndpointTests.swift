@@ -220,6 +220,46 @@ func bytes(_ n: Int, seed: UInt64) -> [UInt8] {
         await pair.close()
     }
 
+    @Test func clientWithoutCertificateRefusedWhenRequired() async throws {
+        let anonymous = TLSConfiguration(certificateChainPEM: nil, privateKeyPEM: nil, trustRootsPEM: Certs.ca.certificatePEM)
+        let pair = try await Pair.make(client: anonymous)
+        await #expect(throws: STOQError(.handshakeFailed, "")) {
+            _ = try await pair.client.connect(host: "::1", port: pair.server.localAddress.port!)
+        }
+        await pair.close()
+    }
+
+    @Test func insecureClientAcceptsAnyServer() async throws {
+        var insecure = try Certs.tls("client")
+        insecure.trustRootsPEM = nil
+        insecure.verifyPeer = false
+        let pair = try await Pair.make(server: try Certs.tls("impostor", ca: Certs.foreignCA, trust: Certs.ca.certificatePEM), client: insecure)
+        let (c, _) = try await pair.connect()
+        #expect(c.negotiatedALPN == "stoq/1")
+        await pair.close()
+    }
+
+    @Test func cipherRestriction() async throws {
+        var chacha = try Certs.tls("server")
+        chacha.cipherSuites = [.chacha20Poly1305]
+        var chachaClient = try Certs.tls("client")
+        chachaClient.cipherSuites = [.chacha20Poly1305]
+        let ok = try await Pair.make(server: chacha, client: chachaClient)
+        let (c, _) = try await ok.connect()
+        let s = try await c.openUnidirectionalStream()
+        try await s.write(Array(repeating: 1, count: 100_000))
+        try await s.finish()
+        await ok.close()
+
+        var aesClient = try Certs.tls("client")
+        aesClient.cipherSuites = [.aes256GCM]
+        let mismatch = try await Pair.make(server: chacha, client: aesClient)
+        await #expect(throws: STOQError(.handshakeFailed, "")) {
+            _ = try await mismatch.client.connect(host: "::1", port: mismatch.server.localAddress.port!)
+        }
+        await mismatch.close()
+    }
+
     @Test func expiredCertificateRefused() async throws {
         let expired = try Certs.tls("old", validity: .seconds(3600), now: Date().addingTimeInterval(-86_400 * 3))
         let pair = try await Pair.make(client: expired)
@@ -377,6 +417,28 @@ func bytes(_ n: Int, seed: UInt64) -> [UInt8] {
         await pair.close()
     }
 
+    @Test func unknownVersionGetsVersionNegotiation() async throws {
+        let pair = try await Pair.make()
+        let target = pair.server.localAddress
+        let raw = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { ch in
+                ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(Collect()) }
+            }
+            .bind(host: "::1", port: 0).get()
+        // Long header, version 0x1a2a3a4a, DCID 8 bytes, SCID 8 bytes, padded to 1200.
+        var b = raw.allocator.buffer(capacity: 1200)
+        b.writeBytes([0xc0, 0x1a, 0x2a, 0x3a, 0x4a, 8] + bytes(8, seed: 5) + [8] + bytes(8, seed: 6))
+        b.writeRepeatingByte(0, count: 1200 - b.readableBytes)
+        try await raw.writeAndFlush(AddressedEnvelope(remoteAddress: target, data: b))
+        let reply = try await raw.pipeline.handler(type: Collect.self).get().first.futureResult.get()
+        // Version Negotiation: long header with version 0, then our SCID as its DCID.
+        #expect(reply.getInteger(at: 1, as: UInt32.self) == 0)
+        #expect(reply.getInteger(at: 5, as: UInt8.self) == 8)
+        #expect(reply.getBytes(at: 6, length: 8) == bytes(8, seed: 6))
+        try await raw.close()
+        await pair.close()
+    }
+
     @Test func connectionLimitRefusesWithClearError() async throws {
         var config = EndpointConfiguration()
         config.maxConnections = 1
@@ -406,5 +468,24 @@ func bytes(_ n: Int, seed: UInt64) -> [UInt8] {
         var initial: [UInt8] = [0xc0, 0, 0, 0, 1, 8] + bytes(8, seed: 1) + [8] + bytes(8, seed: 2) + [0, 0x44, 0xd0]
         initial += bytes(1200, seed: 3)
         for n in 0..<initial.count where n % 7 == 0 { Endpoint.fuzzDatagram(Array(initial.prefix(n))) }
+    }
+}
+
+/// Completes `first` with the first datagram a raw test socket receives.
+final class Collect: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    // @unchecked Sendable: used only on its channel's event loop.
+    var first: EventLoopPromise<ByteBuffer>!
+    var done = false
+    func handlerAdded(context: ChannelHandlerContext) { first = context.eventLoop.makePromise() }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !done else { return }
+        done = true
+        first.succeed(unwrapInboundIn(data).data)
+    }
+    func handlerRemoved(context: ChannelHandlerContext) {
+        guard !done else { return }
+        done = true
+        first.fail(ChannelError.ioOnClosedChannel)
     }
 }

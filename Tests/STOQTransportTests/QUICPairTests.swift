@@ -242,6 +242,17 @@ func pattern(_ count: Int, seed: UInt8 = 7) -> ByteBuffer {
         #expect(closed?.initiator == .peer)
     }
 
+    @Test func keepAliveHoldsAnIdleConnection() throws {
+        var config = EndpointConfiguration()
+        config.idleTimeout = .milliseconds(300)
+        config.keepAliveInterval = .milliseconds(100)
+        let pair = try QUICPair(clientConfig: config, serverConfig: config)
+        #expect(pair.drive { $0.established })
+        pair.drive(upTo: pair.now + 3_000_000_000)
+        #expect(pair.client.isEstablished)
+        #expect(pair.server?.isEstablished == true)
+    }
+
     @Test func idleTimeoutFires() throws {
         var config = EndpointConfiguration()
         config.idleTimeout = .milliseconds(300)

@@ -52,7 +52,9 @@ struct SplitMix64: RandomNumberGenerator {
             for i in 0..<b.count where Bool.random(using: &rng) { b[i] = true }
             return b
         }
-        switch Int.random(in: 0..<9, using: &rng) {
+        switch Int.random(in: 0..<11, using: &rng) {
+        case 9: return .statusRequest
+        case 10: return .status(json: "{\"n\":\(rng.next() % 1000)}")
         case 0: return .hello(.init(nodeID: id(), region: "eu-\(rng.next() % 100)", latitude: Double.random(in: -90...90, using: &rng), longitude: Double.random(in: -180...180, using: &rng), roles: [.edge, .client], capabilities: rng.next() % 1000))
         case 1: return .ping(nonce: rng.next(), sentAtMicros: rng.next() >> 2)
         case 2: return .pong(.init(nonce: rng.next(), echoSentAtMicros: rng.next() >> 2, loadPermille: rng.next() % 1001, bandwidthBytesPerSecond: rng.next() >> 2, activeTransfers: rng.next() % 100))

@@ -23,7 +23,9 @@ handshake rate of that (Python, so client-bound) opener as a lower bound.
 
 Environment: BENCH_TRANSPORT_BYTES (default 1 GiB), BENCH_AIOQUIC_BYTES (default 64 MiB:
 aioquic moves tens of Mbit/s, a 1 GiB run would take minutes), BENCH_RUNS (3),
-BENCH_TTFB_FETCHES (50), BENCH_IDLE_CONNS (500; 0 skips), BENCH_ONLY (comma list of row keys: stoq,ngtcp2,stoq-aioquic,aioquic).
+BENCH_TTFB_FETCHES (50), BENCH_IDLE_CONNS (500; 0 skips), BENCH_ONLY (comma list of row keys:
+stoq,stoq-inproc,ngtcp2,stoq-aioquic,aioquic). The stoq-inproc row runs `stoq bench-transport`
+(the transport's own in-process bench, stoq/1) when the binary has it.
 """
 
 from __future__ import annotations
@@ -56,6 +58,30 @@ IDLE_CONNS = Path(__file__).resolve().parent / "idle_conns.py"
 PY = sys.executable
 FETCHED = re.compile(r"fetched (\d+) bytes sha256 ([0-9a-f]{64}) in ([0-9.eE+-]+) s")
 TINY = 1024
+# `stoq bench-transport` (both endpoints in one process, ALPN stoq/1): its two result lines
+BENCH_TRANSPORT_RESULT = re.compile(r"STOQ one connection: (\d+) MB in ([0-9.]+) s = ([0-9.]+) Gbit/s")
+BENCH_TRANSPORT_FIRST_BYTE = re.compile(
+    r"new connection to first byte: median ([0-9.]+) ms, p90 ([0-9.]+) ms \((\d+) runs\)")
+
+
+BENCH_TRANSPORT_IDLE = re.compile(
+    r"memory per idle connection \(client \+ server side\): ([0-9.]+) KiB over (\d+) connections")
+
+
+def parse_bench_transport(text: str) -> dict | None:
+    """{'bytes', 'seconds', 'gbits', and if printed 'median_ms', 'p90_ms', 'runs'} or None."""
+    m = BENCH_TRANSPORT_RESULT.search(text)
+    if not m:
+        return None
+    out: dict = {"bytes": int(m.group(1)) << 20, "seconds": float(m.group(2)), "gbits": float(m.group(3))}
+    f = BENCH_TRANSPORT_FIRST_BYTE.search(text)
+    if f:
+        out.update(median_ms=float(f.group(1)), p90_ms=float(f.group(2)), runs=int(f.group(3)))
+    i = BENCH_TRANSPORT_IDLE.search(text)
+    if i:
+        out.update(idle_kib_per_conn=float(i.group(1)), idle_conns=int(i.group(2)))
+    return out
+
 # if `stoq fetch` reports its first-byte time (any "first byte … N ms" wording), it is used
 STOQ_FIRST_BYTE = re.compile(r"first[ -]byte\D{0,20}?([0-9]+(?:\.[0-9]+)?) ?(ms|s)\b", re.I)
 # first STREAM frame received on request stream 0 (1-RTT), in a gtlsclient log line
@@ -226,6 +252,7 @@ class Row:
     ttfb_proc: list[float] = field(default_factory=list)    # whole client process, spawn → exit
     ttfb_inproc: list[float] = field(default_factory=list)  # connect → first response byte, client's own clock
     idle: dict | None = None  # idle-connection phase: n, failed, anon_before/after_kib, handshakes_per_s
+    first_byte_summary: dict | None = None  # stoq bench-transport: median_ms, p90_ms, runs
 
     def gbits(self) -> float | None:
         if not self.samples:
@@ -257,6 +284,7 @@ class Bench:
         self.dl = Path(tempfile.mkdtemp(prefix="stoq-bench-dl-", dir=shm))
         self.stoq = args.stoq if args.stoq and os.access(args.stoq, os.X_OK) else None
         self.stoq_reason = ""
+        self.stoq_idle_option = False
         if not self.stoq:
             self.stoq_reason = "no stoq binary"
         elif not (help_mentions(self.stoq, "serve", "--listen") and help_mentions(self.stoq, "fetch", "--insecure")):
@@ -279,6 +307,8 @@ class Bench:
         self.tiny_sha = make_file(self.files / "tiny-1k.bin", TINY)
         rows = [
             Row("stoq", "stoq → stoq", "hq-interop", big, f"/transport-{big}.bin", sha_big),
+            Row("stoq-inproc", "stoq → stoq, one process (stoq bench-transport)", "stoq/1",
+                max(1, big >> 20) << 20, "", ""),
             Row("ngtcp2", "ngtcp2 → ngtcp2 (gtlsserver/gtlsclient)", "h3", big, f"/transport-{big}.bin", sha_big),
             Row("stoq-aioquic", "stoq → aioquic client", "hq-interop", small, f"/transport-{small}.bin", sha_small),
             Row("aioquic", "aioquic → aioquic", "hq-interop", small, f"/transport-{small}.bin", sha_small),
@@ -287,6 +317,13 @@ class Bench:
         for r in rows:
             if only and r.key not in only:
                 r.unavailable = "skipped (BENCH_ONLY)"
+            elif r.key == "stoq-inproc":
+                if not self.stoq:
+                    r.unavailable = "no stoq binary"
+                elif not help_mentions(self.stoq, "bench-transport", "--megabytes"):
+                    r.unavailable = "stoq bench-transport not available"
+                else:
+                    self.stoq_idle_option = help_mentions(self.stoq, "bench-transport", "--idle-connections")
             elif r.key.startswith("stoq") and self.stoq_reason:
                 r.unavailable = self.stoq_reason
             elif r.key == "ngtcp2" and not self.has_ngtcp2:
@@ -322,6 +359,20 @@ class Bench:
     def transfer(self, r: Row, path: str, size: int, sha: str, timeout: float,
                  ttfb: bool = False) -> tuple[Sample | None, str | None, float | None]:
         """Returns (sample, error, in-process ttfb seconds if the client reports it)."""
+        if r.key == "stoq-inproc":
+            # Its first run also times the new-connection handshakes (they need no second process).
+            handshakes = max(1, self.args.ttfb_fetches) if r.first_byte_summary is None else 1
+            extra = ["--idle-connections", "0"] if self.stoq_idle_option else []
+            rc, out, err, _ = run_client([self.stoq, "bench-transport", "--megabytes", str(size >> 20),
+                                          "--handshakes", str(handshakes), *extra], timeout)
+            parsed = parse_bench_transport(out + err)
+            if rc != 0 or not parsed:
+                return None, f"stoq bench-transport exit {rc}: {(err or out).strip()[-300:]}", None
+            if parsed["bytes"] != size:
+                return None, f"stoq bench-transport moved {parsed['bytes']} of {size} bytes", None
+            if handshakes > 1 and "median_ms" in parsed:
+                r.first_byte_summary = {k: parsed[k] for k in ("median_ms", "p90_ms", "runs")}
+            return Sample(parsed["seconds"], parsed["bytes"], parsed["seconds"]), None, None
         assert r.server is not None
         url = f"https://[::1]:{r.server.port}{path}"
         c = self.certs
@@ -381,6 +432,16 @@ class Bench:
     # ------------------------------------------------------------------ idle connections
     def idle_phase(self, r: Row, n: int) -> None:
         """Holds n idle aioquic connections to r's server; records its RssAnon before/after."""
+        if r.key == "stoq-inproc":  # the command measures it itself (both sides in one process)
+            rc, out, err, _ = run_client([self.stoq, "bench-transport", "--megabytes", "1", "--handshakes", "1",
+                                          "--idle-connections", str(n)], 120 + n / 10)
+            parsed = parse_bench_transport(out + err)
+            if rc != 0 or not parsed or "idle_kib_per_conn" not in parsed:
+                r.errors.append(f"idle connections: stoq bench-transport exit {rc}: {(err or out).strip()[-200:]}")
+            else:
+                r.idle = {"n": parsed["idle_conns"], "failed": 0, "kib_per_conn": parsed["idle_kib_per_conn"],
+                          "both_sides": True}
+            return
         assert r.server is not None
         pid = r.server.p.pid
         alpn = "h3" if r.key == "ngtcp2" else "hq-interop"
@@ -431,12 +492,12 @@ class Bench:
                     sample, error, _ = self.transfer(r, r.path, r.size, r.sha, timeout)
                     if sample:
                         r.samples.append(sample)
-                        print(f"  run {i + 1}/{a.runs} {r.label:<42} {human_bytes(r.size):>8} "
+                        print(f"  run {i + 1}/{a.runs} {r.label:<48} {human_bytes(r.size):>8} "
                               f"{sample.seconds:8.3f} s  {sample.bytes * 8 / sample.seconds / 1e9:7.3f} Gbit/s",
                               flush=True)
                     else:
                         r.errors.append(error or "?")
-                        print(f"  run {i + 1}/{a.runs} {r.label:<42} FAILED: {error}", flush=True)
+                        print(f"  run {i + 1}/{a.runs} {r.label:<48} FAILED: {error}", flush=True)
             for r in live:
                 r.peak_rss_kib = r.server.peak_rss_kib() if r.server else None
                 r.peak_anon_kib = r.server.peak_anon_kib if r.server else None
@@ -454,7 +515,7 @@ class Bench:
             # memory per idle connection (one measurement per distinct server)
             if a.idle_conns > 0:
                 for r in live:
-                    if r.key in ("stoq", "ngtcp2", "aioquic"):
+                    if r.key in ("stoq", "ngtcp2", "aioquic") or (r.key == "stoq-inproc" and self.stoq_idle_option):
                         print(f"  idle: holding {a.idle_conns} connections to {r.label}", flush=True)
                         self.idle_phase(r, a.idle_conns)
         finally:
@@ -486,7 +547,7 @@ class Bench:
             body.append((r.label, r.proto, human_bytes(r.size),
                          f"{g:.3f}" if g else "failed", cell_ratio(g, ref_g),
                          (f"{r.peak_rss_kib / 1024:.1f} MiB ({(r.peak_anon_kib or 0) / 1024:.1f} MiB)"
-                          if r.peak_rss_kib else "?"),
+                          if r.peak_rss_kib else "— (no separate server)" if r.key == "stoq-inproc" else "?"),
                          f"{len(r.samples)}/{self.args.runs}"))
         lines += table(head, body)
         lines.append("")
@@ -504,6 +565,11 @@ class Bench:
             if r.unavailable:
                 body2.append((r.label, f"n/a ({r.unavailable})", "", "", "", "", ""))
                 continue
+            if r.key == "stoq-inproc":
+                f = r.first_byte_summary
+                body2.append((r.label, "—", "", "", f"{f['median_ms']:.1f} ms" if f else "failed",
+                              f"(p90) {f['p90_ms']:.1f} ms" if f else "", str(f["runs"]) if f else "0"))
+                continue
             if not r.ttfb_proc:
                 body2.append((r.label, "failed", "", "", "", "", "0"))
                 continue
@@ -518,7 +584,11 @@ class Bench:
                      "ratio", "handshakes/s (aioquic client-bound)")
             body3 = []
             for r in rows:
-                if r.key == "stoq-aioquic":
+                if r.key == "stoq-aioquic" or (r.key == "stoq-inproc" and not r.idle):
+                    continue
+                if r.key == "stoq-inproc":
+                    body3.append(("stoq bench-transport (client + server, one process)", str(r.idle["n"]), "",
+                                  f"{r.idle['kib_per_conn']:.1f} KiB (both sides)", "—", ""))
                     continue
                 label = r.label.split(" → ")[0] + (" serve" if r.key == "stoq" else
                                                     " gtlsserver" if r.key == "ngtcp2" else " server")
@@ -536,7 +606,9 @@ class Bench:
             lines += table(head3, body3)
             lines.append("")
         lines.append("ratio = figure / ngtcp2's in the same run (Gbit/s: higher is better; first byte and memory: "
-                     "lower is better). The two stoq rows share one `stoq serve` process.")
+                     "lower is better). The stoq serve rows share one `stoq serve` process.")
+        lines.append("stoq bench-transport: both endpoints in one process, ALPN stoq/1, a unidirectional stream; "
+                     "its time is its own (server side, first stream to FIN), the others are client spawn → exit.")
         lines.append("client process = spawn → exit of a new client fetching 1 KiB (includes process start-up); "
                      "connect → first byte = the client's own clock (ngtcp2: its log, 1 ms resolution; "
                      "aioquic: perf_counter; stoq fetch: its own report if it prints one).")
@@ -558,7 +630,8 @@ class Bench:
                       "reported_s": [s.reported_seconds for s in r.samples],
                       "server_peak_rss_kib": r.peak_rss_kib, "server_peak_anon_kib": r.peak_anon_kib,
                       "ttfb_process_s": r.ttfb_proc, "ttfb_inprocess_s": r.ttfb_inproc,
-                      "idle": r.idle, "errors": r.errors} for r in rows],
+                      "idle": r.idle, "first_byte_summary": r.first_byte_summary,
+                      "errors": r.errors} for r in rows],
         }
         (self.out / "transport.json").write_text(json.dumps(result, indent=1))
         (self.out / "transport.txt").write_text(text + "\n")
@@ -566,6 +639,8 @@ class Bench:
 
 
 def per_conn(idle: dict | None) -> float | None:
+    if idle and "kib_per_conn" in idle:
+        return None  # both sides of the connection: not comparable with a server-only figure
     if not idle or not idle.get("n") or idle.get("anon_after_kib") is None or idle.get("anon_before_kib") is None:
         return None
     return (idle["anon_after_kib"] - idle["anon_before_kib"]) / idle["n"]

@@ -23,11 +23,8 @@ public struct ConvergedView: Sendable {
     /// The index range of ids whose first `bits` bits equal those of `prefix`.
     func range(prefix: NexusID, bits: Int) -> Range<Int> {
         // Mask: first `bits` bits of prefix, rest 0 (low) or 1 (high).
-        var low = prefix, high = prefix
-        for i in bits..<256 {
-            if low.bit(i) { low = low.flippingBit(i) }
-            if !high.bit(i) { high = high.flippingBit(i) }
-        }
+        let mask = NexusHash.prefixMask(bits)
+        let low = prefix & mask, high = prefix | ~mask
         let a = lowerBound(low)
         var b = lowerBound(high)
         if b < sortedIDs.count && sortedIDs[b] == high { b += 1 }

@@ -147,6 +147,7 @@ public struct DHTSimulator {
     }
 
     private mutating func schedule(_ i: Int) {
+        guard alive[i] else { return }
         let t = max(nodes[i].pollTimeout(), now)
         if t < timerAt[i] {
             timerAt[i] = t
@@ -190,7 +191,8 @@ public struct DHTSimulator {
             case .timer(let i):
                 guard timerAt[i] == e.time else { continue }
                 timerAt[i] = .max
-                if alive[i] { nodes[i].handleTimeout(now: now) }
+                guard alive[i] else { continue } // a stopped node runs no timers
+                nodes[i].handleTimeout(now: now)
                 pump(i)
             }
         }

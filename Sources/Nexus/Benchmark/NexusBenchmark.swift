@@ -9,7 +9,8 @@ public enum NexusBenchmark {
         public var nodes: Int
         /// Mean contacts per routing table (per-node state).
         public var meanContacts: Double
-        /// Estimated routing-table bytes per node (contacts × bytes per compact contact).
+        /// Routing-table bytes per node: contacts × `MemoryLayout<RoutingTable.Contact>.stride`
+        /// (inline part; address arrays and region strings are shared or small and not counted).
         public var bytesPerNode: Double
         /// Mean rounds of value lookups.
         public var meanRounds: Double
@@ -47,7 +48,7 @@ public enum NexusBenchmark {
     /// built only for the nodes a lookup touches. Lookups run the real ``LookupStateMachine`` and
     /// real ``RoutingTable/closest(to:count:)`` answers, one round-trip at a time in FIFO order
     /// (equal latencies); the value sits on the 3 closest nodes to its key. Per-node state is the
-    /// contact count of the tables built. Node records are compact here (id only).
+    /// contact count of the tables built. Node records carry only the id here.
     /// - Parameters:
     ///   - sizes: network sizes, e.g. `[1_000, 10_000, 100_000, 1_000_000]`.
     ///   - lookups: value lookups per size.
@@ -100,9 +101,8 @@ public enum NexusBenchmark {
                 if r.value != nil { found += 1 }
             }
             let mean = Double(contacts) / Double(lookups)
-            // A compact contact: 32-byte id + 8-byte last-seen + failure count, padded.
-            let compact = Double(MemoryLayout<NexusHash>.stride + 16)
-            return ScaleRow(nodes: n, meanContacts: mean, bytesPerNode: mean * compact, meanRounds: Double(rounds.reduce(0, +)) / Double(lookups),
+            let perContact = Double(MemoryLayout<RoutingTable.Contact>.stride)
+            return ScaleRow(nodes: n, meanContacts: mean, bytesPerNode: mean * perContact, meanRounds: Double(rounds.reduce(0, +)) / Double(lookups),
                             p99Rounds: percentile(rounds, 0.99), maxRounds: rounds.max() ?? 0, meanMessages: Double(messages) / Double(lookups),
                             found: found, lookups: lookups)
         }

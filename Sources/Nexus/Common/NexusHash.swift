@@ -105,16 +105,31 @@ public struct NexusHash: Hashable, Comparable, Sendable, CustomStringConvertible
 
     /// The bit at position `i` (0 = most significant).
     public func bit(_ i: Int) -> Bool {
-        let w = [w0, w1, w2, w3][i / 64]
-        return (w >> UInt64(63 - i % 64)) & 1 == 1
+        let w: UInt64
+        switch i >> 6 { case 0: w = w0; case 1: w = w1; case 2: w = w2; default: w = w3 }
+        return (w >> UInt64(63 - (i & 63))) & 1 == 1
     }
 
     /// This value with bit `i` (0 = most significant) flipped.
     public func flippingBit(_ i: Int) -> NexusHash {
-        var words = [w0, w1, w2, w3]
-        words[i / 64] ^= 1 << UInt64(63 - i % 64)
-        return NexusHash(words[0], words[1], words[2], words[3])
+        let m: UInt64 = 1 << UInt64(63 - (i & 63))
+        var r = self
+        switch i >> 6 { case 0: r.w0 ^= m; case 1: r.w1 ^= m; case 2: r.w2 ^= m; default: r.w3 ^= m }
+        return r
     }
+
+    /// A mask with the first `bits` bits (0…256) set.
+    public static func prefixMask(_ bits: Int) -> NexusHash {
+        func word(_ n: Int) -> UInt64 { n <= 0 ? 0 : n >= 64 ? .max : ~(UInt64.max >> UInt64(n)) }
+        return NexusHash(word(bits), word(bits - 64), word(bits - 128), word(bits - 192))
+    }
+
+    /// Bitwise AND.
+    public static func & (a: NexusHash, b: NexusHash) -> NexusHash { NexusHash(a.w0 & b.w0, a.w1 & b.w1, a.w2 & b.w2, a.w3 & b.w3) }
+    /// Bitwise OR.
+    public static func | (a: NexusHash, b: NexusHash) -> NexusHash { NexusHash(a.w0 | b.w0, a.w1 | b.w1, a.w2 | b.w2, a.w3 | b.w3) }
+    /// Bitwise NOT.
+    public static prefix func ~ (a: NexusHash) -> NexusHash { NexusHash(~a.w0, ~a.w1, ~a.w2, ~a.w3) }
 
     /// Returns true if `a` is closer to `self` than `b` in the XOR metric.
     @inline(__always)

@@ -30,6 +30,8 @@ public struct DHTConfiguration: Sendable, Hashable {
     public var replacementCacheSize = 8
     /// Failed requests before a contact is evicted.
     public var maxFailures: UInt8 = 2
+    /// A full bucket probes its least-recently-seen entry only if it has been silent this long.
+    public var probeAfter: UInt64 = 60 * 1000
 
     /// The defaults: k = 20, α = 3, replication 3, 1 s request timeout, 24 h TTLs, 1 h republish.
     public init() {}

@@ -77,7 +77,7 @@ public struct KademliaNode: Sendable {
         self.record = record
         self.config = config
         self.validator = validator
-        self.table = RoutingTable(selfID: record.id, k: config.k, replacementCacheSize: config.replacementCacheSize, maxFailures: config.maxFailures)
+        self.table = RoutingTable(selfID: record.id, k: config.k, replacementCacheSize: config.replacementCacheSize, maxFailures: config.maxFailures, probeAfter: config.probeAfter)
         self.rng = SplitMix64(seed: seed ^ record.id.w3)
         self.maintenanceAt = now + config.maintenanceInterval
         self.bucketLookedAt = Array(repeating: now, count: 256)
@@ -250,10 +250,10 @@ public struct KademliaNode: Sendable {
 
     /// A random id whose common prefix with this node is exactly `b` bits.
     mutating func randomID(inBucket b: Int) -> NexusID {
-        var r = NexusHash(rng.next(), rng.next(), rng.next(), rng.next())
-        // Copy this node's first b bits, flip bit b, keep the random rest.
-        for i in 0...b { if r.bit(i) != (i == b ? !id.bit(i) : id.bit(i)) { r = r.flippingBit(i) } }
-        return r
+        let r = NexusHash(rng.next(), rng.next(), rng.next(), rng.next())
+        // This node's first b bits, bit b flipped, the rest random.
+        let mask = NexusHash.prefixMask(b + 1)
+        return (id.flippingBit(b) & mask) | (r & ~mask)
     }
 
     // MARK: - Input

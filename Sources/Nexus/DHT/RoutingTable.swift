@@ -34,13 +34,17 @@ public struct RoutingTable: Sendable {
     public let replacementCacheSize: Int
     /// Failures before a contact is evicted.
     public let maxFailures: UInt8
+    /// A full bucket's least-recently-seen entry is probed only if silent for this long (ms), so
+    /// strangers cannot set off ping storms against nodes that were just heard from.
+    public let probeAfter: UInt64
     private var buckets: [Bucket]
     /// Number of contacts in buckets (not counting replacement caches).
     public private(set) var count = 0
 
     /// Creates an empty table.
-    public init(selfID: NexusID, k: Int = 20, replacementCacheSize: Int = 8, maxFailures: UInt8 = 2) {
+    public init(selfID: NexusID, k: Int = 20, replacementCacheSize: Int = 8, maxFailures: UInt8 = 2, probeAfter: UInt64 = 0) {
         self.selfID = selfID; self.k = k; self.replacementCacheSize = replacementCacheSize; self.maxFailures = maxFailures
+        self.probeAfter = probeAfter
         buckets = Array(repeating: Bucket(), count: 256)
     }
 
@@ -86,7 +90,7 @@ public struct RoutingTable: Sendable {
             buckets[b].replacements.removeFirst()
         }
         buckets[b].replacements.append(contact)
-        if !buckets[b].probing {
+        if !buckets[b].probing, now >= buckets[b].entries[0].lastSeen &+ probeAfter {
             buckets[b].probing = true
             return .cachedProbe(buckets[b].entries[0].record)
         }

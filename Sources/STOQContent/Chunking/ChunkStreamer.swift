@@ -130,7 +130,7 @@ public struct ChunkStreamer: Sendable {
             let chains = slots.chains.map { $0! }
             // Merge: chain 0 starts at a true boundary; re-synchronise every later seam.
             var q = p
-            for (i, chain) in chains.enumerated() {
+            for chain in chains {
                 try chain.bytes.withUnsafeBytes { raw in
                     func emit(_ a: Int64, _ b: Int64, _ h: ChunkID?) throws {
                         let lo = Int(a - chain.start), hi = Int(b - chain.start)

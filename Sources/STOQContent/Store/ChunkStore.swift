@@ -42,7 +42,7 @@ public struct GCReport: Sendable, Equatable {
 public struct VerifyReport: Sendable, Equatable {
     /// Chunks whose bytes no longer hash to their id.
     public var damaged: [ChunkID] = []
-    /// Chunks recorded in the metadata whose bytes are gone.
+    /// Chunks recorded in the metadata, or referenced by pinned content, whose bytes are gone.
     public var missing: [ChunkID] = []
     /// Chunk files no metadata refers to (e.g. left by a crash before commit).
     public var orphaned: [ChunkID] = []
@@ -56,6 +56,8 @@ public struct VerifyReport: Sendable, Equatable {
     public var repaired: Bool = false
     /// True when nothing is wrong.
     public var isClean: Bool { damaged.isEmpty && missing.isEmpty && orphaned.isEmpty && tempFiles == 0 }
+    /// True when a repair has left nothing to fix except what only a new put can restore (missing chunks).
+    public var isConsistent: Bool { damaged.isEmpty && orphaned.isEmpty && tempFiles == 0 }
 }
 
 /// Totals of a store.

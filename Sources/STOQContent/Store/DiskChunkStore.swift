@@ -267,6 +267,11 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
             }
         }
         let known = Set(recorded)
+        // Chunks pinned content references but the metadata no longer records (dropped by an earlier repair).
+        let unrecorded: [ChunkID] = try wrap {
+            try db.read { db in try Data.fetchAll(db, sql: Self.liveCTE + " SELECT id FROM live WHERE id NOT IN (SELECT id FROM chunks)").compactMap(Self.id) }
+        }
+        for id in unrecorded where !bad.contains(id) { r.missing.append(id); bad.append(id) }
         r.orphaned = scan.files.keys.filter { !known.contains($0) }.sorted()
         r.tempFiles = scan.temps.count
         if !bad.isEmpty {

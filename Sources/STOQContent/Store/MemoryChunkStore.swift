@@ -95,6 +95,8 @@ public final class MemoryChunkStore: ChunkStore, @unchecked Sendable {
                 if ChunkID.of(b) != id { r.damaged.append(id) }
             }
             r.orphaned = files.keys.filter { chunks[$0] == nil }
+            let live = Reachability.closure(roots: pinned.keys.map(\.manifest)) { Array(edges[$0] ?? []) }
+            for id in live where chunks[id] == nil && !r.missing.contains(id) { r.missing.append(id) }
             let bad = Set(r.damaged + r.missing)
             if !bad.isEmpty {
                 for p in pinned.keys where !Reachability.closure(roots: [p.manifest], children: { Array(edges[$0] ?? []) }).isDisjoint(with: bad) {

@@ -34,9 +34,10 @@ struct FileDescriptor: Sendable {
 
     /// Reads up to `count` bytes at `offset` (fewer only at end of file).
     func pread(count: Int, at offset: Int64) throws -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: count)
-        var got = 0
-        try out.withUnsafeMutableBytes { buf in
+        // Uninitialized capacity: the bytes are filled by pread, and only the bytes read are kept.
+        try [UInt8](unsafeUninitializedCapacity: count) { buf, initialized in
+            var got = 0
+            defer { initialized = got }
             while got < count {
                 let n = Glibc.pread(raw, buf.baseAddress! + got, count - got, off_t(offset) + off_t(got))
                 if n > 0 { got += n; continue }
@@ -45,8 +46,6 @@ struct FileDescriptor: Sendable {
                 throw Posix.error("read", path)
             }
         }
-        if got < count { out.removeSubrange(got...) }
-        return out
     }
 
     /// Reads the whole file.
@@ -241,11 +240,21 @@ extension Posix {
     /// An exclusive advisory lock on `path` (created if needed), held until `unlock` or process exit.
     static func lockExclusive(_ path: String) throws -> FileDescriptor {
         let fd = try FileDescriptor.open(path, flags: O_RDWR | O_CREAT | O_CLOEXEC, mode: 0o644)
-        while flock(fd.raw, LOCK_EX) != 0 {
+        // Another process may hold the store briefly (a `stoq` command) or for long (a running node):
+        // wait up to 10 s, then say so instead of hanging.
+        var waited = 0
+        while flock(fd.raw, LOCK_EX | LOCK_NB) != 0 {
             if errno == EINTR { continue }
-            let e = Posix.error("flock", path)
-            fd.close()
-            throw e
+            guard errno == EWOULDBLOCK, waited < 10_000 else {
+                let busy = errno == EWOULDBLOCK
+                let e = busy
+                    ? ContentError(.io, "the store at \(path.hasSuffix("/lock") ? String(path.dropLast(5)) : path) is in use by another process (a running stoq node or command); stop it or use another --store")
+                    : Posix.error("flock", path)
+                fd.close()
+                throw e
+            }
+            usleep(50_000)
+            waited += 50
         }
         return fd
     }

@@ -69,6 +69,8 @@ struct NGTCP2ConnectionSetup {
     var idleTimeoutNanos: UInt64
     var handshakeTimeoutNanos: UInt64
     var keepAliveNanos: UInt64?
+    /// Packets received before an ACK is sent at once (ngtcp2 default 2).
+    var ackThreshold: Int
     var statelessResetSecret: [UInt8]
     // TLS
     var credentials: TLSCredentials
@@ -163,6 +165,7 @@ final class NGTCP2Connection {
         settings.max_window = s.maxConnectionWindow
         settings.max_stream_window = s.maxStreamWindow
         settings.handshake_timeout = s.handshakeTimeoutNanos
+        settings.ack_thresh = s.ackThreshold
 
         var params = ngtcp2_transport_params()
         stoq_transport_params_default(&params)
@@ -608,3 +611,4 @@ final class NGTCP2Connection {
 private func me(_ ud: UnsafeMutableRawPointer?) -> NGTCP2Connection {
     Unmanaged<NGTCP2Connection>.fromOpaque(ud!).takeUnretainedValue()
 }
+

@@ -9,6 +9,8 @@ enum NGTCP2Packet {
     static let localCIDLength = 16
 
     struct Header {
+        /// The client speaks a QUIC version we do not: answer with Version Negotiation.
+        var needsVersionNegotiation = false
         var isLong: Bool
         var version: UInt32
         var dcid: ConnectionID
@@ -22,12 +24,14 @@ enum NGTCP2Packet {
             var vc = ngtcp2_version_cid()
             let rv = ngtcp2_pkt_decode_version_cid(
                 &vc, base.assumingMemoryBound(to: UInt8.self), raw.count, localCIDLength)
-            guard rv == 0, let d = vc.dcid, vc.dcidlen <= ConnectionID.maxLength,
-                vc.scidlen <= ConnectionID.maxLength
+            guard rv == 0 || rv == NGTCP2_ERR_VERSION_NEGOTIATION, let d = vc.dcid,
+                vc.dcidlen <= ConnectionID.maxLength, vc.scidlen <= ConnectionID.maxLength
             else { return nil }
             let dcid = ConnectionID(pointer: d, count: vc.dcidlen)
             let scid = vc.scid.map { ConnectionID(pointer: $0, count: vc.scidlen) } ?? ConnectionID()
-            return Header(isLong: base.load(as: UInt8.self) & 0x80 != 0, version: vc.version, dcid: dcid, scid: scid)
+            return Header(
+                needsVersionNegotiation: rv == NGTCP2_ERR_VERSION_NEGOTIATION,
+                isLong: base.load(as: UInt8.self) & 0x80 != 0, version: vc.version, dcid: dcid, scid: scid)
         }
     }
 
@@ -99,6 +103,23 @@ enum NGTCP2Packet {
             let n = ngtcp2_crypto_write_connection_close(
                 dest.baseAddress!.assumingMemoryBound(to: UInt8.self), dest.count, initial.version, &dcid, &scid,
                 UInt64(NGTCP2_CONNECTION_REFUSED), reasonBytes, reasonBytes.count)
+            return n > 0 ? Int(n) : 0
+        }
+        return buf.readableBytes > 0 ? buf : nil
+    }
+
+    /// Writes a Version Negotiation packet offering QUIC v1, answering `header`.
+    static func versionNegotiation(for header: Header, allocator: ByteBufferAllocator) -> ByteBuffer? {
+        let dcid = header.scid.bytes
+        let scid = header.dcid.bytes
+        let versions: [UInt32] = [NGTCP2_PROTO_VER_V1]
+        var unused: UInt8 = 0
+        _ = stoq_random(&unused, 1)
+        var buf = allocator.buffer(capacity: 256)
+        buf.writeWithUnsafeMutableBytes(minimumWritableBytes: 256) { dest -> Int in
+            let n = ngtcp2_pkt_write_version_negotiation(
+                dest.baseAddress!.assumingMemoryBound(to: UInt8.self), dest.count, unused, dcid, dcid.count, scid,
+                scid.count, versions, versions.count)
             return n > 0 ? Int(n) : 0
         }
         return buf.readableBytes > 0 ? buf : nil

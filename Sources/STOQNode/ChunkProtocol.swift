@@ -1,0 +1,252 @@
+import Crypto
+import Foundation
+import Logging
+import NIOCore
+import STOQContent
+import STOQTransport
+import STOQWire
+
+/// Limits of the chunk protocol.
+public enum ChunkProtocol {
+    /// The largest request frame a server reads.
+    public static let maximumRequestLength = 4096
+    /// The largest response body a client accepts (a data chunk is ≤ 1 MiB plus AEAD overhead;
+    /// manifests can be larger).
+    public static let maximumChunkLength = 16 << 20
+}
+
+/// Where a ``ChunkServer`` gets the chunks it serves: a local store, or an edge cache that pulls
+/// misses from upstream.
+public protocol ChunkProvider: Sendable {
+    /// The chunk's verified bytes, or `nil` when this node cannot supply it.
+    func chunk(_ id: ChunkID) async throws -> [UInt8]?
+}
+
+/// Serves what a ``ChunkStore`` holds.
+public struct StoreChunkProvider: ChunkProvider {
+    /// The store.
+    public let store: any ChunkStore
+    /// Wraps a store.
+    public init(store: any ChunkStore) { self.store = store }
+    public func chunk(_ id: ChunkID) async throws -> [UInt8]? {
+        do {
+            return try store.read(id)
+        } catch let error as ContentError where error.code == .notFound {
+            return nil
+        }
+    }
+}
+
+/// Serves chunks over `stoq/1`: one `GET_CHUNK` per bidirectional stream, answered by a
+/// `CHUNK_HEADER` frame and the raw bytes until FIN; `PING` is answered with `PONG`.
+///
+/// Stores hold ciphertext verified by id, so a server never needs a reader key.
+public final class ChunkServer: Sendable {
+    /// Where chunks come from.
+    public let provider: any ChunkProvider
+    private let logger: Logger
+    private let counters = ServerCounters()
+    private let status: (@Sendable () async -> String)?
+
+    /// Creates a server for a provider.
+    /// - Parameter status: answers STATUS requests with a JSON document (nil: refuse them).
+    public init(provider: any ChunkProvider, status: (@Sendable () async -> String)? = nil, logger: Logger = Logger(label: "stoq.chunks")) {
+        self.provider = provider
+        self.status = status
+        self.logger = logger
+    }
+
+    /// Creates a server for a store.
+    public convenience init(store: any ChunkStore, status: (@Sendable () async -> String)? = nil, logger: Logger = Logger(label: "stoq.chunks")) {
+        self.init(provider: StoreChunkProvider(store: store), status: status, logger: logger)
+    }
+
+    /// Bytes and requests served so far.
+    public var served: (requests: Int, bytes: Int) { counters.value }
+
+    /// Serves every `stoq/1` request stream of `connection` until it closes.
+    public func serve(connection: Connection) async {
+        await withDiscardingTaskGroup { group in
+            for await stream in connection.incomingStreams where stream.isBidirectional {
+                group.addTask { await self.serve(stream: stream) }
+            }
+        }
+    }
+
+    /// Answers one request stream.
+    public func serve(stream: QUICStream) async {
+        do {
+            var decoder = FrameDecoder(maximumPayloadLength: ChunkProtocol.maximumRequestLength)
+            var request: STOQMessage?
+            reading: for try await piece in stream {
+                decoder.handle(bytes: piece)
+                if let frame = try decoder.pollFrame() {
+                    request = try STOQMessage.decode(frame)
+                    break reading
+                }
+            }
+            switch request {
+            case .getChunk(let wireID, let offset, let length):
+                try await answer(chunk: ChunkID(bytes: wireID.bytes)!, offset: offset, length: length, on: stream)
+            case .ping(let nonce, let sent):
+                let pong = STOQMessage.pong(.init(nonce: nonce, echoSentAtMicros: sent, loadPermille: 0, bandwidthBytesPerSecond: 0, activeTransfers: 0))
+                try await stream.write(pong.encoded())
+                try await stream.finish()
+            case .statusRequest:
+                let json = await status?() ?? "{}"
+                try await stream.write(STOQMessage.status(json: json).encoded())
+                try await stream.finish()
+            case .none:
+                await stream.reset(code: ChunkErrorCode.badRequest)
+            case .some(let other):
+                try await stream.write(STOQMessage.error(code: ChunkErrorCode.badRequest, message: "unexpected request \(other.frame().type)").encoded())
+                try await stream.finish()
+            }
+        } catch let error as WireError {
+            logger.info("malformed request", metadata: ["error": "\(error)"])
+            await stream.reset(code: ChunkErrorCode.badRequest)
+        } catch {
+            logger.debug("request stream failed", metadata: ["error": "\(error)"])
+            await stream.reset(code: ChunkErrorCode.internalError)
+        }
+    }
+
+    private func answer(chunk id: ChunkID, offset: UInt64, length: UInt64, on stream: QUICStream) async throws {
+        let bytes: [UInt8]
+        do {
+            guard let found = try await provider.chunk(id) else {
+                try await stream.write(STOQMessage.chunkHeader(status: .notFound, totalLength: 0, offset: 0, length: 0).encoded())
+                try await stream.finish()
+                return
+            }
+            bytes = found
+        } catch {
+            logger.warning("cannot read chunk", metadata: ["chunk": "\(id.short)", "error": "\(error)"])
+            try await stream.write(STOQMessage.chunkHeader(status: .internalError, totalLength: 0, offset: 0, length: 0).encoded())
+            try await stream.finish()
+            return
+        }
+        let total = UInt64(bytes.count)
+        guard offset <= total else {
+            try await stream.write(STOQMessage.chunkHeader(status: .invalidRange, totalLength: total, offset: offset, length: 0).encoded())
+            try await stream.finish()
+            return
+        }
+        let count = length == 0 ? total - offset : min(length, total - offset)
+        var out = STOQMessage.chunkHeader(status: .ok, totalLength: total, offset: offset, length: count).encoded()
+        out.writeBytes(bytes[Int(offset)..<Int(offset + count)])
+        try await stream.write(out)
+        try await stream.finish()
+        counters.add(bytes: Int(count))
+    }
+}
+
+/// Application error codes of the chunk protocol (RESET_STREAM / ERROR frames).
+public enum ChunkErrorCode {
+    /// The request was malformed or unexpected.
+    public static let badRequest: UInt64 = 0x1
+    /// The server failed.
+    public static let internalError: UInt64 = 0x2
+}
+
+/// A connection to one peer that can be asked for chunks.
+public final class PeerClient: Sendable {
+    /// The connection.
+    public let connection: Connection
+    /// A name for reports (address or node name).
+    public let name: String
+
+    /// Wraps an established `stoq/1` connection.
+    public init(connection: Connection, name: String) {
+        self.connection = connection
+        self.name = name
+    }
+
+    /// Fetches a whole chunk and verifies it against `id`.
+    /// - Throws: ``NodeError`` `.notFound` when the peer lacks it, `.corrupt` when the bytes do not
+    ///   match the id, `.protocolViolation` for a malformed answer; transport errors as they are.
+    public func fetchChunk(_ id: ChunkID, progress: (@Sendable (Int) -> Void)? = nil) async throws -> [UInt8] {
+        let stream = try await connection.openBidirectionalStream(priority: .bulk)
+        try await stream.write(STOQMessage.getChunk(chunkID: WireID(id.bytes)!, offset: 0, length: 0).encoded())
+        try await stream.finish()
+        var decoder = FrameDecoder(maximumPayloadLength: 1024)
+        var body = [UInt8]()
+        var expected: Int?
+        for try await piece in stream {
+            if let expected {
+                body.append(contentsOf: piece.readableBytesView)
+                progress?(piece.readableBytes)
+                guard body.count <= expected else { throw NodeError(.protocolViolation, "\(name) sent more than the \(expected) bytes it announced for \(id.short)") }
+                continue
+            }
+            decoder.handle(bytes: piece)
+            guard let frame = try decoder.pollFrame() else { continue }
+            switch try STOQMessage.decode(frame) {
+            case .chunkHeader(.ok, _, _, let length):
+                guard length <= UInt64(ChunkProtocol.maximumChunkLength) else {
+                    throw NodeError(.protocolViolation, "\(name) announced a \(length)-byte chunk; the limit is \(ChunkProtocol.maximumChunkLength)")
+                }
+                expected = Int(length)
+                body.reserveCapacity(Int(length))
+                let rest = decoder.takeRemainingBytes()
+                body.append(contentsOf: rest.readableBytesView)
+                if rest.readableBytes > 0 { progress?(rest.readableBytes) }
+            case .chunkHeader(.notFound, _, _, _):
+                throw NodeError(.notFound, "\(name) does not hold chunk \(id.short)")
+            case .chunkHeader(let status, _, _, _):
+                throw NodeError(.refused, "\(name) answered \(status) for chunk \(id.short)")
+            case .error(_, let message):
+                throw NodeError(.refused, "\(name): \(message)")
+            default:
+                throw NodeError(.protocolViolation, "\(name) answered GET_CHUNK with \(frame.type)")
+            }
+        }
+        guard let expected else { throw NodeError(.protocolViolation, "\(name) closed the stream before answering") }
+        guard body.count == expected else {
+            throw NodeError(.protocolViolation, "\(name) sent \(body.count) of the \(expected) bytes of chunk \(id.short)")
+        }
+        guard ChunkID.of(body) == id else {
+            throw NodeError(.corrupt, "\(name) sent bytes for chunk \(id.short) that do not match its id")
+        }
+        return body
+    }
+
+    /// Asks the peer for its status document (JSON).
+    public func status() async throws -> String {
+        let stream = try await connection.openBidirectionalStream(priority: .control)
+        try await stream.write(STOQMessage.statusRequest.encoded())
+        try await stream.finish()
+        var decoder = FrameDecoder(maximumPayloadLength: 512 * 1024)
+        decoder.handle(bytes: try await stream.readAll(limit: 512 * 1024))
+        guard let frame = try decoder.pollFrame(), case .status(let json) = try STOQMessage.decode(frame) else {
+            throw NodeError(.protocolViolation, "\(name) did not answer STATUS")
+        }
+        return json
+    }
+
+    /// Measures one round trip with PING/PONG.
+    public func ping() async throws -> Duration {
+        let start = ContinuousClock.now
+        let stream = try await connection.openBidirectionalStream(priority: .control)
+        try await stream.write(STOQMessage.ping(nonce: UInt64.random(in: 0 ... .max), sentAtMicros: 0).encoded())
+        try await stream.finish()
+        let reply = try await stream.readAll(limit: 1024)
+        var decoder = FrameDecoder(maximumPayloadLength: 1024)
+        decoder.handle(bytes: reply)
+        guard let frame = try decoder.pollFrame(), case .pong = try STOQMessage.decode(frame) else {
+            throw NodeError(.protocolViolation, "\(name) did not answer PING with PONG")
+        }
+        return .now - start
+    }
+}
+
+/// Thread-safe counters for a server.
+///
+/// `@unchecked Sendable`: every access goes through `lock`.
+final class ServerCounters: @unchecked Sendable {
+    private let lock = NSLock()
+    private var requests = 0
+    private var bytes = 0
+    func add(bytes n: Int) { lock.withLock { requests += 1; bytes += n } }
+    var value: (requests: Int, bytes: Int) { lock.withLock { (requests, bytes) } }
+}

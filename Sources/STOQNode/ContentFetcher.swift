@@ -1,0 +1,262 @@
+import Foundation
+import Logging
+import STOQContent
+import STOQSwarm
+import STOQTransport
+
+/// What one fetch did.
+public struct FetchReport: Sendable {
+    /// What one source contributed.
+    public struct Source: Sendable {
+        /// Its name.
+        public var name: String
+        /// Verified bytes it delivered.
+        public var bytes: Int
+        /// Chunks it delivered.
+        public var chunks: Int
+        /// Its final state in the scheduler.
+        public var state: String
+    }
+    /// The content fetched.
+    public var root: ContentID
+    /// Plaintext size of the content.
+    public var plainBytes: UInt64
+    /// Stored (ciphertext) bytes of the data chunks that were fetched.
+    public var fetchedBytes: Int
+    /// Data chunks in the content.
+    public var chunks: Int
+    /// Data chunks that were already in the local store (resume).
+    public var chunksAlreadyPresent: Int
+    /// Manifest chunks walked.
+    public var manifestChunks: Int
+    /// Seconds from start to the last verified chunk.
+    public var seconds: Double
+    /// Seconds to the first verified chunk byte.
+    public var secondsToFirstByte: Double?
+    /// Per source.
+    public var sources: [Source]
+    /// For each source that failed mid-fetch: seconds from its first failed request's start to the
+    /// moment its work was handed to others.
+    public var failovers: [(source: String, seconds: Double)]
+    /// Goodput in Mbit/s over the data phase.
+    public var megabitsPerSecond: Double { seconds > 0 ? Double(fetchedBytes) * 8 / seconds / 1e6 : 0 }
+}
+
+/// Fetches content by id from several sources at once, verifying every chunk before it is stored.
+///
+/// The scheduling decisions (windows, rarest-first, endgame, failover, bans) are the sans-IO
+/// ``SwarmScheduler``'s; this type only pumps it: it starts the requests the scheduler asks for,
+/// reports their outcomes with the current time, and wakes it at its timeouts.
+public final class ContentFetcher: Sendable {
+    /// The local store the content lands in.
+    public let store: any ChunkStore
+    /// The sources.
+    public let sources: [any ChunkSource]
+    /// Scheduler settings.
+    public let configuration: SwarmConfiguration
+    private let logger: Logger
+    private let onProgress: (@Sendable (SwarmProgress) -> Void)?
+    private let onEvent: (@Sendable (String) -> Void)?
+
+    /// Creates a fetcher.
+    /// - Parameters:
+    ///   - store: where chunks are written (verified) and the content is pinned at the end.
+    ///   - sources: peers to fetch from (at least one).
+    ///   - onProgress: called as chunks arrive (progress bars).
+    ///   - onEvent: called with human-readable notes (bans, failovers).
+    public init(
+        store: any ChunkStore, sources: [any ChunkSource], configuration: SwarmConfiguration = .init(),
+        logger: Logger = Logger(label: "stoq.fetch"),
+        onProgress: (@Sendable (SwarmProgress) -> Void)? = nil,
+        onEvent: (@Sendable (String) -> Void)? = nil
+    ) {
+        self.store = store
+        self.sources = sources
+        self.configuration = configuration
+        self.logger = logger
+        self.onProgress = onProgress
+        self.onEvent = onEvent
+    }
+
+    private enum Event: Sendable {
+        case done(RequestID, Result<[UInt8], any Error>)
+        case progress(RequestID, Int)
+        case tick
+    }
+
+    /// Fetches `root` and everything it references into the store, then pins it.
+    public func fetch(_ root: ContentID) async throws -> FetchReport {
+        guard !sources.isEmpty else { throw NodeError(.invalidArgument, "a fetch needs at least one source") }
+        let clock = ContinuousClock()
+        let start = clock.now
+        func now() -> UInt64 { UInt64(max(0, (clock.now - start).nanoseconds)) }
+
+        // 1. Manifests, from the store or from the first source that has them.
+        var plan = try await ContentPlan.resolve(root) { id in
+            if try self.store.contains(id) { return try self.store.read(id) }
+            var lastError: (any Error)?
+            for source in self.sources {
+                do {
+                    let bytes = try await source.fetchChunk(id, progress: nil)
+                    try self.store.writeChunk(id, bytes)
+                    return bytes
+                } catch {
+                    lastError = error
+                }
+            }
+            throw NodeError(.unavailable, "no source could supply manifest \(id.short) of \(root): \(lastError.map { "\($0)" } ?? "no sources")")
+        }
+
+        // 2. Data chunks through the scheduler.
+        let chunks = plan.dataChunks.enumerated().map { SwarmChunk(index: $0.offset, id: $0.element.id, size: $0.element.size) }
+        var present = [Int]()
+        for c in chunks where try store.contains(c.id) { present.append(c.index) }
+        var scheduler = SwarmScheduler(chunks: chunks, present: present, configuration: configuration)
+        var byID = [SourceID: any ChunkSource]()
+        for source in sources {
+            let id = SourceID(source.name)
+            byID[id] = source
+            scheduler.handleSourceAdded(id, now: now())
+        }
+
+        let (events, continuation) = AsyncStream<Event>.makeStream()
+        var running = [RequestID: Task<Void, Never>]()
+        var requestStart = [RequestID: UInt64]()
+        var timer: Task<Void, Never>?
+        var timerDeadline: UInt64?
+        var firstByte: Double?
+        var fetchedBytes = 0
+        var failovers = [(source: String, seconds: Double)]()
+        var failedSources = Set<SourceID>()
+        var uncommitted = CommitBatch()
+        defer {
+            for task in running.values { task.cancel() }
+            timer?.cancel()
+            continuation.finish()
+        }
+
+        func armTimer() {
+            guard let deadline = scheduler.pollTimeout() else { return }
+            if let current = timerDeadline, current <= deadline, timer != nil { return }
+            timer?.cancel()
+            timerDeadline = deadline
+            let delay = Int64(deadline) - Int64(now())
+            timer = Task {
+                if delay > 0 { try? await Task.sleep(for: .nanoseconds(delay)) }
+                if !Task.isCancelled { continuation.yield(.tick) }
+            }
+        }
+
+        func drainActions() throws -> Bool {
+            while let action = scheduler.pollAction() {
+                switch action {
+                case .request(let rid, let sourceID, let index):
+                    guard let source = byID[sourceID] else { continue }
+                    let chunkID = chunks[index].id
+                    requestStart[rid] = now()
+                    running[rid] = Task {
+                        do {
+                            let bytes = try await source.fetchChunk(chunkID) { n in continuation.yield(.progress(rid, n)) }
+                            continuation.yield(.done(rid, .success(bytes)))
+                        } catch {
+                            continuation.yield(.done(rid, .failure(error)))
+                        }
+                    }
+                case .cancel(let rid, let sourceID, _):
+                    running.removeValue(forKey: rid)?.cancel()
+                    let began = requestStart.removeValue(forKey: rid)
+                    // A cancel on an active source is an endgame loser; on a penalised one it is a stall.
+                    let stalled: Bool
+                    switch scheduler.state(of: sourceID) {
+                    case .active?, nil: stalled = false
+                    default: stalled = true
+                    }
+                    if stalled, let began, failedSources.insert(sourceID).inserted {
+                        let seconds = Double(now() - began) / 1e9
+                        failovers.append((sourceID.rawValue, seconds))
+                        onEvent?("source \(sourceID) stalled; its requests moved to others after \(String(format: "%.0f", seconds * 1000)) ms")
+                    }
+                case .sourceBanned(let sourceID, let reason):
+                    onEvent?("source \(sourceID) banned: \(reason)")
+                case .completed:
+                    return true
+                case .failed(let error):
+                    throw NodeError(.unavailable, "fetch of \(root) failed: \(error)")
+                }
+            }
+            return false
+        }
+
+        var finished = try drainActions()
+        armTimer()
+        eventLoop: for await event in finished ? AsyncStream<Event>.makeStream().stream : events {
+            let t = now()
+            switch event {
+            case .tick:
+                timer = nil
+                timerDeadline = nil
+                scheduler.handleTimeout(now: t)
+            case .progress(let rid, let n):
+                guard running[rid] != nil else { continue eventLoop }
+                scheduler.handleProgress(rid, bytes: n, now: t)
+            case .done(let rid, let result):
+                guard running.removeValue(forKey: rid) != nil else { continue eventLoop }
+                let began = requestStart.removeValue(forKey: rid)
+                guard let (sourceID, index) = scheduler.request(rid) else { continue eventLoop }
+                switch result {
+                case .success(let bytes):
+                    if !(try store.contains(chunks[index].id)) {
+                        try store.writeChunk(chunks[index].id, bytes)
+                        uncommitted.chunks.append((chunks[index].id, bytes.count))
+                        fetchedBytes += bytes.count
+                    }
+                    plan.recordStored(chunks[index].id, size: bytes.count)
+                    if firstByte == nil { firstByte = Double(t) / 1e9 }
+                    scheduler.handleResponse(rid, verified: true, now: t)
+                    if uncommitted.chunks.count >= 64 {  // resume point: verified chunks survive an interruption
+                        try store.commit(uncommitted)
+                        uncommitted = CommitBatch()
+                    }
+                case .failure(let error as NodeError) where error.code == .corrupt:
+                    scheduler.handleResponse(rid, verified: false, now: t)
+                case .failure(let error as NodeError) where error.code == .notFound:
+                    scheduler.handleFailure(rid, .notFound, now: t)
+                case .failure(let error as NodeError) where error.code == .refused:
+                    scheduler.handleFailure(rid, .refused, now: t)
+                case .failure(let error):
+                    if error is STOQError, failedSources.insert(sourceID).inserted {
+                        // The connection is gone: everything outstanding on it moves at once.
+                        let seconds = began.map { Double(t - $0) / 1e9 } ?? 0
+                        failovers.append((sourceID.rawValue, seconds))
+                        onEvent?("source \(sourceID) failed (\(error)); its requests moved to others")
+                        scheduler.handleFailure(rid, .error("\(error)"), now: t)
+                        scheduler.handleSourceDown(sourceID, now: t)
+                    } else {
+                        scheduler.handleFailure(rid, .error("\(error)"), now: t)
+                    }
+                }
+                onProgress?(scheduler.progress)
+            }
+            finished = try drainActions()
+            if finished { break eventLoop }
+            armTimer()
+        }
+        guard finished else { throw NodeError(.unavailable, "fetch of \(root) stopped before it completed") }
+        try store.commit(uncommitted)
+        try store.commit(plan.batch)
+        let elapsed = Double((clock.now - start).nanoseconds) / 1e9
+        let progress = scheduler.progress
+        return FetchReport(
+            root: root, plainBytes: plan.plainBytes, fetchedBytes: fetchedBytes, chunks: chunks.count,
+            chunksAlreadyPresent: present.count, manifestChunks: plan.manifestChunks, seconds: elapsed,
+            secondsToFirstByte: firstByte,
+            sources: progress.sources.map { .init(name: $0.id.rawValue, bytes: $0.bytesDelivered, chunks: $0.chunksDelivered, state: "\($0.state)") },
+            failovers: failovers
+        )
+    }
+}
+
+extension Duration {
+    /// The duration in whole nanoseconds.
+    var nanoseconds: Int64 { components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000 }
+}
