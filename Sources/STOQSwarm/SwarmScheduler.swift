@@ -102,6 +102,11 @@ public struct SwarmScheduler: Sendable {
     }
 
     private var chunkStates: [ChunkState]
+    /// For every index, the first index with the same chunk id (content with repeated chunks
+    /// fetches each id once).
+    private let leaderOf: [Int]
+    /// Leader index → the other indices with the same id.
+    private let followers: [Int: [Int]]
     private var pending: [Int] = []
     /// Chunks whose request was lost to a failure: reissued first, even past the byte window.
     private var urgent: [Int] = []
@@ -138,16 +143,34 @@ public struct SwarmScheduler: Sendable {
         self.random = SwarmRandom(seed: configuration.seed)
         self.chunkStates = Array(repeating: ChunkState(), count: chunks.count)
         self.pendingPosition = Array(repeating: -1, count: chunks.count)
-        var presentBytes = 0
-        for index in present where index >= 0 && index < chunks.count && !chunkStates[index].present {
-            chunkStates[index].present = true
-            presentBytes += chunks[index].size
+        var firstIndex: [ChunkID: Int] = [:]
+        var leaderOf = Array(chunks.indices)
+        var followers: [Int: [Int]] = [:]
+        for chunk in chunks {
+            if let leader = firstIndex[chunk.id] {
+                leaderOf[chunk.index] = leader
+                followers[leader, default: []].append(chunk.index)
+            } else {
+                firstIndex[chunk.id] = chunk.index
+            }
         }
-        for index in chunks.indices where !chunkStates[index].present {
+        self.leaderOf = leaderOf
+        self.followers = followers
+        var presentBytes = 0
+        for given in present where given >= 0 && given < chunks.count {
+            // The same id at another index is present too.
+            let leader = leaderOf[given]
+            for index in [leader] + (followers[leader] ?? []) where !chunkStates[index].present {
+                chunkStates[index].present = true
+                presentBytes += chunks[index].size
+            }
+        }
+        for index in chunks.indices where !chunkStates[index].present && leaderOf[index] == index {
             pendingPosition[index] = pending.count
             pending.append(index)
         }
-        self.remainingChunks = pending.count
+        let states = chunkStates
+        self.remainingChunks = chunks.indices.filter { !states[$0].present }.count
         self.presentBytesAtStart = presentBytes
         self.doneBytes = presentBytes
         self.totalBytes = chunks.reduce(0) { $0 + $1.size }
@@ -305,7 +328,7 @@ public struct SwarmScheduler: Sendable {
     /// not requested again and its outstanding requests are cancelled.
     public mutating func handleChunkPresent(_ index: Int, now: UInt64) {
         guard index >= 0, index < chunks.count, !chunkStates[index].present, !finished else { return }
-        markPresent(index, now: now)
+        markPresent(leaderOf[index], now: now)
         schedule(now: now)
     }
 
@@ -369,7 +392,7 @@ public struct SwarmScheduler: Sendable {
 
     /// Needed chunks that no remaining (not banned, not removed) source has.
     public var unavailableChunks: [Int] {
-        chunks.indices.filter { !chunkStates[$0].present && availability($0) == 0 }
+        chunks.indices.filter { !chunkStates[$0].present && leaderOf[$0] == $0 && availability($0) == 0 }
     }
 
     /// The stall timeout in force for `source` (nanoseconds), or nil for an unknown source.
@@ -536,6 +559,11 @@ public struct SwarmScheduler: Sendable {
         for id in chunkStates[chunk].inFlight { cancel(id) }
         remainingChunks -= 1
         doneBytes += chunks[chunk].size
+        for follower in followers[chunk] ?? [] where !chunkStates[follower].present {
+            chunkStates[follower].present = true
+            remainingChunks -= 1
+            doneBytes += chunks[follower].size
+        }
         if remainingChunks == 0 {
             for id in requests.keys.sorted() { cancel(id) }
             finished = true

@@ -183,6 +183,20 @@ struct SwarmSchedulerTests {
         #expect(scheduler.progress.sources[0].bytesDelivered == 1000)
     }
 
+    @Test func repeatedChunkIDsAreFetchedOnce() {
+        let a = ChunkID.of(Array("a".utf8)), b = ChunkID.of(Array("b".utf8))
+        let chunks = [a, b, a, a, b].enumerated().map { SwarmChunk(index: $0.offset, id: $0.element, size: 100) }
+        var scheduler = SwarmScheduler(chunks: chunks, present: [4])
+        scheduler.handleSourceAdded(SourceID(1), now: 0)
+        let issued = Self.requests(Self.drain(&scheduler))
+        #expect(issued.map(\.2) == [0])
+        #expect(scheduler.progress.bytesDone == 200)
+        scheduler.handleResponse(issued[0].0, verified: true, now: 1)
+        #expect(Self.drain(&scheduler) == [.completed])
+        #expect(scheduler.progress.bytesDone == 500)
+        #expect(scheduler.progress.chunksDone == 5)
+    }
+
     @Test func rankerOrdersSources() {
         var scheduler = SwarmScheduler(chunks: Self.chunks(40), ranker: ClosureSourceRanker { $0 == SourceID(3) ? 10 : Double(-$0.rawValue.count) })
         for number in 1 ... 3 { scheduler.handleSourceAdded(SourceID(number), now: 0) }
