@@ -102,6 +102,7 @@ let package = Package(
         .testTarget(name: "STOQContentTests", dependencies: ["STOQContent", crypto]),
         .testTarget(name: "STOQRoutingTests", dependencies: ["STOQRouting", "STOQSimulation"]),
         .testTarget(name: "STOQSimulationTests", dependencies: ["STOQSimulation"]),
+        .testTarget(name: "STOQSwarmTests", dependencies: ["STOQSwarm", "STOQSimulation"]),
         .testTarget(name: "NexusTests", dependencies: ["Nexus", "STOQSimulation"]),
         .testTarget(name: "HyperMeshTests", dependencies: ["HyperMesh", "STOQSimulation", crypto]),
         .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQIdentity", "STOQTransport", nio]),

@@ -6,8 +6,10 @@ public struct SwarmConfiguration: Sendable, Hashable {
     public var minOutstanding: Int = 2
     /// Requests a source never exceeds.
     public var maxOutstanding: Int = 32
-    /// The byte window of a source before its throughput is measured.
-    public var initialWindowBytes: Int = 1 << 20
+    /// The byte window of a source before its throughput is measured (0: only
+    /// ``minOutstanding`` requests, the window then grows from measurements like a slow start).
+    /// A small start keeps the first sources to connect from taking the whole content.
+    public var initialWindowBytes: Int = 0
     /// The window is `windowGain × throughput × RTT` bytes (plus one average chunk), so the
     /// source's pipe stays full while the next request travels.
     public var windowGain: Double = 2

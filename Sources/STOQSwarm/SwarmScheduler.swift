@@ -11,6 +11,26 @@ import STOQWire
 /// ``pollTimeout()`` that calls ``handleTimeout(now:)``. Time is `now` in nanoseconds from
 /// any fixed origin (a monotonic clock, or `SimInstant.nanoseconds` under the simulator).
 ///
+/// A runtime drives it like this (one task or event loop owns the scheduler):
+///
+/// ```swift
+/// var scheduler = SwarmScheduler(chunks: chunks, present: verifiedIndices)
+/// scheduler.handleSourceAdded(SourceID(peerHex), have: haveBitfield, now: clock.now)
+/// // after every input:
+/// while let action = scheduler.pollAction() {
+///     switch action {
+///     case .request(let id, let source, let index): open a GET_CHUNK stream, tag it with id
+///     case .cancel(let id, _, _): reset that stream
+///     case .sourceBanned(let source, let reason): log, close if unused
+///     case .completed, .failed: finish
+///     }
+/// }
+/// arm a timer at scheduler.pollTimeout() that calls scheduler.handleTimeout(now:)
+/// // stream events: handleProgress(id, bytes:now:) as bytes arrive,
+/// // handleResponse(id, verified:now:) after hashing, handleFailure(id, .notFound/.error, now:)
+/// // health: handleSourceDown/Up(source, now:); RTT from PING: handleRTTSample
+/// ```
+///
 /// Policy:
 /// - each source has a window: at least ``SwarmConfiguration/minOutstanding`` requests, at
 ///   most ``SwarmConfiguration/maxOutstanding``, and about `gain × throughput × RTT` bytes
@@ -57,6 +77,14 @@ public struct SwarmScheduler: Sendable {
         var failures = 0
         var stalls = 0
 
+        /// Active or backing off: its outstanding requests are still being served.
+        var isServing: Bool {
+            switch state {
+            case .active, .backingOff: true
+            default: false
+            }
+        }
+
         var countsForAvailability: Bool {
             switch state {
             case .banned, .removed: false
@@ -74,7 +102,14 @@ public struct SwarmScheduler: Sendable {
     }
 
     private var chunkStates: [ChunkState]
+    /// For every index, the first index with the same chunk id (content with repeated chunks
+    /// fetches each id once).
+    private let leaderOf: [Int]
+    /// Leader index → the other indices with the same id.
+    private let followers: [Int: [Int]]
     private var pending: [Int] = []
+    /// Chunks whose request was lost to a failure: reissued first, even past the byte window.
+    private var urgent: [Int] = []
     private var pendingPosition: [Int]
     private var sources: OrderedDictionary<SourceID, SourceRecord> = [:]
     private var requests: [RequestID: RequestRecord] = [:]
@@ -108,16 +143,34 @@ public struct SwarmScheduler: Sendable {
         self.random = SwarmRandom(seed: configuration.seed)
         self.chunkStates = Array(repeating: ChunkState(), count: chunks.count)
         self.pendingPosition = Array(repeating: -1, count: chunks.count)
-        var presentBytes = 0
-        for index in present where index >= 0 && index < chunks.count && !chunkStates[index].present {
-            chunkStates[index].present = true
-            presentBytes += chunks[index].size
+        var firstIndex: [ChunkID: Int] = [:]
+        var leaderOf = Array(chunks.indices)
+        var followers: [Int: [Int]] = [:]
+        for chunk in chunks {
+            if let leader = firstIndex[chunk.id] {
+                leaderOf[chunk.index] = leader
+                followers[leader, default: []].append(chunk.index)
+            } else {
+                firstIndex[chunk.id] = chunk.index
+            }
         }
-        for index in chunks.indices where !chunkStates[index].present {
+        self.leaderOf = leaderOf
+        self.followers = followers
+        var presentBytes = 0
+        for given in present where given >= 0 && given < chunks.count {
+            // The same id at another index is present too.
+            let leader = leaderOf[given]
+            for index in [leader] + (followers[leader] ?? []) where !chunkStates[index].present {
+                chunkStates[index].present = true
+                presentBytes += chunks[index].size
+            }
+        }
+        for index in chunks.indices where !chunkStates[index].present && leaderOf[index] == index {
             pendingPosition[index] = pending.count
             pending.append(index)
         }
-        self.remainingChunks = pending.count
+        let states = chunkStates
+        self.remainingChunks = chunks.indices.filter { !states[$0].present }.count
         self.presentBytesAtStart = presentBytes
         self.doneBytes = presentBytes
         self.totalBytes = chunks.reduce(0) { $0 + $1.size }
@@ -193,8 +246,16 @@ public struct SwarmScheduler: Sendable {
     }
 
     /// `bytes` more bytes of request `request` arrived. Unknown or cancelled requests are ignored.
+    ///
+    /// Call it as bytes arrive (every read), not only at the end: the stall timeout is short
+    /// (at most ``SwarmConfiguration/maxStallTimeout``). `bytes: 0` (e.g. when the response
+    /// header arrives before a slow cache fill) only says the source is alive.
     public mutating func handleProgress(_ request: RequestID, bytes: Int, now: UInt64) {
-        guard var record = requests[request], bytes > 0 else { return }
+        guard var record = requests[request], bytes >= 0 else { return }
+        guard bytes > 0 else {
+            sources[record.source]!.lastProgressAt = max(sources[record.source]!.lastProgressAt, now)
+            return
+        }
         if !record.firstByteSeen {
             record.firstByteSeen = true
             // Only a request sent to an idle source measures the path's RTT.
@@ -236,6 +297,7 @@ public struct SwarmScheduler: Sendable {
             if !chunkStates[chunk].present { markPresent(chunk, now: now) }
         } else {
             sources[record.source]!.bytesDiscarded += record.received
+            if pendingPosition[chunk] >= 0 { urgent.append(chunk) }
             ban(record.source, reason: .corruptChunk(index: chunk), now: now)
         }
         schedule(now: now)
@@ -247,6 +309,7 @@ public struct SwarmScheduler: Sendable {
     public mutating func handleFailure(_ request: RequestID, _ failure: SwarmRequestFailure, now: UInt64) {
         guard let record = requests[request] else { return }
         removeRequest(request)
+        if pendingPosition[record.chunk] >= 0 { urgent.append(record.chunk) }
         sources[record.source]!.bytesDiscarded += record.received
         sources[record.source]!.failures += 1
         if failure == .notFound, let source = sources[record.source], source.countsForAvailability {
@@ -261,12 +324,20 @@ public struct SwarmScheduler: Sendable {
         schedule(now: now)
     }
 
+    /// Chunk `index` became present by other means (another fetch, the local store): it is
+    /// not requested again and its outstanding requests are cancelled.
+    public mutating func handleChunkPresent(_ index: Int, now: UInt64) {
+        guard index >= 0, index < chunks.count, !chunkStates[index].present, !finished else { return }
+        markPresent(leaderOf[index], now: now)
+        schedule(now: now)
+    }
+
     /// Runs expired timers: stall detection and the end of backoffs. Harmless at any time.
     public mutating func handleTimeout(now: UInt64) {
         guard !finished else { return }
         for position in sources.values.indices {
             let source = sources.values[position]
-            guard source.state == .active, !source.outstanding.isEmpty else { continue }
+            guard source.isServing, !source.outstanding.isEmpty else { continue }
             if now >= source.lastProgressAt &+ stallTimeout(source) {
                 sources.values[position].stalls += 1
                 abandonAll(of: source.id, now: now)
@@ -286,16 +357,11 @@ public struct SwarmScheduler: Sendable {
         guard !finished else { return nil }
         var deadline: UInt64?
         for source in sources.values {
-            var candidate: UInt64?
-            switch source.state {
-            case .active where !source.outstanding.isEmpty:
-                candidate = source.lastProgressAt &+ stallTimeout(source)
-            case .backingOff(let until):
-                candidate = until
-            default:
-                break
+            if source.isServing, !source.outstanding.isEmpty {
+                let stall = source.lastProgressAt &+ stallTimeout(source)
+                deadline = min(deadline ?? stall, stall)
             }
-            if let candidate { deadline = min(deadline ?? candidate, candidate) }
+            if case .backingOff(let until) = source.state { deadline = min(deadline ?? until, until) }
         }
         return deadline
     }
@@ -326,7 +392,7 @@ public struct SwarmScheduler: Sendable {
 
     /// Needed chunks that no remaining (not banned, not removed) source has.
     public var unavailableChunks: [Int] {
-        chunks.indices.filter { !chunkStates[$0].present && availability($0) == 0 }
+        chunks.indices.filter { !chunkStates[$0].present && leaderOf[$0] == $0 && availability($0) == 0 }
     }
 
     /// The stall timeout in force for `source` (nanoseconds), or nil for an unknown source.
@@ -449,15 +515,17 @@ public struct SwarmScheduler: Sendable {
         if chunkStates[record.chunk].inFlight.isEmpty { addToPending(record.chunk) }
     }
 
-    private mutating func cancel(_ id: RequestID) {
+    private mutating func cancel(_ id: RequestID, urgent makeUrgent: Bool = false) {
         guard let record = requests[id] else { return }
         sources[record.source]!.bytesDiscarded += record.received
         removeRequest(id)
         actions.append(.cancel(id, source: record.source, chunkIndex: record.chunk))
+        if makeUrgent, pendingPosition[record.chunk] >= 0 { urgent.append(record.chunk) }
     }
 
+    /// Cancels every request of `source`; their chunks are reissued elsewhere first.
     private mutating func abandonAll(of source: SourceID, now: UInt64) {
-        for id in sources[source]!.outstanding { cancel(id) }
+        for id in sources[source]!.outstanding { cancel(id, urgent: true) }
     }
 
     private mutating func penalise(_ source: SourceID, now: UInt64) {
@@ -491,6 +559,11 @@ public struct SwarmScheduler: Sendable {
         for id in chunkStates[chunk].inFlight { cancel(id) }
         remainingChunks -= 1
         doneBytes += chunks[chunk].size
+        for follower in followers[chunk] ?? [] where !chunkStates[follower].present {
+            chunkStates[follower].present = true
+            remainingChunks -= 1
+            doneBytes += chunks[follower].size
+        }
         if remainingChunks == 0 {
             for id in requests.keys.sorted() { cancel(id) }
             finished = true
@@ -528,6 +601,7 @@ public struct SwarmScheduler: Sendable {
                 sources.values[position].state = .active
             }
         }
+        if !urgent.isEmpty { reissueUrgent(now: now) }
         let order = sourceOrder()
         for position in order {
             while canTake(sources.values[position]) {
@@ -542,7 +616,31 @@ public struct SwarmScheduler: Sendable {
         }
     }
 
-    private mutating func sourceOrder() -> [Int] {
+    /// Reissues chunks lost to a failure at once, each to the usable source that holds it and
+    /// should start it soonest (least outstanding work for its throughput), past its byte
+    /// window but within its request limit. Failover must not wait for a window to open.
+    private mutating func reissueUrgent(now: UInt64) {
+        var remaining: [Int] = []
+        for chunk in urgent where pendingPosition[chunk] >= 0 && !remaining.contains(chunk) {
+            var best: (wait: Double, position: Int)?
+            for position in sources.values.indices {
+                let source = sources.values[position]
+                guard source.state == .active, has(source, chunk),
+                      source.outstanding.count < max(1, Int(Double(configuration.maxOutstanding) * source.windowScale)) else { continue }
+                let wait = Double(source.outstandingBytes) / (source.rate ?? 1e6)
+                if best == nil || wait < best!.wait { best = (wait, position) }
+            }
+            if let best {
+                issue(sources.values[best.position].id, chunk: chunk, now: now)
+            } else {
+                remaining.append(chunk)
+            }
+        }
+        urgent = remaining
+    }
+
+    /// Positions of the sources in the order this round fills their windows.
+    mutating func sourceOrder() -> [Int] {
         let count = sources.count
         if let ranker {
             let scores = sources.keys.map { ranker.score(for: $0) }

@@ -24,6 +24,8 @@ struct Stoq: AsyncParsableCommand {
             GC.self,
             StoreCommand.self,
             BenchContent.self,
+            // swarm
+            BenchSwarm.self,
             // network
             NodeCommand.self,
             StatusCommand.self,

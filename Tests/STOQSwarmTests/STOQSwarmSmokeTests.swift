@@ -1,4 +1,0 @@
-import Testing
-@testable import STOQSwarm
-
-@Test func moduleLinks() { _ = STOQSwarmModule.self }
