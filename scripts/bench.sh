@@ -8,6 +8,9 @@
 #   content    scripts/bench-content.sh STOQ_BIN
 #   erasure    scripts/bench-erasure.sh STOQ_BIN
 #   routing    STOQ_BIN bench routing
+#   dht        STOQ_BIN dht bench --scale ...
+#   swarm      STOQ_BIN bench-swarm
+#   edge       scripts/bench-edge.sh STOQ_BIN
 #
 # Environment: BENCH_OUT (default ./bench-out), BENCH_PARTS (comma list, default all),
 # BENCH_TRANSPORT_BYTES, BENCH_AIOQUIC_BYTES, BENCH_RUNS, BENCH_TTFB_FETCHES, BENCH_IDLE_CONNS, BENCH_ONLY
@@ -18,7 +21,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STOQ_BIN=${1:-${STOQ_BIN:-}}
 OUT=${BENCH_OUT:-$ROOT/bench-out}
 PY=${PYTHON:-python3}
-PARTS=${BENCH_PARTS:-transport,content,erasure,routing,dht}
+PARTS=${BENCH_PARTS:-transport,content,erasure,routing,dht,swarm,edge}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/bench.txt") 2>&1
 
@@ -71,6 +74,18 @@ if want dht; then
   else
     echo "dht: skipped (no stoq binary)"
   fi
+fi
+
+if want swarm; then
+  section "swarm (multi-source retrieval under the simulator, virtual time)"
+  if [ -n "$STOQ_BIN" ]; then "$STOQ_BIN" bench-swarm || { echo "swarm: FAILED"; status=1; }
+  else echo "swarm: skipped (no stoq binary)"; fi
+fi
+
+if want edge; then
+  section "edge cache (W-TinyLFU beside LRU, Zipf 1.0)"
+  if [ -n "$STOQ_BIN" ]; then bash "$ROOT/scripts/bench-edge.sh" "$STOQ_BIN" || { echo "edge: FAILED"; status=1; }
+  else echo "edge: skipped (no stoq binary)"; fi
 fi
 
 echo
