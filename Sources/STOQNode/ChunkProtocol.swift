@@ -190,7 +190,7 @@ public final class PeerClient: Sendable {
                 body.reserveCapacity(Int(length))
                 let rest = decoder.takeRemainingBytes()
                 body.append(contentsOf: rest.readableBytesView)
-                if rest.readableBytes > 0 { progress?(rest.readableBytes) }
+                progress?(rest.readableBytes)  // the header itself is a sign of life, even with no body yet
             case .chunkHeader(.notFound, _, _, _):
                 throw NodeError(.notFound, "\(name) does not hold chunk \(id.short)")
             case .chunkHeader(let status, _, _, _):
