@@ -41,7 +41,7 @@ public struct StoreChunkProvider: ChunkProvider {
 /// `CHUNK_HEADER` frame and the raw bytes until FIN; `PING` is answered with `PONG`.
 ///
 /// Stores hold ciphertext verified by id, so a server never needs a reader key.
-public final class ChunkServer: Sendable {
+public final class ChunkServer: StreamServer {
     /// Where chunks come from.
     public let provider: any ChunkProvider
     private let logger: Logger
@@ -63,15 +63,6 @@ public final class ChunkServer: Sendable {
 
     /// Bytes and requests served so far.
     public var served: (requests: Int, bytes: Int) { counters.value }
-
-    /// Serves every `stoq/1` request stream of `connection` until it closes.
-    public func serve(connection: Connection) async {
-        await withDiscardingTaskGroup { group in
-            for await stream in connection.incomingStreams where stream.isBidirectional {
-                group.addTask { await self.serve(stream: stream) }
-            }
-        }
-    }
 
     /// Answers one request stream.
     public func serve(stream: QUICStream) async {

@@ -40,7 +40,7 @@ public enum HQInterop {
 
 /// Serves the files under a root directory over `hq-interop` (and any ALPN whose requests use the
 /// same `GET /path` form), one request per bidirectional stream.
-public final class HQFileServer: Sendable {
+public final class HQFileServer: StreamServer {
     /// The document root (resolved, symlinks followed).
     public let root: String
     private let logger: Logger
@@ -57,24 +57,6 @@ public final class HQFileServer: Sendable {
         self.root = URL(fileURLWithPath: root).resolvingSymlinksInPath().path
         self.blockSize = blockSize
         self.logger = logger
-    }
-
-    /// Accepts connections from `endpoint` until it closes, serving every request stream.
-    public func run(on endpoint: Endpoint) async {
-        await withDiscardingTaskGroup { group in
-            for await connection in endpoint.incomingConnections {
-                group.addTask { await self.serve(connection: connection) }
-            }
-        }
-    }
-
-    /// Serves every request stream of one connection until it closes.
-    public func serve(connection: Connection) async {
-        await withDiscardingTaskGroup { group in
-            for await stream in connection.incomingStreams where stream.isBidirectional {
-                group.addTask { await self.serve(stream: stream) }
-            }
-        }
     }
 
     /// Answers one request stream.

@@ -167,11 +167,7 @@ public final class Node: Sendable {
 
     /// Serves incoming connections until the endpoint closes.
     public func run() async {
-        await withDiscardingTaskGroup { group in
-            for await connection in endpoint.incomingConnections {
-                group.addTask { await self.server.serve(connection: connection) }
-            }
-        }
+        await server.run(on: endpoint)
     }
 
     /// Closes peer connections and the endpoint.

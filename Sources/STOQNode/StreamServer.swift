@@ -1,0 +1,29 @@
+import STOQTransport
+
+/// A request/response server: one request per bidirectional stream.
+///
+/// Conformers answer one stream; the accept loops for connections and streams are shared.
+public protocol StreamServer: Sendable {
+    /// Answers one request stream.
+    func serve(stream: QUICStream) async
+}
+
+extension StreamServer {
+    /// Serves every bidirectional stream of `connection` until it closes, each in its own task.
+    public func serve(connection: Connection) async {
+        await withDiscardingTaskGroup { group in
+            for await stream in connection.incomingStreams where stream.isBidirectional {
+                group.addTask { await self.serve(stream: stream) }
+            }
+        }
+    }
+
+    /// Accepts connections from `endpoint` until it closes, serving each in its own task.
+    public func run(on endpoint: Endpoint) async {
+        await withDiscardingTaskGroup { group in
+            for await connection in endpoint.incomingConnections {
+                group.addTask { await self.serve(connection: connection) }
+            }
+        }
+    }
+}
