@@ -10,6 +10,7 @@ Skips (with the reason) where network namespaces cannot be made (not root, no ip
 import hashlib
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -143,16 +144,30 @@ def test_swarm_across_namespaces(hosts, tmp_path):
         client = subprocess.Popen(
             ["ip", "netns", "exec", hosts["client"][0], STOQ, "get", cid, "-o", out, "--store", str(tmp_path / "store-client"),
              "--peers", peers, "--cert", f"{certs}/client.pem", "--key", f"{certs}/client.key", "--ca", f"{certs}/ca.pem",
-             "--publisher-key", os.path.join(origin_store, "publisher.key")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        # Fault injection: kill src2 once the fetch is under way (the assertion is on the outcome, not on timing).
-        time.sleep(0.4)
-        os.killpg(procs["src2"].pid, signal.SIGKILL)
-        try:
-            stdout, stderr = client.communicate(timeout=240)
-        except subprocess.TimeoutExpired:
+             "--publisher-key", os.path.join(origin_store, "publisher.key"), "--progress"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        # Fault injection: kill src2 once the client reports 20 % of the bytes (read from its progress bar).
+        err = bytearray()
+        killed = False
+        os.set_blocking(client.stderr.fileno(), False)
+        deadline = time.time() + 240
+        while client.poll() is None and time.time() < deadline:
+            chunk = client.stderr.read() or b""
+            err += chunk
+            if not killed:
+                done = [float(x) for x in re.findall(rb"(\d+\.\d) %", bytes(err))]
+                if done and done[-1] >= 20.0:
+                    os.killpg(procs["src2"].pid, signal.SIGKILL)
+                    killed = True
+            if not chunk:
+                select.select([client.stderr], [], [], 0.05)
+        if client.poll() is None:
             client.kill()
             raise AssertionError("the fetch did not finish within 240 s")
+        if not killed:
+            os.killpg(procs["src2"].pid, signal.SIGKILL)
+        stdout = client.stdout.read().decode()
+        stderr = (bytes(err) + (client.stderr.read() or b"")).decode(errors="replace")
         assert client.returncode == 0, f"get failed: {stderr}\n{stdout}"
         # Bit-identical.
         for f in ["payload.bin", "readme.txt"]:
