@@ -31,6 +31,8 @@ public struct NodeConfiguration: Codable, Sendable {
     public var upstream: [PeerAddress]
     /// Per-connection send limit in bytes/s.
     public var rateLimitBytesPerSecond: UInt64?
+    /// The most chunk bytes an edge keeps (default 1 GiB); W-TinyLFU decides what stays.
+    public var cacheBytes: Int?
     /// Idle timeout in seconds.
     public var idleTimeoutSeconds: Int?
 
@@ -127,7 +129,7 @@ public final class Node: Sendable {
         self.peers = peers
         let started = ContinuousClock.now
         let edge = configuration.roles.contains("edge")
-            ? EdgeChunkProvider(store: store, upstream: configuration.upstream, peers: peers) : nil
+            ? EdgeChunkProvider(store: store, upstream: configuration.upstream, peers: peers, cacheBytes: configuration.cacheBytes ?? (1 << 30)) : nil
         self.edge = edge
         let box = ServerBox()
         let status: @Sendable () async -> String = {
@@ -149,9 +151,12 @@ public final class Node: Sendable {
             }
             if let edge {
                 let c = await edge.counters
+                let policy = await edge.cacheStats
                 let total = c.hits + c.misses
                 doc["cache"] = ["hits": c.hits, "misses": c.misses, "upstream_bytes": c.upstreamBytes,
-                                "hit_ratio": total == 0 ? 0 : Double(c.hits) / Double(total)]
+                                "hit_ratio": total == 0 ? 0 : Double(c.hits) / Double(total),
+                                "bytes": policy.bytes, "capacity_bytes": configuration.cacheBytes ?? (1 << 30),
+                                "evictions": policy.evictions, "rejections": policy.rejections]
             }
             let data = (try? JSONSerialization.data(withJSONObject: doc, options: [.prettyPrinted, .sortedKeys])) ?? Data("{}".utf8)
             return String(decoding: data, as: UTF8.self)

@@ -20,6 +20,7 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Upstream peer an edge fetches misses from (repeatable).") var upstream: [String] = []
     @Option(help: "Region name.") var region: String?
     @Option(help: "Per-connection send limit, bytes/s.") var rateLimit: UInt64?
+    @Option(help: "The most chunk bytes an edge keeps (W-TinyLFU decides what stays).") var cacheBytes: Int?
 
     func run() async throws {
         var c: NodeConfiguration
@@ -44,6 +45,7 @@ struct NodeCommand: AsyncParsableCommand {
         if !role.isEmpty { c.roles = role }
         if let region { c.region = region }
         if let rateLimit { c.rateLimitBytesPerSecond = rateLimit }
+        if let cacheBytes { c.cacheBytes = cacheBytes }
         if !upstream.isEmpty {
             c.upstream = try upstream.map { text in
                 guard let a = PeerAddress(text) else { throw ValidationError("upstream '\(text)' is not an IPv6 address like '[::1]:4433'") }

@@ -98,6 +98,10 @@ public protocol ChunkStore: AnyObject, Sendable {
     func touch(_ ids: [ChunkID], now: Int64) throws
     /// Removes every chunk not reachable from a pin.
     func gc() throws -> GCReport
+    /// Removes the given chunks when nothing refers to them (no manifest edge, not pinned): a cache's
+    /// evictions. Chunks still referenced are kept. - Returns: the bytes freed.
+    @discardableResult
+    func evict(_ ids: [ChunkID]) throws -> Int64
     /// Checks every chunk and file; with `repair`, drops damaged, missing, orphaned and temp entries.
     func verify(repair: Bool) throws -> VerifyReport
     /// Totals.

@@ -229,6 +229,28 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
         return GCReport(removedChunks: dead.count, freedBytes: dead.reduce(0) { $0 + $1.1 })
     }
 
+    @discardableResult
+    public func evict(_ ids: [ChunkID]) throws -> Int64 {
+        guard !ids.isEmpty else { return 0 }
+        // Metadata first (one transaction), files after: a crash in between leaves orphan files only.
+        let removed: [(ChunkID, Int64)] = try wrap {
+            try db.write { db in
+                var out = [(ChunkID, Int64)]()
+                for id in ids {
+                    let blob = Self.blob(id)
+                    let referenced = try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM edges WHERE child = ?) OR EXISTS (SELECT 1 FROM pins WHERE id = ?)", arguments: [blob, blob]) ?? true
+                    guard !referenced, let size = try Int64.fetchOne(db, sql: "SELECT size FROM chunks WHERE id = ?", arguments: [blob]) else { continue }
+                    try db.execute(sql: "DELETE FROM chunks WHERE id = ?; DELETE FROM edges WHERE parent = ?; DELETE FROM manifests WHERE id = ?; DELETE FROM plain_index WHERE id = ?",
+                                   arguments: [blob, blob, blob, blob])
+                    out.append((id, size))
+                }
+                return out
+            }
+        }
+        for (id, _) in removed { try Posix.remove(path(of: id)) }
+        return removed.reduce(0) { $0 + $1.1 }
+    }
+
     /// Walks `chunks/`: content files by id, and temp file paths.
     private func scanFiles() throws -> (files: [ChunkID: String], temps: [String], strays: [String]) {
         var files = [ChunkID: String](), temps = [String](), strays = [String]()

@@ -86,6 +86,21 @@ public final class MemoryChunkStore: ChunkStore, @unchecked Sendable {
         }
     }
 
+    @discardableResult
+    public func evict(_ ids: [ChunkID]) throws -> Int64 {
+        locked {
+            var freed: Int64 = 0
+            for id in ids where (refs[id] ?? 0) == 0 && pinned[ContentID(id)] == nil {
+                guard let size = chunks.removeValue(forKey: id) else { continue }
+                files[id] = nil; kinds[id] = nil; access[id] = nil
+                if let children = edges.removeValue(forKey: id) { for c in children { refs[c, default: 1] -= 1 } }
+                freed += Int64(size)
+            }
+            plain = plain.filter { chunks[$0.value] != nil }
+            return freed
+        }
+    }
+
     public func verify(repair: Bool) throws -> VerifyReport {
         locked {
             var r = VerifyReport()
