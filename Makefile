@@ -45,6 +45,7 @@ bench: release
 
 ## Bounded libFuzzer runs over every decoder.
 fuzz: deps
+	$(SWIFT) build --product stoq
 	@bash scripts/fuzz.sh
 
 clean:

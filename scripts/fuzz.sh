@@ -9,9 +9,21 @@ echo "== building fuzz targets ($(echo $targets))"
 if ! swift build --scratch-path ../.build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library >../fuzz-out/build.log 2>&1; then
   grep -v "ld.gold: warning" ../fuzz-out/build.log | tail -30; exit 1
 fi
+# Seeds: real manifests (file, directory, tree) from a scratch store, so the decoders past their magic
+# bytes are reached in seconds rather than left to chance.
+seeds=../fuzz-out/seeds-manifest
+if [ ! -d "$seeds" ] && [ -x ../.build/debug/stoq ]; then
+  scratch=$(mktemp -d)
+  mkdir -p "$scratch/data/sub" "$seeds"
+  head -c 300000 /dev/urandom > "$scratch/data/a.bin"; echo "seed" > "$scratch/data/sub/b.txt"
+  ../.build/debug/stoq put "$scratch/data" --store "$scratch/store" >/dev/null 2>&1 || true
+  find "$scratch/store/chunks" -type f -size -64k -exec cp {} "$seeds/" \; 2>/dev/null || true
+  rm -rf "$scratch"
+fi
 status=0
 for t in $targets; do
   corpus=../fuzz-out/corpus-$t; mkdir -p "$corpus"
+  case $t in FuzzManifest) [ -d "$seeds" ] && cp -n "$seeds"/* "$corpus"/ 2>/dev/null ;; esac
   echo "== fuzz $t for ${seconds}s"
   if ../.build-fuzz/debug/$t -max_total_time="$seconds" -print_final_stats=1 -artifact_prefix=../fuzz-out/$t- "$corpus" 2>../fuzz-out/$t.log; then
     grep -E 'stat::number_of_executed_units|cov:' ../fuzz-out/$t.log | tail -2
