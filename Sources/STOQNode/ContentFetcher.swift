@@ -10,7 +10,8 @@ public struct FetchReport: Sendable {
     public struct Source: Sendable {
         /// Its name.
         public var name: String
-        /// Verified bytes it delivered.
+        /// Plaintext bytes of the verified chunks it delivered (manifest sizes; stored bytes are smaller
+        /// after compression).
         public var bytes: Int
         /// Chunks it delivered.
         public var chunks: Int
@@ -187,9 +188,9 @@ public final class ContentFetcher: Sendable {
             return false
         }
 
-        var finished = try drainActions()
-        armTimer()
-        eventLoop: for await event in finished ? AsyncStream<Event>.makeStream().stream : events {
+        var finished = try drainActions()  // true at once when every chunk is already here (resume)
+        if !finished { armTimer() } else { continuation.finish() }
+        eventLoop: for await event in events {
             let t = now()
             switch event {
             case .tick:

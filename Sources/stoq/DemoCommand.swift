@@ -143,6 +143,7 @@ struct Demo: AsyncParsableCommand {
         print("5. report")
         print("   content id    \(report.root)  verified: \(report.chunks) chunks SHA-256-checked, \(identical)/\(files.count) files bit-identical")
         print("   fetched       \(mebibytes(Int64(report.fetchedBytes))) stored bytes (\(mebibytes(Int64(report.plainBytes))) of files) in \(String(format: "%.2f", report.seconds)) s = \(String(format: "%.0f", report.megabitsPerSecond)) Mbit/s; first chunk after \(report.secondsToFirstByte.map { String(format: "%.1f ms", $0 * 1000) } ?? "-")")
+        print("   per source    (plaintext bytes of the unique chunks each delivered)")
         for s in report.sources {
             print("   from \(s.name.padding(toLength: 8, withPad: " ", startingAt: 0)) \(mebibytes(Int64(s.bytes)).padding(toLength: 10, withPad: " ", startingAt: 0)) \(String(format: "%4d", s.chunks)) chunks  \(s.name == victim.name && killAt > 0 ? "killed" : s.state)")
         }
