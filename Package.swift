@@ -86,8 +86,8 @@ let package = Package(
         ),
 
         // MARK: Nexus (discovery) and HyperMesh (sharded storage)
-        .target(name: "Nexus", dependencies: ["STOQ", "STOQRouting", crypto, grdb, collections]),
-        .target(name: "HyperMesh", dependencies: ["Nexus", "STOQ", "CISAL", crypto, "CZstd"]),
+        .target(name: "Nexus", dependencies: ["STOQ", "STOQIdentity", "STOQRouting", crypto, grdb, collections]),
+        .target(name: "HyperMesh", dependencies: ["Nexus", "STOQ", "STOQIdentity", "CISAL", crypto, "CZstd"]),
 
         // MARK: Command-line tool
         .executableTarget(

@@ -1,5 +1,6 @@
 import Foundation
 import Crypto
+import STOQIdentity
 
 /// A 32-byte SHA-256 digest with hex and short display forms.
 public struct Digest256: Hashable, Sendable, Comparable, CustomStringConvertible {
@@ -20,33 +21,15 @@ public struct Digest256: Hashable, Sendable, Comparable, CustomStringConvertible
     }
 
     /// Lower-case hex of all 32 bytes.
-    public var hex: String { bytes.map { String(format: "%02x", $0) }.joined() }
+    public var hex: String { Hex.encode(bytes) }
     /// The first 8 hex digits, for logs and tables.
     public var short: String { String(hex.prefix(8)) }
     public var description: String { hex }
 
     /// Parses 64 hex digits.
     public init?(hex: String) {
-        let chars = Array(hex.utf8)
-        guard chars.count == 64 else { return nil }
-        var out: [UInt8] = []
-        out.reserveCapacity(32)
-        var i = 0
-        while i < 64 {
-            guard let hi = Self.nibble(chars[i]), let lo = Self.nibble(chars[i + 1]) else { return nil }
-            out.append(hi << 4 | lo)
-            i += 2
-        }
-        bytes = out
-    }
-
-    private static func nibble(_ c: UInt8) -> UInt8? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
-        default: return nil
-        }
+        guard let decoded = Hex.decode(hex), decoded.count == 32 else { return nil }
+        bytes = decoded
     }
 
     public static func < (lhs: Digest256, rhs: Digest256) -> Bool { lhs.bytes.lexicographicallyPrecedes(rhs.bytes) }

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import STOQIdentity
 
 /// A 256-bit value: a SHA-256 digest, a DHT node id or a DHT record key.
 ///
@@ -29,26 +30,8 @@ public struct NexusHash: Hashable, Comparable, Sendable, CustomStringConvertible
 
     /// Parses 64 hexadecimal digits.
     public init?(hex: String) {
-        let chars = Array(hex.utf8)
-        guard chars.count == 64 else { return nil }
-        var out: [UInt8] = []
-        out.reserveCapacity(32)
-        var i = 0
-        while i < 64 {
-            guard let hi = Self.nibble(chars[i]), let lo = Self.nibble(chars[i + 1]) else { return nil }
-            out.append(hi << 4 | lo)
-            i += 2
-        }
-        self.init(bytes: out)
-    }
-
-    private static func nibble(_ c: UInt8) -> UInt8? {
-        switch c {
-        case 0x30...0x39: return c - 0x30
-        case 0x61...0x66: return c - 0x61 + 10
-        case 0x41...0x46: return c - 0x41 + 10
-        default: return nil
-        }
+        guard let decoded = Hex.decode(hex), decoded.count == 32 else { return nil }
+        self.init(bytes: decoded)
     }
 
     /// SHA-256 of `data`.
@@ -67,13 +50,7 @@ public struct NexusHash: Hashable, Comparable, Sendable, CustomStringConvertible
     }
 
     /// Lower-case hexadecimal, 64 digits.
-    public var hex: String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity(64)
-        for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 0xF)]) }
-        return String(decoding: out, as: UTF8.self)
-    }
+    public var hex: String { Hex.encode(bytes) }
 
     /// The first 8 hex digits, for logs.
     public var shortHex: String { String(hex.prefix(8)) }
