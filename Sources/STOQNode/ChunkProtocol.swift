@@ -47,31 +47,55 @@ public final class ChunkServer: StreamServer {
     private let logger: Logger
     private let counters = ServerCounters()
     private let status: (@Sendable () async -> String)?
+    /// Services of the layers above that answer their own frame types.
+    public let services: [any NodeService]
+    private let requestLimit: Int
 
     /// Creates a server for a provider.
-    /// - Parameter status: answers STATUS requests with a JSON document (nil: refuse them).
-    public init(provider: any ChunkProvider, status: (@Sendable () async -> String)? = nil, logger: Logger = Logger(label: "stoq.chunks")) {
+    /// - Parameters:
+    ///   - status: answers STATUS requests with a JSON document (nil: refuse them).
+    ///   - services: handlers for request types outside STOQ's own range (see ``NodeService``).
+    public init(
+        provider: any ChunkProvider, status: (@Sendable () async -> String)? = nil, services: [any NodeService] = [],
+        logger: Logger = Logger(label: "stoq.chunks")
+    ) {
         self.provider = provider
         self.status = status
+        self.services = services
+        self.requestLimit = services.map(\.maximumRequestLength).reduce(ChunkProtocol.maximumRequestLength, max)
         self.logger = logger
     }
 
     /// Creates a server for a store.
-    public convenience init(store: any ChunkStore, status: (@Sendable () async -> String)? = nil, logger: Logger = Logger(label: "stoq.chunks")) {
-        self.init(provider: StoreChunkProvider(store: store), status: status, logger: logger)
+    public convenience init(
+        store: any ChunkStore, status: (@Sendable () async -> String)? = nil, services: [any NodeService] = [],
+        logger: Logger = Logger(label: "stoq.chunks")
+    ) {
+        self.init(provider: StoreChunkProvider(store: store), status: status, services: services, logger: logger)
     }
 
     /// Bytes and requests served so far.
     public var served: (requests: Int, bytes: Int) { counters.value }
 
-    /// Answers one request stream.
-    public func serve(stream: QUICStream) async {
+    /// Answers one request stream: STOQ's own requests here, other types by the service that
+    /// claims them.
+    public func serve(stream: QUICStream, on connection: Connection) async {
         do {
-            var decoder = FrameDecoder(maximumPayloadLength: ChunkProtocol.maximumRequestLength)
+            var decoder = FrameDecoder(maximumPayloadLength: requestLimit)
             var request: STOQMessage?
             reading: for try await piece in stream {
                 decoder.handle(bytes: piece)
                 if let frame = try decoder.pollFrame() {
+                    if let service = services.first(where: { $0.frameTypes.contains(frame.type.rawValue) }) {
+                        guard frame.payload.readableBytes <= service.maximumRequestLength else {
+                            throw WireError(.tooLong, "a \(service.name) request of \(frame.payload.readableBytes) bytes exceeds its \(service.maximumRequestLength)-byte limit")
+                        }
+                        await service.serve(request: frame, remaining: decoder.takeRemainingBytes(), stream: stream, connection: connection)
+                        return
+                    }
+                    guard frame.payload.readableBytes <= ChunkProtocol.maximumRequestLength else {
+                        throw WireError(.tooLong, "a request of \(frame.payload.readableBytes) bytes exceeds the \(ChunkProtocol.maximumRequestLength)-byte limit")
+                    }
                     request = try STOQMessage.decode(frame)
                     break reading
                 }

@@ -60,7 +60,7 @@ public final class HQFileServer: StreamServer {
     }
 
     /// Answers one request stream.
-    public func serve(stream: QUICStream) async {
+    public func serve(stream: QUICStream, on connection: Connection) async {
         do {
             var request = [UInt8]()
             for try await piece in stream {

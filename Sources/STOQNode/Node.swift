@@ -107,7 +107,11 @@ public final class Node: Sendable {
     private let logger: Logger
 
     /// Binds the endpoint and opens the store.
-    public static func start(_ configuration: NodeConfiguration, logger: Logger = Logger(label: "stoq.node")) async throws -> Node {
+    /// - Parameters:
+    ///   - services: handlers of the layers above (Nexus, HyperMesh) for their own request types.
+    public static func start(
+        _ configuration: NodeConfiguration, services: [any NodeService] = [], logger: Logger = Logger(label: "stoq.node")
+    ) async throws -> Node {
         let store = try DiskChunkStore(directory: configuration.store)
         var endpointConfiguration = EndpointConfiguration()
         if let seconds = configuration.idleTimeoutSeconds { endpointConfiguration.idleTimeout = .seconds(seconds) }
@@ -117,10 +121,10 @@ public final class Node: Sendable {
             host: configuration.listen.host, port: configuration.listen.port,
             tls: try configuration.tlsConfiguration(), configuration: endpointConfiguration
         )
-        return Node(configuration: configuration, endpoint: endpoint, store: store, logger: logger)
+        return Node(configuration: configuration, endpoint: endpoint, store: store, services: services, logger: logger)
     }
 
-    private init(configuration: NodeConfiguration, endpoint: Endpoint, store: DiskChunkStore, logger: Logger) {
+    private init(configuration: NodeConfiguration, endpoint: Endpoint, store: DiskChunkStore, services: [any NodeService], logger: Logger) {
         self.configuration = configuration
         self.endpoint = endpoint
         self.store = store
@@ -158,10 +162,14 @@ public final class Node: Sendable {
                                 "bytes": policy.bytes, "capacity_bytes": configuration.cacheBytes ?? (1 << 30),
                                 "evictions": policy.evictions, "rejections": policy.rejections]
             }
+            for service in services {
+                if let summary = await service.status() { doc[service.name] = summary }
+            }
             let data = (try? JSONSerialization.data(withJSONObject: doc, options: [.prettyPrinted, .sortedKeys])) ?? Data("{}".utf8)
             return String(decoding: data, as: UTF8.self)
         }
-        self.server = edge.map { ChunkServer(provider: $0, status: status) } ?? ChunkServer(store: store, status: status)
+        self.server = edge.map { ChunkServer(provider: $0, status: status, services: services) }
+            ?? ChunkServer(store: store, status: status, services: services)
         box.server = self.server
     }
 

@@ -4,8 +4,8 @@ import STOQTransport
 ///
 /// Conformers answer one stream; the accept loops for connections and streams are shared.
 public protocol StreamServer: Sendable {
-    /// Answers one request stream.
-    func serve(stream: QUICStream) async
+    /// Answers one request stream that arrived on `connection`.
+    func serve(stream: QUICStream, on connection: Connection) async
 }
 
 extension StreamServer {
@@ -13,7 +13,7 @@ extension StreamServer {
     public func serve(connection: Connection) async {
         await withDiscardingTaskGroup { group in
             for await stream in connection.incomingStreams where stream.isBidirectional {
-                group.addTask { await self.serve(stream: stream) }
+                group.addTask { await self.serve(stream: stream, on: connection) }
             }
         }
     }
