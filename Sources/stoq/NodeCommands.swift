@@ -21,6 +21,9 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Region name.") var region: String?
     @Option(help: "Per-connection send limit, bytes/s.") var rateLimit: UInt64?
     @Option(help: "The most chunk bytes an edge keeps (W-TinyLFU decides what stays).") var cacheBytes: Int?
+    @Flag(help: "Run the Nexus DHT: answer DHT requests, publish the node record and provider records for pinned content.") var dht = false
+    @Option(help: "DHT bootstrap nodes, comma-separated, e.g. '[::1]:4433,[::1]:4434' (implies --dht).") var bootstrap: String?
+    @Option(help: "CT log directory: refuse peers whose certificate is not in it (checked with an inclusion proof).") var requireCt: String?
 
     func run() async throws {
         var c: NodeConfiguration
@@ -51,6 +54,10 @@ struct NodeCommand: AsyncParsableCommand {
                 guard let a = PeerAddress(text) else { throw ValidationError("upstream '\(text)' is not an IPv6 address like '[::1]:4433'") }
                 return a
             }
+        }
+        if dht || bootstrap != nil || requireCt != nil {
+            try await runNexusNode(c, bootstrap: bootstrap, requireCT: requireCt)
+            return
         }
         let node = try await Node.start(c)
         print("ready \(c.name) \(node.address) roles=\(c.roles.joined(separator: ","))")

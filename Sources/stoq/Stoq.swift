@@ -36,6 +36,7 @@ struct Stoq: AsyncParsableCommand {
             CTCommand.self,
             NameCommand.self,
             DHTCommand.self,
+            ResolveCommand.self,
             // hypermesh
             BlockCommand.self,
         ]

@@ -135,11 +135,15 @@ public struct KademliaNode: Sendable {
 
     /// Stores `value` under `key` on the `replication` closest nodes (STORE / PUT_RECORD) and
     /// republishes it from here every `republishInterval` until it expires.
-    /// - Throws: `.lengthLimitExceeded` for a value over ``DHTMessage/maxValueSize``.
+    /// - Throws: `.lengthLimitExceeded` for a value over ``DHTMessage/maxValueSize``; `.staleRecord`
+    ///   when this node holds a value under `key` that the validator says `value` must not replace.
     @discardableResult
     public mutating func put(key: NexusID, value: [UInt8], now: UInt64) throws(NexusError) -> LookupID {
         guard value.count <= DHTMessage.maxValueSize else {
             throw NexusError(.lengthLimitExceeded, "a DHT value is at most \(DHTMessage.maxValueSize) bytes; this one is \(value.count)")
+        }
+        if let held = values[key], now < held.expiresAt, held.value != value, !validator.shouldReplace(existing: held.value, with: value) {
+            throw NexusError(.staleRecord, "this node holds a newer record under \(key.shortHex)… (or one by another owner) that this value does not replace; publish a higher version")
         }
         values[key] = StoredValue(value: value, expiresAt: now + UInt64(config.recordTTL) * 1000, republishAt: now + config.republishInterval)
         return begin(.node, target: key, op: .put(value: value, ttl: config.recordTTL), now: now)
@@ -261,7 +265,9 @@ public struct KademliaNode: Sendable {
     /// Handles a message from `sender` (whose record the driver has authenticated).
     public mutating func handle(_ message: DHTMessage, from sender: NodeRecord, now: UInt64) {
         guard sender.id != id else { return }
-        if case .cachedProbe(let head) = table.seen(sender, now: now) {
+        // A sender without addresses is a client (e.g. a CLI doing one lookup): it is answered but
+        // never enters the routing table, since nobody could reach it.
+        if !sender.addresses.isEmpty, case .cachedProbe(let head) = table.seen(sender, now: now) {
             send(.ping(rpc: rpcID()), to: head, purpose: .probe, now: now)
         }
         if message.isRequest {
@@ -357,22 +363,35 @@ public struct KademliaNode: Sendable {
     /// table), then, when due, expiry, republish and bucket refresh.
     public mutating func handleTimeout(now: UInt64) {
         let expired = pending.filter { $0.value.deadline <= now }
-        var touched: Set<LookupID> = []
+        var touched: [LookupID] = []
         for (rpc, p) in expired.sorted(by: { $0.key < $1.key }) {
-            pending[rpc] = nil
-            table.failed(p.peer.id)
-            switch p.purpose {
-            case .probe: break
-            case .store(let lid): storeSettled(lid, peer: p.peer.id, ok: false)
-            case .lookup(let lid):
-                lookups[lid]?.handleFailure(of: p.peer.id)
-                touched.insert(lid)
-            }
+            if let lid = fail(rpc: rpc, p) { touched.append(lid) }
         }
-        for lid in touched.sorted(by: { $0.raw < $1.raw }) { advance(lid, now: now) }
+        for lid in Set(touched).sorted(by: { $0.raw < $1.raw }) { advance(lid, now: now) }
         if now >= maintenanceAt {
             maintenanceAt = now + config.maintenanceInterval
             maintain(now: now)
+        }
+    }
+
+    /// Fails request `rpc` at once, without waiting for its timeout: the driver could not reach
+    /// the peer (connection refused, wrong node at the address, stream reset). Unknown ids are
+    /// ignored, so a late report after the timeout is harmless.
+    public mutating func handleUnreachable(rpc: UInt64, now: UInt64) {
+        guard let p = pending[rpc] else { return }
+        if let lid = fail(rpc: rpc, p) { advance(lid, now: now) }
+    }
+
+    /// Drops a pending request as failed; returns the lookup to advance, if any.
+    private mutating func fail(rpc: UInt64, _ p: Pending) -> LookupID? {
+        pending[rpc] = nil
+        table.failed(p.peer.id)
+        switch p.purpose {
+        case .probe: return nil
+        case .store(let lid): storeSettled(lid, peer: p.peer.id, ok: false); return nil
+        case .lookup(let lid):
+            lookups[lid]?.handleFailure(of: p.peer.id)
+            return lid
         }
     }
 

@@ -1,0 +1,147 @@
+import Crypto
+import Foundation
+import STOQIdentity
+import STOQNode
+import STOQTransport
+import Testing
+@testable import Nexus
+
+/// Nexus nodes on `[::1]` from one ``TestNetwork``, joined through the first.
+struct NexusTestCluster {
+    let network: TestNetwork
+    var nodes: [NexusNode] = []
+    var serving: [Task<Void, Never>] = []
+
+    init(count: Int, admission: CTAdmission? = nil) async throws {
+        network = try TestNetwork()
+        for i in 0..<count {
+            let node = try await NexusNode.start(try network.configuration("n\(i)"), admission: admission)
+            serving.append(Task { await node.run() })
+            nodes.append(node)
+        }
+        try await nodes[0].join([])
+        for node in nodes.dropFirst() { try await node.join([nodes[0].address]) }
+    }
+
+    func close() async {
+        for node in nodes { await node.close() }
+        for task in serving { await task.value }
+        network.close()
+    }
+}
+
+@Suite(.serialized) struct DHTOverQUICTests {
+    @Test func nodesJoinStoreAndLookUpOverRealQUIC() async throws {
+        let cluster = try await NexusTestCluster(count: 8)
+        let nodes = cluster.nodes
+        for node in nodes { #expect(await node.dht.contactCount >= 4, "node \(node.record) knows too few peers") }
+
+        // A signed name record stored from one node is found from another.
+        let owner = P256.Signing.PrivateKey()
+        let now = UInt64(Date().timeIntervalSince1970 * 1000)
+        let name = try NexusName("site.stoq")
+        let v1 = try NameRecord.sign(name: name, value: .content(.sha256([1])), version: 1, issuedAt: now, ttl: 600, owner: owner)
+        let v2 = try NameRecord.sign(name: name, value: .content(.sha256([2])), version: 2, issuedAt: now, ttl: 600, owner: owner)
+        #expect(try await nodes[2].dht.put(key: name.key, value: v2.encode()).count == 3)
+        let clock = ContinuousClock()
+        for node in nodes {
+            var found: LookupResult?
+            let elapsed = try await clock.measure { found = try await node.dht.lookup(.value, target: name.key) }
+            let value = try #require(found?.value)
+            #expect(try NameRecord.decode(value) == v2)
+            if found!.messages > 0 { print("DHT over QUIC: value lookup on 8 nodes in \(elapsed), \(found!.messages) requests, \(found!.rounds) rounds") }
+        }
+
+        // Stale and forged records are refused by every holder.
+        // (A holder refuses to publish it at all; any other node finds every holder refusing it.)
+        func refused(_ node: NexusNode, _ record: NameRecord) async throws -> Bool {
+            do { return try await node.dht.put(key: name.key, value: record.encode()).isEmpty } catch let e as NexusError { return e.code == .staleRecord }
+        }
+        let thief = try NameRecord.sign(name: name, value: .content(.zero), version: 9, issuedAt: now, ttl: 600, owner: P256.Signing.PrivateKey())
+        for node in nodes {
+            #expect(try await refused(node, v1), "stale record accepted via \(node.record)")
+            #expect(try await refused(node, thief), "forged record accepted via \(node.record)")
+        }
+        #expect(try NameRecord.decode(try #require(try await nodes[7].dht.lookup(.value, target: name.key).value)) == v2)
+
+        // Provider records.
+        let content = NexusHash.sha256(Array("manifest".utf8))
+        #expect(try await nodes[3].dht.provide(key: content).count == 3)
+        let providers = try await nodes[7].dht.lookup(.providers, target: content)
+        #expect(providers.providers.map(\.id) == [nodes[3].record.id])
+        #expect(providers.providers.first?.addresses == nodes[3].record.addresses)
+
+        // Signed node records: published by the node, found by its id.
+        let publication = try await nodes[4].publish()
+        #expect(publication.nodeRecordStoredOn == 3)
+        let byID = try await nodes[1].dht.lookup(.value, target: SignedNodeRecord.key(for: nodes[4].record.id))
+        let signed = try SignedNodeRecord.decode(try #require(byID.value))
+        try signed.verify(now: now)
+        #expect(signed.record == nodes[4].record)
+
+        // A client (no addresses) looks up through one node and stays out of routing tables.
+        let clientNode = try await cluster.network.node("client", roles: ["client"])
+        let clientCert = try PEMFile.certificateDERs(in: PEMFile.read(clientNode.configuration.certificate))[0]
+        let client = NexusDHT()
+        await client.attach(record: NodeRecord(id: NexusID(bytes: try NodeID(certificateDER: clientCert).bytes)!), peers: clientNode.peers)
+        try await client.join(seeds: [nodes[0].address])
+        let viaClient = try await client.lookup(.value, target: name.key)
+        #expect(try NameRecord.decode(try #require(viaClient.value)) == v2)
+        let clientRecord = try #require(await client.record)
+        for node in nodes {
+            let closest = try await node.dht.lookup(.node, target: clientRecord.id)
+            #expect(!closest.closest.contains { $0.id == clientRecord.id })
+        }
+        await client.stop()
+        await clientNode.close()
+
+        // A node that leaves costs its peers a fast failure, not a stall.
+        await nodes[5].close()
+        let after = try await nodes[6].dht.lookup(.value, target: name.key)
+        #expect(after.value != nil)
+        await cluster.close()
+    }
+
+    @Test func aNodeRequiringCTRefusesUnloggedPeers() async throws {
+        let network = try TestNetwork()
+        defer { network.close() }
+        let log = try TransparencyLog.open(directory: network.directory + "/ct", create: true)
+        let serverConfig = try network.configuration("server")
+        let goodConfig = try network.configuration("good")
+        let badConfig = try network.configuration("bad")
+        for config in [serverConfig, goodConfig] {
+            _ = try log.append(try PEMFile.certificateDERs(in: PEMFile.read(config.certificate))[0], now: 1)
+        }
+        let server = try await NexusNode.start(serverConfig, admission: CTAdmission(log: log))
+        let serving = Task { await server.run() }
+        try await server.join([])
+        let good = try await Node.start(goodConfig)
+        let bad = try await Node.start(badConfig)
+
+        let rtt = try await good.peers.client(for: server.address).ping()
+        #expect(rtt < .seconds(1))
+        var refusal: (any Error)?
+        do {
+            _ = try await bad.peers.client(for: server.address).ping()
+        } catch {
+            refusal = error
+        }
+        let error = try #require(refusal, "a peer whose certificate is not logged was served")
+        print("CT refusal seen by the peer: \(error)")
+        #expect("\(error)".contains("CT log"))
+
+        // The check itself: an inclusion proof for the logged one, a clear error for the other.
+        guard case .admitted(let bundle) = server.admission!.check([try PEMFile.certificateDERs(in: PEMFile.read(goodConfig.certificate))[0]]) else {
+            Issue.record("a logged certificate was refused"); return
+        }
+        try bundle.verify(publicKey: log.publicKey)
+        guard case .refused(let why) = server.admission!.check([try PEMFile.certificateDERs(in: PEMFile.read(badConfig.certificate))[0]]) else {
+            Issue.record("an unlogged certificate was admitted"); return
+        }
+        #expect(why.code == .notLogged)
+        await good.close()
+        await bad.close()
+        await server.close()
+        await serving.value
+    }
+}
