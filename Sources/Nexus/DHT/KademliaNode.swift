@@ -311,7 +311,9 @@ public struct KademliaNode: Sendable {
                 reply = .nodes(rpc: rpc, closer: closest(to: key, excluding: sender.id))
             }
         case .findProviders(let rpc, let key):
-            let provs = (providerEntries[key] ?? [:]).values.filter { now < $0.expiresAt }.map(\.record)
+            // Sorted: a dictionary's iteration order depends on its storage address, so it differs
+            // between runs and must never reach an output.
+            let provs = (providerEntries[key] ?? [:]).values.filter { now < $0.expiresAt }.map(\.record).sorted { $0.id < $1.id }
             reply = .providers(rpc: rpc, providers: Array(provs.prefix(DHTMessage.maxRecords)), closer: provs.isEmpty ? closest(to: key, excluding: sender.id) : [])
         case .putRecord(let rpc, let key, let value, let ttl):
             reply = .ack(rpc: rpc, stored: storeValue(key: key, value: value, ttl: ttl, now: now))
@@ -352,7 +354,7 @@ public struct KademliaNode: Sendable {
         var entries = providerEntries[key] ?? [:]
         if entries[provider.id] == nil && entries.count >= config.maxProvidersPerKey {
             // Drop the entry closest to expiry to make room.
-            if let oldest = entries.min(by: { $0.value.expiresAt < $1.value.expiresAt })?.key { entries[oldest] = nil }
+            if let oldest = entries.min(by: { ($0.value.expiresAt, $0.key) < ($1.value.expiresAt, $1.key) })?.key { entries[oldest] = nil }
         }
         entries[provider.id] = ProviderEntry(record: provider, expiresAt: now + UInt64(min(ttl, config.providerTTL)) * 1000)
         providerEntries[key] = entries
