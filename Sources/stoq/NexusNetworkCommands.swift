@@ -173,7 +173,7 @@ struct ResolveCommand: AsyncParsableCommand {
             }
             var locations: [NexusID: GeoLocation] = [:]
             for e in endpoints { if let l = try? await client.nodeRecord(e.nodeID)?.location { locations[e.nodeID] = l } }
-            var health = HealthMonitor<NexusID>.Configuration()
+            var health = ServiceResolver.HealthRule()
             health.interval = intervalMs * 1_000_000
             let resolver = ServiceResolver(health: health, rounds: rounds)
             let (selection, probes) = try await resolver.resolve(endpoints, peers: client.peers, locations: locations, clientLocation: location)

@@ -55,7 +55,7 @@ struct NexusTestCluster {
         // Stale and forged records are refused by every holder.
         // (A holder refuses to publish it at all; any other node finds every holder refusing it.)
         func refused(_ node: NexusNode, _ record: NameRecord) async throws -> Bool {
-            do { return try await node.dht.put(key: name.key, value: record.encode()).isEmpty } catch let e as NexusError { return e.code == .staleRecord }
+            do { return try await node.dht.put(key: name.key, value: record.encode()).isEmpty } catch { return error.code == .staleRecord }
         }
         let thief = try NameRecord.sign(name: name, value: .content(.zero), version: 9, issuedAt: now, ttl: 600, owner: P256.Signing.PrivateKey())
         for node in nodes {
@@ -99,6 +99,38 @@ struct NexusTestCluster {
         await nodes[5].close()
         let after = try await nodes[6].dht.lookup(.value, target: name.key)
         #expect(after.value != nil)
+        await cluster.close()
+    }
+
+    @Test func resolvePicksAHealthyNodeOfTheServiceOverRealQUIC() async throws {
+        let cluster = try await NexusTestCluster(count: 4)
+        let nodes = cluster.nodes
+        let owner = P256.Signing.PrivateKey()
+        let now = UInt64(Date().timeIntervalSince1970 * 1000)
+        let endpoints = nodes[1...3].map { ServiceEndpoint(nodeID: $0.record.id, addresses: $0.record.addresses) }
+        let record = try NameRecord.sign(name: try NexusName("video.svc"), value: .service(endpoints), version: 1, issuedAt: now, ttl: 600, owner: owner)
+        #expect(try await nodes[0].dht.put(key: record.name.key, value: record.encode()).count == 3)
+
+        // A client resolves through node 0 after node 2 has gone: 3 missed probes mark it down.
+        let clientNode = try await cluster.network.node("resolver", roles: ["client"])
+        let clientCert = try PEMFile.certificateDERs(in: PEMFile.read(clientNode.configuration.certificate))[0]
+        let client = NexusDHT()
+        await client.attach(record: NodeRecord(id: NexusID(bytes: try NodeID(certificateDER: clientCert).bytes)!), peers: clientNode.peers)
+        try await client.join(seeds: [nodes[0].address])
+        let found = try await client.lookup(.value, target: record.name.key)
+        guard case .service(let listed) = try NameRecord.decode(try #require(found.value)).value else {
+            Issue.record("not a service record"); return
+        }
+        await nodes[2].close()
+        var health = ServiceResolver.HealthRule()
+        health.interval = 150_000_000  // faster rounds than the 1 s default; timeout 100 ms, 3 failures
+        let (selection, probes) = try await ServiceResolver(health: health, rounds: 4).resolve(listed, peers: clientNode.peers)
+        print("resolve: \(probes.map { "\($0.node.shortHex) \($0.health) \($0.rttMilliseconds ?? -1)" }) -> \(selection.candidate.endpoint.nodeID.shortHex) \(selection.basis)")
+        #expect(probes.first { $0.node == nodes[2].record.id }?.health == .down)
+        #expect(selection.candidate.endpoint.nodeID != nodes[2].record.id)
+        guard case .latency = selection.basis else { Issue.record("chosen without a latency: \(selection.basis)"); return }
+        await client.stop()
+        await clientNode.close()
         await cluster.close()
     }
 

@@ -40,7 +40,11 @@ public struct KademliaNode: Sendable {
         case put(value: [UInt8], ttl: UInt32)
         case provide(ttl: UInt32)
     }
-    private struct StoreOperation: Sendable { var key: NexusID; var outstanding: Int; var acked: [NexusID]; var report: Bool }
+    private struct StoreOperation: Sendable {
+        var key: NexusID; var outstanding: Int; var acked: [NexusID]; var report: Bool
+        /// The value of a PUT (nil for ADD_PROVIDER), and how many targets explicitly refused it.
+        var value: [UInt8]?; var refusals = 0; var targets = 0
+    }
     struct StoredValue: Sendable { var value: [UInt8]; var expiresAt: UInt64; var republishAt: UInt64 }
     struct ProviderEntry: Sendable { var record: NodeRecord; var expiresAt: UInt64 }
 
@@ -219,7 +223,7 @@ public struct KademliaNode: Sendable {
             refreshOutstanding -= 1
             if refreshOutstanding == 0 { outbox.append(.bootstrapFinished) }
         case .put(let value, let ttl):
-            startStores(lid, key: lookup.target, closest: result.closest, report: true, now: now) { rpc in
+            startStores(lid, key: lookup.target, closest: result.closest, report: true, value: value, now: now) { rpc in
                 .putRecord(rpc: rpc, key: lookup.target, value: value, ttl: ttl)
             }
         case .provide(let ttl):
@@ -230,22 +234,26 @@ public struct KademliaNode: Sendable {
         }
     }
 
-    private mutating func startStores(_ lid: LookupID, key: NexusID, closest: [NodeRecord], report: Bool, now: UInt64, _ make: (UInt64) -> DHTMessage) {
+    private mutating func startStores(_ lid: LookupID, key: NexusID, closest: [NodeRecord], report: Bool, value: [UInt8]? = nil, now: UInt64, _ make: (UInt64) -> DHTMessage) {
         let targets = Array(closest.prefix(config.replication))
         guard !targets.isEmpty else {
             outbox.append(.storeFinished(lid, key: key, storedOn: []))
             return
         }
-        stores[lid] = StoreOperation(key: key, outstanding: targets.count, acked: [], report: report)
+        stores[lid] = StoreOperation(key: key, outstanding: targets.count, acked: [], report: report, value: value, targets: targets.count)
         for t in targets { send(make(rpcID()), to: t, purpose: .store(lid), now: now) }
     }
 
-    private mutating func storeSettled(_ lid: LookupID, peer: NexusID, ok: Bool) {
+    private mutating func storeSettled(_ lid: LookupID, peer: NexusID, ok: Bool, refused: Bool = false) {
         guard var op = stores[lid] else { return }
         op.outstanding -= 1
         if ok { op.acked.append(peer) }
+        if refused { op.refusals += 1 }
         if op.outstanding == 0 {
             stores[lid] = nil
+            // Every responsible node refused the value (stale, forged, another owner's name): this
+            // node must not keep serving or republishing it either.
+            if let value = op.value, op.refusals == op.targets, values[op.key]?.value == value { values[op.key] = nil }
             outbox.append(.storeFinished(lid, key: op.key, storedOn: op.acked))
         } else {
             stores[lid] = op
@@ -279,7 +287,7 @@ public struct KademliaNode: Sendable {
         switch p.purpose {
         case .probe: break
         case .store(let lid):
-            if case .ack(_, let ok) = message { storeSettled(lid, peer: sender.id, ok: ok) } else { storeSettled(lid, peer: sender.id, ok: false) }
+            if case .ack(_, let ok) = message { storeSettled(lid, peer: sender.id, ok: ok, refused: !ok) } else { storeSettled(lid, peer: sender.id, ok: false) }
         case .lookup(let lid):
             guard lookups[lid] != nil else { return }
             switch message {

@@ -98,13 +98,15 @@ public final class NexusClient: Sendable {
 /// ``HealthMonitor``), then lets ``ServiceSelector`` choose the lowest measured latency among the
 /// healthy, falling back to geography.
 public struct ServiceResolver: Sendable {
+    /// The probe rule: interval, timeout, failures that mark a node down.
+    public typealias HealthRule = HealthMonitor<NexusID>.Configuration
     /// Health rule (default 1 s / 100 ms / 3).
-    public var health: HealthMonitor<NexusID>.Configuration
+    public var health: HealthRule
     /// Probe rounds before choosing (3 rounds are what it takes to call a node down).
     public var rounds: Int
 
     /// Creates a resolver.
-    public init(health: HealthMonitor<NexusID>.Configuration = .init(), rounds: Int = 3) {
+    public init(health: HealthRule = .init(), rounds: Int = 3) {
         self.health = health
         self.rounds = rounds
     }

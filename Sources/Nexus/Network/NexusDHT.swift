@@ -35,6 +35,8 @@ public actor NexusDHT {
         public var unreachable = 0
         /// Requests refused (sender id not the authenticated peer, malformed).
         public var refused = 0
+        /// Replies received to this node's requests.
+        public var answered = 0
     }
 
     /// The DHT parameters.
@@ -48,6 +50,7 @@ public actor NexusDHT {
     private var bootstrapWaiters: [CheckedContinuation<Void, Never>] = []
     private var timer: Task<Void, Never>?
     private var wake: CheckedContinuation<Void, Never>?
+    private var lastFailure: String?
     /// Request counters.
     public private(set) var counters = Counters()
 
@@ -113,10 +116,14 @@ public actor NexusDHT {
             throw NexusError(.noHealthyNode, "none of the \(seeds.count) bootstrap nodes (\(seeds.map(\.description).joined(separator: ", "))) answered; check the addresses and that they run with --dht")
         }
         guard node != nil else { throw Self.detached }
+        let answeredBefore = counters.answered
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             bootstrapWaiters.append(c)
             node!.bootstrap(seeds: records, now: clock())
             drain()
+        }
+        if !seeds.isEmpty && counters.answered == answeredBefore {
+            throw NexusError(.noHealthyNode, "no bootstrap node answered a DHT request: \(lastFailure ?? "no answer")")
         }
         return contactCount
     }
@@ -195,13 +202,15 @@ public actor NexusDHT {
     /// Feeds a reply.
     func deliver(_ reply: DHTMessage, from peer: NodeRecord) {
         guard node != nil else { return }
+        counters.answered += 1
         node!.handle(reply, from: peer, now: clock())
         drain()
     }
 
     /// Fails a request whose peer could not be reached.
-    func unreachable(rpc: UInt64) {
+    func unreachable(rpc: UInt64, because reason: String) {
         guard node != nil else { return }
+        lastFailure = reason
         counters.unreachable += 1
         node!.handleUnreachable(rpc: rpc, now: clock())
         drain()
@@ -244,7 +253,7 @@ public actor NexusDHT {
     private nonisolated func exchange(_ envelope: DHTRequestEnvelope, with peer: NodeRecord, peers: PeerSet) async {
         let rpc = envelope.message.rpc
         guard let address = peer.addresses.first?.peerAddress else {
-            await unreachable(rpc: rpc)
+            await unreachable(rpc: rpc, because: "\(peer) has no address")
             return
         }
         do {
@@ -256,11 +265,11 @@ public actor NexusDHT {
             await deliver(reply, from: peer)
         } catch let error as NexusError {
             logger.debug("DHT request failed", metadata: ["peer": "\(address)", "error": "\(error)"])
-            await unreachable(rpc: rpc)
+            await unreachable(rpc: rpc, because: "\(address): \(error.reason)")
         } catch {
             logger.debug("DHT peer unreachable", metadata: ["peer": "\(address)", "error": "\(error)"])
             await peers.drop(address)
-            await unreachable(rpc: rpc)
+            await unreachable(rpc: rpc, because: "\(address): \(error)")
         }
     }
 
@@ -300,7 +309,7 @@ public actor NexusDHT {
         let wait = min(node!.pollTimeout() &- min(node!.pollTimeout(), clock()), 1_000)
         guard wait > 0 else { return true }
         // Sleep in a child task; `drain` (a new request may set an earlier deadline) wakes us early.
-        let sleeper = Task { try? await Task.sleep(for: .milliseconds(Int(wait))) ; await self.wakeUp() }
+        let sleeper = Task { try? await Task.sleep(for: .milliseconds(Int(wait))) ; self.wakeUp() }
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in wake = c }
         sleeper.cancel()
         return timer != nil
@@ -322,6 +331,7 @@ public actor NexusDHT {
             "requests_sent": counters.sent,
             "unreachable": counters.unreachable,
             "refused": counters.refused,
+            "answered": counters.answered,
         ]
     }
 }
