@@ -86,7 +86,7 @@ let package = Package(
         ),
 
         // MARK: Nexus (discovery) and HyperMesh (sharded storage)
-        .target(name: "Nexus", dependencies: ["STOQ", "STOQIdentity", "STOQRouting", crypto, grdb, collections]),
+        .target(name: "Nexus", dependencies: ["STOQ", "STOQIdentity", "STOQRouting", crypto, grdb, collections, nio, nioPosix, logging]),
         .target(name: "HyperMesh", dependencies: ["Nexus", "STOQ", "STOQIdentity", "CISAL", crypto, "CZstd"]),
 
         // MARK: Command-line tool

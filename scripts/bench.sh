@@ -73,6 +73,7 @@ if want dht; then
       || { echo "dht: FAILED"; status=1; }
     "$STOQ_BIN" dht bench --quic "${BENCH_DHT_QUIC_NODES:-40}" --quic-lookups "${BENCH_DHT_QUIC_LOOKUPS:-300}" \
       || { echo "dht over QUIC: FAILED"; status=1; }
+    "$STOQ_BIN" relay bench --delay-ms "${BENCH_RELAY_DELAY_MS:-25}" || { echo "relay over QUIC: FAILED"; status=1; }
   else
     echo "dht: skipped (no stoq binary)"
   fi

@@ -189,3 +189,22 @@ struct ResolveCommand: AsyncParsableCommand {
         }
     }
 }
+
+// MARK: - stoq relay
+
+/// `stoq relay bench`: a relay route chosen by the router and followed over real QUIC.
+struct RelayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "relay", abstract: "CDN relay tools.", subcommands: [Bench.self])
+
+    struct Bench: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Nodes A, R, B on [::1], A's direct path to B slowed in user space; the route A's matrix picks, and chunk fetches direct vs along it.")
+        @Option(help: "Added one-way delay on the direct path, ms.") var delayMs: Int = 25
+        @Option(help: "Chunk size in KiB.") var chunkKib: Int = 256
+        @Option(help: "Fetches per path.") var fetches: Int = 5
+
+        func run() async throws {
+            print(try await RelayBenchmark.run(delay: .milliseconds(delayMs), chunkBytes: chunkKib * 1024, fetches: fetches))
+        }
+    }
+}

@@ -37,6 +37,7 @@ struct Stoq: AsyncParsableCommand {
             NameCommand.self,
             DHTCommand.self,
             ResolveCommand.self,
+            RelayCommand.self,
             // hypermesh
             BlockCommand.self,
         ]

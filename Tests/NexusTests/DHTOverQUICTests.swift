@@ -177,3 +177,16 @@ struct NexusTestCluster {
         await serving.value
     }
 }
+
+@Suite struct RelayOverQUICTests {
+    /// A → R → B over real QUIC, chosen by A's routing matrix because A's direct path to B is
+    /// slowed (40 ms each way) by a user-space UDP delay forwarder; the relayed chunk verifies.
+    @Test func theRouterPicksTheRelayAndTheFetchFollowsIt() async throws {
+        let run = try await RelayBenchmark.run(delay: .milliseconds(40), chunkBytes: 64 * 1024, fetches: 2)
+        print(run)
+        #expect(run.rttDirect >= 80, "the delay forwarder did not slow the direct path: \(run)")
+        #expect(run.viaRelay, "route \(run.route) does not go through R")
+        #expect(run.route == "A → R → B")
+        #expect(run.relayed.count == 2 && run.direct.count == 2)
+    }
+}

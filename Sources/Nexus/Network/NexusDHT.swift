@@ -336,7 +336,7 @@ public actor NexusDHT {
     }
 }
 
-/// The Nexus ``NodeService``: answers DHT requests (frame types 0x40–0x7f) on a node's streams
+/// The Nexus DHT ``NodeService``: answers DHT requests (frame types 0x40–0x4f) on a node's streams
 /// with the node's ``NexusDHT``.
 public struct NexusService: NodeService {
     /// The DHT it answers for.
@@ -347,8 +347,8 @@ public struct NexusService: NodeService {
 
     /// `nexus`.
     public var name: String { "nexus" }
-    /// Nexus's range, 0x40–0x7f.
-    public var frameTypes: ClosedRange<UInt64> { NexusFrameType.range }
+    /// The DHT part of Nexus's range, 0x40–0x4f.
+    public var frameTypes: ClosedRange<UInt64> { NexusFrameType.dhtRange }
     /// A DHT request envelope at most.
     public var maximumRequestLength: Int { DHTRequestEnvelope.maxEncodedSize }
 

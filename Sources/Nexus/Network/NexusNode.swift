@@ -14,6 +14,8 @@ public final class NexusNode: Sendable {
     public let node: Node
     /// Its DHT driver.
     public let dht: NexusDHT
+    /// Its relay (carries peers' streams to a next hop).
+    public let relay: RelayService
     /// Its DHT record (id from its certificate's key, listen address, region, certificate hash).
     public let record: NodeRecord
     /// Admission by CT log, if required.
@@ -38,18 +40,21 @@ public final class NexusNode: Sendable {
         let id = try NodeID(certificateDER: leaf)
         let signingKey = try? P256.Signing.PrivateKey(pemRepresentation: PEMFile.read(configuration.key))
         let dht = NexusDHT(configuration: dhtConfiguration)
-        let node = try await Node.start(configuration, services: [NexusService(dht: dht)] + services)
+        let relay = RelayService()
+        let node = try await Node.start(configuration, services: [NexusService(dht: dht), relay] + services)
+        relay.attach(peers: node.peers)
         let record = NodeRecord(
             id: NexusID(bytes: id.bytes)!, addresses: [try NexusAddress(node.address)],
             region: String((configuration.region ?? "").utf8.prefix(NodeRecord.maxRegionLength)) ?? "",
             certificateFingerprint: NexusHash.sha256(leaf))
         await dht.attach(record: record, peers: node.peers)
-        return NexusNode(node: node, dht: dht, record: record, admission: admission, signingKey: signingKey, logger: logger)
+        return NexusNode(node: node, dht: dht, relay: relay, record: record, admission: admission, signingKey: signingKey, logger: logger)
     }
 
-    private init(node: Node, dht: NexusDHT, record: NodeRecord, admission: CTAdmission?, signingKey: P256.Signing.PrivateKey?, logger: Logger) {
+    private init(node: Node, dht: NexusDHT, relay: RelayService, record: NodeRecord, admission: CTAdmission?, signingKey: P256.Signing.PrivateKey?, logger: Logger) {
         self.node = node
         self.dht = dht
+        self.relay = relay
         self.record = record
         self.admission = admission
         self.signingKey = signingKey
