@@ -20,7 +20,7 @@ func parsePeerList(_ text: String, option: String) throws -> [PeerAddress] {
 /// Runs `stoq node` with Nexus: DHT service, join, publication, CT admission.
 func runNexusNode(_ c: NodeConfiguration, bootstrap: String?, requireCT: String?) async throws {
     let seeds = try bootstrap.map { try parsePeerList($0, option: "--bootstrap") } ?? []
-    let admission = try requireCT.map { CTAdmission(log: try TransparencyLog.open(directory: $0, create: false)) }
+    let admission = try requireCT.map { try CTAdmission.open(directory: $0) }
     let nexus = try await NexusNode.start(c, admission: admission)
     print("ready \(c.name) \(nexus.address) roles=\(c.roles.joined(separator: ",")) node_id=\(nexus.record.id)\(admission.map { " require_ct=\($0.log.logID.shortHex)" } ?? "")")
     fflush(nil)

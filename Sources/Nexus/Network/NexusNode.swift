@@ -144,6 +144,19 @@ public struct CTAdmission: Sendable {
     /// Uses `log`.
     public init(log: TransparencyLog) { self.log = log }
 
+    /// Opens the log in `directory` and checks it end to end first (every leaf, subtree hash and
+    /// signed head), so a node never admits peers against a tampered log.
+    /// - Throws: `.logTampered` naming the first inconsistency; `.emptyLog` if there is no log.
+    public static func open(directory: String) throws -> CTAdmission {
+        let log = try TransparencyLog.open(directory: directory, create: false)
+        do {
+            try log.verifyIntegrity()
+        } catch {
+            throw NexusError(error.code, "the CT log in \(directory) fails its integrity check, refusing to start: \(error.reason)")
+        }
+        return CTAdmission(log: log)
+    }
+
     /// Checks a peer's certificate chain (leaf first).
     public func check(_ chain: [[UInt8]], now: UInt64 = UInt64(Date().timeIntervalSince1970 * 1000)) -> Decision {
         guard let leaf = chain.first else {
