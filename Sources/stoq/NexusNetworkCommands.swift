@@ -35,6 +35,18 @@ func runNexusNode(_ c: NodeConfiguration, bootstrap: String?, requireCT: String?
         print("dht \(c.name) could not join: \(error)")
     }
     fflush(nil)
+    // A node that joined an empty or young network publishes again as peers arrive (the DHT's own
+    // republish timer takes over after that).
+    let republish = Task {
+        var stored = 0
+        for delay in [5, 15, 30, 60] {
+            try await Task.sleep(for: .seconds(delay))
+            let contacts = await nexus.dht.contactCount
+            if contacts > stored, let now = try? await nexus.publish().nodeRecordStoredOn { stored = now }
+            if stored >= 3 { break }
+        }
+    }
+    defer { republish.cancel() }
     await runUntilSignalled { await nexus.close() }
     await serving
     let served = nexus.node.server.served
