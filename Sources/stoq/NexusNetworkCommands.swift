@@ -4,6 +4,8 @@ import Foundation
 import Nexus
 import STOQ
 import STOQNode
+import Logging
+import ServiceLifecycle
 
 // MARK: - stoq node --dht / --bootstrap / --require-ct
 
@@ -18,13 +20,12 @@ func parsePeerList(_ text: String, option: String) throws -> [PeerAddress] {
 }
 
 /// Runs `stoq node` with Nexus: DHT service, join, publication, CT admission.
-func runNexusNode(_ c: NodeConfiguration, bootstrap: String?, requireCT: String?) async throws {
+func runNexusNode(_ c: NodeConfiguration, bootstrap: String?, requireCT: String?, metrics: NodeMetrics, logger: Logger) async throws {
     let seeds = try bootstrap.map { try parsePeerList($0, option: "--bootstrap") } ?? []
     let admission = try requireCT.map { try CTAdmission.open(directory: $0) }
-    let nexus = try await NexusNode.start(c, admission: admission)
+    let nexus = try await NexusNode.start(c, admission: admission, metrics: metrics, logger: logger)
     print("ready \(c.name) \(nexus.address) roles=\(c.roles.joined(separator: ",")) node_id=\(nexus.record.id)\(admission.map { " require_ct=\($0.log.logID.shortHex)" } ?? "")")
     fflush(nil)
-    async let serving: Void = nexus.run()
     do {
         let t0 = ContinuousClock.now
         let contacts = try await nexus.join(seeds)
@@ -47,11 +48,27 @@ func runNexusNode(_ c: NodeConfiguration, bootstrap: String?, requireCT: String?
         }
     }
     defer { republish.cancel() }
-    await runUntilSignalled { await nexus.close() }
-    await serving
+    // swift-service-lifecycle, as plain `stoq node`: SIGTERM/SIGINT shut down gracefully.
+    try await ServiceGroup(configuration: .init(
+        services: [.init(service: NexusLifecycleService(nexus: nexus))], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger
+    )).run()
     let served = nexus.node.server.served
     print("served \(c.name) requests=\(served.requests) bytes=\(served.bytes) dht=\(await nexus.dht.counters)")
     fflush(nil)
+}
+
+/// Runs a ``NexusNode`` under swift-service-lifecycle.
+struct NexusLifecycleService: Service {
+    let nexus: NexusNode
+    func run() async throws {
+        let nexus = self.nexus
+        await withGracefulShutdownHandler {
+            await nexus.run()
+        } onGracefulShutdown: {
+            Task { await nexus.close() }
+        }
+        await nexus.close()
+    }
 }
 
 /// `stoq certs issue --ct-log DIR`: appends the certificate just written and prints its receipt.

@@ -1,4 +1,5 @@
 import Crypto
+import STOQSimulation
 import Testing
 @testable import Nexus
 

@@ -4,6 +4,7 @@ import STOQContent
 import STOQIdentity
 import STOQNode
 import STOQRouting
+import STOQSimulation
 import STOQTransport
 
 /// A relay route chosen by STOQRouting and followed over real QUIC: nodes A, R and B on `[::1]`,

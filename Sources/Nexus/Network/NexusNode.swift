@@ -31,7 +31,8 @@ public final class NexusNode: Sendable {
     ///   - services: further services (e.g. HyperMesh).
     public static func start(
         _ configuration: NodeConfiguration, dht dhtConfiguration: DHTConfiguration = DHTConfiguration(),
-        admission: CTAdmission? = nil, services: [any NodeService] = [], logger: Logger = Logger(label: "stoq.nexus")
+        admission: CTAdmission? = nil, services: [any NodeService] = [], metrics: NodeMetrics = NodeMetrics(),
+        logger: Logger = Logger(label: "stoq.nexus")
     ) async throws -> NexusNode {
         let chain = try PEMFile.certificateDERs(in: PEMFile.read(configuration.certificate))
         guard let leaf = chain.first else {
@@ -41,7 +42,7 @@ public final class NexusNode: Sendable {
         let signingKey = try? P256.Signing.PrivateKey(pemRepresentation: PEMFile.read(configuration.key))
         let dht = NexusDHT(configuration: dhtConfiguration)
         let relay = RelayService()
-        let node = try await Node.start(configuration, services: [NexusService(dht: dht), relay] + services)
+        let node = try await Node.start(configuration, services: [NexusService(dht: dht), relay] + services, metrics: metrics, logger: logger)
         relay.attach(peers: node.peers)
         let record = NodeRecord(
             id: NexusID(bytes: id.bytes)!, addresses: [try NexusAddress(node.address)],
@@ -94,27 +95,39 @@ public final class NexusNode: Sendable {
         return out
     }
 
-    /// Serves until the endpoint closes; with ``admission`` set, a peer whose certificate is not
-    /// logged is refused (its connection closed with the reason) before any request is answered.
+    /// Serves until the endpoint closes (like ``Node/run()``: requests, health probes, admin
+    /// endpoint); with ``admission`` set, a peer whose certificate is not logged is refused (its
+    /// connection closed with the reason) before any request is answered.
     public func run() async {
         guard let admission else {
             await node.run()
             return
         }
-        let server = node.server
+        let node = self.node
         let logger = self.logger
-        await withDiscardingTaskGroup { group in
-            for await connection in node.endpoint.incomingConnections {
-                group.addTask {
-                    switch admission.check(connection.peerCertificateChain) {
-                    case .admitted:
-                        await server.serve(connection: connection)
-                    case .refused(let error):
-                        logger.warning("refusing peer", metadata: ["peer": "\(connection.remoteAddress)", "reason": "\(error.reason)"])
-                        await connection.close(code: CTAdmission.refusalCode, reason: error.reason)
+        await withDiscardingTaskGroup { outer in
+            outer.addTask {
+                await withDiscardingTaskGroup { group in
+                    for await connection in node.endpoint.incomingConnections {
+                        group.addTask {
+                            switch admission.check(connection.peerCertificateChain) {
+                            case .admitted:
+                                await node.server.serve(connection: connection)
+                            case .refused(let error):
+                                logger.warning("refusing peer", metadata: ["peer": "\(connection.remoteAddress)", "reason": "\(error.reason)"])
+                                await connection.close(code: CTAdmission.refusalCode, reason: error.reason)
+                            }
+                        }
                     }
                 }
             }
+            if let health = node.health {
+                outer.addTask {
+                    for peer in node.probedPeers { await health.watch(peer) }
+                    await health.run()
+                }
+            }
+            if let admin = node.admin { outer.addTask { await admin.run() } }
         }
     }
 
