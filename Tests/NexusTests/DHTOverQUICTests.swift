@@ -14,8 +14,12 @@ struct NexusTestCluster {
 
     init(count: Int, admission: CTAdmission? = nil) async throws {
         network = try TestNetwork()
+        // Debug builds under a loaded test run can take over a second per request; a lookup that
+        // times out on a live node would miss the true closest nodes (and store beside them).
+        var config = DHTConfiguration()
+        config.requestTimeout = 10_000
         for i in 0..<count {
-            let node = try await NexusNode.start(try network.configuration("n\(i)"), admission: admission)
+            let node = try await NexusNode.start(try network.configuration("n\(i)"), dht: config, admission: admission)
             serving.append(Task { await node.run() })
             nodes.append(node)
         }
