@@ -300,12 +300,14 @@ public final class Node: Sendable {
 /// Runs a ``Node`` under swift-service-lifecycle: `run()` serves until the service group begins a
 /// graceful shutdown (SIGTERM/SIGINT in `stoq node`), then closes connections, stops probing and
 /// flushes the store before returning.
-public struct NodeLifecycleService: Service {
+public struct NodeLifecycleService: Service, CustomStringConvertible {
     /// The node.
     public let node: Node
 
     /// Wraps a started node.
     public init(node: Node) { self.node = node }
+
+    public var description: String { "stoq node \(node.configuration.name)" }
 
     public func run() async throws {
         let node = self.node

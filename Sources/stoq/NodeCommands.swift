@@ -167,7 +167,7 @@ enum StatusReport {
         guard let doc = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] else { return json }
         var lines = [String]()
         let roles = (doc["roles"] as? [String])?.joined(separator: ",") ?? "?"
-        lines.append("node      \(doc["name"] ?? "?") (\(roles)) at \(doc["listen"] ?? "?"), region \(doc["region"] ?? "-"), up \(Int((doc["uptime_seconds"] as? Double) ?? 0)) s")
+        lines.append("node      \(doc["name"] ?? "?") (\(roles)) at \(doc["listen"] ?? "?"), region \((doc["region"] as? String).flatMap { $0.isEmpty ? nil : $0 } ?? "-"), up \(Int((doc["uptime_seconds"] as? Double) ?? 0)) s")
         lines.append(String(format: "rtt       %.2f ms from here; %@ connection(s)", rtt.seconds * 1000, "\(doc["connections"] ?? 0)"))
         if let admin = doc["admin"] { lines.append("admin     http://\(admin)/metrics") }
         let peers = doc["peers"] as? [[String: Any]] ?? []
