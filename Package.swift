@@ -80,9 +80,9 @@ let package = Package(
         .target(name: "STOQWire", dependencies: [nio]),
         .target(name: "STOQContent", dependencies: ["CZstd", crypto, grdb, logging]),
         .target(name: "STOQSimulation", dependencies: [collections]),
-        .target(name: "STOQRouting", dependencies: [collections]),
+        .target(name: "STOQRouting", dependencies: ["STOQSimulation", collections]),
         .target(name: "STOQSwarm", dependencies: ["STOQContent", "STOQWire", "STOQSimulation", collections]),
-        .target(name: "STOQEdge", dependencies: ["STOQContent", crypto, collections]),
+        .target(name: "STOQEdge", dependencies: ["STOQContent", "STOQSimulation", crypto, collections]),
         .target(
             name: "STOQNode",
             dependencies: ["STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQSwarm", "STOQEdge", crypto, logging, nio,
@@ -94,8 +94,8 @@ let package = Package(
         ),
 
         // MARK: Nexus (discovery) and HyperMesh (sharded storage)
-        .target(name: "Nexus", dependencies: ["STOQ", "STOQIdentity", "STOQRouting", crypto, grdb, collections]),
-        .target(name: "HyperMesh", dependencies: ["Nexus", "STOQ", "STOQIdentity", "CISAL", crypto, "CZstd"]),
+        .target(name: "Nexus", dependencies: ["STOQ", "STOQIdentity", "STOQRouting", "STOQSimulation", crypto, grdb, collections]),
+        .target(name: "HyperMesh", dependencies: ["Nexus", "STOQ", "STOQIdentity", "STOQSimulation", "CISAL", crypto, "CZstd"]),
 
         // MARK: Command-line tool
         .executableTarget(
@@ -106,8 +106,8 @@ let package = Package(
         // MARK: Tests (beside each module)
         .testTarget(name: "STOQIdentityTests", dependencies: ["STOQIdentity", x509, crypto]),
         .testTarget(name: "STOQTransportTests", dependencies: ["STOQTransport", "STOQIdentity", nio, nioPosix, crypto]),
-        .testTarget(name: "STOQWireTests", dependencies: ["STOQWire", nio]),
-        .testTarget(name: "STOQContentTests", dependencies: ["STOQContent", crypto]),
+        .testTarget(name: "STOQWireTests", dependencies: ["STOQWire", "STOQSimulation", nio]),
+        .testTarget(name: "STOQContentTests", dependencies: ["STOQContent", "STOQSimulation", crypto]),
         .testTarget(name: "STOQRoutingTests", dependencies: ["STOQRouting", "STOQSimulation"]),
         .testTarget(name: "STOQSimulationTests", dependencies: ["STOQSimulation"]),
         .testTarget(name: "STOQSwarmTests", dependencies: ["STOQSwarm", "STOQSimulation"]),
