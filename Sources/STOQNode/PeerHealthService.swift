@@ -214,10 +214,9 @@ public actor PeerHealthService {
                         try await client.ping(nonce: nonce)
                         await self.answered(peer, nonce: nonce)
                     } catch is CancellationError {
-                    } catch let error as STOQError {
+                    } catch is STOQError {
                         // The connection is gone: dial afresh for the next probe.
                         if !Task.isCancelled { await peers.drop(peer) }
-                        _ = error
                     } catch {
                         // No answer; the monitor's timeout counts it.
                     }
