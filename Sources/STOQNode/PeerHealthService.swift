@@ -212,7 +212,7 @@ public actor PeerHealthService {
                     do {
                         let client = try await peers.probeClient(for: peer)
                         try await client.ping(nonce: nonce)
-                        await self.answered(peer, nonce: nonce)
+                        self.answered(peer, nonce: nonce)
                     } catch is CancellationError {
                     } catch is STOQError {
                         // The connection is gone: dial afresh for the next probe.

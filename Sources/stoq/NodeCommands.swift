@@ -24,7 +24,7 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Per-connection send limit, bytes/s.") var rateLimit: UInt64?
     @Option(help: "The most chunk bytes an edge keeps (W-TinyLFU decides what stays).") var cacheBytes: Int?
     @Option(help: "Another known peer whose health to probe (repeatable; upstream peers are probed anyway).") var peer: [String] = []
-    @Option(help: "Admin HTTP endpoint (/metrics, /status, /healthz), e.g. '[::1]:9464'. Keep it on loopback.") var admin: String?
+    @Option(help: "Admin HTTP endpoint (/metrics, /status, /healthz): a port (bound to [::1]) or '[ADDR]:PORT'. Keep it on loopback.") var admin: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String?
     @Option(help: "Health probe interval in ms (default 1000).") var healthInterval: Int?
     @Option(help: "Health probe timeout in ms (default 100).") var healthTimeout: Int?
@@ -69,7 +69,10 @@ struct NodeCommand: AsyncParsableCommand {
             }
         }
         if let admin {
-            guard let a = PeerAddress(admin) else { throw ValidationError("--admin takes an IPv6 address like '[::1]:9464' (STOQ is IPv6-only)") }
+            // A bare port binds loopback: the endpoint is unauthenticated.
+            guard let a = Int(admin).map({ PeerAddress(host: "::1", port: $0) }) ?? PeerAddress(admin) else {
+                throw ValidationError("--admin takes a port (bound to [::1]) or an IPv6 address like '[::1]:9464' (STOQ is IPv6-only)")
+            }
             c.admin = a
         }
         if let logLevel { c.logLevel = logLevel }

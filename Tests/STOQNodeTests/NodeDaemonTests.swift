@@ -15,6 +15,28 @@ func sample(_ text: String, _ series: String) -> Double? {
 }
 
 @Suite(.serialized) struct NodeDaemonTests {
+    @Test func settingsAreValidatedWithClearErrors() async throws {
+        #expect(try HealthSettings().monitorConfiguration() == .init())
+        #expect(throws: NodeError.self) { try HealthSettings(intervalMilliseconds: 100, timeoutMilliseconds: 100).monitorConfiguration() }
+        #expect(throws: NodeError.self) { try HealthSettings(failureThreshold: 0).monitorConfiguration() }
+        #expect(!ServeThrottleSettings().isActive && ServeThrottleSettings(connectionBytesPerSecond: 1).isActive)
+        await #expect {
+            _ = try await AdminServer.bind(PeerAddress(host: "localhost", port: 0), routes: [:])
+        } throws: { error in
+            (error as? NodeError)?.code == .invalidArgument && "\(error)".contains("IPv6")
+        }
+        // A configuration file round-trips with the new fields.
+        let network = try TestNetwork()
+        defer { network.close() }
+        var c = try network.configuration("x")
+        c.admin = PeerAddress("[::1]:9464")
+        c.health = HealthSettings(intervalMilliseconds: 500)
+        c.throttle = ServeThrottleSettings(totalBytesPerSecond: 1_000_000)
+        c.logLevel = "debug"
+        let decoded = try JSONDecoder().decode(NodeConfiguration.self, from: JSONEncoder().encode(c))
+        #expect(decoded.admin == c.admin && decoded.health == c.health && decoded.throttle == c.throttle && decoded.logLevel == "debug")
+    }
+
     @Test func metricsEndpointShowsRealValuesAfterAFetch() async throws {
         let network = try TestNetwork()
         defer { network.close() }
