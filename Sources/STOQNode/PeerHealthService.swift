@@ -82,11 +82,12 @@ public struct HealthSettings: Codable, Sendable, Hashable {
 /// Runs a sans-IO ``HealthMonitor`` over a node's peer connections: it sends the monitor's
 /// probes as PING on the ``PeerSet``'s connections, feeds the PONGs back with the real clock,
 /// and announces each change of state at once to every subscriber of ``changes()``, to the
-/// ``PeerSet`` (which then refuses new requests to a down peer at once, so the edge's upstream
-/// choice skips it), and to the node's metrics.
+/// ``PeerSet`` (``PeerSet/isDown(_:)``, ``PeerSet/healthyFirst(_:)`` for choosing among peers),
+/// and to the node's metrics.
 ///
-/// A peer marked down has its connection dropped, so the next probe dials again and finds the
-/// peer when it returns (a restarted process does not know the old connection).
+/// A probe whose connection fails drops it from the peer set, so the next probe dials again and
+/// finds the peer when it returns. Marking a peer down does not close its connection: transfers
+/// running on it finish if the peer was only slow to answer.
 public actor PeerHealthService {
     private var monitor: HealthMonitor<PeerAddress>
     private let peers: PeerSet
@@ -210,7 +211,7 @@ public actor PeerHealthService {
                 let peers = self.peers
                 probes[peer] = Task {
                     do {
-                        let client = try await peers.probeClient(for: peer)
+                        let client = try await peers.client(for: peer)
                         try await client.ping(nonce: nonce)
                         self.answered(peer, nonce: nonce)
                     } catch is CancellationError {
@@ -243,10 +244,6 @@ public actor PeerHealthService {
         metrics?.peerHealth(change.peer.description, isUp: change.isUp, rttSeconds: h?.smoothedRTT.map { $0 / 1e9 })
         metrics?.peerStateChange(change.peer.description, isUp: change.isUp)
         peers.downPeers.set(change.peer, down: !change.isUp)
-        if !change.isUp {
-            let peers = self.peers
-            Task { await peers.drop(change.peer) }
-        }
         for continuation in subscribers.values { continuation.yield(change) }
     }
 }
