@@ -212,10 +212,8 @@ public final class Node: Sendable {
         await withDiscardingTaskGroup { group in
             group.addTask { await self.server.run(on: self.endpoint) }
             if let health {
-                group.addTask {
-                    for peer in self.probedPeers { await health.watch(peer) }
-                    await health.run()
-                }
+                group.addTask { await health.run() }
+                for peer in probedPeers { group.addTask { await health.watch(peer) } }
             }
             if let admin { group.addTask { await admin.run() } }
         }

@@ -99,6 +99,7 @@ public actor PeerHealthService {
     private var timer: Task<Void, Never>?
     private var probes: [PeerAddress: Task<Void, Never>] = [:]
     private var stopped = false
+    private var watching = Set<PeerAddress>()
 
     /// Creates a service probing through `peers`.
     public init(peers: PeerSet, configuration: HealthMonitor<PeerAddress>.Configuration = .init(), metrics: NodeMetrics? = nil, logger: Logger = Logger(label: "stoq.health")) {
@@ -110,9 +111,24 @@ public actor PeerHealthService {
 
     private func now() -> UInt64 { UInt64(max(0, (ContinuousClock.now - origin).nanoseconds)) }
 
-    /// Starts probing `peer` (its first probe goes out at once).
-    public func watch(_ peer: PeerAddress) {
-        guard !stopped, monitor.health(of: peer) == nil else { return }
+    /// Starts probing `peer`: it dials first (for at most one probe interval) so the first RTT
+    /// sample measures a round trip, not a handshake; then the first probe goes out.
+    public func watch(_ peer: PeerAddress) async {
+        guard !stopped, monitor.health(of: peer) == nil, watching.insert(peer).inserted else { return }
+        let peers = self.peers
+        let interval = monitor.configuration.interval
+        let (ready, signal) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        Task {  // the dial goes on in the peer set if the interval ends first
+            _ = try? await peers.client(for: peer)
+            signal.yield()
+        }
+        let timer = Task {
+            try? await Task.sleep(for: .nanoseconds(Int64(interval)))
+            signal.yield()
+        }
+        for await _ in ready { break }
+        timer.cancel()
+        guard !stopped, watching.contains(peer) else { return }
         monitor.addPeer(peer, now: now())
         metrics?.peerHealth(peer.description, isUp: true, rttSeconds: nil)
         drain()
@@ -121,6 +137,7 @@ public actor PeerHealthService {
 
     /// Stops probing `peer`.
     public func unwatch(_ peer: PeerAddress) {
+        watching.remove(peer)
         monitor.removePeer(peer)
         probes.removeValue(forKey: peer)?.cancel()
     }
