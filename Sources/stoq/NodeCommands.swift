@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import STOQ
 import STOQNode
+import HyperMesh
 
 /// `stoq node`: run a STOQ node (origin, edge or client) until SIGINT/SIGTERM.
 struct NodeCommand: AsyncParsableCommand {
@@ -16,11 +17,12 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Node private key (PEM).") var key: String?
     @Option(help: "Network CA certificate (PEM).") var ca: String?
     @Option(help: "Store directory.") var store: String?
-    @Option(help: "Role: origin, edge or client (repeatable).") var role: [String] = []
+    @Option(help: "Role: origin, edge, client or storage (HyperMesh shards; repeatable).") var role: [String] = []
     @Option(help: "Upstream peer an edge fetches misses from (repeatable).") var upstream: [String] = []
     @Option(help: "Region name.") var region: String?
     @Option(help: "Per-connection send limit, bytes/s.") var rateLimit: UInt64?
     @Option(help: "The most chunk bytes an edge keeps (W-TinyLFU decides what stays).") var cacheBytes: Int?
+    @Option(help: "HyperMesh shard directory; implies the storage role (default with --role storage: STORE/shards).") var shards: String?
 
     func run() async throws {
         var c: NodeConfiguration
@@ -52,7 +54,13 @@ struct NodeCommand: AsyncParsableCommand {
                 return a
             }
         }
-        let node = try await Node.start(c)
+        var services: [any NodeService] = []
+        if shards != nil || c.roles.contains("storage") {
+            if !c.roles.contains("storage") { c.roles.append("storage") }
+            let directory = shards ?? (c.store as NSString).appendingPathComponent("shards")
+            services.append(try StorageService.load(directory: directory, keyPath: c.key, region: c.region ?? "default"))
+        }
+        let node = try await Node.start(c, services: services)
         print("ready \(c.name) \(node.address) roles=\(c.roles.joined(separator: ","))")
         fflush(nil)
         async let serving: Void = node.run()
