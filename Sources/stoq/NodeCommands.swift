@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import STOQ
 import STOQNode
+import HyperMesh
 import ServiceLifecycle
 
 /// `stoq node`: run a STOQ node (origin, edge or client) until SIGINT/SIGTERM.
@@ -18,7 +19,7 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Node private key (PEM).") var key: String?
     @Option(help: "Network CA certificate (PEM).") var ca: String?
     @Option(help: "Store directory.") var store: String?
-    @Option(help: "Role: origin, edge or client (repeatable).") var role: [String] = []
+    @Option(help: "Role: origin, edge, client or storage (HyperMesh shards; repeatable).") var role: [String] = []
     @Option(help: "Upstream peer an edge fetches misses from (repeatable).") var upstream: [String] = []
     @Option(help: "Region name.") var region: String?
     @Option(help: "Per-connection send limit, bytes/s.") var rateLimit: UInt64?
@@ -31,6 +32,7 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Unanswered probes in a row that mark a peer down (default 3).") var healthFailures: Int?
     @Option(help: "Serve throttle: node-wide upload limit in bytes/s (interactive before bulk, fair turns).") var serveRate: UInt64?
     @Option(help: "Serve throttle: per-connection upload limit in bytes/s.") var connectionServeRate: UInt64?
+    @Option(help: "HyperMesh shard directory; implies the storage role (default with --role storage: STORE/shards).") var shards: String?
 
     func run() async throws {
         var c: NodeConfiguration
@@ -99,7 +101,13 @@ struct NodeCommand: AsyncParsableCommand {
         metrics.bootstrapMetricsSystem()
         let logger = Logger(label: "stoq.node")
 
-        let node = try await Node.start(c, metrics: metrics, logger: logger)
+        var services: [any NodeService] = []
+        if shards != nil || c.roles.contains("storage") {
+            if !c.roles.contains("storage") { c.roles.append("storage") }
+            let directory = shards ?? (c.store as NSString).appendingPathComponent("shards")
+            services.append(try StorageService.load(directory: directory, keyPath: c.key, region: c.region ?? "default"))
+        }
+        let node = try await Node.start(c, services: services, metrics: metrics, logger: logger)
         print("ready \(c.name) \(node.address) roles=\(c.roles.joined(separator: ","))" + (node.admin.map { " admin=\($0.address)" } ?? ""))
         fflush(nil)
         // swift-service-lifecycle: SIGTERM/SIGINT start a graceful shutdown (connections closed,
