@@ -176,6 +176,9 @@ func sample(_ text: String, _ series: String) -> Double? {
             }
             // Once bulk bytes flow, the interactive client asks for its small objects one by one.
             _ = try await first(started, within: 10) { _ in true }
+            // Status shows the bulk responses in progress.
+            let status = await server.statusJSON()
+            #expect(status.contains("\"class\" : \"bulk\""), "\(status)")
             for id in smallChunks {
                 _ = try await i.fetchChunk(id)
                 log.add("interactive")
@@ -194,6 +197,30 @@ func sample(_ text: String, _ series: String) -> Double? {
         }
         await bulk.close()
         await interactive.close()
+    }
+
+    @Test func aPerConnectionRateHoldsAClientBelowIt() async throws {
+        let network = try TestNetwork()
+        defer { network.close() }
+        var config = try network.configuration("server")
+        config.throttle = ServeThrottleSettings(connectionBytesPerSecond: 2_000_000, connectionBurstBytes: 256 << 10)
+        let server = try await Node.start(config)
+        var rng = SimRandom(seed: 0xc0)
+        let chunks = try (0..<4).map { _ in try server.store.put((0..<(256 << 10)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }) }
+        let client = try await network.node("client", roles: ["client"])
+        try await withServing(server) {
+            let peer = try await client.peers.client(for: server.address)
+            let start = ContinuousClock.now
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for id in chunks { group.addTask { _ = try await peer.fetchChunk(id) } }
+                try await group.waitForAll()
+            }
+            // 1 MiB through a 2 MB/s bucket holding 256 KiB cannot take less than (1 MiB - 256 KiB) / 2 MB/s.
+            let floor = Double((1 << 20) - (256 << 10)) / 2_000_000
+            #expect((ContinuousClock.now - start).seconds >= floor * 0.95)
+            #expect(await server.server.throttledBytes()[.bulk] == 1 << 20)
+        }
+        await client.close()
     }
 
     @Test func twoBulkClientsShareAThrottledServerEqually() async throws {
