@@ -20,10 +20,10 @@ func parsePeerList(_ text: String, option: String) throws -> [PeerAddress] {
 }
 
 /// Runs `stoq node` with Nexus: DHT service, join, publication, CT admission.
-func runNexusNode(_ c: NodeConfiguration, bootstrap: String?, requireCT: String?, metrics: NodeMetrics, logger: Logger) async throws {
+func runNexusNode(_ c: NodeConfiguration, bootstrap: String?, requireCT: String?, services: [any NodeService] = [], metrics: NodeMetrics, logger: Logger) async throws {
     let seeds = try bootstrap.map { try parsePeerList($0, option: "--bootstrap") } ?? []
     let admission = try requireCT.map { try CTAdmission.open(directory: $0) }
-    let nexus = try await NexusNode.start(c, admission: admission, metrics: metrics, logger: logger)
+    let nexus = try await NexusNode.start(c, admission: admission, services: services, metrics: metrics, logger: logger)
     print("ready \(c.name) \(nexus.address) roles=\(c.roles.joined(separator: ",")) node_id=\(nexus.record.id)\(admission.map { " require_ct=\($0.log.logID.shortHex)" } ?? "")")
     fflush(nil)
     do {
