@@ -41,8 +41,11 @@ public struct PutReport: Sendable, Equatable {
 /// Puts files and directories into a ``ChunkStore``: chunk, hash, convergent-encrypt, write, and
 /// record manifests, committing after each file (bytes before metadata).
 ///
-/// Re-putting content already stored costs one chunk + SHA-256 pass and an index lookup per chunk:
-/// the convergent index maps SHA-256(chunk key) to the stored id, so nothing is encrypted or written again.
+/// Re-putting content already stored costs one chunk + SHA-256 pass (on all cores), one HMAC per chunk
+/// and one convergent-index query per 256 chunks: the index maps SHA-256(chunk key) to the stored id (a
+/// per-publisher tag, so the store never sees plaintext hashes), and a chunk it names is neither
+/// copied, compressed, encrypted nor written again. The index is joined with the chunk table, so a
+/// chunk dropped by gc or `store verify --repair` is sealed and written again.
 public final class ContentPublisher: Sendable {
     /// The store written to.
     public let store: any ChunkStore
