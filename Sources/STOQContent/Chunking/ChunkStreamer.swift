@@ -138,7 +138,8 @@ public final class SegmentBufferPool: @unchecked Sendable {
 /// The input is cut into fixed segments of `segmentSize` bytes. Worker threads each take a segment
 /// (plus `maxSize` bytes of overlap), read it into a reused buffer, and cut and hash it as if its first
 /// byte were a boundary; up to `2 × workers` segments are in flight ahead of the consumer, so the
-/// workers never wait for the consumer's callback and the consumer rarely waits for a worker.
+/// workers never wait for the consumer's callback and the consumer rarely waits for a worker. The
+/// workers are threads of their own for the duration of the call.
 ///
 /// The consuming thread re-synchronises each seam: the true chain coming out of segment `k-1` is
 /// continued until one of its cut points is also a cut point of segment `k`'s chain; from there both
@@ -194,6 +195,43 @@ public struct ChunkStreamer: Sendable {
         init(index: Int, scratch: [UInt8]) { self.index = index; self.scratch = scratch }
     }
 
+    /// Segment tasks waiting for a worker thread, first in first out.
+    ///
+    /// `@unchecked Sendable`: `tasks` and `closed` are only touched while holding `lock`.
+    final class SegmentQueue: @unchecked Sendable {
+        private let lock = NSLock()
+        private var tasks = [SegmentTask]()
+        private var head = 0
+        private var closed = false
+        private let ready = DispatchSemaphore(value: 0)
+
+        func push(_ t: SegmentTask) {
+            lock.lock(); tasks.append(t); lock.unlock()
+            ready.signal()
+        }
+
+        /// The next task, or nil once the queue is closed and empty.
+        func pop() -> SegmentTask? {
+            while true {
+                ready.wait()
+                lock.lock()
+                defer { lock.unlock() }
+                if head < tasks.count {
+                    let t = tasks[head]
+                    head += 1
+                    return t
+                }
+                if closed { return nil }
+            }
+        }
+
+        /// Lets `workers` threads return from ``pop()`` once the queue is empty.
+        func close(workers: Int) {
+            lock.lock(); closed = true; lock.unlock()
+            for _ in 0..<workers { ready.signal() }
+        }
+    }
+
     /// Chunks `source` and calls `body` once per segment with that segment's chunks, in order.
     /// - Parameters:
     ///   - source: the input.
@@ -220,12 +258,24 @@ public struct ChunkStreamer: Sendable {
         var queue = [SegmentTask]()
         var head = 0, next = 0
         let pool = buffers
-        defer { for t in queue[head...] { t.done.wait() } }
+        // Dedicated worker threads, not the dispatch pool: the caller may itself be a pool thread (the
+        // `stoq` commands run under async main) that blocks on `done`, and the pool does not grow for a
+        // blocked thread, so pool work items ran one at a time beside it.
+        let pending = parallel ? SegmentQueue() : nil
+        if let pending {
+            for _ in 0..<min(workers, segments) {
+                Thread.detachNewThread { while let t = pending.pop() { work(t) } }
+            }
+        }
+        defer {
+            for t in queue[head...] { t.done.wait() }
+            pending?.close(workers: min(workers, segments))
+        }
         func launch() {
             let t = SegmentTask(index: next, scratch: pool.take())
             next += 1
             queue.append(t)
-            if parallel { DispatchQueue.global().async { work(t) } } else { work(t) }
+            if let pending { pending.push(t) } else { work(t) }
         }
         while next < min(ahead, segments) { launch() }
         var q: Int64 = 0
