@@ -58,7 +58,8 @@ struct NodeCommand: AsyncParsableCommand {
         if shards != nil || c.roles.contains("storage") {
             if !c.roles.contains("storage") { c.roles.append("storage") }
             let directory = shards ?? (c.store as NSString).appendingPathComponent("shards")
-            services.append(try StorageService.load(directory: directory, keyPath: c.key, region: c.region ?? "default"))
+            let region = c.region ?? (try? NodeCredentials.load(certificatePath: c.certificate, keyPath: c.key))?.region ?? "default"
+            services.append(try StorageService.load(directory: directory, keyPath: c.key, region: region))
         }
         let node = try await Node.start(c, services: services)
         print("ready \(c.name) \(node.address) roles=\(c.roles.joined(separator: ","))")
