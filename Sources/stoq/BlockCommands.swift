@@ -11,6 +11,7 @@ struct BlockCommand: AsyncParsableCommand {
         abstract: "HyperMesh: erasure-coded, encrypted block storage.",
         subcommands: [
             BlockPutCommand.self, BlockGetCommand.self, BlockVerifyCommand.self, BlockRepairCommand.self, BlockPlanCommand.self,
+            BlockAuditCommand.self,
             BlockBenchNetCommand.self, BlockBenchErasureCommand.self,
         ]
     )
@@ -58,16 +59,21 @@ struct BlockPlanCommand: AsyncParsableCommand {
         if nodes == nil, let block = try? directory.resolve(id), directory.contains(block) {
             let record = try directory.record(block)
             let manifest = try record.decodedManifest()
-            let list = record.nodes.compactMap { n in
-                MeshNodeID(hex: n.node).map { StorageNode(id: $0, region: n.region, freeBytes: Int(clamping: n.freeBytes)) }
+            if let text = record.plan {
+                print(text)
+            } else {
+                let list = record.nodes.compactMap { n in
+                    MeshNodeID(hex: n.node).map { StorageNode(id: $0, region: n.region, freeBytes: Int(clamping: n.freeBytes)) }
+                }
+                print(try PlacementPlanner(nodes: list).plan(block: block, shardCount: manifest.totalShards, shardSize: manifest.shardSize).explain())
             }
-            let plan = try PlacementPlanner(nodes: list).plan(block: block, shardCount: manifest.totalShards, shardSize: manifest.shardSize)
-            print(plan.explain())
             let regions = Dictionary(record.nodes.map { ($0.node, $0.region) }, uniquingKeysWith: { a, _ in a })
+            let planned = Dictionary((record.planned ?? []).map { ($0.shard, $0.node) }, uniquingKeysWith: { a, _ in a })
             print("holders now (\(record.holders.count) of \(manifest.totalShards) shards, \(record.decodedReceipts().count) receipts; commit needs \(manifest.dataShards + 2)):")
             for h in record.holders {
-                let planned = plan.shards.first { $0.slot == h.shard }?.node.hex == h.node
-                print("  shard \(h.shard): \(h.address) node \(h.node.prefix(8)) region \(regions[h.node] ?? "?")\(planned ? "" : " (re-placed: the planned node failed or was repaired away)")")
+                let moved = planned[h.shard].map { $0 != h.node } ?? false
+                print("  shard \(h.shard): \(h.address) node \(h.node.prefix(8)) region \(regions[h.node] ?? "?")"
+                      + (moved ? " (moved: planned node \(planned[h.shard]!.prefix(8)) failed at put, or repair replaced it)" : ""))
             }
             print("manifest replicas: " + record.manifestReplicas.map(\.address).joined(separator: ", "))
             return
@@ -352,5 +358,38 @@ struct BlockBenchNetCommand: AsyncParsableCommand {
             await cluster.close()
             throw error
         }
+    }
+}
+
+/// `stoq block audit`: print the hash-chained audit log and check every link.
+struct BlockAuditCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "audit",
+        abstract: "Print the block directory's audit log (commits, transfers, losses) and check its hash chain."
+    )
+    @Option(help: "Block directory; default $STOQ_BLOCKS or ~/.stoq/blocks.") var blocks: String?
+    @Option(help: "Only entries of this block (id or prefix).") var block: String?
+
+    func run() async throws {
+        let directory = try BlockDirectory(path: blocks ?? BlockDirectory.defaultPath)
+        let log = try directory.auditLog()  // throws, naming the entry, when a link is broken
+        let only = try block.map { try directory.resolve($0) }
+        for e in log.entries {
+            let line: String
+            switch e.event {
+            case .commit(let b, let receipts):
+                guard only == nil || only == b else { continue }
+                line = "commit   block \(b.short) with \(receipts) receipts"
+            case .transfer(let b, let shard, let from, let to):
+                guard only == nil || only == b else { continue }
+                line = "transfer block \(b.short) shard \(shard) " + (from.map { "from \($0.short) " } ?? "") + "to \(to.short)"
+            case .shardLost(let b, let shard, let node, let reason):
+                guard only == nil || only == b else { continue }
+                line = "lost     block \(b.short) shard \(shard) on \(node.short): \(reason)"
+            }
+            let time = Date(timeIntervalSince1970: e.time.seconds)
+            print("\(e.sequence) \(ISO8601DateFormatter().string(from: time)) \(e.hash.short) \(line)")
+        }
+        print("audit log intact: \(log.entries.count) entries, head \(log.head.hex)")
     }
 }

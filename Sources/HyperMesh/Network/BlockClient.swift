@@ -337,7 +337,10 @@ public final class BlockClient: Sendable {
                     byID[id].map { BlockRecord.Holder(shard: -1, node: id.hex, address: $0.address.description) }
                 },
                 nodes: nodes.map { BlockRecord.KnownNode(node: $0.node.hex, address: $0.address.description, region: $0.region, freeBytes: $0.freeBytes) },
-                challenges: [], fileName: fileName, committed: Date())
+                challenges: [],
+                plan: plan.explain(),
+                planned: plan.shards.map { BlockRecord.Holder(shard: $0.slot, node: $0.node.hex, address: byID[$0.node]?.address.description ?? "") },
+                fileName: fileName, committed: Date())
             var audit: [AuditEvent] = []
             for receipt in proof.receipts.sorted(by: { $0.shardIndex < $1.shardIndex }) {
                 guard let target = byID[receipt.node] else { continue }
