@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Crypto
 import HyperMesh
+import STOQSimulation
 import STOQ
 
 /// `stoq block …`: HyperMesh block storage.

@@ -1,6 +1,7 @@
 import Crypto
 import NIOCore
 import STOQWire
+import STOQSimulation
 import Testing
 
 @testable import HyperMesh

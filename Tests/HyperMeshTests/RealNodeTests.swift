@@ -4,6 +4,7 @@ import NIOCore
 import STOQNode
 import STOQTransport
 import STOQWire
+import STOQSimulation
 import Testing
 
 @testable import HyperMesh
