@@ -95,7 +95,7 @@ func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
 
 /// HyperMesh over real QUIC on [::1]: storage nodes in this process, the block client driving
 /// the sans-IO put/read state machines with the real clock.
-@Suite(.serialized) struct RealNodeTests {
+@Suite(.serialized, .timeLimit(.minutes(2))) struct RealNodeTests {
     @Test func putGetAcrossSixteenNodesSurvivesFourDownAndReportsFive() async throws {
         let seed = UInt64.random(in: 0 ... .max)
         print("putGet seed \(seed)")

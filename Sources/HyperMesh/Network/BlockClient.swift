@@ -144,12 +144,17 @@ public final class BlockClient: Sendable {
     }
 
     /// Binds a client endpoint on `[::]` with `tls` and a short handshake timeout.
-    public static func connect(tls: TLSConfiguration, directory: BlockDirectory, connectTimeout: Duration = .seconds(3)) async throws -> BlockClient {
+    /// - Parameters:
+    ///   - connectTimeout: how long a node has to complete the handshake and answer INFO or PING.
+    ///   - requestTimeout: how long one shard store or read may take.
+    public static func connect(
+        tls: TLSConfiguration, directory: BlockDirectory, connectTimeout: Duration = .seconds(3), requestTimeout: Duration = .seconds(10)
+    ) async throws -> BlockClient {
         var configuration = EndpointConfiguration()
         configuration.handshakeTimeout = connectTimeout
-        configuration.idleTimeout = .seconds(30)
+        configuration.idleTimeout = max(.seconds(30), requestTimeout * 2)
         let endpoint = try await Endpoint.bind(host: "::", port: 0, tls: tls, configuration: configuration)
-        return try BlockClient(endpoint: endpoint, directory: directory, connectTimeout: connectTimeout)
+        return try BlockClient(endpoint: endpoint, directory: directory, connectTimeout: connectTimeout, requestTimeout: requestTimeout)
     }
 
     /// Closes connections and the endpoint.
