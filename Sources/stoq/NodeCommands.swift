@@ -25,7 +25,10 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Per-connection send limit, bytes/s.") var rateLimit: UInt64?
     @Option(help: "The most chunk bytes an edge keeps (W-TinyLFU decides what stays).") var cacheBytes: Int?
     @Option(help: "Another known peer whose health to probe (repeatable; upstream peers are probed anyway).") var peer: [String] = []
-    @Option(help: "Admin HTTP endpoint (/metrics, /status, /healthz), e.g. '[::1]:9464'. Keep it on loopback.") var admin: String?
+    @Option(help: "Admin HTTP endpoint (/metrics, /status, /healthz): a port (bound to [::1]) or '[ADDR]:PORT'. Keep it on loopback.") var admin: String?
+    @Flag(help: "Run the Nexus DHT: answer DHT requests, publish the node record and provider records for pinned content.") var dht = false
+    @Option(help: "DHT bootstrap nodes, comma-separated, e.g. '[::1]:4433,[::1]:4434' (implies --dht).") var bootstrap: String?
+    @Option(help: "CT log directory: refuse peers whose certificate is not in it (checked with an inclusion proof).") var requireCt: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String?
     @Option(help: "Health probe interval in ms (default 1000).") var healthInterval: Int?
     @Option(help: "Health probe timeout in ms (default 100).") var healthTimeout: Int?
@@ -71,7 +74,10 @@ struct NodeCommand: AsyncParsableCommand {
             }
         }
         if let admin {
-            guard let a = PeerAddress(admin) else { throw ValidationError("--admin takes an IPv6 address like '[::1]:9464' (STOQ is IPv6-only)") }
+            // A bare port binds loopback: the endpoint is unauthenticated.
+            guard let a = Int(admin).map({ PeerAddress(host: "::1", port: $0) }) ?? PeerAddress(admin) else {
+                throw ValidationError("--admin takes a port (bound to [::1]) or an IPv6 address like '[::1]:9464' (STOQ is IPv6-only)")
+            }
             c.admin = a
         }
         if let logLevel { c.logLevel = logLevel }
@@ -104,6 +110,10 @@ struct NodeCommand: AsyncParsableCommand {
             let directory = shards ?? (c.store as NSString).appendingPathComponent("shards")
             let region = c.region ?? (try? NodeCredentials.load(certificatePath: c.certificate, keyPath: c.key))?.region ?? "default"
             services.append(try StorageService.load(directory: directory, keyPath: c.key, region: region))
+        }
+        if dht || bootstrap != nil || requireCt != nil {
+            try await runNexusNode(c, bootstrap: bootstrap, requireCT: requireCt, services: services, metrics: metrics, logger: logger)
+            return
         }
         let node = try await Node.start(c, services: services, metrics: metrics, logger: logger)
         print("ready \(c.name) \(node.address) roles=\(c.roles.joined(separator: ","))" + (node.admin.map { " admin=\($0.address)" } ?? ""))
@@ -176,7 +186,7 @@ enum StatusReport {
         guard let doc = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] else { return json }
         var lines = [String]()
         let roles = (doc["roles"] as? [String])?.joined(separator: ",") ?? "?"
-        lines.append("node      \(doc["name"] ?? "?") (\(roles)) at \(doc["listen"] ?? "?"), region \(doc["region"] ?? "-"), up \(Int((doc["uptime_seconds"] as? Double) ?? 0)) s")
+        lines.append("node      \(doc["name"] ?? "?") (\(roles)) at \(doc["listen"] ?? "?"), region \((doc["region"] as? String).flatMap { $0.isEmpty ? nil : $0 } ?? "-"), up \(Int((doc["uptime_seconds"] as? Double) ?? 0)) s")
         lines.append(String(format: "rtt       %.2f ms from here; %@ connection(s)", rtt.seconds * 1000, "\(doc["connections"] ?? 0)"))
         if let admin = doc["admin"] { lines.append("admin     http://\(admin)/metrics") }
         let peers = doc["peers"] as? [[String: Any]] ?? []

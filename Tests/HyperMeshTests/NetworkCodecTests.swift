@@ -1,5 +1,6 @@
 import Crypto
 import NIOCore
+import STOQSimulation
 import STOQWire
 import STOQSimulation
 import Testing

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import NIOCore
 import STOQNode
+import STOQSimulation
 import STOQTransport
 import STOQWire
 import STOQSimulation
