@@ -108,7 +108,8 @@ struct NodeCommand: AsyncParsableCommand {
         if shards != nil || c.roles.contains("storage") {
             if !c.roles.contains("storage") { c.roles.append("storage") }
             let directory = shards ?? (c.store as NSString).appendingPathComponent("shards")
-            services.append(try StorageService.load(directory: directory, keyPath: c.key, region: c.region ?? "default"))
+            let region = c.region ?? (try? NodeCredentials.load(certificatePath: c.certificate, keyPath: c.key))?.region ?? "default"
+            services.append(try StorageService.load(directory: directory, keyPath: c.key, region: region))
         }
         if dht || bootstrap != nil || requireCt != nil {
             try await runNexusNode(c, bootstrap: bootstrap, requireCT: requireCt, services: services, metrics: metrics, logger: logger)
