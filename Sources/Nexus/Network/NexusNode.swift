@@ -115,6 +115,10 @@ public final class NexusNode: Sendable {
                                 await node.server.serve(connection: connection)
                             case .refused(let error):
                                 logger.warning("refusing peer", metadata: ["peer": "\(connection.remoteAddress)", "reason": "\(error.reason)"])
+                                // Close when the peer's first request arrives (none is answered): by
+                                // then both sides have confirmed the handshake, so the peer surely
+                                // receives the CONNECTION_CLOSE and its reason.
+                                for await _ in connection.incomingStreams { break }
                                 await connection.close(code: CTAdmission.refusalCode, reason: error.reason)
                             }
                         }
