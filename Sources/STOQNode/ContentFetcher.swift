@@ -3,6 +3,7 @@ import Logging
 import STOQContent
 import STOQSwarm
 import STOQTransport
+import STOQWire
 
 /// What one fetch did.
 public struct FetchReport: Sendable {
@@ -17,6 +18,12 @@ public struct FetchReport: Sendable {
         public var chunks: Int
         /// Its final state in the scheduler.
         public var state: String
+        /// Stalls the scheduler detected on it.
+        public var stalls: Int = 0
+        /// Failed requests (errors, refusals, not-found answers).
+        public var failures: Int = 0
+        /// Chunks its HAVE bitfield offered (nil: all of them).
+        public var offeredChunks: Int? = nil
     }
     /// The content fetched.
     public var root: ContentID
@@ -32,8 +39,10 @@ public struct FetchReport: Sendable {
     public var manifestChunks: Int
     /// Seconds from start to the last verified chunk.
     public var seconds: Double
-    /// Seconds to the first verified chunk byte.
+    /// Seconds to the first verified chunk.
     public var secondsToFirstByte: Double?
+    /// Seconds to the first byte of chunk data received (before verification).
+    public var secondsToFirstDataByte: Double? = nil
     /// Per source.
     public var sources: [Source]
     /// For each source that failed mid-fetch: seconds from its first failed request's start to the
@@ -113,11 +122,24 @@ public final class ContentFetcher: Sendable {
         var present = [Int]()
         for c in chunks where try store.contains(c.id) { present.append(c.index) }
         var scheduler = SwarmScheduler(chunks: chunks, present: present, configuration: configuration)
+        // 2a. Who has what: each source's HAVE bitfield (asked in parallel; no answer within the
+        // timeout counts as "everything", and stall detection deals with a silent source).
+        let availability = present.count == chunks.count ? [:] : await Self.availability(of: root, chunkCount: chunks.count, from: sources, logger: logger)
         var byID = [SourceID: any ChunkSource]()
-        for source in sources {
+        var offered = [SourceID: Int]()
+        for (position, source) in sources.enumerated() {
             let id = SourceID(source.name)
             byID[id] = source
-            scheduler.handleSourceAdded(id, now: now())
+            switch availability[position] ?? .all {
+            case .all:
+                scheduler.handleSourceAdded(id, now: now())
+            case .some(let bits):
+                offered[id] = bits.setCount
+                scheduler.handleSourceAdded(id, have: bits, now: now())
+            case .none:
+                offered[id] = 0
+                scheduler.handleSourceAdded(id, have: ChunkBitfield(count: chunks.count), now: now())
+            }
         }
 
         let (events, continuation) = AsyncStream<Event>.makeStream()
@@ -126,6 +148,7 @@ public final class ContentFetcher: Sendable {
         var timer: Task<Void, Never>?
         var timerDeadline: UInt64?
         var firstByte: Double?
+        var firstDataByte: Double?
         var fetchedBytes = 0
         var failovers = [(source: String, seconds: Double)]()
         var failedSources = Set<SourceID>()
@@ -199,6 +222,7 @@ public final class ContentFetcher: Sendable {
                 scheduler.handleTimeout(now: t)
             case .progress(let rid, let n):
                 guard running[rid] != nil else { continue eventLoop }
+                if n > 0, firstDataByte == nil { firstDataByte = Double(t) / 1e9 }
                 scheduler.handleProgress(rid, bytes: n, now: t)
             case .done(let rid, let result):
                 guard running.removeValue(forKey: rid) != nil else { continue eventLoop }
@@ -250,10 +274,76 @@ public final class ContentFetcher: Sendable {
         return FetchReport(
             root: root, plainBytes: plan.plainBytes, fetchedBytes: fetchedBytes, chunks: chunks.count,
             chunksAlreadyPresent: present.count, manifestChunks: plan.manifestChunks, seconds: elapsed,
-            secondsToFirstByte: firstByte,
-            sources: progress.sources.map { .init(name: $0.id.rawValue, bytes: $0.bytesDelivered, chunks: $0.chunksDelivered, state: "\($0.state)") },
+            secondsToFirstByte: firstByte, secondsToFirstDataByte: firstDataByte,
+            sources: progress.sources.map {
+                .init(name: $0.id.rawValue, bytes: $0.bytesDelivered, chunks: $0.chunksDelivered, state: "\($0.state)",
+                      stalls: $0.stalls, failures: $0.failures, offeredChunks: offered[$0.id])
+            },
             failovers: failovers
         )
+    }
+}
+
+extension ContentFetcher {
+    /// How long a source may take to answer WANT before it is assumed to hold everything.
+    static let availabilityTimeout: Duration = .seconds(1)
+
+    /// Each source's HAVE for `root`, by position in `sources` (missing: no usable answer).
+    static func availability(of root: ContentID, chunkCount: Int, from sources: [any ChunkSource], logger: Logger) async -> [Int: ChunkAvailability] {
+        await withTaskGroup(of: (Int, ChunkAvailability?).self) { group in
+            for (position, source) in sources.enumerated() {
+                group.addTask {
+                    let answer = await withDeadline(availabilityTimeout) { () async -> ChunkAvailability? in
+                        do {
+                            return try await source.availability(of: root, chunkCount: chunkCount)
+                        } catch {
+                            logger.info("no HAVE from source; assuming it holds everything", metadata: ["source": "\(source.name)", "error": "\(error)"])
+                            return nil
+                        }
+                    }
+                    return (position, answer ?? nil)
+                }
+            }
+            var result = [Int: ChunkAvailability]()
+            for await (position, answer) in group { if let answer { result[position] = answer } }
+            return result
+        }
+    }
+}
+
+/// The result of `operation`, or nil when it takes longer than `timeout` (it then runs on,
+/// detached, and its result is dropped): a source that never answers cannot hold the caller.
+func withDeadline<T: Sendable>(_ timeout: Duration, _ operation: @escaping @Sendable () async -> T) async -> T? {
+    let once = OnceResume<T?>()
+    return await withCheckedContinuation { continuation in
+        once.set(continuation)
+        let work = Task { once.resume(await operation()) }
+        Task {
+            try? await Task.sleep(for: timeout)
+            if once.resume(nil) { work.cancel() }
+        }
+    }
+}
+
+/// Resumes a continuation once, whoever comes first.
+///
+/// `@unchecked Sendable`: state behind `lock`.
+final class OnceResume<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var continuation: CheckedContinuation<T, Never>?
+    private var done = false
+    func set(_ c: CheckedContinuation<T, Never>) { lock.withLock { continuation = c } }
+    /// Resumes with `value` if nothing did before; returns whether this call did.
+    @discardableResult
+    func resume(_ value: T) -> Bool {
+        let c: CheckedContinuation<T, Never>? = lock.withLock {
+            guard !done else { return nil }
+            done = true
+            defer { continuation = nil }
+            return continuation
+        }
+        c?.resume(returning: value)
+        return c != nil
     }
 }
 

@@ -104,6 +104,8 @@ public final class Node: Sendable {
     public let server: ChunkServer
     /// The edge provider when the node is an edge.
     public let edge: EdgeChunkProvider?
+    /// Mutable names: published here (origin) or resolved and cached (edge).
+    public let names: NameDirectory
     private let logger: Logger
 
     /// Binds the endpoint and opens the store.
@@ -129,13 +131,18 @@ public final class Node: Sendable {
         self.endpoint = endpoint
         self.store = store
         self.logger = logger
-        let peers = PeerSet(endpoint: endpoint)
+        let box = ServerBox()
+        let peers = PeerSet(endpoint: endpoint, inbound: { connection in await box.server?.serve(connection: connection) })
         self.peers = peers
+        let names = NameDirectory(
+            store: store, directory: configuration.store + "/names",
+            upstream: configuration.roles.contains("edge") ? configuration.upstream : [], peers: peers)
+        self.names = names
+        let nodeServices: [any NodeService] = [NameService(directory: names, acceptsPublications: configuration.roles.contains("origin")), InvalidationService(directory: names)] + services
         let started = ContinuousClock.now
         let edge = configuration.roles.contains("edge")
             ? EdgeChunkProvider(store: store, upstream: configuration.upstream, peers: peers, cacheBytes: configuration.cacheBytes ?? (1 << 30)) : nil
         self.edge = edge
-        let box = ServerBox()
         let status: @Sendable () async -> String = {
             let connections = await endpoint.connectionCount
             var doc: [String: Any] = [
@@ -161,15 +168,17 @@ public final class Node: Sendable {
                                 "hit_ratio": total == 0 ? 0 : Double(c.hits) / Double(total),
                                 "bytes": policy.bytes, "capacity_bytes": configuration.cacheBytes ?? (1 << 30),
                                 "evictions": policy.evictions, "rejections": policy.rejections]
+                let ahead = await edge.allCounters
+                doc["prefetch"] = ["hits": ahead.prefetchHits, "fetched": ahead.prefetched, "wasted": ahead.prefetchWasted]
             }
-            for service in services {
+            for service in nodeServices {
                 if let summary = await service.status() { doc[service.name] = summary }
             }
             let data = (try? JSONSerialization.data(withJSONObject: doc, options: [.prettyPrinted, .sortedKeys])) ?? Data("{}".utf8)
             return String(decoding: data, as: UTF8.self)
         }
-        self.server = edge.map { ChunkServer(provider: $0, status: status, services: services) }
-            ?? ChunkServer(store: store, status: status, services: services)
+        self.server = edge.map { ChunkServer(provider: $0, status: status, services: nodeServices) }
+            ?? ChunkServer(store: store, status: status, services: nodeServices)
         box.server = self.server
     }
 

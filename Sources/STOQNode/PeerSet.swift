@@ -7,10 +7,14 @@ public actor PeerSet {
     private var clients: [PeerAddress: PeerClient] = [:]
     private var dialing: [PeerAddress: Task<PeerClient, any Error>] = [:]
     private let logger: Logger
+    private let inbound: (@Sendable (Connection) async -> Void)?
 
     /// Creates a peer set dialling through `endpoint`.
-    public init(endpoint: Endpoint, logger: Logger = Logger(label: "stoq.peers")) {
+    /// - Parameter inbound: serves the requests a peer sends back over a connection this set
+    ///   dialled (an origin pushing invalidations to its edge); nil: such streams are not read.
+    public init(endpoint: Endpoint, inbound: (@Sendable (Connection) async -> Void)? = nil, logger: Logger = Logger(label: "stoq.peers")) {
         self.endpoint = endpoint
+        self.inbound = inbound
         self.logger = logger
     }
 
@@ -27,7 +31,13 @@ public actor PeerSet {
         defer { dialing[address] = nil }
         let client = try await task.value
         clients[address] = client
+        if let inbound { Task { await inbound(client.connection) } }
         return client
+    }
+
+    /// The address this set dialled `connection` to, or nil when it is not one of its connections.
+    public func address(of connection: Connection) -> PeerAddress? {
+        clients.first { $0.value.connection === connection }?.key
     }
 
     /// Forgets a connection after a failure so the next use dials again.
