@@ -89,6 +89,7 @@ public final class ContentFetcher: Sendable {
     }
 
     private enum Event: Sendable {
+        case have(Int, ChunkAvailability?)
         case done(RequestID, Result<[UInt8], any Error>)
         case progress(RequestID, Int)
         case tick
@@ -122,15 +123,16 @@ public final class ContentFetcher: Sendable {
         var present = [Int]()
         for c in chunks where try store.contains(c.id) { present.append(c.index) }
         var scheduler = SwarmScheduler(chunks: chunks, present: present, configuration: configuration)
-        // 2a. Who has what: each source's HAVE bitfield (asked in parallel; no answer within the
-        // timeout counts as "everything", and stall detection deals with a silent source).
-        let availability = present.count == chunks.count ? [:] : await Self.availability(of: root, chunkCount: chunks.count, from: sources, logger: logger)
+        // 2a. Who has what: each source's HAVE bitfield, asked in parallel. A source joins the
+        // scheduler as soon as its answer arrives (the first chunk requests do not wait for the
+        // slowest source); no answer within the timeout counts as "everything", and stall
+        // detection deals with a silent source.
         var byID = [SourceID: any ChunkSource]()
         var offered = [SourceID: Int]()
-        for (position, source) in sources.enumerated() {
-            let id = SourceID(source.name)
-            byID[id] = source
-            switch availability[position] ?? .all {
+        for source in sources { byID[SourceID(source.name)] = source }
+        func addSource(_ position: Int, _ answer: ChunkAvailability?) {
+            let id = SourceID(sources[position].name)
+            switch answer ?? .all {
             case .all:
                 scheduler.handleSourceAdded(id, now: now())
             case .some(let bits):
@@ -141,7 +143,6 @@ public final class ContentFetcher: Sendable {
                 scheduler.handleSourceAdded(id, have: ChunkBitfield(count: chunks.count), now: now())
             }
         }
-
         let (events, continuation) = AsyncStream<Event>.makeStream()
         var running = [RequestID: Task<Void, Never>]()
         var requestStart = [RequestID: UInt64]()
@@ -211,11 +212,41 @@ public final class ContentFetcher: Sendable {
             return false
         }
 
+        var awaitingHave = 0
+        var haveTasks: [Task<Void, Never>] = []
+        defer { for task in haveTasks { task.cancel() } }
+        if present.count == chunks.count {
+            for position in sources.indices { addSource(position, .all) }
+        } else {
+            awaitingHave = sources.count
+            for (position, source) in sources.enumerated() {
+                let count = chunks.count
+                let logger = logger
+                haveTasks.append(Task {
+                    let answer = await withDeadline(Self.availabilityTimeout) { () async -> ChunkAvailability? in
+                        do {
+                            return try await source.availability(of: root, chunkCount: count)
+                        } catch {
+                            logger.info("no HAVE from source; assuming it holds everything", metadata: ["source": "\(source.name)", "error": "\(error)"])
+                            return nil
+                        }
+                    }
+                    continuation.yield(.have(position, answer ?? nil))
+                })
+            }
+        }
+
         var finished = try drainActions()  // true at once when every chunk is already here (resume)
         if !finished { armTimer() } else { continuation.finish() }
         eventLoop: for await event in events {
             let t = now()
             switch event {
+            case .have(let position, let answer):
+                addSource(position, answer)
+                awaitingHave -= 1
+                if awaitingHave == 0, !scheduler.isFinished, case let missing = scheduler.unavailableChunks, !missing.isEmpty {
+                    throw NodeError(.unavailable, "no source holds \(missing.count) of the \(chunks.count) chunks of \(root) (their HAVE bitfields); add sources that hold the content")
+                }
             case .tick:
                 timer = nil
                 timerDeadline = nil
@@ -287,28 +318,6 @@ public final class ContentFetcher: Sendable {
 extension ContentFetcher {
     /// How long a source may take to answer WANT before it is assumed to hold everything.
     static let availabilityTimeout: Duration = .seconds(1)
-
-    /// Each source's HAVE for `root`, by position in `sources` (missing: no usable answer).
-    static func availability(of root: ContentID, chunkCount: Int, from sources: [any ChunkSource], logger: Logger) async -> [Int: ChunkAvailability] {
-        await withTaskGroup(of: (Int, ChunkAvailability?).self) { group in
-            for (position, source) in sources.enumerated() {
-                group.addTask {
-                    let answer = await withDeadline(availabilityTimeout) { () async -> ChunkAvailability? in
-                        do {
-                            return try await source.availability(of: root, chunkCount: chunkCount)
-                        } catch {
-                            logger.info("no HAVE from source; assuming it holds everything", metadata: ["source": "\(source.name)", "error": "\(error)"])
-                            return nil
-                        }
-                    }
-                    return (position, answer ?? nil)
-                }
-            }
-            var result = [Int: ChunkAvailability]()
-            for await (position, answer) in group { if let answer { result[position] = answer } }
-            return result
-        }
-    }
 }
 
 /// The result of `operation`, or nil when it takes longer than `timeout` (it then runs on,

@@ -154,7 +154,7 @@ public actor EdgeChunkProvider: ChunkProvider {
         stats.misses += 1
         let task = Task { () async throws -> [UInt8]? in
             guard let bytes = try await self.fetchUpstream(id) else { return nil }
-            try await self.keep(id, bytes)
+            try self.keep(id, bytes)
             return bytes
         }
         inFlight[id] = task
@@ -242,7 +242,7 @@ public actor EdgeChunkProvider: ChunkProvider {
             prefetching.insert(id)
             let task = Task { () async throws -> [UInt8]? in
                 let bytes = try? await self.fetchUpstream(id)
-                await self.prefetchDone(id, bytes ?? nil)
+                self.prefetchDone(id, bytes ?? nil)
                 return bytes ?? nil
             }
             inFlight[id] = task
