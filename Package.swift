@@ -17,6 +17,10 @@ let grdb = Target.Dependency.product(name: "GRDB", package: "GRDB.swift")
 let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
 let collections = Target.Dependency.product(name: "Collections", package: "swift-collections")
 let atomics = Target.Dependency.product(name: "Atomics", package: "swift-atomics")
+let nioHTTP1 = Target.Dependency.product(name: "NIOHTTP1", package: "swift-nio")
+let metrics = Target.Dependency.product(name: "Metrics", package: "swift-metrics")
+let prometheus = Target.Dependency.product(name: "Prometheus", package: "swift-prometheus")
+let serviceLifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
 
 let package = Package(
     name: "stoq",
@@ -37,6 +41,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // MARK: C libraries (system) and the tiny C shims Swift cannot call directly.
@@ -73,12 +80,13 @@ let package = Package(
         .target(name: "STOQWire", dependencies: [nio]),
         .target(name: "STOQContent", dependencies: ["CZstd", crypto, grdb, logging]),
         .target(name: "STOQSimulation", dependencies: [collections]),
-        .target(name: "STOQRouting", dependencies: [collections]),
+        .target(name: "STOQRouting", dependencies: ["STOQSimulation", collections]),
         .target(name: "STOQSwarm", dependencies: ["STOQContent", "STOQWire", "STOQSimulation", collections]),
-        .target(name: "STOQEdge", dependencies: ["STOQContent", crypto, collections]),
+        .target(name: "STOQEdge", dependencies: ["STOQContent", "STOQSimulation", crypto, collections]),
         .target(
             name: "STOQNode",
-            dependencies: ["STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQSwarm", "STOQEdge", crypto, logging, nio]
+            dependencies: ["STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQSwarm", "STOQEdge", crypto, logging, nio,
+                           nioPosix, nioHTTP1, metrics, prometheus, serviceLifecycle]
         ),
         .target(
             name: "STOQ",
@@ -86,26 +94,26 @@ let package = Package(
         ),
 
         // MARK: Nexus (discovery) and HyperMesh (sharded storage)
-        .target(name: "Nexus", dependencies: ["STOQ", "STOQIdentity", "STOQRouting", crypto, grdb, collections]),
-        .target(name: "HyperMesh", dependencies: ["Nexus", "STOQ", "STOQIdentity", "CISAL", crypto, "CZstd"]),
+        .target(name: "Nexus", dependencies: ["STOQ", "STOQIdentity", "STOQRouting", "STOQSimulation", crypto, grdb, collections]),
+        .target(name: "HyperMesh", dependencies: ["Nexus", "STOQ", "STOQIdentity", "STOQSimulation", "CISAL", crypto, "CZstd"]),
 
         // MARK: Command-line tool
         .executableTarget(
             name: "stoq",
-            dependencies: ["STOQ", "Nexus", "HyperMesh", argumentParser, logging, nioPosix, crypto]
+            dependencies: ["STOQ", "Nexus", "HyperMesh", argumentParser, logging, nioPosix, crypto, serviceLifecycle]
         ),
 
         // MARK: Tests (beside each module)
         .testTarget(name: "STOQIdentityTests", dependencies: ["STOQIdentity", x509, crypto]),
         .testTarget(name: "STOQTransportTests", dependencies: ["STOQTransport", "STOQIdentity", nio, nioPosix, crypto]),
-        .testTarget(name: "STOQWireTests", dependencies: ["STOQWire", nio]),
-        .testTarget(name: "STOQContentTests", dependencies: ["STOQContent", crypto]),
+        .testTarget(name: "STOQWireTests", dependencies: ["STOQWire", "STOQSimulation", nio]),
+        .testTarget(name: "STOQContentTests", dependencies: ["STOQContent", "STOQSimulation", crypto]),
         .testTarget(name: "STOQRoutingTests", dependencies: ["STOQRouting", "STOQSimulation"]),
         .testTarget(name: "STOQSimulationTests", dependencies: ["STOQSimulation"]),
         .testTarget(name: "STOQSwarmTests", dependencies: ["STOQSwarm", "STOQSimulation"]),
         .testTarget(name: "NexusTests", dependencies: ["Nexus", "STOQSimulation"]),
         .testTarget(name: "HyperMeshTests", dependencies: ["HyperMesh", "STOQSimulation", crypto]),
-        .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQIdentity", "STOQTransport", nio]),
+        .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQIdentity", "STOQTransport", "STOQContent", "STOQEdge", "STOQSwarm", "STOQSimulation", nio, nioPosix]),
         .testTarget(name: "STOQEdgeTests", dependencies: ["STOQEdge", "STOQSimulation"]),
         .testTarget(name: "CLITests", dependencies: ["STOQIdentity", crypto]),
     ],

@@ -1,4 +1,5 @@
 import Foundation
+import STOQSimulation
 
 /// Figures from one run of ``ErasureBenchmark/run(dataShards:parityShards:shardSize:lost:minimumDuration:seed:)``.
 public struct ErasureBenchmarkResult: Hashable, Sendable {
@@ -152,20 +153,5 @@ public enum ErasureBenchmark {
 
     private static func seconds(_ d: Duration) -> Double {
         Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
-    }
-}
-
-/// SplitMix64: a small seeded generator for benchmarks and tests.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-    /// Creates a generator from a seed.
-    public init(seed: UInt64) { state = seed }
-    /// The next 64 random bits.
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

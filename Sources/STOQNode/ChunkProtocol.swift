@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NIOCore
 import STOQContent
+import STOQEdge
 import STOQTransport
 import STOQWire
 
@@ -52,7 +53,10 @@ public struct StoreChunkProvider: ChunkProvider {
 /// Serves chunks over `stoq/1`: one `GET_CHUNK` per bidirectional stream, answered by a
 /// `CHUNK_HEADER` frame and the raw bytes until FIN; `PING` is answered with `PONG`.
 ///
-/// Stores hold ciphertext verified by id, so a server never needs a reader key.
+/// Stores hold ciphertext verified by id, so a server never needs a reader key. A malformed
+/// request resets its stream and nothing else: the connection and the server keep serving.
+/// With ``ServeThrottleSettings`` limits, response bytes pass a ``ServeThrottle`` (per-connection
+/// token buckets, interactive before bulk) so one bulk client cannot starve the others.
 public final class ChunkServer: StreamServer {
     /// Where chunks come from.
     public let provider: any ChunkProvider
@@ -62,32 +66,61 @@ public final class ChunkServer: StreamServer {
     /// Services of the layers above that answer their own frame types.
     public let services: [any NodeService]
     private let requestLimit: Int
+    private let metrics: NodeMetrics?
+    private let gate: ServeGate?
+    /// Responses being sent now.
+    public let transfers = TransferTable()
 
     /// Creates a server for a provider.
     /// - Parameters:
     ///   - status: answers STATUS requests with a JSON document (nil: refuse them).
     ///   - services: handlers for request types outside STOQ's own range (see ``NodeService``).
+    ///   - metrics: where to count connections, requests, bytes and serve times.
+    ///   - throttle: upload sharing (nil or no limits: unthrottled).
     public init(
         provider: any ChunkProvider, status: (@Sendable () async -> String)? = nil, services: [any NodeService] = [],
+        metrics: NodeMetrics? = nil, throttle: ServeThrottleSettings? = nil,
         logger: Logger = Logger(label: "stoq.chunks")
     ) {
         self.provider = provider
         self.status = status
         self.services = services
         self.requestLimit = services.map(\.maximumRequestLength).reduce(ChunkProtocol.maximumRequestLength, max)
+        self.metrics = metrics
+        self.gate = throttle.flatMap { $0.isActive ? ServeGate(settings: $0) : nil }
         self.logger = logger
     }
 
     /// Creates a server for a store.
     public convenience init(
         store: any ChunkStore, status: (@Sendable () async -> String)? = nil, services: [any NodeService] = [],
+        metrics: NodeMetrics? = nil, throttle: ServeThrottleSettings? = nil,
         logger: Logger = Logger(label: "stoq.chunks")
     ) {
-        self.init(provider: StoreChunkProvider(store: store), status: status, services: services, logger: logger)
+        self.init(provider: StoreChunkProvider(store: store), status: status, services: services, metrics: metrics, throttle: throttle, logger: logger)
     }
 
     /// Bytes and requests served so far.
     public var served: (requests: Int, bytes: Int) { counters.value }
+
+    /// Throttle counters of a connection (nil when serving is not throttled or it is unknown).
+    public func throttleStats(of connection: Connection) async -> ServeThrottle<ObjectIdentifier>.ConnectionStats? {
+        await gate?.stats(of: ObjectIdentifier(connection))
+    }
+
+    /// Response bytes the throttle granted so far, per class (empty when serving is not throttled).
+    public func throttledBytes() async -> [ServePriority: Int] {
+        await gate?.grantedBytes() ?? [:]
+    }
+
+    /// Serves a connection's streams, counting it while it is open.
+    public func serve(connection: Connection) async {
+        metrics?.connectionsAccepted.increment()
+        metrics?.connectionsOpen.increment()
+        await serveStreams(of: connection)
+        metrics?.connectionsOpen.decrement()
+        await gate?.remove(connection: ObjectIdentifier(connection))
+    }
 
     /// Answers one request stream: STOQ's own requests here, other types by the service that
     /// claims them.
@@ -102,6 +135,7 @@ public final class ChunkServer: StreamServer {
                         guard frame.payload.readableBytes <= service.maximumRequestLength else {
                             throw WireError(.tooLong, "a \(service.name) request of \(frame.payload.readableBytes) bytes exceeds its \(service.maximumRequestLength)-byte limit")
                         }
+                        metrics?.request(service.name)
                         await service.serve(request: frame, remaining: decoder.takeRemainingBytes(), stream: stream, connection: connection)
                         return
                     }
@@ -114,24 +148,31 @@ public final class ChunkServer: StreamServer {
             }
             switch request {
             case .getChunk(let wireID, let offset, let length):
-                try await answer(chunk: ChunkID(bytes: wireID.bytes)!, offset: offset, length: length, on: stream, reader: ObjectIdentifier(connection))
+                metrics?.request("get_chunk")
+                try await answer(chunk: ChunkID(bytes: wireID.bytes)!, offset: offset, length: length, on: stream, connection: connection)
             case .want(let wireID, _):
+                metrics?.request("want")
                 try await answerWant(wireID, on: stream)
             case .ping(let nonce, let sent):
-                let pong = STOQMessage.pong(.init(nonce: nonce, echoSentAtMicros: sent, loadPermille: 0, bandwidthBytesPerSecond: 0, activeTransfers: 0))
+                metrics?.request("ping")
+                let pong = STOQMessage.pong(.init(nonce: nonce, echoSentAtMicros: sent, loadPermille: 0, bandwidthBytesPerSecond: 0, activeTransfers: UInt64(transfers.count)))
                 try await stream.write(pong.encoded())
                 try await stream.finish()
             case .statusRequest:
+                metrics?.request("status")
                 let json = await status?() ?? "{}"
                 try await stream.write(STOQMessage.status(json: json).encoded())
                 try await stream.finish()
             case .none:
+                metrics?.request("malformed")
                 await stream.reset(code: ChunkErrorCode.badRequest)
             case .some(let other):
+                metrics?.request("unexpected")
                 try await stream.write(STOQMessage.error(code: ChunkErrorCode.badRequest, message: "unexpected request \(other.frame().type)").encoded())
                 try await stream.finish()
             }
         } catch let error as WireError {
+            metrics?.request("malformed")
             logger.info("malformed request", metadata: ["error": "\(error)"])
             await stream.reset(code: ChunkErrorCode.badRequest)
         } catch {
@@ -140,7 +181,9 @@ public final class ChunkServer: StreamServer {
         }
     }
 
-    private func answer(chunk id: ChunkID, offset: UInt64, length: UInt64, on stream: QUICStream, reader: ObjectIdentifier) async throws {
+    private func answer(chunk id: ChunkID, offset: UInt64, length: UInt64, on stream: QUICStream, connection: Connection) async throws {
+        let started = ContinuousClock.now
+        let reader = ObjectIdentifier(connection)
         let bytes: [UInt8]
         do {
             guard let found = try await withFillKeepalive(on: stream, { try await provider.chunk(id, reader: reader) }) else {
@@ -162,12 +205,82 @@ public final class ChunkServer: StreamServer {
             return
         }
         let count = length == 0 ? total - offset : min(length, total - offset)
-        var out = STOQMessage.chunkHeader(status: .ok, totalLength: total, offset: offset, length: count).encoded()
-        out.writeBytes(bytes[Int(offset)..<Int(offset + count)])
-        try await stream.write(out)
+        let start = Int(offset), end = Int(offset + count)
+        let header = STOQMessage.chunkHeader(status: .ok, totalLength: total, offset: offset, length: count).encoded()
+        let transfer = transfers.begin(chunk: id, peer: "\(connection.remoteAddress)", bytes: Int(count))
+        metrics?.activeTransfers.increment()
+        defer {
+            transfers.end(transfer)
+            metrics?.activeTransfers.decrement()
+        }
+        if let gate, count > 0 {
+            let (response, priority) = await gate.enqueue(connection: ObjectIdentifier(connection), bytes: Int(count))
+            transfers.setPriority(transfer, "\(priority)")
+            do {
+                try await stream.write(header)
+                var sent = start
+                while sent < end {
+                    if await !gate.hasGrant(response) { metrics?.throttleWait("\(priority)") }
+                    let n = await gate.take(response)
+                    guard n > 0 else { throw NodeError(.unavailable, "response cancelled") }
+                    try await stream.write(ByteBuffer(bytes: bytes[sent..<(sent + n)]))
+                    sent += n
+                    transfers.progress(transfer, sent: sent - start)
+                }
+            } catch {
+                await gate.cancel(response)
+                throw error
+            }
+        } else {
+            var out = header
+            out.writeBytes(bytes[start..<end])
+            try await stream.write(out)
+        }
         try await stream.finish()
         counters.add(bytes: Int(count))
+        metrics?.servedBytes.increment(by: Int(count))
+        metrics?.serveDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
     }
+}
+
+/// The responses a server is sending, for `stoq status`.
+///
+/// `@unchecked Sendable`: state behind `lock`.
+public final class TransferTable: @unchecked Sendable {
+    /// One response in progress.
+    public struct Transfer: Sendable, Hashable {
+        /// The chunk (short id).
+        public var chunk: String
+        /// Who asked.
+        public var peer: String
+        /// Response size.
+        public var bytes: Int
+        /// Bytes written so far.
+        public var sent: Int
+        /// Throttle class (`interactive`, `bulk`) or `unthrottled`.
+        public var priority: String
+        /// When it began.
+        public var started: ContinuousClock.Instant
+    }
+    private let lock = NSLock()
+    private var next = 0
+    private var active: [Int: Transfer] = [:]
+
+    func begin(chunk: ChunkID, peer: String, bytes: Int) -> Int {
+        lock.withLock {
+            next += 1
+            active[next] = Transfer(chunk: chunk.short, peer: peer, bytes: bytes, sent: 0, priority: "unthrottled", started: .now)
+            return next
+        }
+    }
+    func setPriority(_ id: Int, _ priority: String) { lock.withLock { active[id]?.priority = priority } }
+    func progress(_ id: Int, sent: Int) { lock.withLock { active[id]?.sent = sent } }
+    func end(_ id: Int) { _ = lock.withLock { active.removeValue(forKey: id) } }
+
+    /// Responses in progress now.
+    public var count: Int { lock.withLock { active.count } }
+    /// A snapshot, oldest first.
+    public var snapshot: [Transfer] { lock.withLock { active.sorted { $0.key < $1.key }.map(\.value) } }
 }
 
 /// Application error codes of the chunk protocol (RESET_STREAM / ERROR frames).
@@ -184,17 +297,36 @@ public final class PeerClient: Sendable {
     public let connection: Connection
     /// A name for reports (address or node name).
     public let name: String
+    private let metrics: NodeMetrics?
 
     /// Wraps an established `stoq/1` connection.
-    public init(connection: Connection, name: String) {
+    /// - Parameter metrics: where to count received bytes, fetch times and bad answers.
+    public init(connection: Connection, name: String, metrics: NodeMetrics? = nil) {
         self.connection = connection
         self.name = name
+        self.metrics = metrics
     }
 
     /// Fetches a whole chunk and verifies it against `id`.
     /// - Throws: ``NodeError`` `.notFound` when the peer lacks it, `.corrupt` when the bytes do not
     ///   match the id, `.protocolViolation` for a malformed answer; transport errors as they are.
     public func fetchChunk(_ id: ChunkID, progress: (@Sendable (Int) -> Void)? = nil) async throws -> [UInt8] {
+        let started = ContinuousClock.now
+        do {
+            let bytes = try await fetchVerified(id, progress: progress)
+            metrics?.receivedBytes.increment(by: bytes.count)
+            metrics?.fetchDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
+            return bytes
+        } catch let error as NodeError where error.code == .corrupt {
+            metrics?.receivedFault("corrupt")
+            throw error
+        } catch let error as NodeError where error.code == .protocolViolation {
+            metrics?.receivedFault("protocol")
+            throw error
+        }
+    }
+
+    private func fetchVerified(_ id: ChunkID, progress: (@Sendable (Int) -> Void)?) async throws -> [UInt8] {
         let stream = try await connection.openBidirectionalStream(priority: .bulk)
         try await stream.write(STOQMessage.getChunk(chunkID: WireID(id.bytes)!, offset: 0, length: 0).encoded())
         try await stream.finish()
@@ -237,7 +369,8 @@ public final class PeerClient: Sendable {
         }
         guard let expected else { throw NodeError(.protocolViolation, "\(name) closed the stream before answering") }
         guard body.count == expected else {
-            throw NodeError(.protocolViolation, "\(name) sent \(body.count) of the \(expected) bytes of chunk \(id.short)")
+            metrics?.receivedFault("truncated")
+            throw NodeError(.protocolViolation, "\(name) ended chunk \(id.short) after \(body.count) of the \(expected) bytes it announced (truncated); the chunk is fetched elsewhere")
         }
         guard ChunkID.of(body) == id else {
             throw NodeError(.corrupt, "\(name) sent bytes for chunk \(id.short) that do not match its id")
@@ -259,16 +392,21 @@ public final class PeerClient: Sendable {
     }
 
     /// Measures one round trip with PING/PONG.
-    public func ping() async throws -> Duration {
+    /// - Parameter nonce: the probe's nonce (random by default); the PONG must echo it.
+    @discardableResult
+    public func ping(nonce: UInt64 = UInt64.random(in: 0 ... .max)) async throws -> Duration {
         let start = ContinuousClock.now
         let stream = try await connection.openBidirectionalStream(priority: .control)
-        try await stream.write(STOQMessage.ping(nonce: UInt64.random(in: 0 ... .max), sentAtMicros: 0).encoded())
+        try await stream.write(STOQMessage.ping(nonce: nonce, sentAtMicros: 0).encoded())
         try await stream.finish()
         let reply = try await stream.readAll(limit: 1024)
         var decoder = FrameDecoder(maximumPayloadLength: 1024)
         decoder.handle(bytes: reply)
-        guard let frame = try decoder.pollFrame(), case .pong = try STOQMessage.decode(frame) else {
+        guard let frame = try decoder.pollFrame(), case .pong(let pong) = try STOQMessage.decode(frame) else {
             throw NodeError(.protocolViolation, "\(name) did not answer PING with PONG")
+        }
+        guard pong.nonce == nonce else {
+            throw NodeError(.protocolViolation, "\(name) answered PING \(nonce) with the PONG of another probe (\(pong.nonce))")
         }
         return .now - start
     }

@@ -67,6 +67,7 @@ public final class ContentFetcher: Sendable {
     private let logger: Logger
     private let onProgress: (@Sendable (SwarmProgress) -> Void)?
     private let onEvent: (@Sendable (String) -> Void)?
+    private let healthChanges: AsyncStream<PeerHealthChange>?
 
     /// Creates a fetcher.
     /// - Parameters:
@@ -74,12 +75,16 @@ public final class ContentFetcher: Sendable {
     ///   - sources: peers to fetch from (at least one).
     ///   - onProgress: called as chunks arrive (progress bars).
     ///   - onEvent: called with human-readable notes (bans, failovers).
+    ///   - healthChanges: peer health changes (``PeerHealthService/changes()``); a source whose
+    ///     name is the address of a peer that went down loses its requests at once.
     public init(
         store: any ChunkStore, sources: [any ChunkSource], configuration: SwarmConfiguration = .init(),
         logger: Logger = Logger(label: "stoq.fetch"),
         onProgress: (@Sendable (SwarmProgress) -> Void)? = nil,
-        onEvent: (@Sendable (String) -> Void)? = nil
+        onEvent: (@Sendable (String) -> Void)? = nil,
+        healthChanges: AsyncStream<PeerHealthChange>? = nil
     ) {
+        self.healthChanges = healthChanges
         self.store = store
         self.sources = sources
         self.configuration = configuration
@@ -93,6 +98,7 @@ public final class ContentFetcher: Sendable {
         case done(RequestID, Result<[UInt8], any Error>)
         case progress(RequestID, Int)
         case tick
+        case health(PeerHealthChange)
     }
 
     /// Fetches `root` and everything it references into the store, then pins it.
@@ -106,14 +112,23 @@ public final class ContentFetcher: Sendable {
         var plan = try await ContentPlan.resolve(root) { id in
             if try self.store.contains(id) { return try self.store.read(id) }
             var lastError: (any Error)?
+            var missing = 0
             for source in self.sources {
+                let bytes: [UInt8]
                 do {
-                    let bytes = try await source.fetchChunk(id, progress: nil)
-                    try self.store.writeChunk(id, bytes)
-                    return bytes
+                    bytes = try await source.fetchChunk(id, progress: nil)
                 } catch {
+                    if let e = error as? NodeError, e.code == .notFound { missing += 1 }
                     lastError = error
+                    continue
                 }
+                try Self.write(id, bytes, to: self.store)
+                return bytes
+            }
+            if missing == self.sources.count {
+                throw NodeError(.notFound, id == root.manifest
+                    ? "none of the \(missing) sources holds content \(root); check the id (it is printed by `stoq put`) or ask a peer that has it"
+                    : "none of the \(missing) sources holds manifest \(id.short) of \(root)")
             }
             throw NodeError(.unavailable, "no source could supply manifest \(id.short) of \(root): \(lastError.map { "\($0)" } ?? "no sources")")
         }
@@ -154,9 +169,13 @@ public final class ContentFetcher: Sendable {
         var failovers = [(source: String, seconds: Double)]()
         var failedSources = Set<SourceID>()
         var uncommitted = CommitBatch()
+        let healthForwarder = healthChanges.map { changes in
+            Task { for await change in changes { continuation.yield(.health(change)) } }
+        }
         defer {
             for task in running.values { task.cancel() }
             timer?.cancel()
+            healthForwarder?.cancel()
             continuation.finish()
         }
 
@@ -238,6 +257,7 @@ public final class ContentFetcher: Sendable {
 
         var finished = try drainActions()  // true at once when every chunk is already here (resume)
         if !finished { armTimer() } else { continuation.finish() }
+        do {
         eventLoop: for await event in events {
             let t = now()
             switch event {
@@ -251,6 +271,20 @@ public final class ContentFetcher: Sendable {
                 timer = nil
                 timerDeadline = nil
                 scheduler.handleTimeout(now: t)
+            case .health(let change):
+                let sourceID = SourceID(change.peer.description)
+                guard byID[sourceID] != nil else { continue eventLoop }
+                if change.isUp {
+                    scheduler.handleSourceUp(sourceID, now: t)
+                    onEvent?("source \(sourceID) answers health probes again")
+                } else {
+                    let oldest = scheduler.outstandingRequests(of: sourceID).compactMap { requestStart[$0.id] }.min()
+                    if failedSources.insert(sourceID).inserted, let oldest {
+                        failovers.append((sourceID.rawValue, Double(t - oldest) / 1e9))
+                    }
+                    onEvent?("source \(sourceID) is down (health probes unanswered); its requests moved to others")
+                    scheduler.handleSourceDown(sourceID, now: t)
+                }
             case .progress(let rid, let n):
                 guard running[rid] != nil else { continue eventLoop }
                 if n > 0, firstDataByte == nil { firstDataByte = Double(t) / 1e9 }
@@ -262,7 +296,7 @@ public final class ContentFetcher: Sendable {
                 switch result {
                 case .success(let bytes):
                     if !(try store.contains(chunks[index].id)) {
-                        try store.writeChunk(chunks[index].id, bytes)
+                        try Self.write(chunks[index].id, bytes, to: store)
                         uncommitted.chunks.append((chunks[index].id, bytes.count))
                         fetchedBytes += bytes.count
                     }
@@ -297,6 +331,15 @@ public final class ContentFetcher: Sendable {
             if finished { break eventLoop }
             armTimer()
         }
+        } catch {
+            // Keep what was verified and written: a resumed fetch then skips it.
+            do {
+                try store.commit(uncommitted)
+            } catch let commitError {
+                logger.warning("could not record the chunks fetched so far", metadata: ["error": "\(commitError)"])
+            }
+            throw error
+        }
         guard finished else { throw NodeError(.unavailable, "fetch of \(root) stopped before it completed") }
         try store.commit(uncommitted)
         try store.commit(plan.batch)
@@ -318,6 +361,16 @@ public final class ContentFetcher: Sendable {
 extension ContentFetcher {
     /// How long a source may take to answer WANT before it is assumed to hold everything.
     static let availabilityTimeout: Duration = .seconds(1)
+
+    /// Writes a verified chunk, turning a store failure into an error that says what happened to
+    /// the fetch.
+    static func write(_ id: ChunkID, _ bytes: [UInt8], to store: any ChunkStore) throws {
+        do {
+            try store.writeChunk(id, bytes)
+        } catch let error as ContentError {
+            throw NodeError(.storeFailed, "cannot store chunk \(id.short): \(error.reason) — the fetch stopped; the chunks verified so far are kept, so running it again resumes where it stopped")
+        }
+    }
 }
 
 /// The result of `operation`, or nil when it takes longer than `timeout` (it then runs on,

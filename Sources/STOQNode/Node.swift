@@ -1,6 +1,8 @@
 import Foundation
 import Logging
+import ServiceLifecycle
 import STOQContent
+import STOQEdge
 import STOQIdentity
 import STOQTransport
 import STOQWire
@@ -35,6 +37,17 @@ public struct NodeConfiguration: Codable, Sendable {
     public var cacheBytes: Int?
     /// Idle timeout in seconds.
     public var idleTimeoutSeconds: Int?
+    /// Other known peers (beside ``upstream``) whose health the node probes.
+    public var peers: [PeerAddress]?
+    /// Health probing (defaults: every 1 s, 100 ms timeout, 3 misses → down).
+    public var health: HealthSettings?
+    /// Upload sharing among clients (default: unthrottled).
+    public var throttle: ServeThrottleSettings?
+    /// The admin HTTP endpoint (`/metrics`, `/status`); nil: none. Bind it to loopback
+    /// (`[::1]:9464`) unless something else must scrape it.
+    public var admin: PeerAddress?
+    /// Log level: trace, debug, info, notice, warning, error, critical (default info).
+    public var logLevel: String?
 
     /// Creates a configuration.
     public init(
@@ -82,15 +95,16 @@ public struct NodeConfiguration: Codable, Sendable {
     }
 }
 
-/// Lets the status closure reach the server built after it.
+/// Lets the status closure reach the parts built after it.
 ///
 /// `@unchecked Sendable`: written once during ``Node`` initialisation, before any connection exists.
 final class ServerBox: @unchecked Sendable {
-    var server: ChunkServer?
+    weak var node: Node?
 }
 
 /// A running STOQ node: one endpoint that serves chunks (from its store, or as an edge pulling
-/// misses from upstream) and dials peers.
+/// misses from upstream) and dials peers, probes its peers' health, and (optionally) exports
+/// metrics on an admin HTTP endpoint.
 public final class Node: Sendable {
     /// The configuration it runs with.
     public let configuration: NodeConfiguration
@@ -106,14 +120,26 @@ public final class Node: Sendable {
     public let edge: EdgeChunkProvider?
     /// Mutable names: published here (origin) or resolved and cached (edge).
     public let names: NameDirectory
+    /// The node's metrics.
+    public let metrics: NodeMetrics
+    /// Health probing of upstream and known peers (nil when switched off).
+    public let health: PeerHealthService?
+    /// The admin HTTP endpoint, when configured.
+    public let admin: AdminServer?
     private let logger: Logger
 
-    /// Binds the endpoint and opens the store.
+    /// Binds the endpoint (and the admin endpoint) and opens the store.
     /// - Parameters:
     ///   - services: handlers of the layers above (Nexus, HyperMesh) for their own request types.
+    ///   - metrics: where the node's metrics go (default: a registry of its own).
     public static func start(
-        _ configuration: NodeConfiguration, services: [any NodeService] = [], logger: Logger = Logger(label: "stoq.node")
+        _ configuration: NodeConfiguration, services: [any NodeService] = [], metrics: NodeMetrics = NodeMetrics(),
+        logger: Logger = Logger(label: "stoq.node")
     ) async throws -> Node {
+        var healthConfiguration: HealthMonitor<PeerAddress>.Configuration?
+        if configuration.health?.enabled ?? true {
+            healthConfiguration = try (configuration.health ?? HealthSettings()).monitorConfiguration()
+        }
         let store = try DiskChunkStore(directory: configuration.store)
         var endpointConfiguration = EndpointConfiguration()
         if let seconds = configuration.idleTimeoutSeconds { endpointConfiguration.idleTimeout = .seconds(seconds) }
@@ -123,78 +149,182 @@ public final class Node: Sendable {
             host: configuration.listen.host, port: configuration.listen.port,
             tls: try configuration.tlsConfiguration(), configuration: endpointConfiguration
         )
-        return Node(configuration: configuration, endpoint: endpoint, store: store, services: services, logger: logger)
+        let box = ServerBox()
+        let admin: AdminServer?
+        if let address = configuration.admin {
+            do {
+                admin = try await AdminServer.bind(address, routes: [
+                    "/metrics": { ("text/plain; version=0.0.4; charset=utf-8", await box.node?.scrape() ?? "") },
+                    "/status": { ("application/json", await box.node?.statusJSON() ?? "{}") },
+                    "/healthz": { ("text/plain; charset=utf-8", "ok\n") },
+                ], logger: logger)
+            } catch {
+                await endpoint.close()
+                throw NodeError(.invalidArgument, "cannot listen for the admin endpoint on \(address): \(error); choose a free port (e.g. --admin [::1]:0)")
+            }
+        } else {
+            admin = nil
+        }
+        let node = Node(
+            configuration: configuration, endpoint: endpoint, store: store, services: services, metrics: metrics,
+            healthConfiguration: healthConfiguration, admin: admin, box: box, logger: logger)
+        box.node = node
+        return node
     }
 
-    private init(configuration: NodeConfiguration, endpoint: Endpoint, store: DiskChunkStore, services: [any NodeService], logger: Logger) {
+    private init(
+        configuration: NodeConfiguration, endpoint: Endpoint, store: DiskChunkStore, services: [any NodeService], metrics: NodeMetrics,
+        healthConfiguration: HealthMonitor<PeerAddress>.Configuration?, admin: AdminServer?, box: ServerBox, logger: Logger
+    ) {
         self.configuration = configuration
         self.endpoint = endpoint
         self.store = store
+        self.metrics = metrics
+        self.admin = admin
         self.logger = logger
-        let box = ServerBox()
-        let peers = PeerSet(endpoint: endpoint, inbound: { connection in await box.server?.serve(connection: connection) })
+        // Connections this node dials are served too: an origin pushes name invalidations over them.
+        let peers = PeerSet(endpoint: endpoint, metrics: metrics, inbound: { connection in await box.node?.server.serve(connection: connection) })
         self.peers = peers
+        self.health = healthConfiguration.map { PeerHealthService(peers: peers, configuration: $0, metrics: metrics) }
         let names = NameDirectory(
             store: store, directory: configuration.store + "/names",
             upstream: configuration.roles.contains("edge") ? configuration.upstream : [], peers: peers)
         self.names = names
-        let nodeServices: [any NodeService] = [NameService(directory: names, acceptsPublications: configuration.roles.contains("origin")), InvalidationService(directory: names)] + services
-        let started = ContinuousClock.now
+        let services: [any NodeService] = [NameService(directory: names, acceptsPublications: configuration.roles.contains("origin")), InvalidationService(directory: names)] + services
         let edge = configuration.roles.contains("edge")
             ? EdgeChunkProvider(store: store, upstream: configuration.upstream, peers: peers, cacheBytes: configuration.cacheBytes ?? (1 << 30)) : nil
         self.edge = edge
-        let status: @Sendable () async -> String = {
-            let connections = await endpoint.connectionCount
-            var doc: [String: Any] = [
-                "name": configuration.name,
-                "roles": configuration.roles,
-                "listen": "[\(endpoint.localAddress.ipAddress ?? "")]:\(endpoint.localAddress.port ?? 0)",
-                "region": configuration.region ?? "",
-                "uptime_seconds": (ContinuousClock.now - started).seconds,
-                "connections": connections,
-                "upstream": configuration.upstream.map(\.description),
-            ]
-            if let stats = try? store.stats() {
-                doc["store"] = ["chunks": stats.chunks, "bytes": stats.bytes, "pins": stats.pins]
-            }
-            if let served = box.server?.served {
-                doc["served"] = ["requests": served.requests, "bytes": served.bytes]
-            }
-            if let edge {
-                let c = await edge.counters
-                let policy = await edge.cacheStats
-                let total = c.hits + c.misses
-                doc["cache"] = ["hits": c.hits, "misses": c.misses, "upstream_bytes": c.upstreamBytes,
-                                "hit_ratio": total == 0 ? 0 : Double(c.hits) / Double(total),
-                                "bytes": policy.bytes, "capacity_bytes": configuration.cacheBytes ?? (1 << 30),
-                                "evictions": policy.evictions, "rejections": policy.rejections]
-                let ahead = await edge.allCounters
-                doc["prefetch"] = ["hits": ahead.prefetchHits, "fetched": ahead.prefetched, "wasted": ahead.prefetchWasted]
-            }
-            for service in nodeServices {
-                if let summary = await service.status() { doc[service.name] = summary }
-            }
-            let data = (try? JSONSerialization.data(withJSONObject: doc, options: [.prettyPrinted, .sortedKeys])) ?? Data("{}".utf8)
-            return String(decoding: data, as: UTF8.self)
-        }
-        self.server = edge.map { ChunkServer(provider: $0, status: status, services: nodeServices) }
-            ?? ChunkServer(store: store, status: status, services: nodeServices)
-        box.server = self.server
+        let status: @Sendable () async -> String = { await box.node?.statusJSON() ?? "{}" }
+        self.services = services
+        self.started = ContinuousClock.now
+        self.server = edge.map { ChunkServer(provider: $0, status: status, services: services, metrics: metrics, throttle: configuration.throttle) }
+            ?? ChunkServer(store: store, status: status, services: services, metrics: metrics, throttle: configuration.throttle)
     }
+
+    private let services: [any NodeService]
+    private let started: ContinuousClock.Instant
 
     /// The bound address.
     public var address: PeerAddress {
         PeerAddress(host: endpoint.localAddress.ipAddress ?? configuration.listen.host, port: endpoint.localAddress.port ?? configuration.listen.port)
     }
 
-    /// Serves incoming connections until the endpoint closes.
-    public func run() async {
-        await server.run(on: endpoint)
+    /// Peers probed: upstream, then the other known peers.
+    public var probedPeers: [PeerAddress] {
+        var seen = Set<PeerAddress>()
+        return (configuration.upstream + (configuration.peers ?? [])).filter { seen.insert($0).inserted }
     }
 
-    /// Closes peer connections and the endpoint.
+    /// Serves incoming connections, probes peers and answers the admin endpoint until ``close()``.
+    public func run() async {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.server.run(on: self.endpoint) }
+            if let health {
+                group.addTask {
+                    for peer in self.probedPeers { await health.watch(peer) }
+                    await health.run()
+                }
+            }
+            if let admin { group.addTask { await admin.run() } }
+        }
+    }
+
+    /// Stops probing, closes the admin endpoint, peer connections and the endpoint, and flushes the
+    /// store (its metadata is committed as it goes; this checkpoints what is pending).
     public func close() async {
+        await health?.stop()
+        await admin?.close()
         await peers.closeAll()
         await endpoint.close()
+        // An empty commit syncs chunk files written since the last commit.
+        do { try store.commit(CommitBatch()) } catch { logger.warning("could not flush the store", metadata: ["error": "\(error)"]) }
+    }
+
+    /// The node's status document (JSON): identity, connections, peers with health and RTT, store,
+    /// cache, transfers, and the services' summaries.
+    public func statusJSON() async -> String {
+        let connections = await endpoint.connectionCount
+        var doc: [String: Any] = [
+            "name": configuration.name,
+            "roles": configuration.roles,
+            "listen": "[\(endpoint.localAddress.ipAddress ?? "")]:\(endpoint.localAddress.port ?? 0)",
+            "region": configuration.region ?? "",
+            "uptime_seconds": (ContinuousClock.now - started).seconds,
+            "connections": connections,
+            "upstream": configuration.upstream.map(\.description),
+        ]
+        if let admin { doc["admin"] = admin.address.description }
+        if let health {
+            doc["peers"] = await health.snapshot().map { p -> [String: Any] in
+                var entry: [String: Any] = [
+                    "address": p.peer.description, "state": p.isUp ? "up" : "down", "probes": p.probesSent,
+                    "answered": p.answered, "timeouts": p.timeouts, "consecutive_failures": p.consecutiveFailures,
+                ]
+                if let rtt = p.smoothedRTT { entry["rtt_ms"] = (rtt.seconds * 1e5).rounded() / 100 }
+                return entry
+            }
+        }
+        if let stats = try? store.stats() {
+            doc["store"] = ["chunks": stats.chunks, "bytes": stats.bytes, "pins": stats.pins]
+        }
+        let served = server.served
+        doc["served"] = ["requests": served.requests, "bytes": served.bytes]
+        let now = ContinuousClock.now
+        doc["transfers"] = server.transfers.snapshot.map { t -> [String: Any] in
+            ["chunk": t.chunk, "peer": t.peer, "bytes": t.bytes, "sent": t.sent, "class": t.priority,
+             "seconds": ((now - t.started).seconds * 1000).rounded() / 1000]
+        }
+        if let edge {
+            let c = await edge.counters
+            let policy = await edge.cacheStats
+            let total = c.hits + c.misses
+            doc["cache"] = ["hits": c.hits, "misses": c.misses, "upstream_bytes": c.upstreamBytes,
+                            "hit_ratio": total == 0 ? 0 : Double(c.hits) / Double(total),
+                            "bytes": policy.bytes, "capacity_bytes": configuration.cacheBytes ?? (1 << 30),
+                            "evictions": policy.evictions, "rejections": policy.rejections]
+            let ahead = await edge.allCounters
+            doc["prefetch"] = ["hits": ahead.prefetchHits, "fetched": ahead.prefetched, "wasted": ahead.prefetchWasted]
+        }
+        for service in services {
+            if let summary = await service.status() { doc[service.name] = summary }
+        }
+        let data = (try? JSONSerialization.data(withJSONObject: doc, options: [.prettyPrinted, .sortedKeys])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Brings the gauges that mirror other components (store, cache) up to date and renders every
+    /// metric in the Prometheus text format.
+    public func scrape() async -> String {
+        if let edge {
+            let c = await edge.counters
+            metrics.syncCache(hits: c.hits, misses: c.misses)
+        }
+        if let stats = try? store.stats() {
+            metrics.storeChunks.set(stats.chunks)
+            metrics.storeBytes.set(stats.bytes)
+        }
+        return metrics.render()
+    }
+}
+
+/// Runs a ``Node`` under swift-service-lifecycle: `run()` serves until the service group begins a
+/// graceful shutdown (SIGTERM/SIGINT in `stoq node`), then closes connections, stops probing and
+/// flushes the store before returning.
+public struct NodeLifecycleService: Service {
+    /// The node.
+    public let node: Node
+
+    /// Wraps a started node.
+    public init(node: Node) { self.node = node }
+
+    public func run() async throws {
+        let node = self.node
+        await withGracefulShutdownHandler {
+            await node.run()
+        } onGracefulShutdown: {
+            Task { await node.close() }
+        }
+        // `run()` also returns when the endpoint closes for another reason: close the rest too.
+        await node.close()
     }
 }

@@ -20,7 +20,7 @@ public struct NodeError: Error, Hashable, Sendable, CustomStringConvertible {
     /// Node failure kinds. New codes may be added.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {
-            case invalidArgument, notFound, refused, corrupt, protocolViolation, unavailable
+            case invalidArgument, notFound, refused, corrupt, protocolViolation, unavailable, storeFailed
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -36,6 +36,8 @@ public struct NodeError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let protocolViolation = Code(.protocolViolation)
         /// No source could serve the request.
         public static let unavailable = Code(.unavailable)
+        /// The local store could not take a verified chunk (e.g. the disk is full).
+        public static let storeFailed = Code(.storeFailed)
         public var description: String { base.rawValue }
     }
 }

@@ -1,31 +1,53 @@
+import Foundation
 import Logging
 import STOQTransport
 
 /// Connections to a node's peers, dialled on first use and re-dialled after they fail.
+///
+/// When a ``PeerHealthService`` marks a peer down, ``client(for:)`` refuses it at once (so a
+/// caller such as an edge choosing its upstream moves on without waiting for a timeout) until
+/// the peer answers probes again.
 public actor PeerSet {
     private let endpoint: Endpoint
     private var clients: [PeerAddress: PeerClient] = [:]
     private var dialing: [PeerAddress: Task<PeerClient, any Error>] = [:]
     private let logger: Logger
+    private let metrics: NodeMetrics?
     private let inbound: (@Sendable (Connection) async -> Void)?
+    /// Peers the health monitor reports down.
+    nonisolated let downPeers = PeerMarks()
 
     /// Creates a peer set dialling through `endpoint`.
-    /// - Parameter inbound: serves the requests a peer sends back over a connection this set
-    ///   dialled (an origin pushing invalidations to its edge); nil: such streams are not read.
-    public init(endpoint: Endpoint, inbound: (@Sendable (Connection) async -> Void)? = nil, logger: Logger = Logger(label: "stoq.peers")) {
+    /// - Parameters:
+    ///   - metrics: where the clients it makes count received bytes and fetch times.
+    ///   - inbound: serves the requests a peer sends back over a connection this set dialled (an
+    ///     origin pushing invalidations to its edge); nil: such streams are not read.
+    public init(endpoint: Endpoint, metrics: NodeMetrics? = nil, inbound: (@Sendable (Connection) async -> Void)? = nil, logger: Logger = Logger(label: "stoq.peers")) {
         self.endpoint = endpoint
+        self.metrics = metrics
         self.inbound = inbound
         self.logger = logger
     }
 
     /// A connected client for `address`, dialling if needed.
+    /// - Throws: ``NodeError`` `.unavailable` at once when health probing reports the peer down;
+    ///   the dial error otherwise.
     public func client(for address: PeerAddress) async throws -> PeerClient {
+        if downPeers.contains(address) {
+            throw NodeError(.unavailable, "peer \(address) is down (it stopped answering health probes); requests go to other peers until it answers again")
+        }
+        return try await probeClient(for: address)
+    }
+
+    /// A connected client for `address` whatever its health (the health monitor's probes use it).
+    public func probeClient(for address: PeerAddress) async throws -> PeerClient {
         if let client = clients[address] { return client }
         if let task = dialing[address] { return try await task.value }
         let endpoint = self.endpoint
+        let metrics = self.metrics
         let task = Task {
             let connection = try await endpoint.connect(host: address.host, port: address.port)
-            return PeerClient(connection: connection, name: address.description)
+            return PeerClient(connection: connection, name: address.description, metrics: metrics)
         }
         dialing[address] = task
         defer { dialing[address] = nil }
@@ -40,6 +62,12 @@ public actor PeerSet {
         clients.first { $0.value.connection === connection }?.key
     }
 
+    /// Whether the health monitor reports `address` down.
+    public nonisolated func isDown(_ address: PeerAddress) -> Bool { downPeers.contains(address) }
+
+    /// Peers with an open connection.
+    public var connected: [PeerAddress] { Array(clients.keys) }
+
     /// Forgets a connection after a failure so the next use dials again.
     public func drop(_ address: PeerAddress) async {
         if let client = clients.removeValue(forKey: address) {
@@ -51,5 +79,17 @@ public actor PeerSet {
     public func closeAll() async {
         for (_, client) in clients { await client.connection.close() }
         clients.removeAll()
+    }
+}
+
+/// A set of peer addresses readable without awaiting.
+///
+/// `@unchecked Sendable`: state behind `lock`.
+final class PeerMarks: @unchecked Sendable {
+    private let lock = NSLock()
+    private var marked = Set<PeerAddress>()
+    func contains(_ peer: PeerAddress) -> Bool { lock.withLock { marked.contains(peer) } }
+    func set(_ peer: PeerAddress, down: Bool) {
+        lock.withLock { if down { marked.insert(peer) } else { marked.remove(peer) } }
     }
 }

@@ -6,6 +6,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import STOQSimulation
 
 /// CPU time consumed by the calling thread, seconds (wall time on a shared machine says
 /// more about the neighbours than about the code).
@@ -126,7 +127,7 @@ public enum RoutingBenchmark {
                 selfID: RoutingNodeID(0), region: model.regions[0], geo: model.positions[0],
                 bandwidthBitsPerSecond: 1e9, configuration: configuration
             )
-            var random = BenchmarkRandom(seed: seed ^ 0x55)
+            var random = SplitMix64(seed: seed ^ 0x55)
             var now = Duration.seconds(1)
             var version: UInt64 = 1
             func adverts(_ range: Range<Int>, load: (Int) -> Float) -> [RoutingNodeAdvert] {
@@ -139,7 +140,7 @@ public enum RoutingBenchmark {
                 }
             }
             for chunk in stride(from: 1, to: nodes, by: 4096) {
-                let nodeAdverts = adverts(chunk ..< min(nodes, chunk + 4096)) { _ in Float(random.unit()) * 0.5 }
+                let nodeAdverts = adverts(chunk ..< min(nodes, chunk + 4096)) { _ in Float(random.nextUnitDouble()) * 0.5 }
                 var links: [RoutingLinkAdvert] = []
                 for advert in nodeAdverts {
                     let i = Int(advert.node.rawValue)
@@ -187,7 +188,7 @@ public enum RoutingBenchmark {
                 let first = 1 + Int(random.next() % UInt64(max(1, nodes - 1000)))
                 let gossip = RoutingGossip(
                     sender: RoutingNodeID(1),
-                    nodes: adverts(first ..< min(nodes, first + 1000)) { _ in Float(random.unit()) },
+                    nodes: adverts(first ..< min(nodes, first + 1000)) { _ in Float(random.nextUnitDouble()) },
                     links: []
                 )
                 _ = matrix.handleGossip(gossip, now: now)
@@ -216,7 +217,7 @@ public enum RoutingBenchmark {
 
         // Random pairs, a fresh Dijkstra each (early exit at the destination).
         var engine = RouteQueryEngine()
-        var random = BenchmarkRandom(seed: seed ^ 0xAA)
+        var random = SplitMix64(seed: seed ^ 0xAA)
         var pairLatencies: [Double] = []
         var pairCPU: [Double] = []
         var pairCount = 0
@@ -306,7 +307,7 @@ public enum RoutingBenchmark {
             for v in 0 ..< n { matrix[u * n + v] = weights.latency * cu.distance(to: coordinates[v]) + weights.hop }
         }
         let clock = ContinuousClock()
-        var random = BenchmarkRandom(seed: seed ^ 0xDE)
+        var random = SplitMix64(seed: seed ^ 0xDE)
         var times: [Double] = []
         var cpuTimes: [Double] = []
         var dist = [Float](repeating: .infinity, count: n)
@@ -342,12 +343,12 @@ public enum RoutingBenchmark {
     }
 
     private static func measurement(
-        _ model: GeographicLatencyModel, _ coordinates: [VivaldiCoordinate], _ peer: Int, _ random: inout BenchmarkRandom
+        _ model: GeographicLatencyModel, _ coordinates: [VivaldiCoordinate], _ peer: Int, _ random: inout SplitMix64
     ) -> RoutingMeasurement {
-        let rtt = model.rttMilliseconds(0, peer) * (1 + 0.04 * (random.unit() - 0.5))
+        let rtt = model.rttMilliseconds(0, peer) * (1 + 0.04 * (random.nextUnitDouble() - 0.5))
         return RoutingMeasurement(
             peer: RoutingNodeID(UInt64(peer)), rtt: .nanoseconds(Int64(rtt * 1e6)),
-            bandwidthBitsPerSecond: 50e6, load: Float(random.unit()), coordinate: coordinates[peer]
+            bandwidthBitsPerSecond: 50e6, load: Float(random.nextUnitDouble()), coordinate: coordinates[peer]
         )
     }
 
@@ -360,18 +361,4 @@ public enum RoutingBenchmark {
         let (s, atto) = duration.components
         return Double(s) + Double(atto) * 1e-18
     }
-}
-
-/// SplitMix64 for the benchmark's own choices.
-struct BenchmarkRandom {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func unit() -> Double { Double(next() >> 11) * 0x1.0p-53 }
 }

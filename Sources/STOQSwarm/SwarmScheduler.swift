@@ -2,6 +2,7 @@ import DequeModule
 import OrderedCollections
 import STOQContent
 import STOQWire
+import STOQSimulation
 
 /// A sans-IO multi-source chunk scheduler.
 ///
@@ -114,7 +115,7 @@ public struct SwarmScheduler: Sendable {
     private var sources: OrderedDictionary<SourceID, SourceRecord> = [:]
     private var requests: [RequestID: RequestRecord] = [:]
     private var actions: Deque<SwarmAction> = []
-    private var random: SwarmRandom
+    private var random: SplitMix64
     private var nextRequestNumber: UInt64 = 1
     private var fullHolders = 0
     private var remainingChunks = 0
@@ -140,7 +141,7 @@ public struct SwarmScheduler: Sendable {
         self.configuration = configuration
         self.chunks = chunks
         self.ranker = ranker
-        self.random = SwarmRandom(seed: configuration.seed)
+        self.random = SplitMix64(seed: configuration.seed)
         self.chunkStates = Array(repeating: ChunkState(), count: chunks.count)
         self.pendingPosition = Array(repeating: -1, count: chunks.count)
         var firstIndex: [ChunkID: Int] = [:]

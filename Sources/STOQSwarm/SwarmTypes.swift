@@ -1,4 +1,5 @@
 import STOQContent
+import STOQSimulation
 
 /// The `STOQSwarm` module: multi-source chunk retrieval as a sans-IO state machine
 /// (``SwarmScheduler``) plus a simulated harness and benchmark (``SwarmSimulation``,
@@ -170,17 +171,4 @@ public struct SwarmError: Error, Hashable, Sendable, CustomStringConvertible {
     public func hash(into hasher: inout Hasher) { hasher.combine(code) }
 
     public var description: String { "SwarmError.\(code): \(reason)" }
-}
-
-/// A small seeded generator (SplitMix64) for tie breaks, so a scheduler run is reproducible.
-struct SwarmRandom: Sendable {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
 }

@@ -4,6 +4,7 @@ import Foundation
 import STOQ
 import STOQNode
 import STOQSwarm
+import STOQSimulation
 
 /// `stoq demo`: a small local STOQ network on [::1] that publishes and fetches content.
 struct Demo: AsyncParsableCommand {
@@ -209,7 +210,7 @@ final class KillState: @unchecked Sendable {
 /// and an exact copy of it, and a few small files. Deterministic from a seed.
 enum SampleDataSet {
     static func write(to dir: String, mebibytes: Int) throws -> [String] {
-        var rng = DemoRandom(seed: 0x570a)
+        var rng = SplitMix64(seed: 0x570a)
         let fm = FileManager.default
         for sub in ["docs", "media", "notes"] { try fm.createDirectory(atPath: "\(dir)/\(sub)", withIntermediateDirectories: true) }
         let textSize = max(1, mebibytes / 4) << 20
@@ -241,18 +242,5 @@ enum SampleDataSet {
         for n in 0..<5 { files.append(("notes/note-\(n).txt", Array("note \(n): STOQ is QUIC over IPv6 with mutual TLS.\n".utf8))) }
         for (path, bytes) in files { try Data(bytes).write(to: URL(fileURLWithPath: "\(dir)/\(path)")) }
         return files.map(\.0)
-    }
-}
-
-/// SplitMix64 for the data set.
-struct DemoRandom {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

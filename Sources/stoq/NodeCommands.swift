@@ -1,7 +1,9 @@
 import ArgumentParser
 import Foundation
+import Logging
 import STOQ
 import STOQNode
+import ServiceLifecycle
 
 /// `stoq node`: run a STOQ node (origin, edge or client) until SIGINT/SIGTERM.
 struct NodeCommand: AsyncParsableCommand {
@@ -21,6 +23,14 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Region name.") var region: String?
     @Option(help: "Per-connection send limit, bytes/s.") var rateLimit: UInt64?
     @Option(help: "The most chunk bytes an edge keeps (W-TinyLFU decides what stays).") var cacheBytes: Int?
+    @Option(help: "Another known peer whose health to probe (repeatable; upstream peers are probed anyway).") var peer: [String] = []
+    @Option(help: "Admin HTTP endpoint (/metrics, /status, /healthz), e.g. '[::1]:9464'. Keep it on loopback.") var admin: String?
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String?
+    @Option(help: "Health probe interval in ms (default 1000).") var healthInterval: Int?
+    @Option(help: "Health probe timeout in ms (default 100).") var healthTimeout: Int?
+    @Option(help: "Unanswered probes in a row that mark a peer down (default 3).") var healthFailures: Int?
+    @Option(help: "Serve throttle: node-wide upload limit in bytes/s (interactive before bulk, fair turns).") var serveRate: UInt64?
+    @Option(help: "Serve throttle: per-connection upload limit in bytes/s.") var connectionServeRate: UInt64?
 
     func run() async throws {
         var c: NodeConfiguration
@@ -52,12 +62,51 @@ struct NodeCommand: AsyncParsableCommand {
                 return a
             }
         }
-        let node = try await Node.start(c)
-        print("ready \(c.name) \(node.address) roles=\(c.roles.joined(separator: ","))")
+        if !peer.isEmpty {
+            c.peers = try peer.map { text in
+                guard let a = PeerAddress(text) else { throw ValidationError("peer '\(text)' is not an IPv6 address like '[::1]:4433'") }
+                return a
+            }
+        }
+        if let admin {
+            guard let a = PeerAddress(admin) else { throw ValidationError("--admin takes an IPv6 address like '[::1]:9464' (STOQ is IPv6-only)") }
+            c.admin = a
+        }
+        if let logLevel { c.logLevel = logLevel }
+        if healthInterval != nil || healthTimeout != nil || healthFailures != nil {
+            var h = c.health ?? HealthSettings()
+            if let healthInterval { h.intervalMilliseconds = healthInterval }
+            if let healthTimeout { h.timeoutMilliseconds = healthTimeout }
+            if let healthFailures { h.failureThreshold = healthFailures }
+            c.health = h
+        }
+        if serveRate != nil || connectionServeRate != nil {
+            var t = c.throttle ?? ServeThrottleSettings()
+            if let serveRate { t.totalBytesPerSecond = serveRate }
+            if let connectionServeRate { t.connectionBytesPerSecond = connectionServeRate }
+            c.throttle = t
+        }
+        let level = try Self.logLevel(c.logLevel ?? "info")
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let metrics = NodeMetrics()
+        metrics.bootstrapMetricsSystem()
+        let logger = Logger(label: "stoq.node")
+
+        let node = try await Node.start(c, metrics: metrics, logger: logger)
+        print("ready \(c.name) \(node.address) roles=\(c.roles.joined(separator: ","))" + (node.admin.map { " admin=\($0.address)" } ?? ""))
         fflush(nil)
-        async let serving: Void = node.run()
-        await runUntilSignalled { await node.close() }
-        await serving
+        // swift-service-lifecycle: SIGTERM/SIGINT start a graceful shutdown (connections closed,
+        // probing stopped, store flushed), a second signal is not needed.
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: NodeLifecycleService(node: node))],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        try await group.run()
         if let edge = node.edge {
             let counters = await edge.counters
             print("cache \(c.name) hits=\(counters.hits) misses=\(counters.misses) upstream_bytes=\(counters.upstreamBytes)")
@@ -65,6 +114,13 @@ struct NodeCommand: AsyncParsableCommand {
         let served = node.server.served
         print("served \(c.name) requests=\(served.requests) bytes=\(served.bytes)")
         fflush(nil)
+    }
+
+    static func logLevel(_ text: String) throws -> Logger.Level {
+        guard let level = Logger.Level(rawValue: text.lowercased()) else {
+            throw ValidationError("unknown log level '\(text)'; use one of " + Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))
+        }
+        return level
     }
 }
 
@@ -79,6 +135,7 @@ struct StatusCommand: AsyncParsableCommand {
     @Option(help: "Client certificate (PEM).") var cert: String
     @Option(help: "Client private key (PEM).") var key: String
     @Option(help: "Network CA certificate (PEM).") var ca: String
+    @Flag(help: "Print the raw JSON status document.") var json = false
 
     func run() async throws {
         guard let address = PeerAddress(node) else { throw ValidationError("--node takes an IPv6 address like '[::1]:4433'") }
@@ -88,13 +145,56 @@ struct StatusCommand: AsyncParsableCommand {
             let connection = try await endpoint.connect(host: address.host, port: address.port)
             let client = PeerClient(connection: connection, name: address.description)
             let rtt = try await client.ping()
-            print(try await client.status())
-            print(String(format: "rtt %.2f ms", rtt.seconds * 1000))
+            let document = try await client.status()
+            if json {
+                print(document)
+                print(String(format: "rtt %.2f ms", rtt.seconds * 1000))
+            } else {
+                print(StatusReport.render(json: document, rtt: rtt))
+            }
             await connection.close()
             await endpoint.close()
         } catch {
             await endpoint.close()
             throw error
         }
+    }
+}
+
+/// Renders a node's status document for people.
+enum StatusReport {
+    static func render(json: String, rtt: Duration) -> String {
+        guard let doc = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] else { return json }
+        var lines = [String]()
+        let roles = (doc["roles"] as? [String])?.joined(separator: ",") ?? "?"
+        lines.append("node      \(doc["name"] ?? "?") (\(roles)) at \(doc["listen"] ?? "?"), region \(doc["region"] ?? "-"), up \(Int((doc["uptime_seconds"] as? Double) ?? 0)) s")
+        lines.append(String(format: "rtt       %.2f ms from here; %@ connection(s)", rtt.seconds * 1000, "\(doc["connections"] ?? 0)"))
+        if let admin = doc["admin"] { lines.append("admin     http://\(admin)/metrics") }
+        let peers = doc["peers"] as? [[String: Any]] ?? []
+        lines.append("peers     \(peers.count)" + (peers.isEmpty ? " (none probed)" : ""))
+        for p in peers {
+            let rttText = (p["rtt_ms"] as? Double).map { String(format: "%.2f ms", $0) } ?? "-"
+            lines.append("  \(p["address"] ?? "?")  \(((p["state"] as? String) ?? "?").padding(toLength: 4, withPad: " ", startingAt: 0))  rtt \(rttText)  probes \(p["answered"] ?? 0)/\(p["probes"] ?? 0) answered, \(p["timeouts"] ?? 0) timeouts")
+        }
+        if let store = doc["store"] as? [String: Any] {
+            lines.append("store     \(store["chunks"] ?? 0) chunks, \(store["bytes"] ?? 0) bytes, \(store["pins"] ?? 0) pins")
+        }
+        if let cache = doc["cache"] as? [String: Any] {
+            let ratio = (cache["hit_ratio"] as? Double) ?? 0
+            lines.append(String(format: "cache     %@ hits, %@ misses (%.0f %% hits), %@ of %@ bytes, %@ evictions", "\(cache["hits"] ?? 0)", "\(cache["misses"] ?? 0)", ratio * 100, "\(cache["bytes"] ?? 0)", "\(cache["capacity_bytes"] ?? 0)", "\(cache["evictions"] ?? 0)"))
+        }
+        if let served = doc["served"] as? [String: Any] {
+            lines.append("served    \(served["requests"] ?? 0) chunk requests, \(served["bytes"] ?? 0) bytes")
+        }
+        let transfers = doc["transfers"] as? [[String: Any]] ?? []
+        lines.append("transfers \(transfers.count) active")
+        for t in transfers {
+            lines.append("  \(t["chunk"] ?? "?") to \(t["peer"] ?? "?")  \(t["sent"] ?? 0)/\(t["bytes"] ?? 0) bytes  \(t["class"] ?? "")  \(t["seconds"] ?? 0) s")
+        }
+        let known: Set<String> = ["name", "roles", "listen", "region", "uptime_seconds", "connections", "upstream", "admin", "peers", "store", "cache", "served", "transfers"]
+        for key in doc.keys.sorted() where !known.contains(key) {
+            lines.append("\(key.padding(toLength: 9, withPad: " ", startingAt: 0)) \(doc[key].map { "\($0)" } ?? "")")
+        }
+        return lines.joined(separator: "\n")
     }
 }

@@ -2,6 +2,7 @@ import Crypto
 import Testing
 
 @testable import HyperMesh
+import STOQSimulation
 
 /// A test compressor that is not the identity (run-length of zero bytes), to exercise the hook.
 struct ZeroRunCompressor: BlockCompressor {

@@ -2,6 +2,7 @@ import Crypto
 import Testing
 
 @testable import HyperMesh
+import STOQSimulation
 
 /// A storage node in the in-test model: a key, a region, a shard store, and a fault mode.
 final class ModelNode {

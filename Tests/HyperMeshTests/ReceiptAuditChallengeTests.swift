@@ -2,6 +2,7 @@ import Crypto
 import Testing
 
 @testable import HyperMesh
+import STOQSimulation
 
 @Suite struct ReceiptAuditChallengeTests {
     let reader = P256.KeyAgreement.PrivateKey()

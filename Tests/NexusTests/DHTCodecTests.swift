@@ -1,5 +1,6 @@
 import Testing
 @testable import Nexus
+import STOQSimulation
 
 func randomHash(_ rng: inout SplitMix64) -> NexusHash { NexusHash(rng.next(), rng.next(), rng.next(), rng.next()) }
 

@@ -1,6 +1,7 @@
 import Crypto
 import Testing
 @testable import Nexus
+import STOQSimulation
 
 @Suite struct DHTSimulationTests {
     @Test func putGetAndProvidersOnAConvergedNetwork() throws {

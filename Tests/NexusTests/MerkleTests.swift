@@ -1,5 +1,6 @@
 import Testing
 @testable import Nexus
+import STOQSimulation
 
 /// Straight from the definitions of RFC 9162 §2.1.1–2.1.4, on an array of leaf hashes.
 enum ReferenceMerkle {

@@ -1,6 +1,7 @@
 import Crypto
 import Testing
 @testable import Nexus
+import STOQSimulation
 
 @Suite struct NameRecordTests {
     let owner = P256.Signing.PrivateKey()

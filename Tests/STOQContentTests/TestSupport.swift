@@ -1,17 +1,11 @@
 import Foundation
 @testable import STOQContent
+import STOQSimulation
 
-/// Deterministic PRNG for seeded tests (SplitMix64); the seed is printed on failure by each test.
-struct SeededRNG: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+/// Deterministic PRNG for seeded tests; the seed is printed on failure by each test.
+typealias SeededRNG = SplitMix64
+
+extension SplitMix64 {
     mutating func bytes(_ n: Int) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: n)
         var i = 0

@@ -1,6 +1,7 @@
 import STOQContent
 import Testing
 @testable import STOQEdge
+import STOQSimulation
 
 /// A distinct id per integer.
 func chunk(_ n: Int) -> ChunkID {

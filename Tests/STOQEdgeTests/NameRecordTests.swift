@@ -2,6 +2,7 @@ import Crypto
 import STOQContent
 import Testing
 @testable import STOQEdge
+import STOQSimulation
 
 let second: UInt64 = 1_000_000_000
 

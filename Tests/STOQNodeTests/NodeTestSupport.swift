@@ -53,3 +53,202 @@ func withServing<T: Sendable>(_ node: Node, _ body: () async throws -> T) async 
         throw error
     }
 }
+
+// MARK: - Session 2 (node daemon, faults): content, fault-injecting providers, HTTP, servers
+
+import NIOCore
+import NIOPosix
+import STOQEdge
+import STOQSimulation
+import STOQWire
+
+extension TestNetwork {
+    /// Publishes `bytes` of seeded random data into `node`'s store and returns the content id
+    /// with the publisher keys (to restore it).
+    func publish(on node: Node, bytes count: Int, seed: UInt64) throws -> (id: ContentID, keys: PublisherKeys, bytes: [UInt8]) {
+        var rng = SimRandom(seed: seed)
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(count)
+        while bytes.count < count {
+            var z = rng.next()
+            for _ in 0..<min(8, count - bytes.count) {
+                bytes.append(UInt8(truncatingIfNeeded: z))
+                z >>= 8
+            }
+        }
+        let keys = try PublisherKeys(secret: Array(repeating: UInt8(truncatingIfNeeded: seed), count: 32))
+        let report = try ContentPublisher(store: node.store, keys: keys).put(bytes: bytes, name: "test data")
+        return (report.id, keys, bytes)
+    }
+
+    /// Credentials issued by a different CA, which this network's nodes must refuse.
+    func foreignConfiguration(_ name: String) throws -> NodeConfiguration {
+        let foreign = try CertificateAuthority.create(commonName: "Some other CA")
+        let dir = (directory as NSString).appendingPathComponent("foreign-\(name)")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let caPath = try foreign.write(to: dir).certificate
+        let paths = try foreign.issue(name: name, dnsNames: ["localhost"], ipAddresses: ["::1"]).write(to: dir, name: name)
+        return NodeConfiguration(
+            name: name, listen: PeerAddress(host: "::1", port: 0), certificate: paths.certificate, key: paths.key,
+            ca: caPath, store: (directory as NSString).appendingPathComponent("\(name)-store"), roles: ["client"], idleTimeoutSeconds: 10)
+    }
+}
+
+/// Runs `body` while `server` answers on `node`'s endpoint (instead of the node's own server), then
+/// closes the node.
+func withServing<T: Sendable>(_ node: Node, server: any StreamServer, _ body: () async throws -> T) async throws -> T {
+    let serving = Task { await server.run(on: node.endpoint) }
+    do {
+        let result = try await body()
+        await node.close()
+        await serving.value
+        return result
+    } catch {
+        await node.close()
+        await serving.value
+        throw error
+    }
+}
+
+/// A provider that flips a byte of every chunk it serves (a corrupt peer).
+struct CorruptingProvider: ChunkProvider {
+    let inner: any ChunkProvider
+    func chunk(_ id: ChunkID) async throws -> [UInt8]? {
+        guard var bytes = try await inner.chunk(id) else { return nil }
+        if !bytes.isEmpty { bytes[bytes.count / 2] ^= 0x5a }
+        return bytes
+    }
+}
+
+/// Counts the requests that reach a provider, per chunk.
+final class CountingProvider: ChunkProvider, @unchecked Sendable {
+    // @unchecked Sendable: `counts` is behind `lock`.
+    let inner: any ChunkProvider
+    private let lock = NSLock()
+    private var counts: [ChunkID: Int] = [:]
+    init(inner: any ChunkProvider) { self.inner = inner }
+    func chunk(_ id: ChunkID) async throws -> [UInt8]? {
+        lock.withLock { counts[id, default: 0] += 1 }
+        return try await inner.chunk(id)
+    }
+    var total: Int { lock.withLock { counts.values.reduce(0, +) } }
+    func count(_ id: ChunkID) -> Int { lock.withLock { counts[id] ?? 0 } }
+    var distinct: Set<ChunkID> { lock.withLock { Set(counts.keys) } }
+}
+
+/// A provider whose data-chunk requests never return until ``release()`` (a peer that stalls
+/// forever); manifests (`passthrough`) are served so the fetch reaches the data phase.
+final class StallingProvider: ChunkProvider, @unchecked Sendable {
+    // @unchecked Sendable: state behind `lock`.
+    let inner: any ChunkProvider
+    let passthrough: Set<ChunkID>
+    private let lock = NSLock()
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+    private var released = false
+    private(set) var stalled = 0
+    init(inner: any ChunkProvider, passthrough: Set<ChunkID>) {
+        self.inner = inner
+        self.passthrough = passthrough
+    }
+    func chunk(_ id: ChunkID) async throws -> [UInt8]? {
+        if passthrough.contains(id) { return try await inner.chunk(id) }
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let resumeNow = lock.withLock { () -> Bool in
+                if released { return true }
+                stalled += 1
+                waiters.append(c)
+                return false
+            }
+            if resumeNow { c.resume() }
+        }
+        return nil
+    }
+    /// Lets every stalled request go (so the server can shut down).
+    func release() {
+        let all = lock.withLock { released = true; defer { waiters = [] }; return waiters }
+        for c in all { c.resume() }
+    }
+    var stalledCount: Int { lock.withLock { stalled } }
+}
+
+/// A server that announces every chunk's full length but sends only half of it, then FIN.
+struct TruncatingServer: StreamServer {
+    let provider: any ChunkProvider
+    func serve(stream: QUICStream, on connection: Connection) async {
+        do {
+            var decoder = FrameDecoder(maximumPayloadLength: 4096)
+            var request: STOQMessage?
+            for try await piece in stream {
+                decoder.handle(bytes: piece)
+                if let frame = try decoder.pollFrame() { request = try STOQMessage.decode(frame); break }
+            }
+            guard case .getChunk(let wire, _, _) = request, let bytes = try await provider.chunk(ChunkID(bytes: wire.bytes)!) else {
+                await stream.reset(code: 1)
+                return
+            }
+            var out = STOQMessage.chunkHeader(status: .ok, totalLength: UInt64(bytes.count), offset: 0, length: UInt64(bytes.count)).encoded()
+            out.writeBytes(bytes.prefix(bytes.count / 2))
+            try await stream.write(out)
+            try await stream.finish()
+        } catch {
+            await stream.reset(code: 2)
+        }
+    }
+}
+
+/// The manifest chunk ids of content in a store (the root and its manifest tree), so fault
+/// providers can let them through and stall or corrupt only data chunks.
+func manifestChunks(of root: ContentID, in store: any ChunkStore) async throws -> Set<ChunkID> {
+    let plan = try await ContentPlan.resolve(root) { try store.read($0) }
+    let data = Set(plan.dataChunks.map(\.id))
+    var all = Set<ChunkID>()
+    for (id, _) in plan.batch.chunks where !data.contains(id) { all.insert(id) }
+    all.insert(root.manifest)
+    return all
+}
+
+/// One HTTP/1.1 GET over TCP to `[::1]:port` (the admin endpoint); returns status line and body.
+func httpGet(port: Int, path: String) async throws -> (status: String, body: String) {
+    let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .connect(host: "::1", port: port) { ch in
+            ch.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: ch) }
+        }
+    let text = try await channel.executeThenClose { inbound, outbound in
+        try await outbound.write(ByteBuffer(string: "GET \(path) HTTP/1.1\r\nHost: [::1]\r\nConnection: close\r\n\r\n"))
+        var all = ""
+        for try await piece in inbound { all += String(buffer: piece) }
+        return all
+    }
+    let parts = text.components(separatedBy: "\r\n\r\n")
+    return (parts.first?.components(separatedBy: "\r\n").first ?? "", parts.dropFirst().joined(separator: "\r\n\r\n"))
+}
+
+/// Waits for the first element of `stream` that satisfies `match`, failing after `seconds`
+/// (a guard against a hang, not a timing assertion).
+func first<T: Sendable>(_ stream: AsyncStream<T>, within seconds: Double, where match: @escaping @Sendable (T) -> Bool) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask {
+            for await value in stream where match(value) { return value }
+            return nil
+        }
+        group.addTask {
+            try await Task.sleep(for: .seconds(seconds))
+            return nil
+        }
+        defer { group.cancelAll() }
+        guard let value = try await group.next() ?? nil else {
+            throw NodeError(.unavailable, "no matching event within \(seconds) s")
+        }
+        return value
+    }
+}
+
+/// Waits until `condition` holds, checking every 10 ms, failing after `seconds` (waits for a state
+/// to be reached; asserts nothing about how long that took).
+func eventually(within seconds: Double, _ condition: @Sendable () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+    while try await !condition() {
+        guard ContinuousClock.now < deadline else { throw NodeError(.unavailable, "condition not reached within \(seconds) s") }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+}

@@ -1,19 +1,7 @@
 import NIOCore
 import Testing
 @testable import STOQWire
-
-/// A small deterministic generator so failures print a seed that reproduces them.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+import STOQSimulation
 
 @Suite struct VarIntTests {
     @Test(arguments: [UInt64(0), 63, 64, 16383, 16384, 1_073_741_823, 1_073_741_824, 4_611_686_018_427_387_903] as [UInt64])

@@ -1,3 +1,5 @@
+import STOQSimulation
+
 /// A global view of a network's node ids, used to build the routing tables a converged Kademlia
 /// network would have without running its bootstrap traffic.
 ///

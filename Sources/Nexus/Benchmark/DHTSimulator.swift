@@ -1,4 +1,5 @@
 import HeapModule
+import STOQSimulation
 
 /// A deterministic in-memory network of ``KademliaNode``s with a virtual clock.
 ///

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import STOQSimulation
 
 /// Benchmarks of the Nexus DHT that the lead (or `stoq dht bench`) can run in release mode.
 public enum NexusBenchmark {

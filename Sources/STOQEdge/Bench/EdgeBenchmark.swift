@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import STOQContent
+import STOQSimulation
 
 /// Cache benchmarks for `stoq bench`: every figure beside its peer from the same run.
 public enum EdgeBenchmark {
@@ -95,18 +96,4 @@ public enum EdgeBenchmark {
         }
         return lines.joined(separator: "\n")
     }
-}
-
-/// SplitMix64: a tiny seeded generator for workloads (STOQEdge does not depend on the simulator).
-struct SplitMix64: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func nextUnitDouble() -> Double { Double(next() >> 11) * 0x1.0p-53 }
 }

@@ -1,0 +1,126 @@
+import CoreMetrics
+import Foundation
+import Prometheus
+
+/// A node's metrics (DESIGN.md §9): swift-metrics handles made by a Prometheus factory, so
+/// ``AdminServer`` can export them at `/metrics`.
+///
+/// Each node has its own registry (a process may run several nodes, as tests do); `stoq node`
+/// also bootstraps the global `MetricsSystem` with the same factory so metrics of other
+/// modules land beside these.
+///
+/// Names (all prefixed `stoq_`): `connections` (open), `connections_accepted_total`,
+/// `requests_total{type}`, `served_bytes_total`, `received_bytes_total`, `cache_hits_total`,
+/// `cache_misses_total`, `active_transfers`, `serve_duration_seconds` and
+/// `chunk_fetch_duration_seconds` (histograms), `peer_up{peer}`, `peer_rtt_seconds{peer}`,
+/// `peer_state_changes_total{peer,state}`, `throttle_waits_total{class}`,
+/// `received_faults_total{kind}`, `store_chunks`, `store_bytes`.
+public final class NodeMetrics: Sendable {
+    /// The registry the admin endpoint renders.
+    public let registry: PrometheusCollectorRegistry
+    /// The factory that makes this node's metrics (give it to `MetricsSystem.bootstrap` to route
+    /// every module's metrics to the same registry).
+    public let factory: PrometheusMetricsFactory
+
+    let connectionsOpen: Meter
+    let connectionsAccepted: CoreMetrics.Counter
+    let servedBytes: CoreMetrics.Counter
+    let receivedBytes: CoreMetrics.Counter
+    let cacheHits: CoreMetrics.Counter
+    let cacheMisses: CoreMetrics.Counter
+    let activeTransfers: Meter
+    let serveDuration: CoreMetrics.Timer
+    let fetchDuration: CoreMetrics.Timer
+    let storeChunks: Meter
+    let storeBytes: Meter
+    private let synced = SyncedCounters()
+
+    /// Creates the metrics in a new registry.
+    public convenience init() {
+        self.init(registry: PrometheusCollectorRegistry())
+    }
+
+    /// Creates the metrics in `registry`.
+    public init(registry: PrometheusCollectorRegistry) {
+        self.registry = registry
+        var factory = PrometheusMetricsFactory(registry: registry)
+        // Chunk transfers on a LAN take from tens of microseconds to seconds.
+        factory.defaultDurationHistogramBuckets = [
+            .microseconds(100), .microseconds(500), .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+            .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5),
+        ]
+        self.factory = factory
+        connectionsOpen = Meter(label: "stoq_connections", factory: factory)
+        connectionsAccepted = CoreMetrics.Counter(label: "stoq_connections_accepted_total", factory: factory)
+        servedBytes = CoreMetrics.Counter(label: "stoq_served_bytes_total", factory: factory)
+        receivedBytes = CoreMetrics.Counter(label: "stoq_received_bytes_total", factory: factory)
+        cacheHits = CoreMetrics.Counter(label: "stoq_cache_hits_total", factory: factory)
+        cacheMisses = CoreMetrics.Counter(label: "stoq_cache_misses_total", factory: factory)
+        activeTransfers = Meter(label: "stoq_active_transfers", factory: factory)
+        serveDuration = CoreMetrics.Timer(label: "stoq_serve_duration_seconds", factory: factory)
+        fetchDuration = CoreMetrics.Timer(label: "stoq_chunk_fetch_duration_seconds", factory: factory)
+        storeChunks = Meter(label: "stoq_store_chunks", factory: factory)
+        storeBytes = Meter(label: "stoq_store_bytes", factory: factory)
+    }
+
+    /// Counts one request of `type` (`get_chunk`, `ping`, `status`, `service`, `malformed`, …).
+    func request(_ type: String) {
+        CoreMetrics.Counter(label: "stoq_requests_total", dimensions: [("type", type)], factory: factory).increment()
+    }
+
+    /// Counts a bad answer received from a peer (`corrupt`, `truncated`, `protocol`).
+    func receivedFault(_ kind: String) {
+        CoreMetrics.Counter(label: "stoq_received_faults_total", dimensions: [("kind", kind)], factory: factory).increment()
+    }
+
+    /// Counts a response that had to wait for the serve throttle.
+    func throttleWait(_ priority: String) {
+        CoreMetrics.Counter(label: "stoq_throttle_waits_total", dimensions: [("class", priority)], factory: factory).increment()
+    }
+
+    /// Records a peer's health state and smoothed RTT.
+    func peerHealth(_ peer: String, isUp: Bool, rttSeconds: Double?) {
+        Meter(label: "stoq_peer_up", dimensions: [("peer", peer)], factory: factory).set(isUp ? 1 : 0)
+        if let rttSeconds {
+            Meter(label: "stoq_peer_rtt_seconds", dimensions: [("peer", peer)], factory: factory).set(rttSeconds)
+        }
+    }
+
+    /// Counts a peer's change of state.
+    func peerStateChange(_ peer: String, isUp: Bool) {
+        CoreMetrics.Counter(label: "stoq_peer_state_changes_total", dimensions: [("peer", peer), ("state", isUp ? "up" : "down")], factory: factory)
+            .increment()
+    }
+
+    /// Brings the cache counters up to the edge's totals (called before each scrape: the edge
+    /// keeps its own counters, these export them as Prometheus counters).
+    func syncCache(hits: Int, misses: Int) {
+        let (dh, dm) = synced.advance(hits: hits, misses: misses)
+        if dh > 0 { cacheHits.increment(by: dh) }
+        if dm > 0 { cacheMisses.increment(by: dm) }
+    }
+
+    /// Routes the process-wide `MetricsSystem` to this registry (call once per process, before
+    /// any other module makes metrics).
+    public func bootstrapMetricsSystem() {
+        MetricsSystem.bootstrap(factory)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    public func render() -> String { registry.emitToString() }
+}
+
+/// The edge totals already exported.
+///
+/// `@unchecked Sendable`: state behind `lock`.
+private final class SyncedCounters: @unchecked Sendable {
+    private let lock = NSLock()
+    private var hits = 0
+    private var misses = 0
+    func advance(hits h: Int, misses m: Int) -> (Int, Int) {
+        lock.withLock {
+            defer { hits = max(hits, h); misses = max(misses, m) }
+            return (h - hits, m - misses)
+        }
+    }
+}
