@@ -1,6 +1,7 @@
 import Foundation
 import STOQ
 import STOQNode
+import STOQSimulation
 
 /// `stoq bench-swarm --real`: multi-source retrieval over real QUIC on [::1].
 ///
@@ -53,7 +54,7 @@ struct RealSwarmBenchmark {
             try ca.issue(name: "source-\(index)", dnsNames: ["localhost"], ipAddresses: ["::1"]).write(to: certs, name: "source-\(index)")
         }
         let receiver = try ca.issue(name: "receiver", dnsNames: ["localhost"], ipAddresses: ["::1"])
-        var generator = DemoRandom(seed: 0xbe0c)
+        var generator = SplitMix64(seed: 0xbe0c)
         var data = [UInt8](repeating: 0, count: mebibytes << 20)
         for i in stride(from: 0, to: data.count, by: 8) {
             withUnsafeBytes(of: generator.next()) { raw in for j in 0..<min(8, data.count - i) { data[i + j] = raw[j] } }
