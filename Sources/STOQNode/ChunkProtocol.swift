@@ -22,15 +22,16 @@ public protocol ChunkProvider: Sendable {
     /// The chunk's verified bytes, or `nil` when this node cannot supply it.
     func chunk(_ id: ChunkID) async throws -> [UInt8]?
     /// The same, for a known reader (one connection): an edge follows each reader's position in
-    /// a manifest to read ahead. Defaults to ``chunk(_:)``.
-    func chunk(_ id: ChunkID, reader: ObjectIdentifier) async throws -> [UInt8]?
+    /// a manifest to read ahead, and notes the progress of an upstream fill on `fill` (the server
+    /// tells the requester the source is alive while it does). Defaults to ``chunk(_:)``.
+    func chunk(_ id: ChunkID, reader: ObjectIdentifier, fill: FillProgress) async throws -> [UInt8]?
     /// Which data chunks of `root` this node can supply (the answer to WANT). Defaults to all.
     func availability(of root: ContentID) async throws -> ChunkAvailability
 }
 
 extension ChunkProvider {
     /// Ignores the reader.
-    public func chunk(_ id: ChunkID, reader: ObjectIdentifier) async throws -> [UInt8]? { try await chunk(id) }
+    public func chunk(_ id: ChunkID, reader: ObjectIdentifier, fill: FillProgress) async throws -> [UInt8]? { try await chunk(id) }
     /// Claims every chunk.
     public func availability(of root: ContentID) async throws -> ChunkAvailability { .all }
 }
@@ -186,7 +187,7 @@ public final class ChunkServer: StreamServer {
         let reader = ObjectIdentifier(connection)
         let bytes: [UInt8]
         do {
-            guard let found = try await withFillKeepalive(on: stream, { try await provider.chunk(id, reader: reader) }) else {
+            guard let found = try await withFillKeepalive(on: stream, { fill in try await provider.chunk(id, reader: reader, fill: fill) }) else {
                 try await stream.write(STOQMessage.chunkHeader(status: .notFound, totalLength: 0, offset: 0, length: 0).encoded())
                 try await stream.finish()
                 return

@@ -320,7 +320,9 @@ public final class ContentFetcher: Sendable {
                         failovers.append((sourceID.rawValue, seconds))
                         onEvent?("source \(sourceID) failed (\(error)); its requests moved to others")
                         scheduler.handleFailure(rid, .error("\(error)"), now: t)
-                        scheduler.handleSourceDown(sourceID, now: t)
+                        // Its connection cannot come back: remove it (a source that is only "down"
+                        // would keep a fetch with no other source waiting forever).
+                        scheduler.handleSourceRemoved(sourceID, now: t)
                     } else {
                         scheduler.handleFailure(rid, .error("\(error)"), now: t)
                     }

@@ -72,6 +72,8 @@ public actor EdgeChunkProvider: ChunkProvider {
     private let logger: Logger
     private let settings: PrefetchSettings
     private var inFlight: [ChunkID: Task<[UInt8]?, any Error>] = [:]
+    /// The progress of each fill in flight (requests that join it follow it too).
+    private var fills: [ChunkID: FillProgress] = [:]
     private var cache: EdgeCache
     private var stats = Counters()
 
@@ -119,11 +121,11 @@ public actor EdgeChunkProvider: ChunkProvider {
         try await serve(id, reader: nil)
     }
 
-    public func chunk(_ id: ChunkID, reader: ObjectIdentifier) async throws -> [UInt8]? {
-        try await serve(id, reader: reader)
+    public func chunk(_ id: ChunkID, reader: ObjectIdentifier, fill: FillProgress) async throws -> [UInt8]? {
+        try await serve(id, reader: reader, fill: fill)
     }
 
-    private func serve(_ id: ChunkID, reader: ObjectIdentifier?) async throws -> [UInt8]? {
+    private func serve(_ id: ChunkID, reader: ObjectIdentifier?, fill: FillProgress? = nil) async throws -> [UInt8]? {
         if let reader { noteRead(id, reader: reader) }
         if let bytes = takeFromBuffer(id) {
             stats.prefetchHits += 1
@@ -146,19 +148,23 @@ public actor EdgeChunkProvider: ChunkProvider {
         }
         if let task = inFlight[id] {
             if prefetching.contains(id) { stats.prefetchHits += 1 }
+            if let fill { fills[id]?.forward(to: fill) }
             let bytes = try await task.value
             // A joined prefetch left its bytes in the buffer: this read makes them real content.
             if let buffered = takeFromBuffer(id) { try keep(id, buffered) }
             return bytes
         }
         stats.misses += 1
+        let progress = FillProgress()
+        if let fill { progress.forward(to: fill) }
+        fills[id] = progress
         let task = Task { () async throws -> [UInt8]? in
-            guard let bytes = try await self.fetchUpstream(id) else { return nil }
+            guard let bytes = try await self.fetchUpstream(id, fill: progress) else { return nil }
             try self.keep(id, bytes)
             return bytes
         }
         inFlight[id] = task
-        defer { inFlight[id] = nil }
+        defer { inFlight[id] = nil; fills[id] = nil }
         let bytes = try await task.value
         if let bytes { learn(id, bytes) }
         return bytes
@@ -177,14 +183,14 @@ public actor EdgeChunkProvider: ChunkProvider {
         try evict(admission)
     }
 
-    private func fetchUpstream(_ id: ChunkID) async throws -> [UInt8]? {
+    private func fetchUpstream(_ id: ChunkID, fill: FillProgress) async throws -> [UInt8]? {
         guard !upstream.isEmpty else { return nil }
         let start = Int(id.bytes[0]) % upstream.count
         for offset in 0..<upstream.count {
             let address = upstream[(start + offset) % upstream.count]
             do {
                 let client = try await peers.client(for: address)
-                let bytes = try await client.fetchChunk(id)
+                let bytes = try await client.fetchChunk(id) { _ in fill.note() }
                 stats.upstreamBytes += bytes.count
                 return bytes
             } catch let error as NodeError where error.code == .notFound {
@@ -240,8 +246,10 @@ public actor EdgeChunkProvider: ChunkProvider {
             let id = queue.removeFirst()
             guard buffer[id] == nil, inFlight[id] == nil, (try? store.contains(id)) != true else { continue }
             prefetching.insert(id)
+            let progress = FillProgress()
+            fills[id] = progress
             let task = Task { () async throws -> [UInt8]? in
-                let bytes = try? await self.fetchUpstream(id)
+                let bytes = try? await self.fetchUpstream(id, fill: progress)
                 self.prefetchDone(id, bytes ?? nil)
                 return bytes ?? nil
             }
@@ -252,6 +260,7 @@ public actor EdgeChunkProvider: ChunkProvider {
     private func prefetchDone(_ id: ChunkID, _ bytes: [UInt8]?) {
         prefetching.remove(id)
         inFlight[id] = nil
+        fills[id] = nil
         if let bytes {
             stats.prefetched += 1
             buffer[id] = bytes
