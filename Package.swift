@@ -95,7 +95,7 @@ let package = Package(
 
         // MARK: Nexus (discovery) and HyperMesh (sharded storage)
         .target(name: "Nexus", dependencies: ["STOQ", "STOQIdentity", "STOQRouting", "STOQSimulation", crypto, grdb, collections]),
-        .target(name: "HyperMesh", dependencies: ["Nexus", "STOQ", "STOQIdentity", "STOQSimulation", "CISAL", crypto, "CZstd"]),
+        .target(name: "HyperMesh", dependencies: ["Nexus", "STOQ", "STOQIdentity", "STOQSimulation", "CISAL", crypto, "CZstd", nio, logging]),
 
         // MARK: Command-line tool
         .executableTarget(
@@ -112,7 +112,7 @@ let package = Package(
         .testTarget(name: "STOQSimulationTests", dependencies: ["STOQSimulation"]),
         .testTarget(name: "STOQSwarmTests", dependencies: ["STOQSwarm", "STOQSimulation"]),
         .testTarget(name: "NexusTests", dependencies: ["Nexus", "STOQSimulation"]),
-        .testTarget(name: "HyperMeshTests", dependencies: ["HyperMesh", "STOQSimulation", crypto]),
+        .testTarget(name: "HyperMeshTests", dependencies: ["HyperMesh", "STOQSimulation", "STOQNode", "STOQIdentity", crypto, nio]),
         .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQIdentity", "STOQTransport", "STOQContent", "STOQEdge", "STOQSwarm", "STOQSimulation", nio, nioPosix]),
         .testTarget(name: "STOQEdgeTests", dependencies: ["STOQEdge", "STOQSimulation"]),
         .testTarget(name: "CLITests", dependencies: ["STOQIdentity", crypto]),

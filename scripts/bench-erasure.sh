@@ -57,3 +57,14 @@ if [ -n "$zfec" ]; then
 else
   echo "zfec: not installed (pip install zfec) - skipped"
 fi
+
+# End-to-end: block put and get through real storage nodes over QUIC on [::1] (16 nodes in one
+# process), MB/s and the time of each stage, random (incompressible) and text (compressible) content.
+echo
+if "$bin" block bench-net --help >/dev/null 2>&1; then
+  "$bin" block bench-net --nodes 16 --block-size $((16 << 20)) --blocks "${BENCH_HM_BLOCKS:-4}" --content random
+  echo
+  "$bin" block bench-net --nodes 16 --block-size $((16 << 20)) --blocks "${BENCH_HM_BLOCKS:-4}" --content text
+else
+  echo "hypermesh end-to-end: skipped (\`stoq block bench-net\` is not available in $bin)"
+fi

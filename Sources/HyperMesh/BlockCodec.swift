@@ -68,17 +68,28 @@ public struct BlockCodec: Sendable {
     ///   - readers: key-agreement public keys of everyone allowed to read it.
     /// - Returns: the manifest and the k + m shards.
     public func encode(_ content: [UInt8], readers: [P256.KeyAgreement.PublicKey]) throws -> EncodedBlock {
+        var stages = BlockStageTimes()
+        return try encode(content, readers: readers, stages: &stages)
+    }
+
+    /// Encodes a block, adding the time of each stage to `stages`.
+    /// - Parameters:
+    ///   - content: the block's bytes.
+    ///   - readers: key-agreement public keys of everyone allowed to read it.
+    ///   - stages: accumulates compress, encrypt, encode and hash times.
+    public func encode(_ content: [UInt8], readers: [P256.KeyAgreement.PublicKey], stages: inout BlockStageTimes) throws -> EncodedBlock {
         guard content.count <= BlockManifest.maximumPlainLength else {
             throw HyperMeshError(.invalidParameters, "block of \(content.count) bytes exceeds \(BlockManifest.maximumPlainLength)")
         }
         guard readers.count <= BlockManifest.maximumReaders else {
             throw HyperMeshError(.invalidParameters, "at most \(BlockManifest.maximumReaders) readers per block")
         }
-        let compressed = try compressor.compress(content)
+        let compressed = try stages.measure(\.compress) { try compressor.compress(content) }
         let key = SymmetricKey(size: .bits256)
-        let box = try ChaChaPoly.seal(compressed, using: key, authenticating: Self.associatedData(content.count, compressor.id))
-        let sealed = Array(box.combined)
-        let blockID = BlockID.hashing(sealed)
+        let sealed = try stages.measure(\.encrypt) {
+            Array(try ChaChaPoly.seal(compressed, using: key, authenticating: Self.associatedData(content.count, compressor.id)).combined)
+        }
+        let blockID = stages.measure(\.hash) { BlockID.hashing(sealed) }
 
         let k = coder.dataShards
         let perShard = max(1, (sealed.count + k - 1) / k)
@@ -87,11 +98,13 @@ public struct BlockCodec: Sendable {
             throw HyperMeshError(.invalidParameters, "block too large: shard size \(shardSize) exceeds \(BlockManifest.maximumShardSize)")
         }
         let stripe = ShardStripe(shardCount: coder.totalShards, shardSize: shardSize)
-        stripe.fill(sealed, acrossShards: k)
-        try coder.encode(stripe)
-        let shards = (0..<coder.totalShards).map { stripe.shard($0) }
-        let hashes = (0..<coder.totalShards).map { stripe.sha256($0) }
-        let sealedKeys = try readers.map { try SealedBlockKey.seal(key, block: blockID, for: $0) }
+        let shards = try stages.measure(\.encode) {
+            stripe.fill(sealed, acrossShards: k)
+            try coder.encode(stripe)
+            return (0..<coder.totalShards).map { stripe.shard($0) }
+        }
+        let hashes = stages.measure(\.hash) { (0..<coder.totalShards).map { stripe.sha256($0) } }
+        let sealedKeys = try stages.measure(\.encrypt) { try readers.map { try SealedBlockKey.seal(key, block: blockID, for: $0) } }
         let manifest = try BlockManifest(
             blockID: blockID, dataShards: k, parityShards: coder.parityShards, shardSize: shardSize,
             sealedLength: sealed.count, plainLength: content.count, compression: compressor.id,
@@ -115,18 +128,28 @@ public struct BlockCodec: Sendable {
     /// - Throws: ``HyperMeshError/Code/notEnoughShards`` (saying how many are missing and needed),
     ///   ``HyperMeshError/Code/blockIDMismatch``.
     public func sealedBytes(manifest: BlockManifest, shards: [[UInt8]?]) throws(HyperMeshError) -> [UInt8] {
+        var stages = BlockStageTimes()
+        return try sealedBytes(manifest: manifest, shards: shards, stages: &stages)
+    }
+
+    /// Rebuilds the sealed bytes of a block, adding hash and decode times to `stages`.
+    public func sealedBytes(manifest: BlockManifest, shards: [[UInt8]?], stages: inout BlockStageTimes) throws(HyperMeshError) -> [UInt8] {
         try checkCode(manifest)
         guard shards.count == manifest.totalShards else {
             throw HyperMeshError(.invalidParameters, "expected \(manifest.totalShards) shard slots, got \(shards.count)")
         }
         var verified = shards
         var corrupted: [Int] = []
+        let clock = ContinuousClock()
+        var started = clock.now
         for i in verified.indices {
             if let s = verified[i], !Self.verifyShard(s, index: i, of: manifest) {
                 verified[i] = nil
                 corrupted.append(i)
             }
         }
+        stages.hash += clock.now - started
+        started = clock.now
         let data: [[UInt8]]
         do {
             data = try coder.decodeData(verified)
@@ -139,6 +162,9 @@ public struct BlockCodec: Sendable {
             let take = min(shard.count, manifest.sealedLength - sealed.count)
             sealed.append(contentsOf: shard[0..<take])
         }
+        stages.encode += clock.now - started
+        started = clock.now
+        defer { stages.hash += clock.now - started }
         guard BlockID.hashing(sealed) == manifest.blockID else {
             throw HyperMeshError(.blockIDMismatch, "rebuilt block does not hash to \(manifest.blockID.short)")
         }
@@ -151,16 +177,27 @@ public struct BlockCodec: Sendable {
     ///   - shards: k + m slots, `nil` where a shard is missing; at least k must verify.
     ///   - reader: a private key whose public half is among the manifest's readers.
     public func decode(manifest: BlockManifest, shards: [[UInt8]?], reader: P256.KeyAgreement.PrivateKey) throws -> [UInt8] {
+        var stages = BlockStageTimes()
+        return try decode(manifest: manifest, shards: shards, reader: reader, stages: &stages)
+    }
+
+    /// Rebuilds, decrypts and decompresses a block, adding each stage's time to `stages`
+    /// (hash: shard and block checks; encode: erasure decoding; encrypt: decryption; compress: decompression).
+    public func decode(
+        manifest: BlockManifest, shards: [[UInt8]?], reader: P256.KeyAgreement.PrivateKey, stages: inout BlockStageTimes
+    ) throws -> [UInt8] {
         let readerID = SealedBlockKey.readerID(reader.publicKey)
         guard let sealedKey = manifest.readers.first(where: { $0.reader == readerID }) else {
             throw HyperMeshError(.noReaderKey, "block \(manifest.blockID.short) is not sealed for reader \(readerID.short)")
         }
-        let key = try sealedKey.open(block: manifest.blockID, with: reader)
-        let sealed = try sealedBytes(manifest: manifest, shards: shards)
+        let key = try stages.measure(\.encrypt) { () throws(HyperMeshError) in try sealedKey.open(block: manifest.blockID, with: reader) }
+        let sealed = try sealedBytes(manifest: manifest, shards: shards, stages: &stages)
         let plain: [UInt8]
         do {
-            let box = try ChaChaPoly.SealedBox(combined: sealed)
-            plain = Array(try ChaChaPoly.open(box, using: key, authenticating: Self.associatedData(manifest.plainLength, manifest.compression)))
+            plain = try stages.measure(\.encrypt) {
+                let box = try ChaChaPoly.SealedBox(combined: sealed)
+                return Array(try ChaChaPoly.open(box, using: key, authenticating: Self.associatedData(manifest.plainLength, manifest.compression)))
+            }
         } catch {
             throw HyperMeshError(.decryptionFailed, "block \(manifest.blockID.short) failed authentication: \(error)")
         }
@@ -174,7 +211,7 @@ public struct BlockCodec: Sendable {
         }
         let content: [UInt8]
         do {
-            content = try step.decompress(plain, originalLength: manifest.plainLength)
+            content = try stages.measure(\.compress) { try step.decompress(plain, originalLength: manifest.plainLength) }
         } catch {
             throw HyperMeshError(.decryptionFailed, "block \(manifest.blockID.short) failed to decompress: \(error)")
         }
@@ -199,5 +236,47 @@ public struct BlockCodec: Sendable {
         w.u64(UInt64(plainLength))
         w.u8(compression)
         return w.bytes
+    }
+}
+
+/// Time spent in each stage of the block pipeline, over one or more blocks.
+///
+/// On the way in: compress, encrypt (ChaCha20-Poly1305 and sealing the key), encode (erasure
+/// coding), hash (block id and shard SHA-256). On the way out the same fields hold the reverse
+/// steps: decompress, decrypt, erasure decode, shard and block checks. The network driver adds
+/// transfer (shards on the wire until the last answer) and receipts (verifying signatures).
+public struct BlockStageTimes: Hashable, Sendable {
+    /// Compression, or decompression on a read.
+    public var compress: Duration = .zero
+    /// Encryption and key sealing, or decryption on a read.
+    public var encrypt: Duration = .zero
+    /// Erasure encoding, or decoding on a read.
+    public var encode: Duration = .zero
+    /// SHA-256 of the block and its shards.
+    public var hash: Duration = .zero
+    /// Moving shards over the network (wall time).
+    public var transfer: Duration = .zero
+    /// Verifying receipts (signatures) on a put.
+    public var receipts: Duration = .zero
+
+    /// No time yet.
+    public init() {}
+
+    /// Runs `body`, adding its duration to the field at `path`.
+    public mutating func measure<T, E: Error>(_ path: WritableKeyPath<BlockStageTimes, Duration>, _ body: () throws(E) -> T) throws(E) -> T {
+        let clock = ContinuousClock()
+        let start = clock.now
+        defer { self[keyPath: path] += clock.now - start }
+        return try body()
+    }
+
+    /// Adds another set of times.
+    public static func += (lhs: inout BlockStageTimes, rhs: BlockStageTimes) {
+        lhs.compress += rhs.compress
+        lhs.encrypt += rhs.encrypt
+        lhs.encode += rhs.encode
+        lhs.hash += rhs.hash
+        lhs.transfer += rhs.transfer
+        lhs.receipts += rhs.receipts
     }
 }

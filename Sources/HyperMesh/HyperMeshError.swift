@@ -35,6 +35,7 @@ public struct HyperMeshError: Error, Hashable, CustomStringConvertible, Sendable
             case invalidParameters, shardSizeMismatch, notEnoughShards, shardCorrupted
             case singularMatrix, malformedManifest, decryptionFailed, noReaderKey
             case placementImpossible, invalidReceipt, blockIDMismatch, malformedReceipt
+            case malformedMessage, peerFailed, unreachable, notFound, storage
         }
         private let value: Value
         private init(_ value: Value) { self.value = value }
@@ -63,6 +64,16 @@ public struct HyperMeshError: Error, Hashable, CustomStringConvertible, Sendable
         public static let blockIDMismatch = Code(.blockIDMismatch)
         /// A storage receipt could not be decoded.
         public static let malformedReceipt = Code(.malformedReceipt)
+        /// A HyperMesh request or answer could not be decoded.
+        public static let malformedMessage = Code(.malformedMessage)
+        /// A storage node refused or failed a request, or answered out of protocol.
+        public static let peerFailed = Code(.peerFailed)
+        /// A storage node could not be reached.
+        public static let unreachable = Code(.unreachable)
+        /// A shard, manifest or block record does not exist.
+        public static let notFound = Code(.notFound)
+        /// Reading or writing local files (shard store, block directory) failed.
+        public static let storage = Code(.storage)
 
         public var description: String { "\(value)" }
     }

@@ -156,6 +156,8 @@ public final class ChunkServer: StreamServer {
                 try await answerWant(wireID, on: stream)
             case .ping(let nonce, let sent):
                 metrics?.request("ping")
+                // A health probe measures the path, not the queue: answer ahead of bulk responses.
+                await stream.setPriority(.control)
                 let pong = STOQMessage.pong(.init(nonce: nonce, echoSentAtMicros: sent, loadPermille: 0, bandwidthBytesPerSecond: 0, activeTransfers: UInt64(transfers.count)))
                 try await stream.write(pong.encoded())
                 try await stream.finish()

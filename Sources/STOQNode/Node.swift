@@ -4,6 +4,7 @@ import ServiceLifecycle
 import STOQContent
 import STOQEdge
 import STOQIdentity
+import STOQSwarm
 import STOQTransport
 import STOQWire
 
@@ -220,10 +221,8 @@ public final class Node: Sendable {
         await withDiscardingTaskGroup { group in
             group.addTask { await self.server.run(on: self.endpoint) }
             if let health {
-                group.addTask {
-                    for peer in self.probedPeers { await health.watch(peer) }
-                    await health.run()
-                }
+                group.addTask { await health.run() }
+                for peer in probedPeers { group.addTask { await health.watch(peer) } }
             }
             if let admin { group.addTask { await admin.run() } }
         }
@@ -292,6 +291,40 @@ public final class Node: Sendable {
         return String(decoding: data, as: UTF8.self)
     }
 
+    /// Fetches `root` into the node's store from `addresses` (and pins it), with the node's health
+    /// probing watching every source: a source that stops answering probes loses its requests to
+    /// the others at once, whatever the swarm's own stall timers say. Needs ``run()`` going.
+    /// - Parameters:
+    ///   - configuration: scheduler settings.
+    ///   - onProgress: called as chunks arrive.
+    ///   - onEvent: human-readable notes (skipped peers, bans, failovers, health changes).
+    public func fetch(
+        _ root: ContentID, from addresses: [PeerAddress], configuration swarm: SwarmConfiguration = .init(),
+        onProgress: (@Sendable (SwarmProgress) -> Void)? = nil, onEvent: (@Sendable (String) -> Void)? = nil
+    ) async throws -> FetchReport {
+        var sources = [any ChunkSource]()
+        var failures = [String]()
+        for address in addresses {
+            do {
+                sources.append(try await peers.client(for: address))
+            } catch {
+                failures.append("\(address): \(error)")
+                onEvent?("skipping \(address): \(error)")
+            }
+        }
+        guard !sources.isEmpty else {
+            throw NodeError(.unavailable, "none of the peers could be reached (\(failures.joined(separator: "; "))); check the addresses and that the nodes run")
+        }
+        let changes = await health?.changes()
+        if let health {
+            for address in addresses { Task { await health.watch(address) } }
+        }
+        let fetcher = ContentFetcher(
+            store: store, sources: sources, configuration: swarm, logger: logger,
+            onProgress: onProgress, onEvent: onEvent, healthChanges: changes)
+        return try await fetcher.fetch(root)
+    }
+
     /// Brings the gauges that mirror other components (store, cache) up to date and renders every
     /// metric in the Prometheus text format.
     public func scrape() async -> String {
@@ -310,12 +343,14 @@ public final class Node: Sendable {
 /// Runs a ``Node`` under swift-service-lifecycle: `run()` serves until the service group begins a
 /// graceful shutdown (SIGTERM/SIGINT in `stoq node`), then closes connections, stops probing and
 /// flushes the store before returning.
-public struct NodeLifecycleService: Service {
+public struct NodeLifecycleService: Service, CustomStringConvertible {
     /// The node.
     public let node: Node
 
     /// Wraps a started node.
     public init(node: Node) { self.node = node }
+
+    public var description: String { "stoq node \(node.configuration.name)" }
 
     public func run() async throws {
         let node = self.node

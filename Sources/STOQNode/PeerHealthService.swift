@@ -82,11 +82,12 @@ public struct HealthSettings: Codable, Sendable, Hashable {
 /// Runs a sans-IO ``HealthMonitor`` over a node's peer connections: it sends the monitor's
 /// probes as PING on the ``PeerSet``'s connections, feeds the PONGs back with the real clock,
 /// and announces each change of state at once to every subscriber of ``changes()``, to the
-/// ``PeerSet`` (which then refuses new requests to a down peer at once, so the edge's upstream
-/// choice skips it), and to the node's metrics.
+/// ``PeerSet`` (``PeerSet/isDown(_:)``, ``PeerSet/healthyFirst(_:)`` for choosing among peers),
+/// and to the node's metrics.
 ///
-/// A peer marked down has its connection dropped, so the next probe dials again and finds the
-/// peer when it returns (a restarted process does not know the old connection).
+/// A probe whose connection fails drops it from the peer set, so the next probe dials again and
+/// finds the peer when it returns. Marking a peer down does not close its connection: transfers
+/// running on it finish if the peer was only slow to answer.
 public actor PeerHealthService {
     private var monitor: HealthMonitor<PeerAddress>
     private let peers: PeerSet
@@ -98,6 +99,7 @@ public actor PeerHealthService {
     private var timer: Task<Void, Never>?
     private var probes: [PeerAddress: Task<Void, Never>] = [:]
     private var stopped = false
+    private var watching = Set<PeerAddress>()
 
     /// Creates a service probing through `peers`.
     public init(peers: PeerSet, configuration: HealthMonitor<PeerAddress>.Configuration = .init(), metrics: NodeMetrics? = nil, logger: Logger = Logger(label: "stoq.health")) {
@@ -109,9 +111,24 @@ public actor PeerHealthService {
 
     private func now() -> UInt64 { UInt64(max(0, (ContinuousClock.now - origin).nanoseconds)) }
 
-    /// Starts probing `peer` (its first probe goes out at once).
-    public func watch(_ peer: PeerAddress) {
-        guard !stopped, monitor.health(of: peer) == nil else { return }
+    /// Starts probing `peer`: it dials first (for at most one probe interval) so the first RTT
+    /// sample measures a round trip, not a handshake; then the first probe goes out.
+    public func watch(_ peer: PeerAddress) async {
+        guard !stopped, monitor.health(of: peer) == nil, watching.insert(peer).inserted else { return }
+        let peers = self.peers
+        let interval = monitor.configuration.interval
+        let (ready, signal) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        Task {  // the dial goes on in the peer set if the interval ends first
+            _ = try? await peers.client(for: peer)
+            signal.yield()
+        }
+        let timer = Task {
+            try? await Task.sleep(for: .nanoseconds(Int64(interval)))
+            signal.yield()
+        }
+        for await _ in ready { break }
+        timer.cancel()
+        guard !stopped, watching.contains(peer) else { return }
         monitor.addPeer(peer, now: now())
         metrics?.peerHealth(peer.description, isUp: true, rttSeconds: nil)
         drain()
@@ -120,6 +137,7 @@ public actor PeerHealthService {
 
     /// Stops probing `peer`.
     public func unwatch(_ peer: PeerAddress) {
+        watching.remove(peer)
         monitor.removePeer(peer)
         probes.removeValue(forKey: peer)?.cancel()
     }
@@ -210,14 +228,13 @@ public actor PeerHealthService {
                 let peers = self.peers
                 probes[peer] = Task {
                     do {
-                        let client = try await peers.probeClient(for: peer)
+                        let client = try await peers.client(for: peer)
                         try await client.ping(nonce: nonce)
-                        await self.answered(peer, nonce: nonce)
+                        self.answered(peer, nonce: nonce)
                     } catch is CancellationError {
-                    } catch let error as STOQError {
+                    } catch is STOQError {
                         // The connection is gone: dial afresh for the next probe.
                         if !Task.isCancelled { await peers.drop(peer) }
-                        _ = error
                     } catch {
                         // No answer; the monitor's timeout counts it.
                     }
@@ -244,10 +261,6 @@ public actor PeerHealthService {
         metrics?.peerHealth(change.peer.description, isUp: change.isUp, rttSeconds: h?.smoothedRTT.map { $0 / 1e9 })
         metrics?.peerStateChange(change.peer.description, isUp: change.isUp)
         peers.downPeers.set(change.peer, down: !change.isUp)
-        if !change.isUp {
-            let peers = self.peers
-            Task { await peers.drop(change.peer) }
-        }
         for continuation in subscribers.values { continuation.yield(change) }
     }
 }

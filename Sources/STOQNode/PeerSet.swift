@@ -4,9 +4,10 @@ import STOQTransport
 
 /// Connections to a node's peers, dialled on first use and re-dialled after they fail.
 ///
-/// When a ``PeerHealthService`` marks a peer down, ``client(for:)`` refuses it at once (so a
-/// caller such as an edge choosing its upstream moves on without waiting for a timeout) until
-/// the peer answers probes again.
+/// A ``PeerHealthService`` marks peers down and up here as it happens; callers that choose among
+/// peers (an edge's upstream, a fetch's sources) read that with ``isDown(_:)`` or order their
+/// candidates with ``healthyFirst(_:)``. A down peer is still dialled when asked for: health can
+/// be wrong under load, and a caller with no other peer is better served by trying.
 public actor PeerSet {
     private let endpoint: Endpoint
     private var clients: [PeerAddress: PeerClient] = [:]
@@ -30,17 +31,7 @@ public actor PeerSet {
     }
 
     /// A connected client for `address`, dialling if needed.
-    /// - Throws: ``NodeError`` `.unavailable` at once when health probing reports the peer down;
-    ///   the dial error otherwise.
     public func client(for address: PeerAddress) async throws -> PeerClient {
-        if downPeers.contains(address) {
-            throw NodeError(.unavailable, "peer \(address) is down (it stopped answering health probes); requests go to other peers until it answers again")
-        }
-        return try await probeClient(for: address)
-    }
-
-    /// A connected client for `address` whatever its health (the health monitor's probes use it).
-    public func probeClient(for address: PeerAddress) async throws -> PeerClient {
         if let client = clients[address] { return client }
         if let task = dialing[address] { return try await task.value }
         let endpoint = self.endpoint
@@ -64,6 +55,12 @@ public actor PeerSet {
 
     /// Whether the health monitor reports `address` down.
     public nonisolated func isDown(_ address: PeerAddress) -> Bool { downPeers.contains(address) }
+
+    /// `addresses` with the peers reported down moved to the end (order otherwise kept): the
+    /// order in which to try upstream peers.
+    public nonisolated func healthyFirst(_ addresses: [PeerAddress]) -> [PeerAddress] {
+        addresses.filter { !isDown($0) } + addresses.filter { isDown($0) }
+    }
 
     /// Peers with an open connection.
     public var connected: [PeerAddress] { Array(clients.keys) }

@@ -2,13 +2,17 @@ import ArgumentParser
 import Foundation
 import Crypto
 import HyperMesh
+import STOQ
 
 /// `stoq block …`: HyperMesh block storage.
 struct BlockCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "block",
         abstract: "HyperMesh: erasure-coded, encrypted block storage.",
-        subcommands: [BlockPlanCommand.self, BlockBenchErasureCommand.self]
+        subcommands: [
+            BlockPutCommand.self, BlockGetCommand.self, BlockVerifyCommand.self, BlockRepairCommand.self, BlockPlanCommand.self,
+            BlockBenchNetCommand.self, BlockBenchErasureCommand.self,
+        ]
     )
 }
 
@@ -18,13 +22,18 @@ struct BlockPlanCommand: AsyncParsableCommand {
         commandName: "plan",
         abstract: "Show where a block's 14 shards and 3 manifest replicas are placed, and why.",
         discussion: """
-            Until Nexus provides the live node list, nodes come from --nodes (lines of \
-            `NODE_ID_HEX REGION FREE_BYTES [WEIGHT]`) or a synthetic cluster (--demo-nodes, --regions).
+            For a block stored from this block directory, the plan is recomputed over the nodes known \
+            when it was stored and shown beside the shards' actual holders (re-placed shards differ). \
+            Otherwise nodes come from --nodes (lines of `NODE_ID_HEX REGION FREE_BYTES [WEIGHT]`) or \
+            a synthetic cluster (--demo-nodes, --regions).
             """
     )
 
-    @Argument(help: "Block id (64 hex digits).")
+    @Argument(help: "Block id (64 hex digits, or a unique prefix of a stored block's id).")
     var id: String
+
+    @Option(help: "Block directory (records, audit log, reader key); default $STOQ_BLOCKS or ~/.stoq/blocks.")
+    var blocks: String?
 
     @Option(help: "File listing nodes: NODE_ID_HEX REGION FREE_BYTES [WEIGHT] per line.")
     var nodes: String?
@@ -45,8 +54,26 @@ struct BlockPlanCommand: AsyncParsableCommand {
     var parityShards = 4
 
     func run() async throws {
+        let directory = try BlockDirectory(path: blocks ?? BlockDirectory.defaultPath)
+        if nodes == nil, let block = try? directory.resolve(id), directory.contains(block) {
+            let record = try directory.record(block)
+            let manifest = try record.decodedManifest()
+            let list = record.nodes.compactMap { n in
+                MeshNodeID(hex: n.node).map { StorageNode(id: $0, region: n.region, freeBytes: Int(clamping: n.freeBytes)) }
+            }
+            let plan = try PlacementPlanner(nodes: list).plan(block: block, shardCount: manifest.totalShards, shardSize: manifest.shardSize)
+            print(plan.explain())
+            let regions = Dictionary(record.nodes.map { ($0.node, $0.region) }, uniquingKeysWith: { a, _ in a })
+            print("holders now (\(record.holders.count) of \(manifest.totalShards) shards, \(record.decodedReceipts().count) receipts; commit needs \(manifest.dataShards + 2)):")
+            for h in record.holders {
+                let planned = plan.shards.first { $0.slot == h.shard }?.node.hex == h.node
+                print("  shard \(h.shard): \(h.address) node \(h.node.prefix(8)) region \(regions[h.node] ?? "?")\(planned ? "" : " (re-placed: the planned node failed or was repaired away)")")
+            }
+            print("manifest replicas: " + record.manifestReplicas.map(\.address).joined(separator: ", "))
+            return
+        }
         guard let block = BlockID(hex: id) else {
-            throw ValidationError("block id must be 64 hex digits")
+            throw ValidationError("block id must be 64 hex digits (no stored block matches '\(id)' in \(directory.path))")
         }
         var list: [StorageNode] = []
         if let nodes {
@@ -90,5 +117,231 @@ struct BlockBenchErasureCommand: AsyncParsableCommand {
             minimumDuration: .milliseconds(Int(seconds * 1000))
         )
         print(result.line)
+    }
+}
+
+/// Options shared by the block commands that talk to storage nodes.
+struct BlockClientOptions: ParsableArguments {
+    @Option(help: "Client certificate (PEM) presented to the storage nodes.") var cert: String
+    @Option(help: "Client private key (PEM).") var key: String
+    @Option(help: "Network CA certificate (PEM).") var ca: String
+    @Option(help: "Block directory (records, audit log, reader key); default $STOQ_BLOCKS or ~/.stoq/blocks.")
+    var blocks: String?
+
+    /// Opens a client.
+    func client() async throws -> BlockClient {
+        let tls = TLSConfiguration(certificateChainPEM: try PEMFile.read(cert), privateKeyPEM: try PEMFile.read(key), trustRootsPEM: try PEMFile.read(ca))
+        return try await BlockClient.connect(tls: tls, directory: try BlockDirectory(path: blocks ?? BlockDirectory.defaultPath))
+    }
+
+    /// Runs `body` with a client, closing it afterwards.
+    func with<T>(_ body: (BlockClient) async throws -> T) async throws -> T {
+        let client = try await client()
+        do {
+            let result = try await body(client)
+            await client.close()
+            return result
+        } catch {
+            await client.close()
+            throw error
+        }
+    }
+}
+
+/// Parses `[::1]:4001,[::1]:4002`.
+func parseNodeList(_ text: String) throws -> [PeerAddress] {
+    try text.split(separator: ",").map { item in
+        let t = item.trimmingCharacters(in: .whitespaces)
+        guard let a = PeerAddress(t) else { throw ValidationError("'\(t)' is not an IPv6 address like [::1]:4433 (STOQ is IPv6-only)") }
+        return a
+    }
+}
+
+/// Formats a duration in milliseconds.
+func ms(_ d: Duration) -> String { String(format: "%.1f ms", d.seconds * 1000) }
+
+/// One line per stage with its share of the total.
+func stageLines(_ s: BlockStageTimes, reading: Bool) -> String {
+    let rows: [(String, Duration)] = reading
+        ? [("transfer", s.transfer), ("hash (verify shards, block id)", s.hash), ("erasure decode", s.encode), ("decrypt", s.encrypt), ("decompress", s.compress)]
+        : [("compress", s.compress), ("encrypt (+ seal key)", s.encrypt), ("erasure encode", s.encode), ("hash (block id, shards)", s.hash), ("transfer (until last receipt)", s.transfer), ("receipts (verify signatures)", s.receipts)]
+    let total = rows.reduce(Duration.zero) { $0 + $1.1 }
+    return rows.map { name, d in
+        String(format: "  %-32@ %9.2f ms  %5.1f %%", name as NSString, d.seconds * 1000, total > .zero ? d.seconds / total.seconds * 100 : 0)
+    }.joined(separator: "\n")
+}
+
+/// `stoq block put FILE --nodes ADDR,...`
+struct BlockPutCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "put",
+        abstract: "Encrypt, erasure-code (10 + 4) and store a file as one block on storage nodes.",
+        discussion: """
+            Asks every node for its id, region and space, places the 14 shards on distinct nodes \
+            across regions, and commits once k + 2 = 12 signed receipts verify and 2 of 3 manifest \
+            replicas are stored. The record (manifest, receipts, holders) goes to the block directory \
+            and the audit log; the block id printed is what get/verify/repair/plan take.
+            """
+    )
+    @Argument(help: "The file to store (one block, up to 640 MiB).") var file: String
+    @Option(help: "Storage nodes, comma-separated: '[::1]:4001,[::1]:4002,...'.") var nodes: String
+    @OptionGroup var client: BlockClientOptions
+
+    func run() async throws {
+        guard let data = FileManager.default.contents(atPath: file) else { throw ValidationError("cannot read \(file)") }
+        let addresses = try parseNodeList(nodes)
+        try await client.with { client in
+            let (found, failures) = await client.discover(addresses)
+            for (address, why) in failures { FileHandle.standardError.write(Data("stoq: skipping \(address): \(why)\n".utf8)) }
+            let report = try await client.put([UInt8](data), nodes: found, fileName: (file as NSString).lastPathComponent)
+            let receipts = report.record.receipts.count
+            print("block \(report.block.hex)")
+            print(String(format: "stored %d bytes as %d shards of %d bytes on %d nodes in %d regions: %d receipts (commit needs %d), %.1f MB/s",
+                         report.bytes, report.record.holders.count, try report.record.decodedManifest().shardSize,
+                         Set(report.record.holders.map(\.node)).count, Set(found.filter { n in report.record.holders.contains { $0.node == n.node.hex } }.map(\.region)).count,
+                         receipts, try report.record.decodedManifest().dataShards + 2, Double(report.bytes) / report.wall.seconds / 1e6))
+            for f in report.failures { print("  re-placed shard \(f.shard) away from \(f.node.short): \(f.reason)") }
+            if !report.unplaced.isEmpty { print("  unplaced shards \(report.unplaced) (too few nodes); run `stoq block repair` when more nodes exist") }
+            print(stageLines(report.stages, reading: false))
+        }
+    }
+}
+
+/// `stoq block get ID -o FILE`
+struct BlockGetCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "get",
+        abstract: "Read a block back: k + 2 shards from the fastest holders, tail cancelled once k verify."
+    )
+    @Argument(help: "Block id (or a unique prefix of at least 8 hex digits).") var id: String
+    @Option(name: .shortAndLong, help: "Output file.") var output: String
+    @OptionGroup var client: BlockClientOptions
+
+    func run() async throws {
+        try await client.with { client in
+            let block = try client.directory.resolve(id)
+            let report = try await client.get(block)
+            guard FileManager.default.createFile(atPath: output, contents: Data(report.content)) else { throw ValidationError("cannot write \(output)") }
+            print(String(format: "read block %@: %d bytes in %.1f ms (%.1f MB/s); %d requests, %d cancelled after k verified",
+                         block.short, report.content.count, report.wall.seconds * 1000, Double(report.content.count) / report.wall.seconds / 1e6,
+                         report.requested, report.cancelled))
+            if !report.unreachable.isEmpty { print("  unreachable holders: " + report.unreachable.map(\.description).joined(separator: ", ")) }
+            for r in report.refused { print("  refused shard \(r.shard) from \(r.node.short): \(r.reason)") }
+            print(stageLines(report.stages, reading: true))
+        }
+    }
+}
+
+/// `stoq block verify ID`
+struct BlockVerifyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Challenge every holder to hash a random range of its shard; report lost shards."
+    )
+    @Argument(help: "Block id (or a unique prefix).") var id: String
+    @OptionGroup var client: BlockClientOptions
+
+    func run() async throws {
+        let lost = try await client.with { client in
+            let report = try await client.verify(try client.directory.resolve(id))
+            for c in report.checks {
+                print("  shard \(c.shard) on \(c.address) (\(c.node.short)): " + (c.lost.map { "LOST — \($0)" } ?? "ok"))
+            }
+            for u in report.unplaced { print("  shard \(u): LOST — never placed") }
+            let remaining = report.total - report.lost.count
+            print("block \(report.block.short): \(remaining) of \(report.total) shards verified, \(report.lost.count) lost \(report.lost)"
+                  + (remaining >= report.needed ? "; readable (needs \(report.needed))" : "; NOT readable: \(report.needed) needed"))
+            if !report.lost.isEmpty { print("run `stoq block repair \(report.block.short)` to rebuild the lost shards") }
+            return report.lost.count
+        }
+        if lost > 0 { throw ExitCode(2) }
+    }
+}
+
+/// `stoq block repair ID`
+struct BlockRepairCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "repair",
+        abstract: "Rebuild lost shards from any k and place them on new nodes."
+    )
+    @Argument(help: "Block id (or a unique prefix).") var id: String
+    @Option(help: "More candidate nodes beyond those known at put time, comma-separated.") var nodes: String?
+    @OptionGroup var client: BlockClientOptions
+
+    func run() async throws {
+        try await client.with { client in
+            let block = try client.directory.resolve(id)
+            let report = try await client.repair(block, extraNodes: try nodes.map(parseNodeList) ?? [])
+            if report.before.lost.isEmpty {
+                print("block \(block.short): all \(report.before.total) shards verified; nothing to repair")
+                return
+            }
+            for m in report.moved {
+                print("  shard \(m.shard): rebuilt, \(m.from.map { "moved from \($0.short)" } ?? "placed") to \(m.to.address) (\(m.to.node.short), \(m.to.region))")
+            }
+            for f in report.failed { print("  shard \(f.shard): NOT repaired — \(f.reason)") }
+            print("block \(block.short): \(report.moved.count) of \(report.before.lost.count) lost shards repaired")
+            if !report.failed.isEmpty { throw ExitCode(2) }
+        }
+    }
+}
+
+/// `stoq block bench-net`: end-to-end put and get over real nodes on loopback.
+struct BlockBenchNetCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-net",
+        abstract: "Put and get blocks through real storage nodes on [::1] (in this process); MB/s and time per stage."
+    )
+    @Option(help: "Storage nodes.") var nodes = 16
+    @Option(help: "Regions.") var regions = 4
+    @Option(help: "Block size in bytes.") var blockSize = 16 << 20
+    @Option(help: "Blocks to put and get.") var blocks = 4
+    @Option(help: "Content: random (incompressible) or text (compressible).") var content = "random"
+
+    func run() async throws {
+        let cluster = try await LocalStorageCluster.start(count: nodes, regions: regions, name: "bench")
+        do {
+            let client = try await cluster.client()
+            let (found, _) = await client.discover(cluster.addresses)
+            var rng = SystemRandomNumberGenerator()
+            let words = Array("stoq hypermesh shard block region receipt audit quic ".utf8)
+            var putStages = BlockStageTimes(), getStages = BlockStageTimes()
+            var putWall = Duration.zero, getWall = Duration.zero
+            var ids: [(BlockID, [UInt8])] = []
+            var wire = 0
+            for _ in 0..<blocks {
+                let bytes: [UInt8] = content == "text"
+                    ? (0..<blockSize).map { words[($0 * 7 + $0 / 13) % words.count] }
+                    : (0..<blockSize / 8).flatMap { _ in withUnsafeBytes(of: rng.next()) { Array($0) } }
+                let report = try await client.put(bytes, nodes: found)
+                putStages += report.stages
+                putWall += report.wall
+                wire += try report.record.decodedManifest().shardSize * report.record.holders.count
+                ids.append((report.block, bytes))
+            }
+            for (id, original) in ids {
+                let report = try await client.get(id)
+                guard report.content == original else { throw CLIError("block \(id.short) did not read back bit-identical") }
+                getStages += report.stages
+                getWall += report.wall
+            }
+            await client.close()
+            let total = Double(blockSize * blocks)
+            print("hypermesh end-to-end: \(blocks) blocks of \(blockSize) B (\(content)), 10+4, \(nodes) nodes in \(regions) regions, real QUIC on [::1], one process")
+            print(String(format: "put  %8.1f MB/s  (%.0f MB of shards on the wire, %.2fx the content)", total / putWall.seconds / 1e6, Double(wire) / 1e6, Double(wire) / total))
+            print(stageLines(putStages, reading: false))
+            print(String(format: "get  %8.1f MB/s", total / getWall.seconds / 1e6))
+            print(stageLines(getStages, reading: true))
+            let cpu = putStages.compress + putStages.encrypt + putStages.encode + putStages.hash
+            print(String(format: "put: pipeline CPU %.1f MB/s vs transfer+receipts %.1f MB/s (ratio %.2f); get: transfer %.1f MB/s vs decode+decrypt %.1f MB/s",
+                         total / cpu.seconds / 1e6, total / (putStages.transfer + putStages.receipts).seconds / 1e6,
+                         (putStages.transfer + putStages.receipts).seconds / cpu.seconds,
+                         total / getStages.transfer.seconds / 1e6,
+                         total / (getStages.hash + getStages.encode + getStages.encrypt + getStages.compress).seconds / 1e6))
+            await cluster.close()
+        } catch {
+            await cluster.close()
+            throw error
+        }
     }
 }

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import STOQ
 import STOQNode
+import HyperMesh
 import ServiceLifecycle
 
 /// `stoq node`: run a STOQ node (origin, edge or client) until SIGINT/SIGTERM.
@@ -18,19 +19,20 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Node private key (PEM).") var key: String?
     @Option(help: "Network CA certificate (PEM).") var ca: String?
     @Option(help: "Store directory.") var store: String?
-    @Option(help: "Role: origin, edge or client (repeatable).") var role: [String] = []
+    @Option(help: "Role: origin, edge, client or storage (HyperMesh shards; repeatable).") var role: [String] = []
     @Option(help: "Upstream peer an edge fetches misses from (repeatable).") var upstream: [String] = []
     @Option(help: "Region name.") var region: String?
     @Option(help: "Per-connection send limit, bytes/s.") var rateLimit: UInt64?
     @Option(help: "The most chunk bytes an edge keeps (W-TinyLFU decides what stays).") var cacheBytes: Int?
     @Option(help: "Another known peer whose health to probe (repeatable; upstream peers are probed anyway).") var peer: [String] = []
-    @Option(help: "Admin HTTP endpoint (/metrics, /status, /healthz), e.g. '[::1]:9464'. Keep it on loopback.") var admin: String?
+    @Option(help: "Admin HTTP endpoint (/metrics, /status, /healthz): a port (bound to [::1]) or '[ADDR]:PORT'. Keep it on loopback.") var admin: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String?
     @Option(help: "Health probe interval in ms (default 1000).") var healthInterval: Int?
     @Option(help: "Health probe timeout in ms (default 100).") var healthTimeout: Int?
     @Option(help: "Unanswered probes in a row that mark a peer down (default 3).") var healthFailures: Int?
     @Option(help: "Serve throttle: node-wide upload limit in bytes/s (interactive before bulk, fair turns).") var serveRate: UInt64?
     @Option(help: "Serve throttle: per-connection upload limit in bytes/s.") var connectionServeRate: UInt64?
+    @Option(help: "HyperMesh shard directory; implies the storage role (default with --role storage: STORE/shards).") var shards: String?
 
     func run() async throws {
         var c: NodeConfiguration
@@ -69,7 +71,10 @@ struct NodeCommand: AsyncParsableCommand {
             }
         }
         if let admin {
-            guard let a = PeerAddress(admin) else { throw ValidationError("--admin takes an IPv6 address like '[::1]:9464' (STOQ is IPv6-only)") }
+            // A bare port binds loopback: the endpoint is unauthenticated.
+            guard let a = Int(admin).map({ PeerAddress(host: "::1", port: $0) }) ?? PeerAddress(admin) else {
+                throw ValidationError("--admin takes a port (bound to [::1]) or an IPv6 address like '[::1]:9464' (STOQ is IPv6-only)")
+            }
             c.admin = a
         }
         if let logLevel { c.logLevel = logLevel }
@@ -96,7 +101,13 @@ struct NodeCommand: AsyncParsableCommand {
         metrics.bootstrapMetricsSystem()
         let logger = Logger(label: "stoq.node")
 
-        let node = try await Node.start(c, metrics: metrics, logger: logger)
+        var services: [any NodeService] = []
+        if shards != nil || c.roles.contains("storage") {
+            if !c.roles.contains("storage") { c.roles.append("storage") }
+            let directory = shards ?? (c.store as NSString).appendingPathComponent("shards")
+            services.append(try StorageService.load(directory: directory, keyPath: c.key, region: c.region ?? "default"))
+        }
+        let node = try await Node.start(c, services: services, metrics: metrics, logger: logger)
         print("ready \(c.name) \(node.address) roles=\(c.roles.joined(separator: ","))" + (node.admin.map { " admin=\($0.address)" } ?? ""))
         fflush(nil)
         // swift-service-lifecycle: SIGTERM/SIGINT start a graceful shutdown (connections closed,
@@ -167,7 +178,7 @@ enum StatusReport {
         guard let doc = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] else { return json }
         var lines = [String]()
         let roles = (doc["roles"] as? [String])?.joined(separator: ",") ?? "?"
-        lines.append("node      \(doc["name"] ?? "?") (\(roles)) at \(doc["listen"] ?? "?"), region \(doc["region"] ?? "-"), up \(Int((doc["uptime_seconds"] as? Double) ?? 0)) s")
+        lines.append("node      \(doc["name"] ?? "?") (\(roles)) at \(doc["listen"] ?? "?"), region \((doc["region"] as? String).flatMap { $0.isEmpty ? nil : $0 } ?? "-"), up \(Int((doc["uptime_seconds"] as? Double) ?? 0)) s")
         lines.append(String(format: "rtt       %.2f ms from here; %@ connection(s)", rtt.seconds * 1000, "\(doc["connections"] ?? 0)"))
         if let admin = doc["admin"] { lines.append("admin     http://\(admin)/metrics") }
         let peers = doc["peers"] as? [[String: Any]] ?? []

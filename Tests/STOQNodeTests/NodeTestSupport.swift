@@ -252,3 +252,13 @@ func eventually(within seconds: Double, _ condition: @Sendable () async throws -
         try await Task.sleep(for: .milliseconds(10))
     }
 }
+
+/// A server that accepts streams and answers none of them (not even PING) until its latch is
+/// released: a peer that is connected but dead to the protocol.
+struct SilentServer: StreamServer {
+    let latch: StallingProvider
+    func serve(stream: QUICStream, on connection: Connection) async {
+        _ = try? await latch.chunk(ChunkID.of([]))
+        await stream.reset(code: 1)
+    }
+}

@@ -1,0 +1,112 @@
+import Foundation
+import STOQIdentity
+import STOQNode
+import STOQTransport
+
+/// Real storage nodes in this process on `[::1]`: one throwaway CA, and per node a certificate,
+/// a chunk store and a shard directory in a temporary directory, each running a ``StorageService``
+/// on its own QUIC endpoint. For integration tests and the end-to-end benchmark (`stoq block bench-net`).
+public final class LocalStorageCluster: Sendable {
+    /// One running node.
+    public struct Member: Sendable {
+        /// The node.
+        public let node: Node
+        /// Its storage service.
+        public let service: StorageService
+        /// Its serving task.
+        let serving: Task<Void, Never>
+        /// Its address.
+        public var address: PeerAddress { node.address }
+    }
+
+    /// The temporary directory.
+    public let directory: String
+    /// The network CA.
+    public let ca: CertificateAuthority
+    /// The CA certificate path.
+    public let caPath: String
+    /// The nodes, in start order.
+    public let members: [Member]
+    private let stopped = StoppedSet()
+
+    /// Starts `count` storage nodes spread round-robin over `regions` regions.
+    /// - Parameter wrap: replaces node `i`'s service (tests use it to run misbehaving nodes).
+    public static func start(
+        count: Int, regions: Int = 4, name: String = "mesh", wrap: (@Sendable (Int, StorageService) -> any NodeService)? = nil
+    ) async throws -> LocalStorageCluster {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stoq-\(name)-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let ca = try CertificateAuthority.create(commonName: "STOQ HyperMesh test CA")
+        let caPath = try ca.write(to: directory).certificate
+        var members: [Member] = []
+        do {
+            for i in 0..<count {
+                let nodeName = "\(name)-\(i)"
+                let region = "region-\(i % max(regions, 1))"
+                let credentials = try ca.issue(name: nodeName, region: region, dnsNames: ["localhost"], ipAddresses: ["::1"])
+                let paths = try credentials.write(to: directory, name: nodeName)
+                let configuration = NodeConfiguration(
+                    name: nodeName, listen: PeerAddress(host: "::1", port: 0), certificate: paths.certificate, key: paths.key,
+                    ca: caPath, store: (directory as NSString).appendingPathComponent("\(nodeName)-store"), roles: ["storage"],
+                    region: region, idleTimeoutSeconds: 30)
+                let service = try StorageService.load(
+                    directory: (directory as NSString).appendingPathComponent("\(nodeName)-shards"), keyPath: paths.key, region: region)
+                let node = try await Node.start(configuration, services: [wrap?(i, service) ?? service])
+                members.append(Member(node: node, service: service, serving: Task { await node.run() }))
+            }
+        } catch {
+            for m in members {
+                await m.node.close()
+                await m.serving.value
+            }
+            try? FileManager.default.removeItem(atPath: directory)
+            throw error
+        }
+        return LocalStorageCluster(directory: directory, ca: ca, caPath: caPath, members: members)
+    }
+
+    private init(directory: String, ca: CertificateAuthority, caPath: String, members: [Member]) {
+        self.directory = directory
+        self.ca = ca
+        self.caPath = caPath
+        self.members = members
+    }
+
+    /// Every node's address.
+    public var addresses: [PeerAddress] { members.map(\.address) }
+
+    /// The member whose node id is `node`.
+    public func member(_ node: MeshNodeID) -> Member? { members.first { $0.service.node == node } }
+
+    /// Stops node `index` (its endpoint closes; peers see the connection end).
+    public func stop(_ index: Int) async {
+        guard stopped.insert(index) else { return }
+        await members[index].node.close()
+        await members[index].serving.value
+    }
+
+    /// Issues a client identity and opens a ``BlockClient`` on it.
+    /// - Parameter blocks: the block directory (default: a fresh one inside the cluster's directory).
+    public func client(name: String = "client", blocks: String? = nil) async throws -> BlockClient {
+        let credentials = try ca.issue(name: name, dnsNames: ["localhost"], ipAddresses: ["::1"])
+        let tls = TLSConfiguration(
+            certificateChainPEM: credentials.certificateChainPEM, privateKeyPEM: credentials.privateKeyPEM, trustRootsPEM: ca.certificatePEM)
+        let directory = try BlockDirectory(path: blocks ?? (self.directory as NSString).appendingPathComponent("\(name)-blocks"))
+        return try await BlockClient.connect(tls: tls, directory: directory)
+    }
+
+    /// Stops every node and removes the directory.
+    public func close() async {
+        for i in members.indices { await stop(i) }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+/// Indices of stopped members.
+///
+/// `@unchecked Sendable`: every access goes through `lock`.
+final class StoppedSet: @unchecked Sendable {
+    private let lock = NSLock()
+    private var set = Set<Int>()
+    func insert(_ i: Int) -> Bool { lock.withLock { set.insert(i).inserted } }
+}

@@ -1,0 +1,177 @@
+import Crypto
+import Foundation
+import Logging
+import NIOCore
+import STOQNode
+import STOQTransport
+import STOQWire
+
+/// The storage role of a node: a ``NodeService`` that answers HyperMesh requests (frame types
+/// `0x80–0xbf`, see ``HyperMeshMessage``) on the node's streams.
+///
+/// It keeps shards in a ``ShardStore`` (verified by SHA-256 on the way in and on every read),
+/// returns receipts signed with the node key over (block id, shard index, shard hash), serves
+/// shards, answers storage challenges by hashing the asked range of a shard it re-verified, and
+/// keeps manifest replicas. A shard whose bytes changed on disk is never served: the node answers
+/// `corrupt`, so readers and challengers count it as lost.
+public struct StorageService: NodeService {
+    /// The shard store.
+    public let store: ShardStore
+    /// The region this node reports.
+    public let region: String
+    /// This node's id (SHA-256 of the signing key's SPKI DER; equals the STOQ node id of its certificate).
+    public let node: MeshNodeID
+    private let key: P256.Signing.PrivateKey
+    private let counters = StorageCounters()
+    private let logger: Logger
+
+    /// Creates the service.
+    /// - Parameters:
+    ///   - store: where shards go.
+    ///   - signingKey: the node key (the key of its certificate), which signs receipts.
+    ///   - region: the region it reports for placement.
+    public init(store: ShardStore, signingKey: P256.Signing.PrivateKey, region: String, logger: Logger = Logger(label: "stoq.hypermesh")) {
+        self.store = store
+        self.key = signingKey
+        self.region = region
+        self.node = MeshNodeID(nodeKey: signingKey.publicKey)
+        self.logger = logger
+    }
+
+    /// Creates the service for a node from its key file (PEM, PKCS#8 or SEC 1).
+    /// - Parameters:
+    ///   - directory: the shard directory.
+    ///   - keyPath: the node's private key, the one its certificate holds.
+    ///   - region: the region it reports.
+    public static func load(directory: String, keyPath: String, region: String) throws(HyperMeshError) -> StorageService {
+        let key: P256.Signing.PrivateKey
+        do {
+            key = try P256.Signing.PrivateKey(pemRepresentation: String(contentsOfFile: keyPath, encoding: .utf8))
+        } catch {
+            throw HyperMeshError(.invalidParameters, "cannot read a P-256 node key from \(keyPath): \(error); storage nodes sign receipts with it")
+        }
+        return StorageService(store: try ShardStore(directory: directory), signingKey: key, region: region)
+    }
+
+    public var name: String { "hypermesh" }
+    public var frameTypes: ClosedRange<UInt64> { HyperMeshMessage.frameTypes }
+    public var maximumRequestLength: Int { HyperMeshMessage.maximumFrameLength }
+
+    public func status() async -> [String: any Sendable]? {
+        let s = store.stats()
+        let c = counters.value
+        return [
+            "node": node.hex, "region": region, "shards": s.shards, "shard_bytes": s.bytes, "corrupt_found": s.corruptFound,
+            "receipts_signed": c.receipts, "shards_served": c.served, "challenges_answered": c.challenges,
+        ]
+    }
+
+    public func serve(request: Frame, remaining: ByteBuffer, stream: QUICStream, connection: Connection) async {
+        do {
+            let reply: Reply
+            switch Result(catching: { () throws(HyperMeshError) in try HyperMeshMessage.decode(request) }) {
+            case .success(let message): reply = try await handle(message, remaining: remaining, stream: stream)
+            case .failure(let error): reply = Reply(.error(code: HyperMeshErrorCode.badRequest, message: error.reason))
+            }
+            var out = reply.message.encoded()
+            if let body = reply.body {
+                out.writeBytes(body)
+                counters.served()
+            }
+            try await stream.write(out)
+            try await stream.finish()
+        } catch {
+            logger.debug("hypermesh request failed", metadata: ["error": "\(error)"])
+            await stream.reset(code: UInt64(HyperMeshErrorCode.internalError))
+        }
+    }
+
+    /// An answer frame, and the raw shard bytes that follow it for `SHARD`.
+    private struct Reply {
+        let message: HyperMeshMessage
+        let body: [UInt8]?
+        init(_ message: HyperMeshMessage, body: [UInt8]? = nil) {
+            self.message = message
+            self.body = body
+        }
+    }
+
+    private func receive(
+        block: BlockID, index: Int, length: Int, hash: Digest256, remaining: ByteBuffer, stream: QUICStream
+    ) async throws -> Reply {
+        var body = [UInt8]()
+        body.reserveCapacity(length)
+        body.append(contentsOf: remaining.readableBytesView)
+        while body.count <= length, let more = try await stream.read() {
+            body.append(contentsOf: more.readableBytesView)
+        }
+        guard body.count == length else {
+            return Reply(.error(code: HyperMeshErrorCode.badRequest, message: "PUT_SHARD announced \(length) bytes but \(body.count) arrived"))
+        }
+        guard Digest256.hashing(body) == hash else {
+            return Reply(.error(code: HyperMeshErrorCode.hashMismatch, message: "shard \(index) of \(block.short) does not hash to \(hash.short)"))
+        }
+        try store.put(block: block, index: index, bytes: body, hash: hash)
+        counters.receipt()
+        return Reply(.receipt(try StorageReceipt.sign(blockID: block, shardIndex: index, shardHash: hash, key: key)))
+    }
+
+    private func handle(_ message: HyperMeshMessage, remaining: ByteBuffer, stream: QUICStream) async throws -> Reply {
+        switch message {
+        case .infoRequest:
+            return Reply(.info(StorageNodeInfo(node: node, region: region, freeBytes: store.freeBytes(), shards: UInt64(store.stats().shards))))
+        case .putShard(let block, let index, let length, let hash):
+            return try await receive(block: block, index: index, length: length, hash: hash, remaining: remaining, stream: stream)
+        case .getShard(let block, let index):
+            switch store.read(block: block, index: index) {
+            case .found(let bytes): return Reply(.shard(length: bytes.count), body: bytes)
+            case .missing: return Reply(.error(code: HyperMeshErrorCode.notFound, message: "no shard \(index) of block \(block.short) here"))
+            case .corrupt(let expected, let actual):
+                logger.warning("corrupt shard refused", metadata: ["block": "\(block.short)", "shard": "\(index)"])
+                return Reply(.error(code: HyperMeshErrorCode.corrupt, message: "shard \(index) of block \(block.short) is corrupt on disk (hashes to \(actual.short), stored as \(expected.short))"))
+            }
+        case .challenge(let block, let index, let nonce, let offset, let length):
+            switch store.read(block: block, index: index) {
+            case .found(let bytes):
+                guard let digest = StorageChallenge.answer(nonce: nonce, offset: offset, length: length, shard: bytes) else {
+                    return Reply(.error(code: HyperMeshErrorCode.badRequest, message: "range \(offset)+\(length) is outside the \(bytes.count)-byte shard"))
+                }
+                counters.challenge()
+                return Reply(.challengeAnswer(digest))
+            case .missing: return Reply(.error(code: HyperMeshErrorCode.notFound, message: "no shard \(index) of block \(block.short) here"))
+            case .corrupt:
+                return Reply(.error(code: HyperMeshErrorCode.corrupt, message: "shard \(index) of block \(block.short) is corrupt on disk"))
+            }
+        case .deleteShard(let block, let index):
+            store.delete(block: block, index: index)
+            return Reply(.ok)
+        case .putManifest(let manifest):
+            try store.putManifest(manifest)
+            return Reply(.ok)
+        case .getManifest(let block):
+            guard let manifest = store.manifest(block: block) else {
+                return Reply(.error(code: HyperMeshErrorCode.notFound, message: "no manifest of block \(block.short) here"))
+            }
+            return Reply(.manifest(manifest))
+        case .deleteManifest(let block):
+            store.deleteManifest(block: block)
+            return Reply(.ok)
+        case .info, .receipt, .shard, .challengeAnswer, .ok, .manifest, .error:
+            return Reply(.error(code: HyperMeshErrorCode.badRequest, message: "\(message.frameType) is an answer, not a request"))
+        }
+    }
+}
+
+/// Counters of a storage service.
+///
+/// `@unchecked Sendable`: every access goes through `lock`.
+final class StorageCounters: @unchecked Sendable {
+    private let lock = NSLock()
+    private var receipts = 0
+    private var servedShards = 0
+    private var challenges = 0
+    func receipt() { lock.withLock { receipts += 1 } }
+    func served() { lock.withLock { servedShards += 1 } }
+    func challenge() { lock.withLock { challenges += 1 } }
+    var value: (receipts: Int, served: Int, challenges: Int) { lock.withLock { (receipts, servedShards, challenges) } }
+}
