@@ -77,6 +77,20 @@ public final class FillProgress: @unchecked Sendable {
     func takeProgress() -> Bool { lock.withLock { defer { progressed = false }; return progressed } }
 }
 
+/// The fills a node's requests wait for; progress of any upstream fetch marks them all alive.
+///
+/// `@unchecked Sendable`: every access goes through `lock`.
+final class FillRegistry: @unchecked Sendable {
+    private let lock = NSLock()
+    private var fills: [ObjectIdentifier: FillProgress] = [:]
+
+    func add(_ fill: FillProgress) { lock.withLock { fills[ObjectIdentifier(fill)] = fill } }
+    func remove(_ fill: FillProgress) { lock.withLock { fills[ObjectIdentifier(fill)] = nil } }
+    func noteAll() {
+        for fill in lock.withLock({ Array(fills.values) }) { fill.note() }
+    }
+}
+
 /// Whether a keepalive writer may write, and whether it is writing.
 ///
 /// `@unchecked Sendable`: every access goes through `lock`.

@@ -138,24 +138,27 @@ public final class ContentFetcher: Sendable {
         var present = [Int]()
         for c in chunks where try store.contains(c.id) { present.append(c.index) }
         var scheduler = SwarmScheduler(chunks: chunks, present: present, configuration: configuration)
-        // 2a. Who has what: each source's HAVE bitfield, asked in parallel. A source joins the
-        // scheduler as soon as its answer arrives (the first chunk requests do not wait for the
-        // slowest source); no answer within the timeout counts as "everything", and stall
-        // detection deals with a silent source.
+        // 2a. Who has what: every source starts as a full holder (so a source that answers
+        // nothing still gets requests, and stall detection or health probing deals with it);
+        // each one's HAVE bitfield, asked in parallel, narrows its availability as it arrives.
         var byID = [SourceID: any ChunkSource]()
         var offered = [SourceID: Int]()
-        for source in sources { byID[SourceID(source.name)] = source }
-        func addSource(_ position: Int, _ answer: ChunkAvailability?) {
+        for source in sources {
+            let id = SourceID(source.name)
+            byID[id] = source
+            scheduler.handleSourceAdded(id, now: now())
+        }
+        func applyHave(_ position: Int, _ answer: ChunkAvailability?) {
             let id = SourceID(sources[position].name)
             switch answer ?? .all {
             case .all:
-                scheduler.handleSourceAdded(id, now: now())
+                break
             case .some(let bits):
                 offered[id] = bits.setCount
-                scheduler.handleSourceAdded(id, have: bits, now: now())
+                scheduler.handleHave(id, have: bits, now: now())
             case .none:
                 offered[id] = 0
-                scheduler.handleSourceAdded(id, have: ChunkBitfield(count: chunks.count), now: now())
+                scheduler.handleHave(id, have: ChunkBitfield(count: chunks.count), now: now())
             }
         }
         let (events, continuation) = AsyncStream<Event>.makeStream()
@@ -234,9 +237,7 @@ public final class ContentFetcher: Sendable {
         var awaitingHave = 0
         var haveTasks: [Task<Void, Never>] = []
         defer { for task in haveTasks { task.cancel() } }
-        if present.count == chunks.count {
-            for position in sources.indices { addSource(position, .all) }
-        } else {
+        if present.count < chunks.count {
             awaitingHave = sources.count
             for (position, source) in sources.enumerated() {
                 let count = chunks.count
@@ -262,7 +263,7 @@ public final class ContentFetcher: Sendable {
             let t = now()
             switch event {
             case .have(let position, let answer):
-                addSource(position, answer)
+                applyHave(position, answer)
                 awaitingHave -= 1
                 if awaitingHave == 0, !scheduler.isFinished, case let missing = scheduler.unavailableChunks, !missing.isEmpty {
                     throw NodeError(.unavailable, "no source holds \(missing.count) of the \(chunks.count) chunks of \(root) (their HAVE bitfields); add sources that hold the content")

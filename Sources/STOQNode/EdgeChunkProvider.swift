@@ -74,6 +74,10 @@ public actor EdgeChunkProvider: ChunkProvider {
     private var inFlight: [ChunkID: Task<[UInt8]?, any Error>] = [:]
     /// The progress of each fill in flight (requests that join it follow it too).
     private var fills: [ChunkID: FillProgress] = [:]
+    /// Requests waiting for an upstream fill: any upstream progress shows them the edge is alive
+    /// (the origin may serve this edge's fills one after another, so one fill can wait without
+    /// progress of its own while the others move).
+    private let waiting = FillRegistry()
     private var cache: EdgeCache
     private var stats = Counters()
 
@@ -146,6 +150,8 @@ public actor EdgeChunkProvider: ChunkProvider {
                 logger.warning("cached chunk damaged; fetching again", metadata: ["chunk": "\(id.short)"])
             }
         }
+        if let fill { waiting.add(fill) }
+        defer { if let fill { waiting.remove(fill) } }
         if let task = inFlight[id] {
             if prefetching.contains(id) { stats.prefetchHits += 1 }
             if let fill { fills[id]?.forward(to: fill) }
@@ -190,7 +196,11 @@ public actor EdgeChunkProvider: ChunkProvider {
             let address = upstream[(start + offset) % upstream.count]
             do {
                 let client = try await peers.client(for: address)
-                let bytes = try await client.fetchChunk(id) { _ in fill.note() }
+                let waiting = self.waiting
+                let bytes = try await client.fetchChunk(id) { _ in
+                    fill.note()
+                    waiting.noteAll()
+                }
                 stats.upstreamBytes += bytes.count
                 return bytes
             } catch let error as NodeError where error.code == .notFound {

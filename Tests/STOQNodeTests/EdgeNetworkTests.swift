@@ -140,8 +140,10 @@ import Testing
                     let target = MemoryChunkStore()
                     let report = try await ContentFetcher(store: target, sources: [a, b]).fetch(root)
                     for chunk in chunks { #expect(try target.contains(chunk.id)) }
-                    // Each source was asked only for what it holds: no not-found answers, no penalties.
-                    #expect(report.sources.map(\.failures) == [0, 0], "\(report.sources)")
+                    // Once their HAVEs arrived, each source was asked only for what it holds: at most
+                    // the first requests (sent before the answers) come back not-found, where without
+                    // HAVE every missing chunk would be found missing one request at a time.
+                    #expect(report.sources.reduce(0) { $0 + $1.failures } <= 4, "\(report.sources)")
                     #expect(report.sources.map(\.chunks).sorted() == [chunks.count / 2, chunks.count - chunks.count / 2])
                     #expect(report.sources.compactMap(\.offeredChunks).sorted() == [chunks.count / 2, chunks.count - chunks.count / 2])
                 }
