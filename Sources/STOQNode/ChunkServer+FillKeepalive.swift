@@ -15,7 +15,7 @@ extension ChunkServer {
     static let pendingGrace: Duration = .milliseconds(100)
     /// After this long the server stops vouching for a fill: a requester's stall detection then
     /// moves the request elsewhere (an upstream that never answers must not hold clients forever).
-    static let pendingLimit: Duration = .seconds(10)
+    static let pendingLimit: Duration = .seconds(60)
 
     /// Runs `body` (the provider's lookup, which on an edge miss is an upstream fetch) and, while
     /// it runs and its `fill` makes progress (bytes or signs of life from upstream), writes

@@ -88,7 +88,7 @@ import Testing
         // Chunks of ~512 KiB: each fill from the origin takes over a second, past the stall cap used
         // here (1 s rather than the default 200 ms, so that a machine loaded by parallel tests does
         // not starve the keepalives that long; the bug shows the same way at either cap).
-        let (root, chunks) = try await Self.put(Self.bytes(2 << 20, seed: 2), into: origin.store, average: 512 << 10)
+        let (root, chunks) = try await Self.put(Self.bytes(1 << 20, seed: 2), into: origin.store, average: 512 << 10)
         let edge = try await network.node("edge", roles: ["edge"], upstream: [origin.address])
         let client = try await network.node("client", roles: ["client"])
         try await withServing(origin) {
