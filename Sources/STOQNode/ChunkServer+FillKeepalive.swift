@@ -8,9 +8,14 @@ extension ChunkServer {
     /// Interval of `CHUNK_PENDING` frames while the fill makes progress; well below the requester's
     /// shortest stall timeout (``STOQSwarm/SwarmConfiguration/minStallTimeout``, 40 ms).
     static let pendingInterval: Duration = .milliseconds(10)
+    /// For this long after a request arrives the server vouches for it even without progress (an
+    /// upstream that is being dialled, or takes a moment to answer); after that only progress of
+    /// an upstream fill earns keepalives. Short enough that a stuck provider still fails over well
+    /// within the requester's budget (this + its stall timeout < 500 ms).
+    static let pendingGrace: Duration = .milliseconds(100)
     /// After this long the server stops vouching for a fill: a requester's stall detection then
     /// moves the request elsewhere (an upstream that never answers must not hold clients forever).
-    static let pendingLimit: Duration = .seconds(60)
+    static let pendingLimit: Duration = .seconds(10)
 
     /// Runs `body` (the provider's lookup, which on an edge miss is an upstream fetch) and, while
     /// it runs and its `fill` makes progress (bytes or signs of life from upstream), writes
@@ -26,7 +31,7 @@ extension ChunkServer {
             let start = ContinuousClock.now
             do { try await Task.sleep(for: Self.pendingDelay) } catch { return }
             while ContinuousClock.now - start < Self.pendingLimit {
-                if fill.takeProgress() {
+                if fill.takeProgress() || ContinuousClock.now - start < Self.pendingGrace {
                     guard state.beginWrite() else { return }
                     let waited = UInt64(max(0, (ContinuousClock.now - start).nanoseconds / 1_000_000))
                     let written: Bool
