@@ -12,7 +12,7 @@ extension ChunkServer {
     /// upstream that is being dialled, or takes a moment to answer); after that only progress of
     /// an upstream fill earns keepalives. Short enough that a stuck provider still fails over well
     /// within the requester's budget (this + its stall timeout < 500 ms).
-    static let pendingGrace: Duration = .milliseconds(100)
+    static let pendingGrace: Duration = .milliseconds(50)
     /// After this long the server stops vouching for a fill: a requester's stall detection then
     /// moves the request elsewhere (an upstream that never answers must not hold clients forever).
     static let pendingLimit: Duration = .seconds(10)
