@@ -94,7 +94,7 @@ let package = Package(
         ),
 
         // MARK: Nexus (discovery) and HyperMesh (sharded storage)
-        .target(name: "Nexus", dependencies: ["STOQ", "STOQIdentity", "STOQRouting", "STOQSimulation", crypto, grdb, collections]),
+        .target(name: "Nexus", dependencies: ["STOQ", "STOQIdentity", "STOQRouting", "STOQSimulation", crypto, grdb, collections, nio, nioPosix, logging]),
         .target(name: "HyperMesh", dependencies: ["Nexus", "STOQ", "STOQIdentity", "STOQSimulation", "CISAL", crypto, "CZstd", nio, logging]),
 
         // MARK: Command-line tool
@@ -111,7 +111,7 @@ let package = Package(
         .testTarget(name: "STOQRoutingTests", dependencies: ["STOQRouting", "STOQSimulation"]),
         .testTarget(name: "STOQSimulationTests", dependencies: ["STOQSimulation"]),
         .testTarget(name: "STOQSwarmTests", dependencies: ["STOQSwarm", "STOQSimulation"]),
-        .testTarget(name: "NexusTests", dependencies: ["Nexus", "STOQSimulation"]),
+        .testTarget(name: "NexusTests", dependencies: ["Nexus", "STOQSimulation", "STOQNode", "STOQIdentity", "STOQTransport", "STOQContent", crypto]),
         .testTarget(name: "HyperMeshTests", dependencies: ["HyperMesh", "STOQSimulation", "STOQNode", "STOQIdentity", crypto, nio]),
         .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQIdentity", "STOQTransport", "STOQContent", "STOQEdge", "STOQSwarm", "STOQSimulation", nio, nioPosix]),
         .testTarget(name: "STOQEdgeTests", dependencies: ["STOQEdge", "STOQSimulation"]),

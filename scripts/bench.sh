@@ -8,7 +8,7 @@
 #   content    scripts/bench-content.sh STOQ_BIN
 #   erasure    scripts/bench-erasure.sh STOQ_BIN
 #   routing    STOQ_BIN bench routing
-#   dht        STOQ_BIN dht bench --scale ...
+#   dht        STOQ_BIN dht bench --scale ... ; STOQ_BIN dht bench --quic N (real lookups over [::1])
 #   swarm      STOQ_BIN bench-swarm (simulator), then STOQ_BIN bench-swarm --real (QUIC on [::1])
 #   edge       scripts/bench-edge.sh STOQ_BIN
 #
@@ -71,6 +71,9 @@ if want dht; then
   if [ -n "$STOQ_BIN" ]; then
     "$STOQ_BIN" dht bench --scale "${BENCH_DHT_SCALE:-1000,10000,100000,1000000}" --lookups "${BENCH_DHT_LOOKUPS:-1000}" \
       || { echo "dht: FAILED"; status=1; }
+    "$STOQ_BIN" dht bench --quic "${BENCH_DHT_QUIC_NODES:-40}" --quic-lookups "${BENCH_DHT_QUIC_LOOKUPS:-300}" \
+      || { echo "dht over QUIC: FAILED"; status=1; }
+    "$STOQ_BIN" relay bench --delay-ms "${BENCH_RELAY_DELAY_MS:-25}" || { echo "relay over QUIC: FAILED"; status=1; }
   else
     echo "dht: skipped (no stoq binary)"
   fi

@@ -6,6 +6,8 @@ measures pyfastcdc (Cython FastCDC 2020, PyPI 0.3.1) on the same bytes STOQ chun
                        (successive edits of real headers and docs, for dedup)
   speed FILE MIN AVG MAX        pyfastcdc cut and cut+SHA-256 GB/s, one core, JSON
   dedup MIN AVG MAX PATH...     pyfastcdc dedup over files, JSON (same fields as `stoq chunk --json`)
+  sha256 PATH...                SHA-256 (hashlib, OpenSSL) of every file, read in 8 MiB blocks, one core:
+                                bytes, wall seconds and CPU seconds, JSON (the "hashing speed" peer of put)
 """
 import hashlib
 import io
@@ -138,12 +140,33 @@ def dedup(mn, avg, mx, paths):
                       "unique_bytes": unique, "dedup_ratio": 1 - unique / total if total else 0, "mb_per_s": total / 1e6 / secs}))
 
 
+def sha256_files(paths):
+    files = []
+    for p in paths:
+        files += real_files([p], 1 << 62) if os.path.isdir(p) else [p]
+    total = 0
+    t, ct = time.perf_counter(), time.process_time()
+    for p in files:
+        h = hashlib.sha256()
+        with open(p, "rb", buffering=0) as f:
+            while True:
+                b = f.read(8 << 20)
+                if not b:
+                    break
+                h.update(b)
+                total += len(b)
+        h.digest()
+    print(json.dumps({"bytes": total, "wall": time.perf_counter() - t, "cpu": time.process_time() - ct}))
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "corpus":
         build_corpus(sys.argv[2])
     elif cmd == "speed":
         speed(sys.argv[2], *map(int, sys.argv[3:6]))
+    elif cmd == "sha256":
+        sha256_files(sys.argv[2:])
     elif cmd == "dedup":
         dedup(*map(int, sys.argv[2:5]), sys.argv[5:])
     else:

@@ -41,8 +41,11 @@ public struct PutReport: Sendable, Equatable {
 /// Puts files and directories into a ``ChunkStore``: chunk, hash, convergent-encrypt, write, and
 /// record manifests, committing after each file (bytes before metadata).
 ///
-/// Re-putting content already stored costs one chunk + SHA-256 pass and an index lookup per chunk:
-/// the convergent index maps SHA-256(chunk key) to the stored id, so nothing is encrypted or written again.
+/// Re-putting content already stored costs one chunk + SHA-256 pass (on all cores), one HMAC per chunk
+/// and one convergent-index query per 256 chunks: the index maps SHA-256(chunk key) to the stored id (a
+/// per-publisher tag, so the store never sees plaintext hashes), and a chunk it names is neither
+/// copied, compressed, encrypted nor written again. The index is joined with the chunk table, so a
+/// chunk dropped by gc or `store verify --repair` is sealed and written again.
 public final class ContentPublisher: Sendable {
     /// The store written to.
     public let store: any ChunkStore
@@ -56,6 +59,8 @@ public final class ContentPublisher: Sendable {
     public let workers: Int
     /// Called with the running byte count after each flushed batch (progress output).
     public let progress: (@Sendable (Int64) -> Void)?
+    /// Segment buffers shared by the files of every put (no fresh pages per file).
+    let buffers = SegmentBufferPool()
 
     /// Creates a publisher.
     public init(store: any ChunkStore, keys: PublisherKeys, policy: ChunkingPolicy = .standard,
@@ -169,72 +174,58 @@ public final class ContentPublisher: Sendable {
         var entries = [FileManifest.Entry]()
         var keys = [[UInt8]]()
 
-        // Pending chunks (bytes copied out of the streamer's round buffer), flushed in batches so the
-        // convergent-index lookups are one database read per batch.
-        var pendingBytes = [UInt8]()
-        var pending = [(record: ChunkRecord, start: Int)]()
-        func flush() throws {
-            if pending.isEmpty { return }
-            let pkeys = pending.map { cipher.chunkKey(plaintextHash: $0.record.hash!) }
+        // One batch per streamer segment (~1000 chunks): the convergent-index lookups are one database
+        // read per batch, and only chunks not stored yet are sealed, straight from the segment buffer.
+        let streamer = ChunkStreamer(chunker: chunker, workers: workers, buffers: buffers)
+        try streamer.forEachBatch(source) { batch in
+            let records = batch.records
+            let pkeys = records.map { cipher.chunkKey(plaintextHash: $0.hash!) }
             let tags = pkeys.map { ChunkID.of($0) }
             let known = try store.lookupPlain(tags)
-            // Seal (zstd + ChaCha20-Poly1305 + SHA-256) the chunks not stored yet, on all cores.
             var toSeal = [Int]()
             var sealing = Set<ChunkID>()
-            for i in pending.indices where session.localTags[tags[i]] == nil && known[tags[i]] == nil {
+            for i in records.indices where session.localTags[tags[i]] == nil && known[tags[i]] == nil {
                 if sealing.insert(tags[i]).inserted { toSeal.append(i) }
             }
-            let slots = SealSlots(count: pending.count)
+            // Seal (zstd + ChaCha20-Poly1305 + SHA-256) the new chunks on all cores.
+            let slots = SealSlots(count: records.count)
             if !toSeal.isEmpty {
-                let bytes = pendingBytes, work = pending.map { ($0.start, $0.record.length, $0.record.hash!) }
                 let cipher = self.cipher, indices = toSeal
                 DispatchQueue.concurrentPerform(iterations: indices.count) { k in
                     let i = indices[k]
-                    let (start, length, hash) = work[i]
-                    slots.results[i] = bytes.withUnsafeBytes { raw in
-                        Result { try cipher.seal(UnsafeRawBufferPointer(rebasing: raw[start..<(start + length)]), plaintextHash: hash, tryCompression: compress) }
+                    slots.results[i] = batch.withBytes(of: i) { raw in
+                        Result { try cipher.seal(raw, plaintextHash: records[i].hash!, tryCompression: compress) }
                     }
                 }
             }
-            do {
-                for (i, p) in pending.enumerated() {
-                    let id: ChunkID
-                    if let k = session.localTags[tags[i]] ?? known[tags[i]] {
-                        id = k
+            for (i, r) in records.enumerated() {
+                report.bytes += Int64(r.length)
+                report.chunks += 1
+                let id: ChunkID
+                if let k = session.localTags[tags[i]] ?? known[tags[i]] {
+                    id = k
+                    report.reusedChunks += 1
+                } else {
+                    let sealed = try slots.results[i]!.get()
+                    id = sealed.id
+                    if try session.written.contains(id) || store.contains(id) {
                         report.reusedChunks += 1
                     } else {
-                        let sealed = try slots.results[i]!.get()
-                        id = sealed.id
-                        if try session.written.contains(id) || store.contains(id) {
-                            report.reusedChunks += 1
-                        } else {
-                            try store.writeChunk(id, sealed.bytes)
-                            session.written.insert(id)
-                            report.newChunks += 1
-                            report.newPlainBytes += Int64(p.record.length)
-                            report.storedBytes += Int64(sealed.bytes.count)
-                        }
-                        session.batch.plainIndex.append((tags[i], id))
-                        session.localTags[tags[i]] = id
-                        session.batch.chunks.append((id, sealed.bytes.count))
+                        try store.writeChunk(id, sealed.bytes)
+                        session.written.insert(id)
+                        report.newChunks += 1
+                        report.newPlainBytes += Int64(r.length)
+                        report.storedBytes += Int64(sealed.bytes.count)
                     }
-                    entries.append(.init(id: id, offset: UInt64(p.record.offset), size: UInt64(p.record.length)))
-                    keys.append(pkeys[i])
+                    session.batch.plainIndex.append((tags[i], id))
+                    session.localTags[tags[i]] = id
+                    session.batch.chunks.append((id, sealed.bytes.count))
                 }
+                entries.append(.init(id: id, offset: UInt64(r.offset), size: UInt64(r.length)))
+                keys.append(pkeys[i])
             }
-            pending.removeAll(keepingCapacity: true)
-            pendingBytes.removeAll(keepingCapacity: true)
             progress?(report.bytes)
         }
-        let streamer = ChunkStreamer(chunker: chunker, workers: workers)
-        try streamer.forEachChunk(source) { record, bytes in
-            pending.append((record, pendingBytes.count))
-            pendingBytes.append(contentsOf: bytes)
-            report.bytes += Int64(record.length)
-            report.chunks += 1
-            if pending.count >= 1024 || pendingBytes.count >= 32 << 20 { try flush() }
-        }
-        try flush()
         let root = try buildTree(entries: entries, keys: keys, contentType: type, total: UInt64(report.bytes), session: session, report: &report)
         report.id = ContentID(root)
         try session.maybeCommit()

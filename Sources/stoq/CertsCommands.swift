@@ -44,6 +44,7 @@ struct Certs: AsyncParsableCommand {
         @Option(help: "Extra DNS subject alternative name (repeatable).") var dns: [String] = []
         @Option(help: "IPv6 subject alternative name (repeatable).") var ip: [String] = []
         @Option(help: "Directory to write NAME.pem and NAME.key into.") var out: String
+        @Option(help: "CT log directory to append the issued certificate to (created if missing).") var ctLog: String?
 
         func validate() throws {
             if days != nil && hours != nil { throw ValidationError("give --days or --hours, not both") }
@@ -58,6 +59,7 @@ struct Certs: AsyncParsableCommand {
             print("  valid until: \(node.certificate.notValidAfter)")
             print("  certificate: \(paths.certificate)")
             print("  key:         \(paths.key)")
+            if let ctLog { print(try logIssuedCertificate(paths.certificate, log: ctLog)) }
         }
     }
 

@@ -145,6 +145,7 @@ struct Chunk: ParsableCommand {
             for p in paths { try collect(p, into: &files) }
             var seen = Set<ChunkID>()
             var bytes: Int64 = 0, chunks = 0, uniqueBytes: Int64 = 0
+            let buffers = SegmentBufferPool()
             let start = DispatchTime.now()
             for f in files {
                 let src = try FileSource(path: f)
@@ -160,9 +161,11 @@ struct Chunk: ParsableCommand {
                     if let m = max { policy.maxSize = m }
                     chunker = try policy.chunker(for: ContentType.guess(name: f, head: head))
                 }
-                try ChunkStreamer(chunker: chunker, workers: threads).forEachChunk(src) { r, _ in
-                    bytes += Int64(r.length); chunks += 1
-                    if seen.insert(r.hash!).inserted { uniqueBytes += Int64(r.length) }
+                try ChunkStreamer(chunker: chunker, workers: threads, buffers: buffers).forEachBatch(src) { batch in
+                    for r in batch.records {
+                        bytes += Int64(r.length); chunks += 1
+                        if seen.insert(r.hash!).inserted { uniqueBytes += Int64(r.length) }
+                    }
                 }
             }
             let secs = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9

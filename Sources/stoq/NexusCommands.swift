@@ -40,26 +40,10 @@ private func writeJSON<T: Encodable>(_ value: T, to path: String?) throws {
     if let path { try data.write(to: URL(fileURLWithPath: path)) } else { print(String(decoding: data, as: UTF8.self)) }
 }
 
-/// A log directory: `log.sqlite`, `log-key.pem` (created on first use, mode 0600) and `log-key.pub.pem`.
+/// A log directory (see ``TransparencyLog/open(directory:create:)``).
 private struct LogDirectory {
     let dir: String
-    var keyPath: String { dir + "/log-key.pem" }
-    var publicKeyPath: String { dir + "/log-key.pub.pem" }
-
-    func open(create: Bool) throws -> TransparencyLog {
-        let fm = FileManager.default
-        let key: P256.Signing.PrivateKey
-        if let pem = fm.contents(atPath: keyPath) {
-            key = try P256.Signing.PrivateKey(pemRepresentation: String(decoding: pem, as: UTF8.self))
-        } else {
-            guard create else { throw ValidationError("no CT log in \(dir) (missing log-key.pem); run `stoq ct append CERT --log \(dir)` first") }
-            try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            key = P256.Signing.PrivateKey()
-            _ = fm.createFile(atPath: keyPath, contents: Data(key.pemRepresentation.utf8), attributes: [.posixPermissions: 0o600])
-            _ = fm.createFile(atPath: publicKeyPath, contents: Data(key.publicKey.pemRepresentation.utf8))
-        }
-        return try TransparencyLog(path: dir + "/log.sqlite", signingKey: key)
-    }
+    func open(create: Bool) throws -> TransparencyLog { try TransparencyLog.open(directory: dir, create: create) }
 }
 
 private func printHead(_ h: SignedTreeHead) {
@@ -184,12 +168,12 @@ struct CTCommand: ParsableCommand {
 
 // MARK: - stoq name
 
-/// `stoq name`: signed name records, locally (network get/set come with the transport).
+/// `stoq name`: signed name records, in the DHT (set/get) and locally.
 struct NameCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "name",
-        abstract: "Signed, versioned name records (local: keygen, sign, verify).",
-        subcommands: [Keygen.self, Sign.self, Verify.self]
+        abstract: "Signed, versioned name records: set/get in the DHT; keygen, sign, verify locally.",
+        subcommands: [SetName.self, GetName.self, Keygen.self, Sign.self, Verify.self]
     )
 
     struct Keygen: ParsableCommand {
@@ -259,20 +243,26 @@ struct NameCommand: ParsableCommand {
 // MARK: - stoq dht
 
 /// `stoq dht`: DHT tooling that runs without the network (simulated benchmarks).
-struct DHTCommand: ParsableCommand {
+struct DHTCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "dht", abstract: "Kademlia DHT tools.", subcommands: [Bench.self])
 
-    struct Bench: ParsableCommand {
+    struct Bench: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Lookup rounds and per-node state in simulation.",
+            abstract: "Lookup rounds and per-node state in simulation; real lookups over loopback QUIC (--quic).",
             discussion: "--scale: converged tables from a global view, built lazily for touched nodes (up to 1,000,000 nodes).\n--nodes N: full message-level simulation (converged, or --bootstrap: nodes join by lookups).")
         @Option(help: "Comma-separated sizes for the scale run, e.g. 1000,10000,100000,1000000.") var scale: String?
         @Option(help: "Nodes for the message-level run.") var nodes: Int?
         @Flag(help: "Message-level run: learn routing tables by sequential bootstrap instead of a global view.") var bootstrap = false
         @Option(help: "Value lookups per size.") var lookups: Int = 1000
         @Option(help: "Seed.") var seed: UInt64 = 1
+        @Option(help: "Real QUIC run: this many nodes in one process on [::1], then --quic-lookups value lookups.") var quic: Int?
+        @Option(help: "Value lookups in the QUIC run.") var quicLookups: Int = 200
 
-        func run() throws {
+        func run() async throws {
+            if let quic {
+                guard quic >= 4 else { throw ValidationError("--quic needs at least 4 nodes") }
+                print(try await NexusQUICBenchmark.run(nodes: quic, lookups: quicLookups))
+            }
             if let scale {
                 let sizes = scale.split(separator: ",").compactMap { Int($0) }
                 for n in sizes {
@@ -287,7 +277,7 @@ struct DHTCommand: ParsableCommand {
                 let run = try NexusBenchmark.dhtLookups(nodes: nodes, bootstrap: bootstrap, values: 50, lookups: lookups, seed: seed)
                 print(run, String(format: "(%.1f s)", Date().timeIntervalSince(t0)))
             }
-            if scale == nil && nodes == nil { throw ValidationError("give --scale SIZES and/or --nodes N") }
+            if scale == nil && nodes == nil && quic == nil { throw ValidationError("give --scale SIZES, --nodes N and/or --quic N") }
         }
     }
 }

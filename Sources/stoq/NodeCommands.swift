@@ -26,6 +26,9 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "The most chunk bytes an edge keeps (W-TinyLFU decides what stays).") var cacheBytes: Int?
     @Option(help: "Another known peer whose health to probe (repeatable; upstream peers are probed anyway).") var peer: [String] = []
     @Option(help: "Admin HTTP endpoint (/metrics, /status, /healthz): a port (bound to [::1]) or '[ADDR]:PORT'. Keep it on loopback.") var admin: String?
+    @Flag(help: "Run the Nexus DHT: answer DHT requests, publish the node record and provider records for pinned content.") var dht = false
+    @Option(help: "DHT bootstrap nodes, comma-separated, e.g. '[::1]:4433,[::1]:4434' (implies --dht).") var bootstrap: String?
+    @Option(help: "CT log directory: refuse peers whose certificate is not in it (checked with an inclusion proof).") var requireCt: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String?
     @Option(help: "Health probe interval in ms (default 1000).") var healthInterval: Int?
     @Option(help: "Health probe timeout in ms (default 100).") var healthTimeout: Int?
@@ -105,7 +108,12 @@ struct NodeCommand: AsyncParsableCommand {
         if shards != nil || c.roles.contains("storage") {
             if !c.roles.contains("storage") { c.roles.append("storage") }
             let directory = shards ?? (c.store as NSString).appendingPathComponent("shards")
-            services.append(try StorageService.load(directory: directory, keyPath: c.key, region: c.region ?? "default"))
+            let region = c.region ?? (try? NodeCredentials.load(certificatePath: c.certificate, keyPath: c.key))?.region ?? "default"
+            services.append(try StorageService.load(directory: directory, keyPath: c.key, region: region))
+        }
+        if dht || bootstrap != nil || requireCt != nil {
+            try await runNexusNode(c, bootstrap: bootstrap, requireCT: requireCt, services: services, metrics: metrics, logger: logger)
+            return
         }
         let node = try await Node.start(c, services: services, metrics: metrics, logger: logger)
         print("ready \(c.name) \(node.address) roles=\(c.roles.joined(separator: ","))" + (node.admin.map { " admin=\($0.address)" } ?? ""))

@@ -38,6 +38,8 @@ struct Stoq: AsyncParsableCommand {
             CTCommand.self,
             NameCommand.self,
             DHTCommand.self,
+            ResolveCommand.self,
+            RelayCommand.self,
             // hypermesh
             BlockCommand.self,
         ]

@@ -2,6 +2,7 @@ import Crypto
 import NIOCore
 import STOQSimulation
 import STOQWire
+import STOQSimulation
 import Testing
 
 @testable import HyperMesh

@@ -5,6 +5,7 @@ import STOQNode
 import STOQSimulation
 import STOQTransport
 import STOQWire
+import STOQSimulation
 import Testing
 
 @testable import HyperMesh
@@ -36,10 +37,11 @@ struct ForgingService: NodeService {
 
 /// Runs `body` with a started cluster and a client, closing both however it ends.
 func withCluster(
-    count: Int, regions: Int, wrap: (@Sendable (Int, StorageService) -> any NodeService)? = nil,
+    count: Int, regions: Int, wrap: (@Sendable (Int, StorageService) -> any NodeService)? = nil, box: ClusterBox? = nil,
     _ body: (LocalStorageCluster, BlockClient) async throws -> Void
 ) async throws {
     let cluster = try await LocalStorageCluster.start(count: count, regions: regions, wrap: wrap)
+    box?.value = cluster
     do {
         let client = try await cluster.client()
         do {
@@ -56,6 +58,37 @@ func withCluster(
     await cluster.close()
 }
 
+/// A storage node that dies in the middle of its first PUT_SHARD: it reads part of the shard,
+/// then its whole node is stopped (endpoint closed) without answering.
+struct DyingService: NodeService {
+    let inner: StorageService
+    let index: Int
+    let cluster: ClusterBox
+    var name: String { inner.name }
+    var frameTypes: ClosedRange<UInt64> { inner.frameTypes }
+    var maximumRequestLength: Int { inner.maximumRequestLength }
+    func serve(request: Frame, remaining: ByteBuffer, stream: QUICStream, connection: Connection) async {
+        guard case .putShard? = try? HyperMeshMessage.decode(request), let cluster = cluster.value else {
+            return await inner.serve(request: request, remaining: remaining, stream: stream, connection: connection)
+        }
+        _ = try? await stream.read()
+        let index = self.index
+        Task { await cluster.stop(index) }
+    }
+}
+
+/// Lets services reach the cluster they run in once it has started.
+///
+/// `@unchecked Sendable`: set once before any request arrives, read under `lock`.
+final class ClusterBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var cluster: LocalStorageCluster?
+    var value: LocalStorageCluster? {
+        get { lock.withLock { cluster } }
+        set { lock.withLock { cluster = newValue } }
+    }
+}
+
 func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
     var rng = SplitMix64(seed: seed)
     return (0..<count).map { _ in UInt8.random(in: 0...255, using: &rng) }
@@ -63,7 +96,7 @@ func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
 
 /// HyperMesh over real QUIC on [::1]: storage nodes in this process, the block client driving
 /// the sans-IO put/read state machines with the real clock.
-@Suite(.serialized) struct RealNodeTests {
+@Suite(.serialized, .timeLimit(.minutes(2))) struct RealNodeTests {
     @Test func putGetAcrossSixteenNodesSurvivesFourDownAndReportsFive() async throws {
         let seed = UInt64.random(in: 0 ... .max)
         print("putGet seed \(seed)")
@@ -224,6 +257,26 @@ func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
             let records = try FileManager.default.contentsOfDirectory(atPath: other.directory.path).filter { $0.hasSuffix(".json") }
             #expect(records.isEmpty)
             #expect(!(try other.directory.auditLog().entries.contains { if case .commit = $0.event { true } else { false } }))
+        }
+    }
+
+    @Test func nodesDyingMidTransferArePlacedAround() async throws {
+        // Three of 16 nodes die while receiving their first shard: at least one is in the plan.
+        let dying: Set<Int> = [2, 8, 14]
+        let box = ClusterBox()
+        try await withCluster(count: 16, regions: 4, wrap: { i, service in
+            dying.contains(i) ? DyingService(inner: service, index: i, cluster: box) as any NodeService : service
+        }, box: box) { cluster, client in
+            let (nodes, _) = await client.discover(cluster.addresses)
+            let content = randomBytes(400_000, seed: 6)
+            let put = try await client.put(content, nodes: nodes)
+            let dead = Set(dying.map { cluster.members[$0].service.node })
+            #expect(!put.failures.isEmpty)
+            #expect(put.failures.allSatisfy { dead.contains($0.node) })
+            #expect(put.record.holders.allSatisfy { h in !dead.contains { $0.hex == h.node } })
+            #expect(put.record.holders.count >= 12)
+            #expect(BlockProof(blockID: put.block, receipts: put.record.decodedReceipts()).verify(against: try put.record.decodedManifest()))
+            #expect(try await client.get(put.block).content == content)
         }
     }
 }

@@ -34,33 +34,55 @@ import STOQSimulation
         #expect(n.result.closest.map(\.id) == view.closest(to: target, count: 21).map { view.sortedIDs[$0] }.filter { $0 != sim.nodes[3].id }.prefix(20).map { $0 })
     }
 
-    @Test func nodesLeavingMidLookupDoNotStallIt() throws {
-        var sim = DHTSimulator(count: 300, seed: 62)
+    /// The leave-mid-lookup scenario; returns the lookup and a fingerprint of the whole run.
+    static func leaveMidLookup(seed: UInt64) throws -> (result: DHTSimulator.Completed, origin: Int, firstWave: [Int], fingerprint: String, sim: DHTSimulator) {
+        var sim = DHTSimulator(count: 300, seed: seed)
         sim.prefillConverged()
         let key = NexusHash.sha256(Array("k".utf8))
-        _ = try sim.put(on: 1, key: key, value: [42])
+        let storedOn = try sim.put(on: 1, key: key, value: [42])
         // Kill a third of the network, including two of the three holders.
         let view = ConvergedView(ids: sim.nodes.map(\.id))
         let holders = view.closest(to: key, count: 3).map { sim.node(withID: view.sortedIDs[$0])! }
-        var rng = SplitMix64(seed: 62)
+        #expect(Set(storedOn.map { sim.node(withID: $0)! }) == Set(holders), "the value must sit on the 3 closest nodes; seed \(seed)")
+        var rng = SplitMix64(seed: seed)
         for i in 2..<300 where rng.next() % 3 == 0 && !holders.contains(i) { sim.kill(i) }
         sim.kill(holders[0]); sim.kill(holders[1])
         var origin = 100
         func firstWave(_ o: Int) -> [Int] { sim.nodes[o].table.closest(to: key, count: 3).map { sim.node(withID: $0.id)! } }
-        while !sim.alive[origin] || holders.contains(origin) || firstWave(origin).contains(holders[2]) { origin += 1 }
+        while !sim.alive[origin] || holders.contains(origin) || sim.nodes[origin].values[key] != nil || firstWave(origin).contains(holders[2]) { origin += 1 }
+        // The first wave is what the lookup queries when it starts (α = 3 closest in the table);
+        // taken before the start so nothing the origin hears later can change it.
+        let wave = firstWave(origin)
         let start = sim.now
-        // Start the lookup, let the first requests leave, then kill their targets and another
-        // part of the network mid-lookup.
+        // Start the lookup, let the first requests leave (latency >= 5 ms), then kill their
+        // targets and another part of the network mid-lookup.
         let lid = sim.startLookup(on: origin, .value, target: key)
         sim.run(until: sim.now + 4)
-        for i in firstWave(origin) { sim.kill(i) }
+        for i in wave { sim.kill(i) }
         for i in 2..<300 where rng.next() % 2 == 0 && !holders.contains(i) && i != origin { sim.kill(i) }
         sim.run(until: sim.now + 600_000) { sim in sim.completed.contains { $0.node == origin && $0.lookup == lid } }
         let r = try #require(sim.completed.last { $0.node == origin && $0.lookup == lid })
-        #expect(r.result.value == [42])
-        #expect(r.result.timeouts > 0)
+        let fingerprint = "origin \(origin) wave \(wave) start \(start) end \(sim.now) delivered \(sim.delivered) messages \(r.result.messages) timeouts \(r.result.timeouts) rounds \(r.result.rounds)"
+        return (r, origin, wave, fingerprint, sim)
+    }
+
+    @Test func nodesLeavingMidLookupDoNotStallIt() async throws {
+        let seed: UInt64 = 62
+        // The simulation is seeded: the same run, twice at once on other threads, must agree to the
+        // message (no hash-order or clock dependence), whatever else the process is doing.
+        let runs = try await withThrowingTaskGroup(of: String.self) { group in
+            for _ in 0..<2 { group.addTask { try Self.leaveMidLookup(seed: seed).fingerprint } }
+            return try await group.reduce(into: [String]()) { $0.append($1) }
+        }
+        let (r, origin, wave, fingerprint, simulation) = try Self.leaveMidLookup(seed: seed)
+        var sim = simulation
+        #expect(runs.allSatisfy { $0 == fingerprint }, "runs differ: \(runs) vs \(fingerprint)")
+        #expect(r.result.value == [42], "\(fingerprint); seed \(seed)")
+        // The origin asked the network (it held no copy), and the first wave it asked died.
+        #expect(r.result.messages > wave.count, "\(fingerprint); seed \(seed)")
+        #expect(r.result.timeouts >= wave.count, "\(fingerprint); seed \(seed)")
         // Each dead peer costs one 1 s timeout in a slot, not a stall.
-        #expect(sim.now - start < 10_000)
+        #expect(r.elapsed < 10_000, "\(fingerprint); seed \(seed)")
         let nFound = sim.lookup(on: origin, .node, target: NexusHash.sha256([9]))
         let n = try #require(nFound)
         #expect(n.result.closest.allSatisfy { sim.alive[sim.node(withID: $0.id)!] })

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import STOQContent
 
@@ -112,5 +113,57 @@ import Testing
         #expect(ContentID("stoq:" + id.hex) == cid)
         #expect(ContentID("stoq:!!") == nil)
         #expect(ContentID(String(cid.description.dropLast()) + "9") == nil)
+    }
+
+    /// Seams that never re-synchronise (max-size chunks of a constant run, offset differently in each
+    /// segment) and seams inside mixed data: the parallel chain list still equals the sequential one.
+    @Test(arguments: [2, 3])
+    func lowEntropySeamsEqualSequential(workers: Int) throws {
+        var rng = SeededRNG(seed: 77)
+        let data = [UInt8](repeating: 0, count: 700_000) + rng.bytes(400_000) + [UInt8](repeating: 0x5A, count: 900_123)
+        let cdc = try FastCDC(minSize: 1024, avgSize: 4096, maxSize: 65536)
+        let expected = cdc.boundaries(data)
+        for seg in [131_072, 200_000, 1 << 20] {
+            let recs = try ChunkStreamer(chunker: cdc, workers: workers, segmentSize: seg).records(MemorySource(data))
+            #expect(recs.map { Int($0.offset) + $0.length } == expected, "segment \(seg) workers \(workers)")
+            #expect(recs.allSatisfy { r in r.hash == ChunkID.of(data[Int(r.offset)..<(Int(r.offset) + r.length)]) })
+        }
+    }
+
+    /// Files read with pread into pooled buffers (several files, one pool, more segments than buffers)
+    /// give the same chunks and bytes as the in-memory source.
+    @Test func fileSourceWithSharedPoolEqualsMemory() throws {
+        let dir = tempDir("pool")
+        let cdc = try FastCDC(minSize: 2048, avgSize: 8192, maxSize: 65536)
+        let pool = SegmentBufferPool(capacity: 2)
+        for seed: UInt64 in [1, 2, 3] {
+            var rng = SeededRNG(seed: seed)
+            let data = rng.bytes(1_500_000 + Int(seed) * 70_001)
+            let path = dir + "/f\(seed)"
+            try Data(data).write(to: URL(fileURLWithPath: path))
+            let streamer = ChunkStreamer(chunker: cdc, workers: 2, segmentSize: 262_144, buffers: pool)
+            var got = [UInt8]()
+            var recs = [ChunkRecord]()
+            try streamer.forEachChunk(try FileSource(path: path)) { r, raw in recs.append(r); got += raw }
+            #expect(got == data, "seed \(seed)")
+            #expect(recs == (try ChunkStreamer(chunker: cdc, workers: 1).records(MemorySource(data))), "seed \(seed)")
+        }
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    /// A batch callback that throws stops the stream (no hang, no further batches), and the error arrives.
+    @Test func throwingBatchStopsTheStream() throws {
+        struct Stop: Error {}
+        var rng = SeededRNG(seed: 5)
+        let data = rng.bytes(3_000_000)
+        let streamer = ChunkStreamer(chunker: try FastCDC(minSize: 2048, avgSize: 8192, maxSize: 65536), workers: 2, segmentSize: 131_072)
+        var batches = 0
+        #expect(throws: Stop.self) {
+            try streamer.forEachBatch(MemorySource(data)) { _ in
+                batches += 1
+                if batches == 3 { throw Stop() }
+            }
+        }
+        #expect(batches == 3)
     }
 }

@@ -103,7 +103,9 @@ func sample(_ text: String, _ series: String) -> Double? {
         let port = peer.address.port
         var watcherConfig = try network.configuration("watcher")
         watcherConfig.peers = [peer.address]
-        watcherConfig.health = HealthSettings(intervalMilliseconds: 200, timeoutMilliseconds: 100, failureThreshold: 3)
+        // A generous probe timeout: the test is about the mechanism, and a loaded debug run must not
+        // flap a live peer down (the 100 ms default is for release nodes).
+        watcherConfig.health = HealthSettings(intervalMilliseconds: 300, timeoutMilliseconds: 250, failureThreshold: 3)
         let watcher = try await Node.start(watcherConfig)
         let health = try #require(watcher.health)
         let changes = await health.changes()
@@ -120,9 +122,10 @@ func sample(_ text: String, _ series: String) -> Double? {
         // knows at once (an edge tries its healthy upstreams first).
         await peer.close()
         await serving.value
-        let down = try await first(changes, within: 10) { !$0.isUp }
+        // Wait for a down change that holds (an earlier flap under load may have queued a stale one).
+        let down = try await first(changes, within: 10) { !$0.isUp && $0.peer == peer.address }
         #expect(down.peer == peer.address)
-        #expect(watcher.peers.isDown(peer.address))
+        try await eventually(within: 10) { watcher.peers.isDown(peer.address) }
         let other = PeerAddress(host: "::1", port: 9)
         #expect(watcher.peers.healthyFirst([peer.address, other]) == [other, peer.address])
         let report = try #require(await health.snapshot().first)
@@ -135,8 +138,9 @@ func sample(_ text: String, _ series: String) -> Double? {
         again.store += "-2"
         let revived = try await Node.start(again)
         let revivedServing = Task { await revived.run() }
-        let up = try await first(changes, within: 15) { $0.isUp }
-        #expect(up.peer == peer.address && !watcher.peers.isDown(peer.address))
+        let up = try await first(changes, within: 15) { $0.isUp && $0.peer == peer.address }
+        #expect(up.peer == peer.address)
+        try await eventually(within: 15) { !watcher.peers.isDown(peer.address) }
         await revived.close()
         await revivedServing.value
         await watcher.close()

@@ -144,12 +144,17 @@ public final class BlockClient: Sendable {
     }
 
     /// Binds a client endpoint on `[::]` with `tls` and a short handshake timeout.
-    public static func connect(tls: TLSConfiguration, directory: BlockDirectory, connectTimeout: Duration = .seconds(3)) async throws -> BlockClient {
+    /// - Parameters:
+    ///   - connectTimeout: how long a node has to complete the handshake and answer INFO or PING.
+    ///   - requestTimeout: how long one shard store or read may take.
+    public static func connect(
+        tls: TLSConfiguration, directory: BlockDirectory, connectTimeout: Duration = .seconds(3), requestTimeout: Duration = .seconds(10)
+    ) async throws -> BlockClient {
         var configuration = EndpointConfiguration()
         configuration.handshakeTimeout = connectTimeout
-        configuration.idleTimeout = .seconds(30)
+        configuration.idleTimeout = max(.seconds(30), requestTimeout * 2)
         let endpoint = try await Endpoint.bind(host: "::", port: 0, tls: tls, configuration: configuration)
-        return try BlockClient(endpoint: endpoint, directory: directory, connectTimeout: connectTimeout)
+        return try BlockClient(endpoint: endpoint, directory: directory, connectTimeout: connectTimeout, requestTimeout: requestTimeout)
     }
 
     /// Closes connections and the endpoint.
@@ -261,10 +266,13 @@ public final class BlockClient: Sendable {
                     }
                     let bytes = block.shards[shard]
                     let hash = manifest.shardHashes[shard]
+                    let limit = requestTimeout
                     inFlight.append(Task { [self] in
                         do {
                             let peer = try await self.peer(target.address)
-                            let receipt = try await peer.putShard(block: manifest.blockID, index: shard, bytes: bytes, hash: hash)
+                            let receipt = try await deadline(limit, "storing shard \(shard) on \(target.address)") {
+                                try await peer.putShard(block: manifest.blockID, index: shard, bytes: bytes, hash: hash)
+                            }
                             continuation.yield(.receipt(receipt, shard: shard, node: node))
                         } catch {
                             continuation.yield(.storeFailed(shard: shard, node: node, reason: "\(error)"))
@@ -310,7 +318,8 @@ public final class BlockClient: Sendable {
             }
         }
         stages.transfer += clock.now - transferStart
-        // Let stores still on the wire land before any deletion, so a rollback cannot be overtaken.
+        // Let stores still on the wire land (or pass their deadline) before any deletion, so a
+        // rollback is not overtaken by a store that was merely slow.
         for task in inFlight { await task.value }
         await withTaskGroup(of: Void.self) { group in
             for (shard, node) in deletions {
@@ -333,7 +342,10 @@ public final class BlockClient: Sendable {
                     byID[id].map { BlockRecord.Holder(shard: -1, node: id.hex, address: $0.address.description) }
                 },
                 nodes: nodes.map { BlockRecord.KnownNode(node: $0.node.hex, address: $0.address.description, region: $0.region, freeBytes: $0.freeBytes) },
-                challenges: [], fileName: fileName, committed: Date())
+                challenges: [],
+                plan: plan.explain(),
+                planned: plan.shards.map { BlockRecord.Holder(shard: $0.slot, node: $0.node.hex, address: byID[$0.node]?.address.description ?? "") },
+                fileName: fileName, committed: Date())
             var audit: [AuditEvent] = []
             for receipt in proof.receipts.sorted(by: { $0.shardIndex < $1.shardIndex }) {
                 guard let target = byID[receipt.node] else { continue }
@@ -394,22 +406,41 @@ public final class BlockClient: Sendable {
         let holderMap = record.holderMap().filter { !exclude.contains($0.key) }
         var addresses: [MeshNodeID: PeerAddress] = [:]
         for (_, h) in holderMap { if let a = PeerAddress(h.address) { addresses[h.node] = a } }
-        // Reach every holder in parallel and time a round trip: the fastest are asked first.
-        let latencies = await withTaskGroup(of: (MeshNodeID, PeerAddress, Duration?).self) { group in
-            for (node, address) in addresses {
-                group.addTask { [self] in
-                    guard let peer = try? await self.peer(address), peer.node == node else { return (node, address, nil) }
-                    let client = PeerClient(connection: peer.connection, name: address.description)
-                    let rtt = try? await deadline(connectTimeout, "PING") { try await client.ping() }
-                    return (node, address, rtt)
-                }
-            }
-            var out: [MeshNodeID: Duration] = [:]
-            for await (node, address, rtt) in group {
-                if let rtt { out[node] = rtt } else { report.unreachable.append(address) }
-            }
-            return out
+        // Reach every holder in parallel and time a round trip: the fastest are asked first. The
+        // read starts once k + extra holders answered and the others had a moment more (a dead
+        // holder would otherwise hold the read for a whole handshake timeout).
+        enum Ping: Sendable {
+            case answer(MeshNodeID, PeerAddress, Duration?)
+            case tick
         }
+        let (pings, pinged) = AsyncStream.makeStream(of: Ping.self)
+        for (node, address) in addresses {
+            Task { [self] in
+                guard let peer = try? await self.peer(address), peer.node == node else {
+                    pinged.yield(.answer(node, address, nil))
+                    return
+                }
+                let client = PeerClient(connection: peer.connection, name: address.description)
+                pinged.yield(.answer(node, address, try? await deadline(connectTimeout, "PING") { try await client.ping() }))
+            }
+        }
+        let grace = tick(pinged, .tick)
+        defer { grace.cancel() }
+        var latencies: [MeshNodeID: Duration] = [:]
+        var answered = Set<MeshNodeID>()
+        var enoughSince: ContinuousClock.Instant?
+        let wanted = min(manifest.dataShards + extra, holderMap.count)
+        for await ping in pings {
+            if case .answer(let node, let address, let rtt) = ping {
+                answered.insert(node)
+                if let rtt { latencies[node] = rtt } else { report.unreachable.append(address) }
+            }
+            let reachableShards = holderMap.filter { latencies[$0.value.node] != nil }.count
+            if reachableShards >= wanted && enoughSince == nil { enoughSince = clock.now }
+            if answered.count == addresses.count { break }
+            if let enoughSince, clock.now - enoughSince >= .milliseconds(200) { break }
+        }
+        for (node, address) in addresses where !answered.contains(node) { report.unreachable.append(address) }
         let holders = holderMap.compactMap { shard, h in latencies[h.node].map { ShardHolder(shard: shard, node: h.node, latency: $0) } }
         var machine = BlockReadStateMachine(manifest: manifest, holders: holders, extra: extra, now: now(), requestTimeout: requestTimeout)
 
@@ -572,9 +603,23 @@ public final class BlockClient: Sendable {
                     for: pending, manifest: manifest, holders: surviving.merging(moved.map { ($0.shard, $0.to.node) }, uniquingKeysWith: { _, b in b }),
                     planner: planner, excluding: excluded.union(taken))
             } catch {
-                failed += pending.map { ($0, error.reason) }
-                pending = []
-                break
+                // Not enough nodes for all of them: place what fits, one shard at a time.
+                var partial: [PlacementAssignment] = []
+                for shard in pending {
+                    let holders = surviving.merging(moved.map { ($0.shard, $0.to.node) } + partial.map { ($0.slot, $0.node) }, uniquingKeysWith: { _, b in b })
+                    if let one = try? BlockRepair.placements(
+                        for: [shard], manifest: manifest, holders: holders, planner: planner, excluding: excluded.union(taken)
+                    ).first {
+                        partial.append(one)
+                    } else {
+                        failed.append((shard, error.reason))
+                    }
+                }
+                if partial.isEmpty {
+                    pending = []
+                    break
+                }
+                placements = partial
             }
             let results = await withTaskGroup(of: (Int, DiscoveredNode, Result<StorageReceipt, HyperMeshError>).self) { group in
                 for p in placements {
@@ -616,7 +661,7 @@ public final class BlockClient: Sendable {
                     failed.append((shard, "\(target.address): \(error.reason)"))
                 }
             }
-            pending = next
+            pending = next.filter { shard in !failed.contains { $0.shard == shard && $0.reason.contains("eligible") } }
         }
         failed.removeAll { f in moved.contains { $0.shard == f.shard } }
         try directory.save(record)

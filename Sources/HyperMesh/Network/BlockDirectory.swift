@@ -56,6 +56,10 @@ public struct BlockRecord: Codable, Hashable, Sendable {
     public var nodes: [KnownNode]
     /// Unused prepared challenges.
     public var challenges: [PreparedChallenge]
+    /// The placement computed at put time, as `stoq block plan` explains it (where and why).
+    public var plan: String?
+    /// The node the put's plan chose for each shard (before any failure or repair moved it).
+    public var planned: [Holder]?
     /// The stored file's name, if it came from a file.
     public var fileName: String?
     /// When the block was committed.

@@ -56,8 +56,8 @@ public final class LocalStorageCluster: Sendable {
             }
         } catch {
             for m in members {
-                await m.node.close()
-                await m.serving.value
+                let node = m.node
+                _ = try? await deadline(.seconds(10), "closing \(node.configuration.name)") { await node.close() }
             }
             try? FileManager.default.removeItem(atPath: directory)
             throw error
@@ -79,20 +79,28 @@ public final class LocalStorageCluster: Sendable {
     public func member(_ node: MeshNodeID) -> Member? { members.first { $0.service.node == node } }
 
     /// Stops node `index` (its endpoint closes; peers see the connection end).
+    ///
+    /// Waits at most 10 s for the node to close and does not wait for its serving task: a
+    /// request handler still draining must not hold up the caller (the task ends on its own).
     public func stop(_ index: Int) async {
         guard stopped.insert(index) else { return }
-        await members[index].node.close()
-        await members[index].serving.value
+        let node = members[index].node
+        _ = try? await deadline(.seconds(10), "closing \(node.configuration.name)") { await node.close() }
     }
 
     /// Issues a client identity and opens a ``BlockClient`` on it.
-    /// - Parameter blocks: the block directory (default: a fresh one inside the cluster's directory).
-    public func client(name: String = "client", blocks: String? = nil) async throws -> BlockClient {
+    /// - Parameters:
+    ///   - blocks: the block directory (default: a fresh one inside the cluster's directory).
+    ///   - timeouts: connect and request timeouts (generous by default: tests run beside many
+    ///     others on two cores, and a timeout here must mean a dead node, not a busy machine).
+    public func client(
+        name: String = "client", blocks: String? = nil, timeouts: (connect: Duration, request: Duration) = (.seconds(30), .seconds(60))
+    ) async throws -> BlockClient {
         let credentials = try ca.issue(name: name, dnsNames: ["localhost"], ipAddresses: ["::1"])
         let tls = TLSConfiguration(
             certificateChainPEM: credentials.certificateChainPEM, privateKeyPEM: credentials.privateKeyPEM, trustRootsPEM: ca.certificatePEM)
         let directory = try BlockDirectory(path: blocks ?? (self.directory as NSString).appendingPathComponent("\(name)-blocks"))
-        return try await BlockClient.connect(tls: tls, directory: directory)
+        return try await BlockClient.connect(tls: tls, directory: directory, connectTimeout: timeouts.connect, requestTimeout: timeouts.request)
     }
 
     /// Stops every node and removes the directory.

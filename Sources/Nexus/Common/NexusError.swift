@@ -39,7 +39,7 @@ public struct NexusError: Error, Hashable, CustomStringConvertible, Sendable {
             case invalidProof, rootMismatch, invalidIndex, invalidTreeSize
             case badSignature, logTampered, logStorageFailure, emptyLog, notLogged
             case invalidName, forgedRecord, staleRecord, expiredRecord, ownerMismatch, recordConflict
-            case invalidAddress, noHealthyNode
+            case invalidAddress, noHealthyNode, notFound
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -84,6 +84,8 @@ public struct NexusError: Error, Hashable, CustomStringConvertible, Sendable {
         public static let invalidAddress = Code(.invalidAddress)
         /// No node of a service is healthy.
         public static let noHealthyNode = Code(.noHealthyNode)
+        /// Nothing is stored under the key that was looked up.
+        public static let notFound = Code(.notFound)
 
         /// The code's name.
         public var description: String { base.rawValue }

@@ -41,7 +41,11 @@ public struct KademliaNode: Sendable {
         case put(value: [UInt8], ttl: UInt32)
         case provide(ttl: UInt32)
     }
-    private struct StoreOperation: Sendable { var key: NexusID; var outstanding: Int; var acked: [NexusID]; var report: Bool }
+    private struct StoreOperation: Sendable {
+        var key: NexusID; var outstanding: Int; var acked: [NexusID]; var report: Bool
+        /// The value of a PUT (nil for ADD_PROVIDER), and how many targets explicitly refused it.
+        var value: [UInt8]?; var refusals = 0; var targets = 0
+    }
     struct StoredValue: Sendable { var value: [UInt8]; var expiresAt: UInt64; var republishAt: UInt64 }
     struct ProviderEntry: Sendable { var record: NodeRecord; var expiresAt: UInt64 }
 
@@ -136,11 +140,15 @@ public struct KademliaNode: Sendable {
 
     /// Stores `value` under `key` on the `replication` closest nodes (STORE / PUT_RECORD) and
     /// republishes it from here every `republishInterval` until it expires.
-    /// - Throws: `.lengthLimitExceeded` for a value over ``DHTMessage/maxValueSize``.
+    /// - Throws: `.lengthLimitExceeded` for a value over ``DHTMessage/maxValueSize``; `.staleRecord`
+    ///   when this node holds a value under `key` that the validator says `value` must not replace.
     @discardableResult
     public mutating func put(key: NexusID, value: [UInt8], now: UInt64) throws(NexusError) -> LookupID {
         guard value.count <= DHTMessage.maxValueSize else {
             throw NexusError(.lengthLimitExceeded, "a DHT value is at most \(DHTMessage.maxValueSize) bytes; this one is \(value.count)")
+        }
+        if let held = values[key], now < held.expiresAt, held.value != value, !validator.shouldReplace(existing: held.value, with: value) {
+            throw NexusError(.staleRecord, "this node holds a newer record under \(key.shortHex)… (or one by another owner) that this value does not replace; publish a higher version")
         }
         values[key] = StoredValue(value: value, expiresAt: now + UInt64(config.recordTTL) * 1000, republishAt: now + config.republishInterval)
         return begin(.node, target: key, op: .put(value: value, ttl: config.recordTTL), now: now)
@@ -216,7 +224,7 @@ public struct KademliaNode: Sendable {
             refreshOutstanding -= 1
             if refreshOutstanding == 0 { outbox.append(.bootstrapFinished) }
         case .put(let value, let ttl):
-            startStores(lid, key: lookup.target, closest: result.closest, report: true, now: now) { rpc in
+            startStores(lid, key: lookup.target, closest: result.closest, report: true, value: value, now: now) { rpc in
                 .putRecord(rpc: rpc, key: lookup.target, value: value, ttl: ttl)
             }
         case .provide(let ttl):
@@ -227,22 +235,26 @@ public struct KademliaNode: Sendable {
         }
     }
 
-    private mutating func startStores(_ lid: LookupID, key: NexusID, closest: [NodeRecord], report: Bool, now: UInt64, _ make: (UInt64) -> DHTMessage) {
+    private mutating func startStores(_ lid: LookupID, key: NexusID, closest: [NodeRecord], report: Bool, value: [UInt8]? = nil, now: UInt64, _ make: (UInt64) -> DHTMessage) {
         let targets = Array(closest.prefix(config.replication))
         guard !targets.isEmpty else {
             outbox.append(.storeFinished(lid, key: key, storedOn: []))
             return
         }
-        stores[lid] = StoreOperation(key: key, outstanding: targets.count, acked: [], report: report)
+        stores[lid] = StoreOperation(key: key, outstanding: targets.count, acked: [], report: report, value: value, targets: targets.count)
         for t in targets { send(make(rpcID()), to: t, purpose: .store(lid), now: now) }
     }
 
-    private mutating func storeSettled(_ lid: LookupID, peer: NexusID, ok: Bool) {
+    private mutating func storeSettled(_ lid: LookupID, peer: NexusID, ok: Bool, refused: Bool = false) {
         guard var op = stores[lid] else { return }
         op.outstanding -= 1
         if ok { op.acked.append(peer) }
+        if refused { op.refusals += 1 }
         if op.outstanding == 0 {
             stores[lid] = nil
+            // Every responsible node refused the value (stale, forged, another owner's name): this
+            // node must not keep serving or republishing it either.
+            if let value = op.value, op.refusals == op.targets, values[op.key]?.value == value { values[op.key] = nil }
             outbox.append(.storeFinished(lid, key: op.key, storedOn: op.acked))
         } else {
             stores[lid] = op
@@ -262,7 +274,9 @@ public struct KademliaNode: Sendable {
     /// Handles a message from `sender` (whose record the driver has authenticated).
     public mutating func handle(_ message: DHTMessage, from sender: NodeRecord, now: UInt64) {
         guard sender.id != id else { return }
-        if case .cachedProbe(let head) = table.seen(sender, now: now) {
+        // A sender without addresses is a client (e.g. a CLI doing one lookup): it is answered but
+        // never enters the routing table, since nobody could reach it.
+        if !sender.addresses.isEmpty, case .cachedProbe(let head) = table.seen(sender, now: now) {
             send(.ping(rpc: rpcID()), to: head, purpose: .probe, now: now)
         }
         if message.isRequest {
@@ -274,7 +288,7 @@ public struct KademliaNode: Sendable {
         switch p.purpose {
         case .probe: break
         case .store(let lid):
-            if case .ack(_, let ok) = message { storeSettled(lid, peer: sender.id, ok: ok) } else { storeSettled(lid, peer: sender.id, ok: false) }
+            if case .ack(_, let ok) = message { storeSettled(lid, peer: sender.id, ok: ok, refused: !ok) } else { storeSettled(lid, peer: sender.id, ok: false) }
         case .lookup(let lid):
             guard lookups[lid] != nil else { return }
             switch message {
@@ -306,7 +320,9 @@ public struct KademliaNode: Sendable {
                 reply = .nodes(rpc: rpc, closer: closest(to: key, excluding: sender.id))
             }
         case .findProviders(let rpc, let key):
-            let provs = (providerEntries[key] ?? [:]).values.filter { now < $0.expiresAt }.map(\.record)
+            // Sorted: a dictionary's iteration order depends on its storage address, so it differs
+            // between runs and must never reach an output.
+            let provs = (providerEntries[key] ?? [:]).values.filter { now < $0.expiresAt }.map(\.record).sorted { $0.id < $1.id }
             reply = .providers(rpc: rpc, providers: Array(provs.prefix(DHTMessage.maxRecords)), closer: provs.isEmpty ? closest(to: key, excluding: sender.id) : [])
         case .putRecord(let rpc, let key, let value, let ttl):
             reply = .ack(rpc: rpc, stored: storeValue(key: key, value: value, ttl: ttl, now: now))
@@ -347,7 +363,7 @@ public struct KademliaNode: Sendable {
         var entries = providerEntries[key] ?? [:]
         if entries[provider.id] == nil && entries.count >= config.maxProvidersPerKey {
             // Drop the entry closest to expiry to make room.
-            if let oldest = entries.min(by: { $0.value.expiresAt < $1.value.expiresAt })?.key { entries[oldest] = nil }
+            if let oldest = entries.min(by: { ($0.value.expiresAt, $0.key) < ($1.value.expiresAt, $1.key) })?.key { entries[oldest] = nil }
         }
         entries[provider.id] = ProviderEntry(record: provider, expiresAt: now + UInt64(min(ttl, config.providerTTL)) * 1000)
         providerEntries[key] = entries
@@ -358,22 +374,35 @@ public struct KademliaNode: Sendable {
     /// table), then, when due, expiry, republish and bucket refresh.
     public mutating func handleTimeout(now: UInt64) {
         let expired = pending.filter { $0.value.deadline <= now }
-        var touched: Set<LookupID> = []
+        var touched: [LookupID] = []
         for (rpc, p) in expired.sorted(by: { $0.key < $1.key }) {
-            pending[rpc] = nil
-            table.failed(p.peer.id)
-            switch p.purpose {
-            case .probe: break
-            case .store(let lid): storeSettled(lid, peer: p.peer.id, ok: false)
-            case .lookup(let lid):
-                lookups[lid]?.handleFailure(of: p.peer.id)
-                touched.insert(lid)
-            }
+            if let lid = fail(rpc: rpc, p) { touched.append(lid) }
         }
-        for lid in touched.sorted(by: { $0.raw < $1.raw }) { advance(lid, now: now) }
+        for lid in Set(touched).sorted(by: { $0.raw < $1.raw }) { advance(lid, now: now) }
         if now >= maintenanceAt {
             maintenanceAt = now + config.maintenanceInterval
             maintain(now: now)
+        }
+    }
+
+    /// Fails request `rpc` at once, without waiting for its timeout: the driver could not reach
+    /// the peer (connection refused, wrong node at the address, stream reset). Unknown ids are
+    /// ignored, so a late report after the timeout is harmless.
+    public mutating func handleUnreachable(rpc: UInt64, now: UInt64) {
+        guard let p = pending[rpc] else { return }
+        if let lid = fail(rpc: rpc, p) { advance(lid, now: now) }
+    }
+
+    /// Drops a pending request as failed; returns the lookup to advance, if any.
+    private mutating func fail(rpc: UInt64, _ p: Pending) -> LookupID? {
+        pending[rpc] = nil
+        table.failed(p.peer.id)
+        switch p.purpose {
+        case .probe: return nil
+        case .store(let lid): storeSettled(lid, peer: p.peer.id, ok: false); return nil
+        case .lookup(let lid):
+            lookups[lid]?.handleFailure(of: p.peer.id)
+            return lid
         }
     }
 

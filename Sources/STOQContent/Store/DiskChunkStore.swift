@@ -4,7 +4,8 @@ import GRDB
 /// A ``ChunkStore`` on disk.
 ///
 /// Layout under the store directory:
-/// - `chunks/ab/cd/<64 hex>`: chunk bytes, content-addressed; written to `.tmp-*` in the same
+/// - `chunks/ab/cd/<64 hex>`: chunk bytes, content-addressed; written to `tmp/.tmp-*` (one directory,
+///   so opening the store finds a crash's leftovers without walking `chunks/`),
 ///   directory, renamed into place; before any metadata names them the file system is flushed
 ///   (`syncfs`), then the directory entries are durable too.
 /// - `meta.sqlite`: SQLite through GRDB in WAL mode, `synchronous = FULL`: tables `chunks`
@@ -38,6 +39,7 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
     public init(directory: String) throws {
         self.directory = directory
         try Posix.makeDirectories(directory + "/chunks")
+        try Posix.makeDirectories(directory + "/tmp")
         lockFile = try Posix.lockExclusive(directory + "/lock")
         var config = Configuration()
         config.prepareDatabase { db in
@@ -129,7 +131,7 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
         if injected {
             throw ContentError(.diskFull, "write \(path(of: id)): No space left on device (injected); the disk holding the store is full — free space or point --store elsewhere (the store is left consistent)")
         }
-        try bytes.withUnsafeBytes { try Posix.writeFileAtomically(path(of: id), $0, mode: 0o444, durable: false) }
+        try bytes.withUnsafeBytes { try Posix.writeFileAtomically(path(of: id), $0, mode: 0o444, durable: false, tempDirectory: directory + "/tmp") }
     }
 
     public func commit(_ batch: CommitBatch) throws {
@@ -155,10 +157,22 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
     public func lookupPlain(_ tags: [ChunkID]) throws -> [ChunkID: ChunkID] {
         try wrap {
             try db.read { db in
-                let st = try db.cachedStatement(sql: "SELECT p.id FROM plain_index p JOIN chunks c ON c.id = p.id WHERE p.tag = ?")
+                // One statement per 256 tags (a short last group is padded with repeats of its last tag,
+                // so the statement text, and the cached statement, is always the same).
+                let group = 256
+                let st = try db.cachedStatement(sql: "SELECT p.tag, p.id FROM plain_index p JOIN chunks c ON c.id = p.id WHERE p.tag IN ("
+                    + Array(repeating: "?", count: group).joined(separator: ",") + ")")
                 var out = [ChunkID: ChunkID]()
-                for t in tags {
-                    if let d = try Data.fetchOne(st, arguments: [Self.blob(t)]), let id = Self.id(d) { out[t] = id }
+                var start = 0
+                while start < tags.count {
+                    let part = tags[start..<min(start + group, tags.count)]
+                    start += group
+                    var args = part.map { Self.blob($0) as (any DatabaseValueConvertible)? }
+                    while args.count < group { args.append(args.last!) }
+                    let rows = try Row.fetchCursor(st, arguments: StatementArguments(args))
+                    while let row = try rows.next() {
+                        if let t = Self.id(row[0]), let id = Self.id(row[1]) { out[t] = id }
+                    }
                 }
                 return out
             }
@@ -267,12 +281,18 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
                 }
             }
         }
+        // Temp files of chunk writes (older stores also left them beside the chunks, found above).
+        let tmp = directory + "/tmp"
+        if Posix.isDirectory(tmp) { temps += try Posix.listDirectory(tmp).map { tmp + "/" + $0 } }
         return (files, temps, strays)
     }
 
+    /// Removes what interrupted chunk writes left in `tmp/` (opening holds the store's lock, so no
+    /// writer is running).
     private func removeTempFiles() throws -> Int {
-        let temps = try scanFiles().temps
-        for t in temps { try Posix.remove(t) }
+        let tmp = directory + "/tmp"
+        let temps = try Posix.listDirectory(tmp)
+        for t in temps { try Posix.remove(tmp + "/" + t) }
         return temps.count
     }
 

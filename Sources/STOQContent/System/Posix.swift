@@ -36,16 +36,29 @@ struct FileDescriptor: Sendable {
     func pread(count: Int, at offset: Int64) throws -> [UInt8] {
         // Uninitialized capacity: the bytes are filled by pread, and only the bytes read are kept.
         try [UInt8](unsafeUninitializedCapacity: count) { buf, initialized in
-            var got = 0
-            defer { initialized = got }
-            while got < count {
-                let n = Glibc.pread(raw, buf.baseAddress! + got, count - got, off_t(offset) + off_t(got))
-                if n > 0 { got += n; continue }
-                if n == 0 { break }
-                if errno == EINTR { continue }
-                throw Posix.error("read", path)
-            }
+            initialized = try preadFully(UnsafeMutableRawBufferPointer(buf), at: offset)
         }
+    }
+
+    /// Reads up to `count` bytes at `offset` into `buffer`, reusing its storage (it is grown to `count`
+    /// bytes when shorter); returns the number of bytes read (fewer than `count` only at end of file).
+    func pread(into buffer: inout [UInt8], count: Int, at offset: Int64) throws -> Int {
+        // Grown without zeroing: pread overwrites the bytes, and only the bytes read are used.
+        if buffer.count < count { buffer = [UInt8](unsafeUninitializedCapacity: count) { _, n in n = count } }
+        return try buffer.withUnsafeMutableBytes { try preadFully(UnsafeMutableRawBufferPointer(rebasing: $0[0..<count]), at: offset) }
+    }
+
+    /// Fills `buf` from `offset` until it is full or the file ends; returns the bytes read.
+    private func preadFully(_ buf: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int {
+        var got = 0
+        while got < buf.count {
+            let n = Glibc.pread(raw, buf.baseAddress! + got, buf.count - got, off_t(offset) + off_t(got))
+            if n > 0 { got += n; continue }
+            if n == 0 { break }
+            if errno == EINTR { continue }
+            throw Posix.error("read", path)
+        }
+        return got
     }
 
     /// Reads the whole file.
@@ -111,11 +124,13 @@ enum Posix {
         return try fd.readAll()
     }
 
-    /// Writes a file durably: temp file in the same directory, fsync, rename, fsync of the directory.
+    /// Writes a file durably: temp file (in `tempDirectory`, which must be on the same file system, or
+    /// else in the destination's directory), fsync, rename, fsync of the directory.
     /// On failure the temp file is removed and the destination is untouched.
-    static func writeFileAtomically(_ path: String, _ bytes: UnsafeRawBufferPointer, mode: mode_t = 0o644, durable: Bool = true) throws {
+    static func writeFileAtomically(_ path: String, _ bytes: UnsafeRawBufferPointer, mode: mode_t = 0o644, durable: Bool = true,
+                                    tempDirectory: String? = nil) throws {
         let dir = parent(path)
-        let tmp = "\(dir)/.tmp-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+        let tmp = "\(tempDirectory ?? dir)/.tmp-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
         let fd = try FileDescriptor.open(tmp, flags: O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode: mode)
         do {
             try fd.writeAll(bytes)

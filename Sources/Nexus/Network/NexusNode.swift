@@ -1,0 +1,186 @@
+import Crypto
+import Foundation
+import Logging
+import STOQContent
+import STOQIdentity
+import STOQNode
+import STOQTransport
+
+/// A STOQ ``Node`` with Nexus on it: the DHT answering on the node's streams, joins through
+/// bootstrap nodes, publishes its signed node record and provider records for its pinned content,
+/// and optionally admits only peers whose certificate is in a CT log.
+public final class NexusNode: Sendable {
+    /// The STOQ node.
+    public let node: Node
+    /// Its DHT driver.
+    public let dht: NexusDHT
+    /// Its relay (carries peers' streams to a next hop).
+    public let relay: RelayService
+    /// Its DHT record (id from its certificate's key, listen address, region, certificate hash).
+    public let record: NodeRecord
+    /// Admission by CT log, if required.
+    public let admission: CTAdmission?
+    private let signingKey: P256.Signing.PrivateKey?
+    private let logger: Logger
+
+    /// Starts a node with Nexus.
+    /// - Parameters:
+    ///   - configuration: the STOQ node's configuration.
+    ///   - dht: DHT parameters.
+    ///   - admission: when set, peers whose certificate is not logged are refused.
+    ///   - services: further services (e.g. HyperMesh).
+    public static func start(
+        _ configuration: NodeConfiguration, dht dhtConfiguration: DHTConfiguration = DHTConfiguration(),
+        admission: CTAdmission? = nil, services: [any NodeService] = [], metrics: NodeMetrics = NodeMetrics(),
+        logger: Logger = Logger(label: "stoq.nexus")
+    ) async throws -> NexusNode {
+        let chain = try PEMFile.certificateDERs(in: PEMFile.read(configuration.certificate))
+        guard let leaf = chain.first else {
+            throw NexusError(.malformedInput, "\(configuration.certificate) holds no certificate")
+        }
+        let id = try NodeID(certificateDER: leaf)
+        let signingKey = try? P256.Signing.PrivateKey(pemRepresentation: PEMFile.read(configuration.key))
+        let dht = NexusDHT(configuration: dhtConfiguration)
+        let relay = RelayService()
+        let node = try await Node.start(configuration, services: [NexusService(dht: dht), relay] + services, metrics: metrics, logger: logger)
+        relay.attach(peers: node.peers)
+        let record = NodeRecord(
+            id: NexusID(bytes: id.bytes)!, addresses: [try NexusAddress(node.address)],
+            region: String((configuration.region ?? "").utf8.prefix(NodeRecord.maxRegionLength)) ?? "",
+            certificateFingerprint: NexusHash.sha256(leaf))
+        await dht.attach(record: record, peers: node.peers)
+        return NexusNode(node: node, dht: dht, relay: relay, record: record, admission: admission, signingKey: signingKey, logger: logger)
+    }
+
+    private init(node: Node, dht: NexusDHT, relay: RelayService, record: NodeRecord, admission: CTAdmission?, signingKey: P256.Signing.PrivateKey?, logger: Logger) {
+        self.node = node
+        self.dht = dht
+        self.relay = relay
+        self.record = record
+        self.admission = admission
+        self.signingKey = signingKey
+        self.logger = logger
+    }
+
+    /// The bound address.
+    public var address: PeerAddress { node.address }
+
+    /// Joins the DHT through `seeds` (none: this is the first node).
+    /// - Returns: contacts in the routing table afterwards.
+    @discardableResult
+    public func join(_ seeds: [PeerAddress]) async throws -> Int {
+        try await dht.join(seeds: seeds.filter { $0 != address })
+    }
+
+    /// What ``publish(now:)`` stored.
+    public struct Publication: Sendable {
+        /// Nodes holding the signed node record (nil: the node key cannot sign, e.g. not P-256).
+        public var nodeRecordStoredOn: Int?
+        /// Per pinned content id, the nodes holding its provider record.
+        public var provided: [(content: String, storedOn: Int)]
+    }
+
+    /// Publishes the signed node record and a provider record for every pinned content id.
+    /// The DHT re-announces both on its own republish timers.
+    public func publish(now: UInt64 = UInt64(Date().timeIntervalSince1970 * 1000)) async throws -> Publication {
+        var out = Publication(nodeRecordStoredOn: nil, provided: [])
+        if let signingKey {
+            let signed = try SignedNodeRecord.sign(record, issuedAt: now, ttl: dht.configuration.recordTTL, key: signingKey)
+            out.nodeRecordStoredOn = try await dht.put(key: SignedNodeRecord.key(for: record.id), value: signed.encode()).count
+        }
+        for pin in try node.store.pins() {
+            let key = NexusID(bytes: pin.id.manifest.bytes)!
+            out.provided.append((pin.id.description, try await dht.provide(key: key).count))
+        }
+        return out
+    }
+
+    /// Serves until the endpoint closes (like ``Node/run()``: requests, health probes, admin
+    /// endpoint); with ``admission`` set, a peer whose certificate is not logged is refused (its
+    /// connection closed with the reason) before any request is answered.
+    public func run() async {
+        guard let admission else {
+            await node.run()
+            return
+        }
+        let node = self.node
+        let logger = self.logger
+        await withDiscardingTaskGroup { outer in
+            outer.addTask {
+                await withDiscardingTaskGroup { group in
+                    for await connection in node.endpoint.incomingConnections {
+                        group.addTask {
+                            switch admission.check(connection.peerCertificateChain) {
+                            case .admitted:
+                                await node.server.serve(connection: connection)
+                            case .refused(let error):
+                                logger.warning("refusing peer", metadata: ["peer": "\(connection.remoteAddress)", "reason": "\(error.reason)"])
+                                await connection.close(code: CTAdmission.refusalCode, reason: error.reason)
+                            }
+                        }
+                    }
+                }
+            }
+            if let health = node.health {
+                outer.addTask {
+                    for peer in node.probedPeers { await health.watch(peer) }
+                    await health.run()
+                }
+            }
+            if let admin = node.admin { outer.addTask { await admin.run() } }
+        }
+    }
+
+    /// Stops the DHT timers and closes the node.
+    public func close() async {
+        await dht.stop()
+        await node.close()
+    }
+}
+
+/// Admits a peer only if its certificate is in a certificate-transparency log, checked with an
+/// inclusion proof against a signed tree head of that log.
+public struct CTAdmission: Sendable {
+    /// The log.
+    public let log: TransparencyLog
+    /// QUIC application error code used to close a refused connection.
+    public static let refusalCode: UInt64 = 0x4354  // "CT"
+
+    /// The outcome of a check.
+    public enum Decision: Sendable {
+        /// Logged; the proof verified.
+        case admitted(InclusionBundle)
+        /// Not logged, or the proof failed.
+        case refused(NexusError)
+    }
+
+    /// Uses `log`.
+    public init(log: TransparencyLog) { self.log = log }
+
+    /// Opens the log in `directory` and checks it end to end first (every leaf, subtree hash and
+    /// signed head), so a node never admits peers against a tampered log.
+    /// - Throws: `.logTampered` naming the first inconsistency; `.emptyLog` if there is no log.
+    public static func open(directory: String) throws -> CTAdmission {
+        let log = try TransparencyLog.open(directory: directory, create: false)
+        do {
+            try log.verifyIntegrity()
+        } catch {
+            throw NexusError(error.code, "the CT log in \(directory) fails its integrity check, refusing to start: \(error.reason)")
+        }
+        return CTAdmission(log: log)
+    }
+
+    /// Checks a peer's certificate chain (leaf first).
+    public func check(_ chain: [[UInt8]], now: UInt64 = UInt64(Date().timeIntervalSince1970 * 1000)) -> Decision {
+        guard let leaf = chain.first else {
+            return .refused(NexusError(.notLogged, "the peer presented no certificate; this node requires certificates logged in CT log \(log.logID.shortHex)…"))
+        }
+        do {
+            return .admitted(try log.proveLogged(leaf, now: now))
+        } catch let error where error.code == .notLogged {
+            return .refused(NexusError(.notLogged, "certificate not in CT log \(log.logID.shortHex)… required by this node: \(error.reason). Issue it with `stoq certs issue --ct-log DIR` or append it with `stoq ct append`"))
+        } catch {
+            return .refused(NexusError(error.code, "CT inclusion proof failed, refusing the peer: \(error.reason)"))
+        }
+    }
+}

@@ -1,0 +1,1 @@
+../STOQNodeTests/NodeTestSupport.swift
