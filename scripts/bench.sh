@@ -9,7 +9,7 @@
 #   erasure    scripts/bench-erasure.sh STOQ_BIN
 #   routing    STOQ_BIN bench routing
 #   dht        STOQ_BIN dht bench --scale ... ; STOQ_BIN dht bench --quic N (real lookups over [::1])
-#   swarm      STOQ_BIN bench-swarm
+#   swarm      STOQ_BIN bench-swarm (simulator), then STOQ_BIN bench-swarm --real (QUIC on [::1])
 #   edge       scripts/bench-edge.sh STOQ_BIN
 #
 # Environment: BENCH_OUT (default ./bench-out), BENCH_PARTS (comma list, default all),
@@ -83,6 +83,10 @@ if want swarm; then
   section "swarm (multi-source retrieval under the simulator, virtual time)"
   if [ -n "$STOQ_BIN" ]; then "$STOQ_BIN" bench-swarm || { echo "swarm: FAILED"; status=1; }
   else echo "swarm: skipped (no stoq binary)"; fi
+  section "swarm over real QUIC ([::1], stoq node processes as rate-limited sources)"
+  if [ -n "$STOQ_BIN" ]; then "$STOQ_BIN" bench-swarm --real --mib "${BENCH_SWARM_MIB:-64}" --failover-runs "${BENCH_SWARM_KILLS:-20}" \
+      || { echo "swarm --real: FAILED"; status=1; }
+  else echo "swarm --real: skipped (no stoq binary)"; fi
 fi
 
 if want edge; then

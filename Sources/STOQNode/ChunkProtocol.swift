@@ -21,6 +21,19 @@ public enum ChunkProtocol {
 public protocol ChunkProvider: Sendable {
     /// The chunk's verified bytes, or `nil` when this node cannot supply it.
     func chunk(_ id: ChunkID) async throws -> [UInt8]?
+    /// The same, for a known reader (one connection): an edge follows each reader's position in
+    /// a manifest to read ahead, and notes the progress of an upstream fill on `fill` (the server
+    /// tells the requester the source is alive while it does). Defaults to ``chunk(_:)``.
+    func chunk(_ id: ChunkID, reader: ObjectIdentifier, fill: FillProgress) async throws -> [UInt8]?
+    /// Which data chunks of `root` this node can supply (the answer to WANT). Defaults to all.
+    func availability(of root: ContentID) async throws -> ChunkAvailability
+}
+
+extension ChunkProvider {
+    /// Ignores the reader.
+    public func chunk(_ id: ChunkID, reader: ObjectIdentifier, fill: FillProgress) async throws -> [UInt8]? { try await chunk(id) }
+    /// Claims every chunk.
+    public func availability(of root: ContentID) async throws -> ChunkAvailability { .all }
 }
 
 /// Serves what a ``ChunkStore`` holds.
@@ -138,6 +151,9 @@ public final class ChunkServer: StreamServer {
             case .getChunk(let wireID, let offset, let length):
                 metrics?.request("get_chunk")
                 try await answer(chunk: ChunkID(bytes: wireID.bytes)!, offset: offset, length: length, on: stream, connection: connection)
+            case .want(let wireID, _):
+                metrics?.request("want")
+                try await answerWant(wireID, on: stream)
             case .ping(let nonce, let sent):
                 metrics?.request("ping")
                 // A health probe measures the path, not the queue: answer ahead of bulk responses.
@@ -170,9 +186,10 @@ public final class ChunkServer: StreamServer {
 
     private func answer(chunk id: ChunkID, offset: UInt64, length: UInt64, on stream: QUICStream, connection: Connection) async throws {
         let started = ContinuousClock.now
+        let reader = ObjectIdentifier(connection)
         let bytes: [UInt8]
         do {
-            guard let found = try await provider.chunk(id) else {
+            guard let found = try await withFillKeepalive(on: stream, { fill in try await provider.chunk(id, reader: reader, fill: fill) }) else {
                 try await stream.write(STOQMessage.chunkHeader(status: .notFound, totalLength: 0, offset: 0, length: 0).encoded())
                 try await stream.finish()
                 return
@@ -327,8 +344,11 @@ public final class PeerClient: Sendable {
                 continue
             }
             decoder.handle(bytes: piece)
-            guard let frame = try decoder.pollFrame() else { continue }
+            frames: while let frame = try decoder.pollFrame() {
             switch try STOQMessage.decode(frame) {
+            case .chunkPending:
+                progress?(0)  // the peer is still filling the chunk (an edge's upstream miss): alive
+                continue frames
             case .chunkHeader(.ok, _, _, let length):
                 guard length <= UInt64(ChunkProtocol.maximumChunkLength) else {
                     throw NodeError(.protocolViolation, "\(name) announced a \(length)-byte chunk; the limit is \(ChunkProtocol.maximumChunkLength)")
@@ -338,6 +358,7 @@ public final class PeerClient: Sendable {
                 let rest = decoder.takeRemainingBytes()
                 body.append(contentsOf: rest.readableBytesView)
                 progress?(rest.readableBytes)  // the header itself is a sign of life, even with no body yet
+                break frames
             case .chunkHeader(.notFound, _, _, _):
                 throw NodeError(.notFound, "\(name) does not hold chunk \(id.short)")
             case .chunkHeader(let status, _, _, _):
@@ -346,6 +367,7 @@ public final class PeerClient: Sendable {
                 throw NodeError(.refused, "\(name): \(message)")
             default:
                 throw NodeError(.protocolViolation, "\(name) answered GET_CHUNK with \(frame.type)")
+            }
             }
         }
         guard let expected else { throw NodeError(.protocolViolation, "\(name) closed the stream before answering") }

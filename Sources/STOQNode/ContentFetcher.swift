@@ -3,6 +3,7 @@ import Logging
 import STOQContent
 import STOQSwarm
 import STOQTransport
+import STOQWire
 
 /// What one fetch did.
 public struct FetchReport: Sendable {
@@ -17,6 +18,12 @@ public struct FetchReport: Sendable {
         public var chunks: Int
         /// Its final state in the scheduler.
         public var state: String
+        /// Stalls the scheduler detected on it.
+        public var stalls: Int = 0
+        /// Failed requests (errors, refusals, not-found answers).
+        public var failures: Int = 0
+        /// Chunks its HAVE bitfield offered (nil: all of them).
+        public var offeredChunks: Int? = nil
     }
     /// The content fetched.
     public var root: ContentID
@@ -32,8 +39,10 @@ public struct FetchReport: Sendable {
     public var manifestChunks: Int
     /// Seconds from start to the last verified chunk.
     public var seconds: Double
-    /// Seconds to the first verified chunk byte.
+    /// Seconds to the first verified chunk.
     public var secondsToFirstByte: Double?
+    /// Seconds to the first byte of chunk data received (before verification).
+    public var secondsToFirstDataByte: Double? = nil
     /// Per source.
     public var sources: [Source]
     /// For each source that failed mid-fetch: seconds from its first failed request's start to the
@@ -85,6 +94,7 @@ public final class ContentFetcher: Sendable {
     }
 
     private enum Event: Sendable {
+        case have(Int, ChunkAvailability?)
         case done(RequestID, Result<[UInt8], any Error>)
         case progress(RequestID, Int)
         case tick
@@ -128,19 +138,36 @@ public final class ContentFetcher: Sendable {
         var present = [Int]()
         for c in chunks where try store.contains(c.id) { present.append(c.index) }
         var scheduler = SwarmScheduler(chunks: chunks, present: present, configuration: configuration)
+        // 2a. Who has what: every source starts as a full holder (so a source that answers
+        // nothing still gets requests, and stall detection or health probing deals with it);
+        // each one's HAVE bitfield, asked in parallel, narrows its availability as it arrives.
         var byID = [SourceID: any ChunkSource]()
+        var offered = [SourceID: Int]()
         for source in sources {
             let id = SourceID(source.name)
             byID[id] = source
             scheduler.handleSourceAdded(id, now: now())
         }
-
+        func applyHave(_ position: Int, _ answer: ChunkAvailability?) {
+            let id = SourceID(sources[position].name)
+            switch answer ?? .all {
+            case .all:
+                break
+            case .some(let bits):
+                offered[id] = bits.setCount
+                scheduler.handleHave(id, have: bits, now: now())
+            case .none:
+                offered[id] = 0
+                scheduler.handleHave(id, have: ChunkBitfield(count: chunks.count), now: now())
+            }
+        }
         let (events, continuation) = AsyncStream<Event>.makeStream()
         var running = [RequestID: Task<Void, Never>]()
         var requestStart = [RequestID: UInt64]()
         var timer: Task<Void, Never>?
         var timerDeadline: UInt64?
         var firstByte: Double?
+        var firstDataByte: Double?
         var fetchedBytes = 0
         var failovers = [(source: String, seconds: Double)]()
         var failedSources = Set<SourceID>()
@@ -207,12 +234,40 @@ public final class ContentFetcher: Sendable {
             return false
         }
 
+        var awaitingHave = 0
+        var haveTasks: [Task<Void, Never>] = []
+        defer { for task in haveTasks { task.cancel() } }
+        if present.count < chunks.count {
+            awaitingHave = sources.count
+            for (position, source) in sources.enumerated() {
+                let count = chunks.count
+                let logger = logger
+                haveTasks.append(Task {
+                    let answer = await withDeadline(Self.availabilityTimeout) { () async -> ChunkAvailability? in
+                        do {
+                            return try await source.availability(of: root, chunkCount: count)
+                        } catch {
+                            logger.info("no HAVE from source; assuming it holds everything", metadata: ["source": "\(source.name)", "error": "\(error)"])
+                            return nil
+                        }
+                    }
+                    continuation.yield(.have(position, answer ?? nil))
+                })
+            }
+        }
+
         var finished = try drainActions()  // true at once when every chunk is already here (resume)
         if !finished { armTimer() } else { continuation.finish() }
         do {
         eventLoop: for await event in events {
             let t = now()
             switch event {
+            case .have(let position, let answer):
+                applyHave(position, answer)
+                awaitingHave -= 1
+                if awaitingHave == 0, !scheduler.isFinished, case let missing = scheduler.unavailableChunks, !missing.isEmpty {
+                    throw NodeError(.unavailable, "no source holds \(missing.count) of the \(chunks.count) chunks of \(root) (their HAVE bitfields); add sources that hold the content")
+                }
             case .tick:
                 timer = nil
                 timerDeadline = nil
@@ -233,6 +288,7 @@ public final class ContentFetcher: Sendable {
                 }
             case .progress(let rid, let n):
                 guard running[rid] != nil else { continue eventLoop }
+                if n > 0, firstDataByte == nil { firstDataByte = Double(t) / 1e9 }
                 scheduler.handleProgress(rid, bytes: n, now: t)
             case .done(let rid, let result):
                 guard running.removeValue(forKey: rid) != nil else { continue eventLoop }
@@ -295,14 +351,20 @@ public final class ContentFetcher: Sendable {
         return FetchReport(
             root: root, plainBytes: plan.plainBytes, fetchedBytes: fetchedBytes, chunks: chunks.count,
             chunksAlreadyPresent: present.count, manifestChunks: plan.manifestChunks, seconds: elapsed,
-            secondsToFirstByte: firstByte,
-            sources: progress.sources.map { .init(name: $0.id.rawValue, bytes: $0.bytesDelivered, chunks: $0.chunksDelivered, state: "\($0.state)") },
+            secondsToFirstByte: firstByte, secondsToFirstDataByte: firstDataByte,
+            sources: progress.sources.map {
+                .init(name: $0.id.rawValue, bytes: $0.bytesDelivered, chunks: $0.chunksDelivered, state: "\($0.state)",
+                      stalls: $0.stalls, failures: $0.failures, offeredChunks: offered[$0.id])
+            },
             failovers: failovers
         )
     }
 }
 
 extension ContentFetcher {
+    /// How long a source may take to answer WANT before it is assumed to hold everything.
+    static let availabilityTimeout: Duration = .seconds(1)
+
     /// Writes a verified chunk, turning a store failure into an error that says what happened to
     /// the fetch.
     static func write(_ id: ChunkID, _ bytes: [UInt8], to store: any ChunkStore) throws {
@@ -311,6 +373,42 @@ extension ContentFetcher {
         } catch let error as ContentError {
             throw NodeError(.storeFailed, "cannot store chunk \(id.short): \(error.reason) — the fetch stopped; the chunks verified so far are kept, so running it again resumes where it stopped")
         }
+    }
+}
+
+/// The result of `operation`, or nil when it takes longer than `timeout` (it then runs on,
+/// detached, and its result is dropped): a source that never answers cannot hold the caller.
+func withDeadline<T: Sendable>(_ timeout: Duration, _ operation: @escaping @Sendable () async -> T) async -> T? {
+    let once = OnceResume<T?>()
+    return await withCheckedContinuation { continuation in
+        once.set(continuation)
+        let work = Task { once.resume(await operation()) }
+        Task {
+            try? await Task.sleep(for: timeout)
+            if once.resume(nil) { work.cancel() }
+        }
+    }
+}
+
+/// Resumes a continuation once, whoever comes first.
+///
+/// `@unchecked Sendable`: state behind `lock`.
+final class OnceResume<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var continuation: CheckedContinuation<T, Never>?
+    private var done = false
+    func set(_ c: CheckedContinuation<T, Never>) { lock.withLock { continuation = c } }
+    /// Resumes with `value` if nothing did before; returns whether this call did.
+    @discardableResult
+    func resume(_ value: T) -> Bool {
+        let c: CheckedContinuation<T, Never>? = lock.withLock {
+            guard !done else { return nil }
+            done = true
+            defer { continuation = nil }
+            return continuation
+        }
+        c?.resume(returning: value)
+        return c != nil
     }
 }
 

@@ -7,6 +7,14 @@ public protocol ChunkSource: Sendable {
     /// Fetches a chunk; the result must already be verified against `id`.
     /// - Parameter progress: called with the size of each piece as it arrives (stall detection).
     func fetchChunk(_ id: ChunkID, progress: (@Sendable (Int) -> Void)?) async throws -> [UInt8]
+    /// Which of the `chunkCount` data chunks of `root` the source can supply (its HAVE).
+    /// Defaults to all of them.
+    func availability(of root: ContentID, chunkCount: Int) async throws -> ChunkAvailability
+}
+
+extension ChunkSource {
+    /// Claims every chunk.
+    public func availability(of root: ContentID, chunkCount: Int) async throws -> ChunkAvailability { .all }
 }
 
 extension PeerClient: ChunkSource {}

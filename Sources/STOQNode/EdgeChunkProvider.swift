@@ -6,75 +6,202 @@ import STOQEdge
 /// What it fetched is kept when the byte-bounded cache policy (W-TinyLFU by default) admits it, and
 /// the chunks the policy evicts leave the store. Concurrent misses for one chunk share one upstream
 /// fetch.
+///
+/// Read-ahead: the edge learns the chunk order of every file manifest it serves; when a reader (one
+/// connection) asks for a manifest's chunks in order, a sans-IO ``Prefetcher`` per reader and
+/// manifest names the next chunks, which are fetched from upstream (at most
+/// ``PrefetchSettings/maximumConcurrent`` at once) into a separate, byte-bounded prefetch buffer.
+/// Speculation never displaces cached content: a prefetched chunk enters the cache (through the
+/// policy's normal admission) only when a reader actually asks for it; unread ones are dropped
+/// from the buffer, oldest first.
 public actor EdgeChunkProvider: ChunkProvider {
+    /// Read-ahead tuning.
+    public struct PrefetchSettings: Sendable {
+        /// Window growth and reorder tolerance of each reader's ``Prefetcher``.
+        public var window: Prefetcher.Configuration
+        /// Upstream prefetches in flight at once (0 turns read-ahead off).
+        public var maximumConcurrent: Int
+        /// Bytes of prefetched, not yet read chunks held in memory.
+        public var bufferBytes: Int
+        /// File manifests whose chunk order is remembered.
+        public var maximumManifests: Int
+        /// Reader positions remembered (one per connection and manifest).
+        public var maximumReaders: Int
+
+        /// Creates settings.
+        /// - Parameters:
+        ///   - window: the read-ahead window (default: 2 growing to 16, reorder tolerance 8 for
+        ///     pipelining readers).
+        ///   - maximumConcurrent: upstream prefetches at once (default 4).
+        ///   - bufferBytes: prefetch buffer bound (default 64 MiB).
+        public init(
+            window: Prefetcher.Configuration = .init(initialWindow: 2, maximumWindow: 16, reorderTolerance: 8),
+            maximumConcurrent: Int = 4, bufferBytes: Int = 64 << 20, maximumManifests: Int = 256, maximumReaders: Int = 1024
+        ) {
+            self.window = window
+            self.maximumConcurrent = maximumConcurrent
+            self.bufferBytes = bufferBytes
+            self.maximumManifests = maximumManifests
+            self.maximumReaders = maximumReaders
+        }
+
+        /// No read-ahead.
+        public static let off = PrefetchSettings(maximumConcurrent: 0)
+    }
+
+    /// Counters for reports and `stoq status`.
+    public struct Counters: Sendable, Equatable {
+        /// Reads answered from the store (cache hits).
+        public var hits = 0
+        /// Reads that had to go upstream themselves.
+        public var misses = 0
+        /// Reads answered by read-ahead: from the prefetch buffer, or by joining a prefetch in flight.
+        public var prefetchHits = 0
+        /// Bytes fetched from upstream (demand and read-ahead).
+        public var upstreamBytes = 0
+        /// Chunks fetched ahead.
+        public var prefetched = 0
+        /// Prefetched chunks dropped unread.
+        public var prefetchWasted = 0
+    }
+
     /// The local store (cache).
     public let store: any ChunkStore
     private let upstream: [PeerAddress]
     private let peers: PeerSet
     private let logger: Logger
+    private let settings: PrefetchSettings
     private var inFlight: [ChunkID: Task<[UInt8]?, any Error>] = [:]
+    /// The progress of each fill in flight (requests that join it follow it too).
+    private var fills: [ChunkID: FillProgress] = [:]
+    /// Requests waiting for an upstream fill: any upstream progress shows them the edge is alive
+    /// (the origin may serve this edge's fills one after another, so one fill can wait without
+    /// progress of its own while the others move).
+    private let waiting = FillRegistry()
     private var cache: EdgeCache
+    private var stats = Counters()
 
-    /// Cache counters.
-    public private(set) var hits = 0
-    /// Requests that went upstream.
-    public private(set) var misses = 0
-    /// Bytes fetched from upstream.
-    public private(set) var upstreamBytes = 0
+    // Read-ahead state.
+    private struct ReaderKey: Hashable { var reader: ObjectIdentifier; var manifest: ChunkID }
+    private var manifests: [ChunkID: [ChunkID]] = [:]
+    private var manifestOrder: [ChunkID] = []
+    private var manifestOf: [ChunkID: ChunkID] = [:]
+    private var readers: [ReaderKey: Prefetcher] = [:]
+    private var readerOrder: [ReaderKey] = []
+    private var queue: [ChunkID] = []
+    private var prefetching: Set<ChunkID> = []
+    private var buffer: [ChunkID: [UInt8]] = [:]
+    private var bufferOrder: [ChunkID] = []
+    private var bufferBytes = 0
 
     /// Creates a provider.
-    /// - Parameter cacheBytes: the most chunk bytes the edge keeps.
+    /// - Parameters:
+    ///   - cacheBytes: the most chunk bytes the edge keeps.
+    ///   - prefetch: read-ahead tuning (``PrefetchSettings/off`` to disable).
     public init(
         store: any ChunkStore, upstream: [PeerAddress], peers: PeerSet,
-        cacheBytes: Int = 1 << 30, policy: EdgeCache.Kind = .tinyLFU, logger: Logger = Logger(label: "stoq.edge")
+        cacheBytes: Int = 1 << 30, policy: EdgeCache.Kind = .tinyLFU, prefetch: PrefetchSettings = .init(),
+        logger: Logger = Logger(label: "stoq.edge")
     ) {
         self.store = store
         self.cache = EdgeCache(kind: policy, capacity: cacheBytes, averageChunkSize: 16 * 1024)
         self.upstream = upstream
         self.peers = peers
+        self.settings = prefetch
         self.logger = logger
     }
 
+    /// Whether misses can be filled from upstream.
+    nonisolated var hasUpstream: Bool { !upstream.isEmpty }
+
+    /// Cache hits (store).
+    public var hits: Int { stats.hits }
+    /// Reads that went upstream themselves.
+    public var misses: Int { stats.misses }
+    /// Bytes fetched from upstream.
+    public var upstreamBytes: Int { stats.upstreamBytes }
+
     public func chunk(_ id: ChunkID) async throws -> [UInt8]? {
+        try await serve(id, reader: nil)
+    }
+
+    public func chunk(_ id: ChunkID, reader: ObjectIdentifier, fill: FillProgress) async throws -> [UInt8]? {
+        try await serve(id, reader: reader, fill: fill)
+    }
+
+    private func serve(_ id: ChunkID, reader: ObjectIdentifier?, fill: FillProgress? = nil) async throws -> [UInt8]? {
+        if let reader { noteRead(id, reader: reader) }
+        if let bytes = takeFromBuffer(id) {
+            stats.prefetchHits += 1
+            try keep(id, bytes)
+            return bytes
+        }
         if try store.contains(id) {
             do {
                 let bytes = try store.read(id)
-                hits += 1
+                stats.hits += 1
                 if cache.recordAccess(id, size: bytes.count) == .miss, !cache.contains(id) {
                     // Held since before this process started: let the policy account for it.
                     try evict(cache.admit(id, size: bytes.count))
                 }
+                learn(id, bytes)
                 return bytes
             } catch let error as ContentError where error.code == .idMismatch || error.code == .notFound {
                 logger.warning("cached chunk damaged; fetching again", metadata: ["chunk": "\(id.short)"])
             }
         }
-        if let task = inFlight[id] { return try await task.value }
-        misses += 1
-        let task = Task { try await self.fetchUpstream(id) }
+        if let fill { waiting.add(fill) }
+        defer { if let fill { waiting.remove(fill) } }
+        if let task = inFlight[id] {
+            if prefetching.contains(id) { stats.prefetchHits += 1 }
+            if let fill { fills[id]?.forward(to: fill) }
+            let bytes = try await task.value
+            // A joined prefetch left its bytes in the buffer: this read makes them real content.
+            if let buffered = takeFromBuffer(id) { try keep(id, buffered) }
+            return bytes
+        }
+        stats.misses += 1
+        let progress = FillProgress()
+        if let fill { progress.forward(to: fill) }
+        fills[id] = progress
+        let task = Task { () async throws -> [UInt8]? in
+            guard let bytes = try await self.fetchUpstream(id, fill: progress) else { return nil }
+            try self.keep(id, bytes)
+            return bytes
+        }
         inFlight[id] = task
-        defer { inFlight[id] = nil }
-        return try await task.value
+        defer { inFlight[id] = nil; fills[id] = nil }
+        let bytes = try await task.value
+        if let bytes { learn(id, bytes) }
+        return bytes
     }
 
-    private func fetchUpstream(_ id: ChunkID) async throws -> [UInt8]? {
+    /// Offers fetched bytes to the cache policy; admitted ones are stored, evicted ones removed.
+    private func keep(_ id: ChunkID, _ bytes: [UInt8]) throws {
+        _ = cache.recordAccess(id, size: bytes.count)
+        let admission = cache.admit(id, size: bytes.count)
+        if admission.admitted, !(try store.contains(id)) {
+            try store.writeChunk(id, bytes)
+            var batch = CommitBatch()
+            batch.chunks = [(id, bytes.count)]
+            try store.commit(batch)
+        }
+        try evict(admission)
+    }
+
+    private func fetchUpstream(_ id: ChunkID, fill: FillProgress) async throws -> [UInt8]? {
         guard !upstream.isEmpty else { return nil }
         let start = Int(id.bytes[0]) % upstream.count
         for offset in 0..<upstream.count {
             let address = upstream[(start + offset) % upstream.count]
             do {
                 let client = try await peers.client(for: address)
-                let bytes = try await client.fetchChunk(id)
-                upstreamBytes += bytes.count
-                _ = cache.recordAccess(id, size: bytes.count)
-                let admission = cache.admit(id, size: bytes.count)
-                if admission.admitted {
-                    try store.writeChunk(id, bytes)
-                    var batch = CommitBatch()
-                    batch.chunks = [(id, bytes.count)]
-                    try store.commit(batch)
+                let waiting = self.waiting
+                let bytes = try await client.fetchChunk(id) { _ in
+                    fill.note()
+                    waiting.noteAll()
                 }
-                try evict(admission)
+                stats.upstreamBytes += bytes.count
                 return bytes
             } catch let error as NodeError where error.code == .notFound {
                 continue
@@ -90,9 +217,89 @@ public actor EdgeChunkProvider: ChunkProvider {
         if !admission.evicted.isEmpty { try store.evict(admission.evicted) }
     }
 
+    // MARK: Read-ahead
+
+    /// Remembers the chunk order of a file manifest the edge serves (leaf manifests list data).
+    private func learn(_ id: ChunkID, _ bytes: [UInt8]) {
+        guard settings.maximumConcurrent > 0, manifests[id] == nil, bytes.starts(with: FileManifest.magic),
+              let manifest = try? FileManifest.decode(bytes), manifest.kind == .leaf, manifest.entries.count > 1 else { return }
+        if manifestOrder.count >= settings.maximumManifests, let old = manifestOrder.first {
+            manifestOrder.removeFirst()
+            for chunk in manifests.removeValue(forKey: old) ?? [] where manifestOf[chunk] == old { manifestOf[chunk] = nil }
+        }
+        let order = manifest.entries.map(\.id)
+        manifests[id] = order
+        manifestOrder.append(id)
+        for chunk in order { manifestOf[chunk] = id }
+    }
+
+    /// Feeds a read to its reader's prefetcher and queues what it suggests.
+    private func noteRead(_ id: ChunkID, reader: ObjectIdentifier) {
+        guard settings.maximumConcurrent > 0, let manifest = manifestOf[id], let order = manifests[manifest] else { return }
+        let key = ReaderKey(reader: reader, manifest: manifest)
+        if readers[key] == nil {
+            if readerOrder.count >= settings.maximumReaders { readers[readerOrder.removeFirst()] = nil }
+            readers[key] = Prefetcher(chunks: order, configuration: settings.window)
+            readerOrder.append(key)
+        }
+        let ahead = readers[key]!.handleRead(id: id)
+        for next in ahead where buffer[next] == nil && inFlight[next] == nil && !queue.contains(next) {
+            queue.append(next)
+        }
+        if queue.count > settings.window.maximumWindow * 4 { queue.removeFirst(queue.count - settings.window.maximumWindow * 4) }
+        pump()
+    }
+
+    /// Starts queued prefetches while slots and buffer room remain.
+    private func pump() {
+        while prefetching.count < settings.maximumConcurrent, bufferBytes < settings.bufferBytes, !queue.isEmpty {
+            let id = queue.removeFirst()
+            guard buffer[id] == nil, inFlight[id] == nil, (try? store.contains(id)) != true else { continue }
+            prefetching.insert(id)
+            let progress = FillProgress()
+            fills[id] = progress
+            let task = Task { () async throws -> [UInt8]? in
+                let bytes = try? await self.fetchUpstream(id, fill: progress)
+                self.prefetchDone(id, bytes ?? nil)
+                return bytes ?? nil
+            }
+            inFlight[id] = task
+        }
+    }
+
+    private func prefetchDone(_ id: ChunkID, _ bytes: [UInt8]?) {
+        prefetching.remove(id)
+        inFlight[id] = nil
+        fills[id] = nil
+        if let bytes {
+            stats.prefetched += 1
+            buffer[id] = bytes
+            bufferOrder.append(id)
+            bufferBytes += bytes.count
+            while bufferBytes > settings.bufferBytes, !bufferOrder.isEmpty {
+                let old = bufferOrder.removeFirst()
+                if let dropped = buffer.removeValue(forKey: old) {
+                    bufferBytes -= dropped.count
+                    stats.prefetchWasted += 1
+                }
+            }
+        }
+        pump()
+    }
+
+    private func takeFromBuffer(_ id: ChunkID) -> [UInt8]? {
+        guard let bytes = buffer.removeValue(forKey: id) else { return nil }
+        bufferBytes -= bytes.count
+        if let position = bufferOrder.firstIndex(of: id) { bufferOrder.remove(at: position) }
+        return bytes
+    }
+
     /// The cache policy's figures (hits, misses, bytes held, evictions).
     public var cacheStats: CacheStats { cache.stats }
 
     /// Counters for reports.
-    public var counters: (hits: Int, misses: Int, upstreamBytes: Int) { (hits, misses, upstreamBytes) }
+    public var counters: (hits: Int, misses: Int, upstreamBytes: Int) { (stats.hits, stats.misses, stats.upstreamBytes) }
+
+    /// Every counter, read-ahead included.
+    public var allCounters: Counters { stats }
 }

@@ -119,6 +119,8 @@ public final class Node: Sendable {
     public let server: ChunkServer
     /// The edge provider when the node is an edge.
     public let edge: EdgeChunkProvider?
+    /// Mutable names: published here (origin) or resolved and cached (edge).
+    public let names: NameDirectory
     /// The node's metrics.
     public let metrics: NodeMetrics
     /// Health probing of upstream and known peers (nil when switched off).
@@ -181,9 +183,15 @@ public final class Node: Sendable {
         self.metrics = metrics
         self.admin = admin
         self.logger = logger
-        let peers = PeerSet(endpoint: endpoint, metrics: metrics)
+        // Connections this node dials are served too: an origin pushes name invalidations over them.
+        let peers = PeerSet(endpoint: endpoint, metrics: metrics, inbound: { connection in await box.node?.server.serve(connection: connection) })
         self.peers = peers
         self.health = healthConfiguration.map { PeerHealthService(peers: peers, configuration: $0, metrics: metrics) }
+        let names = NameDirectory(
+            store: store, directory: configuration.store + "/names",
+            upstream: configuration.roles.contains("edge") ? configuration.upstream : [], peers: peers)
+        self.names = names
+        let services: [any NodeService] = [NameService(directory: names, acceptsPublications: configuration.roles.contains("origin")), InvalidationService(directory: names)] + services
         let edge = configuration.roles.contains("edge")
             ? EdgeChunkProvider(store: store, upstream: configuration.upstream, peers: peers, cacheBytes: configuration.cacheBytes ?? (1 << 30)) : nil
         self.edge = edge
@@ -273,6 +281,8 @@ public final class Node: Sendable {
                             "hit_ratio": total == 0 ? 0 : Double(c.hits) / Double(total),
                             "bytes": policy.bytes, "capacity_bytes": configuration.cacheBytes ?? (1 << 30),
                             "evictions": policy.evictions, "rejections": policy.rejections]
+            let ahead = await edge.allCounters
+            doc["prefetch"] = ["hits": ahead.prefetchHits, "fetched": ahead.prefetched, "wasted": ahead.prefetchWasted]
         }
         for service in services {
             if let summary = await service.status() { doc[service.name] = summary }

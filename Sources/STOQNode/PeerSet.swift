@@ -14,14 +14,19 @@ public actor PeerSet {
     private var dialing: [PeerAddress: Task<PeerClient, any Error>] = [:]
     private let logger: Logger
     private let metrics: NodeMetrics?
+    private let inbound: (@Sendable (Connection) async -> Void)?
     /// Peers the health monitor reports down.
     nonisolated let downPeers = PeerMarks()
 
     /// Creates a peer set dialling through `endpoint`.
-    /// - Parameter metrics: where the clients it makes count received bytes and fetch times.
-    public init(endpoint: Endpoint, metrics: NodeMetrics? = nil, logger: Logger = Logger(label: "stoq.peers")) {
+    /// - Parameters:
+    ///   - metrics: where the clients it makes count received bytes and fetch times.
+    ///   - inbound: serves the requests a peer sends back over a connection this set dialled (an
+    ///     origin pushing invalidations to its edge); nil: such streams are not read.
+    public init(endpoint: Endpoint, metrics: NodeMetrics? = nil, inbound: (@Sendable (Connection) async -> Void)? = nil, logger: Logger = Logger(label: "stoq.peers")) {
         self.endpoint = endpoint
         self.metrics = metrics
+        self.inbound = inbound
         self.logger = logger
     }
 
@@ -39,7 +44,13 @@ public actor PeerSet {
         defer { dialing[address] = nil }
         let client = try await task.value
         clients[address] = client
+        if let inbound { Task { await inbound(client.connection) } }
         return client
+    }
+
+    /// The address this set dialled `connection` to, or nil when it is not one of its connections.
+    public func address(of connection: Connection) -> PeerAddress? {
+        clients.first { $0.value.connection === connection }?.key
     }
 
     /// Whether the health monitor reports `address` down.

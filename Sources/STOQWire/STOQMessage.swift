@@ -64,6 +64,22 @@ public enum STOQMessage: Hashable, Sendable {
     case statusRequest
     /// A node's status as a JSON document (at most 256 KiB).
     case status(json: String)
+    /// Sent in place of ``chunkHeader(status:totalLength:offset:length:)`` while the server is
+    /// still filling the chunk (an edge fetching a miss from upstream), repeated until the header
+    /// follows: a sign of life for the requester's stall detection. `waitedMillis` is how long
+    /// the server has waited so far.
+    case chunkPending(waitedMillis: UInt64)
+    /// Asks for the signed record of a mutable name. `subscribe`: the asker keeps the record and
+    /// wants the new version pushed (an edge asking its origin).
+    case nameResolve(name: String, subscribe: Bool)
+    /// A signed name record (STOQEdge's canonical `NameRecord` encoding, at most
+    /// ``maxNameRecordLength`` bytes): the answer to ``nameResolve(name:subscribe:)``.
+    case nameRecord(record: [UInt8])
+    /// Asks an origin to publish a signed name record (a new version).
+    case namePublish(record: [UInt8])
+    /// The answer to ``namePublish(record:)``: the version now current and how many holders were
+    /// told (``invalidate(name:version:)`` pushed to them).
+    case namePublished(version: UInt64, notified: UInt64)
 
     /// HELLO contents.
     public struct Hello: Hashable, Sendable {
@@ -134,12 +150,19 @@ public enum STOQMessage: Hashable, Sendable {
         public static let error = FrameType(rawValue: 0x09)
         public static let statusRequest = FrameType(rawValue: 0x0A)
         public static let status = FrameType(rawValue: 0x0B)
+        public static let chunkPending = FrameType(rawValue: 0x0C)
+        public static let nameResolve = FrameType(rawValue: 0x0D)
+        public static let nameRecord = FrameType(rawValue: 0x0E)
+        public static let namePublish = FrameType(rawValue: 0x0F)
+        public static let namePublished = FrameType(rawValue: 0x10)
     }
 
     static let maxRegionLength = 64
     static let maxNameLength = 255
     static let maxErrorMessageLength = 1024
     static let maxStatusLength = 256 * 1024
+    /// The longest signed name record carried (STOQEdge's `NameRecord.maxEncodedSize` is 434).
+    public static let maxNameRecordLength = 1024
 
     /// Encodes the message as one frame.
     public func frame() -> Frame {
@@ -195,6 +218,20 @@ public enum STOQMessage: Hashable, Sendable {
         case .status(let json):
             type = Types.status
             w.string(String(json.utf8.prefix(Self.maxStatusLength)) ?? "{}")
+        case .chunkPending(let waited):
+            type = Types.chunkPending
+            w.varint(waited)
+        case .nameResolve(let name, let subscribe):
+            type = Types.nameResolve
+            w.string(String(name.utf8.prefix(Self.maxNameLength)) ?? "")
+            w.varint(subscribe ? 1 : 0)
+        case .nameRecord(let record), .namePublish(let record):
+            if case .nameRecord = self { type = Types.nameRecord } else { type = Types.namePublish }
+            w.lengthPrefixedBytes(record.prefix(Self.maxNameRecordLength))
+        case .namePublished(let version, let notified):
+            type = Types.namePublished
+            w.varint(version)
+            w.varint(notified)
         }
         return Frame(type: type, payload: w.buffer)
     }
@@ -258,6 +295,17 @@ public enum STOQMessage: Hashable, Sendable {
             message = .statusRequest
         case Types.status:
             message = .status(json: try r.string("json", max: maxStatusLength))
+        case Types.chunkPending:
+            message = .chunkPending(waitedMillis: try r.varint("waitedMillis"))
+        case Types.nameResolve:
+            let name = try r.string("name", max: maxNameLength)
+            message = .nameResolve(name: name, subscribe: try r.varint("subscribe", max: 1) == 1)
+        case Types.nameRecord:
+            message = .nameRecord(record: try r.lengthPrefixedBytes("record", max: maxNameRecordLength))
+        case Types.namePublish:
+            message = .namePublish(record: try r.lengthPrefixedBytes("record", max: maxNameRecordLength))
+        case Types.namePublished:
+            message = .namePublished(version: try r.varint("version"), notified: try r.varint("notified"))
         default:
             if frame.type.isIgnorableWhenUnknown { return nil }
             throw WireError(.unknownType, "unknown STOQ frame type \(frame.type)")

@@ -23,6 +23,9 @@ final class ChildProcess: @unchecked Sendable {
         process.standardError = FileHandle(forWritingAtPath: logPath)
         pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
             let data = handle.availableData
+            // At end of file, stop watching the descriptor: a handler left armed on a dead pipe
+            // crashed libdispatch once the next child process was started.
+            if data.isEmpty { handle.readabilityHandler = nil }
             self?.received(data)
         }
         process.terminationHandler = { [weak self] _ in self?.received(Data()) }

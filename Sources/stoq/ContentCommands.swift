@@ -102,7 +102,15 @@ struct Get: AsyncParsableCommand {
     var publisherKey: String?
 
     func run() async throws {
-        guard let cid = ContentID(id) else { throw ContentError(.invalidArgument, "\(id) is not a content id (expected stoq: followed by 52 base32 characters)") }
+        // A content id, or a mutable name (NAME or name:NAME) resolved through the peers.
+        let cid: ContentID
+        if let parsed = ContentID(id) {
+            cid = parsed
+        } else if id.hasPrefix("stoq:") || peerOptions.peers == nil {
+            throw ContentError(.invalidArgument, "\(id) is not a content id (expected stoq: followed by 52 base32 characters); a mutable name is resolved through --peers")
+        } else {
+            cid = try await peerOptions.resolveName(id).content
+        }
         var (store, keys) = try reportingErrors { try storeOptions.open() }
         if peerOptions.peers != nil {
             _ = try await peerOptions.fetch(cid, into: store)

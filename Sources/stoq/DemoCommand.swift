@@ -189,6 +189,9 @@ struct NamedSource: ChunkSource {
     func fetchChunk(_ id: ChunkID, progress: (@Sendable (Int) -> Void)?) async throws -> [UInt8] {
         try await client.fetchChunk(id, progress: progress)
     }
+    func availability(of root: ContentID, chunkCount: Int) async throws -> ChunkAvailability {
+        try await client.availability(of: root, chunkCount: chunkCount)
+    }
 }
 
 /// When the demo killed its edge and when the client noticed.

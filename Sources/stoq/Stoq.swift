@@ -32,6 +32,8 @@ struct Stoq: AsyncParsableCommand {
             Demo.self,
             // edge
             BenchEdge.self,
+            Publish.self,
+            Resolve.self,
             // nexus
             CTCommand.self,
             NameCommand.self,

@@ -1,19 +1,40 @@
 import ArgumentParser
 import STOQSwarm
 
-/// `stoq bench-swarm`: the multi-source scheduler under the simulator (virtual time).
-struct BenchSwarm: ParsableCommand {
+/// `stoq bench-swarm`: the multi-source scheduler under the simulator (virtual time), or with
+/// `--real` over real QUIC on [::1] with `stoq node` processes as sources.
+struct BenchSwarm: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-swarm",
-        abstract: "Swarm goodput with 2/4/8 sources and failover p50/p99 under the simulator (part of `make bench`).")
+        abstract: "Swarm goodput with 2/4/8 sources and failover p50/p99: under the simulator, or with --real over QUIC on [::1] (part of `make bench`).")
 
     @Option(help: "Seed of every simulated run.")
     var seed: UInt64 = 1
 
-    @Option(help: "Seeded runs for the failover distribution.")
-    var failoverRuns: Int = 200
+    @Option(help: "Seeded runs (simulator) or kills (--real) for the failover distribution.")
+    var failoverRuns: Int?
 
-    func run() throws {
-        SwarmBenchmark.run(seed: seed, failoverRuns: failoverRuns)
+    @Flag(help: "Real QUIC on [::1]: `stoq node` processes as rate-limited sources, this process as the receiver.")
+    var real = false
+
+    @Option(help: "--real: MiB of content.")
+    var mib: Int = 64
+
+    @Option(help: "--real: the sources' limits add up to this fraction of the receiver's single-connection rate.")
+    var loadFraction: Double = 0.6
+
+    @Option(help: "--real: source counts, comma-separated.")
+    var sources: String = "2,4,8"
+
+    func run() async throws {
+        guard real else {
+            SwarmBenchmark.run(seed: seed, failoverRuns: failoverRuns ?? 200)
+            return
+        }
+        let counts = sources.split(separator: ",").compactMap { Int($0) }.filter { $0 >= 1 }
+        guard !counts.isEmpty, loadFraction > 0, loadFraction <= 1, mib >= 1 else {
+            throw ValidationError("--sources takes counts like 2,4,8; --load-fraction is in (0, 1]; --mib at least 1")
+        }
+        try await RealSwarmBenchmark(mebibytes: mib, fraction: loadFraction, failoverRuns: failoverRuns ?? 20, sourceCounts: counts).run()
     }
 }

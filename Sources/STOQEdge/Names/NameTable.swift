@@ -65,6 +65,9 @@ public struct NameTable: Sendable {
         owners[name] = Array(key.x963Representation)
     }
 
+    /// The key registered as the owner of `name` (X9.63), or nil.
+    public func owner(of name: String) -> [UInt8]? { owners[name] }
+
     /// Feeds a record received from the origin or a peer.
     /// - Parameters:
     ///   - record: the record.

@@ -15,15 +15,24 @@ public struct Prefetcher: Sendable {
         public var initialWindow: Int
         /// Most chunks ever fetched ahead.
         public var maximumWindow: Int
+        /// How far out of order a read may be and still count as sequential: a reader that keeps
+        /// several requests in flight (a swarm client pipelines) asks for chunk `n + 2` before
+        /// `n + 1` arrives. A read up to this many positions past the furthest read counts as a
+        /// sequential step; a read up to this many positions behind it is a late one and changes
+        /// nothing. 0: only the very next chunk is sequential.
+        public var reorderTolerance: Int
 
         /// Creates a configuration.
         /// - Parameters:
         ///   - initialWindow: chunks fetched ahead after the first sequential read (default 2).
         ///   - maximumWindow: upper bound of the window (default 32).
-        public init(initialWindow: Int = 2, maximumWindow: Int = 32) {
+        ///   - reorderTolerance: see ``reorderTolerance`` (default 0).
+        public init(initialWindow: Int = 2, maximumWindow: Int = 32, reorderTolerance: Int = 0) {
             precondition(initialWindow >= 1 && maximumWindow >= initialWindow, "Prefetcher: need 1 <= initialWindow <= maximumWindow")
+            precondition(reorderTolerance >= 0, "Prefetcher: reorderTolerance must not be negative")
             self.initialWindow = initialWindow
             self.maximumWindow = maximumWindow
+            self.reorderTolerance = reorderTolerance
         }
     }
 
@@ -57,8 +66,11 @@ public struct Prefetcher: Sendable {
     /// - Returns: the indices to fetch ahead now, in order (none already suggested).
     public mutating func handleRead(index: Int) -> [Int] {
         guard chunks.indices.contains(index) else { return [] }
-        let sequential = (lastRead.map { index == $0 + 1 } ?? (index == 0))
-        if lastRead == index { return [] }  // a repeated request for the same chunk changes nothing
+        let tolerance = configuration.reorderTolerance
+        if let last = lastRead, index <= last, last - index <= tolerance {
+            return []  // a repeated or late request (pipelined reader) changes nothing
+        }
+        let sequential = lastRead.map { index > $0 && index - $0 <= 1 + tolerance } ?? (index <= tolerance)
         lastRead = index
         suggested.remove(index)
         if sequential {

@@ -1,0 +1,113 @@
+import Foundation
+import STOQTransport
+import STOQWire
+
+extension ChunkServer {
+    /// How long a request may wait for its chunk before the server says it is still filling.
+    static let pendingDelay: Duration = .milliseconds(5)
+    /// Interval of `CHUNK_PENDING` frames while the fill makes progress; well below the requester's
+    /// shortest stall timeout (``STOQSwarm/SwarmConfiguration/minStallTimeout``, 40 ms).
+    static let pendingInterval: Duration = .milliseconds(10)
+    /// For this long after a request arrives the server vouches for it even without progress (an
+    /// upstream that is being dialled, or takes a moment to answer); after that only progress of
+    /// an upstream fill earns keepalives. Short enough that a stuck provider still fails over well
+    /// within the requester's budget (this + its stall timeout < 500 ms).
+    static let pendingGrace: Duration = .milliseconds(50)
+    /// After this long the server stops vouching for a fill: a requester's stall detection then
+    /// moves the request elsewhere (an upstream that never answers must not hold clients forever).
+    static let pendingLimit: Duration = .seconds(10)
+
+    /// Runs `body` (the provider's lookup, which on an edge miss is an upstream fetch) and, while
+    /// it runs and its `fill` makes progress (bytes or signs of life from upstream), writes
+    /// `CHUNK_PENDING` frames on `stream` every ``pendingInterval`` so the requester sees a live
+    /// source rather than a stall. A lookup that makes no progress (a provider stuck for good)
+    /// gets no keepalives, so the requester's stall detection moves the request elsewhere.
+    /// Returns once no keepalive write is in progress, so the caller's header never interleaves
+    /// with one.
+    func withFillKeepalive<T: Sendable>(on stream: QUICStream, _ body: (FillProgress) async throws -> T) async throws -> T {
+        let state = KeepaliveState()
+        let fill = FillProgress()
+        let keepalive = Task {
+            let start = ContinuousClock.now
+            do { try await Task.sleep(for: Self.pendingDelay) } catch { return }
+            while ContinuousClock.now - start < Self.pendingLimit {
+                if fill.takeProgress() || ContinuousClock.now - start < Self.pendingGrace {
+                    guard state.beginWrite() else { return }
+                    let waited = UInt64(max(0, (ContinuousClock.now - start).nanoseconds / 1_000_000))
+                    let written: Bool
+                    do {
+                        try await stream.write(STOQMessage.chunkPending(waitedMillis: waited).encoded())
+                        written = true
+                    } catch {
+                        written = false
+                    }
+                    state.endWrite()
+                    guard written else { return }
+                }
+                do { try await Task.sleep(for: Self.pendingInterval) } catch { return }
+            }
+        }
+        let result: Result<T, any Error>
+        do { result = .success(try await body(fill)) } catch { result = .failure(error) }
+        if !state.finish() { keepalive.cancel() }  // asleep: wake it to exit; mid-write: let it finish
+        await keepalive.value
+        return try result.get()
+    }
+}
+
+/// Progress of one chunk fill (an edge's upstream fetch): the fetch notes bytes and signs of life;
+/// the server's keepalive writer takes them. Fills shared by several requests forward to each.
+///
+/// `@unchecked Sendable`: every access goes through `lock`.
+public final class FillProgress: @unchecked Sendable {
+    private let lock = NSLock()
+    private var progressed = false
+    private var listeners: [FillProgress] = []
+
+    /// Creates a fill with no progress yet.
+    public init() {}
+
+    /// The fill moved (bytes arrived, or upstream said it is alive).
+    public func note() {
+        let forward = lock.withLock { progressed = true; return listeners }
+        for listener in forward { listener.note() }
+    }
+
+    /// Makes `other` see this fill's progress too (a request that joins a fill in flight).
+    public func forward(to other: FillProgress) {
+        lock.withLock { listeners.append(other) }
+    }
+
+    /// Whether the fill moved since the last call.
+    func takeProgress() -> Bool { lock.withLock { defer { progressed = false }; return progressed } }
+}
+
+/// The fills a node's requests wait for; progress of any upstream fetch marks them all alive.
+///
+/// `@unchecked Sendable`: every access goes through `lock`.
+final class FillRegistry: @unchecked Sendable {
+    private let lock = NSLock()
+    private var fills: [ObjectIdentifier: FillProgress] = [:]
+
+    func add(_ fill: FillProgress) { lock.withLock { fills[ObjectIdentifier(fill)] = fill } }
+    func remove(_ fill: FillProgress) { lock.withLock { fills[ObjectIdentifier(fill)] = nil } }
+    func noteAll() {
+        for fill in lock.withLock({ Array(fills.values) }) { fill.note() }
+    }
+}
+
+/// Whether a keepalive writer may write, and whether it is writing.
+///
+/// `@unchecked Sendable`: every access goes through `lock`.
+final class KeepaliveState: @unchecked Sendable {
+    private let lock = NSLock()
+    private var done = false
+    private var writing = false
+
+    /// Claims the stream for one keepalive frame; false once the answer is ready.
+    func beginWrite() -> Bool { lock.withLock { if done { return false }; writing = true; return true } }
+    /// Releases the stream.
+    func endWrite() { lock.withLock { writing = false } }
+    /// The answer is ready: no more keepalives. Returns whether one is being written now.
+    func finish() -> Bool { lock.withLock { done = true; return writing } }
+}

@@ -1,0 +1,124 @@
+import NIOCore
+import STOQContent
+import STOQTransport
+import STOQWire
+
+/// HAVE/WANT over `stoq/1` (DESIGN.md §3): a requester sends `WANT(content, empty bitfield)` on a
+/// request stream; the node answers `HAVE(content, bits)` with one bit per data chunk of the
+/// content, in ``ContentPlan/dataChunks`` order (the order both sides derive from the manifests).
+/// A HAVE with zero bits means "all of it" (an edge that fills misses from upstream can supply
+/// every chunk); an `ERROR` means the node does not even hold the manifests.
+public enum HaveProtocol {
+    /// Application error code: the node does not hold the content's manifests.
+    public static let notFoundCode: UInt64 = 0x3
+    /// The largest HAVE frame a requester accepts (the bitfield bound plus the header).
+    public static let maximumAnswerLength = (ChunkBitfield.maximumCount + 7) / 8 + 64
+
+    /// Fuzz entry point: decodes arbitrary bytes as frames the way a requester reads a HAVE
+    /// answer (bounded by ``maximumAnswerLength``); traps only when a decoded bitfield breaks its
+    /// invariants or does not survive a round trip (a real bug).
+    public static func fuzz(_ bytes: [UInt8]) {
+        var decoder = FrameDecoder(maximumPayloadLength: maximumAnswerLength)
+        decoder.handle(bytes: ByteBuffer(bytes: bytes))
+        while let frame = try? decoder.pollFrame() {
+            guard let message = try? STOQMessage.decode(frame) else { continue }
+            switch message {
+            case .have(_, let bits), .want(_, let bits):
+                precondition(bits.count <= ChunkBitfield.maximumCount && bits.setCount <= bits.count, "bitfield invariants")
+                precondition((try? ChunkBitfield(count: bits.count, bytes: bits.bytes)) == bits, "bitfield round trip")
+                precondition((try? STOQMessage.decode(message.frame())) == message, "HAVE/WANT round trip")
+            default:
+                break
+            }
+        }
+    }
+
+    /// The bitfield of the data chunks of `root` that `store` holds, or nil when the store lacks
+    /// the manifests (it cannot name the chunks).
+    public static func bitfield(of root: ContentID, in store: any ChunkStore) async throws -> ChunkBitfield? {
+        guard try store.contains(root.manifest) else { return nil }
+        let plan: ContentPlan
+        do {
+            plan = try await ContentPlan.resolve(root) { id in try store.read(id) }
+        } catch let error as ContentError where error.code == .notFound {
+            return nil
+        }
+        guard plan.dataChunks.count <= ChunkBitfield.maximumCount else {
+            throw NodeError(.invalidArgument, "\(root) has \(plan.dataChunks.count) chunks, more than a HAVE bitfield describes (\(ChunkBitfield.maximumCount))")
+        }
+        var bits = ChunkBitfield(count: plan.dataChunks.count)
+        for (index, chunk) in plan.dataChunks.enumerated() where try store.contains(chunk.id) { bits[index] = true }
+        return bits
+    }
+}
+
+extension StoreChunkProvider {
+    /// The chunks of `root` in the store.
+    public func availability(of root: ContentID) async throws -> ChunkAvailability {
+        guard let bits = try await HaveProtocol.bitfield(of: root, in: store) else { return .none }
+        return .some(bits)
+    }
+}
+
+extension EdgeChunkProvider {
+    /// Everything when the edge has an upstream to fill misses from; else what its store holds.
+    public func availability(of root: ContentID) async throws -> ChunkAvailability {
+        guard !hasUpstream else { return .all }
+        guard let bits = try await HaveProtocol.bitfield(of: root, in: store) else { return .none }
+        return .some(bits)
+    }
+}
+
+/// Which chunks of a content a node can supply.
+public enum ChunkAvailability: Sendable, Equatable {
+    /// Every chunk.
+    case all
+    /// The chunks whose bits are set (``ContentPlan/dataChunks`` order).
+    case some(ChunkBitfield)
+    /// None: the node does not hold the content's manifests.
+    case none
+}
+
+extension ChunkServer {
+    /// Answers `WANT(content)` with `HAVE(content, bits)`.
+    func answerWant(_ wireID: WireID, on stream: QUICStream) async throws {
+        let root = ContentID(ChunkID(bytes: wireID.bytes)!)
+        let answer: STOQMessage
+        switch try await provider.availability(of: root) {
+        case .all: answer = .have(contentID: wireID, chunks: ChunkBitfield(count: 0))
+        case .some(let bits): answer = .have(contentID: wireID, chunks: bits)
+        case .none: answer = .error(code: HaveProtocol.notFoundCode, message: "this node does not hold the manifests of \(root)")
+        }
+        try await stream.write(answer.encoded())
+        try await stream.finish()
+    }
+}
+
+extension PeerClient {
+    /// Asks the peer which data chunks of `root` it can supply.
+    /// - Parameter chunkCount: the number of data chunks (from the manifests); a HAVE of any other
+    ///   length is refused as a protocol violation.
+    public func availability(of root: ContentID, chunkCount: Int) async throws -> ChunkAvailability {
+        let stream = try await connection.openBidirectionalStream(priority: .control)
+        let wireID = WireID(root.manifest.bytes)!
+        try await stream.write(STOQMessage.want(contentID: wireID, chunks: ChunkBitfield(count: 0)).encoded())
+        try await stream.finish()
+        var decoder = FrameDecoder(maximumPayloadLength: HaveProtocol.maximumAnswerLength)
+        decoder.handle(bytes: try await stream.readAll(limit: HaveProtocol.maximumAnswerLength + 16))
+        guard let frame = try decoder.pollFrame() else { throw NodeError(.protocolViolation, "\(name) closed the stream before answering WANT") }
+        switch try STOQMessage.decode(frame) {
+        case .have(let id, let bits) where id == wireID:
+            if bits.count == 0 { return .all }
+            guard bits.count == chunkCount else {
+                throw NodeError(.protocolViolation, "\(name) sent a HAVE of \(bits.count) chunks for \(root), which has \(chunkCount)")
+            }
+            return .some(bits)
+        case .error(HaveProtocol.notFoundCode, _):
+            return .none
+        case .error(_, let message):
+            throw NodeError(.refused, "\(name) refused WANT: \(message)")
+        default:
+            throw NodeError(.protocolViolation, "\(name) answered WANT with \(frame.type)")
+        }
+    }
+}

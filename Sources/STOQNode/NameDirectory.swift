@@ -1,0 +1,379 @@
+import Crypto
+import Foundation
+import Logging
+import NIOCore
+import STOQContent
+import STOQEdge
+import STOQIdentity
+import STOQTransport
+import STOQWire
+
+/// Mutable names on a node, kept coherent between an origin and its edges (DESIGN.md §5).
+///
+/// - On an **origin**, ``publish(_:from:)`` accepts a signed ``NameRecord`` (a new version by the
+///   name's owner, for content this origin holds), keeps it on disk, and pushes `INVALIDATE(name,
+///   version)` over `stoq/1` to every edge that holds the name (the edges that resolved it with
+///   `subscribe`, within its TTL) — it returns once they answered, so a publisher knows the edges
+///   have let go of the old version. The bookkeeping is STOQEdge's sans-IO ``Subscriptions``.
+/// - On an **edge**, ``resolve(_:subscribe:from:)`` answers from its ``NameTable`` while the record's
+///   TTL lasts, and otherwise asks its upstream (subscribing). The first record seen for a name
+///   fixes its owner key (learnt from the authenticated origin); later records must carry the same
+///   key and a valid signature, and may not be older than a version already seen or announced:
+///   forged and stale records are refused. An `INVALIDATE` is accepted only on a connection this
+///   node dialled to one of its upstream peers.
+public actor NameDirectory {
+    /// Counters for `stoq status`.
+    public struct Counters: Sendable, Equatable {
+        /// Names answered from the edge's table (TTL not run out).
+        public var cachedAnswers = 0
+        /// Names fetched from upstream.
+        public var upstreamResolves = 0
+        /// Invalidations received and applied.
+        public var invalidationsReceived = 0
+        /// Invalidations pushed to holders (origin).
+        public var invalidationsPushed = 0
+        /// Records refused (forged, stale, wrong owner).
+        public var refused = 0
+    }
+
+    /// A holder of a name: one connection.
+    struct Holder: Hashable, Sendable {
+        let id: ObjectIdentifier
+    }
+
+    private let store: (any ChunkStore)?
+    private let directory: String?
+    private let upstream: [PeerAddress]
+    private let peers: PeerSet?
+    private let logger: Logger
+    private let started = ContinuousClock.now
+    private var subscriptions = Subscriptions<Holder>()
+    private var holderConnections: [Holder: Connection] = [:]
+    private var table = NameTable()
+    private var stats = Counters()
+
+    /// How long an origin waits for an edge to take an invalidation.
+    public static let pushTimeout: Duration = .seconds(2)
+
+    /// Creates a directory.
+    /// - Parameters:
+    ///   - store: the origin's store (published names must point at content it holds); nil: no check.
+    ///   - directory: where an origin keeps its published records (loaded now); nil: memory only.
+    ///   - upstream: where an edge resolves names it does not hold.
+    ///   - peers: the node's connections to `upstream`.
+    public init(store: (any ChunkStore)?, directory: String?, upstream: [PeerAddress], peers: PeerSet?, logger: Logger = Logger(label: "stoq.names")) {
+        self.store = store
+        self.directory = directory
+        self.upstream = upstream
+        self.peers = peers
+        self.logger = logger
+        if let directory, let files = try? FileManager.default.contentsOfDirectory(atPath: directory) {
+            var loaded: [NameRecord] = []
+            for file in files where file.hasSuffix(".record") {
+                guard let data = FileManager.default.contents(atPath: directory + "/" + file),
+                      let record = try? NameRecord.decode(Array(data)), record.hasValidSignature else {
+                    logger.warning("ignoring an unreadable name record", metadata: ["file": "\(file)"])
+                    continue
+                }
+                loaded.append(record)
+            }
+            for record in loaded { try? subscriptions.publish(record, now: 0) }
+        }
+    }
+
+    private var now: UInt64 { UInt64(max(0, (ContinuousClock.now - started).nanoseconds)) }
+
+    /// The counters.
+    public var counters: Counters { stats }
+
+    /// The record for `name`: this node's own (origin), the edge's cached one, or one fetched from
+    /// upstream; nil when nobody knows the name.
+    /// - Parameters:
+    ///   - subscribe: the asker holds the record and wants new versions pushed (an edge).
+    ///   - connection: the asker's connection (where pushes go).
+    /// - Throws: ``NameRecordError`` when upstream sent a record this node refuses; transport
+    ///   errors when no upstream answered.
+    public func resolve(_ name: String, subscribe: Bool, from connection: Connection?) async throws -> NameRecord? {
+        try NameRecord.validate(name: name)
+        if subscriptions.record(for: name) != nil {
+            guard subscribe, let connection else { return subscriptions.record(for: name) }
+            let holder = Holder(id: ObjectIdentifier(connection))
+            holderConnections[holder] = connection
+            return subscriptions.handleSubscribe(peer: holder, name: name, now: now)
+        }
+        if let cached = table.lookup(name, now: now) {
+            stats.cachedAnswers += 1
+            return cached
+        }
+        guard let peers else { return nil }
+        var lastError: (any Error)?
+        for address in upstream {
+            do {
+                let client = try await peers.client(for: address)
+                guard let bytes = try await client.resolveName(name, subscribe: true) else { continue }
+                let record = try NameRecord.decode(bytes)
+                guard record.name == name else {
+                    throw NameRecordError(.malformed, "\(address) answered '\(name)' with a record for '\(record.name)'")
+                }
+                if table.owner(of: name) == nil {
+                    // First sight: the owner key comes from the authenticated upstream.
+                    let key = try P256.Signing.PublicKey(x963Representation: record.ownerKey)
+                    try table.registerOwner(key, for: name)
+                }
+                try table.handleRecord(record, now: now)
+                stats.upstreamResolves += 1
+                return record
+            } catch let error as NameRecordError {
+                stats.refused += 1
+                logger.warning("refused a name record from upstream", metadata: ["peer": "\(address)", "error": "\(error)"])
+                throw error
+            } catch {
+                lastError = error
+            }
+        }
+        if let lastError { throw lastError }
+        return nil
+    }
+
+    /// Publishes a signed record on this origin and pushes the invalidation to the name's holders.
+    /// - Returns: the record's version and how many holders took the invalidation.
+    /// - Throws: ``NameRecordError`` (`.badSignature`, `.wrongOwner`, `.staleVersion`, `.malformed`)
+    ///   or ``NodeError`` `.notFound` when the content is not in this origin's store.
+    public func publish(_ bytes: [UInt8], from connection: Connection?) async throws -> (version: UInt64, notified: Int) {
+        let record = try NameRecord.decode(bytes)
+        guard record.hasValidSignature else {
+            stats.refused += 1
+            throw NameRecordError(.badSignature, "the record for '\(record.name)' does not verify: sign it with the owner's key")
+        }
+        if let store, !(try store.contains(record.content.manifest)) {
+            throw NodeError(.notFound, "this origin does not hold \(record.content); put the content into its store first")
+        }
+        do {
+            try subscriptions.publish(record, now: now)
+        } catch {
+            stats.refused += 1
+            throw error
+        }
+        try persist(record)
+        var pushes: [(Holder, Connection, NameInvalidation)] = []
+        while let next = subscriptions.pollTransmit() {
+            if let connection = holderConnections[next.peer] { pushes.append((next.peer, connection, next.invalidation)) }
+        }
+        let outcomes = await withTaskGroup(of: (Holder, Bool).self) { group in
+            for (holder, connection, invalidation) in pushes {
+                group.addTask {
+                    let delivered = await withDeadline(Self.pushTimeout) {
+                        do {
+                            let stream = try await connection.openBidirectionalStream(priority: .control)
+                            try await stream.write(STOQMessage.invalidate(name: invalidation.name, version: invalidation.version).encoded())
+                            try await stream.finish()
+                            _ = try await stream.readAll(limit: 1024)
+                            return true
+                        } catch {
+                            return false
+                        }
+                    }
+                    return (holder, delivered ?? false)
+                }
+            }
+            var result: [(Holder, Bool)] = []
+            for await outcome in group { result.append(outcome) }
+            return result
+        }
+        var notified = 0
+        for (holder, delivered) in outcomes {
+            if delivered {
+                notified += 1
+            } else {
+                subscriptions.handlePeerGone(holder)
+                holderConnections[holder] = nil
+            }
+        }
+        stats.invalidationsPushed += notified
+        logger.info("published name", metadata: ["name": "\(record.name)", "version": "\(record.version)", "notified": "\(notified)"])
+        return (record.version, notified)
+    }
+
+    /// An invalidation arrived on `connection`; applied only when it comes from an upstream peer.
+    /// - Returns: whether a held mapping was dropped.
+    /// - Throws: ``NodeError`` `.refused` for an invalidation from a peer that is not upstream.
+    @discardableResult
+    public func handleInvalidation(name: String, version: UInt64, from connection: Connection) async throws -> Bool {
+        guard let peers, let address = await peers.address(of: connection), upstream.contains(address) else {
+            throw NodeError(.refused, "an invalidation of '\(name)' came from a peer that is not this node's upstream")
+        }
+        let invalidation = try NameInvalidation(name: name, version: version)
+        stats.invalidationsReceived += 1
+        return table.handleInvalidation(invalidation, now: now)
+    }
+
+    /// The version this node holds for `name` (authoritative or cached), if any.
+    public func heldVersion(of name: String) -> UInt64? {
+        subscriptions.record(for: name)?.version ?? table.lookup(name, now: now)?.version
+    }
+
+    private func persist(_ record: NameRecord) throws {
+        guard let directory else { return }
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let file = directory + "/" + Hex.encode(Array(SHA256.hash(data: Array(record.name.utf8)))) + ".record"
+        let temporary = file + ".tmp"
+        guard FileManager.default.createFile(atPath: temporary, contents: Data(record.encode())), rename(temporary, file) == 0 else {
+            throw NodeError(.unavailable, "cannot write the name record \(file)")
+        }
+    }
+}
+
+/// Application error codes of the name requests.
+public enum NameProtocol {
+    /// The name is unknown.
+    public static let notFoundCode: UInt64 = 0x3
+    /// The record was refused (forged, stale, wrong owner) or the request is not allowed here.
+    public static let refusedCode: UInt64 = 0x4
+    /// The largest name request a node reads.
+    public static let maximumRequestLength = 2048
+
+    /// Fuzz entry point: decodes arbitrary bytes as frames, and the name records they carry as
+    /// ``NameRecord``s; traps only on a round-trip mismatch (a real bug).
+    public static func fuzz(_ bytes: [UInt8]) {
+        var decoder = FrameDecoder(maximumPayloadLength: maximumRequestLength)
+        decoder.handle(bytes: ByteBuffer(bytes: bytes))
+        while let frame = try? decoder.pollFrame() {
+            guard let message = try? STOQMessage.decode(frame) else { continue }
+            switch message {
+            case .nameRecord(let record), .namePublish(let record):
+                NameRecord.fuzz(record)
+            case .invalidate(let name, let version):
+                if let invalidation = try? NameInvalidation(name: name, version: version) {
+                    precondition((try? NameInvalidation.decode(invalidation.encode())) == invalidation, "NameInvalidation round trip")
+                }
+            default:
+                break
+            }
+        }
+    }
+}
+
+/// Answers `NAME_RESOLVE` and `NAME_PUBLISH` (frame types 0x0d–0x10) from a ``NameDirectory``.
+public struct NameService: NodeService {
+    /// The directory.
+    public let directory: NameDirectory
+    /// Whether this node accepts publications (origins).
+    public let acceptsPublications: Bool
+
+    /// Creates the service.
+    public init(directory: NameDirectory, acceptsPublications: Bool) {
+        self.directory = directory
+        self.acceptsPublications = acceptsPublications
+    }
+
+    public var name: String { "names" }
+    public var frameTypes: ClosedRange<UInt64> { STOQMessage.Types.nameResolve.rawValue...STOQMessage.Types.namePublished.rawValue }
+    public var maximumRequestLength: Int { NameProtocol.maximumRequestLength }
+
+    public func serve(request: Frame, remaining: ByteBuffer, stream: QUICStream, connection: Connection) async {
+        let answer: STOQMessage
+        do {
+            switch try STOQMessage.decode(request) {
+            case .nameResolve(let name, let subscribe):
+                if let record = try await directory.resolve(name, subscribe: subscribe, from: connection) {
+                    answer = .nameRecord(record: record.encode())
+                } else {
+                    answer = .error(code: NameProtocol.notFoundCode, message: "no record for the name '\(name)'")
+                }
+            case .namePublish(let bytes):
+                guard acceptsPublications else {
+                    answer = .error(code: NameProtocol.refusedCode, message: "this node is not an origin; publish names on the origin")
+                    break
+                }
+                let (version, notified) = try await directory.publish(bytes, from: connection)
+                answer = .namePublished(version: version, notified: UInt64(notified))
+            default:
+                answer = .error(code: ChunkErrorCode.badRequest, message: "expected NAME_RESOLVE or NAME_PUBLISH")
+            }
+        } catch let error as NameRecordError {
+            answer = .error(code: NameProtocol.refusedCode, message: "\(error)")
+        } catch let error as NodeError {
+            answer = .error(code: error.code == .notFound ? NameProtocol.notFoundCode : NameProtocol.refusedCode, message: error.reason)
+        } catch {
+            answer = .error(code: ChunkErrorCode.internalError, message: "\(error)")
+        }
+        do {
+            try await stream.write(answer.encoded())
+            try await stream.finish()
+        } catch {
+            await stream.reset(code: ChunkErrorCode.internalError)
+        }
+    }
+
+    public func status() async -> [String: any Sendable]? {
+        let c = await directory.counters
+        return ["cached_answers": c.cachedAnswers, "upstream_resolves": c.upstreamResolves, "invalidations_received": c.invalidationsReceived,
+                "invalidations_pushed": c.invalidationsPushed, "refused": c.refused]
+    }
+}
+
+/// Takes `INVALIDATE(name, version)` pushed by an upstream origin (frame type 0x08).
+public struct InvalidationService: NodeService {
+    /// The directory.
+    public let directory: NameDirectory
+
+    /// Creates the service.
+    public init(directory: NameDirectory) { self.directory = directory }
+
+    public var name: String { "invalidations" }
+    public var frameTypes: ClosedRange<UInt64> { STOQMessage.Types.invalidate.rawValue...STOQMessage.Types.invalidate.rawValue }
+    public var maximumRequestLength: Int { 512 }
+
+    public func serve(request: Frame, remaining: ByteBuffer, stream: QUICStream, connection: Connection) async {
+        do {
+            guard case .invalidate(let name, let version) = try STOQMessage.decode(request) else {
+                throw NodeError(.protocolViolation, "expected INVALIDATE")
+            }
+            try await directory.handleInvalidation(name: name, version: version, from: connection)
+            try await stream.finish()
+        } catch let error as NodeError {
+            try? await stream.write(STOQMessage.error(code: NameProtocol.refusedCode, message: error.reason).encoded())
+            try? await stream.finish()
+        } catch {
+            await stream.reset(code: ChunkErrorCode.badRequest)
+        }
+    }
+}
+
+extension PeerClient {
+    /// Asks the peer for the record of `name`.
+    /// - Parameter subscribe: keep me told of new versions (edges asking their origin).
+    /// - Returns: the record's encoding (unverified: decode and check it), or nil when the peer
+    ///   does not know the name.
+    public func resolveName(_ name: String, subscribe: Bool = false) async throws -> [UInt8]? {
+        switch try await nameRequest(.nameResolve(name: name, subscribe: subscribe)) {
+        case .nameRecord(let record): return record
+        case .error(NameProtocol.notFoundCode, _): return nil
+        case .error(_, let message): throw NodeError(.refused, "\(self.name) refused to resolve '\(name)': \(message)")
+        case let other: throw NodeError(.protocolViolation, "\(self.name) answered NAME_RESOLVE with \(other.frame().type)")
+        }
+    }
+
+    /// Asks an origin to publish a signed record.
+    /// - Returns: the version now current and how many edges took the invalidation.
+    public func publishName(_ record: [UInt8]) async throws -> (version: UInt64, notified: Int) {
+        switch try await nameRequest(.namePublish(record: record)) {
+        case .namePublished(let version, let notified): return (version, Int(notified))
+        case .error(NameProtocol.notFoundCode, let message): throw NodeError(.notFound, "\(name): \(message)")
+        case .error(_, let message): throw NodeError(.refused, "\(name) refused the record: \(message)")
+        case let other: throw NodeError(.protocolViolation, "\(name) answered NAME_PUBLISH with \(other.frame().type)")
+        }
+    }
+
+    private func nameRequest(_ message: STOQMessage) async throws -> STOQMessage {
+        let stream = try await connection.openBidirectionalStream(priority: .control)
+        try await stream.write(message.encoded())
+        try await stream.finish()
+        var decoder = FrameDecoder(maximumPayloadLength: NameProtocol.maximumRequestLength)
+        decoder.handle(bytes: try await stream.readAll(limit: NameProtocol.maximumRequestLength + 16))
+        guard let frame = try decoder.pollFrame(), let answer = try STOQMessage.decode(frame) else {
+            throw NodeError(.protocolViolation, "\(name) closed the stream without answering")
+        }
+        return answer
+    }
+}

@@ -1,0 +1,123 @@
+import ArgumentParser
+import Crypto
+import Foundation
+import STOQ
+import STOQEdge
+import STOQNode
+
+/// `stoq publish NAME ID`: sign the next version of a mutable name and publish it on the origin,
+/// which pushes the new version to the edges that hold the name.
+struct Publish: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Point a mutable name at a content id: a signed, versioned record with a TTL, published on the origin (which tells its edges)."
+    )
+    @Argument(help: "The name (1-255 bytes of UTF-8, printable).") var name: String
+    @Argument(help: "Content id (stoq:…) the name points to; the origin must hold it.") var id: String
+    @Option(help: "The origin, e.g. '[::1]:4433'.") var node: String = "[::1]:4433"
+    @Option(help: "Client certificate (PEM).") var cert: String
+    @Option(help: "Client private key (PEM).") var key: String
+    @Option(help: "Network CA certificate (PEM).") var ca: String
+    @Option(help: "The name owner's P-256 key (PEM; created when missing). Default: name-owner.pem in the store directory.")
+    var ownerKey: String?
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(help: "Seconds an edge may serve the record without asking the origin again.") var ttl: UInt32 = 300
+
+    func run() async throws {
+        do { try NameRecord.validate(name: name) } catch { throw ValidationError("\(error)") }
+        guard let content = ContentID(id) else { throw ValidationError("\(id) is not a content id (stoq: followed by 52 base32 characters)") }
+        guard let address = PeerAddress(node) else { throw ValidationError("--node takes an IPv6 address like '[::1]:4433'") }
+        let owner = try NameOwnerKey.load(path: ownerKey ?? storeOptions.directory + "/name-owner.pem")
+        try await withPeer(address, cert: cert, key: key, ca: ca) { client in
+            var version: UInt64 = 1
+            if let bytes = try await client.resolveName(name) {
+                let current = try NameRecord.decode(bytes)
+                guard current.ownerKey == Array(owner.publicKey.x963Representation) else {
+                    throw CLIError("'\(name)' is owned by another key; publish with the key of its earlier versions (--owner-key)")
+                }
+                version = current.version + 1
+            }
+            let record = try NameRecord.sign(name: name, content: content, version: version, ttlSeconds: ttl, owner: owner)
+            let (published, notified) = try await client.publishName(record.encode())
+            print("published \(name) v\(published) -> \(content) (ttl \(ttl) s); \(notified) edge\(notified == 1 ? "" : "s") told")
+        }
+    }
+}
+
+/// `stoq resolve NAME`: what a name points to now, asked of a node (an edge answers from its cache).
+struct Resolve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show the signed record a mutable name has now (asked of an edge or the origin).")
+    @Argument(help: "The name (or name:NAME).") var name: String
+    @OptionGroup var peerOptions: PeerOptions
+
+    func run() async throws {
+        let record = try await peerOptions.resolveName(name)
+        print(record)
+    }
+}
+
+extension PeerOptions {
+    /// Resolves a mutable name through the first peer that knows it; the record's signature is
+    /// checked (a forged or damaged record is refused).
+    func resolveName(_ text: String) async throws -> NameRecord {
+        let name = text.hasPrefix("name:") ? String(text.dropFirst(5)) : text
+        do { try NameRecord.validate(name: name) } catch { throw ValidationError("'\(text)' is neither a content id nor a name: \(error)") }
+        guard let cert, let key, let ca else { throw ValidationError("resolving the name '\(name)' needs --peers with --cert, --key and --ca") }
+        let addresses = try addresses()
+        guard !addresses.isEmpty else { throw ValidationError("'\(name)' is a name: give --peers (an edge or the origin) to resolve it") }
+        var problems: [String] = []
+        for address in addresses {
+            do {
+                let record: NameRecord? = try await withPeer(address, cert: cert, key: key, ca: ca) { client in
+                    guard let bytes = try await client.resolveName(name) else { return nil }
+                    let record = try NameRecord.decode(bytes)
+                    guard record.name == name else { throw CLIError("\(address) answered '\(name)' with a record for '\(record.name)'") }
+                    guard record.hasValidSignature else { throw CLIError("\(address) sent a record for '\(name)' whose signature does not verify (forged or damaged)") }
+                    return record
+                }
+                if let record {
+                    FileHandle.standardError.write(Data("stoq: \(record.name) is \(record.content) (v\(record.version), via \(address))\n".utf8))
+                    return record
+                }
+                problems.append("\(address): unknown name")
+            } catch {
+                problems.append("\(address): \(error)")
+            }
+        }
+        throw CLIError("could not resolve '\(name)': " + problems.joined(separator: "; "))
+    }
+}
+
+/// Runs `body` with a client connected to `address` over mutual TLS, then closes everything.
+func withPeer<T: Sendable>(_ address: PeerAddress, cert: String, key: String, ca: String, _ body: (PeerClient) async throws -> T) async throws -> T {
+    let tls = TLSConfiguration(certificateChainPEM: try PEMFile.read(cert), privateKeyPEM: try PEMFile.read(key), trustRootsPEM: try PEMFile.read(ca))
+    let endpoint = try await Endpoint.bind(host: "::", port: 0, tls: tls, configuration: EndpointConfiguration())
+    do {
+        let connection = try await endpoint.connect(host: address.host, port: address.port)
+        let result = try await body(PeerClient(connection: connection, name: address.description))
+        await connection.close()
+        await endpoint.close()
+        return result
+    } catch {
+        await endpoint.close()
+        throw error
+    }
+}
+
+/// The name owner's signing key, kept as PEM with mode 0600.
+enum NameOwnerKey {
+    static func load(path: String) throws -> P256.Signing.PrivateKey {
+        if let data = FileManager.default.contents(atPath: path) {
+            do { return try P256.Signing.PrivateKey(pemRepresentation: String(decoding: data, as: UTF8.self)) } catch {
+                throw CLIError("\(path) is not a P-256 private key in PEM: \(error)")
+            }
+        }
+        let key = P256.Signing.PrivateKey()
+        let directory = (path as NSString).deletingLastPathComponent
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        guard FileManager.default.createFile(atPath: path, contents: Data(key.pemRepresentation.utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw CLIError("cannot write the name owner key \(path)")
+        }
+        FileHandle.standardError.write(Data("stoq: created the name owner key \(path); keep it to publish later versions\n".utf8))
+        return key
+    }
+}

@@ -1,0 +1,225 @@
+import Foundation
+import STOQ
+import STOQNode
+import STOQSimulation
+
+/// `stoq bench-swarm --real`: multi-source retrieval over real QUIC on [::1].
+///
+/// Source nodes are `stoq node` child processes (own stores, own endpoints, each with a
+/// per-connection token bucket); the receiver is this process, fetching with ``ContentFetcher``
+/// into a fresh store: every chunk is verified (SHA-256) and the content is encrypted
+/// (ChaCha20-Poly1305), as in production. Figures, each beside its peer from the same run:
+///
+/// - the receiver's single-connection rate: one unthrottled source;
+/// - goodput with 2, 4 and 8 sources, each limited to `fraction × single / n`, as a ratio of
+///   `min(sum of limits, single-connection rate)`;
+/// - time to first byte and ms per MB of every fetch;
+/// - failover: sources killed (SIGKILL) mid-fetch; time from the kill to the moment their
+///   requests were moved to the other sources, p50/p99.
+struct RealSwarmBenchmark {
+    var mebibytes: Int
+    var fraction: Double
+    var failoverRuns: Int
+    var sourceCounts: [Int]
+
+    struct Fetch {
+        var report: FetchReport
+        var seconds: Double { report.seconds }
+        var goodput: Double { Double(report.fetchedBytes) / max(report.seconds, 1e-9) }
+        var msPerMB: Double { report.seconds * 1000 / (Double(report.fetchedBytes) / 1e6) }
+        var ttfbMs: Double { (report.secondsToFirstDataByte ?? .nan) * 1000 }
+    }
+
+    func run() async throws {
+        let scratch = access("/dev/shm", W_OK) == 0 ? "/dev/shm/" : NSTemporaryDirectory()
+        let work = scratch + "stoq-bench-swarm-\(UInt32.random(in: 0 ... .max))"
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        let children = ChildRegistry()
+        defer {
+            children.killAll()
+            try? FileManager.default.removeItem(atPath: work)
+        }
+        // Every node process is started before the first one is killed, and none after (starting a
+        // child after another was SIGKILLed crashed Foundation's process monitoring here): one
+        // unthrottled, then one set per source count, then 3 survivors and one victim per kill.
+        let failoverSources = 4
+        let nodeCount = 1 + sourceCounts.reduce(0, +) + (failoverRuns > 0 ? failoverSources - 1 + failoverRuns : 0)
+        say("swarm over real QUIC on [::1]: \(mebibytes) MiB of encrypted media chunks (~256 KiB), sources are `stoq node` processes; \(ProcessInfo.processInfo.activeProcessorCount) cores")
+
+        // Identity and content.
+        let ca = try CertificateAuthority.create(commonName: "STOQ bench CA")
+        let certs = work + "/certs"
+        try ca.write(to: certs)
+        for index in 0..<nodeCount {
+            try ca.issue(name: "source-\(index)", dnsNames: ["localhost"], ipAddresses: ["::1"]).write(to: certs, name: "source-\(index)")
+        }
+        let receiver = try ca.issue(name: "receiver", dnsNames: ["localhost"], ipAddresses: ["::1"])
+        var generator = SplitMix64(seed: 0xbe0c)
+        var data = [UInt8](repeating: 0, count: mebibytes << 20)
+        for i in stride(from: 0, to: data.count, by: 8) {
+            withUnsafeBytes(of: generator.next()) { raw in for j in 0..<min(8, data.count - i) { data[i + j] = raw[j] } }
+        }
+        let root: ContentID
+        let chunkCount: Int
+        do {
+            let seed = try DiskChunkStore(directory: work + "/seed")
+            let keys = try PublisherKeys(secret: (0..<32).map { _ in UInt8.random(in: 0...255) })
+            let put = try ContentPublisher(store: seed, keys: keys).put(bytes: data, name: "bench", contentType: "video/mp4")
+            root = put.id
+            chunkCount = put.chunks
+        }
+        data = []
+        for index in 0..<nodeCount {
+            try cloneStore(from: work + "/seed", to: work + "/source-\(index)")
+        }
+        say("content \(root): \(chunkCount) chunks")
+
+        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+        func startSource(_ index: Int, rate: UInt64?) async throws -> (ChildProcess, PeerAddress) {
+            let name = "source-\(index)"
+            var args = ["node", "--name", name, "--listen", "[::1]:0", "--cert", "\(certs)/\(name).pem", "--key", "\(certs)/\(name).key",
+                        "--ca", "\(certs)/ca.pem", "--store", "\(work)/\(name)", "--role", "origin"]
+            if let rate { args += ["--rate-limit", "\(rate)"] }
+            let child = try ChildProcess(name: name, executable: executable, arguments: args, logPath: "\(work)/\(name).log")
+            children.add(child)
+            guard let ready = await child.line(startingWith: "ready"), let address = PeerAddress(String(ready.split(separator: " ")[2])) else {
+                throw CLIError("\(name) did not start; see \(work)/\(name).log")
+            }
+            return (child, address)
+        }
+        var nextNode = 0
+        func startNext(rate: UInt64?) async throws -> (ChildProcess, PeerAddress) {
+            defer { nextNode += 1 }
+            return try await startSource(nextNode, rate: rate)
+        }
+        var runNumber = 0
+        func fetch(from addresses: [PeerAddress], onProgress: (@Sendable (SwarmProgress) -> Void)? = nil,
+                   onEvent: (@Sendable (String) -> Void)? = nil) async throws -> Fetch {
+            runNumber += 1
+            let directory = "\(work)/receiver-\(runNumber)"
+            let endpoint = try await Endpoint.bind(
+                host: "::1", port: 0,
+                tls: TLSConfiguration(certificateChainPEM: receiver.certificateChainPEM, privateKeyPEM: receiver.privateKeyPEM, trustRootsPEM: ca.certificatePEM),
+                configuration: EndpointConfiguration())
+            let peers = PeerSet(endpoint: endpoint)
+            var sources: [any ChunkSource] = []
+            for address in addresses { sources.append(try await peers.client(for: address)) }
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let report: FetchReport
+            do {
+                let store = try DiskChunkStore(directory: directory)
+                report = try await ContentFetcher(store: store, sources: sources, onProgress: onProgress, onEvent: onEvent).fetch(root)
+            } catch {
+                await peers.closeAll()
+                await endpoint.close()
+                throw error
+            }
+            await peers.closeAll()
+            await endpoint.close()
+            return Fetch(report: report)
+        }
+
+        // 1. The receiver's single-connection rate (best of three, one unthrottled source).
+        let (_, singleAddress) = try await startNext(rate: nil)
+        var singles: [Fetch] = []
+        for _ in 0..<3 { singles.append(try await fetch(from: [singleAddress])) }
+        let best = singles.max { $0.goodput < $1.goodput }!
+        let singleRate = best.goodput
+        say(String(format: "single connection   %7.1f MB/s  (%.0f Mbit/s; runs %@)  ttfb %.1f ms  %.1f ms/MB",
+                     singleRate / 1e6, singleRate * 8 / 1e6, singles.map { String(format: "%.1f", $0.goodput / 1e6) }.joined(separator: ", "),
+                     best.ttfbMs, best.msPerMB))
+
+        // 2. Goodput with n rate-limited sources.
+        var all: [Fetch] = singles
+        var results: [(n: Int, ratio: Double)] = []
+        for n in sourceCounts {
+            let limit = UInt64(fraction * singleRate / Double(n))
+            var started: [(ChildProcess, PeerAddress)] = []
+            for _ in 0..<n { started.append(try await startNext(rate: limit)) }
+            let result = try await fetch(from: started.map(\.1))
+            all.append(result)
+            // What the token buckets allow in the fetch's time: the rate plus the bucket each
+            // starts with (its burst), capped by the single-connection rate.
+            let burst = Double(RateLimit(bytesPerSecond: limit).burst)
+            let allowance = min(Double(n) * (Double(limit) * result.seconds + burst), singleRate * result.seconds)
+            let ratio = Double(result.report.fetchedBytes) / allowance
+            results.append((n, ratio))
+            let shares = result.report.sources.map { String(format: "%.0f", Double($0.bytes) / 1_048_576) }.joined(separator: "/")
+            let stalls = result.report.sources.reduce(0) { $0 + $1.stalls }
+            let failures = result.report.sources.reduce(0) { $0 + $1.failures }
+            say(String(format: "%d sources x %5.1f MB/s: goodput %6.1f MB/s in %.2f s = %5.1f %% of what the buckets allow (sum of rates x time + bursts, at most single x time; %.1f %% of the plain sum); ttfb %.1f ms; %.1f ms/MB; MiB per source %@; stalls %d; failed requests %d",
+                         n, Double(limit) / 1e6, result.goodput / 1e6, result.seconds, ratio * 100, result.goodput / (Double(limit) * Double(n)) * 100,
+                         result.ttfbMs, result.msPerMB, shares, stalls, failures))
+        }
+
+        // 3. Failover: 4 rate-limited sources, one killed at 30 % of the bytes.
+        var failovers: [Double] = []
+        if failoverRuns > 0 {
+            let n = failoverSources
+            let limit = UInt64(fraction * singleRate / Double(n))
+            var survivors: [PeerAddress] = []
+            for _ in 0..<(n - 1) { survivors.append(try await startNext(rate: limit).1) }
+            var victims: [(ChildProcess, PeerAddress)] = []
+            for _ in 0..<failoverRuns { victims.append(try await startNext(rate: limit)) }
+            for (run, (child, address)) in victims.enumerated() {
+                let state = KillState()
+                var addresses = survivors
+                addresses.insert(address, at: run % n)
+                let result = try await fetch(
+                    from: addresses,
+                    onProgress: { progress in
+                        if progress.totalBytes > 0, progress.bytesDone * 10 >= progress.totalBytes * 3, state.markKilled() { child.signal(SIGKILL) }
+                    },
+                    onEvent: { _ in state.noteFailover() })
+                all.append(result)
+                if let seconds = state.failoverSeconds { failovers.append(seconds) } else { say("failover run \(run): no failover observed") }
+            }
+        }
+
+        // Summary.
+        let ttfb = all.map(\.ttfbMs).filter { !$0.isNaN }.sorted()
+        let msPerMB = all.map(\.msPerMB).sorted()
+        say("summary")
+        for (n, ratio) in results {
+            say(String(format: "  goodput %d sources      %5.1f %% of min(sum of limits, single-connection rate) over the fetch, bursts included  (target >= 90 %%)  %@", n, ratio * 100, ratio >= 0.9 ? "ok" : "BELOW TARGET"))
+        }
+        say(String(format: "  time to first byte     p50 %.1f ms, max %.1f ms over %d fetches  (target <= 50 ms)", percentile(ttfb, 0.5), ttfb.last ?? .nan, ttfb.count))
+        say(String(format: "  retrieval              p50 %.1f ms/MB, max %.1f ms/MB  (target <= 100 ms/MB)", percentile(msPerMB, 0.5), msPerMB.last ?? .nan))
+        if !failovers.isEmpty {
+            let sorted = failovers.sorted()
+            say(String(format: "  failover (SIGKILL)     p50 %.0f ms, p99 %.0f ms over %d kills  (target p99 <= 500 ms, goal 200 ms)",
+                         percentile(sorted, 0.5) * 1000, percentile(sorted, 0.99) * 1000, sorted.count))
+        }
+    }
+
+    /// A copy of a closed store: chunk files hard-linked (they are immutable), metadata copied.
+    private func cloneStore(from source: String, to target: String) throws {
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: target + "/chunks", withIntermediateDirectories: true)
+        guard let walker = fm.enumerator(atPath: source + "/chunks") else { throw CLIError("cannot read \(source)/chunks") }
+        while let relative = walker.nextObject() as? String {
+            let from = source + "/chunks/" + relative, to = target + "/chunks/" + relative
+            var isDirectory: ObjCBool = false
+            guard fm.fileExists(atPath: from, isDirectory: &isDirectory) else { continue }
+            if isDirectory.boolValue {
+                try fm.createDirectory(atPath: to, withIntermediateDirectories: true)
+            } else if link(from, to) != 0 {
+                try fm.copyItem(atPath: from, toPath: to)
+            }
+        }
+        for name in try fm.contentsOfDirectory(atPath: source) where name.hasPrefix("meta.sqlite") {
+            try fm.copyItem(atPath: source + "/" + name, toPath: target + "/" + name)
+        }
+    }
+
+    private func percentile(_ sorted: [Double], _ q: Double) -> Double {
+        guard !sorted.isEmpty else { return .nan }
+        return sorted[min(sorted.count - 1, Int((Double(sorted.count - 1) * q).rounded(.up)))]
+    }
+}
+
+
+/// Writes a line to stdout at once (unbuffered), so progress reaches pipes and files as it happens.
+private func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
