@@ -43,9 +43,10 @@ struct Publish: AsyncParsableCommand {
     }
 }
 
-/// `stoq resolve NAME`: what a name points to now, asked of a node (an edge answers from its cache).
+/// `stoq published NAME`: what a published name points to now, asked of a node (an edge answers
+/// from its cache). (`stoq resolve` is Nexus service selection.)
 struct Resolve: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show the signed record a mutable name has now (asked of an edge or the origin).")
+    static let configuration = CommandConfiguration(commandName: "published", abstract: "Show the signed record a mutable name has now (asked of an edge or the origin).")
     @Argument(help: "The name (or name:NAME).") var name: String
     @OptionGroup var peerOptions: PeerOptions
 
