@@ -191,9 +191,11 @@ public actor EdgeChunkProvider: ChunkProvider {
 
     private func fetchUpstream(_ id: ChunkID, fill: FillProgress) async throws -> [UInt8]? {
         guard !upstream.isEmpty else { return nil }
+        // Spread chunks over the upstreams by id, then try healthy ones before those that health
+        // probing marked down (a down one is still tried last: a false "down" must not fail a fill).
         let start = Int(id.bytes[0]) % upstream.count
-        for offset in 0..<upstream.count {
-            let address = upstream[(start + offset) % upstream.count]
+        let rotated = (0..<upstream.count).map { upstream[(start + $0) % upstream.count] }
+        for address in peers.healthyFirst(rotated) {
             do {
                 let client = try await peers.client(for: address)
                 let waiting = self.waiting
