@@ -47,7 +47,8 @@ import Testing
         var committed = [(String, String)]() // (id, file)
         var killed = 0
         var i = -1
-        while killed < 24 && i < 80 {
+        var maximumDelay: UInt64 = 700_000  // µs
+        while killed < 24 && i < 120 {
             i += 1
             let f = work + "/in-\(i).bin"
             // Each input shares a prefix with the base text and adds fresh bytes, so kills land in
@@ -64,9 +65,15 @@ import Testing
             p.standardError = FileHandle.nullDevice
             try p.run()
             // Fault injection: kill after a random delay (not a timing assertion).
+            // The delay bound shrinks whenever a put finished before its kill, so the kills keep
+            // landing mid-put however fast this machine and build are.
             if !finish {
-                usleep(UInt32(rng.next() % 700_000))
-                kill(p.processIdentifier, SIGKILL)
+                usleep(UInt32(rng.next() % maximumDelay))
+                if p.isRunning {
+                    kill(p.processIdentifier, SIGKILL)
+                } else {
+                    maximumDelay = max(10_000, maximumDelay / 2)
+                }
             }
             p.waitUntilExit()
             let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
