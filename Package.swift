@@ -112,7 +112,7 @@ let package = Package(
         .testTarget(name: "STOQSimulationTests", dependencies: ["STOQSimulation"]),
         .testTarget(name: "STOQSwarmTests", dependencies: ["STOQSwarm", "STOQSimulation"]),
         .testTarget(name: "NexusTests", dependencies: ["Nexus", "STOQSimulation", "STOQNode", "STOQIdentity", "STOQTransport", "STOQContent", crypto]),
-        .testTarget(name: "HyperMeshTests", dependencies: ["HyperMesh", "STOQSimulation", "STOQNode", "STOQIdentity", crypto, nio]),
+        .testTarget(name: "HyperMeshTests", dependencies: ["HyperMesh", "Nexus", "STOQSimulation", "STOQNode", "STOQIdentity", crypto, nio]),
         .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQIdentity", "STOQTransport", "STOQContent", "STOQEdge", "STOQSwarm", "STOQSimulation", nio, nioPosix]),
         .testTarget(name: "STOQEdgeTests", dependencies: ["STOQEdge", "STOQSimulation"]),
         .testTarget(name: "CLITests", dependencies: ["STOQIdentity", crypto]),

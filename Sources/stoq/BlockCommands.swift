@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Crypto
 import HyperMesh
+import Nexus
 import STOQSimulation
 import STOQ
 
@@ -164,6 +165,25 @@ func parseNodeList(_ text: String) throws -> [PeerAddress] {
     }
 }
 
+/// Storage node addresses from `--nodes` and/or the storage providers announced in the Nexus DHT
+/// reached through `--dht` (looked up with the client's own certificate).
+func storageNodeAddresses(nodes: String?, dht: String?, client: BlockClientOptions) async throws -> [PeerAddress] {
+    var addresses = try nodes.map(parseNodeList) ?? []
+    if let dht {
+        let nexus = try await NexusClient.connect(seeds: try parseNodeList(dht), certificate: client.cert, key: client.key, ca: client.ca)
+        do {
+            let found = try await StorageDiscovery.addresses(via: nexus)
+            FileHandle.standardError.write(Data("stoq: \(found.count) storage nodes announced in the DHT\n".utf8))
+            addresses += found
+            await nexus.close()
+        } catch {
+            await nexus.close()
+            throw error
+        }
+    }
+    return addresses
+}
+
 /// Formats a duration in milliseconds.
 func ms(_ d: Duration) -> String { String(format: "%.1f ms", d.seconds * 1000) }
 
@@ -192,12 +212,17 @@ struct BlockPutCommand: AsyncParsableCommand {
             """
     )
     @Argument(help: "The file to store (one block, up to 640 MiB).") var file: String
-    @Option(help: "Storage nodes, comma-separated: '[::1]:4001,[::1]:4002,...'.") var nodes: String
+    @Option(help: "Storage nodes, comma-separated: '[::1]:4001,[::1]:4002,...'.") var nodes: String?
+    @Option(help: "Find storage nodes through the Nexus DHT, joined through these nodes (comma-separated, e.g. '[::1]:4433').") var dht: String?
     @OptionGroup var client: BlockClientOptions
+
+    func validate() throws {
+        if nodes == nil && dht == nil { throw ValidationError("give --nodes ADDR,... or --dht BOOTSTRAP (or both)") }
+    }
 
     func run() async throws {
         guard let data = FileManager.default.contents(atPath: file) else { throw ValidationError("cannot read \(file)") }
-        let addresses = try parseNodeList(nodes)
+        let addresses = try await storageNodeAddresses(nodes: nodes, dht: dht, client: client)
         try await client.with { client in
             let (found, failures) = await client.discover(addresses)
             for (address, why) in failures { FileHandle.standardError.write(Data("stoq: skipping \(address): \(why)\n".utf8)) }
@@ -274,12 +299,14 @@ struct BlockRepairCommand: AsyncParsableCommand {
     )
     @Argument(help: "Block id (or a unique prefix).") var id: String
     @Option(help: "More candidate nodes beyond those known at put time, comma-separated.") var nodes: String?
+    @Option(help: "Also take candidate nodes from the storage providers in the Nexus DHT, joined through these nodes.") var dht: String?
     @OptionGroup var client: BlockClientOptions
 
     func run() async throws {
+        let extra = try await storageNodeAddresses(nodes: nodes, dht: dht, client: client)
         try await client.with { client in
             let block = try client.directory.resolve(id)
-            let report = try await client.repair(block, extraNodes: try nodes.map(parseNodeList) ?? [])
+            let report = try await client.repair(block, extraNodes: extra)
             if report.before.lost.isEmpty {
                 print("block \(block.short): all \(report.before.total) shards verified; nothing to repair")
                 return

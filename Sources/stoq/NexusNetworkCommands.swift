@@ -20,10 +20,10 @@ func parsePeerList(_ text: String, option: String) throws -> [PeerAddress] {
 }
 
 /// Runs `stoq node` with Nexus: DHT service, join, publication, CT admission.
-func runNexusNode(_ c: NodeConfiguration, bootstrap: String?, requireCT: String?, services: [any NodeService] = [], metrics: NodeMetrics, logger: Logger) async throws {
+func runNexusNode(_ c: NodeConfiguration, bootstrap: String?, requireCT: String?, services: [any NodeService] = [], serviceKeys: [NexusID] = [], metrics: NodeMetrics, logger: Logger) async throws {
     let seeds = try bootstrap.map { try parsePeerList($0, option: "--bootstrap") } ?? []
     let admission = try requireCT.map { try CTAdmission.open(directory: $0) }
-    let nexus = try await NexusNode.start(c, admission: admission, services: services, metrics: metrics, logger: logger)
+    let nexus = try await NexusNode.start(c, admission: admission, services: services, serviceKeys: serviceKeys, metrics: metrics, logger: logger)
     print("ready \(c.name) \(nexus.address) roles=\(c.roles.joined(separator: ",")) node_id=\(nexus.record.id)\(admission.map { " require_ct=\($0.log.logID.shortHex)" } ?? "")")
     fflush(nil)
     do {
@@ -31,7 +31,8 @@ func runNexusNode(_ c: NodeConfiguration, bootstrap: String?, requireCT: String?
         let contacts = try await nexus.join(seeds)
         let publication = try await nexus.publish()
         print(String(format: "dht %@ joined contacts=%d in %.1f ms; node record on %d nodes; %d content ids provided",
-                     c.name, contacts, (ContinuousClock.now - t0).seconds * 1000, publication.nodeRecordStoredOn ?? 0, publication.provided.count))
+                     c.name, contacts, (ContinuousClock.now - t0).seconds * 1000, publication.nodeRecordStoredOn ?? 0, publication.provided.count)
+              + publication.servicesProvided.map { String(format: "; service key %@ on %d nodes", $0.key.shortHex, $0.storedOn) }.joined())
     } catch {
         print("dht \(c.name) could not join: \(error)")
     }

@@ -112,7 +112,9 @@ struct NodeCommand: AsyncParsableCommand {
             services.append(try StorageService.load(directory: directory, keyPath: c.key, region: region))
         }
         if dht || bootstrap != nil || requireCt != nil {
-            try await runNexusNode(c, bootstrap: bootstrap, requireCT: requireCt, services: services, metrics: metrics, logger: logger)
+            // A storage node announces itself in the DHT so `stoq block put --dht` finds it.
+            let serviceKeys = c.roles.contains("storage") ? [StorageDiscovery.providerKey] : []
+            try await runNexusNode(c, bootstrap: bootstrap, requireCT: requireCt, services: services, serviceKeys: serviceKeys, metrics: metrics, logger: logger)
             return
         }
         let node = try await Node.start(c, services: services, metrics: metrics, logger: logger)

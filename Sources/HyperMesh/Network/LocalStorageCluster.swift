@@ -1,4 +1,5 @@
 import Foundation
+import Nexus
 import STOQIdentity
 import STOQNode
 import STOQTransport
@@ -13,6 +14,8 @@ public final class LocalStorageCluster: Sendable {
         public let node: Node
         /// Its storage service.
         public let service: StorageService
+        /// Nexus on the node (clusters started with `dht: true`).
+        public let nexus: NexusNode?
         /// Its serving task.
         let serving: Task<Void, Never>
         /// Its address.
@@ -30,9 +33,14 @@ public final class LocalStorageCluster: Sendable {
     private let stopped = StoppedSet()
 
     /// Starts `count` storage nodes spread round-robin over `regions` regions.
-    /// - Parameter wrap: replaces node `i`'s service (tests use it to run misbehaving nodes).
+    /// - Parameters:
+    ///   - wrap: replaces node `i`'s service (tests use it to run misbehaving nodes).
+    ///   - dht: run Nexus on every node too: all join through node 0, then each publishes its
+    ///     signed node record and announces itself a provider of ``StorageDiscovery/providerKey``
+    ///     (publishing after every join, so each provider record lands on the final closest nodes).
     public static func start(
-        count: Int, regions: Int = 4, name: String = "mesh", wrap: (@Sendable (Int, StorageService) -> any NodeService)? = nil
+        count: Int, regions: Int = 4, name: String = "mesh", wrap: (@Sendable (Int, StorageService) -> any NodeService)? = nil,
+        dht: Bool = false
     ) async throws -> LocalStorageCluster {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stoq-\(name)-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -51,12 +59,22 @@ public final class LocalStorageCluster: Sendable {
                     region: region, idleTimeoutSeconds: 30)
                 let service = try StorageService.load(
                     directory: (directory as NSString).appendingPathComponent("\(nodeName)-shards"), keyPath: paths.key, region: region)
-                let node = try await Node.start(configuration, services: [wrap?(i, service) ?? service])
-                members.append(Member(node: node, service: service, serving: Task { await node.run() }))
+                if dht {
+                    let nexus = try await NexusNode.start(configuration, services: [wrap?(i, service) ?? service], serviceKeys: [StorageDiscovery.providerKey])
+                    members.append(Member(node: nexus.node, service: service, nexus: nexus, serving: Task { await nexus.run() }))
+                } else {
+                    let node = try await Node.start(configuration, services: [wrap?(i, service) ?? service])
+                    members.append(Member(node: node, service: service, nexus: nil, serving: Task { await node.run() }))
+                }
+            }
+            if dht, let seed = members.first?.address {
+                for m in members.dropFirst() { try await m.nexus!.join([seed]) }
+                for m in members { _ = try await m.nexus!.publish() }
             }
         } catch {
             for m in members {
                 let node = m.node
+                await m.nexus?.dht.stop()
                 _ = try? await deadline(.seconds(10), "closing \(node.configuration.name)") { await node.close() }
             }
             try? FileManager.default.removeItem(atPath: directory)
@@ -85,6 +103,7 @@ public final class LocalStorageCluster: Sendable {
     public func stop(_ index: Int) async {
         guard stopped.insert(index) else { return }
         let node = members[index].node
+        await members[index].nexus?.dht.stop()
         _ = try? await deadline(.seconds(10), "closing \(node.configuration.name)") { await node.close() }
     }
 
@@ -101,6 +120,14 @@ public final class LocalStorageCluster: Sendable {
             certificateChainPEM: credentials.certificateChainPEM, privateKeyPEM: credentials.privateKeyPEM, trustRootsPEM: ca.certificatePEM)
         let directory = try BlockDirectory(path: blocks ?? (self.directory as NSString).appendingPathComponent("\(name)-blocks"))
         return try await BlockClient.connect(tls: tls, directory: directory, connectTimeout: timeouts.connect, requestTimeout: timeouts.request)
+    }
+
+    /// Opens a ``NexusClient`` joined through node 0 (clusters started with `dht: true`), on a
+    /// fresh identity issued by the cluster's CA.
+    public func nexusClient(name: String = "dht-client") async throws -> NexusClient {
+        let credentials = try ca.issue(name: name, dnsNames: ["localhost"], ipAddresses: ["::1"])
+        let paths = try credentials.write(to: directory, name: name)
+        return try await NexusClient.connect(seeds: [addresses[0]], certificate: paths.certificate, key: paths.key, ca: caPath)
     }
 
     /// Stops every node and removes the directory.

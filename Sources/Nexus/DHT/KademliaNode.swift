@@ -322,7 +322,11 @@ public struct KademliaNode: Sendable {
         case .findProviders(let rpc, let key):
             // Sorted: a dictionary's iteration order depends on its storage address, so it differs
             // between runs and must never reach an output.
-            let provs = (providerEntries[key] ?? [:]).values.filter { now < $0.expiresAt }.map(\.record).sorted { $0.id < $1.id }
+            var provs = (providerEntries[key] ?? [:]).values.filter { now < $0.expiresAt }.map(\.record)
+            // A node answers for itself too: its own provider record is stored only on the others,
+            // so a lookup that stops at this node would otherwise miss it.
+            if provided[key] != nil, !provs.contains(where: { $0.id == record.id }) { provs.append(record) }
+            provs.sort { $0.id < $1.id }
             reply = .providers(rpc: rpc, providers: Array(provs.prefix(DHTMessage.maxRecords)), closer: provs.isEmpty ? closest(to: key, excluding: sender.id) : [])
         case .putRecord(let rpc, let key, let value, let ttl):
             reply = .ack(rpc: rpc, stored: storeValue(key: key, value: value, ttl: ttl, now: now))

@@ -20,6 +20,9 @@ public final class NexusNode: Sendable {
     public let record: NodeRecord
     /// Admission by CT log, if required.
     public let admission: CTAdmission?
+    /// Service keys this node announces itself a provider of (e.g. HyperMesh's storage key), besides
+    /// its pinned content.
+    public let serviceKeys: [NexusID]
     private let signingKey: P256.Signing.PrivateKey?
     private let logger: Logger
 
@@ -29,9 +32,11 @@ public final class NexusNode: Sendable {
     ///   - dht: DHT parameters.
     ///   - admission: when set, peers whose certificate is not logged are refused.
     ///   - services: further services (e.g. HyperMesh).
+    ///   - serviceKeys: keys ``publish(now:)`` announces this node a provider of (a service's
+    ///     well-known key, so clients find its nodes with a provider lookup).
     public static func start(
         _ configuration: NodeConfiguration, dht dhtConfiguration: DHTConfiguration = DHTConfiguration(),
-        admission: CTAdmission? = nil, services: [any NodeService] = [], metrics: NodeMetrics = NodeMetrics(),
+        admission: CTAdmission? = nil, services: [any NodeService] = [], serviceKeys: [NexusID] = [], metrics: NodeMetrics = NodeMetrics(),
         logger: Logger = Logger(label: "stoq.nexus")
     ) async throws -> NexusNode {
         let chain = try PEMFile.certificateDERs(in: PEMFile.read(configuration.certificate))
@@ -49,10 +54,11 @@ public final class NexusNode: Sendable {
             region: String((configuration.region ?? "").utf8.prefix(NodeRecord.maxRegionLength)) ?? "",
             certificateFingerprint: NexusHash.sha256(leaf))
         await dht.attach(record: record, peers: node.peers)
-        return NexusNode(node: node, dht: dht, relay: relay, record: record, admission: admission, signingKey: signingKey, logger: logger)
+        return NexusNode(node: node, dht: dht, relay: relay, record: record, admission: admission, serviceKeys: serviceKeys, signingKey: signingKey, logger: logger)
     }
 
-    private init(node: Node, dht: NexusDHT, relay: RelayService, record: NodeRecord, admission: CTAdmission?, signingKey: P256.Signing.PrivateKey?, logger: Logger) {
+    private init(node: Node, dht: NexusDHT, relay: RelayService, record: NodeRecord, admission: CTAdmission?, serviceKeys: [NexusID], signingKey: P256.Signing.PrivateKey?, logger: Logger) {
+        self.serviceKeys = serviceKeys
         self.node = node
         self.dht = dht
         self.relay = relay
@@ -78,9 +84,12 @@ public final class NexusNode: Sendable {
         public var nodeRecordStoredOn: Int?
         /// Per pinned content id, the nodes holding its provider record.
         public var provided: [(content: String, storedOn: Int)]
+        /// Per service key, the nodes holding this node's provider record.
+        public var servicesProvided: [(key: NexusID, storedOn: Int)] = []
     }
 
-    /// Publishes the signed node record and a provider record for every pinned content id.
+    /// Publishes the signed node record, a provider record for every pinned content id and one for
+    /// every service key.
     /// The DHT re-announces both on its own republish timers.
     public func publish(now: UInt64 = UInt64(Date().timeIntervalSince1970 * 1000)) async throws -> Publication {
         var out = Publication(nodeRecordStoredOn: nil, provided: [])
@@ -91,6 +100,9 @@ public final class NexusNode: Sendable {
         for pin in try node.store.pins() {
             let key = NexusID(bytes: pin.id.manifest.bytes)!
             out.provided.append((pin.id.description, try await dht.provide(key: key).count))
+        }
+        for key in serviceKeys {
+            out.servicesProvided.append((key, try await dht.provide(key: key).count))
         }
         return out
     }
