@@ -41,17 +41,7 @@ final class TestNetwork: Sendable {
 
 /// Runs `body` with a node serving in the background, then closes it.
 func withServing<T: Sendable>(_ node: Node, _ body: () async throws -> T) async throws -> T {
-    let serving = Task { await node.run() }
-    do {
-        let result = try await body()
-        await node.close()
-        await serving.value
-        return result
-    } catch {
-        await node.close()
-        await serving.value
-        throw error
-    }
+    try await withServing(node, running: { await node.run() }, body)
 }
 
 // MARK: - Session 2 (node daemon, faults): content, fault-injecting providers, HTTP, servers
@@ -97,7 +87,14 @@ extension TestNetwork {
 /// Runs `body` while `server` answers on `node`'s endpoint (instead of the node's own server), then
 /// closes the node.
 func withServing<T: Sendable>(_ node: Node, server: any StreamServer, _ body: () async throws -> T) async throws -> T {
-    let serving = Task { await server.run(on: node.endpoint) }
+    try await withServing(node, running: { await server.run(on: node.endpoint) }, body)
+}
+
+/// Runs `serve` in the background during `body`, then closes the node and waits for `serve` to end.
+private func withServing<T: Sendable>(
+    _ node: Node, running serve: @escaping @Sendable () async -> Void, _ body: () async throws -> T
+) async throws -> T {
+    let serving = Task { await serve() }
     do {
         let result = try await body()
         await node.close()
