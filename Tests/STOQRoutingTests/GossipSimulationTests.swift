@@ -100,14 +100,16 @@ extension SimDuration {
             latencyModel: .perPair { a, b in .milliseconds(model.rttMilliseconds(a.index, b.index) / 2) }
         )
         let dead = SimNodeID(17)
-        sim.schedule(.kill(dead), at: SimInstant.zero + .seconds(6))
-        #expect(sim.drive(until: SimInstant.zero + .seconds(6)) == .reachedDeadline)
+        // 8 s of virtual time: with 1 % loss and a ring bootstrap, some seeds (1137648307780088013)
+        // leave one node a contact short at 6 s.
+        sim.schedule(.kill(dead), at: SimInstant.zero + .seconds(8))
+        #expect(sim.drive(until: SimInstant.zero + .seconds(8)) == .reachedDeadline)
         for i in 0 ..< count {
             #expect(sim[SimNodeID(i)].matrix.knownNodeCount == count, "node \(i) knows \(sim[SimNodeID(i)].matrix.knownNodeCount), seed \(seed)")
         }
         let hops = (1 ..< count).compactMap { sim[SimNodeID(0)].matrix.record(of: RoutingNodeID(UInt64($0)))?.hops }
         #expect(hops.allSatisfy { $0 >= 1 && $0 <= 12 }, "hops \(hops), seed \(seed)")
-        #expect(sim.drive(until: SimInstant.zero + .seconds(12)) == .reachedDeadline)
+        #expect(sim.drive(until: SimInstant.zero + .seconds(14)) == .reachedDeadline)
         // The dead node went stale everywhere: no snapshot routes through or to it.
         let observer = sim[SimNodeID(0)].matrix
         let snapshot = try #require(observer.snapshot)
