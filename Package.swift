@@ -85,7 +85,7 @@ let package = Package(
         .target(name: "STOQEdge", dependencies: ["STOQContent", "STOQSimulation", crypto, collections]),
         .target(
             name: "STOQNode",
-            dependencies: ["STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQSwarm", "STOQEdge", crypto, logging, nio,
+            dependencies: ["STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQRouting", "STOQSwarm", "STOQEdge", crypto, logging, nio,
                            nioPosix, nioHTTP1, metrics, prometheus, serviceLifecycle]
         ),
         .target(
@@ -113,7 +113,7 @@ let package = Package(
         .testTarget(name: "STOQSwarmTests", dependencies: ["STOQSwarm", "STOQSimulation"]),
         .testTarget(name: "NexusTests", dependencies: ["Nexus", "STOQSimulation", "STOQNode", "STOQIdentity", "STOQTransport", "STOQContent", crypto]),
         .testTarget(name: "HyperMeshTests", dependencies: ["HyperMesh", "Nexus", "STOQSimulation", "STOQNode", "STOQIdentity", crypto, nio]),
-        .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQIdentity", "STOQTransport", "STOQContent", "STOQEdge", "STOQSwarm", "STOQSimulation", nio, nioPosix]),
+        .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQIdentity", "STOQTransport", "STOQContent", "STOQEdge", "STOQRouting", "STOQSwarm", "STOQSimulation", nio, nioPosix]),
         .testTarget(name: "STOQEdgeTests", dependencies: ["STOQEdge", "STOQSimulation"]),
         .testTarget(name: "CLITests", dependencies: ["STOQIdentity", crypto]),
     ],

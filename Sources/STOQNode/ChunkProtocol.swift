@@ -71,6 +71,8 @@ public final class ChunkServer: StreamServer {
     private let gate: ServeGate?
     /// Responses being sent now.
     public let transfers = TransferTable()
+    /// What PONG announces (nil: ``ProbeLoad/init(activeTransfers:bandwidthBytesPerSecond:)``).
+    private let probeLoad: (@Sendable (Int) -> ProbeLoad)?
 
     /// Creates a server for a provider.
     /// - Parameters:
@@ -78,11 +80,15 @@ public final class ChunkServer: StreamServer {
     ///   - services: handlers for request types outside STOQ's own range (see ``NodeService``).
     ///   - metrics: where to count connections, requests, bytes and serve times.
     ///   - throttle: upload sharing (nil or no limits: unthrottled).
+    ///   - probeLoad: the load and spare bandwidth PONG announces, from the number of responses
+    ///     being sent (nil: load from that number alone, bandwidth unknown).
     public init(
         provider: any ChunkProvider, status: (@Sendable () async -> String)? = nil, services: [any NodeService] = [],
         metrics: NodeMetrics? = nil, throttle: ServeThrottleSettings? = nil,
+        probeLoad: (@Sendable (Int) -> ProbeLoad)? = nil,
         logger: Logger = Logger(label: "stoq.chunks")
     ) {
+        self.probeLoad = probeLoad
         self.provider = provider
         self.status = status
         self.services = services
@@ -96,9 +102,10 @@ public final class ChunkServer: StreamServer {
     public convenience init(
         store: any ChunkStore, status: (@Sendable () async -> String)? = nil, services: [any NodeService] = [],
         metrics: NodeMetrics? = nil, throttle: ServeThrottleSettings? = nil,
+        probeLoad: (@Sendable (Int) -> ProbeLoad)? = nil,
         logger: Logger = Logger(label: "stoq.chunks")
     ) {
-        self.init(provider: StoreChunkProvider(store: store), status: status, services: services, metrics: metrics, throttle: throttle, logger: logger)
+        self.init(provider: StoreChunkProvider(store: store), status: status, services: services, metrics: metrics, throttle: throttle, probeLoad: probeLoad, logger: logger)
     }
 
     /// Bytes and requests served so far.
@@ -158,7 +165,9 @@ public final class ChunkServer: StreamServer {
                 metrics?.request("ping")
                 // A health probe measures the path, not the queue: answer ahead of bulk responses.
                 await stream.setPriority(.control)
-                let pong = STOQMessage.pong(.init(nonce: nonce, echoSentAtMicros: sent, loadPermille: 0, bandwidthBytesPerSecond: 0, activeTransfers: UInt64(transfers.count)))
+                let active = transfers.count
+                let load = probeLoad?(active) ?? ProbeLoad(activeTransfers: active)
+                let pong = STOQMessage.pong(.init(nonce: nonce, echoSentAtMicros: sent, loadPermille: load.loadPermille, bandwidthBytesPerSecond: load.bandwidthBytesPerSecond, activeTransfers: UInt64(active)))
                 try await stream.write(pong.encoded())
                 try await stream.finish()
             case .statusRequest:
@@ -243,6 +252,28 @@ public final class ChunkServer: StreamServer {
         counters.add(bytes: Int(count))
         metrics?.servedBytes.increment(by: Int(count))
         metrics?.serveDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
+    }
+}
+
+/// The load and spare upload bandwidth a node announces in PONG (and routers weigh).
+public struct ProbeLoad: Sendable, Hashable {
+    /// Responses in flight at which a node calls itself saturated (load 1000 ‰).
+    public static let saturatingTransfers = 64
+    /// Load, 0 (idle) ... 1000 (saturated), per mille.
+    public var loadPermille: UInt64
+    /// Spare upload bandwidth, bytes/s (0: unknown).
+    public var bandwidthBytesPerSecond: UInt64
+
+    /// Creates a report.
+    public init(loadPermille: UInt64, bandwidthBytesPerSecond: UInt64 = 0) {
+        self.loadPermille = min(loadPermille, 1000)
+        self.bandwidthBytesPerSecond = bandwidthBytesPerSecond
+    }
+
+    /// The load of a node sending `activeTransfers` responses (saturated at
+    /// ``saturatingTransfers``).
+    public init(activeTransfers: Int, bandwidthBytesPerSecond: UInt64 = 0) {
+        self.init(loadPermille: UInt64(max(0, activeTransfers)) * 1000 / UInt64(Self.saturatingTransfers), bandwidthBytesPerSecond: bandwidthBytesPerSecond)
     }
 }
 
@@ -398,11 +429,19 @@ public final class PeerClient: Sendable {
     /// - Parameter nonce: the probe's nonce (random by default); the PONG must echo it.
     @discardableResult
     public func ping(nonce: UInt64 = UInt64.random(in: 0 ... .max)) async throws -> Duration {
+        try await probe(nonce: nonce).rtt
+    }
+
+    /// Measures one round trip with PING/PONG and returns what the PONG announced (load, spare
+    /// bandwidth, active transfers) beside the RTT.
+    /// - Parameter nonce: the probe's nonce (random by default); the PONG must echo it.
+    public func probe(nonce: UInt64 = UInt64.random(in: 0 ... .max)) async throws -> (rtt: Duration, pong: STOQMessage.Pong) {
         let start = ContinuousClock.now
         let stream = try await connection.openBidirectionalStream(priority: .control)
         try await stream.write(STOQMessage.ping(nonce: nonce, sentAtMicros: 0).encoded())
         try await stream.finish()
         let reply = try await stream.readAll(limit: 1024)
+        let rtt = ContinuousClock.now - start
         var decoder = FrameDecoder(maximumPayloadLength: 1024)
         decoder.handle(bytes: reply)
         guard let frame = try decoder.pollFrame(), case .pong(let pong) = try STOQMessage.decode(frame) else {
@@ -411,7 +450,7 @@ public final class PeerClient: Sendable {
         guard pong.nonce == nonce else {
             throw NodeError(.protocolViolation, "\(name) answered PING \(nonce) with the PONG of another probe (\(pong.nonce))")
         }
-        return .now - start
+        return (rtt, pong)
     }
 }
 

@@ -24,6 +24,9 @@ public struct FetchReport: Sendable {
         public var failures: Int = 0
         /// Chunks its HAVE bitfield offered (nil: all of them).
         public var offeredChunks: Int? = nil
+        /// Its route cost from the router (lower is preferred; nil: no ranking, `.infinity`: the
+        /// router does not know it).
+        public var routeCost: Double? = nil
     }
     /// The content fetched.
     public var root: ContentID
@@ -48,6 +51,8 @@ public struct FetchReport: Sendable {
     /// For each source that failed mid-fetch: seconds from its first failed request's start to the
     /// moment its work was handed to others.
     public var failovers: [(source: String, seconds: Double)]
+    /// The source the scheduler asked for the first data chunk (nil when nothing was requested).
+    public var firstRequestedSource: String? = nil
     /// Goodput in Mbit/s over the data phase.
     public var megabitsPerSecond: Double { seconds > 0 ? Double(fetchedBytes) * 8 / seconds / 1e6 : 0 }
 }
@@ -68,6 +73,7 @@ public final class ContentFetcher: Sendable {
     private let onProgress: (@Sendable (SwarmProgress) -> Void)?
     private let onEvent: (@Sendable (String) -> Void)?
     private let healthChanges: AsyncStream<PeerHealthChange>?
+    private let preference: SourcePreference?
 
     /// Creates a fetcher.
     /// - Parameters:
@@ -77,13 +83,18 @@ public final class ContentFetcher: Sendable {
     ///   - onEvent: called with human-readable notes (bans, failovers).
     ///   - healthChanges: peer health changes (``PeerHealthService/changes()``); a source whose
     ///     name is the address of a peer that went down loses its requests at once.
+    ///   - preference: route costs of the sources (e.g. ``NodeRouter/sourcePreference()``): the
+    ///     cheapest source is offered requests first, in the first round and in every later one;
+    ///     the measured throughput still sizes each source's window once data flows.
     public init(
         store: any ChunkStore, sources: [any ChunkSource], configuration: SwarmConfiguration = .init(),
         logger: Logger = Logger(label: "stoq.fetch"),
         onProgress: (@Sendable (SwarmProgress) -> Void)? = nil,
         onEvent: (@Sendable (String) -> Void)? = nil,
-        healthChanges: AsyncStream<PeerHealthChange>? = nil
+        healthChanges: AsyncStream<PeerHealthChange>? = nil,
+        preference: SourcePreference? = nil
     ) {
+        self.preference = preference
         self.healthChanges = healthChanges
         self.store = store
         self.sources = sources
@@ -138,12 +149,31 @@ public final class ContentFetcher: Sendable {
         var present = [Int]()
         for c in chunks where try store.contains(c.id) { present.append(c.index) }
         var scheduler = SwarmScheduler(chunks: chunks, present: present, configuration: configuration)
+        // 2'. The router's preference: route costs for chunks of this content's average size.
+        var routeCosts = [SourceID: Double]()
+        if let preference, !chunks.isEmpty {
+            let averageSize = chunks.reduce(0) { $0 + $1.size } / chunks.count
+            let costs = preference.costs(sources, averageSize)
+            for (source, cost) in zip(sources, costs) { routeCosts[SourceID(source.name)] = cost }
+            if routeCosts.values.contains(where: \.isFinite) {
+                let scores = routeCosts
+                scheduler.ranker = ClosureSourceRanker { -(scores[$0] ?? .infinity) }
+                let order = sources.map(\.name).sorted { (routeCosts[SourceID($0)] ?? .infinity) < (routeCosts[SourceID($1)] ?? .infinity) }
+                onEvent?("route preference: \(order.joined(separator: " > "))")
+            }
+        }
+        var firstRequested: String?
         // 2a. Who has what: every source starts as a full holder (so a source that answers
         // nothing still gets requests, and stall detection or health probing deals with it);
         // each one's HAVE bitfield, asked in parallel, narrows its availability as it arrives.
         var byID = [SourceID: any ChunkSource]()
         var offered = [SourceID: Int]()
-        for source in sources {
+        // The scheduler starts a source's requests as soon as it is added: the preferred source first.
+        let addOrder = routeCosts.isEmpty ? sources : sources.enumerated().sorted {
+            let a = routeCosts[SourceID($0.element.name)] ?? .infinity, b = routeCosts[SourceID($1.element.name)] ?? .infinity
+            return a != b ? a < b : $0.offset < $1.offset
+        }.map(\.element)
+        for source in addOrder {
             let id = SourceID(source.name)
             byID[id] = source
             scheduler.handleSourceAdded(id, now: now())
@@ -199,6 +229,7 @@ public final class ContentFetcher: Sendable {
                 switch action {
                 case .request(let rid, let sourceID, let index):
                     guard let source = byID[sourceID] else { continue }
+                    if firstRequested == nil { firstRequested = sourceID.rawValue }
                     let chunkID = chunks[index].id
                     requestStart[rid] = now()
                     running[rid] = Task {
@@ -354,10 +385,23 @@ public final class ContentFetcher: Sendable {
             secondsToFirstByte: firstByte, secondsToFirstDataByte: firstDataByte,
             sources: progress.sources.map {
                 .init(name: $0.id.rawValue, bytes: $0.bytesDelivered, chunks: $0.chunksDelivered, state: "\($0.state)",
-                      stalls: $0.stalls, failures: $0.failures, offeredChunks: offered[$0.id])
+                      stalls: $0.stalls, failures: $0.failures, offeredChunks: offered[$0.id], routeCost: routeCosts[$0.id])
             },
-            failovers: failovers
+            failovers: failovers, firstRequestedSource: firstRequested
         )
+    }
+}
+
+/// Route costs of a fetch's sources (lower is preferred), asked once per fetch when the chunk
+/// sizes are known.
+public struct SourcePreference: Sendable {
+    /// The cost of each source (same order), for chunks of the given average size in bytes;
+    /// `.infinity` for a source nothing is known about.
+    public let costs: @Sendable (_ sources: [any ChunkSource], _ chunkSize: Int) -> [Double]
+
+    /// Wraps a cost function.
+    public init(_ costs: @escaping @Sendable (_ sources: [any ChunkSource], _ chunkSize: Int) -> [Double]) {
+        self.costs = costs
     }
 }
 

@@ -4,6 +4,7 @@ import ServiceLifecycle
 import STOQContent
 import STOQEdge
 import STOQIdentity
+import STOQRouting
 import STOQSwarm
 import STOQTransport
 import STOQWire
@@ -49,6 +50,9 @@ public struct NodeConfiguration: Codable, Sendable {
     public var admin: PeerAddress?
     /// Log level: trace, debug, info, notice, warning, error, critical (default info).
     public var logLevel: String?
+    /// The routing matrix: fed by health probes and gossip, it ranks fetch sources (default on,
+    /// gossip every 2 s).
+    public var routing: RoutingSettings?
 
     /// Creates a configuration.
     public init(
@@ -127,6 +131,10 @@ public final class Node: Sendable {
     public let health: PeerHealthService?
     /// The admin HTTP endpoint, when configured.
     public let admin: AdminServer?
+    /// The node's id (SHA-256 of its certificate's public key).
+    public let nodeID: NodeID
+    /// The routing matrix owner (nil when routing is switched off).
+    public let router: NodeRouter?
     private let logger: Logger
 
     /// Binds the endpoint (and the admin endpoint) and opens the store.
@@ -141,6 +149,15 @@ public final class Node: Sendable {
         if configuration.health?.enabled ?? true {
             healthConfiguration = try (configuration.health ?? HealthSettings()).monitorConfiguration()
         }
+        let routing = configuration.routing ?? RoutingSettings()
+        let gossipInterval = try routing.gossipInterval()
+        guard let leaf = try PEMFile.certificateDERs(in: PEMFile.read(configuration.certificate)).first else {
+            throw NodeError(.invalidArgument, "\(configuration.certificate) holds no certificate; give the chain `stoq certs issue` wrote")
+        }
+        let nodeID = try NodeID(certificateDER: leaf)
+        let router = routing.isEnabled ? NodeRouter(
+            node: nodeID, region: configuration.region, latitude: configuration.latitude, longitude: configuration.longitude,
+            bandwidthBytesPerSecond: configuration.rateLimitBytesPerSecond, gossipInterval: gossipInterval, metrics: metrics) : nil
         let store = try DiskChunkStore(directory: configuration.store)
         var endpointConfiguration = EndpointConfiguration()
         if let seconds = configuration.idleTimeoutSeconds { endpointConfiguration.idleTimeout = .seconds(seconds) }
@@ -168,15 +185,18 @@ public final class Node: Sendable {
         }
         let node = Node(
             configuration: configuration, endpoint: endpoint, store: store, services: services, metrics: metrics,
-            healthConfiguration: healthConfiguration, admin: admin, box: box, logger: logger)
+            healthConfiguration: healthConfiguration, admin: admin, nodeID: nodeID, router: router, box: box, logger: logger)
         box.node = node
         return node
     }
 
     private init(
         configuration: NodeConfiguration, endpoint: Endpoint, store: DiskChunkStore, services: [any NodeService], metrics: NodeMetrics,
-        healthConfiguration: HealthMonitor<PeerAddress>.Configuration?, admin: AdminServer?, box: ServerBox, logger: Logger
+        healthConfiguration: HealthMonitor<PeerAddress>.Configuration?, admin: AdminServer?, nodeID: NodeID, router: NodeRouter?,
+        box: ServerBox, logger: Logger
     ) {
+        self.nodeID = nodeID
+        self.router = router
         self.configuration = configuration
         self.endpoint = endpoint
         self.store = store
@@ -186,20 +206,23 @@ public final class Node: Sendable {
         // Connections this node dials are served too: an origin pushes name invalidations over them.
         let peers = PeerSet(endpoint: endpoint, metrics: metrics, inbound: { connection in await box.node?.server.serve(connection: connection) })
         self.peers = peers
-        self.health = healthConfiguration.map { PeerHealthService(peers: peers, configuration: $0, metrics: metrics) }
+        self.health = healthConfiguration.map { PeerHealthService(peers: peers, configuration: $0, metrics: metrics, observer: router) }
         let names = NameDirectory(
             store: store, directory: configuration.store + "/names",
             upstream: configuration.roles.contains("edge") ? configuration.upstream : [], peers: peers)
         self.names = names
-        let services: [any NodeService] = [NameService(directory: names, acceptsPublications: configuration.roles.contains("origin")), InvalidationService(directory: names)] + services
+        let services: [any NodeService] = [NameService(directory: names, acceptsPublications: configuration.roles.contains("origin")), InvalidationService(directory: names)]
+            + (router.map { [RoutingService(router: $0)] } ?? []) + services
         let edge = configuration.roles.contains("edge")
             ? EdgeChunkProvider(store: store, upstream: configuration.upstream, peers: peers, cacheBytes: configuration.cacheBytes ?? (1 << 30)) : nil
         self.edge = edge
         let status: @Sendable () async -> String = { await box.node?.statusJSON() ?? "{}" }
         self.services = services
         self.started = ContinuousClock.now
-        self.server = edge.map { ChunkServer(provider: $0, status: status, services: services, metrics: metrics, throttle: configuration.throttle) }
-            ?? ChunkServer(store: store, status: status, services: services, metrics: metrics, throttle: configuration.throttle)
+        let bandwidth = configuration.rateLimitBytesPerSecond ?? 0
+        let probeLoad: @Sendable (Int) -> ProbeLoad = { ProbeLoad(activeTransfers: $0, bandwidthBytesPerSecond: bandwidth) }
+        self.server = edge.map { ChunkServer(provider: $0, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad) }
+            ?? ChunkServer(store: store, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad)
     }
 
     private let services: [any NodeService]
@@ -225,6 +248,12 @@ public final class Node: Sendable {
                 for peer in probedPeers { group.addTask { await health.watch(peer) } }
             }
             if let admin { group.addTask { await admin.run() } }
+            if let router {
+                let server = self.server
+                group.addTask {
+                    await router.run(peers: self.peers, localLoad: { Double(ProbeLoad(activeTransfers: server.transfers.count).loadPermille) / 1000 })
+                }
+            }
         }
     }
 
@@ -232,6 +261,7 @@ public final class Node: Sendable {
     /// store (its metadata is committed as it goes; this checkpoints what is pending).
     public func close() async {
         await health?.stop()
+        router?.stop()
         await admin?.close()
         await peers.closeAll()
         await endpoint.close()
@@ -263,6 +293,7 @@ public final class Node: Sendable {
                 return entry
             }
         }
+        if let router { doc["routing"] = router.status() }
         if let stats = try? store.stats() {
             doc["store"] = ["chunks": stats.chunks, "bytes": stats.bytes, "pins": stats.pins]
         }
@@ -321,7 +352,7 @@ public final class Node: Sendable {
         }
         let fetcher = ContentFetcher(
             store: store, sources: sources, configuration: swarm, logger: logger,
-            onProgress: onProgress, onEvent: onEvent, healthChanges: changes)
+            onProgress: onProgress, onEvent: onEvent, healthChanges: changes, preference: router?.sourcePreference())
         return try await fetcher.fetch(root)
     }
 

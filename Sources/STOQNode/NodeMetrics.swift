@@ -14,7 +14,8 @@ import Prometheus
 /// `cache_misses_total`, `active_transfers`, `serve_duration_seconds` and
 /// `chunk_fetch_duration_seconds` (histograms), `peer_up{peer}`, `peer_rtt_seconds{peer}`,
 /// `peer_state_changes_total{peer,state}`, `throttle_waits_total{class}`,
-/// `received_faults_total{kind}`, `store_chunks`, `store_bytes`.
+/// `received_faults_total{kind}`, `store_chunks`, `store_bytes`, `routing_known_nodes`,
+/// `routing_gossip_total{direction}` (`sent`, `received`, `rejected`).
 public final class NodeMetrics: Sendable {
     /// The registry the admin endpoint renders.
     public let registry: PrometheusCollectorRegistry
@@ -33,6 +34,7 @@ public final class NodeMetrics: Sendable {
     let fetchDuration: CoreMetrics.Timer
     let storeChunks: Meter
     let storeBytes: Meter
+    let routingKnownNodes: Meter
     private let synced = SyncedCounters()
 
     /// Creates the metrics in a new registry.
@@ -61,6 +63,7 @@ public final class NodeMetrics: Sendable {
         fetchDuration = CoreMetrics.Timer(label: "stoq_chunk_fetch_duration_seconds", factory: factory)
         storeChunks = Meter(label: "stoq_store_chunks", factory: factory)
         storeBytes = Meter(label: "stoq_store_bytes", factory: factory)
+        routingKnownNodes = Meter(label: "stoq_routing_known_nodes", factory: factory)
     }
 
     /// Counts one request of `type` (`get_chunk`, `ping`, `status`, `service`, `malformed`, …).
@@ -90,6 +93,11 @@ public final class NodeMetrics: Sendable {
     func peerStateChange(_ peer: String, isUp: Bool) {
         CoreMetrics.Counter(label: "stoq_peer_state_changes_total", dimensions: [("peer", peer), ("state", isUp ? "up" : "down")], factory: factory)
             .increment()
+    }
+
+    /// Counts a routing gossip message `sent`, `received` (applied) or `rejected`.
+    func routingGossip(_ direction: String) {
+        CoreMetrics.Counter(label: "stoq_routing_gossip_total", dimensions: [("direction", direction)], factory: factory).increment()
     }
 
     /// Brings the cache counters up to the edge's totals (called before each scrape: the edge

@@ -1,7 +1,9 @@
 import Foundation
 import Logging
 import STOQEdge
+import STOQIdentity
 import STOQTransport
+import STOQWire
 
 /// A peer went down or came back (DESIGN.md §5 "Health").
 public struct PeerHealthChange: Sendable, Hashable, CustomStringConvertible {
@@ -17,6 +19,15 @@ public struct PeerHealthChange: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { "\(peer) \(isUp ? "up" : "down")" }
+}
+
+/// Told what health probing learns: every answered probe and every change of a peer's state.
+/// Called from the probing tasks; keep it quick and non-blocking.
+public protocol PeerProbeObserver: Sendable {
+    /// A probe of `peer` (whose handshake proved `nodeID`) was answered after `rtt` with `pong`.
+    func probeAnswered(peer: PeerAddress, nodeID: NodeID?, rtt: Duration, pong: STOQMessage.Pong)
+    /// `peer` went down (probes unanswered) or came back up.
+    func peerStateChanged(peer: PeerAddress, isUp: Bool)
 }
 
 /// What a node knows about one peer's health, for `stoq status` and metrics.
@@ -100,9 +111,16 @@ public actor PeerHealthService {
     private var probes: [PeerAddress: Task<Void, Never>] = [:]
     private var stopped = false
     private var watching = Set<PeerAddress>()
+    private let observer: (any PeerProbeObserver)?
 
     /// Creates a service probing through `peers`.
-    public init(peers: PeerSet, configuration: HealthMonitor<PeerAddress>.Configuration = .init(), metrics: NodeMetrics? = nil, logger: Logger = Logger(label: "stoq.health")) {
+    /// - Parameter observer: told every answered probe (RTT and PONG) and every change of state
+    ///   (a node's router).
+    public init(
+        peers: PeerSet, configuration: HealthMonitor<PeerAddress>.Configuration = .init(), metrics: NodeMetrics? = nil,
+        observer: (any PeerProbeObserver)? = nil, logger: Logger = Logger(label: "stoq.health")
+    ) {
+        self.observer = observer
         self.peers = peers
         self.monitor = HealthMonitor(configuration: configuration, nonceSeed: UInt64.random(in: 1 ... .max))
         self.metrics = metrics
@@ -226,10 +244,12 @@ public actor PeerHealthService {
                 // One probe per peer in flight: a newer probe replaces an unanswered one.
                 probes[peer]?.cancel()
                 let peers = self.peers
+                let observer = self.observer
                 probes[peer] = Task {
                     do {
                         let client = try await peers.client(for: peer)
-                        try await client.ping(nonce: nonce)
+                        let (rtt, pong) = try await client.probe(nonce: nonce)
+                        observer?.probeAnswered(peer: peer, nodeID: client.connection.peerNodeID, rtt: rtt, pong: pong)
                         self.answered(peer, nonce: nonce)
                     } catch is CancellationError {
                     } catch is STOQError {
@@ -261,6 +281,7 @@ public actor PeerHealthService {
         metrics?.peerHealth(change.peer.description, isUp: change.isUp, rttSeconds: h?.smoothedRTT.map { $0 / 1e9 })
         metrics?.peerStateChange(change.peer.description, isUp: change.isUp)
         peers.downPeers.set(change.peer, down: !change.isUp)
+        observer?.peerStateChanged(peer: change.peer, isUp: change.isUp)
         for continuation in subscribers.values { continuation.yield(change) }
     }
 }

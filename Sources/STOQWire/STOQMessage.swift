@@ -80,6 +80,9 @@ public enum STOQMessage: Hashable, Sendable {
     /// The answer to ``namePublish(record:)``: the version now current and how many holders were
     /// told (``invalidate(name:version:)`` pushed to them).
     case namePublished(version: UInt64, notified: UInt64)
+    /// A node's routing view (``RoutingGossipMessage``): sent as a request, answered with the
+    /// receiver's own view on the same stream.
+    case routingGossip(RoutingGossipMessage)
 
     /// HELLO contents.
     public struct Hello: Hashable, Sendable {
@@ -155,6 +158,7 @@ public enum STOQMessage: Hashable, Sendable {
         public static let nameRecord = FrameType(rawValue: 0x0E)
         public static let namePublish = FrameType(rawValue: 0x0F)
         public static let namePublished = FrameType(rawValue: 0x10)
+        public static let routingGossip = FrameType(rawValue: 0x11)
     }
 
     static let maxRegionLength = 64
@@ -232,6 +236,9 @@ public enum STOQMessage: Hashable, Sendable {
             type = Types.namePublished
             w.varint(version)
             w.varint(notified)
+        case .routingGossip(let gossip):
+            type = Types.routingGossip
+            gossip.encode(into: &w)
         }
         return Frame(type: type, payload: w.buffer)
     }
@@ -306,6 +313,8 @@ public enum STOQMessage: Hashable, Sendable {
             message = .namePublish(record: try r.lengthPrefixedBytes("record", max: maxNameRecordLength))
         case Types.namePublished:
             message = .namePublished(version: try r.varint("version"), notified: try r.varint("notified"))
+        case Types.routingGossip:
+            message = .routingGossip(try RoutingGossipMessage.decode(from: &r))
         default:
             if frame.type.isIgnorableWhenUnknown { return nil }
             throw WireError(.unknownType, "unknown STOQ frame type \(frame.type)")

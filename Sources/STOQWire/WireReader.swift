@@ -44,6 +44,22 @@ public struct WireReader {
         return value
     }
 
+    /// An IEEE-754 single (big-endian bit pattern); NaN and infinities are refused.
+    public mutating func float(_ field: String) throws(WireError) -> Float {
+        let value = Float(bitPattern: try integer(field, as: UInt32.self))
+        guard value.isFinite else { throw WireError(.malformed, "\(context).\(field) is not a finite number") }
+        return value
+    }
+
+    /// A finite single within `range`.
+    public mutating func float(_ field: String, in range: ClosedRange<Float>) throws(WireError) -> Float {
+        let value = try float(field)
+        guard range.contains(value) else {
+            throw WireError(.malformed, "\(context).\(field) = \(value) is outside \(range.lowerBound)...\(range.upperBound)")
+        }
+        return value
+    }
+
     /// Exactly `count` bytes.
     public mutating func bytes(_ field: String, count: Int) throws(WireError) -> [UInt8] {
         guard count >= 0, let bytes = buffer.readBytes(length: count) else { throw truncated(field) }
@@ -101,6 +117,8 @@ public struct WireWriter {
     public mutating func integer<T: FixedWidthInteger>(_ value: T) { buffer.writeInteger(value) }
     /// Appends a double's bit pattern.
     public mutating func double(_ value: Double) { buffer.writeInteger(value.bitPattern) }
+    /// Appends a single's bit pattern.
+    public mutating func float(_ value: Float) { buffer.writeInteger(value.bitPattern) }
     /// Appends raw bytes.
     public mutating func bytes(_ bytes: some Sequence<UInt8>) { buffer.writeBytes(bytes) }
     /// Appends a varint length and the bytes.

@@ -11,6 +11,7 @@ struct PeerOptions: ParsableArguments {
     @Option(help: "Client private key (PEM).") var key: String?
     @Option(help: "Network CA certificate (PEM) the peers' certificates must chain to.") var ca: String?
     @Flag(help: "Show a progress bar even when stdout is not a terminal.") var progress = false
+    @Flag(help: "Ask the peers in the order given instead of ranking them by route cost (3 PING/PONGs and a gossip exchange each).") var noRouting = false
 
     /// The parsed peer addresses.
     func addresses() throws -> [PeerAddress] {
@@ -45,17 +46,27 @@ struct PeerOptions: ParsableArguments {
             throw CLIError("none of the peers could be reached")
         }
         let bar = ProgressBar(enabled: progress || isatty(1) != 0)
+        // Several peers: measure them (PING/PONG, one gossip exchange) and let the router rank them.
+        var preference: SourcePreference?
+        if sources.count > 1, !noRouting, let leaf = try PEMFile.certificateDERs(in: PEMFile.read(cert)).first {
+            let router = NodeRouter(node: try NodeID(certificateDER: leaf))
+            await router.measure(sources.compactMap { $0 as? PeerClient })
+            preference = router.sourcePreference()
+        }
         let fetcher = ContentFetcher(
             store: store, sources: sources,
             onProgress: { bar.update(done: $0.bytesDone, total: $0.totalBytes) },
-            onEvent: { note in bar.note(note) }
+            onEvent: { note in bar.note(note) },
+            preference: preference
         )
         do {
             let report = try await fetcher.fetch(id)
             bar.finish()
             await peers.closeAll()
             await endpoint.close()
-            let perSource = report.sources.map { "\($0.name) \($0.bytes) B" }.joined(separator: ", ")
+            let perSource = report.sources.map { s in
+                "\(s.name) \(s.bytes) B" + (s.routeCost.map { $0.isFinite ? String(format: " (route cost %.1f)", $0) : " (unknown route)" } ?? "")
+            }.joined(separator: ", ")
             print(String(format: "fetched %d chunks (%d already here), %d bytes in %.2f s (%.1f Mbit/s) from %@",
                          report.chunks, report.chunksAlreadyPresent, report.fetchedBytes, report.seconds, report.megabitsPerSecond, perSource))
             return report

@@ -35,6 +35,8 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Unanswered probes in a row that mark a peer down (default 3).") var healthFailures: Int?
     @Option(help: "Serve throttle: node-wide upload limit in bytes/s (interactive before bulk, fair turns).") var serveRate: UInt64?
     @Option(help: "Serve throttle: per-connection upload limit in bytes/s.") var connectionServeRate: UInt64?
+    @Option(help: "Routing gossip interval in ms (default 2000).") var gossipInterval: Int?
+    @Flag(help: "Run without the routing matrix (no gossip; fetch sources in the order given).") var noRouting = false
     @Option(help: "HyperMesh shard directory; implies the storage role (default with --role storage: STORE/shards).") var shards: String?
 
     func run() async throws {
@@ -93,6 +95,12 @@ struct NodeCommand: AsyncParsableCommand {
             if let serveRate { t.totalBytesPerSecond = serveRate }
             if let connectionServeRate { t.connectionBytesPerSecond = connectionServeRate }
             c.throttle = t
+        }
+        if gossipInterval != nil || noRouting {
+            var r = c.routing ?? RoutingSettings()
+            if let gossipInterval { r.gossipIntervalMilliseconds = gossipInterval }
+            if noRouting { r.enabled = false }
+            c.routing = r
         }
         let level = try Self.logLevel(c.logLevel ?? "info")
         LoggingSystem.bootstrap { label in
@@ -212,7 +220,25 @@ enum StatusReport {
         for t in transfers {
             lines.append("  \(t["chunk"] ?? "?") to \(t["peer"] ?? "?")  \(t["sent"] ?? 0)/\(t["bytes"] ?? 0) bytes  \(t["class"] ?? "")  \(t["seconds"] ?? 0) s")
         }
-        let known: Set<String> = ["name", "roles", "listen", "region", "uptime_seconds", "connections", "upstream", "admin", "peers", "store", "cache", "served", "transfers"]
+        if let routing = doc["routing"] as? [String: Any] {
+            let gossip = routing["gossip"] as? [String: Any] ?? [:]
+            let nodes = routing["nodes"] as? [[String: Any]] ?? []
+            lines.append("routing   \(routing["id"] ?? "?"): \(routing["known_nodes"] ?? 0) nodes known; gossip \(gossip["sent"] ?? 0) sent, \(gossip["received"] ?? 0) received, \(gossip["rejected"] ?? 0) rejected")
+            if !nodes.isEmpty { lines.append("  node               hops  rtt        predicted  load  age     state") }
+            for n in nodes {
+                func ms(_ key: String) -> String { (n[key] as? Double).map { String(format: "%.2f ms", $0) } ?? "-" }
+                lines.append("  " + [
+                    "\(n["id"] ?? "?")".padding(toLength: 18, withPad: " ", startingAt: 0),
+                    "\(n["hops"] ?? "?")".padding(toLength: 5, withPad: " ", startingAt: 0),
+                    ms("rtt_ms").padding(toLength: 10, withPad: " ", startingAt: 0),
+                    ms("predicted_rtt_ms").padding(toLength: 10, withPad: " ", startingAt: 0),
+                    String(format: "%.2f", (n["load"] as? Double) ?? 0).padding(toLength: 5, withPad: " ", startingAt: 0),
+                    String(format: "%.1f s", (n["age_s"] as? Double) ?? 0).padding(toLength: 7, withPad: " ", startingAt: 0),
+                    "\(n["state"] ?? "?")",
+                ].joined(separator: " "))
+            }
+        }
+        let known: Set<String> = ["name", "roles", "listen", "region", "uptime_seconds", "connections", "upstream", "admin", "peers", "store", "cache", "served", "transfers", "routing"]
         for key in doc.keys.sorted() where !known.contains(key) {
             lines.append("\(key.padding(toLength: 9, withPad: " ", startingAt: 0)) \(doc[key].map { "\($0)" } ?? "")")
         }

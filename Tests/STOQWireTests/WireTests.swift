@@ -41,7 +41,8 @@ import STOQSimulation
             return b
         }
         func record() -> [UInt8] { (0..<Int.random(in: 0...434, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) } }
-        switch Int.random(in: 0..<16, using: &rng) {
+        switch Int.random(in: 0..<17, using: &rng) {
+        case 16: return .routingGossip(RoutingGossipMessageTests.randomGossip(&rng, maxNodes: 6, maxLinks: 8))
         case 11: return .chunkPending(waitedMillis: rng.next() >> 2)
         case 12: return .nameResolve(name: "site/\(rng.next() % 1000)", subscribe: Bool.random(using: &rng))
         case 13: return .nameRecord(record: record())

@@ -1,0 +1,186 @@
+import Foundation
+import NIOCore
+import Testing
+import STOQContent
+import STOQIdentity
+import STOQNode
+import STOQRouting
+import STOQTransport
+import STOQWire
+
+/// The routing matrix of running nodes over real QUIC on `[::1]`: PONG measurements, gossip
+/// exchange, refusal of forged and malformed gossip, and route-ranked fetch sources.
+@Suite(.serialized) struct RoutingNodeTests {
+    /// A configuration with fast probing and gossip, probing `peers`.
+    static func configuration(
+        _ network: TestNetwork, _ name: String, peers: [PeerAddress] = [], gossipMilliseconds: Int = 150
+    ) throws -> NodeConfiguration {
+        var c = try network.configuration(name)
+        c.peers = peers
+        c.health = HealthSettings(intervalMilliseconds: 200, timeoutMilliseconds: 150)
+        c.routing = RoutingSettings(gossipIntervalMilliseconds: gossipMilliseconds)
+        return c
+    }
+
+    @Test func gossipTeachesANodeAboutItsPeersPeerAndTheirLink() async throws {
+        let network = try TestNetwork()
+        defer { network.close() }
+        let c = try await Node.start(try Self.configuration(network, "c"))
+        try await withServing(c) {
+            let b = try await Node.start(try Self.configuration(network, "b", peers: [c.address]))
+            try await withServing(b) {
+                let a = try await Node.start(try Self.configuration(network, "a", peers: [b.address]))
+                try await withServing(a) {
+                    let router = try #require(a.router)
+                    let (aID, bID, cID) = (RoutingNodeID(a.nodeID), RoutingNodeID(b.nodeID), RoutingNodeID(c.nodeID))
+                    #expect(router.selfID == aID)
+                    // A peers only with B; it learns C and the B–C link from B's gossip.
+                    try await eventually(within: 30) {
+                        router.record(of: cID) != nil && router.linkRTT(from: bID, to: cID) != nil
+                            && router.record(of: bID)?.measuredRTT != nil
+                    }
+                    let viaB = try #require(router.record(of: cID))
+                    #expect(viaB.hops == 2)
+                    #expect(viaB.measuredRTT == nil, "A never probes C")
+                    let toB = try #require(router.record(of: bID)?.measuredRTT)
+                    #expect(toB.samples >= 1 && toB.smoothed > 0, "RTT from real PONGs")
+                    let linkBC = try #require(router.linkRTT(from: bID, to: cID))
+                    let measuredByB = try #require(b.router?.record(of: cID)?.measuredRTT)
+                    #expect(linkBC > 0 && measuredByB.smoothed > 0)
+                    // The exchange taught B about A too (A asked, B answered and applied A's view).
+                    #expect(b.router?.record(of: aID) != nil)
+                    #expect(router.stats.gossipReceived >= 1 && router.stats.gossipRejected == 0)
+                    // A route to C exists (through B, or direct by prediction).
+                    #expect(router.route(to: cID, size: 1 << 20) != nil)
+                    // Visibility: status JSON and metrics.
+                    let status = await a.statusJSON()
+                    let document = try #require(try JSONSerialization.jsonObject(with: Data(status.utf8)) as? [String: Any])
+                    let routing = try #require(document["routing"] as? [String: Any])
+                    #expect((routing["known_nodes"] as? Int ?? 0) >= 3)
+                    let nodes = try #require(routing["nodes"] as? [[String: Any]])
+                    #expect(nodes.contains { $0["id"] as? String == cID.description && $0["hops"] as? Int == 2 })
+                    #expect(nodes.contains { $0["id"] as? String == bID.description && $0["rtt_ms"] != nil })
+                    let metrics = await a.scrape()
+                    #expect(metrics.contains("stoq_routing_known_nodes"))
+                    #expect(metrics.contains("stoq_routing_gossip_total{direction=\"received\"}"))
+                }
+            }
+        }
+    }
+
+    @Test func forgedAndMalformedGossipIsRefusedAndChangesNothing() async throws {
+        let network = try TestNetwork()
+        defer { network.close() }
+        // Slow gossip: nothing but this test's own messages reach B.
+        let b = try await Node.start(try Self.configuration(network, "b", gossipMilliseconds: 600_000))
+        try await withServing(b) {
+            let a = try await Node.start(try Self.configuration(network, "a", gossipMilliseconds: 600_000))
+            try await withServing(a) {
+                let bRouter = try #require(b.router)
+                let client = try await a.peers.client(for: b.address)
+                let aID = RoutingNodeID(a.nodeID)
+                let stranger = RoutingNodeID(0x5EED_F00D)
+                let before = bRouter.knownNodeCount
+                func advert(_ node: RoutingNodeID, hops: UInt8) -> RoutingGossipMessage.NodeAdvert {
+                    .init(node: node.rawValue, version: 1, hops: hops, region: 0, latitude: 0, longitude: 0, coordinate: .zero,
+                          height: 1, error: 1, load: 0, bandwidthBitsPerSecond: 0, ageMilliseconds: 0)
+                }
+
+                // Forged: A sends a view that claims to be another node's.
+                let forged = RoutingGossipMessage(sender: stranger.rawValue, nodes: [advert(stranger, hops: 0)], links: [])
+                let refusal = await #expect(throws: NodeError.self) { try await client.exchangeGossip(forged) }
+                #expect(refusal?.code == .refused)
+                #expect("\(refusal.map { "\($0)" } ?? "")".contains("only send its own view"))
+                // Not starting with the sender's own advert.
+                let hidden = RoutingGossipMessage(sender: aID.rawValue, nodes: [advert(stranger, hops: 1)], links: [])
+                await #expect(throws: NodeError.self) { try await client.exchangeGossip(hidden) }
+
+                // Malformed: a ROUTING_GOSSIP frame of garbage, and one with a NaN load.
+                for payload in [[UInt8](repeating: 0xEE, count: 40), Self.nanLoadPayload(sender: aID)] {
+                    let stream = try await client.connection.openBidirectionalStream(priority: .control)
+                    var out = ByteBuffer()
+                    Frame(type: STOQMessage.Types.routingGossip, payload: ByteBuffer(bytes: payload)).encode(into: &out)
+                    try await stream.write(out)
+                    try await stream.finish()
+                    var decoder = FrameDecoder()
+                    decoder.handle(bytes: try await stream.readAll(limit: 1 << 16))
+                    let frame = try #require(try decoder.pollFrame())
+                    guard case .error(_, let message)? = try STOQMessage.decode(frame) else {
+                        Issue.record("malformed gossip was not answered with an error")
+                        continue
+                    }
+                    #expect(message.contains("malformed routing gossip"), "\(message)")
+                }
+
+                #expect(bRouter.knownNodeCount == before)
+                #expect(bRouter.record(of: stranger) == nil)
+                #expect(bRouter.record(of: aID) == nil)
+                #expect(bRouter.stats.gossipRejected == 4 && bRouter.stats.gossipReceived == 0)
+
+                // The honest exchange still works afterwards, and teaches both sides.
+                let outcome = try await a.router!.exchange(with: client)
+                #expect(outcome.acceptedNodes >= 1)
+                #expect(bRouter.record(of: aID) != nil)
+                #expect(a.router!.record(of: RoutingNodeID(b.nodeID)) != nil)
+            }
+        }
+    }
+
+    /// A gossip payload whose only advert has a NaN load.
+    static func nanLoadPayload(sender: RoutingNodeID) -> [UInt8] {
+        let advert = RoutingGossipMessage.NodeAdvert(
+            node: sender.rawValue, version: 1, hops: 0, region: 0, latitude: 0, longitude: 0, coordinate: .zero, height: 1,
+            error: 1, load: .nan, bandwidthBitsPerSecond: 0, ageMilliseconds: 0)
+        let frame = STOQMessage.routingGossip(RoutingGossipMessage(sender: sender.rawValue, nodes: [advert], links: [])).frame()
+        return Array(frame.payload.readableBytesView)
+    }
+
+    @Test func routerPrefersTheNearSourceAndTheFetchAsksItFirst() async throws {
+        let network = try TestNetwork()
+        defer { network.close() }
+        let near = try await Node.start(try Self.configuration(network, "near"))
+        try await withServing(near) {
+            let far = try await Node.start(try Self.configuration(network, "far"))
+            try await withServing(far) {
+                // The same content on both (same bytes and publisher keys: the same content id).
+                let content = try network.publish(on: near, bytes: 3 << 20, seed: 77)
+                let copy = try network.publish(on: far, bytes: 3 << 20, seed: 77)
+                #expect(copy.id == content.id)
+                // The path to `far` is slowed: 30 ms each way through a user-space forwarder.
+                let slow = try await UDPDelayForwarder.start(
+                    upstream: try SocketAddress(ipAddress: "::1", port: far.address.port), delay: .milliseconds(30))
+                let slowAddress = PeerAddress(host: "::1", port: slow.address.port!)
+                let client = try await Node.start(try Self.configuration(network, "client", peers: [slowAddress, near.address]))
+                do {
+                    try await withServing(client) {
+                        let router = try #require(client.router)
+                        let (nearID, farID) = (RoutingNodeID(near.nodeID), RoutingNodeID(far.nodeID))
+                        try await eventually(within: 30) {
+                            (router.record(of: farID)?.measuredRTT?.samples ?? 0) >= 2
+                                && (router.record(of: nearID)?.measuredRTT?.samples ?? 0) >= 2
+                                && router.snapshot?.slot(of: farID) != nil && router.snapshot?.slot(of: nearID) != nil
+                        }
+                        let nearRTT = try #require(router.record(of: nearID)?.measuredRTT?.smoothed)
+                        let farRTT = try #require(router.record(of: farID)?.measuredRTT?.smoothed)
+                        #expect(farRTT > nearRTT, "the slowed path measures slower: \(farRTT) ms vs \(nearRTT) ms")
+                        let ranked = router.rankSources([farID, nearID], size: 256 << 10)
+                        #expect(ranked.map(\.node) == [nearID, farID], "\(ranked)")
+
+                        // The fetch lists the far source first; the router's preference asks the near one first.
+                        let report = try await client.fetch(content.id, from: [slowAddress, near.address])
+                        #expect(report.firstRequestedSource == near.address.description)
+                        let nearSource = try #require(report.sources.first { $0.name == near.address.description })
+                        let farSource = try #require(report.sources.first { $0.name == slowAddress.description })
+                        #expect((nearSource.routeCost ?? .infinity) < (farSource.routeCost ?? .infinity))
+                        #expect(nearSource.bytes + farSource.bytes > 0)
+                        print("routing fetch: near \(nearSource.bytes) B (cost \(nearSource.routeCost ?? -1)), far \(farSource.bytes) B (cost \(farSource.routeCost ?? -1))")
+                    }
+                } catch {
+                    await slow.close()
+                    throw error
+                }
+                await slow.close()
+            }
+        }
+    }
+}
