@@ -152,6 +152,10 @@ public final class NodeRouter: @unchecked Sendable {
         return c
     }()
 
+    /// How far ahead of this node's clock an advert's version may be (clock skew between nodes);
+    /// adverts stamped later are dropped.
+    public static let maximumClockSkew: Duration = .seconds(300)
+
     /// A region name's number in the matrix: the first two bytes of its SHA-256 (0: no region).
     public static func regionNumber(_ name: String?) -> UInt16 {
         guard let name, !name.isEmpty else { return 0 }
@@ -222,12 +226,20 @@ public final class NodeRouter: @unchecked Sendable {
             reject()
             throw NodeError(.protocolViolation, "routing gossip from \(peerID) does not start with its own advert (hops 0); refused")
         }
-        let gossip = Self.routing(message)
+        // Versions are the origin's wall clock: one from the future is a forgery (or a clock far
+        // off) that would shadow the node's real adverts until then; it is dropped.
         let now = clock()
-        let outcome = lock.withLock {
+        let horizon = UInt64(max(0, (now + Self.maximumClockSkew).nanoseconds))
+        var accepted = message
+        accepted.nodes.removeAll { $0.version > horizon }
+        accepted.links.removeAll { $0.version > horizon }
+        let future = message.nodes.count + message.links.count - accepted.nodes.count - accepted.links.count
+        let gossip = Self.routing(accepted)
+        var outcome = lock.withLock {
             counters.gossipReceived += 1
             return matrix.handleGossip(gossip, now: now)
         }
+        outcome.rejected += future
         metrics?.routingGossip("received")
         return outcome
     }

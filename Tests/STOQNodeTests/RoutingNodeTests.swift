@@ -122,6 +122,13 @@ import STOQWire
                 #expect(outcome.acceptedNodes >= 1)
                 #expect(bRouter.record(of: aID) != nil)
                 #expect(a.router!.record(of: RoutingNodeID(b.nodeID)) != nil)
+
+                // An advert stamped far in the future (it would shadow the node's real ones) is dropped.
+                var future = a.router!.makeGossip()
+                future.nodes.append(advert(stranger, hops: 1))
+                future.nodes[future.nodes.count - 1].version = NodeRouter.wallClock().nanosecondsSinceEpoch + 3_600_000_000_000
+                _ = try await client.exchangeGossip(future)
+                #expect(bRouter.record(of: stranger) == nil)
             }
         }
     }
@@ -183,4 +190,9 @@ import STOQWire
             }
         }
     }
+}
+
+extension Duration {
+    /// Whole nanoseconds, for a version stamp.
+    var nanosecondsSinceEpoch: UInt64 { UInt64(components.seconds) * 1_000_000_000 + UInt64(components.attoseconds / 1_000_000_000) }
 }
