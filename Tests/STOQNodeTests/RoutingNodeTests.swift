@@ -133,6 +133,24 @@ import STOQWire
         }
     }
 
+    @Test func aPeerThatStopsAnsweringProbesCarriesNoRoutes() async throws {
+        let network = try TestNetwork()
+        defer { network.close() }
+        let b = try await Node.start(try Self.configuration(network, "b"))
+        let serving = Task { await b.run() }
+        let a = try await Node.start(try Self.configuration(network, "a", peers: [b.address]))
+        try await withServing(a) {
+            let router = try #require(a.router)
+            let bID = RoutingNodeID(b.nodeID)
+            try await eventually(within: 30) { router.rankSources([bID], size: 1 << 20).first?.cost.isFinite == true }
+            await b.close()
+            await serving.value
+            // Three unanswered probes mark B down; the next snapshot gives it no route.
+            try await eventually(within: 30) { router.record(of: bID)?.isDown == true }
+            try await eventually(within: 30) { router.rankSources([bID], size: 1 << 20).first?.cost == .infinity }
+        }
+    }
+
     /// A gossip payload whose only advert has a NaN load.
     static func nanLoadPayload(sender: RoutingNodeID) -> [UInt8] {
         let advert = RoutingGossipMessage.NodeAdvert(
