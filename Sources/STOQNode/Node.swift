@@ -211,8 +211,10 @@ public final class Node: Sendable {
             store: store, directory: configuration.store + "/names",
             upstream: configuration.roles.contains("edge") ? configuration.upstream : [], peers: peers)
         self.names = names
-        let services: [any NodeService] = [NameService(directory: names, acceptsPublications: configuration.roles.contains("origin")), InvalidationService(directory: names)]
-            + (router.map { [RoutingService(router: $0)] } ?? []) + services
+        var builtIn: [any NodeService] = [NameService(directory: names, acceptsPublications: configuration.roles.contains("origin")), InvalidationService(directory: names)]
+        if configuration.roles.contains("relay") { builtIn.append(RelayService(peers: peers)) }
+        if let router { builtIn.append(RoutingService(router: router)) }
+        let services = builtIn + services
         let edge = configuration.roles.contains("edge")
             ? EdgeChunkProvider(store: store, upstream: configuration.upstream, peers: peers, cacheBytes: configuration.cacheBytes ?? (1 << 30)) : nil
         self.edge = edge

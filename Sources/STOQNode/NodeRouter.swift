@@ -399,11 +399,12 @@ public final class NodeRouter: @unchecked Sendable {
     public func measure(_ clients: [PeerClient], rounds: Int = 3) async {
         await withDiscardingTaskGroup { group in
             for client in clients {
+                guard client.authenticatedPeer != nil else { continue }  // relayed: not a link of ours
                 group.addTask {
                     let address = PeerAddress(host: client.connection.remoteAddress.ipAddress ?? "::", port: client.connection.remoteAddress.port ?? 0)
                     for _ in 0 ..< rounds {
                         guard let (rtt, pong) = try? await client.probe() else { return }
-                        self.handleProbe(peer: address, nodeID: client.connection.peerNodeID, rtt: rtt, pong: pong)
+                        self.handleProbe(peer: address, nodeID: client.authenticatedPeer, rtt: rtt, pong: pong)
                     }
                     _ = try? await self.exchange(with: client)
                 }
@@ -416,7 +417,7 @@ public final class NodeRouter: @unchecked Sendable {
     /// route to its peer (by the node id its handshake proved); other sources cost `.infinity`.
     public func sourcePreference(weights: RouteCostWeights = RouteCostWeights()) -> SourcePreference {
         SourcePreference { sources, chunkSize in
-            let ids = sources.map { ($0 as? PeerClient)?.connection.peerNodeID.map(RoutingNodeID.init) }
+            let ids = sources.map { ($0 as? PeerClient)?.authenticatedPeer.map(RoutingNodeID.init) }
             let ranked = self.rankSources(ids.compactMap { $0 }, size: chunkSize, weights: weights)
             var cost = [RoutingNodeID: Double]()
             for r in ranked { cost[r.node] = Double(r.cost) }
@@ -454,7 +455,7 @@ public final class NodeRouter: @unchecked Sendable {
             reject()
             throw error
         }
-        return try handleGossip(answer, from: client.connection.peerNodeID)
+        return try handleGossip(answer, from: client.authenticatedPeer)
     }
 
     // MARK: Conversion between the wire and the routing module
@@ -538,10 +539,20 @@ struct RoutingService: NodeService {
 }
 
 extension PeerClient {
+    /// The node id the handshake proved for this client's peer; nil through a relay (the
+    /// connection's certificate is then the relay's) or without a certificate.
+    public var authenticatedPeer: NodeID? {
+        relayedTarget == nil ? connection.peerNodeID : nil
+    }
+
     /// Sends this node's routing view and returns the peer's.
     /// - Throws: ``NodeError`` `.refused` when the peer refuses it (with its reason),
     ///   `.protocolViolation` for another answer; wire and transport errors as they are.
     public func exchangeGossip(_ gossip: RoutingGossipMessage) async throws -> RoutingGossipMessage {
+        guard relayedTarget == nil else {
+            // The target would see the relay as the sender, and we could not tell whose view answers.
+            throw NodeError(.invalidArgument, "routing gossip is exchanged only with directly connected peers, not through a relay (\(name))")
+        }
         let stream = try await connection.openBidirectionalStream(priority: .control)
         try await stream.write(STOQMessage.routingGossip(gossip).encoded())
         try await stream.finish()

@@ -249,7 +249,7 @@ public actor PeerHealthService {
                     do {
                         let client = try await peers.client(for: peer)
                         let (rtt, pong) = try await client.probe(nonce: nonce)
-                        observer?.probeAnswered(peer: peer, nodeID: client.connection.peerNodeID, rtt: rtt, pong: pong)
+                        observer?.probeAnswered(peer: peer, nodeID: client.authenticatedPeer, rtt: rtt, pong: pong)
                         self.answered(peer, nonce: nonce)
                     } catch is CancellationError {
                     } catch is STOQError {
