@@ -256,15 +256,18 @@ public final class NodeRouter: @unchecked Sendable {
         metrics?.routingGossip("rejected")
     }
 
-    /// Publishes a snapshot when the update interval has passed (the 100 ms timer).
-    public func tick() {
+    /// Publishes a snapshot when the update interval has passed (the matrix's 100 ms timer).
+    /// - Returns: how long until the matrix wants the next call.
+    @discardableResult
+    public func tick() -> Duration {
         let now = clock()
-        let (snapshot, known) = lock.withLock { () -> (RoutingSnapshot?, Int) in
+        let (snapshot, known, deadline) = lock.withLock { () -> (RoutingSnapshot?, Int, Duration) in
             matrix.handleTimeout(now: now)
-            return (matrix.pollSnapshot(), matrix.knownNodeCount)
+            return (matrix.pollSnapshot(), matrix.knownNodeCount, matrix.pollTimeout())
         }
         if let snapshot { snapshotLock.withLock { published = snapshot } }
         metrics?.routingKnownNodes.set(known)
+        return deadline - now
     }
 
     /// Publishes a snapshot now (e.g. before a fetch asks for a ranking).
@@ -365,8 +368,8 @@ public final class NodeRouter: @unchecked Sendable {
                 group.addTask {
                     while !Task.isCancelled {
                         if let localLoad { self.setLocalLoad(localLoad()) }
-                        self.tick()
-                        try? await Task.sleep(for: self.updateInterval)
+                        let wait = self.tick()
+                        try? await Task.sleep(for: max(.milliseconds(1), min(wait, self.updateInterval)))
                     }
                 }
                 group.addTask {
