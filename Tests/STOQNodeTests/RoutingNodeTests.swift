@@ -22,6 +22,37 @@ import STOQWire
         return c
     }
 
+    @Test func pongFieldsAndGossipReachTheMatrixIntact() throws {
+        // Sans network: a fixed clock, two routers, one PONG and one gossip message.
+        let now: Duration = .seconds(1_700_000_000)
+        let (idA, idB, idC) = try (NodeID(bytes: Array(repeating: 0xA1, count: 32)), NodeID(bytes: Array(repeating: 0xB2, count: 32)),
+                                   NodeID(bytes: Array(repeating: 0xC3, count: 32)))
+        let a = NodeRouter(node: idA, region: "eu-west", latitude: 48.8, longitude: 2.3, bandwidthBytesPerSecond: 1_000_000, clock: { now })
+        let b = NodeRouter(node: idB, clock: { now })
+        let pong = STOQMessage.Pong(nonce: 1, echoSentAtMicros: 0, loadPermille: 250, bandwidthBytesPerSecond: 2_000_000, activeTransfers: 3)
+        a.handleProbe(peer: PeerAddress(host: "::1", port: 9), nodeID: idC, rtt: .milliseconds(12), pong: pong)
+        let c = try #require(a.record(of: RoutingNodeID(idC)))
+        #expect(c.load == 0.25 && c.hops == 1)
+        #expect(c.measuredRTT?.smoothed == 12)
+
+        let gossip = a.makeGossip()
+        #expect(gossip.sender == RoutingNodeID(idA).rawValue && gossip.nodes.first?.hops == 0)
+        let outcome = try b.handleGossip(gossip, from: idA)
+        #expect(outcome.acceptedNodes == 2 && outcome.acceptedLinks == 1 && outcome.rejected == 0)
+        let learntA = try #require(b.record(of: RoutingNodeID(idA)))
+        #expect(learntA.geo == GeoCoordinate(latitude: 48.8, longitude: 2.3))
+        #expect(learntA.region == NodeRouter.regionNumber("eu-west") && learntA.bandwidthBitsPerSecond == 8_000_000)
+        #expect(b.record(of: RoutingNodeID(idC))?.load == 0.25)
+        b.publishNow()
+        #expect(b.linkRTT(from: RoutingNodeID(idA), to: RoutingNodeID(idC)) == 12)
+
+        // The same message from anyone but its sender is refused whole.
+        let before = b.knownNodeCount
+        #expect(throws: NodeError.self) { try b.handleGossip(gossip, from: idC) }
+        #expect(throws: NodeError.self) { try b.handleGossip(gossip, from: nil) }
+        #expect(b.knownNodeCount == before && b.stats.gossipRejected == 2 && b.stats.gossipReceived == 1)
+    }
+
     @Test func gossipTeachesANodeAboutItsPeersPeerAndTheirLink() async throws {
         let network = try TestNetwork()
         defer { network.close() }
