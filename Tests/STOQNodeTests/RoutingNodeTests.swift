@@ -202,9 +202,9 @@ import STOQWire
                 let content = try network.publish(on: near, bytes: 3 << 20, seed: 77)
                 let copy = try network.publish(on: far, bytes: 3 << 20, seed: 77)
                 #expect(copy.id == content.id)
-                // The path to `far` is slowed: 30 ms each way through a user-space forwarder.
+                // The path to `far` is slowed: 50 ms each way through a user-space forwarder.
                 let slow = try await UDPDelayForwarder.start(
-                    upstream: try SocketAddress(ipAddress: "::1", port: far.address.port), delay: .milliseconds(30))
+                    upstream: try SocketAddress(ipAddress: "::1", port: far.address.port), delay: .milliseconds(50))
                 let slowAddress = PeerAddress(host: "::1", port: slow.address.port!)
                 let client = try await Node.start(try Self.configuration(network, "client", peers: [slowAddress, near.address]))
                 do {
