@@ -398,17 +398,21 @@ public final class NodeRouter: @unchecked Sendable {
 
     /// Measures `clients` now (each `rounds` PING/PONGs, then one gossip exchange) and publishes a
     /// snapshot: what a one-shot client (`stoq get --peers`) knows before it ranks its sources.
-    public func measure(_ clients: [PeerClient], rounds: Int = 3) async {
+    /// A peer that does not answer within `timeout` is left unmeasured (it then ranks last).
+    public func measure(_ clients: [PeerClient], rounds: Int = 3, timeout: Duration = .seconds(1)) async {
         await withDiscardingTaskGroup { group in
             for client in clients {
                 guard client.authenticatedPeer != nil else { continue }  // relayed: not a link of ours
                 group.addTask {
-                    let address = PeerAddress(host: client.connection.remoteAddress.ipAddress ?? "::", port: client.connection.remoteAddress.port ?? 0)
-                    for _ in 0 ..< rounds {
-                        guard let (rtt, pong) = try? await client.probe() else { return }
-                        self.handleProbe(peer: address, nodeID: client.authenticatedPeer, rtt: rtt, pong: pong)
+                    _ = await withDeadline(timeout) { () async -> Bool in
+                        let address = PeerAddress(host: client.connection.remoteAddress.ipAddress ?? "::", port: client.connection.remoteAddress.port ?? 0)
+                        for _ in 0 ..< rounds {
+                            guard let (rtt, pong) = try? await client.probe() else { return false }
+                            self.handleProbe(peer: address, nodeID: client.authenticatedPeer, rtt: rtt, pong: pong)
+                        }
+                        _ = try? await self.exchange(with: client)
+                        return true
                     }
-                    _ = try? await self.exchange(with: client)
                 }
             }
         }
@@ -428,23 +432,33 @@ public final class NodeRouter: @unchecked Sendable {
     }
 
     /// Exchanges gossip once with every peer `peers` holds a connection to (in parallel).
+    /// An exchange that takes longer than ``exchangeTimeout`` is abandoned (a silent peer cannot
+    /// hold the next round).
     public func gossipRound(peers: PeerSet) async {
-        var clients: [PeerClient] = []
-        for address in await peers.connected {
-            if let client = try? await peers.client(for: address) { clients.append(client) }
-        }
+        let clients = await peers.connectedClients
+        let timeout = exchangeTimeout
         await withDiscardingTaskGroup { group in
             for client in clients {
                 group.addTask {
-                    do {
-                        try await self.exchange(with: client)
-                    } catch {
-                        self.logger.debug("gossip exchange failed", metadata: ["peer": "\(client.name)", "error": "\(error)"])
+                    let finished = await withDeadline(timeout) { () async -> Bool in
+                        do {
+                            try await self.exchange(with: client)
+                        } catch {
+                            self.logger.debug("gossip exchange failed", metadata: ["peer": "\(client.name)", "error": "\(error)"])
+                        }
+                        return true
+                    }
+                    if finished == nil {
+                        self.logger.debug("gossip exchange abandoned after \(timeout)", metadata: ["peer": "\(client.name)"])
                     }
                 }
             }
         }
     }
+
+    /// How long one gossip exchange may take: the gossip interval, within 1 ... 3 s (an exchange
+    /// is one round trip of a few kilobytes).
+    public var exchangeTimeout: Duration { min(.seconds(3), max(.seconds(1), gossipInterval)) }
 
     /// One exchange: sends this node's view to `client`'s peer and applies the view it answers.
     @discardableResult

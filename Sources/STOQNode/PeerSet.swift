@@ -65,6 +65,9 @@ public actor PeerSet {
     /// Peers with an open connection.
     public var connected: [PeerAddress] { Array(clients.keys) }
 
+    /// The clients of the peers with an open connection (dials nothing).
+    public var connectedClients: [PeerClient] { Array(clients.values) }
+
     /// Forgets a connection after a failure so the next use dials again.
     public func drop(_ address: PeerAddress) async {
         if let client = clients.removeValue(forKey: address) {

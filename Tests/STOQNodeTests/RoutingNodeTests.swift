@@ -182,6 +182,24 @@ import STOQWire
         }
     }
 
+    @Test(.timeLimit(.minutes(1))) func aSilentPeerCannotHoldAGossipRound() async throws {
+        let network = try TestNetwork()
+        defer { network.close() }
+        let b = try await Node.start(try Self.configuration(network, "b"))
+        let latch = StallingProvider(inner: StoreChunkProvider(store: b.store), passthrough: [])
+        try await withServing(b, server: SilentServer(latch: latch)) {
+            let a = try await Node.start(try Self.configuration(network, "a", gossipMilliseconds: 600_000))
+            try await withServing(a) {
+                let router = try #require(a.router)
+                _ = try await a.peers.client(for: b.address)
+                // B accepts the stream and never answers: the round ends after the exchange timeout (3 s).
+                await router.gossipRound(peers: a.peers)
+                #expect(router.stats.gossipReceived == 0 && router.stats.gossipSent >= 1)
+            }
+            latch.release()
+        }
+    }
+
     /// A gossip payload whose only advert has a NaN load.
     static func nanLoadPayload(sender: RoutingNodeID) -> [UInt8] {
         let advert = RoutingGossipMessage.NodeAdvert(
