@@ -85,7 +85,8 @@ public struct RoutingCounters: Sendable, Hashable {
 /// The matrix is sans-IO; this type reads the clock. Its time is the wall clock (nanoseconds since
 /// 1970) so that the versions a node stamps on its adverts keep growing across restarts.
 ///
-/// `@unchecked Sendable`: the matrix and the address map are behind `lock`; the published
+/// `@unchecked Sendable`: the matrix, the address map, the counters and the set of exchanges in
+/// flight are behind `lock`; the published
 /// snapshot (an immutable class) is behind `snapshotLock`.
 public final class NodeRouter: @unchecked Sendable {
     /// The node's routing id.
@@ -356,6 +357,7 @@ public final class NodeRouter: @unchecked Sendable {
     // MARK: Running
 
     private var runner: Task<Void, Never>?
+    private var exchanging = Set<ObjectIdentifier>()
     private var stopped = false
 
     /// Publishes snapshots every update interval and gossips with `peers`' connections every
@@ -433,14 +435,18 @@ public final class NodeRouter: @unchecked Sendable {
 
     /// Exchanges gossip once with every peer `peers` holds a connection to (in parallel).
     /// An exchange that takes longer than ``exchangeTimeout`` is abandoned (a silent peer cannot
-    /// hold the next round).
+    /// hold the next round), and a peer is skipped while its abandoned exchange still waits, so a
+    /// silent peer holds at most one.
     public func gossipRound(peers: PeerSet) async {
         let clients = await peers.connectedClients
         let timeout = exchangeTimeout
         await withDiscardingTaskGroup { group in
             for client in clients {
+                let key = ObjectIdentifier(client)
+                guard lock.withLock({ exchanging.insert(key).inserted }) else { continue }
                 group.addTask {
                     let finished = await withDeadline(timeout) { () async -> Bool in
+                        defer { _ = self.lock.withLock { self.exchanging.remove(key) } }
                         do {
                             try await self.exchange(with: client)
                         } catch {
