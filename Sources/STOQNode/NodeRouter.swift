@@ -86,8 +86,7 @@ public struct RoutingCounters: Sendable, Hashable {
 /// 1970) so that the versions a node stamps on its adverts keep growing across restarts.
 ///
 /// `@unchecked Sendable`: the matrix, the address map, the counters and the set of exchanges in
-/// flight are behind `lock`; the published
-/// snapshot (an immutable class) is behind `snapshotLock`.
+/// flight are behind `lock`; the published snapshot (an immutable class) is behind `snapshotLock`.
 public final class NodeRouter: @unchecked Sendable {
     /// The node's routing id.
     public let selfID: RoutingNodeID
