@@ -24,6 +24,9 @@ public struct FetchReport: Sendable {
         public var failures: Int = 0
         /// Chunks its HAVE bitfield offered (nil: all of them).
         public var offeredChunks: Int? = nil
+        /// For a source that fills misses from its upstream (an edge): the chunks its HAVE said it
+        /// caches, which it was given first (nil: not such a source, or no HAVE came).
+        public var cachedChunks: Int? = nil
     }
     /// The content fetched.
     public var root: ContentID
@@ -143,6 +146,7 @@ public final class ContentFetcher: Sendable {
         // each one's HAVE bitfield, asked in parallel, narrows its availability as it arrives.
         var byID = [SourceID: any ChunkSource]()
         var offered = [SourceID: Int]()
+        var cached = [SourceID: Int]()
         for source in sources {
             let id = SourceID(source.name)
             byID[id] = source
@@ -156,6 +160,9 @@ public final class ContentFetcher: Sendable {
             case .some(let bits):
                 offered[id] = bits.setCount
                 scheduler.handleHave(id, have: bits, now: now())
+            case .fills(let held):
+                cached[id] = held.setCount
+                scheduler.handleHave(id, have: nil, cached: held, now: now())
             case .none:
                 offered[id] = 0
                 scheduler.handleHave(id, have: ChunkBitfield(count: chunks.count), now: now())
@@ -354,7 +361,8 @@ public final class ContentFetcher: Sendable {
             secondsToFirstByte: firstByte, secondsToFirstDataByte: firstDataByte,
             sources: progress.sources.map {
                 .init(name: $0.id.rawValue, bytes: $0.bytesDelivered, chunks: $0.chunksDelivered, state: "\($0.state)",
-                      stalls: $0.stalls, failures: $0.failures, offeredChunks: offered[$0.id])
+                      stalls: $0.stalls, failures: $0.failures, offeredChunks: offered[$0.id],
+                      cachedChunks: cached[$0.id])
             },
             failovers: failovers
         )

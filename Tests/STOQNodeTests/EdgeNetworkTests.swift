@@ -139,9 +139,10 @@ import Testing
                         return
                     }
                     #expect((0..<chunks.count).allSatisfy { bits[$0] == ($0 % 2 == 0) })
-                    // An edge with an upstream can supply everything; a node without the manifests, nothing.
+                    // An edge with an upstream can supply everything (it fills misses) and caches
+                    // nothing of this yet; a node without the manifests, nothing.
                     let e = try await client.peers.client(for: edge.address)
-                    #expect(try await e.availability(of: root, chunkCount: chunks.count) == .all)
+                    #expect(try await e.availability(of: root, chunkCount: chunks.count) == .fills(cached: ChunkBitfield(count: chunks.count)))
                     let unknown = ContentID(ChunkID.of([1, 2, 3]))
                     #expect(try await a.availability(of: unknown, chunkCount: 3) == ChunkAvailability.none)
 
@@ -211,6 +212,107 @@ import Testing
                 let elsewhere = try NameRecord.sign(name: "site", content: ContentID(ChunkID.of([9])), version: 3, ttlSeconds: 60, owner: owner)
                 await #expect(throws: NodeError.self) { _ = try await toOrigin.publishName(elsewhere.encode()) }
                 #expect(try NameRecord.decode(try #require(try await toEdge.resolveName("site"))).version == 2)
+            }
+        }
+        await publisher.close()
+        await reader.close()
+    }
+
+    @Test func anEdgeAnswersHaveWithWhatItCachesAndThatItFills() async throws {
+        let network = try TestNetwork()
+        defer { network.close() }
+        let origin = try await network.node("origin")
+        let (root, chunks) = try await Self.put(Self.bytes(400_000, seed: 8), into: origin.store)
+        #expect(chunks.count >= 8)
+        let edge = try await network.node("edge", roles: ["edge"], upstream: [origin.address])
+        let client = try await network.node("client", roles: ["client"])
+        try await withServing(origin) {
+            try await withServing(edge) {
+                let e = try await client.peers.client(for: edge.address)
+                // Nothing cached yet, not even the manifests: "none here, but I fill".
+                #expect(try await e.availability(of: root, chunkCount: chunks.count) == .fills(cached: ChunkBitfield(count: chunks.count)))
+                // A reader takes the manifests and the first half of the chunks through the edge.
+                _ = try await ContentPlan.resolve(root) { try await e.fetchChunk($0) }
+                let half = chunks.count / 2
+                for chunk in chunks.prefix(half) { _ = try await e.fetchChunk(chunk.id) }
+                // Read-ahead may have fetched a few chunks beyond into its buffer; only what is in the
+                // cache counts as held. So the HAVE says exactly the first half, with the fill flag.
+                var expected = ChunkBitfield(count: chunks.count)
+                for index in 0..<half { expected[index] = true }
+                #expect(try await e.availability(of: root, chunkCount: chunks.count) == .fills(cached: expected))
+                // On the wire: the bitfield and the flag.
+                let stream = try await e.connection.openBidirectionalStream(priority: .control)
+                let wireID = WireID(root.manifest.bytes)!
+                try await stream.write(STOQMessage.want(contentID: wireID, chunks: ChunkBitfield(count: 0)).encoded())
+                try await stream.finish()
+                var decoder = FrameDecoder(maximumPayloadLength: HaveProtocol.maximumAnswerLength)
+                decoder.handle(bytes: try await stream.readAll(limit: 1 << 16))
+                let frame = try #require(try decoder.pollFrame())
+                #expect(try STOQMessage.decode(frame) == .have(contentID: wireID, chunks: expected, flags: .fillsFromUpstream))
+
+                // The swarm (edge and origin as sources) reads the HAVE: the edge is known to cache half.
+                let target = MemoryChunkStore()
+                let origin = try await client.peers.client(for: origin.address)
+                let report = try await ContentFetcher(store: target, sources: [e, origin]).fetch(root)
+                for chunk in chunks { #expect(try target.contains(chunk.id)) }
+                let fromEdge = try #require(report.sources.first { $0.name == e.name })
+                #expect(fromEdge.cachedChunks == nil || fromEdge.cachedChunks == half, "\(fromEdge)")
+            }
+        }
+        await client.close()
+    }
+
+    @Test func anInvalidationTravelsDownATierOfEdges() async throws {
+        // origin → edge1 → edge2 → reader. The TTL is an hour, so only pushes can bring v2 down
+        // the tier while the test runs.
+        let network = try TestNetwork()
+        defer { network.close() }
+        let origin = try await network.node("origin")
+        let (v1, _) = try await Self.put(Self.bytes(100_000, seed: 9), into: origin.store)
+        let (v2, _) = try await Self.put(Self.bytes(120_000, seed: 10), into: origin.store)
+        let edge1 = try await network.node("edge1", roles: ["edge"], upstream: [origin.address])
+        let edge2 = try await network.node("edge2", roles: ["edge"], upstream: [edge1.address])
+        let publisher = try await network.node("publisher", roles: ["client"])
+        let reader = try await network.node("reader", roles: ["client"])
+        let owner = P256.Signing.PrivateKey()
+        try await withServing(origin) {
+            try await withServing(edge1) {
+                try await withServing(edge2) {
+                    let toOrigin = try await publisher.peers.client(for: origin.address)
+                    let toEdge2 = try await reader.peers.client(for: edge2.address)
+                    let first = try NameRecord.sign(name: "site", content: v1, version: 1, ttlSeconds: 3600, owner: owner)
+                    _ = try await toOrigin.publishName(first.encode())
+
+                    // Through edge2 (which asks edge1, which asks the origin): v1, and its content.
+                    let resolved = try NameRecord.decode(try #require(try await toEdge2.resolveName("site")))
+                    #expect(resolved == first)
+                    let target = MemoryChunkStore()
+                    _ = try await ContentFetcher(store: target, sources: [toEdge2]).fetch(resolved.content)
+                    #expect(try NameRecord.decode(try #require(try await toEdge2.resolveName("site"))).version == 1)
+                    #expect(await edge2.names.counters.cachedAnswers == 1)
+
+                    // v2 at the origin: the origin tells edge1 (its only holder), edge1 tells edge2.
+                    let second = try NameRecord.sign(name: "site", content: v2, version: 2, ttlSeconds: 3600, owner: owner)
+                    let pushed = try await toOrigin.publishName(second.encode())
+                    #expect(pushed.version == 2 && pushed.notified == 1)
+                    try await eventually(within: 10) {
+                        let now = try NameRecord.decode(try #require(try await toEdge2.resolveName("site")))
+                        return now.version == 2 && now.content == v2
+                    }
+                    #expect(await edge1.names.counters.invalidationsForwarded == 1)
+                    #expect(await edge2.names.counters.invalidationsReceived == 1)
+                    _ = try await ContentFetcher(store: target, sources: [toEdge2]).fetch(v2)
+                    #expect(try target.contains(v2.manifest))
+
+                    // v3: told once more down the tier, no duplicates.
+                    let third = try NameRecord.sign(name: "site", content: v1, version: 3, ttlSeconds: 3600, owner: owner)
+                    _ = try await toOrigin.publishName(third.encode())
+                    try await eventually(within: 10) {
+                        try NameRecord.decode(try #require(try await toEdge2.resolveName("site"))).version == 3
+                    }
+                    #expect(await edge1.names.counters.invalidationsForwarded == 2)
+                    #expect(await edge2.names.counters.invalidationsReceived == 2)
+                }
             }
         }
         await publisher.close()
