@@ -291,6 +291,10 @@ public enum STOQMessage: Hashable, Sendable {
             if frame.type == Types.have {
                 // Flags are optional (absent: none); bits this version does not know are kept, not refused.
                 let flags = r.remaining > 0 ? HaveFlags(rawValue: try r.varint("flags")) : []
+                // One encoding per message: an empty flags field is left out, never written as 0.
+                if flags.isEmpty, frame.payload.readableBytes > 32 + VarInt.length(of: count) + bytes.count {
+                    throw WireError(.trailingBytes, "HAVE carries an empty flags field; leave it out")
+                }
                 message = .have(contentID: id, chunks: bits, flags: flags)
             } else {
                 message = .want(contentID: id, chunks: bits)

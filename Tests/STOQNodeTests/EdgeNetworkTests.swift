@@ -255,8 +255,10 @@ import Testing
                 let origin = try await client.peers.client(for: origin.address)
                 let report = try await ContentFetcher(store: target, sources: [e, origin]).fetch(root)
                 for chunk in chunks { #expect(try target.contains(chunk.id)) }
+                // (Sources start as full holders, so the edge may have filled a few misses before
+                // its HAVE was asked: it then caches more than the half.)
                 let fromEdge = try #require(report.sources.first { $0.name == e.name })
-                #expect(fromEdge.cachedChunks == nil || fromEdge.cachedChunks == half, "\(fromEdge)")
+                #expect(fromEdge.cachedChunks == nil || fromEdge.cachedChunks! >= half, "\(fromEdge)")
             }
         }
         await client.close()

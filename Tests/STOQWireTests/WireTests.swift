@@ -84,10 +84,20 @@ import STOQSimulation
     @Test func everyTruncationIsAnErrorNotATrap() throws {
         var rng = SplitMix64(seed: 42)
         for _ in 0..<200 {
-            let frame = Self.randomMessage(&rng).frame()
+            let message = Self.randomMessage(&rng)
+            let frame = message.frame()
             let full = Array(frame.payload.readableBytesView)
+            // HAVE's flags are an optional last field: cut just before them, it is a HAVE without flags.
+            var withoutFlags: (cut: Int, message: STOQMessage)?
+            if case .have(let id, let bits, let flags) = message, !flags.isEmpty {
+                withoutFlags = (full.count - VarInt.length(of: flags.rawValue), .have(contentID: id, chunks: bits))
+            }
             for cut in 0..<full.count {
                 let truncated = Frame(type: frame.type, payload: ByteBuffer(bytes: full[..<cut]))
+                if let withoutFlags, cut == withoutFlags.cut {
+                    #expect(try STOQMessage.decode(truncated) == withoutFlags.message)
+                    continue
+                }
                 #expect(throws: WireError.self) { try STOQMessage.decode(truncated) }
             }
             var extra = frame
