@@ -264,6 +264,24 @@ import Testing
         await client.close()
     }
 
+    @Test func aHaveIsReadByItsFlagsAndLength() throws {
+        var bits = ChunkBitfield(count: 5)
+        bits[1] = true
+        let future = HaveFlags(rawValue: 1 << 7)
+        // Without the fill flag: what it holds; a zero-length bitfield is "all" (edges before the flag).
+        #expect(try ChunkAvailability(have: bits, flags: [], chunkCount: 5) == .some(bits))
+        #expect(try ChunkAvailability(have: ChunkBitfield(count: 0), flags: [], chunkCount: 5) == .all)
+        // With it: what it caches, and that it fills the rest; zero-length: nothing cached.
+        #expect(try ChunkAvailability(have: bits, flags: .fillsFromUpstream, chunkCount: 5) == .fills(cached: bits))
+        #expect(try ChunkAvailability(have: ChunkBitfield(count: 0), flags: .fillsFromUpstream, chunkCount: 5) == .fills(cached: ChunkBitfield(count: 5)))
+        // Flag bits this version does not know change nothing.
+        #expect(try ChunkAvailability(have: bits, flags: future, chunkCount: 5) == .some(bits))
+        #expect(try ChunkAvailability(have: bits, flags: future.union(.fillsFromUpstream), chunkCount: 5) == .fills(cached: bits))
+        // Any other length is a protocol violation; a content beyond the bitfield bound, an invalid argument.
+        #expect(throws: NodeError.self) { try ChunkAvailability(have: bits, flags: .fillsFromUpstream, chunkCount: 6) }
+        #expect(throws: NodeError.self) { try ChunkAvailability(have: bits, flags: [], chunkCount: ChunkBitfield.maximumCount + 1) }
+    }
+
     @Test func anInvalidationTravelsDownATierOfEdges() async throws {
         // origin → edge1 → edge2 → reader. The TTL is an hour, so only pushes can bring v2 down
         // the tier while the test runs.
@@ -295,12 +313,14 @@ import Testing
 
                     // v2 at the origin: the origin tells edge1 (its only holder), edge1 tells edge2.
                     let second = try NameRecord.sign(name: "site", content: v2, version: 2, ttlSeconds: 3600, owner: owner)
+                    let publishing = ContinuousClock.now
                     let pushed = try await toOrigin.publishName(second.encode())
                     #expect(pushed.version == 2 && pushed.notified == 1)
                     try await eventually(within: 10) {
                         let now = try NameRecord.decode(try #require(try await toEdge2.resolveName("site")))
                         return now.version == 2 && now.content == v2
                     }
+                    print("v2 served by edge2 \(ContinuousClock.now - publishing) after the publish at the origin (TTL 3600 s)")
                     #expect(await edge1.names.counters.invalidationsForwarded == 1)
                     #expect(await edge2.names.counters.invalidationsReceived == 1)
                     _ = try await ContentFetcher(store: target, sources: [toEdge2]).fetch(v2)
