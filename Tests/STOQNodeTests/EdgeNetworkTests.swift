@@ -3,6 +3,7 @@ import Foundation
 import STOQContent
 import STOQEdge
 import STOQNode
+import STOQSimulation
 import STOQSwarm
 import STOQTransport
 import STOQWire
@@ -376,5 +377,28 @@ import Testing
             STOQMessage.fuzz(bytes)
         }
         print("nameFramesSurviveGarbage seed \(seed)")
+    }
+
+    @Test func mutatedHaveFramesSurvive() {
+        // Real HAVE frames (with and without flags), then damaged: bytes flipped, cut short, or
+        // extended. The fuzz entry point must never trap on them.
+        let seed = UInt64.random(in: 0 ... .max)
+        var rng = SplitMix64(seed: seed)
+        print("mutatedHaveFramesSurvive seed \(seed)")  // before any trap
+        for _ in 0..<2000 {
+            var bits = ChunkBitfield(count: Int(rng.next() % 300))
+            for index in 0..<bits.count where rng.next() % 2 == 0 { bits[index] = true }
+            let flags = HaveFlags(rawValue: rng.next() % 2 == 0 ? 0 : rng.next() >> UInt64(2 + rng.next() % 60))
+            let id = WireID(Self.bytes(32, seed: rng.next()))!
+            var bytes = Array(STOQMessage.have(contentID: id, chunks: bits, flags: flags).encoded().readableBytesView)
+            HaveProtocol.fuzz(bytes)
+            switch rng.next() % 3 {
+            case 0: for _ in 0..<(1 + rng.next() % 4) { bytes[Int(rng.next() % UInt64(bytes.count))] ^= UInt8(1 + rng.next() % 255) }
+            case 1: bytes.removeLast(Int(rng.next() % UInt64(bytes.count)))
+            default: bytes += Self.bytes(Int(1 + rng.next() % 16), seed: rng.next())
+            }
+            HaveProtocol.fuzz(bytes)
+            STOQMessage.fuzz(bytes)
+        }
     }
 }
