@@ -254,12 +254,15 @@ import Testing
                 // The swarm (edge and origin as sources) reads the HAVE: the edge is known to cache half.
                 let target = MemoryChunkStore()
                 let origin = try await client.peers.client(for: origin.address)
+                let missesBefore = try #require(await edge.edge?.misses)
                 let report = try await ContentFetcher(store: target, sources: [e, origin]).fetch(root)
+                let misses = try #require(await edge.edge?.misses) - missesBefore
                 for chunk in chunks { #expect(try target.contains(chunk.id)) }
                 // (Sources start as full holders, so the edge may have filled a few misses before
                 // its HAVE was asked: it then caches more than the half.)
                 let fromEdge = try #require(report.sources.first { $0.name == e.name })
                 #expect(fromEdge.cachedChunks == nil || fromEdge.cachedChunks! >= half, "\(fromEdge)")
+                print("edge cached \(half) of \(chunks.count) chunks; in the swarm fetch it delivered \(fromEdge.chunks), \(misses) of its reads were misses filled from upstream")
             }
         }
         await client.close()
