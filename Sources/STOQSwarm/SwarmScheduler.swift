@@ -464,6 +464,23 @@ public struct SwarmScheduler: Sendable {
         for chunk in chunks.indices where chunk < have.count && have[chunk] { chunkStates[chunk].partialHolders -= 1 }
     }
 
+    /// Whether the incremental holder counts match a count from scratch (for tests).
+    var holderCountsAreConsistent: Bool {
+        var full = 0
+        var partial = [Int](repeating: 0, count: chunks.count)
+        var filling = [Int](repeating: 0, count: chunks.count)
+        for source in sources.values where source.countsForAvailability {
+            if source.have == nil { full += 1 }
+            for chunk in chunks.indices where has(source, chunk) {
+                if source.have != nil { partial[chunk] += 1 }
+                if !holdsItself(source, chunk) { filling[chunk] += 1 }
+            }
+        }
+        return full == fullHolders && chunks.indices.allSatisfy {
+            partial[$0] == chunkStates[$0].partialHolders && filling[$0] == chunkStates[$0].fillingHolders
+        }
+    }
+
     private mutating func countFilling(of id: SourceID, by delta: Int) {
         let source = sources[id]!
         guard source.cached != nil else { return }
