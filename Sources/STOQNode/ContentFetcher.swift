@@ -145,6 +145,11 @@ public final class ContentFetcher: Sendable {
         // nothing still gets requests, and stall detection or health probing deals with it);
         // each one's HAVE bitfield, asked in parallel, narrows its availability as it arrives.
         var byID = [SourceID: any ChunkSource]()
+        // Health changes name a peer's address; a source reached through a relay has a name of its own.
+        var sourceOfPeer = [String: SourceID]()
+        for source in sources {
+            if let target = (source as? PeerClient)?.relayedTarget { sourceOfPeer[target.description] = SourceID(source.name) }
+        }
         var offered = [SourceID: Int]()
         var cached = [SourceID: Int]()
         for source in sources {
@@ -280,7 +285,7 @@ public final class ContentFetcher: Sendable {
                 timerDeadline = nil
                 scheduler.handleTimeout(now: t)
             case .health(let change):
-                let sourceID = SourceID(change.peer.description)
+                let sourceID = sourceOfPeer[change.peer.description] ?? SourceID(change.peer.description)
                 guard byID[sourceID] != nil else { continue eventLoop }
                 if change.isUp {
                     scheduler.handleSourceUp(sourceID, now: t)

@@ -19,7 +19,7 @@ struct PeerOptions: ParsableArguments {
     var probeTimeout = 100
     @Option(help: "Misses in a row that mark a peer down; its requests move to the other peers at once.")
     var probeFailures = 3
-    @Flag(help: "Do not probe the peers' health while fetching (only the swarm's stall timers move requests). Probing is off with --via: probes would take the direct path.")
+    @Flag(help: "Do not probe the peers' health while fetching (only the swarm's stall timers move requests).")
     var noProbe = false
 
     /// The health probing these options ask for (nil: --no-probe).
@@ -52,20 +52,23 @@ struct PeerOptions: ParsableArguments {
         let tls = TLSConfiguration(
             certificateChainPEM: try PEMFile.read(cert), privateKeyPEM: try PEMFile.read(key), trustRootsPEM: try PEMFile.read(ca)
         )
-        let endpoint = try await Endpoint.bind(host: "::", port: 0, tls: tls, configuration: EndpointConfiguration())
-        let peers = PeerSet(endpoint: endpoint)
-        var relay: Connection?
+        var relay: PeerAddress?
         if let via {
             guard let address = PeerAddress(via) else { throw ValidationError("--via '\(via)' is not an IPv6 address like [::1]:4433") }
-            do { relay = try await peers.client(for: address).connection } catch {
+            relay = address
+        }
+        let endpoint = try await Endpoint.bind(host: "::", port: 0, tls: tls, configuration: EndpointConfiguration())
+        // With --via, every peer's client (fetches and probes alike) goes through the relay.
+        let peers = PeerSet(endpoint: endpoint, via: relay)
+        if let relay {
+            do { _ = try await peers.client(for: relay) } catch {
                 await endpoint.close()
-                throw CLIError("cannot reach the relay \(address): \(error)")
+                throw CLIError("cannot reach the relay \(relay): \(error)")
             }
         }
-        // Every peer is probed while the fetch runs; a peer that stops answering is marked down
-        // and its requests move at once (DESIGN.md §5 "Health"). Not through a relay: the probes
-        // would measure the direct path.
-        let health = relay == nil ? probing.map { PeerHealthService(peers: peers, configuration: $0) } : nil
+        // Every peer is probed while the fetch runs (through the relay with --via); a peer that
+        // stops answering is marked down and its requests move at once (DESIGN.md §5 "Health").
+        let health = probing.map { PeerHealthService(peers: peers, configuration: $0) }
         let prober = health.map { health in Task { await health.run() } }
         let bar = ProgressBar(enabled: progress || isatty(1) != 0)
         func shutDown() async {
@@ -79,20 +82,10 @@ struct PeerOptions: ParsableArguments {
             await endpoint.close()
         }
         do {
-            let report: FetchReport
-            if let relay {
-                let sources: [any ChunkSource] = addresses.map { PeerClient(relay: relay, to: $0) }
-                report = try await ContentFetcher(
-                    store: store, sources: sources,
-                    onProgress: { bar.update(done: $0.bytesDone, total: $0.totalBytes) },
-                    onEvent: { note in bar.note(note) }
-                ).fetch(id)
-            } else {
-                report = try await ContentFetcher.fetch(
-                    id, from: addresses, peers: peers, health: health, store: store,
-                    onProgress: { bar.update(done: $0.bytesDone, total: $0.totalBytes) },
-                    onEvent: { note in bar.note(note) })
-            }
+            let report = try await ContentFetcher.fetch(
+                id, from: addresses, peers: peers, health: health, store: store,
+                onProgress: { bar.update(done: $0.bytesDone, total: $0.totalBytes) },
+                onEvent: { note in bar.note(note) })
             await shutDown()
             let perSource = report.sources.map { "\($0.name) \($0.bytes) B" }.joined(separator: ", ")
             print(String(format: "fetched %d chunks (%d already here), %d bytes in %.2f s (%.1f Mbit/s) from %@",
