@@ -27,6 +27,9 @@ public struct FetchReport: Sendable {
         /// Its route cost from the router (lower is preferred; nil: no ranking, `.infinity`: the
         /// router does not know it).
         public var routeCost: Double? = nil
+        /// For a source that fills misses from its upstream (an edge): the chunks its HAVE said it
+        /// caches, which it was given first (nil: not such a source, or no HAVE came).
+        public var cachedChunks: Int? = nil
     }
     /// The content fetched.
     public var root: ContentID
@@ -167,7 +170,13 @@ public final class ContentFetcher: Sendable {
         // nothing still gets requests, and stall detection or health probing deals with it);
         // each one's HAVE bitfield, asked in parallel, narrows its availability as it arrives.
         var byID = [SourceID: any ChunkSource]()
+        // Health changes name a peer's address; a source reached through a relay has a name of its own.
+        var sourceOfPeer = [String: SourceID]()
+        for source in sources {
+            if let target = (source as? PeerClient)?.relayedTarget { sourceOfPeer[target.description] = SourceID(source.name) }
+        }
         var offered = [SourceID: Int]()
+        var cached = [SourceID: Int]()
         // The scheduler starts a source's requests as soon as it is added: the preferred source first.
         let addOrder = routeCosts.isEmpty ? sources : sources.enumerated().sorted {
             let a = routeCosts[SourceID($0.element.name)] ?? .infinity, b = routeCosts[SourceID($1.element.name)] ?? .infinity
@@ -186,6 +195,9 @@ public final class ContentFetcher: Sendable {
             case .some(let bits):
                 offered[id] = bits.setCount
                 scheduler.handleHave(id, have: bits, now: now())
+            case .fills(let held):
+                cached[id] = held.setCount
+                scheduler.handleHave(id, have: nil, cached: held, now: now())
             case .none:
                 offered[id] = 0
                 scheduler.handleHave(id, have: ChunkBitfield(count: chunks.count), now: now())
@@ -304,7 +316,7 @@ public final class ContentFetcher: Sendable {
                 timerDeadline = nil
                 scheduler.handleTimeout(now: t)
             case .health(let change):
-                let sourceID = SourceID(change.peer.description)
+                let sourceID = sourceOfPeer[change.peer.description] ?? SourceID(change.peer.description)
                 guard byID[sourceID] != nil else { continue eventLoop }
                 if change.isUp {
                     scheduler.handleSourceUp(sourceID, now: t)
@@ -385,7 +397,8 @@ public final class ContentFetcher: Sendable {
             secondsToFirstByte: firstByte, secondsToFirstDataByte: firstDataByte,
             sources: progress.sources.map {
                 .init(name: $0.id.rawValue, bytes: $0.bytesDelivered, chunks: $0.chunksDelivered, state: "\($0.state)",
-                      stalls: $0.stalls, failures: $0.failures, offeredChunks: offered[$0.id], routeCost: routeCosts[$0.id])
+                      stalls: $0.stalls, failures: $0.failures, offeredChunks: offered[$0.id],
+                      routeCost: routeCosts[$0.id], cachedChunks: cached[$0.id])
             },
             failovers: failovers, firstRequestedSource: firstRequested
         )
