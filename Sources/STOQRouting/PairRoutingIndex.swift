@@ -34,6 +34,9 @@ public final class PairRoutingIndex: Sendable {
     public let landmarks: [Int32]
     /// Per slot, the distances to and from every landmark (one cache line).
     let distances: [LandmarkDistances]
+    /// The cost of every edge (CSR and reverse-CSR order) for `weights` and exactly `size`: queries
+    /// of that size read them instead of computing them.
+    let edgeCosts: IndexedEdgeCosts
 
     /// Landmarks at most: one SIMD8 lane each.
     public static let maxLandmarks = 8
@@ -43,7 +46,10 @@ public final class PairRoutingIndex: Sendable {
     static let unreachable: Float = 1e30
 
     /// Bytes held by the index's own arrays (not the snapshot).
-    public var memoryBytes: Int { MemoryLayout<LandmarkDistances>.stride * distances.count + 4 * landmarks.count }
+    public var memoryBytes: Int {
+        MemoryLayout<LandmarkDistances>.stride * distances.count + 4 * landmarks.count
+            + 4 * (edgeCosts.forwardCosts.count + edgeCosts.reverseCosts.count)
+    }
 
     /// Builds the index of `snapshot`.
     ///
@@ -90,6 +96,7 @@ public final class PairRoutingIndex: Sendable {
         self.size = max(0, size)
         self.landmarks = chosen
         self.distances = table
+        self.edgeCosts = IndexedEdgeCosts(forwardCosts: forwardCost, reverseCosts: reverseCost)
     }
 
     /// Whether the index answers queries with these weights and size on this snapshot.
@@ -218,6 +225,21 @@ struct BucketQueue {
             }
         }
     }
+}
+
+/// Edge costs read from tables (see `PairRoutingIndex.edgeCosts`).
+struct IndexedEdgeCosts: PairEdgeCosts {
+    /// Per CSR edge.
+    let forwardCosts: [Float]
+    /// Per reverse-CSR edge.
+    let reverseCosts: [Float]
+
+    @inline(__always)
+    func forward(_ e: Int, _ edge: RoutingEdge) -> Float { forwardCosts[e] }
+    @inline(__always)
+    func entering(_ v: Int) -> Float { 0 }
+    @inline(__always)
+    func backward(_ e: Int, _ edge: RoutingEdge, entering: Float) -> Float { reverseCosts[e] }
 }
 
 /// Distances between one slot and the landmarks (`unreachable` when there is no path).

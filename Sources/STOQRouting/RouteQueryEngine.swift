@@ -81,10 +81,17 @@ public struct RouteQueryEngine {
             // The landmarks usually prove at once that no relay route beats the direct link.
             if potential.pairBound < direct.cost {
                 indexedSearches += 1
-                overlay = bidirectional(
-                    snapshot, source: Int(u), target: Int(v), size: size, weights: weights, costBound: direct.cost,
-                    potential: potential
-                )
+                    // The index's own edge costs when it was built for this very size.
+                if index.size == max(0, size) {
+                    overlay = bidirectional(
+                        snapshot, source: Int(u), target: Int(v), costBound: direct.cost, potential: potential, costs: index.edgeCosts
+                    )
+                } else {
+                    overlay = bidirectional(
+                        snapshot, source: Int(u), target: Int(v), costBound: direct.cost, potential: potential,
+                        costs: TermEdgeCosts(snapshot, weights, size: size)
+                    )
+                }
             }
         } else if let found = bidirectional(snapshot, source: Int(u), target: Int(v), size: size, weights: weights, costBound: direct.cost) {
             overlay = found
@@ -255,7 +262,10 @@ public struct RouteQueryEngine {
         costBound: Float = .infinity
     ) -> (cost: Float, path: [Int32])? {
         let potential = VivaldiPairPotential(snapshot, source: source, target: target, weights: weights)
-        return bidirectional(snapshot, source: source, target: target, size: size, weights: weights, costBound: costBound, potential: potential)
+        return bidirectional(
+            snapshot, source: source, target: target, costBound: costBound, potential: potential,
+            costs: TermEdgeCosts(snapshot, weights, size: size)
+        )
     }
 
     /// Bidirectional A* (forward from the source, backward over the reverse CSR from the
@@ -263,9 +273,8 @@ public struct RouteQueryEngine {
     /// both searches consistent; it stops when the two smallest keys add up to the best meeting
     /// cost. Only paths cheaper than `costBound` are looked for (the caller has one that cheap).
     /// Returns the cost and the slot path.
-    mutating func bidirectional<Potential: PairPotential>(
-        _ snapshot: RoutingSnapshot, source: Int, target: Int, size: Int, weights: RouteCostWeights,
-        costBound: Float, potential pairPotential: Potential
+    mutating func bidirectional<Potential: PairPotential, Costs: PairEdgeCosts>(
+        _ snapshot: RoutingSnapshot, source: Int, target: Int, costBound: Float, potential pairPotential: Potential, costs: Costs
     ) -> (cost: Float, path: [Int32])? {
         ensureCapacity(snapshot.nodeCount)
         nextStamp()
@@ -275,9 +284,6 @@ public struct RouteQueryEngine {
         let edges = snapshot.edges
         let reverseRowStart = snapshot.reverseRowStart
         let reverseEdges = snapshot.reverseEdges
-        let load = snapshot.load
-        let terms = EdgeCostTerms(weights, size: size)
-        let wLoad = terms.load
 
         // Forward potential; the backward one is its negation.
         @inline(__always) func potential(_ v: Int) -> Float { pairPotential.forward(v) }
@@ -334,7 +340,7 @@ public struct RouteQueryEngine {
                 for e in Int(rowStart[u]) ..< Int(rowStart[u + 1]) {
                     let edge = edges[e]
                     let v = Int(edge.target)
-                    let cost = d + terms.edge(edge) + wLoad * load[v]
+                    let cost = d + costs.forward(e, edge)
                     if forward[v].reached != current {
                         let h = potential(v) + forwardShift
                         forward[v] = NodeState(cost: cost, potential: h, reached: current, closed: 0, parent: Int32(u))
@@ -358,11 +364,11 @@ public struct RouteQueryEngine {
                 backward[v].closed = current
                 settledCount += 1
                 let d = backward[v].cost
-                let nodeCost = wLoad * load[v]
+                let nodeCost = costs.entering(v)
                 for e in Int(reverseRowStart[v]) ..< Int(reverseRowStart[v + 1]) {
                     let edge = reverseEdges[e]
                     let u = Int(edge.target)
-                    let cost = d + terms.edge(edge) + nodeCost
+                    let cost = d + costs.backward(e, edge, entering: nodeCost)
                     if backward[u].reached != current {
                         let h = -potential(u) + backwardShift
                         backward[u] = NodeState(cost: cost, potential: h, reached: current, closed: 0, parent: Int32(v))
@@ -560,6 +566,36 @@ public struct RouteQueryEngine {
         return (cost, latency)
     }
 
+}
+
+/// Edge costs for the bidirectional search: `forward(e, edge)` for CSR edge `e`, and
+/// `backward(e, edge, entering:)` for reverse-CSR edge `e` entering the slot whose `entering` cost
+/// was asked first (the load term, paid by every edge entering that slot).
+protocol PairEdgeCosts {
+    /// Cost of CSR edge `e`.
+    func forward(_ e: Int, _ edge: RoutingEdge) -> Float
+    /// What entering slot `v` costs on top of the edge itself (0 when already in the edge costs).
+    func entering(_ v: Int) -> Float
+    /// Cost of reverse-CSR edge `e` whose head costs `entering`.
+    func backward(_ e: Int, _ edge: RoutingEdge, entering: Float) -> Float
+}
+
+/// Edge costs computed from the weights (any weights, any size).
+struct TermEdgeCosts: PairEdgeCosts {
+    let terms: EdgeCostTerms
+    let load: [Float]
+
+    init(_ snapshot: RoutingSnapshot, _ weights: RouteCostWeights, size: Int) {
+        terms = EdgeCostTerms(weights, size: size)
+        load = snapshot.load
+    }
+
+    @inline(__always)
+    func forward(_ e: Int, _ edge: RoutingEdge) -> Float { terms.edge(edge) + terms.load * load[Int(edge.target)] }
+    @inline(__always)
+    func entering(_ v: Int) -> Float { terms.load * load[v] }
+    @inline(__always)
+    func backward(_ e: Int, _ edge: RoutingEdge, entering: Float) -> Float { terms.edge(edge) + entering }
 }
 
 /// A forward A* potential for the bidirectional search (the backward one is its negation):
