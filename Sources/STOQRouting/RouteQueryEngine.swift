@@ -103,6 +103,23 @@ public struct RouteQueryEngine {
         return Route(path: [source, destination], cost: direct.cost, latencyMilliseconds: direct.latency)
     }
 
+    /// The cheapest route on what `cell` holds: with its pair-routing index when that was built for
+    /// these weights and size and its snapshot is at most `maxIndexAge` publishes older than the
+    /// newest one (the answer is then exact for the index's snapshot), else on the newest snapshot
+    /// with the plain search.
+    @available(macOS 15.0, *)
+    public mutating func route(
+        in cell: RoutingSnapshotCell, from source: RoutingNodeID, to destination: RoutingNodeID,
+        size: Int = 0, weights: RouteCostWeights = RouteCostWeights(), maxIndexAge: UInt64 = 2
+    ) -> Route? {
+        let newest = cell.load()
+        if let index = cell.loadIndex(), index.serves(index.snapshot, weights, size: size),
+           newest.version &- index.snapshot.version <= maxIndexAge {
+            return route(in: index.snapshot, from: source, to: destination, size: size, weights: weights, index: index)
+        }
+        return route(in: newest, from: source, to: destination, size: size, weights: weights)
+    }
+
     /// Routes from one source to many destinations with a single Dijkstra (one tree).
     public mutating func routes(
         in snapshot: RoutingSnapshot, from source: RoutingNodeID, to destinations: [RoutingNodeID],

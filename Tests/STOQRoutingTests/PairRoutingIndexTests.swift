@@ -173,5 +173,22 @@ import Testing
             }
         }
         #expect(engine.indexedQueries > 100, "seed \(seed)")
+
+        // Through a cell: the index serves while its snapshot is at most `maxIndexAge` publishes old.
+        let cell = RoutingSnapshotCell(snapshot)
+        cell.storeIndex(index)
+        let pair = (from: RoutingNodeID(1), to: RoutingNodeID(2))
+        for age in 0 ..< 4 {
+            if age > 0 { cell.store(matrix.publish(now: now + .milliseconds(100 * age))) }
+            let before = engine.indexedQueries
+            let route = engine.route(in: cell, from: pair.from, to: pair.to, size: 1 << 16, maxIndexAge: 2)
+            let answeredOn = age <= 2 ? snapshot : cell.load()
+            let expected = plain.route(in: answeredOn, from: pair.from, to: pair.to, size: 1 << 16)
+            #expect(engine.indexedQueries == before + (age <= 2 && !down.contains(1) && !down.contains(2) ? 1 : 0), "age \(age), seed \(seed)")
+            #expect((route == nil) == (expected == nil), "age \(age), seed \(seed)")
+            if let route, let expected {
+                #expect(abs(route.cost - expected.cost) <= 1e-3 * max(1, expected.cost), "age \(age), seed \(seed)")
+            }
+        }
     }
 }
