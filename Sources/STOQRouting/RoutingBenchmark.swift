@@ -92,7 +92,7 @@ public struct RoutingBenchmarkReport: Sendable, CustomStringConvertible {
         ]
         let x = indexed
         lines += [
-            "  pair query with the pair-routing index (the updater builds one after every \(x.indexEvery == 1 ? "" : "\(x.indexEvery)th ")publish, \(x.builds) built; answered on a snapshot ≤ \(x.maxIndexAge) publishes old; \(f(x.indexedShare * 100, 1)) % indexed):",
+            "  pair query with the pair-routing index (the updater builds one every \(x.indexEvery) publish\(x.indexEvery == 1 ? "" : "es"), \(x.builds) built; answered on a snapshot ≤ \(x.maxIndexAge) publishes old; \(f(x.indexedShare * 100, 1)) % indexed):",
             "    CPU p50 \(f(x.cpuP50Microseconds, 2)) µs  p99 \(f(x.cpuP99Microseconds)) µs  \(f(x.perCPUSecond, 0)) q/CPU-s (\(f(x.perCPUSecond / max(pairQueriesPerCPUSecond, 1), 0))x the plain search) | wall p50 \(f(x.p50Microseconds, 2)) µs  p99 \(f(x.p99Microseconds)) µs  \(f(x.perSecond, 0)) q/s; \(f(x.settledNodes, 1)) nodes settled/query, \(f(x.relayShare * 100, 1)) % relay answers",
             "    index build: CPU \(f(x.meanBuildCPUMilliseconds, 2)) ms mean, \(f(x.maxBuildCPUMilliseconds, 2)) ms max per snapshot (\(x.landmarks) landmarks, 2 Dijkstra runs each), \(x.memoryBytes / 1024) KiB beyond the snapshot",
             "    \(f(x.searchedShare * 100, 1)) % of the queries searched (the landmarks did not rule out a relay route); the updater used \(f(x.updaterCoreShare * 100, 0)) % of a core (publish + index) -> 2 cores sustain \(f(x.twoCoreQueriesPerSecond, 0)) q/s (plain search: \(f(x.plainTwoCoreQueriesPerSecond, 0)) q/s, ratio \(f(x.twoCoreQueriesPerSecond / max(x.plainTwoCoreQueriesPerSecond, 1), 0))x)",
