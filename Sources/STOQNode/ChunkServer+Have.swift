@@ -99,7 +99,7 @@ extension PeerClient {
     /// - Parameter chunkCount: the number of data chunks (from the manifests); a HAVE of any other
     ///   length is refused as a protocol violation.
     public func availability(of root: ContentID, chunkCount: Int) async throws -> ChunkAvailability {
-        let stream = try await connection.openBidirectionalStream(priority: .control)
+        let stream = try await openRequestStream(priority: .control)
         let wireID = WireID(root.manifest.bytes)!
         try await stream.write(STOQMessage.want(contentID: wireID, chunks: ChunkBitfield(count: 0)).encoded())
         try await stream.finish()

@@ -366,7 +366,7 @@ extension PeerClient {
     }
 
     private func nameRequest(_ message: STOQMessage) async throws -> STOQMessage {
-        let stream = try await connection.openBidirectionalStream(priority: .control)
+        let stream = try await openRequestStream(priority: .control)
         try await stream.write(message.encoded())
         try await stream.finish()
         var decoder = FrameDecoder(maximumPayloadLength: NameProtocol.maximumRequestLength)

@@ -80,6 +80,11 @@ public enum STOQMessage: Hashable, Sendable {
     /// The answer to ``namePublish(record:)``: the version now current and how many holders were
     /// told (``invalidate(name:version:)`` pushed to them).
     case namePublished(version: UInt64, notified: UInt64)
+    /// Asks a relay node to carry this stream to `host`:`port` (CDN relay, DESIGN.md §6). The
+    /// requester then writes its request for the target on the same stream, as on a direct one,
+    /// and reads the target's answer. With a `target` node id the relay refuses a node at that
+    /// address whose certificate is another node's. On refusal the relay answers ``error(code:message:)``.
+    case relayOpen(target: WireID?, host: String, port: UInt16)
 
     /// HELLO contents.
     public struct Hello: Hashable, Sendable {
@@ -155,12 +160,16 @@ public enum STOQMessage: Hashable, Sendable {
         public static let nameRecord = FrameType(rawValue: 0x0E)
         public static let namePublish = FrameType(rawValue: 0x0F)
         public static let namePublished = FrameType(rawValue: 0x10)
+        // 0x11 is routing gossip.
+        public static let relayOpen = FrameType(rawValue: 0x12)
     }
 
     static let maxRegionLength = 64
     static let maxNameLength = 255
     static let maxErrorMessageLength = 1024
     static let maxStatusLength = 256 * 1024
+    /// The longest relay target host (a DNS name is at most 253 bytes).
+    public static let maxHostLength = 255
     /// The longest signed name record carried (STOQEdge's `NameRecord.maxEncodedSize` is 434).
     public static let maxNameRecordLength = 1024
 
@@ -232,6 +241,12 @@ public enum STOQMessage: Hashable, Sendable {
             type = Types.namePublished
             w.varint(version)
             w.varint(notified)
+        case .relayOpen(let target, let host, let port):
+            type = Types.relayOpen
+            w.varint(target == nil ? 0 : 1)
+            if let target { w.bytes(target.bytes) }
+            w.string(String(host.utf8.prefix(Self.maxHostLength)) ?? "")
+            w.varint(UInt64(port))
         }
         return Frame(type: type, payload: w.buffer)
     }
@@ -306,6 +321,12 @@ public enum STOQMessage: Hashable, Sendable {
             message = .namePublish(record: try r.lengthPrefixedBytes("record", max: maxNameRecordLength))
         case Types.namePublished:
             message = .namePublished(version: try r.varint("version"), notified: try r.varint("notified"))
+        case Types.relayOpen:
+            let hasTarget = try r.varint("hasTarget", max: 1) == 1
+            let target = hasTarget ? WireID(try r.bytes("target", count: 32))! : nil
+            let host = try r.string("host", max: maxHostLength)
+            guard !host.isEmpty else { throw WireError(.malformed, "RELAY_OPEN names no host") }
+            message = .relayOpen(target: target, host: host, port: UInt16(try r.varint("port", max: UInt64(UInt16.max))))
         default:
             if frame.type.isIgnorableWhenUnknown { return nil }
             throw WireError(.unknownType, "unknown STOQ frame type \(frame.type)")

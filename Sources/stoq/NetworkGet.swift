@@ -11,6 +11,8 @@ struct PeerOptions: ParsableArguments {
     @Option(help: "Client private key (PEM).") var key: String?
     @Option(help: "Network CA certificate (PEM) the peers' certificates must chain to.") var ca: String?
     @Flag(help: "Show a progress bar even when stdout is not a terminal.") var progress = false
+    @Option(help: "Reach every peer through this relay node (a node with the relay role), e.g. when the direct path is slow or blocked: '[fd00::9]:4433'.")
+    var via: String?
 
     /// The parsed peer addresses.
     func addresses() throws -> [PeerAddress] {
@@ -33,9 +35,21 @@ struct PeerOptions: ParsableArguments {
         let endpoint = try await Endpoint.bind(host: "::", port: 0, tls: tls, configuration: EndpointConfiguration())
         let peers = PeerSet(endpoint: endpoint)
         var sources: [any ChunkSource] = []
+        var relay: Connection?
+        if let via {
+            guard let address = PeerAddress(via) else { throw ValidationError("--via '\(via)' is not an IPv6 address like [::1]:4433") }
+            do { relay = try await peers.client(for: address).connection } catch {
+                await endpoint.close()
+                throw CLIError("cannot reach the relay \(address): \(error)")
+            }
+        }
         for address in addresses {
             do {
-                sources.append(try await peers.client(for: address))
+                if let relay {
+                    sources.append(PeerClient(relay: relay, to: address))
+                } else {
+                    sources.append(try await peers.client(for: address))
+                }
             } catch {
                 FileHandle.standardError.write(Data("stoq: skipping \(address): \(error)\n".utf8))
             }

@@ -41,12 +41,13 @@ import STOQSimulation
             return b
         }
         func record() -> [UInt8] { (0..<Int.random(in: 0...434, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) } }
-        switch Int.random(in: 0..<16, using: &rng) {
+        switch Int.random(in: 0..<17, using: &rng) {
         case 11: return .chunkPending(waitedMillis: rng.next() >> 2)
         case 12: return .nameResolve(name: "site/\(rng.next() % 1000)", subscribe: Bool.random(using: &rng))
         case 13: return .nameRecord(record: record())
         case 14: return .namePublish(record: record())
         case 15: return .namePublished(version: rng.next() >> 2, notified: rng.next() % 100)
+        case 16: return .relayOpen(target: Bool.random(using: &rng) ? id() : nil, host: "fd00::\(rng.next() % 0xffff)", port: UInt16(rng.next() % 65536))
         case 9: return .statusRequest
         case 10: return .status(json: "{\"n\":\(rng.next() % 1000)}")
         case 0: return .hello(.init(nodeID: id(), region: "eu-\(rng.next() % 100)", latitude: Double.random(in: -90...90, using: &rng), longitude: Double.random(in: -180...180, using: &rng), roles: [.edge, .client], capabilities: rng.next() % 1000))
