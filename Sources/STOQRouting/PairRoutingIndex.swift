@@ -84,9 +84,7 @@ public final class PairRoutingIndex: Sendable {
                 let rows = reverse ? snapshot.reverseRowStart : snapshot.rowStart
                 let edges = reverse ? snapshot.reverseEdges : snapshot.edges
                 let costs = reverse ? reverseCost : forwardCost
-                if queue.width > 0 {
-                    queue.dijkstra(rows, edges, costs, from: Int(chosen[lane]), distance: &distance)
-                } else {
+                if queue.width <= 0 || !queue.dijkstra(rows, edges, costs, from: Int(chosen[lane]), distance: &distance) {
                     Self.dijkstra(rows, edges, costs, from: Int(chosen[lane]), distance: &distance, heap: &heap)
                 }
                 for v in 0 ..< nodes {
@@ -194,8 +192,12 @@ struct BucketQueue {
         width = cheapest.isFinite && cheapest > 0 ? cheapest * 0.99 : 0
     }
 
-    /// Full Dijkstra from `source` over a CSR with per-edge costs (`width` must be > 0).
-    mutating func dijkstra(_ rowStart: [Int32], _ edges: [RoutingEdge], _ costs: [Float], from source: Int, distance: inout [Float]) {
+    /// Most buckets: with edges far cheaper than the distances (a tiny hop weight) a heap is better.
+    static let maxBuckets = 1 << 16
+
+    /// Full Dijkstra from `source` over a CSR with per-edge costs (`width` must be > 0); false when
+    /// the distances span more than `maxBuckets` buckets (then `distance` is incomplete).
+    mutating func dijkstra(_ rowStart: [Int32], _ edges: [RoutingEdge], _ costs: [Float], from source: Int, distance: inout [Float]) -> Bool {
         for i in distance.indices { distance[i] = .infinity }
         for i in buckets.indices { buckets[i].removeAll(keepingCapacity: true) }
         if settled.count != distance.count { settled = Array(repeating: false, count: distance.count) }
@@ -203,7 +205,7 @@ struct BucketQueue {
         let scale = 1 / width
         distance[source] = 0
         var pending = 1
-        buckets.append([])
+        if buckets.isEmpty { buckets.append([]) }
         buckets[0].append(Int32(source))
         var current = 0
         while pending > 0 {
@@ -222,7 +224,9 @@ struct BucketQueue {
                     let cost = d + costs[e]
                     if cost < distance[v] {
                         distance[v] = cost
-                        let bucket = max(current + 1, Int(cost * scale))
+                        let scaled = cost * scale
+                        guard scaled < Float(Self.maxBuckets) else { return false }
+                        let bucket = max(current + 1, Int(scaled))
                         while bucket >= buckets.count { buckets.append([]) }
                         buckets[bucket].append(Int32(v))
                         pending += 1
@@ -230,6 +234,7 @@ struct BucketQueue {
                 }
             }
         }
+        return true
     }
 }
 

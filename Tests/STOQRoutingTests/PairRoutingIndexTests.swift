@@ -112,6 +112,39 @@ import Testing
         print("PairRoutingIndexTests: \(relays) relay and \(directs) direct answers, \(searched) indexed queries searched")
     }
 
+    /// The landmark distances are the exact Dijkstra costs, from the bucket queue (default weights:
+    /// every edge costs at least the hop weight) and from the heap (a hop weight so small that the
+    /// buckets would be too many), both ways.
+    @Test func landmarkDistancesAreExactWithBucketsAndHeap() throws {
+        let seed = makeSeed()
+        print("PairRoutingIndexTests seed \(seed) (replay with STOQ_SEED=\(seed))")
+        var random = TestRandom(seed: seed)
+        let nodes = 120
+        let edges = randomGraph(nodes: nodes, outDegree: 4, random: &random)
+        let load = (0 ..< nodes).map { _ in random.unit() }
+        let snapshot = RoutingSnapshot.make(nodeCount: nodes, edges: edges, load: load)
+        var engine = RouteQueryEngine()
+        for weights in [RouteCostWeights(), RouteCostWeights.latencyOnly] {
+            let size = random.below(1 << 20)
+            let index = PairRoutingIndex(snapshot: snapshot, weights: weights, size: size, landmarkCount: 3)
+            for (lane, landmark) in index.landmarks.enumerated() {
+                let optionalTree = engine.shortestPathTree(in: snapshot, from: RoutingNodeID(UInt64(landmark)), size: size, weights: weights)
+                let tree = try #require(optionalTree)
+                for v in 0 ..< nodes {
+                    let expected = tree.cost(to: RoutingNodeID(UInt64(v))) ?? PairRoutingIndex.unreachable
+                    let got = index.distances[v].from[lane]
+                    #expect(abs(got - expected) <= 1e-3 * max(1, expected), "d(L\(lane), \(v)) \(got) vs \(expected), seed \(seed)")
+                    // d(v, L): the tree from v.
+                    let optionalBack = engine.shortestPathTree(in: snapshot, from: RoutingNodeID(UInt64(v)), size: size, weights: weights)
+                    let back = try #require(optionalBack)
+                    let expectedBack = v == Int(landmark) ? 0 : back.cost(to: RoutingNodeID(UInt64(landmark))) ?? PairRoutingIndex.unreachable
+                    let gotBack = index.distances[v].to[lane]
+                    #expect(abs(gotBack - expectedBack) <= 1e-3 * max(1, expectedBack), "d(\(v), L\(lane)) \(gotBack) vs \(expectedBack), seed \(seed)")
+                }
+            }
+        }
+    }
+
     /// A matrix-built snapshot with nodes reported down: they carry no routes, queries to or from
     /// them have no answer, and every other pair gets the plain search's answer.
     @Test func unusableNodesCarryNoRoutesWithTheIndex() throws {
