@@ -121,10 +121,13 @@ import Testing
         var random = TestRandom(seed: seed)
         let nodes = 120
         let edges = randomGraph(nodes: nodes, outDegree: 4, random: &random)
-        let load = (0 ..< nodes).map { _ in random.unit() }
+        var load = (0 ..< nodes).map { _ in random.unit() }
+        load[0] = 1e-6
         let snapshot = RoutingSnapshot.make(nodeCount: nodes, edges: edges, load: load)
         var engine = RouteQueryEngine()
-        for weights in [RouteCostWeights(), RouteCostWeights.latencyOnly] {
+        // Only loads: edges into node 0 cost 1e-6, so buckets that narrow would be millions.
+        let loadOnly = RouteCostWeights(latency: 0, transfer: 0, load: 1, geographic: 0, hop: 0)
+        for weights in [RouteCostWeights(), RouteCostWeights.latencyOnly, loadOnly] {
             let size = random.below(1 << 20)
             let index = PairRoutingIndex(snapshot: snapshot, weights: weights, size: size, landmarkCount: 3)
             for (lane, landmark) in index.landmarks.enumerated() {
