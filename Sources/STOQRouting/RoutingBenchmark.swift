@@ -95,7 +95,7 @@ public struct RoutingBenchmarkReport: Sendable, CustomStringConvertible {
             "  pair query with the pair-routing index (the updater builds one every \(x.indexEvery) publish\(x.indexEvery == 1 ? "" : "es"), \(x.builds) built; answered on a snapshot ≤ \(x.maxIndexAge) publishes old; \(f(x.indexedShare * 100, 1)) % indexed):",
             "    CPU p50 \(f(x.cpuP50Microseconds, 2)) µs  p99 \(f(x.cpuP99Microseconds)) µs  \(f(x.perCPUSecond, 0)) q/CPU-s (\(f(x.perCPUSecond / max(pairQueriesPerCPUSecond, 1), 0))x the plain search) | wall p50 \(f(x.p50Microseconds, 2)) µs  p99 \(f(x.p99Microseconds)) µs  \(f(x.perSecond, 0)) q/s; \(f(x.settledNodes, 1)) nodes settled/query, \(f(x.relayShare * 100, 1)) % relay answers",
             "    index build: CPU \(f(x.meanBuildCPUMilliseconds, 2)) ms mean, \(f(x.maxBuildCPUMilliseconds, 2)) ms max per snapshot (\(x.landmarks) landmarks, 2 Dijkstra runs each), \(x.memoryBytes / 1024) KiB beyond the snapshot",
-            "    \(f(x.searchedShare * 100, 1)) % of the queries searched (the landmarks did not rule out a relay route); the updater used \(f(x.updaterCoreShare * 100, 0)) % of a core (publish + index) -> 2 cores sustain \(f(x.twoCoreQueriesPerSecond, 0)) q/s (plain search: \(f(x.plainTwoCoreQueriesPerSecond, 0)) q/s, ratio \(f(x.twoCoreQueriesPerSecond / max(x.plainTwoCoreQueriesPerSecond, 1), 0))x)",
+            "    \(f(x.searchedShare * 100, 1)) % of the queries searched (the landmarks did not rule out a relay route); the updater used \(f(x.updaterCoreShare * 100, 0)) % of a core (publish + index; it needs \(f(x.nominalUpdaterCoreShare * 100, 0)) % to keep 100 ms) -> 2 cores sustain \(f(x.twoCoreQueriesPerSecond, 0)) q/s (plain search: \(f(x.plainTwoCoreQueriesPerSecond, 0)) q/s, ratio \(f(x.twoCoreQueriesPerSecond / max(x.plainTwoCoreQueriesPerSecond, 1), 0))x)",
             "  target arbitrary pairs ≥ 100,000 q/s on 2 cores with updates every 100 ms, p50 ≤ 1 ms, p99 ≤ 2 ms: \(x.twoCoreQueriesPerSecond >= 100_000 ? "met" : "NOT met") (\(f(x.twoCoreQueriesPerSecond, 0)) q/s); latency \(x.p50Microseconds <= 1000 && x.p99Microseconds <= 2000 ? "met" : "NOT met") (wall, a shared machine; CPU p99 \(f(x.cpuP99Microseconds)) µs)",
         ]
         if let dense = denseDijkstraMilliseconds, let denseCPU = denseDijkstraCPUMilliseconds {
@@ -122,10 +122,14 @@ public struct IndexedPairFigures: Sendable {
     /// Queries per CPU-second of the querying thread.
     public var perCPUSecond: Double
     /// Share of a core the updater used during the phase (publishing every 100 ms and building
-    /// the indexes), CPU time over wall time.
+    /// the indexes), CPU time over wall time. On a busy machine the updater can fall behind its
+    /// 100 ms, so the projection also uses `nominalUpdaterCoreShare`.
     public var updaterCoreShare: Double
+    /// What the updater needs to keep its 100 ms cadence: mean publish CPU plus mean index CPU
+    /// divided by `indexEvery`, per 100 ms.
+    public var nominalUpdaterCoreShare: Double
     /// Queries per second two cores sustain with the updater running: the rest of the two cores
-    /// (`2 − updaterCoreShare`) at `perCPUSecond`.
+    /// (`2 −` the larger of the two updater shares) at `perCPUSecond`.
     public var twoCoreQueriesPerSecond: Double
     /// The same for the plain search (the peer), measured in the same run.
     public var plainTwoCoreQueriesPerSecond: Double
@@ -413,6 +417,9 @@ public enum RoutingBenchmark {
         }
         ownerLatencies.sort()
         let index = indexStats.withLock { $0 }
+        let meanBuildCPU = index.builds > 0 ? index.cpu / Double(index.builds) : 0
+        let nominalShare = ((published > 0 ? publishCPU / Double(published) : 0) + meanBuildCPU / Double(max(1, indexEvery))) / 0.1
+        let updaterShare = max(indexedPhase.updaterCoreShare, nominalShare)
         precondition(checksum.isFinite && pairCount > 0, "routing benchmark found no routes")
         return RoutingBenchmarkReport(
             nodes: nodes, overlayEdges: overlayEdges, setupSeconds: setupSeconds,
@@ -424,12 +431,12 @@ public enum RoutingBenchmark {
                 p50Microseconds: percentile(indexedPhase.wall, 0.5), p99Microseconds: percentile(indexedPhase.wall, 0.99),
                 cpuP50Microseconds: percentile(indexedPhase.cpu, 0.5), cpuP99Microseconds: percentile(indexedPhase.cpu, 0.99),
                 perSecond: indexedPhase.perSecond, perCPUSecond: indexedPhase.perCPUSecond,
-                updaterCoreShare: indexedPhase.updaterCoreShare,
-                twoCoreQueriesPerSecond: (2 - indexedPhase.updaterCoreShare) * indexedPhase.perCPUSecond,
-                plainTwoCoreQueriesPerSecond: (2 - plain.updaterCoreShare) * plain.perCPUSecond, searchedShare: indexedPhase.searchedShare,
+                updaterCoreShare: indexedPhase.updaterCoreShare, nominalUpdaterCoreShare: nominalShare,
+                twoCoreQueriesPerSecond: (2 - updaterShare) * indexedPhase.perCPUSecond,
+                plainTwoCoreQueriesPerSecond: (2 - max(plain.updaterCoreShare, nominalShare - meanBuildCPU / Double(max(1, indexEvery)) / 0.1)) * plain.perCPUSecond, searchedShare: indexedPhase.searchedShare,
                 settledNodes: indexedPhase.settled, relayShare: indexedPhase.relayShare, indexedShare: indexedPhase.indexedShare,
                 maxIndexAge: indexedPhase.maxAge, builds: index.builds, indexEvery: indexEvery,
-                meanBuildCPUMilliseconds: index.builds > 0 ? index.cpu * 1000 / Double(index.builds) : 0,
+                meanBuildCPUMilliseconds: meanBuildCPU * 1000,
                 maxBuildCPUMilliseconds: index.maxCPU * 1000, landmarks: index.landmarks, memoryBytes: index.memory
             ),
             ownerQueryP50Microseconds: percentile(ownerLatencies, 0.5), ownerQueryP99Microseconds: percentile(ownerLatencies, 0.99),
