@@ -7,8 +7,8 @@
 /// `cost(v, t) ≥ max(d(v, L) − d(t, L), d(L, t) − d(L, v))`. These bounds are consistent A*
 /// potentials, so a search guided by them is still exact. A route query compares the overlay with
 /// the direct link and takes a relay route only when it is cheaper, so the direct link's cost bounds
-/// the search: on the benchmark's 10,000 nodes the landmarks prove for a quarter of the pairs that no
-/// relay route is cheaper (no search at all), and the other searches settle ~20 nodes, not ~330.
+/// the search: on the benchmark's 10,000 nodes 16 landmarks prove for 40 % of the pairs that no relay
+/// route is cheaper (no search at all), and the other searches settle ~11 nodes, not ~330.
 ///
 /// ## Why landmarks, not a contraction hierarchy or the Vivaldi bounds (reasoning and measurements)
 /// - The overlay is a small-world graph: 32 nearest neighbours plus 8 random long-range links per
@@ -24,8 +24,12 @@
 /// Built off the query path: the updater thread builds one after every publish or every second one
 /// (queries then answer on a snapshot at most two publishes old; see `RouteQueryEngine.route(in:…)`
 /// with a `RoutingSnapshotCell`). A build is two Dijkstra runs per landmark with a bucket queue,
-/// ~33 ms of CPU for 10,000 nodes and 420,000 edges; the index holds 64 bytes per node and 8 per
-/// edge (~4 MB). Immutable and shared by every query thread.
+/// ~64 ms of CPU with 16 landmarks for 10,000 nodes and 420,000 edges; the index holds 128 bytes per
+/// node and 8 per edge (~4.5 MB). Immutable and shared by every query thread.
+///
+/// More landmarks cost build time and pay back in queries: with 4, 6, 8 and 16 landmarks the
+/// benchmark answered 15,000, 27,000, 77,000 and 146,000 pair queries per CPU-second (86, 81, 75
+/// and 59 % of them searched), for 19, 26, 34 and 64 ms per build.
 public final class PairRoutingIndex: Sendable {
     /// The snapshot the index describes (queries with this index answer on this snapshot).
     public let snapshot: RoutingSnapshot
@@ -36,14 +40,14 @@ public final class PairRoutingIndex: Sendable {
     public let size: Int
     /// The landmark slots (up to `maxLandmarks`).
     public let landmarks: [Int32]
-    /// Per slot, the distances to and from every landmark (one cache line).
+    /// Per slot, the distances to and from every landmark (two cache lines).
     let distances: [LandmarkDistances]
     /// The cost of every edge (CSR and reverse-CSR order) for `weights` and exactly `size`: queries
     /// of that size read them instead of computing them.
     let edgeCosts: IndexedEdgeCosts
 
-    /// Landmarks at most: one SIMD8 lane each.
-    public static let maxLandmarks = 8
+    /// Landmarks at most: one SIMD16 lane each.
+    public static let maxLandmarks = 16
     /// The distance stored for "unreachable": finite, so the bounds need no branches
     /// (`unreachable − x` proves unreachability, `x − unreachable` proves nothing, and
     /// `unreachable − unreachable` is 0), and far above any real cost.
@@ -61,7 +65,8 @@ public final class PairRoutingIndex: Sendable {
     ///   - snapshot: the snapshot.
     ///   - weights: the weights queries will use (the default ones by default).
     ///   - size: the smallest transfer size the index serves (0 serves every size, with looser bounds).
-    ///   - landmarkCount: landmarks, at most `maxLandmarks` (each costs two Dijkstra runs to build).
+    ///   - landmarkCount: landmarks, at most `maxLandmarks` (each costs two Dijkstra runs to build;
+    ///     fewer make the bounds much weaker, see the type's documentation).
     public init(snapshot: RoutingSnapshot, weights: RouteCostWeights = RouteCostWeights(), size: Int = 0, landmarkCount: Int = maxLandmarks) {
         let nodes = snapshot.nodeCount
         let chosen = Self.chooseLandmarks(snapshot, count: min(Self.maxLandmarks, max(1, landmarkCount)))
@@ -108,7 +113,7 @@ public final class PairRoutingIndex: Sendable {
 
     /// Landmarks far apart: usable nodes with edges both ways, chosen farthest-first over the
     /// positions (the Vivaldi coordinates when positions are unknown), starting from a node fixed
-    /// by the snapshot's size. On the benchmark's network, farthest-first in Vivaldi space (84 % of
+    /// by the snapshot's size. On the benchmark's network (8 landmarks), farthest-first in Vivaldi space (84 % of
     /// the pairs searched, 14,000 queries per CPU-second) and by the graph's own round-trip costs
     /// (80 %, 6,000: it picks badly connected outliers) were both far worse than geography (75 %, 63,000).
     static func chooseLandmarks(_ snapshot: RoutingSnapshot, count: Int) -> [Int32] {
@@ -256,9 +261,9 @@ struct IndexedEdgeCosts: PairEdgeCosts {
 /// Distances between one slot and the landmarks (`unreachable` when there is no path).
 struct LandmarkDistances {
     /// `d(v, L_i)` in lane `i`.
-    var to = SIMD8<Float>(repeating: PairRoutingIndex.unreachable)
+    var to = SIMD16<Float>(repeating: PairRoutingIndex.unreachable)
     /// `d(L_i, v)` in lane `i`.
-    var from = SIMD8<Float>(repeating: PairRoutingIndex.unreachable)
+    var from = SIMD16<Float>(repeating: PairRoutingIndex.unreachable)
 }
 
 /// The potential of `PairRoutingIndex` for one (source, target) pair: each landmark gives a lower
@@ -272,7 +277,7 @@ struct LandmarkPairPotential: PairPotential {
     let pairBound: Float
     /// Landmarks the search uses per pair: the ones that bound the pair best. Fewer bounds per
     /// node reached are cheaper and, on the benchmark's network, two beat three or four
-    /// (78,000 vs 74,000 vs 68,000 queries per CPU-second, same nodes settled).
+    /// (78,000 vs 74,000 vs 68,000 queries per CPU-second with 8 landmarks, same nodes settled).
     static let activeLandmarks = 2
     /// The landmarks that bound the pair best, in the first `activeLandmarks` lanes.
     let active: SIMD4<Int32>
@@ -318,7 +323,7 @@ struct LandmarkPairPotential: PairPotential {
         // Lane by lane: the generic SIMD reductions are not inlined and cost more than this.
         let x = a.to - b.to, y = b.from - a.from
         var result: Float = 0
-        for i in 0 ..< 8 { result = max(result, max(x[i], y[i])) }
+        for i in 0 ..< PairRoutingIndex.maxLandmarks { result = max(result, max(x[i], y[i])) }
         return result
     }
 
