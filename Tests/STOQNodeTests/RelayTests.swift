@@ -2,6 +2,7 @@ import Foundation
 import STOQContent
 import STOQIdentity
 import STOQNode
+import STOQSwarm
 import STOQTransport
 import STOQWire
 import Testing
@@ -33,6 +34,48 @@ import Testing
                 #expect(!status.contains("\"streams\" : 0") && !status.contains("\"streams\":0"))
             }
         }
+        await client.close()
+    }
+
+    @Test func probesTravelThroughTheRelayAndASilentPeerBehindItIsMarkedDown() async throws {
+        // What `stoq get --peers A,B --via R` does: every client, for fetches and health probes,
+        // goes through the relay. B answers nothing (not even PING): probing marks it down and its
+        // requests move to A although no stall timer or endgame would ever move them.
+        let network = try TestNetwork()
+        defer { network.close() }
+        let honest = try await network.node("honest")
+        let silent = try await network.node("silent")
+        let relay = try await network.node("relay", roles: ["relay"])
+        let client = try await network.node("client", roles: ["client"])
+        let content = try network.publish(on: honest, bytes: 2_000_000, seed: 73)
+        _ = try ContentPublisher(store: silent.store, keys: content.keys).put(bytes: content.bytes, name: "copy")
+        let latch = StallingProvider(inner: StoreChunkProvider(store: silent.store), passthrough: [])
+        let notes = NoteLog()
+        let peers = PeerSet(endpoint: client.endpoint, via: relay.address)
+        let health = PeerHealthService(peers: peers, configuration: .init(interval: 200_000_000, timeout: 100_000_000, failureThreshold: 3))
+        let probing = Task { await health.run() }
+        let report = try await withServing(honest) {
+            try await withServing(relay) {
+                try await withServing(silent, server: SilentServer(latch: latch)) {
+                    defer { latch.release() }
+                    var swarm = SwarmConfiguration()
+                    swarm.minStallTimeout = 600_000_000_000
+                    swarm.maxStallTimeout = 600_000_000_000
+                    swarm.endgame = false
+                    return try await ContentFetcher.fetch(
+                        content.id, from: [honest.address, silent.address], peers: peers, health: health, store: client.store,
+                        configuration: swarm, onEvent: { notes.add($0) })
+                }
+            }
+        }
+        await health.stop()
+        await probing.value
+        await peers.closeAll()
+        #expect(try ContentReader(store: client.store, keys: content.keys).readFile(content.id) == content.bytes)
+        #expect(report.sources.allSatisfy { $0.name.contains("via") }, "\(report.sources.map(\.name))")
+        let quiet = try #require(report.sources.first { $0.name.hasPrefix(silent.address.description) })
+        #expect(quiet.state == "down" && quiet.chunks == 0, "\(quiet)")
+        #expect(notes.all.contains { $0.contains("is down (health probes unanswered)") }, "\(notes.all)")
         await client.close()
     }
 
