@@ -59,8 +59,9 @@ public struct RouteQueryEngine {
     /// Dijkstra that stops when the destination is settled.
     ///
     /// - Parameter index: a `PairRoutingIndex` of `snapshot`, used when it was built for these
-    ///   weights: the search then starts from much tighter bounds (most pairs need no search at
-    ///   all: the bounds prove that no relay route beats the direct link). The answer is the same.
+    ///   weights and at most this size: the search then starts from much tighter bounds (on the
+    ///   benchmark, 40 % of the pairs need no search at all, as the bounds prove that no relay route
+    ///   beats the direct link, and the rest settle ~11 nodes instead of ~330). The answer is the same.
     public mutating func route(
         in snapshot: RoutingSnapshot, from source: RoutingNodeID, to destination: RoutingNodeID,
         size: Int = 0, weights: RouteCostWeights = RouteCostWeights(), index: PairRoutingIndex? = nil
@@ -78,10 +79,10 @@ public struct RouteQueryEngine {
         } else if let index, index.serves(snapshot, weights, size: size) {
             indexedQueries += 1
             let potential = LandmarkPairPotential(index, source: Int(u), target: Int(v))
-            // The landmarks usually prove at once that no relay route beats the direct link.
+            // The landmarks often prove at once that no relay route beats the direct link.
             if potential.pairBound < direct.cost {
                 indexedSearches += 1
-                    // The index's own edge costs when it was built for this very size.
+                // The index's own edge costs when it was built for this very size.
                 if index.size == max(0, size) {
                     overlay = bidirectional(
                         snapshot, source: Int(u), target: Int(v), costBound: direct.cost, potential: potential, costs: index.edgeCosts
@@ -273,7 +274,7 @@ public struct RouteQueryEngine {
 
     /// Bidirectional A* (forward from the source, backward over the reverse CSR from the
     /// target) with the average potentials `±(π_t − π_s) / 2` of the snapshot's Vivaldi and
-    /// light-in-fibre bounds. See `bidirectional(_:source:target:size:weights:costBound:potential:)`.
+    /// light-in-fibre bounds. See `bidirectional(_:source:target:costBound:potential:costs:)`.
     private mutating func bidirectional(
         _ snapshot: RoutingSnapshot, source: Int, target: Int, size: Int, weights: RouteCostWeights,
         costBound: Float = .infinity

@@ -40,7 +40,7 @@ public struct RoutingBenchmarkReport: Sendable, CustomStringConvertible {
     public var pairQueryCPUP99Microseconds: Double
     /// Random-pair queries per CPU-second of the querying thread.
     public var pairQueriesPerCPUSecond: Double
-    /// Random-pair queries with a `PairRoutingIndex` built by the updater per snapshot.
+    /// Random-pair queries with a `PairRoutingIndex` the updater builds every `indexEvery` publishes.
     public var indexed: IndexedPairFigures
     /// Owner → random destination queries (the router's normal use; a shortest-path tree per
     /// snapshot, reused until the next update): p50 / p99 in µs.
@@ -94,7 +94,7 @@ public struct RoutingBenchmarkReport: Sendable, CustomStringConvertible {
         lines += [
             "  pair query with the pair-routing index (the updater builds one every \(x.indexEvery) publish\(x.indexEvery == 1 ? "" : "es"), \(x.builds) built; answered on a snapshot ≤ \(x.maxIndexAge) publishes old; \(f(x.indexedShare * 100, 1)) % indexed):",
             "    CPU p50 \(f(x.cpuP50Microseconds, 2)) µs  p99 \(f(x.cpuP99Microseconds)) µs  \(f(x.perCPUSecond, 0)) q/CPU-s (\(f(x.perCPUSecond / max(pairQueriesPerCPUSecond, 1), 0))x the plain search) | wall p50 \(f(x.p50Microseconds, 2)) µs  p99 \(f(x.p99Microseconds)) µs  \(f(x.perSecond, 0)) q/s; \(f(x.settledNodes, 1)) nodes settled/query, \(f(x.relayShare * 100, 1)) % relay answers",
-            "    index build: CPU \(f(x.meanBuildCPUMilliseconds, 2)) ms mean, \(f(x.maxBuildCPUMilliseconds, 2)) ms max per snapshot (\(x.landmarks) landmarks, 2 Dijkstra runs each), \(x.memoryBytes / 1024) KiB beyond the snapshot",
+            "    index build: CPU \(f(x.meanBuildCPUMilliseconds, 2)) ms mean, \(f(x.maxBuildCPUMilliseconds, 2)) ms max per build (\(x.landmarks) landmarks, 2 Dijkstra runs each), \(x.memoryBytes / 1024) KiB beyond the snapshot",
             "    \(f(x.searchedShare * 100, 1)) % of the queries searched (the landmarks did not rule out a relay route); the updater used \(f(x.updaterCoreShare * 100, 0)) % of a core (publish + index; it needs \(f(x.nominalUpdaterCoreShare * 100, 0)) % to keep 100 ms) -> 2 cores sustain \(f(x.twoCoreQueriesPerSecond, 0)) q/s (plain search: \(f(x.plainTwoCoreQueriesPerSecond, 0)) q/s, ratio \(f(x.twoCoreQueriesPerSecond / max(x.plainTwoCoreQueriesPerSecond, 1), 0))x)",
             "  target arbitrary pairs ≥ 100,000 q/s on 2 cores with updates every 100 ms, p50 ≤ 1 ms, p99 ≤ 2 ms: \(x.twoCoreQueriesPerSecond >= 100_000 ? "met" : "NOT met") (\(f(x.twoCoreQueriesPerSecond, 0)) q/s); latency \(x.p50Microseconds <= 1000 && x.p99Microseconds <= 2000 ? "met" : "NOT met") (wall, a shared machine; CPU p99 \(f(x.cpuP99Microseconds)) µs)",
         ]
