@@ -420,16 +420,29 @@ public final class NodeRouter: @unchecked Sendable {
         publishNow()
     }
 
-    /// The router's ranking as a fetch preference: each source that is a ``PeerClient`` costs the
-    /// route to its peer (by the node id its handshake proved); other sources cost `.infinity`.
+    /// The router's ranking as a fetch preference: each source that is a ``PeerClient`` costs what
+    /// ``rankSources(_:size:weights:)`` says for its peer (by the node id its handshake proved);
+    /// other sources cost `.infinity`. A fetch asks its sources directly, so where the cheapest
+    /// route is relayed the source costs its direct link instead (``directCost(to:size:weights:)``).
     public func sourcePreference(weights: RouteCostWeights = RouteCostWeights()) -> SourcePreference {
         SourcePreference { sources, chunkSize in
             let ids = sources.map { ($0 as? PeerClient)?.authenticatedPeer.map(RoutingNodeID.init) }
             let ranked = self.rankSources(ids.compactMap { $0 }, size: chunkSize, weights: weights)
             var cost = [RoutingNodeID: Double]()
-            for r in ranked { cost[r.node] = Double(r.cost) }
+            for r in ranked {
+                let direct = r.route.map { $0.isDirect ? $0.cost : self.directCost(to: r.node, size: chunkSize, weights: weights) ?? r.cost }
+                cost[r.node] = Double(direct ?? r.cost)
+            }
             return ids.map { id in id.flatMap { cost[$0] } ?? .infinity }
         }
+    }
+
+    /// The cost of the direct link to `node` (measured, else predicted) on the published snapshot;
+    /// nil when the node is unknown or carries no routes.
+    public func directCost(to node: RoutingNodeID, size: Int, weights: RouteCostWeights = RouteCostWeights()) -> Float? {
+        guard let snapshot else { return nil }
+        var engine = RouteQueryEngine()
+        return engine.bestSingleRelayRoute(in: snapshot, from: selfID, to: node, candidates: [], size: size, weights: weights)?.cost
     }
 
     /// Exchanges gossip once with every peer `peers` holds a connection to (in parallel).

@@ -229,7 +229,10 @@ import STOQWire
                 let slow = try await UDPDelayForwarder.start(
                     upstream: try SocketAddress(ipAddress: "::1", port: far.address.port), delay: .milliseconds(50))
                 let slowAddress = PeerAddress(host: "::1", port: slow.address.port!)
-                let client = try await Node.start(try Self.configuration(network, "client", peers: [slowAddress, near.address]))
+                var clientConfiguration = try Self.configuration(network, "client", peers: [slowAddress, near.address])
+                // Probes wait long enough that the 100 ms path is not marked down on a loaded machine.
+                clientConfiguration.health = HealthSettings(intervalMilliseconds: 300, timeoutMilliseconds: 250)
+                let client = try await Node.start(clientConfiguration)
                 do {
                     try await withServing(client) {
                         let router = try #require(client.router)
@@ -251,6 +254,9 @@ import STOQWire
                         let nearSource = try #require(report.sources.first { $0.name == near.address.description })
                         let farSource = try #require(report.sources.first { $0.name == slowAddress.description })
                         #expect((nearSource.routeCost ?? .infinity) < (farSource.routeCost ?? .infinity))
+                        // The fetch asks `far` directly: it costs its direct link (≥ the 100 ms the forwarder adds),
+                        // even where the router would rather reach it through `near`.
+                        #expect((farSource.routeCost ?? 0) >= 100)
                         #expect(nearSource.bytes + farSource.bytes > 0)
                         print("routing fetch: near \(nearSource.bytes) B (cost \(nearSource.routeCost ?? -1)), far \(farSource.bytes) B (cost \(farSource.routeCost ?? -1))")
                     }
