@@ -24,6 +24,9 @@ public struct FetchReport: Sendable {
         public var failures: Int = 0
         /// Chunks its HAVE bitfield offered (nil: all of them).
         public var offeredChunks: Int? = nil
+        /// Bytes it sent for requests that were then cancelled (endgame losers, stalls) or failed:
+        /// its bandwidth spent on nothing.
+        public var discardedBytes: Int = 0
     }
     /// The content fetched.
     public var root: ContentID
@@ -48,6 +51,9 @@ public struct FetchReport: Sendable {
     /// For each source that failed mid-fetch: seconds from its first failed request's start to the
     /// moment its work was handed to others.
     public var failovers: [(source: String, seconds: Double)]
+    /// How each source was used during the data phase (idle and turnaround time, first-byte
+    /// times, windows), in the order of ``sources``.
+    public var timelines: [FetchSourceTimeline] = []
     /// Goodput in Mbit/s over the data phase.
     public var megabitsPerSecond: Double { seconds > 0 ? Double(fetchedBytes) * 8 / seconds / 1e6 : 0 }
 }
@@ -68,6 +74,7 @@ public final class ContentFetcher: Sendable {
     private let onProgress: (@Sendable (SwarmProgress) -> Void)?
     private let onEvent: (@Sendable (String) -> Void)?
     private let healthChanges: AsyncStream<PeerHealthChange>?
+    private let traceInterval: Duration?
 
     /// Creates a fetcher.
     /// - Parameters:
@@ -77,14 +84,18 @@ public final class ContentFetcher: Sendable {
     ///   - onEvent: called with human-readable notes (bans, failovers).
     ///   - healthChanges: peer health changes (``PeerHealthService/changes()``); a source whose
     ///     name is the address of a peer that went down loses its requests at once.
+    ///   - traceInterval: when set, the report's timelines also count the bytes each source
+    ///     delivered per interval of this length (``FetchSourceTimeline/bytesPerBin``).
     public init(
         store: any ChunkStore, sources: [any ChunkSource], configuration: SwarmConfiguration = .init(),
         logger: Logger = Logger(label: "stoq.fetch"),
         onProgress: (@Sendable (SwarmProgress) -> Void)? = nil,
         onEvent: (@Sendable (String) -> Void)? = nil,
-        healthChanges: AsyncStream<PeerHealthChange>? = nil
+        healthChanges: AsyncStream<PeerHealthChange>? = nil,
+        traceInterval: Duration? = nil
     ) {
         self.healthChanges = healthChanges
+        self.traceInterval = traceInterval
         self.store = store
         self.sources = sources
         self.configuration = configuration
@@ -138,6 +149,7 @@ public final class ContentFetcher: Sendable {
         var present = [Int]()
         for c in chunks where try store.contains(c.id) { present.append(c.index) }
         var scheduler = SwarmScheduler(chunks: chunks, present: present, configuration: configuration)
+        var timeline = FetchTimelineRecorder(start: now(), binWidth: traceInterval.map { UInt64(max(1, $0.nanoseconds)) })
         // 2a. Who has what: every source starts as a full holder (so a source that answers
         // nothing still gets requests, and stall detection or health probing deals with it);
         // each one's HAVE bitfield, asked in parallel, narrows its availability as it arrives.
@@ -147,6 +159,7 @@ public final class ContentFetcher: Sendable {
             let id = SourceID(source.name)
             byID[id] = source
             scheduler.handleSourceAdded(id, now: now())
+            timeline.window(id, bytes: scheduler.windowBytes(of: id) ?? 0, now: now())
         }
         func applyHave(_ position: Int, _ answer: ChunkAvailability?) {
             let id = SourceID(sources[position].name)
@@ -201,6 +214,7 @@ public final class ContentFetcher: Sendable {
                     guard let source = byID[sourceID] else { continue }
                     let chunkID = chunks[index].id
                     requestStart[rid] = now()
+                    timeline.requested(rid, on: sourceID, now: now())
                     running[rid] = Task {
                         do {
                             let bytes = try await source.fetchChunk(chunkID) { n in continuation.yield(.progress(rid, n)) }
@@ -211,6 +225,7 @@ public final class ContentFetcher: Sendable {
                     }
                 case .cancel(let rid, let sourceID, _):
                     running.removeValue(forKey: rid)?.cancel()
+                    timeline.ended(rid, now: now())
                     let began = requestStart.removeValue(forKey: rid)
                     // A cancel on an active source is an endgame loser; on a penalised one it is a stall.
                     let stalled: Bool
@@ -289,9 +304,11 @@ public final class ContentFetcher: Sendable {
             case .progress(let rid, let n):
                 guard running[rid] != nil else { continue eventLoop }
                 if n > 0, firstDataByte == nil { firstDataByte = Double(t) / 1e9 }
+                timeline.received(rid, bytes: n, now: t)
                 scheduler.handleProgress(rid, bytes: n, now: t)
             case .done(let rid, let result):
                 guard running.removeValue(forKey: rid) != nil else { continue eventLoop }
+                timeline.ended(rid, now: t)
                 let began = requestStart.removeValue(forKey: rid)
                 guard let (sourceID, index) = scheduler.request(rid) else { continue eventLoop }
                 switch result {
@@ -329,7 +346,9 @@ public final class ContentFetcher: Sendable {
                     }
                 }
                 onProgress?(scheduler.progress)
+                timeline.window(sourceID, bytes: scheduler.windowBytes(of: sourceID) ?? 0, now: t)
             }
+            timeline.inEndgame = scheduler.isInEndgame
             finished = try drainActions()
             if finished { break eventLoop }
             armTimer()
@@ -347,6 +366,7 @@ public final class ContentFetcher: Sendable {
         try store.commit(uncommitted)
         try store.commit(plan.batch)
         let elapsed = Double((clock.now - start).nanoseconds) / 1e9
+        let timelines = timeline.finish(at: now())
         let progress = scheduler.progress
         return FetchReport(
             root: root, plainBytes: plan.plainBytes, fetchedBytes: fetchedBytes, chunks: chunks.count,
@@ -354,9 +374,11 @@ public final class ContentFetcher: Sendable {
             secondsToFirstByte: firstByte, secondsToFirstDataByte: firstDataByte,
             sources: progress.sources.map {
                 .init(name: $0.id.rawValue, bytes: $0.bytesDelivered, chunks: $0.chunksDelivered, state: "\($0.state)",
-                      stalls: $0.stalls, failures: $0.failures, offeredChunks: offered[$0.id])
+                      stalls: $0.stalls, failures: $0.failures, offeredChunks: offered[$0.id],
+                      discardedBytes: $0.bytesDiscarded)
             },
-            failovers: failovers
+            failovers: failovers,
+            timelines: timelines
         )
     }
 }
