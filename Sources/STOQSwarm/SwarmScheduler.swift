@@ -66,6 +66,9 @@ public struct SwarmScheduler: Sendable {
         var state: SwarmSourceState = .active
         var outstanding: [RequestID] = []
         var outstandingBytes = 0
+        /// Bytes already received of the outstanding requests: `outstandingBytes` minus this is
+        /// what the source still has to send.
+        var receivedOutstanding = 0
         var lastProgressAt: UInt64 = 0
         var lastCompletionAt: UInt64 = 0
         var rate: Double?
@@ -279,9 +282,12 @@ public struct SwarmScheduler: Sendable {
                 sources[record.source]!.turnaround = source.turnaround.map { ($0 * 7 + sample) / 8 } ?? sample
             }
         }
-        record.received += bytes
+        let counted = min(bytes, max(0, chunks[record.chunk].size - record.received))
+        record.received += counted
         requests[request] = record
         sources[record.source]!.sampleBytes += bytes
+        sources[record.source]!.receivedOutstanding += counted
+        topUp(record.source, now: now)
         sources[record.source]!.lastProgressAt = max(sources[record.source]!.lastProgressAt, now)
     }
 
@@ -504,7 +510,10 @@ public struct SwarmScheduler: Sendable {
         let maximum = max(1, Int(Double(configuration.maxOutstanding) * source.windowScale))
         let minimum = max(1, min(configuration.minOutstanding, maximum))
         if count < minimum { return true }
-        return count < maximum && Double(source.outstandingBytes) < windowBytes(source)
+        // The window bounds the bytes the source still has to send, not whole requests: a source
+        // that serves its requests interleaved (QUIC streams round-robin) gets the next one while
+        // the current ones are still arriving, instead of after they all complete at once.
+        return count < maximum && Double(source.outstandingBytes - source.receivedOutstanding) < windowBytes(source)
     }
 
     private mutating func removeFromPending(_ chunk: Int) {
@@ -546,6 +555,7 @@ public struct SwarmScheduler: Sendable {
         if var source = sources[record.source] {
             if let position = source.outstanding.firstIndex(of: id) { source.outstanding.remove(at: position) }
             source.outstandingBytes -= chunks[record.chunk].size
+            source.receivedOutstanding -= record.received
             sources[record.source] = source
         }
         if let position = chunkStates[record.chunk].inFlight.firstIndex(of: id) {
@@ -652,6 +662,15 @@ public struct SwarmScheduler: Sendable {
         for position in order where sources.values[position].state == .active && sources.values[position].outstanding.isEmpty {
             guard let chunk = pickDuplicate(for: position) else { continue }
             issue(sources.values[position].id, chunk: chunk, now: now)
+        }
+    }
+
+    /// Gives `source` new requests while its window has room (after bytes arrived on it).
+    private mutating func topUp(_ source: SourceID, now: UInt64) {
+        guard !finished, !pending.isEmpty, let position = sources.index(forKey: source) else { return }
+        while canTake(sources.values[position]) {
+            guard let chunk = pickChunk(for: position) else { break }
+            issue(source, chunk: chunk, now: now)
         }
     }
 

@@ -81,10 +81,13 @@ struct SwarmSchedulerWindowTests {
         let source = try #require(scheduler.progress.sources.first)
         let measured = try #require(source.throughputBytesPerSecond)
         #expect(abs(measured - Double(rate)) < 0.25 * Double(rate), "measured \(measured) B/s for a 10 MB/s source")
-        #expect(most <= 3, "window \(source.windowBytes) bytes, \(most) requests outstanding at most")
+        // The window bounds the bytes still to come, so requests overlap (the next starts while the
+        // current ones finish) but stay few.
+        #expect(most <= 6, "window \(source.windowBytes) bytes, \(most) requests outstanding at most")
         #expect(source.windowBytes < 3 * Self.chunkSize)
-        // It never ran dry for long: at least 90 % of what 3 s at 10 MB/s allow was delivered.
-        #expect(Double(source.bytesDelivered) >= 0.9 * Double(rate) * 3)
+        // No pause between batches: at least 97 % of what 3 s at 10 MB/s allow was delivered
+        // (requesting only after a batch completed left a turnaround gap per batch: about 94 %).
+        #expect(Double(source.bytesDelivered) >= 0.97 * Double(rate) * 3, "\(source.bytesDelivered) bytes delivered")
     }
 
     @Test func aQueueAtTheSourceIsNotCountedAsTurnaround() throws {
