@@ -201,6 +201,7 @@ struct RealSwarmBenchmark {
             for _ in 0..<failoverRuns { victims.append(try await startNext(rate: limit)) }
             for (run, (child, address)) in victims.enumerated() {
                 let state = KillState()
+                let verbose = ProcessInfo.processInfo.environment["STOQ_BENCH_EVENTS"] != nil
                 var started = survivors
                 started.insert((child, address), at: run % n)
                 let result = try await fetch(
@@ -208,7 +209,10 @@ struct RealSwarmBenchmark {
                     onProgress: { progress in
                         if progress.totalBytes > 0, progress.bytesDone * 10 >= progress.totalBytes * 3, state.markKilled() { child.signal(SIGKILL) }
                     },
-                    onEvent: { _ in state.noteFailover() })
+                    onEvent: { event in
+                        state.noteFailover()
+                        if verbose { FileHandle.standardError.write(Data("EVENT \(event)\n".utf8)) }
+                    })
                 all.append(result)
                 if let seconds = state.failoverSeconds { failovers.append(seconds) } else { say("failover run \(run): no failover observed") }
             }
