@@ -16,6 +16,14 @@ import STOQSimulation
 /// - time to first byte and ms per MB of every fetch;
 /// - failover: sources killed (SIGKILL) mid-fetch; time from the kill to the moment their
 ///   requests were moved to the other sources, p50/p99.
+///
+/// Beside each figure, what explains it: CPU per process during the fetch (receiver, each source,
+/// the rest of the machine: on 2 cores the 8-source run is CPU-bound), UDP datagrams the kernel
+/// dropped, and per source its share of what its bucket allowed, the fraction of the fetch it
+/// was *idle* (no request outstanding) or *awaiting* (requests outstanding, no byte of any yet),
+/// first-byte times, requests and window. `--trace-ms N` adds each source's MB/s per N ms;
+/// `--throttle serve` limits the sources with the chunk server's ``ServeThrottle`` instead of the
+/// transport's token bucket.
 struct RealSwarmBenchmark {
     var mebibytes: Int
     var fraction: Double
