@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import STOQContent
 import STOQEdge
+import STOQIdentity
 import STOQTransport
 import STOQWire
 
@@ -166,6 +167,10 @@ public final class ChunkServer: StreamServer {
                 let json = await status?() ?? "{}"
                 try await stream.write(STOQMessage.status(json: json).encoded())
                 try await stream.finish()
+            case .relayOpen:
+                metrics?.request("relay_refused")
+                try await stream.write(STOQMessage.error(code: ChunkErrorCode.badRequest, message: "this node does not relay; relaying needs a node with the relay role (stoq node --role relay)").encoded())
+                try await stream.finish()
             case .none:
                 metrics?.request("malformed")
                 await stream.reset(code: ChunkErrorCode.badRequest)
@@ -295,11 +300,19 @@ public enum ChunkErrorCode {
 }
 
 /// A connection to one peer that can be asked for chunks.
+///
+/// A client can also reach its peer through a relay (``init(relay:to:targetID:name:metrics:)``):
+/// every request stream then opens with RELAY_OPEN on the relay's connection and is carried to the
+/// peer, and everything else (chunks verified against their ids, HAVE, PING, names) works as on a
+/// direct connection.
 public final class PeerClient: Sendable {
-    /// The connection.
+    /// The connection: to the peer, or to the relay when ``relayedTarget`` is set.
     public let connection: Connection
     /// A name for reports (address or node name).
     public let name: String
+    /// The peer reached through the relay at the other end of ``connection`` (nil: direct).
+    public let relayedTarget: PeerAddress?
+    private let relayedTargetID: WireID?
     private let metrics: NodeMetrics?
 
     /// Wraps an established `stoq/1` connection.
@@ -308,6 +321,30 @@ public final class PeerClient: Sendable {
         self.connection = connection
         self.name = name
         self.metrics = metrics
+        self.relayedTarget = nil
+        self.relayedTargetID = nil
+    }
+
+    /// A client for `target` reached through the relay at the other end of `relay`.
+    /// - Parameters:
+    ///   - targetID: the target's node id when known; the relay then refuses a node at that
+    ///     address with another certificate.
+    ///   - name: a name for reports (default `TARGET via RELAY`).
+    public init(relay: Connection, to target: PeerAddress, targetID: NodeID? = nil, name: String? = nil, metrics: NodeMetrics? = nil) {
+        self.connection = relay
+        self.relayedTarget = target
+        self.relayedTargetID = targetID.flatMap { WireID($0.bytes) }
+        self.name = name ?? "\(target) via \(relay.remoteAddress.ipAddress.map { "[\($0)]:\(relay.remoteAddress.port ?? 0)" } ?? "relay")"
+        self.metrics = metrics
+    }
+
+    /// Opens a request stream to the peer (through the relay when there is one).
+    public func openRequestStream(priority: StreamPriority) async throws -> QUICStream {
+        let stream = try await connection.openBidirectionalStream(priority: priority)
+        if let target = relayedTarget {
+            try await stream.write(STOQMessage.relayOpen(target: relayedTargetID, host: target.host, port: UInt16(clamping: target.port)).encoded())
+        }
+        return stream
     }
 
     /// Fetches a whole chunk and verifies it against `id`.
@@ -330,7 +367,7 @@ public final class PeerClient: Sendable {
     }
 
     private func fetchVerified(_ id: ChunkID, progress: (@Sendable (Int) -> Void)?) async throws -> [UInt8] {
-        let stream = try await connection.openBidirectionalStream(priority: .bulk)
+        let stream = try await openRequestStream(priority: .bulk)
         try await stream.write(STOQMessage.getChunk(chunkID: WireID(id.bytes)!, offset: 0, length: 0).encoded())
         try await stream.finish()
         var decoder = FrameDecoder(maximumPayloadLength: 1024)
@@ -383,7 +420,7 @@ public final class PeerClient: Sendable {
 
     /// Asks the peer for its status document (JSON).
     public func status() async throws -> String {
-        let stream = try await connection.openBidirectionalStream(priority: .control)
+        let stream = try await openRequestStream(priority: .control)
         try await stream.write(STOQMessage.statusRequest.encoded())
         try await stream.finish()
         var decoder = FrameDecoder(maximumPayloadLength: 512 * 1024)
@@ -399,7 +436,7 @@ public final class PeerClient: Sendable {
     @discardableResult
     public func ping(nonce: UInt64 = UInt64.random(in: 0 ... .max)) async throws -> Duration {
         let start = ContinuousClock.now
-        let stream = try await connection.openBidirectionalStream(priority: .control)
+        let stream = try await openRequestStream(priority: .control)
         try await stream.write(STOQMessage.ping(nonce: nonce, sentAtMicros: 0).encoded())
         try await stream.finish()
         let reply = try await stream.readAll(limit: 1024)

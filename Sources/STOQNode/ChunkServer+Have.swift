@@ -6,8 +6,11 @@ import STOQWire
 /// HAVE/WANT over `stoq/1` (DESIGN.md §3): a requester sends `WANT(content, empty bitfield)` on a
 /// request stream; the node answers `HAVE(content, bits)` with one bit per data chunk of the
 /// content, in ``ContentPlan/dataChunks`` order (the order both sides derive from the manifests).
-/// A HAVE with zero bits means "all of it" (an edge that fills misses from upstream can supply
-/// every chunk); an `ERROR` means the node does not even hold the manifests.
+/// An edge that fills misses from upstream answers with the chunks it actually caches and the
+/// ``HaveFlags/fillsFromUpstream`` flag: it can supply every chunk, the listed ones cheaper (a
+/// zero-length bitfield with the flag: it caches none, not even the manifests). A HAVE with zero
+/// bits and no flag means "all of it" (the answer of edges before the flag existed); an `ERROR`
+/// means the node does not even hold the manifests.
 public enum HaveProtocol {
     /// Application error code: the node does not hold the content's manifests.
     public static let notFoundCode: UInt64 = 0x3
@@ -23,10 +26,19 @@ public enum HaveProtocol {
         while let frame = try? decoder.pollFrame() {
             guard let message = try? STOQMessage.decode(frame) else { continue }
             switch message {
-            case .have(_, let bits), .want(_, let bits):
+            case .have(_, let bits, _), .want(_, let bits):
                 precondition(bits.count <= ChunkBitfield.maximumCount && bits.setCount <= bits.count, "bitfield invariants")
                 precondition((try? ChunkBitfield(count: bits.count, bytes: bits.bytes)) == bits, "bitfield round trip")
                 precondition((try? STOQMessage.decode(message.frame())) == message, "HAVE/WANT round trip")
+                if case .have(_, _, let flags) = message {
+                    // A requester's reading of it: bounded by the content's chunk count, never a trap.
+                    for count in [0, 1, bits.count, bits.count + 1] {
+                        switch try? ChunkAvailability(have: bits, flags: flags, chunkCount: count) {
+                        case .some(.some(let held)), .some(.fills(let held)): precondition(held.count == count, "a HAVE read for \(count) chunks")
+                        default: break
+                        }
+                    }
+                }
             default:
                 break
             }
@@ -61,11 +73,11 @@ extension StoreChunkProvider {
 }
 
 extension EdgeChunkProvider {
-    /// Everything when the edge has an upstream to fill misses from; else what its store holds.
+    /// What the edge's store (its cache) holds; with an upstream, that it fills the rest too.
     public func availability(of root: ContentID) async throws -> ChunkAvailability {
-        guard !hasUpstream else { return .all }
-        guard let bits = try await HaveProtocol.bitfield(of: root, in: store) else { return .none }
-        return .some(bits)
+        let bits = try await HaveProtocol.bitfield(of: root, in: store)
+        guard hasUpstream else { return bits.map { .some($0) } ?? .none }
+        return .fills(cached: bits ?? ChunkBitfield(count: 0))
     }
 }
 
@@ -75,20 +87,48 @@ public enum ChunkAvailability: Sendable, Equatable {
     case all
     /// The chunks whose bits are set (``ContentPlan/dataChunks`` order).
     case some(ChunkBitfield)
+    /// Every chunk: the set bits from the node's cache, the others after it fetched them from its
+    /// upstream (an edge). A bitfield of zero chunks: none cached (it lacks even the manifests).
+    case fills(cached: ChunkBitfield)
     /// None: the node does not hold the content's manifests.
     case none
+
+    /// A requester's reading of a HAVE answer for a content of `chunkCount` data chunks.
+    /// - Throws: ``NodeError`` `.protocolViolation` for a bitfield of another length (a zero-length
+    ///   one is allowed: "all" without the fill flag, "none cached" with it).
+    public init(have bits: ChunkBitfield, flags: HaveFlags, chunkCount: Int) throws {
+        guard (0...ChunkBitfield.maximumCount).contains(chunkCount) else {
+            throw NodeError(.invalidArgument, "a content of \(chunkCount) chunks is more than a HAVE describes (\(ChunkBitfield.maximumCount))")
+        }
+        let fills = flags.contains(.fillsFromUpstream)  // unknown flag bits are ignored
+        if bits.count == 0 {
+            self = fills ? .fills(cached: ChunkBitfield(count: chunkCount)) : .all
+            return
+        }
+        guard bits.count == chunkCount else {
+            throw NodeError(.protocolViolation, "a HAVE of \(bits.count) chunks for a content of \(chunkCount)")
+        }
+        self = fills ? .fills(cached: bits) : .some(bits)
+    }
+
+    /// The HAVE frame that tells a requester this availability (nil for ``none``: an `ERROR`).
+    func have(_ wireID: WireID) -> STOQMessage? {
+        switch self {
+        case .all: .have(contentID: wireID, chunks: ChunkBitfield(count: 0))
+        case .some(let bits): .have(contentID: wireID, chunks: bits)
+        case .fills(let cached): .have(contentID: wireID, chunks: cached, flags: .fillsFromUpstream)
+        case .none: nil
+        }
+    }
 }
 
 extension ChunkServer {
     /// Answers `WANT(content)` with `HAVE(content, bits)`.
     func answerWant(_ wireID: WireID, on stream: QUICStream) async throws {
         let root = ContentID(ChunkID(bytes: wireID.bytes)!)
-        let answer: STOQMessage
-        switch try await provider.availability(of: root) {
-        case .all: answer = .have(contentID: wireID, chunks: ChunkBitfield(count: 0))
-        case .some(let bits): answer = .have(contentID: wireID, chunks: bits)
-        case .none: answer = .error(code: HaveProtocol.notFoundCode, message: "this node does not hold the manifests of \(root)")
-        }
+        let availability = try await provider.availability(of: root)
+        let answer = availability.have(wireID)
+            ?? .error(code: HaveProtocol.notFoundCode, message: "this node does not hold the manifests of \(root)")
         try await stream.write(answer.encoded())
         try await stream.finish()
     }
@@ -99,7 +139,7 @@ extension PeerClient {
     /// - Parameter chunkCount: the number of data chunks (from the manifests); a HAVE of any other
     ///   length is refused as a protocol violation.
     public func availability(of root: ContentID, chunkCount: Int) async throws -> ChunkAvailability {
-        let stream = try await connection.openBidirectionalStream(priority: .control)
+        let stream = try await openRequestStream(priority: .control)
         let wireID = WireID(root.manifest.bytes)!
         try await stream.write(STOQMessage.want(contentID: wireID, chunks: ChunkBitfield(count: 0)).encoded())
         try await stream.finish()
@@ -107,12 +147,11 @@ extension PeerClient {
         decoder.handle(bytes: try await stream.readAll(limit: HaveProtocol.maximumAnswerLength + 16))
         guard let frame = try decoder.pollFrame() else { throw NodeError(.protocolViolation, "\(name) closed the stream before answering WANT") }
         switch try STOQMessage.decode(frame) {
-        case .have(let id, let bits) where id == wireID:
-            if bits.count == 0 { return .all }
-            guard bits.count == chunkCount else {
+        case .have(let id, let bits, let flags) where id == wireID:
+            guard bits.count == 0 || bits.count == chunkCount else {
                 throw NodeError(.protocolViolation, "\(name) sent a HAVE of \(bits.count) chunks for \(root), which has \(chunkCount)")
             }
-            return .some(bits)
+            return try ChunkAvailability(have: bits, flags: flags, chunkCount: chunkCount)
         case .error(HaveProtocol.notFoundCode, _):
             return .none
         case .error(_, let message):

@@ -24,6 +24,9 @@ public struct FetchReport: Sendable {
         public var failures: Int = 0
         /// Chunks its HAVE bitfield offered (nil: all of them).
         public var offeredChunks: Int? = nil
+        /// For a source that fills misses from its upstream (an edge): the chunks its HAVE said it
+        /// caches, which it was given first (nil: not such a source, or no HAVE came).
+        public var cachedChunks: Int? = nil
         /// Bytes it sent for requests that were then cancelled (endgame losers, stalls) or failed:
         /// its bandwidth spent on nothing.
         public var discardedBytes: Int = 0
@@ -154,7 +157,13 @@ public final class ContentFetcher: Sendable {
         // nothing still gets requests, and stall detection or health probing deals with it);
         // each one's HAVE bitfield, asked in parallel, narrows its availability as it arrives.
         var byID = [SourceID: any ChunkSource]()
+        // Health changes name a peer's address; a source reached through a relay has a name of its own.
+        var sourceOfPeer = [String: SourceID]()
+        for source in sources {
+            if let target = (source as? PeerClient)?.relayedTarget { sourceOfPeer[target.description] = SourceID(source.name) }
+        }
         var offered = [SourceID: Int]()
+        var cached = [SourceID: Int]()
         for source in sources {
             let id = SourceID(source.name)
             byID[id] = source
@@ -169,6 +178,9 @@ public final class ContentFetcher: Sendable {
             case .some(let bits):
                 offered[id] = bits.setCount
                 scheduler.handleHave(id, have: bits, now: now())
+            case .fills(let held):
+                cached[id] = held.setCount
+                scheduler.handleHave(id, have: nil, cached: held, now: now())
             case .none:
                 offered[id] = 0
                 scheduler.handleHave(id, have: ChunkBitfield(count: chunks.count), now: now())
@@ -288,7 +300,7 @@ public final class ContentFetcher: Sendable {
                 timerDeadline = nil
                 scheduler.handleTimeout(now: t)
             case .health(let change):
-                let sourceID = SourceID(change.peer.description)
+                let sourceID = sourceOfPeer[change.peer.description] ?? SourceID(change.peer.description)
                 guard byID[sourceID] != nil else { continue eventLoop }
                 if change.isUp {
                     scheduler.handleSourceUp(sourceID, now: t)
@@ -375,7 +387,7 @@ public final class ContentFetcher: Sendable {
             sources: progress.sources.map {
                 .init(name: $0.id.rawValue, bytes: $0.bytesDelivered, chunks: $0.chunksDelivered, state: "\($0.state)",
                       stalls: $0.stalls, failures: $0.failures, offeredChunks: offered[$0.id],
-                      discardedBytes: $0.bytesDiscarded)
+                      cachedChunks: cached[$0.id], discardedBytes: $0.bytesDiscarded)
             },
             failovers: failovers,
             timelines: timelines

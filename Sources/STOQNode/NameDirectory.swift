@@ -21,6 +21,11 @@ import STOQWire
 ///   key and a valid signature, and may not be older than a version already seen or announced:
 ///   forged and stale records are refused. An `INVALIDATE` is accepted only on a connection this
 ///   node dialled to one of its upstream peers.
+/// - An edge with edges below it (origin → edge1 → edge2) relays: the edges that resolved a name
+///   through it with `subscribe` are its holders, and an invalidation from its upstream goes on
+///   to those that were given an older version (once: versions only increase, so duplicates and
+///   loops stop at every hop). It forwards after it has taken the invalidation itself and answered
+///   its upstream, so a slow edge below never holds the origin's publish.
 public actor NameDirectory {
     /// Counters for `stoq status`.
     public struct Counters: Sendable, Equatable {
@@ -32,6 +37,8 @@ public actor NameDirectory {
         public var invalidationsReceived = 0
         /// Invalidations pushed to holders (origin).
         public var invalidationsPushed = 0
+        /// Invalidations passed on to the edges below (relay).
+        public var invalidationsForwarded = 0
         /// Records refused (forged, stale, wrong owner).
         public var refused = 0
     }
@@ -103,6 +110,7 @@ public actor NameDirectory {
         }
         if let cached = table.lookup(name, now: now) {
             stats.cachedAnswers += 1
+            noteHolder(of: cached, subscribe: subscribe, connection: connection)
             return cached
         }
         guard let peers else { return nil }
@@ -122,6 +130,7 @@ public actor NameDirectory {
                 }
                 try table.handleRecord(record, now: now)
                 stats.upstreamResolves += 1
+                noteHolder(of: record, subscribe: subscribe, connection: connection)
                 return record
             } catch let error as NameRecordError {
                 stats.refused += 1
@@ -155,10 +164,29 @@ public actor NameDirectory {
             throw error
         }
         try persist(record)
+        let notified = await pushQueued()
+        stats.invalidationsPushed += notified
+        logger.info("published name", metadata: ["name": "\(record.name)", "version": "\(record.version)", "notified": "\(notified)"])
+        return (record.version, notified)
+    }
+
+    /// A peer below this edge took `record` from it and wants new versions pushed.
+    private func noteHolder(of record: NameRecord, subscribe: Bool, connection: Connection?) {
+        guard subscribe, let connection else { return }
+        let holder = Holder(id: ObjectIdentifier(connection))
+        holderConnections[holder] = connection
+        subscriptions.handleRelaySubscribe(peer: holder, record: record, now: now)
+    }
+
+    /// Sends the queued invalidations, each within ``pushTimeout``; a holder that does not take
+    /// one is forgotten (it resolves afresh, or its TTL runs out).
+    /// - Returns: how many holders took theirs.
+    private func pushQueued() async -> Int {
         var pushes: [(Holder, Connection, NameInvalidation)] = []
         while let next = subscriptions.pollTransmit() {
             if let connection = holderConnections[next.peer] { pushes.append((next.peer, connection, next.invalidation)) }
         }
+        guard !pushes.isEmpty else { return 0 }
         let outcomes = await withTaskGroup(of: (Holder, Bool).self) { group in
             for (holder, connection, invalidation) in pushes {
                 group.addTask {
@@ -189,9 +217,7 @@ public actor NameDirectory {
                 holderConnections[holder] = nil
             }
         }
-        stats.invalidationsPushed += notified
-        logger.info("published name", metadata: ["name": "\(record.name)", "version": "\(record.version)", "notified": "\(notified)"])
-        return (record.version, notified)
+        return notified
     }
 
     /// An invalidation arrived on `connection`; applied only when it comes from an upstream peer.
@@ -204,7 +230,18 @@ public actor NameDirectory {
         }
         let invalidation = try NameInvalidation(name: name, version: version)
         stats.invalidationsReceived += 1
-        return table.handleInvalidation(invalidation, now: now)
+        let dropped = table.handleInvalidation(invalidation, now: now)
+        if subscriptions.handleInvalidation(invalidation, now: now) > 0 {
+            // Relay to the edges below once this one has let go, without holding the upstream's push.
+            Task { await self.forwardQueued(name: name, version: version) }
+        }
+        return dropped
+    }
+
+    private func forwardQueued(name: String, version: UInt64) async {
+        let forwarded = await pushQueued()
+        stats.invalidationsForwarded += forwarded
+        logger.info("forwarded an invalidation", metadata: ["name": "\(name)", "version": "\(version)", "edges": "\(forwarded)"])
     }
 
     /// The version this node holds for `name` (authoritative or cached), if any.
@@ -308,7 +345,7 @@ public struct NameService: NodeService {
     public func status() async -> [String: any Sendable]? {
         let c = await directory.counters
         return ["cached_answers": c.cachedAnswers, "upstream_resolves": c.upstreamResolves, "invalidations_received": c.invalidationsReceived,
-                "invalidations_pushed": c.invalidationsPushed, "refused": c.refused]
+                "invalidations_pushed": c.invalidationsPushed, "invalidations_forwarded": c.invalidationsForwarded, "refused": c.refused]
     }
 }
 
@@ -366,7 +403,7 @@ extension PeerClient {
     }
 
     private func nameRequest(_ message: STOQMessage) async throws -> STOQMessage {
-        let stream = try await connection.openBidirectionalStream(priority: .control)
+        let stream = try await openRequestStream(priority: .control)
         try await stream.write(message.encoded())
         try await stream.finish()
         var decoder = FrameDecoder(maximumPayloadLength: NameProtocol.maximumRequestLength)

@@ -191,7 +191,9 @@ public final class Node: Sendable {
             store: store, directory: configuration.store + "/names",
             upstream: configuration.roles.contains("edge") ? configuration.upstream : [], peers: peers)
         self.names = names
-        let services: [any NodeService] = [NameService(directory: names, acceptsPublications: configuration.roles.contains("origin")), InvalidationService(directory: names)] + services
+        var builtIn: [any NodeService] = [NameService(directory: names, acceptsPublications: configuration.roles.contains("origin")), InvalidationService(directory: names)]
+        if configuration.roles.contains("relay") { builtIn.append(RelayService(peers: peers)) }
+        let services = builtIn + services
         let edge = configuration.roles.contains("edge")
             ? EdgeChunkProvider(store: store, upstream: configuration.upstream, peers: peers, cacheBytes: configuration.cacheBytes ?? (1 << 30)) : nil
         self.edge = edge
@@ -302,27 +304,9 @@ public final class Node: Sendable {
         _ root: ContentID, from addresses: [PeerAddress], configuration swarm: SwarmConfiguration = .init(),
         onProgress: (@Sendable (SwarmProgress) -> Void)? = nil, onEvent: (@Sendable (String) -> Void)? = nil
     ) async throws -> FetchReport {
-        var sources = [any ChunkSource]()
-        var failures = [String]()
-        for address in addresses {
-            do {
-                sources.append(try await peers.client(for: address))
-            } catch {
-                failures.append("\(address): \(error)")
-                onEvent?("skipping \(address): \(error)")
-            }
-        }
-        guard !sources.isEmpty else {
-            throw NodeError(.unavailable, "none of the peers could be reached (\(failures.joined(separator: "; "))); check the addresses and that the nodes run")
-        }
-        let changes = await health?.changes()
-        if let health {
-            for address in addresses { Task { await health.watch(address) } }
-        }
-        let fetcher = ContentFetcher(
-            store: store, sources: sources, configuration: swarm, logger: logger,
-            onProgress: onProgress, onEvent: onEvent, healthChanges: changes)
-        return try await fetcher.fetch(root)
+        try await ContentFetcher.fetch(
+            root, from: addresses, peers: peers, health: health, store: store, configuration: swarm, logger: logger,
+            onProgress: onProgress, onEvent: onEvent)
     }
 
     /// Brings the gauges that mirror other components (store, cache) up to date and renders every

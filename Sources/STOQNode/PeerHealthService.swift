@@ -35,6 +35,14 @@ public struct PeerHealthReport: Sendable, Hashable {
     public var timeouts: UInt64
     /// Probes unanswered in a row.
     public var consecutiveFailures: Int
+    /// Answers that came after their timeout (counted as misses).
+    public var lateAnswers: UInt64 = 0
+
+    /// One line for logs and `stoq get`: state, probes, misses and the smoothed RTT.
+    public var summary: String {
+        let rtt = smoothedRTT.map { String(format: ", srtt %.1f ms", Double($0.nanoseconds) / 1e6) } ?? ""
+        return "\(peer) \(isUp ? "up" : "down"): \(probesSent) probes, \(answered) answered, \(timeouts) timed out, \(lateAnswers) late\(rtt)"
+    }
 }
 
 /// Health probing settings of a node (`health` in the node configuration). Defaults are
@@ -153,7 +161,8 @@ public actor PeerHealthService {
             monitor.health(of: peer).map { h in
                 PeerHealthReport(
                     peer: peer, isUp: h.isUp, smoothedRTT: h.smoothedRTT.map { .nanoseconds(Int64($0)) },
-                    probesSent: h.probesSent, answered: h.answered, timeouts: h.timeouts, consecutiveFailures: h.consecutiveFailures)
+                    probesSent: h.probesSent, answered: h.answered, timeouts: h.timeouts, consecutiveFailures: h.consecutiveFailures,
+                    lateAnswers: h.lateAnswers)
             }
         }.sorted { $0.peer.description < $1.peer.description }
     }

@@ -8,6 +8,10 @@ import STOQTransport
 /// peers (an edge's upstream, a fetch's sources) read that with ``isDown(_:)`` or order their
 /// candidates with ``healthyFirst(_:)``. A down peer is still dialled when asked for: health can
 /// be wrong under load, and a caller with no other peer is better served by trying.
+///
+/// With a relay (``init(endpoint:metrics:inbound:via:logger:)``), every other peer is reached
+/// through it: the clients share the relay's connection and open each request stream with
+/// RELAY_OPEN, so health probes travel the path the data takes.
 public actor PeerSet {
     private let endpoint: Endpoint
     private var clients: [PeerAddress: PeerClient] = [:]
@@ -15,6 +19,8 @@ public actor PeerSet {
     private let logger: Logger
     private let metrics: NodeMetrics?
     private let inbound: (@Sendable (Connection) async -> Void)?
+    /// The relay every other peer is reached through (nil: direct).
+    public nonisolated let relay: PeerAddress?
     /// Peers the health monitor reports down.
     nonisolated let downPeers = PeerMarks()
 
@@ -25,14 +31,32 @@ public actor PeerSet {
     ///     origin pushing invalidations to its edge); nil: such streams are not read.
     public init(endpoint: Endpoint, metrics: NodeMetrics? = nil, inbound: (@Sendable (Connection) async -> Void)? = nil, logger: Logger = Logger(label: "stoq.peers")) {
         self.endpoint = endpoint
+        self.relay = nil
         self.metrics = metrics
         self.inbound = inbound
+        self.logger = logger
+    }
+
+    /// Creates a peer set that reaches every peer other than `relay` through the relay node at
+    /// `relay` (`stoq get --via`; nil: directly, as ``init(endpoint:metrics:inbound:logger:)``).
+    public init(endpoint: Endpoint, via relay: PeerAddress?, metrics: NodeMetrics? = nil, logger: Logger = Logger(label: "stoq.peers")) {
+        self.endpoint = endpoint
+        self.relay = relay
+        self.metrics = metrics
+        self.inbound = nil
         self.logger = logger
     }
 
     /// A connected client for `address`, dialling if needed.
     public func client(for address: PeerAddress) async throws -> PeerClient {
         if let client = clients[address] { return client }
+        if let relay, address != relay {
+            let carrier = try await client(for: relay)
+            if let client = clients[address] { return client }  // made while this one dialled the relay
+            let client = PeerClient(relay: carrier.connection, to: address, metrics: metrics)
+            clients[address] = client
+            return client
+        }
         if let task = dialing[address] { return try await task.value }
         let endpoint = self.endpoint
         let metrics = self.metrics
@@ -50,7 +74,7 @@ public actor PeerSet {
 
     /// The address this set dialled `connection` to, or nil when it is not one of its connections.
     public func address(of connection: Connection) -> PeerAddress? {
-        clients.first { $0.value.connection === connection }?.key
+        clients.first { $0.value.relayedTarget == nil && $0.value.connection === connection }?.key
     }
 
     /// Whether the health monitor reports `address` down.
@@ -67,14 +91,15 @@ public actor PeerSet {
 
     /// Forgets a connection after a failure so the next use dials again.
     public func drop(_ address: PeerAddress) async {
-        if let client = clients.removeValue(forKey: address) {
+        if let client = clients.removeValue(forKey: address), client.relayedTarget == nil {
+            // A relayed client's connection is the relay's, shared with the others: keep it.
             await client.connection.close(code: 0, reason: "dropped")
         }
     }
 
     /// Closes every connection.
     public func closeAll() async {
-        for (_, client) in clients { await client.connection.close() }
+        for (_, client) in clients where client.relayedTarget == nil { await client.connection.close() }
         clients.removeAll()
     }
 }

@@ -37,7 +37,9 @@ import STOQSimulation
 ///   most ``SwarmConfiguration/maxOutstanding``, and about `gain × throughput × RTT` bytes
 ///   outstanding in between, so fast sources get proportionally more;
 /// - chunks are chosen rarest-first among those the source has, ties broken by a seeded
-///   generator; verified chunks are never requested again;
+///   generator; verified chunks are never requested again. A source that fills misses from its
+///   own upstream (an edge, with a `cached` bitfield) is given the chunks it caches first, and
+///   counts for rarity only where it caches: its misses go wherever they are cheapest;
 /// - when nothing is left to assign, idle sources duplicate the outstanding requests that
 ///   are furthest from done (endgame), and the losers are cancelled when one copy verifies;
 /// - a corrupt chunk bans the source (its requests are reassigned at once); an error or
@@ -58,11 +60,17 @@ public struct SwarmScheduler: Sendable {
         var inFlight: [RequestID] = []
         /// Usable sources with a bitfield that has this chunk.
         var partialHolders = 0
+        /// Usable sources that supply this chunk only by fetching it from their own upstream
+        /// (an edge's miss): they count for availability but not for rarity.
+        var fillingHolders = 0
     }
 
     private struct SourceRecord: Sendable {
         var id: SourceID
         var have: ChunkBitfield?
+        /// Of the chunks it supplies, those it holds itself (nil: all of them). An edge that fills
+        /// misses from upstream serves these cheaper and sooner.
+        var cached: ChunkBitfield?
         var state: SwarmSourceState = .active
         var outstanding: [RequestID] = []
         var outstandingBytes = 0
@@ -196,27 +204,32 @@ public struct SwarmScheduler: Sendable {
     // MARK: Inputs
 
     /// A source can serve this content. `have` is its HAVE bitfield (nil: it has everything).
+    /// `cached`: of those, the chunks it holds itself when it fetches the others from its own
+    /// upstream (an edge's HAVE with the fill flag); nil: it holds all it supplies.
     /// Adding a known source again updates its bitfield and makes it usable again unless it
     /// is banned.
-    public mutating func handleSourceAdded(_ source: SourceID, have: ChunkBitfield? = nil, now: UInt64) {
+    public mutating func handleSourceAdded(_ source: SourceID, have: ChunkBitfield? = nil, cached: ChunkBitfield? = nil, now: UInt64) {
         if let existing = sources[source] {
             if case .banned = existing.state { return }
             if existing.countsForAvailability { removeAvailability(of: source) }
             sources[source]!.have = have
+            sources[source]!.cached = cached
             if case .removed = existing.state { sources[source]!.state = .active }
             addAvailability(of: source)
         } else {
-            sources[source] = SourceRecord(id: source, have: have)
+            sources[source] = SourceRecord(id: source, have: have, cached: cached)
             addAvailability(of: source)
         }
         schedule(now: now)
     }
 
-    /// A source's HAVE bitfield changed (a new HAVE message).
-    public mutating func handleHave(_ source: SourceID, have: ChunkBitfield?, now: UInt64) {
-        guard let record = sources[source] else { return handleSourceAdded(source, have: have, now: now) }
+    /// A source's HAVE bitfield changed (a new HAVE message). `cached` as in
+    /// ``handleSourceAdded(_:have:cached:now:)``.
+    public mutating func handleHave(_ source: SourceID, have: ChunkBitfield?, cached: ChunkBitfield? = nil, now: UInt64) {
+        guard let record = sources[source] else { return handleSourceAdded(source, have: have, cached: cached, now: now) }
         if record.countsForAvailability { removeAvailability(of: source) }
         sources[source]!.have = have
+        sources[source]!.cached = cached
         if record.countsForAvailability { addAvailability(of: source) }
         schedule(now: now)
     }
@@ -469,14 +482,49 @@ public struct SwarmScheduler: Sendable {
 
     private func availability(_ chunk: Int) -> Int { chunkStates[chunk].partialHolders + fullHolders }
 
+    /// Holders that have the chunk themselves (for rarest-first): a filling source's misses do
+    /// not make a chunk common.
+    private func rarity(_ chunk: Int) -> Int { availability(chunk) - chunkStates[chunk].fillingHolders }
+
+    /// Whether `source` supplies `chunk` from what it holds itself (not by filling a miss).
+    private func holdsItself(_ source: SourceRecord, _ chunk: Int) -> Bool {
+        guard let cached = source.cached else { return true }
+        return chunk < cached.count && cached[chunk]
+    }
+
     private mutating func addAvailability(of id: SourceID) {
+        countFilling(of: id, by: 1)
         guard let have = sources[id]!.have else { fullHolders += 1; return }
         for chunk in chunks.indices where chunk < have.count && have[chunk] { chunkStates[chunk].partialHolders += 1 }
     }
 
     private mutating func removeAvailability(of id: SourceID) {
+        countFilling(of: id, by: -1)
         guard let have = sources[id]!.have else { fullHolders -= 1; return }
         for chunk in chunks.indices where chunk < have.count && have[chunk] { chunkStates[chunk].partialHolders -= 1 }
+    }
+
+    /// Whether the incremental holder counts match a count from scratch (for tests).
+    var holderCountsAreConsistent: Bool {
+        var full = 0
+        var partial = [Int](repeating: 0, count: chunks.count)
+        var filling = [Int](repeating: 0, count: chunks.count)
+        for source in sources.values where source.countsForAvailability {
+            if source.have == nil { full += 1 }
+            for chunk in chunks.indices where has(source, chunk) {
+                if source.have != nil { partial[chunk] += 1 }
+                if !holdsItself(source, chunk) { filling[chunk] += 1 }
+            }
+        }
+        return full == fullHolders && chunks.indices.allSatisfy {
+            partial[$0] == chunkStates[$0].partialHolders && filling[$0] == chunkStates[$0].fillingHolders
+        }
+    }
+
+    private mutating func countFilling(of id: SourceID, by delta: Int) {
+        let source = sources[id]!
+        guard source.cached != nil else { return }
+        for chunk in chunks.indices where has(source, chunk) && !holdsItself(source, chunk) { chunkStates[chunk].fillingHolders += delta }
     }
 
     private mutating func updateRTT(_ id: SourceID, sample: UInt64) {
@@ -710,11 +758,17 @@ public struct SwarmScheduler: Sendable {
 
     private mutating func pickChunk(for position: Int) -> Int? {
         let source = sources.values[position]
+        // A filling source first takes what it holds itself; its misses come after.
+        if source.cached != nil, let held = pickChunk(for: source, onlyHeld: true) { return held }
+        return pickChunk(for: source, onlyHeld: false)
+    }
+
+    private mutating func pickChunk(for source: SourceRecord, onlyHeld: Bool) -> Int? {
         var best = -1
         var bestAvailability = Int.max
         var ties: UInt64 = 0
-        for chunk in pending where has(source, chunk) {
-            let available = availability(chunk)
+        for chunk in pending where has(source, chunk) && (!onlyHeld || holdsItself(source, chunk)) {
+            let available = rarity(chunk)
             if available < bestAvailability {
                 best = chunk
                 bestAvailability = available
@@ -729,7 +783,7 @@ public struct SwarmScheduler: Sendable {
 
     private func pickDuplicate(for position: Int) -> Int? {
         let source = sources.values[position]
-        var best: (fraction: Double, copies: Int, chunk: Int)?
+        var best: (miss: Int, fraction: Double, copies: Int, chunk: Int)?
         var seen = Set<Int>()
         for record in requests.values where !seen.contains(record.chunk) {
             seen.insert(record.chunk)
@@ -739,9 +793,10 @@ public struct SwarmScheduler: Sendable {
                   !copies.contains(where: { requests[$0]?.source == source.id }) else { continue }
             let size = max(1, chunks[chunk].size)
             let fraction = copies.map { Double(requests[$0]?.received ?? 0) / Double(size) }.max() ?? 0
-            let candidate = (fraction, copies.count, chunk)
+            // A copy the source holds itself goes before one it would have to fill.
+            let candidate = (holdsItself(source, chunk) ? 0 : 1, fraction, copies.count, chunk)
             if let current = best {
-                if (candidate.0, candidate.1, candidate.2) < (current.fraction, current.copies, current.chunk) { best = candidate }
+                if candidate < (current.miss, current.fraction, current.copies, current.chunk) { best = candidate }
             } else {
                 best = candidate
             }

@@ -48,8 +48,10 @@ public enum STOQMessage: Hashable, Sendable {
     case ping(nonce: UInt64, sentAtMicros: UInt64)
     /// The answer to a ping, with the responder's load and bandwidth estimates.
     case pong(Pong)
-    /// Which chunks of a manifest the sender holds.
-    case have(contentID: WireID, chunks: ChunkBitfield)
+    /// Which chunks of a manifest the sender holds, and how (``HaveFlags``: e.g. it fills misses
+    /// from upstream, so it can supply the other chunks too). An empty `flags` is not written, so
+    /// a HAVE without flags is the original encoding.
+    case have(contentID: WireID, chunks: ChunkBitfield, flags: HaveFlags = [])
     /// Which chunks of a manifest the sender wants.
     case want(contentID: WireID, chunks: ChunkBitfield)
     /// A request for a byte range of a chunk (`length == 0` means to the end).
@@ -80,6 +82,11 @@ public enum STOQMessage: Hashable, Sendable {
     /// The answer to ``namePublish(record:)``: the version now current and how many holders were
     /// told (``invalidate(name:version:)`` pushed to them).
     case namePublished(version: UInt64, notified: UInt64)
+    /// Asks a relay node to carry this stream to `host`:`port` (CDN relay, DESIGN.md §6). The
+    /// requester then writes its request for the target on the same stream, as on a direct one,
+    /// and reads the target's answer. With a `target` node id the relay refuses a node at that
+    /// address whose certificate is another node's. On refusal the relay answers ``error(code:message:)``.
+    case relayOpen(target: WireID?, host: String, port: UInt16)
 
     /// HELLO contents.
     public struct Hello: Hashable, Sendable {
@@ -155,12 +162,16 @@ public enum STOQMessage: Hashable, Sendable {
         public static let nameRecord = FrameType(rawValue: 0x0E)
         public static let namePublish = FrameType(rawValue: 0x0F)
         public static let namePublished = FrameType(rawValue: 0x10)
+        // 0x11 is routing gossip.
+        public static let relayOpen = FrameType(rawValue: 0x12)
     }
 
     static let maxRegionLength = 64
     static let maxNameLength = 255
     static let maxErrorMessageLength = 1024
     static let maxStatusLength = 256 * 1024
+    /// The longest relay target host (a DNS name is at most 253 bytes).
+    public static let maxHostLength = 255
     /// The longest signed name record carried (STOQEdge's `NameRecord.maxEncodedSize` is 434).
     public static let maxNameRecordLength = 1024
 
@@ -189,8 +200,14 @@ public enum STOQMessage: Hashable, Sendable {
             w.varint(min(p.loadPermille, 1000))
             w.varint(p.bandwidthBytesPerSecond)
             w.varint(p.activeTransfers)
-        case .have(let id, let bits), .want(let id, let bits):
-            if case .have = self { type = Types.have } else { type = Types.want }
+        case .have(let id, let bits, let flags):
+            type = Types.have
+            w.bytes(id.bytes)
+            w.varint(UInt64(bits.count))
+            w.bytes(bits.bytes)
+            if flags.rawValue != 0 { w.varint(flags.rawValue) }
+        case .want(let id, let bits):
+            type = Types.want
             w.bytes(id.bytes)
             w.varint(UInt64(bits.count))
             w.bytes(bits.bytes)
@@ -232,6 +249,12 @@ public enum STOQMessage: Hashable, Sendable {
             type = Types.namePublished
             w.varint(version)
             w.varint(notified)
+        case .relayOpen(let target, let host, let port):
+            type = Types.relayOpen
+            w.varint(target == nil ? 0 : 1)
+            if let target { w.bytes(target.bytes) }
+            w.string(String(host.utf8.prefix(Self.maxHostLength)) ?? "")
+            w.varint(UInt64(port))
         }
         return Frame(type: type, payload: w.buffer)
     }
@@ -280,7 +303,17 @@ public enum STOQMessage: Hashable, Sendable {
             let count = try r.varint("chunkCount", max: UInt64(ChunkBitfield.maximumCount))
             let bytes = try r.bytes("bitfield", count: (Int(count) + 7) / 8)
             let bits = try ChunkBitfield(count: Int(count), bytes: bytes)
-            message = frame.type == Types.have ? .have(contentID: id, chunks: bits) : .want(contentID: id, chunks: bits)
+            if frame.type == Types.have {
+                // Flags are optional (absent: none); bits this version does not know are kept, not refused.
+                let flags = r.remaining > 0 ? HaveFlags(rawValue: try r.varint("flags")) : []
+                // One encoding per message: an empty flags field is left out, never written as 0.
+                if flags.isEmpty, frame.payload.readableBytes > 32 + VarInt.length(of: count) + bytes.count {
+                    throw WireError(.trailingBytes, "HAVE carries an empty flags field; leave it out")
+                }
+                message = .have(contentID: id, chunks: bits, flags: flags)
+            } else {
+                message = .want(contentID: id, chunks: bits)
+            }
         case Types.getChunk:
             message = .getChunk(chunkID: WireID(try r.bytes("chunkID", count: 32))!, offset: try r.varint("offset"), length: try r.varint("length"))
         case Types.chunkHeader:
@@ -306,6 +339,12 @@ public enum STOQMessage: Hashable, Sendable {
             message = .namePublish(record: try r.lengthPrefixedBytes("record", max: maxNameRecordLength))
         case Types.namePublished:
             message = .namePublished(version: try r.varint("version"), notified: try r.varint("notified"))
+        case Types.relayOpen:
+            let hasTarget = try r.varint("hasTarget", max: 1) == 1
+            let target = hasTarget ? WireID(try r.bytes("target", count: 32))! : nil
+            let host = try r.string("host", max: maxHostLength)
+            guard !host.isEmpty else { throw WireError(.malformed, "RELAY_OPEN names no host") }
+            message = .relayOpen(target: target, host: host, port: UInt16(try r.varint("port", max: UInt64(UInt16.max))))
         default:
             if frame.type.isIgnorableWhenUnknown { return nil }
             throw WireError(.unknownType, "unknown STOQ frame type \(frame.type)")
@@ -326,6 +365,20 @@ public enum STOQMessage: Hashable, Sendable {
             precondition(again == message, "round trip changed \(message)")
         }
     }
+}
+
+/// How a node holds the chunks its HAVE lists (a trailing varint of the HAVE frame, absent when
+/// empty). A receiver ignores bits it does not know (a newer sender's), so new flags can be added
+/// without breaking older receivers that know this field.
+public struct HaveFlags: OptionSet, Hashable, Sendable {
+    public let rawValue: UInt64
+    public init(rawValue: UInt64) { self.rawValue = rawValue }
+    /// The sender fills misses from upstream (an edge): it can supply every chunk, the listed ones
+    /// from its own cache (cheaper, sooner) and the others after fetching them. With a bitfield of
+    /// zero chunks it holds none of them locally (it lacks even the manifests).
+    public static let fillsFromUpstream = HaveFlags(rawValue: 1 << 0)
+    /// The flags this version understands.
+    public static let known: HaveFlags = [.fillsFromUpstream]
 }
 
 /// Which chunks of a manifest a node holds or wants: one bit per chunk, most significant bit first.

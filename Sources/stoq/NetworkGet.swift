@@ -11,6 +11,27 @@ struct PeerOptions: ParsableArguments {
     @Option(help: "Client private key (PEM).") var key: String?
     @Option(help: "Network CA certificate (PEM) the peers' certificates must chain to.") var ca: String?
     @Flag(help: "Show a progress bar even when stdout is not a terminal.") var progress = false
+    @Option(help: "Reach every peer through this relay node (a node with the relay role), e.g. when the direct path is slow or blocked: '[fd00::9]:4433'.")
+    var via: String?
+    @Option(help: ArgumentHelp("Probe every peer's health this often while fetching, in ms.", valueName: "ms"))
+    var probeInterval = 1000
+    @Option(help: ArgumentHelp("A probe (PING) unanswered after this many ms is a miss.", valueName: "ms"))
+    var probeTimeout = 100
+    @Option(help: "Misses in a row that mark a peer down; its requests move to the other peers at once.")
+    var probeFailures = 3
+    @Flag(help: "Do not probe the peers' health while fetching (only the swarm's stall timers move requests).")
+    var noProbe = false
+
+    /// The health probing these options ask for (nil: --no-probe).
+    func healthConfiguration() throws -> HealthMonitor<PeerAddress>.Configuration? {
+        guard !noProbe else { return nil }
+        do {
+            return try HealthSettings(intervalMilliseconds: probeInterval, timeoutMilliseconds: probeTimeout, failureThreshold: probeFailures)
+                .monitorConfiguration()
+        } catch let error as NodeError {
+            throw ValidationError("--probe-interval/--probe-timeout/--probe-failures: \(error.reason)")
+        }
+    }
 
     /// The parsed peer addresses.
     func addresses() throws -> [PeerAddress] {
@@ -26,43 +47,52 @@ struct PeerOptions: ParsableArguments {
     /// Fetches `id` from the peers into `store`, printing progress and a summary.
     func fetch(_ id: ContentID, into store: any ChunkStore) async throws -> FetchReport {
         let addresses = try addresses()
+        let probing = try healthConfiguration()
         guard let cert, let key, let ca else { throw ValidationError("--peers needs --cert, --key and --ca (mutual TLS)") }
         let tls = TLSConfiguration(
             certificateChainPEM: try PEMFile.read(cert), privateKeyPEM: try PEMFile.read(key), trustRootsPEM: try PEMFile.read(ca)
         )
+        var relay: PeerAddress?
+        if let via {
+            guard let address = PeerAddress(via) else { throw ValidationError("--via '\(via)' is not an IPv6 address like [::1]:4433") }
+            relay = address
+        }
         let endpoint = try await Endpoint.bind(host: "::", port: 0, tls: tls, configuration: EndpointConfiguration())
-        let peers = PeerSet(endpoint: endpoint)
-        var sources: [any ChunkSource] = []
-        for address in addresses {
-            do {
-                sources.append(try await peers.client(for: address))
-            } catch {
-                FileHandle.standardError.write(Data("stoq: skipping \(address): \(error)\n".utf8))
+        // With --via, every peer's client (fetches and probes alike) goes through the relay.
+        let peers = PeerSet(endpoint: endpoint, via: relay)
+        if let relay {
+            do { _ = try await peers.client(for: relay) } catch {
+                await endpoint.close()
+                throw CLIError("cannot reach the relay \(relay): \(error)")
             }
         }
-        guard !sources.isEmpty else {
-            await endpoint.close()
-            throw CLIError("none of the peers could be reached")
-        }
+        // Every peer is probed while the fetch runs (through the relay with --via); a peer that
+        // stops answering is marked down and its requests move at once (DESIGN.md §5 "Health").
+        let health = probing.map { PeerHealthService(peers: peers, configuration: $0) }
+        let prober = health.map { health in Task { await health.run() } }
         let bar = ProgressBar(enabled: progress || isatty(1) != 0)
-        let fetcher = ContentFetcher(
-            store: store, sources: sources,
-            onProgress: { bar.update(done: $0.bytesDone, total: $0.totalBytes) },
-            onEvent: { note in bar.note(note) }
-        )
-        do {
-            let report = try await fetcher.fetch(id)
+        func shutDown() async {
             bar.finish()
+            if let health {
+                for peer in await health.snapshot() { FileHandle.standardError.write(Data("stoq: health \(peer.summary)\n".utf8)) }
+                await health.stop()
+            }
+            await prober?.value
             await peers.closeAll()
             await endpoint.close()
+        }
+        do {
+            let report = try await ContentFetcher.fetch(
+                id, from: addresses, peers: peers, health: health, store: store,
+                onProgress: { bar.update(done: $0.bytesDone, total: $0.totalBytes) },
+                onEvent: { note in bar.note(note) })
+            await shutDown()
             let perSource = report.sources.map { "\($0.name) \($0.bytes) B" }.joined(separator: ", ")
             print(String(format: "fetched %d chunks (%d already here), %d bytes in %.2f s (%.1f Mbit/s) from %@",
                          report.chunks, report.chunksAlreadyPresent, report.fetchedBytes, report.seconds, report.megabitsPerSecond, perSource))
             return report
         } catch {
-            bar.finish()
-            await peers.closeAll()
-            await endpoint.close()
+            await shutDown()
             throw error
         }
     }

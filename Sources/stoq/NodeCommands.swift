@@ -19,7 +19,7 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Node private key (PEM).") var key: String?
     @Option(help: "Network CA certificate (PEM).") var ca: String?
     @Option(help: "Store directory.") var store: String?
-    @Option(help: "Role: origin, edge, client or storage (HyperMesh shards; repeatable).") var role: [String] = []
+    @Option(help: "Role: origin, edge, client, relay (carries peers' streams to a next hop) or storage (HyperMesh shards); repeatable.") var role: [String] = []
     @Option(help: "Upstream peer an edge fetches misses from (repeatable).") var upstream: [String] = []
     @Option(help: "Region name.") var region: String?
     @Option(help: "Per-connection send limit, bytes/s.") var rateLimit: UInt64?

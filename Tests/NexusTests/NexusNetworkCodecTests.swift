@@ -56,17 +56,4 @@ import Testing
             _ = validator.validate(key: SignedNodeRecord.key(for: id), value: Self.mangle(signed.encode(), &rng), now: 2_000)
         }
     }
-
-    @Test(arguments: [94 as UInt64])
-    func relayRequestsRoundTripAndGarbageNeverTraps(seed: UInt64) throws {
-        var rng = SplitMix64(seed: seed)
-        for _ in 0..<2_000 {
-            let target = randomHash(&rng)
-            let address = try NexusAddress(high: 0xFD00 << 48 | rng.next() >> 16, low: rng.next(), port: UInt16(truncatingIfNeeded: rng.next()))
-            let bytes = RelayService.encodeOpen(target: target, address: address)
-            let (t, a) = try RelayService.decodeOpen(bytes)
-            #expect(t == target && a == address, "seed \(seed)")
-            RelayService.fuzz(Self.mangle(bytes, &rng))
-        }
-    }
 }

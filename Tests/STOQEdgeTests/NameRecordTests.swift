@@ -146,3 +146,56 @@ func content(_ n: Int) -> ContentID { ContentID(chunk(n)) }
     _ = try origin.publish(name: "site", content: content(3), ttlSeconds: 30, owner: owner, now: 100 * second)
     #expect(origin.pollTransmit() == nil)
 }
+
+@Test func aRelayForwardsOnlyNewerInvalidationsToItsHolders() throws {
+    // origin → edge1 → {edge2, edge3}: edge1 relays what its upstream tells it.
+    let owner = P256.Signing.PrivateKey()
+    var relay = Subscriptions<Int>(grace: 0)
+    let v1 = try NameRecord.sign(name: "site", content: content(1), version: 1, ttlSeconds: 30, owner: owner)
+    let v3 = try NameRecord.sign(name: "site", content: content(3), version: 3, ttlSeconds: 30, owner: owner)
+    relay.handleRelaySubscribe(peer: 2, record: v1, now: second)
+    relay.handleRelaySubscribe(peer: 3, record: v1, now: second)
+    #expect(relay.record(for: "site") == nil)  // a relay owns no records
+    #expect(Set(relay.holders(of: "site", now: 2 * second)) == [2, 3])
+
+    // v2 announced: both holders are told, once.
+    #expect(relay.handleInvalidation(try NameInvalidation(name: "site", version: 2), now: 5 * second) == 2)
+    var told: [Int] = []
+    while let (peer, invalidation) = relay.pollTransmit() {
+        told.append(peer)
+        #expect(invalidation.version == 2)
+    }
+    #expect(told.sorted() == [2, 3])
+    // The same invalidation again (a duplicate, or one that came round a loop) and an older one: nothing.
+    #expect(relay.handleInvalidation(try NameInvalidation(name: "site", version: 2), now: 6 * second) == 0)
+    #expect(relay.handleInvalidation(try NameInvalidation(name: "site", version: 1), now: 6 * second) == 0)
+    #expect(relay.pollTransmit() == nil)
+
+    // Edge 3 fetched v3 meanwhile: a late v3 announcement goes to edge 2 only.
+    relay.handleRelaySubscribe(peer: 3, record: v3, now: 7 * second)
+    #expect(relay.handleInvalidation(try NameInvalidation(name: "site", version: 3), now: 8 * second) == 1)
+    #expect(relay.pollTransmit()?.peer == 2)
+    #expect(relay.pollTransmit() == nil)
+    // Subscriptions lapse with the TTL: nobody left to tell.
+    #expect(relay.handleInvalidation(try NameInvalidation(name: "site", version: 4), now: 100 * second) == 0)
+    #expect(relay.holders(of: "site", now: 100 * second).isEmpty)
+}
+
+@Test func twoRelaysSubscribedToEachOtherDoNotCirculateAnInvalidation() throws {
+    // A misconfigured loop: a is b's upstream and b is a's. One announcement crosses each link
+    // once and stops, because each side remembers the version it told the other.
+    let owner = P256.Signing.PrivateKey()
+    let v1 = try NameRecord.sign(name: "site", content: content(1), version: 1, ttlSeconds: 30, owner: owner)
+    var relays = [Subscriptions<Int>(grace: 0), Subscriptions<Int>(grace: 0)]
+    relays[0].handleRelaySubscribe(peer: 1, record: v1, now: 0)
+    relays[1].handleRelaySubscribe(peer: 0, record: v1, now: 0)
+    var inbox: [(to: Int, invalidation: NameInvalidation)] = [(0, try NameInvalidation(name: "site", version: 2))]
+    var deliveries = 0
+    while let (to, invalidation) = inbox.first, deliveries < 100 {
+        inbox.removeFirst()
+        deliveries += 1
+        relays[to].handleInvalidation(invalidation, now: second)
+        while let (peer, next) = relays[to].pollTransmit() { inbox.append((peer, next)) }
+    }
+    #expect(deliveries == 3)  // the announcement, a → b, b → a; then quiet
+}

@@ -3,6 +3,7 @@ import Foundation
 import STOQContent
 import STOQEdge
 import STOQNode
+import STOQSimulation
 import STOQSwarm
 import STOQTransport
 import STOQWire
@@ -139,9 +140,10 @@ import Testing
                         return
                     }
                     #expect((0..<chunks.count).allSatisfy { bits[$0] == ($0 % 2 == 0) })
-                    // An edge with an upstream can supply everything; a node without the manifests, nothing.
+                    // An edge with an upstream can supply everything (it fills misses) and caches
+                    // nothing of this yet; a node without the manifests, nothing.
                     let e = try await client.peers.client(for: edge.address)
-                    #expect(try await e.availability(of: root, chunkCount: chunks.count) == .all)
+                    #expect(try await e.availability(of: root, chunkCount: chunks.count) == .fills(cached: ChunkBitfield(count: chunks.count)))
                     let unknown = ContentID(ChunkID.of([1, 2, 3]))
                     #expect(try await a.availability(of: unknown, chunkCount: 3) == ChunkAvailability.none)
 
@@ -217,6 +219,132 @@ import Testing
         await reader.close()
     }
 
+    @Test func anEdgeAnswersHaveWithWhatItCachesAndThatItFills() async throws {
+        let network = try TestNetwork()
+        defer { network.close() }
+        let origin = try await network.node("origin")
+        let (root, chunks) = try await Self.put(Self.bytes(400_000, seed: 8), into: origin.store)
+        #expect(chunks.count >= 8)
+        let edge = try await network.node("edge", roles: ["edge"], upstream: [origin.address])
+        let client = try await network.node("client", roles: ["client"])
+        try await withServing(origin) {
+            try await withServing(edge) {
+                let e = try await client.peers.client(for: edge.address)
+                // Nothing cached yet, not even the manifests: "none here, but I fill".
+                #expect(try await e.availability(of: root, chunkCount: chunks.count) == .fills(cached: ChunkBitfield(count: chunks.count)))
+                // A reader takes the manifests and the first half of the chunks through the edge.
+                _ = try await ContentPlan.resolve(root) { try await e.fetchChunk($0) }
+                let half = chunks.count / 2
+                for chunk in chunks.prefix(half) { _ = try await e.fetchChunk(chunk.id) }
+                // Read-ahead may have fetched a few chunks beyond into its buffer; only what is in the
+                // cache counts as held. So the HAVE says exactly the first half, with the fill flag.
+                var expected = ChunkBitfield(count: chunks.count)
+                for index in 0..<half { expected[index] = true }
+                #expect(try await e.availability(of: root, chunkCount: chunks.count) == .fills(cached: expected))
+                // On the wire: the bitfield and the flag.
+                let stream = try await e.connection.openBidirectionalStream(priority: .control)
+                let wireID = WireID(root.manifest.bytes)!
+                try await stream.write(STOQMessage.want(contentID: wireID, chunks: ChunkBitfield(count: 0)).encoded())
+                try await stream.finish()
+                var decoder = FrameDecoder(maximumPayloadLength: HaveProtocol.maximumAnswerLength)
+                decoder.handle(bytes: try await stream.readAll(limit: 1 << 16))
+                let frame = try #require(try decoder.pollFrame())
+                #expect(try STOQMessage.decode(frame) == .have(contentID: wireID, chunks: expected, flags: .fillsFromUpstream))
+
+                // The swarm (edge and origin as sources) reads the HAVE: the edge is known to cache half.
+                let target = MemoryChunkStore()
+                let origin = try await client.peers.client(for: origin.address)
+                let missesBefore = try #require(await edge.edge?.misses)
+                let report = try await ContentFetcher(store: target, sources: [e, origin]).fetch(root)
+                let misses = try #require(await edge.edge?.misses) - missesBefore
+                for chunk in chunks { #expect(try target.contains(chunk.id)) }
+                // (Sources start as full holders, so the edge may have filled a few misses before
+                // its HAVE was asked: it then caches more than the half.)
+                let fromEdge = try #require(report.sources.first { $0.name == e.name })
+                #expect(fromEdge.cachedChunks == nil || fromEdge.cachedChunks! >= half, "\(fromEdge)")
+                print("edge cached \(half) of \(chunks.count) chunks; in the swarm fetch it delivered \(fromEdge.chunks), \(misses) of its reads were misses filled from upstream")
+            }
+        }
+        await client.close()
+    }
+
+    @Test func aHaveIsReadByItsFlagsAndLength() throws {
+        var bits = ChunkBitfield(count: 5)
+        bits[1] = true
+        let future = HaveFlags(rawValue: 1 << 7)
+        // Without the fill flag: what it holds; a zero-length bitfield is "all" (edges before the flag).
+        #expect(try ChunkAvailability(have: bits, flags: [], chunkCount: 5) == .some(bits))
+        #expect(try ChunkAvailability(have: ChunkBitfield(count: 0), flags: [], chunkCount: 5) == .all)
+        // With it: what it caches, and that it fills the rest; zero-length: nothing cached.
+        #expect(try ChunkAvailability(have: bits, flags: .fillsFromUpstream, chunkCount: 5) == .fills(cached: bits))
+        #expect(try ChunkAvailability(have: ChunkBitfield(count: 0), flags: .fillsFromUpstream, chunkCount: 5) == .fills(cached: ChunkBitfield(count: 5)))
+        // Flag bits this version does not know change nothing.
+        #expect(try ChunkAvailability(have: bits, flags: future, chunkCount: 5) == .some(bits))
+        #expect(try ChunkAvailability(have: bits, flags: future.union(.fillsFromUpstream), chunkCount: 5) == .fills(cached: bits))
+        // Any other length is a protocol violation; a content beyond the bitfield bound, an invalid argument.
+        #expect(throws: NodeError.self) { try ChunkAvailability(have: bits, flags: .fillsFromUpstream, chunkCount: 6) }
+        #expect(throws: NodeError.self) { try ChunkAvailability(have: bits, flags: [], chunkCount: ChunkBitfield.maximumCount + 1) }
+    }
+
+    @Test func anInvalidationTravelsDownATierOfEdges() async throws {
+        // origin → edge1 → edge2 → reader. The TTL is an hour, so only pushes can bring v2 down
+        // the tier while the test runs.
+        let network = try TestNetwork()
+        defer { network.close() }
+        let origin = try await network.node("origin")
+        let (v1, _) = try await Self.put(Self.bytes(100_000, seed: 9), into: origin.store)
+        let (v2, _) = try await Self.put(Self.bytes(120_000, seed: 10), into: origin.store)
+        let edge1 = try await network.node("edge1", roles: ["edge"], upstream: [origin.address])
+        let edge2 = try await network.node("edge2", roles: ["edge"], upstream: [edge1.address])
+        let publisher = try await network.node("publisher", roles: ["client"])
+        let reader = try await network.node("reader", roles: ["client"])
+        let owner = P256.Signing.PrivateKey()
+        try await withServing(origin) {
+            try await withServing(edge1) {
+                try await withServing(edge2) {
+                    let toOrigin = try await publisher.peers.client(for: origin.address)
+                    let toEdge2 = try await reader.peers.client(for: edge2.address)
+                    let first = try NameRecord.sign(name: "site", content: v1, version: 1, ttlSeconds: 3600, owner: owner)
+                    _ = try await toOrigin.publishName(first.encode())
+
+                    // Through edge2 (which asks edge1, which asks the origin): v1, and its content.
+                    let resolved = try NameRecord.decode(try #require(try await toEdge2.resolveName("site")))
+                    #expect(resolved == first)
+                    let target = MemoryChunkStore()
+                    _ = try await ContentFetcher(store: target, sources: [toEdge2]).fetch(resolved.content)
+                    #expect(try NameRecord.decode(try #require(try await toEdge2.resolveName("site"))).version == 1)
+                    #expect(await edge2.names.counters.cachedAnswers == 1)
+
+                    // v2 at the origin: the origin tells edge1 (its only holder), edge1 tells edge2.
+                    let second = try NameRecord.sign(name: "site", content: v2, version: 2, ttlSeconds: 3600, owner: owner)
+                    let publishing = ContinuousClock.now
+                    let pushed = try await toOrigin.publishName(second.encode())
+                    #expect(pushed.version == 2 && pushed.notified == 1)
+                    try await eventually(within: 10) {
+                        let now = try NameRecord.decode(try #require(try await toEdge2.resolveName("site")))
+                        return now.version == 2 && now.content == v2
+                    }
+                    print("v2 served by edge2 \(ContinuousClock.now - publishing) after the publish at the origin (TTL 3600 s)")
+                    #expect(await edge1.names.counters.invalidationsForwarded == 1)
+                    #expect(await edge2.names.counters.invalidationsReceived == 1)
+                    _ = try await ContentFetcher(store: target, sources: [toEdge2]).fetch(v2)
+                    #expect(try target.contains(v2.manifest))
+
+                    // v3: told once more down the tier, no duplicates.
+                    let third = try NameRecord.sign(name: "site", content: v1, version: 3, ttlSeconds: 3600, owner: owner)
+                    _ = try await toOrigin.publishName(third.encode())
+                    try await eventually(within: 10) {
+                        try NameRecord.decode(try #require(try await toEdge2.resolveName("site"))).version == 3
+                    }
+                    #expect(await edge1.names.counters.invalidationsForwarded == 2)
+                    #expect(await edge2.names.counters.invalidationsReceived == 2)
+                }
+            }
+        }
+        await publisher.close()
+        await reader.close()
+    }
+
     @Test func onlyTheUpstreamMayInvalidate() async throws {
         let network = try TestNetwork()
         defer { network.close() }
@@ -252,5 +380,28 @@ import Testing
             STOQMessage.fuzz(bytes)
         }
         print("nameFramesSurviveGarbage seed \(seed)")
+    }
+
+    @Test func mutatedHaveFramesSurvive() {
+        // Real HAVE frames (with and without flags), then damaged: bytes flipped, cut short, or
+        // extended. The fuzz entry point must never trap on them.
+        let seed = UInt64.random(in: 0 ... .max)
+        var rng = SplitMix64(seed: seed)
+        print("mutatedHaveFramesSurvive seed \(seed)")  // before any trap
+        for _ in 0..<2000 {
+            var bits = ChunkBitfield(count: Int(rng.next() % 300))
+            for index in 0..<bits.count where rng.next() % 2 == 0 { bits[index] = true }
+            let flags = HaveFlags(rawValue: rng.next() % 2 == 0 ? 0 : rng.next() >> UInt64(2 + rng.next() % 60))
+            let id = WireID(Self.bytes(32, seed: rng.next()))!
+            var bytes = Array(STOQMessage.have(contentID: id, chunks: bits, flags: flags).encoded().readableBytesView)
+            HaveProtocol.fuzz(bytes)
+            switch rng.next() % 3 {
+            case 0: for _ in 0..<(1 + rng.next() % 4) { bytes[Int(rng.next() % UInt64(bytes.count))] ^= UInt8(1 + rng.next() % 255) }
+            case 1: bytes.removeLast(Int(rng.next() % UInt64(bytes.count)))
+            default: bytes += Self.bytes(Int(1 + rng.next() % 16), seed: rng.next())
+            }
+            HaveProtocol.fuzz(bytes)
+            STOQMessage.fuzz(bytes)
+        }
     }
 }

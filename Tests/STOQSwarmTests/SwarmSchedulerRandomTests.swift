@@ -46,6 +46,7 @@ struct SwarmSchedulerRandomTests {
                 }
             }
             #expect(scheduler.progress.outstandingRequests == outstanding.count, "seed \(seed)")
+            #expect(scheduler.holderCountsAreConsistent, "seed \(seed)")
             #expect(scheduler.progress.bytesDone == presentSet.reduce(0) { $0 + chunks[$1].size }, "seed \(seed)")
         }
         func drain() -> [SwarmAction] {
@@ -62,7 +63,14 @@ struct SwarmSchedulerRandomTests {
                 have = bits
             }
             haves[SourceID(number)] = have
-            scheduler.handleSourceAdded(SourceID(number), have: have, now: now)
+            // Source 0 holds everything; in odd seeds it is an edge that caches part and fills the rest.
+            var cached: ChunkBitfield?
+            if number == 0, seed % 2 == 1 {
+                var bits = ChunkBitfield(count: chunkCount)
+                for index in 0 ..< chunkCount where random.nextUnitDouble() < 0.4 { bits[index] = true }
+                cached = bits
+            }
+            scheduler.handleSourceAdded(SourceID(number), have: have, cached: cached, now: now)
             check(drain())
         }
         for _ in 0 ..< 3000 where !finished {

@@ -52,6 +52,47 @@ struct SwarmSchedulerTests {
         #expect(issued.first?.2 == 5)
     }
 
+    @Test func aFillingEdgeIsGivenWhatItCachesAndTheOthersTakeTheRest() {
+        // The edge caches chunks 0..<20 and fills the rest from upstream; the origin holds all 40.
+        var scheduler = SwarmScheduler(chunks: Self.chunks(40))
+        var cached = ChunkBitfield(count: 40)
+        for index in 0 ..< 20 { cached[index] = true }
+        let edge = SourceID("edge"), origin = SourceID("origin")
+        scheduler.handleSourceAdded(edge, have: nil, cached: cached, now: 0)
+        scheduler.handleSourceAdded(origin, now: 0)
+        let issued = Self.requests(Self.drain(&scheduler))
+        #expect(issued.contains { $0.1 == edge } && issued.contains { $0.1 == origin })
+        // The edge gets chunks it caches; the origin, rarest first, the ones only it holds (the
+        // edge's misses do not count as copies).
+        for (_, source, chunk) in issued {
+            #expect(source == edge ? chunk < 20 : chunk >= 20, "\(source) got chunk \(chunk)")
+        }
+    }
+
+    @Test func aFillingEdgeAloneServesItsCachedChunksFirstThenItsMisses() {
+        var scheduler = SwarmScheduler(chunks: Self.chunks(30))
+        var cached = ChunkBitfield(count: 30)
+        for index in stride(from: 0, to: 30, by: 3) { cached[index] = true }
+        scheduler.handleHave(SourceID("edge"), have: nil, cached: cached, now: 0)
+        var order: [Int] = []
+        var now: UInt64 = 0
+        var done = false
+        while !done {
+            let actions = Self.drain(&scheduler)
+            done = actions.contains(.completed)
+            #expect(!actions.contains { if case .failed = $0 { true } else { false } })
+            let issued = Self.requests(actions)
+            if issued.isEmpty && !done { Issue.record("the fetch stopped"); break }
+            for (id, _, chunk) in issued {
+                order.append(chunk)
+                now += 1_000_000
+                scheduler.handleResponse(id, verified: true, now: now)
+            }
+        }
+        #expect(order.count == 30)
+        #expect(order.prefix(10).allSatisfy { $0 % 3 == 0 }, "\(order)")
+    }
+
     @Test func sourceDownReassignsAtOnce() throws {
         var scheduler = SwarmScheduler(chunks: Self.chunks(4))
         scheduler.handleSourceAdded(SourceID(1), now: 0)

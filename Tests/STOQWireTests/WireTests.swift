@@ -41,18 +41,19 @@ import STOQSimulation
             return b
         }
         func record() -> [UInt8] { (0..<Int.random(in: 0...434, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) } }
-        switch Int.random(in: 0..<16, using: &rng) {
+        switch Int.random(in: 0..<17, using: &rng) {
         case 11: return .chunkPending(waitedMillis: rng.next() >> 2)
         case 12: return .nameResolve(name: "site/\(rng.next() % 1000)", subscribe: Bool.random(using: &rng))
         case 13: return .nameRecord(record: record())
         case 14: return .namePublish(record: record())
         case 15: return .namePublished(version: rng.next() >> 2, notified: rng.next() % 100)
+        case 16: return .relayOpen(target: Bool.random(using: &rng) ? id() : nil, host: "fd00::\(rng.next() % 0xffff)", port: UInt16(rng.next() % 65536))
         case 9: return .statusRequest
         case 10: return .status(json: "{\"n\":\(rng.next() % 1000)}")
         case 0: return .hello(.init(nodeID: id(), region: "eu-\(rng.next() % 100)", latitude: Double.random(in: -90...90, using: &rng), longitude: Double.random(in: -180...180, using: &rng), roles: [.edge, .client], capabilities: rng.next() % 1000))
         case 1: return .ping(nonce: rng.next(), sentAtMicros: rng.next() >> 2)
         case 2: return .pong(.init(nonce: rng.next(), echoSentAtMicros: rng.next() >> 2, loadPermille: rng.next() % 1001, bandwidthBytesPerSecond: rng.next() >> 2, activeTransfers: rng.next() % 100))
-        case 3: return .have(contentID: id(), chunks: bits())
+        case 3: return .have(contentID: id(), chunks: bits(), flags: HaveFlags(rawValue: rng.next() % 3 == 0 ? 0 : rng.next() >> 2))
         case 4: return .want(contentID: id(), chunks: bits())
         case 5: return .getChunk(chunkID: id(), offset: rng.next() >> 2, length: rng.next() >> 2)
         case 6: return .chunkHeader(status: ChunkStatus(rawValue: rng.next() % 5)!, totalLength: rng.next() >> 2, offset: rng.next() >> 2, length: rng.next() >> 2)
@@ -84,10 +85,20 @@ import STOQSimulation
     @Test func everyTruncationIsAnErrorNotATrap() throws {
         var rng = SplitMix64(seed: 42)
         for _ in 0..<200 {
-            let frame = Self.randomMessage(&rng).frame()
+            let message = Self.randomMessage(&rng)
+            let frame = message.frame()
             let full = Array(frame.payload.readableBytesView)
+            // HAVE's flags are an optional last field: cut just before them, it is a HAVE without flags.
+            var withoutFlags: (cut: Int, message: STOQMessage)?
+            if case .have(let id, let bits, let flags) = message, !flags.isEmpty {
+                withoutFlags = (full.count - VarInt.length(of: flags.rawValue), .have(contentID: id, chunks: bits))
+            }
             for cut in 0..<full.count {
                 let truncated = Frame(type: frame.type, payload: ByteBuffer(bytes: full[..<cut]))
+                if let withoutFlags, cut == withoutFlags.cut {
+                    #expect(try STOQMessage.decode(truncated) == withoutFlags.message)
+                    continue
+                }
                 #expect(throws: WireError.self) { try STOQMessage.decode(truncated) }
             }
             var extra = frame
@@ -142,5 +153,34 @@ import STOQSimulation
             bytes[Int.random(in: 0..<bytes.count, using: &rng)] ^= UInt8.random(in: 1...255, using: &rng)
             STOQMessage.fuzz(bytes)
         }
+    }
+}
+
+@Suite struct HaveFlagsTests {
+    @Test func aHaveWithoutFlagsIsTheOriginalEncodingAndUnknownBitsAreKept() throws {
+        let id = WireID([UInt8](repeating: 7, count: 32))!
+        var bits = ChunkBitfield(count: 10)
+        bits[3] = true
+        // The original HAVE (no flags field) still decodes, with no flags.
+        let plain = STOQMessage.have(contentID: id, chunks: bits)
+        var payload = ByteBuffer()
+        payload.writeBytes(id.bytes)
+        VarInt.write(10, to: &payload)
+        payload.writeBytes(bits.bytes)
+        #expect(plain.frame().payload == payload)
+        #expect(try STOQMessage.decode(Frame(type: STOQMessage.Types.have, payload: payload)) == plain)
+        // The fill flag, and a flag from a newer sender, survive; a receiver tests only what it knows.
+        let future = HaveFlags(rawValue: HaveFlags.fillsFromUpstream.rawValue | 1 << 9)
+        let flagged = try #require(try STOQMessage.decode(STOQMessage.have(contentID: id, chunks: bits, flags: future).frame()))
+        guard case .have(_, let decodedBits, let flags) = flagged else { Issue.record("not a HAVE"); return }
+        #expect(decodedBits == bits && flags.contains(.fillsFromUpstream) && flags == future)
+        #expect(!HaveFlags.known.contains(HaveFlags(rawValue: 1 << 9)))
+        // Bytes after the flags are refused (a HAVE is bounded); WANT takes no flags.
+        var trailing = STOQMessage.have(contentID: id, chunks: bits, flags: .fillsFromUpstream).frame().payload
+        trailing.writeInteger(UInt8(0))
+        #expect(throws: WireError.self) { try STOQMessage.decode(Frame(type: STOQMessage.Types.have, payload: trailing)) }
+        var want = STOQMessage.want(contentID: id, chunks: bits).frame().payload
+        want.writeInteger(UInt8(1))
+        #expect(throws: WireError.self) { try STOQMessage.decode(Frame(type: STOQMessage.Types.want, payload: want)) }
     }
 }

@@ -2,7 +2,7 @@ import FuzzSupport
 import Nexus
 
 /// libFuzzer target: Nexus decoders (DHT messages and request envelopes, signed name and node
-/// records, relay requests), each fed every input.
+/// records), each fed every input.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzNexus(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let bytes = fuzzInput(data, size)
@@ -10,7 +10,6 @@ public func fuzzNexus(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     NameRecord.fuzz(bytes)
     DHTRequestEnvelope.fuzz(bytes)
     SignedNodeRecord.fuzz(bytes)
-    RelayService.fuzz(bytes)
     return 0
 }
 

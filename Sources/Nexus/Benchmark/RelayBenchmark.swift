@@ -11,7 +11,7 @@ import STOQTransport
 /// A's direct path to B slowed by a ``UDPDelayForwarder``. A measures its RTTs to B (direct) and
 /// to R, R measures its RTT to B, R's routing gossip reaches A, and A asks its routing matrix for
 /// the route to B; then A fetches the same chunk from B directly and along the route (through
-/// R's ``RelayService``), each figure beside the other.
+/// R's STOQ relay, `PeerClient(relay:to:)`), each figure beside the other.
 public enum RelayBenchmark {
     /// One run's figures.
     public struct Run: Sendable, CustomStringConvertible {
@@ -54,7 +54,7 @@ public enum RelayBenchmark {
             let paths = try ca.issue(name: name, dnsNames: ["localhost"], ipAddresses: ["::1"]).write(to: directory, name: name)
             let node = try await NexusNode.start(NodeConfiguration(
                 name: name, listen: PeerAddress(host: "::1", port: 0), certificate: paths.certificate, key: paths.key,
-                ca: caPath, store: directory + "/\(name)-store", roles: ["origin"], idleTimeoutSeconds: 30))
+                ca: caPath, store: directory + "/\(name)-store", roles: name == "R" ? ["origin", "relay"] : ["origin"], idleTimeoutSeconds: 30))
             serving.append(Task { await node.run() })
             nodes.append(node)
         }
@@ -103,15 +103,15 @@ public enum RelayBenchmark {
             // Fetch the chunk both ways.
             let clock = ContinuousClock()
             let directClient = try await a.node.peers.client(for: slowB)
-            let relayClient = try await a.node.peers.client(for: r.address)
+            let relayConnection = try await a.node.peers.client(for: r.address).connection
+            let viaR = PeerClient(relay: relayConnection, to: b.address, targetID: try NodeID(bytes: b.record.id.bytes))
             var direct: [Double] = [], relayed: [Double] = []
             for _ in 0..<fetches {
                 var t = clock.now
                 let viaDirect = try await directClient.fetchChunk(id)
                 direct.append((clock.now - t).seconds * 1000)
                 t = clock.now
-                let stream = try await RelayClient.openStream(via: relayClient.connection, to: b.record.id, at: b.record.addresses[0])
-                let viaRoute = try await RelayClient.fetchChunk(id, on: stream)
+                let viaRoute = try await viaR.fetchChunk(id)
                 relayed.append((clock.now - t).seconds * 1000)
                 guard viaDirect == chunk, viaRoute == chunk else { throw NexusError(.forgedRecord, "a fetched chunk differs from what B holds") }
             }

@@ -14,8 +14,6 @@ public final class NexusNode: Sendable {
     public let node: Node
     /// Its DHT driver.
     public let dht: NexusDHT
-    /// Its relay (carries peers' streams to a next hop).
-    public let relay: RelayService
     /// Its DHT record (id from its certificate's key, listen address, region, certificate hash).
     public let record: NodeRecord
     /// Admission by CT log, if required.
@@ -46,22 +44,19 @@ public final class NexusNode: Sendable {
         let id = try NodeID(certificateDER: leaf)
         let signingKey = try? P256.Signing.PrivateKey(pemRepresentation: PEMFile.read(configuration.key))
         let dht = NexusDHT(configuration: dhtConfiguration)
-        let relay = RelayService()
-        let node = try await Node.start(configuration, services: [NexusService(dht: dht), relay] + services, metrics: metrics, logger: logger)
-        relay.attach(peers: node.peers)
+        let node = try await Node.start(configuration, services: [NexusService(dht: dht)] + services, metrics: metrics, logger: logger)
         let record = NodeRecord(
             id: NexusID(bytes: id.bytes)!, addresses: [try NexusAddress(node.address)],
             region: String((configuration.region ?? "").utf8.prefix(NodeRecord.maxRegionLength)) ?? "",
             certificateFingerprint: NexusHash.sha256(leaf))
         await dht.attach(record: record, peers: node.peers)
-        return NexusNode(node: node, dht: dht, relay: relay, record: record, admission: admission, serviceKeys: serviceKeys, signingKey: signingKey, logger: logger)
+        return NexusNode(node: node, dht: dht, record: record, admission: admission, serviceKeys: serviceKeys, signingKey: signingKey, logger: logger)
     }
 
-    private init(node: Node, dht: NexusDHT, relay: RelayService, record: NodeRecord, admission: CTAdmission?, serviceKeys: [NexusID], signingKey: P256.Signing.PrivateKey?, logger: Logger) {
+    private init(node: Node, dht: NexusDHT, record: NodeRecord, admission: CTAdmission?, serviceKeys: [NexusID], signingKey: P256.Signing.PrivateKey?, logger: Logger) {
         self.serviceKeys = serviceKeys
         self.node = node
         self.dht = dht
-        self.relay = relay
         self.record = record
         self.admission = admission
         self.signingKey = signingKey

@@ -15,11 +15,7 @@ public enum NexusFrameType {
     public static let dhtResponse: UInt64 = 0x41
     /// DHT requests and answers (``NexusService``).
     public static let dhtRange: ClosedRange<UInt64> = 0x40...0x4f
-    /// Relay requests (``RelayService``).
-    public static let relayRange: ClosedRange<UInt64> = 0x50...0x5f
-    /// RELAY_OPEN: `target node id (32) | target address (18)`, then the inner request bytes; the
-    /// relay pipes the stream to a new stream on the target, both ways, until FIN.
-    public static let relayOpen: UInt64 = 0x50
+    // 0x50–0x5f: free (relaying moved down to STOQ's RELAY_OPEN 0x12, so it works without Nexus).
     /// An error answer: a UTF-8 message for people.
     public static let error: UInt64 = 0x7f
 }

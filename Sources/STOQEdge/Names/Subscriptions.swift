@@ -1,19 +1,32 @@
 import Crypto
 import STOQContent
 
-/// The origin's side of name coherency: the authoritative record per name, which edges hold
-/// which name, and the invalidations to send them when a name gets a new version.
+/// The upstream side of name coherency: the authoritative record per name (an origin), which
+/// peers below hold which name and at which version, and the invalidations to send them when a
+/// name gets a new version.
 ///
 /// An edge subscribes when it fetches a name's record from the origin; the subscription lasts
 /// the record's TTL (plus `grace`) unless renewed, since after that the edge has expired the
 /// mapping itself. ``publish(_:)`` (what `stoq publish NAME ID` calls) queues one
 /// ``NameInvalidation`` for every live holder; the runtime drains them with ``pollTransmit()``.
+///
+/// In a tier of edges (origin → edge1 → edge2), edge1 keeps one of these too, without records of
+/// its own: edges below it subscribe with ``handleRelaySubscribe(peer:record:now:)`` when it
+/// answers them, and an invalidation from its upstream goes on to them with
+/// ``handleInvalidation(_:now:)``. A holder is sent an invalidation only for a version newer than
+/// the one it was given or last told, so duplicates stop at every hop and a loop of edges cannot
+/// circulate one (versions only increase).
 public struct Subscriptions<Peer: Hashable & Sendable>: Sendable {
     /// Extra lifetime of a subscription beyond the record's TTL, in nanoseconds.
     public let grace: UInt64
     private var records: [String: NameRecord] = [:]
-    /// name → holder → subscription end (nanoseconds).
-    private var holders: [String: [Peer: UInt64]] = [:]
+    /// What one holder was given: the version, and when its subscription ends (nanoseconds).
+    private struct Holding: Sendable {
+        var end: UInt64
+        var version: UInt64
+    }
+    /// name → holder → holding.
+    private var holders: [String: [Peer: Holding]] = [:]
     private var outbox: [(peer: Peer, invalidation: NameInvalidation)] = []
     private var outboxHead = 0
     /// Invalidations queued so far.
@@ -60,24 +73,48 @@ public struct Subscriptions<Peer: Hashable & Sendable>: Sendable {
             }
         }
         records[record.name] = record
-        guard let subscribers = holders[record.name] else { return }
-        var live: [Peer: UInt64] = [:]
-        let invalidation = try NameInvalidation(name: record.name, version: record.version)
-        for (peer, end) in subscribers where end > now {
-            live[peer] = end
+        _ = queue(try NameInvalidation(name: record.name, version: record.version), now: now)
+    }
+
+    /// Relay: an invalidation from this node's upstream. Queues it for every live holder of the
+    /// name that was given (or last told) an older version, and notes that they were told.
+    /// - Returns: how many invalidations were queued (0 for a duplicate or an older version).
+    @discardableResult
+    public mutating func handleInvalidation(_ invalidation: NameInvalidation, now: UInt64) -> Int {
+        queue(invalidation, now: now)
+    }
+
+    /// Queues `invalidation` for the live holders of its name below its version; drops lapsed ones.
+    private mutating func queue(_ invalidation: NameInvalidation, now: UInt64) -> Int {
+        guard let subscribers = holders[invalidation.name] else { return 0 }
+        var live: [Peer: Holding] = [:]
+        var queued = 0
+        for (peer, holding) in subscribers where holding.end > now {
+            live[peer] = holding
+            guard holding.version < invalidation.version else { continue }
+            live[peer]!.version = invalidation.version
             outbox.append((peer, invalidation))
             invalidationsQueued += 1
+            queued += 1
         }
-        holders[record.name] = live.isEmpty ? nil : live
+        holders[invalidation.name] = live.isEmpty ? nil : live
+        return queued
     }
 
     /// An edge fetched `name` from this origin; it will be told when the name changes.
     /// - Returns: the current record to send it, or nil when the name is unknown.
     public mutating func handleSubscribe(peer: Peer, name: String, now: UInt64) -> NameRecord? {
         guard let record = records[name] else { return nil }
-        let end = now &+ UInt64(record.ttlSeconds) &* 1_000_000_000 &+ grace
-        holders[name, default: [:]][peer] = end
+        handleRelaySubscribe(peer: peer, record: record, now: now)
         return record
+    }
+
+    /// Relay: this node gave `record` (not its own: one it holds from upstream) to a peer below
+    /// it that will be told when the name changes, for the record's TTL (plus `grace`).
+    public mutating func handleRelaySubscribe(peer: Peer, record: NameRecord, now: UInt64) {
+        let end = now &+ UInt64(record.ttlSeconds) &* 1_000_000_000 &+ grace
+        let told = holders[record.name]?[peer]?.version ?? 0
+        holders[record.name, default: [:]][peer] = Holding(end: end, version: max(told, record.version))
     }
 
     /// An edge dropped `name`.
@@ -96,7 +133,7 @@ public struct Subscriptions<Peer: Hashable & Sendable>: Sendable {
 
     /// Edges subscribed to `name` at `now`.
     public func holders(of name: String, now: UInt64) -> [Peer] {
-        (holders[name] ?? [:]).filter { $0.value > now }.map(\.key)
+        (holders[name] ?? [:]).filter { $0.value.end > now }.map(\.key)
     }
 
     /// The next invalidation to send, or nil.
