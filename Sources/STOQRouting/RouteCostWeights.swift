@@ -35,3 +35,29 @@ public struct RouteCostWeights: Sendable, Hashable {
         [latency, transfer, load, geographic, hop].allSatisfy { $0.isFinite && $0 >= 0 }
     }
 }
+
+/// The weights of `RouteCostWeights` for one transfer size, premultiplied the way the searches use
+/// them: an edge `u → v` costs `edge(e) + load · load(v)`.
+struct EdgeCostTerms {
+    let latency: Float
+    /// Transfer weight times the size in bits, in ms per (seconds per bit).
+    let transfer: Float
+    let load: Float
+    /// Weight per kilometre.
+    let geographic: Float
+    let hop: Float
+
+    init(_ weights: RouteCostWeights, size: Int) {
+        latency = weights.latency
+        transfer = weights.transfer * Float(max(0, size)) * 8 * 1000
+        load = weights.load
+        geographic = weights.geographic / 1000
+        hop = weights.hop
+    }
+
+    /// The cost of an edge without the load of the node it enters.
+    @inline(__always)
+    func edge(_ edge: RoutingEdge) -> Float {
+        latency * edge.latency + transfer * edge.secondsPerBit + geographic * edge.kilometres + hop
+    }
+}

@@ -22,6 +22,12 @@ public struct RouteQueryEngine {
     public private(set) var treeCacheHits = 0
     /// Nodes settled by all Dijkstra/A* runs so far.
     public private(set) var settledNodes = 0
+    /// Pair queries answered with a `PairRoutingIndex`.
+    public private(set) var indexedQueries = 0
+    /// Indexed pair queries whose landmark bound did not rule out a relay route (so they searched).
+    public private(set) var indexedSearches = 0
+    /// Queries whose answer was a relay route (cheaper than the direct link).
+    public private(set) var relayAnswers = 0
 
     /// Per-slot search state, together so a relaxation touches one cache line.
     private struct NodeState {
@@ -51,25 +57,68 @@ public struct RouteQueryEngine {
     ///
     /// Queries from the snapshot's owner use (and fill) the tree cache; others run one
     /// Dijkstra that stops when the destination is settled.
+    ///
+    /// - Parameter index: a `PairRoutingIndex` of `snapshot`, used when it was built for these
+    ///   weights and at most this size: the search then starts from much tighter bounds (on the
+    ///   benchmark, 40 % of the pairs need no search at all, as the bounds prove that no relay route
+    ///   beats the direct link, and the rest settle ~11 nodes instead of ~330). The answer is the same.
     public mutating func route(
         in snapshot: RoutingSnapshot, from source: RoutingNodeID, to destination: RoutingNodeID,
-        size: Int = 0, weights: RouteCostWeights = RouteCostWeights()
+        size: Int = 0, weights: RouteCostWeights = RouteCostWeights(), index: PairRoutingIndex? = nil
     ) -> Route? {
         guard let u = snapshot.slot(of: source), let v = snapshot.slot(of: destination), u != v,
               snapshot.usable[Int(u)], snapshot.usable[Int(v)]
         else { return nil }
         var overlay: (cost: Float, path: [Int32])?
+        // Only a relay route cheaper than the direct link can change the answer, so the direct
+        // link's cost bounds the search.
+        let direct = directEdge(snapshot, Int(u), Int(v), size: size, weights: weights)
         if u == snapshot.selfSlot {
             let tree = shortestPathTree(in: snapshot, fromSlot: u, size: size, weights: weights)
             if let path = tree.slotPath(to: Int(v)) { overlay = (tree.cost[Int(v)], path) }
-        } else if let found = bidirectional(snapshot, source: Int(u), target: Int(v), size: size, weights: weights) {
+        } else if let index, index.serves(snapshot, weights, size: size) {
+            indexedQueries += 1
+            let potential = LandmarkPairPotential(index, source: Int(u), target: Int(v))
+            // The landmarks often prove at once that no relay route beats the direct link.
+            if potential.pairBound < direct.cost {
+                indexedSearches += 1
+                // The index's own edge costs when it was built for this very size.
+                if index.size == max(0, size) {
+                    overlay = bidirectional(
+                        snapshot, source: Int(u), target: Int(v), costBound: direct.cost, potential: potential, costs: index.edgeCosts
+                    )
+                } else {
+                    overlay = bidirectional(
+                        snapshot, source: Int(u), target: Int(v), costBound: direct.cost, potential: potential,
+                        costs: TermEdgeCosts(snapshot, weights, size: size)
+                    )
+                }
+            }
+        } else if let found = bidirectional(snapshot, source: Int(u), target: Int(v), size: size, weights: weights, costBound: direct.cost) {
             overlay = found
         }
-        let direct = directEdge(snapshot, Int(u), Int(v), size: size, weights: weights)
         if let overlay, overlay.cost < direct.cost {
+            relayAnswers += 1
             return makeRoute(snapshot, overlay.path, cost: overlay.cost, size: size, weights: weights)
         }
         return Route(path: [source, destination], cost: direct.cost, latencyMilliseconds: direct.latency)
+    }
+
+    /// The cheapest route on what `cell` holds: with its pair-routing index when that was built for
+    /// these weights and size and its snapshot is at most `maxIndexAge` publishes older than the
+    /// newest one (the answer is then exact for the index's snapshot), else on the newest snapshot
+    /// with the plain search.
+    @available(macOS 15.0, *)
+    public mutating func route(
+        in cell: RoutingSnapshotCell, from source: RoutingNodeID, to destination: RoutingNodeID,
+        size: Int = 0, weights: RouteCostWeights = RouteCostWeights(), maxIndexAge: UInt64 = 2
+    ) -> Route? {
+        let newest = cell.load()
+        if let index = cell.loadIndex(), index.serves(index.snapshot, weights, size: size),
+           newest.version &- index.snapshot.version <= maxIndexAge {
+            return route(in: index.snapshot, from: source, to: destination, size: size, weights: weights, index: index)
+        }
+        return route(in: newest, from: source, to: destination, size: size, weights: weights)
     }
 
     /// Routes from one source to many destinations with a single Dijkstra (one tree).
@@ -224,11 +273,26 @@ public struct RouteQueryEngine {
     }
 
     /// Bidirectional A* (forward from the source, backward over the reverse CSR from the
-    /// target) with the average potentials `±(π_t − π_s) / 2`, which keep both searches
-    /// consistent; it stops when the two smallest keys add up to the best meeting cost.
-    /// Returns the cost and the slot path.
+    /// target) with the average potentials `±(π_t − π_s) / 2` of the snapshot's Vivaldi and
+    /// light-in-fibre bounds. See `bidirectional(_:source:target:costBound:potential:costs:)`.
     private mutating func bidirectional(
-        _ snapshot: RoutingSnapshot, source: Int, target: Int, size: Int, weights: RouteCostWeights
+        _ snapshot: RoutingSnapshot, source: Int, target: Int, size: Int, weights: RouteCostWeights,
+        costBound: Float = .infinity
+    ) -> (cost: Float, path: [Int32])? {
+        let potential = VivaldiPairPotential(snapshot, source: source, target: target, weights: weights)
+        return bidirectional(
+            snapshot, source: source, target: target, costBound: costBound, potential: potential,
+            costs: TermEdgeCosts(snapshot, weights, size: size)
+        )
+    }
+
+    /// Bidirectional A* (forward from the source, backward over the reverse CSR from the
+    /// target) with the average potentials `±(π_t − π_s) / 2` that `potential` gives, which keep
+    /// both searches consistent; it stops when the two smallest keys add up to the best meeting
+    /// cost. Only paths cheaper than `costBound` are looked for (the caller has one that cheap).
+    /// Returns the cost and the slot path.
+    mutating func bidirectional<Potential: PairPotential, Costs: PairEdgeCosts>(
+        _ snapshot: RoutingSnapshot, source: Int, target: Int, costBound: Float, potential pairPotential: Potential, costs: Costs
     ) -> (cost: Float, path: [Int32])? {
         ensureCapacity(snapshot.nodeCount)
         nextStamp()
@@ -238,35 +302,14 @@ public struct RouteQueryEngine {
         let edges = snapshot.edges
         let reverseRowStart = snapshot.reverseRowStart
         let reverseEdges = snapshot.reverseEdges
-        let load = snapshot.load
-        let wLatency = weights.latency
-        let wTransfer = weights.transfer * Float(max(0, size)) * 8 * 1000
-        let wLoad = weights.load
-        let wGeo = weights.geographic / 1000
-        let wHop = weights.hop
 
-        // Lower bounds of the cost between two slots, zero from a slot to itself: the scaled
-        // Euclidean part of the Vivaldi distance, light in fibre over the chord, the geo term.
-        let coordinates = snapshot.coordinates
-        let latencyScale = wLatency * snapshot.heuristicScale
-        let useGeo = snapshot.geoBoundValid
-        let lightScale = useGeo ? wLatency * RoutingSnapshot.lightMillisecondsPerKilometre * 0.999 : 0
-        let geoScale: Float = useGeo ? wGeo * 0.999 : 0
-        let points = snapshot.geoPoints
-        let sourceVector = coordinates[source].vector, targetVector = coordinates[target].vector
-        let sourcePoint = points[source], targetPoint = points[target]
-        @inline(__always) func bound(_ v: Int, _ vector: SIMD4<Float>, _ point: SIMD4<Float>) -> Float {
-            let dv = coordinates[v].vector - vector
-            let vivaldi = latencyScale * (dv * dv).sum().squareRoot()
-            guard useGeo else { return vivaldi }
-            let dp = points[v] - point
-            let kilometres = (dp * dp).sum().squareRoot()
-            return max(vivaldi, lightScale * kilometres) + geoScale * kilometres
-        }
         // Forward potential; the backward one is its negation.
-        @inline(__always) func potential(_ v: Int) -> Float {
-            (bound(v, targetVector, targetPoint) - bound(v, sourceVector, sourcePoint)) * 0.5
-        }
+        @inline(__always) func potential(_ v: Int) -> Float { pairPotential.forward(v) }
+        // Keys are floats ordered by their bits, so they must not be negative: every forward key
+        // is at least the source's potential and every backward key at least the target's, so
+        // each side is shifted by what makes that smallest key zero.
+        let forwardShift = max(0, -potential(source))
+        let backwardShift = max(0, potential(target))
         @inline(__always) func key(_ value: Float) -> UInt64 { UInt64(max(0, value).bitPattern) << 32 }
 
         var forward = self.state
@@ -288,18 +331,24 @@ public struct RouteQueryEngine {
             settledNodes += settledCount
         }
 
-        let sourcePotential = potential(source)
+        let sourcePotential = potential(source) + forwardShift
         forward[source] = NodeState(cost: 0, potential: sourcePotential, reached: current, closed: 0, parent: -1)
         forwardHeap.push(key(sourcePotential) | UInt64(source))
-        let targetPotential = -potential(target)
+        let targetPotential = -potential(target) + backwardShift
         backward[target] = NodeState(cost: 0, potential: targetPotential, reached: current, closed: 0, parent: -1)
         backwardHeap.push(key(targetPotential) | UInt64(target))
 
-        var best = Float.infinity
+        var best = costBound
         var meet = -1
+        let shifts = forwardShift + backwardShift
+        // Every backward key is at least the target's and every forward key at least the source's
+        // (consistent potentials), so a node whose key plus the other side's floor reaches `best`
+        // would only be popped after the search stopped: it is recorded (for meetings) but not queued.
+        let forwardPrune = -potential(target) - forwardShift
+        let backwardPrune = potential(source) - backwardShift
         while let topForward = forwardHeap.storage.first, let topBackward = backwardHeap.storage.first {
             let keys = Float(bitPattern: UInt32(topForward >> 32)) + Float(bitPattern: UInt32(topBackward >> 32))
-            if keys >= best { break }
+            if keys - shifts >= best { break }
             if forwardHeap.storage.count <= backwardHeap.storage.count {
                 let u = Int(truncatingIfNeeded: forwardHeap.pop()! & 0xFFFF_FFFF)
                 if forward[u].closed == current { continue }
@@ -309,16 +358,16 @@ public struct RouteQueryEngine {
                 for e in Int(rowStart[u]) ..< Int(rowStart[u + 1]) {
                     let edge = edges[e]
                     let v = Int(edge.target)
-                    let cost = d + wLatency * edge.latency + wTransfer * edge.secondsPerBit + wLoad * load[v]
-                        + wGeo * edge.kilometres + wHop
+                    let cost = d + costs.forward(e, edge)
                     if forward[v].reached != current {
-                        let h = potential(v)
+                        let h = potential(v) + forwardShift
                         forward[v] = NodeState(cost: cost, potential: h, reached: current, closed: 0, parent: Int32(u))
-                        forwardHeap.push(key(cost + h) | UInt64(v))
+                        if cost + h + forwardPrune < best { forwardHeap.push(key(cost + h) | UInt64(v)) }
                     } else if cost < forward[v].cost && forward[v].closed != current {
                         forward[v].cost = cost
                         forward[v].parent = Int32(u)
-                        forwardHeap.push(key(cost + forward[v].potential) | UInt64(v))
+                        let value = cost + forward[v].potential
+                        if value + forwardPrune < best { forwardHeap.push(key(value) | UInt64(v)) }
                     } else {
                         continue
                     }
@@ -333,20 +382,20 @@ public struct RouteQueryEngine {
                 backward[v].closed = current
                 settledCount += 1
                 let d = backward[v].cost
-                let nodeCost = wLoad * load[v]
+                let nodeCost = costs.entering(v)
                 for e in Int(reverseRowStart[v]) ..< Int(reverseRowStart[v + 1]) {
                     let edge = reverseEdges[e]
                     let u = Int(edge.target)
-                    let cost = d + wLatency * edge.latency + wTransfer * edge.secondsPerBit + nodeCost
-                        + wGeo * edge.kilometres + wHop
+                    let cost = d + costs.backward(e, edge, entering: nodeCost)
                     if backward[u].reached != current {
-                        let h = -potential(u)
+                        let h = -potential(u) + backwardShift
                         backward[u] = NodeState(cost: cost, potential: h, reached: current, closed: 0, parent: Int32(v))
-                        backwardHeap.push(key(cost + h) | UInt64(u))
+                        if cost + h + backwardPrune < best { backwardHeap.push(key(cost + h) | UInt64(u)) }
                     } else if cost < backward[u].cost && backward[u].closed != current {
                         backward[u].cost = cost
                         backward[u].parent = Int32(v)
-                        backwardHeap.push(key(cost + backward[u].potential) | UInt64(u))
+                        let value = cost + backward[u].potential
+                        if value + backwardPrune < best { backwardHeap.push(key(value) | UInt64(u)) }
                     } else {
                         continue
                     }
@@ -535,6 +584,85 @@ public struct RouteQueryEngine {
         return (cost, latency)
     }
 
+}
+
+/// Edge costs for the bidirectional search: `forward(e, edge)` for CSR edge `e`, and
+/// `backward(e, edge, entering:)` for reverse-CSR edge `e` entering the slot whose `entering` cost
+/// was asked first (the load term, paid by every edge entering that slot).
+protocol PairEdgeCosts {
+    /// Cost of CSR edge `e`.
+    func forward(_ e: Int, _ edge: RoutingEdge) -> Float
+    /// What entering slot `v` costs on top of the edge itself (0 when already in the edge costs).
+    func entering(_ v: Int) -> Float
+    /// Cost of reverse-CSR edge `e` whose head costs `entering`.
+    func backward(_ e: Int, _ edge: RoutingEdge, entering: Float) -> Float
+}
+
+/// Edge costs computed from the weights (any weights, any size).
+struct TermEdgeCosts: PairEdgeCosts {
+    let terms: EdgeCostTerms
+    let load: [Float]
+
+    init(_ snapshot: RoutingSnapshot, _ weights: RouteCostWeights, size: Int) {
+        terms = EdgeCostTerms(weights, size: size)
+        load = snapshot.load
+    }
+
+    @inline(__always)
+    func forward(_ e: Int, _ edge: RoutingEdge) -> Float { terms.edge(edge) + terms.load * load[Int(edge.target)] }
+    @inline(__always)
+    func entering(_ v: Int) -> Float { terms.load * load[v] }
+    @inline(__always)
+    func backward(_ e: Int, _ edge: RoutingEdge, entering: Float) -> Float { terms.edge(edge) + entering }
+}
+
+/// A forward A* potential for the bidirectional search (the backward one is its negation):
+/// `(π_t(v) − π_s(v)) / 2` for consistent lower bounds `π_t` (to the target) and `π_s` (from the source).
+protocol PairPotential {
+    /// The forward potential of slot `v`.
+    func forward(_ v: Int) -> Float
+}
+
+/// The snapshot's generic bounds: the scaled Euclidean part of the Vivaldi distance (scale
+/// `heuristicScale`, which one fast link can make small), light in fibre over the chord, and
+/// the geographic term over the chord.
+struct VivaldiPairPotential: PairPotential {
+    let coordinates: [VivaldiCoordinate]
+    let points: [SIMD4<Float>]
+    let latencyScale: Float
+    let useGeo: Bool
+    let lightScale: Float
+    let geoScale: Float
+    let sourceVector: SIMD4<Float>, targetVector: SIMD4<Float>
+    let sourcePoint: SIMD4<Float>, targetPoint: SIMD4<Float>
+
+    init(_ snapshot: RoutingSnapshot, source: Int, target: Int, weights: RouteCostWeights) {
+        coordinates = snapshot.coordinates
+        points = snapshot.geoPoints
+        latencyScale = weights.latency * snapshot.heuristicScale
+        useGeo = snapshot.geoBoundValid
+        lightScale = useGeo ? weights.latency * RoutingSnapshot.lightMillisecondsPerKilometre * 0.999 : 0
+        geoScale = useGeo ? weights.geographic / 1000 * 0.999 : 0
+        sourceVector = coordinates[source].vector
+        targetVector = coordinates[target].vector
+        sourcePoint = points[source]
+        targetPoint = points[target]
+    }
+
+    @inline(__always)
+    func bound(_ v: Int, _ vector: SIMD4<Float>, _ point: SIMD4<Float>) -> Float {
+        let dv = coordinates[v].vector - vector
+        let vivaldi = latencyScale * (dv * dv).sum().squareRoot()
+        guard useGeo else { return vivaldi }
+        let dp = points[v] - point
+        let kilometres = (dp * dp).sum().squareRoot()
+        return max(vivaldi, lightScale * kilometres) + geoScale * kilometres
+    }
+
+    @inline(__always)
+    func forward(_ v: Int) -> Float {
+        (bound(v, targetVector, targetPoint) - bound(v, sourceVector, sourcePoint)) * 0.5
+    }
 }
 
 /// A binary min-heap of `(cost bits << 32 | slot)`: non-negative floats order like their bits.

@@ -40,6 +40,8 @@ public struct RoutingBenchmarkReport: Sendable, CustomStringConvertible {
     public var pairQueryCPUP99Microseconds: Double
     /// Random-pair queries per CPU-second of the querying thread.
     public var pairQueriesPerCPUSecond: Double
+    /// Random-pair queries with a `PairRoutingIndex` the updater builds every `indexEvery` publishes.
+    public var indexed: IndexedPairFigures
     /// Owner → random destination queries (the router's normal use; a shortest-path tree per
     /// snapshot, reused until the next update): p50 / p99 in µs.
     public var ownerQueryP50Microseconds: Double
@@ -78,15 +80,23 @@ public struct RoutingBenchmarkReport: Sendable, CustomStringConvertible {
         func f(_ value: Double, _ digits: Int = 1) -> String { String(format: "%.\(digits)f", value) }
         var lines = [
             "routing: \(nodes) nodes, \(overlayEdges) overlay edges (k=32 + 8 long-range + measured), setup \(f(setupSeconds, 2)) s",
-            "  bidirectional A*: \(f(pairQuerySettledNodes, 0)) nodes settled per pair query (Vivaldi potential scale \(f(heuristicScale, 3)))",
+            "  plain bidirectional A*: \(f(pairQuerySettledNodes, 0)) nodes settled per pair query (Vivaldi potential scale \(f(heuristicScale, 3)))",
             "  query thread got \(f(queryThreadCPUShare * 100, 0)) % of a core (wall figures include waiting for the CPU)",
-            "  pair query (fresh search):   CPU p50 \(f(pairQueryCPUP50Microseconds)) µs  p99 \(f(pairQueryCPUP99Microseconds)) µs  \(f(pairQueriesPerCPUSecond, 0)) q/CPU-s | wall p50 \(f(pairQueryP50Microseconds)) µs  p99 \(f(pairQueryP99Microseconds)) µs  \(f(pairQueriesPerSecond, 0)) q/s",
+            "  pair query, plain search (the peer: no index, newest snapshot): CPU p50 \(f(pairQueryCPUP50Microseconds)) µs  p99 \(f(pairQueryCPUP99Microseconds)) µs  \(f(pairQueriesPerCPUSecond, 0)) q/CPU-s | wall p50 \(f(pairQueryP50Microseconds)) µs  p99 \(f(pairQueryP99Microseconds)) µs  \(f(pairQueriesPerSecond, 0)) q/s",
             "  owner query, tree per update: \(f(ownerQueriesPerCPUSecond, 0)) q/CPU-s | wall p50 \(f(ownerQueryP50Microseconds, 2)) µs  p99 \(f(ownerQueryP99Microseconds)) µs  max \(f(ownerQueryMaxMicroseconds, 0)) µs (tree rebuilds: \(ownerTreeRebuilds))  \(f(ownerQueriesPerSecond, 0)) q/s",
             "  updates: \(snapshotsPublished) snapshots published during the queries (every 100 ms), \(f(meanPublishCPUMilliseconds, 2)) ms CPU / \(f(meanPublishMilliseconds, 2)) ms wall each",
             // The target (≥ 100,000 route queries/s while the matrix takes updates every 100 ms) is about
             // what a node asks: routes from itself (to sources, relays, service nodes). Those are owner
             // queries; routes between two other nodes are rare (a relay asks from itself too).
-            "  target ≥ 100,000 q/s with updates every 100 ms: owner queries (what a node asks) \(f(ownerQueriesPerCPUSecond, 0)) q/CPU-s -> \(ownerQueriesPerCPUSecond >= 100_000 ? "met" : "NOT met"); arbitrary pairs \(f(pairQueriesPerCPUSecond, 0)) q/CPU-s -> \(pairQueriesPerCPUSecond >= 100_000 ? "met" : "not met (a fresh search per pair)")",
+            "  target ≥ 100,000 q/s with updates every 100 ms: owner queries (what a node asks) \(f(ownerQueriesPerCPUSecond, 0)) q/CPU-s -> \(ownerQueriesPerCPUSecond >= 100_000 ? "met" : "NOT met")",
+        ]
+        let x = indexed
+        lines += [
+            "  pair query with the pair-routing index (the updater builds one every \(x.indexEvery) publish\(x.indexEvery == 1 ? "" : "es"), \(x.builds) built; answered on a snapshot ≤ \(x.maxIndexAge) publishes old; \(f(x.indexedShare * 100, 1)) % indexed):",
+            "    CPU p50 \(f(x.cpuP50Microseconds, 2)) µs  p99 \(f(x.cpuP99Microseconds)) µs  \(f(x.perCPUSecond, 0)) q/CPU-s (\(f(x.perCPUSecond / max(pairQueriesPerCPUSecond, 1), 0))x the plain search) | wall p50 \(f(x.p50Microseconds, 2)) µs  p99 \(f(x.p99Microseconds)) µs  \(f(x.perSecond, 0)) q/s; \(f(x.settledNodes, 1)) nodes settled/query, \(f(x.relayShare * 100, 1)) % relay answers",
+            "    index build: CPU \(f(x.meanBuildCPUMilliseconds, 2)) ms mean, \(f(x.maxBuildCPUMilliseconds, 2)) ms max per build (\(x.landmarks) landmarks, 2 Dijkstra runs each), \(x.memoryBytes / 1024) KiB beyond the snapshot",
+            "    \(f(x.searchedShare * 100, 1)) % of the queries searched (the landmarks did not rule out a relay route); the updater used \(f(x.updaterCoreShare * 100, 0)) % of a core (publish + index; it needs \(f(x.nominalUpdaterCoreShare * 100, 0)) % to keep 100 ms) -> 2 cores sustain \(f(x.twoCoreQueriesPerSecond, 0)) q/s (plain search: \(f(x.plainTwoCoreQueriesPerSecond, 0)) q/s, ratio \(f(x.twoCoreQueriesPerSecond / max(x.plainTwoCoreQueriesPerSecond, 1), 0))x)",
+            "  target arbitrary pairs ≥ 100,000 q/s on 2 cores with updates every 100 ms, p50 ≤ 1 ms, p99 ≤ 2 ms: \(x.twoCoreQueriesPerSecond >= 100_000 ? "met" : "NOT met") (\(f(x.twoCoreQueriesPerSecond, 0)) q/s); latency \(x.p50Microseconds <= 1000 && x.p99Microseconds <= 2000 ? "met" : "NOT met") (wall, a shared machine; CPU p99 \(f(x.cpuP99Microseconds)) µs)",
         ]
         if let dense = denseDijkstraMilliseconds, let denseCPU = denseDijkstraCPUMilliseconds {
             lines.append("  peer: dense O(N²) Dijkstra CPU \(f(denseCPU, 2)) ms (wall \(f(dense, 2)) ms)/query -> sparse pair query p50 is \(f(denseCPU * 1000 / max(pairQueryCPUP50Microseconds, 0.001), 0))x faster in CPU time")
@@ -95,6 +105,79 @@ public struct RoutingBenchmarkReport: Sendable, CustomStringConvertible {
         lines.append("  next-RTT prediction error: Holt \(f(holtMeanRelativeError * 100, 2)) %  vs EWMA \(f(ewmaMeanRelativeError * 100, 2)) %")
         return lines.joined(separator: "\n")
     }
+}
+
+/// Random-pair query figures with a `PairRoutingIndex` (see `RoutingBenchmarkReport.indexed`).
+public struct IndexedPairFigures: Sendable {
+    /// Wall time per query, p50 / p99, µs.
+    public var p50Microseconds: Double
+    /// See `p50Microseconds`.
+    public var p99Microseconds: Double
+    /// CPU time per query, p50 / p99, µs.
+    public var cpuP50Microseconds: Double
+    /// See `cpuP50Microseconds`.
+    public var cpuP99Microseconds: Double
+    /// Queries per second of wall time on one thread.
+    public var perSecond: Double
+    /// Queries per CPU-second of the querying thread.
+    public var perCPUSecond: Double
+    /// Share of a core the updater used during the phase (publishing every 100 ms and building
+    /// the indexes), CPU time over wall time. On a busy machine the updater can fall behind its
+    /// 100 ms, so the projection also uses `nominalUpdaterCoreShare`.
+    public var updaterCoreShare: Double
+    /// What the updater needs to keep its 100 ms cadence: mean publish CPU plus mean index CPU
+    /// divided by `indexEvery`, per 100 ms.
+    public var nominalUpdaterCoreShare: Double
+    /// Queries per second two cores sustain with the updater running: the rest of the two cores
+    /// (`2 −` the larger of the two updater shares) at `perCPUSecond`.
+    public var twoCoreQueriesPerSecond: Double
+    /// The same for the plain search (the peer), measured in the same run.
+    public var plainTwoCoreQueriesPerSecond: Double
+    /// Share of queries whose landmark bound did not rule out a relay route (they searched).
+    public var searchedShare: Double
+    /// Mean nodes settled per query.
+    public var settledNodes: Double
+    /// Share of queries whose answer was a relay route (cheaper than the direct link).
+    public var relayShare: Double
+    /// Share of queries that had an index (the rest used the plain search).
+    public var indexedShare: Double
+    /// Most publishes between the newest snapshot and the one a query answered on.
+    public var maxIndexAge: Int
+    /// Indexes built by the updater.
+    public var builds: Int
+    /// The updater built an index after every `indexEvery`-th publish.
+    public var indexEvery: Int
+    /// Mean / max CPU time of one index build, ms (the updater thread; counted in `updaterCoreShare`).
+    public var meanBuildCPUMilliseconds: Double
+    /// See `meanBuildCPUMilliseconds`.
+    public var maxBuildCPUMilliseconds: Double
+    /// Landmarks per index.
+    public var landmarks: Int
+    /// Bytes held by one index (beyond its snapshot).
+    public var memoryBytes: Int
+}
+
+/// What the updater thread records about the indexes it builds.
+struct IndexStats {
+    var builds = 0
+    var cpu = 0.0
+    var maxCPU = 0.0
+    var landmarks = 0
+    var memory = 0
+}
+
+/// Figures of one random-pair phase of the benchmark.
+struct PairPhase {
+    var wall: [Double] = []
+    var cpu: [Double] = []
+    var perSecond = 0.0
+    var perCPUSecond = 0.0
+    var settled = 0.0
+    var relayShare = 0.0
+    var indexedShare = 0.0
+    var searchedShare = 0.0
+    var updaterCoreShare = 0.0
+    var maxAge = 0
 }
 
 /// The routing benchmark `stoq bench` runs: route queries on a generated network while a
@@ -107,9 +190,13 @@ public enum RoutingBenchmark {
     ///   - seed: seed of the generated network and queries.
     ///   - queryDuration: seconds spent on each query kind.
     ///   - includeDensePeer: also run the dense O(N²) Dijkstra (needs N² floats of memory).
+    ///   - indexEvery: the updater builds a pair-routing index after every `indexEvery`-th publish
+    ///     (queries then answer on a snapshot at most that many publishes old).
     /// - Returns: the figures.
     @available(macOS 15.0, *)
-    public static func run(nodes: Int = 10_000, seed: UInt64 = 1, queryDuration: Double = 2, includeDensePeer: Bool = true) -> RoutingBenchmarkReport {
+    public static func run(
+        nodes: Int = 10_000, seed: UInt64 = 1, queryDuration: Double = 2, includeDensePeer: Bool = true, indexEvery: Int = 2
+    ) -> RoutingBenchmarkReport {
         precondition(nodes >= 100, "the routing benchmark needs at least 100 nodes")
         let clock = ContinuousClock()
         let model = GeographicLatencyModel(nodeCount: nodes, seed: seed, noise: 0.05)
@@ -123,6 +210,8 @@ public enum RoutingBenchmark {
         let shared = Mutex<(cell: RoutingSnapshotCell?, setup: Double, published: Int, publishSeconds: Double, publishCPU: Double, holt: Double, ewma: Double)>(
             (nil, 0, 0, 0, 0, 0, 0)
         )
+        let updaterCPUNanoseconds = Atomic<Int>(0)
+        let indexStats = Mutex<IndexStats>(IndexStats())
         let updater = Thread {
             let start = clock.now
             var configuration = RoutingConfiguration()
@@ -166,6 +255,7 @@ public enum RoutingBenchmark {
             matrix.rebuildOverlay(now: now)
             let first = matrix.publish(now: now)
             let cell = RoutingSnapshotCell(first)
+            cell.storeIndex(PairRoutingIndex(snapshot: first, size: 65_536))
             let setup = clock.now - start
             shared.withLock { $0.cell = cell; $0.setup = seconds(setup) }
             ready.signal()
@@ -173,6 +263,7 @@ public enum RoutingBenchmark {
             var published = 0
             var publishTime = Duration.zero
             var publishCPU = 0.0
+            var indexCountdown = indexEvery
             var next = clock.now + .milliseconds(100)
             while !stop.load(ordering: .relaxed) {
                 if clock.now < next {
@@ -197,9 +288,30 @@ public enum RoutingBenchmark {
                 )
                 _ = matrix.handleGossip(gossip, now: now)
                 matrix.handleTimeout(now: now)
-                if let snapshot = matrix.pollSnapshot() { cell.store(snapshot) }
+                if let snapshot = matrix.pollSnapshot() {
+                    cell.store(snapshot)
+                    indexCountdown -= 1
+                }
                 publishTime += clock.now - tick
                 publishCPU += threadCPUSeconds() - tickCPU
+                if indexCountdown <= 0, let snapshot = matrix.snapshot {
+                    indexCountdown = indexEvery
+                    // The pair-routing index of the snapshot just published, built here, off the
+                    // query path; queries use it as soon as it is stored (until then, the previous one).
+                    let indexCPU = threadCPUSeconds()
+                    let index = PairRoutingIndex(snapshot: snapshot, size: 65_536)
+                    cell.storeIndex(index)
+                    let cpu = threadCPUSeconds() - indexCPU
+                    indexStats.withLock {
+                        $0.builds += 1
+                        $0.cpu += cpu
+                        $0.maxCPU = max($0.maxCPU, cpu)
+                        $0.landmarks = index.landmarks.count
+                        $0.memory = index.memoryBytes
+                    }
+                }
+                let tickCPUSeconds = threadCPUSeconds() - tickCPU
+                updaterCPUNanoseconds.add(Int(tickCPUSeconds * 1e9), ordering: .relaxed)
                 published += 1
             }
             let report = matrix.predictionReport()
@@ -219,29 +331,54 @@ public enum RoutingBenchmark {
         let overlayEdges = cell.load().edgeCount
         let firstScale = cell.load().heuristicScale
 
-        // Random pairs, a fresh Dijkstra each (early exit at the destination).
+        // Random pairs: first the plain search on the newest snapshot (the peer), then with the
+        // newest pair-routing index (on its snapshot, at most a publish or two old). The updater's
+        // CPU time during each phase (publishing, and building an index per snapshot) is measured
+        // too, so the rate can be given per CPU-second of both threads.
         var engine = RouteQueryEngine()
         var random = SplitMix64(seed: seed ^ 0xAA)
-        var pairLatencies: [Double] = []
-        var pairCPU: [Double] = []
         var pairCount = 0
-        let pairStart = clock.now
-        let pairStartCPU = threadCPUSeconds()
-        let pairDeadline = pairStart + .seconds(queryDuration)
-        while clock.now < pairDeadline {
-            let snapshot = cell.load()
-            let a = RoutingNodeID(random.next() % UInt64(nodes)), b = RoutingNodeID(random.next() % UInt64(nodes))
-            let t0 = clock.now
-            let c0 = threadCPUSeconds()
-            let route = engine.route(in: snapshot, from: a, to: b, size: 65_536)
-            pairCPU.append((threadCPUSeconds() - c0) * 1e6)
-            pairLatencies.append(seconds(clock.now - t0) * 1e6)
-            pairCount += route == nil ? 0 : 1
+        func pairPhase(indexed: Bool) -> PairPhase {
+            var phase = PairPhase()
+            let settledBefore = engine.settledNodes, relaysBefore = engine.relayAnswers, indexedBefore = engine.indexedQueries
+            let searchedBefore = engine.indexedSearches
+            let start = clock.now
+            let startCPU = threadCPUSeconds()
+            let updaterStart = updaterCPUNanoseconds.load(ordering: .relaxed)
+            let deadline = start + .seconds(queryDuration)
+            while clock.now < deadline {
+                let a = RoutingNodeID(random.next() % UInt64(nodes)), b = RoutingNodeID(random.next() % UInt64(nodes))
+                // The CPU clock of a thread is a system call (~0.5 µs): every 8th query is timed by it,
+                // every query by the wall clock.
+                let sampled = phase.wall.count & 7 == 0
+                let c0 = sampled ? threadCPUSeconds() : 0
+                let t0 = clock.now
+                let route = indexed
+                    ? engine.route(in: cell, from: a, to: b, size: 65_536, maxIndexAge: UInt64(indexEvery))
+                    : engine.route(in: cell.load(), from: a, to: b, size: 65_536)
+                phase.wall.append(seconds(clock.now - t0) * 1e6)
+                if sampled { phase.cpu.append((threadCPUSeconds() - c0) * 1e6) }
+                pairCount += route == nil ? 0 : 1
+                if indexed, let index = cell.loadIndex() {
+                    phase.maxAge = max(phase.maxAge, Int(cell.load().version - index.snapshot.version))
+                }
+            }
+            let wall = seconds(clock.now - start)
+            let count = Double(phase.wall.count)
+            phase.perSecond = count / wall
+            phase.perCPUSecond = count / (threadCPUSeconds() - startCPU)
+            let updaterCPU = Double(updaterCPUNanoseconds.load(ordering: .relaxed) - updaterStart) * 1e-9
+            phase.updaterCoreShare = updaterCPU / wall
+            phase.settled = Double(engine.settledNodes - settledBefore) / max(1, count)
+            phase.relayShare = Double(engine.relayAnswers - relaysBefore) / max(1, count)
+            phase.indexedShare = Double(engine.indexedQueries - indexedBefore) / max(1, count)
+            phase.searchedShare = Double(engine.indexedSearches - searchedBefore) / max(1, count)
+            phase.cpu.sort()
+            phase.wall.sort()
+            return phase
         }
-        let pairWall = seconds(clock.now - pairStart)
-        let pairQPS = Double(pairLatencies.count) / pairWall
-        let settled = Double(engine.settledNodes) / Double(max(1, pairLatencies.count))
-        let pairQPCPUS = Double(pairLatencies.count) / (threadCPUSeconds() - pairStartCPU)
+        let plain = pairPhase(indexed: false)
+        let indexedPhase = pairPhase(indexed: true)
 
         // Owner → many destinations: the tree is rebuilt once per published snapshot.
         var ownerLatencies: [Double] = []
@@ -278,16 +415,30 @@ public enum RoutingBenchmark {
         if includeDensePeer && nodes <= 20_000 {
             dense = denseDijkstraMilliseconds(coordinates: coordinates, queries: 5, seed: seed)
         }
-        pairCPU.sort()
-        pairLatencies.sort()
         ownerLatencies.sort()
+        let index = indexStats.withLock { $0 }
+        let meanBuildCPU = index.builds > 0 ? index.cpu / Double(index.builds) : 0
+        let nominalShare = ((published > 0 ? publishCPU / Double(published) : 0) + meanBuildCPU / Double(max(1, indexEvery))) / 0.1
+        let updaterShare = max(indexedPhase.updaterCoreShare, nominalShare)
         precondition(checksum.isFinite && pairCount > 0, "routing benchmark found no routes")
         return RoutingBenchmarkReport(
             nodes: nodes, overlayEdges: overlayEdges, setupSeconds: setupSeconds,
-            pairQueryP50Microseconds: percentile(pairLatencies, 0.5), pairQueryP99Microseconds: percentile(pairLatencies, 0.99),
-            pairQuerySettledNodes: settled, heuristicScale: Double(firstScale), pairQueriesPerSecond: pairQPS,
-            pairQueryCPUP50Microseconds: percentile(pairCPU, 0.5), pairQueryCPUP99Microseconds: percentile(pairCPU, 0.99),
-            pairQueriesPerCPUSecond: pairQPCPUS,
+            pairQueryP50Microseconds: percentile(plain.wall, 0.5), pairQueryP99Microseconds: percentile(plain.wall, 0.99),
+            pairQuerySettledNodes: plain.settled, heuristicScale: Double(firstScale), pairQueriesPerSecond: plain.perSecond,
+            pairQueryCPUP50Microseconds: percentile(plain.cpu, 0.5), pairQueryCPUP99Microseconds: percentile(plain.cpu, 0.99),
+            pairQueriesPerCPUSecond: plain.perCPUSecond,
+            indexed: IndexedPairFigures(
+                p50Microseconds: percentile(indexedPhase.wall, 0.5), p99Microseconds: percentile(indexedPhase.wall, 0.99),
+                cpuP50Microseconds: percentile(indexedPhase.cpu, 0.5), cpuP99Microseconds: percentile(indexedPhase.cpu, 0.99),
+                perSecond: indexedPhase.perSecond, perCPUSecond: indexedPhase.perCPUSecond,
+                updaterCoreShare: indexedPhase.updaterCoreShare, nominalUpdaterCoreShare: nominalShare,
+                twoCoreQueriesPerSecond: (2 - updaterShare) * indexedPhase.perCPUSecond,
+                plainTwoCoreQueriesPerSecond: (2 - max(plain.updaterCoreShare, nominalShare - meanBuildCPU / Double(max(1, indexEvery)) / 0.1)) * plain.perCPUSecond, searchedShare: indexedPhase.searchedShare,
+                settledNodes: indexedPhase.settled, relayShare: indexedPhase.relayShare, indexedShare: indexedPhase.indexedShare,
+                maxIndexAge: indexedPhase.maxAge, builds: index.builds, indexEvery: indexEvery,
+                meanBuildCPUMilliseconds: meanBuildCPU * 1000,
+                maxBuildCPUMilliseconds: index.maxCPU * 1000, landmarks: index.landmarks, memoryBytes: index.memory
+            ),
             ownerQueryP50Microseconds: percentile(ownerLatencies, 0.5), ownerQueryP99Microseconds: percentile(ownerLatencies, 0.99),
             ownerQueriesPerSecond: ownerQPS, ownerQueryMaxMicroseconds: ownerLatencies.last ?? 0, ownerTreeRebuilds: rebuilds,
             ownerQueriesPerCPUSecond: ownerQPCPUS, queryThreadCPUShare: cpuShare,

@@ -18,9 +18,13 @@ struct BenchCommand: AsyncParsableCommand {
         @Option(help: "Seconds of queries.") var seconds: Double = 2
         @Option(help: "Seed.") var seed: UInt64 = 1
         @Flag(help: "Skip the dense O(N²) Dijkstra peer.") var noDensePeer = false
+        @Option(help: "Build a pair-routing index after every Nth publish (queries answer on a snapshot at most N publishes old).")
+        var indexEvery: Int = 2
 
         func run() async throws {
-            print(RoutingBenchmark.run(nodes: nodes, seed: seed, queryDuration: seconds, includeDensePeer: !noDensePeer))
+            print(RoutingBenchmark.run(
+                nodes: nodes, seed: seed, queryDuration: seconds, includeDensePeer: !noDensePeer, indexEvery: max(1, indexEvery)
+            ))
         }
     }
 }
