@@ -30,6 +30,9 @@ public struct FetchReport: Sendable {
         /// For a source that fills misses from its upstream (an edge): the chunks its HAVE said it
         /// caches, which it was given first (nil: not such a source, or no HAVE came).
         public var cachedChunks: Int? = nil
+        /// Bytes it sent for requests that were then cancelled (endgame losers, stalls) or failed:
+        /// its bandwidth spent on nothing.
+        public var discardedBytes: Int = 0
     }
     /// The content fetched.
     public var root: ContentID
@@ -56,6 +59,9 @@ public struct FetchReport: Sendable {
     public var failovers: [(source: String, seconds: Double)]
     /// The source the scheduler asked for the first data chunk (nil when nothing was requested).
     public var firstRequestedSource: String? = nil
+    /// How each source was used during the data phase (idle and turnaround time, first-byte
+    /// times, windows), in the order of ``sources``.
+    public var timelines: [FetchSourceTimeline] = []
     /// Goodput in Mbit/s over the data phase.
     public var megabitsPerSecond: Double { seconds > 0 ? Double(fetchedBytes) * 8 / seconds / 1e6 : 0 }
 }
@@ -77,6 +83,7 @@ public final class ContentFetcher: Sendable {
     private let onEvent: (@Sendable (String) -> Void)?
     private let healthChanges: AsyncStream<PeerHealthChange>?
     private let preference: SourcePreference?
+    private let traceInterval: Duration?
 
     /// Creates a fetcher.
     /// - Parameters:
@@ -89,16 +96,20 @@ public final class ContentFetcher: Sendable {
     ///   - preference: route costs of the sources (e.g. ``NodeRouter/sourcePreference()``): the
     ///     cheapest source is offered requests first, in the first round and in every later one;
     ///     the measured throughput still sizes each source's window once data flows.
+    ///   - traceInterval: when set, the report's timelines also count the bytes each source
+    ///     delivered per interval of this length (``FetchSourceTimeline/bytesPerBin``).
     public init(
         store: any ChunkStore, sources: [any ChunkSource], configuration: SwarmConfiguration = .init(),
         logger: Logger = Logger(label: "stoq.fetch"),
         onProgress: (@Sendable (SwarmProgress) -> Void)? = nil,
         onEvent: (@Sendable (String) -> Void)? = nil,
         healthChanges: AsyncStream<PeerHealthChange>? = nil,
-        preference: SourcePreference? = nil
+        preference: SourcePreference? = nil,
+        traceInterval: Duration? = nil
     ) {
         self.preference = preference
         self.healthChanges = healthChanges
+        self.traceInterval = traceInterval
         self.store = store
         self.sources = sources
         self.configuration = configuration
@@ -166,6 +177,7 @@ public final class ContentFetcher: Sendable {
             }
         }
         var firstRequested: String?
+        var timeline = FetchTimelineRecorder(start: now(), binWidth: traceInterval.map { UInt64(max(1, $0.nanoseconds)) })
         // 2a. Who has what: every source starts as a full holder (so a source that answers
         // nothing still gets requests, and stall detection or health probing deals with it);
         // each one's HAVE bitfield, asked in parallel, narrows its availability as it arrives.
@@ -186,6 +198,7 @@ public final class ContentFetcher: Sendable {
             let id = SourceID(source.name)
             byID[id] = source
             scheduler.handleSourceAdded(id, now: now())
+            timeline.window(id, bytes: scheduler.windowBytes(of: id) ?? 0, now: now())
         }
         func applyHave(_ position: Int, _ answer: ChunkAvailability?) {
             let id = SourceID(sources[position].name)
@@ -244,6 +257,7 @@ public final class ContentFetcher: Sendable {
                     if firstRequested == nil { firstRequested = sourceID.rawValue }
                     let chunkID = chunks[index].id
                     requestStart[rid] = now()
+                    timeline.requested(rid, on: sourceID, now: now())
                     running[rid] = Task {
                         do {
                             let bytes = try await source.fetchChunk(chunkID) { n in continuation.yield(.progress(rid, n)) }
@@ -254,6 +268,7 @@ public final class ContentFetcher: Sendable {
                     }
                 case .cancel(let rid, let sourceID, _):
                     running.removeValue(forKey: rid)?.cancel()
+                    timeline.ended(rid, now: now())
                     let began = requestStart.removeValue(forKey: rid)
                     // A cancel on an active source is an endgame loser; on a penalised one it is a stall.
                     let stalled: Bool
@@ -332,9 +347,11 @@ public final class ContentFetcher: Sendable {
             case .progress(let rid, let n):
                 guard running[rid] != nil else { continue eventLoop }
                 if n > 0, firstDataByte == nil { firstDataByte = Double(t) / 1e9 }
+                timeline.received(rid, bytes: n, now: t)
                 scheduler.handleProgress(rid, bytes: n, now: t)
             case .done(let rid, let result):
                 guard running.removeValue(forKey: rid) != nil else { continue eventLoop }
+                timeline.ended(rid, now: t)
                 let began = requestStart.removeValue(forKey: rid)
                 guard let (sourceID, index) = scheduler.request(rid) else { continue eventLoop }
                 switch result {
@@ -372,7 +389,9 @@ public final class ContentFetcher: Sendable {
                     }
                 }
                 onProgress?(scheduler.progress)
+                timeline.window(sourceID, bytes: scheduler.windowBytes(of: sourceID) ?? 0, now: t)
             }
+            timeline.inEndgame = scheduler.isInEndgame
             finished = try drainActions()
             if finished { break eventLoop }
             armTimer()
@@ -390,6 +409,7 @@ public final class ContentFetcher: Sendable {
         try store.commit(uncommitted)
         try store.commit(plan.batch)
         let elapsed = Double((clock.now - start).nanoseconds) / 1e9
+        let timelines = timeline.finish(at: now())
         let progress = scheduler.progress
         return FetchReport(
             root: root, plainBytes: plan.plainBytes, fetchedBytes: fetchedBytes, chunks: chunks.count,
@@ -398,9 +418,10 @@ public final class ContentFetcher: Sendable {
             sources: progress.sources.map {
                 .init(name: $0.id.rawValue, bytes: $0.bytesDelivered, chunks: $0.chunksDelivered, state: "\($0.state)",
                       stalls: $0.stalls, failures: $0.failures, offeredChunks: offered[$0.id],
-                      routeCost: routeCosts[$0.id], cachedChunks: cached[$0.id])
+                      routeCost: routeCosts[$0.id], cachedChunks: cached[$0.id], discardedBytes: $0.bytesDiscarded)
             },
-            failovers: failovers, firstRequestedSource: firstRequested
+            failovers: failovers, firstRequestedSource: firstRequested,
+            timelines: timelines
         )
     }
 }

@@ -10,9 +10,16 @@ public struct SwarmConfiguration: Sendable, Hashable {
     /// ``minOutstanding`` requests, the window then grows from measurements like a slow start).
     /// A small start keeps the first sources to connect from taking the whole content.
     public var initialWindowBytes: Int = 0
-    /// The window is `windowGain × throughput × RTT` bytes (plus one average chunk), so the
-    /// source's pipe stays full while the next request travels.
+    /// The window is `windowGain × throughput × turnaround` bytes (plus one average chunk), so
+    /// the source's pipe stays full while the next request travels. The turnaround is measured
+    /// per request from the moment the source could have started it (sent, or the source's
+    /// previous completion) to its first byte, so a queue of requests waiting at the source does not
+    /// count as path delay and does not grow the window further.
     public var windowGain: Double = 2
+    /// Shortest span of one throughput sample (after the first): the throughput is every byte a
+    /// source delivered over the time it was busy, so it holds whether a source serves its
+    /// requests one after another or interleaved.
+    public var rateSampleInterval: UInt64 = 50_000_000
     /// RTT assumed before any sample.
     public var initialRTT: UInt64 = 50_000_000
     /// Shortest stall timeout.
@@ -80,6 +87,11 @@ public struct SwarmSourceProgress: Sendable, Hashable {
     public var throughputBytesPerSecond: Double?
     /// Smoothed RTT in nanoseconds, once measured.
     public var rttNanoseconds: UInt64?
+    /// Its byte window now: the scheduler tops its requests up to this many bytes (within the
+    /// request limits; see ``SwarmScheduler/windowBytes(of:)``).
+    public var windowBytes: Int = 0
+    /// Bytes of its requests in flight.
+    public var outstandingBytes: Int = 0
     /// Errors, refusals and not-found answers.
     public var failures: Int
     /// Stalls detected.

@@ -74,10 +74,21 @@ public struct SwarmScheduler: Sendable {
         var state: SwarmSourceState = .active
         var outstanding: [RequestID] = []
         var outstandingBytes = 0
+        /// Bytes already received of the outstanding requests: `outstandingBytes` minus this is
+        /// what the source still has to send.
+        var receivedOutstanding = 0
         var lastProgressAt: UInt64 = 0
         var lastCompletionAt: UInt64 = 0
         var rate: Double?
         var rtt: UInt64?
+        /// Smoothed request turnaround: from the moment a request could have started (sent, or
+        /// the source's previous completion, whichever is later) to its first byte. What a window
+        /// must cover beyond the chunk in service so the source never runs dry.
+        var turnaround: UInt64?
+        /// Delivery-rate sample in progress: bytes received since `sampleStart` (reset when
+        /// the source goes from idle to busy, so idle time does not dilute it).
+        var sampleStart: UInt64 = 0
+        var sampleBytes = 0
         var windowScale: Double = 1
         var consecutiveFailures = 0
         var bytesDelivered = 0
@@ -272,13 +283,24 @@ public struct SwarmScheduler: Sendable {
         }
         if !record.firstByteSeen {
             record.firstByteSeen = true
-            // Only a request sent to an idle source measures the path's RTT.
-            if let source = sources[record.source], record.sentAt >= source.lastCompletionAt, source.outstanding.first == request {
-                updateRTT(record.source, sample: now &- record.sentAt)
+            if let source = sources[record.source] {
+                // Only a request sent to an idle source measures the path's RTT.
+                if record.sentAt >= source.lastCompletionAt, source.outstanding.first == request {
+                    updateRTT(record.source, sample: now &- record.sentAt)
+                }
+                // The turnaround counts from when the source could have started this response:
+                // behind a queue of earlier responses, only the gap after the last of them completed.
+                let ready = max(record.sentAt, source.lastCompletionAt)
+                let sample = max(now > ready ? now - ready : 0, 1_000)
+                sources[record.source]!.turnaround = source.turnaround.map { ($0 * 7 + sample) / 8 } ?? sample
             }
         }
-        record.received += bytes
+        let counted = min(bytes, max(0, chunks[record.chunk].size - record.received))
+        record.received += counted
         requests[request] = record
+        sources[record.source]!.sampleBytes += bytes
+        sources[record.source]!.receivedOutstanding += counted
+        topUp(record.source, now: now)
         sources[record.source]!.lastProgressAt = max(sources[record.source]!.lastProgressAt, now)
     }
 
@@ -293,10 +315,16 @@ public struct SwarmScheduler: Sendable {
         removeRequest(request)
         if verified {
             var source = sources[record.source]!
-            let start = max(record.sentAt, source.lastCompletionAt)
-            let elapsed = max(now &- start, 1_000)
-            let sample = Double(size) * 1e9 / Double(elapsed)
-            source.rate = source.rate.map { $0 * 0.75 + sample * 0.25 } ?? sample
+            // Delivery rate: every byte the source sent over the time it was busy, whatever the
+            // order it serves its requests in (one after another, or interleaved so that several
+            // complete at once). A sample spans at least `rateSampleInterval` once a first one exists.
+            let elapsed = now > source.sampleStart ? now - source.sampleStart : 0
+            if source.sampleBytes > 0, elapsed > 0, source.rate == nil || elapsed >= configuration.rateSampleInterval {
+                let sample = Double(source.sampleBytes) * 1e9 / Double(max(elapsed, 1_000))
+                source.rate = source.rate.map { $0 * 0.75 + sample * 0.25 } ?? sample
+                source.sampleStart = now
+                source.sampleBytes = 0
+            }
             source.lastCompletionAt = now
             source.lastProgressAt = max(source.lastProgressAt, now)
             source.consecutiveFailures = 0
@@ -429,9 +457,21 @@ public struct SwarmScheduler: Sendable {
                     id: source.id, state: source.state, bytesDelivered: source.bytesDelivered,
                     chunksDelivered: source.chunksDelivered, bytesDiscarded: source.bytesDiscarded,
                     outstandingRequests: source.outstanding.count, throughputBytesPerSecond: source.rate,
-                    rttNanoseconds: source.rtt, failures: source.failures, stalls: source.stalls)
+                    rttNanoseconds: source.rtt, windowBytes: Int(windowBytes(source).rounded()),
+                    outstandingBytes: source.outstandingBytes, failures: source.failures, stalls: source.stalls)
             })
     }
+
+    /// The byte window of `source` now (nil for an unknown source): it is given requests while
+    /// its outstanding bytes are below this, at least ``SwarmConfiguration/minOutstanding`` and at
+    /// most ``SwarmConfiguration/maxOutstanding`` of them.
+    public func windowBytes(of source: SourceID) -> Int? { sources[source].map { Int(windowBytes($0).rounded()) } }
+
+    /// Requests of `source` in flight (0 for an unknown source).
+    public func outstandingCount(of source: SourceID) -> Int { sources[source]?.outstanding.count ?? 0 }
+
+    /// Whether every needed chunk is assigned (only endgame duplicates are issued from now on).
+    public var isInEndgame: Bool { !finished && pending.isEmpty }
 
     // MARK: Internals
 
@@ -508,8 +548,8 @@ public struct SwarmScheduler: Sendable {
 
     private func windowBytes(_ source: SourceRecord) -> Double {
         guard let rate = source.rate else { return Double(configuration.initialWindowBytes) * source.windowScale }
-        let rtt = Double(source.rtt ?? configuration.initialRTT) / 1e9
-        return (configuration.windowGain * rate * rtt + Double(averageChunkSize)) * source.windowScale
+        let turnaround = Double(source.turnaround ?? source.rtt ?? configuration.initialRTT) / 1e9
+        return (configuration.windowGain * rate * turnaround + Double(averageChunkSize)) * source.windowScale
     }
 
     private func canTake(_ source: SourceRecord) -> Bool {
@@ -518,7 +558,10 @@ public struct SwarmScheduler: Sendable {
         let maximum = max(1, Int(Double(configuration.maxOutstanding) * source.windowScale))
         let minimum = max(1, min(configuration.minOutstanding, maximum))
         if count < minimum { return true }
-        return count < maximum && Double(source.outstandingBytes) < windowBytes(source)
+        // The window bounds the bytes the source still has to send, not whole requests: a source
+        // that serves its requests interleaved (QUIC streams round-robin) gets the next one while
+        // the current ones are still arriving, instead of after they all complete at once.
+        return count < maximum && Double(source.outstandingBytes - source.receivedOutstanding) < windowBytes(source)
     }
 
     private mutating func removeFromPending(_ chunk: Int) {
@@ -542,7 +585,11 @@ public struct SwarmScheduler: Sendable {
         let id = RequestID(rawValue: nextRequestNumber)
         nextRequestNumber += 1
         requests[id] = RequestRecord(source: source, chunk: chunk, sentAt: now)
-        if sources[source]!.outstanding.isEmpty { sources[source]!.lastProgressAt = now }
+        if sources[source]!.outstanding.isEmpty {
+            sources[source]!.lastProgressAt = now
+            sources[source]!.sampleStart = now
+            sources[source]!.sampleBytes = 0
+        }
         sources[source]!.outstanding.append(id)
         sources[source]!.outstandingBytes += chunks[chunk].size
         chunkStates[chunk].inFlight.append(id)
@@ -556,6 +603,7 @@ public struct SwarmScheduler: Sendable {
         if var source = sources[record.source] {
             if let position = source.outstanding.firstIndex(of: id) { source.outstanding.remove(at: position) }
             source.outstandingBytes -= chunks[record.chunk].size
+            source.receivedOutstanding -= record.received
             sources[record.source] = source
         }
         if let position = chunkStates[record.chunk].inFlight.firstIndex(of: id) {
@@ -662,6 +710,15 @@ public struct SwarmScheduler: Sendable {
         for position in order where sources.values[position].state == .active && sources.values[position].outstanding.isEmpty {
             guard let chunk = pickDuplicate(for: position) else { continue }
             issue(sources.values[position].id, chunk: chunk, now: now)
+        }
+    }
+
+    /// Gives `source` new requests while its window has room (after bytes arrived on it).
+    private mutating func topUp(_ source: SourceID, now: UInt64) {
+        guard !finished, !pending.isEmpty, let position = sources.index(forKey: source) else { return }
+        while canTake(sources.values[position]) {
+            guard let chunk = pickChunk(for: position) else { break }
+            issue(source, chunk: chunk, now: now)
         }
     }
 

@@ -26,6 +26,12 @@ struct BenchSwarm: AsyncParsableCommand {
     @Option(help: "--real: source counts, comma-separated.")
     var sources: String = "2,4,8"
 
+    @Option(help: "--real: where the sources' limits are enforced: transport (QUIC token bucket, --rate-limit) or serve (chunk server's ServeThrottle, --connection-serve-rate).")
+    var throttle: String = "transport"
+
+    @Option(help: "--real: also print each source's MB/s per interval of this many milliseconds.")
+    var traceMs: Int?
+
     func run() async throws {
         guard real else {
             SwarmBenchmark.run(seed: seed, failoverRuns: failoverRuns ?? 200)
@@ -35,6 +41,9 @@ struct BenchSwarm: AsyncParsableCommand {
         guard !counts.isEmpty, loadFraction > 0, loadFraction <= 1, mib >= 1 else {
             throw ValidationError("--sources takes counts like 2,4,8; --load-fraction is in (0, 1]; --mib at least 1")
         }
-        try await RealSwarmBenchmark(mebibytes: mib, fraction: loadFraction, failoverRuns: failoverRuns ?? 20, sourceCounts: counts).run()
+        guard let place = RealSwarmBenchmark.Throttle(rawValue: throttle) else {
+            throw ValidationError("--throttle takes transport or serve")
+        }
+        try await RealSwarmBenchmark(mebibytes: mib, fraction: loadFraction, failoverRuns: failoverRuns ?? 20, sourceCounts: counts, throttle: place, traceMilliseconds: traceMs.map { max(1, $0) }).run()
     }
 }

@@ -16,14 +16,42 @@ import STOQSimulation
 /// - time to first byte and ms per MB of every fetch;
 /// - failover: sources killed (SIGKILL) mid-fetch; time from the kill to the moment their
 ///   requests were moved to the other sources, p50/p99.
+///
+/// Beside each figure, what explains it: CPU per process during the fetch (receiver, each source,
+/// the rest of the machine: on 2 cores the 8-source run is CPU-bound), UDP datagrams the kernel
+/// dropped, and per source its share of what its bucket allowed, the fraction of the fetch it
+/// was *idle* (no request outstanding) or *awaiting* (requests outstanding, no byte of any yet),
+/// first-byte times, requests and window. `--trace-ms N` adds each source's MB/s per N ms;
+/// `--throttle serve` limits the sources with the chunk server's ``ServeThrottle`` instead of the
+/// transport's token bucket.
 struct RealSwarmBenchmark {
     var mebibytes: Int
     var fraction: Double
     var failoverRuns: Int
     var sourceCounts: [Int]
+    /// Which token bucket limits the sources: the transport's (`stoq node --rate-limit`: QUIC
+    /// stream bytes of the connection) or the chunk server's (`--connection-serve-rate`:
+    /// ``ServeThrottle``, response bytes in quanta).
+    var throttle: Throttle = .transport
+    /// Where a source's rate limit is enforced.
+    enum Throttle: String, CaseIterable {
+        case transport, serve
+    }
+    /// Print each source's bytes per interval of this many milliseconds (nil: no trace).
+    var traceMilliseconds: Int? = nil
 
     struct Fetch {
         var report: FetchReport
+        /// CPU seconds used during the fetch: by this process (the receiver), by each source
+        /// process (in the order of the sources), and by the whole machine (every process,
+        /// ours and other users').
+        var receiverCPU: Double = 0
+        var sourceCPU: [Double] = []
+        var machineCPU: Double = 0
+        /// UDP/IPv6 datagrams the kernel dropped for a full socket receive buffer during the
+        /// fetch, and datagrams delivered (machine-wide counters: other users' traffic counts).
+        var udpDrops: Int = 0
+        var udpDatagrams: Int = 0
         var seconds: Double { report.seconds }
         var goodput: Double { Double(report.fetchedBytes) / max(report.seconds, 1e-9) }
         var msPerMB: Double { report.seconds * 1000 / (Double(report.fetchedBytes) / 1e6) }
@@ -44,7 +72,7 @@ struct RealSwarmBenchmark {
         // unthrottled, then one set per source count, then 3 survivors and one victim per kill.
         let failoverSources = 4
         let nodeCount = 1 + sourceCounts.reduce(0, +) + (failoverRuns > 0 ? failoverSources - 1 + failoverRuns : 0)
-        say("swarm over real QUIC on [::1]: \(mebibytes) MiB of encrypted media chunks (~256 KiB), sources are `stoq node` processes; \(ProcessInfo.processInfo.activeProcessorCount) cores")
+        say("swarm over real QUIC on [::1]: \(mebibytes) MiB of encrypted media chunks (~256 KiB), sources are `stoq node` processes limited by the \(throttle == .transport ? "transport's token bucket (--rate-limit)" : "chunk server's ServeThrottle (--connection-serve-rate)"); \(ProcessInfo.processInfo.activeProcessorCount) cores")
 
         // Identity and content.
         let ca = try CertificateAuthority.create(commonName: "STOQ bench CA")
@@ -79,7 +107,12 @@ struct RealSwarmBenchmark {
             let name = "source-\(index)"
             var args = ["node", "--name", name, "--listen", "[::1]:0", "--cert", "\(certs)/\(name).pem", "--key", "\(certs)/\(name).key",
                         "--ca", "\(certs)/ca.pem", "--store", "\(work)/\(name)", "--role", "origin"]
-            if let rate { args += ["--rate-limit", "\(rate)"] }
+            if let rate {
+                switch throttle {
+                case .transport: args += ["--rate-limit", "\(rate)"]
+                case .serve: args += ["--connection-serve-rate", "\(rate)"]
+                }
+            }
             let child = try ChildProcess(name: name, executable: executable, arguments: args, logPath: "\(work)/\(name).log")
             children.add(child)
             guard let ready = await child.line(startingWith: "ready"), let address = PeerAddress(String(ready.split(separator: " ")[2])) else {
@@ -93,7 +126,7 @@ struct RealSwarmBenchmark {
             return try await startSource(nextNode, rate: rate)
         }
         var runNumber = 0
-        func fetch(from addresses: [PeerAddress], onProgress: (@Sendable (SwarmProgress) -> Void)? = nil,
+        func fetch(from addresses: [PeerAddress], processes: [ChildProcess], onProgress: (@Sendable (SwarmProgress) -> Void)? = nil,
                    onEvent: (@Sendable (String) -> Void)? = nil) async throws -> Fetch {
             runNumber += 1
             let directory = "\(work)/receiver-\(runNumber)"
@@ -106,9 +139,14 @@ struct RealSwarmBenchmark {
             for address in addresses { sources.append(try await peers.client(for: address)) }
             defer { try? FileManager.default.removeItem(atPath: directory) }
             let report: FetchReport
+            let before = CPUSample(processes: processes)
+            let after: CPUSample
             do {
                 let store = try DiskChunkStore(directory: directory)
-                report = try await ContentFetcher(store: store, sources: sources, onProgress: onProgress, onEvent: onEvent).fetch(root)
+                report = try await ContentFetcher(
+                    store: store, sources: sources, onProgress: onProgress, onEvent: onEvent,
+                    traceInterval: traceMilliseconds.map { .milliseconds($0) }).fetch(root)
+                after = CPUSample(processes: processes)
             } catch {
                 await peers.closeAll()
                 await endpoint.close()
@@ -116,18 +154,21 @@ struct RealSwarmBenchmark {
             }
             await peers.closeAll()
             await endpoint.close()
-            return Fetch(report: report)
+            return Fetch(report: report, receiverCPU: after.receiver - before.receiver,
+                         sourceCPU: zip(after.sources, before.sources).map { $0 - $1 }, machineCPU: after.machine - before.machine,
+                         udpDrops: after.udpDrops - before.udpDrops, udpDatagrams: after.udpDatagrams - before.udpDatagrams)
         }
 
         // 1. The receiver's single-connection rate (best of three, one unthrottled source).
-        let (_, singleAddress) = try await startNext(rate: nil)
+        let (singleProcess, singleAddress) = try await startNext(rate: nil)
         var singles: [Fetch] = []
-        for _ in 0..<3 { singles.append(try await fetch(from: [singleAddress])) }
+        for _ in 0..<3 { singles.append(try await fetch(from: [singleAddress], processes: [singleProcess])) }
         let best = singles.max { $0.goodput < $1.goodput }!
         let singleRate = best.goodput
         say(String(format: "single connection   %7.1f MB/s  (%.0f Mbit/s; runs %@)  ttfb %.1f ms  %.1f ms/MB",
                      singleRate / 1e6, singleRate * 8 / 1e6, singles.map { String(format: "%.1f", $0.goodput / 1e6) }.joined(separator: ", "),
                      best.ttfbMs, best.msPerMB))
+        say("  " + cpuLine(best))
 
         // 2. Goodput with n rate-limited sources.
         var all: [Fetch] = singles
@@ -136,11 +177,14 @@ struct RealSwarmBenchmark {
             let limit = UInt64(fraction * singleRate / Double(n))
             var started: [(ChildProcess, PeerAddress)] = []
             for _ in 0..<n { started.append(try await startNext(rate: limit)) }
-            let result = try await fetch(from: started.map(\.1))
+            let result = try await fetch(from: started.map(\.1), processes: started.map(\.0))
             all.append(result)
             // What the token buckets allow in the fetch's time: the rate plus the bucket each
             // starts with (its burst), capped by the single-connection rate.
-            let burst = Double(RateLimit(bytesPerSecond: limit).burst)
+            let burst: Double = switch throttle {
+            case .transport: Double(RateLimit(bytesPerSecond: limit).burst)
+            case .serve: Double(ServeThrottleSettings(connectionBytesPerSecond: limit).throttleConfiguration.connectionBurst)
+            }
             let allowance = min(Double(n) * (Double(limit) * result.seconds + burst), singleRate * result.seconds)
             let ratio = Double(result.report.fetchedBytes) / allowance
             results.append((n, ratio))
@@ -150,6 +194,8 @@ struct RealSwarmBenchmark {
             say(String(format: "%d sources x %5.1f MB/s: goodput %6.1f MB/s in %.2f s = %5.1f %% of what the buckets allow (sum of rates x time + bursts, at most single x time; %.1f %% of the plain sum); ttfb %.1f ms; %.1f ms/MB; MiB per source %@; stalls %d; failed requests %d",
                          n, Double(limit) / 1e6, result.goodput / 1e6, result.seconds, ratio * 100, result.goodput / (Double(limit) * Double(n)) * 100,
                          result.ttfbMs, result.msPerMB, shares, stalls, failures))
+            say("  " + cpuLine(result))
+            for line in timelineLines(result, limit: Double(limit), burst: burst) { say("  " + line) }
         }
 
         // 3. Failover: 4 rate-limited sources, one killed at 30 % of the bytes.
@@ -157,20 +203,24 @@ struct RealSwarmBenchmark {
         if failoverRuns > 0 {
             let n = failoverSources
             let limit = UInt64(fraction * singleRate / Double(n))
-            var survivors: [PeerAddress] = []
-            for _ in 0..<(n - 1) { survivors.append(try await startNext(rate: limit).1) }
+            var survivors: [(ChildProcess, PeerAddress)] = []
+            for _ in 0..<(n - 1) { survivors.append(try await startNext(rate: limit)) }
             var victims: [(ChildProcess, PeerAddress)] = []
             for _ in 0..<failoverRuns { victims.append(try await startNext(rate: limit)) }
             for (run, (child, address)) in victims.enumerated() {
                 let state = KillState()
-                var addresses = survivors
-                addresses.insert(address, at: run % n)
+                let verbose = ProcessInfo.processInfo.environment["STOQ_BENCH_EVENTS"] != nil
+                var started = survivors
+                started.insert((child, address), at: run % n)
                 let result = try await fetch(
-                    from: addresses,
+                    from: started.map(\.1), processes: started.map(\.0),
                     onProgress: { progress in
                         if progress.totalBytes > 0, progress.bytesDone * 10 >= progress.totalBytes * 3, state.markKilled() { child.signal(SIGKILL) }
                     },
-                    onEvent: { _ in state.noteFailover() })
+                    onEvent: { event in
+                        state.noteFailover()
+                        if verbose { FileHandle.standardError.write(Data("EVENT \(event)\n".utf8)) }
+                    })
                 all.append(result)
                 if let seconds = state.failoverSeconds { failovers.append(seconds) } else { say("failover run \(run): no failover observed") }
             }
@@ -212,6 +262,48 @@ struct RealSwarmBenchmark {
         }
     }
 
+    /// CPU of one fetch: the receiver's, the sources' (sum and spread) and the rest of the
+    /// machine's (other users), each in cores (CPU seconds per second of the fetch).
+    private func cpuLine(_ fetch: Fetch) -> String {
+        let seconds = max(fetch.seconds, 1e-9)
+        let sources = fetch.sourceCPU.reduce(0, +)
+        let others = max(0, fetch.machineCPU - fetch.receiverCPU - sources)
+        let spread = fetch.sourceCPU.count > 1
+            ? String(format: " (each %.2f-%.2f)", (fetch.sourceCPU.min() ?? 0) / seconds, (fetch.sourceCPU.max() ?? 0) / seconds) : ""
+        return String(format: "cpu in cores: receiver %.2f, %d source process%@ %.2f%@, rest of the machine %.2f, of %d cores; receiver %.1f ns/byte; UDP datagrams dropped (receive buffer full, machine-wide) %d of %d",
+                      fetch.receiverCPU / seconds, fetch.sourceCPU.count, fetch.sourceCPU.count == 1 ? "" : "es", sources / seconds, spread,
+                      others / seconds, ProcessInfo.processInfo.activeProcessorCount, fetch.receiverCPU * 1e9 / Double(max(fetch.report.fetchedBytes, 1)),
+                      fetch.udpDrops, fetch.udpDatagrams)
+    }
+
+    /// One line per source: its share of what its bucket allowed, and the receiver-side view
+    /// of why it was not sending (idle: nothing asked; awaiting: asked, no byte yet).
+    private func timelineLines(_ fetch: Fetch, limit: Double, burst: Double) -> [String] {
+        var lines: [String] = []
+        let bytesByName = Dictionary(fetch.report.sources.map { ($0.name, $0.bytes) }, uniquingKeysWith: +)
+        let discardedByName = Dictionary(fetch.report.sources.map { ($0.name, $0.discardedBytes) }, uniquingKeysWith: +)
+        for (position, t) in fetch.report.timelines.enumerated() {
+            let bytes = Double(bytesByName[t.name] ?? 0)
+            let cpu = position < fetch.sourceCPU.count ? String(format: "; cpu %.2f cores", fetch.sourceCPU[position] / max(fetch.seconds, 1e-9)) : ""
+            lines.append(String(format: "source %d: %5.1f MiB (+%.1f MiB discarded) = %5.1f %% of its bucket; idle %4.1f %% (%.1f %% in the endgame), awaiting first byte %4.1f %%; first byte p50 %.1f ms p90 %.1f ms; requests mean %.2f max %d; window mean %.0f KiB%@",
+                                position, bytes / 1_048_576, Double(discardedByName[t.name] ?? 0) / 1_048_576, bytes / (limit * t.seconds + burst) * 100, t.idleFraction * 100,
+                                t.endgameIdleSeconds / max(t.seconds, 1e-9) * 100, t.awaitingFraction * 100,
+                                t.firstByteMilliseconds(quantile: 0.5), t.firstByteMilliseconds(quantile: 0.9),
+                                t.meanOutstandingRequests, t.maxOutstandingRequests, t.meanWindowBytes / 1024, cpu))
+            if !t.bytesPerBin.isEmpty {
+                let rates = t.bytesPerBin.map { String(format: "%.0f", Double($0) / t.binSeconds / 1e6) }.joined(separator: " ")
+                lines.append(String(format: "  MB/s per %.0f ms: %@", t.binSeconds * 1000, rates))
+            }
+        }
+        let fetches = fetch.report.timelines
+        if !fetches.isEmpty {
+            let idle = fetches.map(\.idleFraction).reduce(0, +) / Double(fetches.count)
+            let awaiting = fetches.map(\.awaitingFraction).reduce(0, +) / Double(fetches.count)
+            lines.append(String(format: "sources on average: idle %.1f %%, awaiting first byte %.1f %%", idle * 100, awaiting * 100))
+        }
+        return lines
+    }
+
     private func percentile(_ sorted: [Double], _ q: Double) -> Double {
         guard !sorted.isEmpty else { return .nan }
         return sorted[min(sorted.count - 1, Int((Double(sorted.count - 1) * q).rounded(.up)))]
@@ -222,4 +314,44 @@ struct RealSwarmBenchmark {
 /// Writes a line to stdout at once (unbuffered), so progress reaches pipes and files as it happens.
 private func say(_ line: String) {
     FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
+
+/// CPU time so far (seconds) of this process, of some child processes, and of the whole machine.
+private struct CPUSample {
+    var receiver: Double
+    var sources: [Double]
+    var machine: Double
+    var udpDrops = 0
+    var udpDatagrams = 0
+
+    init(processes: [ChildProcess]) {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        receiver = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+        let tick = Double(sysconf(Int32(_SC_CLK_TCK)))
+        sources = processes.map { child in
+            // /proc/PID/stat: after the ")" that ends the command name, utime and stime are the 12th and 13th fields.
+            guard let stat = try? String(contentsOfFile: "/proc/\(child.process.processIdentifier)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return 0 }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+            return (user + system) / tick
+        }
+        // /proc/stat "cpu" line: user nice system idle iowait irq softirq steal (ticks); busy = all but idle and iowait.
+        if let stat = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+           let line = stat.split(separator: "\n").first(where: { $0.hasPrefix("cpu ") }) {
+            let values = line.split(separator: " ").dropFirst().prefix(8).compactMap { Double($0) }
+            machine = values.count == 8 ? (values.reduce(0, +) - values[3] - values[4]) / tick : 0
+        } else {
+            machine = 0
+        }
+        if let snmp = try? String(contentsOfFile: "/proc/net/snmp6", encoding: .utf8) {
+            for line in snmp.split(separator: "\n") {
+                let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+                guard fields.count == 2, let value = Int(fields[1]) else { continue }
+                if fields[0] == "Udp6RcvbufErrors" { udpDrops = value }
+                if fields[0] == "Udp6InDatagrams" { udpDatagrams = value }
+            }
+        }
+    }
 }
