@@ -16,6 +16,12 @@ public struct SwarmConfiguration: Sendable, Hashable {
     /// previous completion) to its first byte, so a queue of requests waiting at the source does not
     /// count as path delay and does not grow the window further.
     public var windowGain: Double = 2
+    /// Once a source's throughput is measured, its byte window never drops below this: a source answering small chunks is bound by its
+    /// per-request latency (reading, sealing, stream set-up), which more requests in flight hide,
+    /// while `throughput × turnaround` alone would keep such a source at a couple of requests.
+    /// 256 KiB is one large chunk, so it changes nothing for bandwidth-bound transfers of large
+    /// chunks (``minOutstanding`` already gives two).
+    public var minWindowBytes: Int = 256 << 10
     /// Shortest span of one throughput sample (after the first): the throughput is every byte a
     /// source delivered over the time it was busy, so it holds whether a source serves its
     /// requests one after another or interleaved.

@@ -549,7 +549,8 @@ public struct SwarmScheduler: Sendable {
     private func windowBytes(_ source: SourceRecord) -> Double {
         guard let rate = source.rate else { return Double(configuration.initialWindowBytes) * source.windowScale }
         let turnaround = Double(source.turnaround ?? source.rtt ?? configuration.initialRTT) / 1e9
-        return (configuration.windowGain * rate * turnaround + Double(averageChunkSize)) * source.windowScale
+        let window = max(configuration.windowGain * rate * turnaround + Double(averageChunkSize), Double(configuration.minWindowBytes))
+        return window * source.windowScale
     }
 
     private func canTake(_ source: SourceRecord) -> Bool {
