@@ -199,8 +199,8 @@ struct NexusTestCluster {
 }
 
 @Suite struct RelayOverQUICTests {
-    /// A → R → B over real QUIC, chosen by A's routing matrix because A's direct path to B is
-    /// slowed (40 ms each way) by a user-space UDP delay forwarder; the relayed chunk verifies.
+    /// A → R → B over real QUIC, chosen by A's live router (its own PING/PONG probes and R's gossip) because A's direct path to B is
+    /// slowed (100 ms each way) by a user-space UDP delay forwarder; the relayed chunk verifies.
     @Test func theRouterPicksTheRelayAndTheFetchFollowsIt() async throws {
         let run = try await RelayBenchmark.run(delay: .milliseconds(100), chunkBytes: 64 * 1024, fetches: 2)
         print(run)

@@ -17,8 +17,11 @@ public enum RelayBenchmark {
     public struct Run: Sendable, CustomStringConvertible {
         /// Added delay each way on the direct path (ms).
         public var delayMilliseconds: Double
-        /// Measured RTTs (ms): A→B direct, A→R, R→B.
+        /// RTTs (ms) in A's routing snapshot: A→B direct and A→R measured by A's probes, R→B
+        /// measured by R and learnt from its gossip.
         public var rttDirect: Double, rttToRelay: Double, rttRelayToTarget: Double
+        /// Seconds from A's start until its router knew all three links.
+        public var learntAfterSeconds: Double
         /// The route A's matrix chose, e.g. `A → R → B`.
         public var route: String
         /// True if the route goes through R.
@@ -32,8 +35,8 @@ public enum RelayBenchmark {
 
         public var description: String {
             let d = Self.median(direct), r = Self.median(relayed)
-            return String(format: "relay over QUIC [::1]: direct path +%.0f ms each way (RTT A→B %.1f ms, A→R %.2f ms, R→B %.2f ms); route chosen %@; %d KiB chunk: direct %.1f ms, via relay %.1f ms (median of %d) — relay/direct %.2fx",
-                          delayMilliseconds, rttDirect, rttToRelay, rttRelayToTarget, route, chunkBytes / 1024, d, r, direct.count, r / max(d, 1e-9))
+            return String(format: "relay over QUIC [::1]: direct path +%.0f ms each way; A's live router (PING/PONG + R's gossip, learnt in %.1f s): RTT A→B %.1f ms, A→R %.2f ms, R→B %.2f ms; route chosen %@; %d KiB chunk: direct %.1f ms, via relay %.1f ms (median of %d) — relay/direct %.2fx",
+                          delayMilliseconds, learntAfterSeconds, rttDirect, rttToRelay, rttRelayToTarget, route, chunkBytes / 1024, d, r, direct.count, r / max(d, 1e-9))
         }
     }
 
@@ -48,60 +51,66 @@ public enum RelayBenchmark {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let ca = try CertificateAuthority.create(commonName: "STOQ relay bench CA")
         let caPath = try ca.write(to: directory).certificate
+        let delayMilliseconds = Double(delay.wholeNanoseconds) / 1e6
         var nodes: [NexusNode] = []
         var serving: [Task<Void, Never>] = []
-        for name in ["A", "R", "B"] {
-            let paths = try ca.issue(name: name, dnsNames: ["localhost"], ipAddresses: ["::1"]).write(to: directory, name: name)
-            let node = try await NexusNode.start(NodeConfiguration(
-                name: name, listen: PeerAddress(host: "::1", port: 0), certificate: paths.certificate, key: paths.key,
-                ca: caPath, store: directory + "/\(name)-store", roles: name == "R" ? ["origin", "relay"] : ["origin"], idleTimeoutSeconds: 30))
-            serving.append(Task { await node.run() })
-            nodes.append(node)
-        }
-        let (a, r, b) = (nodes[0], nodes[1], nodes[2])
+        var forwarder: UDPDelayForwarder?
         func close() async {
             for n in nodes { await n.close() }
             for t in serving { await t.value }
+            await forwarder?.close()
+        }
+        // Each node probes its peers (PING/PONG; the timeout covers the slowed path five times over)
+        // and gossips its routing view every 300 ms: the routers learn everything live.
+        func start(_ name: String, peers: [PeerAddress]) async throws -> NexusNode {
+            let paths = try ca.issue(name: name, dnsNames: ["localhost"], ipAddresses: ["::1"]).write(to: directory, name: name)
+            var configuration = NodeConfiguration(
+                name: name, listen: PeerAddress(host: "::1", port: 0), certificate: paths.certificate, key: paths.key,
+                ca: caPath, store: directory + "/\(name)-store", roles: name == "R" ? ["origin", "relay"] : ["origin"], idleTimeoutSeconds: 30)
+            configuration.peers = peers
+            let timeout = max(150, Int(delayMilliseconds * 5))
+            configuration.health = HealthSettings(intervalMilliseconds: 2 * timeout, timeoutMilliseconds: timeout, failureThreshold: 3)
+            configuration.routing = RoutingSettings(enabled: true, gossipIntervalMilliseconds: 300)
+            let node = try await NexusNode.start(configuration)
+            serving.append(Task { await node.run() })
+            nodes.append(node)
+            return node
         }
         do {
-            // B holds a chunk.
+            // B holds a chunk; R probes B directly; A probes R, and B only through the slow path.
+            let b = try await start("B", peers: [])
             var rng = SplitMix64(seed: 0x52454C4159)
             let chunk = (0..<chunkBytes).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
             let id = ChunkID.of(chunk)
             try b.node.store.writeChunk(id, chunk)
-
-            // The slow direct path.
-            let forwarder = try await UDPDelayForwarder.start(
+            let r = try await start("R", peers: [b.address])
+            let slow = try await UDPDelayForwarder.start(
                 upstream: try SocketAddress(ipAddress: "::1", port: b.address.port), delay: .nanoseconds(Int64(delay.wholeNanoseconds)))
-            defer { Task { await forwarder.close() } }
-            let slowB = PeerAddress(host: "::1", port: forwarder.address.port!)
+            forwarder = slow
+            let slowB = PeerAddress(host: "::1", port: slow.address.port!)
+            let a = try await start("A", peers: [slowB, r.address])
 
-            // Measurements: the best of a few PINGs per link, on connections that are up.
-            func rtt(_ from: NexusNode, _ to: PeerAddress) async throws -> Duration {
-                let client = try await from.node.peers.client(for: to)
-                var best = Duration.seconds(10)
-                for _ in 0..<5 { best = min(best, try await client.ping()) }
-                return best
+            // A's router, fed only by its own probes and R's gossip, until it knows both of B's links.
+            guard let router = a.node.router else { throw NexusError(.noHealthyNode, "node A runs without a router") }
+            let (ra, rr, rb) = (RoutingNodeID(a.node.nodeID), RoutingNodeID(r.node.nodeID), RoutingNodeID(b.node.nodeID))
+            let clock = ContinuousClock()
+            let learning = clock.now
+            var learnt: (route: Route, ab: Double, ar: Double, rb: Double)?
+            while learnt == nil, clock.now - learning < .seconds(30) {
+                if let ab = router.linkRTT(from: ra, to: rb), let ar = router.linkRTT(from: ra, to: rr),
+                   let rbRTT = router.linkRTT(from: rr, to: rb), let route = router.route(to: rb, size: chunkBytes) {
+                    learnt = (route, ab, ar, rbRTT)
+                } else {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
             }
-            let ab = try await rtt(a, slowB), ar = try await rtt(a, r.address), rb = try await rtt(r, b.address)
-
-            // Routing: A measured A→B and A→R; R measured R→B and gossips it to A.
-            func rid(_ n: NexusNode) -> RoutingNodeID { RoutingNodeID(prefixOf: n.record.id.bytes)! }
-            let now = Duration.seconds(1)
-            var matrixA = RoutingMatrix(selfID: rid(a))
-            var matrixR = RoutingMatrix(selfID: rid(r))
-            matrixA.handleMeasurement(RoutingMeasurement(peer: rid(b), rtt: ab), now: now)
-            matrixA.handleMeasurement(RoutingMeasurement(peer: rid(r), rtt: ar), now: now)
-            matrixR.handleMeasurement(RoutingMeasurement(peer: rid(b), rtt: rb), now: now)
-            matrixR.handleMeasurement(RoutingMeasurement(peer: rid(a), rtt: ar), now: now)
-            _ = matrixA.handleGossip(matrixR.makeGossip(now: now), now: now)
-            matrixA.rebuildOverlay(now: now)
-            let route = matrixA.route(to: rid(b), size: chunkBytes, now: now)
-            let names = [rid(a): "A", rid(r): "R", rid(b): "B"]
-            let viaRelay = route?.relays.first == rid(r)
+            guard let learnt else { throw NexusError(.noHealthyNode, "A's router did not learn the links to B within 30 s") }
+            let learntAfter = (clock.now - learning).seconds
+            let route = learnt.route
+            let names = [ra: "A", rr: "R", rb: "B"]
+            let viaRelay = route.relays.first == rr
 
             // Fetch the chunk both ways.
-            let clock = ContinuousClock()
             let directClient = try await a.node.peers.client(for: slowB)
             let relayConnection = try await a.node.peers.client(for: r.address).connection
             let viaR = PeerClient(relay: relayConnection, to: b.address, targetID: try NodeID(bytes: b.record.id.bytes))
@@ -116,8 +125,8 @@ public enum RelayBenchmark {
                 guard viaDirect == chunk, viaRoute == chunk else { throw NexusError(.forgedRecord, "a fetched chunk differs from what B holds") }
             }
             await close()
-            return Run(delayMilliseconds: Double(delay.wholeNanoseconds) / 1e6, rttDirect: ab.seconds * 1000, rttToRelay: ar.seconds * 1000,
-                       rttRelayToTarget: rb.seconds * 1000, route: route.map { $0.path.map { names[$0] ?? "\($0)" }.joined(separator: " → ") } ?? "none",
+            return Run(delayMilliseconds: delayMilliseconds, rttDirect: learnt.ab, rttToRelay: learnt.ar,
+                       rttRelayToTarget: learnt.rb, learntAfterSeconds: learntAfter, route: route.path.map { names[$0] ?? "\($0)" }.joined(separator: " → "),
                        viaRelay: viaRelay, chunkBytes: chunkBytes, direct: direct, relayed: relayed)
         } catch {
             await close()
