@@ -24,14 +24,29 @@ extension ContentFetcher {
         onProgress: (@Sendable (SwarmProgress) -> Void)? = nil, onEvent: (@Sendable (String) -> Void)? = nil,
         router: NodeRouter? = nil
     ) async throws -> FetchReport {
+        // Dial every peer at once: a dead address waits out the handshake timeout, and must not
+        // hold up the others. Sources keep the order given.
+        let dialled = await withTaskGroup(of: (Int, Result<PeerClient, any Error>).self) { group in
+            for (position, address) in addresses.enumerated() {
+                group.addTask {
+                    do { return (position, .success(try await peers.client(for: address))) } catch { return (position, .failure(error)) }
+                }
+            }
+            var results = [Result<PeerClient, any Error>?](repeating: nil, count: addresses.count)
+            for await (position, result) in group { results[position] = result }
+            return results
+        }
         var sources = [any ChunkSource]()
         var failures = [String]()
-        for address in addresses {
-            do {
-                sources.append(try await peers.client(for: address))
-            } catch {
+        for (address, result) in zip(addresses, dialled) {
+            switch result {
+            case .success(let client)?:
+                sources.append(client)
+            case .failure(let error)?:
                 failures.append("\(address): \(error)")
                 onEvent?("skipping \(address): \(error)")
+            case nil:
+                break
             }
         }
         guard !sources.isEmpty else {
