@@ -327,6 +327,10 @@ public struct NameService: NodeService {
             default:
                 answer = .error(code: ChunkErrorCode.badRequest, message: "expected NAME_RESOLVE or NAME_PUBLISH")
             }
+        } catch let error as WireError {
+            // The request frame itself is malformed (a bad length, a subscribe flag other than 0
+            // or 1, trailing bytes): the asker's fault, so "bad request", as on every other stream.
+            answer = .error(code: ChunkErrorCode.badRequest, message: "malformed name request: \(error.reason); send NAME_RESOLVE or NAME_PUBLISH as docs/PROTOCOL.md lays them out")
         } catch let error as NameRecordError {
             answer = .error(code: NameProtocol.refusedCode, message: "\(error)")
         } catch let error as NodeError {
