@@ -1,0 +1,228 @@
+"""docs/PROTOCOL.md is enough to build a peer: `stoq1_client.py`, written from the document
+alone, reads the test vectors and a running `stoq node`.
+
+    python3 -m pytest -q Tests/Interop/test_stoq1_from_the_document.py          # vectors only
+    STOQ_BIN=$PWD/.build/release/stoq python3 -m pytest -q Tests/Interop -k document
+
+The vector tests need no stoq binary. The node test runs `stoq certs`, `stoq put` and
+`stoq node` from STOQ_BIN, then fetches, decrypts and restores the test tree over QUIC with the
+independent client, and checks the node's answers the document states (PING, WANT/HAVE, errors
+and resets, node id pinning).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+import stoq1_client as c
+
+VECTORS = Path(__file__).resolve().parents[2] / "docs" / "test-vectors"
+
+
+def load(name: str) -> dict:
+    return json.loads((VECTORS / name).read_text())
+
+
+def tree_store() -> dict[bytes, bytes]:
+    d = load("content-tree.json")
+    store = {bytes.fromhex(m["id"]): bytes.fromhex(m["bytes"]) for m in d["manifests"]}
+    store.update({bytes.fromhex(ch["id"]): bytes.fromhex(ch["stored"]) for ch in d["chunks"]})
+    return store
+
+
+def copy_inputs(target: Path) -> None:
+    """The test tree with the modes the vectors list (git keeps modes loosely)."""
+    d = load("content-tree.json")
+    target.mkdir()
+    for entry in sorted(d["inputs"], key=lambda e: e["path"].count("/")):
+        path = target / entry["path"]
+        if entry["kind"] == "directory":
+            path.mkdir()
+        else:
+            shutil.copyfile(VECTORS / "content-tree" / entry["path"], path)
+    for entry in d["inputs"]:
+        os.chmod(target / entry["path"], int(entry["mode"], 8))
+
+
+def check_restored(out: Path) -> None:
+    for entry in load("content-tree.json")["inputs"]:
+        path = out / entry["path"]
+        assert os.stat(path).st_mode & 0o7777 == int(entry["mode"], 8), entry["path"]
+        if entry["kind"] == "file":
+            assert path.read_bytes() == (VECTORS / "content-tree" / entry["path"]).read_bytes(), entry["path"]
+
+
+# --------------------------------------------------------------------------- the vectors
+
+
+def test_the_document_reads_the_content_vectors(tmp_path: Path) -> None:
+    d = load("content-tree.json")
+    store = tree_store()
+    for cid, data in store.items():
+        assert c.sha256(data) == cid
+    root = c.content_id_bytes(d["content_id"])
+    assert root.hex() == d["content_id_hex"]
+    assert c.content_id_text(root) == d["content_id"]
+    assert c.content_id_bytes(d["content_id"].upper().replace("STOQ:", "stoq:")) == root
+    secret = bytes.fromhex(d["publisher"]["secret"])
+    assert c.read_key(secret).hex() == d["publisher"]["read_key"]
+    stats = c.restore(root, store.__getitem__, secret, tmp_path / "out")
+    assert stats["compressed_chunks"] == sum(ch["compressed"] for ch in d["chunks"]) > 0
+    check_restored(tmp_path / "out")
+    order = c.have_order(root, lambda i: c.decode_manifest(store[i]))
+    assert [o.hex() for o in order] == d["have_order"]
+
+
+def test_the_document_reads_the_message_vectors() -> None:
+    tree = load("content-tree.json")
+    messages = {m["name"]: m for m in load("wire.json")["messages"]}
+    for m in messages.values():
+        ftype, payload, rest = c.split_frame(bytes.fromhex(m["hex"]))
+        assert rest == b""
+    hello = next(ch for ch in tree["chunks"] if ch["path"] == "hello.txt")
+    assert messages["get_chunk"]["hex"] == c.frame(c.GET_CHUNK, bytes.fromhex(hello["id"]) + c.varint(0) + c.varint(0)).hex()
+    assert messages["ping"]["hex"] == c.frame(c.PING, bytes.fromhex("0123456789abcdef") + c.varint(0)).hex()
+    root = bytes.fromhex(tree["content_id_hex"])
+    assert messages["want"]["hex"] == c.frame(c.WANT, root + c.varint(0)).hex()
+    # HAVE of hello.txt and data.bin's first two chunks: bits by have_order.
+    wanted = {hello["id"]} | {ch["id"] for ch in tree["chunks"] if ch["path"] == "data.bin" and ch["offset"] < 1866}
+    bits = bytearray((len(tree["have_order"]) + 7) // 8)
+    for i, cid in enumerate(tree["have_order"]):
+        if cid in wanted:
+            bits[i // 8] |= 0x80 >> (i % 8)
+    assert messages["have"]["hex"] == c.frame(c.HAVE, root + c.varint(len(tree["have_order"])) + bytes(bits)).hex()
+
+
+def test_the_document_verifies_the_name_record() -> None:
+    v = load("name-record.json")
+    record = bytes.fromhex(v["record"])
+    r = c.Reader(record, "record")
+    assert r.take(4) == b"STNR" and r.u(1) == 1
+    name = r.take(r.u(1)).decode()
+    content, version, ttl, owner, signature = r.take(32), r.u(8), r.u(4), r.take(65), r.take(64)
+    r.end()
+    assert (name, c.content_id_text(content), version, ttl) == (v["name"], v["content_id"], v["version"], v["ttl_seconds"])
+    signed = b"STOQ name record v1" + record[:-64]
+    assert signed.hex() == v["signed_bytes"]
+    key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), owner)
+    der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
+    key.verify(der, signed, ec.ECDSA(hashes.SHA256()))  # raises when it does not verify
+
+
+# --------------------------------------------------------------------------- a running node
+
+
+def stoq_bin() -> str:
+    binary = os.environ.get("STOQ_BIN")
+    if not binary or not os.access(binary, os.X_OK):
+        pytest.skip("STOQ_BIN is not set to a stoq binary")
+    return binary
+
+
+def run(*args: str, timeout: float = 60) -> str:
+    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{args}: {done.stderr}"
+    return done.stdout
+
+
+def test_the_document_talks_to_a_stoq_node(tmp_path: Path) -> None:
+    stoq = stoq_bin()
+    certs, store = tmp_path / "certs", tmp_path / "store"
+    run(stoq, "certs", "init-ca", "--out", str(certs))
+    node_ids = {}
+    for name in ("origin", "reader"):
+        out = run(stoq, "certs", "issue", "--ca", str(certs), "--name", name, "--out", str(certs))
+        node_ids[name] = bytes.fromhex(re.search(r"id ([0-9a-f]{64})", out).group(1))
+    # The vectors' publisher key, so the node's chunks decrypt with the documented derivation.
+    store.mkdir()
+    secret = bytes.fromhex(load("content-tree.json")["publisher"]["secret"])
+    (store / "publisher.key").write_bytes(secret)
+    os.chmod(store / "publisher.key", 0o600)
+    copy_inputs(tmp_path / "tree")
+    put = run(stoq, "put", "--store", str(store), str(tmp_path / "tree"))
+    content = re.search(r"(stoq:[a-z2-7]{52})", put).group(1)
+
+    node = subprocess.Popen(
+        [stoq, "node", "--name", "origin", "--listen", "[::1]:0", "--cert", str(certs / "origin.pem"),
+         "--key", str(certs / "origin.key"), "--ca", str(certs / "ca.pem"), "--store", str(store), "--role", "origin"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        address = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and address is None:
+            line = node.stdout.readline()
+            if not line:
+                break
+            m = re.match(r"ready origin (\[[0-9a-f:]+\]:\d+)", line)
+            if m:
+                address = m.group(1)
+        assert address, "the node did not print its ready line"
+        asyncio.run(asyncio.wait_for(talk(address, certs, content, secret, node_ids, tmp_path), 120))
+    finally:
+        os.killpg(node.pid, signal.SIGTERM)
+        try:
+            node.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(node.pid, signal.SIGKILL)
+            node.wait(10)
+
+
+async def talk(address: str, certs: Path, content: str, secret: bytes, node_ids: dict, tmp_path: Path) -> None:
+    cert, key, ca = str(certs / "reader.pem"), str(certs / "reader.key"), str(certs / "ca.pem")
+    # Pinning: the wrong node id is refused by the client, the right one accepted.
+    with pytest.raises(ConnectionError):
+        await c.connect(address, cert, key, ca, expected_node=node_ids["reader"])
+    peer, manager = await c.connect(address, cert, key, ca, expected_node=node_ids["origin"])
+    try:
+        root = c.content_id_bytes(content)
+        pong = await peer.ping(0x0123456789ABCDEF)
+        assert pong["nonce"] == 0x0123456789ABCDEF and pong["echo"] == 0
+
+        chunks = await c.fetch_all(peer, root)
+        c.restore(root, chunks.__getitem__, secret, tmp_path / "restored")
+        check_restored(tmp_path / "restored")
+
+        # The origin holds every data chunk: a HAVE of exactly that many bits, all set.
+        order = c.have_order(root, lambda i: c.decode_manifest(chunks[i]))
+        count, bits, flags = await peer.want(root)
+        assert (count, flags) == (len(order), 0)
+        assert bits == bytes([0xFF] * (count // 8) + ([(0xFF << (8 - count % 8)) & 0xFF] if count % 8 else []))
+        unknown = await peer.want(bytes(32))  # a content this node does not hold
+        assert unknown[:2] == ("error", 3)
+
+        # Errors the document lists.
+        missing = await peer.request(c.frame(c.GET_CHUNK, bytes(32) + c.varint(0) + c.varint(0)))
+        assert missing.frames == [(c.CHUNK_HEADER, bytes([1, 0, 0, 0]))]
+        beyond = await peer.request(c.frame(c.GET_CHUNK, root + c.varint(1 << 20) + c.varint(0)))
+        assert beyond.frames[0][1][0] == 2
+        assert await error_code(peer, c.frame(c.NAME_RESOLVE, b"\x07example\x02")) == 1  # subscribe = 2
+        assert await error_code(peer, c.frame(c.NAME_RESOLVE, b"\x07example\x00")) == 3  # unknown name
+        hello = c.varint(1) + peer.node_id + c.varint(0) + bytes(16) + c.varint(4) + c.varint(0)
+        assert await error_code(peer, c.frame(0x01, hello)) == 1  # a well-formed HELLO is not a request
+        assert (await peer.request(c.frame(0x01, b""))).reset == 1  # a malformed one is reset
+        for ftype in (0x1003, 0x3F):  # an extension type, an unknown core type: reset 0x1
+            answer = await peer.request(c.frame(ftype, b"\x01\x02"))
+            assert (answer.frames, answer.reset) == ([], 1)
+        assert (await peer.ping(7))["nonce"] == 7  # the connection still serves
+    finally:
+        await manager.__aexit__(None, None, None)
+
+
+async def error_code(peer: c.Peer, request: bytes) -> int:
+    answer = await peer.request(request)
+    (ftype, payload), = answer.frames
+    assert ftype == c.ERROR, f"expected ERROR, got {ftype:#x}"
+    return c.Reader(payload, "ERROR").varint()
