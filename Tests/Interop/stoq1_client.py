@@ -364,6 +364,23 @@ def restore(root: bytes, fetch: callable, secret: bytes, out: Path) -> dict:
     walk(root, out, None, 0)
     return stats
 
+# ----------------------------------------------------------------------------- names
+
+NAME_DOMAIN = b"STOQ name record v1"
+
+
+def sign_name_record(name: str, content: bytes, version: int, ttl: int, owner) -> bytes:
+    """A name record signed with `owner` (a cryptography P-256 private key)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    raw_name = name.encode()
+    public = owner.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    body = b"STNR" + bytes([1, len(raw_name)]) + raw_name + content + struct.pack(">QI", version, ttl) + public
+    r, s = decode_dss_signature(owner.sign(NAME_DOMAIN + body, ec.ECDSA(hashes.SHA256())))
+    return body + r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
 # ----------------------------------------------------------------------------- QUIC
 
 
@@ -482,9 +499,10 @@ def parse_address(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-async def connect(address: str, cert: str, key: str, ca: str, expected_node: bytes | None = None):
+async def connect(address: str, cert: str, key: str, ca: str, expected_node: bytes | None = None, on_request=None):
     """Connects with mutual TLS; verifies the server's chain against `ca` with no host name,
-    then pins `expected_node` when given. Returns (Peer, closer)."""
+    then pins `expected_node` when given. `on_request(bytes) -> bytes | None` answers the
+    streams the node opens (None: reset). Returns (Peer, closer)."""
     from aioquic.asyncio import QuicConnectionProtocol
     from aioquic.asyncio.client import connect as quic_connect
     from aioquic.quic.configuration import QuicConfiguration
@@ -494,13 +512,27 @@ async def connect(address: str, cert: str, key: str, ca: str, expected_node: byt
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.streams: dict[int, list] = {}
+            self.incoming: dict[int, bytearray] = {}
+            self.on_request = on_request
 
         def quic_event_received(self, event):
             if isinstance(event, StreamDataReceived):
                 entry = self.streams.get(event.stream_id)
                 if entry is None:
-                    # A request from the node (e.g. INVALIDATE): this client answers none.
-                    self._quic.reset_stream(event.stream_id, 0x1)
+                    # A request the node opened (INVALIDATE to a subscriber): answered by
+                    # `on_request` once whole, else reset with 0x1.
+                    if self.on_request is None:
+                        self._quic.reset_stream(event.stream_id, 0x1)
+                        return
+                    pending = self.incoming.setdefault(event.stream_id, bytearray())
+                    pending += event.data
+                    if event.end_stream:
+                        answer = self.on_request(bytes(self.incoming.pop(event.stream_id)))
+                        if answer is None:
+                            self._quic.reset_stream(event.stream_id, 0x1)
+                        else:
+                            self._quic.send_stream_data(event.stream_id, answer, end_stream=True)
+                        self.transmit()
                     return
                 entry[0] += event.data
                 if event.end_stream and not entry[1].done():

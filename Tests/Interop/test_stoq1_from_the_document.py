@@ -138,12 +138,48 @@ def run(*args: str, timeout: float = 60) -> str:
     return done.stdout
 
 
-def test_the_document_talks_to_a_stoq_node(tmp_path: Path) -> None:
+class Nodes:
+    """`stoq node` processes, each in its own session; all killed by `stop()`."""
+
+    def __init__(self, stoq: str, certs: Path):
+        self.stoq, self.certs, self.processes = stoq, certs, []
+
+    def start(self, name: str, store: Path, *extra: str) -> str:
+        proc = subprocess.Popen(
+            [self.stoq, "node", "--name", name, "--listen", "[::1]:0", "--cert", str(self.certs / f"{name}.pem"),
+             "--key", str(self.certs / f"{name}.key"), "--ca", str(self.certs / "ca.pem"), "--store", str(store), *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.processes.append(proc)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            m = re.match(rf"ready {name} (\[[0-9a-f:]+\]:\d+)", line)
+            if m:
+                return m.group(1)
+        raise AssertionError(f"{name} did not print its ready line")
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        for proc in self.processes:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+
+def test_the_document_talks_to_stoq_nodes(tmp_path: Path) -> None:
     stoq = stoq_bin()
     certs, store = tmp_path / "certs", tmp_path / "store"
     run(stoq, "certs", "init-ca", "--out", str(certs))
     node_ids = {}
-    for name in ("origin", "reader"):
+    for name in ("origin", "edge", "reader"):
         out = run(stoq, "certs", "issue", "--ca", str(certs), "--name", name, "--out", str(certs))
         node_ids[name] = bytes.fromhex(re.search(r"id ([0-9a-f]{64})", out).group(1))
     # The vectors' publisher key, so the node's chunks decrypt with the documented derivation.
@@ -155,37 +191,23 @@ def test_the_document_talks_to_a_stoq_node(tmp_path: Path) -> None:
     put = run(stoq, "put", "--store", str(store), str(tmp_path / "tree"))
     content = re.search(r"(stoq:[a-z2-7]{52})", put).group(1)
 
-    node = subprocess.Popen(
-        [stoq, "node", "--name", "origin", "--listen", "[::1]:0", "--cert", str(certs / "origin.pem"),
-         "--key", str(certs / "origin.key"), "--ca", str(certs / "ca.pem"), "--store", str(store), "--role", "origin"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    nodes = Nodes(stoq, certs)
     try:
-        address = None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and address is None:
-            line = node.stdout.readline()
-            if not line:
-                break
-            m = re.match(r"ready origin (\[[0-9a-f:]+\]:\d+)", line)
-            if m:
-                address = m.group(1)
-        assert address, "the node did not print its ready line"
-        asyncio.run(asyncio.wait_for(talk(address, certs, content, secret, node_ids, tmp_path), 120))
+        origin = nodes.start("origin", store, "--role", "origin")
+        edge = nodes.start("edge", tmp_path / "edge-store", "--role", "edge", "--upstream", origin)
+        cert, key, ca = str(certs / "reader.pem"), str(certs / "reader.key"), str(certs / "ca.pem")
+        asyncio.run(asyncio.wait_for(talk_to_origin(origin, (cert, key, ca), content, secret, node_ids, tmp_path), 120))
+        asyncio.run(asyncio.wait_for(names(origin, (cert, key, ca), content), 120))
+        asyncio.run(asyncio.wait_for(talk_to_edge(edge, (cert, key, ca), content, secret, tmp_path), 120))
     finally:
-        os.killpg(node.pid, signal.SIGTERM)
-        try:
-            node.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(node.pid, signal.SIGKILL)
-            node.wait(10)
+        nodes.stop()
 
 
-async def talk(address: str, certs: Path, content: str, secret: bytes, node_ids: dict, tmp_path: Path) -> None:
-    cert, key, ca = str(certs / "reader.pem"), str(certs / "reader.key"), str(certs / "ca.pem")
+async def talk_to_origin(address: str, tls: tuple, content: str, secret: bytes, node_ids: dict, tmp_path: Path) -> None:
     # Pinning: the wrong node id is refused by the client, the right one accepted.
     with pytest.raises(ConnectionError):
-        await c.connect(address, cert, key, ca, expected_node=node_ids["reader"])
-    peer, manager = await c.connect(address, cert, key, ca, expected_node=node_ids["origin"])
+        await c.connect(address, *tls, expected_node=node_ids["reader"])
+    peer, manager = await c.connect(address, *tls, expected_node=node_ids["origin"])
     try:
         root = c.content_id_bytes(content)
         pong = await peer.ping(0x0123456789ABCDEF)
@@ -199,7 +221,7 @@ async def talk(address: str, certs: Path, content: str, secret: bytes, node_ids:
         order = c.have_order(root, lambda i: c.decode_manifest(chunks[i]))
         count, bits, flags = await peer.want(root)
         assert (count, flags) == (len(order), 0)
-        assert bits == bytes([0xFF] * (count // 8) + ([(0xFF << (8 - count % 8)) & 0xFF] if count % 8 else []))
+        assert bits == all_set(count)
         unknown = await peer.want(bytes(32))  # a content this node does not hold
         assert unknown[:2] == ("error", 3)
 
@@ -216,9 +238,80 @@ async def talk(address: str, certs: Path, content: str, secret: bytes, node_ids:
         for ftype in (0x1003, 0x3F):  # an extension type, an unknown core type: reset 0x1
             answer = await peer.request(c.frame(ftype, b"\x01\x02"))
             assert (answer.frames, answer.reset) == ([], 1)
+        assert await error_code(peer, c.frame(0x12, b"\x00\x03::1\x01")) == 1  # this node does not relay
         assert (await peer.ping(7))["nonce"] == 7  # the connection still serves
     finally:
         await manager.__aexit__(None, None, None)
+
+
+async def names(address: str, tls: tuple, content: str) -> None:
+    """A record signed as the document says is published, resolved, and its next version pushed
+    as INVALIDATE to a subscriber, which answers with an empty stream."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    root = c.content_id_bytes(content)
+    owner = ec.generate_private_key(ec.SECP256R1())
+    invalidations = []
+
+    def on_request(data: bytes) -> bytes | None:
+        ftype, payload, rest = c.split_frame(data)
+        if ftype != 0x08 or rest:
+            return None
+        r = c.Reader(payload, "INVALIDATE")
+        invalidations.append((r.string(255), r.varint()))
+        r.end()
+        return b""  # taken: FIN and no frame
+
+    publisher, closer1 = await c.connect(address, *tls)
+    subscriber, closer2 = await c.connect(address, *tls, on_request=on_request)
+    try:
+        v1 = c.sign_name_record("docs-example", root, 1, 300, owner)
+        assert await published(publisher, v1) == (1, 0)
+        answer = await subscriber.request(c.frame(c.NAME_RESOLVE, c.varint(12) + b"docs-example" + c.varint(1)))
+        assert answer.frames == [(c.NAME_RECORD, c.varint(len(v1)) + v1)]
+        v2 = c.sign_name_record("docs-example", root, 2, 300, owner)
+        assert await published(publisher, v2) == (2, 1)
+        assert invalidations == [("docs-example", 2)]
+        assert await published(publisher, v2) == ("error", 4)  # not newer
+        forged = c.sign_name_record("docs-example", root, 3, 300, owner)
+        forged = forged[:-1] + bytes([forged[-1] ^ 1])
+        assert await published(publisher, forged) == ("error", 4)
+        other = c.sign_name_record("docs-example", root, 3, 300, ec.generate_private_key(ec.SECP256R1()))
+        assert await published(publisher, other) == ("error", 4)  # another owner
+        absent = c.sign_name_record("docs-example", bytes(32), 3, 300, owner)
+        assert await published(publisher, absent) == ("error", 3)  # content not in the store
+    finally:
+        await closer1.__aexit__(None, None, None)
+        await closer2.__aexit__(None, None, None)
+
+
+async def published(peer: c.Peer, record: bytes):
+    answer = await peer.request(c.frame(0x0F, c.varint(len(record)) + record))
+    (ftype, payload), = answer.frames
+    r = c.Reader(payload, "answer")
+    if ftype == c.ERROR:
+        return ("error", r.varint())
+    assert ftype == 0x10
+    return (r.varint(), r.varint())
+
+
+async def talk_to_edge(address: str, tls: tuple, content: str, secret: bytes, tmp_path: Path) -> None:
+    """An edge with an upstream answers WANT with the fill flag: none cached before, all after."""
+    peer, manager = await c.connect(address, *tls)
+    try:
+        root = c.content_id_bytes(content)
+        assert await peer.want(root) == (0, b"", 1)
+        chunks = await c.fetch_all(peer, root)  # through the edge's upstream fills
+        c.restore(root, chunks.__getitem__, secret, tmp_path / "via-edge")
+        check_restored(tmp_path / "via-edge")
+        count = len(c.have_order(root, lambda i: c.decode_manifest(chunks[i])))
+        assert await peer.want(root) == (count, all_set(count), 1)
+    finally:
+        await manager.__aexit__(None, None, None)
+
+
+def all_set(count: int) -> bytes:
+    return bytes([0xFF] * (count // 8) + ([(0xFF << (8 - count % 8)) & 0xFF] if count % 8 else []))
 
 
 async def error_code(peer: c.Peer, request: bytes) -> int:
