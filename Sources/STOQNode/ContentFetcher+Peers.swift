@@ -26,14 +26,31 @@ extension ContentFetcher {
     ) async throws -> FetchReport {
         // Dial every peer at once: a dead address waits out the handshake timeout, and must not
         // hold up the others. Sources keep the order given.
+        //
+        // Each child builds its whole answer after its last `await`, then returns it (never
+        // `return (position, .success(try await …))`). Swift 6.3.1 miscompiles that shape in
+        // release builds: SILGen writes `position` into the child's indirect result before the
+        // `try await`, and LLVM's dead-store elimination then deletes that store on the path where
+        // the call returns normally (the `catch` path keeps its own). The task group handed back
+        // whatever bytes were in the result buffer as `position`, and `results[position] = …`
+        // trapped in `Array.subscript.modify` (ud2, SIGILL) — or, when the garbage happened to be
+        // a valid index, silently filed a peer's connection under another peer. Found with
+        // `-Xllvm -opt-bisect-limit` (the first bad pass is DSEPass on this closure); the
+        // reduction is in the issue note. The index is still checked: a bad one is skipped.
         let dialled = await withTaskGroup(of: (Int, Result<PeerClient, any Error>).self) { group in
             for (position, address) in addresses.enumerated() {
                 group.addTask {
-                    do { return (position, .success(try await peers.client(for: address))) } catch { return (position, .failure(error)) }
+                    let outcome: Result<PeerClient, any Error>
+                    do {
+                        outcome = .success(try await peers.client(for: address))
+                    } catch {
+                        outcome = .failure(error)
+                    }
+                    return (position, outcome)
                 }
             }
             var results = [Result<PeerClient, any Error>?](repeating: nil, count: addresses.count)
-            for await (position, result) in group { results[position] = result }
+            for await (position, result) in group where results.indices.contains(position) { results[position] = result }
             return results
         }
         var sources = [any ChunkSource]()
