@@ -112,8 +112,12 @@ public struct EndpointConfiguration: Sendable {
     public var keepAliveInterval: Duration? = nil
     /// Give up a handshake after this long.
     public var handshakeTimeout: Duration = .seconds(10)
-    /// Most connections this endpoint holds at once (nil: unlimited).
+    /// Most connections this endpoint holds at once (nil: unlimited). A client's Initial beyond
+    /// it is answered with CONNECTION_CLOSE (CONNECTION_REFUSED) and a reason, before any state.
     public var maxConnections: Int? = nil
+    /// Most connections accepted from one IPv6 address at once (nil: unlimited); refused the
+    /// same way. Connections this endpoint dials do not count.
+    public var maxConnectionsPerAddress: Int? = nil
     /// Initial receive window per stream (grown by auto-tuning up to ``maxStreamReceiveWindow``).
     public var streamReceiveWindow: UInt64 = 1 << 20
     /// Initial receive window per connection.

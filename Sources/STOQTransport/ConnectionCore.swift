@@ -172,6 +172,12 @@ final class ConnectionCore: @unchecked Sendable {
         quic.close(code: code, reason: reason)
         kick()
     }
+
+    /// Ends the connection without sending anything (its peer cannot be sent to).
+    func abandon(_ error: STOQError) {
+        quic.abandon(error)
+        kick()
+    }
 }
 
 /// Event-loop side of one stream.
@@ -187,6 +193,10 @@ final class StreamCore: @unchecked Sendable {
     private var reader: CheckedContinuation<ByteBuffer?, Error>?
     private var writer: CheckedContinuation<Void, Error>?
     private var transportClosed = false
+    /// Set once the stream can carry nothing more from this side: fully closed, reset or aborted
+    /// locally, stopped by the peer, or its connection closed.
+    private var done = false
+    private var doneWaiters: [CheckedContinuation<Void, Never>] = []
 
     init(id: Int64, connection: ConnectionCore, local: Bool) {
         self.id = id
@@ -232,6 +242,19 @@ final class StreamCore: @unchecked Sendable {
             writer = nil
             w.resume(throwing: e)
         }
+        markDone()
+    }
+
+    private func markDone() {
+        guard !done else { return }
+        done = true
+        let waiters = doneWaiters
+        doneWaiters = []
+        for w in waiters { w.resume() }
+    }
+
+    func waitDone(_ cont: CheckedContinuation<Void, Never>) {
+        if done { cont.resume() } else { doneWaiters.append(cont) }
     }
 
     func resumeWriter() {
@@ -252,6 +275,7 @@ final class StreamCore: @unchecked Sendable {
             reader = nil
             if let e = readError { r.resume(throwing: e) } else { r.resume(returning: nil) }
         }
+        markDone()
     }
 
     func connectionClosed(_ e: STOQError) {
@@ -307,4 +331,23 @@ final class StreamCore: @unchecked Sendable {
         quic.stopSending(id, code: code)
         connection.kick()
     }
+
+    /// Resets the sending side, asks the peer to stop sending, and ends a pending local read
+    /// or write with an error. Bytes received but not read are counted as consumed, so they
+    /// give their flow-control credit back to the connection.
+    func abort(code: UInt64) {
+        var unread = received.reduce(0) { $0 + $1.readableBytes }
+        received.removeAll()
+        if let left = quic.read(id).data { unread += left.readableBytes }
+        quic.consumed(id, count: unread)
+        quic.reset(id, code: code)
+        quic.stopSending(id, code: code)
+        let e = STOQError(.streamReset, "stream \(id) was aborted locally with code \(code)", applicationCode: code, initiator: .local)
+        if readError == nil && !finReceived { failRead(e) }
+        failWrite(e)
+        connection.kick()
+    }
+
+    /// Bytes of this stream the peer has acknowledged, and bytes written to it.
+    var sendProgress: (acknowledged: UInt64, written: UInt64)? { quic.sendProgress(id) }
 }

@@ -70,7 +70,7 @@ public final class Endpoint: Sendable {
         return endpoint
     }
 
-    private static func makeChannel(core: EndpointCore, address: SocketAddress) async throws -> Channel {
+    static func makeChannel(core: EndpointCore, address: SocketAddress) async throws -> Channel {
         let config = core.config
         var bootstrap = DatagramBootstrap(group: core.eventLoop)
             .channelOption(ChannelOptions.Types.SocketOption(level: .ipv6, name: .ipv6_v6only), value: 1)
@@ -94,6 +94,7 @@ public final class Endpoint: Sendable {
             }
         }
         let channel = try await bootstrap.bind(to: address).get()
+        channel.closeFuture.whenComplete { _ in core.socketClosed(channel) }
         let gso = config.useGSO && System.supportsUDPSegmentationOffload
         try await core.eventLoop.submit { core.gso = gso }.get()
         return channel
@@ -165,6 +166,17 @@ public final class Endpoint: Sendable {
         }.get()
         self.address.withLockedValue { $0 = newLocal }
         try? await old?.close()
+    }
+
+    /// Whether the UDP socket is open and serving (false after ``close()``, or when a send error
+    /// closed it and it could not be reopened), with the reason when it is not.
+    public var socketHealth: (isOpen: Bool, reopenings: Int, failure: String?) {
+        get async {
+            let core = self.core
+            return (try? await core.eventLoop.submit {
+                (core.channel != nil && !core.closed, core.socketReopenings, core.socketFailure)
+            }.get()) ?? (false, 0, "the endpoint's event loop is gone")
+        }
     }
 
     /// Number of connections held now.

@@ -20,6 +20,8 @@ final class EndpointCore: @unchecked Sendable {
     let resetSecret = NGTCP2Packet.randomBytes(32)
     private(set) var routes: [ConnectionID: ConnectionCore] = [:]
     private(set) var connections: [ObjectIdentifier: ConnectionCore] = [:]
+    /// Accepted (server-side) connections per remote IPv6 address.
+    private var acceptedPerAddress: [IPv6Key: Int] = [:]
     private var dirty: [ConnectionCore] = []
     private var needsFlush = false
     let pool = TransmitBufferPool()
@@ -32,6 +34,15 @@ final class EndpointCore: @unchecked Sendable {
     let handshakeFailureContinuation: AsyncStream<STOQError>.Continuation
     /// Datagrams dropped because they could not be parsed or routed (for tests and stats).
     private(set) var droppedDatagrams = 0
+    /// Times the UDP socket was closed under the endpoint (by a send error) and reopened.
+    private(set) var socketReopenings = 0
+    /// Why the socket could not be reopened (the endpoint is dead), if that happened.
+    private(set) var socketFailure: String?
+    /// The destination and error of the send that made NIO close the socket, noted by the first
+    /// write it failed (NIO fails pending writes in order, the failing one first).
+    private var sendFailure: (remote: SocketAddress, error: String)?
+    /// Sends NIO refused without closing the socket (no route to host, message too large).
+    private(set) var refusedSends = 0
 
     init(eventLoop: EventLoop, localAddress: SocketAddress, tls: TLSConfiguration, credentials: TLSCredentials, config: EndpointConfiguration) {
         self.eventLoop = eventLoop
@@ -57,7 +68,9 @@ final class EndpointCore: @unchecked Sendable {
 
     func receive(_ envelope: AddressedEnvelope<ByteBuffer>) {
         let remote = envelope.remoteAddress
-        guard remote.isPlainIPv6 else {
+        // A source no reply can go to (port 0, multicast, IPv4-mapped...) is spoofed: answering it
+        // would be a send the kernel refuses.
+        guard remote.unsendableReason == nil else {
             droppedDatagrams += 1
             return
         }
@@ -114,6 +127,16 @@ final class EndpointCore: @unchecked Sendable {
             }
             return
         }
+        if let max = config.maxConnectionsPerAddress, acceptedPerAddress[IPv6Key(remote), default: 0] >= max {
+            logger.debug("refusing a connection from \(remote): \(max) connections from that address already")
+            if let refusal = NGTCP2Packet.refuse(
+                initial, reason: "server busy: it holds its maximum of \(max) connections from your address",
+                allocator: channel?.allocator ?? ByteBufferAllocator())
+            {
+                write(AddressedEnvelope(remoteAddress: remote, data: refusal))
+            }
+            return
+        }
         var odcid: ConnectionID? = nil
         var retrySCID: ConnectionID? = nil
         if config.addressValidation {
@@ -146,6 +169,7 @@ final class EndpointCore: @unchecked Sendable {
         }
         let conn = ConnectionCore(endpoint: self, quic: quic, remote: remote, connectPromise: nil)
         connections[ObjectIdentifier(conn)] = conn
+        acceptedPerAddress[IPv6Key(remote), default: 0] += 1
         routes[initial.dcid] = conn
         conn.extraRoutes.append(initial.dcid)
         for cid in quic.sourceConnectionIDs { routes[cid] = conn }
@@ -177,8 +201,80 @@ final class EndpointCore: @unchecked Sendable {
 
     func write(_ envelope: AddressedEnvelope<ByteBuffer>) {
         guard let channel else { return }
-        channel.write(envelope, promise: nil)
+        // NIO closes a datagram channel on any send error but EMSGSIZE and EHOSTUNREACH (an
+        // EINVAL for a bad destination, an ENETUNREACH after a route went away, an EPERM from a
+        // firewall), which would end every connection of the endpoint. The promise tells us which
+        // destination it was, so `socketClosed` can drop that peer alone and reopen the socket.
+        let promise = eventLoop.makePromise(of: Void.self)
+        let remote = envelope.remoteAddress
+        promise.futureResult.whenFailure { [self] error in writeFailed(error, to: remote, on: channel) }
+        channel.write(envelope, promise: promise)
         needsFlush = true
+    }
+
+    private func writeFailed(_ error: any Error, to remote: SocketAddress, on failed: any Channel) {
+        if let e = error as? IOError {
+            if sendFailure == nil, failed === channel { sendFailure = (remote, "\(e)") }
+        } else if let e = error as? ChannelError, e != .ioOnClosedChannel, e != .alreadyClosed {
+            refusedSends += 1
+            logger.debug("a datagram to \(remote) was not sent: \(e)")
+        }
+    }
+
+    /// The UDP channel closed. When that was not asked for (`close`, `rebind`), a send error
+    /// closed it: drop the connections to the destination that caused it and reopen the socket
+    /// on the same address and port, so every other connection continues.
+    func socketClosed(_ closedChannel: any Channel) {
+        guard !closed, let current = channel, current === closedChannel else { return }
+        channel = nil
+        needsFlush = false
+        let cause = sendFailure
+        sendFailure = nil
+        if let cause {
+            let error = STOQError(
+                .unreachable, "cannot send to \(cause.remote): the kernel refused (\(cause.error)); check the address and the routes to it")
+            let victims = connections.values.filter { $0.remote == cause.remote || $0.quic.currentPath.remote == cause.remote }
+            logger.warning("a send to \(cause.remote) failed (\(cause.error)) and closed the UDP socket; closing \(victims.count) connection(s) to it and reopening the socket")
+            for conn in victims { conn.abandon(error) }
+        } else {
+            logger.warning("the UDP socket closed unexpectedly; reopening it on \(localAddress)")
+        }
+        reopenSocket(attempt: 1)
+    }
+
+    private func reopenSocket(attempt: Int) {
+        let address = localAddress
+        Task { [self] in
+            do {
+                let fresh = try await Endpoint.makeChannel(core: self, address: address)
+                eventLoop.execute { [self] in
+                    guard !closed, channel == nil else {
+                        fresh.close(promise: nil)
+                        return
+                    }
+                    channel = fresh
+                    socketReopenings += 1
+                    logger.notice("reopened the UDP socket on \(address)")
+                    for conn in connections.values { markDirty(conn) }
+                    processDirty()
+                }
+            } catch {
+                eventLoop.execute { [self] in
+                    guard !closed, channel == nil else { return }
+                    if attempt < 5 {
+                        _ = eventLoop.scheduleTask(in: .milliseconds(Int64(50 << attempt))) { [self] in reopenSocket(attempt: attempt + 1) }
+                        return
+                    }
+                    socketFailure = "the UDP socket on \(address) was closed by a send error and could not be reopened: \(error)"
+                    logger.error("\(socketFailure ?? "")")
+                    let dead = STOQError(.endpointClosed, socketFailure ?? "the endpoint's socket is closed")
+                    for conn in Array(connections.values) { conn.abandon(dead) }
+                    closed = true
+                    incomingContinuation.finish()
+                    handshakeFailureContinuation.finish()
+                }
+            }
+        }
     }
 
     func send(_ t: QUICConnection.Transmit) {
@@ -214,7 +310,11 @@ final class EndpointCore: @unchecked Sendable {
     }
 
     func remove(_ conn: ConnectionCore) {
-        connections[ObjectIdentifier(conn)] = nil
+        if connections.removeValue(forKey: ObjectIdentifier(conn)) != nil, conn.quic.isServer {
+            let key = IPv6Key(conn.remote)
+            let left = acceptedPerAddress[key, default: 1] - 1
+            acceptedPerAddress[key] = left > 0 ? left : nil
+        }
         for cid in conn.quic.sourceConnectionIDs { removeRoute(cid, conn) }
         for cid in conn.extraRoutes { removeRoute(cid, conn) }
         // Sweep anything else still pointing at it.
@@ -226,6 +326,35 @@ final class EndpointCore: @unchecked Sendable {
     // MARK: Client
 
     func connect(remote: SocketAddress, serverName: String?, alpn: [String]?, promise: EventLoopPromise<Connection>) {
+        guard !closed, channel != nil else {
+            promise.fail(STOQError(.endpointClosed, "the endpoint is closed"))
+            return
+        }
+        if let why = remote.unsendableReason {
+            promise.fail(STOQError(.invalidArgument, "cannot dial \(remote): \(why)"))
+            return
+        }
+        // Ask the kernel for a route first, from a throwaway socket on our address: a dial to
+        // where no datagram can go fails here, alone, instead of as a send error on the socket
+        // every connection shares.
+        let localIP = localAddress.ipv6Kind == .linkLocal ? "::" : (localAddress.ipAddress ?? "::")
+        let local = (try? SocketAddress(ipAddress: localIP, port: 0)) ?? localAddress
+        DatagramBootstrap(group: eventLoop)
+            .channelOption(ChannelOptions.Types.SocketOption(level: .ipv6, name: .ipv6_v6only), value: 1)
+            .bind(to: local)
+            .flatMap { probe in probe.connect(to: remote).always { _ in probe.close(promise: nil) } }
+            .hop(to: eventLoop)
+            .whenComplete { [self] result in
+                switch result {
+                case .success:
+                    connectRouted(remote: remote, serverName: serverName, alpn: alpn, promise: promise)
+                case .failure(let error):
+                    promise.fail(STOQError(.unreachable, "cannot dial \(remote): no route from \(localAddress.ipAddress ?? "here") (\(error)); check the address and this host's routes"))
+                }
+            }
+    }
+
+    func connectRouted(remote: SocketAddress, serverName: String?, alpn: [String]?, promise: EventLoopPromise<Connection>) {
         guard !closed, channel != nil else {
             promise.fail(STOQError(.endpointClosed, "the endpoint is closed"))
             return
@@ -269,6 +398,28 @@ final class EndpointCore: @unchecked Sendable {
             markDirty(conn)
         }
         processDirty()
+    }
+}
+
+/// An IPv6 address without its port, as a dictionary key.
+struct IPv6Key: Hashable {
+    let high: UInt64
+    let low: UInt64
+    let scope: UInt32
+
+    init(_ address: SocketAddress) {
+        guard case .v6(let a) = address else {
+            high = 0
+            low = 0
+            scope = 0
+            return
+        }
+        let words = withUnsafeBytes(of: a.address.sin6_addr) { b in
+            (b.loadUnaligned(fromByteOffset: 0, as: UInt64.self), b.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+        }
+        high = words.0
+        low = words.1
+        scope = a.address.sin6_scope_id
     }
 }
 

@@ -480,6 +480,13 @@ final class QUICConnection {
         return send.buffered < sendLimit
     }
 
+    /// Bytes of a stream the peer acknowledged and bytes queued on it in all (nil once the
+    /// stream is gone or cannot send).
+    func sendProgress(_ streamID: Int64) -> (acknowledged: UInt64, written: UInt64)? {
+        guard let send = streams[streamID]?.send else { return nil }
+        return (send.ackedOffset, send.endOffset)
+    }
+
     /// Unacknowledged bytes held for a stream.
     func bufferedBytes(_ streamID: Int64) -> Int {
         Int(streams[streamID]?.send?.buffered ?? 0)
@@ -536,6 +543,12 @@ final class QUICConnection {
         state = .closing(
             applicationCode: code, reason: reason, tlsAlert: false, libraryError: nil,
             error: STOQError(.connectionClosed, reason.isEmpty ? "closed locally with code \(code)" : reason, applicationCode: code, initiator: .local))
+    }
+
+    /// Ends the connection at once without a CONNECTION_CLOSE (nothing can be sent to the peer).
+    func abandon(_ error: STOQError) {
+        pending = nil
+        finish(with: error)
     }
 
     /// Moves a client connection to a new local address (connection migration).

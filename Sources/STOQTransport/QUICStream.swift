@@ -81,6 +81,31 @@ public final class QUICStream: AsyncSequence, Sendable {
         try? await core.connection.eventLoop.submit { core.stopSending(code: code) }.get()
     }
 
+    /// Abandons the stream in both directions: RESET_STREAM and STOP_SENDING with `code`, and
+    /// a read or write waiting on it ends with ``STOQError/Code/streamReset``. For a server that
+    /// gives up on a peer's request (too slow, too large) or on a response the peer does not read.
+    public func abort(code: UInt64) async {
+        let core = self.core
+        try? await core.connection.eventLoop.submit { core.abort(code: code) }.get()
+    }
+
+    /// Waits until this side is done with the stream: it closed (every byte sent was
+    /// acknowledged and the peer finished), was reset or aborted locally, the peer stopped it,
+    /// or the connection closed.
+    public func done() async {
+        let core = self.core
+        await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in
+            core.connection.eventLoop.execute { core.waitDone(cont) }
+        }
+    }
+
+    /// Bytes the peer has acknowledged on this stream and bytes written to it so far (nil when
+    /// the stream is gone or receive-only): how a server sees whether a peer reads its response.
+    public func sendProgress() async -> (acknowledged: UInt64, written: UInt64)? {
+        let core = self.core
+        return try? await core.connection.eventLoop.submit { core.sendProgress }.get()
+    }
+
     /// Iterator reading with ``read()``.
     public struct AsyncIterator: AsyncIteratorProtocol {
         let stream: QUICStream

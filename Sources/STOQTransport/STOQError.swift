@@ -8,7 +8,7 @@ public struct STOQError: Error, Hashable, Sendable, CustomStringConvertible {
         private enum Kind: Hashable, Sendable {
             case ipv6Only, handshakeFailed, connectionClosed, idleTimeout, streamReset
             case stopSending, flowControl, invalidArgument, endpointClosed, tooManyConnections
-            case alpnMismatch, internalError, streamClosed
+            case alpnMismatch, internalError, streamClosed, unreachable
         }
         private let kind: Kind
         private init(_ kind: Kind) { self.kind = kind }
@@ -37,6 +37,8 @@ public struct STOQError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let endpointClosed = Code(.endpointClosed)
         /// The endpoint already holds its configured maximum of connections.
         public static let tooManyConnections = Code(.tooManyConnections)
+        /// No datagram can be sent to the address (no route, or the kernel refused the send).
+        public static let unreachable = Code(.unreachable)
         /// An unexpected failure inside ngtcp2 or GnuTLS.
         public static let internalError = Code(.internalError)
 
