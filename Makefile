@@ -6,7 +6,7 @@ RELEASE_BIN := .build/release/stoq
 DEBUG_BIN   := .build/debug/stoq
 PYTEST      ?= python3 -m pytest
 
-.PHONY: all deps build release demo test interop-test netns-test bench fuzz clean
+.PHONY: all deps build release demo test interop-test netns-test netfuzz-test bench fuzz clean
 
 all: build
 
@@ -30,7 +30,7 @@ demo: release
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --no-parallel
-	$(MAKE) --no-print-directory interop-test netns-test
+	$(MAKE) --no-print-directory interop-test netns-test netfuzz-test
 
 ## aioquic (a QUIC stack nobody here wrote) against stoq serve / stoq fetch, both directions.
 interop-test: deps
@@ -42,14 +42,25 @@ netns-test: deps
 	$(SWIFT) build --product stoq
 	STOQ_BIN=$(abspath $(DEBUG_BIN)) $(PYTEST) -q -rs Tests/Network
 
+## The network fuzzer's short seeded round (30 s of attack): a hostile aioquic peer against a running
+## stoq node process; it must not crash, must keep serving, and its RSS must come back (Tests/NetFuzz).
+netfuzz-test: deps
+	$(SWIFT) build --product stoq
+	STOQ_BIN=$(abspath $(DEBUG_BIN)) $(PYTEST) -q -s Tests/NetFuzz
+
 ## Benchmarks: every figure beside its peer from the same run, as a ratio.
 bench: release
 	@bash scripts/bench.sh $(abspath $(RELEASE_BIN))
 
-## Bounded libFuzzer runs over every decoder.
+## Bounded libFuzzer runs over every decoder, then the network fuzzer against a running release node
+## for NETFUZZ_SECONDS (default 180; NETFUZZ_SEED picks the frames).
+NETFUZZ_SECONDS ?= 180
+NETFUZZ_SEED    ?= 1
 fuzz: deps
 	$(SWIFT) build --product stoq
 	@bash scripts/fuzz.sh
+	$(SWIFT) build -c release --product stoq
+	python3 Tests/NetFuzz/netfuzz.py --stoq $(abspath $(RELEASE_BIN)) --seed $(NETFUZZ_SEED) --seconds $(NETFUZZ_SECONDS) --json fuzz-out/netfuzz.json
 
 clean:
 	rm -rf .build bench-out fuzz-out demo-out

@@ -35,7 +35,7 @@ public struct StorageChallenge: Hashable, Sendable {
     public static func prepare<R: RandomNumberGenerator>(
         id: UInt64, blockID: BlockID, shardIndex: Int, node: MeshNodeID, shard: [UInt8], using generator: inout R
     ) -> StorageChallenge {
-        precondition(!shard.isEmpty)
+        precondition(!shard.isEmpty)  // the challenger's own shard (shards are ≥ 1 byte); never a peer's value
         let nonce = (0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) }
         let length = Int.random(in: 1...min(shard.count, 4096), using: &generator)
         let offset = Int.random(in: 0...(shard.count - length), using: &generator)

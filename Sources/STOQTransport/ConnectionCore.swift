@@ -296,6 +296,8 @@ final class StreamCore: @unchecked Sendable {
         if let e = readError { return cont.resume(throwing: e) }
         if transportClosed { return cont.resume(returning: nil) }
         if let e = connection.closeError { return cont.resume(throwing: e) }
+        // The task that owns a stream (one request handler) is its only reader; a peer cannot start a
+        // second one, only more streams.
         precondition(reader == nil, "only one task may read a stream at a time")
         reader = cont
     }

@@ -400,6 +400,10 @@ public struct ChunkBitfield: Hashable, Sendable {
     public static let maximumCount = 1 << 22
 
     /// An all-clear (or all-set) bitfield.
+    ///
+    /// - Precondition: `0 ≤ count ≤ maximumCount`. Only local counts reach it: the server checks a
+    ///   content's chunk count against `maximumCount` before it builds a HAVE, and decoded bitfields
+    ///   go through the throwing initialiser below.
     public init(count: Int, allSet: Bool = false) {
         precondition(count >= 0 && count <= Self.maximumCount)
         self.count = count

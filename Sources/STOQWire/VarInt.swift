@@ -18,6 +18,12 @@ public enum VarInt {
 
     /// Appends `value`.
     /// - Precondition: `value <= VarInt.max` (a programming error otherwise: callers bound their values).
+    ///
+    /// Peer input never reaches the trap (audit, issue 11): every varint a node writes is either one
+    /// it decoded as a varint (so at most `max`), a local count or size, or a value bounded where it
+    /// entered — a name record's 8-byte version is refused above `max` by `NameRecord.decode`, and
+    /// routing gossip caps versions with `min(_, max)` when it encodes. A new field that copies a
+    /// fixed-width integer from a peer into a varint must be bounded the same way.
     @inlinable
     public static func write(_ value: UInt64, to buffer: inout ByteBuffer) {
         precondition(value <= max, "varint out of range")

@@ -15,7 +15,7 @@ func content(_ n: Int) -> ContentID { ContentID(chunk(n)) }
     for i in 0..<50 {
         let length = 1 + Int(random.next() % 255)
         let name = String((0..<length).map { _ in Character(UnicodeScalar(UInt8(0x21 + random.next() % 94))) })
-        let record = try NameRecord.sign(name: name, content: content(i), version: random.next(), ttlSeconds: UInt32(truncatingIfNeeded: random.next()), owner: owner)
+        let record = try NameRecord.sign(name: name, content: content(i), version: random.next() & NameRecord.maxVersion, ttlSeconds: UInt32(truncatingIfNeeded: random.next()), owner: owner)
         let bytes = record.encode()
         #expect(bytes.count <= NameRecord.maxEncodedSize)
         let decoded = try NameRecord.decode(bytes)
@@ -198,4 +198,35 @@ func content(_ n: Int) -> ContentID { ContentID(chunk(n)) }
         while let (peer, next) = relays[to].pollTransmit() { inbox.append((peer, next)) }
     }
     #expect(deliveries == 3)  // the announcement, a → b, b → a; then quiet
+}
+
+/// A signed record whose version field holds `version`, whatever its value: the bytes a hostile
+/// publisher can make (``NameRecord/sign`` refuses versions above ``NameRecord/maxVersion``).
+func selfSignedRecordBytes(name: String, content: ContentID, version: UInt64, owner: P256.Signing.PrivateKey) throws -> [UInt8] {
+    let body = NameRecord.encodeBody(name: name, content: content, version: version, ttlSeconds: 60, ownerKey: Array(owner.publicKey.x963Representation))
+    return body + Array(try owner.signature(for: NameRecord.domain + body).rawRepresentation)
+}
+
+// Peer input: versions travel as QUIC varints (INVALIDATE, NAME_PUBLISHED), so a record above
+// 2^62 − 1 is refused where it enters, before anything stores it or tries to announce it.
+@Test func versionsAboveTheVarintRangeAreRefusedWhereTheyEnter() throws {
+    let owner = P256.Signing.PrivateKey()
+    #expect(NameRecord.maxVersion == (1 << 62) - 1)
+    for version: UInt64 in [1 << 62, (1 << 62) + 1, 1 << 63, .max] {
+        let bytes = try selfSignedRecordBytes(name: "big", content: content(1), version: version, owner: owner)
+        #expect(throws: NameRecordError(.malformed, "")) { try NameRecord.decode(bytes) }
+        #expect(throws: NameRecordError(.malformed, "")) { try NameRecord.sign(name: "big", content: content(1), version: version, ttlSeconds: 60, owner: owner) }
+        #expect(throws: NameRecordError(.malformed, "")) { try NameInvalidation(name: "big", version: version) }
+        var invalidation = try NameInvalidation(name: "big", version: 1).encode()
+        invalidation.replaceSubrange(invalidation.count - 8 ..< invalidation.count, with: (0 ..< 8).map { UInt8(truncatingIfNeeded: version >> (56 - 8 * $0)) })
+        #expect(throws: NameRecordError(.malformed, "")) { try NameInvalidation.decode(invalidation) }
+        NameRecord.fuzz(bytes)  // never traps
+    }
+    // The bound itself is a valid version, and the origin's next version after it is refused, not wrapped.
+    let top = try NameRecord.sign(name: "big", content: content(1), version: NameRecord.maxVersion, ttlSeconds: 60, owner: owner)
+    #expect(try NameRecord.decode(top.encode()) == top)
+    var origin = Subscriptions<Int>(grace: 0)
+    try origin.publish(top, now: 0)
+    #expect(throws: NameRecordError(.staleVersion, "")) { try origin.publish(name: "big", content: content(2), ttlSeconds: 60, owner: owner, now: 0) }
+    #expect(origin.record(for: "big") == top)
 }

@@ -32,7 +32,9 @@ public enum Merkle {
         return NexusHash.sha256(buf)
     }
 
-    /// The largest power of two strictly smaller than `n` (n ≥ 2).
+    /// The largest power of two strictly smaller than `n` (n ≥ 2). Callers recurse only on ranges
+    /// of two or more leaves of the log's own tree, checked against its size first; no peer value
+    /// reaches it.
     @inline(__always)
     static func split(_ n: UInt64) -> UInt64 {
         precondition(n >= 2)

@@ -11,6 +11,9 @@ struct ByteWriter {
     mutating func raw<C: Collection>(_ b: C) where C.Element == UInt8 { bytes.append(contentsOf: b) }
     mutating func hash(_ h: NexusHash) { u64(h.w0); u64(h.w1); u64(h.w2); u64(h.w3) }
     /// A field with a one-byte length prefix; the caller guarantees `b.count <= 255`.
+    /// (Audit, issue 11: every caller passes a bounded field — a region cut to 32 bytes, a `NexusName`
+    /// of at most 253 — and decoded values were checked against the same bounds, so a peer cannot
+    /// reach the precondition; nor `medium`'s: DHT messages, values and keys are capped far below 65,535.)
     mutating func short<C: Collection>(_ b: C) where C.Element == UInt8 { precondition(b.count <= 255); u8(UInt8(b.count)); raw(b) }
     /// A field with a two-byte length prefix; the caller guarantees `b.count <= 65535`.
     mutating func medium<C: Collection>(_ b: C) where C.Element == UInt8 { precondition(b.count <= 65535); u16(UInt16(b.count)); raw(b) }

@@ -73,6 +73,7 @@ public actor NexusDHT {
 
     /// Starts the DHT as `record`, sending through `peers`, and starts its timer.
     public func attach(record: NodeRecord, peers: PeerSet) {
+        // Called once, by Node.start; no peer input leads here.
         precondition(node == nil, "NexusDHT.attach called twice")
         let seed = record.id.w0 ^ UInt64(truncatingIfNeeded: clock())
         node = KademliaNode(record: record, config: configuration, validator: validator, seed: seed, now: clock())

@@ -12,7 +12,7 @@ import STOQContent
 /// Canonical binary encoding (all integers big-endian):
 /// ```
 /// "STNR"  format(1)=1  nameLength(1)  name(UTF-8, 1...255)  content(32)
-/// version(8)  ttlSeconds(4)  ownerKey(65, X9.63 uncompressed)  signature(64, raw r||s)
+/// version(8, at most 2^62 − 1)  ttlSeconds(4)  ownerKey(65, X9.63 uncompressed)  signature(64, raw r||s)
 /// ```
 /// The signature covers the domain string `STOQ name record v1` followed by every byte
 /// before the signature.
@@ -37,6 +37,10 @@ public struct NameRecord: Sendable, Equatable, CustomStringConvertible {
     public static let maxNameBytes = 255
     /// Longest encoding in bytes.
     public static let maxEncodedSize = 4 + 1 + 1 + maxNameBytes + 32 + 8 + 4 + 65 + 64
+    /// The highest version a record may carry: 2^62 − 1, the largest QUIC varint. The record
+    /// stores 8 bytes, but `stoq/1` carries versions as varints (INVALIDATE, NAME_PUBLISHED), so a
+    /// record above it could be stored and then never announced; it is refused when decoded or signed.
+    public static let maxVersion: UInt64 = (1 << 62) - 1
 
     /// Signs a new record.
     /// - Parameters:
@@ -45,9 +49,11 @@ public struct NameRecord: Sendable, Equatable, CustomStringConvertible {
     ///   - version: its version (higher wins).
     ///   - ttlSeconds: how long edges may use it.
     ///   - owner: the name owner's signing key.
-    /// - Throws: ``NameRecordError`` `.invalidName` for a bad name, `.badSignature` if signing fails.
+    /// - Throws: ``NameRecordError`` `.invalidName` for a bad name, `.malformed` for a version above
+    ///   ``maxVersion``, `.badSignature` if signing fails.
     public static func sign(name: String, content: ContentID, version: UInt64, ttlSeconds: UInt32, owner: P256.Signing.PrivateKey) throws(NameRecordError) -> NameRecord {
         try validate(name: name)
+        try validate(version: version, of: name)
         let key = Array(owner.publicKey.x963Representation)
         let body = encodeBody(name: name, content: content, version: version, ttlSeconds: ttlSeconds, ownerKey: key)
         let signature: P256.Signing.ECDSASignature
@@ -101,6 +107,7 @@ public struct NameRecord: Sendable, Equatable, CustomStringConvertible {
             throw NameRecordError(.malformed, "truncated name record for '\(name)'")
         }
         guard reader.isAtEnd else { throw NameRecordError(.malformed, "trailing bytes after the name record for '\(name)'") }
+        try validate(version: version, of: name)
         guard (try? P256.Signing.PublicKey(x963Representation: key)) != nil else {
             throw NameRecordError(.malformed, "the owner key of '\(name)' is not a P-256 point")
         }
@@ -129,6 +136,14 @@ public struct NameRecord: Sendable, Equatable, CustomStringConvertible {
         }
         guard !name.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
             throw NameRecordError(.invalidName, "the name contains control characters; use printable text")
+        }
+    }
+
+    /// Checks a version: at most ``maxVersion``.
+    /// - Throws: ``NameRecordError`` `.malformed`.
+    public static func validate(version: UInt64, of name: String) throws(NameRecordError) {
+        guard version <= maxVersion else {
+            throw NameRecordError(.malformed, "'\(name)' v\(version) is above the highest version a name may have (2^62 − 1 = \(maxVersion)); publish a lower version")
         }
     }
 
@@ -164,9 +179,10 @@ public struct NameInvalidation: Sendable, Hashable, CustomStringConvertible {
     static let magic: [UInt8] = Array("STNI".utf8)
 
     /// Creates an invalidation.
-    /// - Throws: ``NameRecordError`` `.invalidName`.
+    /// - Throws: ``NameRecordError`` `.invalidName`, or `.malformed` for a version above ``NameRecord/maxVersion``.
     public init(name: String, version: UInt64) throws(NameRecordError) {
         try NameRecord.validate(name: name)
+        try NameRecord.validate(version: version, of: name)
         self.name = name
         self.version = version
     }

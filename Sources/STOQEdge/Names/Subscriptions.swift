@@ -51,7 +51,11 @@ public struct Subscriptions<Peer: Hashable & Sendable>: Sendable {
     /// - Returns: the new record (serve it to edges that ask).
     @discardableResult
     public mutating func publish(name: String, content: ContentID, ttlSeconds: UInt32, owner: P256.Signing.PrivateKey, now: UInt64) throws(NameRecordError) -> NameRecord {
-        let version = (records[name]?.version ?? 0) &+ 1
+        let current = records[name]?.version ?? 0
+        guard current < NameRecord.maxVersion else {
+            throw NameRecordError(.staleVersion, "'\(name)' is at the highest version a name may have (v\(current)); publish it under a new name")
+        }
+        let version = current + 1
         let record = try NameRecord.sign(name: name, content: content, version: version, ttlSeconds: ttlSeconds, owner: owner)
         try publish(record, now: now)
         return record

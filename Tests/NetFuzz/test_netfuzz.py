@@ -1,0 +1,47 @@
+"""The network fuzzer's short seeded round (make test): a hostile aioquic peer against a running
+`stoq node` process ($STOQ_BIN). The node must not crash, must keep answering a legitimate PING
+and GET_CHUNK between rounds, and its RSS must come back to within 20 % of its baseline.
+
+`make fuzz` runs the same fuzzer for minutes (NETFUZZ_SECONDS, default 180).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+SECONDS = float(os.environ.get("NETFUZZ_TEST_SECONDS", "30"))
+SEED = int(os.environ.get("NETFUZZ_SEED", "20261207"))
+
+
+@pytest.fixture(scope="module")
+def stoq_bin() -> str:
+    binary = os.environ.get("STOQ_BIN")
+    if not binary or not os.access(binary, os.X_OK):
+        pytest.skip("STOQ_BIN is not set to the stoq binary (run through `make test`)")
+    return binary
+
+
+def test_node_survives_a_seeded_hostile_peer(stoq_bin: str, tmp_path: Path) -> None:
+    stats = tmp_path / "stats.json"
+    cmd = [sys.executable, str(HERE / "netfuzz.py"), "--stoq", stoq_bin, "--seed", str(SEED),
+           "--seconds", str(SECONDS), "--json", str(stats), "--keep", str(tmp_path / "work")]
+    # Bounded: attack + settle (at most 90 s) + setup, with room for a loaded machine.
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=SECONDS + 240)
+    print(r.stdout[-6000:])
+    print(r.stderr[-3000:], file=sys.stderr)
+    assert stats.exists(), f"the fuzzer did not finish: {r.stderr[-2000:]}"
+    s = json.loads(stats.read_text())
+    assert r.returncode == 0, "; ".join(s.get("failures", [])) or r.stdout[-2000:]
+    # The round really attacked: every generator ran, and frames were answered.
+    assert s["executions"] > 500, s
+    assert len(s["frames_by_type"]) >= 30, sorted(s["frames_by_type"])
+    assert s["health_checks"] >= 2 and s["health_check_failures"] == 0
+    rss = s["rss_kib"]
+    assert rss["after"] <= rss["baseline"] * 1.2, rss
