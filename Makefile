@@ -6,7 +6,7 @@ RELEASE_BIN := .build/release/stoq
 DEBUG_BIN   := .build/debug/stoq
 PYTEST      ?= python3 -m pytest
 
-.PHONY: all deps build release demo test interop-test netns-test netfuzz-test bench fuzz clean
+.PHONY: all deps build release demo test interop-test netns-test netfuzz-test liveness-test bench fuzz clean
 
 all: build
 
@@ -30,7 +30,7 @@ demo: release
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --no-parallel
-	$(MAKE) --no-print-directory interop-test netns-test netfuzz-test
+	$(MAKE) --no-print-directory interop-test netns-test netfuzz-test liveness-test
 
 ## aioquic (a QUIC stack nobody here wrote) against stoq serve / stoq fetch, both directions.
 interop-test: deps
@@ -47,6 +47,10 @@ netns-test: deps
 netfuzz-test: deps
 	$(SWIFT) build --product stoq
 	STOQ_BIN=$(abspath $(DEBUG_BIN)) $(PYTEST) -q -s Tests/NetFuzz
+
+## The release binary refusing bad settings, the kill -9 hang, SIGSTOP detection (real processes on [::1]).
+liveness-test: release
+	STOQ_BIN=$(abspath $(RELEASE_BIN)) $(PYTEST) -q Tests/Liveness
 
 ## Benchmarks: every figure beside its peer from the same run, as a ratio.
 bench: release

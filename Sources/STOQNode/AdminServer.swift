@@ -20,17 +20,18 @@ public final class AdminServer: Sendable {
     /// The bound address.
     public let address: PeerAddress
 
-    /// Binds the admin endpoint (IPv6 only).
+    /// Binds the admin endpoint (IPv6 only: the socket is IPV6_V6ONLY, so `[::]` serves no IPv4).
     /// - Parameters:
     ///   - address: where to listen, e.g. `[::1]:0` for an ephemeral loopback port.
     ///   - routes: path → handler.
-    /// - Throws: ``NodeError`` `.invalidArgument` for a non-IPv6 address, or the bind error.
+    /// - Throws: ``NodeError`` `.invalidArgument` for an address that is not an IPv6 literal (or is
+    ///   IPv4-mapped), or the bind error.
     public static func bind(_ address: PeerAddress, routes: [String: Handler], logger: Logger = Logger(label: "stoq.admin")) async throws -> AdminServer {
-        guard address.host.contains(":") else {
-            throw NodeError(.invalidArgument, "the admin address \(address) is not IPv6; use e.g. [::1]:9464 (STOQ is IPv6-only)")
-        }
+        try NodeConfiguration.checkAdmin(address)
+        // IPV6_V6ONLY: `[::]` must not accept IPv4 connections (it would on a dual-stack socket).
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(ChannelOptions.Types.SocketOption(level: .ipv6, name: .ipv6_v6only), value: 1)
             .bind(host: address.host, port: address.port) { child in
                 child.eventLoop.makeCompletedFuture {
                     try child.pipeline.syncOperations.configureHTTPServerPipeline()

@@ -13,6 +13,9 @@ extension ChunkServer {
     /// an upstream fill earns keepalives. Short enough that a stuck provider still fails over well
     /// within the requester's budget (this + its stall timeout < 500 ms).
     static let pendingGrace: Duration = .milliseconds(50)
+    /// Lateness of the keepalive writer's own wake-ups that is ordinary jitter; beyond it, the
+    /// lateness extends the grace (slowness of this node is not its upstream's death).
+    static let lagTolerance: Duration = .milliseconds(5)
     /// After this long the server stops vouching for a fill: a requester's stall detection then
     /// moves the request elsewhere (an upstream that never answers must not hold clients forever).
     static let pendingLimit: Duration = .seconds(10)
@@ -29,9 +32,15 @@ extension ChunkServer {
         let fill = FillProgress()
         let keepalive = Task {
             let start = ContinuousClock.now
+            // The grace counts only time this process ran: a wake-up that comes late (the machine
+            // is busy) extends it by its lateness, since the upstream could not be heard meanwhile.
+            var graceEnd = start + Self.pendingGrace
+            var expected = start + Self.pendingDelay
             do { try await Task.sleep(for: Self.pendingDelay) } catch { return }
             while ContinuousClock.now - start < Self.pendingLimit {
-                if fill.takeProgress() || ContinuousClock.now - start < Self.pendingGrace {
+                let now = ContinuousClock.now
+                if now - expected > Self.lagTolerance { graceEnd += now - expected - Self.lagTolerance }
+                if fill.takeProgress() || now < graceEnd {
                     guard state.beginWrite() else { return }
                     let waited = UInt64(max(0, (ContinuousClock.now - start).nanoseconds / 1_000_000))
                     let written: Bool
@@ -44,6 +53,7 @@ extension ChunkServer {
                     state.endWrite()
                     guard written else { return }
                 }
+                expected = ContinuousClock.now + Self.pendingInterval
                 do { try await Task.sleep(for: Self.pendingInterval) } catch { return }
             }
         }
@@ -94,6 +104,17 @@ final class FillRegistry: @unchecked Sendable {
     func noteAll() {
         for fill in lock.withLock({ Array(fills.values) }) { fill.note() }
     }
+}
+
+/// Signs of life of one upstream: bumped by every byte or keepalive of any fill from it, so a fill
+/// that waits its turn behind others from the same upstream is not taken for a dead one.
+///
+/// `@unchecked Sendable`: every access goes through `lock`.
+final class FillWatch: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: UInt64 = 0
+    func note() { lock.withLock { value &+= 1 } }
+    var count: UInt64 { lock.withLock { value } }
 }
 
 /// Whether a keepalive writer may write, and whether it is writing.

@@ -62,6 +62,11 @@ public struct FetchReport: Sendable {
     /// How each source was used during the data phase (idle and turnaround time, first-byte
     /// times, windows), in the order of ``sources``.
     public var timelines: [FetchSourceTimeline] = []
+    /// Timer wake-ups of the fetch that ran late beyond the scheduler's tolerance (this process was
+    /// starved of CPU); their lateness was not counted as silence of the sources.
+    public var lateWakeups: Int = 0
+    /// The latest of those wake-ups, in seconds.
+    public var maxWakeupLateness: Double = 0
     /// Goodput in Mbit/s over the data phase.
     public var megabitsPerSecond: Double { seconds > 0 ? Double(fetchedBytes) * 8 / seconds / 1e6 : 0 }
 }
@@ -122,7 +127,8 @@ public final class ContentFetcher: Sendable {
         case have(Int, ChunkAvailability?)
         case done(RequestID, Result<[UInt8], any Error>)
         case progress(RequestID, Int)
-        case tick
+        /// The scheduler's timer, armed for this deadline.
+        case tick(UInt64)
         case health(PeerHealthChange)
     }
 
@@ -226,6 +232,7 @@ public final class ContentFetcher: Sendable {
         var fetchedBytes = 0
         var failovers = [(source: String, seconds: Double)]()
         var failedSources = Set<SourceID>()
+        var maxLateness: UInt64 = 0
         var uncommitted = CommitBatch()
         let healthForwarder = healthChanges.map { changes in
             Task { for await change in changes { continuation.yield(.health(change)) } }
@@ -245,7 +252,7 @@ public final class ContentFetcher: Sendable {
             let delay = Int64(deadline) - Int64(now())
             timer = Task {
                 if delay > 0 { try? await Task.sleep(for: .nanoseconds(delay)) }
-                if !Task.isCancelled { continuation.yield(.tick) }
+                if !Task.isCancelled { continuation.yield(.tick(deadline)) }
             }
         }
 
@@ -326,9 +333,16 @@ public final class ContentFetcher: Sendable {
                 if awaitingHave == 0, !scheduler.isFinished, case let missing = scheduler.unavailableChunks, !missing.isEmpty {
                     throw NodeError(.unavailable, "no source holds \(missing.count) of the \(chunks.count) chunks of \(root) (their HAVE bitfields); add sources that hold the content")
                 }
-            case .tick:
+            case .tick(let deadline):
                 timer = nil
                 timerDeadline = nil
+                // Slowness is not death: how late this wake-up runs (the timer, then the queue
+                // before it) is time this process could not read its sources; the scheduler does
+                // not count it as their silence.
+                if t > deadline {
+                    maxLateness = max(maxLateness, t - deadline)
+                    scheduler.handleSchedulingLag(t - deadline, now: t)
+                }
                 scheduler.handleTimeout(now: t)
             case .health(let change):
                 let sourceID = sourceOfPeer[change.peer.description] ?? SourceID(change.peer.description)
@@ -421,7 +435,7 @@ public final class ContentFetcher: Sendable {
                       routeCost: routeCosts[$0.id], cachedChunks: cached[$0.id], discardedBytes: $0.bytesDiscarded)
             },
             failovers: failovers, firstRequestedSource: firstRequested,
-            timelines: timelines
+            timelines: timelines, lateWakeups: scheduler.lateWakeups, maxWakeupLateness: Double(maxLateness) / 1e9
         )
     }
 }
@@ -476,6 +490,8 @@ final class OnceResume<T: Sendable>: @unchecked Sendable {
     private var continuation: CheckedContinuation<T, Never>?
     private var done = false
     func set(_ c: CheckedContinuation<T, Never>) { lock.withLock { continuation = c } }
+    /// Whether it was resumed.
+    var isDone: Bool { lock.withLock { done } }
     /// Resumes with `value` if nothing did before; returns whether this call did.
     @discardableResult
     func resume(_ value: T) -> Bool {

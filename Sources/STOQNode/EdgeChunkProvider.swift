@@ -14,6 +14,11 @@ import STOQEdge
 /// Speculation never displaces cached content: a prefetched chunk enters the cache (through the
 /// policy's normal admission) only when a reader actually asks for it; unread ones are dropped
 /// from the buffer, oldest first.
+///
+/// Fills are bounded: an upstream that sends nothing for ``fillSilenceLimit`` (of this process's
+/// running time) fails the fill, and an ``UpstreamBreaker`` leaves a failed upstream alone for a
+/// while. When no upstream can fill, the edge says so: its HAVE drops the fill flag and its misses
+/// are answered with not-found at once, so a client moves them elsewhere instead of waiting.
 public actor EdgeChunkProvider: ChunkProvider {
     /// Read-ahead tuning.
     public struct PrefetchSettings: Sendable {
@@ -80,6 +85,18 @@ public actor EdgeChunkProvider: ChunkProvider {
     private let waiting = FillRegistry()
     private var cache: EdgeCache
     private var stats = Counters()
+    /// Which upstream peers are worth a fill now.
+    private var breaker: UpstreamBreaker<PeerAddress>
+    /// Upstream peers health probing reported down at the last look (to feed transitions only).
+    private var seenDown = Set<PeerAddress>()
+    /// Per upstream: bumped by every byte or keepalive of any fill from it.
+    private var liveness: [PeerAddress: FillWatch] = [:]
+    /// Whether the edge last said it can fill (logged when it changes).
+    private var couldFill = true
+    private let clockOrigin = ContinuousClock.now
+    /// How long a fill may go without a byte or keepalive from its upstream (counting only time
+    /// this process ran) before it fails and the next upstream is tried.
+    public let fillSilenceLimit: Duration
 
     // Read-ahead state.
     private struct ReaderKey: Hashable { var reader: ObjectIdentifier; var manifest: ChunkID }
@@ -96,15 +113,20 @@ public actor EdgeChunkProvider: ChunkProvider {
 
     /// Creates a provider.
     /// - Parameters:
-    ///   - cacheBytes: the most chunk bytes the edge keeps.
+    ///   - cacheBytes: the most chunk bytes the edge keeps (positive; smaller values are taken as 1).
     ///   - prefetch: read-ahead tuning (``PrefetchSettings/off`` to disable).
+    ///   - fillSilenceLimit: how long a fill waits for a byte from its upstream before it fails.
+    ///   - breaker: when a failed upstream is tried again.
     public init(
         store: any ChunkStore, upstream: [PeerAddress], peers: PeerSet,
         cacheBytes: Int = 1 << 30, policy: EdgeCache.Kind = .tinyLFU, prefetch: PrefetchSettings = .init(),
+        fillSilenceLimit: Duration = .seconds(5), breaker: UpstreamBreaker<PeerAddress>.Configuration = .init(),
         logger: Logger = Logger(label: "stoq.edge")
     ) {
         self.store = store
-        self.cache = EdgeCache(kind: policy, capacity: cacheBytes, averageChunkSize: 16 * 1024)
+        self.cache = EdgeCache(kind: policy, capacity: max(1, cacheBytes), averageChunkSize: 16 * 1024)
+        self.fillSilenceLimit = fillSilenceLimit
+        self.breaker = UpstreamBreaker(upstream: upstream, configuration: breaker)
         self.upstream = upstream
         self.peers = peers
         self.settings = prefetch
@@ -195,24 +217,125 @@ public actor EdgeChunkProvider: ChunkProvider {
         // probing marked down (a down one is still tried last: a false "down" must not fail a fill).
         let start = Int(id.bytes[0]) % upstream.count
         let rotated = (0..<upstream.count).map { upstream[(start + $0) % upstream.count] }
-        for address in peers.healthyFirst(rotated) {
+        syncHealth()
+        for address in peers.healthyFirst(rotated) where breaker.shouldTry(address, now: nanoseconds()) {
             do {
                 let client = try await peers.client(for: address)
                 let waiting = self.waiting
-                let bytes = try await client.fetchChunk(id) { _ in
+                let watch = livenessWatch(of: address)
+                let peers = self.peers
+                let bytes = try await Self.fetchWatched(
+                    id, from: client, limit: fillSilenceLimit, watch: watch, isDown: { peers.isDown(address) }
+                ) {
                     fill.note()
                     waiting.noteAll()
                 }
                 stats.upstreamBytes += bytes.count
+                breaker.handleFillSucceeded(address, now: nanoseconds())
+                noteFillState()
                 return bytes
             } catch let error as NodeError where error.code == .notFound {
+                breaker.handleFillSucceeded(address, now: nanoseconds())  // alive; it lacks the chunk
                 continue
             } catch {
+                breaker.handleFillFailed(address, now: nanoseconds())
                 logger.info("upstream failed", metadata: ["peer": "\(address)", "error": "\(error)"])
                 await peers.drop(address)
+                noteFillState()
             }
         }
         return nil
+    }
+
+    private func nanoseconds() -> UInt64 { UInt64(max(0, (ContinuousClock.now - clockOrigin).nanoseconds)) }
+
+    private func livenessWatch(of address: PeerAddress) -> FillWatch {
+        if let watch = liveness[address] { return watch }
+        let watch = FillWatch()
+        liveness[address] = watch
+        return watch
+    }
+
+    /// Feeds health probing's changes of the upstream peers to the breaker.
+    private func syncHealth() {
+        for address in upstream {
+            let down = peers.isDown(address)
+            guard down != seenDown.contains(address) else { continue }
+            if down { seenDown.insert(address) } else { seenDown.remove(address) }
+            breaker.handleHealth(address, isDown: down, now: nanoseconds())
+        }
+    }
+
+    /// Whether a miss can be filled now: some upstream is usable or due a retry. While it is not,
+    /// the edge's HAVE carries no fill flag and misses are answered not-found at once.
+    public func canFill() -> Bool {
+        guard !upstream.isEmpty else { return false }
+        syncHealth()
+        return breaker.canFill(now: nanoseconds())
+    }
+
+    /// Logs when the edge stops (or starts again) filling misses.
+    private func noteFillState() {
+        let can = canFill()
+        guard can != couldFill else { return }
+        couldFill = can
+        if can {
+            logger.notice("an upstream answers again; filling misses")
+        } else {
+            logger.warning("every upstream fill failed; answering misses with not-found (HAVE without the fill flag) until an upstream answers again", metadata: ["retry_after_ms": "\(breaker.configuration.retryAfter / 1_000_000)"])
+        }
+    }
+
+    /// Fetches `id` from `client`, failing with ``NodeError`` `.unavailable` when the upstream
+    /// (any fill from it: `watch`) sends nothing for `limit`, or for a second while health probing
+    /// reports it down. Only time this process ran counts: a watchdog wake-up that comes late (the
+    /// machine is busy) adds at most two ticks, so slowness here is not the upstream's death.
+    static func fetchWatched(
+        _ id: ChunkID, from client: PeerClient, limit: Duration, watch: FillWatch, isDown: @escaping @Sendable () -> Bool,
+        onProgress: @escaping @Sendable () -> Void
+    ) async throws -> [UInt8] {
+        let once = OnceResume<Result<[UInt8], any Error>>()
+        let result = await withCheckedContinuation { continuation in
+            once.set(continuation)
+            let work = Task {
+                do {
+                    let bytes = try await client.fetchChunk(id) { _ in
+                        watch.note()
+                        onProgress()
+                    }
+                    once.resume(.success(bytes))
+                } catch {
+                    once.resume(.failure(error))
+                }
+            }
+            Task {
+                let tick: Duration = .milliseconds(100)
+                var seen = watch.count
+                var silent: Duration = .zero
+                var last = ContinuousClock.now
+                while !once.isDone {
+                    try? await Task.sleep(for: tick)
+                    let now = ContinuousClock.now
+                    let elapsed = min(now - last, tick * 2)
+                    last = now
+                    let count = watch.count
+                    if count != seen {
+                        seen = count
+                        silent = .zero
+                    } else {
+                        silent += elapsed
+                    }
+                    if silent >= limit || (silent >= .seconds(1) && isDown()) {
+                        let reason = silent >= limit ? "sent nothing for \(limit)" : "is down (health probes unanswered) and sent nothing for \(silent)"
+                        if once.resume(.failure(NodeError(.unavailable, "upstream \(client.name) \(reason) while filling chunk \(id.short)"))) {
+                            work.cancel()
+                        }
+                        return
+                    }
+                }
+            }
+        }
+        return try result.get()
     }
 
     private func evict(_ admission: CacheAdmission) throws {

@@ -145,6 +145,8 @@ public final class Node: Sendable {
         _ configuration: NodeConfiguration, services: [any NodeService] = [], metrics: NodeMetrics = NodeMetrics(),
         logger: Logger = Logger(label: "stoq.node")
     ) async throws -> Node {
+        // Refuse a bad cache size, admin address or certificate before anything is bound.
+        try await configuration.validate()
         var healthConfiguration: HealthMonitor<PeerAddress>.Configuration?
         if configuration.health?.enabled ?? true {
             healthConfiguration = try (configuration.health ?? HealthSettings()).monitorConfiguration()

@@ -116,6 +116,8 @@ public actor PeerHealthService {
     private var subscribers: [UUID: AsyncStream<PeerHealthChange>.Continuation] = [:]
     private var wake: AsyncStream<Void>.Continuation?
     private var timer: Task<Void, Never>?
+    /// The deadline the timer was armed for: how late it fires is this node's own scheduling lag.
+    private var armedDeadline: UInt64?
     private var probes: [PeerAddress: Task<Void, Never>] = [:]
     private var stopped = false
     private var watching = Set<PeerAddress>()
@@ -135,7 +137,7 @@ public actor PeerHealthService {
         self.logger = logger
     }
 
-    private func now() -> UInt64 { UInt64(max(0, (ContinuousClock.now - origin).nanoseconds)) }
+    private nonisolated func now() -> UInt64 { UInt64(max(0, (ContinuousClock.now - origin).nanoseconds)) }
 
     /// Starts probing `peer`: it dials first (for at most one probe interval) so the first RTT
     /// sample measures a round trip, not a handshake; then the first probe goes out.
@@ -208,7 +210,12 @@ public actor PeerHealthService {
         continuation.yield()
         for await _ in wakeups {
             if stopped { break }
-            monitor.handleTimeout(now: now())
+            let t = now()
+            // Slowness is not death: a timer that fired late means this node was starved of CPU,
+            // and an answer may be waiting unread; the monitor extends the probes' timeouts by it.
+            if let deadline = armedDeadline, t > deadline { monitor.handleSchedulingLag(t - deadline, now: t) }
+            armedDeadline = nil
+            monitor.handleTimeout(now: t)
             drain()
             arm()
         }
@@ -229,6 +236,7 @@ public actor PeerHealthService {
     private func arm() {
         timer?.cancel()
         guard let deadline = monitor.pollTimeout(), let wake else { return }
+        armedDeadline = deadline
         let delay = Int64(deadline) - Int64(now())
         timer = Task {
             if delay > 0 { try? await Task.sleep(for: .nanoseconds(delay)) }
@@ -236,9 +244,13 @@ public actor PeerHealthService {
         }
     }
 
-    private func answered(_ peer: PeerAddress, nonce: UInt64) {
+    /// A probe was answered at `receivedAt` (stamped where the answer was read, not when this actor
+    /// got to it); it went out `sendDelay` after the monitor asked for it.
+    private func answered(_ peer: PeerAddress, nonce: UInt64, receivedAt: UInt64, sendDelay: UInt64) {
         guard !stopped else { return }
-        monitor.handleProbeResponse(from: peer, nonce: nonce, now: now())
+        let t = now()
+        if sendDelay > 0 { monitor.handleSchedulingLag(sendDelay, now: t) }
+        monitor.handleProbeResponse(from: peer, nonce: nonce, now: min(receivedAt, t))
         if let h = monitor.health(of: peer) {
             metrics?.peerHealth(peer.description, isUp: h.isUp, rttSeconds: h.smoothedRTT.map { $0 / 1e9 })
         }
@@ -254,12 +266,12 @@ public actor PeerHealthService {
                 probes[peer]?.cancel()
                 let peers = self.peers
                 let observer = self.observer
+                let asked = now()
                 probes[peer] = Task {
                     do {
-                        let client = try await peers.client(for: peer)
-                        let (rtt, pong) = try await client.probe(nonce: nonce)
-                        observer?.probeAnswered(peer: peer, nodeID: client.authenticatedPeer, rtt: rtt, pong: pong)
-                        self.answered(peer, nonce: nonce)
+                        let answer = try await self.sendProbe(to: peer, nonce: nonce, askedAt: asked, peers: peers)
+                        observer?.probeAnswered(peer: peer, nodeID: answer.client.authenticatedPeer, rtt: answer.rtt, pong: answer.pong)
+                        self.answered(peer, nonce: nonce, receivedAt: answer.receivedAt, sendDelay: answer.sendDelay)
                     } catch is CancellationError {
                     } catch is STOQError {
                         // The connection is gone: dial afresh for the next probe.
@@ -278,6 +290,17 @@ public actor PeerHealthService {
             }
             announce(change)
         }
+    }
+
+    /// Sends one probe off the actor and stamps the answer where it is read, so a busy actor (or a
+    /// starved process catching up) does not turn an answer that came in time into a late one.
+    private nonisolated func sendProbe(
+        to peer: PeerAddress, nonce: UInt64, askedAt: UInt64, peers: PeerSet
+    ) async throws -> (client: PeerClient, rtt: Duration, pong: STOQMessage.Pong, receivedAt: UInt64, sendDelay: UInt64) {
+        let started = now()
+        let client = try await peers.client(for: peer)
+        let (rtt, pong) = try await client.probe(nonce: nonce)
+        return (client, rtt, pong, now(), started > askedAt ? started - askedAt : 0)
     }
 
     private func announce(_ change: PeerHealthChange) {

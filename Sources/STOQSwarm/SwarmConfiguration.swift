@@ -33,8 +33,17 @@ public struct SwarmConfiguration: Sendable, Hashable {
     /// Longest stall timeout: a source that delivers nothing for this long loses its requests.
     /// Goal 200 ms; must not exceed ``failoverBudget``.
     public var maxStallTimeout: UInt64 = 200_000_000
-    /// The promise: a dead or stalled source's requests run elsewhere within this time.
+    /// The promise: a dead or stalled source's requests run elsewhere within this time (on a
+    /// machine that gives the fetch the CPU it asks for; see ``maxLagCredit``).
     public var failoverBudget: UInt64 = 500_000_000
+    /// Lateness of the runtime's own wake-ups (``SwarmScheduler/handleSchedulingLag(_:now:)``)
+    /// that is ordinary jitter and credits nothing.
+    public var lagTolerance: UInt64 = 5_000_000
+    /// The most local scheduling lag that postpones one source's stall verdict since its last
+    /// progress. Slowness is not death: a fetch that is itself starved of CPU does not blame a
+    /// source for bytes it could not read; but a source that really stopped is still detected,
+    /// at most this much later than on an idle machine.
+    public var maxLagCredit: UInt64 = 2_000_000_000
     /// How many bytes the runtime typically reports per ``SwarmScheduler/handleProgress(_:bytes:now:)``
     /// call; a source gets `4 × RTT + 4 × (this / its throughput)` between two progress reports.
     public var progressGranularityBytes: Int = 64 << 10
@@ -42,6 +51,10 @@ public struct SwarmConfiguration: Sendable, Hashable {
     public var baseBackoff: UInt64 = 100_000_000
     /// Longest backoff.
     public var maxBackoff: UInt64 = 5_000_000_000
+    /// A source that health probing reports down for this long stops counting as a holder: a
+    /// chunk that only it holds fails the fetch with an error naming it, instead of holding the
+    /// fetch until it returns (it counts again if it comes back up first). Default 10 s.
+    public var downSourceLimit: UInt64 = 10_000_000_000
     /// Whether the endgame duplicates the last outstanding requests on idle sources.
     public var endgame: Bool = true
     /// Copies of one chunk in flight at once during the endgame.

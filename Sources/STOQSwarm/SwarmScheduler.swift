@@ -78,6 +78,9 @@ public struct SwarmScheduler: Sendable {
         /// what the source still has to send.
         var receivedOutstanding = 0
         var lastProgressAt: UInt64 = 0
+        /// ``SwarmScheduler/lagTotal`` when `lastProgressAt` was set: the local lag measured since
+        /// then is not silence of this source.
+        var lagAtProgress: UInt64 = 0
         var lastCompletionAt: UInt64 = 0
         var rate: Double?
         var rtt: UInt64?
@@ -96,6 +99,11 @@ public struct SwarmScheduler: Sendable {
         var bytesDiscarded = 0
         var failures = 0
         var stalls = 0
+        /// When health probing reported it down (nil while it is not down).
+        var downSince: UInt64?
+        /// Down for longer than ``SwarmConfiguration/downSourceLimit``: it no longer counts as a
+        /// holder of anything, so chunks only it held fail the fetch instead of holding it.
+        var givenUp = false
 
         /// Active or backing off: its outstanding requests are still being served.
         var isServing: Bool {
@@ -108,6 +116,7 @@ public struct SwarmScheduler: Sendable {
         var countsForAvailability: Bool {
             switch state {
             case .banned, .removed: false
+            case .down: !givenUp
             default: true
             }
         }
@@ -145,6 +154,11 @@ public struct SwarmScheduler: Sendable {
     private var rotation = 0
     private var finished = false
     private var didFail = false
+    /// Local scheduling lag credited so far (``handleSchedulingLag(_:now:)``), in nanoseconds;
+    /// only differences of it are used.
+    private var lagTotal: UInt64 = 0
+    /// Late wake-ups credited (for reports and tests).
+    private var lagCredited = 0
 
     /// Creates a scheduler for `chunks`, of which `present` are already stored and verified.
     ///
@@ -241,7 +255,7 @@ public struct SwarmScheduler: Sendable {
         abandonAll(of: source, now: now)
         removeAvailability(of: source)
         sources[source]!.state = .removed
-        checkAvailability()
+        checkAvailability(now: now)
         schedule(now: now)
     }
 
@@ -254,13 +268,20 @@ public struct SwarmScheduler: Sendable {
         }
         abandonAll(of: source, now: now)
         sources[source]!.state = .down
+        sources[source]!.downSince = now
         schedule(now: now)
     }
 
-    /// Health probing marks `source` up again.
+    /// Health probing marks `source` up again (also after it was given up on: it holds its chunks
+    /// again).
     public mutating func handleSourceUp(_ source: SourceID, now: UInt64) {
         guard let record = sources[source], case .down = record.state else { return }
         sources[source]!.state = .active
+        sources[source]!.downSince = nil
+        if record.givenUp {
+            sources[source]!.givenUp = false
+            addAvailability(of: source)
+        }
         schedule(now: now)
     }
 
@@ -278,7 +299,7 @@ public struct SwarmScheduler: Sendable {
     public mutating func handleProgress(_ request: RequestID, bytes: Int, now: UInt64) {
         guard var record = requests[request], bytes >= 0 else { return }
         guard bytes > 0 else {
-            sources[record.source]!.lastProgressAt = max(sources[record.source]!.lastProgressAt, now)
+            noteAlive(record.source, now: now)
             return
         }
         if !record.firstByteSeen {
@@ -301,7 +322,7 @@ public struct SwarmScheduler: Sendable {
         sources[record.source]!.sampleBytes += bytes
         sources[record.source]!.receivedOutstanding += counted
         topUp(record.source, now: now)
-        sources[record.source]!.lastProgressAt = max(sources[record.source]!.lastProgressAt, now)
+        noteAlive(record.source, now: now)
     }
 
     /// Request `request` finished: `verified` tells whether the bytes hashed to the chunk id.
@@ -327,6 +348,7 @@ public struct SwarmScheduler: Sendable {
             }
             source.lastCompletionAt = now
             source.lastProgressAt = max(source.lastProgressAt, now)
+            source.lagAtProgress = lagTotal
             source.consecutiveFailures = 0
             source.windowScale = min(1, source.windowScale + 0.25)
             if !chunkStates[chunk].present {
@@ -362,7 +384,7 @@ public struct SwarmScheduler: Sendable {
             addAvailability(of: record.source)
         }
         penalise(record.source, now: now)
-        checkAvailability()
+        checkAvailability(now: now)
         schedule(now: now)
     }
 
@@ -374,13 +396,48 @@ public struct SwarmScheduler: Sendable {
         schedule(now: now)
     }
 
+    /// The runtime measured that it ran `lateness` nanoseconds later than it asked to (a timer
+    /// that fired late, an event that waited in its queue): the process itself was starved of
+    /// CPU, so bytes a source sent meanwhile may not have been seen yet. Such time is not held
+    /// against any source: each waiting source's stall deadline moves back by the lateness beyond
+    /// ``SwarmConfiguration/lagTolerance``, and by as much again for the backlog to be read, at
+    /// most ``SwarmConfiguration/maxLagCredit`` in all since the source's last progress (so a
+    /// source that really stopped is still detected on a starved machine, within
+    /// ``SwarmConfiguration/maxStallTimeout`` plus that credit plus the lateness itself).
+    ///
+    /// Call it before ``handleTimeout(now:)`` when a timer fires late (with how late it fired).
+    public mutating func handleSchedulingLag(_ lateness: UInt64, now: UInt64) {
+        guard lateness > configuration.lagTolerance else { return }
+        let excess = lateness - configuration.lagTolerance
+        let (doubled, overflow) = excess.multipliedReportingOverflow(by: 2)
+        let credit = overflow ? UInt64.max : doubled
+        let (total, wrapped) = lagTotal.addingReportingOverflow(credit)
+        lagTotal = wrapped ? UInt64.max : total
+        lagCredited &+= 1
+    }
+
     /// Runs expired timers: stall detection and the end of backoffs. Harmless at any time.
     public mutating func handleTimeout(now: UInt64) {
         guard !finished else { return }
+        // Sources down for too long no longer hold anything: a chunk only they had fails the fetch
+        // with a clear error rather than holding it until they return.
+        var gaveUp = false
+        for position in sources.values.indices {
+            let source = sources.values[position]
+            guard case .down = source.state, !source.givenUp, let since = source.downSince,
+                  now >= since &+ configuration.downSourceLimit else { continue }
+            removeAvailability(of: source.id)
+            sources.values[position].givenUp = true
+            gaveUp = true
+        }
+        if gaveUp {
+            checkAvailability(now: now)
+            if finished { return }
+        }
         for position in sources.values.indices {
             let source = sources.values[position]
             guard source.isServing, !source.outstanding.isEmpty else { continue }
-            if now >= source.lastProgressAt &+ stallTimeout(source) {
+            if now >= stallDeadline(source) {
                 sources.values[position].stalls += 1
                 abandonAll(of: source.id, now: now)
                 penalise(source.id, now: now)
@@ -400,10 +457,14 @@ public struct SwarmScheduler: Sendable {
         var deadline: UInt64?
         for source in sources.values {
             if source.isServing, !source.outstanding.isEmpty {
-                let stall = source.lastProgressAt &+ stallTimeout(source)
+                let stall = stallDeadline(source)
                 deadline = min(deadline ?? stall, stall)
             }
             if case .backingOff(let until) = source.state { deadline = min(deadline ?? until, until) }
+            if case .down = source.state, !source.givenUp, let since = source.downSince {
+                let giveUp = since &+ configuration.downSourceLimit
+                deadline = min(deadline ?? giveUp, giveUp)
+            }
         }
         return deadline
     }
@@ -435,6 +496,17 @@ public struct SwarmScheduler: Sendable {
     /// Needed chunks that no remaining (not banned, not removed) source has.
     public var unavailableChunks: [Int] {
         chunks.indices.filter { !chunkStates[$0].present && leaderOf[$0] == $0 && availability($0) == 0 }
+    }
+
+    /// Late wake-ups credited with ``handleSchedulingLag(_:now:)`` so far (beyond the tolerance).
+    public var lateWakeups: Int { lagCredited }
+
+    /// The time at which `source` is declared stalled unless it makes progress (its stall
+    /// timeout plus the local lag credited since its last progress), or nil when it has nothing
+    /// outstanding or is unknown.
+    public func stallDeadline(of source: SourceID) -> UInt64? {
+        guard let record = sources[source], record.isServing, !record.outstanding.isEmpty else { return nil }
+        return stallDeadline(record)
     }
 
     /// The stall timeout in force for `source` (nanoseconds), or nil for an unknown source.
@@ -546,6 +618,21 @@ public struct SwarmScheduler: Sendable {
         return min(max(timeout, configuration.minStallTimeout), configuration.maxStallTimeout)
     }
 
+    /// When `source` is stalled unless it shows progress: its stall timeout after its last
+    /// progress, plus the local lag measured since then (at most ``SwarmConfiguration/maxLagCredit``).
+    private func stallDeadline(_ source: SourceRecord) -> UInt64 {
+        let credit = min(lagTotal &- source.lagAtProgress, configuration.maxLagCredit)
+        let (deadline, overflow) = source.lastProgressAt.addingReportingOverflow(stallTimeout(source) &+ credit)
+        return overflow ? UInt64.max : deadline
+    }
+
+    /// Marks `id` alive at `now` (bytes, a keepalive, a completion).
+    private mutating func noteAlive(_ id: SourceID, now: UInt64) {
+        guard sources[id] != nil else { return }
+        sources[id]!.lastProgressAt = max(sources[id]!.lastProgressAt, now)
+        sources[id]!.lagAtProgress = lagTotal
+    }
+
     private func windowBytes(_ source: SourceRecord) -> Double {
         guard let rate = source.rate else { return Double(configuration.initialWindowBytes) * source.windowScale }
         let turnaround = Double(source.turnaround ?? source.rtt ?? configuration.initialRTT) / 1e9
@@ -588,6 +675,7 @@ public struct SwarmScheduler: Sendable {
         requests[id] = RequestRecord(source: source, chunk: chunk, sentAt: now)
         if sources[source]!.outstanding.isEmpty {
             sources[source]!.lastProgressAt = now
+            sources[source]!.lagAtProgress = lagTotal
             sources[source]!.sampleStart = now
             sources[source]!.sampleBytes = 0
         }
@@ -648,7 +736,7 @@ public struct SwarmScheduler: Sendable {
         if record.countsForAvailability { removeAvailability(of: source) }
         sources[source]!.state = .banned(reason)
         actions.append(.sourceBanned(source, reason: reason))
-        checkAvailability()
+        checkAvailability(now: now)
     }
 
     private mutating func markPresent(_ chunk: Int, now: UInt64) {
@@ -670,7 +758,7 @@ public struct SwarmScheduler: Sendable {
     }
 
     /// Fails the fetch when a needed chunk has no remaining holder.
-    private mutating func checkAvailability() {
+    private mutating func checkAvailability(now: UInt64) {
         guard !finished else { return }
         let missing = unavailableChunks
         guard !missing.isEmpty else { return }
@@ -678,6 +766,8 @@ public struct SwarmScheduler: Sendable {
             switch source.state {
             case .banned(let reason): "\(source.id) banned: \(reason)"
             case .removed: "\(source.id) removed"
+            case .down where source.givenUp:
+                "\(source.id) down (health probes unanswered) for \((now > (source.downSince ?? now) ? now - (source.downSince ?? now) : 0) / 1_000_000_000) s"
             default: nil
             }
         }

@@ -23,9 +23,9 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Upstream peer an edge fetches misses from (repeatable).") var upstream: [String] = []
     @Option(help: "Region name.") var region: String?
     @Option(help: "Per-connection send limit, bytes/s.") var rateLimit: UInt64?
-    @Option(help: "The most chunk bytes an edge keeps (W-TinyLFU decides what stays).") var cacheBytes: Int?
+    @Option(help: "The most chunk bytes an edge keeps, a positive number (default 1 GiB; W-TinyLFU decides what stays).") var cacheBytes: Int?
     @Option(help: "Another known peer whose health to probe (repeatable; upstream peers are probed anyway).") var peer: [String] = []
-    @Option(help: "Admin HTTP endpoint (/metrics, /status, /healthz): a port (bound to [::1]) or '[ADDR]:PORT'. Keep it on loopback.") var admin: String?
+    @Option(help: "Admin HTTP endpoint (/metrics, /status, /healthz): a port (bound to [::1]) or '[IPV6]:PORT' (IPv6 only; '[::]' serves no IPv4). Keep it on loopback.") var admin: String?
     @Flag(help: "Run the Nexus DHT: answer DHT requests, publish the node record and provider records for pinned content.") var dht = false
     @Option(help: "DHT bootstrap nodes, comma-separated, e.g. '[::1]:4433,[::1]:4434' (implies --dht).") var bootstrap: String?
     @Option(help: "CT log directory: refuse peers whose certificate is not in it (checked with an inclusion proof).") var requireCt: String?
@@ -103,6 +103,9 @@ struct NodeCommand: AsyncParsableCommand {
             c.routing = r
         }
         let level = try Self.logLevel(c.logLevel ?? "info")
+        // Before anything opens or listens (shards, DHT, endpoint): a bad cache size, admin
+        // address or certificate stops here with a message. `Node.start` checks again for library users.
+        try await c.validate()
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level

@@ -178,3 +178,58 @@ let ms: UInt64 = 1_000_000
         }
     }
 }
+
+// MARK: Slowness is not death (issue 11)
+
+@Test func aLateTimerDoesNotTurnAnAnswerInTimeIntoAMiss() throws {
+    var monitor = HealthMonitor<String>(nonceSeed: 3)
+    monitor.addPeer("edge", now: 0)
+    let first = monitor.pollAction()
+    guard case .sendProbe(_, let nonce) = try #require(first) else { return }
+    let deadline = try #require(monitor.pollTimeout())
+    #expect(deadline == monitor.configuration.timeout)
+    // The node was starved: its timer fires 300 ms late, and the answer waits unread behind it.
+    let late: UInt64 = 300 * ms
+    monitor.handleSchedulingLag(late, now: deadline + late)
+    monitor.handleTimeout(now: deadline + late)
+    monitor.handleProbeResponse(from: "edge", nonce: nonce, now: deadline + late + 5 * ms)
+    let h = try #require(monitor.health(of: "edge"))
+    #expect(h.timeouts == 0 && h.lateAnswers == 0 && h.answered == 1 && h.isUp, "\(h)")
+    let event = monitor.pollEvent()
+    #expect(event == nil)
+}
+
+@Test func aDeadPeerIsStillReportedDownOnAStarvedNode() throws {
+    var monitor = HealthMonitor<String>(nonceSeed: 4)
+    monitor.addPeer("dead", now: 0)
+    let late: UInt64 = 200 * ms
+    var now: UInt64 = 0
+    var down: UInt64?
+    for _ in 0 ..< 200 where down == nil {
+        while monitor.pollAction() != nil {}
+        let target = try #require(monitor.pollTimeout())
+        now = max(now, target) + late
+        monitor.handleSchedulingLag(late, now: now)
+        monitor.handleTimeout(now: now)
+        if monitor.pollEvent() == .peerDown("dead") { down = now }
+    }
+    let c = monitor.configuration
+    let at = try #require(down)
+    let idleBound = c.interval * UInt64(c.failureThreshold - 1) + c.timeout
+    let starvedBound = UInt64(c.failureThreshold) * (c.interval + c.maxLagCredit + c.timeout + late)
+    #expect(at > idleBound && at <= starvedBound, "down at \(at / ms) ms; bounds \(idleBound / ms) … \(starvedBound / ms) ms")
+    #expect(try #require(monitor.health(of: "dead")).timeouts == UInt64(c.failureThreshold))
+}
+
+@Test func lagWithinTheToleranceChangesNoVerdict() throws {
+    var monitor = HealthMonitor<String>(nonceSeed: 5)
+    monitor.addPeer("p", now: 0)
+    let first = monitor.pollAction()
+    guard case .sendProbe(_, let nonce) = try #require(first) else { return }
+    let deadline = try #require(monitor.pollTimeout())
+    monitor.handleSchedulingLag(monitor.configuration.lagTolerance, now: deadline)
+    monitor.handleTimeout(now: deadline)
+    monitor.handleProbeResponse(from: "p", nonce: nonce, now: deadline + 1)
+    let h = try #require(monitor.health(of: "p"))
+    #expect(h.timeouts == 1 && h.lateAnswers == 1)
+}

@@ -29,6 +29,13 @@ public struct HealthMonitor<Peer: Hashable & Sendable>: Sendable {
         public var recoveryThreshold: Int
         /// Weight of a new RTT sample in the moving average (default 1/8, as TCP's SRTT).
         public var rttWeight: Double
+        /// Lateness of the runtime's own wake-ups (``HealthMonitor/handleSchedulingLag(_:now:)``)
+        /// that is ordinary jitter and credits nothing (default 5 ms).
+        public var lagTolerance: UInt64 = 5_000_000
+        /// The most local scheduling lag that extends one probe's timeout (default 1 s): a node
+        /// starved of CPU does not count an answer it could not read in time as a miss, but a
+        /// peer that really stopped is still reported down, at most `failureThreshold` × this later.
+        public var maxLagCredit: UInt64 = 1_000_000_000
 
         /// Creates a configuration.
         public init(interval: UInt64 = 1_000_000_000, timeout: UInt64 = 100_000_000, failureThreshold: Int = 3, recoveryThreshold: Int = 1, rttWeight: Double = 0.125) {
@@ -84,6 +91,8 @@ public struct HealthMonitor<Peer: Hashable & Sendable>: Sendable {
     private struct Probe: Sendable {
         var nonce: UInt64
         var sentAt: UInt64
+        /// ``HealthMonitor/lagTotal`` when it was sent: lag measured after that extends its timeout.
+        var lagAtSend: UInt64
     }
 
     private struct PeerState: Sendable {
@@ -112,6 +121,8 @@ public struct HealthMonitor<Peer: Hashable & Sendable>: Sendable {
     private var generationCounter: UInt64 = 0
     private var actions = Deque<Action>()
     private var events = Deque<Event>()
+    /// Local scheduling lag credited so far, nanoseconds (only differences are used).
+    private var lagTotal: UInt64 = 0
 
     /// Creates a monitor with no peers.
     /// - Parameters:
@@ -150,7 +161,7 @@ public struct HealthMonitor<Peer: Hashable & Sendable>: Sendable {
     ///   - now: the runtime's clock in nanoseconds.
     public mutating func handleProbeResponse(from peer: Peer, nonce: UInt64, now: UInt64) {
         guard let slot = slots[peer], var state = states[slot] else { return }
-        guard let probe = state.outstanding, probe.nonce == nonce, now <= probe.sentAt &+ configuration.timeout else {
+        guard let probe = state.outstanding, probe.nonce == nonce, now <= timeoutDeadline(probe) else {
             state.health.lateAnswers += 1
             states[slot] = state
             return
@@ -183,6 +194,11 @@ public struct HealthMonitor<Peer: Hashable & Sendable>: Sendable {
         while let top = deadlines.min, top.time <= now {
             deadlines.removeMin()
             guard var state = states[top.slot], state.generation == top.generation else { continue }
+            if let probe = state.outstanding, case let deadline = timeoutDeadline(probe), deadline > now, probe.sentAt &+ configuration.timeout <= top.time {
+                // Local lag measured since the probe went out extends its timeout: check again then.
+                deadlines.insert(Deadline(time: deadline, slot: top.slot, generation: top.generation))
+                continue
+            }
             if let probe = state.outstanding, probe.sentAt &+ configuration.timeout <= top.time {
                 // The probe timed out.
                 state.outstanding = nil
@@ -206,6 +222,20 @@ public struct HealthMonitor<Peer: Hashable & Sendable>: Sendable {
         dropStaleDeadlines()
     }
 
+    /// The runtime measured that it ran `lateness` nanoseconds later than it asked to (its timer
+    /// fired late, or a probe went out late): this node itself is starved of CPU, so an answer
+    /// may be waiting unread. Every probe in flight gets the lateness beyond
+    /// ``Configuration/lagTolerance``, and as much again to read the backlog, added to its
+    /// timeout (at most ``Configuration/maxLagCredit`` per probe). Slowness here is not the
+    /// peer's death. Call it before ``handleTimeout(now:)`` when a timer fires late.
+    public mutating func handleSchedulingLag(_ lateness: UInt64, now: UInt64) {
+        guard lateness > configuration.lagTolerance else { return }
+        let excess = lateness - configuration.lagTolerance
+        let (doubled, overflow) = excess.multipliedReportingOverflow(by: 2)
+        let (total, wrapped) = lagTotal.addingReportingOverflow(overflow ? UInt64.max : doubled)
+        lagTotal = wrapped ? UInt64.max : total
+    }
+
     /// When ``handleTimeout(now:)`` should next run, or nil with no peers.
     public func pollTimeout() -> UInt64? { deadlines.min?.time }
 
@@ -226,13 +256,20 @@ public struct HealthMonitor<Peer: Hashable & Sendable>: Sendable {
     /// Peers being probed.
     public var peers: [Peer] { Array(slots.keys) }
 
+    /// When `probe` times out: its timeout, plus the local lag credited since it was sent.
+    private func timeoutDeadline(_ probe: Probe) -> UInt64 {
+        let credit = min(lagTotal &- probe.lagAtSend, configuration.maxLagCredit)
+        let (deadline, overflow) = probe.sentAt.addingReportingOverflow(configuration.timeout &+ credit)
+        return overflow ? UInt64.max : deadline
+    }
+
     private mutating func sendProbe(slot: Int, now: UInt64) {
         guard var state = states[slot] else { return }
         nonceCounter &+= 0x9E37_79B9_7F4A_7C15
         var nonce = nonceCounter
         nonce = (nonce ^ (nonce >> 30)) &* 0xBF58_476D_1CE4_E5B9
         nonce ^= nonce >> 31
-        state.outstanding = Probe(nonce: nonce, sentAt: now)
+        state.outstanding = Probe(nonce: nonce, sentAt: now, lagAtSend: lagTotal)
         state.health.probesSent += 1
         state.nextProbeAt = now &+ configuration.interval
         generationCounter += 1

@@ -1,0 +1,78 @@
+import Foundation
+import STOQIdentity
+
+extension NodeConfiguration {
+    /// Checks what a node needs before it listens: a usable cache size, an IPv6 admin address,
+    /// and a certificate that is valid now, belongs to the key, and verifies against the CA.
+    ///
+    /// ``Node/start(_:services:metrics:logger:)`` runs this first, so a node refuses to start
+    /// (nothing bound, nothing opened) rather than start "ready" and fail every handshake.
+    /// - Parameter now: the time the certificate must be valid at (tests pass a fixed date).
+    /// - Throws: ``NodeError`` `.invalidArgument` whose reason says what is wrong and what to do.
+    public func validate(now: Date = Date()) async throws {
+        if let cacheBytes, cacheBytes <= 0 {
+            // nginx (`max_size`) and Varnish (`-s malloc,SIZE`) take a positive size too; a cache of
+            // nothing would make every read a miss, which is a relay's job, not an edge's.
+            throw NodeError(.invalidArgument, "the cache size must be a positive number of bytes, not \(cacheBytes); the default is 1073741824 (1 GiB), and a small cache such as 1048576 keeps little (an edge has no \"no cache\" setting)")
+        }
+        if let admin { try Self.checkAdmin(admin) }
+        try await checkCredentials(now: now)
+    }
+
+    /// Refuses an admin address that is not an IPv6 literal, or is an IPv4-mapped one
+    /// (`::ffff:a.b.c.d`): STOQ is IPv6-only, and the admin listener is IPv6-only too.
+    static func checkAdmin(_ address: PeerAddress) throws {
+        guard let bytes = PeerAddress.ipv6Bytes(address.host) else {
+            throw NodeError(.invalidArgument, "the admin address \(address) is not an IPv6 address; use e.g. [::1]:9464 (STOQ is IPv6-only)")
+        }
+        if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xff && bytes[11] == 0xff {
+            throw NodeError(.invalidArgument, "the admin address \(address) is an IPv4-mapped address, which would serve over IPv4; use an IPv6 address such as [::1]:9464 (STOQ is IPv6-only)")
+        }
+    }
+
+    /// Loads the certificate and key, and refuses a pair that does not match, a certificate that
+    /// is not valid at `now`, or one the configured CA did not issue.
+    func checkCredentials(now: Date) async throws {
+        let credentials: NodeCredentials
+        do {
+            credentials = try NodeCredentials.load(certificatePath: certificate, keyPath: key)
+        } catch {
+            throw NodeError(.invalidArgument, "cannot use the certificate \(certificate) with the key \(key): \(error.reason)")
+        }
+        let formatter = ISO8601DateFormatter()
+        let info = CertificateInfo(credentials.certificate)
+        let reissue = "issue a new one with `stoq certs issue --ca CA_DIR --name \(info.commonName ?? "NAME") --out DIR`"
+        if now < info.notValidBefore {
+            throw NodeError(.invalidArgument, "the certificate \(certificate) is not valid yet: it starts at \(formatter.string(from: info.notValidBefore)) and it is now \(formatter.string(from: now)); check this machine's clock, or \(reissue)")
+        }
+        if now > info.notValidAfter {
+            throw NodeError(.invalidArgument, "the certificate \(certificate) expired at \(formatter.string(from: info.notValidAfter)) (it is now \(formatter.string(from: now))); \(reissue)")
+        }
+        let roots: TrustRoots
+        do {
+            roots = try TrustRoots.load(path: ca)
+        } catch {
+            throw NodeError(.invalidArgument, "cannot read the CA certificate \(ca): \(error.reason)")
+        }
+        let chain: [[UInt8]]
+        do {
+            chain = try PEMFile.certificateDERs(in: credentials.certificateChainPEM)
+        } catch {
+            throw NodeError(.invalidArgument, "cannot read the certificate \(certificate): \(error)")
+        }
+        do {
+            _ = try await roots.verify(chainDER: chain, at: now)
+        } catch {
+            throw NodeError(.invalidArgument, "the certificate \(certificate) was not issued by the CA in \(ca) (\(error.reason)); peers of this network would refuse it: \(reissue) from this network's CA, or give the right --ca")
+        }
+    }
+}
+
+extension PeerAddress {
+    /// The 16 bytes of an IPv6 literal (no brackets, no zone), or nil for anything else.
+    static func ipv6Bytes(_ host: String) -> [UInt8]? {
+        var bytes = [UInt8](repeating: 0, count: 16)
+        let ok = bytes.withUnsafeMutableBytes { inet_pton(AF_INET6, host, $0.baseAddress) }
+        return ok == 1 ? bytes : nil
+    }
+}
