@@ -26,6 +26,13 @@ import STOQWire
 ///   to those that were given an older version (once: versions only increase, so duplicates and
 ///   loops stop at every hop). It forwards after it has taken the invalidation itself and answered
 ///   its upstream, so a slow edge below never holds the origin's publish.
+/// - Through a partition: an origin (or relaying edge) retries a push that failed while the
+///   holder's connection stays open (1 s, doubling to 15 s, while the subscription lasts), and
+///   forgets a holder once its connection closes. An edge whose connection to its upstream closes
+///   has lost its subscription, so it marks its cached names unconfirmed: the next read asks the
+///   upstream again (and re-subscribes), and serves the cached record only if the upstream cannot
+///   be reached. Either way an edge serves a new version within a retry interval of the heal,
+///   not after the old version's TTL.
 public actor NameDirectory {
     /// Counters for `stoq status`.
     public struct Counters: Sendable, Equatable {
@@ -41,6 +48,10 @@ public actor NameDirectory {
         public var invalidationsForwarded = 0
         /// Records refused (forged, stale, wrong owner).
         public var refused = 0
+        /// Failed pushes sent again (a holder that could not be reached for a while).
+        public var invalidationsRetried = 0
+        /// Names answered from an unconfirmed cache entry because no upstream could be reached.
+        public var staleAnswers = 0
     }
 
     /// A holder of a name: one connection.
@@ -58,6 +69,10 @@ public actor NameDirectory {
     private var holderConnections: [Holder: Connection] = [:]
     private var table = NameTable()
     private var stats = Counters()
+    /// Connections whose closing is watched (holders below, and the upstream connection).
+    private var watched: Set<ObjectIdentifier> = []
+    /// Sends the retries of failed pushes while any is waiting.
+    private var retryTask: Task<Void, Never>?
 
     /// How long an origin waits for an edge to take an invalidation.
     public static let pushTimeout: Duration = .seconds(2)
@@ -128,8 +143,15 @@ public actor NameDirectory {
                     let key = try P256.Signing.PublicKey(x963Representation: record.ownerKey)
                     try table.registerOwner(key, for: name)
                 }
-                try table.handleRecord(record, now: now)
+                let update = try table.handleRecord(record, now: now)
                 stats.upstreamResolves += 1
+                watchSubscription(on: client.connection)
+                if case .replaced = update, let invalidation = try? NameInvalidation(name: name, version: record.version),
+                   subscriptions.handleInvalidation(invalidation, now: now) > 0 {
+                    // Learnt a newer version by asking (the push was lost): the edges below that
+                    // hold the older one are told as if it had been pushed.
+                    Task { await self.forwardQueued(name: name, version: record.version) }
+                }
                 noteHolder(of: record, subscribe: subscribe, connection: connection)
                 return record
             } catch let error as NameRecordError {
@@ -140,7 +162,17 @@ public actor NameDirectory {
                 lastError = error
             }
         }
-        if let lastError { throw lastError }
+        if let lastError {
+            // The cached record is unconfirmed (its subscription was lost) and no upstream can say
+            // whether it is current: it is still within its TTL, which is what a reader was
+            // promised, so serve it rather than nothing.
+            if let known = table.lastKnown(name, now: now) {
+                stats.staleAnswers += 1
+                noteHolder(of: known, subscribe: subscribe, connection: connection)
+                return known
+            }
+            throw lastError
+        }
         return nil
     }
 
@@ -175,11 +207,47 @@ public actor NameDirectory {
         guard subscribe, let connection else { return }
         let holder = Holder(id: ObjectIdentifier(connection))
         holderConnections[holder] = connection
+        watchHolder(holder, connection)
         subscriptions.handleRelaySubscribe(peer: holder, record: record, now: now)
     }
 
-    /// Sends the queued invalidations, each within ``pushTimeout``; a holder that does not take
-    /// one is forgotten (it resolves afresh, or its TTL runs out).
+    /// Forgets `holder` once its connection closes (its subscription died with it).
+    private func watchHolder(_ holder: Holder, _ connection: Connection) {
+        guard watched.insert(holder.id).inserted else { return }
+        Task { [weak self] in
+            _ = await connection.closed()
+            await self?.holderGone(holder)
+        }
+    }
+
+    private func holderGone(_ holder: Holder) {
+        watched.remove(holder.id)
+        subscriptions.handlePeerGone(holder)
+        holderConnections[holder] = nil
+    }
+
+    /// Marks the cached names unconfirmed once `connection` to the upstream closes: the
+    /// subscription that would have carried their invalidations is gone.
+    private func watchSubscription(on connection: Connection) {
+        guard watched.insert(ObjectIdentifier(connection)).inserted else { return }
+        Task { [weak self] in
+            let reason = await connection.closed()
+            await self?.subscriptionLost(connection, reason: reason)
+        }
+    }
+
+    private func subscriptionLost(_ connection: Connection, reason: STOQError) {
+        watched.remove(ObjectIdentifier(connection))
+        let marked = table.handleSubscriptionLost()
+        if marked > 0 {
+            logger.info("the connection to the upstream closed: cached names are revalidated on their next read",
+                        metadata: ["names": "\(marked)", "reason": "\(reason)"])
+        }
+    }
+
+    /// Sends the queued invalidations, each within ``pushTimeout``; one a holder does not take is
+    /// retried later while its connection stays open (see ``Subscriptions``); a holder whose
+    /// connection closed is forgotten.
     /// - Returns: how many holders took theirs.
     private func pushQueued() async -> Int {
         var pushes: [(Holder, Connection, NameInvalidation)] = []
@@ -187,7 +255,7 @@ public actor NameDirectory {
             if let connection = holderConnections[next.peer] { pushes.append((next.peer, connection, next.invalidation)) }
         }
         guard !pushes.isEmpty else { return 0 }
-        let outcomes = await withTaskGroup(of: (Holder, Bool).self) { group in
+        let outcomes = await withTaskGroup(of: (Holder, NameInvalidation, Bool).self) { group in
             for (holder, connection, invalidation) in pushes {
                 group.addTask {
                     let delivered = await withDeadline(Self.pushTimeout) {
@@ -201,23 +269,45 @@ public actor NameDirectory {
                             return false
                         }
                     }
-                    return (holder, delivered ?? false)
+                    return (holder, invalidation, delivered ?? false)
                 }
             }
-            var result: [(Holder, Bool)] = []
+            var result: [(Holder, NameInvalidation, Bool)] = []
             for await outcome in group { result.append(outcome) }
             return result
         }
         var notified = 0
-        for (holder, delivered) in outcomes {
+        for (holder, invalidation, delivered) in outcomes {
             if delivered {
                 notified += 1
-            } else {
-                subscriptions.handlePeerGone(holder)
-                holderConnections[holder] = nil
+                subscriptions.handlePushDelivered(peer: holder, invalidation: invalidation)
+            } else if holderConnections[holder] != nil {
+                logger.info("an edge did not take an invalidation; retrying while its connection lasts",
+                            metadata: ["name": "\(invalidation.name)", "version": "\(invalidation.version)"])
+                subscriptions.handlePushFailed(peer: holder, invalidation: invalidation, now: now)
             }
         }
+        armRetries()
         return notified
+    }
+
+    /// Starts the retry loop when a failed push waits and none runs.
+    private func armRetries() {
+        guard retryTask == nil, subscriptions.pollTimeout() != nil else { return }
+        retryTask = Task { [weak self] in await self?.runRetries() }
+    }
+
+    private func runRetries() async {
+        while let due = subscriptions.pollTimeout(), !Task.isCancelled {
+            let wait = due > now ? due - now : 0
+            if wait > 0 { try? await Task.sleep(for: .nanoseconds(Int64(min(wait, 60_000_000_000)))) }
+            let before = subscriptions.retriesQueued
+            subscriptions.handleTimeout(now: now)
+            stats.invalidationsRetried += Int(subscriptions.retriesQueued - before)
+            let delivered = await pushQueued()
+            stats.invalidationsPushed += delivered
+        }
+        retryTask = nil
     }
 
     /// An invalidation arrived on `connection`; applied only when it comes from an upstream peer.

@@ -49,10 +49,16 @@ public enum SimFault: Sendable, Equatable {
     case kill(SimNodeID)
     /// A killed node comes back with its state as it was (its `handleRestart(now:)` runs).
     case revive(SimNodeID)
-    /// Splits the network: messages between nodes of different groups are dropped.
-    /// Nodes not listed form one more group together.
+    /// Splits the network: messages between nodes of different groups are dropped, both those
+    /// sent while it lasts and those already in flight when it starts. Nodes not listed form one
+    /// more group together.
     case partition([[SimNodeID]])
-    /// Removes every partition.
+    /// Cuts every link between two sets of nodes, both ways, while the nodes of each set still
+    /// reach each other and everyone else (a partition that need not split the whole network,
+    /// e.g. an origin cut off from its edges while their readers still reach the edges).
+    /// Cuts add up until `heal`.
+    case cut([SimNodeID], [SimNodeID])
+    /// Removes every partition and every cut.
     case heal
     /// Overrides the directed link `from → to` (nil restores the default).
     case setLink(from: SimNodeID, to: SimNodeID, link: SimLink?)
@@ -73,7 +79,7 @@ public struct SimStats: Sendable, Equatable {
     public var delivered: UInt64 = 0
     /// Messages lost to random loss.
     public var droppedLoss: UInt64 = 0
-    /// Messages dropped by a partition.
+    /// Messages dropped by a partition or a cut (when sent, or in flight when it started).
     public var droppedPartition: UInt64 = 0
     /// Messages addressed to a dead node.
     public var droppedDeadNode: UInt64 = 0

@@ -38,6 +38,8 @@ public struct Simulator<Node: SimulatedNode> {
     private var nodes: [Node]
     private var alive: [Bool]
     private var group: [UInt16]
+    /// Active cuts: per cut, the side (1 or 2) of every node, 0 for neither.
+    private var cuts: [[UInt8]] = []
     /// Armed timer deadline per node in nanoseconds, `UInt64.max` for none.
     private var armedTimer: [UInt64]
     /// When each node's sender queue (its uplink on the default link) is free again.
@@ -138,9 +140,42 @@ public struct Simulator<Node: SimulatedNode> {
         }
     }
 
-    /// Removes every partition.
+    /// Cuts every link between the nodes of `a` and those of `b`, both ways, until ``heal()``.
+    /// Traffic inside each set, and between either set and the other nodes, still flows.
+    /// A node in both sets is cut from every other node of either set.
+    public mutating func cut(_ a: [SimNodeID], _ b: [SimNodeID]) {
+        var sides = [UInt8](repeating: 0, count: nodes.count)
+        for node in a { sides[node.index] |= 1 }
+        for node in b { sides[node.index] |= 2 }
+        cuts.append(sides)
+    }
+
+    /// Removes every partition and every cut.
     public mutating func heal() {
         for index in group.indices { group[index] = 0 }
+        cuts.removeAll()
+    }
+
+    /// Whether a partition or a cut drops messages from `from` to `to` now.
+    public func isSeparated(_ from: SimNodeID, _ to: SimNodeID) -> Bool {
+        separated(from.index, to.index)
+    }
+
+    @inline(__always)
+    private func separated(_ from: Int, _ to: Int) -> Bool {
+        if group[from] != group[to] { return true }
+        for sides in cuts {
+            let s = sides[from], t = sides[to]
+            if s != 0, t != 0, s | t == 3, from != to { return true }
+        }
+        return false
+    }
+
+    /// Schedules a partition into `groups` at `start` that heals `duration` later (the heal
+    /// removes every other partition and cut too).
+    public mutating func schedulePartition(_ groups: [[SimNodeID]], at start: SimInstant, for duration: SimDuration) {
+        schedule(.partition(groups), at: start)
+        schedule(.heal, at: start + duration)
     }
 
     /// Overrides the directed link `from → to`; nil restores the default link.
@@ -170,6 +205,7 @@ public struct Simulator<Node: SimulatedNode> {
         case .kill(let node): kill(node)
         case .revive(let node): revive(node)
         case .partition(let groups): partition(groups)
+        case .cut(let a, let b): cut(a, b)
         case .heal: heal()
         case .setLink(let from, let to, let link): setLink(from: from, to: to, link)
         case .corrupt(let node, let probability): setCorrupting(node, probability: probability)
@@ -292,6 +328,11 @@ public struct Simulator<Node: SimulatedNode> {
         precondition(to < nodes.count, "message to unknown node \(transmit.to)")
         stats.sent += 1
         stats.bytesSent += UInt64(max(0, transmit.size))
+        // A partition or cut loses what is sent across it (the cable is down when it leaves).
+        if separated(from, to) {
+            stats.droppedPartition += 1
+            return
+        }
         let key = Self.pairKey(from, to)
         var override = linkOverrides[key]
         let link = override?.link ?? defaultLink
@@ -359,7 +400,7 @@ public struct Simulator<Node: SimulatedNode> {
             stats.droppedDeadNode += 1
             return
         }
-        guard group[to] == group[from] else {
+        guard !separated(from, to) else {
             stats.droppedPartition += 1
             return
         }

@@ -40,12 +40,12 @@ struct SimDHTNode: SimulatedNode {
     func pollTimeout() -> SimInstant? { SimInstant(nanoseconds: dht.pollTimeout() * 1_000_000) }
 }
 
-func convergedSimNodes(_ n: Int, seed: UInt64) -> [SimDHTNode] {
+func convergedSimNodes(_ n: Int, seed: UInt64, config: DHTConfiguration = DHTConfiguration(), validator: any DHTRecordValidator = AcceptAllValidator()) -> [SimDHTNode] {
     var nodes: [KademliaNode] = []
     for i in 0..<n {
         let id = NexusHash.sha256(Array("sim-\(seed)-\(i)".utf8))
         let addr = try! NexusAddress(high: 0xFD00 << 48, low: UInt64(i), port: 4433)
-        nodes.append(KademliaNode(record: NodeRecord(id: id, addresses: [addr], region: "r\(i % 4)"), seed: seed, now: 0))
+        nodes.append(KademliaNode(record: NodeRecord(id: id, addresses: [addr], region: "r\(i % 4)"), config: config, validator: validator, seed: seed, now: 0))
     }
     let view = ConvergedView(ids: nodes.map(\.id))
     var index: [NexusID: Int] = [:]

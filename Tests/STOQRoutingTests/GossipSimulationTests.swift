@@ -123,3 +123,80 @@ extension SimDuration {
         #expect(sim.stats.droppedDeadNode > 0)
     }
 }
+
+/// Routing gossip through a partition and its healing. 80 nodes over the geographic latency model
+/// (1 % loss) split into two random halves for 12 s (three times `staleAfter`, 4 s): each half
+/// must stop routing through the other (every node of the other side goes stale), and after the
+/// heal every node must see the network as it did before the split - every node known, and as
+/// many usable as then, give or take 4 (5 %: in steady state an advert relayed over several hops
+/// is sometimes older than `staleAfter`) - with a route across, within `Self.convergenceBound` of
+/// virtual time (gossip every 300 ms to two random known peers; the stale nodes stay known, so
+/// PINGs and gossip cross again at once and fresh adverts spread epidemically).
+@Suite struct GossipPartitionTests {
+    static let convergenceBound: SimDuration = .seconds(6)
+
+    @Test(arguments: [7, 8, 9] as [UInt64])
+    func gossipForgetsTheOtherSideDuringAPartitionAndReconvergesAfterTheHeal(seed: UInt64) throws {
+        let count = 80
+        let model = GeographicLatencyModel(nodeCount: count, seed: seed)
+        let nodes = (0 ..< count).map { i in
+            RoutingSimNode(id: SimNodeID(i), bootstrap: [SimNodeID((i + 1) % count), SimNodeID((i * 7 + 3) % count)], seed: seed, staleAfter: .seconds(4))
+        }
+        var sim = Simulator(
+            nodes: nodes, seed: seed, link: SimLink(jitter: .milliseconds(1), bandwidthBitsPerSecond: 100_000_000, loss: 0.01),
+            latencyModel: .perPair { a, b in .milliseconds(model.rttMilliseconds(a.index, b.index) / 2) }
+        )
+        var random = SimRandom(seed: seed)
+        let sideA = (0 ..< count).filter { _ in random.nextIndex(2) == 0 }.map { SimNodeID($0) }
+        let inA = Set(sideA)
+        let t = { (s: Double) in SimInstant.zero + .seconds(s) }
+
+        /// Nodes that `observer`'s latest snapshot does not mark usable.
+        func unusable(at observer: Int) -> [Int] {
+            guard let snapshot = sim[SimNodeID(observer)].matrix.snapshot else { return Array(0 ..< count) }
+            return (0 ..< count).filter { node in
+                guard node != observer, let slot = snapshot.slot(of: RoutingNodeID(UInt64(node))) else { return node != observer }
+                return !snapshot.usable[Int(slot)]
+            }
+        }
+
+        // Converged before the split (as in gossipConvergesAndForgetsTheDead).
+        sim.drive(until: t(8))
+        #expect((0 ..< count).allSatisfy { sim[SimNodeID($0)].matrix.knownNodeCount == count }, "seed \(seed)")
+        let before = (0 ..< count).map { unusable(at: $0).count }
+        #expect(before.reduce(0, +) <= count * count / 20, "not converged before the split: unusable per node \(before); seed \(seed)")
+
+        // The split, 12 s: each side sees the whole other side go stale, and its own side stays usable.
+        sim.partition([sideA])
+        sim.drive(until: t(20))
+        for observer in 0 ..< count {
+            let gone = Set(unusable(at: observer))
+            let otherSide = Set((0 ..< count).filter { inA.contains(SimNodeID($0)) != inA.contains(SimNodeID(observer)) })
+            #expect(gone.isSuperset(of: otherSide), "node \(observer) during the split still uses \(otherSide.subtracting(gone).sorted()) across it; seed \(seed)")
+        }
+
+        // The heal: everyone usable again everywhere, checked every 100 ms, within the bound.
+        sim.heal()
+        let healedAt = sim.now
+        var convergedAt: SimInstant?
+        while sim.now < healedAt + Self.convergenceBound {
+            sim.drive(for: .milliseconds(100))
+            if (0 ..< count).allSatisfy({ sim[SimNodeID($0)].matrix.knownNodeCount == count && unusable(at: $0).count <= before[$0] + 4 }) {
+                convergedAt = sim.now
+                break
+            }
+        }
+        let stillApart = (0 ..< count).map { unusable(at: $0).count }
+        #expect(convergedAt != nil, "not reconverged \(Self.convergenceBound) after the heal: unusable per node \(stillApart), before the split \(before); seed \(seed)")
+        // Routes cross the former split.
+        var engine = RouteQueryEngine()
+        let a0 = try #require(sideA.first)
+        let snapshot = try #require(sim[a0].matrix.snapshot)
+        let b0 = try #require((0 ..< count).first { node in
+            !inA.contains(SimNodeID(node)) && snapshot.slot(of: RoutingNodeID(UInt64(node))).map { snapshot.usable[Int($0)] } == true
+        })
+        #expect(engine.route(in: snapshot, from: RoutingNodeID(UInt64(a0.rawValue)), to: RoutingNodeID(UInt64(b0)), size: 1 << 16) != nil, "seed \(seed)")
+        print("gossip partition seed \(seed): sides \(sideA.count)/\(count - sideA.count), unusable per node before the split \(before.reduce(0, +)) in all, reconverged \(convergedAt.map { "\(($0 - healedAt).milliseconds) ms" } ?? "never") after the heal (bound \(Self.convergenceBound)); dropped by the split \(sim.stats.droppedPartition)")
+        #expect(sim.stats.droppedPartition > 0)
+    }
+}

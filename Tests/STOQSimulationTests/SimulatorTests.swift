@@ -185,3 +185,56 @@ func makeSeed() -> UInt64 {
         #expect(SimNodeID(70000).address == "fd00::1:1170")
     }
 }
+
+@Suite struct PartitionPrimitiveTests {
+    @Test func aCutSeparatesTwoSetsOnlyAndHealRestoresThem() {
+        let seed = makeSeed()
+        let nodes = (0 ..< 4).map { PingNode(id: SimNodeID($0), peers: $0 == 0 ? [SimNodeID(1), SimNodeID(2), SimNodeID(3)] : [], interval: .milliseconds(100)) }
+        var sim = Simulator(nodes: nodes, seed: seed, link: SimLink(latency: .milliseconds(10), jitter: .milliseconds(5)))
+        let t = { (s: Double) in SimInstant.zero + .seconds(s) }
+        // Two cuts that add up: 0 loses 1 and 3, keeps 2; 1, 2 and 3 still reach each other.
+        sim.schedule(.cut([SimNodeID(0)], [SimNodeID(1)]), at: t(1))
+        sim.schedule(.cut([SimNodeID(3)], [SimNodeID(0), SimNodeID(2)]), at: t(1))
+        sim.schedule(at: t(1.5)) { sim in
+            #expect(sim.isSeparated(SimNodeID(0), SimNodeID(1)) && sim.isSeparated(SimNodeID(1), SimNodeID(0)))
+            #expect(sim.isSeparated(SimNodeID(3), SimNodeID(2)) && sim.isSeparated(SimNodeID(0), SimNodeID(3)))
+            #expect(!sim.isSeparated(SimNodeID(0), SimNodeID(2)) && !sim.isSeparated(SimNodeID(1), SimNodeID(2)))
+            #expect(!sim.isSeparated(SimNodeID(1), SimNodeID(3)))
+        }
+        sim.schedule(.heal, at: t(2))
+        sim.drive(until: t(3))
+        func pongs(from peer: Int, between start: Double, _ end: Double) -> Int {
+            sim[SimNodeID(0)].pongs.filter { $0.from == SimNodeID(peer) && $0.at > t(start) && $0.at <= t(end) }.count
+        }
+        #expect(pongs(from: 1, between: 1.05, 2) == 0, "seed \(seed)")
+        #expect(pongs(from: 3, between: 1.05, 2) == 0, "seed \(seed)")
+        #expect(pongs(from: 2, between: 1.05, 2) >= 9, "seed \(seed)")
+        for peer in 1 ... 3 { #expect(pongs(from: peer, between: 2.05, 3) >= 9, "peer \(peer) after the heal, seed \(seed)") }
+        #expect(!sim.isSeparated(SimNodeID(0), SimNodeID(1)))
+    }
+
+    @Test func whatIsSentDuringAPartitionIsLostEvenIfItWouldArriveAfterTheHeal() {
+        let nodes = (0 ..< 2).map { PingNode(id: SimNodeID($0), peers: []) }
+        var sim = Simulator(nodes: nodes, seed: 5, link: SimLink(latency: .milliseconds(500)))
+        let t = { (ms: Double) in SimInstant.zero + .milliseconds(ms) }
+        sim.schedulePartition([[SimNodeID(0)], [SimNodeID(1)]], at: t(0), for: .milliseconds(100))
+        // Sent at 50 ms, due at 550 ms: the partition healed at 100 ms, but the packet left into a cut.
+        sim.schedule(at: t(50)) { $0.inject(.ping(1), from: SimNodeID(0), to: SimNodeID(1)) }
+        // Sent at 200 ms, after the heal: delivered.
+        sim.schedule(at: t(200)) { $0.inject(.ping(2), from: SimNodeID(0), to: SimNodeID(1)) }
+        #expect(sim.runUntilIdle() == .idle)
+        #expect(sim[SimNodeID(1)].pings == 1)
+        #expect(sim.stats.droppedPartition == 1)
+        #expect(sim[SimNodeID(0)].pongs.map(\.at) == [t(1200)])
+    }
+
+    @Test func aPacketInFlightWhenThePartitionStartsIsLost() {
+        let nodes = (0 ..< 2).map { PingNode(id: SimNodeID($0), peers: []) }
+        var sim = Simulator(nodes: nodes, seed: 6, link: SimLink(latency: .milliseconds(500)))
+        sim.inject(.ping(1), from: SimNodeID(0), to: SimNodeID(1))
+        sim.schedulePartition([[SimNodeID(0)]], at: SimInstant.zero + .milliseconds(100), for: .milliseconds(1000))
+        #expect(sim.runUntilIdle() == .idle)
+        #expect(sim[SimNodeID(1)].pings == 0)
+        #expect(sim.stats.droppedPartition == 1)
+    }
+}

@@ -29,6 +29,11 @@ public enum NameTableEvent: Sendable, Equatable {
 /// - A mapping expires `ttlSeconds` after it was accepted (virtual `now` in nanoseconds).
 /// - ``handleInvalidation(_:now:)`` from the origin drops a mapping older than the announced
 ///   version and remembers that version, so a replayed older record is refused as stale.
+/// - A mapping is trusted for its TTL only while the subscription that would carry its
+///   invalidation lasts. When the edge loses it (its connection to the upstream closed: a
+///   partition, a restart), ``handleSubscriptionLost()`` marks every mapping unconfirmed:
+///   ``lookup(_:now:)`` stops answering with them, so the next read asks the upstream again, and
+///   ``lastKnown(_:now:)`` still offers them for when the upstream cannot be reached.
 public struct NameTable: Sendable {
     /// A mapping held by the table.
     public struct Entry: Sendable, Equatable {
@@ -36,6 +41,8 @@ public struct NameTable: Sendable {
         public var record: NameRecord
         /// When it expires (nanoseconds on the runtime's clock).
         public var expiresAt: UInt64
+        /// False once the subscription that would have carried its invalidation was lost.
+        public var confirmed = true
     }
 
     /// Most names the table tracks (owners, mappings and version floors).
@@ -97,6 +104,7 @@ public struct NameTable: Sendable {
                     throw NameRecordError(.conflictingVersion, "'\(name)' v\(record.version) points to \(record.content), but the held v\(held.record.version) points to \(held.record.content); the owner signed two records for one version")
                 }
                 entries[name]?.expiresAt = expiresAt
+                entries[name]?.confirmed = true
                 return .refreshed
             }
             entries[name] = Entry(record: record, expiresAt: expiresAt)
@@ -126,10 +134,31 @@ public struct NameTable: Sendable {
         return true
     }
 
-    /// The current mapping of `name`, or nil when absent or expired (then fetch from the origin).
+    /// The current mapping of `name`, or nil when absent, expired or unconfirmed (then fetch
+    /// from the origin).
     public func lookup(_ name: String, now: UInt64) -> NameRecord? {
+        guard let entry = entries[name], now < entry.expiresAt, entry.confirmed else { return nil }
+        return entry.record
+    }
+
+    /// The mapping of `name` within its TTL, confirmed or not: what to serve when the upstream
+    /// cannot be reached to revalidate an unconfirmed one.
+    public func lastKnown(_ name: String, now: UInt64) -> NameRecord? {
         guard let entry = entries[name], now < entry.expiresAt else { return nil }
         return entry.record
+    }
+
+    /// The subscription that would carry invalidations was lost (the connection to the upstream
+    /// closed): every mapping must be revalidated before ``lookup(_:now:)`` answers with it again.
+    /// - Returns: how many mappings became unconfirmed.
+    @discardableResult
+    public mutating func handleSubscriptionLost() -> Int {
+        var marked = 0
+        for name in entries.keys where entries[name]!.confirmed {
+            entries[name]!.confirmed = false
+            marked += 1
+        }
+        return marked
     }
 
     /// Removes expired mappings, emitting `.expired` events.

@@ -16,6 +16,14 @@ import STOQContent
 /// ``handleInvalidation(_:now:)``. A holder is sent an invalidation only for a version newer than
 /// the one it was given or last told, so duplicates stop at every hop and a loop of edges cannot
 /// circulate one (versions only increase).
+///
+/// A push that fails while the holder's connection is still open (a partition, a stalled peer) is
+/// not forgotten: the runtime reports it with ``handlePushFailed(peer:invalidation:now:)`` and the
+/// invalidation is queued again after a backoff (``retryInterval``, doubling up to
+/// ``maxRetryInterval``) until the holder takes it, its subscription lapses, or it goes away
+/// (``handlePeerGone(_:)``). Retries are due at ``pollTimeout()`` and queued by
+/// ``handleTimeout(now:)``. Without this an edge cut off when a name changed would serve the old
+/// version for the rest of its TTL after the partition healed.
 public struct Subscriptions<Peer: Hashable & Sendable>: Sendable {
     /// Extra lifetime of a subscription beyond the record's TTL, in nanoseconds.
     public let grace: UInt64
@@ -29,13 +37,34 @@ public struct Subscriptions<Peer: Hashable & Sendable>: Sendable {
     private var holders: [String: [Peer: Holding]] = [:]
     private var outbox: [(peer: Peer, invalidation: NameInvalidation)] = []
     private var outboxHead = 0
+    /// A push that failed and is sent again at `at` (`.max` while the retry is in flight).
+    private struct Retry: Sendable {
+        var peer: Peer
+        var name: String
+        var version: UInt64
+        var at: UInt64
+        var attempts: UInt32
+    }
+    /// In the order they first failed, so retries go out in a deterministic order.
+    private var retries: [Retry] = []
     /// Invalidations queued so far.
     public private(set) var invalidationsQueued: UInt64 = 0
+    /// Invalidations queued again after a failed push.
+    public private(set) var retriesQueued: UInt64 = 0
+    /// Delay before the first retry of a failed push, in nanoseconds.
+    public let retryInterval: UInt64
+    /// Longest delay between two retries, in nanoseconds.
+    public let maxRetryInterval: UInt64
 
     /// Creates empty state.
-    /// - Parameter grace: extra subscription lifetime beyond the TTL (default 5 s).
-    public init(grace: UInt64 = 5_000_000_000) {
+    /// - Parameters:
+    ///   - grace: extra subscription lifetime beyond the TTL (default 5 s).
+    ///   - retryInterval: delay before a failed push is retried (default 1 s), doubling per failure.
+    ///   - maxRetryInterval: longest delay between retries (default 15 s).
+    public init(grace: UInt64 = 5_000_000_000, retryInterval: UInt64 = 1_000_000_000, maxRetryInterval: UInt64 = 15_000_000_000) {
         self.grace = grace
+        self.retryInterval = max(1, retryInterval)
+        self.maxRetryInterval = max(self.retryInterval, maxRetryInterval)
     }
 
     /// The authoritative record for `name`, if published.
@@ -97,13 +126,67 @@ public struct Subscriptions<Peer: Hashable & Sendable>: Sendable {
             live[peer] = holding
             guard holding.version < invalidation.version else { continue }
             live[peer]!.version = invalidation.version
+            retries.removeAll { $0.peer == peer && $0.name == invalidation.name }  // superseded
             outbox.append((peer, invalidation))
             invalidationsQueued += 1
             queued += 1
         }
         holders[invalidation.name] = live.isEmpty ? nil : live
+        if live.isEmpty { retries.removeAll { $0.name == invalidation.name } }
         return queued
     }
+
+    /// The push of `invalidation` to `peer` did not complete (timed out or failed) while the peer's
+    /// connection is still open: it is queued again after a backoff, while the subscription lasts.
+    /// Ignored when a newer version was queued for the peer since, or the subscription lapsed.
+    public mutating func handlePushFailed(peer: Peer, invalidation: NameInvalidation, now: UInt64) {
+        guard let holding = holders[invalidation.name]?[peer], holding.end > now, holding.version == invalidation.version else {
+            retries.removeAll { $0.peer == peer && $0.name == invalidation.name && $0.version <= invalidation.version }
+            return
+        }
+        func delay(_ attempts: UInt32) -> UInt64 {
+            let shift = UInt64(min(attempts - 1, 20))
+            return min(retryInterval << shift, maxRetryInterval)
+        }
+        if let index = retries.firstIndex(where: { $0.peer == peer && $0.name == invalidation.name }) {
+            retries[index].version = invalidation.version
+            retries[index].attempts &+= 1
+            retries[index].at = now &+ delay(retries[index].attempts)
+        } else {
+            retries.append(Retry(peer: peer, name: invalidation.name, version: invalidation.version, at: now &+ delay(1), attempts: 1))
+        }
+    }
+
+    /// The push of `invalidation` to `peer` was taken: no retry is left for it.
+    public mutating func handlePushDelivered(peer: Peer, invalidation: NameInvalidation) {
+        retries.removeAll { $0.peer == peer && $0.name == invalidation.name && $0.version <= invalidation.version }
+    }
+
+    /// When the next retry is due (nanoseconds), or nil when none is waiting.
+    public func pollTimeout() -> UInt64? {
+        retries.lazy.map(\.at).filter { $0 != .max }.min()
+    }
+
+    /// Queues the retries that are due (``pollTransmit()`` then returns them) and forgets those
+    /// whose subscription lapsed.
+    public mutating func handleTimeout(now: UInt64) {
+        var kept: [Retry] = []
+        for var retry in retries {
+            guard let holding = holders[retry.name]?[retry.peer], holding.end > now, holding.version == retry.version else { continue }
+            if retry.at <= now {
+                retry.at = .max  // in flight until the runtime reports the outcome
+                if let invalidation = try? NameInvalidation(name: retry.name, version: retry.version) {
+                    outbox.append((retry.peer, invalidation))
+                    retriesQueued += 1
+                }
+            }
+            kept.append(retry)
+        }
+        retries = kept
+    }
+
+    /// Pushes waiting to be retried (or in flight as retries).
+    public var pendingRetries: Int { retries.count }
 
     /// An edge fetched `name` from this origin; it will be told when the name changes.
     /// - Returns: the current record to send it, or nil when the name is unknown.
@@ -123,12 +206,14 @@ public struct Subscriptions<Peer: Hashable & Sendable>: Sendable {
 
     /// An edge dropped `name`.
     public mutating func handleUnsubscribe(peer: Peer, name: String) {
+        retries.removeAll { $0.peer == peer && $0.name == name }
         holders[name]?[peer] = nil
         if holders[name]?.isEmpty == true { holders[name] = nil }
     }
 
     /// An edge went away (connection closed, marked down): forget its subscriptions.
     public mutating func handlePeerGone(_ peer: Peer) {
+        retries.removeAll { $0.peer == peer }
         for name in Array(holders.keys) {
             holders[name]?[peer] = nil
             if holders[name]?.isEmpty == true { holders[name] = nil }

@@ -49,6 +49,25 @@ public enum SwarmSimulation {
         }
     }
 
+    /// A period during which some sources cannot reach the client nor be reached by it (every
+    /// message between them is lost, in both directions, including those in flight when it
+    /// starts); the sources keep running and the rest of the network is unaffected.
+    public struct Partition: Hashable, Sendable {
+        /// The sources cut off (indices into ``Scenario/sources``).
+        public var sources: [Int]
+        /// When the partition starts, after the start of the run.
+        public var start: SimDuration
+        /// How long it lasts.
+        public var duration: SimDuration
+
+        /// Creates a partition of `sources` from `start` for `duration`.
+        public init(sources: [Int], start: SimDuration, duration: SimDuration) {
+            self.sources = sources
+            self.start = start
+            self.duration = duration
+        }
+    }
+
     /// A whole run.
     public struct Scenario: Sendable {
         /// Chunks in the content.
@@ -65,8 +84,12 @@ public enum SwarmSimulation {
         public var receiverRateBytesPerSecond: Double?
         /// Chunks already present (resume).
         public var present: [Int] = []
-        /// When set, a killed source is also reported down by health probing this long after it died.
+        /// When set, a killed source is also reported down by health probing this long after it
+        /// died; a partitioned source is reported down this long after the partition starts and
+        /// up again this long after it heals.
         public var healthDetectionDelay: SimDuration?
+        /// Periods during which sources are cut off from the client.
+        public var partitions: [Partition] = []
         /// The scheduler's tuning (its seed is replaced by one derived from `seed`).
         public var configuration = SwarmConfiguration()
         /// The seed of the run.
@@ -351,6 +374,31 @@ public enum SwarmSimulation {
                 if let detection {
                     simulator.schedule(at: .zero + killAt + detection) { sim in
                         sim.withNode(clientNode) { client, now in client.client!.scheduler.handleSourceDown(SourceID(number), now: now.nanoseconds) }
+                    }
+                }
+            }
+        }
+        // Partitions: at every boundary the cuts are rebuilt from the partitions active then.
+        let boundaries = Set(scenario.partitions.flatMap { [$0.start, $0.start + $0.duration] }).sorted()
+        for boundary in boundaries {
+            let active = scenario.partitions.filter { $0.start <= boundary && boundary < $0.start + $0.duration }
+            simulator.schedule(at: .zero + boundary) { sim in
+                sim.heal()
+                for partition in active {
+                    sim.cut([clientNode, relayNode], partition.sources.map { SimNodeID(sourceBase + $0) })
+                }
+            }
+        }
+        if let detection = scenario.healthDetectionDelay {
+            for partition in scenario.partitions {
+                simulator.schedule(at: .zero + partition.start + detection) { sim in
+                    sim.withNode(clientNode) { client, now in
+                        for source in partition.sources { client.client!.scheduler.handleSourceDown(SourceID(source), now: now.nanoseconds) }
+                    }
+                }
+                simulator.schedule(at: .zero + partition.start + partition.duration + detection) { sim in
+                    sim.withNode(clientNode) { client, now in
+                        for source in partition.sources { client.client!.scheduler.handleSourceUp(SourceID(source), now: now.nanoseconds) }
                     }
                 }
             }
