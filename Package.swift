@@ -2,9 +2,11 @@
 //
 // STOQ — secure transport over QUIC/IPv6 and the CDN built on it.
 //
-// The target graph is the layering proof (DESIGN.md §1):
+// The target graph is the layering proof (docs/ARCHITECTURE.md §1):
 //   C shims  <-  STOQ* modules  <-  STOQ (umbrella)  <-  Nexus  <-  HyperMesh  <-  stoq (CLI)
 // No STOQ* module depends on Nexus or HyperMesh, and Nexus never depends on HyperMesh.
+// Benchmarks (STOQBenchmarks) and the DHT simulator (NexusSimulation) are targets but no product:
+// they sit beside the CLI, may depend on every layer, and nothing in a product depends on them.
 import PackageDescription
 
 let nio = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
@@ -97,10 +99,18 @@ let package = Package(
         .target(name: "Nexus", dependencies: ["STOQ", "STOQIdentity", "STOQRouting", "STOQSimulation", crypto, grdb, collections, nio, nioPosix, logging]),
         .target(name: "HyperMesh", dependencies: ["Nexus", "STOQ", "STOQIdentity", "STOQSimulation", "CISAL", crypto, "CZstd", nio, logging]),
 
+        // MARK: Simulation harnesses and benchmarks: targets, never products (no library user links them)
+        .target(name: "NexusSimulation", dependencies: ["Nexus", "STOQSimulation", collections]),
+        .target(
+            name: "STOQBenchmarks",
+            dependencies: ["STOQ", "STOQIdentity", "STOQTransport", "STOQContent", "STOQRouting", "STOQSwarm", "STOQEdge", "STOQNode",
+                           "STOQSimulation", "Nexus", "NexusSimulation", "HyperMesh", crypto, nio]
+        ),
+
         // MARK: Command-line tool
         .executableTarget(
             name: "stoq",
-            dependencies: ["STOQ", "Nexus", "HyperMesh", argumentParser, logging, nioPosix, crypto, serviceLifecycle]
+            dependencies: ["STOQ", "Nexus", "HyperMesh", "STOQBenchmarks", argumentParser, logging, nioPosix, crypto, serviceLifecycle]
         ),
 
         // MARK: Tests (beside each module)
@@ -110,11 +120,11 @@ let package = Package(
         .testTarget(name: "STOQContentTests", dependencies: ["STOQContent", "STOQSimulation", crypto]),
         .testTarget(name: "STOQRoutingTests", dependencies: ["STOQRouting", "STOQSimulation"]),
         .testTarget(name: "STOQSimulationTests", dependencies: ["STOQSimulation"]),
-        .testTarget(name: "STOQSwarmTests", dependencies: ["STOQSwarm", "STOQSimulation"]),
-        .testTarget(name: "NexusTests", dependencies: ["Nexus", "STOQSimulation", "STOQNode", "STOQIdentity", "STOQTransport", "STOQContent", crypto]),
-        .testTarget(name: "HyperMeshTests", dependencies: ["HyperMesh", "Nexus", "STOQSimulation", "STOQNode", "STOQIdentity", crypto, nio]),
+        .testTarget(name: "STOQSwarmTests", dependencies: ["STOQSwarm", "STOQSimulation", "STOQBenchmarks"]),
+        .testTarget(name: "NexusTests", dependencies: ["Nexus", "NexusSimulation", "STOQBenchmarks", "STOQSimulation", "STOQNode", "STOQIdentity", "STOQTransport", "STOQContent", crypto]),
+        .testTarget(name: "HyperMeshTests", dependencies: ["HyperMesh", "STOQBenchmarks", "Nexus", "STOQSimulation", "STOQNode", "STOQIdentity", crypto, nio]),
         .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQIdentity", "STOQTransport", "STOQContent", "STOQEdge", "STOQRouting", "STOQSwarm", "STOQSimulation", nio, nioPosix]),
-        .testTarget(name: "STOQEdgeTests", dependencies: ["STOQEdge", "STOQSimulation"]),
+        .testTarget(name: "STOQEdgeTests", dependencies: ["STOQEdge", "STOQSimulation", "STOQBenchmarks"]),
         .testTarget(name: "CLITests", dependencies: ["STOQIdentity", crypto]),
     ],
     swiftLanguageModes: [.v6]

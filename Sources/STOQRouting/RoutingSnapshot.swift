@@ -46,7 +46,7 @@ public final class RoutingSnapshot: Sendable {
     let defaultSecondsPerBit: Float
     /// Largest `c ≤ 1` with `latency(e) ≥ c · vivaldi(u, v)` on every edge: `c · vivaldi(v, t)`
     /// is then a consistent A* potential (Vivaldi distances obey the triangle inequality).
-    let heuristicScale: Float
+    public let heuristicScale: Float
     /// Whether every usable node declared a position: then no edge is faster than light
     /// (`rttMs ≥ km / 102`, light in fibre, enforced when the snapshot is built) and the straight-line
     /// distance through the Earth gives a second consistent A* potential.

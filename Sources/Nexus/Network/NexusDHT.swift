@@ -275,7 +275,7 @@ public actor NexusDHT {
     }
 
     /// One request/response exchange on a new stream of `connection`.
-    static func request(_ envelope: DHTRequestEnvelope, on connection: Connection) async throws -> DHTMessage {
+    public static func request(_ envelope: DHTRequestEnvelope, on connection: Connection) async throws -> DHTMessage {
         let stream = try await connection.openBidirectionalStream(priority: .control)
         try await stream.write(nexusFrame(NexusFrameType.dhtRequest, envelope.encode()))
         try await stream.finish()

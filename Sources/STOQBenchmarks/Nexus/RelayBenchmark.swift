@@ -6,6 +6,7 @@ import STOQNode
 import STOQRouting
 import STOQSimulation
 import STOQTransport
+import Nexus
 
 /// A relay route chosen by STOQRouting and followed over real QUIC: nodes A, R and B on `[::1]`,
 /// A's direct path to B slowed by a ``UDPDelayForwarder``. A measures its RTTs to B (direct) and
@@ -51,7 +52,7 @@ public enum RelayBenchmark {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let ca = try CertificateAuthority.create(commonName: "STOQ relay bench CA")
         let caPath = try ca.write(to: directory).certificate
-        let delayMilliseconds = Double(delay.wholeNanoseconds) / 1e6
+        let delayMilliseconds = max(0, delay.seconds * 1000)
         var nodes: [NexusNode] = []
         var serving: [Task<Void, Never>] = []
         var forwarder: UDPDelayForwarder?
@@ -85,7 +86,7 @@ public enum RelayBenchmark {
             try b.node.store.writeChunk(id, chunk)
             let r = try await start("R", peers: [b.address])
             let slow = try await UDPDelayForwarder.start(
-                upstream: try SocketAddress(ipAddress: "::1", port: b.address.port), delay: .nanoseconds(Int64(delay.wholeNanoseconds)))
+                upstream: try SocketAddress(ipAddress: "::1", port: b.address.port), delay: .nanoseconds(Int64(delayMilliseconds * 1e6)))
             forwarder = slow
             let slowB = PeerAddress(host: "::1", port: slow.address.port!)
             let a = try await start("A", peers: [slowB, r.address])

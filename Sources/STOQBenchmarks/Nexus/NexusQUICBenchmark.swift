@@ -1,6 +1,7 @@
 import Foundation
 import STOQIdentity
 import STOQNode
+import Nexus
 
 /// Real lookups over loopback QUIC: `nodes` Nexus nodes in one process on `[::1]`, each with its
 /// own certificate from a throwaway CA, joined through the first; then value lookups from every
@@ -104,12 +105,5 @@ public enum NexusQUICBenchmark {
         return Run(nodes: count, joinMilliseconds: joinTime.seconds * 1000, meanContacts: Double(contacts) / Double(count),
                    putMilliseconds: putTime.seconds * 1000, coldLookupMilliseconds: cold, lookupMilliseconds: latencies, found: found, rounds: rounds,
                    requestMilliseconds: Run.pct(Array(requests.suffix(requests.count / 2)), 0.5))
-    }
-}
-
-extension Duration {
-    /// Whole nanoseconds (non-negative durations).
-    var wholeNanoseconds: UInt64 {
-        UInt64(max(0, components.seconds)) * 1_000_000_000 + UInt64(max(0, components.attoseconds) / 1_000_000_000)
     }
 }

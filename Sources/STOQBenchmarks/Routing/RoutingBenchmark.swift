@@ -7,6 +7,7 @@ import Glibc
 import Darwin
 #endif
 import STOQSimulation
+import STOQRouting
 
 /// CPU time consumed by the calling thread, seconds (wall time on a shared machine says
 /// more about the neighbours than about the code).

@@ -1,5 +1,6 @@
 import HeapModule
 import STOQSimulation
+import Nexus
 
 /// A deterministic in-memory network of ``KademliaNode``s with a virtual clock.
 ///
@@ -65,8 +66,8 @@ public struct DHTSimulator {
         var nodes: [KademliaNode] = []
         nodes.reserveCapacity(count)
         for i in 0..<count {
-            var w = ByteWriter(); w.u64(seed); w.u64(UInt64(i))
-            let id = NexusHash.sha256(w.bytes)
+            // The id is SHA-256 of the seed and the index, each 8 bytes big-endian.
+            let id = NexusHash.sha256([seed, UInt64(i)].flatMap { v in (0..<8).map { UInt8(truncatingIfNeeded: v >> (56 - 8 * $0)) } })
             let addr = try! NexusAddress(high: 0xFD00_0000_0000_0000 | UInt64(i >> 16), low: UInt64(i), port: 4433)
             let rec = NodeRecord(id: id, addresses: [addr], region: ["eu", "us", "ap"][i % 3], certificateFingerprint: NexusHash.sha256(id.bytes))
             nodes.append(KademliaNode(record: rec, config: config, validator: validator, seed: seed &+ UInt64(i), now: 0))

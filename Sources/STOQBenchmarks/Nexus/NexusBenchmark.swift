@@ -1,6 +1,8 @@
 import Crypto
 import Foundation
 import STOQSimulation
+import Nexus
+import NexusSimulation
 
 /// Benchmarks of the Nexus DHT that the lead (or `stoq dht bench`) can run in release mode.
 public enum NexusBenchmark {

@@ -1,4 +1,5 @@
 import STOQSimulation
+import Nexus
 
 /// A global view of a network's node ids, used to build the routing tables a converged Kademlia
 /// network would have without running its bootstrap traffic.

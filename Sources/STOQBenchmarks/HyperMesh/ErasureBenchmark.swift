@@ -1,5 +1,6 @@
 import Foundation
 import STOQSimulation
+import HyperMesh
 
 /// Figures from one run of ``ErasureBenchmark/run(dataShards:parityShards:shardSize:lost:minimumDuration:seed:)``.
 public struct ErasureBenchmarkResult: Hashable, Sendable {

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import STOQContent
 import STOQSimulation
+import STOQEdge
 
 /// Cache benchmarks for `stoq bench`: every figure beside its peer from the same run.
 public enum EdgeBenchmark {

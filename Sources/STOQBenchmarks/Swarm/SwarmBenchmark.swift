@@ -1,5 +1,6 @@
 import Foundation
 import STOQSimulation
+import STOQSwarm
 
 /// The swarm benchmark under the simulator: goodput with 2, 4 and 8 sources against the
 /// ideal `min(sum of source rates, receiver rate)`, and failover time after a source dies.
