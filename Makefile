@@ -5,8 +5,12 @@ SWIFT       ?= swift
 RELEASE_BIN := .build/release/stoq
 DEBUG_BIN   := .build/debug/stoq
 PYTEST      ?= python3 -m pytest
+# The binary every process-level test runs: the release build, the one users run (a release-only
+# crash of `stoq get --peers` went unseen while these tests ran the debug build).
+STOQ_RELEASE := $(abspath $(RELEASE_BIN))
 
-.PHONY: all deps build release demo test interop-test netns-test netfuzz-test liveness-test bench fuzz clean
+.PHONY: all deps build release demo test interop-test netns-test journeys-test netfuzz-test liveness-test \
+        run-interop-test run-netns-test run-journeys-test run-netfuzz-test run-liveness-test bench fuzz clean
 
 all: build
 
@@ -23,34 +27,52 @@ release: deps
 demo: release
 	$(RELEASE_BIN) demo
 
-## Every test: unit + integration (real QUIC over [::1]), interop with aioquic, namespaces where allowed.
+## Every test: unit + integration (real QUIC over [::1]), then the release binary through interop with
+## aioquic, network namespaces (where allowed) and the user journeys of the README.
 # Swift tests run one at a time: the real-QUIC tests measure stalls and keepalives in real time, and
 # on a 2-core machine 60 suites at once starve Swift's 2-thread cooperative pool for seconds (CI saw
 # idle timeouts and false stalls). Serial takes about 140 s instead of 80.
-test: deps
+# The release `stoq` is built once, first; the Swift tests that run the binary (STOQ_BIN) use it too.
+test: release
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build --no-parallel
-	$(MAKE) --no-print-directory interop-test netns-test netfuzz-test liveness-test
+	STOQ_BIN=$(STOQ_RELEASE) $(SWIFT) test --skip-build --no-parallel
+	$(MAKE) --no-print-directory run-interop-test run-netns-test run-netfuzz-test run-liveness-test run-journeys-test
 
 ## aioquic (a QUIC stack nobody here wrote) against stoq serve / stoq fetch, both directions.
-interop-test: deps
-	$(SWIFT) build --product stoq
-	STOQ_BIN=$(abspath $(DEBUG_BIN)) $(PYTEST) -q Tests/Interop
+interop-test: release
+	$(MAKE) --no-print-directory run-interop-test
 
 ## Four hosts in network namespaces (veth, IPv6 ULA, tc tbf); skips where namespaces cannot be made.
-netns-test: deps
-	$(SWIFT) build --product stoq
-	STOQ_BIN=$(abspath $(DEBUG_BIN)) $(PYTEST) -q -rs Tests/Network
+netns-test: release
+	$(MAKE) --no-print-directory run-netns-test
+
+## What the README shows, typed as a user types it, on the release binary (Tests/Journeys).
+journeys-test: release
+	$(MAKE) --no-print-directory run-journeys-test
+
+run-interop-test:
+	STOQ_BIN=$(STOQ_RELEASE) $(PYTEST) -q Tests/Interop
+
+run-netns-test:
+	STOQ_BIN=$(STOQ_RELEASE) $(PYTEST) -q -rs Tests/Network
+
+run-journeys-test:
+	STOQ_BIN=$(STOQ_RELEASE) $(PYTEST) -q -rsx --durations=10 Tests/Journeys
 
 ## The network fuzzer's short seeded round (30 s of attack): a hostile aioquic peer against a running
 ## stoq node process; it must not crash, must keep serving, and its RSS must come back (Tests/NetFuzz).
-netfuzz-test: deps
-	$(SWIFT) build --product stoq
-	STOQ_BIN=$(abspath $(DEBUG_BIN)) $(PYTEST) -q -s Tests/NetFuzz
+netfuzz-test: release
+	$(MAKE) --no-print-directory run-netfuzz-test
+
+run-netfuzz-test:
+	STOQ_BIN=$(STOQ_RELEASE) $(PYTEST) -q -s Tests/NetFuzz
 
 ## The release binary refusing bad settings, the kill -9 hang, SIGSTOP detection (real processes on [::1]).
 liveness-test: release
-	STOQ_BIN=$(abspath $(RELEASE_BIN)) $(PYTEST) -q Tests/Liveness
+	$(MAKE) --no-print-directory run-liveness-test
+
+run-liveness-test:
+	STOQ_BIN=$(STOQ_RELEASE) $(PYTEST) -q Tests/Liveness
 
 ## Benchmarks: every figure beside its peer from the same run, as a ratio.
 bench: release

@@ -44,11 +44,9 @@ struct Demo: AsyncParsableCommand {
         try ca.write(to: certs)
         let names = ["origin", "edge-1", "edge-2", "edge-3", "client"]
         let regions = ["origin": "eu-central", "edge-1": "eu-west", "edge-2": "us-east", "edge-3": "ap-south", "client": "eu-west"]
-        var credentials = [String: NodeCredentials]()
         for name in names {
             let c = try ca.issue(name: name, region: regions[name], dnsNames: ["localhost"], ipAddresses: ["::1"])
             try c.write(to: certs, name: name)
-            credentials[name] = c
         }
         print("1. certificates: CA + \(names.joined(separator: ", ")) (mutual TLS, 24 h)")
 
@@ -87,37 +85,39 @@ struct Demo: AsyncParsableCommand {
         }
         print("3. origin \(originAddress); " + edges.map { "\($0.name) \($0.address)" }.joined(separator: ", "))
 
-        // 4. The client fetches through all three edges at once; one edge dies on the way.
-        let client = credentials["client"]!
-        let endpoint = try await Endpoint.bind(
-            host: "::1", port: 0,
-            tls: TLSConfiguration(certificateChainPEM: client.certificateChainPEM, privateKeyPEM: client.privateKeyPEM, trustRootsPEM: ca.certificatePEM),
-            configuration: EndpointConfiguration()
-        )
-        let peers = PeerSet(endpoint: endpoint)
-        var sources: [any ChunkSource] = []
-        for edge in edges {
-            let c = try await peers.client(for: PeerAddress(edge.address)!)
-            sources.append(NamedSource(name: edge.name, client: c))
-        }
+        // 4. The client fetches through all three edges at once, the way `stoq get ID --peers`
+        // does (the same code: PeerOptions.fetch): dialled through a PeerSet, ranked by the
+        // router, every edge health-probed while it runs. One edge dies on the way.
         let victim = edges[1]
+        // Notes and the report name sources by address; the demo prints the edges' names.
+        let edgeNames = Dictionary(uniqueKeysWithValues: edges.map { (PeerAddress($0.address)?.description ?? $0.address, $0.name) })
+        @Sendable func named(_ text: String) -> String { edgeNames.reduce(text) { $0.replacingOccurrences(of: $1.key, with: $1.value) } }
+        let victimAddress = PeerAddress(victim.address)?.description ?? victim.address
+        func peerFetch(_ id: ContentID, from sources: [(name: String, child: ChildProcess, address: String)], into store: any ChunkStore,
+                       hooks: PeerFetchHooks) async throws -> FetchReport {
+            let options = try PeerOptions.parse([
+                "--peers", sources.map(\.address).joined(separator: ","),
+                "--cert", "\(certs)/client.pem", "--key", "\(certs)/client.key", "--ca", "\(certs)/ca.pem",
+            ])
+            return try await options.fetch(id, into: store, hooks: hooks)
+        }
         let killState = KillState()
         let clientStore = try DiskChunkStore(directory: work + "/stores/client")
         print("4. fetching \(put.id) through \(edges.count) edges in parallel" + (killAt > 0 ? "; \(victim.name) will be killed at \(percent(killAt))" : ""))
-        let fetcher = ContentFetcher(
-            store: clientStore, sources: sources,
+        let killAt = self.killAt
+        let report = try await peerFetch(put.id, from: edges, into: clientStore, hooks: PeerFetchHooks(
             onProgress: { progress in
                 if killAt > 0, progress.totalBytes > 0, Double(progress.bytesDone) >= killAt * Double(progress.totalBytes), killState.markKilled() {
                     victim.child.signal(SIGKILL)
-                    print("   killed \(victim.name) (pid \(victim.child.process.processIdentifier)) at \(percent(Double(progress.bytesDone) / Double(progress.totalBytes)))")
+                    print("   killed \(victim.name) (pid \(victim.child.process.processIdentifier)) at \(String(format: "%.0f %%", 100 * Double(progress.bytesDone) / Double(progress.totalBytes)))")
                 }
             },
             onEvent: { note in
-                killState.noteFailover()
-                print("   \(note)")
-            }
-        )
-        let report = try await fetcher.fetch(put.id)
+                // The first note about the killed edge after the kill: its requests have moved.
+                if note.contains(victimAddress) { killState.noteFailover() }
+                print("   \(named(note))")
+            },
+            interactive: false))
 
         // 5. Verify: restore the files and compare them with the originals.
         let restored = work + "/restored"
@@ -131,10 +131,9 @@ struct Demo: AsyncParsableCommand {
 
         // 6. A second client fetches the same content from the surviving edges: their caches answer.
         let secondStore = try DiskChunkStore(directory: work + "/stores/client-2")
-        let survivors = zip(edges, sources).filter { $0.0.name != victim.name || killAt == 0 }.map { $0.1 }
-        let second = try await ContentFetcher(store: secondStore, sources: survivors).fetch(put.id)
-        await peers.closeAll()
-        await endpoint.close()
+        let survivors = edges.filter { $0.name != victim.name || killAt == 0 }
+        let second = try await peerFetch(put.id, from: survivors, into: secondStore, hooks: PeerFetchHooks(
+            onEvent: { note in print("   second fetch: \(named(note))") }, interactive: false))
         var cacheLines = [String]()
         for edge in edges where edge.name != victim.name || killAt == 0 {
             edge.child.signal(SIGTERM)
@@ -146,7 +145,8 @@ struct Demo: AsyncParsableCommand {
         print("   fetched       \(mebibytes(Int64(report.fetchedBytes))) stored bytes (\(mebibytes(Int64(report.plainBytes))) of files) in \(String(format: "%.2f", report.seconds)) s = \(String(format: "%.0f", report.megabitsPerSecond)) Mbit/s; first chunk after \(report.secondsToFirstByte.map { String(format: "%.1f ms", $0 * 1000) } ?? "-")")
         print("   per source    (plaintext bytes of the unique chunks each delivered)")
         for s in report.sources {
-            print("   from \(s.name.padding(toLength: 8, withPad: " ", startingAt: 0)) \(mebibytes(Int64(s.bytes)).padding(toLength: 10, withPad: " ", startingAt: 0)) \(String(format: "%4d", s.chunks)) chunks  \(s.name == victim.name && killAt > 0 ? "killed" : s.state)")
+            let name = edgeNames[s.name] ?? s.name
+            print("   from \(name.padding(toLength: 8, withPad: " ", startingAt: 0)) \(mebibytes(Int64(s.bytes)).padding(toLength: 10, withPad: " ", startingAt: 0)) \(String(format: "%4d", s.chunks)) chunks  \(name == victim.name && killAt > 0 ? "killed" : s.state)")
         }
         if let failover = killState.failoverSeconds {
             print("   failover      \(victim.name)'s requests ran elsewhere \(String(format: "%.0f", failover * 1000)) ms after it was killed")
@@ -180,18 +180,6 @@ final class ChildRegistry: @unchecked Sendable {
     private var children: [ChildProcess] = []
     func add(_ child: ChildProcess) { lock.withLock { children.append(child) } }
     func killAll() { for child in lock.withLock({ children }) { child.signal(SIGKILL) } }
-}
-
-/// A source under a friendly name.
-struct NamedSource: ChunkSource {
-    let name: String
-    let client: PeerClient
-    func fetchChunk(_ id: ChunkID, progress: (@Sendable (Int) -> Void)?) async throws -> [UInt8] {
-        try await client.fetchChunk(id, progress: progress)
-    }
-    func availability(of root: ContentID, chunkCount: Int) async throws -> ChunkAvailability {
-        try await client.availability(of: root, chunkCount: chunkCount)
-    }
 }
 
 /// When the demo killed its edge and when the client noticed.

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import STOQ
 import STOQNode
+import STOQSwarm
 
 /// Options for fetching from peers over `stoq/1` (used by `stoq get --peers`).
 struct PeerOptions: ParsableArguments {
@@ -45,8 +46,10 @@ struct PeerOptions: ParsableArguments {
         }
     }
 
-    /// Fetches `id` from the peers into `store`, printing progress and a summary.
-    func fetch(_ id: ContentID, into store: any ChunkStore) async throws -> FetchReport {
+    /// Fetches `id` from the peers into `store`, printing progress and a summary. `stoq get
+    /// --peers` and `stoq demo` both come here, so the demo exercises the path every reader uses.
+    /// - Parameter hooks: what the caller watches besides the progress bar and summary.
+    func fetch(_ id: ContentID, into store: any ChunkStore, hooks: PeerFetchHooks = .init()) async throws -> FetchReport {
         let addresses = try addresses()
         let probing = try healthConfiguration()
         guard let cert, let key, let ca else { throw ValidationError("--peers needs --cert, --key and --ca (mutual TLS)") }
@@ -77,11 +80,13 @@ struct PeerOptions: ParsableArguments {
         }
         let health = probing.map { PeerHealthService(peers: peers, configuration: $0, observer: router) }
         let prober = health.map { health in Task { await health.run() } }
-        let bar = ProgressBar(enabled: progress || isatty(1) != 0)
+        let bar = ProgressBar(enabled: hooks.interactive && (progress || isatty(1) != 0))
         func shutDown() async {
             bar.finish()
             if let health {
-                for peer in await health.snapshot() { FileHandle.standardError.write(Data("stoq: health \(peer.summary)\n".utf8)) }
+                if hooks.interactive {
+                    for peer in await health.snapshot() { FileHandle.standardError.write(Data("stoq: health \(peer.summary)\n".utf8)) }
+                }
                 await health.stop()
             }
             await prober?.value
@@ -91,9 +96,16 @@ struct PeerOptions: ParsableArguments {
         do {
             let report = try await ContentFetcher.fetch(
                 id, from: addresses, peers: peers, health: health, store: store,
-                onProgress: { bar.update(done: $0.bytesDone, total: $0.totalBytes) },
-                onEvent: { note in bar.note(note) }, router: router)
+                onProgress: { progress in
+                    bar.update(done: progress.bytesDone, total: progress.totalBytes)
+                    hooks.onProgress?(progress)
+                },
+                onEvent: { note in
+                    if hooks.interactive { bar.note(note) }
+                    hooks.onEvent?(note)
+                }, router: router)
             await shutDown()
+            guard hooks.interactive else { return report }
             let perSource = report.sources.map { s in
                 "\(s.name) \(s.bytes) B" + (s.routeCost.map { $0.isFinite ? String(format: " (route cost %.1f)", $0) : " (unknown route)" } ?? "")
             }.joined(separator: ", ")
@@ -104,6 +116,24 @@ struct PeerOptions: ParsableArguments {
             await shutDown()
             throw error
         }
+    }
+}
+
+/// What a caller of ``PeerOptions/fetch(_:into:hooks:)`` watches besides the progress bar and
+/// the summary line.
+struct PeerFetchHooks: Sendable {
+    /// Called as chunks arrive (after the progress bar).
+    var onProgress: (@Sendable (SwarmProgress) -> Void)?
+    /// Called with every note (skipped peers, route preference, stalls, failovers, health changes).
+    var onEvent: (@Sendable (String) -> Void)?
+    /// Print the progress bar, the notes, the peers' health and the summary line, as `stoq get`
+    /// does; false: the caller reports (the demo).
+    var interactive: Bool
+
+    init(onProgress: (@Sendable (SwarmProgress) -> Void)? = nil, onEvent: (@Sendable (String) -> Void)? = nil, interactive: Bool = true) {
+        self.onProgress = onProgress
+        self.onEvent = onEvent
+        self.interactive = interactive
     }
 }
 

@@ -179,8 +179,10 @@ struct StatusCommand: AsyncParsableCommand {
             let rtt = try await client.ping()
             let document = try await client.status()
             if json {
+                // stdout is the JSON document alone, so `stoq status --json | jq` works; the RTT
+                // of the request goes to stderr.
                 print(document)
-                print(String(format: "rtt %.2f ms", rtt.seconds * 1000))
+                FileHandle.standardError.write(Data(String(format: "rtt %.2f ms\n", rtt.seconds * 1000).utf8))
             } else {
                 print(StatusReport.render(json: document, rtt: rtt))
             }

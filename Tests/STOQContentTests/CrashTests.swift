@@ -6,6 +6,8 @@ import Testing
 /// `stoq store verify --repair` leaves a consistent store and that everything committed before is intact.
 @Suite struct CrashTests {
     static var binary: String? {
+        // `make test` points STOQ_BIN at the release build (the binary users run).
+        if let bin = ProcessInfo.processInfo.environment["STOQ_BIN"], FileManager.default.isExecutableFile(atPath: bin) { return bin }
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
         for p in ["\(root)/.build/debug/stoq", "\(root)/.build/release/stoq"] where FileManager.default.isExecutableFile(atPath: p) { return p }
         return nil
