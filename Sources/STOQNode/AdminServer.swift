@@ -16,6 +16,7 @@ public final class AdminServer: Sendable {
 
     private let channel: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
     private let routes: [String: Handler]
+    private let health: (@Sendable () async -> String?)?
     private let logger: Logger
     /// The bound address.
     public let address: PeerAddress
@@ -24,9 +25,14 @@ public final class AdminServer: Sendable {
     /// - Parameters:
     ///   - address: where to listen, e.g. `[::1]:0` for an ephemeral loopback port.
     ///   - routes: path → handler.
+    ///   - health: what is wrong with the node (nil: nothing); when given, `GET /healthz` answers
+    ///     `200 ok` while it returns nil and `503` with its words otherwise.
     /// - Throws: ``NodeError`` `.invalidArgument` for an address that is not an IPv6 literal (or is
     ///   IPv4-mapped), or the bind error.
-    public static func bind(_ address: PeerAddress, routes: [String: Handler], logger: Logger = Logger(label: "stoq.admin")) async throws -> AdminServer {
+    public static func bind(
+        _ address: PeerAddress, routes: [String: Handler], health: (@Sendable () async -> String?)? = nil,
+        logger: Logger = Logger(label: "stoq.admin")
+    ) async throws -> AdminServer {
         try NodeConfiguration.checkAdmin(address)
         // IPV6_V6ONLY: `[::]` must not accept IPv4 connections (it would on a dual-stack socket).
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -39,15 +45,16 @@ public final class AdminServer: Sendable {
                 }
             }
         let port = channel.channel.localAddress?.port ?? address.port
-        return AdminServer(channel: channel, routes: routes, address: PeerAddress(host: address.host, port: port), logger: logger)
+        return AdminServer(channel: channel, routes: routes, health: health, address: PeerAddress(host: address.host, port: port), logger: logger)
     }
 
     private init(
         channel: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>,
-        routes: [String: Handler], address: PeerAddress, logger: Logger
+        routes: [String: Handler], health: (@Sendable () async -> String?)?, address: PeerAddress, logger: Logger
     ) {
         self.channel = channel
         self.routes = routes
+        self.health = health
         self.address = address
         self.logger = logger
     }
@@ -105,6 +112,10 @@ public final class AdminServer: Sendable {
 
     private func answer(_ request: HTTPRequestHead) async -> (HTTPResponseStatus, String, String) {
         let path = String(request.uri.split(separator: "?", maxSplits: 1).first ?? "")
+        if path == "/healthz", request.method == .GET, let health {
+            if let problem = await health() { return (.serviceUnavailable, "text/plain; charset=utf-8", "not ok: \(problem)\n") }
+            return (.ok, "text/plain; charset=utf-8", "ok\n")
+        }
         guard let handler = routes[path] else {
             return (.notFound, "text/plain; charset=utf-8", "not found; try " + routes.keys.sorted().joined(separator: ", ") + "\n")
         }

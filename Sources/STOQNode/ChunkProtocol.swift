@@ -74,6 +74,8 @@ public final class ChunkServer: StreamServer {
     public let transfers = TransferTable()
     /// What PONG announces (nil: ``ProbeLoad/init(activeTransfers:bandwidthBytesPerSecond:)``).
     private let probeLoad: (@Sendable (Int) -> ProbeLoad)?
+    /// What each peer connection may hold of this server (requests read, responses unread).
+    public let limits: PeerLimits
 
     /// Creates a server for a provider.
     /// - Parameters:
@@ -83,12 +85,14 @@ public final class ChunkServer: StreamServer {
     ///   - throttle: upload sharing (nil or no limits: unthrottled).
     ///   - probeLoad: the load and spare bandwidth PONG announces, from the number of responses
     ///     being sent (nil: load from that number alone, bandwidth unknown).
+    ///   - limits: the bounds each peer connection is held to (``PeerLimits``).
     public init(
         provider: any ChunkProvider, status: (@Sendable () async -> String)? = nil, services: [any NodeService] = [],
         metrics: NodeMetrics? = nil, throttle: ServeThrottleSettings? = nil,
-        probeLoad: (@Sendable (Int) -> ProbeLoad)? = nil,
+        probeLoad: (@Sendable (Int) -> ProbeLoad)? = nil, limits: PeerLimits = PeerLimits(),
         logger: Logger = Logger(label: "stoq.chunks")
     ) {
+        self.limits = limits
         self.probeLoad = probeLoad
         self.provider = provider
         self.status = status
@@ -103,10 +107,10 @@ public final class ChunkServer: StreamServer {
     public convenience init(
         store: any ChunkStore, status: (@Sendable () async -> String)? = nil, services: [any NodeService] = [],
         metrics: NodeMetrics? = nil, throttle: ServeThrottleSettings? = nil,
-        probeLoad: (@Sendable (Int) -> ProbeLoad)? = nil,
+        probeLoad: (@Sendable (Int) -> ProbeLoad)? = nil, limits: PeerLimits = PeerLimits(),
         logger: Logger = Logger(label: "stoq.chunks")
     ) {
-        self.init(provider: StoreChunkProvider(store: store), status: status, services: services, metrics: metrics, throttle: throttle, probeLoad: probeLoad, logger: logger)
+        self.init(provider: StoreChunkProvider(store: store), status: status, services: services, metrics: metrics, throttle: throttle, probeLoad: probeLoad, limits: limits, logger: logger)
     }
 
     /// Bytes and requests served so far.
@@ -122,43 +126,70 @@ public final class ChunkServer: StreamServer {
         await gate?.grantedBytes() ?? [:]
     }
 
-    /// Serves a connection's streams, counting it while it is open.
+    /// Serves a connection's streams, counting it while it is open, and holds the peer to
+    /// ``limits``: at most ``PeerLimits/maxPendingRequests`` streams read their request at once
+    /// (the others wait unread), a request late by ``PeerLimits/requestTimeoutMilliseconds`` and
+    /// a response its peer stops reading are aborted.
     public func serve(connection: Connection) async {
         metrics?.connectionsAccepted.increment()
         metrics?.connectionsOpen.increment()
-        await serveStreams(of: connection)
+        let metrics = self.metrics
+        let guardian = ConnectionGuard(limits: limits, onAbort: { metrics?.request($0) })
+        let watchdog = Task { await guardian.watch() }
+        await withDiscardingTaskGroup { group in
+            for await stream in connection.incomingStreams where stream.isBidirectional {
+                await guardian.admitRequest(stream)
+                group.addTask { await self.serve(stream: stream, on: connection, guardian: guardian) }
+            }
+        }
+        watchdog.cancel()
         metrics?.connectionsOpen.decrement()
         await gate?.remove(connection: ObjectIdentifier(connection))
     }
 
     /// Answers one request stream: STOQ's own requests here, other types by the service that
-    /// claims them.
+    /// claims them. (Without ``serve(connection:)``'s watchdog: no request timeout.)
     public func serve(stream: QUICStream, on connection: Connection) async {
+        let guardian = ConnectionGuard(limits: limits)
+        await guardian.admitRequest(stream)
+        await serve(stream: stream, on: connection, guardian: guardian)
+    }
+
+    /// The most bytes a request frame of `type` may declare: its service's limit, or 4 KiB.
+    func requestLimit(for type: FrameType) -> Int {
+        services.first(where: { $0.frameTypes.contains(type.rawValue) })?.maximumRequestLength ?? ChunkProtocol.maximumRequestLength
+    }
+
+    private func serve(stream: QUICStream, on connection: Connection, guardian: ConnectionGuard) async {
+        var awaitingRequest = true
+        defer { if awaitingRequest { guardian.requestEnded(stream.id) } }
         do {
             var decoder = FrameDecoder(maximumPayloadLength: requestLimit)
             var request: STOQMessage?
+            // Each type's bound applies as soon as the frame's type and length are read.
+            let limit: (FrameType) -> Int = { self.requestLimit(for: $0) }
             reading: for try await piece in stream {
                 decoder.handle(bytes: piece)
-                if let frame = try decoder.pollFrame() {
+                if let frame = try decoder.pollFrame(limit: limit) {
+                    awaitingRequest = false
+                    guardian.requestEnded(stream.id)
                     if let service = services.first(where: { $0.frameTypes.contains(frame.type.rawValue) }) {
-                        guard frame.payload.readableBytes <= service.maximumRequestLength else {
-                            throw WireError(.tooLong, "a \(service.name) request of \(frame.payload.readableBytes) bytes exceeds its \(service.maximumRequestLength)-byte limit")
-                        }
                         metrics?.request(service.name)
                         await service.serve(request: frame, remaining: decoder.takeRemainingBytes(), stream: stream, connection: connection)
                         return
-                    }
-                    guard frame.payload.readableBytes <= ChunkProtocol.maximumRequestLength else {
-                        throw WireError(.tooLong, "a request of \(frame.payload.readableBytes) bytes exceeds the \(ChunkProtocol.maximumRequestLength)-byte limit")
                     }
                     request = try STOQMessage.decode(frame)
                     break reading
                 }
             }
+            if awaitingRequest {
+                awaitingRequest = false
+                guardian.requestEnded(stream.id)
+            }
             switch request {
             case .getChunk(let wireID, let offset, let length):
                 metrics?.request("get_chunk")
-                try await answer(chunk: ChunkID(bytes: wireID.bytes)!, offset: offset, length: length, on: stream, connection: connection)
+                try await answer(chunk: ChunkID(bytes: wireID.bytes)!, offset: offset, length: length, on: stream, connection: connection, guardian: guardian)
             case .want(let wireID, _):
                 metrics?.request("want")
                 try await answerWant(wireID, on: stream)
@@ -191,14 +222,29 @@ public final class ChunkServer: StreamServer {
         } catch let error as WireError {
             metrics?.request("malformed")
             logger.info("malformed request", metadata: ["error": "\(error)"])
-            await stream.reset(code: ChunkErrorCode.badRequest)
+            // Reset and STOP_SENDING: the peer stops sending the rest of an over-size request.
+            await stream.abort(code: ChunkErrorCode.badRequest)
+        } catch let error as STOQError where error.initiator == .local && error.code == .streamReset {
+            logger.debug("request stream aborted", metadata: ["error": "\(error)"])
         } catch {
             logger.debug("request stream failed", metadata: ["error": "\(error)"])
             await stream.reset(code: ChunkErrorCode.internalError)
         }
     }
 
-    private func answer(chunk id: ChunkID, offset: UInt64, length: UInt64, on stream: QUICStream, connection: Connection) async throws {
+    /// Answers GET_CHUNK within the connection's response slots and byte budget: the response
+    /// holds its slot from reading the chunk until the peer acknowledged every byte (or the
+    /// watchdog aborted it), so a peer that does not read is back-pressured, then reset.
+    private func answer(chunk id: ChunkID, offset: UInt64, length: UInt64, on stream: QUICStream, connection: Connection, guardian: ConnectionGuard) async throws {
+        await guardian.acquireResponse(stream)
+        defer { guardian.releaseResponse(stream.id) }
+        if try await send(chunk: id, offset: offset, length: length, on: stream, connection: connection, guardian: guardian) {
+            await stream.done()
+        }
+    }
+
+    /// Reads and sends one chunk; true when a body went out (the slot then waits for its acknowledgement).
+    private func send(chunk id: ChunkID, offset: UInt64, length: UInt64, on stream: QUICStream, connection: Connection, guardian: ConnectionGuard) async throws -> Bool {
         let started = ContinuousClock.now
         let reader = ObjectIdentifier(connection)
         let bytes: [UInt8]
@@ -206,24 +252,25 @@ public final class ChunkServer: StreamServer {
             guard let found = try await withFillKeepalive(on: stream, { fill in try await provider.chunk(id, reader: reader, fill: fill) }) else {
                 try await stream.write(STOQMessage.chunkHeader(status: .notFound, totalLength: 0, offset: 0, length: 0).encoded())
                 try await stream.finish()
-                return
+                return false
             }
             bytes = found
         } catch {
             logger.warning("cannot read chunk", metadata: ["chunk": "\(id.short)", "error": "\(error)"])
             try await stream.write(STOQMessage.chunkHeader(status: .internalError, totalLength: 0, offset: 0, length: 0).encoded())
             try await stream.finish()
-            return
+            return false
         }
         let total = UInt64(bytes.count)
         guard offset <= total else {
             try await stream.write(STOQMessage.chunkHeader(status: .invalidRange, totalLength: total, offset: offset, length: 0).encoded())
             try await stream.finish()
-            return
+            return false
         }
         let count = length == 0 ? total - offset : min(length, total - offset)
         let start = Int(offset), end = Int(offset + count)
         let header = STOQMessage.chunkHeader(status: .ok, totalLength: total, offset: offset, length: count).encoded()
+        await guardian.reserve(stream, bytes: header.readableBytes + Int(count))
         let transfer = transfers.begin(chunk: id, peer: "\(connection.remoteAddress)", bytes: Int(count))
         metrics?.activeTransfers.increment()
         defer {
@@ -257,6 +304,7 @@ public final class ChunkServer: StreamServer {
         counters.add(bytes: Int(count))
         metrics?.servedBytes.increment(by: Int(count))
         metrics?.serveDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
+        return true
     }
 }
 
@@ -328,6 +376,9 @@ public enum ChunkErrorCode {
     public static let badRequest: UInt64 = 0x1
     /// The server failed.
     public static let internalError: UInt64 = 0x2
+    /// The peer exceeded one of the server's ``PeerLimits``: its request did not arrive in time,
+    /// or it stopped reading a response.
+    public static let limitExceeded: UInt64 = 0x3
 }
 
 /// A connection to one peer that can be asked for chunks.

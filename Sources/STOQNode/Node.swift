@@ -53,6 +53,22 @@ public struct NodeConfiguration: Codable, Sendable {
     /// The routing matrix: fed by health probes and gossip, it ranks fetch sources (default on,
     /// gossip every 2 s).
     public var routing: RoutingSettings?
+    /// Most connections the node holds at once, accepted and dialled (default
+    /// ``defaultMaxConnections``); more are refused with CONNECTION_CLOSE and a reason.
+    public var maxConnections: Int?
+    /// Most connections accepted from one IPv6 address (default ``defaultMaxConnectionsPerAddress``).
+    public var maxConnectionsPerAddress: Int?
+    /// What each peer connection may hold of the node's streams (default ``PeerLimits/init()``).
+    public var limits: PeerLimits?
+    /// A relay's streams carried at once (default 512).
+    public var maxRelayStreams: Int?
+    /// A relay's streams carried at once for one requesting connection (default 64).
+    public var maxRelayStreamsPerConnection: Int?
+
+    /// The default of ``maxConnections``.
+    public static let defaultMaxConnections = 1024
+    /// The default of ``maxConnectionsPerAddress``.
+    public static let defaultMaxConnectionsPerAddress = 64
 
     /// Creates a configuration.
     public init(
@@ -165,6 +181,17 @@ public final class Node: Sendable {
         if let seconds = configuration.idleTimeoutSeconds { endpointConfiguration.idleTimeout = .seconds(seconds) }
         if let rate = configuration.rateLimitBytesPerSecond { endpointConfiguration.rateLimit = RateLimit(bytesPerSecond: rate) }
         endpointConfiguration.keepAliveInterval = .seconds(5)
+        let maxConnections = configuration.maxConnections ?? NodeConfiguration.defaultMaxConnections
+        let perAddress = configuration.maxConnectionsPerAddress ?? NodeConfiguration.defaultMaxConnectionsPerAddress
+        guard (1...1_000_000).contains(maxConnections) else {
+            throw NodeError(.invalidArgument, "max connections must be 1 to 1000000, not \(maxConnections)")
+        }
+        guard (1...1_000_000).contains(perAddress) else {
+            throw NodeError(.invalidArgument, "max connections per address must be 1 to 1000000, not \(perAddress)")
+        }
+        try (configuration.limits ?? PeerLimits()).validate()
+        endpointConfiguration.maxConnections = maxConnections
+        endpointConfiguration.maxConnectionsPerAddress = perAddress
         let endpoint = try await Endpoint.bind(
             host: configuration.listen.host, port: configuration.listen.port,
             tls: try configuration.tlsConfiguration(), configuration: endpointConfiguration
@@ -177,7 +204,10 @@ public final class Node: Sendable {
                     "/metrics": { ("text/plain; version=0.0.4; charset=utf-8", await box.node?.scrape() ?? "") },
                     "/status": { ("application/json", await box.node?.statusJSON() ?? "{}") },
                     "/healthz": { ("text/plain; charset=utf-8", "ok\n") },
-                ], logger: logger)
+                ], health: {
+                    guard let node = box.node else { return "the node is not running" }
+                    return await node.healthProblem()
+                }, logger: logger)
             } catch {
                 await endpoint.close()
                 throw NodeError(.invalidArgument, "cannot listen for the admin endpoint on \(address): \(error); choose a free port (e.g. --admin [::1]:0)")
@@ -214,7 +244,10 @@ public final class Node: Sendable {
             upstream: configuration.roles.contains("edge") ? configuration.upstream : [], peers: peers)
         self.names = names
         var builtIn: [any NodeService] = [NameService(directory: names, acceptsPublications: configuration.roles.contains("origin")), InvalidationService(directory: names)]
-        if configuration.roles.contains("relay") { builtIn.append(RelayService(peers: peers)) }
+        if configuration.roles.contains("relay") { builtIn.append(RelayService(
+            peers: peers, ownAddress: endpoint.localAddress, maximumConcurrentStreams: max(1, configuration.maxRelayStreams ?? 512),
+            maximumStreamsPerConnection: max(1, configuration.maxRelayStreamsPerConnection ?? 64),
+            requestTimeout: .milliseconds((configuration.limits ?? PeerLimits()).requestTimeoutMilliseconds))) }
         if let router { builtIn.append(RoutingService(router: router)) }
         let services = builtIn + services
         let edge = configuration.roles.contains("edge")
@@ -225,8 +258,9 @@ public final class Node: Sendable {
         self.started = ContinuousClock.now
         let bandwidth = configuration.rateLimitBytesPerSecond ?? 0
         let probeLoad: @Sendable (Int) -> ProbeLoad = { ProbeLoad(activeTransfers: $0, bandwidthBytesPerSecond: bandwidth) }
-        self.server = edge.map { ChunkServer(provider: $0, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad) }
-            ?? ChunkServer(store: store, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad)
+        let limits = configuration.limits ?? PeerLimits()
+        self.server = edge.map { ChunkServer(provider: $0, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad, limits: limits) }
+            ?? ChunkServer(store: store, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad, limits: limits)
     }
 
     private let services: [any NodeService]
@@ -271,6 +305,16 @@ public final class Node: Sendable {
         await endpoint.close()
         // An empty commit syncs chunk files written since the last commit.
         do { try store.commit(CommitBatch()) } catch { logger.warning("could not flush the store", metadata: ["error": "\(error)"]) }
+    }
+
+    /// What keeps the node from serving, for `/healthz` (nil: nothing): its UDP socket is closed
+    /// (a send error closed it and it could not be reopened, or the node is closing).
+    public func healthProblem() async -> String? {
+        let socket = await endpoint.socketHealth
+        guard socket.isOpen else {
+            return socket.failure ?? "the endpoint's UDP socket is closed; the node cannot serve (restart it)"
+        }
+        return nil
     }
 
     /// The node's status document (JSON): identity, connections, peers with health and RTT, store,

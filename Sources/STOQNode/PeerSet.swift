@@ -55,6 +55,7 @@ public actor PeerSet {
             if let client = clients[address] { return client }  // made while this one dialled the relay
             let client = PeerClient(relay: carrier.connection, to: address, metrics: metrics)
             clients[address] = client
+            forgetWhenClosed(address, client)
             return client
         }
         if let task = dialing[address] { return try await task.value }
@@ -68,8 +69,22 @@ public actor PeerSet {
         defer { dialing[address] = nil }
         let client = try await task.value
         clients[address] = client
+        forgetWhenClosed(address, client)
         if let inbound { Task { await inbound(client.connection) } }
         return client
+    }
+
+    /// Drops `client` from the set once its connection closes, so the next use of `address`
+    /// dials again instead of getting a dead connection (a relay's targets, an edge's upstream).
+    private func forgetWhenClosed(_ address: PeerAddress, _ client: PeerClient) {
+        Task { [weak self] in
+            _ = await client.connection.closed()
+            await self?.forget(address, client)
+        }
+    }
+
+    private func forget(_ address: PeerAddress, _ client: PeerClient) {
+        if clients[address] === client { clients[address] = nil }
     }
 
     /// The address this set dialled `connection` to, or nil when it is not one of its connections.

@@ -67,10 +67,21 @@ public struct FrameDecoder: Sendable {
     /// The next whole frame, `nil` if more bytes are needed.
     /// - Throws: ``WireError`` when the frame's length exceeds the bound.
     public mutating func pollFrame() throws(WireError) -> Frame? {
+        let bound = maximumPayloadLength
+        return try pollFrame(limit: { _ in bound })
+    }
+
+    /// The next whole frame, `nil` if more bytes are needed, with a bound that depends on the
+    /// frame's type (a server's request types have different limits): a frame whose declared
+    /// length exceeds `limit(type)` (or ``maximumPayloadLength``) is refused as soon as its
+    /// type and length are read, before any of its payload is waited for.
+    /// - Throws: ``WireError`` `.tooLong` when the declared length exceeds the bound.
+    public mutating func pollFrame(limit: (FrameType) -> Int) throws(WireError) -> Frame? {
         var view = buffer
         guard let type = VarInt.read(from: &view), let length = VarInt.read(from: &view) else { return nil }
-        guard length <= UInt64(maximumPayloadLength) else {
-            throw WireError(.tooLong, "frame \(FrameType(rawValue: type)) declares \(length) bytes; the limit is \(maximumPayloadLength)")
+        let bound = min(maximumPayloadLength, limit(FrameType(rawValue: type)))
+        guard length <= UInt64(max(0, bound)) else {
+            throw WireError(.tooLong, "frame \(FrameType(rawValue: type)) declares \(length) bytes; the limit is \(bound)")
         }
         guard let payload = view.readSlice(length: Int(length)) else { return nil }
         buffer = view

@@ -38,6 +38,9 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Routing gossip interval in ms (default 2000).") var gossipInterval: Int?
     @Flag(help: "Run without the routing matrix (no gossip; fetch sources in the order given).") var noRouting = false
     @Option(help: "HyperMesh shard directory; implies the storage role (default with --role storage: STORE/shards).") var shards: String?
+    @Option(help: "Most connections held at once, accepted and dialled (default 1024); more are refused with a reason.") var maxConnections: Int?
+    @Option(help: "Most connections accepted from one IPv6 address (default 64).") var maxConnectionsPerAddress: Int?
+    @Option(help: "A request stream whose request is incomplete after this many ms is reset (default 10000).") var requestTimeoutMs: Int?
 
     func run() async throws {
         var c: NodeConfiguration
@@ -83,6 +86,13 @@ struct NodeCommand: AsyncParsableCommand {
             c.admin = a
         }
         if let logLevel { c.logLevel = logLevel }
+        if let maxConnections { c.maxConnections = maxConnections }
+        if let maxConnectionsPerAddress { c.maxConnectionsPerAddress = maxConnectionsPerAddress }
+        if let requestTimeoutMs {
+            var l = c.limits ?? PeerLimits()
+            l.requestTimeoutMilliseconds = requestTimeoutMs
+            c.limits = l
+        }
         if healthInterval != nil || healthTimeout != nil || healthFailures != nil {
             var h = c.health ?? HealthSettings()
             if let healthInterval { h.intervalMilliseconds = healthInterval }
