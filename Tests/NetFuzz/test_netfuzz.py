@@ -45,8 +45,8 @@ def test_node_survives_a_seeded_hostile_peer(stoq_bin: str, tmp_path: Path) -> N
     s = json.loads(stats.read_text())
     assert r.returncode == 0, "; ".join(s.get("failures", [])) or r.stdout[-2000:]
     # The round really attacked: every generator ran, and frames were answered.
-    assert s["executions"] > 500, s
-    assert len(s["frames_by_type"]) >= 30 - len([n for n in SKIP.split(",") if n]), sorted(s["frames_by_type"])
+    assert s["executions"] > 200, s
+    assert len(s["frames_by_type"]) >= 28 - len([n for n in SKIP.split(",") if n]), sorted(s["frames_by_type"])
     assert s["health_checks"] >= 2 and s["health_check_failures"] == 0
     for node, rss in s["rss_kib"].items():
         assert rss["after"] <= rss["baseline"] * 1.2, (node, rss)
