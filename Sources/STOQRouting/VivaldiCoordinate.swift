@@ -62,6 +62,11 @@ public struct VivaldiCoordinate: Sendable, Equatable {
         configuration: VivaldiConfiguration = VivaldiConfiguration(), tieBreak: UInt64 = 0
     ) {
         guard rtt > 0, rtt.isFinite, remote.isValid else { return }
+        // A remote coordinate far enough away overflows the arithmetic (inf − inf = NaN); a step
+        // that would leave this coordinate non-finite is dropped, so a peer's advert can move it
+        // but never poison it.
+        let before = self
+        defer { if !isValid { self = before } }
         let predicted = distance(to: remote)
         let weight = error + remote.error > 0 ? error / (error + remote.error) : 0.5
         let sampleError = abs(predicted - rtt) / rtt

@@ -12,6 +12,7 @@ import NIOCore
 /// ids (the first 8 bytes of a node's SHA-256 `NodeID`). Every number is range-checked when
 /// decoded: a non-finite float, a coordinate off the globe, a negative load or a link from a node
 /// to itself makes the whole message malformed, so a receiver never applies half a message.
+/// Coordinates, heights and RTTs are at most ``maxMilliseconds``.
 public struct RoutingGossipMessage: Hashable, Sendable {
     /// The node whose view this is (its routing id).
     public var sender: UInt64
@@ -104,11 +105,23 @@ public struct RoutingGossipMessage: Hashable, Sendable {
         self.links = links
     }
 
-    /// The largest finite float accepted for loads, bandwidths, RTTs and coordinates.
+    /// The largest finite float accepted for loads and bandwidths.
     static let largest = Float.greatestFiniteMagnitude
+    /// The largest coordinate component, height or RTT accepted, in milliseconds (1,000 s). Larger
+    /// ones mean nothing on Earth, and squaring a component near `Float.greatestFiniteMagnitude`
+    /// overflows: one such advert turned the receiver's own Vivaldi coordinate into NaN (it moves
+    /// toward the peers it probes), after which every peer refused its gossip as malformed.
+    public static let maxMilliseconds: Float = 1_000_000
 
-    /// Writes the payload. Counts beyond the bounds are cut (the first adverts are kept) and
-    /// versions are capped at 2^62 − 1, so whatever is written decodes.
+    /// A coordinate, height or RTT as written: a finite one within ±``maxMilliseconds`` (a node's
+    /// own values are finite; a non-finite one is written as it is, and refused by the receiver).
+    static func clampMilliseconds(_ value: Float) -> Float {
+        value.isFinite ? min(max(value, -maxMilliseconds), maxMilliseconds) : value
+    }
+
+    /// Writes the payload. Counts beyond the bounds are cut (the first adverts are kept),
+    /// versions are capped at 2^62 − 1 and coordinates, heights and RTTs at ±``maxMilliseconds``,
+    /// so whatever is written decodes.
     func encode(into w: inout WireWriter) {
         w.integer(sender)
         let nodes = self.nodes.prefix(Self.maxNodeAdverts)
@@ -120,8 +133,8 @@ public struct RoutingGossipMessage: Hashable, Sendable {
             w.integer(n.region)
             w.float(n.latitude)
             w.float(n.longitude)
-            for axis in 0 ..< 4 { w.float(n.coordinate[axis]) }
-            w.float(n.height)
+            for axis in 0 ..< 4 { w.float(Self.clampMilliseconds(n.coordinate[axis])) }
+            w.float(Self.clampMilliseconds(n.height))
             w.float(n.error)
             w.float(n.load)
             w.float(n.bandwidthBitsPerSecond)
@@ -133,7 +146,7 @@ public struct RoutingGossipMessage: Hashable, Sendable {
             w.integer(l.from)
             w.integer(l.to)
             w.varint(min(l.version, VarInt.max))
-            w.float(l.rttMilliseconds)
+            w.float(Self.clampMilliseconds(l.rttMilliseconds))
             w.float(l.bandwidthBitsPerSecond)
         }
     }
@@ -157,8 +170,8 @@ public struct RoutingGossipMessage: Hashable, Sendable {
             let latitude = try r.float("latitude", in: -90 ... 90)
             let longitude = try r.float("longitude", in: -180 ... 180)
             var coordinate = SIMD4<Float>.zero
-            for axis in 0 ..< 4 { coordinate[axis] = try r.float("coordinate", in: -largest ... largest) }
-            let height = try r.float("height", in: 0 ... largest)
+            for axis in 0 ..< 4 { coordinate[axis] = try r.float("coordinate", in: -maxMilliseconds ... maxMilliseconds) }
+            let height = try r.float("height", in: 0 ... maxMilliseconds)
             let error = try r.float("error", in: 0 ... 1)
             let load = try r.float("load", in: 0 ... largest)
             let bandwidth = try r.float("bandwidth", in: 0 ... largest)
@@ -179,7 +192,7 @@ public struct RoutingGossipMessage: Hashable, Sendable {
             let to = try r.integer("to", as: UInt64.self)
             guard from != to else { throw WireError(.malformed, "\(r.context) has a link from node \(from) to itself") }
             let version = try r.varint("version")
-            let rtt = try r.float("rtt", in: Float.leastNonzeroMagnitude ... largest)
+            let rtt = try r.float("rtt", in: Float.leastNonzeroMagnitude ... maxMilliseconds)
             let bandwidth = try r.float("bandwidth", in: 0 ... largest)
             links.append(LinkAdvert(from: from, to: to, version: version, rttMilliseconds: rtt, bandwidthBitsPerSecond: bandwidth))
         }

@@ -295,15 +295,15 @@ def g_routing_gossip(rng, c):
         node = sender if i == 0 else rng.choice([rng.getrandbits(64), me, 0, U64_MAX])
         a = u64(node) + varint(extreme_varint(rng)) + u8(0 if i == 0 else rng.choice([0, 1, 7, 254, 255]))
         a += u16(extreme_u16(rng)) + f32(rng.choice([0.0, 45.0, 90.0, 91.0, float("nan")])) + f32(rng.choice([0.0, 179.0, 180.0, -181.0]))
-        a += b"".join(f32(rng.choice([0.0, 1.0, 3.4e38, -3.4e38, 1e10])) for _ in range(4))
-        a += f32(rng.choice([0.0, 3.4e38, -1.0])) + f32(rng.choice([0.0, 0.5, 1.0, 1.5])) + f32(rng.choice([0.0, 1.0, 3.4e38, -0.5]))
+        a += b"".join(f32(rng.choice([0.0, 1.0, 3.4e38, -3.4e38, 1e10, 1e6, -1e6, 1000001.0])) for _ in range(4))
+        a += f32(rng.choice([0.0, 3.4e38, -1.0, 1e6, 1000001.0])) + f32(rng.choice([0.0, 0.5, 1.0, 1.5])) + f32(rng.choice([0.0, 1.0, 3.4e38, -0.5]))
         a += f32(rng.choice([0.0, 1e9, 3.4e38])) + varint(rng.choice([0, 1, 0xFFFF_FFFF, 0x1_0000_0000, VARINT_MAX]))
         nodes.append(a)
     links = []
     for _ in range(rng.choice([0, 1, 3, 100])):
         frm = rng.choice([sender, rng.getrandbits(64)])
         to = rng.choice([frm, rng.getrandbits(64), me])
-        links.append(u64(frm) + u64(to) + varint(extreme_varint(rng)) + f32(rng.choice([0.0, 1e-45, 1.0, 3.4e38, float("inf")])) + f32(rng.choice([0.0, 1e9, -1.0])))
+        links.append(u64(frm) + u64(to) + varint(extreme_varint(rng)) + f32(rng.choice([0.0, 1e-45, 1.0, 1e6, 1000001.0, 3.4e38, float("inf")])) + f32(rng.choice([0.0, 1e9, -1.0])))
     count_n = len(nodes) if rng.random() < 0.9 else rng.choice([256, 257, VARINT_MAX])
     count_l = len(links) if rng.random() < 0.9 else rng.choice([2048, 2049, VARINT_MAX])
     return 0x11, u64(sender) + varint(count_n) + b"".join(nodes) + varint(count_l) + b"".join(links), b""

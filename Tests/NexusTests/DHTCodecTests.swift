@@ -140,3 +140,25 @@ func randomMessage(_ rng: inout SplitMix64) -> DHTMessage {
         }
     }
 }
+
+/// A sender's record names the addresses it chose. The DHT keeps (and later dials) a sender only at
+/// an address a node could listen on: port 0, `::` and multicast make it a client (answered, never
+/// kept), because a dial there reached the transport's shared socket (issue 11, found by NetFuzz).
+@Test func aSenderAtAnUndialableAddressIsAnsweredButNeverKept() throws {
+    var rng = SplitMix64(seed: 11)
+    var node = KademliaNode(record: NodeRecord(id: randomHash(&rng), addresses: [try NexusAddress(parsing: "[::1]:4433")]), now: 0)
+    let loopback: UInt64 = 1
+    for address in [try NexusAddress(high: 0, low: loopback, port: 0), try NexusAddress(high: 0, low: 0, port: 4433),
+                    try NexusAddress(high: 0xFF02 << 48, low: 1, port: 4433), try NexusAddress(high: 0xFF0E << 48, low: 5, port: 9)] {
+        #expect(!address.isDialable, "\(address)")
+        let sender = NodeRecord(id: randomHash(&rng), addresses: [address])
+        node.handle(.ping(rpc: 7), from: sender, now: 1)
+        #expect(!node.table.contains(sender.id), "\(address) entered the table")
+    }
+    let good = try NexusAddress(high: 0xFD00 << 48, low: 1, port: 4433)
+    let loopbackPort1 = try NexusAddress(parsing: "[::1]:1")
+    #expect(good.isDialable && loopbackPort1.isDialable)
+    let sender = NodeRecord(id: randomHash(&rng), addresses: [try NexusAddress(high: 0, low: loopback, port: 0), good])
+    node.handle(.ping(rpc: 8), from: sender, now: 2)
+    #expect(node.table.contains(sender.id), "a sender with one dialable address is kept")
+}

@@ -1,7 +1,10 @@
 import Crypto
 import Foundation
+import NIOCore
 import STOQContent
 import STOQEdge
+import STOQIdentity
+import STOQRouting
 import STOQNode
 import STOQWire
 import Testing
@@ -56,5 +59,74 @@ import Testing
         let records = (try? FileManager.default.contentsOfDirectory(atPath: origin.configuration.store + "/names")) ?? []
         #expect(records.filter { $0.hasSuffix(".record") }.count == 1)
         await publisher.close()
+    }
+}
+
+/// Routing gossip with the largest values the wire carries: the receiver keeps a finite view (its
+/// own coordinate included, after it probes the sender), so its own gossip still decodes at its
+/// peers and its rankings stay numbers.
+@Suite struct HostileGossipTests {
+    @Test func extremeButWellFormedGossipDoesNotPoisonTheReceiver() throws {
+        let now: Duration = .seconds(1_700_000_000)
+        let (idA, idB) = try (NodeID(bytes: Array(repeating: 0xA1, count: 32)), NodeID(bytes: Array(repeating: 0xB2, count: 32)))
+        let a = NodeRouter(node: idA, region: "eu-west", latitude: 48.8, longitude: 2.3, clock: { now })
+        let b = RoutingNodeID(idB).rawValue
+        let huge = Float.greatestFiniteMagnitude
+        for coordinate in [SIMD4<Float>(huge, -huge, huge, -huge), SIMD4<Float>(1e6, -1e6, 1e6, -1e6), SIMD4<Float>(huge, 0, 0, 0)] {
+            let own = RoutingGossipMessage.NodeAdvert(
+                node: b, version: VarInt.max, hops: 0, region: .max, latitude: 90, longitude: -180, coordinate: coordinate,
+                height: huge, error: 0, load: huge, bandwidthBitsPerSecond: huge, ageMilliseconds: .max)
+            let other = RoutingGossipMessage.NodeAdvert(
+                node: 42, version: VarInt.max, hops: 3, region: 0, latitude: -90, longitude: 180, coordinate: -coordinate,
+                height: huge, error: 1, load: 0, bandwidthBitsPerSecond: 0, ageMilliseconds: .max)
+            let links = [RoutingGossipMessage.LinkAdvert(from: b, to: 42, version: VarInt.max, rttMilliseconds: huge, bandwidthBitsPerSecond: huge),
+                         RoutingGossipMessage.LinkAdvert(from: 42, to: b, version: 0, rttMilliseconds: .leastNonzeroMagnitude, bandwidthBitsPerSecond: 0)]
+            // What a peer can send: the message as it arrives off the wire (whatever the decoder lets through).
+            guard case .routingGossip(let message)? = try? STOQMessage.decode(STOQMessage.routingGossip(.init(sender: b, nodes: [own, other], links: links)).frame()) else {
+                continue  // refused by the decoder: nothing to apply
+            }
+            _ = try? a.handleGossip(message, from: idB)
+            // A probes B: B's advertised coordinate now moves A's own (Vivaldi).
+            for rtt in [1, 50, 100_000] {
+                let pong = STOQMessage.Pong(nonce: 1, echoSentAtMicros: 0, loadPermille: 1000, bandwidthBytesPerSecond: VarInt.max, activeTransfers: VarInt.max)
+                a.handleProbe(peer: PeerAddress(host: "::1", port: 9), nodeID: idB, rtt: .milliseconds(rtt), pong: pong)
+            }
+            a.publishNow()
+            _ = a.tick()
+            let mine = a.makeGossip()
+            let first = try #require(mine.nodes.first)
+            #expect(first.coordinate.x.isFinite && first.coordinate.y.isFinite && first.coordinate.z.isFinite && first.coordinate.w.isFinite,
+                    "own coordinate after \(coordinate): \(first.coordinate)")
+            #expect(first.height.isFinite && first.error.isFinite)
+            // A's own gossip still decodes at its peers.
+            #expect(throws: Never.self) { try STOQMessage.decode(STOQMessage.routingGossip(mine).frame()) }
+            for ranked in a.rankSources([RoutingNodeID(idB), RoutingNodeID(42)], size: 1 << 20) {
+                #expect(!ranked.cost.isNaN, "\(ranked)")
+            }
+        }
+    }
+
+    @Test func coordinatesHeightsAndRTTsBeyondAMillionMillisecondsAreMalformed() throws {
+        let advert = RoutingGossipMessage.NodeAdvert(
+            node: 5, version: 9, hops: 0, region: 3, latitude: 0, longitude: 0, coordinate: SIMD4(1e6, -1e6, 0, 0),
+            height: 1e6, error: 0.5, load: 0, bandwidthBitsPerSecond: 0, ageMilliseconds: 0)
+        let link = RoutingGossipMessage.LinkAdvert(from: 5, to: 6, version: 9, rttMilliseconds: 1e6, bandwidthBitsPerSecond: 0)
+        let frame = STOQMessage.routingGossip(.init(sender: 5, nodes: [advert], links: [link])).frame()
+        #expect(throws: Never.self) { try STOQMessage.decode(frame) }  // the bound itself is fine
+        let payload = Array(frame.payload.readableBytesView)
+        // sender 8, count 1, node 8, version 1, hops 1, region 2, latitude 4, longitude 4: the coordinate's
+        // first axis at 29, the height at 45; the link's RTT is 8 bytes before the end (then bandwidth).
+        for (offset, value) in [(29, Float(1_000_001)), (33, Float(-1_000_001)), (45, Float(2e6)), (payload.count - 8, Float(3e38))] {
+            var bytes = payload
+            bytes.replaceSubrange(offset ..< offset + 4, with: withUnsafeBytes(of: value.bitPattern.bigEndian, Array.init))
+            #expect(throws: WireError(.malformed, ""), "\(value) at \(offset)") {
+                try STOQMessage.decode(Frame(type: STOQMessage.Types.routingGossip, payload: ByteBuffer(bytes: bytes)))
+            }
+        }
+        // What a node writes is within the bound, so its peers never refuse its own view.
+        var far = advert
+        far.coordinate = SIMD4(5e6, -5e6, 0, 0)
+        far.height = 7e6
+        #expect(throws: Never.self) { try STOQMessage.decode(STOQMessage.routingGossip(.init(sender: 5, nodes: [far], links: [])).frame()) }
     }
 }

@@ -143,3 +143,22 @@ import Testing
         #expect(zip(ranked, ranked.dropFirst()).allSatisfy { $0.cost <= $1.cost })
     }
 }
+
+/// A peer's coordinate far enough away overflows Vivaldi's arithmetic (inf − inf = NaN): the step is
+/// dropped, so the owner's coordinate stays finite and its gossip stays decodable (issue 11).
+@Test func aVivaldiStepTowardAnOverflowingCoordinateIsDropped() {
+    let huge = Float.greatestFiniteMagnitude
+    for remote in [VivaldiCoordinate(vector: SIMD4(huge, -huge, huge, -huge), height: huge, error: 0),
+                   VivaldiCoordinate(vector: SIMD4(huge, 0, 0, 0), height: 0, error: 1),
+                   VivaldiCoordinate(vector: .zero, height: huge, error: 0.5)] {
+        for rtt: Float in [1e-30, 1, 50, 3e38] {
+            var own = VivaldiCoordinate(vector: SIMD4(10, -5, 2, 0), height: 1, error: 0.5)
+            own.update(rtt: rtt, remote: remote)
+            #expect(own.isValid, "after rtt \(rtt) toward \(remote): \(own)")
+        }
+    }
+    // An ordinary step still moves it.
+    var own = VivaldiCoordinate(vector: .zero, height: 0.1, error: 1)
+    own.update(rtt: 50, remote: VivaldiCoordinate(vector: SIMD4(30, 0, 0, 0), height: 5, error: 0.2))
+    #expect(own.isValid && own.vector != .zero)
+}

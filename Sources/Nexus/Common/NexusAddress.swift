@@ -18,6 +18,13 @@ public struct NexusAddress: Hashable, Sendable, CustomStringConvertible {
         (self.high, self.low, self.port) = (high, low, port)
     }
 
+    /// Whether a node could be reached here: a port other than 0, and an address that is neither
+    /// unspecified (`::`) nor multicast (`ff00::/8`). Records carry addresses their senders chose;
+    /// the DHT dials only these (a dial to `[::1]:0` or `[ff02::1]` reached the transport's socket).
+    public var isDialable: Bool {
+        port != 0 && !(high == 0 && low == 0) && high >> 56 != 0xFF
+    }
+
     /// Parses `[addr]:port` or a bare IPv6 address (port 0).
     /// - Throws: ``NexusError`` `.invalidAddress`, e.g. for an IPv4 address.
     public init(parsing text: String) throws(NexusError) {

@@ -275,8 +275,9 @@ public struct KademliaNode: Sendable {
     public mutating func handle(_ message: DHTMessage, from sender: NodeRecord, now: UInt64) {
         guard sender.id != id else { return }
         // A sender without addresses is a client (e.g. a CLI doing one lookup): it is answered but
-        // never enters the routing table, since nobody could reach it.
-        if !sender.addresses.isEmpty, case .cachedProbe(let head) = table.seen(sender, now: now) {
+        // never enters the routing table, since nobody could reach it. So is one whose addresses
+        // could not be dialled (port 0, unspecified, multicast): it chose them, nobody checked them.
+        if sender.addresses.contains(where: \.isDialable), case .cachedProbe(let head) = table.seen(sender, now: now) {
             send(.ping(rpc: rpcID()), to: head, purpose: .probe, now: now)
         }
         if message.isRequest {

@@ -141,7 +141,7 @@ public struct ServiceResolver: Sendable {
     /// first, so a probe's RTT is one PING round trip, not a handshake.
     public func probe(_ endpoints: [ServiceEndpoint], peers: PeerSet) async -> [Probe] {
         var addresses: [NexusID: PeerAddress] = [:]
-        for e in endpoints { if let a = e.addresses.first { addresses[e.nodeID] = a.peerAddress } }
+        for e in endpoints { if let a = e.addresses.first(where: \.isDialable) { addresses[e.nodeID] = a.peerAddress } }
         await withTaskGroup(of: Void.self) { group in
             for (_, address) in addresses { group.addTask { _ = try? await peers.client(for: address) } }
         }

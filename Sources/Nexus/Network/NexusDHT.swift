@@ -253,8 +253,8 @@ public actor NexusDHT {
     /// Sends one request on its own stream and feeds back the reply or the failure.
     private nonisolated func exchange(_ envelope: DHTRequestEnvelope, with peer: NodeRecord, peers: PeerSet) async {
         let rpc = envelope.message.rpc
-        guard let address = peer.addresses.first?.peerAddress else {
-            await unreachable(rpc: rpc, because: "\(peer) has no address")
+        guard let address = peer.addresses.first(where: \.isDialable)?.peerAddress else {
+            await unreachable(rpc: rpc, because: "\(peer) has no address a node could listen on (port 0, unspecified or multicast)")
             return
         }
         do {
