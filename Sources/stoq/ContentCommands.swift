@@ -142,9 +142,14 @@ struct Get: AsyncParsableCommand {
         let (store, keys) = try reportingErrors { () throws -> (DiskChunkStore, PublisherKeys) in
             let store = try storeOptions.openStore()
             if let publisherKey {
-                do { return (store, try PublisherKeyFile.load(path: publisherKey)) } catch let e as ContentError {
+                let given: PublisherKeys
+                do { given = try PublisherKeyFile.load(path: publisherKey) } catch let e as ContentError {
                     throw ContentError(.invalidArgument, "--publisher-key: \(e.reason)")
                 }
+                // A new store still gets its own key, as every store with content has one (so
+                // `store verify` can tell a lost key); a store with content is read with the key given.
+                _ = try? storeOptions.publisherKeys(for: store, create: true)
+                return (store, given)
             }
             return (store, try storeOptions.publisherKeys(for: store, create: true))
         }

@@ -290,6 +290,8 @@ import Testing
         // The key given explicitly reads the content.
         let withKey = try Self.stoq(["get", id, "-o", work + "/out.txt", "--store", store, "--publisher-key", work + "/backup.key"])
         #expect(withKey.status == 0, "\(withKey.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: key), "a new key was written")
+        #expect(FileManager.default.contents(atPath: work + "/out.txt") == FileManager.default.contents(atPath: work + "/a.txt"))
         // A damaged key file is reported, not replaced.
         try Data(repeating: 7, count: 16).write(to: URL(fileURLWithPath: key))
         let bad = try Self.stoq(["store", "verify", "--store", store])
