@@ -10,6 +10,7 @@ DEB_PACKAGES=(
   libzstd-dev                                                  # compression
   libisal-dev                                                  # erasure coding
   libsqlite3-dev                                               # GRDB
+  sqlite3                                                      # store tests damage an index on purpose
   iproute2                                                     # network-namespace tests
   openssl                                                      # certificate interop checks in tests
   python3-pip

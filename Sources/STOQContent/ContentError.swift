@@ -6,7 +6,7 @@ public struct ContentError: Error, Hashable, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {
             case invalidArgument, malformed, unsupportedVersion, idMismatch, notFound, decryptionFailed
-            case compressionFailed, diskFull, io, database, pathEscape, invalidName, corruptStore, tooLarge
+            case compressionFailed, diskFull, io, database, pathEscape, invalidName, corruptStore, tooLarge, keyMissing
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -38,6 +38,8 @@ public struct ContentError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let corruptStore = Code(.corruptStore)
         /// An input is larger than a bound of the format.
         public static let tooLarge = Code(.tooLarge)
+        /// A store holds content but its publisher key is missing or unreadable (never replaced silently).
+        public static let keyMissing = Code(.keyMissing)
         /// The code's name.
         public var description: String { base.rawValue }
     }

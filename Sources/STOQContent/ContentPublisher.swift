@@ -26,7 +26,9 @@ public struct PutReport: Sendable, Equatable {
     public var storedBytes: Int64 = 0
     /// Chunks found already stored (or repeated within this put).
     public var reusedChunks: Int = 0
-    /// Entries skipped (symlinks, devices), with their paths.
+    /// Symbolic links stored (as links, their targets as written).
+    public var links: Int = 0
+    /// Entries skipped (FIFOs, sockets, devices, names or link targets STOQ cannot store), with their paths.
     public var skipped: [String] = []
 
     /// 1 − new plaintext bytes / input bytes (0 for empty input).
@@ -35,6 +37,7 @@ public struct PutReport: Sendable, Equatable {
     mutating func add(_ o: PutReport) {
         files += o.files; bytes += o.bytes; chunks += o.chunks; newChunks += o.newChunks
         newPlainBytes += o.newPlainBytes; storedBytes += o.storedBytes; reusedChunks += o.reusedChunks; skipped += o.skipped
+        links += o.links
     }
 }
 
@@ -95,11 +98,16 @@ public final class ContentPublisher: Sendable {
     }
 
     /// Puts a file or directory (recursively) and pins it under `name`.
+    ///
+    /// Inside a directory, symbolic links are stored as links (never followed), and FIFOs, sockets and
+    /// devices are skipped and listed in ``PutReport/skipped``. `path` itself is followed when it is a
+    /// link (the content root is what it points at), like `tar -h` for the one name given.
     /// - Parameters:
     ///   - path: a regular file or a directory.
     ///   - name: pin label; default the path.
+    /// - Throws: `.invalidArgument` when `path` is neither (a FIFO, socket or device is never opened).
     public func put(path: String, name: String? = nil) throws -> PutReport {
-        let info = try Posix.info(path)
+        let info = try Posix.info(path, followLinks: true)
         let session = Session(store: store)
         var report: PutReport
         if info.isDirectory {
@@ -107,7 +115,7 @@ public final class ContentPublisher: Sendable {
         } else if info.isRegular {
             report = try putFile(FileSource(path: path), name: path, session: session)
         } else {
-            throw ContentError(.invalidArgument, "\(path) is neither a regular file nor a directory")
+            throw ContentError(.invalidArgument, "\(path) is \(info.kindDescription), not a regular file or a directory; stoq stores only files, directories and the links inside them")
         }
         session.batch.pins.append((report.id, name ?? path))
         try session.commit()
@@ -133,7 +141,16 @@ public final class ContentPublisher: Sendable {
             let info = try Posix.info(child)
             do { try DirectoryManifest.validate(name: name) } catch { total.skipped.append(child); continue }
             let r: PutReport
-            if info.isDirectory {
+            if info.isSymlink {
+                // A link is stored as written, never followed: its target may point anywhere (as in tar).
+                guard let target = try? Posix.readLink(child), (try? DirectoryManifest.validate(target: target)) != nil else {
+                    total.skipped.append(child)
+                    continue
+                }
+                entries.append(.init(name: name, linkTo: target, mode: info.mode))
+                total.links += 1
+                continue
+            } else if info.isDirectory {
                 r = try putDirectory(child, session: session, depth: depth + 1)
                 entries.append(.init(name: name, mode: info.mode, kind: .directory, id: r.id, size: UInt64(r.bytes)))
             } else if info.isRegular {
@@ -157,7 +174,7 @@ public final class ContentPublisher: Sendable {
         }
         session.batch.chunks.append((id, bytes.count))
         session.batch.manifests.append((id, "dir", size, "inode/directory"))
-        for e in entries { session.batch.edges.append((id, e.id.manifest)) }
+        for e in entries where !e.isLink { session.batch.edges.append((id, e.id.manifest)) }
         try session.maybeCommit()
         total.id = ContentID(id)
         return total

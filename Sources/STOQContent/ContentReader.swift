@@ -6,14 +6,18 @@ public struct RestoreReport: Sendable, Equatable {
     public var files = 0
     /// Directories created.
     public var directories = 0
+    /// Symbolic links created (their targets as stored).
+    public var links = 0
     /// Bytes written.
     public var bytes: Int64 = 0
 }
 
 /// Reads content back from a ``ChunkStore``: walks manifests, verifies every chunk against its id,
 /// opens key tables with the publisher's read key, decrypts, and writes files and directories with
-/// their modes. Names are validated again before any path is joined, so a forged manifest cannot
-/// write outside the output directory, and an existing symlink in the way is refused, not followed.
+/// their modes, and symbolic links with their targets as stored. Names are validated again before any
+/// path is joined, so a forged manifest cannot write outside the output directory, and an existing
+/// symlink in the way is refused, not followed. A link's *target* is restored as written, wherever it
+/// points (as tar does): the reader creates links and never follows one.
 public struct ContentReader: Sendable {
     /// The store read from.
     public let store: any ChunkStore
@@ -73,7 +77,8 @@ public struct ContentReader: Sendable {
     public func restore(_ id: ContentID, to path: String, mode: UInt32? = nil) throws -> RestoreReport {
         var report = RestoreReport()
         try restore(id, to: path, mode: mode, depth: 0, report: &report)
-        try store.touch([id.manifest], now: Int64(Date().timeIntervalSince1970))
+        // Recording the access is for eviction policies only: a full disk must not fail a restore.
+        try? store.touch([id.manifest], now: Int64(Date().timeIntervalSince1970))
         return report
     }
 
@@ -101,9 +106,32 @@ public struct ContentReader: Sendable {
                 switch e.kind {
                 case .file: try restore(e.id, to: child, mode: e.mode, depth: depth + 1, report: &report)
                 case .directory: try restore(e.id, to: child, mode: e.mode, depth: depth + 1, report: &report)
+                case .symlink:
+                    guard let target = e.target else { throw ContentError(.malformed, "link entry \(String(reflecting: e.name)) has no target") }
+                    try writeLink(target, at: child)
+                    report.links += 1
                 }
             }
             try Posix.chmod(path, mode ?? 0o755)
+        }
+    }
+
+    /// Creates the link under a temporary name and renames it into place, so an existing file is
+    /// replaced whole; an existing directory or link at `path` is refused, never written through.
+    private func writeLink(_ target: String, at path: String) throws {
+        if Posix.exists(path) {
+            let info = try Posix.info(path)
+            if info.isSymlink, (try? Posix.readLink(path)) == target { return }
+            guard info.isRegular else {
+                throw ContentError(.pathEscape, "\(path) already exists and is \(info.kindDescription); refusing to replace it with a link (restore into an empty directory)")
+            }
+        }
+        let tmp = "\(Posix.parent(path))/.stoq-get-\(UInt64.random(in: 0...UInt64.max))"
+        try Posix.symlink(target, at: tmp)
+        guard rename(tmp, path) == 0 else {
+            let e = Posix.error("rename", path)
+            try? Posix.remove(tmp)
+            throw e
         }
     }
 

@@ -60,7 +60,8 @@ public struct ContentPlan: Sendable {
                 let size = dir.entries.reduce(UInt64(0)) { $0 + $1.size }
                 plan.batch.manifests.append((id, "dir", size, "inode/directory"))
                 if depth == 0 { plan.plainBytes = size }
-                for entry in dir.entries {
+                // A link entry carries its target inline and references no chunk.
+                for entry in dir.entries where !entry.isLink {
                     plan.batch.edges.append((id, entry.id.manifest))
                     queue.append((entry.id.manifest, depth + 1, entry.kind == .directory ? .directory : .file))
                 }

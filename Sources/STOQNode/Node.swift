@@ -177,6 +177,7 @@ public final class Node: Sendable {
             node: nodeID, region: configuration.region, latitude: configuration.latitude, longitude: configuration.longitude,
             bandwidthBytesPerSecond: configuration.rateLimitBytesPerSecond, gossipInterval: gossipInterval, metrics: metrics) : nil
         let store = try DiskChunkStore(directory: configuration.store)
+        if let rebuilt = store.rebuilt { logger.warning("store \(configuration.store): \(rebuilt)") }
         var endpointConfiguration = EndpointConfiguration()
         if let seconds = configuration.idleTimeoutSeconds { endpointConfiguration.idleTimeout = .seconds(seconds) }
         if let rate = configuration.rateLimitBytesPerSecond { endpointConfiguration.rateLimit = RateLimit(bytesPerSecond: rate) }

@@ -13,25 +13,35 @@ struct StoreOptions: ParsableArguments {
         return NSHomeDirectory() + "/.stoq/store"
     }
 
-    func open() throws -> (DiskChunkStore, PublisherKeys) {
+    /// Opens the store; says on stderr what was rebuilt when its index was missing, empty or damaged.
+    func openStore() throws -> DiskChunkStore {
         let s = try DiskChunkStore(directory: directory)
-        return (s, try PublisherKeyFile.load(directory: directory))
-    }
-}
-
-/// The publisher secret kept in the store directory (`publisher.key`, 32 bytes, mode 0600).
-enum PublisherKeyFile {
-    static func load(directory: String) throws -> PublisherKeys {
-        let path = directory + "/publisher.key"
-        if let d = FileManager.default.contents(atPath: path) {
-            guard d.count == 32 else { throw ContentError(.corruptStore, "\(path) is \(d.count) bytes, expected 32") }
-            return try PublisherKeys(secret: Array(d))
+        if let r = s.rebuilt {
+            FileHandle.standardError.write(Data("stoq: store \(directory): \(r)\n".utf8))
         }
-        let secret = (0..<32).map { _ in UInt8.random(in: 0...255) }
-        let tmp = path + ".tmp-\(getpid())"
-        guard FileManager.default.createFile(atPath: tmp, contents: Data(secret), attributes: [.posixPermissions: 0o600]),
-              rename(tmp, path) == 0 else { throw ContentError(.io, "cannot write \(path)") }
-        return try PublisherKeys(secret: secret)
+        return s
+    }
+
+    /// The store's publisher key. A key is created only for a store that holds no content yet; a
+    /// store with content whose key is missing or unreadable is refused (a new key would not open it).
+    /// - Parameter create: whether a new, empty store may get a new key (`put`, `get`).
+    func publisherKeys(for store: DiskChunkStore, create: Bool) throws -> PublisherKeys {
+        let path = PublisherKeyFile.path(in: directory)
+        switch PublisherKeyFile.state(directory: directory) {
+        case .present(let keys):
+            return keys
+        case .unreadable(let why):
+            throw ContentError(.keyMissing, "the publisher key of the store \(directory) cannot be used: \(why). It is the only key that opens this store's content, so stoq will not replace it: fix the file (restore it from a backup), or give the key with --publisher-key FILE")
+        case .missing:
+            let stats = try store.stats()
+            guard stats.chunks == 0 && stats.pins == 0 else {
+                throw ContentError(.keyMissing, "the store \(directory) holds content (\(stats.chunks) chunks, \(stats.pins) pinned) but its publisher key \(path) is missing. Only that key opens the content, so stoq will not make a new one: put the key file back from a backup (32 bytes, mode 0600), or give it with --publisher-key FILE")
+            }
+            guard create else { throw ContentError(.keyMissing, "the store \(directory) has no publisher key (\(path)); `stoq put` creates one for a new store") }
+            let keys = try PublisherKeyFile.create(directory: directory)
+            FileHandle.standardError.write(Data("stoq: created the publisher key \(path) for the new store (keep a copy: content put with it cannot be read without it)\n".utf8))
+            return keys
+        }
     }
 }
 
@@ -61,7 +71,19 @@ struct Put: ParsableCommand {
     }
 
     func put() throws {
-        let (store, keys) = try storeOptions.open()
+        // Every path is checked before the store is opened (or created, with its key).
+        for p in paths {
+            var st = stat()
+            guard fstatat(AT_FDCWD, p, &st, 0) == 0 else {
+                throw ContentError(.notFound, "\(p) does not exist (or cannot be read): \(String(cString: strerror(errno)))")
+            }
+            let format = st.st_mode & S_IFMT
+            guard format == S_IFREG || format == S_IFDIR else {
+                throw ContentError(.invalidArgument, "\(p) is \(describeFormat(format)), not a regular file or a directory; stoq stores only files, directories and the links inside them")
+            }
+        }
+        let store = try storeOptions.openStore()
+        let keys = try storeOptions.publisherKeys(for: store, create: true)
         var report: (@Sendable (Int64) -> Void)? = nil
         if progress {
             report = { n in FileHandle.standardError.write(Data("progress \(n)\n".utf8)) }
@@ -73,9 +95,13 @@ struct Put: ParsableCommand {
             let r = try pub.put(path: p)
             print("\(r.id)  \(p)")
             for s in r.skipped {
-                FileHandle.standardError.write(Data("stoq: skipped \(s) (not a regular file or directory, or a name STOQ refuses)\n".utf8))
+                FileHandle.standardError.write(Data("stoq: warning: skipped \(s) (\(skipReason(s)))\n".utf8))
             }
             results.append(r)
+        }
+        let skipped = results.reduce(0) { $0 + $1.skipped.count }
+        if skipped > 0 {
+            FileHandle.standardError.write(Data("stoq: warning: \(skipped) entries were not stored (above); a get of this content will not have them\n".utf8))
         }
         let files = results.reduce(0) { $0 + $1.files }
         let bytes = results.reduce(Int64(0)) { $0 + $1.bytes }
@@ -86,7 +112,8 @@ struct Put: ParsableCommand {
         let reused = results.reduce(0) { $0 + $1.reusedChunks }
         let secs = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
         let ratio = bytes == 0 ? 0 : 1 - Double(newPlain) / Double(bytes)
-        let line = "put: \(files) files, \(humanBytes(bytes)) in \(chunks) chunks; new \(newChunks) chunks (\(humanBytes(newPlain)) plaintext, \(humanBytes(stored)) written), already stored \(reused); "
+        let links = results.reduce(0) { $0 + $1.links }
+        let line = "put: \(files) files\(links > 0 ? ", \(links) links" : ""), \(humanBytes(bytes)) in \(chunks) chunks; new \(newChunks) chunks (\(humanBytes(newPlain)) plaintext, \(humanBytes(stored)) written), already stored \(reused); "
             + String(format: "dedup %.1f%%; %.1f MB/s", ratio * 100, Double(bytes) / 1e6 / Swift.max(secs, 1e-9))
         print(line)
     }
@@ -111,19 +138,27 @@ struct Get: AsyncParsableCommand {
         } else {
             cid = try await peerOptions.resolveName(id).content
         }
-        var (store, keys) = try reportingErrors { try storeOptions.open() }
+        // The key is settled before anything is fetched: a store whose key is lost is refused at once.
+        let (store, keys) = try reportingErrors { () throws -> (DiskChunkStore, PublisherKeys) in
+            let store = try storeOptions.openStore()
+            if let publisherKey {
+                let given: PublisherKeys
+                do { given = try PublisherKeyFile.load(path: publisherKey) } catch let e as ContentError {
+                    throw ContentError(.invalidArgument, "--publisher-key: \(e.reason)")
+                }
+                // A new store still gets its own key, as every store with content has one (so
+                // `store verify` can tell a lost key); a store with content is read with the key given.
+                _ = try? storeOptions.publisherKeys(for: store, create: true)
+                return (store, given)
+            }
+            return (store, try storeOptions.publisherKeys(for: store, create: true))
+        }
         if peerOptions.peers != nil {
             _ = try await peerOptions.fetch(cid, into: store)
         }
         try reportingErrors {
-            if let publisherKey {
-                guard let secret = FileManager.default.contents(atPath: publisherKey), secret.count == 32 else {
-                    throw ContentError(.invalidArgument, "\(publisherKey) is not a 32-byte publisher key file")
-                }
-                keys = try PublisherKeys(secret: Array(secret))
-            }
             let r = try ContentReader(store: store, keys: keys).restore(cid, to: output)
-            print("get: \(cid) -> \(output): \(r.files) files, \(r.directories) directories, \(humanBytes(r.bytes))")
+            print("get: \(cid) -> \(output): \(r.files) files, \(r.directories) directories\(r.links > 0 ? ", \(r.links) links" : ""), \(humanBytes(r.bytes))")
         }
     }
 }
@@ -188,19 +223,58 @@ struct Chunk: ParsableCommand {
         }
     }
 
+    /// Regular files under `p`. A path given that is not a regular file or directory (a FIFO, socket or
+    /// device) is refused, since reading it could wait forever; inside a directory such entries and
+    /// links are skipped with a warning.
     func collect(_ p: String, into files: inout [String]) throws {
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: p, isDirectory: &isDir) else { throw ContentError(.notFound, "\(p) does not exist") }
-        if isDir.boolValue {
+        var st = stat()
+        guard fstatat(AT_FDCWD, p, &st, 0) == 0 else { throw ContentError(.notFound, "\(p) does not exist (or cannot be read): \(String(cString: strerror(errno)))") }
+        switch st.st_mode & S_IFMT {
+        case S_IFDIR:
             for name in try FileManager.default.contentsOfDirectory(atPath: p).sorted() {
                 let c = p + "/" + name
                 let attrs = try FileManager.default.attributesOfItem(atPath: c)
                 let t = attrs[.type] as? FileAttributeType
-                if t == .typeDirectory { try collect(c, into: &files) } else if t == .typeRegular { files.append(c) }
+                if t == .typeDirectory { try collect(c, into: &files) } else if t == .typeRegular { files.append(c) } else {
+                    FileHandle.standardError.write(Data("stoq: warning: skipped \(c) (\(describeFile(c)), not a regular file)\n".utf8))
+                }
             }
-        } else {
+        case S_IFREG:
             files.append(p)
+        default:
+            let what = describeFormat(st.st_mode & S_IFMT)
+            throw ContentError(.invalidArgument, "\(p) is \(what), not a regular file or a directory; stoq chunk reads only regular files (a FIFO or device may never end)")
         }
+    }
+}
+
+/// What is at `path` (not following a final link), in words for messages.
+func describeFile(_ path: String) -> String {
+    var st = stat()
+    guard lstat(path, &st) == 0 else { return "something that cannot be read" }
+    return describeFormat(st.st_mode & S_IFMT)
+}
+
+/// A file type (the S_IFMT bits of a mode) in words.
+func describeFormat(_ format: mode_t) -> String {
+    switch format {
+    case S_IFREG: return "a regular file"
+    case S_IFDIR: return "a directory"
+    case S_IFLNK: return "a symbolic link"
+    case S_IFIFO: return "a FIFO (named pipe)"
+    case S_IFSOCK: return "a socket"
+    case S_IFCHR: return "a character device"
+    case S_IFBLK: return "a block device"
+    default: return "a special file"
+    }
+}
+
+/// Why `put` skipped an entry, from what is at the path now.
+func skipReason(_ path: String) -> String {
+    switch describeFile(path) {
+    case "a symbolic link": return "a symbolic link whose target is not UTF-8 or is longer than 4095 bytes"
+    case "a regular file", "a directory": return "its name is not one STOQ can store: 1...255 bytes of UTF-8, without \"/\" or NUL"
+    case let kind: return "\(kind); only files, directories and links are stored"
     }
 }
 
@@ -209,7 +283,7 @@ struct Ls: ParsableCommand {
     @OptionGroup var storeOptions: StoreOptions
     func run() throws {
         try reportingErrors {
-            let (store, _) = try storeOptions.open()
+            let store = try storeOptions.openStore()
             for p in try store.pins() { print("\(p.id)  \(p.kind.padding(toLength: 4, withPad: " ", startingAt: 0))  \(String(p.size).leftPadded(12))  \(p.name)") }
             let s = try store.stats()
             print("store \(storeOptions.directory): \(s.pins) pinned, \(s.chunks) chunks, \(humanBytes(s.bytes))")
@@ -229,7 +303,7 @@ struct PinCommand: ParsableCommand {
     func run() throws {
         try reportingErrors {
             guard let cid = ContentID(id) else { throw ContentError(.invalidArgument, "\(id) is not a content id") }
-            let (store, _) = try storeOptions.open()
+            let store = try storeOptions.openStore()
             try store.pin(cid, name: name ?? id)
             print("pinned \(cid)")
         }
@@ -243,7 +317,7 @@ struct Unpin: ParsableCommand {
     func run() throws {
         try reportingErrors {
             guard let cid = ContentID(id) else { throw ContentError(.invalidArgument, "\(id) is not a content id") }
-            let (store, _) = try storeOptions.open()
+            let store = try storeOptions.openStore()
             try store.unpin(cid)
             print("unpinned \(cid)")
         }
@@ -255,7 +329,7 @@ struct GC: ParsableCommand {
     @OptionGroup var storeOptions: StoreOptions
     func run() throws {
         try reportingErrors {
-            let (store, _) = try storeOptions.open()
+            let store = try storeOptions.openStore()
             let r = try store.gc()
             print("gc: removed \(r.removedChunks) chunks, freed \(humanBytes(r.freedBytes))")
         }
@@ -266,22 +340,44 @@ struct StoreCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "store", abstract: "Store maintenance.", subcommands: [Verify.self])
 
     struct Verify: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Check every chunk against its id; find missing, orphaned and temp files.")
+        static let configuration = CommandConfiguration(abstract: "Check every chunk against its id, the index against the chunk files, and the publisher key; find damaged, missing, orphaned and temp files.")
         @OptionGroup var storeOptions: StoreOptions
-        @Flag(name: .long, help: "Drop damaged, missing, orphaned and temp entries.") var repair = false
+        @Flag(name: .long, help: "Fix what can be fixed: index again the chunks manifests name, drop index entries of damaged and missing chunks, and move damaged, orphaned and temp files to <store>/quarantine/<time>/ (nothing is deleted).")
+        var repair = false
         func run() throws {
             try reportingErrors {
-                let (store, _) = try storeOptions.open()
+                let store = try storeOptions.openStore()
                 let r = try store.verify(repair: repair)
-                print("verify: checked \(r.checked) chunks: \(r.damaged.count) damaged, \(r.missing.count) missing, \(r.orphaned.count) orphaned, \(r.tempFiles) temp files\(r.repaired ? " (repaired)" : "")")
+                if let rebuilt = r.indexRebuilt { print("verify: \(rebuilt)") }
+                print("verify: checked \(r.checked) chunks: \(r.damaged.count) damaged, \(r.missing.count) missing, \(r.orphaned.count) orphaned, \(r.unindexed.count) unindexed, \(r.tempFiles) temp files\(r.repaired ? " (repaired)" : "")")
                 for id in r.damaged { print("damaged \(id)") }
                 for id in r.missing { print("missing \(id)") }
-                for id in r.orphaned { print("orphaned \(id)") }
+                for id in r.orphaned { print("orphaned \(id) (no manifest names it)") }
+                for id in r.unindexed { print("unindexed \(id) (a manifest, or named by one; \(r.repaired ? "indexed again" : "--repair indexes it again"))") }
+                for p in r.recoveredPins { print("recovered pin \(p) (a manifest nothing else names; unpin it if unwanted)") }
                 for p in r.brokenPins { print("broken pin \(p) (put it again to restore it)") }
-                if r.isClean { print("verify: store is consistent") }
+                if let q = r.quarantine {
+                    print("verify: moved \(r.quarantinedFiles) files to \(q); nothing was deleted (README.txt there says how to put a file back; remove the folder when you no longer need it)")
+                }
+                // The publisher key: content in a store is readable only with it.
+                let keyProblem: String?
+                switch PublisherKeyFile.state(directory: storeOptions.directory) {
+                case .present: keyProblem = nil; print("verify: publisher key present")
+                case .unreadable(let why): keyProblem = "publisher key unreadable: \(why)"
+                case .missing:
+                    let s = try store.stats()
+                    if s.pins > 0 {
+                        keyProblem = "publisher key missing: \(PublisherKeyFile.path(in: storeOptions.directory)) is gone and the store holds \(s.pins) pinned contents that only it opens; put it back from a backup (stoq will not create a new one here)"
+                    } else {
+                        keyProblem = nil
+                        print("verify: no publisher key (no pinned content; `stoq put` creates one for a new store)")
+                    }
+                }
+                if let k = keyProblem { print("verify: \(k)") }
+                if r.isClean && keyProblem == nil { print("verify: store is consistent") }
                 // Exit 1 while something is still wrong: anything at all without --repair; after a repair,
-                // chunks that only putting the content again can bring back.
-                if r.repaired ? !r.missing.isEmpty || !r.damaged.isEmpty : !r.isClean { throw ExitCode(1) }
+                // chunks that only putting the content again can bring back, and always a lost key.
+                if keyProblem != nil || (r.repaired ? !r.missing.isEmpty || !r.damaged.isEmpty : !r.isClean) { throw ExitCode(1) }
             }
         }
     }

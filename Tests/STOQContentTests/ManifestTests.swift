@@ -77,11 +77,64 @@ import Testing
         #expect(throws: ContentError(.invalidName, "")) { try DirectoryManifest.decode(bytes) }
     }
 
+    @Test func linkEntriesNeedVersionTwoAndRoundTrip() throws {
+        let file = DirectoryManifest.Entry(name: "a.txt", mode: 0o644, kind: .file, id: ContentID(ChunkID.of([1])), size: 10)
+        // Without links: version 1, the bytes older readers know.
+        let plain = try DirectoryManifest(entries: [file])
+        #expect(plain.version == 1 && plain.encode()[4] == 1)
+        let d = try DirectoryManifest(entries: [
+            file,
+            .init(name: "up", linkTo: "../../etc/passwd"),
+            .init(name: "abs", linkTo: "/usr/lib/x86_64-linux-gnu/libc.so.6", mode: 0o777),
+            .init(name: "sub", mode: 0o700, kind: .directory, id: ContentID(ChunkID.of([2])), size: 0),
+        ])
+        let bytes = d.encode()
+        #expect(bytes[4] == 2)
+        let back = try DirectoryManifest.decode(bytes)
+        #expect(back == d)
+        #expect(back.entries.first { $0.name == "up" }?.target == "../../etc/passwd")
+        // A link names no chunk: nothing to fetch, no edge.
+        #expect(AnyManifest.directory(back).children == [ChunkID.of([1]), ChunkID.of([2])])
+        // A link in a version 1 manifest, and a version 2 manifest without links, are refused.
+        var v1 = bytes
+        v1[4] = 1
+        #expect(throws: ContentError(.malformed, "")) { try DirectoryManifest.decode(v1) }
+        var v2 = plain.encode()
+        v2[4] = 2
+        #expect(throws: ContentError(.malformed, "")) { try DirectoryManifest.decode(v2) }
+        var v3 = bytes
+        v3[4] = 3
+        #expect(throws: ContentError(.unsupportedVersion, "")) { try DirectoryManifest.decode(v3) }
+        // A changed target no longer matches the Merkle root.
+        var forged = bytes
+        let passwd = Array("passwd".utf8)
+        let at = try #require((0...(forged.count - passwd.count)).first { Array(forged[$0..<($0 + passwd.count)]) == passwd })
+        forged[at] = UInt8(ascii: "q")
+        #expect(throws: ContentError.self) { try DirectoryManifest.decode(forged) }
+        // Bad targets are refused on both sides.
+        for bad in ["", "a\u{0}b", String(repeating: "x", count: 4096)] {
+            #expect(throws: ContentError.self) { try DirectoryManifest(entries: [.init(name: "l", linkTo: bad)]) }
+        }
+        // A link entry's name is checked like any other: "../evil" never decodes.
+        let ok = try DirectoryManifest(entries: [.init(name: "..aevil", linkTo: "/tmp")])
+        var escape = ok.encode()
+        let nameAt = 4 + 1 + 4 + 32 + 2
+        escape.replaceSubrange(nameAt..<(nameAt + 7), with: Array("../evil".utf8))
+        #expect(throws: ContentError(.invalidName, "")) { try DirectoryManifest.decode(escape) }
+        // Truncations of a version 2 manifest fail cleanly.
+        for cut in stride(from: 0, to: bytes.count, by: 7) {
+            #expect(throws: ContentError.self) { try DirectoryManifest.decode(Array(bytes.prefix(cut))) }
+        }
+    }
+
     @Test func fuzzGarbage() {
         let seed = UInt64.random(in: 0...UInt64.max)
         var rng = SeededRNG(seed: seed)
         var r2 = SeededRNG(seed: 1)
         let valid = sampleFile(&r2, count: 5).encode()
+        let withLink = (try? DirectoryManifest(entries: [
+            .init(name: "f", mode: 0o644, kind: .file, id: ContentID(ChunkID.of([9])), size: 3), .init(name: "l", linkTo: "../f"),
+        ]).encode()) ?? []
         for i in 0..<5000 {
             switch i % 3 {
             case 0: AnyManifest.fuzz(rng.bytes(Int(rng.next() % 600)))
@@ -90,7 +143,10 @@ import Testing
                 for _ in 0..<(1 + rng.next() % 4) { b[Int(rng.next() % UInt64(b.count))] = UInt8(truncatingIfNeeded: rng.next()) }
                 AnyManifest.fuzz(b)
             default:
-                AnyManifest.fuzz(Array("STQD".utf8) + [1] + rng.bytes(Int(rng.next() % 300)))
+                AnyManifest.fuzz(Array("STQD".utf8) + [UInt8(1 + i % 2)] + rng.bytes(Int(rng.next() % 300)))
+                var b = withLink
+                for _ in 0..<(1 + rng.next() % 4) { b[Int(rng.next() % UInt64(b.count))] = UInt8(truncatingIfNeeded: rng.next()) }
+                AnyManifest.fuzz(b)
             }
         }
         print("fuzzGarbage seed \(seed): no crash")

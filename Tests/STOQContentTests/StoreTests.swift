@@ -105,9 +105,14 @@ enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
         _ = FileManager.default.createFile(atPath: dir + "/chunks/.tmp-123-456", contents: Data([1]))
         let v = try store.verify(repair: false)
         #expect(v.orphaned == [id] && v.tempFiles == 1)
-        _ = try store.verify(repair: true)
+        let repaired = try store.verify(repair: true)
         #expect(try store.verify(repair: false).isClean)
         #expect(!FileManager.default.fileExists(atPath: store.path(of: id)))
+        // Moved to the quarantine at the same relative path, not deleted.
+        let q = try #require(repaired.quarantine)
+        #expect(repaired.quarantinedFiles == 2 && q.hasPrefix(dir + "/quarantine/"))
+        #expect(FileManager.default.contents(atPath: q + "/" + store.path(of: id).dropFirst(dir.count + 1)) == Data(bytes))
+        #expect(FileManager.default.fileExists(atPath: q + "/chunks/.tmp-123-456"))
     }
 
     @Test func injectedFullDiskLeavesStoreConsistent() throws {
@@ -183,6 +188,67 @@ enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
         let out3 = tempDir("out3")
         try FileManager.default.createSymbolicLink(atPath: out3 + "/link", withDestinationPath: "/tmp")
         #expect(throws: ContentError(.pathEscape, "")) { try reader.restore(r.id, to: out3 + "/link") }
+    }
+
+    @Test func linkEntriesAreRestoredAsWrittenAndNeverEscapeByName() throws {
+        let store = try DiskChunkStore(directory: tempDir("store"))
+        let keys = PublisherKeys.random()
+        let reader = ContentReader(store: store, keys: keys)
+        // A link whose target points outside the output directory is restored as written, not followed.
+        let tree = try DirectoryManifest(entries: [.init(name: "out", linkTo: "../../../etc"), .init(name: "abs", linkTo: "/")])
+        let id = try store.put(tree.encode())
+        let dest = tempDir("links") + "/restored"
+        let rr = try reader.restore(ContentID(id), to: dest)
+        #expect(rr.links == 2 && rr.files == 0)
+        #expect(try Posix.readLink(dest + "/out") == "../../../etc" && Posix.readLink(dest + "/abs") == "/")
+        // Restoring again over the same links is fine; a link over an existing directory is refused.
+        _ = try reader.restore(ContentID(id), to: dest)
+        try FileManager.default.removeItem(atPath: dest + "/abs")
+        try FileManager.default.createDirectory(atPath: dest + "/abs", withIntermediateDirectories: false)
+        #expect(throws: ContentError(.pathEscape, "")) { try reader.restore(ContentID(id), to: dest) }
+        // A forged link entry named "../escape" is refused before anything is written outside.
+        let good = try DirectoryManifest(entries: [.init(name: "..xescape", linkTo: "/tmp")])
+        var bytes = good.encode()
+        let nameAt = 4 + 1 + 4 + 32 + 2
+        bytes.replaceSubrange(nameAt..<(nameAt + 9), with: Array("../escape".utf8))
+        let forged = try store.put(bytes)
+        let parent = tempDir("links-forged")
+        #expect(throws: ContentError.self) { try reader.restore(ContentID(forged), to: parent + "/x") }
+        #expect(!Posix.exists(parent + "/escape"))
+        // A name with a "/" inside is refused the same way.
+        let slash = try DirectoryManifest(entries: [.init(name: "aXb", linkTo: "/tmp")])
+        var sb = slash.encode()
+        sb[nameAt + 1] = UInt8(ascii: "/")
+        let forged2 = try store.put(sb)
+        #expect(throws: ContentError.self) { try reader.restore(ContentID(forged2), to: parent + "/y") }
+        #expect(!Posix.exists(parent + "/y/a"))
+    }
+
+    @Test func indexRebuiltInProcessFromChunkFiles() throws {
+        let dir = tempDir("store-rebuild")
+        let keys = PublisherKeys.random()
+        let src = tempDir("src-rebuild")
+        try FileManager.default.createDirectory(atPath: src + "/d", withIntermediateDirectories: true)
+        try Data(textLike(40_000, seed: 5)).write(to: URL(fileURLWithPath: src + "/d/x.txt"))
+        try FileManager.default.createSymbolicLink(atPath: src + "/l", withDestinationPath: "d/x.txt")
+        let id: ContentID
+        do {
+            let store = try DiskChunkStore(directory: dir)
+            #expect(store.rebuilt == nil)
+            id = try ContentPublisher(store: store, keys: keys, fanout: 2).put(path: src).id
+        }
+        // A new store is not a rebuild; a store whose index vanished is.
+        for s in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: dir + "/meta.sqlite" + s) }
+        let store = try DiskChunkStore(directory: dir)
+        let r = try #require(store.rebuilt)
+        #expect(r.problem == .missing && r.pins == [id] && r.manifests >= 2 && r.quarantine == nil, "\(r)")
+        #expect(try store.verify(repair: false).isClean)
+        let out = tempDir("out-rebuild") + "/o"
+        _ = try ContentReader(store: store, keys: keys).restore(id, to: out)
+        #expect(FileManager.default.contents(atPath: out + "/d/x.txt") == Data(textLike(40_000, seed: 5)))
+        #expect(try Posix.readLink(out + "/l") == "d/x.txt")
+        #expect(try store.gc().removedChunks == 0)
+        #expect(try DiskChunkStore(directory: tempDir("fresh")).rebuilt == nil)
     }
 }
 

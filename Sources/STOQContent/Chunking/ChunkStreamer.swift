@@ -52,10 +52,10 @@ public final class FileSource: ByteSource {
     /// The length when opened.
     public let count: Int64
 
-    /// Opens `path` for reading.
-    /// - Throws: ``ContentError`` (`.notFound`, `.io`).
+    /// Opens `path` for reading; only a regular file is accepted (never blocks on a FIFO).
+    /// - Throws: ``ContentError`` (`.notFound`, `.io`, `.invalidArgument` for anything but a regular file).
     public init(path: String) throws {
-        fd = try FileDescriptor.openForReading(path)
+        fd = try FileDescriptor.openRegularForReading(path)
         do { count = try fd.size() } catch { fd.close(); throw error }
     }
     deinit { fd.close() }

@@ -144,30 +144,61 @@ public struct FileManifest: Sendable, Equatable {
     }
 }
 
-/// A directory manifest: sorted, unique entries (name, mode, kind, content id, size).
+/// A directory manifest: sorted, unique entries (name, mode, kind, and the content id and size of a
+/// file or directory, or the target of a symbolic link).
 ///
-/// Layout (version 1): `"STQD" | version u8 = 1 | count u32 (≤ 65536) | Merkle root (32)` then per entry
-/// `name length u16 (1...255) | name (UTF-8) | mode u32 (≤ 0o7777) | kind u8 (1 file, 2 directory) |
-/// content id (32) | size u64`. Names may not be empty, ".", "..", or contain "/" or NUL, and must be
-/// strictly increasing bytewise; nothing may follow.
+/// Layout, big-endian: `"STQD" | version u8 | count u32 (≤ 65536) | Merkle root (32)` then per entry
+/// `name length u16 (1...255) | name (UTF-8) | mode u32 (≤ 0o7777) | kind u8` followed by
+/// - kind 1 (file) or 2 (directory): `content id (32) | size u64`;
+/// - kind 3 (symbolic link, version 2 only): `target length u16 (1...4095) | target (UTF-8, no NUL)`.
+///
+/// Version 1 has file and directory entries only; version 2 is written exactly when at least one
+/// entry is a link (a version 2 manifest without a link is refused, so each tree has one encoding and
+/// trees without links keep the ids and the format older readers know). The Merkle root is over the
+/// entries' ids in order, where a link's id is SHA-256 of its target bytes. Names may not be empty,
+/// ".", "..", or contain "/" or NUL, and must be strictly increasing bytewise; nothing may follow.
+/// A link's target is kept as written: it may be absolute or climb with "..", like tar; the reader
+/// creates the link and never follows it.
 public struct DirectoryManifest: Sendable, Equatable {
     /// The kind of a directory entry.
-    public enum EntryKind: UInt8, Sendable { case file = 1, directory = 2 }
+    public enum EntryKind: UInt8, Sendable {
+        /// A regular file (its id is a file manifest).
+        case file = 1
+        /// A directory (its id is a directory manifest).
+        case directory = 2
+        /// A symbolic link (its target is in the entry; its id is SHA-256 of the target, not a chunk).
+        case symlink = 3
+    }
     /// One entry.
     public struct Entry: Sendable, Equatable {
         /// File name (validated).
         public var name: String
-        /// Permission bits (0o7777 at most).
+        /// Permission bits (0o7777 at most; a link's are not restored, Linux has none of its own).
         public var mode: UInt32
-        /// File or directory.
+        /// File, directory or link.
         public var kind: EntryKind
-        /// The entry's content id.
+        /// The entry's content id; for a link, SHA-256 of its target (nothing to fetch: see ``isLink``).
         public var id: ContentID
-        /// Bytes (file size, or the total of a subtree).
+        /// Bytes (file size, or the total of a subtree; 0 for a link).
         public var size: UInt64
-        /// Creates an entry.
+        /// A link's target as written (nil for files and directories).
+        public var target: String?
+        /// Whether this entry is a symbolic link (it references no chunk).
+        public var isLink: Bool { kind == .symlink }
+
+        /// Creates a file or directory entry.
         public init(name: String, mode: UInt32, kind: EntryKind, id: ContentID, size: UInt64) {
-            self.name = name; self.mode = mode; self.kind = kind; self.id = id; self.size = size
+            self.name = name; self.mode = mode; self.kind = kind; self.id = id; self.size = size; self.target = nil
+        }
+
+        /// Creates a symbolic-link entry.
+        /// - Parameters:
+        ///   - name: the link's name in its directory.
+        ///   - target: what the link points at, as written (validated by ``DirectoryManifest/validate(target:)``).
+        ///   - mode: the link's permission bits as `lstat` gave them (kept, never applied).
+        public init(name: String, linkTo target: String, mode: UInt32 = 0o777) {
+            self.name = name; self.mode = mode; self.kind = .symlink
+            self.id = ContentID(ChunkID.of(Array(target.utf8))); self.size = 0; self.target = target
         }
     }
 
@@ -175,14 +206,26 @@ public struct DirectoryManifest: Sendable, Equatable {
     public var entries: [Entry]
     /// Magic bytes.
     public static let magic: [UInt8] = Array("STQD".utf8)
+    /// The longest link target accepted (PATH_MAX − 1 on Linux).
+    public static let maxTargetLength = 4095
 
-    /// Creates a manifest; entries are sorted by name and names validated.
-    /// - Throws: ``ContentError/Code/invalidName`` for a bad or duplicate name.
+    /// Creates a manifest; entries are sorted by name, names and link targets validated.
+    /// - Throws: ``ContentError/Code/invalidName`` for a bad or duplicate name or a bad link target.
     public init(entries: [Entry]) throws {
         let sorted = entries.sorted { Array($0.name.utf8).lexicographicallyPrecedes(Array($1.name.utf8)) }
         for (i, e) in sorted.enumerated() {
             try Self.validate(name: e.name)
             if i > 0 && sorted[i - 1].name == e.name { throw ContentError(.invalidName, "duplicate name \"\(e.name)\"") }
+            guard (e.kind == .symlink) == (e.target != nil) else {
+                throw ContentError(.invalidArgument, "entry \(String(reflecting: e.name)): a link entry needs a target and only a link has one")
+            }
+            if let t = e.target {
+                try Self.validate(target: t)
+                guard e.id.manifest == ChunkID.of(Array(t.utf8)), e.size == 0 else {
+                    throw ContentError(.invalidArgument, "link entry \(String(reflecting: e.name)): build it with Entry(name:linkTo:)")
+                }
+            }
+            guard e.mode <= 0o7777 else { throw ContentError(.invalidArgument, "entry \(String(reflecting: e.name)): mode \(String(e.mode, radix: 8)) has bits beyond 0o7777") }
         }
         self.entries = sorted
     }
@@ -195,26 +238,47 @@ public struct DirectoryManifest: Sendable, Equatable {
         }
     }
 
+    /// Checks a link target: 1...4095 bytes of UTF-8 without NUL (it may be absolute or contain "..").
+    public static func validate(target: String) throws {
+        let u = Array(target.utf8)
+        guard !u.isEmpty, u.count <= maxTargetLength, !u.contains(0) else {
+            throw ContentError(.invalidName, "invalid link target \(String(reflecting: target)): targets are 1...\(maxTargetLength) bytes without NUL")
+        }
+    }
+
+    /// The format version this manifest is written in: 2 when it holds a link, else 1.
+    public var version: UInt8 { entries.contains(where: \.isLink) ? 2 : 1 }
+
     /// Encodes.
     public func encode() -> [UInt8] {
         var w = ByteWriter()
-        w.raw(Self.magic); w.u8(1); w.u32(UInt32(entries.count)); w.id(Merkle.root(entries.map(\.id.manifest)))
+        w.raw(Self.magic); w.u8(version); w.u32(UInt32(entries.count)); w.id(Merkle.root(entries.map(\.id.manifest)))
         for e in entries {
             let n = Array(e.name.utf8)
-            w.u16(UInt16(n.count)); w.raw(n); w.u32(e.mode); w.u8(e.kind.rawValue); w.id(e.id.manifest); w.u64(e.size)
+            w.u16(UInt16(n.count)); w.raw(n); w.u32(e.mode); w.u8(e.kind.rawValue)
+            if let t = e.target {
+                let tb = Array(t.utf8)
+                w.u16(UInt16(tb.count)); w.raw(tb)
+            } else {
+                w.id(e.id.manifest); w.u64(e.size)
+            }
         }
         return w.bytes
     }
 
-    /// Decodes and validates; safe on arbitrary bytes.
+    /// Decodes and validates; safe on arbitrary bytes. Reads versions 1 and 2.
     public static func decode(_ bytes: [UInt8]) throws -> DirectoryManifest {
         var r = ByteReader(bytes, what: "directory manifest")
         guard Array(try r.raw(4)) == magic else { throw r.fail("bad magic (not a STOQ directory manifest)") }
         let version = try r.u8()
-        guard version == 1 else { throw ContentError(.unsupportedVersion, "directory manifest version \(version); this build reads version 1") }
+        guard version == 1 || version == 2 else {
+            throw ContentError(.unsupportedVersion, "directory manifest version \(version); this build reads versions 1 and 2 — upgrade stoq")
+        }
         let count = Int(try r.u32())
         guard count <= FileManifest.maxEntries else { throw r.fail("\(count) entries, more than the limit") }
-        try r.need(32 + count * 48)
+        // The smallest entry (a one-byte name and a one-byte link target) is 10 bytes: bound the count
+        // by the bytes present before reserving anything.
+        try r.need(32 + count * (version == 1 ? 48 : 10))
         let root = try r.id()
         var entries = [Entry]()
         entries.reserveCapacity(count)
@@ -230,11 +294,24 @@ public struct DirectoryManifest: Sendable, Equatable {
             let mode = try r.u32()
             guard mode <= 0o7777 else { throw r.fail("mode \(String(mode, radix: 8)) has bits beyond 0o7777") }
             guard let kind = EntryKind(rawValue: try r.u8()) else { throw r.fail("unknown entry kind") }
-            let id = ContentID(try r.id())
-            let size = try r.u64()
-            entries.append(Entry(name: name, mode: mode, kind: kind, id: id, size: size))
+            switch kind {
+            case .file, .directory:
+                let id = ContentID(try r.id())
+                let size = try r.u64()
+                entries.append(Entry(name: name, mode: mode, kind: kind, id: id, size: size))
+            case .symlink:
+                guard version >= 2 else { throw r.fail("a link entry in a version 1 manifest (links need version 2)") }
+                let t = Int(try r.u16())
+                guard (1...maxTargetLength).contains(t) else { throw r.fail("link target length \(t)") }
+                let targetBytes = Array(try r.raw(t))
+                guard !targetBytes.contains(0), let target = String(validating: targetBytes, as: UTF8.self) else {
+                    throw r.fail("link target is not UTF-8 without NUL")
+                }
+                entries.append(Entry(name: name, linkTo: target, mode: mode))
+            }
         }
         try r.end()
+        if version == 2 && !entries.contains(where: \.isLink) { throw r.fail("version 2 without a link entry (such a directory is written as version 1)") }
         guard Merkle.root(entries.map(\.id.manifest)) == root else { throw r.fail("Merkle root does not match the entries") }
         var m = try DirectoryManifest(entries: [])
         m.entries = entries
@@ -265,11 +342,12 @@ public enum AnyManifest: Sendable, Equatable {
         }
     }
 
-    /// Ids this manifest references directly (chunks, sub-manifests, or entries' manifests).
+    /// Ids of the chunks this manifest references directly (chunks, sub-manifests, or entries'
+    /// manifests; a link entry references none).
     public var children: [ChunkID] {
         switch self {
         case .file(let f): return f.entries.map(\.id)
-        case .directory(let d): return d.entries.map(\.id.manifest)
+        case .directory(let d): return d.entries.filter { !$0.isLink }.map(\.id.manifest)
         }
     }
 }

@@ -44,8 +44,20 @@ public struct VerifyReport: Sendable, Equatable {
     public var damaged: [ChunkID] = []
     /// Chunks recorded in the metadata, or referenced by pinned content, whose bytes are gone.
     public var missing: [ChunkID] = []
-    /// Chunk files no metadata refers to (e.g. left by a crash before commit).
+    /// Chunk files neither the index nor any manifest on disk refers to (e.g. data left by a crash
+    /// before commit); a repair moves them to the quarantine.
     public var orphaned: [ChunkID] = []
+    /// Chunk files the index does not record but that are manifests or that a manifest names; a repair
+    /// records them again (and pins the manifests nothing names), never removes them.
+    public var unindexed: [ChunkID] = []
+    /// Roots a repair pinned again (manifests found among the unindexed files that nothing names).
+    public var recoveredPins: [ContentID] = []
+    /// The index rebuild a damaged index (SQLite's integrity check failed) caused, before the checks.
+    public var indexRebuilt: IndexRebuildReport?
+    /// Where a repair moved damaged, orphaned and temp files (nil when it moved none).
+    public var quarantine: String?
+    /// How many files a repair moved to ``quarantine``.
+    public var quarantinedFiles: Int = 0
     /// Temp files left by an interrupted write.
     public var tempFiles: Int = 0
     /// Pinned roots that can no longer be fully read because of damaged or missing chunks.
@@ -55,9 +67,9 @@ public struct VerifyReport: Sendable, Equatable {
     /// Whether problems were removed.
     public var repaired: Bool = false
     /// True when nothing is wrong.
-    public var isClean: Bool { damaged.isEmpty && missing.isEmpty && orphaned.isEmpty && tempFiles == 0 }
+    public var isClean: Bool { damaged.isEmpty && missing.isEmpty && orphaned.isEmpty && unindexed.isEmpty && tempFiles == 0 }
     /// True when a repair has left nothing to fix except what only a new put can restore (missing chunks).
-    public var isConsistent: Bool { damaged.isEmpty && orphaned.isEmpty && tempFiles == 0 }
+    public var isConsistent: Bool { damaged.isEmpty && orphaned.isEmpty && unindexed.isEmpty && tempFiles == 0 }
 }
 
 /// Totals of a store.
@@ -102,7 +114,9 @@ public protocol ChunkStore: AnyObject, Sendable {
     /// evictions. Chunks still referenced are kept. - Returns: the bytes freed.
     @discardableResult
     func evict(_ ids: [ChunkID]) throws -> Int64
-    /// Checks every chunk and file; with `repair`, drops damaged, missing, orphaned and temp entries.
+    /// Checks every chunk and file; with `repair`, drops the index entries of damaged and missing
+    /// chunks, indexes again the files manifests name, and takes damaged, orphaned and temp files out
+    /// (the disk store moves them to its quarantine folder; it never removes a chunk a manifest names).
     func verify(repair: Bool) throws -> VerifyReport
     /// Totals.
     func stats() throws -> StoreStats

@@ -8,25 +8,36 @@ import GRDB
 ///   so opening the store finds a crash's leftovers without walking `chunks/`),
 ///   directory, renamed into place; before any metadata names them the file system is flushed
 ///   (`syncfs`), then the directory entries are durable too.
-/// - `meta.sqlite`: SQLite through GRDB in WAL mode, `synchronous = FULL`: tables `chunks`
+/// - `meta.sqlite`: the index, SQLite through GRDB in WAL mode, `synchronous = FULL`: tables `chunks`
 ///   (id, size, created, last access), `edges` (manifest → child; a child's reference count is its number
 ///   of edges), `manifests` (kind, size, content type), `plain_index` (convergent tag → id), `pins`.
 /// - `lock`: an advisory lock held by the process that opened the store, so one writer runs at a time and
 ///   the open-time cleanup of temp files cannot race a writer.
+/// - `quarantine/<UTC time>/`: what a repair or an index rebuild took out of the store, at the same
+///   relative paths (so moving a file back restores it), with a `README.txt`. Nothing is deleted.
 ///
 /// Crash safety: bytes are written before the metadata that references them, and metadata is removed
 /// before the bytes (gc), so `kill -9` at any moment leaves at worst orphan or temp files, which
 /// ``verify(repair:)`` (and opening) clean up; committed content is never lost.
 ///
-/// `@unchecked Sendable`: the database pool is thread-safe; `madeDirs` is guarded by `lock`.
+/// The chunk files are the truth and the index can be rebuilt from them: opening a store whose index is
+/// missing, empty while chunk files exist, or damaged (SQLite cannot read it, or its check fails)
+/// rebuilds it before anything else runs (see ``rebuilt`` and `DiskChunkStore+Recovery.swift`).
+///
+/// `@unchecked Sendable`: the database pool is thread-safe; `madeDirs`, the other mutable fields and the
+/// replacement of the pool (`_db`, only when `store verify` rebuilds a damaged index) are guarded by `lock`.
 public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
     /// The store directory.
     public let directory: String
-    private let db: DatabasePool
+    /// The index; replaced only when `store verify` finds it damaged and rebuilds it.
+    private var _db: DatabasePool
+    var db: DatabasePool { lock.lock(); defer { lock.unlock() }; return _db }
     private let lockFile: FileDescriptor
     private let lock = NSLock()
     private var madeDirs = Set<String>()
     private var unsynced = false
+    /// What opening had to rebuild, when the index was missing, empty or damaged (nil when it was fine).
+    public private(set) var rebuilt: IndexRebuildReport?
     /// Test hook: fail chunk writes after this many more bytes, as if the disk were full (nil = never).
     public var failWritesAfterBytes: Int? {
         get { lock.lock(); defer { lock.unlock() }; return _failAfter }
@@ -34,38 +45,36 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
     }
     private var _failAfter: Int?
 
-    /// Opens (creating if needed) the store at `directory`; removes temp files left by a crash.
+    /// Opens (creating if needed) the store at `directory`; removes temp files left by a crash, and
+    /// rebuilds the index from the chunk files when it is missing, empty or damaged.
     /// - Throws: ``ContentError`` `.io` / `.database` / `.diskFull`.
     public init(directory: String) throws {
         self.directory = directory
         try Posix.makeDirectories(directory + "/chunks")
         try Posix.makeDirectories(directory + "/tmp")
         lockFile = try Posix.lockExclusive(directory + "/lock")
-        var config = Configuration()
-        config.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = FULL")
-        }
-        config.busyMode = .timeout(10)
+        let opened: OpenedIndex
         do {
-            db = try DatabasePool(path: directory + "/meta.sqlite", configuration: config)
-            try db.write { db in
-                try db.execute(sql: """
-                    CREATE TABLE IF NOT EXISTS chunks (id BLOB PRIMARY KEY, size INTEGER NOT NULL, created INTEGER NOT NULL, last_access INTEGER NOT NULL) WITHOUT ROWID;
-                    CREATE TABLE IF NOT EXISTS edges (parent BLOB NOT NULL, child BLOB NOT NULL, PRIMARY KEY (parent, child)) WITHOUT ROWID;
-                    CREATE INDEX IF NOT EXISTS edges_child ON edges(child);
-                    CREATE TABLE IF NOT EXISTS manifests (id BLOB PRIMARY KEY, kind TEXT NOT NULL, size INTEGER NOT NULL, content_type TEXT NOT NULL) WITHOUT ROWID;
-                    CREATE TABLE IF NOT EXISTS plain_index (tag BLOB PRIMARY KEY, id BLOB NOT NULL) WITHOUT ROWID;
-                    CREATE TABLE IF NOT EXISTS pins (id BLOB PRIMARY KEY, name TEXT NOT NULL, created INTEGER NOT NULL) WITHOUT ROWID;
-                    """)
-            }
+            opened = try Self.openIndex(directory: directory)
         } catch {
             lockFile.close()
             throw Self.map(error)
         }
+        _db = opened.pool
         _ = try? removeTempFiles()
+        if let problem = opened.problem {
+            rebuilt = try rebuildIndex(because: problem, quarantine: opened.quarantine)
+        }
     }
-
     deinit { lockFile.close() }
+
+    /// Closes the index, runs `body` (which moves its files aside) and opens a new, empty one.
+    private func replaceIndex(_ body: () throws -> Void) throws {
+        lock.lock(); defer { lock.unlock() }
+        try? _db.close()
+        try body()
+        _db = try wrap { try Self.openPool(directory + "/meta.sqlite") }
+    }
 
     static func map(_ error: any Error) -> ContentError {
         if let e = error as? ContentError { return e }
@@ -78,7 +87,7 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
         return ContentError(.io, "\(error)")
     }
 
-    private func wrap<T>(_ f: () throws -> T) throws -> T {
+    func wrap<T>(_ f: () throws -> T) throws -> T {
         do { return try f() } catch { throw Self.map(error) }
     }
 
@@ -100,8 +109,8 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
         lock.lock(); madeDirs.insert(b); lock.unlock()
     }
 
-    private static func blob(_ id: ChunkID) -> Data { Data(id.bytes) }
-    private static func id(_ d: Data) -> ChunkID? { ChunkID(bytes: d) }
+    static func blob(_ id: ChunkID) -> Data { Data(id.bytes) }
+    static func id(_ d: Data) -> ChunkID? { ChunkID(bytes: d) }
 
     public func contains(_ id: ChunkID) throws -> Bool {
         try wrap { try db.read { db in try Int.fetchOne(db, sql: "SELECT 1 FROM chunks WHERE id = ?", arguments: [Self.blob(id)]) != nil } }
@@ -266,7 +275,7 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
     }
 
     /// Walks `chunks/`: content files by id, and temp file paths.
-    private func scanFiles() throws -> (files: [ChunkID: String], temps: [String], strays: [String]) {
+    func scanFiles() throws -> (files: [ChunkID: String], temps: [String], strays: [String]) {
         var files = [ChunkID: String](), temps = [String](), strays = [String]()
         let root = directory + "/chunks"
         for a in try Posix.listDirectory(root) {
@@ -298,14 +307,25 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
 
     public func verify(repair: Bool) throws -> VerifyReport {
         var r = VerifyReport()
+        // A damaged index is rebuilt first (the old one is kept in the quarantine), so nothing below
+        // trusts an index SQLite itself finds broken.
+        if let problem = try integrityProblem() {
+            var q = Quarantine(store: directory)
+            try replaceIndex { try q.moveIndex() }
+            r.indexRebuilt = try rebuildIndex(because: .damaged(problem), quarantine: q)
+        }
         let recorded: [ChunkID] = try wrap { try db.read { db in try Data.fetchAll(db, sql: "SELECT id FROM chunks").compactMap(Self.id) } }
         let scan = try scanFiles()
         var bad = [ChunkID]()
+        // Every chunk the manifests on disk name, indexed or not: `--repair` never takes those away.
+        var referenced = Set<ChunkID>()
         for id in recorded {
             r.checked += 1
             guard scan.files[id] != nil else { r.missing.append(id); bad.append(id); continue }
-            do { _ = try read(id) } catch let e as ContentError where e.code == .idMismatch {
-                r.damaged.append(id); bad.append(id)
+            switch Self.examine(path(of: id), as: id) {
+            case .damaged: r.damaged.append(id); bad.append(id)
+            case .manifest(let m, _): referenced.formUnion(m.children)
+            case .data, .unreadable: break
             }
         }
         let known = Set(recorded)
@@ -313,8 +333,32 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
         let unrecorded: [ChunkID] = try wrap {
             try db.read { db in try Data.fetchAll(db, sql: Self.liveCTE + " SELECT id FROM live WHERE id NOT IN (SELECT id FROM chunks)").compactMap(Self.id) }
         }
-        for id in unrecorded where !bad.contains(id) { r.missing.append(id); bad.append(id) }
-        r.orphaned = scan.files.keys.filter { !known.contains($0) }.sorted()
+        // (Those whose files are still there are unindexed, below: a repair records them again.)
+        for id in unrecorded where !bad.contains(id) && scan.files[id] == nil { r.missing.append(id); bad.append(id) }
+        // Files the index does not record: damaged ones, manifests, chunks a manifest names (indexed
+        // again by a repair), and the rest (orphans, quarantined by a repair).
+        var unrecordedFiles = [ChunkID: Int]()
+        var unrecordedManifests = [ChunkID: AnyManifest]()
+        var damagedFiles = [ChunkID]()
+        for id in scan.files.keys where !known.contains(id) {
+            switch Self.examine(path(of: id), as: id) {
+            case .damaged: damagedFiles.append(id)
+            case .manifest(let m, let size): unrecordedManifests[id] = m; unrecordedFiles[id] = size; referenced.formUnion(m.children)
+            case .data(let size): unrecordedFiles[id] = size
+            case .unreadable: break
+            }
+        }
+        let referencedInIndex: Set<ChunkID> = try wrap {
+            try db.read { db in
+                let st = try db.cachedStatement(sql: "SELECT 1 FROM edges WHERE child = ? LIMIT 1")
+                return Set(try unrecordedFiles.keys.filter { try Int.fetchOne(st, arguments: [Self.blob($0)]) != nil })
+            }
+        }
+        for id in unrecordedFiles.keys {
+            if unrecordedManifests[id] != nil || referenced.contains(id) || referencedInIndex.contains(id) { r.unindexed.append(id) } else { r.orphaned.append(id) }
+        }
+        r.unindexed.sort(); r.orphaned.sort()
+        r.damaged += damagedFiles.sorted()
         r.tempFiles = scan.temps.count
         if !bad.isEmpty {
             let badSet = Set(bad)
@@ -329,7 +373,15 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
             }
         }
         if repair {
-            // Metadata of bad chunks first, then files.
+            // Index first: chunks manifests name come back (their roots pinned), then the metadata of bad
+            // chunks goes, then files move to the quarantine.
+            if !r.unindexed.isEmpty {
+                let files = r.unindexed.map { (id: $0, size: unrecordedFiles[$0] ?? 0) }
+                let manifests = r.unindexed.compactMap { id in unrecordedManifests[id].map { (id, $0) } }
+                let allReferenced = referenced.union(referencedInIndex)
+                r.recoveredPins = try index(files: files, manifests: manifests, isReferenced: { allReferenced.contains($0) },
+                                            pinLabel: "recovered by store verify --repair")
+            }
             try wrap {
                 try db.write { db in
                     let st = try db.cachedStatement(sql: "DELETE FROM chunks WHERE id = ?")
@@ -338,9 +390,12 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
                     for id in bad { try pi.execute(arguments: [Self.blob(id)]) }
                 }
             }
-            for id in r.damaged { try Posix.remove(path(of: id)) }
-            for id in r.orphaned { try Posix.remove(path(of: id)) }
-            for t in scan.temps { try Posix.remove(t) }
+            var q = Quarantine(store: directory)
+            for id in r.damaged { try q.move(path(of: id), why: "damaged: the bytes no longer hash to the name") }
+            for id in r.orphaned { try q.move(path(of: id), why: "orphaned: no manifest on disk names it") }
+            for t in scan.temps { try q.move(t, why: "temp file of an interrupted write") }
+            r.quarantine = q.created ? q.path : nil
+            r.quarantinedFiles = q.moved
             r.repaired = true
         }
         return r

@@ -29,6 +29,25 @@ struct FileDescriptor: Sendable {
         try open(path, flags: O_RDONLY | O_CLOEXEC)
     }
 
+    /// Opens a regular file read-only, refusing anything else without blocking: the open is
+    /// non-blocking (a FIFO with no writer would otherwise wait forever) and `fstat` of the open
+    /// descriptor checks the type, so a path swapped after an earlier check is caught too.
+    /// - Throws: `.invalidArgument` naming the kind of file for a FIFO, socket, device or directory.
+    static func openRegularForReading(_ path: String) throws -> FileDescriptor {
+        let fd = try open(path, flags: O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
+        var st = stat()
+        guard fstat(fd.raw, &st) == 0 else { let e = Posix.error("stat", path); fd.close(); throw e }
+        let format = st.st_mode & S_IFMT
+        guard format == S_IFREG else {
+            fd.close()
+            throw ContentError(.invalidArgument, "\(path) is \(Posix.describe(format: format)), not a regular file; stoq reads only regular files (a FIFO or device would never end)")
+        }
+        // Regular files ignore O_NONBLOCK, but clear it so the descriptor behaves as usual.
+        let flags = fcntl(fd.raw, F_GETFL)
+        if flags >= 0 { _ = fcntl(fd.raw, F_SETFL, flags & ~O_NONBLOCK) }
+        return fd
+    }
+
     /// Closes the descriptor.
     func close() { _ = Glibc.close(raw) }
 
@@ -184,15 +203,62 @@ enum Posix {
         var mode: UInt32
         var size: Int64
         var mtime: Int64
+        /// The S_IFMT bits.
+        var format: mode_t
+
+        init(_ st: stat) {
+            format = st.st_mode & S_IFMT
+            isDirectory = format == S_IFDIR
+            isRegular = format == S_IFREG
+            isSymlink = format == S_IFLNK
+            mode = UInt32(st.st_mode & 0o7777)
+            size = Int64(st.st_size)
+            mtime = Int64(st.st_mtim.tv_sec)
+        }
+
+        /// "a FIFO", "a socket", … for messages.
+        var kindDescription: String { Posix.describe(format: format) }
     }
 
-    /// lstat(2).
-    static func info(_ path: String) throws -> Info {
+    /// A file type in words, for messages.
+    static func describe(format: mode_t) -> String {
+        switch format {
+        case S_IFREG: return "a regular file"
+        case S_IFDIR: return "a directory"
+        case S_IFLNK: return "a symbolic link"
+        case S_IFIFO: return "a FIFO (named pipe)"
+        case S_IFSOCK: return "a socket"
+        case S_IFCHR: return "a character device"
+        case S_IFBLK: return "a block device"
+        default: return "a special file"
+        }
+    }
+
+    /// lstat(2), or stat(2) with `followLinks`.
+    static func info(_ path: String, followLinks: Bool = false) throws -> Info {
         var st = stat()
-        guard lstat(path, &st) == 0 else { throw Posix.error("stat", path) }
-        let fmt = st.st_mode & S_IFMT
-        return Info(isDirectory: fmt == S_IFDIR, isRegular: fmt == S_IFREG, isSymlink: fmt == S_IFLNK,
-                    mode: UInt32(st.st_mode & 0o7777), size: Int64(st.st_size), mtime: Int64(st.st_mtim.tv_sec))
+        guard fstatat(AT_FDCWD, path, &st, followLinks ? 0 : AT_SYMLINK_NOFOLLOW) == 0 else { throw Posix.error("stat", path) }
+        return Info(st)
+    }
+
+    /// The target of a symbolic link, as written (not resolved).
+    /// - Throws: `.io` when `path` is not a link, `.invalidName` when the target is not UTF-8.
+    static func readLink(_ path: String) throws -> String {
+        var buf = [UInt8](repeating: 0, count: 4097)
+        let n = buf.withUnsafeMutableBufferPointer { b in
+            b.baseAddress!.withMemoryRebound(to: CChar.self, capacity: b.count) { readlink(path, $0, b.count) }
+        }
+        guard n >= 0 else { throw Posix.error("readlink", path) }
+        guard n < buf.count else { throw ContentError(.tooLarge, "the target of \(path) is longer than 4096 bytes") }
+        guard let s = String(validating: buf[0..<n], as: UTF8.self) else {
+            throw ContentError(.invalidName, "the target of \(path) is not UTF-8")
+        }
+        return s
+    }
+
+    /// symlink(2): creates a link at `path` pointing at `target` (as written).
+    static func symlink(_ target: String, at path: String) throws {
+        if Glibc.symlink(target, path) != 0 { throw Posix.error("symlink", path) }
     }
 
     /// Whether something exists at `path`.
