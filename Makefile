@@ -28,14 +28,16 @@ demo: release
 	$(RELEASE_BIN) demo
 
 ## Every test: unit + integration (real QUIC over [::1]), then the release binary through interop with
-## aioquic, network namespaces (where allowed) and the user journeys of the README.
-# Swift tests run one at a time: the real-QUIC tests measure stalls and keepalives in real time, and
-# on a 2-core machine 60 suites at once starve Swift's 2-thread cooperative pool for seconds (CI saw
-# idle timeouts and false stalls). Serial takes about 140 s instead of 80.
+## aioquic, network namespaces (where allowed), the network fuzzer's short round, liveness and the
+## user journeys of the README.
+# Swift tests in two groups (scripts/swift-tests.sh): the suites that do not need real time run in
+# parallel, then the real-time ones (real QUIC, nodes, processes; every `@Suite(.serialized)`) one
+# at a time, so nothing starves their stall, keepalive and probe timers as 60 suites at once on
+# 2 cores did (idle timeouts, false stalls).
 # The release `stoq` is built once, first; the Swift tests that run the binary (STOQ_BIN) use it too.
 test: release
 	$(SWIFT) build --build-tests
-	STOQ_BIN=$(STOQ_RELEASE) $(SWIFT) test --skip-build --no-parallel
+	STOQ_BIN=$(STOQ_RELEASE) SWIFT="$(SWIFT)" bash scripts/swift-tests.sh
 	$(MAKE) --no-print-directory run-interop-test run-netns-test run-netfuzz-test run-liveness-test run-journeys-test
 
 ## aioquic (a QUIC stack nobody here wrote) against stoq serve / stoq fetch, both directions.

@@ -154,8 +154,8 @@ struct NexusTestCluster {
         let good = try await Node.start(goodConfig)
         let bad = try await Node.start(badConfig)
 
-        let rtt = try await good.peers.client(for: server.address).ping()
-        #expect(rtt < .seconds(1))
+        // The logged peer is served: its PING is answered (how fast is measured in benchmarks).
+        _ = try await good.peers.client(for: server.address).ping()
         // The refused peer must not be served. It normally learns why at once (the server closes
         // the connection with the reason); the deadline keeps a lost CONNECTION_CLOSE (seen once
         // under heavy load: the client then waited for its idle timeout) from hanging the suite.
@@ -198,7 +198,8 @@ struct NexusTestCluster {
     }
 }
 
-@Suite struct RelayOverQUICTests {
+// Real QUIC in real time: `.serialized` puts it in `make test`'s one-at-a-time group (scripts/swift-tests.sh).
+@Suite(.serialized) struct RelayOverQUICTests {
     /// A → R → B over real QUIC, chosen by A's live router (its own PING/PONG probes and R's gossip) because A's direct path to B is
     /// slowed (100 ms each way) by a user-space UDP delay forwarder; the relayed chunk verifies.
     @Test func theRouterPicksTheRelayAndTheFetchFollowsIt() async throws {

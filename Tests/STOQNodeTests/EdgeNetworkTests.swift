@@ -11,7 +11,8 @@ import Testing
 
 /// Real-QUIC tests of the edge over [::1]: read-ahead, fills that outlast the stall cap, HAVE
 /// bitfields steering the swarm, and mutable names pushed from the origin.
-@Suite struct EdgeNetworkTests {
+// Real QUIC in real time: `.serialized` puts it in `make test`'s one-at-a-time group (scripts/swift-tests.sh).
+@Suite(.serialized) struct EdgeNetworkTests {
     static let keys = try! PublisherKeys(secret: [UInt8](repeating: 7, count: 32))
 
     /// Seeded bytes (incompressible).

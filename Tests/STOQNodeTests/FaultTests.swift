@@ -98,9 +98,9 @@ import Testing
         // Its requests moved either on its stall timeout (a failover is reported) or, when the honest
         // source was quicker, to the endgame. The 500 ms p99 target is measured by the benchmark
         // (`stoq bench-swarm --real`); here the bound only has to show the move was driven by the
-        // stall timer and not by a connection timeout, with room for a loaded CI machine.
+        // stall timer and not by a connection timeout (30 s idle): half of that holds on any machine.
         if let failover = report.failovers.first(where: { $0.source == s.other.address.description }) {
-            #expect(failover.seconds < 2.0, "requests moved after \(failover.seconds) s")
+            #expect(failover.seconds < 15, "requests moved after \(failover.seconds) s: that is a connection timeout, not the stall timer")
         }
         await s.close()
     }

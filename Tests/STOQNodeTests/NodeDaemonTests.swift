@@ -84,7 +84,7 @@ func sample(_ text: String, _ series: String) -> Double? {
                 try await eventually(within: 5) { await health.snapshot().first?.answered ?? 0 > 0 }
                 let (_, probed) = try await httpGet(port: edgeAdmin.port, path: "/metrics")
                 #expect(sample(probed, "stoq_peer_up{peer=\"\(origin.address)\"}") == 1)
-                #expect(sample(probed, "stoq_peer_rtt_seconds{peer=\"\(origin.address)\"}").map { $0 > 0 && $0 < 0.1 } == true)
+                #expect(sample(probed, "stoq_peer_rtt_seconds{peer=\"\(origin.address)\"}").map { $0 > 0 && $0.isFinite } == true, "a measured RTT is exported (its size is a benchmark's business)")
 
                 let (statusLine, json) = try await httpGet(port: edgeAdmin.port, path: "/status")
                 #expect(statusLine.contains("200") && json.contains("\"cache\""))

@@ -29,7 +29,8 @@ struct EchoService: NodeService {
     func status() async -> [String: any Sendable]? { ["answered": true] }
 }
 
-@Suite struct NodeServiceTests {
+// Real QUIC in real time: `.serialized` puts it in `make test`'s one-at-a-time group (scripts/swift-tests.sh).
+@Suite(.serialized) struct NodeServiceTests {
     @Test func servicesAnswerTheirFrameTypesOverRealQUIC() async throws {
         let network = try TestNetwork()
         defer { network.close() }

@@ -242,12 +242,18 @@ func first<T: Sendable>(_ stream: AsyncStream<T>, within seconds: Double, where 
 
 /// Waits until `condition` holds, checking every 10 ms, failing after `seconds` (waits for a state
 /// to be reached; asserts nothing about how long that took).
-func eventually(within seconds: Double, _ condition: @Sendable () async throws -> Bool) async throws {
-    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+/// A wait that used more than half of its limit is printed (`TIME LIMIT HALF USED`), so a run on a
+/// loaded machine shows which limits are too tight before they fail.
+func eventually(within seconds: Double, _ condition: @Sendable () async throws -> Bool,
+                file: StaticString = #fileID, line: UInt = #line) async throws {
+    let start = ContinuousClock.now
+    let deadline = start + .milliseconds(Int(seconds * 1000))
     while try await !condition() {
         guard ContinuousClock.now < deadline else { throw NodeError(.unavailable, "condition not reached within \(seconds) s") }
         try await Task.sleep(for: .milliseconds(10))
     }
+    let used = (ContinuousClock.now - start).seconds
+    if used > seconds / 2 { print("TIME LIMIT HALF USED: \(file):\(line) took \(used) s of its \(seconds) s") }
 }
 
 /// A server that accepts streams and answers none of them (not even PING) until its latch is

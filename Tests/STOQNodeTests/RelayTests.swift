@@ -8,7 +8,8 @@ import STOQWire
 import Testing
 
 /// A fetch that follows a relay route end to end over real QUIC: client → relay → origin.
-@Suite struct RelayTests {
+// Real QUIC in real time: `.serialized` puts it in `make test`'s one-at-a-time group (scripts/swift-tests.sh).
+@Suite(.serialized) struct RelayTests {
     @Test func aFetchThroughARelayIsBitIdenticalAndTheRelayCountsIt() async throws {
         let network = try TestNetwork()
         defer { network.close() }

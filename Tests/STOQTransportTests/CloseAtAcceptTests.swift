@@ -39,6 +39,8 @@ import Testing
                                 // Wait for the close without sending anything.
                                 let reason = await c.closed()
                                 #expect(reason.applicationCode == 9 || reason.code != .internalError, "\(reason)")
+                                // Prompt: closed by the server, not left to the 30 s idle timeout.
+                                #expect(reason.code != .idleTimeout, "\(reason)")
                                 continue
                             }
                             let s = try await c.openBidirectionalStream()
@@ -48,14 +50,16 @@ import Testing
                             Issue.record("a refused connection answered a request")
                         } catch let e as STOQError {
                             #expect(e.code != .internalError, "\(e)")
+                            #expect(e.code != .idleTimeout, "a refused connection was left to its idle timeout: \(e)")
                         }
                     }
                 }
             }
             try await group.waitForAll()
         }
-        let elapsed = ContinuousClock.now - start
-        #expect(elapsed < .seconds(20), "200 refused connections took \(elapsed)")
+        // Promptness is checked above (no connection waited for its idle timeout); the time is
+        // printed, not asserted, since a loaded machine stretches it.
+        print("200 refused connections (mode \(mode)) took \(ContinuousClock.now - start)")
         refuser.cancel()
         await pair.close()
     }

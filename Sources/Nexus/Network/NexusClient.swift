@@ -137,7 +137,9 @@ public struct ServiceResolver: Sendable {
         return (try ServiceSelector.select(from: candidates, metrics: metrics, clientLocation: clientLocation), probes)
     }
 
-    /// Runs the health monitor over real PINGs for ``rounds`` intervals. Connections are dialled
+    /// Runs the health monitor over real PINGs for ``rounds`` intervals, and on until every node
+    /// has had ``rounds`` probes answered or timed out (at most 5 × the rounds, or 5 s more), so a
+    /// late wake-up on a busy machine does not cut the evidence short. Connections are dialled
     /// first, so a probe's RTT is one PING round trip, not a handshake.
     public func probe(_ endpoints: [ServiceEndpoint], peers: PeerSet) async -> [Probe] {
         var addresses: [NexusID: PeerAddress] = [:]
@@ -152,8 +154,19 @@ public struct ServiceResolver: Sendable {
         var monitor = HealthMonitor<NexusID>(configuration: health, nonceSeed: 1)
         for e in endpoints where addresses[e.nodeID] != nil { monitor.addPeer(e.nodeID, now: now()) }
         let end = UInt64(rounds) * health.interval
+        // A loaded machine wakes this loop late, so by `end` the last probes may not have been
+        // sent or timed out yet: a dead node would look degraded (1 or 2 misses), not down. The
+        // loop goes on until every node has had `rounds` probes answered or timed out, bounded by
+        // `hardEnd`, so the verdict rests on the same evidence however busy the machine is.
+        let hardEnd = end + max(4 * end, 5_000_000_000)
+        func settled() -> Bool {
+            endpoints.allSatisfy { e in
+                guard addresses[e.nodeID] != nil, let h = monitor.health(of: e.nodeID) else { return true }
+                return h.answered + h.timeouts >= UInt64(rounds)
+            }
+        }
         var pendingProbes: [Task<Void, Never>] = []
-        while now() < end {
+        while now() < end || (!settled() && now() < hardEnd) {
             // Answers first, with the time they arrived, then the timeouts that are due.
             for (node, nonce, at) in answers.take() { monitor.handleProbeResponse(from: node, nonce: nonce, now: at) }
             monitor.handleTimeout(now: now())
@@ -171,7 +184,7 @@ public struct ServiceResolver: Sendable {
                 })
             }
             while monitor.pollEvent() != nil {}
-            let next = min(monitor.pollTimeout() ?? end, end)
+            let next = now() < end ? min(monitor.pollTimeout() ?? end, end) : (monitor.pollTimeout() ?? hardEnd)
             let wait = min(next > now() ? next - now() : 0, 5_000_000)  // answers are picked up within 5 ms
             if wait > 0 { try? await Task.sleep(for: .nanoseconds(Int64(wait))) }
         }
