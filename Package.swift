@@ -5,8 +5,9 @@
 // The target graph is the layering proof (docs/ARCHITECTURE.md §1):
 //   C shims  <-  STOQ* modules  <-  STOQ (umbrella)  <-  Nexus  <-  HyperMesh  <-  stoq (CLI)
 // No STOQ* module depends on Nexus or HyperMesh, and Nexus never depends on HyperMesh.
-// Benchmarks (STOQBenchmarks) and the DHT simulator (NexusSimulation) are targets but no product:
-// they sit beside the CLI, may depend on every layer, and nothing in a product depends on them.
+// Benchmarks (Benchmarks/: STOQBenchmarks, NexusBenchmarks, HyperMeshBenchmarks) and the DHT
+// simulator (NexusSimulation) are targets but no product: nothing in a product depends on them, and
+// each follows the same rules (STOQBenchmarks reaches no Nexus or HyperMesh, NexusBenchmarks no HyperMesh).
 import PackageDescription
 
 let nio = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
@@ -99,18 +100,26 @@ let package = Package(
         .target(name: "Nexus", dependencies: ["STOQ", "STOQIdentity", "STOQRouting", "STOQSimulation", crypto, grdb, collections, nio, nioPosix, logging]),
         .target(name: "HyperMesh", dependencies: ["Nexus", "STOQ", "STOQIdentity", "STOQSimulation", "CISAL", crypto, "CZstd", nio, logging]),
 
-        // MARK: Simulation harnesses and benchmarks: targets, never products (no library user links them)
+        // MARK: Simulation harnesses and benchmarks: targets, never products (no library user links them).
+        // Each product's benchmarks sit in Benchmarks/<product>/ and follow the products' layering.
         .target(name: "NexusSimulation", dependencies: ["Nexus", "STOQSimulation", collections]),
         .target(
             name: "STOQBenchmarks",
-            dependencies: ["STOQ", "STOQIdentity", "STOQTransport", "STOQContent", "STOQRouting", "STOQSwarm", "STOQEdge", "STOQNode",
-                           "STOQSimulation", "Nexus", "NexusSimulation", "HyperMesh", crypto, nio]
+            dependencies: ["STOQIdentity", "STOQTransport", "STOQContent", "STOQRouting", "STOQSwarm", "STOQEdge", "STOQSimulation", crypto, nio],
+            path: "Benchmarks/STOQ"
         ),
+        .target(
+            name: "NexusBenchmarks",
+            dependencies: ["Nexus", "NexusSimulation", "STOQIdentity", "STOQTransport", "STOQContent", "STOQRouting", "STOQNode", "STOQSimulation",
+                           crypto, nio],
+            path: "Benchmarks/Nexus"
+        ),
+        .target(name: "HyperMeshBenchmarks", dependencies: ["HyperMesh", "STOQSimulation"], path: "Benchmarks/HyperMesh"),
 
         // MARK: Command-line tool
         .executableTarget(
             name: "stoq",
-            dependencies: ["STOQ", "Nexus", "HyperMesh", "STOQBenchmarks", argumentParser, logging, nioPosix, crypto, serviceLifecycle]
+            dependencies: ["STOQ", "Nexus", "HyperMesh", "STOQBenchmarks", "NexusBenchmarks", "HyperMeshBenchmarks", argumentParser, logging, nioPosix, crypto, serviceLifecycle]
         ),
 
         // MARK: Tests (beside each module)
@@ -121,8 +130,8 @@ let package = Package(
         .testTarget(name: "STOQRoutingTests", dependencies: ["STOQRouting", "STOQSimulation"]),
         .testTarget(name: "STOQSimulationTests", dependencies: ["STOQSimulation"]),
         .testTarget(name: "STOQSwarmTests", dependencies: ["STOQSwarm", "STOQSimulation", "STOQBenchmarks"]),
-        .testTarget(name: "NexusTests", dependencies: ["Nexus", "NexusSimulation", "STOQBenchmarks", "STOQSimulation", "STOQNode", "STOQIdentity", "STOQTransport", "STOQContent", crypto]),
-        .testTarget(name: "HyperMeshTests", dependencies: ["HyperMesh", "STOQBenchmarks", "Nexus", "STOQSimulation", "STOQNode", "STOQIdentity", crypto, nio]),
+        .testTarget(name: "NexusTests", dependencies: ["Nexus", "NexusSimulation", "NexusBenchmarks", "STOQSimulation", "STOQNode", "STOQIdentity", "STOQTransport", "STOQContent", crypto]),
+        .testTarget(name: "HyperMeshTests", dependencies: ["HyperMesh", "HyperMeshBenchmarks", "Nexus", "STOQSimulation", "STOQNode", "STOQIdentity", crypto, nio]),
         .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQIdentity", "STOQTransport", "STOQContent", "STOQEdge", "STOQRouting", "STOQSwarm", "STOQSimulation", nio, nioPosix]),
         .testTarget(name: "STOQEdgeTests", dependencies: ["STOQEdge", "STOQSimulation", "STOQBenchmarks"]),
         .testTarget(name: "CLITests", dependencies: ["STOQIdentity", crypto]),

@@ -20,5 +20,6 @@
 
 /// The `HyperMesh` module: see ``ErasureCoder``, ``BlockCodec``, ``BlockManifest``,
 /// ``PlacementPlanner``, ``StorageReceipt``, ``AuditLog``, ``ChallengeTracker``,
-/// ``BlockPutStateMachine``, ``BlockReadStateMachine``, ``BlockRepair`` and ``ErasureBenchmark``.
+/// ``BlockPutStateMachine``, ``BlockReadStateMachine`` and ``BlockRepair``. Its benchmark
+/// (`ErasureBenchmark`) is in the `HyperMeshBenchmarks` target, not in this product.
 public enum HyperMeshModule {}

@@ -9,7 +9,8 @@
 /// - **DHT** (`DHT/`): ``KademliaNode`` (k = 20, α = 3, replication 3) with ``RoutingTable`` (bounded
 ///   k-buckets + replacement caches), ``LookupStateMachine`` and ``DHTMessage`` (bounded codec).
 /// - **Service selection** (`Selection/`): ``ServiceSelector``.
-/// - **Benchmarks** (`Benchmark/`): ``NexusBenchmark``, ``DHTSimulator``, ``ConvergedView``.
+/// - Not here: the DHT simulator (`NexusSimulation`) and the benchmarks (`NexusBenchmarks`,
+///   `Benchmarks/Nexus/`), targets beside the product so that its users do not link them.
 ///
 /// Non-goals for now: running over QUIC (the adapter comes with the transport), NAT traversal,
 /// Sybil resistance beyond certificate-bound node ids.

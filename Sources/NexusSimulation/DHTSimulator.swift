@@ -6,8 +6,8 @@ import Nexus
 ///
 /// Messages take a per-pair latency (5–50 ms, fixed per pair from the seed); a killed node drops
 /// everything sent to it, so its peers see timeouts. Optionally every message goes through the
-/// binary codec. This stands in for `STOQSimulation` (being written in parallel) and backs
-/// ``NexusBenchmark``; the node code is the same that runs over QUIC.
+/// binary codec. It backs `NexusBenchmark` (in `NexusBenchmarks`) and the DHT simulation tests;
+/// the node code is the same that runs over QUIC.
 public struct DHTSimulator {
     struct Event: Comparable {
         enum Kind { case deliver(from: Int, to: Int, DHTMessage), timer(Int) }

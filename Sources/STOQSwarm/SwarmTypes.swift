@@ -2,8 +2,8 @@ import STOQContent
 import STOQSimulation
 
 /// The `STOQSwarm` module: multi-source chunk retrieval as a sans-IO state machine
-/// (``SwarmScheduler``) plus a simulated harness and benchmark (``SwarmSimulation``,
-/// ``SwarmBenchmark``). See DESIGN.md §5.
+/// (``SwarmScheduler``) plus its simulated harness (``SwarmSimulation``). The benchmark that
+/// drives the harness (`SwarmBenchmark`) is in the `STOQBenchmarks` target. See DESIGN.md §5.
 public enum STOQSwarmModule {}
 
 /// An opaque name of a source (a peer that may serve chunks), chosen by the runtime.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import STOQ
+import STOQBenchmarks
 
 /// `stoq bench …`: benchmark parts of `make bench` for the sans-IO layers (each figure beside its peer).
 struct BenchCommand: AsyncParsableCommand {

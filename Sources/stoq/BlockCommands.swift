@@ -5,6 +5,7 @@ import HyperMesh
 import Nexus
 import STOQSimulation
 import STOQ
+import HyperMeshBenchmarks
 
 /// `stoq block …`: HyperMesh block storage.
 struct BlockCommand: AsyncParsableCommand {

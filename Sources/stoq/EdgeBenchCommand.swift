@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import STOQEdge
+import STOQBenchmarks
 
 /// `stoq bench-edge`: cache hit ratios of W-TinyLFU beside plain LRU on one seeded Zipf workload.
 struct BenchEdge: ParsableCommand {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Crypto
 import Foundation
 import Nexus
+import NexusBenchmarks
 
 // MARK: - Helpers
 

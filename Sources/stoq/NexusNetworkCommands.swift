@@ -6,6 +6,7 @@ import STOQ
 import STOQNode
 import Logging
 import ServiceLifecycle
+import NexusBenchmarks
 
 // MARK: - stoq node --dht / --bootstrap / --require-ct
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import STOQSwarm
+import STOQBenchmarks
 
 /// `stoq bench-swarm`: the multi-source scheduler under the simulator (virtual time), or with
 /// `--real` over real QUIC on [::1] with `stoq node` processes as sources.

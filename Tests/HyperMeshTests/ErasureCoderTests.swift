@@ -2,6 +2,7 @@ import Testing
 
 @testable import HyperMesh
 import STOQSimulation
+import HyperMeshBenchmarks
 
 func randomShards(_ count: Int, size: Int, using rng: inout SplitMix64) -> [[UInt8]] {
     (0..<count).map { _ in (0..<size).map { _ in UInt8(truncatingIfNeeded: rng.next()) } }

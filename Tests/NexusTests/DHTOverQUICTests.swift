@@ -5,6 +5,7 @@ import STOQNode
 import STOQTransport
 import Testing
 @testable import Nexus
+import NexusBenchmarks
 
 /// Nexus nodes on `[::1]` from one ``TestNetwork``, joined through the first.
 struct NexusTestCluster {

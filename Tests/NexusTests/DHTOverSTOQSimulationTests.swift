@@ -1,6 +1,8 @@
 import STOQSimulation
 import Testing
 @testable import Nexus
+import NexusSimulation
+@testable import NexusBenchmarks
 
 /// Runs ``KademliaNode`` under the shared `STOQSimulation` network: every message crosses the
 /// simulated wire as bytes (``DHTMessage/encode()``), with latency, jitter, loss and kills. The

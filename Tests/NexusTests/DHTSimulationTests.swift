@@ -2,6 +2,8 @@ import Crypto
 import Testing
 @testable import Nexus
 import STOQSimulation
+import NexusSimulation
+import NexusBenchmarks
 
 @Suite struct DHTSimulationTests {
     @Test func putGetAndProvidersOnAConvergedNetwork() throws {

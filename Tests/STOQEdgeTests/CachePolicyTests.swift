@@ -2,6 +2,7 @@ import STOQContent
 import Testing
 @testable import STOQEdge
 import STOQSimulation
+import STOQBenchmarks
 
 /// A distinct id per integer.
 func chunk(_ n: Int) -> ChunkID {

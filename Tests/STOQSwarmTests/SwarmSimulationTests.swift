@@ -2,6 +2,7 @@ import STOQSimulation
 import STOQWire
 import Testing
 @testable import STOQSwarm
+import STOQBenchmarks
 
 /// The scheduler against simulated sources on a virtual clock. Every check prints the seed.
 struct SwarmSimulationTests {
