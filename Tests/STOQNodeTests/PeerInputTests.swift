@@ -11,7 +11,7 @@ import Testing
 
 /// Values a peer chooses, over real QUIC: out-of-range ones are refused with ERROR before anything
 /// is stored, and the node keeps serving (issue 11: "no peer input can trap a node").
-@Suite struct PeerInputTests {
+@Suite(.serialized) struct PeerInputTests {
     /// A record for `name` signed by `owner` whose 8-byte version field holds `version`, whatever its
     /// value: what a hostile publisher can send (``NameRecord/sign`` refuses such versions).
     static func selfSigned(name: String, content: ContentID, version: UInt64, owner: P256.Signing.PrivateKey) throws -> [UInt8] {

@@ -7,7 +7,7 @@ import Testing
 
 /// Statements of `docs/PROTOCOL.md` about what a node does, checked against the node: the HAVE
 /// bit order of the test-vector tree, and the answers to malformed and unknown requests.
-@Suite struct ProtocolVectorTests {
+@Suite(.serialized) struct ProtocolVectorTests {
     static let directory: String = {
         var url = URL(fileURLWithPath: #filePath)
         for _ in 0..<3 { url.deleteLastPathComponent() }
