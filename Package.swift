@@ -105,7 +105,7 @@ let package = Package(
         .target(name: "NexusSimulation", dependencies: ["Nexus", "STOQSimulation", collections]),
         .target(
             name: "STOQBenchmarks",
-            dependencies: ["STOQIdentity", "STOQTransport", "STOQContent", "STOQRouting", "STOQSwarm", "STOQEdge", "STOQSimulation", crypto, nio],
+            dependencies: ["STOQIdentity", "STOQTransport", "STOQContent", "STOQRouting", "STOQSwarm", "STOQEdge", "STOQNode", "STOQSimulation", crypto, nio],
             path: "Benchmarks/STOQ"
         ),
         .target(

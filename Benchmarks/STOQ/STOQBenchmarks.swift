@@ -6,7 +6,8 @@
 /// It owns, one folder per layer measured:
 /// - `Routing/`: ``RoutingBenchmark`` (route queries under a concurrent updater, Vivaldi error,
 ///   beside a dense Dijkstra);
-/// - `Swarm/`: ``SwarmBenchmark`` (the scheduler's goodput and failover under the swarm simulator);
+/// - `Swarm/`: ``SwarmBenchmark`` (the scheduler's goodput and failover under the swarm simulator)
+///   and ``RealSwarmBenchmark`` (the same over real QUIC on `[::1]`, `stoq node` processes as sources);
 /// - `Edge/`: ``EdgeBenchmark`` (W-TinyLFU beside LRU on a Zipf workload);
 /// - `Transport/`: ``TransportBenchmark`` (one STOQ connection over `[::1]`);
 /// - `Content/`: ``ContentBenchmark`` (chunking and hashing throughput, JSON for

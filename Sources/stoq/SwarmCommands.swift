@@ -1,6 +1,8 @@
 import ArgumentParser
-import STOQSwarm
+import Foundation
 import STOQBenchmarks
+import STOQNode
+import STOQSwarm
 
 /// `stoq bench-swarm`: the multi-source scheduler under the simulator (virtual time), or with
 /// `--real` over real QUIC on [::1] with `stoq node` processes as sources.
@@ -45,6 +47,28 @@ struct BenchSwarm: AsyncParsableCommand {
         guard let place = RealSwarmBenchmark.Throttle(rawValue: throttle) else {
             throw ValidationError("--throttle takes transport or serve")
         }
-        try await RealSwarmBenchmark(mebibytes: mib, fraction: loadFraction, failoverRuns: failoverRuns ?? 20, sourceCounts: counts, throttle: place, traceMilliseconds: traceMs.map { max(1, $0) }).run()
+        // The sources are `stoq node` processes of this same binary; the registry kills any left
+        // running however the benchmark ends.
+        let children = ChildRegistry()
+        defer { children.killAll() }
+        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+        try await RealSwarmBenchmark(
+            mebibytes: mib, fraction: loadFraction, failoverRuns: failoverRuns ?? 20, sourceCounts: counts, throttle: place,
+            traceMilliseconds: traceMs.map { max(1, $0) }
+        ) { name, arguments, logPath in
+            let child = try ChildProcess(name: name, executable: executable, arguments: arguments, logPath: logPath)
+            children.add(child)
+            // "ready NAME ADDRESS ...": the third field is where the node listens.
+            let fields = await child.line(startingWith: "ready")?.split(separator: " ") ?? []
+            guard fields.count > 2, let address = PeerAddress(String(fields[2])) else {
+                throw CLIError("\(name) did not start; see \(logPath)")
+            }
+            return (child, address)
+        }.run()
     }
+}
+
+/// A source node of `stoq bench-swarm --real`, as the benchmark sees it.
+extension ChildProcess: BenchmarkNodeProcess {
+    var processIdentifier: Int32 { process.processIdentifier }
 }

@@ -1,12 +1,26 @@
 import Foundation
-import STOQ
+import STOQContent
+import STOQIdentity
 import STOQNode
 import STOQSimulation
+import STOQSwarm
+import STOQTransport
+import Synchronization
+
+/// A `stoq node` process that ``RealSwarmBenchmark`` started as a source (through its
+/// `startNode`), as far as the benchmark needs it.
+public protocol BenchmarkNodeProcess: Sendable {
+    /// Its process id, to read its CPU time from `/proc/PID/stat`.
+    var processIdentifier: Int32 { get }
+    /// Sends it a signal (SIGKILL for the failover runs and at the end).
+    func signal(_ signal: Int32)
+}
 
 /// `stoq bench-swarm --real`: multi-source retrieval over real QUIC on [::1].
 ///
 /// Source nodes are `stoq node` child processes (own stores, own endpoints, each with a
-/// per-connection token bucket); the receiver is this process, fetching with ``ContentFetcher``
+/// per-connection token bucket) that the caller starts through `startNode`, so process handling
+/// stays in the CLI; the receiver is this process, fetching with ``ContentFetcher``
 /// into a fresh store: every chunk is verified (SHA-256) and the content is encrypted
 /// (ChaCha20-Poly1305), as in production. Figures, each beside its peer from the same run:
 ///
@@ -24,21 +38,47 @@ import STOQSimulation
 /// first-byte times, requests and window. `--trace-ms N` adds each source's MB/s per N ms;
 /// `--throttle serve` limits the sources with the chunk server's ``ServeThrottle`` instead of the
 /// transport's token bucket.
-struct RealSwarmBenchmark {
-    var mebibytes: Int
-    var fraction: Double
-    var failoverRuns: Int
-    var sourceCounts: [Int]
+@available(macOS 15.0, *)
+public struct RealSwarmBenchmark {
+    /// Starts one source: `stoq node` with `arguments` (standard error to `logPath`), returning
+    /// the process once it printed its `ready` line, and the address that line gave.
+    public typealias StartNode = @Sendable (_ name: String, _ arguments: [String], _ logPath: String) async throws
+        -> (process: any BenchmarkNodeProcess, address: PeerAddress)
+
+    /// MiB of content fetched in every run.
+    public var mebibytes: Int
+    /// The sources' limits add up to this fraction of the receiver's single-connection rate.
+    public var fraction: Double
+    /// Sources killed mid-fetch, one per run, for the failover figure (0 skips it).
+    public var failoverRuns: Int
+    /// Source counts of the goodput runs (e.g. 2, 4, 8).
+    public var sourceCounts: [Int]
     /// Which token bucket limits the sources: the transport's (`stoq node --rate-limit`: QUIC
     /// stream bytes of the connection) or the chunk server's (`--connection-serve-rate`:
     /// ``ServeThrottle``, response bytes in quanta).
-    var throttle: Throttle = .transport
+    public var throttle: Throttle = .transport
     /// Where a source's rate limit is enforced.
-    enum Throttle: String, CaseIterable {
+    public enum Throttle: String, CaseIterable, Sendable {
         case transport, serve
     }
     /// Print each source's bytes per interval of this many milliseconds (nil: no trace).
-    var traceMilliseconds: Int? = nil
+    public var traceMilliseconds: Int? = nil
+    /// Starts the source processes.
+    public var startNode: StartNode
+
+    /// Creates the benchmark; see the properties for each parameter.
+    public init(
+        mebibytes: Int, fraction: Double, failoverRuns: Int, sourceCounts: [Int], throttle: Throttle = .transport,
+        traceMilliseconds: Int? = nil, startNode: @escaping StartNode
+    ) {
+        self.mebibytes = mebibytes
+        self.fraction = fraction
+        self.failoverRuns = failoverRuns
+        self.sourceCounts = sourceCounts
+        self.throttle = throttle
+        self.traceMilliseconds = traceMilliseconds
+        self.startNode = startNode
+    }
 
     struct Fetch {
         var report: FetchReport
@@ -58,13 +98,14 @@ struct RealSwarmBenchmark {
         var ttfbMs: Double { (report.secondsToFirstDataByte ?? .nan) * 1000 }
     }
 
-    func run() async throws {
+    /// Runs every part and prints its lines as they come (unbuffered standard output).
+    public func run() async throws {
         let scratch = access("/dev/shm", W_OK) == 0 ? "/dev/shm/" : NSTemporaryDirectory()
         let work = scratch + "stoq-bench-swarm-\(UInt32.random(in: 0 ... .max))"
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
-        let children = ChildRegistry()
+        var children: [any BenchmarkNodeProcess] = []
         defer {
-            children.killAll()
+            for child in children { child.signal(SIGKILL) }
             try? FileManager.default.removeItem(atPath: work)
         }
         // Every node process is started before the first one is killed, and none after (starting a
@@ -102,8 +143,7 @@ struct RealSwarmBenchmark {
         }
         say("content \(root): \(chunkCount) chunks")
 
-        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
-        func startSource(_ index: Int, rate: UInt64?) async throws -> (ChildProcess, PeerAddress) {
+        func startSource(_ index: Int, rate: UInt64?) async throws -> (any BenchmarkNodeProcess, PeerAddress) {
             let name = "source-\(index)"
             var args = ["node", "--name", name, "--listen", "[::1]:0", "--cert", "\(certs)/\(name).pem", "--key", "\(certs)/\(name).key",
                         "--ca", "\(certs)/ca.pem", "--store", "\(work)/\(name)", "--role", "origin"]
@@ -113,20 +153,17 @@ struct RealSwarmBenchmark {
                 case .serve: args += ["--connection-serve-rate", "\(rate)"]
                 }
             }
-            let child = try ChildProcess(name: name, executable: executable, arguments: args, logPath: "\(work)/\(name).log")
-            children.add(child)
-            guard let ready = await child.line(startingWith: "ready"), let address = PeerAddress(String(ready.split(separator: " ")[2])) else {
-                throw CLIError("\(name) did not start; see \(work)/\(name).log")
-            }
+            let (child, address) = try await startNode(name, args, "\(work)/\(name).log")
+            children.append(child)
             return (child, address)
         }
         var nextNode = 0
-        func startNext(rate: UInt64?) async throws -> (ChildProcess, PeerAddress) {
+        func startNext(rate: UInt64?) async throws -> (any BenchmarkNodeProcess, PeerAddress) {
             defer { nextNode += 1 }
             return try await startSource(nextNode, rate: rate)
         }
         var runNumber = 0
-        func fetch(from addresses: [PeerAddress], processes: [ChildProcess], onProgress: (@Sendable (SwarmProgress) -> Void)? = nil,
+        func fetch(from addresses: [PeerAddress], processes: [any BenchmarkNodeProcess], onProgress: (@Sendable (SwarmProgress) -> Void)? = nil,
                    onEvent: (@Sendable (String) -> Void)? = nil) async throws -> Fetch {
             runNumber += 1
             let directory = "\(work)/receiver-\(runNumber)"
@@ -175,7 +212,7 @@ struct RealSwarmBenchmark {
         var results: [(n: Int, ratio: Double)] = []
         for n in sourceCounts {
             let limit = UInt64(fraction * singleRate / Double(n))
-            var started: [(ChildProcess, PeerAddress)] = []
+            var started: [(any BenchmarkNodeProcess, PeerAddress)] = []
             for _ in 0..<n { started.append(try await startNext(rate: limit)) }
             let result = try await fetch(from: started.map(\.1), processes: started.map(\.0))
             all.append(result)
@@ -203,12 +240,12 @@ struct RealSwarmBenchmark {
         if failoverRuns > 0 {
             let n = failoverSources
             let limit = UInt64(fraction * singleRate / Double(n))
-            var survivors: [(ChildProcess, PeerAddress)] = []
+            var survivors: [(any BenchmarkNodeProcess, PeerAddress)] = []
             for _ in 0..<(n - 1) { survivors.append(try await startNext(rate: limit)) }
-            var victims: [(ChildProcess, PeerAddress)] = []
+            var victims: [(any BenchmarkNodeProcess, PeerAddress)] = []
             for _ in 0..<failoverRuns { victims.append(try await startNext(rate: limit)) }
             for (run, (child, address)) in victims.enumerated() {
-                let state = KillState()
+                let state = FailoverTiming()
                 let verbose = ProcessInfo.processInfo.environment["STOQ_BENCH_EVENTS"] != nil
                 var started = survivors
                 started.insert((child, address), at: run % n)
@@ -246,7 +283,7 @@ struct RealSwarmBenchmark {
     private func cloneStore(from source: String, to target: String) throws {
         let fm = FileManager.default
         try fm.createDirectory(atPath: target + "/chunks", withIntermediateDirectories: true)
-        guard let walker = fm.enumerator(atPath: source + "/chunks") else { throw CLIError("cannot read \(source)/chunks") }
+        guard let walker = fm.enumerator(atPath: source + "/chunks") else { throw BenchmarkError("cannot read \(source)/chunks: the store written just before has no chunk folder; check that \(source) is writable and has room") }
         while let relative = walker.nextObject() as? String {
             let from = source + "/chunks/" + relative, to = target + "/chunks/" + relative
             var isDirectory: ObjCBool = false
@@ -324,14 +361,14 @@ private struct CPUSample {
     var udpDrops = 0
     var udpDatagrams = 0
 
-    init(processes: [ChildProcess]) {
+    init(processes: [any BenchmarkNodeProcess]) {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         receiver = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
         let tick = Double(sysconf(Int32(_SC_CLK_TCK)))
         sources = processes.map { child in
             // /proc/PID/stat: after the ")" that ends the command name, utime and stime are the 12th and 13th fields.
-            guard let stat = try? String(contentsOfFile: "/proc/\(child.process.processIdentifier)/stat", encoding: .utf8),
+            guard let stat = try? String(contentsOfFile: "/proc/\(child.processIdentifier)/stat", encoding: .utf8),
                   let close = stat.lastIndex(of: ")") else { return 0 }
             let fields = stat[stat.index(after: close)...].split(separator: " ")
             guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
@@ -352,6 +389,36 @@ private struct CPUSample {
                 if fields[0] == "Udp6RcvbufErrors" { udpDrops = value }
                 if fields[0] == "Udp6InDatagrams" { udpDatagrams = value }
             }
+        }
+    }
+}
+
+/// When a failover run killed its source and when the fetcher first moved requests away from it.
+@available(macOS 15.0, *)
+private final class FailoverTiming: Sendable {
+    private let instants = Mutex<(kill: ContinuousClock.Instant?, failover: ContinuousClock.Instant?)>((nil, nil))
+
+    /// Records the kill; true the first time only (the caller then sends the signal).
+    func markKilled() -> Bool {
+        instants.withLock { value in
+            guard value.kill == nil else { return false }
+            value.kill = .now
+            return true
+        }
+    }
+
+    /// Records the first failover event after the kill.
+    func noteFailover() {
+        instants.withLock { value in
+            if value.kill != nil, value.failover == nil { value.failover = .now }
+        }
+    }
+
+    /// Seconds from the kill to the first failover, if both happened.
+    var failoverSeconds: Double? {
+        instants.withLock { value in
+            guard let kill = value.kill, let failover = value.failover else { return nil }
+            return (failover - kill).seconds
         }
     }
 }
