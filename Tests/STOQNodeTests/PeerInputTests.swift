@@ -3,6 +3,7 @@ import Foundation
 import STOQContent
 import STOQEdge
 import STOQNode
+import STOQTestSupport
 import STOQWire
 import Testing
 
