@@ -101,7 +101,9 @@ extension BenchContent {
     }
 }
 
-/// Per-iteration results of a `concurrentPerform`, written under `lock` (unchecked: the lock guards `slots`).
+/// Per-iteration results of a `concurrentPerform`.
+///
+/// `@unchecked Sendable`: every access to `slots` goes through `lock`.
 final class Counts: @unchecked Sendable {
     private let lock = NSLock()
     private var slots: [Int]

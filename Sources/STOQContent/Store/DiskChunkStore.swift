@@ -18,7 +18,8 @@ import GRDB
 /// before the bytes (gc), so `kill -9` at any moment leaves at worst orphan or temp files, which
 /// ``verify(repair:)`` (and opening) clean up; committed content is never lost.
 ///
-/// `@unchecked Sendable`: the database pool is thread-safe; `madeDirs` is guarded by `lock`.
+/// `@unchecked Sendable`: the database pool is thread-safe; `madeDirs`, `unsynced` and the
+/// `failWritesAfterBytes` test hook are guarded by `lock`; `directory` and the lock file are immutable.
 public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
     /// The store directory.
     public let directory: String
