@@ -81,7 +81,7 @@ let package = Package(
             dependencies: ["STOQIdentity", "CNgtcp2", "CNgtcp2Shims", nio, nioPosix, logging, atomics, collections]
         ),
         .target(name: "STOQWire", dependencies: [nio]),
-        .target(name: "STOQContent", dependencies: ["CZstd", crypto, grdb, logging]),
+        .target(name: "STOQContent", dependencies: ["STOQIdentity", "CZstd", crypto, grdb, logging]),
         .target(name: "STOQSimulation", dependencies: [collections]),
         .target(name: "STOQRouting", dependencies: ["STOQSimulation", collections]),
         .target(name: "STOQSwarm", dependencies: ["STOQContent", "STOQWire", "STOQSimulation", collections]),
@@ -123,16 +123,23 @@ let package = Package(
         ),
 
         // MARK: Tests (beside each module)
+        // Helpers for tests that start real nodes (a throwaway CA, fault-injecting providers and
+        // servers, waits): a target, never a product, shared by the test targets that start nodes.
+        .target(
+            name: "STOQTestSupport",
+            dependencies: ["STOQNode", "STOQIdentity", "STOQTransport", "STOQContent", "STOQEdge", "STOQSimulation", "STOQWire", nio, nioPosix],
+            path: "Tests/STOQTestSupport"
+        ),
         .testTarget(name: "STOQIdentityTests", dependencies: ["STOQIdentity", x509, crypto]),
         .testTarget(name: "STOQTransportTests", dependencies: ["STOQTransport", "STOQIdentity", nio, nioPosix, crypto]),
         .testTarget(name: "STOQWireTests", dependencies: ["STOQWire", "STOQSimulation", nio]),
-        .testTarget(name: "STOQContentTests", dependencies: ["STOQContent", "STOQSimulation", crypto]),
+        .testTarget(name: "STOQContentTests", dependencies: ["STOQContent", "STOQIdentity", "STOQSimulation", crypto]),
         .testTarget(name: "STOQRoutingTests", dependencies: ["STOQRouting", "STOQSimulation"]),
         .testTarget(name: "STOQSimulationTests", dependencies: ["STOQSimulation"]),
         .testTarget(name: "STOQSwarmTests", dependencies: ["STOQSwarm", "STOQSimulation", "STOQBenchmarks"]),
-        .testTarget(name: "NexusTests", dependencies: ["Nexus", "NexusSimulation", "NexusBenchmarks", "STOQSimulation", "STOQNode", "STOQIdentity", "STOQTransport", "STOQContent", crypto]),
+        .testTarget(name: "NexusTests", dependencies: ["Nexus", "STOQTestSupport", "NexusSimulation", "NexusBenchmarks", "STOQSimulation", "STOQNode", "STOQIdentity", "STOQTransport", "STOQContent", crypto]),
         .testTarget(name: "HyperMeshTests", dependencies: ["HyperMesh", "HyperMeshBenchmarks", "Nexus", "STOQSimulation", "STOQNode", "STOQIdentity", crypto, nio]),
-        .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQIdentity", "STOQTransport", "STOQContent", "STOQEdge", "STOQRouting", "STOQSwarm", "STOQSimulation", nio, nioPosix]),
+        .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQTestSupport", "STOQIdentity", "STOQTransport", "STOQContent", "STOQEdge", "STOQRouting", "STOQSwarm", "STOQSimulation", nio, nioPosix]),
         .testTarget(name: "STOQEdgeTests", dependencies: ["STOQEdge", "STOQSimulation", "STOQBenchmarks"]),
         .testTarget(name: "CLITests", dependencies: ["STOQIdentity", crypto]),
     ],

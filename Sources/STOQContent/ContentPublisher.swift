@@ -2,7 +2,11 @@ import Crypto
 import Dispatch
 
 /// One result slot per pending chunk, each written by exactly one `concurrentPerform` iteration and
-/// read only after it returns; hence unchecked.
+/// read only after it returns.
+///
+/// `@unchecked Sendable`: `concurrentPerform` returning orders every write before every read, and no
+/// two iterations write the same slot. (Writes to distinct elements of one `Array` from several
+/// threads are not formally race-free in Swift; a buffer allocated up front would be.)
 final class SealSlots: @unchecked Sendable {
     var results: [Result<SealedChunk, any Error>?]
     init(count: Int) { results = Array(repeating: nil, count: count) }

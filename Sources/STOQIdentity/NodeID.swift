@@ -66,7 +66,8 @@ public struct NodeID: Hashable, Comparable, Sendable, CustomStringConvertible {
     public static func < (lhs: NodeID, rhs: NodeID) -> Bool { lhs.bytes.lexicographicallyPrecedes(rhs.bytes) }
 }
 
-/// Lowercase hexadecimal encoding.
+/// Hexadecimal: lowercase out, either case in. The package's one hex codec (ids, keys, digests,
+/// logs in every module and the CLI); it lives here, in the lowest module all of them import.
 public enum Hex {
     private static let digits = Array("0123456789abcdef".utf8)
 

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Logging
 import NIOCore
+import STOQIdentity
 import STOQTransport
 
 /// HTTP/0.9 over QUIC (ALPN `hq-interop`), as the QUIC interop runner uses it: the client sends
@@ -173,7 +174,7 @@ public enum HQClient {
         let elapsed = ContinuousClock.now - start
         return FetchResult(
             bytes: total,
-            sha256: hasher.finalize().map { String(format: "%02x", $0) }.joined(),
+            sha256: Hex.encode(hasher.finalize()),
             seconds: elapsed.seconds,
             secondsToFirstByte: firstByte?.seconds
         )

@@ -205,6 +205,9 @@ extension EndpointCore {
 }
 
 /// Moves a non-Sendable value to the event loop that will own it from then on.
+///
+/// `@unchecked Sendable`: the sender hands the value over and never touches it again, so only the
+/// event loop uses it (each use site must keep to that).
 struct UnsafeTransfer<T>: @unchecked Sendable {
     let value: T
     init(_ value: T) { self.value = value }

@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import Nexus
 import NexusBenchmarks
+import STOQIdentity
 
 // MARK: - Helpers
 
@@ -32,8 +33,6 @@ private func certificates(at path: String) throws -> [[UInt8]] {
     return out
 }
 
-private func hex(_ b: [UInt8]) -> String { b.map { String(format: "%02x", $0) }.joined() }
-
 private func writeJSON<T: Encodable>(_ value: T, to path: String?) throws {
     let enc = JSONEncoder()
     enc.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -52,7 +51,7 @@ private func printHead(_ h: SignedTreeHead) {
     print("tree size:  \(h.treeSize)")
     print("timestamp:  \(h.timestamp) (\(Date(timeIntervalSince1970: Double(h.timestamp) / 1000)))")
     print("root hash:  \(h.rootHash)")
-    print("signature:  \(hex(h.signature))")
+    print("signature:  \(Hex.encode(h.signature))")
 }
 
 // MARK: - stoq ct
@@ -74,7 +73,7 @@ struct CTCommand: ParsableCommand {
             let log = try LogDirectory(dir: self.log).open(create: true)
             for der in try certificates(at: certificate) {
                 let r = try log.append(der, now: nowMS())
-                print("appended index \(r.index) leaf \(r.leafHash) timestamp \(r.timestamp) receipt \(hex(r.signature))")
+                print("appended index \(r.index) leaf \(r.leafHash) timestamp \(r.timestamp) receipt \(Hex.encode(r.signature))")
             }
             let head = try log.signedTreeHead(now: nowMS())
             print("tree size \(head.treeSize) root \(head.rootHash)")

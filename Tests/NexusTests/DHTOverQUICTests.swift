@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import STOQIdentity
 import STOQNode
+import STOQTestSupport
 import STOQTransport
 import Testing
 @testable import Nexus

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Testing
+import STOQIdentity
 @testable import STOQContent
 
 /// The content-tree test vectors of `docs/PROTOCOL.md` (`docs/test-vectors/content-tree.json`),

@@ -5,6 +5,7 @@ import STOQEdge
 import STOQNode
 import STOQSimulation
 import STOQSwarm
+import STOQTestSupport
 import STOQTransport
 import STOQWire
 import Testing

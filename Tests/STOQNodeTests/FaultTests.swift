@@ -4,6 +4,7 @@ import STOQContent
 import STOQNode
 import STOQSimulation
 import STOQSwarm
+import STOQTestSupport
 import STOQTransport
 import STOQWire
 import Testing

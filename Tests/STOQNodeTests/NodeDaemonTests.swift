@@ -3,6 +3,7 @@ import STOQContent
 import STOQEdge
 import STOQNode
 import STOQSimulation
+import STOQTestSupport
 import STOQTransport
 import Testing
 

@@ -1,5 +1,6 @@
 import NIOCore
 import STOQNode
+import STOQTestSupport
 import STOQTransport
 import STOQWire
 import Testing

@@ -6,6 +6,7 @@ import STOQEdge
 import STOQIdentity
 import STOQRouting
 import STOQNode
+import STOQTestSupport
 import STOQWire
 import Testing
 

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import STOQContent
 import STOQNode
+import STOQTestSupport
 import STOQWire
 import Testing
 

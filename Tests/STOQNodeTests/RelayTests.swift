@@ -3,6 +3,7 @@ import STOQContent
 import STOQIdentity
 import STOQNode
 import STOQSwarm
+import STOQTestSupport
 import STOQTransport
 import STOQWire
 import Testing

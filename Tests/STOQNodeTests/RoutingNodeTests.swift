@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import STOQTestSupport
 import Testing
 import STOQContent
 import STOQIdentity

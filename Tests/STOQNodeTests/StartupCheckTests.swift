@@ -1,6 +1,7 @@
 import Foundation
 import STOQIdentity
 import STOQNode
+import STOQTestSupport
 import Testing
 
 /// A node refuses to start on settings it cannot run with (issue 11): a cache of zero or fewer

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import NIOConcurrencyHelpers
 import STOQNode
 import STOQTransport
 
@@ -706,17 +707,15 @@ func deadline<T: Sendable>(_ limit: Duration, _ what: String, _ operation: @esca
     }
 }
 
-/// Resumes a continuation once, whichever of several tasks gets there first.
-///
-/// `@unchecked Sendable`: every access goes through `lock`.
-final class OnceGate<T: Sendable>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var continuation: CheckedContinuation<T, any Error>?
-    func arm(_ c: CheckedContinuation<T, any Error>) { lock.withLock { continuation = c } }
+/// Resumes a continuation once, whichever of several tasks gets there first (checked `Sendable`:
+/// the continuation lives in a locked box).
+final class OnceGate<T: Sendable>: Sendable {
+    private let continuation = NIOLockedValueBox<CheckedContinuation<T, any Error>?>(nil)
+    func arm(_ c: CheckedContinuation<T, any Error>) { continuation.withLockedValue { $0 = c } }
     func resume(_ result: Result<T, any Error>) {
-        let c = lock.withLock { () -> CheckedContinuation<T, any Error>? in
-            defer { continuation = nil }
-            return continuation
+        let c = continuation.withLockedValue { value -> CheckedContinuation<T, any Error>? in
+            defer { value = nil }
+            return value
         }
         c?.resume(with: result)
     }

@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import Nexus
 import STOQIdentity
 import STOQNode
@@ -137,11 +138,8 @@ public final class LocalStorageCluster: Sendable {
     }
 }
 
-/// Indices of stopped members.
-///
-/// `@unchecked Sendable`: every access goes through `lock`.
-final class StoppedSet: @unchecked Sendable {
-    private let lock = NSLock()
-    private var set = Set<Int>()
-    func insert(_ i: Int) -> Bool { lock.withLock { set.insert(i).inserted } }
+/// Indices of stopped members (checked `Sendable`: the set lives in a locked box).
+final class StoppedSet: Sendable {
+    private let set = NIOLockedValueBox(Set<Int>())
+    func insert(_ i: Int) -> Bool { set.withLockedValue { $0.insert(i).inserted } }
 }

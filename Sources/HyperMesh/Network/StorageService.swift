@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import STOQNode
 import STOQTransport
@@ -162,16 +163,11 @@ public struct StorageService: NodeService {
     }
 }
 
-/// Counters of a storage service.
-///
-/// `@unchecked Sendable`: every access goes through `lock`.
-final class StorageCounters: @unchecked Sendable {
-    private let lock = NSLock()
-    private var receipts = 0
-    private var servedShards = 0
-    private var challenges = 0
-    func receipt() { lock.withLock { receipts += 1 } }
-    func served() { lock.withLock { servedShards += 1 } }
-    func challenge() { lock.withLock { challenges += 1 } }
-    var value: (receipts: Int, served: Int, challenges: Int) { lock.withLock { (receipts, servedShards, challenges) } }
+/// Counters of a storage service (checked `Sendable`: they live in a locked box).
+final class StorageCounters: Sendable {
+    private let counts = NIOLockedValueBox((receipts: 0, served: 0, challenges: 0))
+    func receipt() { counts.withLockedValue { $0.receipts += 1 } }
+    func served() { counts.withLockedValue { $0.served += 1 } }
+    func challenge() { counts.withLockedValue { $0.challenges += 1 } }
+    var value: (receipts: Int, served: Int, challenges: Int) { counts.withLockedValue { $0 } }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import STOQEdge
 import STOQIdentity
 import STOQNode
@@ -198,12 +199,10 @@ public struct ServiceResolver: Sendable {
     }
 }
 
-/// Probe answers handed from probe tasks to the resolver loop.
-///
-/// `@unchecked Sendable`: every access goes through `lock`.
-final class ProbeAnswers: @unchecked Sendable {
-    private let lock = NSLock()
-    private var items: [(NexusID, UInt64, UInt64)] = []
-    func add(_ node: NexusID, _ nonce: UInt64, _ at: UInt64) { lock.withLock { items.append((node, nonce, at)) } }
-    func take() -> [(NexusID, UInt64, UInt64)] { lock.withLock { defer { items.removeAll() }; return items } }
+/// Probe answers handed from probe tasks to the resolver loop (checked `Sendable`: the list lives
+/// in a locked box).
+final class ProbeAnswers: Sendable {
+    private let items = NIOLockedValueBox([(NexusID, UInt64, UInt64)]())
+    func add(_ node: NexusID, _ nonce: UInt64, _ at: UInt64) { items.withLockedValue { $0.append((node, nonce, at)) } }
+    func take() -> [(NexusID, UInt64, UInt64)] { items.withLockedValue { items in defer { items.removeAll() }; return items } }
 }

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import STOQIdentity
 
 /// The identity of a stored chunk: the SHA-256 digest of the bytes a store holds for it.
 ///
@@ -70,40 +71,5 @@ public struct ChunkID: Hashable, Comparable, Sendable, CustomStringConvertible {
     /// Orders ids by their bytes.
     public static func < (a: ChunkID, b: ChunkID) -> Bool {
         (a.w0, a.w1, a.w2, a.w3) < (b.w0, b.w1, b.w2, b.w3)
-    }
-}
-
-/// Hex helpers.
-enum Hex {
-    static let digits = Array("0123456789abcdef".utf8)
-    static func encode<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
-        var out = [UInt8]()
-        out.reserveCapacity(bytes.count * 2)
-        for b in bytes {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 15)])
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-    static func decode(_ s: String) -> [UInt8]? {
-        let u = Array(s.utf8)
-        guard u.count % 2 == 0 else { return nil }
-        func v(_ c: UInt8) -> UInt8? {
-            switch c {
-            case 48...57: return c - 48
-            case 97...102: return c - 87
-            case 65...70: return c - 55
-            default: return nil
-            }
-        }
-        var out = [UInt8]()
-        out.reserveCapacity(u.count / 2)
-        var i = 0
-        while i < u.count {
-            guard let hi = v(u[i]), let lo = v(u[i + 1]) else { return nil }
-            out.append(hi << 4 | lo)
-            i += 2
-        }
-        return out
     }
 }

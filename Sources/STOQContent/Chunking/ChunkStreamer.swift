@@ -186,7 +186,10 @@ public struct ChunkStreamer: Sendable {
 
     /// One segment's work, handed from a worker thread to the consuming thread. The worker writes
     /// `scratch` and `result` and then signals `done`; the consumer touches them only before the task is
-    /// dispatched and after `done.wait()` returns, so the semaphore orders every access (hence unchecked).
+    /// dispatched and after `done.wait()` returns.
+    ///
+    /// `@unchecked Sendable`: the queue's lock and the `done` semaphore order every access to `scratch`
+    /// and `result` (one writer at a time: consumer, then worker, then consumer).
     final class SegmentTask: @unchecked Sendable {
         let index: Int
         var scratch: [UInt8]

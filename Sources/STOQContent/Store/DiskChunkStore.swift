@@ -24,8 +24,8 @@ import GRDB
 /// missing, empty while chunk files exist, or damaged (SQLite cannot read it, or its check fails)
 /// rebuilds it before anything else runs (see ``rebuilt`` and `DiskChunkStore+Recovery.swift`).
 ///
-/// `@unchecked Sendable`: the database pool is thread-safe; `madeDirs`, the other mutable fields and the
-/// replacement of the pool (`_db`, only when `store verify` rebuilds a damaged index) are guarded by `lock`.
+/// `@unchecked Sendable`: the database pool is thread-safe; `madeDirs`, `unsynced`, the
+/// `failWritesAfterBytes` test hook and the replacement of the pool (`_db`, only when `store verify` rebuilds a damaged index) are guarded by `lock`.
 public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
     /// The store directory.
     public let directory: String

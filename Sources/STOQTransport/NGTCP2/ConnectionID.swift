@@ -1,5 +1,6 @@
 import CNgtcp2
 import CNgtcp2Shims
+import STOQIdentity
 
 /// A QUIC connection ID (0...20 bytes), stored inline so that looking one up in the
 /// endpoint's routing table never allocates.
@@ -70,6 +71,6 @@ public struct ConnectionID: Hashable, Sendable, CustomStringConvertible {
 
     /// Lowercase hex.
     public var description: String {
-        bytes.map { String(format: "%02x", $0) }.joined()
+        Hex.encode(bytes)
     }
 }

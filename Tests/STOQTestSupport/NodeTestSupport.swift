@@ -1,3 +1,7 @@
+// STOQTestSupport: what tests need to start real nodes on `[::1]` (a throwaway CA and network,
+// fault-injecting providers and servers, bounded waits). A target, never a product. It sits on the
+// STOQ layer and must not import Nexus or HyperMesh, so that every test target that starts nodes
+// can use it; what it shares across modules is `public`.
 import Foundation
 import STOQContent
 import STOQIdentity
@@ -6,12 +10,12 @@ import STOQTransport
 
 /// A throwaway network for real-QUIC node tests on `[::1]`: one CA, and nodes with their own
 /// certificates and stores in a temporary directory that ``close()`` removes.
-final class TestNetwork: Sendable {
-    let directory: String
-    let ca: CertificateAuthority
-    let caPath: String
+public final class TestNetwork: Sendable {
+    public let directory: String
+    public let ca: CertificateAuthority
+    public let caPath: String
 
-    init() throws {
+    public init() throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("stoq-node-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         ca = try CertificateAuthority.create(commonName: "STOQ node test CA")
@@ -19,7 +23,7 @@ final class TestNetwork: Sendable {
     }
 
     /// Issues credentials for `name` and returns a configuration listening on an ephemeral port.
-    func configuration(_ name: String, roles: [String] = ["origin"], upstream: [PeerAddress] = []) throws -> NodeConfiguration {
+    public func configuration(_ name: String, roles: [String] = ["origin"], upstream: [PeerAddress] = []) throws -> NodeConfiguration {
         let credentials = try ca.issue(name: name, dnsNames: ["localhost"], ipAddresses: ["::1"])
         let paths = try credentials.write(to: directory, name: name)
         return NodeConfiguration(
@@ -29,18 +33,18 @@ final class TestNetwork: Sendable {
     }
 
     /// Starts a node named `name`.
-    func node(_ name: String, roles: [String] = ["origin"], upstream: [PeerAddress] = [], services: [any NodeService] = []) async throws -> Node {
+    public func node(_ name: String, roles: [String] = ["origin"], upstream: [PeerAddress] = [], services: [any NodeService] = []) async throws -> Node {
         try await Node.start(try configuration(name, roles: roles, upstream: upstream), services: services)
     }
 
     /// Removes the directory.
-    func close() {
+    public func close() {
         try? FileManager.default.removeItem(atPath: directory)
     }
 }
 
 /// Runs `body` with a node serving in the background, then closes it.
-func withServing<T: Sendable>(_ node: Node, _ body: () async throws -> T) async throws -> T {
+public func withServing<T: Sendable>(_ node: Node, _ body: () async throws -> T) async throws -> T {
     try await withServing(node, running: { await node.run() }, body)
 }
 
@@ -55,7 +59,7 @@ import STOQWire
 extension TestNetwork {
     /// Publishes `bytes` of seeded random data into `node`'s store and returns the content id
     /// with the publisher keys (to restore it).
-    func publish(on node: Node, bytes count: Int, seed: UInt64) throws -> (id: ContentID, keys: PublisherKeys, bytes: [UInt8]) {
+    public func publish(on node: Node, bytes count: Int, seed: UInt64) throws -> (id: ContentID, keys: PublisherKeys, bytes: [UInt8]) {
         var rng = SimRandom(seed: seed)
         var bytes = [UInt8]()
         bytes.reserveCapacity(count)
@@ -72,7 +76,7 @@ extension TestNetwork {
     }
 
     /// Credentials issued by a different CA, which this network's nodes must refuse.
-    func foreignConfiguration(_ name: String) throws -> NodeConfiguration {
+    public func foreignConfiguration(_ name: String) throws -> NodeConfiguration {
         let foreign = try CertificateAuthority.create(commonName: "Some other CA")
         let dir = (directory as NSString).appendingPathComponent("foreign-\(name)")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -86,7 +90,7 @@ extension TestNetwork {
 
 /// Runs `body` while `server` answers on `node`'s endpoint (instead of the node's own server), then
 /// closes the node.
-func withServing<T: Sendable>(_ node: Node, server: any StreamServer, _ body: () async throws -> T) async throws -> T {
+public func withServing<T: Sendable>(_ node: Node, server: any StreamServer, _ body: () async throws -> T) async throws -> T {
     try await withServing(node, running: { await server.run(on: node.endpoint) }, body)
 }
 
@@ -108,9 +112,10 @@ private func withServing<T: Sendable>(
 }
 
 /// A provider that flips a byte of every chunk it serves (a corrupt peer).
-struct CorruptingProvider: ChunkProvider {
-    let inner: any ChunkProvider
-    func chunk(_ id: ChunkID) async throws -> [UInt8]? {
+public struct CorruptingProvider: ChunkProvider {
+    public let inner: any ChunkProvider
+    public init(inner: any ChunkProvider) { self.inner = inner }
+    public func chunk(_ id: ChunkID) async throws -> [UInt8]? {
         guard var bytes = try await inner.chunk(id) else { return nil }
         if !bytes.isEmpty { bytes[bytes.count / 2] ^= 0x5a }
         return bytes
@@ -118,36 +123,36 @@ struct CorruptingProvider: ChunkProvider {
 }
 
 /// Counts the requests that reach a provider, per chunk.
-final class CountingProvider: ChunkProvider, @unchecked Sendable {
+public final class CountingProvider: ChunkProvider, @unchecked Sendable {
     // @unchecked Sendable: `counts` is behind `lock`.
-    let inner: any ChunkProvider
+    public let inner: any ChunkProvider
     private let lock = NSLock()
     private var counts: [ChunkID: Int] = [:]
-    init(inner: any ChunkProvider) { self.inner = inner }
-    func chunk(_ id: ChunkID) async throws -> [UInt8]? {
+    public init(inner: any ChunkProvider) { self.inner = inner }
+    public func chunk(_ id: ChunkID) async throws -> [UInt8]? {
         lock.withLock { counts[id, default: 0] += 1 }
         return try await inner.chunk(id)
     }
-    var total: Int { lock.withLock { counts.values.reduce(0, +) } }
-    func count(_ id: ChunkID) -> Int { lock.withLock { counts[id] ?? 0 } }
-    var distinct: Set<ChunkID> { lock.withLock { Set(counts.keys) } }
+    public var total: Int { lock.withLock { counts.values.reduce(0, +) } }
+    public func count(_ id: ChunkID) -> Int { lock.withLock { counts[id] ?? 0 } }
+    public var distinct: Set<ChunkID> { lock.withLock { Set(counts.keys) } }
 }
 
 /// A provider whose data-chunk requests never return until ``release()`` (a peer that stalls
 /// forever); manifests (`passthrough`) are served so the fetch reaches the data phase.
-final class StallingProvider: ChunkProvider, @unchecked Sendable {
+public final class StallingProvider: ChunkProvider, @unchecked Sendable {
     // @unchecked Sendable: state behind `lock`.
-    let inner: any ChunkProvider
-    let passthrough: Set<ChunkID>
+    public let inner: any ChunkProvider
+    public let passthrough: Set<ChunkID>
     private let lock = NSLock()
     private var waiters: [CheckedContinuation<Void, Never>] = []
     private var released = false
-    private(set) var stalled = 0
-    init(inner: any ChunkProvider, passthrough: Set<ChunkID>) {
+    public private(set) var stalled = 0
+    public init(inner: any ChunkProvider, passthrough: Set<ChunkID>) {
         self.inner = inner
         self.passthrough = passthrough
     }
-    func chunk(_ id: ChunkID) async throws -> [UInt8]? {
+    public func chunk(_ id: ChunkID) async throws -> [UInt8]? {
         if passthrough.contains(id) { return try await inner.chunk(id) }
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let resumeNow = lock.withLock { () -> Bool in
@@ -161,17 +166,18 @@ final class StallingProvider: ChunkProvider, @unchecked Sendable {
         return nil
     }
     /// Lets every stalled request go (so the server can shut down).
-    func release() {
+    public func release() {
         let all = lock.withLock { released = true; defer { waiters = [] }; return waiters }
         for c in all { c.resume() }
     }
-    var stalledCount: Int { lock.withLock { stalled } }
+    public var stalledCount: Int { lock.withLock { stalled } }
 }
 
 /// A server that announces every chunk's full length but sends only half of it, then FIN.
-struct TruncatingServer: StreamServer {
-    let provider: any ChunkProvider
-    func serve(stream: QUICStream, on connection: Connection) async {
+public struct TruncatingServer: StreamServer {
+    public let provider: any ChunkProvider
+    public init(provider: any ChunkProvider) { self.provider = provider }
+    public func serve(stream: QUICStream, on connection: Connection) async {
         do {
             var decoder = FrameDecoder(maximumPayloadLength: 4096)
             var request: STOQMessage?
@@ -195,7 +201,7 @@ struct TruncatingServer: StreamServer {
 
 /// The manifest chunk ids of content in a store (the root and its manifest tree), so fault
 /// providers can let them through and stall or corrupt only data chunks.
-func manifestChunks(of root: ContentID, in store: any ChunkStore) async throws -> Set<ChunkID> {
+public func manifestChunks(of root: ContentID, in store: any ChunkStore) async throws -> Set<ChunkID> {
     let plan = try await ContentPlan.resolve(root) { try store.read($0) }
     let data = Set(plan.dataChunks.map(\.id))
     var all = Set<ChunkID>()
@@ -205,7 +211,7 @@ func manifestChunks(of root: ContentID, in store: any ChunkStore) async throws -
 }
 
 /// One HTTP/1.1 GET over TCP to `[::1]:port` (the admin endpoint); returns status line and body.
-func httpGet(port: Int, path: String) async throws -> (status: String, body: String) {
+public func httpGet(port: Int, path: String) async throws -> (status: String, body: String) {
     let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
         .connect(host: "::1", port: port) { ch in
             ch.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: ch) }
@@ -222,7 +228,7 @@ func httpGet(port: Int, path: String) async throws -> (status: String, body: Str
 
 /// Waits for the first element of `stream` that satisfies `match`, failing after `seconds`
 /// (a guard against a hang, not a timing assertion).
-func first<T: Sendable>(_ stream: AsyncStream<T>, within seconds: Double, where match: @escaping @Sendable (T) -> Bool) async throws -> T {
+public func first<T: Sendable>(_ stream: AsyncStream<T>, within seconds: Double, where match: @escaping @Sendable (T) -> Bool) async throws -> T {
     try await withThrowingTaskGroup(of: T?.self) { group in
         group.addTask {
             for await value in stream where match(value) { return value }
@@ -244,7 +250,7 @@ func first<T: Sendable>(_ stream: AsyncStream<T>, within seconds: Double, where 
 /// to be reached; asserts nothing about how long that took).
 /// A wait that used more than half of its limit is printed (`TIME LIMIT HALF USED`), so a run on a
 /// loaded machine shows which limits are too tight before they fail.
-func eventually(within seconds: Double, _ condition: @Sendable () async throws -> Bool,
+public func eventually(within seconds: Double, _ condition: @Sendable () async throws -> Bool,
                 file: StaticString = #fileID, line: UInt = #line) async throws {
     let start = ContinuousClock.now
     let deadline = start + .milliseconds(Int(seconds * 1000))
@@ -258,9 +264,10 @@ func eventually(within seconds: Double, _ condition: @Sendable () async throws -
 
 /// A server that accepts streams and answers none of them (not even PING) until its latch is
 /// released: a peer that is connected but dead to the protocol.
-struct SilentServer: StreamServer {
-    let latch: StallingProvider
-    func serve(stream: QUICStream, on connection: Connection) async {
+public struct SilentServer: StreamServer {
+    public let latch: StallingProvider
+    public init(latch: StallingProvider) { self.latch = latch }
+    public func serve(stream: QUICStream, on connection: Connection) async {
         _ = try? await latch.chunk(ChunkID.of([]))
         await stream.reset(code: 1)
     }

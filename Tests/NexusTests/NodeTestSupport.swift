@@ -1,1 +1,0 @@
-../STOQNodeTests/NodeTestSupport.swift
