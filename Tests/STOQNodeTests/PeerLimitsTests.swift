@@ -5,6 +5,7 @@ import STOQNode
 import STOQTransport
 import STOQWire
 import Testing
+import STOQTestSupport
 
 /// Reads `stream` to its end and returns how it ended: nil for FIN, the error for a reset. If
 /// nothing ends it within `seconds` (a guard against a hang, not a timing assertion), the stream

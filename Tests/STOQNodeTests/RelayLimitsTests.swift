@@ -5,6 +5,7 @@ import STOQNode
 import STOQTransport
 import STOQWire
 import Testing
+import STOQTestSupport
 
 /// Sends RELAY_OPEN for `host`/`port` (then `then`, then FIN) on a new stream of `connection` and
 /// returns the relay's ERROR message, or nil when it carried the stream.
