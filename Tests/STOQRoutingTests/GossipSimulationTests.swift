@@ -135,7 +135,8 @@ extension SimDuration {
 @Suite struct GossipPartitionTests {
     static let convergenceBound: SimDuration = .seconds(6)
 
-    @Test(arguments: [7, 8, 9] as [UInt64])
+    // Two seeds: each run is 20 s of virtual time for 80 nodes, as costly as the test above.
+    @Test(arguments: [7, 9] as [UInt64])
     func gossipForgetsTheOtherSideDuringAPartitionAndReconvergesAfterTheHeal(seed: UInt64) throws {
         let count = 80
         let model = GeographicLatencyModel(nodeCount: count, seed: seed)
