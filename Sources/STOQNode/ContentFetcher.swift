@@ -294,7 +294,7 @@ public final class ContentFetcher: Sendable {
                 case .completed:
                     return true
                 case .failed(let error):
-                    throw NodeError(.unavailable, "fetch of \(root) failed: \(error)")
+                    throw NodeError(.unavailable, "fetch of \(root) failed: \(error.reason)")
                 }
             }
             return false
