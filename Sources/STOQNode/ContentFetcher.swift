@@ -286,14 +286,15 @@ public final class ContentFetcher: Sendable {
                     if stalled, let began, failedSources.insert(sourceID).inserted {
                         let seconds = Double(now() - began) / 1e9
                         failovers.append((sourceID.rawValue, seconds))
-                        onEvent?("source \(sourceID) stalled; its requests moved to others after \(String(format: "%.0f", seconds * 1000)) ms")
+                        let timeout = Double(scheduler.stallTimeout(of: sourceID) ?? 0) / 1e6
+                        onEvent?("source \(sourceID) stalled; its requests moved to others after \(String(format: "%.0f", seconds * 1000)) ms (stall timeout \(String(format: "%.0f", timeout)) ms; this fetch woke up to \(String(format: "%.0f", Double(maxLateness) / 1e6)) ms late)")
                     }
                 case .sourceBanned(let sourceID, let reason):
                     onEvent?("source \(sourceID) banned: \(reason)")
                 case .completed:
                     return true
                 case .failed(let error):
-                    throw NodeError(.unavailable, "fetch of \(root) failed: \(error)")
+                    throw NodeError(.unavailable, "fetch of \(root) failed: \(error.reason)")
                 }
             }
             return false

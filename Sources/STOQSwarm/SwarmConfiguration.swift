@@ -44,6 +44,13 @@ public struct SwarmConfiguration: Sendable, Hashable {
     /// source for bytes it could not read; but a source that really stopped is still detected,
     /// at most this much later than on an idle machine.
     public var maxLagCredit: UInt64 = 2_000_000_000
+    /// For this long after the runtime reported a late wake-up, the machine counts as busy: stall
+    /// timeouts stretch to twice the longest recent gap between a source's progress events (the
+    /// pace of sources that share a starved machine is uneven), at most ``busyStallTimeout``.
+    public var busyHold: UInt64 = 5_000_000_000
+    /// The longest stall timeout on a busy machine (see ``busyHold``); on an idle one it is
+    /// ``maxStallTimeout``.
+    public var busyStallTimeout: UInt64 = 1_500_000_000
     /// How many bytes the runtime typically reports per ``SwarmScheduler/handleProgress(_:bytes:now:)``
     /// call; a source gets `4 × RTT + 4 × (this / its throughput)` between two progress reports.
     public var progressGranularityBytes: Int = 64 << 10

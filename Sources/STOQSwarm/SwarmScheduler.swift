@@ -81,6 +81,9 @@ public struct SwarmScheduler: Sendable {
         /// ``SwarmScheduler/lagTotal`` when `lastProgressAt` was set: the local lag measured since
         /// then is not silence of this source.
         var lagAtProgress: UInt64 = 0
+        /// The last progress (bytes or keepalive) while busy; nil after it went idle. The gaps
+        /// between such events are what a busy machine stretches the stall timeout to.
+        var lastDataAt: UInt64?
         var lastCompletionAt: UInt64 = 0
         var rate: Double?
         var rtt: UInt64?
@@ -159,6 +162,16 @@ public struct SwarmScheduler: Sendable {
     private var lagTotal: UInt64 = 0
     /// Late wake-ups credited (for reports and tests).
     private var lagCredited = 0
+    /// The latest `now` given to an input (the scheduler's idea of the time between inputs).
+    private var clock: UInt64 = 0
+    /// Until when the runtime counts as busy (it reported lateness beyond the tolerance).
+    private var busyUntil: UInt64 = 0
+    /// The longest gap between two progress events of any busy source, decaying by half every
+    /// ``gapHalfLife`` (evaluated at `clock`), and when it was taken.
+    private var peakGap: UInt64 = 0
+    private var peakGapAt: UInt64 = 0
+    /// How fast an observed gap is forgotten.
+    static let gapHalfLife: UInt64 = 2_000_000_000
 
     /// Creates a scheduler for `chunks`, of which `present` are already stored and verified.
     ///
@@ -407,7 +420,10 @@ public struct SwarmScheduler: Sendable {
     ///
     /// Call it before ``handleTimeout(now:)`` when a timer fires late (with how late it fired).
     public mutating func handleSchedulingLag(_ lateness: UInt64, now: UInt64) {
+        clock = max(clock, now)
         guard lateness > configuration.lagTolerance else { return }
+        let (until, late) = now.addingReportingOverflow(configuration.busyHold)
+        busyUntil = late ? UInt64.max : until
         let excess = lateness - configuration.lagTolerance
         let (doubled, overflow) = excess.multipliedReportingOverflow(by: 2)
         let credit = overflow ? UInt64.max : doubled
@@ -418,6 +434,7 @@ public struct SwarmScheduler: Sendable {
 
     /// Runs expired timers: stall detection and the end of backoffs. Harmless at any time.
     public mutating func handleTimeout(now: UInt64) {
+        clock = max(clock, now)
         guard !finished else { return }
         // Sources down for too long no longer hold anything: a chunk only they had fails the fetch
         // with a clear error rather than holding it until they return.
@@ -615,7 +632,13 @@ public struct SwarmScheduler: Sendable {
             expected += 4 * Double(configuration.progressGranularityBytes) / rate * 1e9
         }
         let timeout = UInt64(min(expected, Double(UInt64.max / 2)))
-        return min(max(timeout, configuration.minStallTimeout), configuration.maxStallTimeout)
+        let normal = min(max(timeout, configuration.minStallTimeout), configuration.maxStallTimeout)
+        // On a busy machine (the runtime reported late wake-ups lately), the sources' own pace is
+        // uneven: a source gets twice the longest recent gap between progress events, at most
+        // busyStallTimeout. On an idle machine nothing changes.
+        guard clock < busyUntil else { return normal }
+        let (stretched, overflow) = decayedPeakGap.multipliedReportingOverflow(by: 2)
+        return max(normal, min(overflow ? UInt64.max : stretched, configuration.busyStallTimeout))
     }
 
     /// When `source` is stalled unless it shows progress: its stall timeout after its last
@@ -629,8 +652,24 @@ public struct SwarmScheduler: Sendable {
     /// Marks `id` alive at `now` (bytes, a keepalive, a completion).
     private mutating func noteAlive(_ id: SourceID, now: UInt64) {
         guard sources[id] != nil else { return }
+        clock = max(clock, now)
+        if let previous = sources[id]!.lastDataAt, now > previous {
+            let gap = now - previous
+            let current = decayedPeakGap
+            if gap >= current {
+                peakGap = gap
+                peakGapAt = now
+            }
+        }
+        sources[id]!.lastDataAt = now
         sources[id]!.lastProgressAt = max(sources[id]!.lastProgressAt, now)
         sources[id]!.lagAtProgress = lagTotal
+    }
+
+    /// ``peakGap`` halved for every ``gapHalfLife`` since it was taken.
+    private var decayedPeakGap: UInt64 {
+        let halvings = (clock > peakGapAt ? clock - peakGapAt : 0) / Self.gapHalfLife
+        return halvings >= 64 ? 0 : peakGap >> halvings
     }
 
     private func windowBytes(_ source: SourceRecord) -> Double {
@@ -676,6 +715,7 @@ public struct SwarmScheduler: Sendable {
         if sources[source]!.outstanding.isEmpty {
             sources[source]!.lastProgressAt = now
             sources[source]!.lagAtProgress = lagTotal
+            sources[source]!.lastDataAt = nil
             sources[source]!.sampleStart = now
             sources[source]!.sampleBytes = 0
         }

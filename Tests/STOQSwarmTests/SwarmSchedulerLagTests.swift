@@ -130,4 +130,33 @@ struct SwarmSchedulerLagTests {
         #expect(scheduler.holderCountsAreConsistent)
         #expect(scheduler.unavailableChunks.isEmpty)
     }
+
+    @Test func onABusyMachineTheStallTimeoutStretchesToTheSourcesUnevenPace() throws {
+        var scheduler = SwarmScheduler(chunks: T.chunks(64, size: 1 << 20))
+        let source = SourceID(1)
+        scheduler.handleSourceAdded(source, now: 0)
+        _ = T.drain(&scheduler)
+        let ms: UInt64 = 1_000_000
+        // Progress with a 300 ms gap in it (a starved peer's pace).
+        var now: UInt64 = 0
+        for gap in [10, 10, 300, 10] {
+            now += UInt64(gap) * ms
+            let (request, _) = try #require(scheduler.outstandingRequests(of: source).first)
+            scheduler.handleProgress(request, bytes: 1000, now: now)
+        }
+        let idle = try #require(scheduler.stallTimeout(of: source))
+        #expect(idle <= scheduler.configuration.maxStallTimeout)  // nothing reported late: unchanged
+        // The runtime reports a late wake-up: the machine is busy, the timeout covers twice the gap.
+        scheduler.handleSchedulingLag(50 * ms, now: now)
+        let busy = try #require(scheduler.stallTimeout(of: source))
+        #expect(busy == 600 * ms)
+        // A source that stopped is still detected, within busyStallTimeout plus the lag credit.
+        let deadline = try #require(scheduler.stallDeadline(of: source))
+        #expect(deadline <= now + scheduler.configuration.busyStallTimeout + scheduler.configuration.maxLagCredit)
+        scheduler.handleTimeout(now: deadline)
+        #expect(scheduler.progress.sources[0].stalls == 1)
+        // Once the machine has been quiet for busyHold, the idle bound is back.
+        scheduler.handleTimeout(now: now + scheduler.configuration.busyHold + 1)
+        #expect(try #require(scheduler.stallTimeout(of: source)) <= scheduler.configuration.maxStallTimeout)
+    }
 }
