@@ -71,7 +71,7 @@ def test_get_from_the_local_store_keeps_modes(user: User, tmp_path: Path) -> Non
 
 def test_symlinks_and_empty_directories_round_trip(user: User, tmp_path: Path) -> None:
     """README: `get` restores directories bit-identical. Issue 11 (8): symlinks as links, empty
-    directories kept. The `store` part of issue 11 brings these; until it lands this is xfail."""
+    directories kept (a link restored as a link with its target as written)."""
     source = tmp_path / "src"
     (source / "empty" / "also-empty").mkdir(parents=True)
     (source / "file.txt").write_text("target\n")
@@ -79,10 +79,9 @@ def test_symlinks_and_empty_directories_round_trip(user: User, tmp_path: Path) -
     store = tmp_path / "store"
     cid = content_id(user.ok("put", source, "--store", store).stdout)
     user.ok("get", cid, "-o", tmp_path / "out", "--store", store)
-    got = tree_digest(tmp_path / "out")
-    want = tree_digest(source)
-    if got != want:
-        pytest.xfail("put/get do not keep symlinks and empty directories yet (issue 11, item 8: the store part)")
+    assert tree_digest(tmp_path / "out") == tree_digest(source)
+    assert (tmp_path / "out" / "link").is_symlink() and (tmp_path / "out" / "link").readlink() == Path("file.txt")
+    assert (tmp_path / "out" / "empty" / "also-empty").is_dir()
 
 
 def test_publish_then_fetch_by_name(user: User, cdn: CDN, tmp_path: Path) -> None:
