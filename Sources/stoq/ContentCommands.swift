@@ -255,19 +255,8 @@ func describeFile(_ path: String) -> String {
     return describeFormat(st.st_mode & S_IFMT)
 }
 
-/// A file type (the S_IFMT bits of a mode) in words.
-func describeFormat(_ format: mode_t) -> String {
-    switch format {
-    case S_IFREG: return "a regular file"
-    case S_IFDIR: return "a directory"
-    case S_IFLNK: return "a symbolic link"
-    case S_IFIFO: return "a FIFO (named pipe)"
-    case S_IFSOCK: return "a socket"
-    case S_IFCHR: return "a character device"
-    case S_IFBLK: return "a block device"
-    default: return "a special file"
-    }
-}
+/// A file type (the S_IFMT bits of a mode) in words (STOQContent's wording).
+func describeFormat(_ format: mode_t) -> String { describeFileFormat(format) }
 
 /// Why `put` skipped an entry, from what is at the path now.
 func skipReason(_ path: String) -> String {

@@ -220,7 +220,7 @@ enum Posix {
         var kindDescription: String { Posix.describe(format: format) }
     }
 
-    /// A file type in words, for messages.
+    /// A file type in words, for messages (``describeFileFormat(_:)`` for other modules).
     static func describe(format: mode_t) -> String {
         switch format {
         case S_IFREG: return "a regular file"
@@ -340,3 +340,6 @@ extension Posix {
         return fd
     }
 }
+
+/// A file type (the `S_IFMT` bits of a mode) in words for messages: "a FIFO (named pipe)", "a socket", ….
+public func describeFileFormat(_ format: mode_t) -> String { Posix.describe(format: format) }
