@@ -91,9 +91,11 @@ let package = Package(
             dependencies: ["STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQRouting", "STOQSwarm", "STOQEdge", crypto, logging, nio,
                            nioPosix, nioHTTP1, metrics, prometheus, serviceLifecycle]
         ),
+        // The HTTP front door: HTTP/3 (nghttp3 on STOQTransport) and HTTPS over TCP, for browsers and HTTP clients.
+        .target(name: "STOQHTTP", dependencies: ["STOQNode", "STOQTransport", "STOQContent", "STOQIdentity", logging, nio]),
         .target(
             name: "STOQ",
-            dependencies: ["STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQRouting", "STOQSwarm", "STOQEdge", "STOQNode"]
+            dependencies: ["STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQRouting", "STOQSwarm", "STOQEdge", "STOQNode", "STOQHTTP"]
         ),
 
         // MARK: Nexus (discovery) and HyperMesh (sharded storage)

@@ -7,3 +7,4 @@
 @_exported import STOQSwarm
 @_exported import STOQEdge
 @_exported import STOQNode
+@_exported import STOQHTTP
