@@ -134,9 +134,50 @@ public protocol HTTPResponder: Sendable {
     func finished(_ record: HTTPExchangeRecord)
 }
 
+    /// The messages a WebSocket on `/ws/name/<name>` receives: one JSON text per new version of
+    /// the name (`{"name":…,"version":…,"content":…}`), until the stream ends. `nil` when the name
+    /// cannot be watched (the server then answers 404).
+    func watch(name: String) -> AsyncStream<String>?
+}
+
 extension HTTPResponder {
     /// Does nothing.
     public func finished(_ record: HTTPExchangeRecord) {}
+    /// No name can be watched.
+    public func watch(name: String) -> AsyncStream<String>? { nil }
+}
+
+/// Where and how a public HTTP listener serves: shared by the HTTP/3 and HTTPS-over-TCP servers,
+/// which a node starts side by side on the same port number (UDP for HTTP/3, TCP for HTTPS).
+public struct HTTPListenerConfiguration: Sendable {
+    /// The IPv6 address to bind (`::1`, `::`, `fd00::1`); never an IPv4 address.
+    public var host: String
+    /// The port; 0 picks one (the HTTPS server then announces the HTTP/3 port it is told).
+    public var port: Int
+    /// PEM certificate chain file (defaults to the node's own certificate).
+    public var certificatePath: String
+    /// PEM private key file.
+    public var keyPath: String
+    /// Answers every request.
+    public var responder: any HTTPResponder
+
+    /// Creates a configuration.
+    public init(host: String, port: Int, certificatePath: String, keyPath: String, responder: any HTTPResponder) {
+        self.host = host
+        self.port = port
+        self.certificatePath = certificatePath
+        self.keyPath = keyPath
+        self.responder = responder
+    }
+}
+
+/// A running public listener (HTTP/3 or HTTPS over TCP).
+public protocol HTTPListener: Sendable {
+    /// Binds and starts serving; returns the bound port. Throws a readable error when the address
+    /// is not IPv6, is taken, or the certificate cannot be loaded.
+    func start() async throws -> Int
+    /// Stops accepting, lets exchanges in flight finish for a short grace period, then closes.
+    func stop() async
 }
 
 /// Hands out its value once.
