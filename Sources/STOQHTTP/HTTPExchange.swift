@@ -132,8 +132,6 @@ public protocol HTTPResponder: Sendable {
     func respond(to request: HTTPRequest) async -> HTTPResponse
     /// Called once per exchange after its last byte was sent, or after it was aborted.
     func finished(_ record: HTTPExchangeRecord)
-}
-
     /// The messages a WebSocket on `/ws/name/<name>` receives: one JSON text per new version of
     /// the name (`{"name":…,"version":…,"content":…}`), until the stream ends. `nil` when the name
     /// cannot be watched (the server then answers 404).
