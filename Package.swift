@@ -86,34 +86,63 @@ let package = Package(
         .target(name: "STOQRouting", dependencies: ["STOQSimulation", collections]),
         .target(name: "STOQSwarm", dependencies: ["STOQContent", "STOQWire", "STOQSimulation", collections]),
         .target(name: "STOQEdge", dependencies: ["STOQContent", "STOQSimulation", crypto, collections]),
+        // The node layer, bottom to top. STOQExchange: the chunk protocol, its server and client,
+        // peer connections, the fetcher and the node's shared vocabulary (addresses, errors,
+        // metrics, the NodeService hook). STOQPeering: health probing, the routing matrix, relaying
+        // and the multi-peer fetch. STOQEdgeNode: the edge provider and names. STOQAdmin: the
+        // operator's HTTP endpoint. STOQNode: the runtime that composes them (and re-exports them).
+        .target(
+            name: "STOQExchange",
+            dependencies: ["STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQSwarm", "STOQEdge", crypto, logging, nio, metrics,
+                           prometheus]
+        ),
+        .target(
+            name: "STOQPeering",
+            dependencies: ["STOQExchange", "STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQRouting", "STOQSwarm", "STOQEdge",
+                           crypto, logging, nio, nioPosix]
+        ),
+        .target(
+            name: "STOQEdgeNode",
+            dependencies: ["STOQExchange", "STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQEdge", crypto, logging, nio]
+        ),
+        .target(name: "STOQAdmin", dependencies: ["STOQExchange", logging, nio, nioPosix, nioHTTP1]),
         .target(
             name: "STOQNode",
-            dependencies: ["STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQRouting", "STOQSwarm", "STOQEdge", crypto, logging, nio,
-                           nioPosix, nioHTTP1, metrics, prometheus, serviceLifecycle]
+            dependencies: ["STOQExchange", "STOQPeering", "STOQEdgeNode", "STOQAdmin", "STOQIdentity", "STOQTransport", "STOQWire", "STOQContent",
+                           "STOQRouting", "STOQSwarm", "STOQEdge", logging, serviceLifecycle]
         ),
         // The HTTP front door: HTTP/3 (nghttp3 on STOQTransport) and HTTPS over TCP, for browsers and HTTP clients.
-        .target(name: "STOQHTTP", dependencies: ["STOQNode", "STOQTransport", "STOQContent", "STOQIdentity", logging, nio]),
+        .target(
+            name: "STOQHTTP",
+            dependencies: ["STOQNode", "STOQExchange", "STOQEdgeNode", "STOQTransport", "STOQContent", "STOQIdentity", logging, nio]
+        ),
         .target(
             name: "STOQ",
-            dependencies: ["STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQRouting", "STOQSwarm", "STOQEdge", "STOQNode", "STOQHTTP"]
+            dependencies: ["STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQRouting", "STOQSwarm", "STOQEdge", "STOQExchange",
+                           "STOQPeering", "STOQEdgeNode", "STOQAdmin", "STOQNode", "STOQHTTP"]
         ),
 
         // MARK: Nexus (discovery) and HyperMesh (sharded storage)
         .target(name: "Nexus", dependencies: ["STOQ", "STOQIdentity", "STOQRouting", "STOQSimulation", crypto, grdb, collections, nio, nioPosix, logging]),
         .target(name: "HyperMesh", dependencies: ["Nexus", "STOQ", "STOQIdentity", "STOQSimulation", "CISAL", crypto, "CZstd", nio, logging]),
 
+        // MARK: QUIC interop tooling: hq-interop file serving and fetching (`stoq serve`, `stoq fetch`,
+        // Tests/Interop). A target, never a product: no library user links it.
+        .target(name: "STOQInterop", dependencies: ["STOQExchange", "STOQIdentity", "STOQTransport", crypto, logging, nio]),
+
         // MARK: Simulation harnesses and benchmarks: targets, never products (no library user links them).
         // Each product's benchmarks sit in Benchmarks/<product>/ and follow the products' layering.
         .target(name: "NexusSimulation", dependencies: ["Nexus", "STOQSimulation", collections]),
         .target(
             name: "STOQBenchmarks",
-            dependencies: ["STOQIdentity", "STOQTransport", "STOQContent", "STOQRouting", "STOQSwarm", "STOQEdge", "STOQNode", "STOQSimulation", crypto, nio],
+            dependencies: ["STOQIdentity", "STOQTransport", "STOQContent", "STOQRouting", "STOQSwarm", "STOQEdge", "STOQNode", "STOQSimulation", crypto, nio,
+                           nioPosix],
             path: "Benchmarks/STOQ"
         ),
         .target(
             name: "NexusBenchmarks",
-            dependencies: ["Nexus", "NexusSimulation", "STOQIdentity", "STOQTransport", "STOQContent", "STOQRouting", "STOQNode", "STOQSimulation",
-                           crypto, nio],
+            dependencies: ["Nexus", "NexusSimulation", "STOQBenchmarks", "STOQIdentity", "STOQTransport", "STOQContent", "STOQRouting", "STOQNode",
+                           "STOQSimulation", crypto, nio],
             path: "Benchmarks/Nexus"
         ),
         .target(name: "HyperMeshBenchmarks", dependencies: ["HyperMesh", "STOQSimulation"], path: "Benchmarks/HyperMesh"),
@@ -121,7 +150,7 @@ let package = Package(
         // MARK: Command-line tool
         .executableTarget(
             name: "stoq",
-            dependencies: ["STOQ", "Nexus", "HyperMesh", "STOQBenchmarks", "NexusBenchmarks", "HyperMeshBenchmarks", argumentParser, logging, nioPosix, crypto, serviceLifecycle]
+            dependencies: ["STOQ", "Nexus", "HyperMesh", "STOQInterop", "STOQBenchmarks", "NexusBenchmarks", "HyperMeshBenchmarks", argumentParser, logging, nioPosix, crypto, serviceLifecycle]
         ),
 
         // MARK: Tests (beside each module)
@@ -141,7 +170,9 @@ let package = Package(
         .testTarget(name: "STOQSwarmTests", dependencies: ["STOQSwarm", "STOQSimulation", "STOQBenchmarks"]),
         .testTarget(name: "NexusTests", dependencies: ["Nexus", "STOQTestSupport", "NexusSimulation", "NexusBenchmarks", "STOQSimulation", "STOQNode", "STOQIdentity", "STOQTransport", "STOQContent", crypto]),
         .testTarget(name: "HyperMeshTests", dependencies: ["HyperMesh", "HyperMeshBenchmarks", "Nexus", "STOQSimulation", "STOQNode", "STOQIdentity", crypto, nio]),
-        .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQTestSupport", "STOQIdentity", "STOQTransport", "STOQContent", "STOQEdge", "STOQRouting", "STOQSwarm", "STOQSimulation", nio, nioPosix]),
+        .testTarget(name: "STOQExchangeTests", dependencies: ["STOQExchange", "STOQContent", "STOQSwarm"]),
+        .testTarget(name: "STOQInteropTests", dependencies: ["STOQInterop", "STOQExchange"]),
+        .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQTestSupport", "STOQBenchmarks", "STOQIdentity", "STOQTransport", "STOQContent", "STOQEdge", "STOQRouting", "STOQSwarm", "STOQSimulation", nio, nioPosix]),
         .testTarget(name: "STOQEdgeTests", dependencies: ["STOQEdge", "STOQSimulation", "STOQBenchmarks"]),
         .testTarget(name: "CLITests", dependencies: ["STOQIdentity", crypto]),
     ],
