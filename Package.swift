@@ -5,6 +5,9 @@
 // The target graph is the layering proof (docs/ARCHITECTURE.md §1):
 //   C shims  <-  STOQ* modules  <-  STOQ (umbrella)  <-  Nexus  <-  HyperMesh  <-  stoq (CLI)
 // No STOQ* module depends on Nexus or HyperMesh, and Nexus never depends on HyperMesh.
+// The node layer: STOQExchange  <-  STOQPeering, STOQEdgeNode, STOQAdmin (side by side, none
+// imports another)  <-  STOQNode (the runtime)  <-  STOQHTTP. STOQInterop (hq-interop tooling for
+// the CLI) sits on STOQExchange and is no product.
 // Benchmarks (Benchmarks/: STOQBenchmarks, NexusBenchmarks, HyperMeshBenchmarks) and the DHT
 // simulator (NexusSimulation) are targets but no product: nothing in a product depends on them, and
 // each follows the same rules (STOQBenchmarks reaches no Nexus or HyperMesh, NexusBenchmarks no HyperMesh).

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import STOQBenchmarks
 import STOQContent
 import STOQIdentity
 import STOQNode

@@ -6,5 +6,9 @@
 @_exported import STOQRouting
 @_exported import STOQSwarm
 @_exported import STOQEdge
+@_exported import STOQExchange
+@_exported import STOQPeering
+@_exported import STOQEdgeNode
+@_exported import STOQAdmin
 @_exported import STOQNode
 @_exported import STOQHTTP

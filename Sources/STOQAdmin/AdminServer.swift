@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import STOQExchange
 
 /// A node's operator endpoint: plain HTTP/1.1 on a TCP port that is bound to loopback by default
 /// (`--admin [::1]:9464`).
@@ -33,7 +34,7 @@ public final class AdminServer: Sendable {
         _ address: PeerAddress, routes: [String: Handler], health: (@Sendable () async -> String?)? = nil,
         logger: Logger = Logger(label: "stoq.admin")
     ) async throws -> AdminServer {
-        try NodeConfiguration.checkAdmin(address)
+        try checkAddress(address)
         // IPV6_V6ONLY: `[::]` must not accept IPv4 connections (it would on a dual-stack socket).
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -124,5 +125,27 @@ public final class AdminServer: Sendable {
         }
         let (type, body) = await handler()
         return (.ok, type, body)
+    }
+}
+
+extension AdminServer {
+    /// Refuses an admin address that is not an IPv6 literal, or is an IPv4-mapped one
+    /// (`::ffff:a.b.c.d`): STOQ is IPv6-only, and the admin listener is IPv6-only too.
+    package static func checkAddress(_ address: PeerAddress) throws {
+        guard let bytes = PeerAddress.ipv6Bytes(address.host) else {
+            throw NodeError(.invalidArgument, "the admin address \(address) is not an IPv6 address; use e.g. [::1]:9464 (STOQ is IPv6-only)")
+        }
+        if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xff && bytes[11] == 0xff {
+            throw NodeError(.invalidArgument, "the admin address \(address) is an IPv4-mapped address, which would serve over IPv4; use an IPv6 address such as [::1]:9464 (STOQ is IPv6-only)")
+        }
+    }
+}
+
+extension PeerAddress {
+    /// The 16 bytes of an IPv6 literal (no brackets, no zone), or nil for anything else.
+    static func ipv6Bytes(_ host: String) -> [UInt8]? {
+        var bytes = [UInt8](repeating: 0, count: 16)
+        let ok = bytes.withUnsafeMutableBytes { inet_pton(AF_INET6, host, $0.baseAddress) }
+        return ok == 1 ? bytes : nil
     }
 }

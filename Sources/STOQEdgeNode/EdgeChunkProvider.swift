@@ -1,6 +1,7 @@
 import Logging
 import STOQContent
 import STOQEdge
+import STOQExchange
 
 /// An edge's chunk supply: its local store first, then its upstream peers (origin or other edges).
 /// What it fetched is kept when the byte-bounded cache policy (W-TinyLFU by default) admits it, and

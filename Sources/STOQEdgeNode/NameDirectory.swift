@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import STOQContent
 import STOQEdge
+import STOQExchange
 import STOQIdentity
 import STOQTransport
 import STOQWire

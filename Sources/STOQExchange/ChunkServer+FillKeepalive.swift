@@ -95,13 +95,14 @@ public final class FillProgress: @unchecked Sendable {
 /// The fills a node's requests wait for; progress of any upstream fetch marks them all alive.
 ///
 /// `@unchecked Sendable`: every access goes through `lock`.
-final class FillRegistry: @unchecked Sendable {
+package final class FillRegistry: @unchecked Sendable {
     private let lock = NSLock()
     private var fills: [ObjectIdentifier: FillProgress] = [:]
 
-    func add(_ fill: FillProgress) { lock.withLock { fills[ObjectIdentifier(fill)] = fill } }
-    func remove(_ fill: FillProgress) { lock.withLock { fills[ObjectIdentifier(fill)] = nil } }
-    func noteAll() {
+    package init() {}
+    package func add(_ fill: FillProgress) { lock.withLock { fills[ObjectIdentifier(fill)] = fill } }
+    package func remove(_ fill: FillProgress) { lock.withLock { fills[ObjectIdentifier(fill)] = nil } }
+    package func noteAll() {
         for fill in lock.withLock({ Array(fills.values) }) { fill.note() }
     }
 }
@@ -110,11 +111,12 @@ final class FillRegistry: @unchecked Sendable {
 /// that waits its turn behind others from the same upstream is not taken for a dead one.
 ///
 /// `@unchecked Sendable`: every access goes through `lock`.
-final class FillWatch: @unchecked Sendable {
+package final class FillWatch: @unchecked Sendable {
     private let lock = NSLock()
     private var value: UInt64 = 0
-    func note() { lock.withLock { value &+= 1 } }
-    var count: UInt64 { lock.withLock { value } }
+    package init() {}
+    package func note() { lock.withLock { value &+= 1 } }
+    package var count: UInt64 { lock.withLock { value } }
 }
 
 /// Whether a keepalive writer may write, and whether it is writing.

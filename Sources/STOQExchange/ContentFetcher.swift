@@ -471,7 +471,7 @@ extension ContentFetcher {
 
 /// The result of `operation`, or nil when it takes longer than `timeout` (it then runs on,
 /// detached, and its result is dropped): a source that never answers cannot hold the caller.
-func withDeadline<T: Sendable>(_ timeout: Duration, _ operation: @escaping @Sendable () async -> T) async -> T? {
+package func withDeadline<T: Sendable>(_ timeout: Duration, _ operation: @escaping @Sendable () async -> T) async -> T? {
     let once = OnceResume<T?>()
     return await withCheckedContinuation { continuation in
         once.set(continuation)
@@ -486,16 +486,17 @@ func withDeadline<T: Sendable>(_ timeout: Duration, _ operation: @escaping @Send
 /// Resumes a continuation once, whoever comes first.
 ///
 /// `@unchecked Sendable`: state behind `lock`.
-final class OnceResume<T: Sendable>: @unchecked Sendable {
+package final class OnceResume<T: Sendable>: @unchecked Sendable {
     private let lock = NSLock()
     private var continuation: CheckedContinuation<T, Never>?
     private var done = false
-    func set(_ c: CheckedContinuation<T, Never>) { lock.withLock { continuation = c } }
+    package init() {}
+    package func set(_ c: CheckedContinuation<T, Never>) { lock.withLock { continuation = c } }
     /// Whether it was resumed.
-    var isDone: Bool { lock.withLock { done } }
+    package var isDone: Bool { lock.withLock { done } }
     /// Resumes with `value` if nothing did before; returns whether this call did.
     @discardableResult
-    func resume(_ value: T) -> Bool {
+    package func resume(_ value: T) -> Bool {
         let c: CheckedContinuation<T, Never>? = lock.withLock {
             guard !done else { return nil }
             done = true
@@ -509,5 +510,5 @@ final class OnceResume<T: Sendable>: @unchecked Sendable {
 
 extension Duration {
     /// The duration in whole nanoseconds.
-    var nanoseconds: Int64 { components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000 }
+    package var nanoseconds: Int64 { components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000 }
 }

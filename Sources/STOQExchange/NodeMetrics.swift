@@ -23,18 +23,18 @@ public final class NodeMetrics: Sendable {
     /// every module's metrics to the same registry).
     public let factory: PrometheusMetricsFactory
 
-    let connectionsOpen: Meter
-    let connectionsAccepted: CoreMetrics.Counter
-    let servedBytes: CoreMetrics.Counter
-    let receivedBytes: CoreMetrics.Counter
-    let cacheHits: CoreMetrics.Counter
-    let cacheMisses: CoreMetrics.Counter
-    let activeTransfers: Meter
-    let serveDuration: CoreMetrics.Timer
-    let fetchDuration: CoreMetrics.Timer
-    let storeChunks: Meter
-    let storeBytes: Meter
-    let routingKnownNodes: Meter
+    package let connectionsOpen: Meter
+    package let connectionsAccepted: CoreMetrics.Counter
+    package let servedBytes: CoreMetrics.Counter
+    package let receivedBytes: CoreMetrics.Counter
+    package let cacheHits: CoreMetrics.Counter
+    package let cacheMisses: CoreMetrics.Counter
+    package let activeTransfers: Meter
+    package let serveDuration: CoreMetrics.Timer
+    package let fetchDuration: CoreMetrics.Timer
+    package let storeChunks: Meter
+    package let storeBytes: Meter
+    package let routingKnownNodes: Meter
     private let synced = SyncedCounters()
 
     /// Creates the metrics in a new registry.
@@ -67,22 +67,22 @@ public final class NodeMetrics: Sendable {
     }
 
     /// Counts one request of `type` (`get_chunk`, `ping`, `status`, `service`, `malformed`, …).
-    func request(_ type: String) {
+    package func request(_ type: String) {
         CoreMetrics.Counter(label: "stoq_requests_total", dimensions: [("type", type)], factory: factory).increment()
     }
 
     /// Counts a bad answer received from a peer (`corrupt`, `truncated`, `protocol`).
-    func receivedFault(_ kind: String) {
+    package func receivedFault(_ kind: String) {
         CoreMetrics.Counter(label: "stoq_received_faults_total", dimensions: [("kind", kind)], factory: factory).increment()
     }
 
     /// Counts a response that had to wait for the serve throttle.
-    func throttleWait(_ priority: String) {
+    package func throttleWait(_ priority: String) {
         CoreMetrics.Counter(label: "stoq_throttle_waits_total", dimensions: [("class", priority)], factory: factory).increment()
     }
 
     /// Records a peer's health state and smoothed RTT.
-    func peerHealth(_ peer: String, isUp: Bool, rttSeconds: Double?) {
+    package func peerHealth(_ peer: String, isUp: Bool, rttSeconds: Double?) {
         Meter(label: "stoq_peer_up", dimensions: [("peer", peer)], factory: factory).set(isUp ? 1 : 0)
         if let rttSeconds {
             Meter(label: "stoq_peer_rtt_seconds", dimensions: [("peer", peer)], factory: factory).set(rttSeconds)
@@ -90,19 +90,19 @@ public final class NodeMetrics: Sendable {
     }
 
     /// Counts a peer's change of state.
-    func peerStateChange(_ peer: String, isUp: Bool) {
+    package func peerStateChange(_ peer: String, isUp: Bool) {
         CoreMetrics.Counter(label: "stoq_peer_state_changes_total", dimensions: [("peer", peer), ("state", isUp ? "up" : "down")], factory: factory)
             .increment()
     }
 
     /// Counts a routing gossip message `sent`, `received` (applied) or `rejected`.
-    func routingGossip(_ direction: String) {
+    package func routingGossip(_ direction: String) {
         CoreMetrics.Counter(label: "stoq_routing_gossip_total", dimensions: [("direction", direction)], factory: factory).increment()
     }
 
     /// Brings the cache counters up to the edge's totals (called before each scrape: the edge
     /// keeps its own counters, these export them as Prometheus counters).
-    func syncCache(hits: Int, misses: Int) {
+    package func syncCache(hits: Int, misses: Int) {
         let (dh, dm) = synced.advance(hits: hits, misses: misses)
         if dh > 0 { cacheHits.increment(by: dh) }
         if dm > 0 { cacheMisses.increment(by: dm) }
@@ -125,7 +125,7 @@ private final class SyncedCounters: @unchecked Sendable {
     private let lock = NSLock()
     private var hits = 0
     private var misses = 0
-    func advance(hits h: Int, misses m: Int) -> (Int, Int) {
+    package func advance(hits h: Int, misses m: Int) -> (Int, Int) {
         lock.withLock {
             defer { hits = max(hits, h); misses = max(misses, m) }
             return (h - hits, m - misses)

@@ -22,7 +22,7 @@ public actor PeerSet {
     /// The relay every other peer is reached through (nil: direct).
     public nonisolated let relay: PeerAddress?
     /// Peers the health monitor reports down.
-    nonisolated let downPeers = PeerMarks()
+    package nonisolated let downPeers = PeerMarks()
 
     /// Creates a peer set dialling through `endpoint`.
     /// - Parameters:
@@ -125,11 +125,11 @@ public actor PeerSet {
 /// A set of peer addresses readable without awaiting.
 ///
 /// `@unchecked Sendable`: state behind `lock`.
-final class PeerMarks: @unchecked Sendable {
+package final class PeerMarks: @unchecked Sendable {
     private let lock = NSLock()
     private var marked = Set<PeerAddress>()
-    func contains(_ peer: PeerAddress) -> Bool { lock.withLock { marked.contains(peer) } }
-    func set(_ peer: PeerAddress, down: Bool) {
+    package func contains(_ peer: PeerAddress) -> Bool { lock.withLock { marked.contains(peer) } }
+    package func set(_ peer: PeerAddress, down: Bool) {
         lock.withLock { if down { marked.insert(peer) } else { marked.remove(peer) } }
     }
 }

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Logging
 import NIOCore
+import STOQExchange
 import STOQIdentity
 import STOQTransport
 
@@ -179,9 +180,4 @@ public enum HQClient {
             secondsToFirstByte: firstByte?.seconds
         )
     }
-}
-
-extension Duration {
-    /// The duration in seconds as a `Double`.
-    public var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

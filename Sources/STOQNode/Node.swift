@@ -1,9 +1,13 @@
 import Foundation
 import Logging
 import ServiceLifecycle
+import STOQAdmin
 import STOQContent
 import STOQEdge
+import STOQEdgeNode
+import STOQExchange
 import STOQIdentity
+import STOQPeering
 import STOQRouting
 import STOQSwarm
 import STOQTransport
@@ -249,7 +253,7 @@ public final class Node: Sendable {
             peers: peers, ownAddress: endpoint.localAddress, maximumConcurrentStreams: max(1, configuration.maxRelayStreams ?? 512),
             maximumStreamsPerConnection: max(1, configuration.maxRelayStreamsPerConnection ?? 64),
             requestTimeout: .milliseconds((configuration.limits ?? PeerLimits()).requestTimeoutMilliseconds))) }
-        if let router { builtIn.append(RoutingService(router: router)) }
+        if let router { builtIn.append(router.gossipService) }
         let services = builtIn + services
         let edge = configuration.roles.contains("edge")
             ? EdgeChunkProvider(store: store, upstream: configuration.upstream, peers: peers, cacheBytes: configuration.cacheBytes ?? (1 << 30)) : nil

@@ -1,4 +1,6 @@
 import Foundation
+import STOQAdmin
+import STOQExchange
 import STOQIdentity
 
 extension NodeConfiguration {
@@ -15,19 +17,8 @@ extension NodeConfiguration {
             // nothing would make every read a miss, which is a relay's job, not an edge's.
             throw NodeError(.invalidArgument, "the cache size must be a positive number of bytes, not \(cacheBytes); the default is 1073741824 (1 GiB), and a small cache such as 1048576 keeps little (an edge has no \"no cache\" setting)")
         }
-        if let admin { try Self.checkAdmin(admin) }
+        if let admin { try AdminServer.checkAddress(admin) }
         try await checkCredentials(now: now)
-    }
-
-    /// Refuses an admin address that is not an IPv6 literal, or is an IPv4-mapped one
-    /// (`::ffff:a.b.c.d`): STOQ is IPv6-only, and the admin listener is IPv6-only too.
-    static func checkAdmin(_ address: PeerAddress) throws {
-        guard let bytes = PeerAddress.ipv6Bytes(address.host) else {
-            throw NodeError(.invalidArgument, "the admin address \(address) is not an IPv6 address; use e.g. [::1]:9464 (STOQ is IPv6-only)")
-        }
-        if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xff && bytes[11] == 0xff {
-            throw NodeError(.invalidArgument, "the admin address \(address) is an IPv4-mapped address, which would serve over IPv4; use an IPv6 address such as [::1]:9464 (STOQ is IPv6-only)")
-        }
     }
 
     /// Loads the certificate and key, and refuses a pair that does not match, a certificate that
@@ -65,14 +56,5 @@ extension NodeConfiguration {
         } catch {
             throw NodeError(.invalidArgument, "the certificate \(certificate) was not issued by the CA in \(ca) (\(error.reason)); peers of this network would refuse it: \(reissue) from this network's CA, or give the right --ca")
         }
-    }
-}
-
-extension PeerAddress {
-    /// The 16 bytes of an IPv6 literal (no brackets, no zone), or nil for anything else.
-    static func ipv6Bytes(_ host: String) -> [UInt8]? {
-        var bytes = [UInt8](repeating: 0, count: 16)
-        let ok = bytes.withUnsafeMutableBytes { inet_pton(AF_INET6, host, $0.baseAddress) }
-        return ok == 1 ? bytes : nil
     }
 }

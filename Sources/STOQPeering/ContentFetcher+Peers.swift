@@ -1,5 +1,6 @@
 import Logging
 import STOQContent
+import STOQExchange
 import STOQRouting
 import STOQSwarm
 

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Logging
 import NIOCore
+import STOQExchange
 import STOQIdentity
 import STOQRouting
 import STOQTransport

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOPosix
+import STOQExchange
 import STOQTransport
 import STOQWire
 

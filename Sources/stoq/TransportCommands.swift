@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import STOQ
+import STOQInterop
 import STOQNode
 
 /// Parses `[ADDR]:PORT` (IPv6 literal in brackets) or a bare port.

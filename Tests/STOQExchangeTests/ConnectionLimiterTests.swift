@@ -1,6 +1,6 @@
 import Testing
 
-@testable import STOQNode
+@testable import STOQExchange
 
 /// ``ConnectionLimiter`` under virtual time: admissions, slots, the byte budget and the timers.
 @Suite struct ConnectionLimiterTests {

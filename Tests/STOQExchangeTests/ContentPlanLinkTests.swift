@@ -1,7 +1,7 @@
 import Foundation
 import STOQContent
 import Testing
-@testable import STOQNode
+@testable import STOQExchange
 
 /// A tree with symbolic links and an empty directory fetched through ``ContentFetcher`` (the path
 /// `stoq get --peers` takes) from an in-memory source: the plan asks for no chunk for a link, and the

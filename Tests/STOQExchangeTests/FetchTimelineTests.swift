@@ -1,4 +1,4 @@
-@testable import STOQNode
+@testable import STOQExchange
 import STOQSwarm
 import Testing
 

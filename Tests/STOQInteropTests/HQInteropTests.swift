@@ -1,5 +1,6 @@
 import Testing
-@testable import STOQNode
+import STOQExchange
+@testable import STOQInterop
 
 @Suite struct HQRequestTests {
     @Test func parsesAndRefusesEscapes() {

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import STOQTestSupport
 import Testing
+import STOQBenchmarks
 import STOQContent
 import STOQIdentity
 import STOQNode
