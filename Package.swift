@@ -78,17 +78,19 @@ let package = Package(
         ),
 
         // MARK: STOQ layer
-        .target(name: "STOQIdentity", dependencies: [crypto, x509, asn1]),
+        // The one error pattern (a growable code, a reason for people): every module below uses it.
+        .target(name: "STOQErrors"),
+        .target(name: "STOQIdentity", dependencies: ["STOQErrors", crypto, x509, asn1]),
         .target(
             name: "STOQTransport",
-            dependencies: ["STOQIdentity", "CNgtcp2", "CNgtcp2Shims", nio, nioPosix, logging, atomics, collections]
+            dependencies: ["STOQErrors", "STOQIdentity", "CNgtcp2", "CNgtcp2Shims", nio, nioPosix, logging, atomics, collections]
         ),
-        .target(name: "STOQWire", dependencies: [nio]),
-        .target(name: "STOQContent", dependencies: ["STOQIdentity", "CZstd", crypto, grdb, logging]),
+        .target(name: "STOQWire", dependencies: ["STOQErrors", nio]),
+        .target(name: "STOQContent", dependencies: ["STOQErrors", "STOQIdentity", "CZstd", crypto, grdb, logging]),
         .target(name: "STOQSimulation", dependencies: [collections]),
         .target(name: "STOQRouting", dependencies: ["STOQSimulation", collections]),
-        .target(name: "STOQSwarm", dependencies: ["STOQContent", "STOQWire", "STOQSimulation", collections]),
-        .target(name: "STOQEdge", dependencies: ["STOQContent", "STOQSimulation", crypto, collections]),
+        .target(name: "STOQSwarm", dependencies: ["STOQErrors", "STOQContent", "STOQWire", "STOQSimulation", collections]),
+        .target(name: "STOQEdge", dependencies: ["STOQErrors", "STOQContent", "STOQSimulation", crypto, collections]),
         // The node layer, bottom to top. STOQExchange: the chunk protocol, its server and client,
         // peer connections, the fetcher and the node's shared vocabulary (addresses, errors,
         // metrics, the NodeService hook). STOQPeering: health probing, the routing matrix, relaying
@@ -96,7 +98,7 @@ let package = Package(
         // operator's HTTP endpoint. STOQNode: the runtime that composes them (and re-exports them).
         .target(
             name: "STOQExchange",
-            dependencies: ["STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQSwarm", "STOQEdge", crypto, logging, nio, metrics,
+            dependencies: ["STOQErrors", "STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQSwarm", "STOQEdge", crypto, logging, nio, metrics,
                            prometheus]
         ),
         .target(
@@ -121,13 +123,13 @@ let package = Package(
         ),
         .target(
             name: "STOQ",
-            dependencies: ["STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQRouting", "STOQSwarm", "STOQEdge", "STOQExchange",
-                           "STOQPeering", "STOQEdgeNode", "STOQAdmin", "STOQNode", "STOQHTTP"]
+            dependencies: ["STOQErrors", "STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQRouting", "STOQSwarm", "STOQEdge",
+                           "STOQExchange", "STOQPeering", "STOQEdgeNode", "STOQAdmin", "STOQNode", "STOQHTTP"]
         ),
 
         // MARK: Nexus (discovery) and HyperMesh (sharded storage)
-        .target(name: "Nexus", dependencies: ["STOQ", "STOQIdentity", "STOQRouting", "STOQSimulation", crypto, grdb, collections, nio, nioPosix, logging]),
-        .target(name: "HyperMesh", dependencies: ["Nexus", "STOQ", "STOQIdentity", "STOQSimulation", "CISAL", crypto, "CZstd", nio, logging]),
+        .target(name: "Nexus", dependencies: ["STOQ", "STOQErrors", "STOQIdentity", "STOQRouting", "STOQSimulation", crypto, grdb, collections, nio, nioPosix, logging]),
+        .target(name: "HyperMesh", dependencies: ["Nexus", "STOQ", "STOQErrors", "STOQIdentity", "STOQSimulation", "CISAL", crypto, "CZstd", nio, logging]),
 
         // MARK: QUIC interop tooling: hq-interop file serving and fetching (`stoq serve`, `stoq fetch`,
         // Tests/Interop). A target, never a product: no library user links it.

@@ -1,80 +1,51 @@
+import STOQErrors
+
 /// An error raised by HyperMesh: erasure coding, block encoding, manifests, placement and receipts.
 ///
 /// Shaped like swift-certificates' errors: a ``code`` that callers switch on, and a human ``reason``
 /// that says what went wrong and what to do. Two errors are equal when their codes are equal.
-public struct HyperMeshError: Error, Hashable, CustomStringConvertible, Sendable {
-    /// What kind of failure this is.
-    public let code: Code
-    /// A human explanation, fit to show a user.
-    public let reason: String
-    /// Source file that raised the error.
-    public let file: String
-    /// Source line that raised the error.
-    public let line: UInt
+public typealias HyperMeshError = CodedError<HyperMeshErrorDomain>
 
-    /// Creates an error.
-    /// - Parameters:
-    ///   - code: the failure kind.
-    ///   - reason: a human explanation.
-    public init(_ code: Code, _ reason: String, file: String = #fileID, line: UInt = #line) {
-        self.code = code
-        self.reason = reason
-        self.file = file
-        self.line = line
-    }
+/// The family of ``HyperMeshError``.
+public enum HyperMeshErrorDomain: CodedErrorDomain {
+    /// `HyperMeshError.code: reason`.
+    public static func describe(code: String, reason: String) -> String { "HyperMeshError.\(code): \(reason)" }
+}
 
-    /// A readable form: the code and the reason.
-    public var description: String { "HyperMeshError.\(code): \(reason)" }
-
-    public static func == (lhs: HyperMeshError, rhs: HyperMeshError) -> Bool { lhs.code == rhs.code }
-    public func hash(into hasher: inout Hasher) { hasher.combine(code) }
-
-    /// The kinds of HyperMesh failure. New codes may be added.
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        private enum Value: Hashable, Sendable {
-            case invalidParameters, shardSizeMismatch, notEnoughShards, shardCorrupted
-            case singularMatrix, malformedManifest, decryptionFailed, noReaderKey
-            case placementImpossible, invalidReceipt, blockIDMismatch, malformedReceipt
-            case malformedMessage, peerFailed, unreachable, notFound, storage
-        }
-        private let value: Value
-        private init(_ value: Value) { self.value = value }
-
-        /// k, m, a shard index or a size is out of range.
-        public static let invalidParameters = Code(.invalidParameters)
-        /// Shards given to the coder do not all have the same length.
-        public static let shardSizeMismatch = Code(.shardSizeMismatch)
-        /// Fewer than k shards are available, so the block cannot be rebuilt.
-        public static let notEnoughShards = Code(.notEnoughShards)
-        /// A shard's SHA-256 does not match the manifest.
-        public static let shardCorrupted = Code(.shardCorrupted)
-        /// ISA-L could not invert the decode matrix (should not happen with a Cauchy matrix).
-        public static let singularMatrix = Code(.singularMatrix)
-        /// A block manifest could not be decoded.
-        public static let malformedManifest = Code(.malformedManifest)
-        /// The block's ciphertext failed authentication, or the block key could not be unsealed.
-        public static let decryptionFailed = Code(.decryptionFailed)
-        /// The manifest holds no sealed key for this reader.
-        public static let noReaderKey = Code(.noReaderKey)
-        /// Not enough eligible nodes to place the shards.
-        public static let placementImpossible = Code(.placementImpossible)
-        /// A storage receipt's signature, signer or content does not verify.
-        public static let invalidReceipt = Code(.invalidReceipt)
-        /// The rebuilt block does not hash to its block id.
-        public static let blockIDMismatch = Code(.blockIDMismatch)
-        /// A storage receipt could not be decoded.
-        public static let malformedReceipt = Code(.malformedReceipt)
-        /// A HyperMesh request or answer could not be decoded.
-        public static let malformedMessage = Code(.malformedMessage)
-        /// A storage node refused or failed a request, or answered out of protocol.
-        public static let peerFailed = Code(.peerFailed)
-        /// A storage node could not be reached.
-        public static let unreachable = Code(.unreachable)
-        /// A shard, manifest or block record does not exist.
-        public static let notFound = Code(.notFound)
-        /// Reading or writing local files (shard store, block directory) failed.
-        public static let storage = Code(.storage)
-
-        public var description: String { "\(value)" }
-    }
+/// The kinds of failure of ``HyperMeshError``. New codes may be added.
+extension ErrorCode where Domain == HyperMeshErrorDomain {
+    /// k, m, a shard index or a size is out of range.
+    public static let invalidParameters = Self("invalidParameters")
+    /// Shards given to the coder do not all have the same length.
+    public static let shardSizeMismatch = Self("shardSizeMismatch")
+    /// Fewer than k shards are available, so the block cannot be rebuilt.
+    public static let notEnoughShards = Self("notEnoughShards")
+    /// A shard's SHA-256 does not match the manifest.
+    public static let shardCorrupted = Self("shardCorrupted")
+    /// ISA-L could not invert the decode matrix (should not happen with a Cauchy matrix).
+    public static let singularMatrix = Self("singularMatrix")
+    /// A block manifest could not be decoded.
+    public static let malformedManifest = Self("malformedManifest")
+    /// The block's ciphertext failed authentication, or the block key could not be unsealed.
+    public static let decryptionFailed = Self("decryptionFailed")
+    /// The manifest holds no sealed key for this reader.
+    public static let noReaderKey = Self("noReaderKey")
+    /// Not enough eligible nodes to place the shards.
+    public static let placementImpossible = Self("placementImpossible")
+    /// A storage receipt's signature, signer or content does not verify.
+    public static let invalidReceipt = Self("invalidReceipt")
+    /// The rebuilt block does not hash to its block id.
+    public static let blockIDMismatch = Self("blockIDMismatch")
+    /// A storage receipt could not be decoded.
+    public static let malformedReceipt = Self("malformedReceipt")
+    /// A HyperMesh request or answer could not be decoded.
+    public static let malformedMessage = Self("malformedMessage")
+    /// A storage node refused or failed a request, or answered out of protocol.
+    public static let peerFailed = Self("peerFailed")
+    /// A storage node could not be reached.
+    public static let unreachable = Self("unreachable")
+    /// A shard, manifest or block record does not exist.
+    public static let notFound = Self("notFound")
+    /// Reading or writing local files (shard store, block directory) failed.
+    public static let storage = Self("storage")
 }

@@ -1,4 +1,5 @@
 // The STOQ umbrella: one import for the whole protocol layer.
+@_exported import STOQErrors
 @_exported import STOQIdentity
 @_exported import STOQTransport
 @_exported import STOQWire

@@ -1,4 +1,5 @@
 import STOQContent
+import STOQErrors
 import STOQSimulation
 
 /// The `STOQSwarm` module: multi-source chunk retrieval as a sans-IO state machine
@@ -142,16 +143,7 @@ public struct ClosureSourceRanker: SourceRanker {
 /// Equality compares the code only, in the style of swift-certificates.
 public struct SwarmError: Error, Hashable, Sendable, CustomStringConvertible {
     /// What kind of failure this is.
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        private enum Base: String, Hashable, Sendable { case noSource, invalidArgument }
-        private let base: Base
-        private init(_ base: Base) { self.base = base }
-        /// No remaining source can supply one or more chunks.
-        public static let noSource = Code(.noSource)
-        /// An input was out of its documented range.
-        public static let invalidArgument = Code(.invalidArgument)
-        public var description: String { base.rawValue }
-    }
+    public typealias Code = ErrorCode<SwarmError>
 
     /// What kind of failure this is.
     public var code: Code
@@ -171,4 +163,12 @@ public struct SwarmError: Error, Hashable, Sendable, CustomStringConvertible {
     public func hash(into hasher: inout Hasher) { hasher.combine(code) }
 
     public var description: String { "SwarmError.\(code): \(reason)" }
+}
+
+/// The kinds of failure of ``SwarmError``. New codes may be added.
+extension ErrorCode where Domain == SwarmError {
+    /// No remaining source can supply one or more chunks.
+    public static let noSource = Self("noSource")
+    /// An input was out of its documented range.
+    public static let invalidArgument = Self("invalidArgument")
 }

@@ -1,50 +1,12 @@
+import STOQErrors
+
 /// An error from the STOQ transport: a stable ``Code`` plus a human-readable reason that
 /// says what went wrong and, where possible, what to do about it.
 ///
 /// Equality compares the code only, so tests and callers can match on `error.code`.
 public struct STOQError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The kind of failure. New codes may be added; switch with a `default`.
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        private enum Kind: Hashable, Sendable {
-            case ipv6Only, handshakeFailed, connectionClosed, idleTimeout, streamReset
-            case stopSending, flowControl, invalidArgument, endpointClosed, tooManyConnections
-            case alpnMismatch, internalError, streamClosed, unreachable
-        }
-        private let kind: Kind
-        private init(_ kind: Kind) { self.kind = kind }
-
-        /// An IPv4 or IPv4-mapped address was used; STOQ is IPv6-only.
-        public static let ipv6Only = Code(.ipv6Only)
-        /// The TLS handshake failed (certificate not trusted, expired, refused by the peer...).
-        public static let handshakeFailed = Code(.handshakeFailed)
-        /// No application protocol (ALPN) in common with the peer.
-        public static let alpnMismatch = Code(.alpnMismatch)
-        /// The connection was closed, locally or by the peer (see ``STOQError/applicationCode``).
-        public static let connectionClosed = Code(.connectionClosed)
-        /// The connection was idle longer than its idle timeout.
-        public static let idleTimeout = Code(.idleTimeout)
-        /// The peer reset the stream (RESET_STREAM) or it was reset locally.
-        public static let streamReset = Code(.streamReset)
-        /// The peer asked us to stop sending on the stream (STOP_SENDING).
-        public static let stopSending = Code(.stopSending)
-        /// The stream is finished or closed and takes no more writes.
-        public static let streamClosed = Code(.streamClosed)
-        /// A flow-control or stream-count limit was exceeded.
-        public static let flowControl = Code(.flowControl)
-        /// A caller passed an invalid value.
-        public static let invalidArgument = Code(.invalidArgument)
-        /// The endpoint is closed.
-        public static let endpointClosed = Code(.endpointClosed)
-        /// The endpoint already holds its configured maximum of connections.
-        public static let tooManyConnections = Code(.tooManyConnections)
-        /// No datagram can be sent to the address (no route, or the kernel refused the send).
-        public static let unreachable = Code(.unreachable)
-        /// An unexpected failure inside ngtcp2 or GnuTLS.
-        public static let internalError = Code(.internalError)
-
-        /// The code's name.
-        public var description: String { "\(kind)" }
-    }
+    public typealias Code = ErrorCode<STOQError>
 
     /// Who closed a connection.
     public enum Initiator: Sendable, Hashable {
@@ -82,4 +44,36 @@ public struct STOQError: Error, Hashable, Sendable, CustomStringConvertible {
     static func ipv6Only(_ what: String) -> STOQError {
         STOQError(.ipv6Only, "STOQ is IPv6-only: \(what) is an IPv4 or IPv4-mapped address; use an IPv6 address such as ::1 or an fd00::/8 address")
     }
+}
+
+/// The kinds of failure of ``STOQError``. New codes may be added.
+extension ErrorCode where Domain == STOQError {
+    /// An IPv4 or IPv4-mapped address was used; STOQ is IPv6-only.
+    public static let ipv6Only = Self("ipv6Only")
+    /// The TLS handshake failed (certificate not trusted, expired, refused by the peer...).
+    public static let handshakeFailed = Self("handshakeFailed")
+    /// No application protocol (ALPN) in common with the peer.
+    public static let alpnMismatch = Self("alpnMismatch")
+    /// The connection was closed, locally or by the peer (see ``STOQError/applicationCode``).
+    public static let connectionClosed = Self("connectionClosed")
+    /// The connection was idle longer than its idle timeout.
+    public static let idleTimeout = Self("idleTimeout")
+    /// The peer reset the stream (RESET_STREAM) or it was reset locally.
+    public static let streamReset = Self("streamReset")
+    /// The peer asked us to stop sending on the stream (STOP_SENDING).
+    public static let stopSending = Self("stopSending")
+    /// The stream is finished or closed and takes no more writes.
+    public static let streamClosed = Self("streamClosed")
+    /// A flow-control or stream-count limit was exceeded.
+    public static let flowControl = Self("flowControl")
+    /// A caller passed an invalid value.
+    public static let invalidArgument = Self("invalidArgument")
+    /// The endpoint is closed.
+    public static let endpointClosed = Self("endpointClosed")
+    /// The endpoint already holds its configured maximum of connections.
+    public static let tooManyConnections = Self("tooManyConnections")
+    /// No datagram can be sent to the address (no route, or the kernel refused the send).
+    public static let unreachable = Self("unreachable")
+    /// An unexpected failure inside ngtcp2 or GnuTLS.
+    public static let internalError = Self("internalError")
 }
