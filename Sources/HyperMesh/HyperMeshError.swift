@@ -1,8 +1,13 @@
+import Foundation
+
 /// An error raised by HyperMesh: erasure coding, block encoding, manifests, placement and receipts.
 ///
 /// Shaped like swift-certificates' errors: a ``code`` that callers switch on, and a human ``reason``
 /// that says what went wrong and what to do. Two errors are equal when their codes are equal.
-public struct HyperMeshError: Error, Hashable, CustomStringConvertible, Sendable {
+///
+/// Its ``description`` (and ``errorDescription``, which the command line prints) is the reason
+/// alone: words for the person who reads it, never a type name.
+public struct HyperMeshError: Error, Hashable, CustomStringConvertible, LocalizedError, Sendable {
     /// What kind of failure this is.
     public let code: Code
     /// A human explanation, fit to show a user.
@@ -23,8 +28,11 @@ public struct HyperMeshError: Error, Hashable, CustomStringConvertible, Sendable
         self.line = line
     }
 
-    /// A readable form: the code and the reason.
-    public var description: String { "HyperMeshError.\(code): \(reason)" }
+    /// The reason: what went wrong and what to do (``code`` is for programs, not people).
+    public var description: String { reason }
+
+    /// The reason, for `LocalizedError` users such as the command line's error printer.
+    public var errorDescription: String? { reason }
 
     public static func == (lhs: HyperMeshError, rhs: HyperMeshError) -> Bool { lhs.code == rhs.code }
     public func hash(into hasher: inout Hasher) { hasher.combine(code) }
