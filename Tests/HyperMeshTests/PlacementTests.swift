@@ -78,6 +78,10 @@ func makeNodes(_ count: Int, regions: Int, free: Int = 100 << 30) -> [StorageNod
         let e = #expect(throws: HyperMeshError.self) { try planner.plan(block: block, shardCount: 14, shardSize: 1) }
         #expect(e?.code == .placementImpossible)
         #expect(e?.reason.contains("need 14 distinct nodes") == true)
+        // What a person reads (the CLI prints errorDescription) is the reason, no Swift type name.
+        let shown = e.map { "\($0)" } ?? ""
+        #expect(shown == e?.reason && !shown.contains("HyperMeshError") && !shown.contains("placementImpossible"))
+        #expect(e?.errorDescription == e?.reason)
     }
 
     @Test func replacementsAvoidHoldersAndKeepRegionsBalanced() throws {

@@ -235,6 +235,17 @@ func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
             #expect(put.record.holders.count + put.unplaced.count == 14)
             #expect(put.record.holders.count >= 12)
             #expect(try await client.get(put.block).content == content)
+            // A dead node costs one connect timeout: the client remembers the addresses it could
+            // not dial and fails at once on them (re-placements, rollbacks, reads, verifies).
+            for i in [1, 6, 11] where put.failures.contains(where: { $0.node == cluster.members[i].service.node }) {
+                do {
+                    _ = try await client.peer(cluster.members[i].address)
+                    Issue.record("a stopped node answered")
+                } catch let error as HyperMeshError {
+                    #expect(error.code == .unreachable)
+                    #expect(error.reason.contains("not dialled again"), "\(error.reason)")
+                }
+            }
         }
 
         // Only 11 of 14 nodes left alive: k + 2 = 12 receipts are impossible, so the put fails and

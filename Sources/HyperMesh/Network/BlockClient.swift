@@ -3,6 +3,7 @@ import Foundation
 import NIOConcurrencyHelpers
 import STOQNode
 import STOQTransport
+import STOQWire
 
 /// A storage node as the client found it: where it is, who it is (its certificate's node id,
 /// checked against what it reports), its region, space and round-trip time.
@@ -122,6 +123,11 @@ public final class BlockClient: Sendable {
     public let connectTimeout: Duration
     /// How long one shard store or read may take before another node is asked.
     public let requestTimeout: Duration
+    /// How long an address that could not be dialled is taken for dead: requests to it fail at
+    /// once instead of waiting for another handshake timeout.
+    public let unreachableMemory: Duration
+    /// Addresses whose last dial failed, with why and until when they are not dialled again.
+    private let unreachable = UnreachablePeers()
     /// Challenges prepared per shard at put and repair time.
     public let challengesPerShard = 8
 
@@ -131,9 +137,12 @@ public final class BlockClient: Sendable {
     ///   - directory: records, audit log and reader key.
     ///   - codec: the block pipeline (10 + 4 with zstd by default).
     ///   - reader: the reader key (default: the directory's `reader.key`).
+    ///   - connectTimeout: how long a node has to complete the handshake and answer INFO or PING.
+    ///   - requestTimeout: how long one request (a shard store or read, a deletion) may take.
+    ///   - unreachableMemory: how long an address whose dial failed is not dialled again.
     public init(
         endpoint: Endpoint, directory: BlockDirectory, codec: BlockCodec? = nil, reader: P256.KeyAgreement.PrivateKey? = nil,
-        connectTimeout: Duration = .seconds(3), requestTimeout: Duration = .seconds(10)
+        connectTimeout: Duration = .seconds(3), requestTimeout: Duration = .seconds(10), unreachableMemory: Duration = .seconds(60)
     ) throws {
         self.endpoint = endpoint
         self.peers = PeerSet(endpoint: endpoint)
@@ -142,6 +151,7 @@ public final class BlockClient: Sendable {
         self.reader = try reader ?? directory.readerKey()
         self.connectTimeout = connectTimeout
         self.requestTimeout = requestTimeout
+        self.unreachableMemory = unreachableMemory
     }
 
     /// Binds a client endpoint on `[::]` with `tls` and a short handshake timeout.
@@ -167,18 +177,28 @@ public final class BlockClient: Sendable {
     // MARK: Nodes
 
     /// A HyperMesh client for the node at `address`, dialled within ``connectTimeout``.
+    ///
+    /// A dial that fails is remembered for ``unreachableMemory``: until then the address fails at
+    /// once with the same reason, so a dead node costs one handshake timeout per operation, not
+    /// one per shard, manifest replica, retry or rollback that names it.
+    /// - Throws: ``HyperMeshError/Code/unreachable`` when the node cannot be reached.
     public func peer(_ address: PeerAddress) async throws(HyperMeshError) -> StoragePeer {
+        if let known = unreachable.reason(address, now: .now) {
+            throw HyperMeshError(.unreachable, "\(known) (a failed node is not dialled again within \(unreachableMemory))")
+        }
         let peers = self.peers
+        let failure: HyperMeshError
         do {
             let client = try await deadline(connectTimeout, "connecting to \(address)") { try await peers.client(for: address) }
             return StoragePeer(connection: client.connection, name: address.description)
         } catch let error as HyperMeshError {
-            await peers.drop(address)
-            throw error
+            failure = error
         } catch {
-            await peers.drop(address)
-            throw HyperMeshError(.unreachable, "cannot reach \(address): \(error)")
+            failure = HyperMeshError(.unreachable, "cannot reach \(address): \(describe(error))")
         }
+        await peers.drop(address)
+        unreachable.mark(address, failure.reason, until: .now + unreachableMemory)
+        throw failure
     }
 
     /// Asks every address for its id, region and space, in parallel.
@@ -199,7 +219,7 @@ public final class BlockClient: Sendable {
                     } catch let error as HyperMeshError {
                         return (address, .failure(error))
                     } catch {
-                        return (address, .failure(HyperMeshError(.unreachable, "\(error)")))
+                        return (address, .failure(HyperMeshError(.unreachable, describe(error))))
                     }
                 }
             }
@@ -246,6 +266,9 @@ public final class BlockClient: Sendable {
             case storeFailed(shard: Int, node: MeshNodeID, reason: String)
             case manifestStored(MeshNodeID)
             case manifestFailed(MeshNodeID)
+            /// The node could not be dialled: everything in flight to it moves, and it is not
+            /// chosen again for this block.
+            case nodeDown(MeshNodeID, reason: String)
             case tick
         }
         let (events, continuation) = AsyncStream.makeStream(of: Event.self)
@@ -269,14 +292,20 @@ public final class BlockClient: Sendable {
                     let hash = manifest.shardHashes[shard]
                     let limit = requestTimeout
                     inFlight.append(Task { [self] in
+                        let peer: StoragePeer
                         do {
-                            let peer = try await self.peer(target.address)
+                            peer = try await self.peer(target.address)
+                        } catch {
+                            continuation.yield(.nodeDown(node, reason: describe(error)))
+                            return
+                        }
+                        do {
                             let receipt = try await deadline(limit, "storing shard \(shard) on \(target.address)") {
                                 try await peer.putShard(block: manifest.blockID, index: shard, bytes: bytes, hash: hash)
                             }
                             continuation.yield(.receipt(receipt, shard: shard, node: node))
                         } catch {
-                            continuation.yield(.storeFailed(shard: shard, node: node, reason: "\(error)"))
+                            continuation.yield(.storeFailed(shard: shard, node: node, reason: describe(error)))
                         }
                     })
                 case .storeManifest(let node):
@@ -284,9 +313,17 @@ public final class BlockClient: Sendable {
                         machine.handleManifestFailed(node: node, now: now())
                         continue
                     }
+                    let limit = requestTimeout
                     inFlight.append(Task { [self] in
+                        let peer: StoragePeer
                         do {
-                            try await self.peer(target.address).putManifest(manifest)
+                            peer = try await self.peer(target.address)
+                        } catch {
+                            continuation.yield(.nodeDown(node, reason: describe(error)))
+                            return
+                        }
+                        do {
+                            try await deadline(limit, "storing the manifest on \(target.address)") { try await peer.putManifest(manifest) }
                             continuation.yield(.manifestStored(node))
                         } catch {
                             continuation.yield(.manifestFailed(node))
@@ -315,6 +352,11 @@ public final class BlockClient: Sendable {
                 machine.handleStoreFailed(shard: shard, node: node, now: now())
             case .manifestStored(let node): machine.handleManifestStored(node: node, now: now())
             case .manifestFailed(let node): machine.handleManifestFailed(node: node, now: now())
+            case .nodeDown(let node, let reason):
+                for (shard, holder) in machine.holders where holder == node && !machine.receipts.contains(where: { $0.shardIndex == shard }) {
+                    failures.append((shard, node, reason))
+                }
+                machine.handleNodeDown(node, now: now())
             case .tick: machine.handleTimeout(now: now())
             }
         }
@@ -322,15 +364,22 @@ public final class BlockClient: Sendable {
         // Let stores still on the wire land (or pass their deadline) before any deletion, so a
         // rollback is not overtaken by a store that was merely slow.
         for task in inFlight { await task.value }
+        // Deletions are best effort and bounded: a node that is down keeps what it has (its
+        // copy is an orphan no record names), and it costs no more than one timeout.
+        let limit = requestTimeout
         await withTaskGroup(of: Void.self) { group in
             for (shard, node) in deletions {
                 guard let target = byID[node] else { continue }
                 group.addTask { [self] in
                     guard let peer = try? await self.peer(target.address) else { return }
                     if let shard {
-                        try? await peer.deleteShard(block: manifest.blockID, index: shard)
+                        _ = try? await deadline(limit, "deleting shard \(shard) on \(target.address)") {
+                            try await peer.deleteShard(block: manifest.blockID, index: shard)
+                        }
                     } else {
-                        try? await peer.deleteManifest(block: manifest.blockID)
+                        _ = try? await deadline(limit, "deleting the manifest on \(target.address)") {
+                            try await peer.deleteManifest(block: manifest.blockID)
+                        }
                     }
                 }
             }
@@ -473,7 +522,7 @@ public final class BlockClient: Sendable {
                             let bytes = try await self.peer(address).getShard(block: manifest.blockID, index: shard, maximumLength: size, handle: handle)
                             continuation.yield(.shard(shard, node, bytes))
                         } catch {
-                            continuation.yield(.failed(shard, node, (error as? HyperMeshError)?.reason ?? "\(error)"))
+                            continuation.yield(.failed(shard, node, describe(error)))
                         }
                     }
                 case .cancel(let shard, _):
@@ -523,6 +572,7 @@ public final class BlockClient: Sendable {
             asked.append((shard, h.node, h.address, record.takeChallenge(shard: shard, node: h.node, id: UInt64(i))))
         }
         for a in asked { if let c = a.challenge { tracker.handleSent(c, now: clock.now - start) } }
+        let limit = requestTimeout
         let answers = await withTaskGroup(of: (Int, Digest256?, String?, [UInt8]?).self) { group in
             for (i, a) in asked.enumerated() {
                 group.addTask { [self] in
@@ -530,13 +580,17 @@ public final class BlockClient: Sendable {
                     do {
                         let peer = try await self.peer(address)
                         if let c = a.challenge {
-                            let (digest, why) = try await peer.challenge(block: blockID, index: a.shard, nonce: c.nonce, offset: c.offset, length: c.length)
+                            let (digest, why) = try await deadline(limit, "the challenge of shard \(a.shard) on \(address)") {
+                                try await peer.challenge(block: blockID, index: a.shard, nonce: c.nonce, offset: c.offset, length: c.length)
+                            }
                             return (i, digest, why, nil)
                         }
-                        let bytes = try await peer.getShard(block: blockID, index: a.shard, maximumLength: manifest.shardSize)
+                        let bytes = try await deadline(limit, "reading shard \(a.shard) from \(address)") {
+                            try await peer.getShard(block: blockID, index: a.shard, maximumLength: manifest.shardSize)
+                        }
                         return (i, nil, BlockCodec.verifyShard(bytes, index: a.shard, of: manifest) ? nil : "shard bytes fail the manifest's SHA-256", bytes)
                     } catch {
-                        return (i, nil, (error as? HyperMeshError)?.reason ?? "\(error)", nil)
+                        return (i, nil, describe(error), nil)
                     }
                 }
             }
@@ -625,13 +679,16 @@ public final class BlockClient: Sendable {
             let results = await withTaskGroup(of: (Int, DiscoveredNode, Result<StorageReceipt, HyperMeshError>).self) { group in
                 for p in placements {
                     guard let target = byID[p.node], let bytes = rebuilt[p.slot] else { continue }
+                    let limit = requestTimeout
                     group.addTask { [self] in
                         do {
                             let peer = try await self.peer(target.address)
-                            let receipt = try await peer.putShard(block: blockID, index: p.slot, bytes: bytes, hash: manifest.shardHashes[p.slot])
+                            let receipt = try await deadline(limit, "storing shard \(p.slot) on \(target.address)") {
+                                try await peer.putShard(block: blockID, index: p.slot, bytes: bytes, hash: manifest.shardHashes[p.slot])
+                            }
                             return (p.slot, target, .success(receipt))
                         } catch {
-                            return (p.slot, target, .failure(error as? HyperMeshError ?? HyperMeshError(.peerFailed, "\(error)")))
+                            return (p.slot, target, .failure(error as? HyperMeshError ?? HyperMeshError(.peerFailed, describe(error))))
                         }
                     }
                 }
@@ -671,12 +728,49 @@ public final class BlockClient: Sendable {
         await withTaskGroup(of: Void.self) { group in
             for m in moved {
                 guard let old = oldHolders[m.shard], let address = PeerAddress(old.address) else { continue }
+                let limit = requestTimeout
                 group.addTask { [self] in
-                    try? await self.peer(address).deleteShard(block: blockID, index: m.shard)
+                    guard let peer = try? await self.peer(address) else { return }
+                    _ = try? await deadline(limit, "deleting shard \(m.shard) on \(address)") {
+                        try await peer.deleteShard(block: blockID, index: m.shard)
+                    }
                 }
             }
         }
         return BlockRepairReport(before: before, moved: moved.sorted { $0.shard < $1.shard }, failed: failed)
+    }
+}
+
+/// What went wrong, in words for a person: an error's reason without its type name.
+func describe(_ error: any Error) -> String {
+    switch error {
+    case let error as HyperMeshError: error.reason
+    case let error as STOQError: error.reason
+    case let error as WireError: error.reason
+    default: "\(error)"
+    }
+}
+
+/// Addresses whose dial failed, each with why and until when it counts as down (checked
+/// `Sendable`: the table lives in a locked box).
+final class UnreachablePeers: Sendable {
+    private let table = NIOLockedValueBox([PeerAddress: (reason: String, until: ContinuousClock.Instant)]())
+
+    /// Why `address` counts as down at `now`, or nil when it may be dialled.
+    func reason(_ address: PeerAddress, now: ContinuousClock.Instant) -> String? {
+        table.withLockedValue { table in
+            guard let entry = table[address] else { return nil }
+            guard entry.until > now else {
+                table[address] = nil
+                return nil
+            }
+            return entry.reason
+        }
+    }
+
+    /// Records that `address` could not be reached, for `reason`, until `until`.
+    func mark(_ address: PeerAddress, _ reason: String, until: ContinuousClock.Instant) {
+        table.withLockedValue { $0[address] = (reason, until) }
     }
 }
 

@@ -111,10 +111,13 @@ public final class LocalStorageCluster: Sendable {
     /// Issues a client identity and opens a ``BlockClient`` on it.
     /// - Parameters:
     ///   - blocks: the block directory (default: a fresh one inside the cluster's directory).
-    ///   - timeouts: connect and request timeouts (generous by default: tests run beside many
-    ///     others on two cores, and a timeout here must mean a dead node, not a busy machine).
+    ///   - timeouts: connect and request timeouts. Generous by default, since tests run beside
+    ///     many others on two cores and a timeout here must mean a dead node, not a busy machine:
+    ///     a handshake on `[::1]` takes milliseconds (16 nodes discovered in 0.2 s at load 15), so
+    ///     10 s is a wide margin, and it is what each dead node costs an operation (the client
+    ///     remembers an address it could not dial and does not wait for it again).
     public func client(
-        name: String = "client", blocks: String? = nil, timeouts: (connect: Duration, request: Duration) = (.seconds(30), .seconds(60))
+        name: String = "client", blocks: String? = nil, timeouts: (connect: Duration, request: Duration) = (.seconds(10), .seconds(60))
     ) async throws -> BlockClient {
         let credentials = try ca.issue(name: name, dnsNames: ["localhost"], ipAddresses: ["::1"])
         let tls = TLSConfiguration(

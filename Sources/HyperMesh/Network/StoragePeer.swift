@@ -141,9 +141,9 @@ public struct StoragePeer: Sendable {
         } catch let error as HyperMeshError {
             throw error
         } catch let error as WireError {
-            throw HyperMeshError(.peerFailed, "\(name) sent a malformed answer: \(error)")
+            throw HyperMeshError(.peerFailed, "\(name) sent a malformed answer: \(describe(error))")
         } catch {
-            throw HyperMeshError(.unreachable, "\(name): \(error)")
+            throw HyperMeshError(.unreachable, "\(name): \(describe(error))")
         }
     }
 
