@@ -122,6 +122,7 @@ struct SourceRedials {
             }
             line += ", dialled again \(r.totalAttempts) time\(r.totalAttempts == 1 ? "" : "s")"
             if let last = r.lastError { line += ", last dial: \(last)" }
+            if r.dialing, r.downSince != nil { line += ", a dial still under way" }
             return line
         }.joined(separator: "; ")
     }
