@@ -123,13 +123,15 @@ public final class ContentFetcher: Sendable {
         self.onEvent = onEvent
     }
 
-    private enum Event: Sendable {
+    enum Event: Sendable {
         case have(Int, ChunkAvailability?)
         case done(RequestID, Result<[UInt8], any Error>)
         case progress(RequestID, Int)
         /// The scheduler's timer, armed for this deadline.
         case tick(UInt64)
         case health(PeerHealthChange)
+        /// A dial of a source that lost its connection ended: nil on success, else its error.
+        case redial(SourceID, String?)
     }
 
     /// Fetches `root` and everything it references into the store, then pins it.
@@ -191,7 +193,7 @@ public final class ContentFetcher: Sendable {
         // Health changes name a peer's address; a source reached through a relay has a name of its own.
         var sourceOfPeer = [String: SourceID]()
         for source in sources {
-            if let target = (source as? PeerClient)?.relayedTarget { sourceOfPeer[target.description] = SourceID(source.name) }
+            if let target = (source as? any PeerChunkSource)?.relayedTarget { sourceOfPeer[target.description] = SourceID(source.name) }
         }
         var offered = [SourceID: Int]()
         var cached = [SourceID: Int]()
@@ -234,11 +236,15 @@ public final class ContentFetcher: Sendable {
         var failedSources = Set<SourceID>()
         var maxLateness: UInt64 = 0
         var uncommitted = CommitBatch()
+        // Sources whose connection was lost are dialled again (ContentFetcher+Redial.swift).
+        var redials = SourceRedials(configuration: configuration)
+        var redialTasks = [Task<Void, Never>]()
         let healthForwarder = healthChanges.map { changes in
             Task { for await change in changes { continuation.yield(.health(change)) } }
         }
         defer {
             for task in running.values { task.cancel() }
+            for task in redialTasks { task.cancel() }
             timer?.cancel()
             healthForwarder?.cancel()
             continuation.finish()
@@ -294,7 +300,8 @@ public final class ContentFetcher: Sendable {
                 case .completed:
                     return true
                 case .failed(let error):
-                    throw NodeError(.unavailable, "fetch of \(root) failed: \(error.reason)")
+                    let tried = redials.summary(now: now())
+                    throw NodeError(.unavailable, "fetch of \(root) failed: \(error.reason)" + (tried.isEmpty ? "" : " What was tried: \(tried)."))
                 }
             }
             return false
@@ -349,6 +356,7 @@ public final class ContentFetcher: Sendable {
                 let sourceID = sourceOfPeer[change.peer.description] ?? SourceID(change.peer.description)
                 guard byID[sourceID] != nil else { continue eventLoop }
                 if change.isUp {
+                    redials.up(sourceID)
                     scheduler.handleSourceUp(sourceID, now: t)
                     onEvent?("source \(sourceID) answers health probes again")
                 } else {
@@ -358,6 +366,19 @@ public final class ContentFetcher: Sendable {
                     }
                     onEvent?("source \(sourceID) is down (health probes unanswered); its requests moved to others")
                     scheduler.handleSourceDown(sourceID, now: t)
+                }
+            case .redial(let sourceID, let failure):
+                guard let peer = byID[sourceID] as? any PeerChunkSource else { continue eventLoop }
+                if let failure {
+                    let wasDown = redials.isDown(sourceID)
+                    if let delay = redials.failed(sourceID, error: failure, now: t) {
+                        redialTasks.append(Self.redial(peer, sourceID, after: delay, into: continuation))
+                    } else if wasDown {
+                        onEvent?("source \(sourceID) stayed unreachable for \(configuration.downSourceLimit / 1_000_000_000) s (last dial: \(failure)); it is not dialled again")
+                    }
+                } else if let back = redials.succeeded(sourceID, now: t) {
+                    onEvent?("source \(sourceID) is reachable again after \(String(format: "%.1f", back.seconds)) s (\(back.attempts) dial\(back.attempts == 1 ? "" : "s")); it gets requests again")
+                    scheduler.handleSourceUp(sourceID, now: t)
                 }
             case .progress(let rid, let n):
                 guard running[rid] != nil else { continue eventLoop }
@@ -378,6 +399,7 @@ public final class ContentFetcher: Sendable {
                     }
                     plan.recordStored(chunks[index].id, size: bytes.count)
                     if firstByte == nil { firstByte = Double(t) / 1e9 }
+                    redials.delivered(sourceID)
                     scheduler.handleResponse(rid, verified: true, now: t)
                     if uncommitted.chunks.count >= 64 {  // resume point: verified chunks survive an interruption
                         try store.commit(uncommitted)
@@ -390,7 +412,19 @@ public final class ContentFetcher: Sendable {
                 case .failure(let error as NodeError) where error.code == .refused:
                     scheduler.handleFailure(rid, .refused, now: t)
                 case .failure(let error):
-                    if error is STOQError, failedSources.insert(sourceID).inserted {
+                    if error is STOQError, let peer = byID[sourceID] as? any PeerChunkSource, peer.canRedial {
+                        // The connection is gone: everything outstanding on it moves at once, and
+                        // the source is down (not gone) while it is dialled again.
+                        if failedSources.insert(sourceID).inserted {
+                            failovers.append((sourceID.rawValue, began.map { Double(t - $0) / 1e9 } ?? 0))
+                        }
+                        scheduler.handleFailure(rid, .error("\(error)"), now: t)
+                        if let delay = redials.lost(sourceID, error: "\(error)", now: t) {
+                            onEvent?("source \(sourceID) lost its connection (\(error)); its requests moved to others; dialling it again for up to \(configuration.downSourceLimit / 1_000_000_000) s")
+                            redialTasks.append(Self.redial(peer, sourceID, after: delay, into: continuation))
+                        }
+                        scheduler.handleSourceDown(sourceID, now: t)
+                    } else if error is STOQError, failedSources.insert(sourceID).inserted {
                         // The connection is gone: everything outstanding on it moves at once.
                         let seconds = began.map { Double(t - $0) / 1e9 } ?? 0
                         failovers.append((sourceID.rawValue, seconds))

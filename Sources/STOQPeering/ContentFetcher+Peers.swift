@@ -18,6 +18,11 @@ extension ContentFetcher {
     ///   - router: ranks the sources by route cost when there are several (a peer it has not
     ///     measured yet is measured first: ``NodeRouter/measure(_:rounds:timeout:)``); nil: the
     ///     sources are asked in the order given.
+    /// A source whose connection fails mid-fetch is down, not gone: its requests move to the
+    /// others at once, it is dialled again with backoff (``SwarmConfiguration/redialBackoff`` up to
+    /// ``SwarmConfiguration/maxRedialBackoff``) and gets requests again once a dial succeeds; only
+    /// after ``SwarmConfiguration/downSourceLimit`` unreachable does it stop counting (a fetch with
+    /// no live source waits that long, then fails naming the peers and what was tried).
     /// - Throws: ``NodeError`` `.unavailable` when no peer can be reached; the fetch's errors.
     public static func fetch(
         _ root: ContentID, from addresses: [PeerAddress], peers: PeerSet, health: PeerHealthService?, store: any ChunkStore,
@@ -54,12 +59,16 @@ extension ContentFetcher {
             for await (position, result) in group where results.indices.contains(position) { results[position] = result }
             return results
         }
+        // Each source is the peer's address in `peers`, not this first connection: a connection
+        // that closes mid-fetch (a partition longer than the idle timeout) is dialled again.
         var sources = [any ChunkSource]()
+        var clients = [PeerClient]()
         var failures = [String]()
         for (address, result) in zip(addresses, dialled) {
             switch result {
             case .success(let client)?:
-                sources.append(client)
+                sources.append(PeerSource(address: address, peers: peers, first: client))
+                clients.append(client)
             case .failure(let error)?:
                 failures.append("\(address): \(error)")
                 onEvent?("skipping \(address): \(error)")
@@ -77,7 +86,7 @@ extension ContentFetcher {
         }
         var preference: SourcePreference?
         if let router, sources.count > 1 {
-            let unmeasured = sources.compactMap { $0 as? PeerClient }.filter { client in
+            let unmeasured = clients.filter { client in
                 client.authenticatedPeer.map { router.record(of: RoutingNodeID($0))?.measuredRTT == nil } ?? false
             }
             if !unmeasured.isEmpty { await router.measure(unmeasured) }

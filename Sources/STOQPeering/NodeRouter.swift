@@ -421,13 +421,13 @@ public final class NodeRouter: @unchecked Sendable {
         publishNow()
     }
 
-    /// The router's ranking as a fetch preference: each source that is a ``PeerClient`` costs what
+    /// The router's ranking as a fetch preference: each source that is a ``PeerChunkSource`` costs what
     /// ``rankSources(_:size:weights:)`` says for its peer (by the node id its handshake proved);
     /// other sources cost `.infinity`. A fetch asks its sources directly, so where the cheapest
     /// route is relayed the source costs its direct link instead (``directCost(to:size:weights:)``).
     public func sourcePreference(weights: RouteCostWeights = RouteCostWeights()) -> SourcePreference {
         SourcePreference { sources, chunkSize in
-            let ids = sources.map { ($0 as? PeerClient)?.authenticatedPeer.map(RoutingNodeID.init) }
+            let ids = sources.map { ($0 as? any PeerChunkSource)?.authenticatedPeer.map(RoutingNodeID.init) }
             let ranked = self.rankSources(ids.compactMap { $0 }, size: chunkSize, weights: weights)
             var cost = [RoutingNodeID: Double]()
             for r in ranked {

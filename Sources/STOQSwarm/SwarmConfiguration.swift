@@ -58,10 +58,19 @@ public struct SwarmConfiguration: Sendable, Hashable {
     public var baseBackoff: UInt64 = 100_000_000
     /// Longest backoff.
     public var maxBackoff: UInt64 = 5_000_000_000
-    /// A source that health probing reports down for this long stops counting as a holder: a
-    /// chunk that only it holds fails the fetch with an error naming it, instead of holding the
-    /// fetch until it returns (it counts again if it comes back up first). Default 10 s.
-    public var downSourceLimit: UInt64 = 10_000_000_000
+    /// The source retry window: a source that is down (health probes unanswered, or its
+    /// connection lost and not yet dialled again) for this long stops counting as a holder, and a
+    /// runtime that re-dials lost connections stops dialling it. A chunk that only it holds then
+    /// fails the fetch with an error naming it, instead of holding the fetch until it returns (it
+    /// counts again if it comes back up first). Until then a fetch with no live source waits for
+    /// one to return. Default 120 s (`stoq get --source-retry-seconds`), so a fetch survives a
+    /// partition longer than QUIC's 30 s idle timeout.
+    public var downSourceLimit: UInt64 = 120_000_000_000
+    /// First wait before a source whose connection was lost is dialled again; doubles per failed
+    /// dial up to ``maxRedialBackoff``, and starts over once the source delivers a chunk.
+    public var redialBackoff: UInt64 = 1_000_000_000
+    /// Longest wait between two dials of a lost source.
+    public var maxRedialBackoff: UInt64 = 15_000_000_000
     /// Whether the endgame duplicates the last outstanding requests on idle sources.
     public var endgame: Bool = true
     /// Copies of one chunk in flight at once during the endgame.

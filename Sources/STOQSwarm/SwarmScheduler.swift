@@ -807,7 +807,7 @@ public struct SwarmScheduler: Sendable {
             case .banned(let reason): "\(source.id) banned: \(reason)"
             case .removed: "\(source.id) removed"
             case .down where source.givenUp:
-                "\(source.id) down (health probes unanswered) for \((now > (source.downSince ?? now) ? now - (source.downSince ?? now) : 0) / 1_000_000_000) s"
+                "\(source.id) down (health probes unanswered or connection lost) for \((now > (source.downSince ?? now) ? now - (source.downSince ?? now) : 0) / 1_000_000_000) s"
             default: nil
             }
         }

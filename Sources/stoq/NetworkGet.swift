@@ -23,6 +23,30 @@ struct PeerOptions: ParsableArguments {
     var probeFailures = 3
     @Flag(help: "Do not probe the peers' health while fetching (only the swarm's stall timers move requests).")
     var noProbe = false
+    @Option(help: ArgumentHelp("A peer that is down (probes unanswered, or its connection lost and dialled again without success) this long stops counting; a fetch with no live peer waits this long, then fails.", valueName: "s"))
+    var sourceRetrySeconds = 120
+    @Option(help: ArgumentHelp("Close a connection to a peer after this many seconds without a packet from it (QUIC idle timeout; the lower of the two sides' values applies). The fetch dials a closed connection again.", valueName: "s"))
+    var idleTimeout = 30
+
+    /// The scheduler settings these options ask for.
+    func swarmConfiguration() throws -> SwarmConfiguration {
+        guard (1...86_400).contains(sourceRetrySeconds) else {
+            throw ValidationError("--source-retry-seconds must be between 1 and 86400 (a day); got \(sourceRetrySeconds)")
+        }
+        var swarm = SwarmConfiguration()
+        swarm.downSourceLimit = UInt64(sourceRetrySeconds) * 1_000_000_000
+        return swarm
+    }
+
+    /// The endpoint settings these options ask for.
+    func endpointConfiguration() throws -> EndpointConfiguration {
+        guard (1...3600).contains(idleTimeout) else {
+            throw ValidationError("--idle-timeout must be between 1 and 3600 seconds; got \(idleTimeout)")
+        }
+        var configuration = EndpointConfiguration()
+        configuration.idleTimeout = .seconds(idleTimeout)
+        return configuration
+    }
 
     /// The health probing these options ask for (nil: --no-probe).
     func healthConfiguration() throws -> HealthMonitor<PeerAddress>.Configuration? {
@@ -52,6 +76,8 @@ struct PeerOptions: ParsableArguments {
     func fetch(_ id: ContentID, into store: any ChunkStore, hooks: PeerFetchHooks = .init()) async throws -> FetchReport {
         let addresses = try addresses()
         let probing = try healthConfiguration()
+        let swarm = try swarmConfiguration()
+        let endpointConfiguration = try endpointConfiguration()
         guard let cert, let key, let ca else { throw ValidationError("--peers needs --cert, --key and --ca (mutual TLS)") }
         let tls = TLSConfiguration(
             certificateChainPEM: try PEMFile.read(cert), privateKeyPEM: try PEMFile.read(key), trustRootsPEM: try PEMFile.read(ca)
@@ -61,7 +87,7 @@ struct PeerOptions: ParsableArguments {
             guard let address = PeerAddress(via) else { throw ValidationError("--via '\(via)' is not an IPv6 address like [::1]:4433") }
             relay = address
         }
-        let endpoint = try await Endpoint.bind(host: "::", port: 0, tls: tls, configuration: EndpointConfiguration())
+        let endpoint = try await Endpoint.bind(host: "::", port: 0, tls: tls, configuration: endpointConfiguration)
         // With --via, every peer's client (fetches and probes alike) goes through the relay.
         let peers = PeerSet(endpoint: endpoint, via: relay)
         if let relay {
@@ -95,7 +121,7 @@ struct PeerOptions: ParsableArguments {
         }
         do {
             let report = try await ContentFetcher.fetch(
-                id, from: addresses, peers: peers, health: health, store: store,
+                id, from: addresses, peers: peers, health: health, store: store, configuration: swarm,
                 onProgress: { progress in
                     bar.update(done: progress.bytesDone, total: progress.totalBytes)
                     hooks.onProgress?(progress)

@@ -167,7 +167,10 @@ def get_with_fault(certs, tmp_path, cid, origin_store, peers, fault, at_percent=
     client = subprocess.Popen(
         [STOQ, "get", cid, "-o", str(tmp_path / "out"), "--store", str(tmp_path / "store-client"),
          "--peers", ",".join(peers), "--cert", f"{certs}/client.pem", "--key", f"{certs}/client.key",
-         "--ca", f"{certs}/ca.pem", "--publisher-key", os.path.join(origin_store, "publisher.key"), "--progress"],
+         "--ca", f"{certs}/ca.pem", "--publisher-key", os.path.join(origin_store, "publisher.key"), "--progress",
+         # A killed source is down, not gone, for the source retry window (120 s by default): 10 s
+         # keeps these tests short while still showing the end is bounded.
+         "--source-retry-seconds", "10"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     err = bytearray()
     fired_at = None

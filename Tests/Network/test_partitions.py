@@ -10,7 +10,9 @@ it; taking the port up heals it. The nodes are the real `stoq` binary ($STOQ_BIN
   the edge get v1 while the partition lasts, and v2 soon after it heals - not after the old
   version's TTL (an hour here).
 - Swarm: the client is cut off from every source mid-fetch for 8 s; the fetch resumes after the
-  heal and the restored files are bit-identical.
+  heal and the restored files are bit-identical. Then for 16 s with a 4 s idle timeout, so every
+  connection closes during the partition: the fetch dials its sources again after the heal and
+  completes (with health probes, and without them).
 
 Bounds are generous and behaviour-based (the machine may be loaded): "soon" is within 45 s of the
 heal, against a TTL of 3600 s.
@@ -37,6 +39,9 @@ HOSTS = ["origin", "edge", "peer", "client"]
 # How long the swarm test cuts the client off (8 s: shorter than QUIC's 30 s idle timeout, so the
 # connections survive). STOQ_PARTITION_SECONDS overrides it, e.g. to try one longer than that.
 SWARM_PARTITION_S = float(os.environ.get("STOQ_PARTITION_SECONDS", "8"))
+# A partition longer than the client's lowered idle timeout (4 s) and than the 10 s after which a
+# down source used to stop counting.
+IDLE_PARTITION_S = 16.0
 
 
 def sh(*args, check=True, ns=None):
@@ -227,7 +232,10 @@ def test_a_name_published_during_a_partition_reaches_the_edge_after_the_heal(net
         stop_all(procs)
 
 
-def test_a_swarm_fetch_resumes_after_the_client_is_cut_off_from_every_source(net, certs, tmp_path):
+def swarm_fetch_through_a_partition(net, certs, tmp_path, partition_s, *extra):
+    """Runs `stoq get --peers origin,peer` in the client namespace, cuts the client off from every
+    source once the progress bar passes 20 % for `partition_s`, and checks that the fetch completes
+    bit-identical after the heal. Returns the client's stderr."""
     data = str(tmp_path / "data")
     make_dataset(data, 24, "stoq partitions")
     origin_store = str(tmp_path / "store-origin")
@@ -240,7 +248,7 @@ def test_a_swarm_fetch_resumes_after_the_client_is_cut_off_from_every_source(net
         client = subprocess.Popen(
             ["ip", "netns", "exec", net.ns["client"], STOQ, "get", cid, "-o", str(tmp_path / "out"),
              "--store", str(tmp_path / "store-client"), "--peers", f"{net.endpoint('origin')},{net.endpoint('peer')}",
-             *tls(certs, "client"), "--publisher-key", os.path.join(origin_store, "publisher.key"), "--progress"],
+             *tls(certs, "client"), "--publisher-key", os.path.join(origin_store, "publisher.key"), "--progress", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         procs.append(client)
         err = bytearray()
@@ -256,7 +264,7 @@ def test_a_swarm_fetch_resumes_after_the_client_is_cut_off_from_every_source(net
                 if done and done[-1] >= 20.0:
                     net.cut("client")
                     cut_at = time.time()
-                    healer = threading.Timer(SWARM_PARTITION_S, net.heal, args=("client",))
+                    healer = threading.Timer(partition_s, net.heal, args=("client",))
                     healer.start()
             if not chunk:
                 select.select([client.stderr], [], [], 0.05)
@@ -269,21 +277,39 @@ def test_a_swarm_fetch_resumes_after_the_client_is_cut_off_from_every_source(net
         stdout = client.stdout.read().decode()
         stderr = (bytes(err) + (client.stderr.read() or b"")).decode(errors="replace")
         for line in stderr.splitlines():
-            if "down" in line or "stall" in line or " up" in line:
+            if "down" in line or "stall" in line or " up" in line or "connection" in line or "again" in line:
                 print(line.split("\r")[-1])
         assert cut_at is not None, "the fetch ended before 20 %: the partition never happened"
         assert client.returncode == 0, f"get failed after the partition: {stderr[-3000:]}\n{stdout}"
-        print(f"fetch done {time.time() - cut_at:.1f} s after the cut ({SWARM_PARTITION_S:.0f} s partition): {stdout.strip().splitlines()[0]}")
+        print(f"fetch done {time.time() - cut_at:.1f} s after the cut ({partition_s:.0f} s partition): {stdout.strip().splitlines()[0]}")
         for f in ["payload.bin", "readme.txt"]:
             a = hashlib.sha256(open(os.path.join(data, f), "rb").read()).hexdigest()
             b = hashlib.sha256(open(os.path.join(tmp_path / "out", f), "rb").read()).hexdigest()
             assert a == b, f"{f} differs after the partition"
+        return stderr
     finally:
         try:
             net.heal("client")
         except subprocess.CalledProcessError:
             pass
         stop_all(procs)
+
+
+def test_a_swarm_fetch_resumes_after_the_client_is_cut_off_from_every_source(net, certs, tmp_path):
+    swarm_fetch_through_a_partition(net, certs, tmp_path, SWARM_PARTITION_S)
+
+
+@pytest.mark.parametrize("probing", ["probes", "no-probe"])
+def test_a_swarm_fetch_survives_a_partition_longer_than_the_idle_timeout(net, certs, tmp_path, probing):
+    """The client's QUIC idle timeout is lowered to 4 s (`--idle-timeout`; the lower side's value
+    applies to both ends) and it is cut off for 16 s: every connection idles out during the
+    partition, and the sources are down for longer than the 10 s after which a fetch used to give
+    up on them. After the heal, the fetch dials its sources again and completes. With health probes
+    the probes' dials bring the sources back; without, the fetch's own dials do (its re-dials of a
+    source whose connection failed under a request, 1 s doubling to 15 s, or the next request's
+    dial, whichever comes first)."""
+    extra = ["--idle-timeout", "4"] + (["--no-probe"] if probing == "no-probe" else [])
+    swarm_fetch_through_a_partition(net, certs, tmp_path, IDLE_PARTITION_S, *extra)
 
 
 def test_dht_records_set_during_a_partition_are_found_from_the_cut_off_node_after_the_heal(net, certs, tmp_path):

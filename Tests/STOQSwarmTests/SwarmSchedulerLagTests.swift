@@ -111,7 +111,7 @@ struct SwarmSchedulerLagTests {
         scheduler.handleTimeout(now: 1_000 + limit)
         let failure = try #require(T.drain(&scheduler).compactMap { if case .failed(let error) = $0 { error } else { nil } }.first)
         #expect(failure.chunkIndices == [2, 3])
-        #expect(failure.reason.contains("origin down (health probes unanswered)"))
+        #expect(failure.reason.contains("origin down (health probes unanswered or connection lost)"))
         #expect(scheduler.holderCountsAreConsistent)
     }
 
