@@ -62,6 +62,12 @@ let package = Package(
             path: "Sources/C/CNgtcp2Shims"
         ),
         .systemLibrary(
+            name: "CNghttp3",
+            path: "Sources/C/CNghttp3",
+            pkgConfig: "libnghttp3",
+            providers: [.apt(["libnghttp3-dev"])]
+        ),
+        .systemLibrary(
             name: "CZstd",
             path: "Sources/C/CZstd",
             pkgConfig: "libzstd",
@@ -92,7 +98,7 @@ let package = Package(
                            nioPosix, nioHTTP1, metrics, prometheus, serviceLifecycle]
         ),
         // The HTTP front door: HTTP/3 (nghttp3 on STOQTransport) and HTTPS over TCP, for browsers and HTTP clients.
-        .target(name: "STOQHTTP", dependencies: ["STOQNode", "STOQTransport", "STOQContent", "STOQIdentity", logging, nio]),
+        .target(name: "STOQHTTP", dependencies: ["STOQNode", "STOQTransport", "STOQContent", "STOQIdentity", "CNghttp3", logging, nio, collections]),
         .target(
             name: "STOQ",
             dependencies: ["STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQRouting", "STOQSwarm", "STOQEdge", "STOQNode", "STOQHTTP"]
@@ -143,6 +149,7 @@ let package = Package(
         .testTarget(name: "HyperMeshTests", dependencies: ["HyperMesh", "HyperMeshBenchmarks", "Nexus", "STOQSimulation", "STOQNode", "STOQIdentity", crypto, nio]),
         .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQTestSupport", "STOQIdentity", "STOQTransport", "STOQContent", "STOQEdge", "STOQRouting", "STOQSwarm", "STOQSimulation", nio, nioPosix]),
         .testTarget(name: "STOQEdgeTests", dependencies: ["STOQEdge", "STOQSimulation", "STOQBenchmarks"]),
+        .testTarget(name: "STOQHTTPTests", dependencies: ["STOQHTTP", "STOQTransport", "STOQIdentity", nio]),
         .testTarget(name: "CLITests", dependencies: ["STOQIdentity", crypto]),
     ],
     swiftLanguageModes: [.v6]
