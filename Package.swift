@@ -130,6 +130,9 @@ let package = Package(
             dependencies: ["STOQ", "Nexus", "HyperMesh", "STOQBenchmarks", "NexusBenchmarks", "HyperMeshBenchmarks", argumentParser, logging, nioPosix, crypto, serviceLifecycle]
         ),
 
+        // A small HTTP/3 file server for the process-level tests in Tests/HTTP3 (STOQHTTP alone).
+        .executableTarget(name: "stoq-http3-harness", dependencies: ["STOQHTTP", crypto], path: "Tests/HTTP3Harness"),
+
         // MARK: Tests (beside each module)
         // Helpers for tests that start real nodes (a throwaway CA, fault-injecting providers and
         // servers, waits): a target, never a product, shared by the test targets that start nodes.
