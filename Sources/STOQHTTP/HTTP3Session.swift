@@ -20,7 +20,11 @@ actor HTTP3Session {
     }
 
     private enum Work: Sendable {
+        /// Ask the responder.
         case respond(HTTPRequest)
+        /// Send this response (the server's own answer: 400, 431).
+        case send(HTTPResponse)
+        /// Pull the next body piece.
         case pull
     }
 
@@ -181,6 +185,9 @@ actor HTTP3Session {
                 let response = await responder.respond(to: request)
                 body = response.body
                 submit(id, response)
+            case .send(let response):
+                body = response.body
+                submit(id, response)
             case .pull:
                 guard let body else { continue }
                 do {
@@ -278,11 +285,11 @@ actor HTTP3Session {
         exchange.request = request
         exchanges[id] = exchange
         let bytes = Array(message.utf8)
-        submit(
-            id,
-            HTTPResponse(
-                status: status, headers: [("content-type", "text/plain; charset=utf-8"), ("content-length", String(bytes.count))],
-                body: .bytes(bytes)))
+        exchange.work.yield(
+            .send(
+                HTTPResponse(
+                    status: status, headers: [("content-type", "text/plain; charset=utf-8"), ("content-length", String(bytes.count))],
+                    body: .bytes(bytes))))
     }
 
     private func discardRequestBody(_ id: Int64, _ count: Int) {

@@ -105,6 +105,13 @@ class Server:
     def finished(self) -> list[str]:
         return [l for l in self.lines if l.startswith("finished ")]
 
+    def wait_finished(self, count: int, timeout: float = 10) -> list[str]:
+        """The `finished` lines once there are `count` of them (or whatever came by the deadline)."""
+        deadline = time.monotonic() + timeout
+        while len(self.finished()) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.finished()
+
     def alive(self) -> bool:
         return self.p.poll() is None
 
