@@ -14,6 +14,7 @@ DEB_PACKAGES=(
   sqlite3                                                      # store tests damage an index on purpose
   iproute2                                                     # network-namespace tests
   openssl                                                      # certificate interop checks in tests
+  chromium                                                     # browser tests of the HTTP front door (HTTP/3 forced onto QUIC)
   python3-pip
 )
 PY_PACKAGES=(

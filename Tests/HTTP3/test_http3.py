@@ -106,3 +106,66 @@ def test_ngtcp2_gtlsclient_downloads_bit_exact(server, files: Files, tmp_path: P
     assert r.returncode == 0, r.stderr[-2000:]
     for n in names:
         assert hashlib.sha256((out / n).read_bytes()).hexdigest() == files.sha["/" + n], n
+
+
+CHROMIUM = shutil.which("chromium")
+
+PAGE = """<!doctype html><html><head><title>stoq h3</title><script src="/app.js"></script></head>
+<body><img id="img" src="/pixel.png"><p id="out">pending</p></body></html>
+"""
+
+# Runs after load: the protocol of the page and of each sub-resource, and a range fetch.
+SCRIPT = """
+window.addEventListener('load', async () => {
+  const out = {page: performance.getEntriesByType('navigation')[0].nextHopProtocol, resources: {}};
+  for (const e of performance.getEntriesByType('resource')) out.resources[new URL(e.name).pathname] = e.nextHopProtocol;
+  out.img = document.getElementById('img').naturalWidth;
+  try {
+    const r = await fetch('/100k.bin', {headers: {Range: 'bytes=10-19'}});
+    out.range = [r.status, (await r.arrayBuffer()).byteLength];
+  } catch (e) { out.range = String(e); }
+  document.getElementById('out').textContent = 'RESULT' + JSON.stringify(out) + 'END';
+});
+"""
+
+
+def _png() -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    raw = b"\x00\xff\x00\x00"  # one red pixel, filter byte first
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+def test_chromium_forced_onto_quic_loads_a_page_and_its_resources_over_h3(server, files: Files, cert, tmp_path: Path) -> None:
+    import json
+    import re
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text(PAGE)
+    (site / "app.js").write_text(SCRIPT)
+    (site / "pixel.png").write_bytes(_png())
+    (site / "100k.bin").write_bytes(files.data["/100k.bin"])
+    s = server("--root", str(site))
+    spki = subprocess.run(f"openssl x509 -in {cert[0]} -pubkey -noout | openssl pkey -pubin -outform der"
+                          " | openssl dgst -sha256 -binary | base64", shell=True, capture_output=True, text=True,
+                          check=True, timeout=30).stdout.strip()
+    r = subprocess.run([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}",
+                        f"--origin-to-force-quic-on=stoq.test:{s.port}", "--host-resolver-rules=MAP stoq.test [::1]",
+                        f"--ignore-certificate-errors-spki-list={spki}", "--virtual-time-budget=10000", "--dump-dom",
+                        f"https://stoq.test:{s.port}/index.html"],
+                       capture_output=True, text=True, timeout=120, start_new_session=True)
+    m = re.search(r"RESULT(.*?)END", r.stdout)
+    assert m, f"the page did not run its script: stdout={r.stdout[-1500:]!r} stderr={r.stderr[-1500:]!r}"
+    result = json.loads(m.group(1).replace("&quot;", '"'))
+    assert result["page"] == "h3", result
+    assert result["resources"].get("/app.js") == "h3" and result["resources"].get("/pixel.png") == "h3", result
+    assert result["img"] == 1, result
+    assert result["range"] == [206, 10], result
+    served = s.wait_finished(4)
+    assert any(" GET /index.html" in l for l in served) and any(" GET /100k.bin" in l for l in served), served

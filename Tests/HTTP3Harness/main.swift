@@ -6,7 +6,7 @@
 //   stoq-http3-harness --root DIR --cert C --key K [--port N] [--fail-after BYTES]
 //
 // Prints `listening PORT` once serving, then `finished STATUS BYTES METHOD TARGET` per exchange;
-// exits on SIGTERM or when stdin closes.
+// exits on SIGTERM or when stdin closes. When an option is given twice the last one counts.
 import Crypto
 import Foundation
 import STOQHTTP
@@ -48,7 +48,9 @@ final class DirectoryResponder: HTTPResponder {
             return text(404, "not found\n")
         }
         let etag = "\"" + SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined() + "\""
-        var headers: [(name: String, value: String)] = [("content-type", "application/octet-stream"), ("etag", etag)]
+        let types = ["html": "text/html; charset=utf-8", "js": "text/javascript", "png": "image/png", "txt": "text/plain; charset=utf-8"]
+        let type = types[file.pathExtension.lowercased()] ?? "application/octet-stream"
+        var headers: [(name: String, value: String)] = [("content-type", type), ("etag", etag)]
         if request.header("if-none-match") == etag {
             return HTTPResponse(status: 304, headers: headers)
         }
@@ -121,7 +123,7 @@ func say(_ line: String) {
 
 func argument(_ name: String) -> String? {
     let args = CommandLine.arguments
-    guard let i = args.firstIndex(of: name), i + 1 < args.count else { return nil }
+    guard let i = args.lastIndex(of: name), i + 1 < args.count else { return nil }
     return args[i + 1]
 }
 
