@@ -27,7 +27,7 @@ H3CLIENT = HERE / "h3client.py"
 
 def harness_path() -> Path | None:
     env = os.environ.get("STOQ_HTTP3_HARNESS")
-    candidates = [Path(env)] if env else [REPO / ".build/release/stoq-http3-harness", REPO / ".build/debug/stoq-http3-harness"]
+    candidates = [Path(env)] if env else [REPO / ".build/debug/stoq-http3-harness"]
     for c in candidates:
         if c.is_file() and os.access(c, os.X_OK):
             return c
