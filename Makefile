@@ -10,7 +10,7 @@ PYTEST      ?= python3 -m pytest
 STOQ_RELEASE := $(abspath $(RELEASE_BIN))
 
 .PHONY: all deps build release demo test interop-test netns-test journeys-test netfuzz-test liveness-test \
-        run-interop-test run-netns-test run-journeys-test run-netfuzz-test run-liveness-test bench fuzz clean
+        run-interop-test run-netns-test run-journeys-test run-netfuzz-test run-liveness-test http3-test run-http3-test bench fuzz clean
 
 all: build
 
@@ -38,7 +38,7 @@ demo: release
 test: release
 	$(SWIFT) build --build-tests
 	STOQ_BIN=$(STOQ_RELEASE) SWIFT="$(SWIFT)" bash scripts/swift-tests.sh
-	$(MAKE) --no-print-directory run-interop-test run-netns-test run-netfuzz-test run-liveness-test run-journeys-test
+	$(MAKE) --no-print-directory run-interop-test run-http3-test run-netns-test run-netfuzz-test run-liveness-test run-journeys-test
 
 ## aioquic (a QUIC stack nobody here wrote) against stoq serve / stoq fetch, both directions.
 interop-test: release
@@ -54,6 +54,15 @@ journeys-test: release
 
 run-interop-test:
 	STOQ_BIN=$(STOQ_RELEASE) $(PYTEST) -q Tests/Interop
+
+## HTTP/3 from aioquic, ngtcp2's gtlsclient and headless Chromium (forced onto QUIC) against STOQHTTP's
+## HTTP3Server, started through its test harness (built by `swift build`).
+http3-test: deps
+	$(SWIFT) build --product stoq-http3-harness
+	$(MAKE) --no-print-directory run-http3-test
+
+run-http3-test:
+	STOQ_HTTP3_HARNESS=$(abspath .build/debug/stoq-http3-harness) $(PYTEST) -q -rs Tests/HTTP3
 
 run-netns-test:
 	STOQ_BIN=$(STOQ_RELEASE) $(PYTEST) -q -rs Tests/Network

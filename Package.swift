@@ -65,6 +65,12 @@ let package = Package(
             path: "Sources/C/CNgtcp2Shims"
         ),
         .systemLibrary(
+            name: "CNghttp3",
+            path: "Sources/C/CNghttp3",
+            pkgConfig: "libnghttp3",
+            providers: [.apt(["libnghttp3-dev"])]
+        ),
+        .systemLibrary(
             name: "CZstd",
             path: "Sources/C/CZstd",
             pkgConfig: "libzstd",
@@ -119,7 +125,8 @@ let package = Package(
         // The HTTP front door: HTTP/3 (nghttp3 on STOQTransport) and HTTPS over TCP, for browsers and HTTP clients.
         .target(
             name: "STOQHTTP",
-            dependencies: ["STOQNode", "STOQExchange", "STOQEdgeNode", "STOQTransport", "STOQContent", "STOQIdentity", logging, nio]
+            dependencies: ["STOQNode", "STOQExchange", "STOQEdgeNode", "STOQTransport", "STOQContent", "STOQIdentity", "CNghttp3", logging, nio,
+                           collections]
         ),
         .target(
             name: "STOQ",
@@ -158,6 +165,9 @@ let package = Package(
             dependencies: ["STOQ", "Nexus", "HyperMesh", "STOQInterop", "STOQBenchmarks", "NexusBenchmarks", "HyperMeshBenchmarks", argumentParser, logging, nioPosix, crypto, serviceLifecycle]
         ),
 
+        // A small HTTP/3 file server for the process-level tests in Tests/HTTP3 (STOQHTTP alone).
+        .executableTarget(name: "stoq-http3-harness", dependencies: ["STOQHTTP", crypto], path: "Tests/HTTP3Harness"),
+
         // MARK: Tests (beside each module)
         // Helpers for tests that start real nodes (a throwaway CA, fault-injecting providers and
         // servers, waits): a target, never a product, shared by the test targets that start nodes.
@@ -179,6 +189,7 @@ let package = Package(
         .testTarget(name: "STOQInteropTests", dependencies: ["STOQInterop", "STOQExchange"]),
         .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQTestSupport", "STOQBenchmarks", "STOQIdentity", "STOQTransport", "STOQContent", "STOQEdge", "STOQRouting", "STOQSwarm", "STOQSimulation", nio, nioPosix]),
         .testTarget(name: "STOQEdgeTests", dependencies: ["STOQEdge", "STOQSimulation", "STOQBenchmarks"]),
+        .testTarget(name: "STOQHTTPTests", dependencies: ["STOQHTTP", "STOQTransport", "STOQIdentity", nio]),
         .testTarget(name: "CLITests", dependencies: ["STOQIdentity", crypto]),
     ],
     swiftLanguageModes: [.v6]

@@ -6,6 +6,7 @@ set -euo pipefail
 DEB_PACKAGES=(
   pkg-config
   libngtcp2-dev libngtcp2-crypto-gnutls-dev libgnutls28-dev   # QUIC + TLS
+  libnghttp3-dev                                               # HTTP/3 framing and QPACK (the front door)
   ngtcp2-client ngtcp2-server                                 # peers for interop and bench
   libzstd-dev                                                  # compression
   libisal-dev                                                  # erasure coding
@@ -13,6 +14,7 @@ DEB_PACKAGES=(
   sqlite3                                                      # store tests damage an index on purpose
   iproute2                                                     # network-namespace tests
   openssl                                                      # certificate interop checks in tests
+  chromium                                                     # browser tests of the HTTP front door (HTTP/3 forced onto QUIC)
   python3-pip
 )
 PY_PACKAGES=(
