@@ -92,7 +92,7 @@ let package = Package(
                            nioPosix, nioHTTP1, metrics, prometheus, serviceLifecycle]
         ),
         // The HTTP front door: HTTP/3 (nghttp3 on STOQTransport) and HTTPS over TCP, for browsers and HTTP clients.
-        .target(name: "STOQHTTP", dependencies: ["STOQNode", "STOQTransport", "STOQContent", "STOQIdentity", logging, nio]),
+        .target(name: "STOQHTTP", dependencies: ["STOQNode", "STOQTransport", "STOQContent", "STOQEdge", "STOQIdentity", crypto, logging, nio]),
         .target(
             name: "STOQ",
             dependencies: ["STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQRouting", "STOQSwarm", "STOQEdge", "STOQNode", "STOQHTTP"]
@@ -144,6 +144,7 @@ let package = Package(
         .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQTestSupport", "STOQIdentity", "STOQTransport", "STOQContent", "STOQEdge", "STOQRouting", "STOQSwarm", "STOQSimulation", nio, nioPosix]),
         .testTarget(name: "STOQEdgeTests", dependencies: ["STOQEdge", "STOQSimulation", "STOQBenchmarks"]),
         .testTarget(name: "CLITests", dependencies: ["STOQIdentity", crypto]),
+        .testTarget(name: "STOQHTTPTests", dependencies: ["STOQHTTP", "STOQNode", "STOQTestSupport", "STOQContent", "STOQEdge", crypto]),
     ],
     swiftLanguageModes: [.v6]
 )
