@@ -61,6 +61,17 @@ public struct NodeContentSource: HTTPContentSource {
 
     public func nameChanges() async -> AsyncStream<String>? { await names.changes() }
 
+    /// A lookup that asks each of `lookups` in turn and takes the first key found (for example the
+    /// read keys of public content handed down by an origin, then the node's own publisher key).
+    public static func firstKey(of lookups: [ReadKeyLookup]) -> ReadKeyLookup {
+        { id in
+            for lookup in lookups {
+                if let key = await lookup(id) { return key }
+            }
+            return nil
+        }
+    }
+
     /// The lookup of a node that can read what one publisher key opens (its store's
     /// `publisher.key`, or the file given with `--publisher-key`); nil keys: it can read nothing.
     public static func publisherReadKey(_ keys: PublisherKeys?) -> ReadKeyLookup {

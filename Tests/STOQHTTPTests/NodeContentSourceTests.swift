@@ -65,4 +65,35 @@ final class NodeContentSourceTests: XCTestCase {
         }
         await publisher.close()
     }
+
+    /// A cold edge: a range fetches about the chunks it covers, and the first byte of the whole file
+    /// is handed over while most of it has not reached the edge yet (the rest follows as it is read).
+    func testAColdEdgeStreamsWithoutFetchingTheWholeFileFirst() async throws {
+        let network = try TestNetwork()
+        defer { network.close() }
+        let origin = try await network.node("origin")
+        let size = 8_000_000
+        let (id, keys, bytes) = try network.publish(on: origin, bytes: size, seed: 21)
+        let edge = try await network.node("edge", roles: ["edge"], upstream: [origin.address])
+        let provider = try XCTUnwrap(edge.edge)
+        let responder = ContentResponder(source: NodeContentSource(node: edge, readKey: NodeContentSource.publisherReadKey(keys)))
+        try await withServing(origin) {
+            try await withServing(edge) {
+                let range = try await drive(responder, "/stoq/\(id)", headers: [("range", "bytes=4000000-4000099")])
+                XCTAssertEqual(range.status, 206)
+                XCTAssertEqual(range.body, Array(bytes[4_000_000..<4_000_100]))
+                let afterRange = await provider.counters.upstreamBytes
+                XCTAssertLessThan(afterRange, size / 8, "a 100-byte range pulled \(afterRange) bytes to the edge")
+
+                let response = await responder.respond(to: HTTPRequest(method: "GET", target: "/stoq/\(id)", headers: [], wireProtocol: .http3, client: "test"))
+                XCTAssertEqual(response.status, 200)
+                let firstPiece = try await response.body.next()
+                var received = try XCTUnwrap(firstPiece)
+                let atFirstByte = await provider.counters.upstreamBytes
+                XCTAssertLessThan(atFirstByte, size / 2, "the edge held \(atFirstByte) of \(size) bytes before the first byte left")
+                while let piece = try await response.body.next() { received += piece }
+                XCTAssertEqual(received, bytes)
+            }
+        }
+    }
 }
