@@ -4,9 +4,10 @@ import STOQContent
 /// Produces the plaintext of one byte range of a file, chunk by chunk, as a reader pulls it.
 ///
 /// Only the chunks the range covers are fetched, and only the sub-manifests on the way to them
-/// (a file's manifest tree is walked lazily, left to right). A few chunks ahead are fetched while
-/// the reader consumes the current one (``readAhead``), so a cold edge keeps its upstream busy;
-/// nothing further is fetched until the reader pulls again, so a slow reader holds back the fetch.
+/// (a file's manifest tree is walked lazily, left to right). Chunks ahead are fetched while
+/// the reader consumes the current one, so a cold edge keeps its upstream busy;
+/// nothing further is fetched until the reader pulls again, so a slow reader holds back the fetch
+/// (at most ``readAheadBytes`` wait for it).
 /// Every chunk is authenticated when it is decrypted (its key comes from the verified manifest),
 /// and every manifest is checked against its id before it is decoded.
 actor FileStreamer {
@@ -28,8 +29,13 @@ actor FileStreamer {
         var upper: Int
     }
 
-    /// Chunks fetched ahead of the reader.
-    static let readAhead = 4
+    /// Bytes fetched ahead of the reader (at least ``minimumReadAhead`` chunks, at most
+    /// ``maximumReadAhead``): enough in flight to keep a cold edge's upstream busy with small chunks.
+    static let readAheadBytes = 2 << 20
+    /// Chunks always fetched ahead.
+    static let minimumReadAhead = 2
+    /// Most chunks in flight for one response.
+    static let maximumReadAhead = 32
 
     private let fetch: @Sendable (ChunkID, ObjectIdentifier) async throws -> SourcedChunk
     private let readKey: SymmetricKey
@@ -37,7 +43,8 @@ actor FileStreamer {
     private var stack: [Frame] = []
     private var position: UInt64
     private let last: UInt64
-    private var pending: [Task<[UInt8], any Error>] = []
+    private var pending: [(task: Task<[UInt8], any Error>, bytes: Int)] = []
+    private var pendingBytes = 0
     private var planned = false
 
     /// - Parameters:
@@ -57,7 +64,7 @@ actor FileStreamer {
     private let rootManifest: FileManifest
 
     deinit {
-        for task in pending { task.cancel() }
+        for entry in pending { entry.task.cancel() }
     }
 
     /// Descends to the first chunk and starts fetching it, so a missing key, a key that does not
@@ -70,7 +77,7 @@ actor FileStreamer {
         try await fill()
         if let first = pending.first {
             // Wait for it: the head leaves only once the first chunk it needs is verified.
-            _ = try await first.value
+            _ = try await first.task.value
         }
     }
 
@@ -79,17 +86,20 @@ actor FileStreamer {
         if !planned { try await prime() }
         try await fill()
         guard !pending.isEmpty else { return nil }
-        let task = pending.removeFirst()
-        let bytes = try await task.value
+        let entry = pending.removeFirst()
+        pendingBytes -= entry.bytes
+        let bytes = try await entry.task.value
         try await fill()
         return bytes
     }
 
-    /// Starts fetches until ``readAhead`` are in flight or the range is planned out.
+    /// Starts fetches until enough are in flight (``readAheadBytes``) or the range is planned out.
     private func fill() async throws {
-        while pending.count < Self.readAhead, let piece = try await nextPiece() {
+        while pending.count < Self.minimumReadAhead || (pendingBytes < Self.readAheadBytes && pending.count < Self.maximumReadAhead),
+              let piece = try await nextPiece() {
             let fetch = self.fetch, tally = self.tally, reader = ObjectIdentifier(self)
-            pending.append(Task {
+            pendingBytes += piece.size
+            pending.append((Task {
                 let chunk = try await fetch(piece.id, reader)
                 tally.note(fromCache: chunk.fromCache)
                 let plain: [UInt8]
@@ -100,7 +110,7 @@ actor FileStreamer {
                 }
                 if piece.lower == 0 && piece.upper == plain.count { return plain }
                 return Array(plain[piece.lower..<piece.upper])
-            })
+            }, piece.size))
         }
     }
 

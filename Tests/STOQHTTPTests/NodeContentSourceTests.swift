@@ -85,14 +85,25 @@ final class NodeContentSourceTests: XCTestCase {
                 let afterRange = await provider.counters.upstreamBytes
                 XCTAssertLessThan(afterRange, size / 8, "a 100-byte range pulled \(afterRange) bytes to the edge")
 
+                let clock = ContinuousClock()
+                let coldStart = clock.now
                 let response = await responder.respond(to: HTTPRequest(method: "GET", target: "/stoq/\(id)", headers: [], wireProtocol: .http3, client: "test"))
                 XCTAssertEqual(response.status, 200)
                 let firstPiece = try await response.body.next()
                 var received = try XCTUnwrap(firstPiece)
                 let atFirstByte = await provider.counters.upstreamBytes
                 XCTAssertLessThan(atFirstByte, size / 2, "the edge held \(atFirstByte) of \(size) bytes before the first byte left")
+                let firstByte = clock.now - coldStart
                 while let piece = try await response.body.next() { received += piece }
+                let cold = clock.now - coldStart
                 XCTAssertEqual(received, bytes)
+                let warmStart = clock.now
+                let warm = try await drive(responder, "/stoq/\(id)")
+                let warmTime = clock.now - warmStart
+                XCTAssertEqual(warm.body, bytes)
+                XCTAssertEqual(warm.record.logInfo.finalCache, "hit")
+                // Figures for the report (debug build, shared machine), not assertions.
+                print("cold edge, \(size) bytes: first byte after \(firstByte) with \(atFirstByte) bytes at the edge; whole file \(cold); warm \(warmTime)")
             }
         }
     }
