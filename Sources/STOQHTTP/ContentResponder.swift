@@ -65,17 +65,35 @@ public struct ContentResponder: HTTPResponder {
         }
     }
 
+    /// How often a watcher asks for the name again besides the node's change notices (an edge's
+    /// subscription to its upstream lapses with the record's TTL; asking renews it).
+    static let watchRecheck: Duration = .seconds(30)
+
     public func watch(name: String) -> AsyncStream<String>? {
         guard (try? NameRecord.validate(name: name)) != nil else { return nil }
         let source = self.source
         let (stream, continuation) = AsyncStream<String>.makeStream(bufferingPolicy: .bufferingNewest(16))
         let task = Task {
-            guard let changes = await source.nameChanges() else {
-                continuation.finish()
-                return
+            // Wake-ups: a change notice for this name, or the periodic recheck.
+            let (wakeups, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+            let changes = await source.nameChanges()
+            let notices = Task {
+                guard let changes else { return }
+                for await changed in changes where changed == name { wake.yield() }
+            }
+            let ticks = Task {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: Self.watchRecheck)
+                    wake.yield()
+                }
+            }
+            defer {
+                notices.cancel()
+                ticks.cancel()
+                wake.finish()
             }
             var lastSent = (try? await source.resolve(name: name))?.version ?? 0
-            for await changed in changes where changed == name {
+            for await _ in wakeups {
                 guard let binding = try? await source.resolve(name: name), binding.version > lastSent else { continue }
                 lastSent = binding.version
                 continuation.yield(Self.watchMessage(binding))
