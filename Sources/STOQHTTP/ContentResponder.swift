@@ -141,12 +141,17 @@ public struct ContentResponder: HTTPResponder {
         guard let readKey = await source.readKey(for: root) else {
             throw HTTPProblem(403, "this content is private: its publisher has not made it public, so this node cannot decrypt it")
         }
-        // Walk the path through directory manifests.
-        var manifest = try await manifest(root, tally: tally, isRoot: true)
+        // Walk the path through directory manifests (relative links inside the content followed).
+        let rootManifest = try await manifest(root, tally: tally, isRoot: true)
+        var manifest = rootManifest
         var current = root
         var fileName: String?
         var walked: [String] = []
-        for segment in route.path {
+        var path = route.path
+        var index = 0
+        var hops = 0
+        while index < path.count {
+            let segment = path[index]
             guard case .directory(let directory) = manifest else {
                 throw HTTPProblem(404, "'\(ContentRoute.printable(walked.joined(separator: "/")))' is a file; it has no entry '\(ContentRoute.printable(segment))'")
             }
@@ -154,10 +159,26 @@ public struct ContentResponder: HTTPResponder {
             guard let entry = directory.entries.first(where: { $0.name == segment }) else {
                 throw HTTPProblem(404, "no entry '\(ContentRoute.printable(segment))' in this directory")
             }
-            guard !entry.isLink else {
-                throw HTTPProblem(404, "'\(ContentRoute.printable(segment))' is a symbolic link; links are not followed over HTTP")
+            if let target = entry.target {
+                hops += 1
+                guard hops <= LinkResolution.maximumHops else {
+                    throw HTTPProblem(404, "more than \(LinkResolution.maximumHops) symbolic links on the way to this path (a loop?)")
+                }
+                guard let resolved = LinkResolution.resolve(target, in: walked) else {
+                    throw HTTPProblem(404, "'\(ContentRoute.printable(segment))' is a symbolic link that points outside this content; it is not followed")
+                }
+                // Walk again from the root along the link's target, then the rest of the path.
+                path = resolved + path[(index + 1)...]
+                guard path.count <= 512 else { throw HTTPProblem(404, "the path through symbolic links is too long") }
+                index = 0
+                walked = []
+                manifest = rootManifest
+                current = root
+                fileName = nil
+                continue
             }
             walked.append(segment)
+            index += 1
             current = entry.id
             fileName = entry.kind == .file ? segment : nil
             manifest = try await self.manifest(entry.id, tally: tally, isRoot: false)

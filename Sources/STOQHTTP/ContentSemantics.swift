@@ -307,3 +307,27 @@ public enum DirectoryListing {
         return out
     }
 }
+
+/// Symbolic links inside a content, as the front door follows them: relative targets only,
+/// resolved against the link's directory, never above the content's root.
+public enum LinkResolution {
+    /// Links followed for one request at most.
+    public static let maximumHops = 8
+
+    /// The path from the content's root that `target` names, for a link in the directory `directory`
+    /// (its path from the root); nil for an absolute target or one that climbs above the root.
+    public static func resolve(_ target: String, in directory: [String]) -> [String]? {
+        guard !target.hasPrefix("/") else { return nil }
+        var path = directory
+        for part in target.split(separator: "/", omittingEmptySubsequences: true) {
+            switch part {
+            case ".": continue
+            case "..":
+                guard !path.isEmpty else { return nil }
+                path.removeLast()
+            default: path.append(String(part))
+            }
+        }
+        return path
+    }
+}

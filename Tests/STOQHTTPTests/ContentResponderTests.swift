@@ -176,6 +176,32 @@ final class ContentResponderTests: XCTestCase {
         do { let s = try await drive(responder, "/stoq/\(id)/index.html/more").status; XCTAssertEqual(s, 404) }
     }
 
+    func testRelativeLinksAreFollowedInsideTheContentOnly() async throws {
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: dir + "/site/v2", withIntermediateDirectories: true)
+        try Data("two".utf8).write(to: URL(fileURLWithPath: dir + "/site/v2/page.html"))
+        try fm.createSymbolicLink(atPath: dir + "/site/latest", withDestinationPath: "v2")
+        try fm.createSymbolicLink(atPath: dir + "/site/v2/self.html", withDestinationPath: "../latest/page.html")
+        try fm.createSymbolicLink(atPath: dir + "/site/out", withDestinationPath: "../../etc")
+        try fm.createSymbolicLink(atPath: dir + "/site/abs", withDestinationPath: "/etc/passwd")
+        try fm.createSymbolicLink(atPath: dir + "/site/loop", withDestinationPath: "loop")
+        let store = MemoryChunkStore()
+        let keys = PublisherKeys.random()
+        let id = try ContentPublisher(store: store, keys: keys, workers: 1).put(path: dir + "/site").id
+        let responder = ContentResponder(source: MemorySource(store: store, key: keys.readKey))
+        for target in ["/stoq/\(id)/latest/page.html", "/stoq/\(id)/v2/self.html", "/stoq/\(id)/latest/self.html"] {
+            let r = try await drive(responder, target)
+            XCTAssertEqual(r.status, 200, target)
+            XCTAssertEqual(String(decoding: r.body, as: UTF8.self), "two", target)
+        }
+        for target in ["/stoq/\(id)/out", "/stoq/\(id)/out/passwd", "/stoq/\(id)/abs", "/stoq/\(id)/loop"] {
+            let r = try await drive(responder, target)
+            XCTAssertEqual(r.status, 404, target)
+        }
+    }
+
     func testNamesCarryVersionAndRemainingTTL() async throws {
         let f = try Fixture()
         let source = f.source()

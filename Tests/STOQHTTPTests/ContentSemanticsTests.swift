@@ -109,4 +109,12 @@ final class ContentSemanticsTests: XCTestCase {
         }
         XCTAssertThrowsError(try HTTPFrontDoor.parseAddress("10.0.0.1:80")) { XCTAssertTrue("\($0)".contains("IPv6-only")) }
     }
+
+    func testLinksResolveInsideTheContentOnly() {
+        XCTAssertEqual(LinkResolution.resolve("v2", in: []), ["v2"])
+        XCTAssertEqual(LinkResolution.resolve("../b/./c", in: ["a"]), ["b", "c"])
+        XCTAssertEqual(LinkResolution.resolve("..", in: ["a"]), [])
+        XCTAssertNil(LinkResolution.resolve("../..", in: ["a"]))
+        XCTAssertNil(LinkResolution.resolve("/etc/passwd", in: ["a"]))
+    }
 }
