@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import STOQContent
 import STOQEdge
+import Synchronization
 
 /// Serves a node's content over HTTP: `/stoq/<content-id>[/<path>]` and `/name/<name>[/<path>]`
 /// (docs/PROTOCOL.md, "HTTP front door").
@@ -22,15 +23,26 @@ public struct ContentResponder: HTTPResponder {
     /// Where each finished exchange is logged (nil: nowhere).
     public let accessLog: AccessLog?
     private let coalescer: ChunkCoalescer
+    private let absences: AbsenceBox
+    private let now: @Sendable () -> UInt64
 
     /// Creates a responder.
     /// - Parameters:
     ///   - source: chunks, keys and names (``NodeContentSource`` on a node).
     ///   - accessLog: one line per exchange, or nil.
-    public init(source: any HTTPContentSource, accessLog: AccessLog? = nil) {
+    ///   - absences: how long an id or name nobody holds is answered 404 without asking again.
+    ///   - now: nanoseconds on a monotonic clock (tests inject one).
+    public init(source: any HTTPContentSource, accessLog: AccessLog? = nil, absences: AbsenceCache = AbsenceCache(),
+                now: (@Sendable () -> UInt64)? = nil) {
         self.source = source
         self.accessLog = accessLog
         self.coalescer = ChunkCoalescer(source: source)
+        self.absences = AbsenceBox(absences)
+        let origin = ContinuousClock.now
+        self.now = now ?? {
+            let elapsed = ContinuousClock.now - origin
+            return UInt64(max(0, elapsed.components.seconds)) * 1_000_000_000 + UInt64(max(0, elapsed.components.attoseconds / 1_000_000_000))
+        }
     }
 
     /// Fetches started and joined so far (request coalescing, for tests and status).
@@ -118,11 +130,14 @@ public struct ContentResponder: HTTPResponder {
         let base: String
         switch route {
         case .content(let id, let idText, _, _):
+            guard !absences.isAbsent("id:" + id.manifest.hex, now: now()) else { throw Self.unknown(id) }
             root = id
             info.contentID = idText
             cacheControl = CachePolicy.immutable
             base = "/stoq/" + ContentRoute.percentEncode(idText) + "/"
         case .name(let name, _, _):
+            let key = "name:" + name
+            guard !absences.isAbsent(key, now: now()) else { throw HTTPProblem(404, "no one publishes the name '\(ContentRoute.printable(name))'") }
             let binding: NameBinding?
             do {
                 binding = try await source.resolve(name: name)
@@ -131,7 +146,10 @@ public struct ContentResponder: HTTPResponder {
             } catch {
                 throw HTTPProblem(502, "the name '\(ContentRoute.printable(name))' could not be resolved now: \(error)")
             }
-            guard let binding else { throw HTTPProblem(404, "no one publishes the name '\(ContentRoute.printable(name))'") }
+            guard let binding else {
+                absences.handleAbsent(key, now: now())
+                throw HTTPProblem(404, "no one publishes the name '\(ContentRoute.printable(name))'")
+            }
             root = binding.content
             version = binding.version
             info.contentID = binding.content.description
@@ -260,12 +278,16 @@ public struct ContentResponder: HTTPResponder {
     /// A manifest, fetched (store, then upstream) and checked against its id.
     private func manifest(_ id: ContentID, tally: CacheTally, isRoot: Bool) async throws -> AnyManifest {
         guard let chunk = try await coalescer.chunk(id.manifest) else {
-            throw HTTPProblem(isRoot ? 404 : 502, isRoot
-                ? "neither this node nor its upstream holds \(id); check the id (`stoq put` printed it)"
-                : "part of this content (\(id)) is on neither this node nor its upstream")
+            guard isRoot else { throw HTTPProblem(502, "part of this content (\(id)) is on neither this node nor its upstream") }
+            absences.handleAbsent("id:" + id.manifest.hex, now: now())
+            throw Self.unknown(id)
         }
         tally.note(fromCache: chunk.fromCache)
         return try ManifestCheck.any(chunk.bytes, id: id.manifest)
+    }
+
+    static func unknown(_ id: ContentID) -> HTTPProblem {
+        HTTPProblem(404, "neither this node nor its upstream holds \(id); check the id (`stoq put` printed it)")
     }
 
     /// A short `text/plain` answer.
@@ -275,4 +297,12 @@ public struct ContentResponder: HTTPResponder {
             ("content-type", "text/plain; charset=utf-8"), ("content-length", "\(body.count)"), ("cache-control", "no-store"),
         ], body: .bytes(body), logInfo: info)
     }
+}
+
+/// The responder's ``AbsenceCache``, shared by its copies.
+final class AbsenceBox: Sendable {
+    private let cache: Mutex<AbsenceCache>
+    init(_ cache: AbsenceCache) { self.cache = Mutex(cache) }
+    func isAbsent(_ key: String, now: UInt64) -> Bool { cache.withLock { $0.isAbsent(key, now: now) } }
+    func handleAbsent(_ key: String, now: UInt64) { cache.withLock { $0.handleAbsent(key, now: now) } }
 }

@@ -331,3 +331,47 @@ public enum LinkResolution {
         return path
     }
 }
+
+/// Ids and names nobody held when last asked, remembered for a few seconds (sans-IO: the caller
+/// passes the time), so that a client asking for unknown URLs in a loop costs the upstream one
+/// question per key and interval, not one per request.
+public struct AbsenceCache: Sendable {
+    /// How long an absence is remembered, in nanoseconds.
+    public let lifetime: UInt64
+    /// Most keys remembered (the oldest go first).
+    public let capacity: Int
+    private var expiries: [String: UInt64] = [:]
+    private var order: [String] = []
+    private var head = 0
+
+    /// Creates an empty cache.
+    public init(lifetime: Duration = .seconds(5), capacity: Int = 4096) {
+        let c = lifetime.components
+        self.lifetime = UInt64(max(0, c.seconds)) * 1_000_000_000 + UInt64(max(0, c.attoseconds / 1_000_000_000))
+        self.capacity = max(1, capacity)
+    }
+
+    /// Whether `key` was absent less than ``lifetime`` before `now`.
+    public func isAbsent(_ key: String, now: UInt64) -> Bool {
+        guard let expiry = expiries[key] else { return false }
+        return now < expiry
+    }
+
+    /// Nobody held `key` at `now`.
+    public mutating func handleAbsent(_ key: String, now: UInt64) {
+        if expiries.updateValue(now &+ lifetime, forKey: key) == nil { order.append(key) }
+        while order.count - head > capacity {
+            expiries[order[head]] = nil
+            head += 1
+        }
+        if head > capacity {
+            order.removeFirst(head)
+            head = 0
+        }
+    }
+
+    /// `key` exists after all (it was found): forget its absence.
+    public mutating func handlePresent(_ key: String) {
+        expiries[key] = nil
+    }
+}

@@ -136,6 +136,24 @@ final class ContentResponderTests: XCTestCase {
         do { let s = try await drive(responder, "/name/nobody").status; XCTAssertEqual(s, 404) }
     }
 
+    func testUnknownIdsAndNamesAreAskedForOncePerInterval() async throws {
+        let f = try Fixture()
+        let source = f.source()
+        let clock = Box<UInt64>(0)
+        let responder = ContentResponder(source: source, absences: AbsenceCache(lifetime: .seconds(5)), now: { clock.update { $0 } })
+        let unknown = ContentID(ChunkID.of(Array("nothing".utf8)))
+        for _ in 0..<3 {
+            do { let s = try await drive(responder, "/stoq/\(unknown)").status; XCTAssertEqual(s, 404) }
+            do { let s = try await drive(responder, "/name/nobody").status; XCTAssertEqual(s, 404) }
+        }
+        XCTAssertEqual(source.requested.filter { $0 == unknown.manifest }.count, 1)
+        clock.update { $0 = 6_000_000_000 }
+        do { let s = try await drive(responder, "/stoq/\(unknown.manifest.hex)").status; XCTAssertEqual(s, 404) }
+        XCTAssertEqual(source.requested.filter { $0 == unknown.manifest }.count, 2)
+        // Known content is not affected.
+        do { let s = try await drive(responder, "/stoq/\(f.id)").status; XCTAssertEqual(s, 200) }
+    }
+
     func testPrivateContentIs403() async throws {
         let f = try Fixture()
         let none = try await drive(ContentResponder(source: f.source(key: .some(nil))), "/stoq/\(f.id)")

@@ -117,4 +117,16 @@ final class ContentSemanticsTests: XCTestCase {
         XCTAssertNil(LinkResolution.resolve("../..", in: ["a"]))
         XCTAssertNil(LinkResolution.resolve("/etc/passwd", in: ["a"]))
     }
+
+    func testAbsenceCacheForgetsAfterItsLifetimeAndStaysBounded() {
+        var cache = AbsenceCache(lifetime: .seconds(5), capacity: 3)
+        cache.handleAbsent("a", now: 0)
+        XCTAssertTrue(cache.isAbsent("a", now: 4_999_999_999))
+        XCTAssertFalse(cache.isAbsent("a", now: 5_000_000_000))
+        for key in ["b", "c", "d"] { cache.handleAbsent(key, now: 1) }
+        XCTAssertFalse(cache.isAbsent("a", now: 2), "the oldest key beyond the capacity is forgotten")
+        XCTAssertTrue(cache.isAbsent("d", now: 2))
+        cache.handlePresent("d")
+        XCTAssertFalse(cache.isAbsent("d", now: 2))
+    }
 }
