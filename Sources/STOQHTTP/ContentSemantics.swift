@@ -268,6 +268,9 @@ public enum CachePolicy {
 
 /// The HTML listing of a directory that has no `index.html`.
 public enum DirectoryListing {
+    /// Most entries listed (a directory manifest may hold 65,536); the page says how many were left out.
+    public static let maximumEntries = 10_000
+
     /// Renders `entries` as an HTML page; every link is absolute, under `base` (which ends in `/`).
     /// - Parameters:
     ///   - title: the path shown (escaped here).
@@ -280,13 +283,17 @@ public enum DirectoryListing {
             if let slash = parent.lastIndex(of: "/") { parent = parent[...slash] }
             out += "<li><a href=\"\(escape(String(parent)))\">../</a></li>\n"
         }
-        for entry in entries {
+        for entry in entries.prefix(maximumEntries) {
             let suffix = entry.kind == .directory ? "/" : ""
             let href = base + ContentRoute.percentEncode(entry.name) + suffix
             let size = entry.kind == .file ? " (\(entry.size) bytes)" : entry.isLink ? " (link)" : ""
             out += "<li><a href=\"\(escape(href))\">\(escape(entry.name + suffix))</a>\(size)</li>\n"
         }
-        out += "</ul>\n</body></html>\n"
+        out += "</ul>\n"
+        if entries.count > maximumEntries {
+            out += "<p>\(entries.count - maximumEntries) more entries are not listed; ask for them by name.</p>\n"
+        }
+        out += "</body></html>\n"
         return out
     }
 
