@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Logging
 import STOQContent
 import STOQEdge
 import Synchronization
@@ -25,6 +26,7 @@ public struct ContentResponder: HTTPResponder {
     private let coalescer: ChunkCoalescer
     private let absences: AbsenceBox
     private let now: @Sendable () -> UInt64
+    private let logger: Logger
 
     /// Creates a responder.
     /// - Parameters:
@@ -32,8 +34,10 @@ public struct ContentResponder: HTTPResponder {
     ///   - accessLog: one line per exchange, or nil.
     ///   - absences: how long an id or name nobody holds is answered 404 without asking again.
     ///   - now: nanoseconds on a monotonic clock (tests inject one).
+    ///   - logger: where upstream failures are explained (an HTTP client gets a short message).
     public init(source: any HTTPContentSource, accessLog: AccessLog? = nil, absences: AbsenceCache = AbsenceCache(),
-                now: (@Sendable () -> UInt64)? = nil) {
+                now: (@Sendable () -> UInt64)? = nil, logger: Logger = Logger(label: "stoq.http")) {
+        self.logger = logger
         self.source = source
         self.accessLog = accessLog
         self.coalescer = ChunkCoalescer(source: source)
@@ -73,7 +77,9 @@ public struct ContentResponder: HTTPResponder {
         } catch let problem as HTTPProblem {
             return Self.problem(problem, info: info)
         } catch {
-            return Self.problem(HTTPProblem(502, "this node could not get the content from its upstream: \(error)"), info: info)
+            // The detail (peer addresses, transport errors) goes to the node's log, not to the public.
+            logger.warning("an HTTP request failed upstream", metadata: ["target": "\(ContentRoute.printable(request.target))", "error": "\(error)"])
+            return Self.problem(HTTPProblem(502, "this node could not get the content from its upstream right now; try again later"), info: info)
         }
     }
 
@@ -144,7 +150,8 @@ public struct ContentResponder: HTTPResponder {
             } catch let problem as HTTPProblem {
                 throw problem
             } catch {
-                throw HTTPProblem(502, "the name '\(ContentRoute.printable(name))' could not be resolved now: \(error)")
+                logger.warning("an HTTP request could not resolve a name", metadata: ["name": "\(ContentRoute.printable(name))", "error": "\(error)"])
+                throw HTTPProblem(502, "the name '\(ContentRoute.printable(name))' could not be resolved now; try again later")
             }
             guard let binding else {
                 absences.handleAbsent(key, now: now())

@@ -30,14 +30,14 @@ public struct NodeContentSource: HTTPContentSource {
     }
 
     public func chunk(_ id: ChunkID, reader: ObjectIdentifier?) async throws -> SourcedChunk? {
-        let cached = (try? store.contains(id)) ?? false
         if let edge {
+            let cached = (try? store.contains(id)) ?? false
             // With a reader, the edge follows its position in the file and fetches ahead of it.
             let bytes: [UInt8]?
             if let reader { bytes = try await edge.chunk(id, reader: reader, fill: FillProgress()) } else { bytes = try await edge.chunk(id) }
             return bytes.map { SourcedChunk(bytes: $0, fromCache: cached) }
         }
-        guard cached else { return nil }
+        // Not an edge: the store is all there is (its read checks the bytes against the id).
         do {
             return SourcedChunk(bytes: try store.read(id), fromCache: true)
         } catch let error as ContentError where error.code == .notFound {
@@ -52,7 +52,7 @@ public struct NodeContentSource: HTTPContentSource {
         do {
             record = try await names.resolve(name, subscribe: false, from: nil)
         } catch let error as NameRecordError {
-            throw HTTPProblem(502, "the record for '\(name)' was refused: \(error.reason)")
+            throw HTTPProblem(502, "the record this node got for '\(ContentRoute.printable(name))' was refused (\(error.code)); try again later")
         }
         guard let record else { return nil }
         let ttl = await names.remainingTTL(of: name) ?? record.ttlSeconds
