@@ -4,8 +4,10 @@ import Synchronization
 /// The front door's access log: one line per exchange, in the combined log format (with the
 /// duration, cache outcome, protocol and content id appended as `key=value`) or as JSON lines.
 ///
-/// Each line is written with one `write(2)` on a descriptor opened with `O_APPEND`, so lines from
-/// concurrent exchanges never interleave, and `logrotate`'s copy-truncate keeps working.
+/// Lines are formatted by the caller and written in order by one background queue, so a slow disk
+/// or a full pipe never holds a protocol server's event loop; at most ``maximumBacklog`` lines
+/// wait, further ones are dropped and counted (``droppedLines``). Each line is one `write(2)` on a
+/// descriptor opened with `O_APPEND`, so `logrotate`'s copy-truncate keeps working.
 public final class AccessLog: Sendable {
     /// A line format.
     public enum Format: String, Sendable, CaseIterable {
@@ -19,7 +21,10 @@ public final class AccessLog: Sendable {
     public let format: Format
     private let descriptor: Int32
     private let ownsDescriptor: Bool
-    private let lock = Mutex(())
+    private let queue = DispatchQueue(label: "stoq.http.access-log")
+    private let backlog = Mutex((pending: 0, dropped: 0))
+    /// Most lines waiting to be written.
+    public static let maximumBacklog = 16384
 
     /// Opens the log.
     /// - Parameters:
@@ -49,14 +54,34 @@ public final class AccessLog: Sendable {
     public func write(_ record: HTTPExchangeRecord) {
         let arrived = Date(timeIntervalSinceNow: -max(0, min(record.duration, 1e9)))
         let line = Array((Self.line(record, format: format, at: arrived) + "\n").utf8)
-        lock.withLock { _ in
-            var offset = 0
-            while offset < line.count {
-                let n = line[offset...].withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { return }  // a full disk or closed pipe must not fail the exchange
-                offset += n
+        let accepted = backlog.withLock { state -> Bool in
+            guard state.pending < Self.maximumBacklog else {
+                state.dropped += 1
+                return false
             }
+            state.pending += 1
+            return true
+        }
+        guard accepted else { return }
+        queue.async {
+            self.writeNow(line)
+            self.backlog.withLock { $0.pending -= 1 }
+        }
+    }
+
+    /// Waits until every line handed over so far is written (tests; before the process exits).
+    public func flush() { queue.sync {} }
+
+    /// Lines dropped because ``maximumBacklog`` lines were already waiting.
+    public var droppedLines: Int { backlog.withLock { $0.dropped } }
+
+    private func writeNow(_ line: [UInt8]) {
+        var offset = 0
+        while offset < line.count {
+            let n = line[offset...].withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return }  // a full disk or closed pipe must not fail the exchange
+            offset += n
         }
     }
 

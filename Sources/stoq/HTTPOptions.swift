@@ -43,8 +43,19 @@ struct HTTPOptions: ParsableArguments {
         }
     }
 
+    /// A started front door and its access log.
+    struct Running {
+        let door: HTTPFrontDoor
+        let log: AccessLog?
+        /// Stops the listeners, then writes what the access log still holds.
+        func stop() async {
+            await door.stop()
+            log?.flush()
+        }
+    }
+
     /// Starts the front door of `node` when `--http` was given; prints `http NAME [ADDR]:PORT`.
-    func start(node: Node, configuration c: NodeConfiguration, logger: Logger) async throws -> HTTPFrontDoor? {
+    func start(node: Node, configuration c: NodeConfiguration, logger: Logger) async throws -> Running? {
         guard let http else { return nil }
         let (host, port) = try HTTPFrontDoor.parseAddress(http)
         let keys: PublisherKeys?
@@ -64,6 +75,6 @@ struct HTTPOptions: ParsableArguments {
         let bound = try await frontDoor.start()
         print("http \(c.name) [\(host)]:\(bound)")
         fflush(nil)
-        return frontDoor
+        return Running(door: frontDoor, log: log)
     }
 }

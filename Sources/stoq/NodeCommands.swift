@@ -142,7 +142,7 @@ struct NodeCommand: AsyncParsableCommand {
             return
         }
         let node = try await Node.start(c, services: services, metrics: metrics, logger: logger)
-        let frontDoor: HTTPFrontDoor?
+        let frontDoor: HTTPOptions.Running?
         do { frontDoor = try await httpOptions.start(node: node, configuration: c, logger: logger) } catch {
             await node.close()
             throw error

@@ -47,6 +47,7 @@ final class AccessLogTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let log = try AccessLog(path: dir + "/access.log", format: .json)
         for _ in 0..<3 { log.write(record()) }
+        log.flush()
         let text = try String(contentsOfFile: dir + "/access.log", encoding: .utf8)
         XCTAssertEqual(text.split(separator: "\n").count, 3)
         XCTAssertThrowsError(try AccessLog(path: dir + "/missing/dir/log", format: .combined)) {
