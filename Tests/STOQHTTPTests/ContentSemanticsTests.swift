@@ -29,6 +29,7 @@ final class ContentSemanticsTests: XCTestCase {
         XCTAssertEqual(route("/stoq/\(hex)/a%20b/%C3%A9t%C3%A9.txt")?.path, ["a b", "été.txt"])
         XCTAssertEqual(route("/stoq/\(hex)/./a//b/.")?.path, ["a", "b"])
         XCTAssertEqual(route("/name/my%20site/index.html"), .name("my site", path: ["index.html"], trailingSlash: false))
+        XCTAssertEqual(route("/name/team%2Fsite/"), .name("team/site", path: [], trailingSlash: true))
     }
 
     func testNothingEscapesTheContent() {
