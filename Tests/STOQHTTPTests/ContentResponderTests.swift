@@ -248,6 +248,24 @@ final class ContentResponderTests: XCTestCase {
         XCTAssertEqual(first! + rest, f.data)
     }
 
+    func testASlowReaderHoldsBackTheFetch() async throws {
+        let store = MemoryChunkStore()
+        let keys = PublisherKeys.random()
+        let data = pseudoRandomBytes(4_000_000, seed: 5)
+        let id = try ContentPublisher(store: store, keys: keys, workers: 1).put(bytes: data, name: "big.bin").id
+        let source = MemorySource(store: store, key: keys.readKey)
+        let responder = ContentResponder(source: source)
+        let response = await responder.respond(to: HTTPRequest(method: "GET", target: "/stoq/\(id)", headers: [], wireProtocol: .http2, client: "c"))
+        _ = try await response.body.next()
+        try await Task.sleep(for: .milliseconds(100))  // let started fetches land (not a timing assertion)
+        let asked = source.requested.count
+        XCTAssertLessThanOrEqual(asked, 40, "one piece read, \(asked) chunks fetched: the fetch ran ahead of the reader")
+        var total = 0
+        while let piece = try await response.body.next() { total += piece.count }
+        XCTAssertGreaterThan(source.requested.count, 100)
+        XCTAssertGreaterThan(total, 3_900_000)
+    }
+
     func testConcurrentMissesOfOneChunkFetchItOnce() async throws {
         let f = try Fixture()
         let source = f.source(delay: .milliseconds(20))
