@@ -24,6 +24,7 @@ public struct ContentResponder: HTTPResponder {
     /// Where each finished exchange is logged (nil: nowhere).
     public let accessLog: AccessLog?
     private let coalescer: ChunkCoalescer
+    private let manifests = ManifestCache()
     private let absences: AbsenceBox
     private let now: @Sendable () -> UInt64
     private let logger: Logger
@@ -272,7 +273,7 @@ public struct ContentResponder: HTTPResponder {
             return HTTPResponse(status: status, headers: headers, logInfo: info)
         }
         let coalescer = self.coalescer
-        let streamer = FileStreamer(root: file, first: first, last: last, readKey: readKey, tally: tally) { chunkID, reader in
+        let streamer = FileStreamer(root: file, first: first, last: last, readKey: readKey, tally: tally, manifests: manifests) { chunkID, reader in
             guard let chunk = try await coalescer.chunk(chunkID, reader: reader) else {
                 throw HTTPProblem(502, "chunk \(chunkID.short) of this file is on neither this node nor its upstream")
             }
@@ -284,13 +285,19 @@ public struct ContentResponder: HTTPResponder {
 
     /// A manifest, fetched (store, then upstream) and checked against its id.
     private func manifest(_ id: ContentID, tally: CacheTally, isRoot: Bool) async throws -> AnyManifest {
+        if let known = manifests.manifest(id.manifest) {
+            tally.note(fromCache: true)
+            return known
+        }
         guard let chunk = try await coalescer.chunk(id.manifest) else {
             guard isRoot else { throw HTTPProblem(502, "part of this content (\(id)) is on neither this node nor its upstream") }
             absences.handleAbsent("id:" + id.manifest.hex, now: now())
             throw Self.unknown(id)
         }
         tally.note(fromCache: chunk.fromCache)
-        return try ManifestCheck.any(chunk.bytes, id: id.manifest)
+        let manifest = try ManifestCheck.any(chunk.bytes, id: id.manifest)
+        manifests.keep(id.manifest, manifest, size: chunk.bytes.count)
+        return manifest
     }
 
     static func unknown(_ id: ContentID) -> HTTPProblem {

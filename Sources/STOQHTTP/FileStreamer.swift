@@ -50,9 +50,11 @@ actor FileStreamer {
     /// - Parameters:
     ///   - root: the file's (verified) root manifest.
     ///   - first: first byte offset to send; `last`: last one, inclusive (`first > last`: nothing).
+    ///   - manifests: decoded sub-manifests already checked (shared by the responder's requests).
     ///   - fetch: the chunk's stored bytes for this reader (throws ``HTTPProblem`` when nobody has it).
-    init(root: FileManifest, first: UInt64, last: UInt64, readKey: SymmetricKey, tally: CacheTally,
+    init(root: FileManifest, first: UInt64, last: UInt64, readKey: SymmetricKey, tally: CacheTally, manifests: ManifestCache? = nil,
          fetch: @escaping @Sendable (ChunkID, ObjectIdentifier) async throws -> SourcedChunk) {
+        self.manifests = manifests
         self.fetch = fetch
         self.readKey = readKey
         self.tally = tally
@@ -62,6 +64,7 @@ actor FileStreamer {
     }
 
     private let rootManifest: FileManifest
+    private let manifests: ManifestCache?
 
     deinit {
         for entry in pending { entry.task.cancel() }
@@ -148,9 +151,16 @@ actor FileStreamer {
                 guard stack.count < ContentPlanLimits.maximumDepth else {
                     throw HTTPProblem(502, "the file's manifest tree is deeper than \(ContentPlanLimits.maximumDepth) levels (forged?)")
                 }
-                let chunk = try await fetch(entry.id, ObjectIdentifier(self))
-                tally.note(fromCache: chunk.fromCache)
-                let sub = try ManifestCheck.file(chunk.bytes, id: entry.id)
+                let sub: FileManifest
+                if case .file(let known)? = manifests?.manifest(entry.id) {
+                    tally.note(fromCache: true)
+                    sub = known
+                } else {
+                    let chunk = try await fetch(entry.id, ObjectIdentifier(self))
+                    tally.note(fromCache: chunk.fromCache)
+                    sub = try ManifestCheck.file(chunk.bytes, id: entry.id)
+                    manifests?.keep(entry.id, .file(sub), size: chunk.bytes.count)
+                }
                 guard sub.totalSize == entry.size else {
                     throw HTTPProblem(502, "sub-manifest \(entry.id.short) covers \(sub.totalSize) bytes, its parent says \(entry.size) (forged or damaged)")
                 }

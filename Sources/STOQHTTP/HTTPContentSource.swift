@@ -98,3 +98,36 @@ final class CacheTally: Sendable {
     /// `hit`, `miss`, or nil when no chunk was read.
     var outcome: String? { state.withLock { $0.used ? ($0.missed ? "miss" : "hit") : nil } }
 }
+
+/// Decoded manifests by id, shared by a responder's requests: ids name immutable bytes, so a
+/// manifest checked once is good forever. Bounded by the encoded bytes held (oldest out first).
+final class ManifestCache: Sendable {
+    private struct State {
+        var entries: [ChunkID: (manifest: AnyManifest, size: Int)] = [:]
+        var order: [ChunkID] = []
+        var bytes = 0
+    }
+    private let state = Mutex(State())
+    /// Most encoded manifest bytes held.
+    let capacityBytes: Int
+
+    init(capacityBytes: Int = 32 << 20) { self.capacityBytes = max(0, capacityBytes) }
+
+    func manifest(_ id: ChunkID) -> AnyManifest? { state.withLock { $0.entries[id]?.manifest } }
+
+    func keep(_ id: ChunkID, _ manifest: AnyManifest, size: Int) {
+        guard size <= capacityBytes / 4 else { return }
+        state.withLock { s in
+            guard s.entries[id] == nil else { return }
+            s.entries[id] = (manifest, size)
+            s.order.append(id)
+            s.bytes += size
+            var drop = 0
+            while s.bytes > capacityBytes, drop < s.order.count {
+                if let gone = s.entries.removeValue(forKey: s.order[drop]) { s.bytes -= gone.size }
+                drop += 1
+            }
+            if drop > 0 { s.order.removeFirst(drop) }
+        }
+    }
+}
