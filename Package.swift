@@ -125,8 +125,8 @@ let package = Package(
         // The HTTP front door: HTTP/3 (nghttp3 on STOQTransport) and HTTPS over TCP, for browsers and HTTP clients.
         .target(
             name: "STOQHTTP",
-            dependencies: ["STOQNode", "STOQExchange", "STOQEdgeNode", "STOQTransport", "STOQContent", "STOQIdentity", "CNghttp3", logging, nio,
-                           collections]
+            dependencies: ["STOQNode", "STOQExchange", "STOQEdgeNode", "STOQTransport", "STOQContent", "STOQEdge", "STOQIdentity", "CNghttp3",
+                           crypto, logging, nio, collections]
         ),
         .target(
             name: "STOQ",
@@ -189,8 +189,8 @@ let package = Package(
         .testTarget(name: "STOQInteropTests", dependencies: ["STOQInterop", "STOQExchange"]),
         .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQTestSupport", "STOQBenchmarks", "STOQIdentity", "STOQTransport", "STOQContent", "STOQEdge", "STOQRouting", "STOQSwarm", "STOQSimulation", nio, nioPosix]),
         .testTarget(name: "STOQEdgeTests", dependencies: ["STOQEdge", "STOQSimulation", "STOQBenchmarks"]),
-        .testTarget(name: "STOQHTTPTests", dependencies: ["STOQHTTP", "STOQTransport", "STOQIdentity", nio]),
         .testTarget(name: "CLITests", dependencies: ["STOQIdentity", crypto]),
+        .testTarget(name: "STOQHTTPTests", dependencies: ["STOQHTTP", "STOQNode", "STOQTestSupport", "STOQTransport", "STOQIdentity", "STOQContent", "STOQEdge", crypto, nio]),
     ],
     swiftLanguageModes: [.v6]
 )

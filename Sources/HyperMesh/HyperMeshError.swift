@@ -1,3 +1,4 @@
+import Foundation
 import STOQErrors
 
 /// An error raised by HyperMesh: erasure coding, block encoding, manifests, placement and receipts.
@@ -8,8 +9,15 @@ public typealias HyperMeshError = CodedError<HyperMeshErrorDomain>
 
 /// The family of ``HyperMeshError``.
 public enum HyperMeshErrorDomain: CodedErrorDomain {
-    /// `HyperMeshError.code: reason`.
-    public static func describe(code: String, reason: String) -> String { "HyperMeshError.\(code): \(reason)" }
+    /// The reason alone: words for the person who reads it (the CLI prints it), never a type name;
+    /// ``CodedError/code`` is for programs.
+    public static func describe(code: String, reason: String) -> String { reason }
+}
+
+/// The command line prints `errorDescription`: the reason.
+extension CodedError: @retroactive LocalizedError where Domain == HyperMeshErrorDomain {
+    /// The reason.
+    public var errorDescription: String? { reason }
 }
 
 /// The kinds of failure of ``HyperMeshError``. New codes may be added.

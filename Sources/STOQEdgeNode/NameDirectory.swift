@@ -74,6 +74,9 @@ public actor NameDirectory {
     private var watched: Set<ObjectIdentifier> = []
     /// Sends the retries of failed pushes while any is waiting.
     private var retryTask: Task<Void, Never>?
+    /// Streams of ``changes()``.
+    private var changeWatchers: [Int: AsyncStream<String>.Continuation] = [:]
+    private var nextWatcher = 0
 
     /// How long an origin waits for an edge to take an invalidation.
     public static let pushTimeout: Duration = .seconds(2)
@@ -145,6 +148,7 @@ public actor NameDirectory {
                     try table.registerOwner(key, for: name)
                 }
                 let update = try table.handleRecord(record, now: now)
+                if case .replaced = update { announce(name) }
                 stats.upstreamResolves += 1
                 watchSubscription(on: client.connection)
                 if case .replaced = update, let invalidation = try? NameInvalidation(name: name, version: record.version),
@@ -197,6 +201,7 @@ public actor NameDirectory {
             throw error
         }
         try persist(record)
+        announce(record.name)
         let notified = await pushQueued()
         stats.invalidationsPushed += notified
         logger.info("published name", metadata: ["name": "\(record.name)", "version": "\(record.version)", "notified": "\(notified)"])
@@ -322,6 +327,7 @@ public actor NameDirectory {
         let invalidation = try NameInvalidation(name: name, version: version)
         stats.invalidationsReceived += 1
         let dropped = table.handleInvalidation(invalidation, now: now)
+        announce(name)
         if subscriptions.handleInvalidation(invalidation, now: now) > 0 {
             // Relay to the edges below once this one has let go, without holding the upstream's push.
             Task { await self.forwardQueued(name: name, version: version) }
@@ -338,6 +344,31 @@ public actor NameDirectory {
     /// The version this node holds for `name` (authoritative or cached), if any.
     public func heldVersion(of name: String) -> UInt64? {
         subscriptions.record(for: name)?.version ?? table.lookup(name, now: now)?.version
+    }
+
+    /// How long `name`'s record stays valid on this node, in seconds: its whole TTL for a record
+    /// this node publishes, the rest of it for one an edge caches; nil when none is held.
+    public func remainingTTL(of name: String) -> UInt32? {
+        if let own = subscriptions.record(for: name) { return own.ttlSeconds }
+        guard let expiry = table.expiry(of: name) else { return nil }
+        return UInt32(clamping: (expiry > now ? expiry - now : 0) / 1_000_000_000)
+    }
+
+    /// The names this node learns a new version of, as it happens (an origin publishing, an edge
+    /// taking an invalidation or a newer record): the HTTP front door's `/ws/name/` watchers.
+    public func changes() -> AsyncStream<String> {
+        let (stream, continuation) = AsyncStream<String>.makeStream(bufferingPolicy: .bufferingNewest(64))
+        let id = nextWatcher
+        nextWatcher += 1
+        changeWatchers[id] = continuation
+        continuation.onTermination = { [weak self] _ in Task { await self?.dropWatcher(id) } }
+        return stream
+    }
+
+    private func dropWatcher(_ id: Int) { changeWatchers[id] = nil }
+
+    private func announce(_ name: String) {
+        for watcher in changeWatchers.values { watcher.yield(name) }
     }
 
     private func persist(_ record: NameRecord) throws {

@@ -96,11 +96,20 @@ public struct HTTPLogInfo: Sendable {
     /// The content id served, in the form the URL used, if any.
     public var contentID: String?
 
+    /// Read when the exchange is logged, after its body was sent: the cache outcome known only
+    /// then (a streamed body learns chunk by chunk whether it hit). Wins over ``cache`` when it
+    /// returns a value.
+    public var cacheOutcome: (@Sendable () -> String?)?
+
     /// Creates log info.
-    public init(cache: String? = nil, contentID: String? = nil) {
+    public init(cache: String? = nil, contentID: String? = nil, cacheOutcome: (@Sendable () -> String?)? = nil) {
         self.cache = cache
         self.contentID = contentID
+        self.cacheOutcome = cacheOutcome
     }
+
+    /// The cache outcome to log: ``cacheOutcome``'s answer, else ``cache``.
+    public var finalCache: String? { cacheOutcome?() ?? cache }
 }
 
 /// One finished exchange, as a protocol server reports it to the access log.

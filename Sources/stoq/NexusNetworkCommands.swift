@@ -21,10 +21,11 @@ func parsePeerList(_ text: String, option: String) throws -> [PeerAddress] {
 }
 
 /// Runs `stoq node` with Nexus: DHT service, join, publication, CT admission.
-func runNexusNode(_ c: NodeConfiguration, bootstrap: String?, requireCT: String?, services: [any NodeService] = [], serviceKeys: [NexusID] = [], metrics: NodeMetrics, logger: Logger) async throws {
+func runNexusNode(_ c: NodeConfiguration, bootstrap: String?, requireCT: String?, services: [any NodeService] = [], serviceKeys: [NexusID] = [], metrics: NodeMetrics, logger: Logger, http: HTTPOptions? = nil) async throws {
     let seeds = try bootstrap.map { try parsePeerList($0, option: "--bootstrap") } ?? []
     let admission = try requireCT.map { try CTAdmission.open(directory: $0) }
     let nexus = try await NexusNode.start(c, admission: admission, services: services, serviceKeys: serviceKeys, metrics: metrics, logger: logger)
+    let frontDoor = try await http?.start(node: nexus.node, configuration: c, logger: logger)
     print("ready \(c.name) \(nexus.address) roles=\(c.roles.joined(separator: ",")) node_id=\(nexus.record.id)\(admission.map { " require_ct=\($0.log.logID.shortHex)" } ?? "")")
     fflush(nil)
     do {
@@ -54,6 +55,7 @@ func runNexusNode(_ c: NodeConfiguration, bootstrap: String?, requireCT: String?
     try await ServiceGroup(configuration: .init(
         services: [.init(service: NexusLifecycleService(nexus: nexus))], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger
     )).run()
+    await frontDoor?.stop()
     let served = nexus.node.server.served
     print("served \(c.name) requests=\(served.requests) bytes=\(served.bytes) dht=\(await nexus.dht.counters)")
     fflush(nil)

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import STOQ
+import STOQHTTP
 import STOQNode
 import HyperMesh
 import ServiceLifecycle
@@ -41,6 +42,7 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Most connections held at once, accepted and dialled (default 1024); more are refused with a reason.") var maxConnections: Int?
     @Option(help: "Most connections accepted from one IPv6 address (default 64).") var maxConnectionsPerAddress: Int?
     @Option(help: "A request stream whose request is incomplete after this many ms is reset (default 10000).") var requestTimeoutMs: Int?
+    @OptionGroup var httpOptions: HTTPOptions
 
     func run() async throws {
         var c: NodeConfiguration
@@ -116,6 +118,7 @@ struct NodeCommand: AsyncParsableCommand {
         // Before anything opens or listens (shards, DHT, endpoint): a bad cache size, admin
         // address or certificate stops here with a message. `Node.start` checks again for library users.
         try await c.validate()
+        try httpOptions.checkFiles(certificate: c.certificate, key: c.key)
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
@@ -135,10 +138,15 @@ struct NodeCommand: AsyncParsableCommand {
         if dht || bootstrap != nil || requireCt != nil {
             // A storage node announces itself in the DHT so `stoq block put --dht` finds it.
             let serviceKeys = c.roles.contains("storage") ? [StorageDiscovery.providerKey] : []
-            try await runNexusNode(c, bootstrap: bootstrap, requireCT: requireCt, services: services, serviceKeys: serviceKeys, metrics: metrics, logger: logger)
+            try await runNexusNode(c, bootstrap: bootstrap, requireCT: requireCt, services: services, serviceKeys: serviceKeys, metrics: metrics, logger: logger, http: httpOptions)
             return
         }
         let node = try await Node.start(c, services: services, metrics: metrics, logger: logger)
+        let frontDoor: HTTPOptions.Running?
+        do { frontDoor = try await httpOptions.start(node: node, configuration: c, logger: logger) } catch {
+            await node.close()
+            throw error
+        }
         print("ready \(c.name) \(node.address) roles=\(c.roles.joined(separator: ","))" + (node.admin.map { " admin=\($0.address)" } ?? ""))
         fflush(nil)
         // swift-service-lifecycle: SIGTERM/SIGINT start a graceful shutdown (connections closed,
@@ -149,6 +157,7 @@ struct NodeCommand: AsyncParsableCommand {
             logger: logger
         ))
         try await group.run()
+        await frontDoor?.stop()
         if let edge = node.edge {
             let counters = await edge.counters
             print("cache \(c.name) hits=\(counters.hits) misses=\(counters.misses) upstream_bytes=\(counters.upstreamBytes)")

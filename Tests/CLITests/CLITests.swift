@@ -231,6 +231,9 @@ import Testing
             ["get", id, "-o", dir + "/out", "--store", dir + "/gs", "--peers", "127.0.0.1:4433", "--cert", "c", "--key", "k", "--ca", "ca"],
             ["get", id, "-o", dir + "/out", "--store", dir + "/gs", "--peers", "[::1]:4433,localhost:4433", "--cert", "c", "--key", "k", "--ca", "ca"],
             ["status", "--node", "10.1.2.3:4433", "--cert", "c", "--key", "k", "--ca", "ca"],
+            ["node", "--name", "n", "--listen", "[::1]:0", "--cert", "c", "--key", "k", "--ca", "ca", "--store", dir + "/s", "--http", "127.0.0.1:8443"],
+            ["node", "--name", "n", "--listen", "[::1]:0", "--cert", "c", "--key", "k", "--ca", "ca", "--store", dir + "/s", "--http", "[::ffff:10.0.0.1]:443"],
+            ["node", "--name", "n", "--listen", "[::1]:0", "--cert", "c", "--key", "k", "--ca", "ca", "--store", dir + "/s", "--http", "[::1]"],
         ]
         for args in cases {
             let out = try Self.stoq(args)

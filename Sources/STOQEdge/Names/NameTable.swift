@@ -141,6 +141,9 @@ public struct NameTable: Sendable {
         return entry.record
     }
 
+    /// When the mapping of `name` expires (nanoseconds on the runtime's clock), if one is held.
+    public func expiry(of name: String) -> UInt64? { entries[name]?.expiresAt }
+
     /// The mapping of `name` within its TTL, confirmed or not: what to serve when the upstream
     /// cannot be reached to revalidate an unconfirmed one.
     public func lastKnown(_ name: String, now: UInt64) -> NameRecord? {
