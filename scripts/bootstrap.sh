@@ -13,6 +13,8 @@ DEB_PACKAGES=(
   sqlite3                                                      # store tests damage an index on purpose
   iproute2                                                     # network-namespace tests
   openssl                                                      # certificate interop checks in tests
+  curl                                                         # HTTPS front-door tests (HTTP/1.1, HTTP/2)
+  chromium                                                     # headless browser test of the front door
   python3-pip
 )
 PY_PACKAGES=(
