@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import NIOWebSocket
 
 /// What one HTTPS connection is doing, shared by its handlers on its event loop: how many
 /// exchanges are in flight (an idle connection may be closed, a busy one not), how many requests it
@@ -163,6 +164,9 @@ final class HTTPSExchangeHandler: ChannelInboundHandler, RemovableChannelHandler
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A WebSocket upgrade the server declined (an unknown name): the request itself follows
+        // and is answered 404, so the connection stays.
+        if error is NIOWebSocketUpgradeError { return }
         // Protocol errors (a malformed request) were answered by NIO's error handler; TLS and
         // socket errors leave nothing to answer. Either way this connection or stream is done.
         machine.closed()
