@@ -83,7 +83,7 @@ http-test: deps
 	$(MAKE) --no-print-directory run-http-test
 
 run-http-test:
-	STOQ_HTTPS_TESTSERVER=$(abspath .build/debug/stoq-https-testserver) $(PYTEST) -q -rs Tests/HTTP
+	STOQ_BIN=$(STOQ_RELEASE) STOQ_HTTPS_TESTSERVER=$(abspath .build/debug/stoq-https-testserver) $(PYTEST) -q -rs Tests/HTTP
 
 ## Benchmarks: every figure beside its peer from the same run, as a ratio.
 bench: release

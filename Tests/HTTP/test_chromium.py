@@ -64,6 +64,7 @@ def test_chromium_loads_the_page_its_image_and_script_over_https_tcp(server: Ser
     assert result["page"] == "h2", result
     assert result["image"] is True and result["script"] is True, result
     assert result["resources"].get("pixel.png") == "h2" and result["resources"].get("app.js") == "h2", result
+    assert result["pushes"] == [1, 2, 3], f"the page's WebSocket should receive the three pushes of 'tick': {result}"
     served = [l.split() for l in server.log_lines()]
     assert any(p == "h2" and t == "/index.html" and s == "200" for p, _, t, s, _ in served), served
     assert any(p == "h2" and t == "/pixel.png" and s == "200" for p, _, t, s, _ in served), served

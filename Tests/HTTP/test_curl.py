@@ -122,3 +122,29 @@ def test_exchanges_are_reported_once_each(server: Server):
     new = server.log_lines()[before:]
     assert [l.split()[0] for l in new] == ["h1", "h2"]
     assert all(l.endswith(" 200 17") for l in new), new
+
+
+def test_a_node_certificate_from_stoq_certs_serves_https(binary, site, tmp_path: Path):
+    """The listener's default certificate is the node's own, made by `stoq certs` (P-256, no IP
+    SAN): it loads, and a client pinning its key (or trusting the network CA) fetches over it."""
+    import os
+
+    from conftest import Certs, start_server, stop_server
+
+    stoq = os.environ.get("STOQ_BIN")
+    if not stoq or not os.access(stoq, os.X_OK):
+        pytest.skip("STOQ_BIN is not set to the release stoq")
+    certs_dir = tmp_path / "certs"
+    subprocess.run([stoq, "certs", "init-ca", "--out", str(certs_dir)], check=True, capture_output=True, timeout=60)
+    subprocess.run([stoq, "certs", "issue", "--ca", str(certs_dir), "--name", "edge-1", "--out", str(certs_dir)],
+                   check=True, capture_output=True, timeout=60)
+    certs = Certs(ca=certs_dir / "ca.pem", cert=certs_dir / "edge-1.pem", key=certs_dir / "edge-1.key")
+    node = start_server(binary, certs, site, tmp_path)
+    try:
+        pinned = subprocess.run(
+            ["curl", "-sS", "--http2", "-k", "--pinnedpubkey", "sha256//" + certs.spki_sha256_base64(), "--max-time", "60",
+             f"https://[::1]:{node.port}/small.txt"], capture_output=True, text=True, timeout=90)
+        assert pinned.returncode == 0, pinned.stderr
+        assert pinned.stdout == "hello over https\n"
+    finally:
+        stop_server(node)

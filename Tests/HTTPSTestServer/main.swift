@@ -21,7 +21,12 @@ struct DirectoryResponder: HTTPResponder {
         guard request.method == "GET" || request.method == "HEAD" else {
             return HTTPResponse(status: 405, headers: [("allow", "GET, HEAD"), ("content-length", "0")])
         }
-        let path = request.target.split(separator: "?", maxSplits: 1).first.map(String.init) ?? "/"
+        var path = request.target.split(separator: "?", maxSplits: 1).first.map(String.init) ?? "/"
+        if path.hasPrefix("/delay/") {
+            // The same file, 1.5 s later: keeps a page's load event pending (the Chromium test).
+            try? await Task.sleep(for: .milliseconds(1500))
+            path = String(path.dropFirst("/delay".count))
+        }
         if path == "/slow-error" {
             // Sends a head promising 1 MiB, then fails mid-body.
             let sent = Counter()
