@@ -288,7 +288,7 @@ struct HTTPSExchange: Sendable {
                     let written = channel.eventLoop.makePromise(of: Void.self)
                     channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(channel.allocator.buffer(bytes: piece))), promise: written)
                     // Back-pressure: pull the next piece only once the connection can take it.
-                    if !channel.isWritable { try await written.futureResult.get() }
+                    if !channel.isWritable { try await waitForReader(written.futureResult) }
                 }
             }
             outcome.bodyComplete = true
@@ -299,6 +299,21 @@ struct HTTPSExchange: Sendable {
             channel.close(promise: nil)
         }
         return outcome
+    }
+
+    /// Waits until a write went out; a reader that takes nothing for the idle timeout is a
+    /// stalled (or hostile) client, and its connection or stream is closed.
+    private func waitForReader(_ written: EventLoopFuture<Void>) async throws {
+        let stall = shared.limits.idleTimeout
+        let wroteInTime = try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask { try await written.get(); return true }
+            group.addTask { try await Task.sleep(for: stall); return false }
+            let first = try await group.next() ?? false
+            if !first { channel.close(promise: nil) }  // fails the pending write, ending its waiter
+            group.cancelAll()
+            return first
+        }
+        if !wroteInTime { throw ChannelError.outputClosed }
     }
 
     /// Tells the responder the exchange is over (once per exchange).

@@ -217,6 +217,23 @@ final class HTTPSServerTests: XCTestCase {
         }
     }
 
+    func testAReaderStalledForTheIdleTimeoutIsDisconnected() async throws {
+        for version in [HTTPSTestClient.Version.http1, .http2] {
+            var limits = HTTPSServer.Limits()
+            limits.idleTimeout = .milliseconds(500)
+            let responder = StaticTestResponder()
+            let (server, client) = try await startServer(responder, limits: limits)
+            let (response, channel) = try await client.request(version, path: "/endless", stallAfterHead: true)
+            XCTAssertEqual(response.status, 200)
+            // The client never reads again and never closes: the server must end the exchange.
+            let records = await responder.waitForRecords(1)
+            XCTAssertEqual(records.count, 1, "\(version): a stalled reader must not hold its exchange forever")
+            XCTAssertLessThan(records.first?.bodyBytes ?? .max, 64 * 1024 * 1024)
+            try? await channel.close().get()
+            await server.stop()
+        }
+    }
+
     func testKeepAliveServesSeveralRequestsAndTheLastOneSaysClose() async throws {
         var limits = HTTPSServer.Limits()
         limits.maxRequestsPerConnection = 3
