@@ -179,6 +179,7 @@ final class HTTPSExchangeHandler: ChannelInboundHandler, RemovableChannelHandler
         head.headers.add(name: "content-type", value: "text/plain; charset=utf-8")
         head.headers.add(name: "content-length", value: String(message.utf8.count))
         head.headers.add(name: "date", value: HTTPSDate.string())
+        head.headers.add(name: "alt-svc", value: shared.altSvc)
         if wire == .http1 { head.headers.add(name: "connection", value: "close") }
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: message)))), promise: nil)
@@ -259,11 +260,15 @@ struct HTTPSExchange: Sendable {
     /// Produces the response and sends its head and body; the handler writes its end.
     func run() async -> Outcome {
         let started = ContinuousClock.now
-        let response: HTTPResponse
+        var response: HTTPResponse
         if let early = webSocketPathResponse() {
             response = early
         } else {
             response = await shared.responder.respond(to: request)
+            if !(100...999).contains(response.status) {
+                // A status HTTP cannot carry (a responder bug): never let it trap the node.
+                response = Self.plain(500, "The server produced an invalid status (\(response.status)).\n")
+            }
         }
         var head = HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: response.status))
         for field in response.headers where !Self.reserved.contains(field.name) {
