@@ -281,13 +281,14 @@ struct HTTPSExchange: Sendable {
 
         var outcome = Outcome(status: response.status, logInfo: response.logInfo, bodyBytes: 0, bodyComplete: false, started: started)
         do {
-            if bodyless {
-                try await channel.writeAndFlush(HTTPServerResponsePart.head(head))
-            } else {
+            // The head leaves at once (a client sees the status while the first chunk is still
+            // being fetched); a failed write shows in the next write or in the end's.
+            channel.writeAndFlush(HTTPServerResponsePart.head(head), promise: nil)
+            if !bodyless {
                 // Without a content-length NIO frames an HTTP/1.1 body chunked.
-                try await channel.writeAndFlush(HTTPServerResponsePart.head(head))
                 while let piece = try await response.body.next() {
                     try Task.checkCancellation()
+                    guard channel.isActive else { throw ChannelError.ioOnClosedChannel }
                     if piece.isEmpty { continue }
                     outcome.bodyBytes += piece.count
                     let written = channel.eventLoop.makePromise(of: Void.self)
