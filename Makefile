@@ -10,7 +10,7 @@ PYTEST      ?= python3 -m pytest
 STOQ_RELEASE := $(abspath $(RELEASE_BIN))
 
 .PHONY: all deps build release demo test interop-test netns-test journeys-test netfuzz-test liveness-test \
-        run-interop-test run-netns-test run-journeys-test run-netfuzz-test run-liveness-test http3-test run-http3-test bench fuzz clean
+        run-interop-test run-netns-test run-journeys-test run-netfuzz-test run-liveness-test http3-test run-http3-test http-test run-http-test bench fuzz clean
 
 all: build
 
@@ -38,7 +38,7 @@ demo: release
 test: release
 	$(SWIFT) build --build-tests
 	STOQ_BIN=$(STOQ_RELEASE) SWIFT="$(SWIFT)" bash scripts/swift-tests.sh
-	$(MAKE) --no-print-directory run-interop-test run-http3-test run-netns-test run-netfuzz-test run-liveness-test run-journeys-test
+	$(MAKE) --no-print-directory run-interop-test run-http3-test run-http-test run-netns-test run-netfuzz-test run-liveness-test run-journeys-test
 
 ## aioquic (a QUIC stack nobody here wrote) against stoq serve / stoq fetch, both directions.
 interop-test: release
@@ -84,6 +84,15 @@ liveness-test: release
 
 run-liveness-test:
 	STOQ_BIN=$(STOQ_RELEASE) $(PYTEST) -q Tests/Liveness
+
+## The HTTPS front door over TCP: curl (HTTP/1.1, HTTP/2), a WebSocket client, hostile clients and
+## headless Chromium against HTTPSServer (Tests/HTTP; the listener runs as stoq-https-testserver).
+http-test: deps
+	$(SWIFT) build --product stoq-https-testserver
+	$(MAKE) --no-print-directory run-http-test
+
+run-http-test:
+	STOQ_BIN=$(STOQ_RELEASE) STOQ_HTTPS_TESTSERVER=$(abspath .build/debug/stoq-https-testserver) $(PYTEST) -q -rs Tests/HTTP
 
 ## Benchmarks: every figure beside its peer from the same run, as a ratio.
 bench: release

@@ -27,6 +27,9 @@ let nioHTTP1 = Target.Dependency.product(name: "NIOHTTP1", package: "swift-nio")
 let metrics = Target.Dependency.product(name: "Metrics", package: "swift-metrics")
 let prometheus = Target.Dependency.product(name: "Prometheus", package: "swift-prometheus")
 let serviceLifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+let nioSSL = Target.Dependency.product(name: "NIOSSL", package: "swift-nio-ssl")
+let nioHTTP2 = Target.Dependency.product(name: "NIOHTTP2", package: "swift-nio-http2")
+let nioWebSocket = Target.Dependency.product(name: "NIOWebSocket", package: "swift-nio")
 
 let package = Package(
     name: "stoq",
@@ -50,6 +53,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        // HTTPS over TCP for the front door (STOQHTTP only): TLS with ALPN, HTTP/2.
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.46.0"),
     ],
     targets: [
         // MARK: C libraries (system) and the tiny C shims Swift cannot call directly.
@@ -126,7 +132,7 @@ let package = Package(
         .target(
             name: "STOQHTTP",
             dependencies: ["STOQNode", "STOQExchange", "STOQEdgeNode", "STOQTransport", "STOQContent", "STOQEdge", "STOQIdentity", "CNghttp3",
-                           crypto, logging, nio, collections]
+                           crypto, logging, nio, nioPosix, nioHTTP1, nioSSL, nioHTTP2, nioWebSocket, collections]
         ),
         .target(
             name: "STOQ",
@@ -190,7 +196,10 @@ let package = Package(
         .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQTestSupport", "STOQBenchmarks", "STOQIdentity", "STOQTransport", "STOQContent", "STOQEdge", "STOQRouting", "STOQSwarm", "STOQSimulation", nio, nioPosix]),
         .testTarget(name: "STOQEdgeTests", dependencies: ["STOQEdge", "STOQSimulation", "STOQBenchmarks"]),
         .testTarget(name: "CLITests", dependencies: ["STOQIdentity", crypto]),
-        .testTarget(name: "STOQHTTPTests", dependencies: ["STOQHTTP", "STOQNode", "STOQTestSupport", "STOQTransport", "STOQIdentity", "STOQContent", "STOQEdge", crypto, nio]),
+        .testTarget(name: "STOQHTTPTests", dependencies: ["STOQHTTP", "STOQNode", "STOQTestSupport", "STOQTransport", "STOQIdentity", "STOQContent", "STOQEdge", crypto,
+                                                       nio, nioPosix, nioSSL, nioHTTP1, nioHTTP2, nioWebSocket]),
+        // The static HTTPS server the pytest suite in Tests/HTTP drives (a target, never a product).
+        .executableTarget(name: "stoq-https-testserver", dependencies: ["STOQHTTP", "STOQIdentity", crypto], path: "Tests/HTTPSTestServer"),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -14,7 +14,8 @@ DEB_PACKAGES=(
   sqlite3                                                      # store tests damage an index on purpose
   iproute2                                                     # network-namespace tests
   openssl                                                      # certificate interop checks in tests
-  chromium                                                     # browser tests of the HTTP front door (HTTP/3 forced onto QUIC)
+  curl                                                         # HTTPS front-door tests (HTTP/1.1, HTTP/2)
+  chromium                                                     # headless browser tests of the front door (HTTPS/TCP and HTTP/3 forced onto QUIC)
   python3-pip
 )
 PY_PACKAGES=(
