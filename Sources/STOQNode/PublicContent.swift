@@ -473,7 +473,9 @@ public struct ContentAccessService: NodeService {
                 let totals = await purges.purge(ContentID(ChunkID(bytes: wire.bytes)!), purgeID: purgeID, depth: depth, from: connection)
                 answer = ContentAccessMessage.purged(totals).encoded()
             case .purgeSubscribe:
-                if await !purges.subscribe(connection) {
+                if await purges.subscribe(connection) {
+                    answer = ContentAccessMessage.purged(.init()).encoded()
+                } else {
                     answer = STOQMessage.error(code: ContentAccessProtocol.privateCode, message: "this node already passes purges to \(PurgeCoordinator.maximumSubscribers) edges; no more").encoded()
                 }
             case .contentKey, .purged:
@@ -556,9 +558,10 @@ extension PeerClient {
     /// Tells the peer (this edge's upstream) to pass its purges on over this connection.
     public func subscribePurges() async throws {
         switch try await accessRequest(.purgeSubscribe) {
-        case .none: return
+        case .access(.purged): return
         case .error(_, let message): throw NodeError(.refused, "\(name) refused PURGE_SUBSCRIBE: \(message)")
         case .access(let other): throw NodeError(.protocolViolation, "\(name) answered PURGE_SUBSCRIBE with \(other.frame().type)")
+        case .none: throw NodeError(.protocolViolation, "\(name) closed the stream without answering PURGE_SUBSCRIBE")
         }
     }
 

@@ -23,7 +23,7 @@ public enum ContentAccessMessage: Hashable, Sendable {
     /// What a purge dropped.
     case purged(PurgeTotals)
     /// An edge tells the upstream it dialled that it caches content from it: purges are passed on
-    /// to it over this connection while it stays open.
+    /// to it over this connection while it stays open. Answered with ``purged(_:)``, all zeros.
     case purgeSubscribe
 
     /// What a purge dropped, here and below.
