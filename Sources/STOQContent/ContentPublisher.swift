@@ -90,7 +90,10 @@ public final class ContentPublisher: Sendable {
         var localTags = [ChunkID: ChunkID]()
         var written = Set<ChunkID>()
         let store: any ChunkStore
-        init(store: any ChunkStore) { self.store = store }
+        /// The key that seals this put's key tables: the publisher's read key, or a public
+        /// content's own key (``PublicKeyring``).
+        let tableKey: SymmetricKey
+        init(store: any ChunkStore, tableKey: SymmetricKey) { self.store = store; self.tableKey = tableKey }
         /// Commits when the pending metadata is large (bytes are already written).
         func maybeCommit() throws { if batch.chunks.count + batch.edges.count > 65536 { try commit() } }
         func commit() throws {
@@ -109,10 +112,14 @@ public final class ContentPublisher: Sendable {
     /// - Parameters:
     ///   - path: a regular file or a directory.
     ///   - name: pin label; default the path.
+    ///   - readKey: the key that seals every key table of this content: nil for the publisher's
+    ///     read key (private content), or a public content's own 32-byte key, which opens this
+    ///     content and nothing else (``PublicKeyring``). Chunks deduplicate either way; manifests
+    ///     do not deduplicate across keys.
     /// - Throws: `.invalidArgument` when `path` is neither (a FIFO, socket or device is never opened).
-    public func put(path: String, name: String? = nil) throws -> PutReport {
+    public func put(path: String, name: String? = nil, readKey: [UInt8]? = nil) throws -> PutReport {
         let info = try Posix.info(path, followLinks: true)
-        let session = Session(store: store)
+        let session = Session(store: store, tableKey: try tableKey(readKey))
         var report: PutReport
         if info.isDirectory {
             report = try putDirectory(path, session: session, depth: 0)
@@ -127,12 +134,19 @@ public final class ContentPublisher: Sendable {
     }
 
     /// Puts bytes held in memory as one file and pins it.
-    public func put(bytes: [UInt8], name: String = "bytes", contentType: String? = nil) throws -> PutReport {
-        let session = Session(store: store)
+    /// - Parameter readKey: as for ``put(path:name:readKey:)``.
+    public func put(bytes: [UInt8], name: String = "bytes", contentType: String? = nil, readKey: [UInt8]? = nil) throws -> PutReport {
+        let session = Session(store: store, tableKey: try tableKey(readKey))
         let r = try putFile(MemorySource(bytes), name: name, contentType: contentType, session: session)
         session.batch.pins.append((r.id, name))
         try session.commit()
         return r
+    }
+
+    private func tableKey(_ readKey: [UInt8]?) throws -> SymmetricKey {
+        guard let readKey else { return cipher.keys.readKey }
+        guard readKey.count == 32 else { throw ContentError(.invalidArgument, "a content read key is 32 bytes, got \(readKey.count)") }
+        return SymmetricKey(data: readKey)
     }
 
     private func putDirectory(_ path: String, session: Session, depth: Int) throws -> PutReport {
@@ -275,7 +289,7 @@ public final class ContentPublisher: Sendable {
             return (out, out.reduce(0) { $0 + $1.size })
         }
         if entries.count <= fanout {
-            let sealed = try KeyTable.seal(keys, readKey: cipher.keys.readKey)
+            let sealed = try KeyTable.seal(keys, readKey: session.tableKey)
             return try store(FileManifest(kind: .leaf, contentType: contentType, totalSize: total, entries: entries, sealedKeys: sealed), kind: "file")
         }
         var level = [FileManifest.Entry]()
@@ -283,7 +297,7 @@ public final class ContentPublisher: Sendable {
         for start in stride(from: 0, to: entries.count, by: fanout) {
             let end = min(start + fanout, entries.count)
             let (es, size) = rebased(entries[start..<end])
-            let sealed = try KeyTable.seal(Array(keys[start..<end]), readKey: cipher.keys.readKey)
+            let sealed = try KeyTable.seal(Array(keys[start..<end]), readKey: session.tableKey)
             let id = try store(FileManifest(kind: .leaf, contentType: "", totalSize: size, entries: es, sealedKeys: sealed), kind: "leaf")
             level.append(.init(id: id, offset: offset, size: size))
             offset += size

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 
 /// What a restore wrote.
@@ -21,13 +22,20 @@ public struct RestoreReport: Sendable, Equatable {
 public struct ContentReader: Sendable {
     /// The store read from.
     public let store: any ChunkStore
-    /// The key that opens key tables.
-    public let keys: PublisherKeys
+    /// The key that opens key tables: a publisher's read key, or one public content's key.
+    public let readKey: SymmetricKey
 
-    /// Creates a reader.
+    /// Creates a reader of a publisher's content (its read key opens everything it put privately).
     public init(store: any ChunkStore, keys: PublisherKeys) {
         self.store = store
-        self.keys = keys
+        self.readKey = keys.readKey
+    }
+
+    /// Creates a reader with a given key: a public content's own read key (``PublicKeyring``).
+    /// - Parameter readKey: 32 bytes.
+    public init(store: any ChunkStore, readKey: [UInt8]) {
+        self.store = store
+        self.readKey = SymmetricKey(data: readKey)
     }
 
     /// The decoded root manifest of `id`.
@@ -48,7 +56,7 @@ public struct ContentReader: Sendable {
         guard depth < 8 else { throw ContentError(.malformed, "file manifest tree deeper than 8 levels") }
         switch m.kind {
         case .leaf:
-            let ks = try KeyTable.open(m.sealedKeys, count: m.entries.count, readKey: keys.readKey)
+            let ks = try KeyTable.open(m.sealedKeys, count: m.entries.count, readKey: readKey)
             for (e, k) in zip(m.entries, ks) {
                 let stored = try store.read(e.id)
                 try body(try ConvergentCipher.open(stored, key: k, expectedSize: Int(e.size)))

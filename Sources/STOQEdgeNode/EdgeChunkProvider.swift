@@ -420,6 +420,26 @@ public actor EdgeChunkProvider: ChunkProvider {
         return bytes
     }
 
+    /// Drops `ids` from the cache (store, policy and read-ahead buffer): a purge. Chunks the store
+    /// keeps for another reason (pinned content) stay. A fill in flight may bring one back.
+    /// - Returns: chunks and bytes removed from the store.
+    public func drop(_ ids: [ChunkID]) throws -> (chunks: Int, bytes: Int64) {
+        var present: [ChunkID] = []
+        for id in ids {
+            _ = takeFromBuffer(id)
+            queue.removeAll { $0 == id }
+            if manifests.removeValue(forKey: id) != nil { manifestOrder.removeAll { $0 == id } }
+            if try store.contains(id) { present.append(id) }
+        }
+        let bytes = try store.evict(present)
+        var dropped = 0
+        for id in present where !(try store.contains(id)) {
+            cache.remove(id)
+            dropped += 1
+        }
+        return (dropped, bytes)
+    }
+
     /// The cache policy's figures (hits, misses, bytes held, evictions).
     public var cacheStats: CacheStats { cache.stats }
 

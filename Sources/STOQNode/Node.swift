@@ -155,6 +155,11 @@ public final class Node: Sendable {
     public let nodeID: NodeID
     /// The routing matrix owner (nil when routing is switched off).
     public let router: NodeRouter?
+    /// Read keys of public contents: the lookup an HTTP responder uses ("read key for this content
+    /// id, or nil"); nil for private content, even on its origin.
+    public let publicKeys: PublicKeyDirectory
+    /// Purges of cached content (this node and the edges below).
+    public let purges: PurgeCoordinator
     private let logger: Logger
 
     /// Binds the endpoint (and the admin endpoint) and opens the store.
@@ -241,23 +246,34 @@ public final class Node: Sendable {
         self.admin = admin
         self.logger = logger
         // Connections this node dials are served too: an origin pushes name invalidations over them.
-        let peers = PeerSet(endpoint: endpoint, metrics: metrics, inbound: { connection in await box.node?.server.serve(connection: connection) })
+        let peers = PeerSet(endpoint: endpoint, metrics: metrics, inbound: { connection in
+            await box.node?.dialled(connection)
+            await box.node?.server.serve(connection: connection)
+        })
         self.peers = peers
         self.health = healthConfiguration.map { PeerHealthService(peers: peers, configuration: $0, metrics: metrics, observer: router) }
         let names = NameDirectory(
             store: store, directory: configuration.store + "/names",
             upstream: configuration.roles.contains("edge") ? configuration.upstream : [], peers: peers)
         self.names = names
-        var builtIn: [any NodeService] = [NameService(directory: names, acceptsPublications: configuration.roles.contains("origin")), InvalidationService(directory: names)]
+        let edge = configuration.roles.contains("edge")
+            ? EdgeChunkProvider(store: store, upstream: configuration.upstream, peers: peers, cacheBytes: configuration.cacheBytes ?? (1 << 30)) : nil
+        self.edge = edge
+        // Public contents' read keys and purges (PublicContent.swift).
+        let edgeUpstream: [PeerAddress] = edge == nil ? [] : configuration.upstream
+        var loadChunk: (@Sendable (ChunkID) async throws -> [UInt8]?)?
+        if let edge { loadChunk = { id in try await edge.chunk(id) } }
+        self.publicKeys = PublicKeyDirectory.forStore(
+            directory: configuration.store, store: store, upstream: edgeUpstream, peers: peers, load: loadChunk)
+        self.purges = PurgeCoordinator(edge: edge, store: store, upstream: edgeUpstream, peers: peers)
+        var builtIn: [any NodeService] = [NameService(directory: names, acceptsPublications: configuration.roles.contains("origin")), InvalidationService(directory: names),
+                                          ContentAccessService(keys: publicKeys, purges: purges)]
         if configuration.roles.contains("relay") { builtIn.append(RelayService(
             peers: peers, ownAddress: endpoint.localAddress, maximumConcurrentStreams: max(1, configuration.maxRelayStreams ?? 512),
             maximumStreamsPerConnection: max(1, configuration.maxRelayStreamsPerConnection ?? 64),
             requestTimeout: .milliseconds((configuration.limits ?? PeerLimits()).requestTimeoutMilliseconds))) }
         if let router { builtIn.append(router.gossipService) }
         let services = builtIn + services
-        let edge = configuration.roles.contains("edge")
-            ? EdgeChunkProvider(store: store, upstream: configuration.upstream, peers: peers, cacheBytes: configuration.cacheBytes ?? (1 << 30)) : nil
-        self.edge = edge
         let status: @Sendable () async -> String = { await box.node?.statusJSON() ?? "{}" }
         self.services = services
         self.started = ContinuousClock.now
@@ -270,6 +286,17 @@ public final class Node: Sendable {
 
     private let services: [any NodeService]
     private let started: ContinuousClock.Instant
+
+    /// A connection this node dialled: an edge asks its upstream to pass purges on over it.
+    func dialled(_ connection: Connection) async {
+        guard edge != nil, let address = await peers.address(of: connection), configuration.upstream.contains(address) else { return }
+        let client = PeerClient(connection: connection, name: address.description)
+        Task { [logger] in
+            do { try await client.subscribePurges() } catch {
+                logger.info("the upstream does not pass purges on to this edge", metadata: ["peer": "\(address)", "error": "\(error)"])
+            }
+        }
+    }
 
     /// The bound address.
     public var address: PeerAddress {

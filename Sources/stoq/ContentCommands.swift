@@ -64,6 +64,8 @@ struct Put: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Store files or directories; print each content id and the dedup figures.")
     @OptionGroup var storeOptions: StoreOptions
     @Flag(name: .long, help: "Print progress lines (bytes chunked so far) on stderr.") var progress = false
+    @Flag(name: .long, help: "Public content: seal it with a read key of its own (kept in the store's public.keys), which the origin hands to the nodes of its network so edges can serve it over HTTP. Opens this content only, never the rest of the publisher's.")
+    var `public` = false
     @Argument(help: "Files or directories to put.") var paths: [String]
 
     func run() throws {
@@ -91,9 +93,19 @@ struct Put: ParsableCommand {
         let pub = ContentPublisher(store: store, keys: keys, progress: report)
         var results = [PutReport]()
         let start = DispatchTime.now()
+        let keyring = `public` ? try PublicKeyring(path: PublicKeyring.publisherPath(in: storeOptions.directory)) : nil
         for p in paths {
-            let r = try pub.put(path: p)
-            print("\(r.id)  \(p)")
+            let r: PutReport
+            if let keyring {
+                // A key of its own per content: handing it out opens this content and nothing else.
+                let key = PublicKeyring.newKey()
+                r = try pub.put(path: p, readKey: key)
+                try keyring.add(r.id, key: key)
+                print("\(r.id)  \(p)  (public)")
+            } else {
+                r = try pub.put(path: p)
+                print("\(r.id)  \(p)")
+            }
             for s in r.skipped {
                 FileHandle.standardError.write(Data("stoq: warning: skipped \(s) (\(skipReason(s)))\n".utf8))
             }
@@ -156,8 +168,16 @@ struct Get: AsyncParsableCommand {
         if peerOptions.peers != nil {
             _ = try await peerOptions.fetch(cid, into: store)
         }
+        // Public content opens with its own key: the store's keyring (its publisher), else the key
+        // a peer hands out for it; private content with the publisher's read key.
+        var reader = ContentReader(store: store, keys: keys)
+        if let key = try reportingErrors({ try PublicKeyring(path: PublicKeyring.publisherPath(in: storeOptions.directory)).key(for: cid) }) {
+            reader = ContentReader(store: store, readKey: key)
+        } else if peerOptions.peers != nil, let key = await peerOptions.publicKey(of: cid) {
+            reader = ContentReader(store: store, readKey: key)
+        }
         try reportingErrors {
-            let r = try ContentReader(store: store, keys: keys).restore(cid, to: output)
+            let r = try reader.restore(cid, to: output)
             print("get: \(cid) -> \(output): \(r.files) files, \(r.directories) directories\(r.links > 0 ? ", \(r.links) links" : ""), \(humanBytes(r.bytes))")
         }
     }

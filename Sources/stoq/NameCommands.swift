@@ -21,6 +21,8 @@ struct Publish: AsyncParsableCommand {
     var ownerKey: String?
     @OptionGroup var storeOptions: StoreOptions
     @Option(help: "Seconds an edge may serve the record without asking the origin again.") var ttl: UInt32 = 300
+    @Flag(name: .long, help: "The content is public (put with `stoq put --public` into the origin's store): check that the origin hands its read key out, so edges can serve the name over HTTP; refuse otherwise.")
+    var `public` = false
 
     func run() async throws {
         do { try NameRecord.validate(name: name) } catch { throw ValidationError("\(error)") }
@@ -28,6 +30,15 @@ struct Publish: AsyncParsableCommand {
         guard let address = PeerAddress(node) else { throw ValidationError("--node takes an IPv6 address like '[::1]:4433'") }
         let owner = try NameOwnerKey.load(path: ownerKey ?? storeOptions.directory + "/name-owner.pem")
         try await withPeer(address, cert: cert, key: key, ca: ca) { client in
+            if `public` {
+                switch try await client.contentKey(for: content) {
+                case .key: break
+                case .private(let why):
+                    throw CLIError("\(content) is private on \(address) (\(why)); put it with `stoq put --public` into the origin's store to make a public content, or publish without --public")
+                case .notFound(let why), .unavailable(let why):
+                    throw CLIError("cannot publish \(content) as public: \(why)")
+                }
+            }
             var version: UInt64 = 1
             if let bytes = try await client.resolveName(name) {
                 let current = try NameRecord.decode(bytes)
@@ -38,7 +49,7 @@ struct Publish: AsyncParsableCommand {
             }
             let record = try NameRecord.sign(name: name, content: content, version: version, ttlSeconds: ttl, owner: owner)
             let (published, notified) = try await client.publishName(record.encode())
-            print("published \(name) v\(published) -> \(content) (ttl \(ttl) s); \(notified) edge\(notified == 1 ? "" : "s") told")
+            print("published \(name) v\(published) -> \(content) (ttl \(ttl) s\(`public` ? ", public: edges may serve it over HTTP" : "")); \(notified) edge\(notified == 1 ? "" : "s") told")
         }
     }
 }

@@ -34,6 +34,7 @@ struct Stoq: AsyncParsableCommand {
             BenchEdge.self,
             Publish.self,
             Resolve.self,
+            Purge.self,
             // nexus
             CTCommand.self,
             NameCommand.self,

@@ -185,3 +185,44 @@ import STOQSimulation
         #expect(throws: WireError.self) { try STOQMessage.decode(Frame(type: STOQMessage.Types.want, payload: want)) }
     }
 }
+
+@Suite struct ContentAccessMessageTests {
+    @Test func roundTripsAndBounds() throws {
+        let id = WireID([UInt8](repeating: 7, count: 32))!
+        let totals = ContentAccessMessage.PurgeTotals(localChunks: 3, localBytes: 4096, belowChunks: 5, belowBytes: 1 << 40, edges: 2, unanswered: 1)
+        for message: ContentAccessMessage in [
+            .contentKeyRequest(content: id), .contentKey(content: id, key: [UInt8](repeating: 9, count: 32)),
+            .purge(content: id, purgeID: .max, depth: ContentAccessMessage.maximumDepth), .purged(totals), .purgeSubscribe,
+        ] {
+            var buffer = message.encoded()
+            var decoder = FrameDecoder()
+            decoder.handle(bytes: buffer)
+            let frame = try #require(try decoder.pollFrame())
+            #expect(ContentAccessMessage.handles(frame.type))
+            #expect(try ContentAccessMessage.decode(frame) == message)
+            #expect(frame.payload.readableBytes <= ContentAccessMessage.maximumPayloadLength)
+            buffer.clear()
+        }
+        // A purge deeper than the bound, a short key and trailing bytes are malformed.
+        var w = WireWriter()
+        w.bytes(id.bytes); w.integer(UInt64(1)); w.varint(ContentAccessMessage.maximumDepth + 1)
+        #expect(throws: WireError.self) { try ContentAccessMessage.decode(Frame(type: ContentAccessMessage.Types.purge, payload: w.buffer)) }
+        var short = WireWriter()
+        short.bytes(id.bytes); short.bytes([1, 2, 3])
+        #expect(throws: WireError.self) { try ContentAccessMessage.decode(Frame(type: ContentAccessMessage.Types.contentKey, payload: short.buffer)) }
+        var trailing = WireWriter()
+        trailing.bytes(id.bytes); trailing.bytes([0])
+        #expect(throws: WireError.self) { try ContentAccessMessage.decode(Frame(type: ContentAccessMessage.Types.contentKeyRequest, payload: trailing.buffer)) }
+        #expect(throws: WireError.self) { try ContentAccessMessage.decode(STOQMessage.ping(nonce: 1, sentAtMicros: 0).frame()) }
+    }
+
+    @Test func totalsSaturateInsteadOfOverflowing() {
+        var totals = ContentAccessMessage.PurgeTotals()
+        let hostile = ContentAccessMessage.PurgeTotals(localChunks: VarInt.max, localBytes: VarInt.max, belowChunks: VarInt.max, belowBytes: VarInt.max, edges: VarInt.max, unanswered: VarInt.max)
+        totals.add(below: hostile)
+        totals.add(below: hostile)
+        totals.addUnanswered()
+        #expect(totals.belowChunks == VarInt.max && totals.edges == VarInt.max && totals.unanswered == VarInt.max)
+        _ = ContentAccessMessage.purged(totals).encoded()  // writable: no varint precondition trips
+    }
+}

@@ -161,7 +161,7 @@ public enum KeyTable {
         do {
             plain = Array(try ChaChaPoly.open(try ChaChaPoly.SealedBox(combined: sealed), using: readKey))
         } catch {
-            throw ContentError(.decryptionFailed, "the manifest's key table did not open: this store's publisher read key is not the one that sealed it")
+            throw ContentError(.decryptionFailed, "the manifest's key table did not open with the key at hand: the content is private to a publisher whose key this is not (give its publisher.key with --publisher-key), or a public content read without its own key")
         }
         return (0..<count).map { Array(plain[($0 * 32)..<($0 * 32 + 32)]) }
     }

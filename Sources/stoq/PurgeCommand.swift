@@ -1,0 +1,86 @@
+import ArgumentParser
+import Foundation
+import STOQ
+import STOQEdge
+import STOQNode
+
+/// `stoq purge ID|NAME --node EDGE`: drops the cached chunks of a content on an edge and on the
+/// edges below it (mutual TLS), and says what was dropped.
+struct Purge: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Drop the cached chunks of a content (or of what a published name points to) on edges and the edges below them."
+    )
+    @Argument(help: "Content id (stoq:…), or a published name (NAME or name:NAME) resolved through the first --node.") var target: String
+    @Option(help: "The edges, comma-separated: '[::1]:4434,[::1]:4435'. An origin drops nothing (its store is not a cache) and passes the purge to its edges.")
+    var node: String
+    @Option(help: "Client certificate (PEM).") var cert: String
+    @Option(help: "Client private key (PEM).") var key: String
+    @Option(help: "Network CA certificate (PEM).") var ca: String
+
+    func run() async throws {
+        let nodes: [PeerAddress] = try node.split(separator: ",").map { text in
+            guard let address = PeerAddress(text.trimmingCharacters(in: .whitespaces)) else {
+                throw ValidationError("--node takes IPv6 addresses like '[::1]:4434' (comma-separated), not '\(text)'")
+            }
+            return address
+        }
+        guard let first = nodes.first else { throw ValidationError("--node names no edge") }
+        let content: ContentID
+        if let id = ContentID(target) {
+            content = id
+        } else {
+            let name = target.hasPrefix("name:") ? String(target.dropFirst(5)) : target
+            do { try NameRecord.validate(name: name) } catch {
+                throw ValidationError("'\(target)' is neither a content id (stoq: followed by 52 base32 characters) nor a name: \(error)")
+            }
+            content = try await withPeer(first, cert: cert, key: key, ca: ca) { client in
+                guard let bytes = try await client.resolveName(name) else { throw CLIError("\(first) does not know the name '\(name)'") }
+                let record = try NameRecord.decode(bytes)
+                guard record.name == name, record.hasValidSignature else { throw CLIError("\(first) answered '\(name)' with a record that does not verify") }
+                FileHandle.standardError.write(Data("stoq: \(name) is \(record.content) (v\(record.version))\n".utf8))
+                return record.content
+            }
+        }
+        var failed = 0
+        for address in nodes {
+            do {
+                let totals = try await withPeer(address, cert: cert, key: key, ca: ca) { client in try await client.purge(content) }
+                print(Self.describe(totals, content: content, at: address))
+            } catch {
+                failed += 1
+                FileHandle.standardError.write(Data("stoq: error: purge of \(content) on \(address) failed: \(error)\n".utf8))
+            }
+        }
+        if failed > 0 { throw ExitCode(1) }
+    }
+
+    /// One line saying what a purge dropped.
+    static func describe(_ t: ContentAccessMessage.PurgeTotals, content: ContentID, at address: PeerAddress) -> String {
+        func bytes(_ n: UInt64) -> String { humanBytes(Int64(clamping: n)) }
+        var line = "purged \(content) on \(address): dropped \(t.localChunks) chunks (\(bytes(t.localBytes))) there"
+        line += "; \(t.edges) edge\(t.edges == 1 ? "" : "s") below dropped \(t.belowChunks) chunks (\(bytes(t.belowBytes)))"
+        if t.unanswered > 0 { line += "; \(t.unanswered) edge\(t.unanswered == 1 ? "" : "s") below did not answer (they may still hold it)" }
+        return line
+    }
+}
+
+extension PeerOptions {
+    /// The read key a peer hands out for `content` when it is public (first peer that has one);
+    /// nil when it is private, unknown, or no peer answered.
+    func publicKey(of content: ContentID) async -> [UInt8]? {
+        guard let cert, let key, let ca, let addresses = try? addresses() else { return nil }
+        for address in addresses {
+            let answer = try? await withPeer(address, cert: cert, key: key, ca: ca) { client in try await client.contentKey(for: content) }
+            switch answer {
+            case .key(let bytes):
+                FileHandle.standardError.write(Data("stoq: \(content) is public: reading it with the key \(address) handed out\n".utf8))
+                return bytes
+            case .private:
+                return nil
+            default:
+                continue
+            }
+        }
+        return nil
+    }
+}
