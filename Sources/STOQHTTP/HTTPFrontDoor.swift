@@ -13,8 +13,8 @@ public typealias HTTPListenerFactory = @Sendable (HTTPListenerConfiguration) -> 
 public actor HTTPFrontDoor {
     /// The protocol servers `stoq node --http` starts, in order: HTTP/3 first, then HTTPS.
     public static let standardServers: [HTTPListenerFactory] = [
-        // { HTTP3Server(configuration: $0) },
-        // { HTTPSServer(configuration: $0) },
+        { HTTP3Server(configuration: $0) },
+        { HTTPSServer(configuration: $0) },
     ]
 
     /// Where and how to listen (the port may be 0).

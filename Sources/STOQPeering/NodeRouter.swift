@@ -574,12 +574,6 @@ struct RoutingService: NodeService {
 }
 
 extension PeerClient {
-    /// The node id the handshake proved for this client's peer; nil through a relay (the
-    /// connection's certificate is then the relay's) or without a certificate.
-    public var authenticatedPeer: NodeID? {
-        relayedTarget == nil ? connection.peerNodeID : nil
-    }
-
     /// Sends this node's routing view and returns the peer's.
     /// - Throws: ``NodeError`` `.refused` when the peer refuses it (with its reason),
     ///   `.protocolViolation` for another answer; wire and transport errors as they are.

@@ -1,5 +1,6 @@
 import Foundation
 import STOQContent
+@testable import STOQExchange
 @testable import STOQNode
 import STOQSwarm
 import STOQTestSupport

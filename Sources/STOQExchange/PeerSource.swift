@@ -26,6 +26,12 @@ public protocol PeerChunkSource: ChunkSource {
 }
 
 extension PeerClient: PeerChunkSource {
+    /// The node id the handshake proved for this client's peer; nil through a relay (the
+    /// connection's certificate is then the relay's) or without a certificate.
+    public var authenticatedPeer: NodeID? {
+        relayedTarget == nil ? connection.peerNodeID : nil
+    }
+
     /// Always false: a client is one connection.
     public var canRedial: Bool { false }
 
