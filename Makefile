@@ -8,8 +8,11 @@ PYTEST      ?= python3 -m pytest
 # The binary every process-level test runs: the release build, the one users run (a release-only
 # crash of `stoq get --peers` went unseen while these tests ran the debug build).
 STOQ_RELEASE := $(abspath $(RELEASE_BIN))
+# Each step of `make test` is timed (scripts/timed.sh); the table is printed at the end, pass or fail.
+export STOQ_TIMES := $(abspath .build/make-test-times.txt)
+TIMED       := bash scripts/timed.sh
 
-.PHONY: all deps build release demo test interop-test netns-test journeys-test netfuzz-test liveness-test \
+.PHONY: all deps build release demo test test-steps interop-test netns-test journeys-test netfuzz-test liveness-test \
         run-interop-test run-netns-test run-journeys-test run-netfuzz-test run-liveness-test http3-test run-http3-test http-test run-http-test bench fuzz clean
 
 all: build
@@ -35,10 +38,21 @@ demo: release
 # at a time, so nothing starves their stall, keepalive and probe timers as 60 suites at once on
 # 2 cores did (idle timeouts, false stalls).
 # The release `stoq` is built once, first; the Swift tests that run the binary (STOQ_BIN) use it too.
-test: release
-	$(SWIFT) build --build-tests
-	STOQ_BIN=$(STOQ_RELEASE) SWIFT="$(SWIFT)" bash scripts/swift-tests.sh
-	$(MAKE) --no-print-directory run-interop-test run-http3-test run-http-test run-netns-test run-netfuzz-test run-liveness-test run-journeys-test
+test: deps
+	@rm -f $(STOQ_TIMES)
+	@$(MAKE) --no-print-directory test-steps; status=$$?; $(TIMED) --report; exit $$status
+
+test-steps:
+	$(TIMED) release $(SWIFT) build -c release --product stoq
+	$(TIMED) build-tests $(SWIFT) build --build-tests
+	$(TIMED) swift-tests env STOQ_BIN=$(STOQ_RELEASE) SWIFT="$(SWIFT)" bash scripts/swift-tests.sh
+	$(TIMED) interop $(MAKE) --no-print-directory run-interop-test
+	$(TIMED) http3 $(MAKE) --no-print-directory run-http3-test
+	$(TIMED) https $(MAKE) --no-print-directory run-http-test
+	$(TIMED) netns $(MAKE) --no-print-directory run-netns-test
+	$(TIMED) netfuzz $(MAKE) --no-print-directory run-netfuzz-test
+	$(TIMED) liveness $(MAKE) --no-print-directory run-liveness-test
+	$(TIMED) journeys $(MAKE) --no-print-directory run-journeys-test
 
 ## aioquic (a QUIC stack nobody here wrote) against stoq serve / stoq fetch, both directions.
 interop-test: release

@@ -109,6 +109,9 @@ public struct KademliaNode: Sendable {
     public var activeLookups: Int { lookups.count }
     /// Values stored here.
     public var storedValueCount: Int { values.count }
+
+    /// Whether this node stores a value under `key` (a lookup it starts for `key` answers locally).
+    public func storesValue(for key: NexusID) -> Bool { values[key] != nil }
     /// Provider keys tracked here.
     public var providerKeyCount: Int { providerEntries.count }
 
@@ -328,7 +331,9 @@ public struct KademliaNode: Sendable {
             // so a lookup that stops at this node would otherwise miss it.
             if provided[key] != nil, !provs.contains(where: { $0.id == record.id }) { provs.append(record) }
             provs.sort { $0.id < $1.id }
-            reply = .providers(rpc: rpc, providers: Array(provs.prefix(DHTMessage.maxRecords)), closer: provs.isEmpty ? closest(to: key, excluding: sender.id) : [])
+            // Closer nodes too, providers or not: a provider lookup goes on to the k closest
+            // nodes and merges what each knows (one node may have missed some announcements).
+            reply = .providers(rpc: rpc, providers: Array(provs.prefix(DHTMessage.maxRecords)), closer: closest(to: key, excluding: sender.id))
         case .putRecord(let rpc, let key, let value, let ttl):
             reply = .ack(rpc: rpc, stored: storeValue(key: key, value: value, ttl: ttl, now: now))
         case .addProvider(let rpc, let key, let provider, let ttl):

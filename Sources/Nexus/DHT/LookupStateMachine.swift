@@ -18,10 +18,10 @@ public struct LookupResult: Hashable, Sendable {
     public var closest: [NodeRecord]
     /// The value (value lookups that found one).
     public var value: [UInt8]?
-    /// Providers found (provider lookups).
+    /// Providers found (provider lookups): the union of what every node asked returned (at most 64).
     public var providers: [NodeRecord]
-    /// Rounds: the depth of the query chain that completed the lookup (a value or provider hit,
-    /// else the deepest query among the k closest). Round 1 queries nodes from the local table.
+    /// Rounds: the depth of the query chain that completed the lookup (a value hit, else the
+    /// deepest query among the k closest). Round 1 queries nodes from the local table.
     public var rounds: Int
     /// Requests sent.
     public var messages: Int
@@ -31,7 +31,12 @@ public struct LookupResult: Hashable, Sendable {
 
 /// One iterative Kademlia lookup (sans-IO): keeps a shortlist ordered by XOR distance, at most
 /// α requests in flight to the closest not-yet-asked nodes, and finishes when the k closest
-/// non-failed nodes have all answered (or, for values/providers, at the first hit).
+/// non-failed nodes have all answered (or, for values, at the first hit).
+///
+/// A provider lookup does not stop at the first node that knows providers: a provider record
+/// lands only on the nodes its ADD_PROVIDER reached, so one node may know a few of them (seen: 6
+/// of 16 storage nodes when announcements timed out on a busy machine). It merges the providers of
+/// every node it asks and ends as a node lookup does.
 ///
 /// The owner (``KademliaNode``) sends the requests ``nextQueries()`` returns and feeds back
 /// ``handleResponse(from:closer:)`` / ``handleFailure(of:)``; timeouts are the owner's, so a node that
@@ -53,6 +58,8 @@ public struct LookupStateMachine: Sendable {
     let alpha: Int
     /// Bound on the shortlist, so a lookup's memory is O(k) whatever peers answer.
     let maxCandidates: Int
+    /// Most providers a lookup collects, whatever peers answer.
+    static let maxProviders = 64
     var candidates: [Candidate] = []
     var inFlight = 0
     var messages = 0
@@ -146,12 +153,10 @@ public struct LookupStateMachine: Sendable {
             self.value = value; hitDepth = depth + 1; isFinished = true
             return
         }
-        if kind == .providers, !providers.isEmpty {
-            for p in providers where self.providers[p.id] == nil && self.providers.count < 64 {
+        if kind == .providers {
+            for p in providers where self.providers[p.id] == nil && self.providers.count < Self.maxProviders {
                 self.providers[p.id] = p; providerOrder.append(p)
             }
-            hitDepth = depth + 1; isFinished = true
-            return
         }
         merge(closer, depth: depth + 1)
     }

@@ -28,7 +28,10 @@ public final class NexusClient: Sendable {
     ///   - certificate: PEM certificate chain path (a certificate of the network's CA).
     ///   - key: PEM private key path.
     ///   - ca: the network CA certificate path.
-    public static func connect(seeds: [PeerAddress], certificate: String, key: String, ca: String) async throws -> NexusClient {
+    ///   - dht: the DHT settings (request timeout and others; the defaults suit a network).
+    public static func connect(
+        seeds: [PeerAddress], certificate: String, key: String, ca: String, dht configuration: DHTConfiguration = DHTConfiguration()
+    ) async throws -> NexusClient {
         let chainPEM = try PEMFile.read(certificate)
         guard let leaf = try PEMFile.certificateDERs(in: chainPEM).first else {
             throw NexusError(.malformedInput, "\(certificate) holds no certificate")
@@ -36,7 +39,7 @@ public final class NexusClient: Sendable {
         let tls = TLSConfiguration(certificateChainPEM: chainPEM, privateKeyPEM: try PEMFile.read(key), trustRootsPEM: try PEMFile.read(ca))
         let endpoint = try await Endpoint.bind(host: "::", port: 0, tls: tls, configuration: EndpointConfiguration())
         let peers = PeerSet(endpoint: endpoint)
-        let dht = NexusDHT()
+        let dht = NexusDHT(configuration: configuration)
         await dht.attach(record: NodeRecord(id: NexusID(bytes: try NodeID(certificateDER: leaf).bytes)!), peers: peers)
         let client = NexusClient(dht: dht, endpoint: endpoint, peers: peers)
         do {
