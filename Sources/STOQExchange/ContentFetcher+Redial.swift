@@ -1,4 +1,5 @@
 import STOQSwarm
+import STOQTransport
 
 extension ContentFetcher {
     /// Dials `source` again after `delay` nanoseconds and reports the outcome into the fetch's
@@ -14,8 +15,13 @@ extension ContentFetcher {
                 events.yield(.redial(id, nil))
             } catch {
                 guard !Task.isCancelled else { return }
-                events.yield(.redial(id, "\(error)"))
+                events.yield(.redial(id, plain(error)))
             }
         }
+    }
+
+    /// An error as a person reads it: a transport error's reason without its type name.
+    static func plain(_ error: any Error) -> String {
+        (error as? STOQError)?.reason ?? "\(error)"
     }
 }

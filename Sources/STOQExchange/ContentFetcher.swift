@@ -419,8 +419,8 @@ public final class ContentFetcher: Sendable {
                             failovers.append((sourceID.rawValue, began.map { Double(t - $0) / 1e9 } ?? 0))
                         }
                         scheduler.handleFailure(rid, .error("\(error)"), now: t)
-                        if let delay = redials.lost(sourceID, error: "\(error)", now: t) {
-                            onEvent?("source \(sourceID) lost its connection (\(error)); its requests moved to others; dialling it again for up to \(configuration.downSourceLimit / 1_000_000_000) s")
+                        if let delay = redials.lost(sourceID, error: Self.plain(error), now: t) {
+                            onEvent?("source \(sourceID) lost its connection (\(Self.plain(error))); its requests moved to others; dialling it again for up to \(configuration.downSourceLimit / 1_000_000_000) s")
                             redialTasks.append(Self.redial(peer, sourceID, after: delay, into: continuation))
                         }
                         scheduler.handleSourceDown(sourceID, now: t)

@@ -21,8 +21,9 @@ struct SourceRedials {
         /// Dials in the current outage, and in all.
         var attempts = 0
         var totalAttempts = 0
-        /// Connection losses in this fetch.
+        /// Connection losses in this fetch, and dials that failed.
         var losses = 0
+        var failures = 0
         /// The error that took it down, and the last dial's error.
         var lostBecause = ""
         var lastError: String?
@@ -63,6 +64,7 @@ struct SourceRedials {
         guard var record = records[source] else { return nil }
         record.attempts += 1
         record.totalAttempts += 1
+        record.failures += 1
         record.lastError = error
         guard record.downSince != nil else {
             // Up again by other means (health probes answered) while this dial ran.
@@ -120,9 +122,11 @@ struct SourceRedials {
             if let since = r.downSince {
                 line += ", unreachable for \((now > since ? now - since : 0) / 1_000_000_000) s"
             }
-            line += ", dialled again \(r.totalAttempts) time\(r.totalAttempts == 1 ? "" : "s")"
-            if let last = r.lastError { line += ", last dial: \(last)" }
-            if r.dialing, r.downSince != nil { line += ", a dial still under way" }
+            let failed = r.failures
+            line += ", dialled again: \(failed) failed"
+            if let last = r.lastError { line += " (last: \(last))" }
+            if r.totalAttempts > failed { line += ", \(r.totalAttempts - failed) succeeded" }
+            if r.dialing, r.downSince != nil { line += ", one still under way" }
             return line
         }.joined(separator: "; ")
     }

@@ -28,6 +28,12 @@ struct PeerOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Close a connection to a peer after this many seconds without a packet from it (QUIC idle timeout; the lower of the two sides' values applies). The fetch dials a closed connection again.", valueName: "s"))
     var idleTimeout = 30
 
+    /// Refuses a retry window or idle timeout out of range before anything runs.
+    func validate() throws {
+        _ = try swarmConfiguration()
+        _ = try endpointConfiguration()
+    }
+
     /// The scheduler settings these options ask for.
     func swarmConfiguration() throws -> SwarmConfiguration {
         guard (1...86_400).contains(sourceRetrySeconds) else {

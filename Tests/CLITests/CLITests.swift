@@ -242,6 +242,20 @@ import Testing
         }
         #expect(!FileManager.default.fileExists(atPath: dir + "/s"), "a refused node created its store")
     }
+
+    /// `stoq get --peers` refuses a source retry window or an idle timeout out of range, with a
+    /// usage error that names the option, before it dials anything.
+    @Test func getRefusesARetryWindowOrIdleTimeoutOutOfRange() throws {
+        let dir = try Self.tempDirectory("retry")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let id = "stoq:" + String(repeating: "ab", count: 32)
+        for (flag, value) in [("--source-retry-seconds", "0"), ("--source-retry-seconds", "86401"), ("--idle-timeout", "0"), ("--idle-timeout", "3601")] {
+            let out = try Self.stoq(["get", id, "-o", dir + "/out", "--store", dir + "/gs", "--peers", "[::1]:4433",
+                                     "--cert", "c", "--key", "k", "--ca", "ca", flag, value])
+            Self.expectReadableRefusal(out, saying: flag, exit: 64)
+            #expect(!FileManager.default.fileExists(atPath: dir + "/out"), "stoq get \(flag) \(value) wrote output")
+        }
+    }
 }
 
 /// A precondition of a CLI test that does not hold (for example, no `stoq` binary).
