@@ -166,10 +166,12 @@ let package = Package(
             dependencies: ["STOQNode", "STOQIdentity", "STOQTransport", "STOQContent", "STOQEdge", "STOQSimulation", "STOQWire", nio, nioPosix],
             path: "Tests/STOQTestSupport"
         ),
+        // How the test-vector suites read and rewrite docs/test-vectors (a target, never a product).
+        .target(name: "TestVectorSupport", dependencies: ["STOQIdentity"], path: "Tests/TestVectorSupport"),
         .testTarget(name: "STOQIdentityTests", dependencies: ["STOQIdentity", x509, crypto]),
         .testTarget(name: "STOQTransportTests", dependencies: ["STOQTransport", "STOQIdentity", nio, nioPosix, crypto]),
-        .testTarget(name: "STOQWireTests", dependencies: ["STOQWire", "STOQSimulation", nio]),
-        .testTarget(name: "STOQContentTests", dependencies: ["STOQContent", "STOQIdentity", "STOQSimulation", crypto]),
+        .testTarget(name: "STOQWireTests", dependencies: ["STOQWire", "STOQSimulation", "STOQIdentity", "TestVectorSupport", nio]),
+        .testTarget(name: "STOQContentTests", dependencies: ["STOQContent", "STOQIdentity", "STOQSimulation", "TestVectorSupport", crypto]),
         .testTarget(name: "STOQRoutingTests", dependencies: ["STOQRouting", "STOQSimulation"]),
         .testTarget(name: "STOQSimulationTests", dependencies: ["STOQSimulation"]),
         .testTarget(name: "STOQSwarmTests", dependencies: ["STOQSwarm", "STOQSimulation", "STOQBenchmarks"]),
@@ -177,8 +179,8 @@ let package = Package(
         .testTarget(name: "HyperMeshTests", dependencies: ["HyperMesh", "HyperMeshBenchmarks", "Nexus", "STOQSimulation", "STOQNode", "STOQIdentity", crypto, nio]),
         .testTarget(name: "STOQExchangeTests", dependencies: ["STOQExchange", "STOQContent", "STOQSwarm"]),
         .testTarget(name: "STOQInteropTests", dependencies: ["STOQInterop", "STOQExchange"]),
-        .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQTestSupport", "STOQBenchmarks", "STOQIdentity", "STOQTransport", "STOQContent", "STOQEdge", "STOQRouting", "STOQSwarm", "STOQSimulation", nio, nioPosix]),
-        .testTarget(name: "STOQEdgeTests", dependencies: ["STOQEdge", "STOQSimulation", "STOQBenchmarks"]),
+        .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQTestSupport", "TestVectorSupport", "STOQBenchmarks", "STOQIdentity", "STOQTransport", "STOQContent", "STOQEdge", "STOQRouting", "STOQSwarm", "STOQSimulation", nio, nioPosix]),
+        .testTarget(name: "STOQEdgeTests", dependencies: ["STOQEdge", "STOQSimulation", "STOQIdentity", "TestVectorSupport", "STOQBenchmarks"]),
         .testTarget(name: "CLITests", dependencies: ["STOQIdentity", crypto]),
     ],
     swiftLanguageModes: [.v6]
