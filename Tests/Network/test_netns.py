@@ -18,6 +18,7 @@ import time
 import uuid
 
 import pytest
+from bridged_hosts import bridged_hosts, sh, skip_reason, start_ready
 
 STOQ = os.environ.get("STOQ_BIN")
 PREFIX = "stq" + uuid.uuid4().hex[:5]
@@ -26,70 +27,19 @@ FAST_RATE = None          # unshaped
 SLOW_RATE = "40mbit"      # tc tbf on the slow source's egress
 
 
-def sh(*args, check=True, ns=None, **kw):
-    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
-    return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=60, **kw)
-
-
-def can_make_namespaces():
-    if shutil.which("ip") is None or shutil.which("tc") is None:
-        return "iproute2 (ip, tc) is not installed"
-    if os.geteuid() != 0:
-        return "network namespaces need root"
-    probe = PREFIX + "probe"
-    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
-    if r.returncode != 0:
-        return "ip netns add failed: " + r.stderr.strip()
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
-    return None
-
-
 @pytest.fixture(scope="module")
 def hosts():
-    reason = can_make_namespaces()
+    reason = skip_reason(PREFIX, tools=("ip", "tc"))
     if reason:
         pytest.skip(reason)
     if not STOQ or not os.access(STOQ, os.X_OK):
         pytest.skip("STOQ_BIN is not set to a built stoq")
-    bridge_ns = PREFIX + "br"
-    names = ["client", "src1", "src2", "src3"]
-    made = []
-    try:
-        sh("ip", "netns", "add", bridge_ns)
-        made.append(bridge_ns)
-        sh("ip", "link", "add", "br0", "type", "bridge", ns=bridge_ns)
-        sh("ip", "link", "set", "br0", "up", ns=bridge_ns)
-        addrs = {}
-        for i, name in enumerate(names, start=1):
-            ns = PREFIX + name
-            sh("ip", "netns", "add", ns)
-            made.append(ns)
-            sh("ip", "link", "set", "lo", "up", ns=ns)
-            host_if, br_if = f"{PREFIX}h{i}", f"{PREFIX}b{i}"
-            sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", br_if)
-            sh("ip", "link", "set", host_if, "netns", ns)
-            sh("ip", "link", "set", br_if, "netns", bridge_ns)
-            sh("ip", "link", "set", br_if, "master", "br0", ns=bridge_ns)
-            sh("ip", "link", "set", br_if, "up", ns=bridge_ns)
-            sh("ip", "link", "set", host_if, "name", "eth0", ns=ns)
-            addr = f"{NET}:{i}"
-            sh("ip", "-6", "addr", "add", f"{addr}/64", "dev", "eth0", "nodad", ns=ns)
-            sh("ip", "link", "set", "eth0", "up", ns=ns)
-            addrs[name] = (ns, addr)
+    with bridged_hosts(PREFIX, NET, ["client", "src1", "src2", "src3"]) as bridge:
+        addrs = {name: (h.ns, h.addr) for name, h in bridge.hosts.items()}
         # The slow source: a token-bucket filter on its egress.
         sh("tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", SLOW_RATE, "burst", "64kb", "latency", "50ms",
            ns=addrs["src3"][0])
         yield addrs
-    finally:
-        for ns in reversed(made):
-            subprocess.run(["ip", "netns", "pids", ns], capture_output=True)
-            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
-            for pid in pids:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except OSError:
-                    pass
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 def make_dataset(path, mib):
@@ -105,21 +55,10 @@ def make_dataset(path, mib):
 
 
 def start_node(ns, name, addr, certs, store, logdir):
-    log = open(os.path.join(logdir, f"{name}.log"), "w")
-    p = subprocess.Popen(
-        ["ip", "netns", "exec", ns, STOQ, "node", "--name", name, "--listen", f"[{addr}]:4433",
-         "--cert", f"{certs}/{name}.pem", "--key", f"{certs}/{name}.key", "--ca", f"{certs}/ca.pem",
-         "--store", store, "--role", "origin"],
-        stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        line = p.stdout.readline()
-        if line.startswith("ready"):
-            return p
-        if not line and p.poll() is not None:
-            break
-    p.kill()
-    raise AssertionError(f"{name} did not start; see {logdir}/{name}.log")
+    return start_ready(
+        ns, [STOQ, "node", "--name", name, "--listen", f"[{addr}]:4433",
+             "--cert", f"{certs}/{name}.pem", "--key", f"{certs}/{name}.key", "--ca", f"{certs}/ca.pem",
+             "--store", store, "--role", "origin"], os.path.join(logdir, f"{name}.log"), seconds=30)
 
 
 def prepare(hosts, tmp_path, sources):

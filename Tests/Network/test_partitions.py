@@ -31,6 +31,7 @@ import time
 import uuid
 
 import pytest
+from bridged_hosts import bridged_hosts, sh, skip_reason, start_ready
 
 STOQ = os.environ.get("STOQ_BIN")
 PREFIX = "stp" + uuid.uuid4().hex[:5]
@@ -44,34 +45,14 @@ SWARM_PARTITION_S = float(os.environ.get("STOQ_PARTITION_SECONDS", "8"))
 IDLE_PARTITION_S = 16.0
 
 
-def sh(*args, check=True, ns=None):
-    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
-    return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=60)
-
-
-def skip_reason():
-    if shutil.which("ip") is None:
-        return "iproute2 (ip) is not installed"
-    if os.geteuid() != 0:
-        return "network namespaces need root"
-    if not STOQ or not os.access(STOQ, os.X_OK):
-        return "STOQ_BIN is not set to a built stoq"
-    probe = PREFIX + "probe"
-    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
-    if r.returncode != 0:
-        return "ip netns add failed: " + r.stderr.strip()
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
-    return None
-
-
 class Net:
     """The namespaces, and partitions of single hosts."""
 
-    def __init__(self):
-        self.bridge = PREFIX + "br"
-        self.ns = {}
-        self.addr = {}
-        self.port = {}
+    def __init__(self, bridge):
+        self.bridge = bridge.namespace
+        self.ns = {name: h.ns for name, h in bridge.hosts.items()}
+        self.addr = {name: h.addr for name, h in bridge.hosts.items()}
+        self.port = {name: h.port for name, h in bridge.hosts.items()}
 
     def cut(self, name):
         sh("ip", "link", "set", self.port[name], "down", ns=self.bridge)
@@ -85,41 +66,13 @@ class Net:
 
 @pytest.fixture(scope="module")
 def net():
-    reason = skip_reason()
+    if not STOQ or not os.access(STOQ, os.X_OK):
+        pytest.skip("STOQ_BIN is not set to a built stoq")
+    reason = skip_reason(PREFIX)
     if reason:
         pytest.skip(reason)
-    n = Net()
-    made = []
-    try:
-        sh("ip", "netns", "add", n.bridge)
-        made.append(n.bridge)
-        sh("ip", "link", "add", "br0", "type", "bridge", ns=n.bridge)
-        sh("ip", "link", "set", "br0", "up", ns=n.bridge)
-        for i, name in enumerate(HOSTS, start=1):
-            ns = PREFIX + name
-            sh("ip", "netns", "add", ns)
-            made.append(ns)
-            sh("ip", "link", "set", "lo", "up", ns=ns)
-            host_if, br_if = f"{PREFIX}h{i}", f"{PREFIX}b{i}"
-            sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", br_if)
-            sh("ip", "link", "set", host_if, "netns", ns)
-            sh("ip", "link", "set", br_if, "netns", n.bridge)
-            sh("ip", "link", "set", br_if, "master", "br0", ns=n.bridge)
-            sh("ip", "link", "set", br_if, "up", ns=n.bridge)
-            sh("ip", "link", "set", host_if, "name", "eth0", ns=ns)
-            addr = f"{NET}:{i}"
-            sh("ip", "-6", "addr", "add", f"{addr}/64", "dev", "eth0", "nodad", ns=ns)
-            sh("ip", "link", "set", "eth0", "up", ns=ns)
-            n.ns[name], n.addr[name], n.port[name] = ns, addr, br_if
-        yield n
-    finally:
-        for ns in reversed(made):
-            for pid in subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except OSError:
-                    pass
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    with bridged_hosts(PREFIX, NET, HOSTS) as bridge:
+        yield Net(bridge)
 
 
 @pytest.fixture
@@ -136,20 +89,9 @@ def tls(certs, name):
 
 
 def start_node(net, name, certs, store, logdir, *extra):
-    log = open(os.path.join(logdir, f"{name}.log"), "w")
-    p = subprocess.Popen(
-        ["ip", "netns", "exec", net.ns[name], STOQ, "node", "--name", name, "--listen", net.endpoint(name),
-         *tls(certs, name), "--store", store, *extra],
-        stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        line = p.stdout.readline()
-        if line.startswith("ready"):
-            return p
-        if not line and p.poll() is not None:
-            break
-    os.killpg(p.pid, signal.SIGKILL)
-    raise AssertionError(f"{name} did not start; see {logdir}/{name}.log")
+    return start_ready(
+        net.ns[name], [STOQ, "node", "--name", name, "--listen", net.endpoint(name), *tls(certs, name), "--store", store, *extra],
+        os.path.join(logdir, f"{name}.log"), seconds=60)
 
 
 def stop_all(procs):

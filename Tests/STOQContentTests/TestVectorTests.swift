@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Testing
+import TestVectorSupport
 import STOQIdentity
 @testable import STOQContent
 
@@ -13,12 +14,8 @@ import STOQIdentity
 /// `STOQ_WRITE_VECTORS=1` rewrites the JSON file instead of comparing (after a deliberate format
 /// change; say so in the commit).
 @Suite struct TestVectorTests {
-    /// `docs/test-vectors`, found from this file's path.
-    static let directory: String = {
-        var url = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { url.deleteLastPathComponent() }
-        return url.appendingPathComponent("docs/test-vectors").path
-    }()
+    /// `docs/test-vectors`.
+    static let directory = TestVectors.directory
 
     /// The fixed publisher secret of the vectors: SHA-256("stoq test vector publisher").
     static let secret = Array(SHA256.hash(data: Array("stoq test vector publisher".utf8)))
@@ -37,19 +34,11 @@ import STOQIdentity
 
     @Test func contentTreeVectorsMatchTheCode() throws {
         let computed = try Self.compute()
-        let path = Self.directory + "/content-tree.json"
-        if ProcessInfo.processInfo.environment["STOQ_WRITE_VECTORS"] == "1" {
-            let encoder = JSONEncoder()
-            encoder.keyEncodingStrategy = .convertToSnakeCase
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            var data = try encoder.encode(computed)
-            data.append(0x0A)
-            try data.write(to: URL(fileURLWithPath: path))
+        if TestVectors.rewriting {
+            try TestVectors.write(computed, to: "content-tree.json")
             return
         }
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
-        let committed = try decoder.decode(ContentTreeVectors.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+        let committed = try TestVectors.read(ContentTreeVectors.self, from: "content-tree.json")
         // Field by field, so a failure says which part of the format changed (without dumping
         // kilobytes of hex).
         #expect(committed.comment == computed.comment)

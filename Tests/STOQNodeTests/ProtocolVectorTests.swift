@@ -5,16 +5,11 @@ import STOQNode
 import STOQTestSupport
 import STOQWire
 import Testing
+import TestVectorSupport
 
 /// Statements of `docs/PROTOCOL.md` about what a node does, checked against the node: the HAVE
 /// bit order of the test-vector tree, and the answers to malformed and unknown requests.
 @Suite(.serialized) struct ProtocolVectorTests {
-    static let directory: String = {
-        var url = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { url.deleteLastPathComponent() }
-        return url.appendingPathComponent("docs/test-vectors").path
-    }()
-
     struct Tree: Codable {
         struct Manifest: Codable { var id: String; var bytes: String }
         var contentIdHex: String
@@ -22,25 +17,12 @@ import Testing
         var haveOrder: [String]
     }
 
-    static func bytes(_ hex: String) -> [UInt8] {
-        var out = [UInt8]()
-        var i = hex.startIndex
-        while i < hex.endIndex {
-            let j = hex.index(i, offsetBy: 2)
-            out.append(UInt8(hex[i..<j], radix: 16)!)
-            i = j
-        }
-        return out
-    }
-
     /// The order in which a node numbers the data chunks (``ContentPlan``) is the one the
     /// document states and the vectors list (`have_order`).
     @Test func haveBitOrderIsTheDocumentedWalk() async throws {
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
-        let tree = try decoder.decode(Tree.self, from: Data(contentsOf: URL(fileURLWithPath: Self.directory + "/content-tree.json")))
+        let tree = try TestVectors.read(Tree.self, from: "content-tree.json")
         var manifests = [ChunkID: [UInt8]]()
-        for m in tree.manifests { manifests[try #require(ChunkID(hex: m.id))] = Self.bytes(m.bytes) }
+        for m in tree.manifests { manifests[try #require(ChunkID(hex: m.id))] = try TestVectors.bytes(m.bytes) }
         let root = ContentID(try #require(ChunkID(hex: tree.contentIdHex)))
         let plan = try await ContentPlan.resolve(root) { id in
             guard let bytes = manifests[id] else { throw ContentError(.notFound, "no manifest \(id.short) in the vectors") }

@@ -1,6 +1,8 @@
 import Foundation
 import NIOCore
+import STOQIdentity
 import Testing
+import TestVectorSupport
 @testable import STOQWire
 
 /// The message examples of `docs/PROTOCOL.md` (`docs/test-vectors/wire.json`): each is encoded
@@ -8,12 +10,6 @@ import Testing
 /// message. The ids are those of the content-tree vectors, read from `content-tree.json`.
 /// `STOQ_WRITE_VECTORS=1` rewrites the file instead of comparing.
 @Suite struct WireVectorTests {
-    static let directory: String = {
-        var url = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { url.deleteLastPathComponent() }
-        return url.appendingPathComponent("docs/test-vectors").path
-    }()
-
     struct Example: Codable, Equatable {
         var name: String
         var description: String
@@ -34,29 +30,12 @@ import Testing
         var chunks: [Chunk]
     }
 
-    static func bytes(_ hex: String) -> [UInt8] {
-        var out = [UInt8]()
-        var i = hex.startIndex
-        while i < hex.endIndex {
-            let j = hex.index(i, offsetBy: 2)
-            out.append(UInt8(hex[i..<j], radix: 16)!)
-            i = j
-        }
-        return out
-    }
-
-    static func hex(_ bytes: some Sequence<UInt8>) -> String {
-        bytes.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
-    }
-
     static func examples() throws -> [(Example, STOQMessage)] {
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
-        let tree = try decoder.decode(Tree.self, from: Data(contentsOf: URL(fileURLWithPath: directory + "/content-tree.json")))
-        let root = try #require(WireID(bytes(tree.contentIdHex)))
+        let tree = try TestVectors.read(Tree.self, from: "content-tree.json")
+        let root = try #require(WireID(try TestVectors.bytes(tree.contentIdHex)))
         let hello = try #require(tree.chunks.first { $0.path == "hello.txt" })
-        let helloID = try #require(WireID(bytes(hello.id)))
-        let stored = bytes(hello.stored)
+        let helloID = try #require(WireID(try TestVectors.bytes(hello.id)))
+        let stored = try TestVectors.bytes(hello.stored)
         let bits = try ChunkBitfield(count: 9, bytes: [0x81, 0x80])
         let target = try #require(WireID(Array(0..<32) as [UInt8]))
         let nonce: UInt64 = 0x0123_4567_89AB_CDEF
@@ -95,33 +74,25 @@ import Testing
              .relayOpen(target: target, host: "fd00::2", port: 4433), nil),
         ]
         return list.map { name, description, message, body in
-            (Example(name: name, description: description, hex: hex(message.encoded().readableBytesView), followedBy: body.map { hex($0) }), message)
+            (Example(name: name, description: description, hex: Hex.encode(message.encoded().readableBytesView), followedBy: body.map { Hex.encode($0) }), message)
         }
     }
 
     @Test func wireVectorsMatchTheCode() throws {
         let computed = try Self.examples()
-        let path = Self.directory + "/wire.json"
         let file = File(comment: "STOQ message examples: see docs/PROTOCOL.md, section Test vectors. Recomputed by Tests/STOQWireTests/WireVectorTests.swift.",
                         messages: computed.map(\.0))
-        if ProcessInfo.processInfo.environment["STOQ_WRITE_VECTORS"] == "1" {
-            let encoder = JSONEncoder()
-            encoder.keyEncodingStrategy = .convertToSnakeCase
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            var data = try encoder.encode(file)
-            data.append(0x0A)
-            try data.write(to: URL(fileURLWithPath: path))
+        if TestVectors.rewriting {
+            try TestVectors.write(file, to: "wire.json")
             return
         }
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
-        let committed = try decoder.decode(File.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+        let committed = try TestVectors.read(File.self, from: "wire.json")
         #expect(committed.messages.count == computed.count)
         for (example, (expected, message)) in zip(committed.messages, computed) {
             #expect(example == expected, "the bytes of \(expected.name) changed")
             // The committed bytes decode to the message.
             var decoder = FrameDecoder(maximumPayloadLength: 4096)
-            decoder.handle(bytes: ByteBuffer(bytes: Self.bytes(example.hex)))
+            decoder.handle(bytes: ByteBuffer(bytes: try TestVectors.bytes(example.hex)))
             let frame = try #require(try decoder.pollFrame())
             #expect(try STOQMessage.decode(frame) == message, "\(example.name) does not decode to its message")
             #expect(!decoder.hasPartialFrame)
