@@ -244,7 +244,13 @@ public struct ContentResponder: HTTPResponder {
     ) async throws -> HTTPResponse {
         let etag = CachePolicy.etag(file: id, version: version)
         var headers: [(name: String, value: String)] = [("etag", etag), ("cache-control", cacheControl), ("accept-ranges", "bytes")]
-        if Conditional.noneMatchHits(request.header("if-none-match"), etag: etag) {
+        let notModified = Conditional.noneMatchHits(request.header("if-none-match"), etag: etag)
+        if notModified || request.method == "HEAD" {
+            // No body will be read: check the key opens the file anyway, so HEAD and 304 answer 403
+            // exactly when GET would.
+            try await streamer(file, first: 0, last: 0, readKey: readKey, tally: tally).checkAccess()
+        }
+        if notModified {
             return HTTPResponse(status: 304, headers: headers, logInfo: info)
         }
         headers.append(("content-type", MediaType.of(manifestType: file.contentType, fileName: fileName)))
@@ -272,15 +278,20 @@ public struct ContentResponder: HTTPResponder {
         guard request.method == "GET", length > 0 else {
             return HTTPResponse(status: status, headers: headers, logInfo: info)
         }
+        let streamer = streamer(file, first: first, last: last, readKey: readKey, tally: tally)
+        try await streamer.prime()
+        return HTTPResponse(status: status, headers: headers, body: HTTPBody { try await streamer.next() }, logInfo: info)
+    }
+
+    /// A streamer of `first...last` of `file`, fetching through the coalescer.
+    private func streamer(_ file: FileManifest, first: UInt64, last: UInt64, readKey: SymmetricKey, tally: CacheTally) -> FileStreamer {
         let coalescer = self.coalescer
-        let streamer = FileStreamer(root: file, first: first, last: last, readKey: readKey, tally: tally, manifests: manifests) { chunkID, reader in
+        return FileStreamer(root: file, first: first, last: last, readKey: readKey, tally: tally, manifests: manifests) { chunkID, reader in
             guard let chunk = try await coalescer.chunk(chunkID, reader: reader) else {
                 throw HTTPProblem(502, "chunk \(chunkID.short) of this file is on neither this node nor its upstream")
             }
             return chunk
         }
-        try await streamer.prime()
-        return HTTPResponse(status: status, headers: headers, body: HTTPBody { try await streamer.next() }, logInfo: info)
     }
 
     /// A manifest, fetched (store, then upstream) and checked against its id.

@@ -84,6 +84,16 @@ actor FileStreamer {
         }
     }
 
+    /// Opens the key table of the file's first leaf (walking down to it) without fetching any
+    /// data: whether this node may read the file at all, for answers without a body (HEAD, 304).
+    /// - Throws: ``HTTPProblem`` 403 when the key does not open it.
+    func checkAccess() async throws {
+        guard !planned else { return }
+        planned = true
+        try push(rootManifest, base: 0)
+        _ = try await nextPiece()  // walks down to the first leaf, opening its key table; fetches no data
+    }
+
     /// The next piece of the range, or nil at its end.
     func next() async throws -> [UInt8]? {
         if !planned { try await prime() }
