@@ -223,6 +223,10 @@ final class HTTPSExchangeHandler: ChannelInboundHandler, RemovableChannelHandler
             return
         }
         if exchange.closeAfter { machine.closed() } else { machine.responseEnded() }
+        guard !outcome.endWritten else {
+            exchange.report(outcome)
+            return
+        }
         exchange.channel.writeAndFlush(HTTPServerResponsePart.end(nil)).whenComplete { result in
             var outcome = outcome
             if case .failure = result { outcome.bodyComplete = false }
@@ -254,6 +258,10 @@ struct HTTPSExchange: Sendable {
         var bodyBytes: Int
         /// Head and every byte of the body were handed to the connection.
         var bodyComplete: Bool
+        /// The end was written too (HTTP/2: right behind the last bytes, so the stream ends with
+        /// them; a client that has all the bytes it was promised would otherwise reset a stream
+        /// that looks unfinished, and NIO counts every such reset against the connection).
+        var endWritten = false
         let started: ContinuousClock.Instant
     }
 
@@ -283,7 +291,15 @@ struct HTTPSExchange: Sendable {
         do {
             // The head leaves at once (a client sees the status while the first chunk is still
             // being fetched); a failed write shows in the next write or in the end's.
-            channel.writeAndFlush(HTTPServerResponsePart.head(head), promise: nil)
+            let endsHere = version == .http2
+            let declaredLength = response.headers.first { $0.name == "content-length" }.flatMap { Int($0.value) }
+            if bodyless && endsHere {
+                channel.write(HTTPServerResponsePart.head(head), promise: nil)
+                try await channel.writeAndFlush(HTTPServerResponsePart.end(nil))
+                outcome.endWritten = true
+            } else {
+                channel.writeAndFlush(HTTPServerResponsePart.head(head), promise: nil)
+            }
             if !bodyless {
                 // Without a content-length NIO frames an HTTP/1.1 body chunked.
                 while let piece = try await response.body.next() {
@@ -291,8 +307,16 @@ struct HTTPSExchange: Sendable {
                     guard channel.isActive else { throw ChannelError.ioOnClosedChannel }
                     if piece.isEmpty { continue }
                     outcome.bodyBytes += piece.count
+                    let buffer = channel.allocator.buffer(bytes: piece)
+                    if endsHere, let declaredLength, outcome.bodyBytes >= declaredLength {
+                        // The last bytes: end the stream in the same flush.
+                        channel.write(HTTPServerResponsePart.body(.byteBuffer(buffer)), promise: nil)
+                        try await channel.writeAndFlush(HTTPServerResponsePart.end(nil))
+                        outcome.endWritten = true
+                        break
+                    }
                     let written = channel.eventLoop.makePromise(of: Void.self)
-                    channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(channel.allocator.buffer(bytes: piece))), promise: written)
+                    channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(buffer)), promise: written)
                     // Back-pressure: pull the next piece only once the connection can take it.
                     if !channel.isWritable { try await waitForReader(written.futureResult) }
                 }

@@ -222,7 +222,22 @@ public final class HTTPSServer: HTTPListener {
             HTTP2Setting(parameter: .maxConcurrentStreams, value: limits.maxConcurrentStreams),
             HTTP2Setting(parameter: .maxHeaderListSize, value: limits.maxHeaderBytes),
         ]
-        let stream = NIOHTTP2Handler.StreamConfiguration()
+        // NIO's DoS heuristics allow 200 control frames, 200 RST_STREAMs and 200 stream errors per
+        // 30 s on a connection, then send GOAWAY (ENHANCE_YOUR_CALM). curl 7.88 resets each of
+        // its streams as it finishes with it, so a client fetching more than 200 objects on one
+        // connection was cut off. Allow 100 a second of each: still far below a rapid-reset
+        // flood, and every stream is bounded by the concurrent-stream limit anyway.
+        connection.controlFrameRateLimit.maximumCount = 1000
+        connection.controlFrameRateLimit.windowLength = .seconds(10)
+        var stream = NIOHTTP2Handler.StreamConfiguration()
+        stream.streamResetFrameRateLimit.maximumCount = 1000
+        stream.streamResetFrameRateLimit.windowLength = .seconds(10)
+        stream.streamErrorRateLimit.maximumCount = 1000
+        stream.streamErrorRateLimit.windowLength = .seconds(10)
+        // A stream is writable while less than this is queued (NIO's default, 8 KiB, is half a
+        // piece of body: every piece then waited for the previous one to leave).
+        stream.outboundBufferSizeHighWatermark = 256 * 1024
+        stream.outboundBufferSizeLowWatermark = 128 * 1024
         return channel.configureHTTP2Pipeline(mode: .server, connectionConfiguration: connection, streamConfiguration: stream) { streamChannel in
             streamChannel.eventLoop.makeCompletedFuture {
                 activity.value.requests += 1
@@ -277,3 +292,4 @@ final class HTTPSIdleCloser: ChannelInboundHandler, RemovableChannelHandler {
 
 @available(*, unavailable)
 extension HTTPSIdleCloser: Sendable {}
+
