@@ -12,6 +12,8 @@ final class HTTPSConnectionActivity {
     var requests = 0
     /// The connection was upgraded to a WebSocket (the idle timeout no longer applies).
     var webSocket = false
+    /// The server is stopping: close the connection as soon as nothing is in flight.
+    var stopping = false
 }
 
 @available(*, unavailable)
@@ -192,7 +194,7 @@ final class HTTPSExchangeHandler: ChannelInboundHandler, RemovableChannelHandler
     private func startExchange(context: ChannelHandlerContext, head: HTTPRequestHead) {
         activity.requests += 1
         activity.inFlight += 1
-        let closeAfter = wire == .http1 && (!head.isKeepAlive || activity.requests >= shared.limits.maxRequestsPerConnection)
+        let closeAfter = wire == .http1 && (!head.isKeepAlive || activity.requests >= shared.limits.maxRequestsPerConnection || activity.stopping)
         let request = HTTPRequest(
             method: head.method.rawValue, target: head.uri, headers: head.headers.map { (name: $0.name, value: $0.value) },
             wireProtocol: wire, client: client
@@ -217,12 +219,17 @@ final class HTTPSExchangeHandler: ChannelInboundHandler, RemovableChannelHandler
     private func exchangeEnded(_ exchange: HTTPSExchange, _ outcome: HTTPSExchange.Outcome) {
         activity.inFlight -= 1
         task = nil
+        if activity.stopping, activity.inFlight == 0, let parent = exchange.channel.parent {
+            // HTTP/2 during shutdown: the last stream is done, the connection may go.
+            exchange.channel.closeFuture.whenComplete { _ in parent.close(promise: nil) }
+        }
         guard outcome.bodyComplete else {
             machine.closed()
             exchange.report(outcome)
             return
         }
-        if exchange.closeAfter { machine.closed() } else { machine.responseEnded() }
+        let closeNow = exchange.closeAfter || (activity.stopping && wire == .http1)
+        if closeNow { machine.closed() } else { machine.responseEnded() }
         guard !outcome.endWritten else {
             exchange.report(outcome)
             return
@@ -231,7 +238,7 @@ final class HTTPSExchangeHandler: ChannelInboundHandler, RemovableChannelHandler
             var outcome = outcome
             if case .failure = result { outcome.bodyComplete = false }
             exchange.report(outcome)
-            if exchange.closeAfter || !outcome.bodyComplete { exchange.channel.close(promise: nil) }
+            if closeNow || !outcome.bodyComplete { exchange.channel.close(promise: nil) }
         }
     }
 }

@@ -122,6 +122,10 @@ public final class HTTPSServer: HTTPListener {
     public func stop() async {
         let server = state.withLock { s in defer { s.serverChannel = nil }; return s.serverChannel }
         try? await server?.close().get()
+        // Idle connections close now; busy ones after their exchange (HTTP/1.1) or the grace.
+        for connection in state.withLock({ Array($0.connections.values) }) {
+            connection.pipeline.fireUserInboundEventTriggered(HTTPSServerStopping())
+        }
         let deadline = ContinuousClock.now + limits.shutdownGrace
         while ContinuousClock.now < deadline, !state.withLock({ $0.connections.isEmpty }) {
             try? await Task.sleep(for: .milliseconds(50))
@@ -273,6 +277,9 @@ private struct HTTPSConnectionRegistry: Sendable {
     }
 }
 
+/// Tells a connection the server is stopping.
+struct HTTPSServerStopping: Sendable {}
+
 /// Closes a connection on the idle timeout when nothing is in flight and it is no WebSocket.
 final class HTTPSIdleCloser: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
@@ -282,6 +289,11 @@ final class HTTPSIdleCloser: ChannelInboundHandler, RemovableChannelHandler {
     init(activity: HTTPSConnectionActivity) { self.activity = activity }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is HTTPSServerStopping {
+            activity.stopping = true
+            if activity.inFlight == 0 { context.close(promise: nil) }
+            return
+        }
         if event is IdleStateHandler.IdleStateEvent {
             if activity.inFlight == 0, !activity.webSocket { context.close(promise: nil) }
             return
