@@ -192,7 +192,7 @@ final class HTTPSExchangeHandler: ChannelInboundHandler, RemovableChannelHandler
     private var responseVersion: HTTPVersion { wire == .http2 ? .http2 : .http1_1 }
 
     private func startExchange(context: ChannelHandlerContext, head: HTTPRequestHead) {
-        activity.requests += 1
+        if wire == .http1 { activity.requests += 1 }  // HTTP/2 streams are counted as they open
         activity.inFlight += 1
         let closeAfter = wire == .http1 && (!head.isKeepAlive || activity.requests >= shared.limits.maxRequestsPerConnection || activity.stopping)
         let request = HTTPRequest(
