@@ -12,6 +12,8 @@ final class HTTPSConnectionActivity {
     var requests = 0
     /// The connection was upgraded to a WebSocket (the idle timeout no longer applies).
     var webSocket = false
+    /// The server is stopping: close the connection as soon as nothing is in flight.
+    var stopping = false
 }
 
 @available(*, unavailable)
@@ -190,9 +192,9 @@ final class HTTPSExchangeHandler: ChannelInboundHandler, RemovableChannelHandler
     private var responseVersion: HTTPVersion { wire == .http2 ? .http2 : .http1_1 }
 
     private func startExchange(context: ChannelHandlerContext, head: HTTPRequestHead) {
-        activity.requests += 1
+        if wire == .http1 { activity.requests += 1 }  // HTTP/2 streams are counted as they open
         activity.inFlight += 1
-        let closeAfter = wire == .http1 && (!head.isKeepAlive || activity.requests >= shared.limits.maxRequestsPerConnection)
+        let closeAfter = wire == .http1 && (!head.isKeepAlive || activity.requests >= shared.limits.maxRequestsPerConnection || activity.stopping)
         let request = HTTPRequest(
             method: head.method.rawValue, target: head.uri, headers: head.headers.map { (name: $0.name, value: $0.value) },
             wireProtocol: wire, client: client
@@ -217,17 +219,26 @@ final class HTTPSExchangeHandler: ChannelInboundHandler, RemovableChannelHandler
     private func exchangeEnded(_ exchange: HTTPSExchange, _ outcome: HTTPSExchange.Outcome) {
         activity.inFlight -= 1
         task = nil
+        if activity.stopping, activity.inFlight == 0, let parent = exchange.channel.parent {
+            // HTTP/2 during shutdown: the last stream is done, the connection may go.
+            exchange.channel.closeFuture.whenComplete { _ in parent.close(promise: nil) }
+        }
         guard outcome.bodyComplete else {
             machine.closed()
             exchange.report(outcome)
             return
         }
-        if exchange.closeAfter { machine.closed() } else { machine.responseEnded() }
+        let closeNow = exchange.closeAfter || (activity.stopping && wire == .http1)
+        if closeNow { machine.closed() } else { machine.responseEnded() }
+        guard !outcome.endWritten else {
+            exchange.report(outcome)
+            return
+        }
         exchange.channel.writeAndFlush(HTTPServerResponsePart.end(nil)).whenComplete { result in
             var outcome = outcome
             if case .failure = result { outcome.bodyComplete = false }
             exchange.report(outcome)
-            if exchange.closeAfter || !outcome.bodyComplete { exchange.channel.close(promise: nil) }
+            if closeNow || !outcome.bodyComplete { exchange.channel.close(promise: nil) }
         }
     }
 }
@@ -254,6 +265,10 @@ struct HTTPSExchange: Sendable {
         var bodyBytes: Int
         /// Head and every byte of the body were handed to the connection.
         var bodyComplete: Bool
+        /// The end was written too (HTTP/2: right behind the last bytes, so the stream ends with
+        /// them; a client that has all the bytes it was promised would otherwise reset a stream
+        /// that looks unfinished, and NIO counts every such reset against the connection).
+        var endWritten = false
         let started: ContinuousClock.Instant
     }
 
@@ -283,7 +298,15 @@ struct HTTPSExchange: Sendable {
         do {
             // The head leaves at once (a client sees the status while the first chunk is still
             // being fetched); a failed write shows in the next write or in the end's.
-            channel.writeAndFlush(HTTPServerResponsePart.head(head), promise: nil)
+            let endsHere = version == .http2
+            let declaredLength = response.headers.first { $0.name == "content-length" }.flatMap { Int($0.value) }
+            if bodyless && endsHere {
+                channel.write(HTTPServerResponsePart.head(head), promise: nil)
+                try await channel.writeAndFlush(HTTPServerResponsePart.end(nil))
+                outcome.endWritten = true
+            } else {
+                channel.writeAndFlush(HTTPServerResponsePart.head(head), promise: nil)
+            }
             if !bodyless {
                 // Without a content-length NIO frames an HTTP/1.1 body chunked.
                 while let piece = try await response.body.next() {
@@ -291,8 +314,16 @@ struct HTTPSExchange: Sendable {
                     guard channel.isActive else { throw ChannelError.ioOnClosedChannel }
                     if piece.isEmpty { continue }
                     outcome.bodyBytes += piece.count
+                    let buffer = channel.allocator.buffer(bytes: piece)
+                    if endsHere, let declaredLength, outcome.bodyBytes >= declaredLength {
+                        // The last bytes: end the stream in the same flush.
+                        channel.write(HTTPServerResponsePart.body(.byteBuffer(buffer)), promise: nil)
+                        try await channel.writeAndFlush(HTTPServerResponsePart.end(nil))
+                        outcome.endWritten = true
+                        break
+                    }
                     let written = channel.eventLoop.makePromise(of: Void.self)
-                    channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(channel.allocator.buffer(bytes: piece))), promise: written)
+                    channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(buffer)), promise: written)
                     // Back-pressure: pull the next piece only once the connection can take it.
                     if !channel.isWritable { try await waitForReader(written.futureResult) }
                 }

@@ -122,6 +122,10 @@ public final class HTTPSServer: HTTPListener {
     public func stop() async {
         let server = state.withLock { s in defer { s.serverChannel = nil }; return s.serverChannel }
         try? await server?.close().get()
+        // Idle connections close now; busy ones after their exchange (HTTP/1.1) or the grace.
+        for connection in state.withLock({ Array($0.connections.values) }) {
+            connection.pipeline.fireUserInboundEventTriggered(HTTPSServerStopping())
+        }
         let deadline = ContinuousClock.now + limits.shutdownGrace
         while ContinuousClock.now < deadline, !state.withLock({ $0.connections.isEmpty }) {
             try? await Task.sleep(for: .milliseconds(50))
@@ -222,7 +226,22 @@ public final class HTTPSServer: HTTPListener {
             HTTP2Setting(parameter: .maxConcurrentStreams, value: limits.maxConcurrentStreams),
             HTTP2Setting(parameter: .maxHeaderListSize, value: limits.maxHeaderBytes),
         ]
-        let stream = NIOHTTP2Handler.StreamConfiguration()
+        // NIO's DoS heuristics allow 200 control frames, 200 RST_STREAMs and 200 stream errors per
+        // 30 s on a connection, then send GOAWAY (ENHANCE_YOUR_CALM). curl 7.88 resets each of
+        // its streams as it finishes with it, so a client fetching more than 200 objects on one
+        // connection was cut off. Allow 100 a second of each: still far below a rapid-reset
+        // flood, and every stream is bounded by the concurrent-stream limit anyway.
+        connection.controlFrameRateLimit.maximumCount = 1000
+        connection.controlFrameRateLimit.windowLength = .seconds(10)
+        var stream = NIOHTTP2Handler.StreamConfiguration()
+        stream.streamResetFrameRateLimit.maximumCount = 1000
+        stream.streamResetFrameRateLimit.windowLength = .seconds(10)
+        stream.streamErrorRateLimit.maximumCount = 1000
+        stream.streamErrorRateLimit.windowLength = .seconds(10)
+        // A stream is writable while less than this is queued (NIO's default, 8 KiB, is half a
+        // piece of body: every piece then waited for the previous one to leave).
+        stream.outboundBufferSizeHighWatermark = 256 * 1024
+        stream.outboundBufferSizeLowWatermark = 128 * 1024
         return channel.configureHTTP2Pipeline(mode: .server, connectionConfiguration: connection, streamConfiguration: stream) { streamChannel in
             streamChannel.eventLoop.makeCompletedFuture {
                 activity.value.requests += 1
@@ -258,6 +277,9 @@ private struct HTTPSConnectionRegistry: Sendable {
     }
 }
 
+/// Tells a connection the server is stopping.
+struct HTTPSServerStopping: Sendable {}
+
 /// Closes a connection on the idle timeout when nothing is in flight and it is no WebSocket.
 final class HTTPSIdleCloser: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
@@ -267,6 +289,11 @@ final class HTTPSIdleCloser: ChannelInboundHandler, RemovableChannelHandler {
     init(activity: HTTPSConnectionActivity) { self.activity = activity }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is HTTPSServerStopping {
+            activity.stopping = true
+            if activity.inFlight == 0 { context.close(promise: nil) }
+            return
+        }
         if event is IdleStateHandler.IdleStateEvent {
             if activity.inFlight == 0, !activity.webSocket { context.close(promise: nil) }
             return
@@ -277,3 +304,4 @@ final class HTTPSIdleCloser: ChannelInboundHandler, RemovableChannelHandler {
 
 @available(*, unavailable)
 extension HTTPSIdleCloser: Sendable {}
+

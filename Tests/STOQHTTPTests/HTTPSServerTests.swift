@@ -234,6 +234,27 @@ final class HTTPSServerTests: XCTestCase {
         }
     }
 
+    func testStopClosesIdleConnectionsWithoutWaitingForTheGrace() async throws {
+        var limits = HTTPSServer.Limits()
+        limits.shutdownGrace = .seconds(120)
+        let (server, client) = try await startServer(StaticTestResponder(), limits: limits)
+        let sinks = [ByteSink(), ByteSink()]
+        for (sink, alpn) in zip(sinks, ["http/1.1", "h2"]) {
+            let channel = try await client.connect(alpn: alpn) { try $0.pipeline.syncOperations.addHandler(sink) }
+            if alpn == "http/1.1" {
+                try await channel.writeAndFlush(channel.allocator.buffer(string: "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")).get()
+                let answered = await sink.wait { bytes, _ in String(decoding: bytes, as: UTF8.self).contains("hello, front door") }
+                XCTAssertTrue(answered)
+            }
+        }
+        let stopping = Task { await server.stop() }
+        for sink in sinks {
+            let closed = await sink.wait(seconds: 15) { _, closed in closed }
+            XCTAssertTrue(closed, "an idle keep-alive connection is closed when the server stops, not after the grace")
+        }
+        await stopping.value
+    }
+
     func testKeepAliveServesSeveralRequestsAndTheLastOneSaysClose() async throws {
         var limits = HTTPSServer.Limits()
         limits.maxRequestsPerConnection = 3
