@@ -36,6 +36,19 @@ final class HTTP3ServerTests: XCTestCase {
                             return Array(big[o..<o + n])
                         }
                     })
+            case "/huge":
+                // 64 MiB made up as it is pulled: nothing is held, only pulls are counted.
+                let served = Counter()
+                return HTTPResponse(
+                    status: 200, headers: [("content-length", "\(64 << 20)")],
+                    body: HTTPBody {
+                        self.pulls.withLock { $0 += 1 }
+                        let n = served.value.withLock { c in
+                            c += 1
+                            return c
+                        }
+                        return n > 1024 ? nil : [UInt8](repeating: 0x5A, count: 65_536)
+                    })
             case "/fail":
                 let count = Counter()
                 return HTTPResponse(
@@ -106,6 +119,14 @@ final class HTTP3ServerTests: XCTestCase {
             let id = stream.id
             Task { await self.read(stream) }
             return await withCheckedContinuation { waiters[id] = $0 }
+        }
+
+        /// Sends a request and never reads its response.
+        func requestWithoutReading(_ path: String) async throws {
+            let stream = try await connection.openBidirectionalStream()
+            streams[stream.id] = stream
+            try core.submitRequest(stream.id, headers: [(":method", "GET"), (":scheme", "https"), (":authority", "stoq.test"), (":path", path)])
+            flush()
         }
 
         private func read(_ stream: QUICStream) async {
@@ -179,9 +200,9 @@ final class HTTP3ServerTests: XCTestCase {
         return (server, try await server.start())
     }
 
-    private func connect(_ port: Int) async throws -> (Endpoint, Client) {
+    private func connect(_ port: Int, configuration: EndpointConfiguration = .init()) async throws -> (Endpoint, Client) {
         let tls = TLSConfiguration(certificateChainPEM: nil, privateKeyPEM: nil, alpn: ["h3"], verifyPeer: false)
-        let endpoint = try await Endpoint.bind(host: "::1", port: 0, tls: tls)
+        let endpoint = try await Endpoint.bind(host: "::1", port: 0, tls: tls, configuration: configuration)
         let connection = try await endpoint.connect(host: "::1", port: port, serverName: "stoq.test")
         let client = try Client(connection: connection)
         try await client.start()
@@ -225,6 +246,31 @@ final class HTTP3ServerTests: XCTestCase {
         XCTAssertEqual(records.first { $0.request.target == "/big" }?.bodyBytes, 2_000_000)
         XCTAssertEqual(records.first?.request.header("host"), "stoq.test", ":authority becomes host")
 
+        await endpoint.close()
+        await server.stop()
+    }
+
+    func testAClientThatDoesNotReadStopsTheBodyBeingPulled() async throws {
+        let responder = StaticResponder()
+        let (server, port) = try await startServer(responder)
+        var small = EndpointConfiguration()
+        small.streamReceiveWindow = 64 * 1024
+        small.maxStreamReceiveWindow = 64 * 1024
+        let (endpoint, client) = try await connect(port, configuration: small)
+        try await client.requestWithoutReading("/huge")
+        // Wait until the pulls stop (or 5 s pass): a stalled stream must stop asking for body.
+        var last = -1
+        for _ in 0..<50 {
+            try await Task.sleep(for: .milliseconds(100))
+            let now = responder.pulls.withLock { $0 }
+            if now == last && now > 0 { break }
+            last = now
+        }
+        let pulls = responder.pulls.withLock { $0 }
+        XCTAssertGreaterThan(pulls, 0)
+        // The client's 64 KiB window, the transport's 1 MiB send buffer, the session's 256 KiB
+        // queue and a piece or two: about 22 pieces of 64 KiB, never the 1024 of the whole body.
+        XCTAssertLessThanOrEqual(pulls, 40, "the body was pulled ahead of what the client reads")
         await endpoint.close()
         await server.stop()
     }
