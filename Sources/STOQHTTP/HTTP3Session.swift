@@ -208,6 +208,9 @@ actor HTTP3Session {
 
     private func received(_ id: Int64, _ buffer: ByteBuffer?, fin: Bool) {
         guard !closing else { return }
+        // A request stream already closed in nghttp3 (the peer stopped it while still sending):
+        // its late bytes would look like a new stream starting mid-frame.
+        if id & 0x2 == 0 && exchanges[id] == nil { return }
         if let e = exchanges[id], e.stoppedReading { return }
         do {
             try core.handle(streamID: id, buffer: buffer, fin: fin)
