@@ -8,6 +8,7 @@ Scenarios:
   garbage-request random bytes (seeded) on 20 request streams
   unread          asks for a large file 20 times and never reads, then vanishes
   reset-request   sends a request and resets its stream at once, 50 times
+  stop-reading    asks for a large file 20 times and sends STOP_SENDING on each after 0.3 s
 
 Prints one JSON line: {"closed": bool, "error_code": int|null, "reason": str}
 (how the server ended the connection, if it did within the scenario's time).
@@ -82,6 +83,16 @@ async def main() -> None:
                 sid = q.get_next_available_stream_id()
                 q.send_stream_data(sid, request_bytes("/5mb.bin"))
                 q.reset_stream(sid, 0x10C)
+        elif args.scenario == "stop-reading":
+            sids = []
+            for _ in range(20):
+                sid = q.get_next_available_stream_id()
+                q.send_stream_data(sid, request_bytes("/5mb.bin"), end_stream=True)
+                sids.append(sid)
+            c.transmit()
+            await asyncio.sleep(0.3)
+            for sid in sids:
+                q.stop_stream(sid, 0x10C)
         else:
             raise SystemExit(f"unknown scenario {args.scenario}")
         c.transmit()

@@ -194,7 +194,7 @@ def test_a_data_frame_on_the_control_stream_closes_that_connection_only(server, 
 
 def test_garbage_requests_resets_and_unread_responses_never_hurt_the_server(server, files: Files) -> None:
     s = server()
-    for scenario in ("garbage-request", "reset-request", "unread"):
+    for scenario in ("garbage-request", "reset-request", "stop-reading", "unread"):
         hostile(s.port, scenario)
         assert s.alive(), scenario
         (ok,) = h3(s.port, "GET /100k.bin")
