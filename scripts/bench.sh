@@ -11,6 +11,7 @@
 #   dht        STOQ_BIN dht bench --scale ... ; STOQ_BIN dht bench --quic N (real lookups over [::1])
 #   swarm      STOQ_BIN bench-swarm (simulator), then STOQ_BIN bench-swarm --real (QUIC on [::1])
 #   edge       scripts/bench-edge.sh STOQ_BIN
+#   http3      scripts/bench/http3.py — STOQHTTP's HTTP/3 server vs ngtcp2's gtlsserver, gtlsclient for both
 #
 # Environment: BENCH_OUT (default ./bench-out), BENCH_PARTS (comma list, default all),
 # BENCH_TRANSPORT_BYTES, BENCH_AIOQUIC_BYTES, BENCH_RUNS, BENCH_TTFB_FETCHES, BENCH_IDLE_CONNS, BENCH_ONLY
@@ -21,7 +22,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STOQ_BIN=${1:-${STOQ_BIN:-}}
 OUT=${BENCH_OUT:-$ROOT/bench-out}
 PY=${PYTHON:-python3}
-PARTS=${BENCH_PARTS:-transport,content,erasure,routing,dht,swarm,edge}
+PARTS=${BENCH_PARTS:-transport,content,erasure,routing,dht,swarm,edge,http3}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/bench.txt") 2>&1
 
@@ -95,6 +96,11 @@ if want edge; then
   section "edge cache (W-TinyLFU beside LRU, Zipf 1.0)"
   if [ -n "$STOQ_BIN" ]; then bash "$ROOT/scripts/bench-edge.sh" "$STOQ_BIN" || { echo "edge: FAILED"; status=1; }
   else echo "edge: skipped (no stoq binary)"; fi
+fi
+
+if want http3; then
+  section "http3 (download over [::1]: STOQ's HTTP/3 server beside ngtcp2's gtlsserver, gtlsclient for both)"
+  "$PY" "$ROOT/scripts/bench/http3.py" || { echo "http3: FAILED"; status=1; }
 fi
 
 echo

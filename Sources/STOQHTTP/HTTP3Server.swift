@@ -31,6 +31,10 @@ public final class HTTP3Server: HTTPListener {
         public var gracePeriod: Duration = .seconds(2)
         /// Validate client addresses with a QUIC Retry before keeping any state for them.
         public var addressValidation = true
+        /// Unacknowledged response bytes the transport holds per stream before the body is no
+        /// longer pulled. With ``HTTP3Session/writeQueueLimit`` it bounds what a client that does
+        /// not read costs: about 1.3 MiB per request stream, times ``HTTP3Limits/maxConcurrentRequests``.
+        public var streamSendBuffer = 1 << 20
 
         /// Default options.
         public init() {}
@@ -90,6 +94,7 @@ public final class HTTP3Server: HTTPListener {
         transport.maxConnectionsPerAddress = options.maxConnectionsPerAddress
         transport.idleTimeout = options.idleTimeout
         transport.addressValidation = options.addressValidation
+        transport.streamSendBufferLimit = max(64 * 1024, options.streamSendBuffer)
         let endpoint: Endpoint
         do {
             endpoint = try await Endpoint.bind(host: c.host, port: c.port, tls: tls, configuration: transport)

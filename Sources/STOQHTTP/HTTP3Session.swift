@@ -12,7 +12,7 @@ import STOQTransport
 /// piece at a time when nghttp3 runs dry. All nghttp3 calls happen on this actor.
 actor HTTP3Session {
     /// Bytes queued for one stream's writer before nghttp3 is told the stream is blocked.
-    static let writeQueueLimit = 1 << 20
+    static let writeQueueLimit = 256 * 1024
 
     private enum Outbound: Sendable {
         case bytes(ByteBuffer)
@@ -34,6 +34,8 @@ actor HTTP3Session {
         let continuation: AsyncStream<Outbound>.Continuation
         var queued = 0
         var blocked = false
+        /// A body piece was asked for while blocked: pull it once the writer catches up.
+        var pullDeferred = false
     }
 
     /// One request and its response.
@@ -206,6 +208,9 @@ actor HTTP3Session {
 
     private func received(_ id: Int64, _ buffer: ByteBuffer?, fin: Bool) {
         guard !closing else { return }
+        // A request stream already closed in nghttp3 (the peer stopped it while still sending):
+        // its late bytes would look like a new stream starting mid-frame.
+        if id & 0x2 == 0 && exchanges[id] == nil { return }
         if let e = exchanges[id], e.stoppedReading { return }
         do {
             try core.handle(streamID: id, buffer: buffer, fin: fin)
@@ -238,7 +243,13 @@ actor HTTP3Session {
             case .data(let id, let bytes):
                 discardRequestBody(id, bytes.count)
             case .needBody(let id):
-                exchanges[id]?.work.yield(.pull)
+                // nghttp3 schedules a stream whose body resumed even while it is blocked, so the
+                // pace is kept here: no pull while the stream's writer is behind.
+                if outputs[id]?.blocked == true {
+                    outputs[id]?.pullDeferred = true
+                } else {
+                    exchanges[id]?.work.yield(.pull)
+                }
             case .stopSending(let id, let code):
                 if let stream = outputs[id]?.stream {
                     Task { await stream.stopSending(code: code) }
@@ -397,7 +408,10 @@ actor HTTP3Session {
         output.queued -= count
         if output.blocked && output.queued <= Self.writeQueueLimit / 2 {
             output.blocked = false
+            let pull = output.pullDeferred
+            output.pullDeferred = false
             outputs[id] = output
+            if pull { exchanges[id]?.work.yield(.pull) }
             core.unblock(id)
             flush()
         } else {

@@ -169,3 +169,33 @@ def test_chromium_forced_onto_quic_loads_a_page_and_its_resources_over_h3(server
     assert result["range"] == [206, 10], result
     served = s.wait_finished(4)
     assert any(" GET /index.html" in l for l in served) and any(" GET /100k.bin" in l for l in served), served
+
+
+HOSTILE = Path(__file__).resolve().parent / "h3hostile.py"
+
+
+def hostile(port: int, scenario: str) -> dict:
+    import json
+    import sys
+    r = subprocess.run([sys.executable, str(HOSTILE), "--port", str(port), scenario],
+                       capture_output=True, text=True, timeout=60)
+    lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
+    assert lines, f"h3hostile {scenario} failed ({r.returncode}): {r.stderr[-2000:]}"
+    return json.loads(lines[-1])
+
+
+def test_a_data_frame_on_the_control_stream_closes_that_connection_only(server, files: Files) -> None:
+    s = server()
+    result = hostile(s.port, "control-data")
+    assert result["closed"] and result["error_code"] == 0x105, result  # H3_FRAME_UNEXPECTED
+    (ok,) = h3(s.port, "GET /one.txt")
+    assert ok["status"] == 200 and s.alive()
+
+
+def test_garbage_requests_resets_and_unread_responses_never_hurt_the_server(server, files: Files) -> None:
+    s = server()
+    for scenario in ("garbage-request", "reset-request", "stop-reading", "unread"):
+        hostile(s.port, scenario)
+        assert s.alive(), scenario
+        (ok,) = h3(s.port, "GET /100k.bin")
+        assert ok["status"] == 200 and ok["sha256"] == files.sha["/100k.bin"], scenario

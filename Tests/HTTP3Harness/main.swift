@@ -1,5 +1,5 @@
 // A small HTTP/3 server for the process-level tests in Tests/HTTP3: STOQHTTP's HTTP3Server
-// serving the files of one directory through a static responder (GET, HEAD, a single Range,
+// serving the files of one directory (read from disk as the body is pulled) through a static responder (GET, HEAD, a single Range,
 // If-None-Match, 404, 405). It stands in for `stoq node --http` where a test wants the HTTP/3
 // server alone.
 //
@@ -15,7 +15,7 @@ struct HarnessError: Error, CustomStringConvertible {
     var description: String
 }
 
-/// Serves a directory. Every file's ETag is its SHA-256; the body is read 64 KiB at a time
+/// Serves a directory. A file's ETag hashes its path, size and mtime; the body is read 64 KiB at a time
 /// as the server pulls it. `/fail/<name>` serves `<name>` but fails after `failAfter` bytes.
 final class DirectoryResponder: HTTPResponder {
     let root: URL
@@ -43,11 +43,14 @@ final class DirectoryResponder: HTTPResponder {
         let file = root.appendingPathComponent(decoded).standardizedFileURL
         var isDirectory: ObjCBool = false
         guard file.path.hasPrefix(root.path + "/"), FileManager.default.fileExists(atPath: file.path, isDirectory: &isDirectory),
-            !isDirectory.boolValue, let data = FileManager.default.contents(atPath: file.path)
+            !isDirectory.boolValue, let attributes = try? FileManager.default.attributesOfItem(atPath: file.path),
+            let size = (attributes[.size] as? NSNumber)?.intValue, let handle = FileHandle(forReadingAtPath: file.path)
         else {
             return text(404, "not found\n")
         }
-        let etag = "\"" + SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined() + "\""
+        // A strong ETag without reading the file: its size and modification time, hashed.
+        let stamp = (attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+        let etag = "\"" + SHA256.hash(data: Data("\(file.path) \(size) \(stamp)".utf8)).prefix(16).map { String(format: "%02x", $0) }.joined() + "\""
         let types = ["html": "text/html; charset=utf-8", "js": "text/javascript", "png": "image/png", "txt": "text/plain; charset=utf-8"]
         let type = types[file.pathExtension.lowercased()] ?? "application/octet-stream"
         var headers: [(name: String, value: String)] = [("content-type", type), ("etag", etag)]
@@ -55,27 +58,26 @@ final class DirectoryResponder: HTTPResponder {
             return HTTPResponse(status: 304, headers: headers)
         }
         var start = 0
-        var end = data.count  // exclusive
+        var end = size  // exclusive
         var status = 200
         if let range = request.header("range"), range.hasPrefix("bytes="), !range.contains(",") {
             let spec = range.dropFirst(6).split(separator: "-", omittingEmptySubsequences: false)
             if spec.count == 2 {
                 if spec[0].isEmpty, let suffix = Int(spec[1]) {
-                    start = max(0, data.count - suffix)
+                    start = max(0, size - suffix)
                 } else if let s = Int(spec[0]) {
                     start = s
-                    if let e = Int(spec[1]) { end = min(data.count, e + 1) }
+                    if let e = Int(spec[1]) { end = min(size, e + 1) }
                 }
-                guard start < data.count, start < end else {
-                    return text(416, "range not satisfiable\n", extra: [("content-range", "bytes */\(data.count)")])
+                guard start < size, start < end else {
+                    return text(416, "range not satisfiable\n", extra: [("content-range", "bytes */\(size)")])
                 }
                 status = 206
-                headers.append(("content-range", "bytes \(start)-\(end - 1)/\(data.count)"))
+                headers.append(("content-range", "bytes \(start)-\(end - 1)/\(size)"))
             }
         }
         headers.append(("content-length", String(end - start)))
-        let slice = Array(data[start..<end])
-        let pieces = PieceReader(slice, failAfter: failing ? failAfter : nil)
+        let pieces = PieceReader(handle, start: start, end: end, failAfter: failing ? failAfter : nil)
         return HTTPResponse(status: status, headers: headers, body: HTTPBody { try pieces.next() })
     }
 
@@ -91,27 +93,36 @@ final class DirectoryResponder: HTTPResponder {
     }
 }
 
-/// Hands out a byte array 64 KiB at a time.
+/// Reads a byte range of a file 64 KiB at a time, as the server pulls.
 final class PieceReader: @unchecked Sendable {
     // @unchecked Sendable: the server calls next() from one task at a time (it pulls the next
-    // piece only after the previous one arrived), and the lock guards the offset anyway.
-    private let bytes: [UInt8]
+    // piece only after the previous one arrived), and the lock guards the state anyway.
+    private let handle: FileHandle
+    private let end: Int
+    private let start: Int
     private let failAfter: Int?
-    private var offset = 0
+    private var offset: Int
     private let lock = NSLock()
 
-    init(_ bytes: [UInt8], failAfter: Int?) {
-        self.bytes = bytes
+    init(_ handle: FileHandle, start: Int, end: Int, failAfter: Int?) {
+        self.handle = handle
+        self.start = start
+        self.end = end
+        self.offset = start
         self.failAfter = failAfter
     }
 
+    deinit { try? handle.close() }
+
     func next() throws -> [UInt8]? {
         try lock.withLock {
-            if let failAfter, offset >= failAfter { throw HarnessError(description: "failing on purpose after \(failAfter) bytes") }
-            guard offset < bytes.count else { return nil }
-            let n = min(64 * 1024, bytes.count - offset)
-            defer { offset += n }
-            return Array(bytes[offset..<offset + n])
+            if let failAfter, offset - start >= failAfter { throw HarnessError(description: "failing on purpose after \(failAfter) bytes") }
+            guard offset < end else { return nil }
+            try handle.seek(toOffset: UInt64(offset))
+            let data = try handle.read(upToCount: min(64 * 1024, end - offset)) ?? Data()
+            guard !data.isEmpty else { throw HarnessError(description: "the file shrank while it was served") }
+            offset += data.count
+            return [UInt8](data)
         }
     }
 }

@@ -1,11 +1,11 @@
 import NIOCore
-import XCTest
+import Testing
 
 @testable import STOQHTTP
 
 /// The nghttp3 wrapper alone: a client and a server ``HTTP3Connection`` exchange bytes in
 /// memory, stream by stream, with no QUIC underneath (deterministic, no clock).
-final class HTTP3ConnectionTests: XCTestCase {
+@Suite struct HTTP3ConnectionTests {
     /// Two connections wired back to back. Client uni streams 2, 6, 10; server uni 3, 7, 11.
     final class Pair {
         let client: HTTP3Connection
@@ -36,7 +36,7 @@ final class HTTP3ConnectionTests: XCTestCase {
                 while let e = server.pollEvent() { serverEvents.append(e) }
                 if !moved { return }
             }
-            XCTFail("the pair never went quiet")
+            Issue.record("the pair never went quiet")
         }
 
         func request(_ streamID: Int64, method: String = "GET", path: String, extra: [(name: String, value: String)] = []) throws {
@@ -56,75 +56,79 @@ final class HTTP3ConnectionTests: XCTestCase {
         func needBodyCount(_ streamID: Int64) -> Int { serverEvents.filter { $0 == .needBody(streamID) }.count }
     }
 
-    func testARequestArrivesWithItsHeadersAndTheResponseBodyIsPulledPieceByPiece() throws {
+    @Test func aRequestArrivesWithItsHeadersAndTheResponseBodyIsPulledPieceByPiece() throws {
         let pair = try Pair()
         try pair.request(0, path: "/stoq/abc?x=1", extra: [("range", "bytes=0-9")])
         try pair.pump()
         guard case .headers(0, let fields, let endStream)? = pair.serverEvents.first(where: { if case .headers = $0 { true } else { false } }) else {
-            return XCTFail("no request headers on the server: \(pair.serverEvents)")
+            Issue.record("no request headers on the server: \(pair.serverEvents)")
+            return
         }
-        XCTAssertTrue(endStream)
-        XCTAssertTrue(fields.contains(.init(name: ":path", value: "/stoq/abc?x=1")))
-        XCTAssertTrue(fields.contains(.init(name: "range", value: "bytes=0-9")))
+        #expect(endStream)
+        #expect(fields.contains(.init(name: ":path", value: "/stoq/abc?x=1")))
+        #expect(fields.contains(.init(name: "range", value: "bytes=0-9")))
 
         try pair.server.submitResponse(0, status: 200, headers: [("content-type", "text/plain")], hasBody: true)
         try pair.pump()
         // Nothing was provided yet: the server asked once, the client has headers but no body or end.
-        XCTAssertEqual(pair.needBodyCount(0), 1)
-        XCTAssertFalse(pair.ended(0))
+        #expect(pair.needBodyCount(0) == 1)
+        #expect(!(pair.ended(0)))
         let pieces: [[UInt8]] = [Array(repeating: 1, count: 70_000), Array(repeating: 2, count: 5), Array(0...255)]
         for (i, piece) in pieces.enumerated() {
             pair.server.provideBody(0, piece)
             try pair.pump()
-            XCTAssertEqual(pair.needBodyCount(0), i + 2, "one more piece is asked for only after the last one was taken")
+            #expect(pair.needBodyCount(0) == i + 2, "one more piece is asked for only after the last one was taken")
         }
         pair.server.provideBody(0, nil)
         try pair.pump()
-        XCTAssertEqual(pair.responseBody(0), pieces.flatMap { $0 })
-        XCTAssertTrue(pair.ended(0))
+        #expect(pair.responseBody(0) == pieces.flatMap { $0 })
+        #expect(pair.ended(0))
         guard case .headers(0, let response, _)? = pair.clientEvents.first(where: { if case .headers = $0 { true } else { false } }) else {
-            return XCTFail("no response headers")
+            Issue.record("no response headers")
+            return
         }
-        XCTAssertEqual(response.first, .init(name: ":status", value: "200"))
+        #expect(response.first == .init(name: ":status", value: "200"))
     }
 
-    func testAResponseWithoutBodyEndsTheStreamAtItsHeaders() throws {
+    @Test func aResponseWithoutBodyEndsTheStreamAtItsHeaders() throws {
         let pair = try Pair()
         try pair.request(0, method: "HEAD", path: "/x")
         try pair.pump()
         try pair.server.submitResponse(0, status: 200, headers: [("content-length", "123")], hasBody: false)
         try pair.pump()
-        XCTAssertTrue(pair.ended(0))
-        XCTAssertEqual(pair.responseBody(0), [])
-        XCTAssertEqual(pair.needBodyCount(0), 0, "a body-less response never asks for its body")
+        #expect(pair.ended(0))
+        #expect(pair.responseBody(0) == [])
+        #expect(pair.needBodyCount(0) == 0, "a body-less response never asks for its body")
     }
 
-    func testAnOversizedHeaderSectionIsFlaggedNotDelivered() throws {
+    @Test func anOversizedHeaderSectionIsFlaggedNotDelivered() throws {
         var limits = HTTP3Limits()
         limits.maxFieldSectionSize = 4096
         let pair = try Pair(limits: limits)
         try pair.request(0, path: "/x", extra: [("x-big", String(repeating: "a", count: 5000))])
         try pair.request(4, path: "/y", extra: (0..<200).map { ("x-h\($0)", "v") })
         try pair.pump()
-        XCTAssertTrue(pair.serverEvents.contains(.headersTooLarge(0)))
-        XCTAssertTrue(pair.serverEvents.contains(.headersTooLarge(4)), "more fields than maxHeaderFields")
-        XCTAssertFalse(pair.serverEvents.contains { if case .headers = $0 { true } else { false } })
+        #expect(pair.serverEvents.contains(.headersTooLarge(0)))
+        #expect(pair.serverEvents.contains(.headersTooLarge(4)), "more fields than maxHeaderFields")
+        #expect(!(pair.serverEvents.contains { if case .headers = $0 { true } else { false } }))
     }
 
-    func testGarbageOnTheControlStreamIsAConnectionError() throws {
+    @Test func garbageOnTheControlStreamIsAConnectionError() throws {
         let server = try HTTP3Connection(role: .server)
         try server.bind(control: 3, qpackEncoder: 7, qpackDecoder: 11)
         // Stream type 0x00 (control) followed by a DATA frame, which a control stream may not carry.
         let bytes: [UInt8] = [0x00, 0x00, 0x01, 0xFF]
-        XCTAssertThrowsError(try bytes.withUnsafeBytes { try server.handle(streamID: 2, bytes: $0, fin: false) }) { error in
-            guard let error = error as? HTTP3Error else { return XCTFail("\(error)") }
-            XCTAssertEqual(error.code, .protocolViolation)
-            XCTAssertNotNil(error.wireCode)
-            XCTAssertFalse(error.reason.isEmpty)
+        do {
+            try bytes.withUnsafeBytes { try server.handle(streamID: 2, bytes: $0, fin: false) }
+            Issue.record("a DATA frame on the control stream was accepted")
+        } catch let error as HTTP3Error {
+            #expect(error.code == .protocolViolation)
+            #expect(error.wireCode != nil)
+            #expect(!error.reason.isEmpty)
         }
     }
 
-    func testRandomBytesOnARequestStreamNeverTrap() throws {
+    @Test func randomBytesOnARequestStreamNeverTrap() throws {
         // Seeded: a failing seed prints and can be replayed.
         var rng = SplitMix(seed: 20_261_207)
         for round in 0..<200 {
@@ -136,21 +140,21 @@ final class HTTP3ConnectionTests: XCTestCase {
                 try bytes.withUnsafeBytes { try server.handle(streamID: 0, bytes: $0, fin: rng.next() % 2 == 0) }
                 _ = try server.pollWrite()
             } catch let error as HTTP3Error {
-                XCTAssertFalse(error.reason.isEmpty, "round \(round)")
+                #expect(!error.reason.isEmpty, "round \(round)")
             }
             while server.pollEvent() != nil {}
         }
     }
 
-    func testTheDateHeaderIsIMFFixdate() {
-        XCTAssertEqual(HTTPDate.format(secondsSince1970: 0), "Thu, 01 Jan 1970 00:00:00 GMT")
-        XCTAssertEqual(HTTPDate.format(secondsSince1970: 1_796_614_743), "Mon, 07 Dec 2026 03:39:03 GMT")
-        XCTAssertEqual(HTTPDate.format(secondsSince1970: 951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT")
+    @Test func theDateHeaderIsIMFFixdate() {
+        #expect(HTTPDate.format(secondsSince1970: 0) == "Thu, 01 Jan 1970 00:00:00 GMT")
+        #expect(HTTPDate.format(secondsSince1970: 1_796_614_743) == "Mon, 07 Dec 2026 03:39:03 GMT")
+        #expect(HTTPDate.format(secondsSince1970: 951_782_400) == "Tue, 29 Feb 2000 00:00:00 GMT")
     }
 
-    func testConnectionSpecificFieldsAreDroppedAndADateAdded() {
+    @Test func connectionSpecificFieldsAreDroppedAndADateAdded() {
         let out = HTTP3Session.responseHeaders([("connection", "close"), ("transfer-encoding", "chunked"), ("etag", "\"e\"")])
-        XCTAssertEqual(out.map(\.name), ["etag", "date"])
+        #expect(out.map(\.name) == ["etag", "date"])
     }
 }
 

@@ -3,13 +3,13 @@ import NIOCore
 import STOQIdentity
 import STOQTransport
 import Synchronization
-import XCTest
+import Testing
 
 @testable import STOQHTTP
 
 /// HTTP3Server over real QUIC on [::1], asked by a small HTTP/3 client built on the same
 /// nghttp3 wrapper in client role.
-final class HTTP3ServerTests: XCTestCase {
+@Suite(.serialized) final class HTTP3ServerTests {
     /// Serves fixed bodies: `/hello`, `/big` (2 MB in 64 KiB pieces, counting pulls), `/fail`
     /// (fails after 3 pieces), `/slow` (never ends until cancelled); everything else 404.
     final class StaticResponder: HTTPResponder {
@@ -35,6 +35,19 @@ final class HTTP3ServerTests: XCTestCase {
                             defer { o += n }
                             return Array(big[o..<o + n])
                         }
+                    })
+            case "/huge":
+                // 64 MiB made up as it is pulled: nothing is held, only pulls are counted.
+                let served = Counter()
+                return HTTPResponse(
+                    status: 200, headers: [("content-length", "\(64 << 20)")],
+                    body: HTTPBody {
+                        self.pulls.withLock { $0 += 1 }
+                        let n = served.value.withLock { c in
+                            c += 1
+                            return c
+                        }
+                        return n > 1024 ? nil : [UInt8](repeating: 0x5A, count: 65_536)
                     })
             case "/fail":
                 let count = Counter()
@@ -108,6 +121,14 @@ final class HTTP3ServerTests: XCTestCase {
             return await withCheckedContinuation { waiters[id] = $0 }
         }
 
+        /// Sends a request and never reads its response.
+        func requestWithoutReading(_ path: String) async throws {
+            let stream = try await connection.openBidirectionalStream()
+            streams[stream.id] = stream
+            try core.submitRequest(stream.id, headers: [(":method", "GET"), (":scheme", "https"), (":authority", "stoq.test"), (":path", path)])
+            flush()
+        }
+
         private func read(_ stream: QUICStream) async {
             do {
                 for try await buffer in stream { feed(stream.id, buffer, fin: false) }
@@ -155,9 +176,9 @@ final class HTTP3ServerTests: XCTestCase {
         }
     }
 
-    var directory: URL!
+    let directory: URL
 
-    override func setUp() async throws {
+    init() throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("stoq-h3-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let ca = try CertificateAuthority.create(commonName: "STOQ HTTP test CA")
@@ -166,7 +187,7 @@ final class HTTP3ServerTests: XCTestCase {
         try leaf.privateKeyPEM.write(to: directory.appendingPathComponent("key.pem"), atomically: true, encoding: .utf8)
     }
 
-    override func tearDown() async throws {
+    deinit {
         try? FileManager.default.removeItem(at: directory)
     }
 
@@ -179,9 +200,9 @@ final class HTTP3ServerTests: XCTestCase {
         return (server, try await server.start())
     }
 
-    private func connect(_ port: Int) async throws -> (Endpoint, Client) {
+    private func connect(_ port: Int, configuration: EndpointConfiguration = .init()) async throws -> (Endpoint, Client) {
         let tls = TLSConfiguration(certificateChainPEM: nil, privateKeyPEM: nil, alpn: ["h3"], verifyPeer: false)
-        let endpoint = try await Endpoint.bind(host: "::1", port: 0, tls: tls)
+        let endpoint = try await Endpoint.bind(host: "::1", port: 0, tls: tls, configuration: configuration)
         let connection = try await endpoint.connect(host: "::1", port: port, serverName: "stoq.test")
         let client = try Client(connection: connection)
         try await client.start()
@@ -191,55 +212,80 @@ final class HTTP3ServerTests: XCTestCase {
     /// Bounded wait for a condition that another task makes true.
     private func eventually(_ what: String, _ condition: () -> Bool) async {
         for _ in 0..<500 where !condition() { try? await Task.sleep(for: .milliseconds(20)) }
-        XCTAssertTrue(condition(), what)
+        #expect(condition(), Comment(rawValue: what))
     }
 
-    func testGetHeadNotFoundAndALargeBodyPulledAsItDrains() async throws {
+    @Test func getHeadNotFoundAndALargeBodyPulledAsItDrains() async throws {
         let responder = StaticResponder()
         let (server, port) = try await startServer(responder)
         let (endpoint, client) = try await connect(port)
 
         let hello = try await client.get("/hello")
-        XCTAssertEqual(hello.status, 200)
-        XCTAssertEqual(String(decoding: hello.body, as: UTF8.self), "hello over h3\n")
-        XCTAssertNotNil(hello.headers["date"])
+        #expect(hello.status == 200)
+        #expect(String(decoding: hello.body, as: UTF8.self) == "hello over h3\n")
+        #expect(hello.headers["date"] != nil)
 
         let head = try await client.get("/hello", method: "HEAD")
-        XCTAssertEqual(head.status, 200)
-        XCTAssertEqual(head.body, [])
-        XCTAssertEqual(head.headers["content-length"], "14")
+        #expect(head.status == 200)
+        #expect(head.body == [])
+        #expect(head.headers["content-length"] == "14")
 
         let missing = try await client.get("/nope")
-        XCTAssertEqual(missing.status, 404)
+        #expect(missing.status == 404)
 
         let big = try await client.get("/big")
-        XCTAssertEqual(big.status, 200)
-        XCTAssertEqual(big.body, responder.big, "2 MB arrive bit-exact")
+        #expect(big.status == 200)
+        #expect(big.body == responder.big, "2 MB arrive bit-exact")
         // 31 pieces of 64 KiB, then the end: every pull was asked for, none more.
-        XCTAssertEqual(responder.pulls.withLock { $0 }, 32)
+        #expect(responder.pulls.withLock { $0 } == 32)
 
         await eventually("one record per exchange") { responder.records.withLock { $0.count } == 4 }
         let records = responder.records.withLock { $0 }
-        XCTAssertEqual(records.map(\.request.wireProtocol), Array(repeating: .http3, count: 4))
-        XCTAssertEqual(records.first { $0.request.method == "HEAD" }?.bodyBytes, 0)
-        XCTAssertEqual(records.first { $0.request.target == "/big" }?.bodyBytes, 2_000_000)
-        XCTAssertEqual(records.first?.request.header("host"), "stoq.test", ":authority becomes host")
+        #expect(records.map(\.request.wireProtocol) == Array(repeating: .http3, count: 4))
+        #expect(records.first { $0.request.method == "HEAD" }?.bodyBytes == 0)
+        #expect(records.first { $0.request.target == "/big" }?.bodyBytes == 2_000_000)
+        #expect(records.first?.request.header("host") == "stoq.test", ":authority becomes host")
 
         await endpoint.close()
         await server.stop()
     }
 
-    func testABodyThatFailsResetsItsStreamAndTheConnectionGoesOn() async throws {
+    @Test func aClientThatDoesNotReadStopsTheBodyBeingPulled() async throws {
+        let responder = StaticResponder()
+        let (server, port) = try await startServer(responder)
+        var small = EndpointConfiguration()
+        small.streamReceiveWindow = 64 * 1024
+        small.maxStreamReceiveWindow = 64 * 1024
+        let (endpoint, client) = try await connect(port, configuration: small)
+        try await client.requestWithoutReading("/huge")
+        // Wait until the pulls stop (or 5 s pass): a stalled stream must stop asking for body.
+        var last = -1
+        for _ in 0..<50 {
+            try await Task.sleep(for: .milliseconds(100))
+            let now = responder.pulls.withLock { $0 }
+            if now == last && now > 0 { break }
+            last = now
+        }
+        let pulls = responder.pulls.withLock { $0 }
+        #expect(pulls > 0)
+        // The client's 64 KiB window, the transport's 1 MiB send buffer, the session's 256 KiB
+        // queue and a piece or two: about 22 pieces of 64 KiB, never the 1024 of the whole body.
+        #expect(pulls <= 40, "the body was pulled ahead of what the client reads")
+        await endpoint.close()
+        await server.stop()
+    }
+
+    @Test func aBodyThatFailsResetsItsStreamAndTheConnectionGoesOn() async throws {
         let responder = StaticResponder()
         let (server, port) = try await startServer(responder)
         let (endpoint, client) = try await connect(port)
 
         let failed = try await client.get("/fail")
-        XCTAssertEqual(failed.resetCode, HTTP3ErrorCode.internalError, "reset with H3_INTERNAL_ERROR, never a clean end")
-        XCTAssertLessThan(failed.body.count, 1_000_000)
+        #expect(failed.resetCode == HTTP3ErrorCode.internalError, "reset with H3_INTERNAL_ERROR, never a clean end")
+        #expect(failed.body.count < 1_000_000)
 
         let hello = try await client.get("/hello")
-        XCTAssertEqual(hello.status, 200)
+        #expect(hello.status == 200)
         await eventually("the failed exchange is reported once") {
             responder.records.withLock { $0.filter { $0.request.target == "/fail" }.count } == 1
         }
@@ -247,7 +293,7 @@ final class HTTP3ServerTests: XCTestCase {
         await server.stop()
     }
 
-    func testStartRefusesIPv4AndUnreadableCertificatesWithReadableErrors() async throws {
+    @Test func startRefusesIPv4AndUnreadableCertificatesWithReadableErrors() async throws {
         let responder = StaticResponder()
         let v4 = HTTP3Server(
             configuration: HTTPListenerConfiguration(
@@ -255,19 +301,19 @@ final class HTTP3ServerTests: XCTestCase {
                 keyPath: directory.appendingPathComponent("key.pem").path, responder: responder))
         do {
             _ = try await v4.start()
-            XCTFail("an IPv4 address was accepted")
+            Issue.record("an IPv4 address was accepted")
         } catch let error as HTTP3Error {
-            XCTAssertEqual(error.code, .cannotListen)
-            XCTAssertTrue(error.reason.contains("IPv6"), error.reason)
+            #expect(error.code == .cannotListen)
+            #expect(error.reason.contains("IPv6"), "\(error.reason)")
         }
         let noCert = HTTP3Server(
             configuration: HTTPListenerConfiguration(
                 host: "::1", port: 0, certificatePath: "/nonexistent/cert.pem", keyPath: "/nonexistent/key.pem", responder: responder))
         do {
             _ = try await noCert.start()
-            XCTFail("a missing certificate was accepted")
+            Issue.record("a missing certificate was accepted")
         } catch let error as HTTP3Error {
-            XCTAssertTrue(error.reason.contains("/nonexistent/cert.pem"), error.reason)
+            #expect(error.reason.contains("/nonexistent/cert.pem"), "\(error.reason)")
         }
     }
 }

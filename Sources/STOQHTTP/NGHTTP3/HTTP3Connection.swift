@@ -530,13 +530,19 @@ final class HTTP3Connection {
         }
         storage.append(0)  // never empty, so the base address exists
         storage.withUnsafeMutableBufferPointer { raw in
-            let base = raw.baseAddress!
-            let nva = spans.map { s in
+            guard let base = raw.baseAddress else { return }
+            var nva = spans.map { s in
                 nghttp3_nv(
                     name: base + s.0, value: base + s.2, namelen: s.1, valuelen: s.3,
                     flags: UInt8(NGHTTP3_NV_FLAG_NONE))
             }
-            nva.withUnsafeBufferPointer { body($0.baseAddress!, $0.count) }
+            let count = nva.count
+            // Never empty, so the array has storage; nghttp3 reads `count` entries only.
+            nva.append(nghttp3_nv())
+            nva.withUnsafeBufferPointer { buffer in
+                guard let first = buffer.baseAddress else { return }
+                body(first, count)
+            }
         }
     }
 }
