@@ -15,7 +15,7 @@ public enum HyperMeshErrorDomain: CodedErrorDomain {
 }
 
 /// The command line prints `errorDescription`: the reason.
-extension CodedError: @retroactive LocalizedError where Domain == HyperMeshErrorDomain {
+extension CodedError: LocalizedError where Domain == HyperMeshErrorDomain {
     /// The reason.
     public var errorDescription: String? { reason }
 }
