@@ -462,15 +462,16 @@ public struct ContentAccessService: NodeService {
         do {
             switch try ContentAccessMessage.decode(request) {
             case .contentKeyRequest(let wire):
-                let content = ContentID(ChunkID(bytes: wire.bytes)!)
-                switch await keys.answer(for: content) {
+                guard let chunk = ChunkID(bytes: wire.bytes) else { throw WireError(.malformed, "a content id is 32 bytes") }
+                switch await keys.answer(for: ContentID(chunk)) {
                 case .key(let key): answer = ContentAccessMessage.contentKey(content: wire, key: key).encoded()
                 case .private(let reason): answer = STOQMessage.error(code: ContentAccessProtocol.privateCode, message: ContentAccessProtocol.clip(reason)).encoded()
                 case .notFound(let reason): answer = STOQMessage.error(code: ContentAccessProtocol.notFoundCode, message: ContentAccessProtocol.clip(reason)).encoded()
                 case .unavailable(let reason): answer = STOQMessage.error(code: ChunkErrorCode.internalError, message: ContentAccessProtocol.clip(reason)).encoded()
                 }
             case .purge(let wire, let purgeID, let depth):
-                let totals = await purges.purge(ContentID(ChunkID(bytes: wire.bytes)!), purgeID: purgeID, depth: depth, from: connection)
+                guard let chunk = ChunkID(bytes: wire.bytes) else { throw WireError(.malformed, "a content id is 32 bytes") }
+                let totals = await purges.purge(ContentID(chunk), purgeID: purgeID, depth: depth, from: connection)
                 answer = ContentAccessMessage.purged(totals).encoded()
             case .purgeSubscribe:
                 if await purges.subscribe(connection) {
@@ -482,7 +483,7 @@ public struct ContentAccessService: NodeService {
                 answer = STOQMessage.error(code: ChunkErrorCode.badRequest, message: "unexpected request \(request.type): CONTENT_KEY and PURGED are answers").encoded()
             }
         } catch {
-            answer = STOQMessage.error(code: ChunkErrorCode.badRequest, message: ContentAccessProtocol.clip("malformed \(request.type) request: \(error.reason); see docs/PROTOCOL.md, \"Public content and purge\"")).encoded()
+            answer = STOQMessage.error(code: ChunkErrorCode.badRequest, message: ContentAccessProtocol.clip("malformed \(request.type) request: \((error as? WireError)?.reason ?? "\(error)"); see docs/PROTOCOL.md, \"Public content and purge\"")).encoded()
         }
         do {
             if let answer { try await stream.write(answer) }
