@@ -16,6 +16,7 @@ DEB_PACKAGES=(
   openssl                                                      # certificate interop checks in tests
   curl                                                         # HTTPS front-door tests (HTTP/1.1, HTTP/2)
   chromium                                                     # headless browser tests of the front door (HTTPS/TCP and HTTP/3 forced onto QUIC)
+  ffmpeg                                                       # makes the small webm video the browser journey seeks and plays
   python3-pip
 )
 PY_PACKAGES=(

@@ -164,11 +164,12 @@ public struct ContentResponder: HTTPResponder {
             cacheControl = CachePolicy.name(maxAge: binding.maxAge)
             base = "/name/" + ContentRoute.percentEncode(name) + "/"
         }
+        // The root manifest first: a content no one holds is 404, one held but private is 403.
+        let rootManifest = try await manifest(root, tally: tally, isRoot: true)
         guard let readKey = await source.readKey(for: root) else {
             throw HTTPProblem(403, "this content is private: its publisher has not made it public, so this node cannot decrypt it")
         }
         // Walk the path through directory manifests (relative links inside the content followed).
-        let rootManifest = try await manifest(root, tally: tally, isRoot: true)
         var manifest = rootManifest
         var current = root
         var fileName: String?

@@ -78,4 +78,62 @@ public struct NodeContentSource: HTTPContentSource {
         let key = keys?.readKey
         return { _ in key }
     }
+
+    /// The lookup of a running node's front door: the read keys of public contents first (the
+    /// node's own `public.keys`, and on an edge those its upstream hands down), then the publisher
+    /// key `publisher`, but only for a content whose key table it opens. So a node never lists
+    /// another publisher's directory whose files it could not decrypt.
+    public static func nodeReadKey(node: Node, publisher: PublisherKeys?) -> ReadKeyLookup {
+        let publicKeys = node.publicKeys
+        let checked = PublisherKeyCheck(key: publisher?.readKey, load: loader(node))
+        return firstKey(of: [
+            { id in await publicKeys.readKey(for: id).map { SymmetricKey(data: $0) } },
+            { id in await checked.key(for: id) },
+        ])
+    }
+
+    /// How a key is checked against a content on `node`: its manifests through the edge (which
+    /// fetches upstream and caches) or from the store.
+    static func loader(_ node: Node) -> @Sendable (ChunkID) async throws -> [UInt8]? {
+        if let edge = node.edge { return { id in try await edge.chunk(id) } }
+        let store = node.store
+        return { id in
+            do { return try store.read(id) } catch let error as ContentError where error.code == .notFound { return nil }
+        }
+    }
+}
+
+/// The node's publisher read key, handed out only for a content whose key table it opens
+/// (``PublicKeyDirectory/check(key:root:load:)``); answers are remembered (at most
+/// ``capacity`` ids; when full the memory is dropped and rebuilt).
+public actor PublisherKeyCheck {
+    /// Contents remembered at most.
+    static let capacity = 4096
+    private let key: SymmetricKey?
+    private let load: @Sendable (ChunkID) async throws -> [UInt8]?
+    private var known: [ContentID: Bool] = [:]
+
+    /// A check of `key` (nil: no key, nothing opens) loading manifests with `load`.
+    public init(key: SymmetricKey?, load: @escaping @Sendable (ChunkID) async throws -> [UInt8]?) {
+        self.key = key
+        self.load = load
+    }
+
+    /// The key when it opens `content`; nil when it does not, or when that cannot be told yet
+    /// (a manifest not available: asked again next time).
+    public func key(for content: ContentID) async -> SymmetricKey? {
+        guard let key else { return nil }
+        if let opens = known[content] { return opens ? key : nil }
+        let raw = key.withUnsafeBytes { [UInt8]($0) }
+        let answer = await PublicKeyDirectory.check(key: raw, root: content, load: load)
+        let opens: Bool
+        switch answer {
+        case .opens: opens = true
+        case .doesNotOpen: opens = false
+        case .cannotTell: return nil
+        }
+        if known.count >= Self.capacity { known.removeAll() }
+        known[content] = opens
+        return opens ? key : nil
+    }
 }

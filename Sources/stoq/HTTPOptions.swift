@@ -65,11 +65,14 @@ struct HTTPOptions: ParsableArguments {
             keys = k
         } else {
             keys = nil
-            logger.notice("the HTTP listener holds no publisher key (no publisher.key in the store, no --publisher-key): content answers 403")
+            logger.notice("the HTTP listener holds no publisher key (no publisher.key in the store, no --publisher-key): only public content (put with --public) is served; other content answers 403")
         }
         let log = try accessLog.map { try AccessLog(path: $0, format: AccessLog.Format(rawValue: accessLogFormat) ?? .combined) }
-        let responder = ContentResponder(
-            source: NodeContentSource(node: node, readKey: NodeContentSource.publisherReadKey(keys)), accessLog: log)
+        // Public contents' keys first (the node's own `public.keys`, those an origin handed down),
+        // then the publisher key, but only for a content it really opens: another publisher's
+        // directory must not be listed by a node that cannot read its files.
+        let readKey = NodeContentSource.nodeReadKey(node: node, publisher: keys)
+        let responder = ContentResponder(source: NodeContentSource(node: node, readKey: readKey), accessLog: log)
         let frontDoor = HTTPFrontDoor(configuration: HTTPListenerConfiguration(
             host: host, port: port, certificatePath: httpCert ?? c.certificate, keyPath: httpKey ?? c.key, responder: responder), logger: logger)
         let bound = try await frontDoor.start()

@@ -1,8 +1,10 @@
-"""The HTTP front door as curl meets it (issue 12): an origin and an edge as `stoq node` processes,
-the edge started with `--http '[::1]:0' --access-log FILE --access-log-format json`, and Debian's
-curl over HTTPS with HTTP/1.1 and HTTP/2: files bit-exact, a directory's index.html, ranges, HEAD,
-304, 404, 400, 405, a published name with its version in the ETag, and one access-log line per
-request.
+"""The HTTP front door as curl and aioquic meet it (issue 12): an origin and an edge as `stoq node`
+processes, the edge started with `--http '[::1]:0' --access-log FILE --access-log-format json` and
+no publisher key of its own: the site is public (`stoq put --public`), so the edge learns its read
+key from the origin. Debian's curl over HTTPS with HTTP/1.1 and HTTP/2 and aioquic over HTTP/3:
+files bit-exact, a directory's index.html, ranges, HEAD, 304, 404, 400, 405, 403 for private
+content (a private directory is not listed either), a published name with its version in the ETag,
+and one access-log line per request.
 
 Skipped (with the reason) when the binary has no HTTP protocol servers linked yet; the IPv4
 refusal of `--http` is in Tests/CLITests.
@@ -16,6 +18,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +28,22 @@ import pytest
 from conftest import Node, Procs, User, content_id
 
 
+# The cold-edge file: 64 MiB (the issue says 256 MiB; a quarter keeps the suite short, and the
+# edge's read-ahead window is far smaller than either).
+BIG = 64 << 20
+
+
 @dataclass
 class FrontDoor:
     origin: Node
     edge: Node
     base: str
     site: str
+    private: str
+    big: str
+    big_path: Path
+    edge_store: Path
+    port: int
     files: dict[str, bytes]
     access_log: Path
 
@@ -75,7 +88,18 @@ def door(user: User, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[
     for rel, data in files.items():
         (site / rel).write_bytes(data)
     origin_store = work / "stores" / "origin"
-    cid = content_id(user.ok("put", site, "--store", origin_store).stdout)
+    cid = content_id(user.ok("put", "--public", site, "--store", origin_store).stdout)
+    secret = work / "secret"
+    (secret / "inner").mkdir(parents=True)
+    (secret / "index.html").write_bytes(b"<title>private</title>")
+    (secret / "inner" / "plan.txt").write_bytes(b"private plan\n" * 100)
+    private_id = content_id(user.ok("put", secret, "--store", origin_store).stdout)
+    # A large public file only the cold-edge test reads (so the edge has none of it before).
+    big = work / "big.bin"
+    with big.open("wb") as f:
+        for _ in range(BIG // (1 << 20)):
+            f.write(os.urandom(1 << 20))
+    big_id = content_id(user.ok("put", "--public", big, "--store", origin_store).stdout)
     procs = Procs()
     try:
         origin = user.node(procs, "http-origin", "--role", "origin", store=origin_store)
@@ -84,7 +108,7 @@ def door(user: User, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[
         edge_store = work / "stores" / "http-edge"
         args = ["node", "--name", "http-edge", "--listen", "[::1]:0", "--cert", cert, "--key", key, "--ca", user.ca,
                 "--store", edge_store, "--role", "edge", "--upstream", origin.address, "--http", "[::1]:0",
-                "--access-log", log, "--access-log-format", "json", "--publisher-key", origin_store / "publisher.key"]
+                "--access-log", log, "--access-log-format", "json"]
         p = user.start(procs, "http-edge", *args)
         deadline = time.monotonic() + 60
         http = None
@@ -99,7 +123,8 @@ def door(user: User, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[
         assert http, f"the edge printed no 'http' line within 60 s: {p.stdout()[-2000:]} {p.stderr()[-2000:]}"
         ready = p.wait_line(r"^ready (\S+) (\[[0-9a-fA-F:]+\]:\d+)")
         edge = Node(name="http-edge", address=ready.group(2), proc=p, store=edge_store)
-        yield FrontDoor(origin=origin, edge=edge, base=f"https://{http.group(1)}", site=cid, files=files, access_log=log)
+        yield FrontDoor(origin=origin, edge=edge, base=f"https://{http.group(1)}", site=cid, private=private_id, big=big_id, big_path=big, edge_store=edge_store,
+                        port=int(http.group(1).rpartition(":")[2]), files=files, access_log=log)
     finally:
         procs.stop_all()
 
@@ -160,3 +185,116 @@ def test_a_published_name_and_the_access_log(user: User, door: FrontDoor, tmp_pa
     assert named[-1]["cache"] in ("hit", "miss") and named[-1]["bytes"] == len(door.files["index.html"])
     assert {"time", "client", "method", "duration"} <= set(named[-1])
     assert any(l["status"] == 206 for l in lines), "no range request in the access log"
+
+
+@pytest.mark.parametrize("http", ["--http1.1", "--http2"])
+def test_private_content_is_403_and_not_listed(door: FrontDoor, http: str) -> None:
+    """The edge holds no publisher key: private content, its files and its listing, answer 403."""
+    for path in ("", "/", "/index.html", "/inner/", "/inner/plan.txt"):
+        reply = curl(f"{door.base}/stoq/{door.private}{path}", http=http)
+        assert reply.status == 403, (path, reply.status, reply.body[:200])
+        assert b"plan.txt" not in reply.body and b"inner" not in reply.body, reply.body[:200]
+    # The public site is still listed and served.
+    listing = curl(f"{door.base}/stoq/{door.site}/media/", http=http)
+    assert listing.status == 200 and b"clip.bin" in listing.body, listing
+
+
+def h3(door: FrontDoor, *requests: str) -> list[dict]:
+    """Requests over HTTP/3 with aioquic (Tests/HTTP3/h3client.py), all on one connection."""
+    try:
+        import aioquic  # noqa: F401
+    except ImportError:
+        pytest.skip("aioquic is not installed (scripts/bootstrap.sh installs it)")
+    client = Path(__file__).resolve().parent.parent / "HTTP3" / "h3client.py"
+    p = subprocess.run([sys.executable, str(client), "--port", str(door.port), "--timeout", "60", *requests],
+                       capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")[-2000:]
+    return [json.loads(l) for l in p.stdout.decode().splitlines() if l.strip()]
+
+
+def test_http3_from_the_edge(door: FrontDoor) -> None:
+    clip = door.files["media/clip.bin"]
+    base = f"/stoq/{door.site}"
+    full, part, head, missing, private = h3(
+        door, f"GET {base}/media/clip.bin", f"GET {base}/media/clip.bin|range: bytes=1000000-1000999",
+        f"HEAD {base}/media/clip.bin", f"GET {base}/nothing.html", f"GET /stoq/{door.private}/inner/plan.txt")
+    assert full["status"] == 200 and full["length"] == len(clip)
+    assert full["sha256"] == hashlib.sha256(clip).hexdigest()
+    assert part["status"] == 206 and part["sha256"] == hashlib.sha256(clip[1_000_000:1_001_000]).hexdigest()
+    assert head["status"] == 200 and head["length"] == 0 and head["headers"]["content-length"] == str(len(clip))
+    assert missing["status"] == 404 and private["status"] == 403
+    etag = full["headers"]["etag"]
+    (same,) = h3(door, f"GET {base}/media/clip.bin|if-none-match: {etag}")
+    assert same["status"] == 304 and same["length"] == 0
+    deadline = time.monotonic() + 10
+    lines: list[dict] = []
+    while time.monotonic() < deadline:
+        lines = [json.loads(l) for l in door.access_log.read_text().splitlines() if l.strip()]
+        if any(l["protocol"] == "h3" and l["status"] == 304 for l in lines):
+            break
+        time.sleep(0.1)
+    mine = [l for l in lines if l["protocol"] == "h3"]
+    assert {l["status"] for l in mine} >= {200, 206, 304, 403, 404}, mine[-10:]
+
+
+def test_the_readme_commands_reach_the_edge(door: FrontDoor, tmp_path: Path) -> None:
+    """README "From a browser": curl as written there (no -g), and ngtcp2's gtlsclient over HTTP/3."""
+    port = door.port
+    p = subprocess.run(["curl", "-k", "-s", f"https://[::1]:{port}/stoq/{door.site}/index.html"],
+                       capture_output=True, timeout=60)
+    assert p.returncode == 0 and p.stdout == door.files["index.html"], p
+    p = subprocess.run(["curl", "-k", "-s", f"https://[::1]:{port}/stoq/{door.site}/app.js", "-H", "Range: bytes=0-9"],
+                       capture_output=True, timeout=60)
+    assert p.returncode == 0 and p.stdout == door.files["app.js"][:10], p
+    gtlsclient = shutil.which("gtlsclient")
+    if gtlsclient is None:
+        pytest.skip("ngtcp2's gtlsclient is not installed (Debian ngtcp2-client)")
+    r = subprocess.run([gtlsclient, "-q", "--exit-on-all-streams-close", f"--download={tmp_path}", "::1", str(port),
+                        f"https://[::1]:{port}/stoq/{door.site}/media/clip.bin"], capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = (tmp_path / "clip.bin").read_bytes()
+    assert hashlib.sha256(got).hexdigest() == hashlib.sha256(door.files["media/clip.bin"]).hexdigest()
+
+
+def stored_bytes(store: Path) -> int:
+    total = 0
+    for root, _, names in os.walk(store):
+        for n in names:
+            try:
+                total += os.path.getsize(os.path.join(root, n))
+            except OSError:
+                pass
+    return total
+
+
+def test_a_cold_edge_sends_the_first_byte_before_most_of_the_file_arrived(door: FrontDoor) -> None:
+    """A 64 MiB public file the edge never saw: when curl has the first bytes, the edge's store
+    holds well under half of the file; the whole file then arrives bit-exact."""
+    before = stored_bytes(door.edge_store)
+    cmd = ["curl", "-sk", "-g", "--http2", "--max-time", "300", f"{door.base}/stoq/{door.big}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.read(1)
+        assert first, f"no byte came: {proc.stderr.read() if proc.stderr else b''}"
+        at_first_byte = stored_bytes(door.edge_store) - before
+        hasher = hashlib.sha256(first)
+        length = 1
+        while True:
+            piece = proc.stdout.read(1 << 20)
+            if not piece:
+                break
+            hasher.update(piece)
+            length += len(piece)
+        assert proc.wait(timeout=300) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    expected = hashlib.sha256()
+    with door.big_path.open("rb") as f:
+        for piece in iter(lambda: f.read(1 << 20), b""):
+            expected.update(piece)
+    assert length == BIG and hasher.hexdigest() == expected.hexdigest()
+    print(f"cold edge: the first byte came with {at_first_byte} of {BIG} bytes in the edge's store")
+    assert at_first_byte < BIG // 2, f"the edge held {at_first_byte} of {BIG} bytes before the first byte left"

@@ -107,4 +107,33 @@ final class NodeContentSourceTests: XCTestCase {
             }
         }
     }
+
+    /// A node's front-door lookup hands its publisher key out only for content that key opens:
+    /// another publisher's directory is 403, not listed, and an unknown id stays 404.
+    func testTheNodeLookupDoesNotListAnotherPublishersDirectory() async throws {
+        let network = try TestNetwork()
+        defer { network.close() }
+        let origin = try await network.node("origin")
+        let dir = try temporaryDirectory()
+        try FileManager.default.createDirectory(atPath: dir + "/site/inner", withIntermediateDirectories: true)
+        try Data("secret plan".utf8).write(to: URL(fileURLWithPath: dir + "/site/inner/plan.txt"))
+        let mine = PublisherKeys.random()
+        let theirs = PublisherKeys.random()
+        let theirSite = try ContentPublisher(store: origin.store, keys: theirs).put(path: dir + "/site").id
+        let mySite = try ContentPublisher(store: origin.store, keys: mine).put(path: dir + "/site", name: "mine").id
+        let lookup = NodeContentSource.nodeReadKey(node: origin, publisher: mine)
+        let mineKey = await lookup(mySite)
+        XCTAssertNotNil(mineKey)
+        let theirKey = await lookup(theirSite)
+        XCTAssertNil(theirKey, "the node's publisher key does not open another publisher's content")
+        let responder = ContentResponder(source: NodeContentSource(node: origin, readKey: lookup))
+        let listing = try await drive(responder, "/stoq/\(theirSite)/inner/")
+        XCTAssertEqual(listing.status, 403)
+        XCTAssertFalse(String(decoding: listing.body, as: UTF8.self).contains("plan.txt"))
+        let own = try await drive(responder, "/stoq/\(mySite)/inner/")
+        XCTAssertEqual(own.status, 200)
+        XCTAssertTrue(String(decoding: own.body, as: UTF8.self).contains("plan.txt"))
+        do { let s = try await drive(responder, "/stoq/\(ContentID(ChunkID.of([9, 9, 9])))").status; XCTAssertEqual(s, 404) }
+        await origin.close()
+    }
 }
