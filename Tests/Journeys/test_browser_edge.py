@@ -139,16 +139,13 @@ class Browser:
         to_chrome_r, self.to_chrome = os.pipe()
         self.from_chrome, from_chrome_w = os.pipe()
 
-        def fds() -> None:
-            os.dup2(to_chrome_r, 3)
-            os.dup2(from_chrome_w, 4)
-
+        # Chromium reads commands on fd 3 and answers on fd 4; bash moves the pipe ends there.
         self.proc = subprocess.Popen(
-            [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
+            ["bash", "-c", 'exec 3<&"$1" 4>&"$2"; shift 2; exec "$@"', "bash", str(to_chrome_r), str(from_chrome_w), CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              "--autoplay-policy=no-user-gesture-required", f"--user-data-dir={profile}", "--remote-debugging-pipe",
              *flags, "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=fds,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             pass_fds=(to_chrome_r, from_chrome_w), start_new_session=True)
         os.close(to_chrome_r)
         os.close(from_chrome_w)
@@ -231,6 +228,7 @@ def test_chromium_loads_the_site_from_the_edge(user: User, edge: Edge, transport
         assert all(isinstance(v, int) and v >= 2 for v in state["pushes"]), state
         state = wait_for(browser, "its video playing from the middle", lambda s: s.get("video"))
         assert state["video"].get("played") is True, state
+        print(f"chromium over {transport}: {json.dumps(state)}")
     finally:
         browser.close()
     protocol = "h3" if transport == "h3" else "h2"
@@ -241,4 +239,5 @@ def test_chromium_loads_the_site_from_the_edge(user: User, edge: Edge, transport
         video = [l for l in lines if l["path"] == "/name/site/clip.webm" and l["protocol"] == protocol and l["status"] == 206]
         time.sleep(0.2)
     assert video, f"no {protocol} range request for the video in the access log"
+    print(f"video range requests over {protocol}: {[(l['status'], l['bytes']) for l in video]}")
     assert any(l["path"] == "/name/site/index.html" and l["protocol"] == protocol and l["status"] == 200 for l in lines)
