@@ -12,6 +12,8 @@
 #   swarm      STOQ_BIN bench-swarm (simulator), then STOQ_BIN bench-swarm --real (QUIC on [::1])
 #   edge       scripts/bench-edge.sh STOQ_BIN
 #   http3      scripts/bench/http3.py — STOQHTTP's HTTP/3 server vs ngtcp2's gtlsserver, gtlsclient for both
+#   frontdoor  scripts/bench/frontdoor.py — an edge's --http: 1 GB over HTTP/3 vs gtlsserver, 10 KB over HTTP/2
+#              vs nginx (h2load), time to first byte cold and warm; CPU per byte and peak RSS
 #
 # Environment: BENCH_OUT (default ./bench-out), BENCH_PARTS (comma list, default all),
 # BENCH_TRANSPORT_BYTES, BENCH_AIOQUIC_BYTES, BENCH_RUNS, BENCH_TTFB_FETCHES, BENCH_IDLE_CONNS, BENCH_ONLY
@@ -22,7 +24,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STOQ_BIN=${1:-${STOQ_BIN:-}}
 OUT=${BENCH_OUT:-$ROOT/bench-out}
 PY=${PYTHON:-python3}
-PARTS=${BENCH_PARTS:-transport,content,erasure,routing,dht,swarm,edge,http3}
+PARTS=${BENCH_PARTS:-transport,content,erasure,routing,dht,swarm,edge,http3,frontdoor}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/bench.txt") 2>&1
 
@@ -101,6 +103,11 @@ fi
 if want http3; then
   section "http3 (download over [::1]: STOQ's HTTP/3 server beside ngtcp2's gtlsserver, gtlsclient for both)"
   "$PY" "$ROOT/scripts/bench/http3.py" || { echo "http3: FAILED"; status=1; }
+fi
+
+if want frontdoor; then
+  section "frontdoor (an edge's --http beside gtlsserver over HTTP/3 and nginx over HTTP/2; TTFB cold and warm)"
+  "$PY" "$ROOT/scripts/bench/frontdoor.py" ${STOQ_BIN:+--stoq "$STOQ_BIN"} || { echo "frontdoor: FAILED"; status=1; }
 fi
 
 echo

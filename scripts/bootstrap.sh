@@ -15,6 +15,7 @@ DEB_PACKAGES=(
   iproute2                                                     # network-namespace tests
   openssl                                                      # certificate interop checks in tests
   curl                                                         # HTTPS front-door tests (HTTP/1.1, HTTP/2)
+  nginx-light nghttp2-client                                  # bench peers for the front door: nginx over HTTP/2, h2load drives both
   chromium                                                     # headless browser tests of the front door (HTTPS/TCP and HTTP/3 forced onto QUIC)
   ffmpeg                                                       # makes the small webm video the browser journey seeks and plays
   python3-pip
