@@ -37,7 +37,11 @@ extension ChunkServer {
             var graceEnd = start + Self.pendingGrace
             var expected = start + Self.pendingDelay
             do { try await Task.sleep(for: Self.pendingDelay) } catch { return }
-            while ContinuousClock.now - start < Self.pendingLimit {
+            // Ends as soon as the answer is ready: a writer that only checked when it next wanted
+            // to write idled on until `pendingLimit` whenever the answer came during a write and
+            // the fill (now complete) made no more progress, holding the answer back for up to
+            // 10 s (the two-tier fill stall of issue 11).
+            while !state.isFinished, ContinuousClock.now - start < Self.pendingLimit {
                 let now = ContinuousClock.now
                 if now - expected > Self.lagTolerance { graceEnd += now - expected - Self.lagTolerance }
                 if fill.takeProgress() || now < graceEnd {
@@ -59,7 +63,10 @@ extension ChunkServer {
         }
         let result: Result<T, any Error>
         do { result = .success(try await body(fill)) } catch { result = .failure(error) }
-        if !state.finish() { keepalive.cancel() }  // asleep: wake it to exit; mid-write: let it finish
+        // Asleep: the cancellation wakes it to exit. Mid-write: the write (not cancellable) completes,
+        // then the writer sees the answer is ready and exits without sleeping again.
+        state.finish()
+        keepalive.cancel()
         await keepalive.value
         return try result.get()
     }
@@ -132,5 +139,8 @@ final class KeepaliveState: @unchecked Sendable {
     /// Releases the stream.
     func endWrite() { lock.withLock { writing = false } }
     /// The answer is ready: no more keepalives. Returns whether one is being written now.
+    @discardableResult
     func finish() -> Bool { lock.withLock { done = true; return writing } }
+    /// Whether the answer is ready (the writer must stop).
+    var isFinished: Bool { lock.withLock { done } }
 }
