@@ -110,6 +110,7 @@ run-http-test:
 
 ## Benchmarks: every figure beside its peer from the same run, as a ratio.
 bench: release
+	@STOQ_BENCH=1 bash scripts/bootstrap.sh
 	$(SWIFT) build -c release --product stoq-http3-harness
 	@bash scripts/bench.sh $(abspath $(RELEASE_BIN))
 

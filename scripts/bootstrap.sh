@@ -15,11 +15,14 @@ DEB_PACKAGES=(
   iproute2                                                     # network-namespace tests
   openssl                                                      # certificate interop checks in tests
   curl                                                         # HTTPS front-door tests (HTTP/1.1, HTTP/2)
-  nginx-light nghttp2-client                                  # bench peers for the front door: nginx over HTTP/2, h2load drives both
   chromium                                                     # headless browser tests of the front door (HTTPS/TCP and HTTP/3 forced onto QUIC)
   ffmpeg                                                       # makes the small webm video the browser journey seeks and plays
   python3-pip
 )
+# Only `make bench` needs these (STOQ_BENCH=1): keeps `make test` and CI from installing them.
+if [ "${STOQ_BENCH:-0}" = 1 ]; then
+  DEB_PACKAGES+=(nginx-light nghttp2-client)                   # bench peers for the front door: nginx over HTTP/2, h2load drives both
+fi
 PY_PACKAGES=(
   "aioquic==1.7.2"      # third-party QUIC stack for interop tests and bench
   "pyfastcdc==0.3.1"    # FastCDC peer for the content bench
