@@ -32,7 +32,7 @@ public struct LRUCachePolicy: CachePolicy {
     /// Admits the chunk if it fits once every unpinned chunk is considered for eviction.
     public mutating func admit(_ id: ChunkID, size: Int) -> CacheAdmission {
         if lru.slot(of: id) != nil { return CacheAdmission(admitted: true, evicted: []) }
-        guard size >= 0, size <= capacity - lru.bytes[Int(SegmentedLRU.pinned)] else {
+        guard lru.canHold(size, capacity: capacity) else {
             stats.rejections += 1
             return CacheAdmission(admitted: false, evicted: [])
         }
@@ -52,16 +52,13 @@ public struct LRUCachePolicy: CachePolicy {
     /// Forgets a chunk.
     @discardableResult
     public mutating func remove(_ id: ChunkID) -> Bool {
-        guard let slot = lru.slot(of: id) else { return false }
-        lru.remove(slot)
-        refresh()
-        return true
+        defer { refresh() }
+        return lru.remove(id: id)
     }
 
     /// Pins a chunk, inserting it if absent.
     public mutating func pin(_ id: ChunkID, size: Int) -> CacheAdmission {
-        if let slot = lru.slot(of: id) {
-            if lru.segment(of: slot) != SegmentedLRU.pinned { lru.moveToHead(slot, segment: SegmentedLRU.pinned) }
+        if lru.pinIfResident(id) {
             refresh()
             return CacheAdmission(admitted: true, evicted: [])
         }
@@ -74,24 +71,15 @@ public struct LRUCachePolicy: CachePolicy {
     /// Unpins a chunk; it becomes the most recently used.
     @discardableResult
     public mutating func unpin(_ id: ChunkID) -> Bool {
-        guard let slot = lru.slot(of: id), lru.segment(of: slot) == SegmentedLRU.pinned else { return false }
-        lru.moveToHead(slot, segment: Self.main)
-        refresh()
-        return true
+        defer { refresh() }
+        return lru.unpin(id, to: Self.main)
     }
 
     /// Whether the chunk is resident.
-    public func contains(_ id: ChunkID) -> Bool { lru.slot(of: id) != nil }
+    public func contains(_ id: ChunkID) -> Bool { lru.contains(id) }
 
     /// Whether the chunk is pinned.
-    public func isPinned(_ id: ChunkID) -> Bool {
-        guard let slot = lru.slot(of: id) else { return false }
-        return lru.segment(of: slot) == SegmentedLRU.pinned
-    }
+    public func isPinned(_ id: ChunkID) -> Bool { lru.isPinned(id) }
 
-    private mutating func refresh() {
-        stats.bytes = lru.totalBytes
-        stats.pinnedBytes = lru.bytes[Int(SegmentedLRU.pinned)]
-        stats.count = lru.totalCount
-    }
+    private mutating func refresh() { lru.record(into: &stats) }
 }

@@ -107,3 +107,51 @@ struct SegmentedLRU: Sendable {
         counts[s] -= 1
     }
 }
+
+/// What every policy built on a ``SegmentedLRU`` does the same way: residency, pinning of a
+/// resident chunk, removal and the byte counters. The policies differ only in admission,
+/// eviction order and where a hit or an unpinned chunk goes.
+extension SegmentedLRU {
+    /// Whether `id` is resident.
+    func contains(_ id: ChunkID) -> Bool { slot(of: id) != nil }
+
+    /// Whether `id` is resident and pinned.
+    func isPinned(_ id: ChunkID) -> Bool {
+        guard let slot = slot(of: id) else { return false }
+        return segment(of: slot) == Self.pinned
+    }
+
+    /// Bytes held by pinned chunks.
+    var pinnedBytes: Int { bytes[Int(Self.pinned)] }
+
+    /// Whether a chunk of `size` bytes could ever fit beside the pinned ones.
+    func canHold(_ size: Int, capacity: Int) -> Bool { size >= 0 && size <= capacity - pinnedBytes }
+
+    /// Removes `id`; false when it was not resident.
+    mutating func remove(id: ChunkID) -> Bool {
+        guard let slot = slot(of: id) else { return false }
+        remove(slot)
+        return true
+    }
+
+    /// Pins `id` if it is resident (moving it to the pinned segment); false when it is not.
+    mutating func pinIfResident(_ id: ChunkID) -> Bool {
+        guard let slot = slot(of: id) else { return false }
+        if segment(of: slot) != Self.pinned { moveToHead(slot, segment: Self.pinned) }
+        return true
+    }
+
+    /// Moves a pinned `id` to the head of `segment`; false when it is not resident and pinned.
+    mutating func unpin(_ id: ChunkID, to segment: UInt8) -> Bool {
+        guard let slot = slot(of: id), self.segment(of: slot) == Self.pinned else { return false }
+        moveToHead(slot, segment: segment)
+        return true
+    }
+
+    /// Copies the byte and entry counters into `stats`.
+    func record(into stats: inout CacheStats) {
+        stats.bytes = totalBytes
+        stats.pinnedBytes = pinnedBytes
+        stats.count = totalCount
+    }
+}
