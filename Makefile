@@ -2,6 +2,13 @@
 # Every target first installs what is missing (scripts/bootstrap.sh).
 
 SWIFT       ?= swift
+# One build configuration for everything `make` runs: release (-O, whole-module), with testability
+# on so that the Swift tests (`@testable import`) run against the very modules and binary the
+# process tests run. One configuration means every dependency (BoringSSL twice, swift-nio, GRDB…)
+# is compiled once, not once for debug and once for release: that alone kept `make test` from a
+# clean clone over 30 minutes. -enable-testing keeps internal symbols visible; it does not change
+# the optimisation level. `make bench` builds without it (the binary as a user installs it).
+BUILD_FLAGS := -c release -Xswiftc -enable-testing
 RELEASE_BIN := .build/release/stoq
 DEBUG_BIN   := .build/debug/stoq
 PYTEST      ?= python3 -m pytest
@@ -21,10 +28,10 @@ deps:
 	@bash scripts/bootstrap.sh
 
 build: deps
-	$(SWIFT) build
+	$(SWIFT) build $(BUILD_FLAGS) --build-tests
 
 release: deps
-	$(SWIFT) build -c release --product stoq
+	$(SWIFT) build $(BUILD_FLAGS) --product stoq
 
 ## The main job: a small local STOQ network that publishes and fetches content.
 demo: release
@@ -37,15 +44,15 @@ demo: release
 # parallel, then the real-time ones (real QUIC, nodes, processes; every `@Suite(.serialized)`) one
 # at a time, so nothing starves their stall, keepalive and probe timers as 60 suites at once on
 # 2 cores did (idle timeouts, false stalls).
-# The release `stoq` is built once, first; the Swift tests that run the binary (STOQ_BIN) use it too.
+# Everything is built once, in release with testability (BUILD_FLAGS); the Swift tests that run the
+# binary (STOQ_BIN) use the same `stoq`.
 test: deps
 	@rm -f $(STOQ_TIMES)
 	@$(MAKE) --no-print-directory test-steps; status=$$?; $(TIMED) --report; exit $$status
 
 test-steps:
-	$(TIMED) release $(SWIFT) build -c release --product stoq
-	$(TIMED) build-tests $(SWIFT) build --build-tests
-	$(TIMED) swift-tests env STOQ_BIN=$(STOQ_RELEASE) SWIFT="$(SWIFT)" bash scripts/swift-tests.sh
+	$(TIMED) build $(SWIFT) build $(BUILD_FLAGS) --build-tests
+	$(TIMED) swift-tests env STOQ_BIN=$(STOQ_RELEASE) SWIFT="$(SWIFT)" bash scripts/swift-tests.sh $(BUILD_FLAGS)
 	$(TIMED) interop $(MAKE) --no-print-directory run-interop-test
 	$(TIMED) http3 $(MAKE) --no-print-directory run-http3-test
 	$(TIMED) https $(MAKE) --no-print-directory run-http-test
@@ -72,11 +79,11 @@ run-interop-test:
 ## HTTP/3 from aioquic, ngtcp2's gtlsclient and headless Chromium (forced onto QUIC) against STOQHTTP's
 ## HTTP3Server, started through its test harness (built by `swift build`).
 http3-test: deps
-	$(SWIFT) build --product stoq-http3-harness
+	$(SWIFT) build $(BUILD_FLAGS) --product stoq-http3-harness
 	$(MAKE) --no-print-directory run-http3-test
 
 run-http3-test:
-	STOQ_HTTP3_HARNESS=$(abspath .build/debug/stoq-http3-harness) $(PYTEST) -q -rs Tests/HTTP3
+	STOQ_HTTP3_HARNESS=$(abspath .build/release/stoq-http3-harness) $(PYTEST) -q -rs Tests/HTTP3
 
 run-netns-test:
 	STOQ_BIN=$(STOQ_RELEASE) $(PYTEST) -q -rs Tests/Network
@@ -102,15 +109,16 @@ run-liveness-test:
 ## The HTTPS front door over TCP: curl (HTTP/1.1, HTTP/2), a WebSocket client, hostile clients and
 ## headless Chromium against HTTPSServer (Tests/HTTP; the listener runs as stoq-https-testserver).
 http-test: deps
-	$(SWIFT) build --product stoq-https-testserver
+	$(SWIFT) build $(BUILD_FLAGS) --product stoq-https-testserver
 	$(MAKE) --no-print-directory run-http-test
 
 run-http-test:
-	STOQ_BIN=$(STOQ_RELEASE) STOQ_HTTPS_TESTSERVER=$(abspath .build/debug/stoq-https-testserver) $(PYTEST) -q -rs Tests/HTTP
+	STOQ_BIN=$(STOQ_RELEASE) STOQ_HTTPS_TESTSERVER=$(abspath .build/release/stoq-https-testserver) $(PYTEST) -q -rs Tests/HTTP
 
 ## Benchmarks: every figure beside its peer from the same run, as a ratio.
-bench: release
+bench: deps
 	@STOQ_BENCH=1 bash scripts/bootstrap.sh
+	$(SWIFT) build -c release --product stoq
 	$(SWIFT) build -c release --product stoq-http3-harness
 	@bash scripts/bench.sh $(abspath $(RELEASE_BIN))
 
@@ -121,7 +129,7 @@ NETFUZZ_SEED    ?= 1
 fuzz: deps
 	$(SWIFT) build --product stoq
 	@bash scripts/fuzz.sh
-	$(SWIFT) build -c release --product stoq
+	$(SWIFT) build $(BUILD_FLAGS) --product stoq
 	python3 Tests/NetFuzz/netfuzz.py --stoq $(abspath $(RELEASE_BIN)) --seed $(NETFUZZ_SEED) --seconds $(NETFUZZ_SECONDS) --json fuzz-out/netfuzz.json
 
 clean:
