@@ -34,6 +34,11 @@ import STOQWire
 ///   upstream again (and re-subscribes), and serves the cached record only if the upstream cannot
 ///   be reached. Either way an edge serves a new version within a retry interval of the heal,
 ///   not after the old version's TTL.
+/// - Across restarts (with a `directory`): an origin keeps who holds which name
+///   (`subscribers.json`: node id, address, version, until when), and after a restart pushes a new
+///   version to those holders by dialling them, so a publish still reaches every edge. An edge
+///   keeps its records, owner keys and version floors (`cached.json`) and the node ids of its
+///   upstream, whose invalidations it then takes on connections the upstream dialled too.
 public actor NameDirectory {
     /// Counters for `stoq status`.
     public struct Counters: Sendable, Equatable {
@@ -77,6 +82,41 @@ public actor NameDirectory {
     /// Streams of ``changes()``.
     private var changeWatchers: [Int: AsyncStream<String>.Continuation] = [:]
     private var nextWatcher = 0
+    /// Holders kept across restarts (origin and relaying edge): name → node id (hex) → holder.
+    private var savedHolders: [String: [String: SavedHolder]] = [:]
+    /// Node ids of this edge's upstream peers (learnt when dialling them; kept across restarts).
+    private var upstreamNodes: Set<[UInt8]> = []
+    /// Where a holder listens now (the origin's edge registry), by node id.
+    private var locateEdge: (@Sendable ([UInt8]) async -> PeerAddress?)?
+    private var holderSaveScheduled = false
+    private var cacheSaveScheduled = false
+
+    /// A holder of a name kept on disk.
+    struct SavedHolder: Codable, Sendable, Equatable {
+        /// Where it listens (the address it dialled from: one socket listens and dials).
+        var address: PeerAddress
+        /// The version it was given or last told.
+        var version: UInt64
+        /// When its subscription lapses (seconds since 1970).
+        var expiresAt: Double
+    }
+
+    /// An edge's cached names on disk.
+    struct SavedCache: Codable, Sendable {
+        struct Mapping: Codable, Sendable {
+            /// The record's canonical encoding (base64 in the JSON).
+            var record: Data
+            var expiresAt: Double
+        }
+        var upstreamNodes: [Data]
+        /// Owner keys, X9.63 (base64 in the JSON).
+        var owners: [String: Data]
+        var floors: [String: UInt64]
+        var mappings: [String: Mapping]
+    }
+
+    /// The most holders kept on disk (name × edge pairs).
+    public static let maximumSavedHolders = 100_000
 
     /// How long an origin waits for an edge to take an invalidation.
     public static let pushTimeout: Duration = .seconds(2)
@@ -105,7 +145,46 @@ public actor NameDirectory {
             }
             for record in loaded { try? subscriptions.publish(record, now: 0) }
         }
+        if let directory {
+            let wall = Self.wallClock()
+            if let holders = StateFile.load([String: [String: SavedHolder]].self, path: directory + "/subscribers.json", logger: logger) {
+                var kept = 0
+                for (name, byNode) in holders where (try? NameRecord.validate(name: name)) != nil {
+                    for (node, holder) in byNode where holder.expiresAt > wall && kept < Self.maximumSavedHolders {
+                        savedHolders[name, default: [:]][node] = holder
+                        kept += 1
+                    }
+                }
+                if kept > 0 { logger.info("loaded the name subscribers", metadata: ["holders": "\(kept)"]) }
+            }
+            if let cache = StateFile.load(SavedCache.self, path: directory + "/cached.json", logger: logger) {
+                upstreamNodes = Set(cache.upstreamNodes.filter { $0.count == 32 }.prefix(64).map { Array($0) })
+                var entries: [String: NameTable.Entry] = [:]
+                for (name, mapping) in cache.mappings where mapping.expiresAt > wall {
+                    guard let record = try? NameRecord.decode(Array(mapping.record)) else { continue }
+                    let remaining = min(mapping.expiresAt - wall, Double(record.ttlSeconds))
+                    entries[name] = NameTable.Entry(record: record, expiresAt: UInt64(remaining * 1e9), confirmed: false)
+                }
+                let restored = table.restore(owners: cache.owners.mapValues { Array($0) }, floors: cache.floors, entries: entries)
+                if restored > 0 || !cache.owners.isEmpty {
+                    logger.info("loaded the cached names", metadata: ["names": "\(restored)", "owners": "\(cache.owners.count)"])
+                }
+            }
+        }
     }
+
+    /// Seconds since 1970.
+    static func wallClock() -> Double { Date().timeIntervalSince1970 }
+
+    /// Tells the directory where the holders it kept across a restart listen now (the origin's edge
+    /// registry); without it, the address a holder dialled from is used.
+    public func setEdgeLocator(_ locate: @escaping @Sendable ([UInt8]) async -> PeerAddress?) { locateEdge = locate }
+
+    /// Names whose holders are kept on disk, and how many holders in all.
+    public var savedHolderCount: Int { savedHolders.values.reduce(0) { $0 + $1.count } }
+
+    /// Names the edge's table maps now (confirmed or not).
+    public var cachedNames: Int { table.count }
 
     private var now: UInt64 { UInt64(max(0, (ContinuousClock.now - started).nanoseconds)) }
 
@@ -125,7 +204,9 @@ public actor NameDirectory {
             guard subscribe, let connection else { return subscriptions.record(for: name) }
             let holder = Holder(id: ObjectIdentifier(connection))
             holderConnections[holder] = connection
-            return subscriptions.handleSubscribe(peer: holder, name: name, now: now)
+            let record = subscriptions.handleSubscribe(peer: holder, name: name, now: now)
+            if let record { saveHolder(record, connection: connection) }
+            return record
         }
         if let cached = table.lookup(name, now: now) {
             stats.cachedAnswers += 1
@@ -150,6 +231,8 @@ public actor NameDirectory {
                 let update = try table.handleRecord(record, now: now)
                 if case .replaced = update { announce(name) }
                 stats.upstreamResolves += 1
+                noteUpstream(client.connection)
+                scheduleCacheSave()
                 watchSubscription(on: client.connection)
                 if case .replaced = update, let invalidation = try? NameInvalidation(name: name, version: record.version),
                    subscriptions.handleInvalidation(invalidation, now: now) > 0 {
@@ -202,7 +285,8 @@ public actor NameDirectory {
         }
         try persist(record)
         announce(record.name)
-        let notified = await pushQueued()
+        let (live, told) = await pushQueuedReporting()
+        let notified = live + (await pushSavedHolders(record, skipping: told))
         stats.invalidationsPushed += notified
         logger.info("published name", metadata: ["name": "\(record.name)", "version": "\(record.version)", "notified": "\(notified)"])
         return (record.version, notified)
@@ -215,6 +299,7 @@ public actor NameDirectory {
         holderConnections[holder] = connection
         watchHolder(holder, connection)
         subscriptions.handleRelaySubscribe(peer: holder, record: record, now: now)
+        saveHolder(record, connection: connection)
     }
 
     /// Forgets `holder` once its connection closes (its subscription died with it).
@@ -255,12 +340,15 @@ public actor NameDirectory {
     /// retried later while its connection stays open (see ``Subscriptions``); a holder whose
     /// connection closed is forgotten.
     /// - Returns: how many holders took theirs.
-    private func pushQueued() async -> Int {
+    private func pushQueued() async -> Int { await pushQueuedReporting().notified }
+
+    /// ``pushQueued()``, also returning the node ids (hex) of the holders that took theirs.
+    private func pushQueuedReporting() async -> (notified: Int, told: Set<String>) {
         var pushes: [(Holder, Connection, NameInvalidation)] = []
         while let next = subscriptions.pollTransmit() {
             if let connection = holderConnections[next.peer] { pushes.append((next.peer, connection, next.invalidation)) }
         }
-        guard !pushes.isEmpty else { return 0 }
+        guard !pushes.isEmpty else { return (0, []) }
         let outcomes = await withTaskGroup(of: (Holder, NameInvalidation, Bool).self) { group in
             for (holder, connection, invalidation) in pushes {
                 group.addTask {
@@ -283,10 +371,15 @@ public actor NameDirectory {
             return result
         }
         var notified = 0
+        var told: Set<String> = []
         for (holder, invalidation, delivered) in outcomes {
             if delivered {
                 notified += 1
                 subscriptions.handlePushDelivered(peer: holder, invalidation: invalidation)
+                if let node = holderConnections[holder]?.peerNodeID {
+                    told.insert(node.hex)
+                    savedHolders[invalidation.name]?[node.hex]?.version = invalidation.version
+                }
             } else if holderConnections[holder] != nil {
                 logger.info("an edge did not take an invalidation; retrying while its connection lasts",
                             metadata: ["name": "\(invalidation.name)", "version": "\(invalidation.version)"])
@@ -294,7 +387,8 @@ public actor NameDirectory {
             }
         }
         armRetries()
-        return notified
+        if !told.isEmpty { scheduleHolderSave() }
+        return (notified, told)
     }
 
     /// Starts the retry loop when a failed push waits and none runs.
@@ -321,12 +415,20 @@ public actor NameDirectory {
     /// - Throws: ``NodeError`` `.refused` for an invalidation from a peer that is not upstream.
     @discardableResult
     public func handleInvalidation(name: String, version: UInt64, from connection: Connection) async throws -> Bool {
-        guard let peers, let address = await peers.address(of: connection), upstream.contains(address) else {
+        guard let peers else {
+            throw NodeError(.refused, "an invalidation of '\(name)' came to a node without an upstream")
+        }
+        // On a connection this edge dialled to its upstream, or one its upstream dialled (an
+        // origin that restarted tells the holders it kept): the certificate names the upstream.
+        let dialled = await peers.address(of: connection).map { upstream.contains($0) } ?? false
+        let fromUpstreamNode = connection.peerNodeID.map { upstreamNodes.contains($0.bytes) } ?? false
+        guard dialled || fromUpstreamNode else {
             throw NodeError(.refused, "an invalidation of '\(name)' came from a peer that is not this node's upstream")
         }
         let invalidation = try NameInvalidation(name: name, version: version)
         stats.invalidationsReceived += 1
         let dropped = table.handleInvalidation(invalidation, now: now)
+        scheduleCacheSave()
         announce(name)
         if subscriptions.handleInvalidation(invalidation, now: now) > 0 {
             // Relay to the edges below once this one has let go, without holding the upstream's push.
@@ -369,6 +471,126 @@ public actor NameDirectory {
 
     private func announce(_ name: String) {
         for watcher in changeWatchers.values { watcher.yield(name) }
+    }
+
+    /// A holder subscribed over `connection` (a node with a certificate): kept on disk with where
+    /// it listens, the version it has, and until when (the record's TTL plus the grace).
+    private func saveHolder(_ record: NameRecord, connection: Connection) {
+        guard directory != nil, let node = connection.peerNodeID else { return }
+        let address = PeerAddress(host: connection.remoteAddress.ipAddress ?? "::1", port: connection.remoteAddress.port ?? 0)
+        let expiresAt = Self.wallClock() + Double(record.ttlSeconds) + Double(subscriptions.grace) / 1e9
+        let held = savedHolders[record.name]?[node.hex]
+        if held == nil, savedHolderCount >= Self.maximumSavedHolders { return }
+        let version = max(held?.version ?? 0, record.version)
+        savedHolders[record.name, default: [:]][node.hex] = SavedHolder(address: address, version: version, expiresAt: expiresAt)
+        if held == nil || held?.address != address || held?.version != version {
+            saveHoldersNow()
+        } else {
+            scheduleHolderSave()
+        }
+    }
+
+    /// Pushes `record`'s invalidation to the holders kept on disk that no live connection told
+    /// (an origin that restarted since they subscribed): each is dialled at its registered (or
+    /// last seen) address, within ``pushTimeout``.
+    /// - Returns: how many took it.
+    private func pushSavedHolders(_ record: NameRecord, skipping told: Set<String>) async -> Int {
+        guard let peers, let byNode = savedHolders[record.name] else { return 0 }
+        let wall = Self.wallClock()
+        var targets: [(String, PeerAddress)] = []
+        for (node, holder) in byNode where holder.expiresAt > wall && holder.version < record.version && !told.contains(node) {
+            var address = holder.address
+            if let locate = locateEdge, let bytes = Hex.decode(node), let registered = await locate(bytes) { address = registered }
+            targets.append((node, address))
+        }
+        guard !targets.isEmpty, let invalidation = try? NameInvalidation(name: record.name, version: record.version) else { return 0 }
+        let results = await withTaskGroup(of: (String, Bool).self) { group in
+            for (node, address) in targets {
+                group.addTask {
+                    let delivered = await withDeadline(Self.pushTimeout) {
+                        do {
+                            let client = try await peers.client(for: address)
+                            guard client.connection.peerNodeID?.hex == node else { return false }
+                            let stream = try await client.connection.openBidirectionalStream(priority: .control)
+                            try await stream.write(STOQMessage.invalidate(name: invalidation.name, version: invalidation.version).encoded())
+                            try await stream.finish()
+                            let answer = try await stream.readAll(limit: 1024)
+                            return answer.readableBytes == 0
+                        } catch {
+                            return false
+                        }
+                    }
+                    return (node, delivered ?? false)
+                }
+            }
+            var all: [(String, Bool)] = []
+            for await result in group { all.append(result) }
+            return all
+        }
+        var notified = 0
+        for (node, delivered) in results where delivered {
+            notified += 1
+            savedHolders[record.name]?[node]?.version = record.version
+        }
+        if notified < targets.count {
+            logger.info("some edges that held the name before a restart could not be told", metadata: [
+                "name": "\(record.name)", "told": "\(notified)", "tried": "\(targets.count)"])
+        }
+        if notified > 0 { saveHoldersNow() }
+        return notified
+    }
+
+    /// This edge dialled `connection` to its upstream: its node id is an upstream's from now on.
+    private func noteUpstream(_ connection: Connection) {
+        guard let node = connection.peerNodeID, upstreamNodes.count < 64 else { return }
+        if upstreamNodes.insert(node.bytes).inserted { scheduleCacheSave() }
+    }
+
+    private func scheduleHolderSave() {
+        guard directory != nil, !holderSaveScheduled else { return }
+        holderSaveScheduled = true
+        Task { [weak self] in
+            try? await Task.sleep(for: .seconds(1))
+            await self?.saveHoldersNow()
+        }
+    }
+
+    private func saveHoldersNow() {
+        holderSaveScheduled = false
+        guard let directory else { return }
+        let wall = Self.wallClock()
+        for name in Array(savedHolders.keys) {
+            savedHolders[name] = savedHolders[name]?.filter { $0.value.expiresAt > wall }
+            if savedHolders[name]?.isEmpty == true { savedHolders[name] = nil }
+        }
+        do { try StateFile.save(savedHolders, path: directory + "/subscribers.json") } catch {
+            logger.warning("could not save the name subscribers", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func scheduleCacheSave() {
+        guard directory != nil, !upstream.isEmpty, !cacheSaveScheduled else { return }
+        cacheSaveScheduled = true
+        Task { [weak self] in
+            try? await Task.sleep(for: .milliseconds(200))
+            await self?.saveCacheNow()
+        }
+    }
+
+    private func saveCacheNow() {
+        cacheSaveScheduled = false
+        guard let directory else { return }
+        let wall = Self.wallClock()
+        let monotonic = now
+        let state = table.saved
+        var mappings: [String: SavedCache.Mapping] = [:]
+        for (name, entry) in state.entries where entry.expiresAt > monotonic {
+            mappings[name] = .init(record: Data(entry.record.encode()), expiresAt: wall + Double(entry.expiresAt - monotonic) / 1e9)
+        }
+        let cache = SavedCache(upstreamNodes: upstreamNodes.map { Data($0) }, owners: state.owners.mapValues { Data($0) }, floors: state.floors, mappings: mappings)
+        do { try StateFile.save(cache, path: directory + "/cached.json") } catch {
+            logger.warning("could not save the cached names", metadata: ["error": "\(error)"])
+        }
     }
 
     private func persist(_ record: NameRecord) throws {
@@ -470,7 +692,7 @@ public struct NameService: NodeService {
 
     public func status() async -> [String: any Sendable]? {
         let c = await directory.counters
-        return ["cached_answers": c.cachedAnswers, "upstream_resolves": c.upstreamResolves, "invalidations_received": c.invalidationsReceived,
+        return ["cached_names": await directory.cachedNames, "saved_holders": await directory.savedHolderCount, "cached_answers": c.cachedAnswers, "upstream_resolves": c.upstreamResolves, "invalidations_received": c.invalidationsReceived,
                 "invalidations_pushed": c.invalidationsPushed, "invalidations_forwarded": c.invalidationsForwarded, "refused": c.refused]
     }
 }

@@ -68,6 +68,9 @@ public struct NodeConfiguration: Codable, Sendable {
     public var maxRelayStreams: Int?
     /// A relay's streams carried at once for one requesting connection (default 64).
     public var maxRelayStreamsPerConnection: Int?
+    /// The node's location, `LAT,LON` in degrees (`--location`): routing's geographic factor and
+    /// the edge registry's nearness. Sets ``latitude`` and ``longitude``.
+    public var location: String?
 
     /// The default of ``maxConnections``.
     public static let defaultMaxConnections = 1024
@@ -160,6 +163,10 @@ public final class Node: Sendable {
     public let publicKeys: PublicKeyDirectory
     /// Purges of cached content (this node and the edges below).
     public let purges: PurgeCoordinator
+    /// The registry of the edges below (origins and edges; `STORE/edges.json`).
+    public let edgeDirectory: EdgeDirectory?
+    /// Registers this edge with its upstream (edges).
+    public let registrar: EdgeRegistrar?
     private let logger: Logger
 
     /// Binds the endpoint (and the admin endpoint) and opens the store.
@@ -172,6 +179,8 @@ public final class Node: Sendable {
     ) async throws -> Node {
         // Refuse a bad cache size, admin address or certificate before anything is bound.
         try await configuration.validate()
+        // Location from `location`, region from the certificate when not configured.
+        let configuration = try configuration.withPlacement()
         var healthConfiguration: HealthMonitor<PeerAddress>.Configuration?
         if configuration.health?.enabled ?? true {
             healthConfiguration = try (configuration.health ?? HealthSettings()).monitorConfiguration()
@@ -229,6 +238,10 @@ public final class Node: Sendable {
             configuration: configuration, endpoint: endpoint, store: store, services: services, metrics: metrics,
             healthConfiguration: healthConfiguration, admin: admin, nodeID: nodeID, router: router, box: box, logger: logger)
         box.node = node
+        if let edges = node.edgeDirectory {
+            // Holders an origin kept across a restart are dialled where they registered last.
+            await node.names.setEdgeLocator { id in await edges.address(of: id) }
+        }
         return node
     }
 
@@ -268,6 +281,13 @@ public final class Node: Sendable {
         self.purges = PurgeCoordinator(edge: edge, store: store, upstream: edgeUpstream, peers: peers)
         var builtIn: [any NodeService] = [NameService(directory: names, acceptsPublications: configuration.roles.contains("origin")), InvalidationService(directory: names),
                                           ContentAccessService(keys: publicKeys, purges: purges)]
+        // The edge registry (docs/PROTOCOL.md, "Edge registry"): origins and edges keep the edges below.
+        let servesEdges = configuration.roles.contains("origin") || configuration.roles.contains("edge")
+        self.edgeDirectory = servesEdges ? EdgeDirectory(path: configuration.store + "/edges.json") : nil
+        if let edgeDirectory { builtIn.append(EdgeRegistryService(directory: edgeDirectory)) }
+        let boundAddress = PeerAddress(host: endpoint.localAddress.ipAddress ?? configuration.listen.host, port: endpoint.localAddress.port ?? configuration.listen.port)
+        self.registrar = edge == nil ? nil : EdgeRegistrar(
+            address: boundAddress, region: configuration.region ?? "", latitude: configuration.latitude, longitude: configuration.longitude)
         if configuration.roles.contains("relay") { builtIn.append(RelayService(
             peers: peers, ownAddress: endpoint.localAddress, maximumConcurrentStreams: max(1, configuration.maxRelayStreams ?? 512),
             maximumStreamsPerConnection: max(1, configuration.maxRelayStreamsPerConnection ?? 64),
@@ -290,6 +310,7 @@ public final class Node: Sendable {
     /// A connection this node dialled: an edge asks its upstream to pass purges on over it.
     func dialled(_ connection: Connection) async {
         guard edge != nil, let address = await peers.address(of: connection), configuration.upstream.contains(address) else { return }
+        await registrar?.dialled(connection, upstream: address)
         let client = PeerClient(connection: connection, name: address.description)
         Task { [logger] in
             do { try await client.subscribePurges() } catch {

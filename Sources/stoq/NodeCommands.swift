@@ -42,6 +42,7 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Most connections held at once, accepted and dialled (default 1024); more are refused with a reason.") var maxConnections: Int?
     @Option(help: "Most connections accepted from one IPv6 address (default 64).") var maxConnectionsPerAddress: Int?
     @Option(help: "A request stream whose request is incomplete after this many ms is reset (default 10000).") var requestTimeoutMs: Int?
+    @Option(help: "The node's location, LAT,LON in degrees (e.g. '48.85,2.35'): routing's geographic factor and the edge registry's nearness (config key location). The region comes from --region or the certificate.") var location: String?
     @OptionGroup var httpOptions: HTTPOptions
 
     func run() async throws {
@@ -114,6 +115,8 @@ struct NodeCommand: AsyncParsableCommand {
             if noRouting { r.enabled = false }
             c.routing = r
         }
+        if let location { c.location = location }
+        do { c = try c.withPlacement() } catch let error as NodeError { throw ValidationError(error.reason) }
         let level = try Self.logLevel(c.logLevel ?? "info")
         // Before anything opens or listens (shards, DHT, endpoint): a bad cache size, admin
         // address or certificate stops here with a message. `Node.start` checks again for library users.

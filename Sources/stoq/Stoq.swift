@@ -35,6 +35,7 @@ struct Stoq: AsyncParsableCommand {
             Publish.self,
             Resolve.self,
             Purge.self,
+            Edges.self,
             // nexus
             CTCommand.self,
             NameCommand.self,

@@ -501,6 +501,38 @@ GENERATORS = {
 }
 
 
+# --------------------------------------------------------------------------- edge registry (0x1C-0x1F)
+
+
+def _edge_location(rng: random.Random) -> bytes:
+    flag = rng.choice([0, 1, 1, 2, 255])
+    if flag != 1:
+        return u8(flag)
+    return u8(1) + f64(rng.choice([0.0, 48.85, -90.0, 90.0, 90.5, -1e308])) + f64(rng.choice([2.35, 180.0, -180.0, 181.0, float("nan")]))
+
+
+def g_edge_register(rng, c):
+    host = rng.choice(["::1", "::", "", "fe80::1%lo", "x" * 64, "x" * 65, ":" * 80])
+    p = string(host) + varint(rng.choice([c.node_port, 0, 65535, 65536, VARINT_MAX]))
+    p += string(rand_text(rng, 0, 80)) + _edge_location(rng)
+    return 0x1C, p, b""
+
+
+def g_edges_request(rng, c):
+    p = string(rand_text(rng, 0, 80)) + _edge_location(rng) + varint(rng.choice([0, 1, 256, 257, VARINT_MAX]))
+    return 0x1E, p, b""
+
+
+def g_edge_answers(rng, c):
+    t = rng.choice([0x1D, 0x1F])
+    if t == 0x1D:
+        return t, varint(rng.choice([0, 1, 86400, 86401, VARINT_MAX])), b""
+    return t, varint(rng.choice([0, 1, 256, 257, VARINT_MAX])) + rand_bytes(rng, rng.randrange(200)), b""
+
+
+GENERATORS.update({"EDGE_REGISTER": g_edge_register, "EDGES_REQUEST": g_edges_request, "EDGE_ANSWERS": g_edge_answers})
+
+
 def mutate(rng: random.Random, data: bytes) -> bytes:
     """A few random edits: bit flips, byte sets, inserts, deletes, a cut, a splice of junk."""
     b = bytearray(data)

@@ -8,6 +8,7 @@ public func fuzzWire(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let input = fuzzInput(data, size)
     STOQMessage.fuzz(input)
     RoutingGossipMessage.fuzz(input)
+    EdgeRegistryMessage.fuzz(input)
     return 0
 }
 

@@ -43,6 +43,13 @@ public struct NameTable: Sendable {
         public var expiresAt: UInt64
         /// False once the subscription that would have carried its invalidation was lost.
         public var confirmed = true
+
+        /// Creates an entry.
+        public init(record: NameRecord, expiresAt: UInt64, confirmed: Bool = true) {
+            self.record = record
+            self.expiresAt = expiresAt
+            self.confirmed = confirmed
+        }
     }
 
     /// Most names the table tracks (owners, mappings and version floors).
@@ -183,6 +190,35 @@ public struct NameTable: Sendable {
         }
         defer { eventHead += 1 }
         return events[eventHead]
+    }
+
+    /// What the table holds, for saving: owner keys (X9.63), version floors and mappings.
+    public var saved: (owners: [String: [UInt8]], floors: [String: UInt64], entries: [String: Entry]) { (owners, floors, entries) }
+
+    /// Restores saved state into an empty table (an edge that restarts). Owners and floors are
+    /// taken as saved (bounded by ``maxNames``); a mapping only if its record is signed by the
+    /// name's saved owner and is not below its floor. Restored mappings are unconfirmed: no
+    /// subscription carries their invalidations yet, so ``lookup(_:now:)`` asks the upstream first
+    /// and ``lastKnown(_:now:)`` serves them when it cannot be reached.
+    /// - Returns: how many mappings were restored.
+    @discardableResult
+    public mutating func restore(owners savedOwners: [String: [UInt8]], floors savedFloors: [String: UInt64], entries savedEntries: [String: Entry]) -> Int {
+        for (name, key) in savedOwners.sorted(by: { $0.key < $1.key }) where owners.count < maxNames {
+            guard (try? NameRecord.validate(name: name)) != nil, (try? P256.Signing.PublicKey(x963Representation: key)) != nil else { continue }
+            owners[name] = key
+        }
+        for (name, floor) in savedFloors where owners[name] != nil && floors.count < maxNames { floors[name] = floor }
+        var restored = 0
+        for (name, entry) in savedEntries {
+            guard entry.record.name == name, let owner = owners[name], owner == entry.record.ownerKey, entry.record.hasValidSignature,
+                  entry.record.version >= (floors[name] ?? 0) else { continue }
+            floors[name] = max(floors[name] ?? 0, entry.record.version)
+            var e = entry
+            e.confirmed = false
+            entries[name] = e
+            restored += 1
+        }
+        return restored
     }
 
     /// Names mapped now (expired ones included until the next timeout).
