@@ -1,13 +1,15 @@
 import FuzzSupport
 import STOQ
 
-/// libFuzzer target: STOQ wire frames and core messages, and the ROUTING_GOSSIP payload on its own
+/// libFuzzer target: STOQ wire frames and core messages, the RENEW_REQUEST and RENEWED payloads, and
+/// the ROUTING_GOSSIP payload on its own
 /// (its adverts are deep inside a frame; fed directly, the fuzzer reaches them at once).
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzWire(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let input = fuzzInput(data, size)
     STOQMessage.fuzz(input)
     RoutingGossipMessage.fuzz(input)
+    RenewalMessage.fuzz(input)
     return 0
 }
 
