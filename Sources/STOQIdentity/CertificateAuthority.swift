@@ -18,7 +18,7 @@ public struct CertificateAuthority: Sendable {
     public let certificatePEM: String
     /// The CA private key in PEM (PKCS#8).
     public let privateKeyPEM: String
-    private let privateKey: Certificate.PrivateKey
+    let privateKey: Certificate.PrivateKey
 
     /// The default validity of a CA certificate: ten years.
     public static let defaultCAValidity: Duration = .seconds(10 * 365 * 86_400)
@@ -159,7 +159,7 @@ public struct CertificateAuthority: Sendable {
                 version: .v3,
                 serialNumber: Certificate.SerialNumber(),
                 publicKey: publicKey,
-                notValidBefore: now.addingTimeInterval(-300),
+                notValidBefore: now.addingTimeInterval(-Self.backdate(for: try Self.seconds(validity))),
                 notValidAfter: min(now.addingTimeInterval(try Self.seconds(validity)), certificate.notValidAfter),
                 issuer: certificate.subject,
                 subject: try Self.distinguishedName(commonName: name, region: region),

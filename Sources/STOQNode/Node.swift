@@ -71,6 +71,15 @@ public struct NodeConfiguration: Codable, Sendable {
     /// The node's location, `LAT,LON` in degrees (`--location`): routing's geographic factor and
     /// the edge registry's nearness. Sets ``latitude`` and ``longitude``.
     public var location: String?
+    /// The issuer that renews this node's certificate (`--issuer`): the node renews at two thirds
+    /// of its certificate's lifetime and swaps the new one in without dropping connections.
+    public var issuer: PeerAddress?
+    /// The CA directory (`ca.pem`, `ca.key`) of a node with the `issuer` role (`--ca-dir`).
+    public var caDir: String?
+    /// The longest certificate lifetime an issuer grants, e.g. `90s`, `10m`, `24h` (default 24h).
+    public var maxLifetime: String?
+    /// A CT log directory an issuer appends every certificate it issues to (`--ct-log`).
+    public var ctLog: String?
 
     /// The default of ``maxConnections``.
     public static let defaultMaxConnections = 1024
@@ -167,6 +176,8 @@ public final class Node: Sendable {
     public let edgeDirectory: EdgeDirectory?
     /// Registers this edge with its upstream (edges).
     public let registrar: EdgeRegistrar?
+    /// Keeps the node's certificate fresh (renewal with its issuer, SIGHUP reloads, expiry).
+    public let renewer: CertificateRenewer
     private let logger: Logger
 
     /// Binds the endpoint (and the admin endpoint) and opens the store.
@@ -211,10 +222,14 @@ public final class Node: Sendable {
         try (configuration.limits ?? PeerLimits()).validate()
         endpointConfiguration.maxConnections = maxConnections
         endpointConfiguration.maxConnectionsPerAddress = perAddress
+        let renewal = try IssuerService.renewalSetup(configuration, services: services, logger: logger)
         let endpoint = try await Endpoint.bind(
             host: configuration.listen.host, port: configuration.listen.port,
             tls: try configuration.tlsConfiguration(), configuration: endpointConfiguration
         )
+        let renewer = CertificateRenewer(
+            configuration: configuration, endpoint: endpoint, credentials: renewal.credentials,
+            renew: renewal.renew(endpoint), source: renewal.source, logger: logger)
         let box = ServerBox()
         let admin: AdminServer?
         if let address = configuration.admin {
@@ -235,8 +250,8 @@ public final class Node: Sendable {
             admin = nil
         }
         let node = Node(
-            configuration: configuration, endpoint: endpoint, store: store, services: services, metrics: metrics,
-            healthConfiguration: healthConfiguration, admin: admin, nodeID: nodeID, router: router, box: box, logger: logger)
+            configuration: configuration, endpoint: endpoint, store: store, services: services + renewal.services, metrics: metrics,
+            healthConfiguration: healthConfiguration, admin: admin, nodeID: nodeID, router: router, box: box, renewer: renewer, logger: logger)
         box.node = node
         if let edges = node.edgeDirectory {
             // Holders an origin kept across a restart are dialled where they registered last.
@@ -248,8 +263,9 @@ public final class Node: Sendable {
     private init(
         configuration: NodeConfiguration, endpoint: Endpoint, store: DiskChunkStore, services: [any NodeService], metrics: NodeMetrics,
         healthConfiguration: HealthMonitor<PeerAddress>.Configuration?, admin: AdminServer?, nodeID: NodeID, router: NodeRouter?,
-        box: ServerBox, logger: Logger
+        box: ServerBox, renewer: CertificateRenewer, logger: Logger
     ) {
+        self.renewer = renewer
         self.nodeID = nodeID
         self.router = router
         self.configuration = configuration
@@ -339,6 +355,7 @@ public final class Node: Sendable {
                 for peer in probedPeers { group.addTask { await health.watch(peer) } }
             }
             if let admin { group.addTask { await admin.run() } }
+            group.addTask { await self.renewer.run() }
             if let router {
                 let server = self.server
                 group.addTask {
@@ -353,6 +370,7 @@ public final class Node: Sendable {
     public func close() async {
         await health?.stop()
         router?.stop()
+        await renewer.stop()
         await admin?.close()
         await peers.closeAll()
         await endpoint.close()
@@ -395,6 +413,7 @@ public final class Node: Sendable {
             }
         }
         if let router { doc["routing"] = router.status() }
+        doc["certificate"] = await renewer.statusDocument()
         if let stats = try? store.stats() {
             doc["store"] = ["chunks": stats.chunks, "bytes": stats.bytes, "pins": stats.pins]
         }

@@ -41,19 +41,21 @@ struct Certs: AsyncParsableCommand {
         @Option(help: "The node's region (recorded in the certificate).") var region: String?
         @Option(help: "Validity in days.") var days: Int?
         @Option(help: "Validity in hours (default 24).") var hours: Int?
+        @Option(help: "Validity as a lifetime: 90s, 10m, 24h or 30d (seconds, minutes, hours, days).") var lifetime: String?
         @Option(help: "Extra DNS subject alternative name (repeatable).") var dns: [String] = []
         @Option(help: "IPv6 subject alternative name (repeatable).") var ip: [String] = []
         @Option(help: "Directory to write NAME.pem and NAME.key into.") var out: String
         @Option(help: "CT log directory to append the issued certificate to (created if missing).") var ctLog: String?
 
         func validate() throws {
-            if days != nil && hours != nil { throw ValidationError("give --days or --hours, not both") }
+            if [days != nil, hours != nil, lifetime != nil].filter({ $0 }).count > 1 { throw ValidationError("give one of --days, --hours and --lifetime") }
         }
 
         func run() async throws {
             let authority = try CertificateAuthority.load(directory: ca)
             let seconds = days.map { $0 * 86_400 } ?? hours.map { $0 * 3600 } ?? 86_400
-            let node = try authority.issue(name: name, region: region, validity: .seconds(seconds), dnsNames: dns, ipAddresses: ip)
+            let validity = try lifetime.map { try CertificateLifetime.parse($0) } ?? .seconds(seconds)
+            let node = try authority.issue(name: name, region: region, validity: validity, dnsNames: dns, ipAddresses: ip)
             let paths = try node.write(to: out, name: name)
             print("node \(name) id \(node.nodeID.hex)")
             print("  valid until: \(node.certificate.notValidAfter)")

@@ -26,6 +26,8 @@ func runNexusNode(_ c: NodeConfiguration, bootstrap: String?, requireCT: String?
     let admission = try requireCT.map { try CTAdmission.open(directory: $0) }
     let nexus = try await NexusNode.start(c, admission: admission, services: services, serviceKeys: serviceKeys, metrics: metrics, logger: logger)
     let frontDoor = try await http?.start(node: nexus.node, configuration: c, logger: logger)
+    let hup = reloadOnSIGHUP(nexus.node)
+    defer { hup.cancel() }
     print("ready \(c.name) \(nexus.address) roles=\(c.roles.joined(separator: ",")) node_id=\(nexus.record.id)\(admission.map { " require_ct=\($0.log.logID.shortHex)" } ?? "")")
     fflush(nil)
     do {

@@ -20,7 +20,7 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Node private key (PEM).") var key: String?
     @Option(help: "Network CA certificate (PEM).") var ca: String?
     @Option(help: "Store directory.") var store: String?
-    @Option(help: "Role: origin, edge, client, relay (carries peers' streams to a next hop) or storage (HyperMesh shards); repeatable.") var role: [String] = []
+    @Option(help: "Role: origin, edge, client, relay (carries peers' streams to a next hop), storage (HyperMesh shards) or issuer (renews certificates; needs --ca-dir); repeatable.") var role: [String] = []
     @Option(help: "Upstream peer an edge fetches misses from (repeatable).") var upstream: [String] = []
     @Option(help: "Region name.") var region: String?
     @Option(help: "Per-connection send limit, bytes/s.") var rateLimit: UInt64?
@@ -44,6 +44,7 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "A request stream whose request is incomplete after this many ms is reset (default 10000).") var requestTimeoutMs: Int?
     @Option(help: "The node's location, LAT,LON in degrees (e.g. '48.85,2.35'): routing's geographic factor and the edge registry's nearness (config key location). The region comes from --region or the certificate.") var location: String?
     @OptionGroup var httpOptions: HTTPOptions
+    @OptionGroup var renewal: RenewalOptions
 
     func run() async throws {
         var c: NodeConfiguration
@@ -117,6 +118,7 @@ struct NodeCommand: AsyncParsableCommand {
         }
         if let location { c.location = location }
         do { c = try c.withPlacement() } catch let error as NodeError { throw ValidationError(error.reason) }
+        try renewal.apply(to: &c)
         let level = try Self.logLevel(c.logLevel ?? "info")
         // Before anything opens or listens (shards, DHT, endpoint): a bad cache size, admin
         // address or certificate stops here with a message. `Node.start` checks again for library users.
@@ -131,7 +133,7 @@ struct NodeCommand: AsyncParsableCommand {
         metrics.bootstrapMetricsSystem()
         let logger = Logger(label: "stoq.node")
 
-        var services: [any NodeService] = []
+        var services: [any NodeService] = try issuerServices(c, logger: logger)
         if shards != nil || c.roles.contains("storage") {
             if !c.roles.contains("storage") { c.roles.append("storage") }
             let directory = shards ?? (c.store as NSString).appendingPathComponent("shards")
@@ -145,6 +147,8 @@ struct NodeCommand: AsyncParsableCommand {
             return
         }
         let node = try await Node.start(c, services: services, metrics: metrics, logger: logger)
+        let hup = reloadOnSIGHUP(node)
+        defer { hup.cancel() }
         let frontDoor: HTTPOptions.Running?
         do { frontDoor = try await httpOptions.start(node: node, configuration: c, logger: logger) } catch {
             await node.close()
@@ -265,7 +269,12 @@ enum StatusReport {
                 ].joined(separator: " "))
             }
         }
-        let known: Set<String> = ["name", "roles", "listen", "region", "uptime_seconds", "connections", "upstream", "admin", "peers", "store", "cache", "served", "transfers", "routing"]
+        if let cert = doc["certificate"] as? [String: Any] {
+            var line = "cert      \(cert["state"] ?? "?"), valid until \(cert["not_after"] ?? "?"), \(cert["renewals"] ?? 0) renewal(s), \(cert["renewal_failures"] ?? 0) failure(s), issuer \(cert["issuer"] ?? "none")"
+            if let warning = cert["warning"] { line += "\n  warning: \(warning)" }
+            lines.append(line)
+        }
+        let known: Set<String> = ["certificate", "name", "roles", "listen", "region", "uptime_seconds", "connections", "upstream", "admin", "peers", "store", "cache", "served", "transfers", "routing"]
         for key in doc.keys.sorted() where !known.contains(key) {
             lines.append("\(key.padding(toLength: 9, withPad: " ", startingAt: 0)) \(doc[key].map { "\($0)" } ?? "")")
         }

@@ -9,6 +9,7 @@ struct Stoq: AsyncParsableCommand {
         subcommands: [
             // identity
             Certs.self,
+            CACommand.self,
             // transport
             Serve.self,
             Fetch.self,

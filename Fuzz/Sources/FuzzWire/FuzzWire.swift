@@ -1,7 +1,8 @@
 import FuzzSupport
 import STOQ
 
-/// libFuzzer target: STOQ wire frames and core messages, and the ROUTING_GOSSIP payload on its own
+/// libFuzzer target: STOQ wire frames and core messages, the RENEW_REQUEST and RENEWED payloads, and
+/// the ROUTING_GOSSIP payload on its own
 /// (its adverts are deep inside a frame; fed directly, the fuzzer reaches them at once).
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzWire(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
@@ -9,6 +10,7 @@ public func fuzzWire(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     STOQMessage.fuzz(input)
     RoutingGossipMessage.fuzz(input)
     EdgeRegistryMessage.fuzz(input)
+    RenewalMessage.fuzz(input)
     return 0
 }
 
