@@ -42,6 +42,7 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Most connections held at once, accepted and dialled (default 1024); more are refused with a reason.") var maxConnections: Int?
     @Option(help: "Most connections accepted from one IPv6 address (default 64).") var maxConnectionsPerAddress: Int?
     @Option(help: "A request stream whose request is incomplete after this many ms is reset (default 10000).") var requestTimeoutMs: Int?
+    @Flag(help: "Accept anonymous readers (clients without a certificate, e.g. `stoq get TICKET`): they may PING, WANT, GET_CHUNK, NAME_RESOLVE and ask for public read keys, nothing else.") var publicRead = false
     @OptionGroup var httpOptions: HTTPOptions
 
     func run() async throws {
@@ -90,6 +91,7 @@ struct NodeCommand: AsyncParsableCommand {
         if let logLevel { c.logLevel = logLevel }
         if let maxConnections { c.maxConnections = maxConnections }
         if let maxConnectionsPerAddress { c.maxConnectionsPerAddress = maxConnectionsPerAddress }
+        if publicRead { c.publicRead = true }
         if let requestTimeoutMs {
             var l = c.limits ?? PeerLimits()
             l.requestTimeoutMilliseconds = requestTimeoutMs
