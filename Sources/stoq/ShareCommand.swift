@@ -61,13 +61,15 @@ struct Share: AsyncParsableCommand {
         let fingerprint = try NodeID(certificateDER: caDER).bytes
 
         // The content and its key.
-        var content: ContentID
+        let content: ContentID
         var readKey: [UInt8]?
         if let id = ContentID(target) {
             content = id
             readKey = Self.localKey(for: id, in: storeOptions.directory)
         } else if FileManager.default.fileExists(atPath: target) {
-            (content, readKey) = try storePath()
+            let stored = try storePath()
+            content = stored.id
+            readKey = stored.key
         } else {
             throw ShareFailure("\(target) is neither a content id (stoq:…) nor a file or directory")
         }
@@ -81,7 +83,22 @@ struct Share: AsyncParsableCommand {
         }
         let endpoint = try await Endpoint.bind(host: "::", port: 0, tls: tls, configuration: EndpointConfiguration())
         let peers = PeerSet(endpoint: endpoint)
-        defer { Task { await peers.closeAll(); await endpoint.close() } }
+        do {
+            let text = try await ticket(content: content, readKey: readKey, fingerprint: fingerprint, addresses: addresses, bootstrap: boot, peers: peers)
+            await peers.closeAll()
+            await endpoint.close()
+            return text
+        } catch {
+            await peers.closeAll()
+            await endpoint.close()
+            throw error
+        }
+    }
+
+    private func ticket(
+        content: ContentID, readKey: [UInt8]?, fingerprint: [UInt8], addresses: [PeerAddress], bootstrap boot: ShareTicket.Address?, peers: PeerSet
+    ) async throws -> String {
+        var readKey = readKey
         var providers: [ShareTicket.Provider] = []
         for address in addresses {
             let client: PeerClient
@@ -124,7 +141,7 @@ struct Share: AsyncParsableCommand {
     }
 
     /// Stores PATH in the store with a read key of its own, kept in `shared.keys`.
-    private func storePath() throws -> (ContentID, [UInt8]) {
+    private func storePath() throws -> (id: ContentID, key: [UInt8]) {
         let store: DiskChunkStore
         do { store = try storeOptions.openStore() } catch let error as ContentError {
             throw ShareFailure("cannot open the store \(storeOptions.directory): \(error.reason); if a node holds it, upload \(target) into that node first, then share its id")

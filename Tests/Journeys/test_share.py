@@ -56,6 +56,15 @@ def test_share_and_get_ticket(user: User, tmp_path: Path, procs: Procs) -> None:
     assert_same_tree(tree, reader / "out")
     assert sorted(p.name for p in reader.iterdir()) == ["out"], "the reader kept nothing but its output"
 
+    # A public published name needs only the name, a provider and the CA (no certificate, no key).
+    user.ok("publish", "shared-tree", cid, "--node", origin.address, "--public", *user.tls("share-publisher"))
+    named_home = tmp_path / "named"
+    named_home.mkdir()
+    named = run([user.stoq, "get", "shared-tree", "-o", "out", "--peers", origin.address, "--ca", str(user.ca)],
+                dict(user.env, HOME=str(named_home)), cwd=named_home, timeout=120)
+    assert named.rc == 0, named.stderr
+    assert_same_tree(tree, named_home / "out")
+
     # A wrong key: refused before any data chunk is fetched.
     before = served_bytes(admin.group(1)) if admin else None
     bad = run([user.stoq, "get", with_key(ticket, b"\x42" * 32), "-o", "bad"], env, cwd=reader, timeout=60)

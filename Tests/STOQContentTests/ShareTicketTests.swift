@@ -1,3 +1,4 @@
+import Crypto
 import Testing
 @testable import STOQContent
 
@@ -10,7 +11,7 @@ import Testing
 
     static func vector() -> ShareTicket {
         ShareTicket(
-            content: ContentID(ChunkID(bytes: Array(0..<32))!), readKey: Array(32..<64), caFingerprint: [UInt8](repeating: 0xCA, count: 32),
+            content: ContentID(ChunkID(bytes: (0..<32).map { UInt8($0) })!), readKey: (32..<64).map { UInt8($0) }, caFingerprint: [UInt8](repeating: 0xCA, count: 32),
             providers: [.init(nodeID: [UInt8](repeating: 0x11, count: 32), address: .init(host: "::1", port: 4433)!)],
             bootstrap: .init(host: "fd00::1", port: 4000)!)
     }
@@ -95,8 +96,6 @@ import Testing
         }
     }
 }
-
-import Crypto
 
 enum SHA256Digest4 {
     static func of(_ bytes: [UInt8]) -> [UInt8] { Array(SHA256.hash(data: bytes).prefix(4)) }
