@@ -17,6 +17,7 @@ let package = Package(
         .executableTarget(name: "FuzzNexus", dependencies: ["FuzzSupport", .product(name: "Nexus", package: "stoq")]),
         .executableTarget(name: "FuzzEdgeNames", dependencies: ["FuzzSupport", .product(name: "STOQ", package: "stoq")]),
         .executableTarget(name: "FuzzEdgeProtocol", dependencies: ["FuzzSupport", .product(name: "STOQ", package: "stoq")]),
+        .executableTarget(name: "FuzzTicket", dependencies: ["FuzzSupport", .product(name: "STOQ", package: "stoq")]),
     ],
     swiftLanguageModes: [.v6]
 )

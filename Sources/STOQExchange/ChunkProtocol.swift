@@ -76,6 +76,9 @@ public final class ChunkServer: StreamServer {
     private let probeLoad: (@Sendable (Int) -> ProbeLoad)?
     /// What each peer connection may hold of this server (requests read, responses unread).
     public let limits: PeerLimits
+    /// Frame types answered on a connection whose peer presented no certificate (nil: no
+    /// restriction; a node sets ``AnonymousReaders/allowedFrameTypes``). Others get ERROR 5.
+    public let anonymousRequests: Set<UInt64>?
 
     /// Creates a server for a provider.
     /// - Parameters:
@@ -90,8 +93,9 @@ public final class ChunkServer: StreamServer {
         provider: any ChunkProvider, status: (@Sendable () async -> String)? = nil, services: [any NodeService] = [],
         metrics: NodeMetrics? = nil, throttle: ServeThrottleSettings? = nil,
         probeLoad: (@Sendable (Int) -> ProbeLoad)? = nil, limits: PeerLimits = PeerLimits(),
-        logger: Logger = Logger(label: "stoq.chunks")
+        anonymousRequests: Set<UInt64>? = nil, logger: Logger = Logger(label: "stoq.chunks")
     ) {
+        self.anonymousRequests = anonymousRequests
         self.limits = limits
         self.probeLoad = probeLoad
         self.provider = provider
@@ -108,9 +112,9 @@ public final class ChunkServer: StreamServer {
         store: any ChunkStore, status: (@Sendable () async -> String)? = nil, services: [any NodeService] = [],
         metrics: NodeMetrics? = nil, throttle: ServeThrottleSettings? = nil,
         probeLoad: (@Sendable (Int) -> ProbeLoad)? = nil, limits: PeerLimits = PeerLimits(),
-        logger: Logger = Logger(label: "stoq.chunks")
+        anonymousRequests: Set<UInt64>? = nil, logger: Logger = Logger(label: "stoq.chunks")
     ) {
-        self.init(provider: StoreChunkProvider(store: store), status: status, services: services, metrics: metrics, throttle: throttle, probeLoad: probeLoad, limits: limits, logger: logger)
+        self.init(provider: StoreChunkProvider(store: store), status: status, services: services, metrics: metrics, throttle: throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymousRequests, logger: logger)
     }
 
     /// Bytes and requests served so far.
@@ -173,6 +177,12 @@ public final class ChunkServer: StreamServer {
                 if let frame = try decoder.pollFrame(limit: limit) {
                     awaitingRequest = false
                     guardian.requestEnded(stream.id)
+                    if let allowed = anonymousRequests, !allowed.contains(frame.type.rawValue), AnonymousReaders.isAnonymous(connection) {
+                        metrics?.request("forbidden")
+                        try await stream.write(STOQMessage.error(code: AnonymousReaders.forbiddenCode, message: AnonymousReaders.refusal(frame.type)).encoded())
+                        try await stream.finish()
+                        return
+                    }
                     if let service = services.first(where: { $0.frameTypes.contains(frame.type.rawValue) }) {
                         metrics?.request(service.name)
                         await service.serve(request: frame, remaining: decoder.takeRemainingBytes(), stream: stream, connection: connection)

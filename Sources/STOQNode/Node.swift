@@ -80,6 +80,11 @@ public struct NodeConfiguration: Codable, Sendable {
     public var maxLifetime: String?
     /// A CT log directory an issuer appends every certificate it issues to (`--ct-log`).
     public var ctLog: String?
+    /// Accept anonymous readers (`--public-read`): a client without a certificate may PING,
+    /// WANT/HAVE, GET_CHUNK, NAME_RESOLVE and CONTENT_KEY_REQUEST, nothing else (ERROR 5
+    /// "forbidden"); the node also sends its CA certificate with its own so such a client can pin
+    /// the CA by its fingerprint (a share ticket). Default false: every client needs a certificate.
+    public var publicRead: Bool?
 
     /// The default of ``maxConnections``.
     public static let defaultMaxConnections = 1024
@@ -121,7 +126,7 @@ public struct NodeConfiguration: Codable, Sendable {
 
     /// Builds the endpoint TLS settings: mutual TLS against the network CA, ALPN `stoq/1`.
     public func tlsConfiguration() throws -> TLSConfiguration {
-        TLSConfiguration(
+        var tls = TLSConfiguration(
             certificateChainPEM: try PEMFile.read(certificate),
             privateKeyPEM: try PEMFile.read(key),
             trustRootsPEM: try PEMFile.read(ca),
@@ -129,6 +134,8 @@ public struct NodeConfiguration: Codable, Sendable {
             requireClientCertificate: true,
             verifyPeer: true
         )
+        if publicRead == true { tls = try tls.servingAnonymousReaders() }
+        return tls
     }
 }
 
@@ -316,8 +323,10 @@ public final class Node: Sendable {
         let bandwidth = configuration.rateLimitBytesPerSecond ?? 0
         let probeLoad: @Sendable (Int) -> ProbeLoad = { ProbeLoad(activeTransfers: $0, bandwidthBytesPerSecond: bandwidth) }
         let limits = configuration.limits ?? PeerLimits()
-        self.server = edge.map { ChunkServer(provider: $0, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad, limits: limits) }
-            ?? ChunkServer(store: store, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad, limits: limits)
+        // A node answers a client without a certificate (only possible with publicRead) as a reader.
+        let anonymous = AnonymousReaders.allowedFrameTypes
+        self.server = edge.map { ChunkServer(provider: $0, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymous) }
+            ?? ChunkServer(store: store, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymous)
     }
 
     private let services: [any NodeService]

@@ -32,6 +32,16 @@ public struct TLSConfiguration: Sendable {
     public var verifyPeer: Bool
     /// Restrict TLS 1.3 cipher suites (nil = GnuTLS defaults).
     public var cipherSuites: [CipherSuite]?
+    /// Server side, with ``requireClientCertificate``: ask clients for a certificate but also
+    /// accept a client that presents none (an anonymous reader, `stoq node --public-read`). A
+    /// certificate that is presented is still verified against ``trustRootsPEM``. The
+    /// connection's ``Connection/peerCertificateChain`` is then empty; the application decides
+    /// what such a client may do. Default false: mutual TLS.
+    public var allowsAnonymousClients: Bool = false
+    /// Client side: instead of ``trustRootsPEM``, accept a server whose chain holds a CA
+    /// certificate with this SHA-256 of its DER SubjectPublicKeyInfo (the network CA a ticket
+    /// names) and verifies to it. 32 bytes; nil: verify against the trust roots as usual.
+    public var pinnedCASPKISHA256: [UInt8]? = nil
 
     /// Creates a TLS configuration.
     /// - Parameters:
@@ -69,6 +79,9 @@ public struct TLSConfiguration: Sendable {
     func validate() throws(STOQError) {
         guard !alpn.isEmpty, alpn.count <= 16, alpn.allSatisfy({ !$0.isEmpty && $0.utf8.count < 256 }) else {
             throw STOQError(.invalidArgument, "ALPN list must hold 1 to 16 non-empty protocol names")
+        }
+        if let pin = pinnedCASPKISHA256, pin.count != 32 {
+            throw STOQError(.invalidArgument, "a pinned CA fingerprint is 32 bytes (SHA-256), got \(pin.count)")
         }
         if (certificateChainPEM == nil) != (privateKeyPEM == nil) {
             throw STOQError(.invalidArgument, "a certificate chain needs its private key and vice versa")

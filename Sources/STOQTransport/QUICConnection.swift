@@ -154,7 +154,8 @@ final class QUICConnection {
             keepAliveNanos: e.keepAliveInterval?.nanoseconds, ackThreshold: max(1, e.immediateAckThreshold),
             statelessResetSecret: s.statelessResetSecret,
             credentials: s.credentials, priority: s.tls.priorityString, alpn: s.tls.alpn, serverName: serverName,
-            verifyPeer: s.tls.verifyPeer, requireClientCertificate: s.tls.requireClientCertificate)
+            verifyPeer: s.tls.verifyPeer, requireClientCertificate: s.tls.requireClientCertificate,
+            allowsAnonymousClients: s.tls.allowsAnonymousClients, pinnedCA: s.tls.pinnedCASPKISHA256)
     }
 
     // MARK: Inspection

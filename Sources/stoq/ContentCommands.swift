@@ -135,12 +135,17 @@ struct Get: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Restore a file or directory, bit-identical with modes; with --peers, fetch it from several peers at once first.")
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var peerOptions: PeerOptions
-    @Argument(help: "Content id (stoq:…).") var id: String
+    @Argument(help: "Content id (stoq:…), a mutable name (with --peers), or a ticket (stoq1…, from stoq share: then no other flag is needed).") var id: String
     @Option(name: .shortAndLong, help: "Output path (a file, or a directory to create/merge into).") var output: String
     @Option(help: "The publisher's key file (its publisher.key), to read content published from another store.")
     var publisherKey: String?
 
     func run() async throws {
+        // A ticket (stoq share) needs nothing else: no certificate, no peers, no key.
+        if ShareTicket.looksLikeTicket(id) {
+            try await getTicket()
+            return
+        }
         // A content id, or a mutable name (NAME or name:NAME) resolved through the peers.
         let cid: ContentID
         if let parsed = ContentID(id) {

@@ -73,7 +73,7 @@ extension PeerOptions {
     func resolveName(_ text: String) async throws -> NameRecord {
         let name = text.hasPrefix("name:") ? String(text.dropFirst(5)) : text
         do { try NameRecord.validate(name: name) } catch { throw ValidationError("'\(text)' is neither a content id nor a name: \(error)") }
-        guard let cert, let key, let ca else { throw ValidationError("resolving the name '\(name)' needs --peers with --cert, --key and --ca") }
+        guard let ca, (cert == nil) == (key == nil) else { throw ValidationError("resolving the name '\(name)' needs --peers with --ca (and --cert with --key, unless the peers accept readers without a certificate: --public-read)") }
         let addresses = try addresses()
         guard !addresses.isEmpty else { throw ValidationError("'\(name)' is a name: give --peers (an edge or the origin) to resolve it") }
         var problems: [String] = []
@@ -100,8 +100,9 @@ extension PeerOptions {
 }
 
 /// Runs `body` with a client connected to `address` over mutual TLS, then closes everything.
-func withPeer<T: Sendable>(_ address: PeerAddress, cert: String, key: String, ca: String, _ body: (PeerClient) async throws -> T) async throws -> T {
-    let tls = TLSConfiguration(certificateChainPEM: try PEMFile.read(cert), privateKeyPEM: try PEMFile.read(key), trustRootsPEM: try PEMFile.read(ca))
+func withPeer<T: Sendable>(_ address: PeerAddress, cert: String?, key: String?, ca: String, _ body: (PeerClient) async throws -> T) async throws -> T {
+    // Without a certificate: an anonymous reader (the node must run with --public-read).
+    let tls = TLSConfiguration(certificateChainPEM: try cert.map { try PEMFile.read($0) }, privateKeyPEM: try key.map { try PEMFile.read($0) }, trustRootsPEM: try PEMFile.read(ca))
     let endpoint = try await Endpoint.bind(host: "::", port: 0, tls: tls, configuration: EndpointConfiguration())
     do {
         let connection = try await endpoint.connect(host: address.host, port: address.port)

@@ -84,9 +84,11 @@ struct PeerOptions: ParsableArguments {
         let probing = try healthConfiguration()
         let swarm = try swarmConfiguration()
         let endpointConfiguration = try endpointConfiguration()
-        guard let cert, let key, let ca else { throw ValidationError("--peers needs --cert, --key and --ca (mutual TLS)") }
+        guard let ca, (cert == nil) == (key == nil) else {
+            throw ValidationError("--peers needs --ca, and --cert with --key (mutual TLS) unless the peers accept readers without a certificate (--public-read)")
+        }
         let tls = TLSConfiguration(
-            certificateChainPEM: try PEMFile.read(cert), privateKeyPEM: try PEMFile.read(key), trustRootsPEM: try PEMFile.read(ca)
+            certificateChainPEM: try cert.map { try PEMFile.read($0) }, privateKeyPEM: try key.map { try PEMFile.read($0) }, trustRootsPEM: try PEMFile.read(ca)
         )
         var relay: PeerAddress?
         if let via {
@@ -107,7 +109,7 @@ struct PeerOptions: ParsableArguments {
         // Several peers: a router measures them (PING/PONG, one gossip exchange each) and ranks
         // them by route cost; the health probes keep feeding it while the fetch runs.
         var router: NodeRouter?
-        if addresses.count > 1, !noRouting, let leaf = try PEMFile.certificateDERs(in: PEMFile.read(cert)).first {
+        if addresses.count > 1, !noRouting, let cert, let leaf = try PEMFile.certificateDERs(in: PEMFile.read(cert)).first {
             router = NodeRouter(node: try NodeID(certificateDER: leaf))
         }
         let health = probing.map { PeerHealthService(peers: peers, configuration: $0, observer: router) }

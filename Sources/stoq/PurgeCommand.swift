@@ -68,7 +68,7 @@ extension PeerOptions {
     /// The read key a peer hands out for `content` when it is public (first peer that has one);
     /// nil when it is private, unknown, or no peer answered.
     func publicKey(of content: ContentID) async -> [UInt8]? {
-        guard let cert, let key, let ca, let addresses = try? addresses() else { return nil }
+        guard let ca, (cert == nil) == (key == nil), let addresses = try? addresses() else { return nil }
         for address in addresses {
             let answer = try? await withPeer(address, cert: cert, key: key, ca: ca) { client in try await client.contentKey(for: content) }
             switch answer {

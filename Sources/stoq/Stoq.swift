@@ -18,6 +18,7 @@ struct Stoq: AsyncParsableCommand {
             // content
             Put.self,
             Get.self,
+            Share.self,
             Chunk.self,
             Ls.self,
             PinCommand.self,

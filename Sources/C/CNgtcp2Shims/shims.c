@@ -1,6 +1,8 @@
 #include "CNgtcp2Shims.h"
 #include <string.h>
 #include <gnutls/crypto.h>
+#include <gnutls/abstract.h>
+#include <stdio.h>
 
 int stoq_conn_client_new(ngtcp2_conn **pconn, const ngtcp2_cid *dcid, const ngtcp2_cid *scid,
                          const ngtcp2_path *path, uint32_t version,
@@ -150,6 +152,14 @@ long stoq_tls_peer_cert(gnutls_session_t session, unsigned index, uint8_t *buf, 
 }
 
 int stoq_tls_verify_failure(gnutls_session_t session, char *buf, size_t buflen) {
+  stoq_conn_ref *ref = (stoq_conn_ref *)gnutls_session_get_ptr(session);
+  if (ref != NULL && ref->failure[0] != '\0' && buflen > 0) {
+    size_t n = strnlen(ref->failure, sizeof ref->failure);
+    if (n > buflen - 1) n = buflen - 1;
+    memcpy(buf, ref->failure, n);
+    buf[n] = '\0';
+    return (int)n;
+  }
   unsigned status = gnutls_session_get_verify_cert_status(session);
   if (buflen == 0) return -1;
   buf[0] = '\0';
@@ -192,3 +202,116 @@ fail:
 }
 
 int stoq_random(uint8_t *dest, size_t len) { return gnutls_rnd(GNUTLS_RND_RANDOM, dest, len); }
+
+int stoq_x509_spki_sha256(const uint8_t *der, size_t len, uint8_t *out) {
+  gnutls_x509_crt_t crt;
+  gnutls_pubkey_t pub;
+  gnutls_datum_t in = {(unsigned char *)der, (unsigned)len}, spki = {NULL, 0};
+  int rv = gnutls_x509_crt_init(&crt);
+  if (rv < 0) return rv;
+  rv = gnutls_x509_crt_import(crt, &in, GNUTLS_X509_FMT_DER);
+  if (rv < 0) { gnutls_x509_crt_deinit(crt); return rv; }
+  rv = gnutls_pubkey_init(&pub);
+  if (rv < 0) { gnutls_x509_crt_deinit(crt); return rv; }
+  rv = gnutls_pubkey_import_x509(pub, crt, 0);
+  if (rv >= 0) rv = gnutls_pubkey_export2(pub, GNUTLS_X509_FMT_DER, &spki);
+  if (rv >= 0) rv = gnutls_hash_fast(GNUTLS_DIG_SHA256, spki.data, spki.size, out);
+  gnutls_free(spki.data);
+  gnutls_pubkey_deinit(pub);
+  gnutls_x509_crt_deinit(crt);
+  return rv < 0 ? rv : 0;
+}
+
+static void stoq_fail(stoq_conn_ref *ref, const char *text) {
+  snprintf(ref->failure, sizeof ref->failure, "%s", text);
+}
+
+/* Server with optional client certificates: no certificate is fine (an anonymous reader);
+ * a certificate that is sent must verify against the trust roots. */
+static int stoq_verify_optional_client(gnutls_session_t session) {
+  stoq_conn_ref *ref = (stoq_conn_ref *)gnutls_session_get_ptr(session);
+  unsigned n = 0;
+  if (gnutls_certificate_get_peers(session, &n) == NULL || n == 0) return 0;
+  unsigned status = 0;
+  int rv = gnutls_certificate_verify_peers2(session, &status);
+  if (rv < 0) { if (ref) stoq_fail(ref, gnutls_strerror(rv)); return -1; }
+  if (status != 0) {
+    gnutls_datum_t out;
+    if (ref && gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &out, 0) == 0) {
+      snprintf(ref->failure, sizeof ref->failure, "%.*s", (int)out.size, (const char *)out.data);
+      gnutls_free(out.data);
+    }
+    return -1;
+  }
+  return 0;
+}
+
+/* Client pinning the network CA: the server's chain must hold a certificate whose SPKI
+ * SHA-256 is the pin, and the chain must verify with that certificate as the only root. */
+static int stoq_verify_pinned_server(gnutls_session_t session) {
+  stoq_conn_ref *ref = (stoq_conn_ref *)gnutls_session_get_ptr(session);
+  if (ref == NULL) return -1;
+  unsigned n = 0;
+  const gnutls_datum_t *certs = gnutls_certificate_get_peers(session, &n);
+  if (certs == NULL || n == 0) { stoq_fail(ref, "the node sent no certificate"); return -1; }
+  if (n > 16) { stoq_fail(ref, "the node sent more than 16 certificates"); return -1; }
+  gnutls_x509_crt_t chain[16];
+  unsigned loaded = 0;
+  int root = -1, result = -1;
+  for (unsigned i = 0; i < n; i++) {
+    if (gnutls_x509_crt_init(&chain[i]) < 0) goto done;
+    loaded++;
+    if (gnutls_x509_crt_import(chain[i], &certs[i], GNUTLS_X509_FMT_DER) < 0) {
+      stoq_fail(ref, "the node sent a certificate that does not parse");
+      goto done;
+    }
+    uint8_t digest[32];
+    if (root < 0 && i > 0 && stoq_x509_spki_sha256(certs[i].data, certs[i].size, digest) == 0 &&
+        memcmp(digest, ref->pin, 32) == 0) {
+      root = (int)i;
+    }
+  }
+  if (root < 0) {
+    stoq_fail(ref, "the node's certificate chain does not include the network CA the ticket names "
+                   "(a node serving anonymous readers sends its CA certificate with its own)");
+    goto done;
+  }
+  gnutls_x509_trust_list_t list;
+  if (gnutls_x509_trust_list_init(&list, 0) < 0) goto done;
+  gnutls_x509_crt_t ca;
+  if (gnutls_x509_crt_init(&ca) < 0) { gnutls_x509_trust_list_deinit(list, 1); goto done; }
+  if (gnutls_x509_crt_import(ca, &certs[root], GNUTLS_X509_FMT_DER) < 0 ||
+      gnutls_x509_trust_list_add_cas(list, &ca, 1, 0) != 1) {
+    gnutls_x509_crt_deinit(ca);
+    gnutls_x509_trust_list_deinit(list, 1);
+    goto done;
+  }
+  unsigned status = 0;
+  int rv = gnutls_x509_trust_list_verify_crt2(list, chain, (unsigned)root, NULL, 0, 0, &status, NULL);
+  gnutls_x509_trust_list_deinit(list, 1);
+  if (rv < 0) { stoq_fail(ref, gnutls_strerror(rv)); goto done; }
+  if (status != 0) {
+    gnutls_datum_t out;
+    if (gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &out, 0) == 0) {
+      snprintf(ref->failure, sizeof ref->failure, "%.*s", (int)out.size, (const char *)out.data);
+      gnutls_free(out.data);
+    } else {
+      stoq_fail(ref, "the node's certificate does not verify against the network CA");
+    }
+    goto done;
+  }
+  result = 0;
+done:
+  for (unsigned i = 0; i < loaded; i++) gnutls_x509_crt_deinit(chain[i]);
+  return result;
+}
+
+void stoq_tls_session_set_verification(gnutls_session_t session, stoq_conn_ref *ref) {
+  ref->failure[0] = '\0';
+  if (ref->has_pin) {
+    gnutls_session_set_verify_function(session, stoq_verify_pinned_server);
+  } else if (ref->client_cert_optional) {
+    gnutls_certificate_server_set_request(session, GNUTLS_CERT_REQUEST);
+    gnutls_session_set_verify_function(session, stoq_verify_optional_client);
+  }
+}

@@ -79,6 +79,10 @@ struct NGTCP2ConnectionSetup {
     var serverName: String?
     var verifyPeer: Bool
     var requireClientCertificate: Bool
+    /// Server: accept clients without a certificate (see ``TLSConfiguration/allowsAnonymousClients``).
+    var allowsAnonymousClients: Bool = false
+    /// Client: the network CA's SPKI SHA-256 the server's chain must verify to.
+    var pinnedCA: [UInt8]? = nil
 }
 
 /// Owns one `ngtcp2_conn` and its GnuTLS session. Not thread-safe: one owner drives it.
@@ -119,7 +123,7 @@ final class NGTCP2Connection {
 
     private var conn: OpaquePointer!
     private var session: OpaquePointer?
-    private let connRef: UnsafeMutablePointer<ngtcp2_crypto_conn_ref>
+    private let connRef: UnsafeMutablePointer<stoq_conn_ref>
     private let readPath: UnsafeMutablePointer<ngtcp2_path_storage>
     private let writePath: UnsafeMutablePointer<ngtcp2_path_storage>
     private let vecs: UnsafeMutablePointer<ngtcp2_vec>
@@ -141,7 +145,14 @@ final class NGTCP2Connection {
         self.readPathValue = s.path
         self.currentWritePath = s.path
         connRef = .allocate(capacity: 1)
-        connRef.initialize(to: ngtcp2_crypto_conn_ref(get_conn: stoq_conn_ref_get_conn, user_data: nil))
+        connRef.initialize(to: stoq_conn_ref())
+        connRef.pointee.ref = ngtcp2_crypto_conn_ref(get_conn: stoq_conn_ref_get_conn, user_data: nil)
+        if s.isServer {
+            connRef.pointee.client_cert_optional = (s.allowsAnonymousClients && s.requireClientCertificate && s.credentials.hasTrustRoots) ? 1 : 0
+        } else if let pin = s.pinnedCA, pin.count == 32 {
+            connRef.pointee.has_pin = 1
+            withUnsafeMutableBytes(of: &connRef.pointee.pin) { $0.copyBytes(from: pin) }
+        }
         readPath = .allocate(capacity: 1)
         readPath.initialize(to: ngtcp2_path_storage())
         writePath = .allocate(capacity: 1)
@@ -214,7 +225,7 @@ final class NGTCP2Connection {
             throw STOQError(.internalError, "ngtcp2 could not create the connection: \(ngtcp2ErrorString(rv))")
         }
         conn = newConn
-        connRef.pointee.user_data = UnsafeMutableRawPointer(newConn)
+        connRef.pointee.ref.user_data = UnsafeMutableRawPointer(newConn)
         if let keepAlive = s.keepAliveNanos {
             ngtcp2_conn_set_keep_alive_timeout(newConn, keepAlive)
         }
@@ -224,11 +235,18 @@ final class NGTCP2Connection {
         defer { alpnC.forEach { free($0) } }
         var newSession: gnutls_session_t?
         let alpnPtrs: [UnsafePointer<CChar>?] = alpnC.map { UnsafePointer($0) }
+        // The conn_ref struct starts with the ngtcp2_crypto_conn_ref (CNgtcp2Shims.h).
+        let cryptoRef = UnsafeMutableRawPointer(connRef).assumingMemoryBound(to: ngtcp2_crypto_conn_ref.self)
+        let optionalClientCertificate = connRef.pointee.client_cert_optional != 0
+        let pinned = connRef.pointee.has_pin != 0
         let trv: Int32 = alpnPtrs.withUnsafeBufferPointer { alpns in
             stoq_tls_session_new(
                 &newSession, s.isServer ? 1 : 0, s.credentials.raw, s.priority, alpns.baseAddress,
-                alpns.count, s.serverName, s.verifyPeer ? 1 : 0,
-                (s.requireClientCertificate && s.credentials.hasTrustRoots) ? 1 : 0, connRef)
+                alpns.count, s.serverName, (s.verifyPeer && !pinned) ? 1 : 0,
+                (s.requireClientCertificate && s.credentials.hasTrustRoots && !optionalClientCertificate) ? 1 : 0, cryptoRef)
+        }
+        if trv == 0, let newSession, optionalClientCertificate || pinned {
+            stoq_tls_session_set_verification(newSession, connRef)
         }
         guard trv == 0, let newSession else {
             throw STOQError(.invalidArgument, "could not set up TLS: \(gnutlsErrorString(trv)); check the cipher restriction and ALPN list")

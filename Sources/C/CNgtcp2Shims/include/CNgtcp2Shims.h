@@ -36,6 +36,22 @@ void stoq_callbacks_init_crypto(ngtcp2_callbacks *cb, int is_server);
 /// ngtcp2_crypto_get_conn for a conn_ref whose user_data is the ngtcp2_conn itself.
 ngtcp2_conn *stoq_conn_ref_get_conn(ngtcp2_crypto_conn_ref *ref);
 
+/// A connection's crypto reference plus what its TLS verification needs. `ref` comes first, so
+/// a pointer to this struct is also a pointer to its `ngtcp2_crypto_conn_ref` (what ngtcp2 and
+/// the GnuTLS session pointer hold).
+typedef struct stoq_conn_ref {
+  ngtcp2_crypto_conn_ref ref;
+  /// Server: ask for a client certificate but accept a client without one (a certificate that
+  /// is sent is still verified against the trust roots).
+  int client_cert_optional;
+  /// Client: verify the server's chain against the CA in that chain whose DER
+  /// SubjectPublicKeyInfo has this SHA-256 (`has_pin` = 1), instead of configured trust roots.
+  int has_pin;
+  uint8_t pin[32];
+  /// Why our own verification refused the peer ("" when it did not).
+  char failure[256];
+} stoq_conn_ref;
+
 /// Creates and configures a GnuTLS session for QUIC. `alpns` holds `nalpn` NUL-terminated
 /// protocol names. Returns 0 or a GnuTLS error code.
 int stoq_tls_session_new(gnutls_session_t *out, int is_server,
@@ -43,6 +59,14 @@ int stoq_tls_session_new(gnutls_session_t *out, int is_server,
                          const char *const *alpns, size_t nalpn, const char *sni,
                          int verify_peer, int require_client_cert,
                          ngtcp2_crypto_conn_ref *conn_ref);
+
+/// Installs the verification a `stoq_conn_ref` asks for (an optional client certificate on a
+/// server, a CA pin on a client). Call after `stoq_tls_session_new` with the same `conn_ref`.
+void stoq_tls_session_set_verification(gnutls_session_t session, stoq_conn_ref *conn_ref);
+
+/// SHA-256 of the DER SubjectPublicKeyInfo of a DER certificate into `out` (32 bytes).
+/// Returns 0 or a GnuTLS error code.
+int stoq_x509_spki_sha256(const uint8_t *der, size_t len, uint8_t *out);
 
 /// Copies the negotiated ALPN into buf (NUL-terminated); returns its length or -1.
 int stoq_tls_selected_alpn(gnutls_session_t session, char *buf, size_t buflen);
