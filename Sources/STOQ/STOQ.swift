@@ -13,3 +13,13 @@
 @_exported import STOQAdmin
 @_exported import STOQNode
 @_exported import STOQHTTP
+
+/// The version of this STOQ build, as `stoq --version` prints it, and the wire protocol it speaks.
+public enum STOQVersion {
+    /// The software version (semantic versioning).
+    public static let software = "0.1.0"
+    /// The wire protocol (ALPN) every node of this version speaks.
+    public static let wireProtocol = STOQMessage.alpn
+    /// One line: `stoq 0.1.0 (stoq/1)`.
+    public static var line: String { "stoq \(software) (\(wireProtocol))" }
+}

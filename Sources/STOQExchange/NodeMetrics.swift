@@ -114,8 +114,48 @@ public final class NodeMetrics: Sendable {
         MetricsSystem.bootstrap(factory)
     }
 
-    /// The Prometheus text exposition of every metric.
-    public func render() -> String { registry.emitToString() }
+    /// The Prometheus text exposition of every metric, each family with its `# HELP` line.
+    public func render() -> String { Self.addingHelp(to: registry.emitToString()) }
+
+    /// What each metric family means, for its `# HELP` line (`docs/OPERATIONS.md` lists them too).
+    public static let help: [String: String] = [
+        "stoq_connections": "QUIC connections open now (accepted and dialled).",
+        "stoq_connections_accepted_total": "QUIC connections accepted since the node started.",
+        "stoq_served_bytes_total": "Chunk bytes this node served to peers.",
+        "stoq_received_bytes_total": "Chunk bytes this node fetched from peers.",
+        "stoq_cache_hits_total": "Chunk requests an edge answered from its cache.",
+        "stoq_cache_misses_total": "Chunk requests an edge had to fetch from upstream.",
+        "stoq_active_transfers": "Chunk responses being sent now.",
+        "stoq_serve_duration_seconds": "Time to serve one chunk, from request to the last byte acknowledged.",
+        "stoq_chunk_fetch_duration_seconds": "Time to fetch one chunk from a peer.",
+        "stoq_store_chunks": "Chunks in the node's store.",
+        "stoq_store_bytes": "Bytes in the node's store.",
+        "stoq_routing_known_nodes": "Nodes in the routing table.",
+        "stoq_requests_total": "Requests received, by type (get_chunk, ping, status, malformed, ...).",
+        "stoq_received_faults_total": "Bad answers received from peers, by kind (corrupt, truncated, protocol).",
+        "stoq_throttle_waits_total": "Responses that waited for the serve rate limit, by priority class.",
+        "stoq_peer_up": "1 when the peer answers health probes, 0 when it is down.",
+        "stoq_peer_rtt_seconds": "The peer's smoothed round-trip time.",
+        "stoq_peer_state_changes_total": "Times a peer went up or down.",
+        "stoq_routing_gossip_total": "Routing gossip messages sent, received (applied) or rejected.",
+    ]
+
+    /// `text` with a `# HELP` line before each `# TYPE` line that has none: the text from
+    /// ``help``, or for a family not listed there, its name in words (never no line at all).
+    public static func addingHelp(to text: String) -> String {
+        var out: [Substring] = []
+        var previous: Substring = ""
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("# TYPE "), !previous.hasPrefix("# HELP ") {
+                let name = line.dropFirst(7).split(separator: " ").first.map(String.init) ?? ""
+                let words = help[name] ?? name.replacingOccurrences(of: "_", with: " ")
+                out.append(Substring("# HELP \(name) \(words)"))
+            }
+            out.append(line)
+            previous = line
+        }
+        return out.joined(separator: "\n")
+    }
 }
 
 /// The edge totals already exported.

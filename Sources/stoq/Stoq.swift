@@ -1,10 +1,12 @@
 import ArgumentParser
+import STOQ
 
 @main
 struct Stoq: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "stoq",
         abstract: "STOQ: secure transport over QUIC/IPv6 and a content-delivery network.",
+        version: STOQVersion.line,
         // One command per line, grouped by layer, so that additions merge cleanly.
         subcommands: [
             // identity

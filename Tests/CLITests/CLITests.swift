@@ -135,6 +135,14 @@ import Testing
         #expect(out.stderr.contains("Usage") || out.stderr.contains("USAGE"), "\(out.stderr)")
     }
 
+    /// `stoq --version` prints one line on stdout, the software and wire protocol versions, and exits 0.
+    @Test func versionIsOneLineOnStdout() throws {
+        let out = try Self.stoq(["--version"])
+        #expect(out.status == 0 && !out.signaled, "\(out.stderr)")
+        #expect(out.stdout.hasPrefix("stoq ") && out.stdout.contains("(stoq/1)"), "\(out.stdout)")
+        #expect(out.stdout.split(separator: "\n").count == 1, "\(out.stdout)")
+    }
+
     // MARK: - Certificates
 
     /// init-ca, issue, show and verify agree on the node id; verify refuses another CA's
