@@ -54,6 +54,8 @@ public struct NodeConfiguration: Codable, Sendable {
     public var admin: PeerAddress?
     /// Log level: trace, debug, info, notice, warning, error, critical (default info).
     public var logLevel: String?
+    /// The log format on stderr, `text` (default) or `json` (`--log-format`).
+    public var logFormat: String?
     /// The routing matrix: fed by health probes and gossip, it ranks fetch sources (default on,
     /// gossip every 2 s).
     public var routing: RoutingSettings?

@@ -31,6 +31,7 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "DHT bootstrap nodes, comma-separated, e.g. '[::1]:4433,[::1]:4434' (implies --dht).") var bootstrap: String?
     @Option(help: "CT log directory: refuse peers whose certificate is not in it (checked with an inclusion proof).") var requireCt: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String?
+    @Option(help: "Log format on stderr: text (default) or json (one object per line; config key logFormat).") var logFormat: String?
     @Option(help: "Health probe interval in ms (default 1000).") var healthInterval: Int?
     @Option(help: "Health probe timeout in ms (default 100).") var healthTimeout: Int?
     @Option(help: "Unanswered probes in a row that mark a peer down (default 3).") var healthFailures: Int?
@@ -91,6 +92,7 @@ struct NodeCommand: AsyncParsableCommand {
             c.admin = a
         }
         if let logLevel { c.logLevel = logLevel }
+        if let logFormat { c.logFormat = logFormat }
         if let maxConnections { c.maxConnections = maxConnections }
         if let maxConnectionsPerAddress { c.maxConnectionsPerAddress = maxConnectionsPerAddress }
         if publicRead { c.publicRead = true }
@@ -126,11 +128,7 @@ struct NodeCommand: AsyncParsableCommand {
         // address or certificate stops here with a message. `Node.start` checks again for library users.
         try await c.validate()
         try httpOptions.checkFiles(certificate: c.certificate, key: c.key)
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        try LogFormat.parse(c.logFormat).bootstrap(level: level)
         let metrics = NodeMetrics()
         metrics.bootstrapMetricsSystem()
         let logger = Logger(label: "stoq.node")

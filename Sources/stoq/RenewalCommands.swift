@@ -87,6 +87,7 @@ struct CACommand: AsyncParsableCommand {
         @Option(help: "A CT log directory every renewed certificate is appended to.") var ctLog: String?
         @Option(help: "Admin HTTP endpoint (/metrics, /status): a port on [::1] or '[IPV6]:PORT'.") var admin: String?
         @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
+        @Option(help: "Log format on stderr: text (default) or json (one object per line).") var logFormat: String?
 
         func run() async throws {
             guard let address = PeerAddress(listen) else { throw ValidationError("--listen takes an IPv6 address like '[::1]:4400' (STOQ is IPv6-only)") }
@@ -114,11 +115,7 @@ struct CACommand: AsyncParsableCommand {
                 c.admin = a
             }
             let level = try NodeCommand.logLevel(logLevel)
-            LoggingSystem.bootstrap { label in
-                var handler = StreamLogHandler.standardError(label: label)
-                handler.logLevel = level
-                return handler
-            }
+            try LogFormat.parse(logFormat).bootstrap(level: level)
             let logger = Logger(label: "stoq.issuer")
             let node = try await Node.start(c, services: try issuerServices(c, logger: logger), logger: logger)
             let hup = reloadOnSIGHUP(node)

@@ -1,0 +1,49 @@
+"""An operator's view (issue 14 §5): `stoq --version`, JSON logs, and a `# HELP` line on every
+metric a node exports, on the release binary."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.request
+
+from conftest import Procs, User
+
+
+def test_version_is_one_line(user: User) -> None:
+    out = user.ok("--version")
+    assert re.fullmatch(r"stoq \d+\.\d+\.\d+ \(stoq/1\)\n", out.stdout), out.stdout
+
+
+def test_json_logs_and_metric_help(user: User, procs: Procs) -> None:
+    node = user.node(procs, "json-logger", "--log-format", "json", "--log-level", "debug", "--admin", "0")
+    admin = re.search(r"admin=(\[[0-9a-fA-F:]+\]:\d+)", node.proc.stdout())
+    assert admin, node.proc.stdout()
+    with urllib.request.urlopen(f"http://{admin.group(1)}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    lines = text.splitlines()
+    types = [i for i, line in enumerate(lines) if line.startswith("# TYPE ")]
+    assert types, text
+    for i in types:
+        name = lines[i].split()[2]
+        assert i > 0 and lines[i - 1].startswith(f"# HELP {name} "), f"no HELP for {name}:\n{text}"
+    node.proc.terminate()
+    time.sleep(0.2)
+    stderr = node.proc.stderr().splitlines()
+    logged = [line for line in stderr if line.startswith("{")]
+    assert logged, "the node logged nothing at debug level:\n" + "\n".join(stderr)
+    for line in logged:
+        record = json.loads(line)  # one JSON object per line
+        assert {"time", "level", "logger", "message"} <= record.keys(), line
+    text_lines = [line for line in stderr
+                  if re.match(r"^\d{4}-\d\d-\d\dT\S+ (trace|debug|info|notice|warning|error|critical) ", line)]
+    assert not text_lines, text_lines
+
+
+def test_a_wrong_log_format_is_one_clear_line(user: User, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cert, key = user.cert("bad-format")
+    out = user.run("node", "--name", "bad-format", "--listen", "[::1]:0", "--cert", cert, "--key", key,
+                   "--ca", user.ca, "--store", tmp_path / "s", "--log-format", "xml")
+    assert out.rc != 0
+    assert "--log-format takes text or json" in out.stderr, out.stderr
