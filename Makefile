@@ -20,7 +20,8 @@ export STOQ_TIMES := $(abspath .build/make-test-times.txt)
 TIMED       := bash scripts/timed.sh
 
 .PHONY: all deps build release demo test test-steps interop-test netns-test journeys-test netfuzz-test liveness-test \
-        run-interop-test run-netns-test run-journeys-test run-netfuzz-test run-liveness-test http3-test run-http3-test http-test run-http-test bench fuzz clean
+        run-interop-test run-netns-test run-journeys-test run-netfuzz-test run-liveness-test http3-test run-http3-test http-test run-http-test bench fuzz clean \
+        deploy-test run-deploy-test
 
 all: build
 
@@ -60,6 +61,7 @@ test-steps:
 	$(TIMED) netfuzz $(MAKE) --no-print-directory run-netfuzz-test
 	$(TIMED) liveness $(MAKE) --no-print-directory run-liveness-test
 	$(TIMED) journeys $(MAKE) --no-print-directory run-journeys-test
+	$(TIMED) deploy $(MAKE) --no-print-directory run-deploy-test
 
 ## aioquic (a QUIC stack nobody here wrote) against stoq serve / stoq fetch, both directions.
 interop-test: release
@@ -114,6 +116,15 @@ http-test: deps
 
 run-http-test:
 	STOQ_BIN=$(STOQ_RELEASE) STOQ_HTTPS_TESTSERVER=$(abspath .build/release/stoq-https-testserver) $(PYTEST) -q -rs Tests/HTTP
+
+## deploy/ (systemd units, Kubernetes manifests, Prometheus, Grafana) checked offline, in seconds:
+## the manifests against the Kubernetes API schemas (kubernetes-validate), the units with
+## systemd-analyze, the rules with promtool (where installed), and every metric they name.
+deploy-test: deps
+	$(MAKE) --no-print-directory run-deploy-test
+
+run-deploy-test:
+	$(PYTEST) -q -rs Tests/Deploy
 
 ## Benchmarks: every figure beside its peer from the same run, as a ratio.
 bench: deps
