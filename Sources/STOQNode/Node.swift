@@ -68,6 +68,9 @@ public struct NodeConfiguration: Codable, Sendable {
     public var maxRelayStreams: Int?
     /// A relay's streams carried at once for one requesting connection (default 64).
     public var maxRelayStreamsPerConnection: Int?
+    /// Node ids (64 hex characters, from `stoq certs show`) allowed to upload content into this
+    /// origin over `stoq/1` (`stoq put --node`); nil or empty: nobody may upload.
+    public var publishers: [String]?
 
     /// The default of ``maxConnections``.
     public static let defaultMaxConnections = 1024
@@ -268,6 +271,9 @@ public final class Node: Sendable {
         self.purges = PurgeCoordinator(edge: edge, store: store, upstream: edgeUpstream, peers: peers)
         var builtIn: [any NodeService] = [NameService(directory: names, acceptsPublications: configuration.roles.contains("origin")), InvalidationService(directory: names),
                                           ContentAccessService(keys: publicKeys, purges: purges)]
+        if configuration.roles.contains("origin") {
+            builtIn.append(UploadService(coordinator: UploadCoordinator(store: store, directory: configuration.store, publishers: configuration.publishers ?? [])))
+        }
         if configuration.roles.contains("relay") { builtIn.append(RelayService(
             peers: peers, ownAddress: endpoint.localAddress, maximumConcurrentStreams: max(1, configuration.maxRelayStreams ?? 512),
             maximumStreamsPerConnection: max(1, configuration.maxRelayStreamsPerConnection ?? 64),

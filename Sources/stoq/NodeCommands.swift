@@ -42,6 +42,7 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Most connections held at once, accepted and dialled (default 1024); more are refused with a reason.") var maxConnections: Int?
     @Option(help: "Most connections accepted from one IPv6 address (default 64).") var maxConnectionsPerAddress: Int?
     @Option(help: "A request stream whose request is incomplete after this many ms is reset (default 10000).") var requestTimeoutMs: Int?
+    @Option(help: "A node id (64 hex characters, from `stoq certs show`) allowed to upload content into this origin with `stoq put --node` (repeatable; config key publishers).") var publisher: [String] = []
     @OptionGroup var httpOptions: HTTPOptions
 
     func run() async throws {
@@ -88,6 +89,7 @@ struct NodeCommand: AsyncParsableCommand {
             c.admin = a
         }
         if let logLevel { c.logLevel = logLevel }
+        if !publisher.isEmpty { c.publishers = publisher }
         if let maxConnections { c.maxConnections = maxConnections }
         if let maxConnectionsPerAddress { c.maxConnectionsPerAddress = maxConnectionsPerAddress }
         if let requestTimeoutMs {
