@@ -38,8 +38,10 @@ public actor UploadCoordinator {
     private var keyring: PublicKeyring?
     private var pending: [StoredUploadChunk] = []
     private var pendingTags: Set<ChunkID> = []
+    private var lastFlush = ContinuousClock.now
     private var stats = Counters()
-    /// Stored chunks recorded in the store's metadata at once (and at every offer and commit).
+    /// Stored chunks recorded in the store's metadata at once (also after a second, and at every
+    /// offer and commit).
     static let metadataBatch = 64
 
     /// Creates the coordinator of an origin whose store is `store`, in `directory`.
@@ -126,7 +128,9 @@ public actor UploadCoordinator {
             pendingTags.insert(stored.tag)
             stats.chunks += 1
             stats.bytes += Int64(length)
-            if pending.count >= Self.metadataBatch { try? flush() }
+            // Recorded in batches, and at least every second, so chunks of an upload cut off
+            // count as held even if nobody offers again before the node stops.
+            if pending.count >= Self.metadataBatch || ContinuousClock.now - lastFlush > .seconds(1) { try? flush() }
         }
         if bad { stats.badChunks += 1 }
         return ledger.endChunk(id: id, index: index, stored: stored != nil, now: .now)
@@ -155,6 +159,7 @@ public actor UploadCoordinator {
 
     /// Records the stored chunks in the store's metadata.
     func flush() throws(UploadRefusal) {
+        lastFlush = .now
         guard !pending.isEmpty, let publisher else { return }
         do { try publisher.commitUploaded(pending) } catch {
             throw UploadRefusal(UploadProtocol.internalError, "the origin could not record uploaded chunks: \(error)")

@@ -62,7 +62,9 @@ extension Put {
                 for (p, scan) in zip(paths, scans) {
                     let files = ChunkFiles(scan.sources)
                     let uploader = Uploader(client: client, concurrency: uploadOptions.concurrency, progress: { done, total in
-                        if showProgress { FileHandle.standardError.write(Data("upload \(done)/\(total) chunks\n".utf8)) }
+                        if showProgress, done == total || done % Swift.max(1, total / 100) == 0 {
+                            FileHandle.standardError.write(Data("upload \(done)/\(total) chunks\n".utf8))
+                        }
                         if let exitAfter, done >= exitAfter {
                             // Test hook: an upload cut off mid-way (no commit), as by a lost connection.
                             FileHandle.standardError.write(Data("stoq: stopping after \(done) chunks (--exit-after-chunks)\n".utf8))
