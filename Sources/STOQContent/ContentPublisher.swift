@@ -268,7 +268,7 @@ public final class ContentPublisher: Sendable {
     }
 
     /// Builds the manifest tree over `entries` and returns the root manifest id.
-    private func buildTree(entries: [FileManifest.Entry], keys: [[UInt8]], contentType: String, total: UInt64,
+    func buildTree(entries: [FileManifest.Entry], keys: [[UInt8]], contentType: String, total: UInt64,
                            session: Session, report: inout PutReport) throws -> ChunkID {
         func store(_ m: FileManifest, kind: String) throws -> ChunkID {
             let bytes = m.encode()

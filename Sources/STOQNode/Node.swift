@@ -87,6 +87,9 @@ public struct NodeConfiguration: Codable, Sendable {
     /// "forbidden"); the node also sends its CA certificate with its own so such a client can pin
     /// the CA by its fingerprint (a share ticket). Default false: every client needs a certificate.
     public var publicRead: Bool?
+    /// Node ids (64 hex characters, from `stoq certs show`) allowed to upload content into this
+    /// origin over `stoq/1` (`stoq put --node`); nil or empty: nobody may upload.
+    public var publishers: [String]?
 
     /// The default of ``maxConnections``.
     public static let defaultMaxConnections = 1024
@@ -313,6 +316,9 @@ public final class Node: Sendable {
         let boundAddress = PeerAddress(host: endpoint.localAddress.ipAddress ?? configuration.listen.host, port: endpoint.localAddress.port ?? configuration.listen.port)
         self.registrar = edge == nil ? nil : EdgeRegistrar(
             address: boundAddress, region: configuration.region ?? "", latitude: configuration.latitude, longitude: configuration.longitude)
+        if configuration.roles.contains("origin") {
+            builtIn.append(UploadService(coordinator: UploadCoordinator(store: store, directory: configuration.store, publishers: configuration.publishers ?? [])))
+        }
         if configuration.roles.contains("relay") { builtIn.append(RelayService(
             peers: peers, ownAddress: endpoint.localAddress, maximumConcurrentStreams: max(1, configuration.maxRelayStreams ?? 512),
             maximumStreamsPerConnection: max(1, configuration.maxRelayStreamsPerConnection ?? 64),

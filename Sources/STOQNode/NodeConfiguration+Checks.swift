@@ -18,6 +18,9 @@ extension NodeConfiguration {
             throw NodeError(.invalidArgument, "the cache size must be a positive number of bytes, not \(cacheBytes); the default is 1073741824 (1 GiB), and a small cache such as 1048576 keeps little (an edge has no \"no cache\" setting)")
         }
         if let admin { try AdminServer.checkAddress(admin) }
+        for publisher in publishers ?? [] where NodeID(hex: publisher) == nil {
+            throw NodeError(.invalidArgument, "the publisher '\(publisher)' is not a node id; give the 64 hex characters `stoq certs show CERT` prints as \"node id\"")
+        }
         try await checkCredentials(now: now)
     }
 

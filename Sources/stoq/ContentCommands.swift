@@ -60,15 +60,17 @@ func humanBytes(_ n: Int64) -> String {
     return u == 0 ? "\(n) B" : String(format: "%.1f %@", v, units[u])
 }
 
-struct Put: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Store files or directories; print each content id and the dedup figures.")
+struct Put: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Store files or directories; print each content id and the dedup figures. With --node, upload them into a running origin instead.")
     @OptionGroup var storeOptions: StoreOptions
     @Flag(name: .long, help: "Print progress lines (bytes chunked so far) on stderr.") var progress = false
     @Flag(name: .long, help: "Public content: seal it with a read key of its own (kept in the store's public.keys), which the origin hands to the nodes of its network so edges can serve it over HTTP. Opens this content only, never the rest of the publisher's.")
     var `public` = false
     @Argument(help: "Files or directories to put.") var paths: [String]
+    @OptionGroup var uploadOptions: UploadOptions
 
-    func run() throws {
+    func run() async throws {
+        if uploadOptions.node != nil { return try await upload() }
         try reportingErrors { try put() }
     }
 

@@ -45,6 +45,7 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "A request stream whose request is incomplete after this many ms is reset (default 10000).") var requestTimeoutMs: Int?
     @Option(help: "The node's location, LAT,LON in degrees (e.g. '48.85,2.35'): routing's geographic factor and the edge registry's nearness (config key location). The region comes from --region or the certificate.") var location: String?
     @Flag(help: "Accept anonymous readers (clients without a certificate, e.g. `stoq get TICKET`): they may PING, WANT, GET_CHUNK, NAME_RESOLVE and ask for public read keys, nothing else.") var publicRead = false
+    @Option(help: "A node id (64 hex characters, from `stoq certs show`) allowed to upload content into this origin with `stoq put --node` (repeatable; config key publishers).") var publisher: [String] = []
     @OptionGroup var httpOptions: HTTPOptions
     @OptionGroup var renewal: RenewalOptions
 
@@ -93,6 +94,7 @@ struct NodeCommand: AsyncParsableCommand {
         }
         if let logLevel { c.logLevel = logLevel }
         if let logFormat { c.logFormat = logFormat }
+        if !publisher.isEmpty { c.publishers = publisher }
         if let maxConnections { c.maxConnections = maxConnections }
         if let maxConnectionsPerAddress { c.maxConnectionsPerAddress = maxConnectionsPerAddress }
         if publicRead { c.publicRead = true }

@@ -1,5 +1,5 @@
 """Encoders for every stoq/1 frame a hostile peer can send (docs/PROTOCOL.md), written from the
-protocol text, not from the Swift code: STOQ core 0x01-0x12, Nexus 0x40-0x7f, HyperMesh 0x80-0xbf.
+protocol text, not from the Swift code: STOQ core 0x01-0x12 and uploads 0x18-0x1b, Nexus 0x40-0x7f, HyperMesh 0x80-0xbf.
 
 Each generator takes a `random.Random` and a `Ctx` (what the fuzzer knows about the node under
 attack) and returns `(frame_type, payload, extra)`: the payload of one frame and any raw bytes that
@@ -324,6 +324,27 @@ def g_relay_open(rng, c):
     return 0x12, p, extra
 
 
+def g_upload(rng, c):
+    """UPLOAD_OFFER/NEED/CHUNK/COMMIT (0x18-0x1B, docs/PROTOCOL.md "Uploading content"). A node that
+    does not list the fuzzer as a publisher answers ERROR 5 after the frame decodes."""
+    t = rng.choice([0x18, 0x18, 0x19, 0x1A, 0x1A, 0x1B])
+    if t == 0x18:
+        count = rng.choice([0, 1, 3, 131_072, 131_073, 0xFFFF_FFFF])
+        chunks = b"".join(rand_bytes(rng, 32) + u32(rng.choice([0, 1, 4096, 1 << 20, (1 << 20) + 1])) for _ in range(min(count, 3)))
+        file_node = u8(0) + u16(24) + b"application/octet-stream" + u32(count) + chunks
+        tree = rng.choice([file_node, u8(1) + u32(1) + u16(1) + b"a" + u32(0o644) + file_node, u8(2) + u16(1) + b"x",
+                           u8(1) + u32(0xFFFF_FFFF), rand_bytes(rng, rng.randrange(64))])
+        return t, varint(rng.choice([0, 1, 2, VARINT_MAX])) + string(rng.choice(["site", "", "a" * 256])) + tree, b""
+    if t == 0x1A:
+        length = rng.choice([0, 1, 100, 1 << 20, (1 << 20) + 1, VARINT_MAX])
+        p = u64(rng.getrandbits(64)) + varint(rng.choice([0, 1, 131_071, 131_072, VARINT_MAX])) + varint(length)
+        return t, p, rand_bytes(rng, rng.choice([0, 1, 100, 5000]))
+    if t == 0x19:
+        n = rng.choice([0, 1, 5, 131_073, VARINT_MAX])
+        return t, u64(rng.getrandbits(64)) + varint(n) + varint(n) + b"".join(varint(rng.randrange(200_000)) for _ in range(min(n, 5))), b""
+    return t, u64(rng.getrandbits(64)) + (rand_bytes(rng, rng.choice([0, 32, 40])) if rng.random() < 0.5 else b""), b""
+
+
 # --------------------------------------------------------------------------- Nexus (0x40-0x7f)
 
 
@@ -492,7 +513,7 @@ GENERATORS = {
     "CHUNK_HEADER": g_chunk_header, "INVALIDATE": g_invalidate, "ERROR": g_error, "STATUS_REQUEST": g_status_request,
     "STATUS": g_status, "CHUNK_PENDING": g_chunk_pending, "NAME_RESOLVE": g_name_resolve, "NAME_RECORD": g_name_record,
     "NAME_PUBLISH": g_name_publish, "NAME_PUBLISHED": g_name_published, "ROUTING_GOSSIP": g_routing_gossip,
-    "RELAY_OPEN": g_relay_open,
+    "RELAY_OPEN": g_relay_open, "UPLOAD": g_upload,
     "NEXUS_DHT_REQUEST": g_nexus_request, "NEXUS_OTHER": g_nexus_other,
     "HM_INFO_REQUEST": g_hm_info_request, "HM_INFO": g_hm_info, "HM_PUT_SHARD": g_hm_put_shard, "HM_RECEIPT": g_hm_receipt,
     "HM_GET_OR_DELETE_SHARD": g_hm_get_shard, "HM_SHARD": g_hm_shard, "HM_CHALLENGE": g_hm_challenge,

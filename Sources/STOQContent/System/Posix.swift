@@ -329,7 +329,7 @@ extension Posix {
             guard errno == EWOULDBLOCK, waited < 10_000 else {
                 let busy = errno == EWOULDBLOCK
                 let e = busy
-                    ? ContentError(.io, "the store at \(path.hasSuffix("/lock") ? String(path.dropLast(5)) : path) is in use by another process (a running stoq node or command); stop it or use another --store")
+                    ? ContentError(.io, "the store at \(path.hasSuffix("/lock") ? String(path.dropLast(5)) : path) is in use by another process (a running stoq node or command); to add content to a running origin, upload it with `stoq put PATH --node ORIGIN --cert CERT --key KEY --ca CA`, otherwise stop that process or use another --store")
                     : Posix.error("flock", path)
                 fd.close()
                 throw e
