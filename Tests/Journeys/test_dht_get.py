@@ -41,8 +41,9 @@ def test_get_by_content_id_through_the_dht(user: User, tmp_path: Path, procs: Pr
     edge.proc.wait_line(r"^dht \S+ joined", timeout=60)
 
     def get(target: str, out: Path, *extra: object) -> Run:
-        return user.ok("get", target, "-o", out, "--bootstrap", first.address, "--publisher-key", key, *tls, *extra,
-                       timeout=120)
+        # A store of its own each time: chunks a reader already holds are not fetched again.
+        return user.ok("get", target, "-o", out, "--store", tmp_path / "readers" / out.name, "--bootstrap", first.address,
+                       "--publisher-key", key, *tls, *extra, timeout=120)
 
     # Only the origin has it yet: found through the DHT, with no --peers.
     r = get(cid, tmp_path / "out-1")
@@ -53,7 +54,8 @@ def test_get_by_content_id_through_the_dht(user: User, tmp_path: Path, procs: Pr
 
     # A reader fetches through the edge: the edge caches the manifest and announces it (batched,
     # one flush a second); the next reader finds both and fetches from both.
-    user.ok("get", cid, "-o", tmp_path / "warm", "--peers", edge.address, "--publisher-key", key, *tls, timeout=120)
+    user.ok("get", cid, "-o", tmp_path / "warm", "--store", tmp_path / "readers" / "warm", "--peers", edge.address,
+            "--publisher-key", key, *tls, timeout=120)
     deadline = time.monotonic() + 30
     while True:
         r = get(cid, tmp_path / "out-2")
@@ -97,7 +99,7 @@ def test_get_by_content_id_through_the_dht(user: User, tmp_path: Path, procs: Pr
     assert_same_tree(source, tmp_path / "out-5")
 
     # Without --cert the DHT cannot be asked: a clear error, before anything runs.
-    bad = user.run("get", cid, "-o", tmp_path / "out-6", "--bootstrap", first.address)
+    bad = user.run("get", cid, "-o", tmp_path / "out-6", "--store", tmp_path / "readers" / "out-6", "--bootstrap", first.address)
     assert bad.rc != 0 and "--cert" in bad.stderr, bad.stderr
 
 
@@ -122,7 +124,7 @@ def test_finding_providers_on_40_nodes(user: User, tmp_path: Path, procs: Procs)
     origin.proc.wait_line(r"^dht \S+ joined", timeout=120)
     times = []
     for i in range(0, 39, 4):
-        r = user.ok("get", cid, "-o", tmp_path / f"out-{i}", "--bootstrap", nodes[i].address,
+        r = user.ok("get", cid, "-o", tmp_path / f"out-{i}", "--store", tmp_path / "readers" / str(i), "--bootstrap", nodes[i].address,
                     "--publisher-key", origin_store / "publisher.key", *user.tls("dht40-reader"), timeout=120)
         count, listed, ms = providers(r)
         assert count >= 1 and origin.address in listed, r.stderr
