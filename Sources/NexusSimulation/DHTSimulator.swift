@@ -148,6 +148,30 @@ public struct DHTSimulator {
         return stores.last { $0.node == i && $0.lookup == lid }?.storedOn ?? []
     }
 
+    /// Withdraws node `i`'s provider entry for `key` (ADD_PROVIDER with TTL 0) and runs until
+    /// acknowledged.
+    public mutating func withdraw(on i: Int, key: NexusID) -> [NexusID] {
+        let lid = nodes[i].withdraw(key: key, now: now)
+        pump(i)
+        run(until: now + 600_000) { sim in sim.stores.contains { $0.node == i && $0.lookup == lid } }
+        return stores.last { $0.node == i && $0.lookup == lid }?.storedOn ?? []
+    }
+
+    /// Gives node `i` a new record (e.g. a new address; the same id) and runs until its provider
+    /// entries are announced again.
+    public mutating func updateRecord(on i: Int, _ record: NodeRecord) {
+        let lids = nodes[i].updateRecord(record, now: now)
+        pump(i)
+        run(until: now + 600_000) { sim in lids.allSatisfy { lid in sim.stores.contains { $0.node == i && $0.lookup == lid } } }
+    }
+
+    /// Starts a killed node again, with the state it had (a replica that missed what happened meanwhile).
+    public mutating func revive(_ i: Int) {
+        alive[i] = true
+        timerAt[i] = .max
+        schedule(i)
+    }
+
     private mutating func schedule(_ i: Int) {
         guard alive[i] else { return }
         let t = max(nodes[i].pollTimeout(), now)

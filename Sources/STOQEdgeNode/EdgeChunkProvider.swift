@@ -111,6 +111,8 @@ public actor EdgeChunkProvider: ChunkProvider {
     private var buffer: [ChunkID: [UInt8]] = [:]
     private var bufferOrder: [ChunkID] = []
     private var bufferBytes = 0
+    /// Told of manifests cached and chunks removed (see ``observeCache(_:)``).
+    var cacheObserver: (@Sendable (EdgeCacheChange) -> Void)?
 
     /// Creates a provider.
     /// - Parameters:
@@ -167,6 +169,7 @@ public actor EdgeChunkProvider: ChunkProvider {
                     // Held since before this process started: let the policy account for it.
                     try evict(cache.admit(id, size: bytes.count))
                 }
+                noteCached(id, bytes)
                 learn(id, bytes)
                 return bytes
             } catch let error as ContentError where error.code == .idMismatch || error.code == .notFound {
@@ -209,6 +212,7 @@ public actor EdgeChunkProvider: ChunkProvider {
             batch.chunks = [(id, bytes.count)]
             try store.commit(batch)
         }
+        if admission.admitted { noteCached(id, bytes) }
         try evict(admission)
     }
 
@@ -340,7 +344,10 @@ public actor EdgeChunkProvider: ChunkProvider {
     }
 
     private func evict(_ admission: CacheAdmission) throws {
-        if !admission.evicted.isEmpty { try store.evict(admission.evicted) }
+        if !admission.evicted.isEmpty {
+            try store.evict(admission.evicted)
+            cacheObserver?(.removed(admission.evicted))
+        }
     }
 
     // MARK: Read-ahead
@@ -432,12 +439,13 @@ public actor EdgeChunkProvider: ChunkProvider {
             if try store.contains(id) { present.append(id) }
         }
         let bytes = try store.evict(present)
-        var dropped = 0
+        var dropped: [ChunkID] = []
         for id in present where !(try store.contains(id)) {
             cache.remove(id)
-            dropped += 1
+            dropped.append(id)
         }
-        return (dropped, bytes)
+        if !dropped.isEmpty { cacheObserver?(.removed(dropped)) }
+        return (dropped.count, bytes)
     }
 
     /// The cache policy's figures (hits, misses, bytes held, evictions).

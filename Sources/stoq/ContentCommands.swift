@@ -137,7 +137,8 @@ struct Get: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Restore a file or directory, bit-identical with modes; with --peers, fetch it from several peers at once first.")
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var peerOptions: PeerOptions
-    @Argument(help: "Content id (stoq:…), a mutable name (with --peers), or a ticket (stoq1…, from stoq share: then no other flag is needed).") var id: String
+    @OptionGroup var discovery: DHTDiscoveryOptions
+    @Argument(help: "Content id (stoq:…), a name (a Nexus name with --bootstrap, a published name with --peers), or a ticket (stoq1…, from stoq share: then no other flag is needed).") var id: String
     @Option(name: .shortAndLong, help: "Output path (a file, or a directory to create/merge into).") var output: String
     @Option(help: "The publisher's key file (its publisher.key), to read content published from another store.")
     var publisherKey: String?
@@ -148,6 +149,8 @@ struct Get: AsyncParsableCommand {
             try await getTicket()
             return
         }
+        // --bootstrap: a Nexus name is resolved and the content's providers become the peers.
+        let (id, peerOptions) = try await discovery.discover(self.id, peers: self.peerOptions)
         // A content id, or a mutable name (NAME or name:NAME) resolved through the peers.
         let cid: ContentID
         if let parsed = ContentID(id) {

@@ -6,6 +6,9 @@ public struct DHTConfiguration: Sendable, Hashable {
     public var alpha = 3
     /// How many of the closest nodes store a record or provider entry.
     public var replication = 3
+    /// How many replicas a value lookup hears from before it ends (it returns the best value
+    /// among them: for names, the highest version), unless fewer hold one. 1: the first hit.
+    public var valueQuorum = 3
     /// A request not answered within this time fails (the node may have left).
     public var requestTimeout: UInt64 = 1_000
     /// Lifetime of a stored value.

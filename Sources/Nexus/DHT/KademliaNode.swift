@@ -132,13 +132,27 @@ public struct KademliaNode: Sendable {
 
     /// Starts an iterative lookup; its result arrives as ``DHTAction/lookupFinished(_:_:)``.
     @discardableResult
+    ///
+    /// A value lookup hears from up to `valueQuorum` replicas (a copy held here counts as one) and
+    /// returns the best value among them, as the validator ranks them: a replica that missed an
+    /// update does not hide the newer version the others hold.
     public mutating func startLookup(_ kind: LookupKind, target: NexusID, now: UInt64) -> LookupID {
-        if kind == .value, let v = values[target], now < v.expiresAt {
+        if kind == .value, let v = values[target], now < v.expiresAt, config.valueQuorum <= 1 {
             let lid = newLookupID()
-            outbox.append(.lookupFinished(lid, LookupResult(kind: .value, target: target, closest: [], value: v.value, providers: [], rounds: 0, messages: 0, timeouts: 0)))
+            var result = LookupResult(kind: .value, target: target, closest: [], value: v.value, providers: [], rounds: 0, messages: 0, timeouts: 0)
+            result.values = [v.value]
+            outbox.append(.lookupFinished(lid, result))
             return lid
         }
         return begin(kind, target: target, op: .user, now: now)
+    }
+
+    /// The best of `candidates` as the validator ranks them (a later one wins only if it should
+    /// replace the best so far), or nil if there are none.
+    func best(of candidates: [[UInt8]]) -> [UInt8]? {
+        guard var best = candidates.first else { return nil }
+        for v in candidates.dropFirst() where validator.shouldReplace(existing: best, with: v) { best = v }
+        return best
     }
 
     /// Stores `value` under `key` on the `replication` closest nodes (STORE / PUT_RECORD) and
@@ -165,15 +179,46 @@ public struct KademliaNode: Sendable {
         return begin(.node, target: key, op: .provide(ttl: config.providerTTL), now: now)
     }
 
-    /// Stops announcing `key`.
+    /// Stops announcing `key` (the entries already stored expire with their TTL; see
+    /// ``withdraw(key:now:)`` to remove them at once).
     public mutating func unprovide(key: NexusID) { provided[key] = nil }
+
+    /// Stops providing `key` and removes this node's provider entry from the closest nodes now:
+    /// an ADD_PROVIDER with TTL 0 is a withdrawal (e.g. an edge evicted the content).
+    @discardableResult
+    public mutating func withdraw(key: NexusID, now: UInt64) -> LookupID {
+        provided[key] = nil
+        return begin(.node, target: key, op: .provide(ttl: 0), now: now)
+    }
+
+    /// Keys this node announces itself a provider of, sorted.
+    public var providedKeys: [NexusID] { provided.keys.sorted() }
+
+    /// Replaces this node's record (its address changed, or its region or certificate did) and
+    /// announces every provided key again at once, so the provider entries the network holds carry
+    /// the new address. Peers update their routing tables from the record on this node's next
+    /// request. The id must stay the same (it is the key's hash).
+    /// - Returns: the store operations started, one per provided key.
+    @discardableResult
+    public mutating func updateRecord(_ new: NodeRecord, now: UInt64) -> [LookupID] {
+        precondition(new.id == record.id, "a node's id is its key's hash; a new key is a new node")
+        record = new
+        var started: [LookupID] = []
+        for key in provided.keys.sorted() {
+            provided[key] = now + config.providerRepublishInterval
+            started.append(begin(.node, target: key, op: .provide(ttl: config.providerTTL), now: now))
+        }
+        return started
+    }
 
     private mutating func newLookupID() -> LookupID { defer { nextLookup += 1 }; return LookupID(raw: nextLookup) }
 
     private mutating func begin(_ kind: LookupKind, target: NexusID, op: Operation, now: UInt64) -> LookupID {
         let lid = newLookupID()
         if let b = table.bucketIndex(of: target) { bucketLookedAt[b] = now }
-        lookups[lid] = LookupStateMachine(kind: kind, target: target, selfID: id, seeds: table.closest(to: target, count: config.k), k: config.k, alpha: config.alpha)
+        let local = kind == .value ? values[target].flatMap { now < $0.expiresAt ? $0.value : nil } : nil
+        lookups[lid] = LookupStateMachine(kind: kind, target: target, selfID: id, seeds: table.closest(to: target, count: config.k), k: config.k, alpha: config.alpha,
+                                          valueQuorum: config.valueQuorum, localValue: local)
         operations[lid] = op
         advance(lid, now: now)
         return lid
@@ -206,7 +251,8 @@ public struct KademliaNode: Sendable {
 
     private mutating func finish(_ lid: LookupID, now: UInt64) {
         guard let lookup = lookups.removeValue(forKey: lid), let op = operations.removeValue(forKey: lid) else { return }
-        let result = lookup.result
+        var result = lookup.result
+        if lookup.kind == .value, let chosen = best(of: result.values) { result.value = chosen }
         switch op {
         case .user:
             outbox.append(.lookupFinished(lid, result))
@@ -368,7 +414,14 @@ public struct KademliaNode: Sendable {
 
     private mutating func storeProvider(key: NexusID, provider: NodeRecord, from sender: NodeRecord, ttl: UInt32, now: UInt64) -> Bool {
         // A node may only announce itself: provider entries for others would be forgeable.
-        guard provider.id == sender.id, ttl > 0 else { return false }
+        guard provider.id == sender.id else { return false }
+        // TTL 0 withdraws the sender's entry (an edge evicted the content, a node stopped serving it).
+        guard ttl > 0 else {
+            if var entries = providerEntries[key], entries.removeValue(forKey: provider.id) != nil {
+                providerEntries[key] = entries.isEmpty ? nil : entries
+            }
+            return true
+        }
         if providerEntries[key] == nil && providerEntries.count >= config.maxProviderKeys { return false }
         var entries = providerEntries[key] ?? [:]
         if entries[provider.id] == nil && entries.count >= config.maxProvidersPerKey {

@@ -16,12 +16,17 @@ public struct LookupResult: Hashable, Sendable {
     public var target: NexusID
     /// The closest responsive nodes found, closest first (at most k).
     public var closest: [NodeRecord]
-    /// The value (value lookups that found one).
+    /// The value (value lookups that found one): with several replicas answering, the best of
+    /// them (the highest version, as the owner's validator decides).
     public var value: [UInt8]?
+    /// Every distinct value the replicas the lookup reached returned (value lookups; at most
+    /// ``LookupStateMachine/maxValues``), in the order they arrived.
+    public var values: [[UInt8]] = []
     /// Providers found (provider lookups): the union of what every node asked returned (at most 64).
     public var providers: [NodeRecord]
-    /// Rounds: the depth of the query chain that completed the lookup (a value hit, else the
-    /// deepest query among the k closest). Round 1 queries nodes from the local table.
+    /// Rounds: the depth of the query chain that completed the lookup (for a value lookup, its
+    /// first value hit: it then goes on to hear from more replicas, which ``messages`` counts;
+    /// else the deepest query among the k closest). Round 1 queries nodes from the local table.
     public var rounds: Int
     /// Requests sent.
     public var messages: Int
@@ -37,6 +42,11 @@ public struct LookupResult: Hashable, Sendable {
 /// lands only on the nodes its ADD_PROVIDER reached, so one node may know a few of them (seen: 6
 /// of 16 storage nodes when announcements timed out on a busy machine). It merges the providers of
 /// every node it asks and ends as a node lookup does.
+///
+/// A value lookup does not take the first replica's word either: a replica that missed an update
+/// holds an older version. It goes on until `valueQuorum` nodes have returned a value (or no node
+/// is left to ask) and hands back every distinct value; ``KademliaNode`` returns the best of them
+/// (for names, the highest version).
 ///
 /// The owner (``KademliaNode``) sends the requests ``nextQueries()`` returns and feeds back
 /// ``handleResponse(from:closer:)`` / ``handleFailure(of:)``; timeouts are the owner's, so a node that
@@ -65,6 +75,14 @@ public struct LookupStateMachine: Sendable {
     var messages = 0
     var timeouts = 0
     var value: [UInt8]?
+    /// Distinct values returned so far (value lookups), bounded by ``maxValues``.
+    var values: [[UInt8]] = []
+    /// Nodes that returned a value.
+    var valueHits = 0
+    /// Replicas that must return a value before a value lookup ends (1: the first hit ends it).
+    let valueQuorum: Int
+    /// Most distinct values a lookup keeps, whatever peers answer.
+    static let maxValues = 8
     var providers: [NexusID: NodeRecord] = [:]
     var providerOrder: [NodeRecord] = []
     var hitDepth: Int?
@@ -73,10 +91,19 @@ public struct LookupStateMachine: Sendable {
     let selfID: NexusID
 
     /// Starts a lookup from the local table's closest nodes.
-    public init(kind: LookupKind, target: NexusID, selfID: NexusID, seeds: [NodeRecord], k: Int = 20, alpha: Int = 3) {
+    /// - Parameters:
+    ///   - valueQuorum: value lookups: how many nodes must return a value before it ends (at least 1).
+    ///   - localValue: value lookups: a value this node holds itself, counted as the first hit.
+    public init(kind: LookupKind, target: NexusID, selfID: NexusID, seeds: [NodeRecord], k: Int = 20, alpha: Int = 3,
+                valueQuorum: Int = 1, localValue: [UInt8]? = nil) {
         self.kind = kind; self.target = target; self.selfID = selfID; self.k = k; self.alpha = alpha
         self.maxCandidates = 3 * k
+        self.valueQuorum = max(1, valueQuorum)
         merge(seeds, depth: 0)
+        if kind == .value, let localValue {
+            value = localValue; values = [localValue]; valueHits = 1; hitDepth = 0
+            if valueHits >= self.valueQuorum { isFinished = true }
+        }
         if candidates.isEmpty { isFinished = true }
     }
 
@@ -150,7 +177,11 @@ public struct LookupStateMachine: Sendable {
     public mutating func handleResponse(from id: NexusID, closer: [NodeRecord], value: [UInt8]? = nil, providers: [NodeRecord] = []) {
         guard !isFinished, let depth = settle(id, .responded) else { return }
         if kind == .value, let value {
-            self.value = value; hitDepth = depth + 1; isFinished = true
+            valueHits += 1
+            if self.value == nil { self.value = value }
+            if !values.contains(value) && values.count < Self.maxValues { values.append(value) }
+            if hitDepth == nil { hitDepth = depth + 1 }
+            if valueHits >= valueQuorum { isFinished = true }
             return
         }
         if kind == .providers {
@@ -171,7 +202,9 @@ public struct LookupStateMachine: Sendable {
     public var result: LookupResult {
         let closest = candidates.filter { $0.state == .responded }.prefix(k).map(\.record)
         let deepest = candidates.filter { $0.state == .responded }.prefix(k).map { $0.depth + 1 }.max() ?? 0
-        return LookupResult(kind: kind, target: target, closest: Array(closest), value: value, providers: providerOrder,
-                            rounds: hitDepth ?? deepest, messages: messages, timeouts: timeouts)
+        var result = LookupResult(kind: kind, target: target, closest: Array(closest), value: value, providers: providerOrder,
+                                  rounds: hitDepth ?? deepest, messages: messages, timeouts: timeouts)
+        result.values = values
+        return result
     }
 }

@@ -47,6 +47,9 @@ public actor NexusDHT {
     private var node: KademliaNode?
     private var peers: PeerSet?
     private var waiters: [LookupID: CheckedContinuation<Completion, Never>] = [:]
+    /// Operations a caller will wait for after another one (their completion is kept if it comes first).
+    private var expectedLater: Set<LookupID> = []
+    private var finishedEarly: [LookupID: Completion] = [:]
     private var bootstrapWaiters: [CheckedContinuation<Void, Never>] = []
     private var timer: Task<Void, Never>?
     private var wake: CheckedContinuation<Void, Never>?
@@ -182,12 +185,58 @@ public actor NexusDHT {
         return on
     }
 
+    /// Withdraws this node's provider entry for `key` from the closest nodes (ADD_PROVIDER with
+    /// TTL 0) and stops re-announcing it.
+    /// - Returns: the nodes that acknowledged the withdrawal.
+    @discardableResult
+    public func withdraw(key: NexusID) async throws(NexusError) -> [NexusID] {
+        guard node != nil else { throw Self.detached }
+        let completion = await wait(for: node!.withdraw(key: key, now: clock()))
+        guard case .stored(let on) = completion else { return [] }
+        return on
+    }
+
+    /// Keys this node announces itself a provider of.
+    public var providedKeys: [NexusID] { node?.providedKeys ?? [] }
+
+    /// Replaces this node's record (a new address, region or certificate; the same id) and
+    /// announces every provided key again with it.
+    /// - Returns: per provided key, the nodes that stored the new entry.
+    @discardableResult
+    public func updateRecord(_ record: NodeRecord) async throws(NexusError) -> [(key: NexusID, storedOn: [NexusID])] {
+        guard node != nil else { throw Self.detached }
+        guard record.id == node!.record.id else {
+            throw NexusError(.malformedInput, "a node record update must keep the node's id (\(node!.record.id.shortHex)…); a new key is a new node")
+        }
+        let keys = node!.providedKeys
+        let lids = node!.updateRecord(record, now: clock())
+        expectedLater.formUnion(lids)
+        var out: [(key: NexusID, storedOn: [NexusID])] = []
+        for (key, lid) in zip(keys, lids) {
+            expectedLater.remove(lid)
+            let completion = await wait(for: lid)
+            if case .stored(let on) = completion { out.append((key, on)) } else { out.append((key, [])) }
+        }
+        return out
+    }
+
     /// Performs the actions an operation queued and waits for it to finish. The state machine's
     /// outbox is drained only here, after the waiter is registered, so no completion is missed.
     private func wait(for lid: LookupID) async -> Completion {
-        await withCheckedContinuation { (c: CheckedContinuation<Completion, Never>) in
+        if let done = finishedEarly.removeValue(forKey: lid) { return done }
+        return await withCheckedContinuation { (c: CheckedContinuation<Completion, Never>) in
             waiters[lid] = c
             drain()
+        }
+    }
+
+    /// Hands a completion to its waiter, or keeps it for the waiter to come (several operations
+    /// started at once, e.g. by ``updateRecord(_:)``, are awaited one after another).
+    private func complete(_ lid: LookupID, _ completion: Completion) {
+        if let waiter = waiters.removeValue(forKey: lid) {
+            waiter.resume(returning: completion)
+        } else if expectedLater.remove(lid) != nil {
+            finishedEarly[lid] = completion
         }
     }
 
@@ -244,9 +293,9 @@ public actor NexusDHT {
                 let envelope = DHTRequestEnvelope(sender: me, message: message)
                 Task { await self.exchange(envelope, with: to, peers: peers) }
             case .lookupFinished(let lid, let result):
-                waiters.removeValue(forKey: lid)?.resume(returning: .lookup(result))
+                complete(lid, .lookup(result))
             case .storeFinished(let lid, _, let on):
-                waiters.removeValue(forKey: lid)?.resume(returning: .stored(on))
+                complete(lid, .stored(on))
             case .bootstrapFinished:
                 let ws = bootstrapWaiters
                 bootstrapWaiters.removeAll()

@@ -21,6 +21,9 @@ public final class NexusNode: Sendable {
     /// Service keys this node announces itself a provider of (e.g. HyperMesh's storage key), besides
     /// its pinned content.
     public let serviceKeys: [NexusID]
+    /// On an edge: the provider records of what it caches, announced and withdrawn as the cache
+    /// changes.
+    public let announcements: EdgeAnnouncements?
     private let signingKey: P256.Signing.PrivateKey?
     private let logger: Logger
 
@@ -32,10 +35,11 @@ public final class NexusNode: Sendable {
     ///   - services: further services (e.g. HyperMesh).
     ///   - serviceKeys: keys ``publish(now:)`` announces this node a provider of (a service's
     ///     well-known key, so clients find its nodes with a provider lookup).
+    ///   - announce: on an edge, how its cached content is announced (bounds and rate).
     public static func start(
         _ configuration: NodeConfiguration, dht dhtConfiguration: DHTConfiguration = DHTConfiguration(),
         admission: CTAdmission? = nil, services: [any NodeService] = [], serviceKeys: [NexusID] = [], metrics: NodeMetrics = NodeMetrics(),
-        logger: Logger = Logger(label: "stoq.nexus")
+        announce: ProviderAnnouncer.Configuration = .init(), logger: Logger = Logger(label: "stoq.nexus")
     ) async throws -> NexusNode {
         let chain = try PEMFile.certificateDERs(in: PEMFile.read(configuration.certificate))
         guard let leaf = chain.first else {
@@ -50,10 +54,18 @@ public final class NexusNode: Sendable {
             region: String((configuration.region ?? "").utf8.prefix(NodeRecord.maxRegionLength)) ?? "",
             certificateFingerprint: NexusHash.sha256(leaf))
         await dht.attach(record: record, peers: node.peers)
-        return NexusNode(node: node, dht: dht, record: record, admission: admission, serviceKeys: serviceKeys, signingKey: signingKey, logger: logger)
+        var announcements: EdgeAnnouncements?
+        if let edge = node.edge {
+            announcements = await EdgeAnnouncements(edge: edge, dht: dht, configuration: announce, logger: logger)
+            announcements?.start()
+        }
+        return NexusNode(node: node, dht: dht, record: record, admission: admission, serviceKeys: serviceKeys, announcements: announcements,
+                         signingKey: signingKey, logger: logger)
     }
 
-    private init(node: Node, dht: NexusDHT, record: NodeRecord, admission: CTAdmission?, serviceKeys: [NexusID], signingKey: P256.Signing.PrivateKey?, logger: Logger) {
+    private init(node: Node, dht: NexusDHT, record: NodeRecord, admission: CTAdmission?, serviceKeys: [NexusID], announcements: EdgeAnnouncements?,
+                 signingKey: P256.Signing.PrivateKey?, logger: Logger) {
+        self.announcements = announcements
         self.serviceKeys = serviceKeys
         self.node = node
         self.dht = dht
@@ -144,6 +156,7 @@ public final class NexusNode: Sendable {
 
     /// Stops the DHT timers and closes the node.
     public func close() async {
+        announcements?.stop()
         await dht.stop()
         await node.close()
     }
