@@ -109,6 +109,9 @@ public actor EdgeDirectory {
         registry.entry(for: nodeID, now: clock()).map { PeerAddress(host: $0.host, port: Int($0.port)) }
     }
 
+    /// Writes the registry if a save is waiting (a node that stops calls this).
+    public func flush() { if saveScheduled { saveNow() } }
+
     private func scheduleSave() {
         guard path != nil, !saveScheduled else { return }
         saveScheduled = true

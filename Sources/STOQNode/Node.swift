@@ -356,6 +356,9 @@ public final class Node: Sendable {
         await admin?.close()
         await peers.closeAll()
         await endpoint.close()
+        // Name subscribers, cached names and the edge registry waiting to be written.
+        await names.flush()
+        await edgeDirectory?.flush()
         // An empty commit syncs chunk files written since the last commit.
         do { try store.commit(CommitBatch()) } catch { logger.warning("could not flush the store", metadata: ["error": "\(error)"]) }
     }

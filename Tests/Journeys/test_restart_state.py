@@ -122,7 +122,7 @@ def test_publish_reaches_every_edge_after_an_origin_restart(user: User, procs: P
 
     # With the origin gone, the restarted edge still answers with the record it knows.
     assert origin.proc.terminate() == 0
-    edge_paris.proc.terminate()
+    assert edge_paris.proc.terminate() == 0
     edge_paris = user.node(procs, "rs-edge-paris", "--role", "edge", "--upstream", origin_address, "--location", PARIS,
                            store=stores / "paris", region="eu-west")
     assert published(user, name, edge_paris.address) == contents[2]
