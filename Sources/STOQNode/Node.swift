@@ -285,9 +285,10 @@ public final class Node: Sendable {
         let servesEdges = configuration.roles.contains("origin") || configuration.roles.contains("edge")
         self.edgeDirectory = servesEdges ? EdgeDirectory(path: configuration.store + "/edges.json") : nil
         if let edgeDirectory { builtIn.append(EdgeRegistryService(directory: edgeDirectory)) }
-        let boundAddress = PeerAddress(host: endpoint.localAddress.ipAddress ?? configuration.listen.host, port: endpoint.localAddress.port ?? configuration.listen.port)
+        let listen = configuration.listen
         self.registrar = edge == nil ? nil : EdgeRegistrar(
-            address: boundAddress, region: configuration.region ?? "", latitude: configuration.latitude, longitude: configuration.longitude)
+            address: { PeerAddress(host: endpoint.localAddress.ipAddress ?? listen.host, port: endpoint.localAddress.port ?? listen.port) },
+            region: configuration.region ?? "", latitude: configuration.latitude, longitude: configuration.longitude)
         if configuration.roles.contains("relay") { builtIn.append(RelayService(
             peers: peers, ownAddress: endpoint.localAddress, maximumConcurrentStreams: max(1, configuration.maxRelayStreams ?? 512),
             maximumStreamsPerConnection: max(1, configuration.maxRelayStreamsPerConnection ?? 64),
