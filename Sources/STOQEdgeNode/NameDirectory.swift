@@ -232,7 +232,7 @@ public actor NameDirectory {
                 if case .replaced = update { announce(name) }
                 stats.upstreamResolves += 1
                 noteUpstream(client.connection)
-                scheduleCacheSave()
+                if case .refreshed = update { scheduleCacheSave() } else { saveCacheNow() }
                 watchSubscription(on: client.connection)
                 if case .replaced = update, let invalidation = try? NameInvalidation(name: name, version: record.version),
                    subscriptions.handleInvalidation(invalidation, now: now) > 0 {
@@ -428,7 +428,7 @@ public actor NameDirectory {
         let invalidation = try NameInvalidation(name: name, version: version)
         stats.invalidationsReceived += 1
         let dropped = table.handleInvalidation(invalidation, now: now)
-        scheduleCacheSave()
+        if dropped { saveCacheNow() } else { scheduleCacheSave() }
         announce(name)
         if subscriptions.handleInvalidation(invalidation, now: now) > 0 {
             // Relay to the edges below once this one has let go, without holding the upstream's push.
@@ -540,6 +540,12 @@ public actor NameDirectory {
         return notified
     }
 
+    /// Writes what is waiting to be saved (a node that stops calls this).
+    public func flush() {
+        if holderSaveScheduled { saveHoldersNow() }
+        if cacheSaveScheduled { saveCacheNow() }
+    }
+
     /// This edge dialled `connection` to its upstream: its node id is an upstream's from now on.
     private func noteUpstream(_ connection: Connection) {
         guard let node = connection.peerNodeID, upstreamNodes.count < 64 else { return }
@@ -579,7 +585,7 @@ public actor NameDirectory {
 
     private func saveCacheNow() {
         cacheSaveScheduled = false
-        guard let directory else { return }
+        guard let directory, !upstream.isEmpty else { return }
         let wall = Self.wallClock()
         let monotonic = now
         let state = table.saved

@@ -109,6 +109,9 @@ public actor EdgeDirectory {
         registry.entry(for: nodeID, now: clock()).map { PeerAddress(host: $0.host, port: Int($0.port)) }
     }
 
+    /// Writes the registry if a save is waiting (a node that stops calls this).
+    public func flush() { if saveScheduled { saveNow() } }
+
     private func scheduleSave() {
         guard path != nil, !saveScheduled else { return }
         saveScheduled = true
@@ -218,9 +221,12 @@ extension PeerClient {
 
 /// An edge's side of the registry: it registers with each upstream it dials, and renews at a third
 /// of the lifetime the origin granted while the node runs. A registration goes out again on every
-/// new connection to the upstream (a restarted origin, or an address change of this edge).
+/// new connection to the upstream (a restarted origin, or an address change of this edge), and
+/// each renewal carries the address the edge listens on then (after a rebind, the new one).
 public actor EdgeRegistrar {
-    private let announcement: EdgeRegistryMessage.EdgeAnnouncement
+    private let currentAddress: @Sendable () -> PeerAddress
+    private let region: String
+    private let location: EdgeRegistryMessage.WireLocation?
     private let logger: Logger
     private var renewals: [PeerAddress: Task<Void, Never>] = [:]
     /// Registrations the upstream took.
@@ -228,23 +234,31 @@ public actor EdgeRegistrar {
     /// Registrations that failed.
     public private(set) var failed = 0
 
-    /// Creates the registrar for an edge listening at `address`.
-    public init(address: PeerAddress, region: String, latitude: Double?, longitude: Double?, logger: Logger = Logger(label: "stoq.edges")) {
+    /// Creates the registrar for an edge listening at `address()` (read at each registration).
+    public init(address: @escaping @Sendable () -> PeerAddress, region: String, latitude: Double?, longitude: Double?, logger: Logger = Logger(label: "stoq.edges")) {
         var location: EdgeRegistryMessage.WireLocation?
         if let latitude, let longitude { location = .init(latitude: latitude, longitude: longitude) }
-        self.announcement = .init(host: address.host, port: UInt16(clamping: address.port), region: region, location: location)
+        self.currentAddress = address
+        self.region = region
+        self.location = location
         self.logger = logger
+    }
+
+    /// What this edge says about itself now.
+    public nonisolated var announcement: EdgeRegistryMessage.EdgeAnnouncement {
+        let address = currentAddress()
+        return .init(host: address.host, port: UInt16(clamping: address.port), region: region, location: location)
     }
 
     /// Registers over `connection` (dialled to the upstream `address`) and keeps renewing while it
     /// stays open. A refusal stops the renewals on this connection (logged).
     public func dialled(_ connection: Connection, upstream address: PeerAddress) {
         renewals[address]?.cancel()
-        let announcement = self.announcement
         let task = Task { [weak self, logger] in
             let client = PeerClient(connection: connection, name: address.description)
             while !Task.isCancelled {
                 var wait: UInt64 = 5
+                guard let announcement = self?.announcement else { return }
                 do {
                     let ttl = try await client.registerEdge(announcement)
                     await self?.note(success: true)

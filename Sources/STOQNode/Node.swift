@@ -313,9 +313,10 @@ public final class Node: Sendable {
         let servesEdges = configuration.roles.contains("origin") || configuration.roles.contains("edge")
         self.edgeDirectory = servesEdges ? EdgeDirectory(path: configuration.store + "/edges.json") : nil
         if let edgeDirectory { builtIn.append(EdgeRegistryService(directory: edgeDirectory)) }
-        let boundAddress = PeerAddress(host: endpoint.localAddress.ipAddress ?? configuration.listen.host, port: endpoint.localAddress.port ?? configuration.listen.port)
+        let listen = configuration.listen
         self.registrar = edge == nil ? nil : EdgeRegistrar(
-            address: boundAddress, region: configuration.region ?? "", latitude: configuration.latitude, longitude: configuration.longitude)
+            address: { PeerAddress(host: endpoint.localAddress.ipAddress ?? listen.host, port: endpoint.localAddress.port ?? listen.port) },
+            region: configuration.region ?? "", latitude: configuration.latitude, longitude: configuration.longitude)
         if configuration.roles.contains("origin") {
             builtIn.append(UploadService(coordinator: UploadCoordinator(store: store, directory: configuration.store, publishers: configuration.publishers ?? [])))
         }
@@ -391,6 +392,9 @@ public final class Node: Sendable {
         await admin?.close()
         await peers.closeAll()
         await endpoint.close()
+        // Name subscribers, cached names and the edge registry waiting to be written.
+        await names.flush()
+        await edgeDirectory?.flush()
         // An empty commit syncs chunk files written since the last commit.
         do { try store.commit(CommitBatch()) } catch { logger.warning("could not flush the store", metadata: ["error": "\(error)"]) }
     }

@@ -88,13 +88,11 @@ def test_publish_reaches_every_edge_after_an_origin_restart(user: User, procs: P
     # The origin restarts (same address, same store): it kept its subscribers and its edge registry.
     assert origin.proc.terminate() == 0, origin.proc.stderr()
     origin = start_origin()
-    started = time.monotonic()
     pub = user.ok("publish", name, contents[1], "--node", origin_address, *tls_pub)
     assert re.search(r"\b2 edges told", pub.stdout), pub.stdout + origin.proc.stderr()
     # Both serve the new version at once: no TTL (300 s) to wait out.
     for edge in (edge_paris, edge_ny):
         assert published(user, name, edge.address) == contents[1]
-    assert time.monotonic() - started < 20
 
     # `stoq edges` after the restart: both, nearest to the asker first.
     from_paris = edges_json(user, origin_address, "--location", PARIS)
@@ -122,7 +120,7 @@ def test_publish_reaches_every_edge_after_an_origin_restart(user: User, procs: P
 
     # With the origin gone, the restarted edge still answers with the record it knows.
     assert origin.proc.terminate() == 0
-    edge_paris.proc.terminate()
+    assert edge_paris.proc.terminate() == 0
     edge_paris = user.node(procs, "rs-edge-paris", "--role", "edge", "--upstream", origin_address, "--location", PARIS,
                            store=stores / "paris", region="eu-west")
     assert published(user, name, edge_paris.address) == contents[2]
