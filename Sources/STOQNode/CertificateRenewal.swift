@@ -67,7 +67,7 @@ public final class IssuerService: NodeService {
             return .renewed([leaf.der])
         } catch {
             counters.add(refused: true)
-            let reason = (error as? IdentityError)?.reason ?? "\(error)"
+            let reason = CertificateRenewer.describe(error)
             logger.notice("refused a renewal", metadata: ["reason": "\(reason)"])
             return .error(code: RenewalMessage.refusedCode, message: String(reason.utf8.prefix(1000)) ?? "renewal refused")
         }
@@ -125,7 +125,7 @@ extension PeerClient {
         var decoder = FrameDecoder(maximumPayloadLength: RenewalMessage.maximumAnswerLength)
         let answer: ByteBuffer
         do { answer = try await stream.readAll(limit: RenewalMessage.maximumAnswerLength + 16) } catch {
-            throw NodeError(.refused, "\(name) did not answer the renewal request (\(error)); is it the network's issuer (`stoq ca serve`, or `stoq node --role issuer`)?")
+            throw NodeError(.refused, "\(name) did not answer the renewal request (\(CertificateRenewer.describe(error))); is it the network's issuer (`stoq ca serve`, or `stoq node --role issuer`)?")
         }
         decoder.handle(bytes: answer)
         guard let frame = try decoder.pollFrame() else {
@@ -183,13 +183,71 @@ public actor CertificateRenewer {
 
     /// A renewal function that dials `issuer` from `endpoint` with the current certificate (a new
     /// connection each time: the issuer checks the certificate a connection was made with).
+    ///
+    /// An attempt gives up after a twelfth of the certificate's lifetime (1 s to 10 s), so a dead
+    /// issuer costs a short certificate few of its retries.
     public static func network(issuer: PeerAddress, endpoint: Endpoint) -> Renew {
         { credentials in
-            let connection = try await endpoint.connect(host: issuer.host, port: issuer.port)
-            defer { Task { await connection.close(code: 0, reason: "renewed") } }
-            let client = PeerClient(connection: connection, name: issuer.description)
-            return try await client.renewCertificate(.init(lifetimeSeconds: credentials.nominalLifetimeSeconds))
+            let limit = min(10, max(1, Double(credentials.nominalLifetimeSeconds) / 12))
+            return try await withDeadline(seconds: limit, "the issuer \(issuer) did not answer within \(String(format: "%.1f", limit)) s") {
+                let connection = try await endpoint.connect(host: issuer.host, port: issuer.port)
+                defer { Task { await connection.close(code: 0, reason: "renewed") } }
+                let client = PeerClient(connection: connection, name: issuer.description)
+                return try await client.renewCertificate(.init(lifetimeSeconds: credentials.nominalLifetimeSeconds))
+            }
         }
+    }
+
+    /// Runs `body`, or fails with `message` after `seconds` (the body keeps running to its own end).
+    static func withDeadline<T: Sendable>(seconds: Double, _ message: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        let once = Once<T>()
+        return try await withCheckedThrowingContinuation { continuation in
+            once.set(continuation)
+            Task {
+                do { once.resume(.success(try await body())) } catch { once.resume(.failure(error)) }
+            }
+            Task {
+                try? await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
+                once.resume(.failure(NodeError(.unavailable, message)))
+            }
+        }
+    }
+
+    /// A continuation resumed once, by whichever side comes first.
+    ///
+    /// `@unchecked Sendable`: the continuation is behind `lock`.
+    final class Once<T: Sendable>: @unchecked Sendable {
+        private let lock = NSLock()
+        private var continuation: CheckedContinuation<T, any Error>?
+        private var early: Result<T, any Error>?
+        func set(_ c: CheckedContinuation<T, any Error>) {
+            let done: Result<T, any Error>? = lock.withLock {
+                if let early { return early }
+                continuation = c
+                return nil
+            }
+            if let done { c.resume(with: done) }
+        }
+        func resume(_ result: Result<T, any Error>) {
+            let c: CheckedContinuation<T, any Error>? = lock.withLock {
+                if let continuation {
+                    self.continuation = nil
+                    return continuation
+                }
+                if early == nil { early = result }
+                return nil
+            }
+            c?.resume(with: result)
+        }
+    }
+
+    /// An error in words for people (no type names).
+    static func describe(_ error: any Error) -> String {
+        if let e = error as? NodeError { return e.reason }
+        if let e = error as? IdentityError { return e.reason }
+        if let e = error as? STOQError { return e.reason }
+        if let e = error as? WireError { return e.reason }
+        return "\(error)"
     }
 
     /// A renewal function for a node that holds the CA itself (the issuer).
@@ -251,7 +309,7 @@ public actor CertificateRenewer {
                 "renewals": "\(schedule.renewals)", "valid_until": "\(f.string(from: fresh.info.notValidAfter))", "issuer": "\(source)",
             ])
         } catch {
-            let reason = (error as? NodeError)?.reason ?? (error as? IdentityError)?.reason ?? "\(error)"
+            let reason = Self.describe(error)
             schedule.failed(reason, now: Date())
             let n = schedule.consecutiveFailures
             if n <= 5 || n % 10 == 0 {
@@ -317,7 +375,7 @@ public actor CertificateRenewer {
             logger.notice("\(line)")
             return line
         } catch {
-            let line = "stoq: error: could not reload the certificate on SIGHUP: \((error as? NodeError)?.reason ?? "\(error)"); still using the current one (valid until \(ISO8601DateFormatter().string(from: credentials.info.notValidAfter)))"
+            let line = "stoq: error: could not reload the certificate on SIGHUP: \(Self.describe(error)); still using the current one (valid until \(ISO8601DateFormatter().string(from: credentials.info.notValidAfter)))"
             logger.error("\(line)")
             return line
         }

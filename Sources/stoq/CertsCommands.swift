@@ -48,7 +48,7 @@ struct Certs: AsyncParsableCommand {
         @Option(help: "CT log directory to append the issued certificate to (created if missing).") var ctLog: String?
 
         func validate() throws {
-            if [days != nil, hours != nil, lifetime != nil].filter({ $0 }).count > 1 { throw ValidationError("give one of --days, --hours and --lifetime") }
+            if [days != nil, hours != nil, lifetime != nil].filter({ $0 }).count > 1 { throw ValidationError("give --days or --hours or --lifetime, not several") }
         }
 
         func run() async throws {

@@ -310,8 +310,8 @@ class Node:
 
 def start_nodes(net: Network, isolated: bool, edge: bool) -> list[Node]:
     """The origin with every role that answers requests, and an edge below it."""
-    roles = ["origin", "storage"] + (["relay"] if isolated else [])
-    nodes = [Node(net, "origin", roles, net.origin_store, ["--dht"] if isolated else [])]
+    roles = ["origin", "storage", "issuer"] + (["relay"] if isolated else [])
+    nodes = [Node(net, "origin", roles, net.origin_store, ["--ca-dir", str(net.certs / "ca")] + (["--dht"] if isolated else []))]
     if edge:
         try:
             nodes.append(Node(net, "edge", ["edge"], net.work / "edge-store",

@@ -345,6 +345,29 @@ def g_upload(rng, c):
     return t, u64(rng.getrandbits(64)) + (rand_bytes(rng, rng.choice([0, 32, 40])) if rng.random() < 0.5 else b""), b""
 
 
+def g_renew(rng, c):
+    """RENEW_REQUEST (0x20): lifetime, new key + signature (both empty, or both set); RENEWED (0x21)."""
+    if rng.random() < 0.8:
+        key = ec.generate_private_key(ec.SECP256R1())
+        spki = key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        choice = rng.randrange(5)
+        if choice == 0:
+            pk, sig = b"", b""
+        elif choice == 1:
+            pk, sig = spki, key.sign(rand_bytes(rng, 32), ec.ECDSA(hashes.SHA256()))
+        elif choice == 2:
+            pk, sig = spki, b""
+        elif choice == 3:
+            pk, sig = rand_bytes(rng, rng.choice([1, 91, 256, 257])), rand_bytes(rng, rng.choice([1, 72, 160, 161]))
+        else:
+            pk, sig = b"", rand_bytes(rng, 8)
+        lifetime = rng.choice([0, 1, 12, 86_400, 3_153_600_000, 3_153_600_001, VARINT_MAX])
+        return 0x20, varint(lifetime) + string(pk) + string(sig), b""
+    count = rng.choice([0, 1, 4, 5, VARINT_MAX])
+    certs = b"".join(string(rand_bytes(rng, rng.choice([0, 1, 300, 8192, 8193]))) for _ in range(min(count, 5)))
+    return 0x21, varint(count) + certs, b""
+
+
 # --------------------------------------------------------------------------- Nexus (0x40-0x7f)
 
 
@@ -513,7 +536,7 @@ GENERATORS = {
     "CHUNK_HEADER": g_chunk_header, "INVALIDATE": g_invalidate, "ERROR": g_error, "STATUS_REQUEST": g_status_request,
     "STATUS": g_status, "CHUNK_PENDING": g_chunk_pending, "NAME_RESOLVE": g_name_resolve, "NAME_RECORD": g_name_record,
     "NAME_PUBLISH": g_name_publish, "NAME_PUBLISHED": g_name_published, "ROUTING_GOSSIP": g_routing_gossip,
-    "RELAY_OPEN": g_relay_open, "UPLOAD": g_upload,
+    "RELAY_OPEN": g_relay_open, "UPLOAD": g_upload, "RENEW": g_renew,
     "NEXUS_DHT_REQUEST": g_nexus_request, "NEXUS_OTHER": g_nexus_other,
     "HM_INFO_REQUEST": g_hm_info_request, "HM_INFO": g_hm_info, "HM_PUT_SHARD": g_hm_put_shard, "HM_RECEIPT": g_hm_receipt,
     "HM_GET_OR_DELETE_SHARD": g_hm_get_shard, "HM_SHARD": g_hm_shard, "HM_CHALLENGE": g_hm_challenge,
