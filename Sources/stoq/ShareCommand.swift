@@ -225,12 +225,12 @@ enum TicketReader {
 
     /// A dial failure in words for a reader without a certificate.
     static func explain(_ error: any Error) -> String {
-        let text = "\(error)"
-        if text.contains("certificate required") || text.contains("alert 116") || text.contains("requires one") {
-            return "the node refuses readers without a certificate (it runs without --public-read): \(text)"
+        let text = (error as? STOQError)?.reason ?? (error as? NodeError)?.reason ?? "\(error)"
+        if text.contains("--public-read") || text.contains("certificate required") || text.contains("alert 116") {
+            return "the node does not accept readers without a certificate (it runs without --public-read); ask for a ticket naming nodes that do"
         }
-        if text.contains("not trusted") || text.contains("network CA") {
-            return "the node is not one of the ticket's network (its certificate does not chain to the CA the ticket names): \(text)"
+        if text.contains("network CA") {
+            return "the node is not of the ticket's network: \(text.replacingOccurrences(of: "peer certificate not trusted: ", with: ""))"
         }
         return text
     }

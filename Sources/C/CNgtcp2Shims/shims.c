@@ -272,8 +272,12 @@ static int stoq_verify_pinned_server(gnutls_session_t session) {
     }
   }
   if (root < 0) {
-    stoq_fail(ref, "the node's certificate chain does not include the network CA the ticket names "
-                   "(a node serving anonymous readers sends its CA certificate with its own)");
+    if (n == 1) {
+      stoq_fail(ref, "the node sent no CA certificate with its own: it does not accept readers without "
+                     "a certificate (it runs without --public-read)");
+    } else {
+      stoq_fail(ref, "the node's certificate chain does not include the network CA the ticket names");
+    }
     goto done;
   }
   gnutls_x509_trust_list_t list;
