@@ -7,10 +7,13 @@ struct StoreOptions: ParsableArguments {
     @Option(name: .long, help: "Store directory (default: $STOQ_STORE or ~/.stoq/store).")
     var store: String?
 
-    var directory: String {
-        if let s = store { return s }
+    var directory: String { store ?? Self.defaultDirectory() }
+
+    /// The store when no `--store` is given: `$STOQ_STORE`, else `~/.stoq/NAME` (`store` for the
+    /// content commands; a node's own name for `stoq node`).
+    static func defaultDirectory(name: String = "store") -> String {
         if let e = ProcessInfo.processInfo.environment["STOQ_STORE"], !e.isEmpty { return e }
-        return NSHomeDirectory() + "/.stoq/store"
+        return NSHomeDirectory() + "/.stoq/" + name
     }
 
     /// Opens the store; says on stderr what was rebuilt when its index was missing, empty or damaged.

@@ -19,7 +19,7 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Node certificate (PEM).") var cert: String?
     @Option(help: "Node private key (PEM).") var key: String?
     @Option(help: "Network CA certificate (PEM).") var ca: String?
-    @Option(help: "Store directory.") var store: String?
+    @Option(help: "Store directory (default: $STOQ_STORE, else ~/.stoq/NAME).") var store: String?
     @Option(help: "Role: origin, edge, client, relay (carries peers' streams to a next hop), storage (HyperMesh shards) or issuer (renews certificates; needs --ca-dir); repeatable.") var role: [String] = []
     @Option(help: "Upstream peer an edge fetches misses from (repeatable).") var upstream: [String] = []
     @Option(help: "Region name.") var region: String?
@@ -57,7 +57,7 @@ struct NodeCommand: AsyncParsableCommand {
             guard let cert, let key, let ca else { throw ValidationError("give --config FILE, or --cert, --key and --ca") }
             c = NodeConfiguration(
                 name: name ?? "node", listen: PeerAddress("[::1]:4433")!, certificate: cert, key: key, ca: ca,
-                store: store ?? StoreOptions().directory, roles: ["origin"]
+                store: store ?? StoreOptions.defaultDirectory(name: name ?? "node"), roles: ["origin"]
             )
         }
         if let name { c.name = name }

@@ -47,3 +47,14 @@ def test_a_wrong_log_format_is_one_clear_line(user: User, tmp_path) -> None:  # 
                    "--ca", user.ca, "--store", tmp_path / "s", "--log-format", "xml")
     assert out.rc != 0
     assert "--log-format takes text or json" in out.stderr, out.stderr
+
+
+def test_a_node_without_store_uses_home(user: User, procs: Procs) -> None:
+    """`stoq node` without --store keeps its store under ~/.stoq/NAME (it used to die with an
+    argument-parser internal error)."""
+    cert, key = user.cert("storeless")
+    p = user.start(procs, "storeless", "node", "--name", "storeless", "--listen", "[::1]:0", "--cert", cert,
+                   "--key", key, "--ca", user.ca)
+    p.wait_line(r"^ready storeless ", timeout=60)
+    assert (user.home / ".stoq" / "storeless").is_dir()
+    assert "parsable argument" not in p.stderr()
