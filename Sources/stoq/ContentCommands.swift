@@ -13,7 +13,9 @@ struct StoreOptions: ParsableArguments {
     /// content commands; a node's own name for `stoq node`).
     static func defaultDirectory(name: String = "store") -> String {
         if let e = ProcessInfo.processInfo.environment["STOQ_STORE"], !e.isEmpty { return e }
-        return NSHomeDirectory() + "/.stoq/" + name
+        // $HOME first: Foundation's NSHomeDirectory() reads the password database on Linux.
+        let home = ProcessInfo.processInfo.environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? NSHomeDirectory()
+        return home + "/.stoq/" + name
     }
 
     /// Opens the store; says on stderr what was rebuilt when its index was missing, empty or damaged.

@@ -149,7 +149,8 @@ class Proc:
         return "\n".join(self.lines)
 
     def stderr(self) -> str:
-        self._stderr.flush()
+        if not self._stderr.closed:
+            self._stderr.flush()
         try:
             return self.stderr_path.read_text(errors="replace")[-20_000:]
         except OSError:

@@ -126,7 +126,9 @@ public struct BlockDirectory: Sendable {
     /// The default directory: `$STOQ_BLOCKS`, else `~/.stoq/blocks`.
     public static var defaultPath: String {
         if let env = ProcessInfo.processInfo.environment["STOQ_BLOCKS"], !env.isEmpty { return env }
-        return (NSHomeDirectory() as NSString).appendingPathComponent(".stoq/blocks")
+        // $HOME first: Foundation's NSHomeDirectory() reads the password database on Linux.
+        let home = ProcessInfo.processInfo.environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? NSHomeDirectory()
+        return (home as NSString).appendingPathComponent(".stoq/blocks")
     }
 
     /// Opens (creating if needed) a block directory.
