@@ -73,6 +73,15 @@ public final class IssuerService: NodeService {
         }
     }
 
+    /// Renews the issuer node's own certificate from its CA (no network), like a request from a
+    /// peer: the same checks, and the certificate goes to ``onIssued`` (the CT log) too.
+    public func renewOwn(_ credentials: NodeCredentials) async throws -> [[UInt8]] {
+        let leaf = try authority.renew(presentedChain: credentials.chainDER, lifetimeSeconds: credentials.nominalLifetimeSeconds, maximumLifetime: maximumLifetime)
+        _ = try await onIssued?(leaf)
+        counters.add(refused: false)
+        return [leaf.der]
+    }
+
     public func serve(request: Frame, remaining: ByteBuffer, stream: QUICStream, connection: Connection) async {
         let answer = await answer(request, presentedChain: connection.peerCertificateChain)
         do {
@@ -442,8 +451,9 @@ extension IssuerService {
         if configuration.roles.contains("issuer") {
             let authority = try authority(configuration)
             let maximum = try maximumLifetime(configuration)
-            let extra: [any NodeService] = services.contains { $0.name == "issuer" } ? [] : [IssuerService(authority: authority, maximumLifetime: maximum, logger: logger)]
-            return RenewalSetup(credentials: credentials, renew: { _ in CertificateRenewer.local(authority, maximumLifetime: maximum) }, source: "the local CA (\(configuration.caDir ?? "?"))", services: extra)
+            let given = services.first { $0.name == "issuer" } as? IssuerService
+            let service = given ?? IssuerService(authority: authority, maximumLifetime: maximum, logger: logger)
+            return RenewalSetup(credentials: credentials, renew: { _ in { try await service.renewOwn($0) } }, source: "the local CA (\(configuration.caDir ?? "?"))", services: given == nil ? [service] : [])
         }
         if let issuer = configuration.issuer {
             return RenewalSetup(credentials: credentials, renew: { CertificateRenewer.network(issuer: issuer, endpoint: $0) }, source: issuer.description, services: [])

@@ -51,9 +51,9 @@ def short_cert(user: User, out: Path, name: str, lifetime: str, region: str | No
     return out / f"{name}.pem", out / f"{name}.key"
 
 
-def start_issuer(user: User, procs: Procs, max_lifetime: str):  # type: ignore[no-untyped-def]
+def start_issuer(user: User, procs: Procs, max_lifetime: str, *extra: object):  # type: ignore[no-untyped-def]
     p = user.start(procs, "issuer", "ca", "serve", "--ca-dir", user.ca_dir, "--listen", "[::1]:0",
-                   "--max-lifetime", max_lifetime, "--admin", "0")
+                   "--max-lifetime", max_lifetime, "--admin", "0", *extra)
     m = p.wait_line(r"^ready issuer (\[[0-9a-fA-F:]+\]:\d+)", timeout=60)
     return p, m.group(1)
 
@@ -75,7 +75,8 @@ def test_renewal_under_a_fetch_loop(user: User, procs: Procs, tmp_path: Path) ->
     origin_store = tmp_path / "origin-store"
     cid = content_id(user.ok("put", source, "--store", origin_store).stdout)
 
-    issuer, issuer_addr = start_issuer(user, procs, lifetime)
+    ct_log = tmp_path / "ct"
+    issuer, issuer_addr = start_issuer(user, procs, lifetime, "--ct-log", ct_log)
     origin_cert = short_cert(user, certs, "origin", lifetime, region="eu-central")
     edge_cert = short_cert(user, certs, "edge", lifetime, region="eu-west")
     origin, origin_addr, origin_admin = start_node(user, procs, "origin", origin_cert, origin_store,
@@ -125,6 +126,10 @@ def test_renewal_under_a_fetch_loop(user: User, procs: Procs, tmp_path: Path) ->
     verify = user.ok("certs", "verify", "--ca", user.ca, origin_cert[0]).stdout
     assert verify.startswith("ok:"), verify
     assert "certificate renewed" in origin.stderr() and "certificate renewed" in edge.stderr()
+    # Every renewed certificate went into the network's CT log.
+    head = user.ok("ct", "head", "--log", ct_log).stdout
+    size = int(re.search(r"tree size:\s+(\d+)", head).group(1))
+    assert size >= sum(renewals.values()), f"CT log holds {size} entries for {renewals}: {head}"
     human = user.ok("status", "--node", edge_addr, *user.tls("client")).stdout
     assert re.search(r"^cert\s+ok, valid until .* renewal\(s\)", human, re.M), human
 
