@@ -181,9 +181,18 @@ public final class ContentPublisher: Sendable {
             size += UInt64(r.bytes)
             total.add(r)
         }
-        let m = try DirectoryManifest(entries: entries)
-        let bytes = m.encode()
-        guard bytes.count <= 16 << 20 else { throw ContentError(.tooLarge, "\(path): directory manifest over 16 MiB") }
+        total.id = try storeDirectoryManifest(entries, size: size, named: "\(path): ", session: session, report: &total)
+        return total
+    }
+
+    /// Stores a directory's manifest (once per session and store), records it, its size and its
+    /// edges to the entries' manifests in the session's batch, and returns its content id. Used by
+    /// `put` and by uploads, so an uploaded directory gets the same id as one put locally.
+    func storeDirectoryManifest(
+        _ entries: [DirectoryManifest.Entry], size: UInt64, named prefix: String, session: Session, report total: inout PutReport
+    ) throws -> ContentID {
+        let bytes = try DirectoryManifest(entries: entries).encode()
+        guard bytes.count <= 16 << 20 else { throw ContentError(.tooLarge, "\(prefix)a directory manifest over 16 MiB") }
         let id = ChunkID.of(bytes)
         if !session.written.contains(id), try !store.contains(id) {
             try store.writeChunk(id, bytes)
@@ -194,8 +203,7 @@ public final class ContentPublisher: Sendable {
         session.batch.manifests.append((id, "dir", size, "inode/directory"))
         for e in entries where !e.isLink { session.batch.edges.append((id, e.id.manifest)) }
         try session.maybeCommit()
-        total.id = ContentID(id)
-        return total
+        return ContentID(id)
     }
 
     /// Chunks, encrypts and writes one file; adds its chunks and manifests to the session and returns its id.

@@ -141,20 +141,7 @@ public struct CertificateAuthority: Sendable {
             sans.append(.ipAddress(ASN1OctetString(contentBytes: bytes[...])))
         }
         do {
-            let issuerKeyID = try? certificate.extensions.subjectKeyIdentifier?.keyIdentifier
-            let subjectAltNames = SubjectAlternativeNames(sans)
-            let extensions = try Certificate.Extensions {
-                Critical(BasicConstraints.notCertificateAuthority)
-                Critical(KeyUsage(digitalSignature: true))
-                try ExtendedKeyUsage([.serverAuth, .clientAuth])
-                SubjectKeyIdentifier(hash: publicKey)
-                if let issuerKeyID {
-                    AuthorityKeyIdentifier(keyIdentifier: issuerKeyID)
-                }
-                if !sans.isEmpty {
-                    subjectAltNames
-                }
-            }
+            let extensions = try nodeExtensions(publicKey: publicKey, subjectAlternativeNames: sans.isEmpty ? nil : SubjectAlternativeNames(sans))
             let leaf = try Certificate(
                 version: .v3,
                 serialNumber: Certificate.SerialNumber(),
@@ -225,6 +212,27 @@ public struct CertificateAuthority: Sendable {
             }
         } catch {
             throw IdentityError(.invalidName, "cannot encode the name '\(commonName)': \(error)")
+        }
+    }
+}
+
+extension CertificateAuthority {
+    /// The extensions of every node certificate this CA signs, first issue or renewal: not a CA,
+    /// digital signature, server and client authentication, the key's identifier, this CA's key
+    /// identifier, and the subject alternative names when there are any.
+    func nodeExtensions(publicKey: Certificate.PublicKey, subjectAlternativeNames: SubjectAlternativeNames?) throws -> Certificate.Extensions {
+        let issuerKeyID = try? certificate.extensions.subjectKeyIdentifier?.keyIdentifier
+        return try Certificate.Extensions {
+            Critical(BasicConstraints.notCertificateAuthority)
+            Critical(KeyUsage(digitalSignature: true))
+            try ExtendedKeyUsage([.serverAuth, .clientAuth])
+            SubjectKeyIdentifier(hash: publicKey)
+            if let issuerKeyID {
+                AuthorityKeyIdentifier(keyIdentifier: issuerKeyID)
+            }
+            if let subjectAlternativeNames {
+                subjectAlternativeNames
+            }
         }
     }
 }

@@ -120,20 +120,8 @@ extension CertificateAuthority {
         let notAfter = min(now.addingTimeInterval(validity), certificate.notValidAfter)
         guard notAfter > now else { throw refuse("the CA certificate itself expires at \(formatter.string(from: certificate.notValidAfter)); renew the CA") }
         do {
-            let issuerKeyID = try? certificate.extensions.subjectKeyIdentifier?.keyIdentifier
             let sans = try? leaf.extensions.subjectAlternativeNames
-            let extensions = try Certificate.Extensions {
-                Critical(BasicConstraints.notCertificateAuthority)
-                Critical(KeyUsage(digitalSignature: true))
-                try ExtendedKeyUsage([.serverAuth, .clientAuth])
-                SubjectKeyIdentifier(hash: publicKey)
-                if let issuerKeyID {
-                    AuthorityKeyIdentifier(keyIdentifier: issuerKeyID)
-                }
-                if let sans {
-                    sans
-                }
-            }
+            let extensions = try nodeExtensions(publicKey: publicKey, subjectAlternativeNames: sans)
             let renewed = try Certificate(
                 version: .v3,
                 serialNumber: Certificate.SerialNumber(),

@@ -141,20 +141,7 @@ extension ContentPublisher {
                 size += UInt64(r.bytes)
                 total.add(r)
             }
-            let m = try DirectoryManifest(entries: manifestEntries)
-            let bytes = m.encode()
-            guard bytes.count <= 16 << 20 else { throw ContentError(.tooLarge, "a directory manifest over 16 MiB") }
-            let id = ChunkID.of(bytes)
-            if !session.written.contains(id), try !store.contains(id) {
-                try store.writeChunk(id, bytes)
-                session.written.insert(id)
-                total.storedBytes += Int64(bytes.count)
-            }
-            session.batch.chunks.append((id, bytes.count))
-            session.batch.manifests.append((id, "dir", size, "inode/directory"))
-            for e in manifestEntries where !e.isLink { session.batch.edges.append((id, e.id.manifest)) }
-            try session.maybeCommit()
-            total.id = ContentID(id)
+            total.id = try storeDirectoryManifest(manifestEntries, size: size, named: "", session: session, report: &total)
             return total
         }
         var report: PutReport
