@@ -351,6 +351,9 @@ public actor CertificateRenewer {
         var tls = try configuration.tlsConfiguration()
         tls.certificateChainPEM = fresh.certificateChainPEM
         tls.privateKeyPEM = fresh.privateKeyPEM
+        // A --public-read node sends the CA after its own certificate (readers pin the CA): the
+        // renewed chain needs it appended again.
+        if configuration.publicRead == true { tls = try tls.servingAnonymousReaders() }
         try await endpoint.updateIdentity(tls: tls)
         credentials = fresh
         if write {
