@@ -65,6 +65,15 @@ final class ResponseCollector: ChannelInboundHandler {
     }
 }
 
+/// Closes a connection on any error that reaches the end of its pipeline.
+final class CloseOnError: ChannelInboundHandler, Sendable {
+    typealias InboundIn = NIOAny
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
+
 /// An HTTPS client for the tests: HTTP/1.1 or HTTP/2 over TLS, trusting one CA.
 struct HTTPSTestClient {
     let port: Int
@@ -107,11 +116,22 @@ struct HTTPSTestClient {
             channel.write(HTTPClientRequestPart.head(head), promise: nil)
             try await channel.writeAndFlush(HTTPClientRequestPart.end(nil)).get()
         case .http2:
-            channel = try await connect(alpn: "h2")
-            let multiplexer = try await channel.configureHTTP2Pipeline(
-                mode: .client, connectionConfiguration: .init(), streamConfiguration: .init(),
-                inboundStreamInitializer: { $0.eventLoop.makeSucceededVoidFuture() }
-            ).get()
+            // The HTTP/2 handler goes in with TLS, before the connection is active: the server sends
+            // its SETTINGS as soon as its handshake completes, and bytes that arrive before the
+            // handler is in the pipeline are dropped at its tail (the client then fails with
+            // MissingPreface and its stream waits for a response that never comes).
+            channel = try await connect(alpn: "h2") { channel in
+                _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+                    mode: .client, connectionConfiguration: .init(), streamConfiguration: .init(),
+                    inboundStreamInitializer: { $0.eventLoop.makeSucceededVoidFuture() }
+                )
+                // A connection error (GOAWAY) does not close the streams by itself: close the
+                // connection so the response shows as incomplete at once.
+                try channel.pipeline.syncOperations.addHandler(CloseOnError())
+            }
+            let multiplexer = try await channel.eventLoop.submit {
+                try channel.pipeline.syncOperations.handler(type: NIOHTTP2Handler.self).syncMultiplexer()
+            }.get()
             let stream = try await multiplexer.createStreamChannel { stream in
                 stream.eventLoop.makeCompletedFuture {
                     try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: .https))
