@@ -15,10 +15,8 @@ public final class AdminServer: Sendable {
     /// A route's answer: content type and body.
     public typealias Handler = @Sendable () async -> (contentType: String, body: String)
 
-    private let channel: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
-    private let routes: [String: Handler]
-    private let health: (@Sendable () async -> String?)?
-    private let logger: Logger
+    private let channel: any Channel
+    private let router: AdminRouter
     /// The bound address.
     public let address: PeerAddress
 
@@ -35,83 +33,56 @@ public final class AdminServer: Sendable {
         logger: Logger = Logger(label: "stoq.admin")
     ) async throws -> AdminServer {
         try checkAddress(address)
+        let router = AdminRouter(routes: routes, health: health, logger: logger)
+        // Each connection is served by a plain channel handler, never wrapped in an
+        // NIOAsyncChannel: a connection accepted while the endpoint stops would otherwise be
+        // dropped unconsumed, and NIO traps on an async writer deinitialised without `finish()`
+        // (swift-nio's NIOAsyncWriter precondition; seen as a crash of a stopping node).
         // IPV6_V6ONLY: `[::]` must not accept IPv4 connections (it would on a dual-stack socket).
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(ChannelOptions.Types.SocketOption(level: .ipv6, name: .ipv6_v6only), value: 1)
-            .bind(host: address.host, port: address.port) { child in
+            .childChannelInitializer { child in
                 child.eventLoop.makeCompletedFuture {
                     try child.pipeline.syncOperations.configureHTTPServerPipeline()
-                    return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: child)
+                    try child.pipeline.syncOperations.addHandler(AdminConnectionHandler(router: router))
                 }
             }
-        let port = channel.channel.localAddress?.port ?? address.port
-        return AdminServer(channel: channel, routes: routes, health: health, address: PeerAddress(host: address.host, port: port), logger: logger)
+            .bind(host: address.host, port: address.port).get()
+        let port = channel.localAddress?.port ?? address.port
+        return AdminServer(channel: channel, router: router, address: PeerAddress(host: address.host, port: port))
     }
 
-    private init(
-        channel: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>,
-        routes: [String: Handler], health: (@Sendable () async -> String?)?, address: PeerAddress, logger: Logger
-    ) {
+    private init(channel: any Channel, router: AdminRouter, address: PeerAddress) {
         self.channel = channel
-        self.routes = routes
-        self.health = health
+        self.router = router
         self.address = address
-        self.logger = logger
     }
 
-    /// Serves requests until ``close()``.
+    /// Serves requests until ``close()`` (or until the calling task is cancelled, which closes it).
     public func run() async {
-        do {
-            try await channel.executeThenClose { inbound in
-                try await withThrowingDiscardingTaskGroup { group in
-                    for try await connection in inbound {
-                        group.addTask { await self.serve(connection) }
-                    }
-                }
-            }
-        } catch {
-            logger.debug("admin endpoint stopped", metadata: ["error": "\(error)"])
+        let channel = self.channel
+        await withTaskCancellationHandler {
+            try? await channel.closeFuture.get()
+        } onCancel: {
+            channel.close(promise: nil)
         }
+        router.logger.debug("admin endpoint stopped")
     }
 
     /// Stops accepting requests.
     public func close() async {
-        try? await channel.channel.close()
+        try? await channel.close()
     }
+}
 
-    private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>) async {
-        do {
-            try await connection.executeThenClose { inbound, outbound in
-                var head: HTTPRequestHead?
-                for try await part in inbound {
-                    switch part {
-                    case .head(let h):
-                        head = h
-                    case .body:
-                        continue
-                    case .end:
-                        guard let request = head else { return }
-                        head = nil
-                        let (status, type, body) = await answer(request)
-                        var headers = HTTPHeaders()
-                        headers.add(name: "Content-Type", value: type)
-                        headers.add(name: "Content-Length", value: "\(body.utf8.count)")
-                        let keepAlive = request.isKeepAlive
-                        headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
-                        try await outbound.write(.head(HTTPResponseHead(version: request.version, status: status, headers: headers)))
-                        try await outbound.write(.body(.byteBuffer(ByteBuffer(string: body))))
-                        try await outbound.write(.end(nil))
-                        if !keepAlive { return }
-                    }
-                }
-            }
-        } catch {
-            logger.debug("admin connection failed", metadata: ["error": "\(error)"])
-        }
-    }
+/// What the admin endpoint answers: routes, `/healthz`, 404 and 405.
+struct AdminRouter: Sendable {
+    let routes: [String: AdminServer.Handler]
+    let health: (@Sendable () async -> String?)?
+    let logger: Logger
 
-    private func answer(_ request: HTTPRequestHead) async -> (HTTPResponseStatus, String, String) {
+    func answer(_ request: HTTPRequestHead) async -> (HTTPResponseStatus, String, String) {
         let path = String(request.uri.split(separator: "?", maxSplits: 1).first ?? "")
         if path == "/healthz", request.method == .GET, let health {
             if let problem = await health() { return (.serviceUnavailable, "text/plain; charset=utf-8", "not ok: \(problem)\n") }
@@ -127,6 +98,53 @@ public final class AdminServer: Sendable {
         return (.ok, type, body)
     }
 }
+
+/// One admin connection: a request's answer is produced in a task and written back through the
+/// channel; NIO's HTTP server pipeline holds pipelined requests until the previous response ended.
+final class AdminConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let router: AdminRouter
+    private var head: HTTPRequestHead?
+
+    init(router: AdminRouter) { self.router = router }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h):
+            head = h
+        case .body:
+            break
+        case .end:
+            guard let request = head else { return }
+            head = nil
+            let channel = context.channel
+            let router = self.router
+            Task {
+                let (status, type, body) = await router.answer(request)
+                var headers = HTTPHeaders()
+                headers.add(name: "Content-Type", value: type)
+                headers.add(name: "Content-Length", value: "\(body.utf8.count)")
+                let keepAlive = request.isKeepAlive
+                headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
+                channel.write(HTTPServerResponsePart.head(HTTPResponseHead(version: request.version, status: status, headers: headers)), promise: nil)
+                channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: body))), promise: nil)
+                let ended = channel.eventLoop.makePromise(of: Void.self)
+                channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: ended)
+                if !keepAlive { ended.futureResult.whenComplete { _ in channel.close(promise: nil) } }
+            }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        router.logger.debug("admin connection failed", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+}
+
+@available(*, unavailable)
+extension AdminConnectionHandler: Sendable {}
 
 extension AdminServer {
     /// Refuses an admin address that is not an IPv6 literal, or is an IPv4-mapped one
