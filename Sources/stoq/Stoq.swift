@@ -11,6 +11,7 @@ struct Stoq: AsyncParsableCommand {
         subcommands: [
             // identity
             Certs.self,
+            Init.self,
             CACommand.self,
             // transport
             Serve.self,

@@ -58,3 +58,24 @@ def test_a_node_without_store_uses_home(user: User, procs: Procs) -> None:
     p.wait_line(r"^ready storeless ", timeout=60)
     assert (user.home / ".stoq" / "storeless").is_dir()
     assert "parsable argument" not in p.stderr()
+
+
+def test_init_makes_a_network_s_certificates_in_one_command(user: User, procs: Procs, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`stoq init NAME… --dir D`: a CA once, a certificate per node (and a client), kept on a re-run;
+    a node starts on them."""
+    d = tmp_path / "net"
+    out = user.ok("init", "origin", "edge-1@eu-west", "--dir", d, "--lifetime", "2h", "--ip", "::1")
+    lines = out.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["origin", "edge-1", "client"], out.stdout
+    assert all(len(line.split()) == 4 and len(line.split()[1]) == 64 for line in lines), out.stdout
+    ca = (d / "ca.pem").read_bytes()
+    origin = (d / "origin.pem").read_bytes()
+    again = user.ok("init", "edge-2", "--dir", d)
+    assert [line.split()[0] for line in again.stdout.splitlines()] == ["edge-2", "client"]
+    assert (d / "ca.pem").read_bytes() == ca and (d / "origin.pem").read_bytes() == origin
+    assert "eu-west" in user.ok("certs", "show", d / "edge-1.pem").stdout
+    bad = user.run("init", "bad name", "--dir", tmp_path / "other")
+    assert bad.rc != 0 and "is not a node name" in bad.stderr and not (tmp_path / "other").exists()
+    p = user.start(procs, "init-origin", "node", "--name", "origin", "--listen", "[::1]:0", "--cert", d / "origin.pem",
+                   "--key", d / "origin.key", "--ca", d / "ca.pem", "--store", tmp_path / "store")
+    p.wait_line(r"^ready origin ", timeout=60)
