@@ -131,9 +131,9 @@ struct BlockBenchErasureCommand: AsyncParsableCommand {
 
 /// Options shared by the block commands that talk to storage nodes.
 struct BlockClientOptions: ParsableArguments {
-    @Option(help: "Client certificate (PEM) presented to the storage nodes.") var cert: String
-    @Option(help: "Client private key (PEM).") var key: String
-    @Option(help: "Network CA certificate (PEM).") var ca: String
+    @Option(help: "Client certificate (PEM) presented to the storage nodes.") var cert: String = ClientIdentity.cert
+    @Option(help: "Client private key (PEM).") var key: String = ClientIdentity.key
+    @Option(help: "Network CA certificate (PEM).") var ca: String = ClientIdentity.ca
     @Option(help: "Block directory (records, audit log, reader key); default $STOQ_BLOCKS or ~/.stoq/blocks.")
     var blocks: String?
 

@@ -9,9 +9,9 @@ struct Edges: AsyncParsableCommand {
         abstract: "List the edges registered with an origin, nearest first (to --location, else to the region of --region or the certificate)."
     )
     @Option(help: "The origin, e.g. '[::1]:4433'.") var node: String = "[::1]:4433"
-    @Option(help: "Client certificate (PEM).") var cert: String
-    @Option(help: "Client private key (PEM).") var key: String
-    @Option(help: "Network CA certificate (PEM).") var ca: String
+    @Option(help: "Client certificate (PEM).") var cert: String = ClientIdentity.cert
+    @Option(help: "Client private key (PEM).") var key: String = ClientIdentity.key
+    @Option(help: "Network CA certificate (PEM).") var ca: String = ClientIdentity.ca
     @Option(help: "Where you are, LAT,LON in degrees (e.g. '48.85,2.35'): edges are ordered by distance from it.") var location: String?
     @Option(help: "Your region (default: the region in --cert): edges in it come before unplaced ones.") var region: String?
     @Option(help: "The most edges listed (1-256).") var limit: Int = 256

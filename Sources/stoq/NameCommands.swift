@@ -14,9 +14,9 @@ struct Publish: AsyncParsableCommand {
     @Argument(help: "The name (1-255 bytes of UTF-8, printable).") var name: String
     @Argument(help: "Content id (stoq:…) the name points to; the origin must hold it.") var id: String
     @Option(help: "The origin, e.g. '[::1]:4433'.") var node: String = "[::1]:4433"
-    @Option(help: "Client certificate (PEM).") var cert: String
-    @Option(help: "Client private key (PEM).") var key: String
-    @Option(help: "Network CA certificate (PEM).") var ca: String
+    @Option(help: "Client certificate (PEM).") var cert: String = ClientIdentity.cert
+    @Option(help: "Client private key (PEM).") var key: String = ClientIdentity.key
+    @Option(help: "Network CA certificate (PEM).") var ca: String = ClientIdentity.ca
     @Option(help: "The name owner's P-256 key (PEM; created when missing). Default: name-owner.pem in the store directory.")
     var ownerKey: String?
     @OptionGroup var storeOptions: StoreOptions

@@ -8,9 +8,18 @@ import STOQSwarm
 struct PeerOptions: ParsableArguments {
     @Option(help: "Fetch from these peers first, comma-separated IPv6 addresses: '[::1]:4433,[fd00::2]:4433'.")
     var peers: String?
-    @Option(help: "Client certificate (PEM) presented to the peers.") var cert: String?
-    @Option(help: "Client private key (PEM).") var key: String?
-    @Option(help: "Network CA certificate (PEM) the peers' certificates must chain to.") var ca: String?
+    @Option(name: .customLong("cert"), help: "Client certificate (PEM) presented to the peers. Default: ~/.stoq/certs/client.pem when it exists (stoq init).") var certOption: String?
+    @Option(name: .customLong("key"), help: "Client private key (PEM). Default: ~/.stoq/certs/client.key when it exists (stoq init).") var keyOption: String?
+    @Option(name: .customLong("ca"), help: "Network CA certificate (PEM) the peers' certificates must chain to. Default: ~/.stoq/certs/ca.pem when it exists (stoq init).") var caOption: String?
+    /// `--cert`, `--key` and `--ca`, each defaulting to the files `stoq init` wrote (`ClientIdentity`).
+    var identity: (cert: String?, key: String?, ca: String?) {
+        var (cert, key, ca) = (certOption, keyOption, caOption)
+        ClientIdentity.fill(cert: &cert, key: &key, ca: &ca)
+        return (cert, key, ca)
+    }
+    var cert: String? { identity.cert }
+    var key: String? { identity.key }
+    var ca: String? { identity.ca }
     @Flag(help: "Show a progress bar even when stdout is not a terminal.") var progress = false
     @Flag(help: "Ask the peers in the order given instead of ranking them by route cost (3 PING/PONGs and a gossip exchange each).") var noRouting = false
     @Option(help: "Reach every peer through this relay node (a node with the relay role), e.g. when the direct path is slow or blocked: '[fd00::9]:4433'.")

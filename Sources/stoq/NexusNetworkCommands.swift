@@ -93,9 +93,9 @@ func logIssuedCertificate(_ certificatePath: String, log directory: String) thro
 /// How a tool reaches the DHT: a running node and the caller's credentials.
 struct NexusNetworkOptions: ParsableArguments {
     @Option(help: "Nodes to join the DHT through, comma-separated.") var node: String = "[::1]:4433"
-    @Option(help: "Client certificate (PEM) issued by the network CA.") var cert: String
-    @Option(help: "Client private key (PEM).") var key: String
-    @Option(help: "Network CA certificate (PEM).") var ca: String
+    @Option(help: "Client certificate (PEM) issued by the network CA.") var cert: String = ClientIdentity.cert
+    @Option(help: "Client private key (PEM).") var key: String = ClientIdentity.key
+    @Option(help: "Network CA certificate (PEM).") var ca: String = ClientIdentity.ca
 
     func connect() async throws -> NexusClient {
         try await NexusClient.connect(seeds: try parsePeerList(node, option: "--node"), certificate: cert, key: key, ca: ca)

@@ -192,9 +192,9 @@ struct StatusCommand: AsyncParsableCommand {
         abstract: "Show a node's peers, store, cache and transfers (asked over stoq/1 with mutual TLS)."
     )
     @Option(help: "The node, e.g. '[::1]:4433'.") var node: String = "[::1]:4433"
-    @Option(help: "Client certificate (PEM).") var cert: String
-    @Option(help: "Client private key (PEM).") var key: String
-    @Option(help: "Network CA certificate (PEM).") var ca: String
+    @Option(help: "Client certificate (PEM).") var cert: String = ClientIdentity.cert
+    @Option(help: "Client private key (PEM).") var key: String = ClientIdentity.key
+    @Option(help: "Network CA certificate (PEM).") var ca: String = ClientIdentity.ca
     @Flag(help: "Print the raw JSON status document.") var json = false
 
     func run() async throws {

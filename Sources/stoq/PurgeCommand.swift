@@ -13,9 +13,9 @@ struct Purge: AsyncParsableCommand {
     @Argument(help: "Content id (stoq:…), or a published name (NAME or name:NAME) resolved through the first --node.") var target: String
     @Option(help: "The edges, comma-separated: '[::1]:4434,[::1]:4435'. An origin drops nothing (its store is not a cache) and passes the purge to its edges.")
     var node: String
-    @Option(help: "Client certificate (PEM).") var cert: String
-    @Option(help: "Client private key (PEM).") var key: String
-    @Option(help: "Network CA certificate (PEM).") var ca: String
+    @Option(help: "Client certificate (PEM).") var cert: String = ClientIdentity.cert
+    @Option(help: "Client private key (PEM).") var key: String = ClientIdentity.key
+    @Option(help: "Network CA certificate (PEM).") var ca: String = ClientIdentity.ca
 
     func run() async throws {
         let nodes: [PeerAddress] = try node.split(separator: ",").map { text in

@@ -21,9 +21,18 @@ struct Share: AsyncParsableCommand {
     @OptionGroup var storeOptions: StoreOptions
     @Argument(help: "A file or directory to store and share, or a content id (stoq:…).") var target: String
     @Option(help: "A node that serves the content, '[IPV6]:PORT' (repeatable, at most 8; the first is asked first).") var node: [String] = []
-    @Option(help: "The network CA certificate (PEM): the ticket carries its fingerprint, and the nodes are checked against it.") var ca: String?
-    @Option(help: "A certificate (PEM) to dial the nodes with; without one they are dialled as an anonymous reader.") var cert: String?
-    @Option(help: "The certificate's private key (PEM).") var key: String?
+    @Option(name: .customLong("ca"), help: "The network CA certificate (PEM): the ticket carries its fingerprint, and the nodes are checked against it. Default: ~/.stoq/certs/ca.pem when it exists (stoq init).") var caOption: String?
+    /// `--cert`, `--key` and `--ca`, each defaulting to the files `stoq init` wrote (`ClientIdentity`).
+    var identity: (cert: String?, key: String?, ca: String?) {
+        var (cert, key, ca) = (certOption, keyOption, caOption)
+        ClientIdentity.fill(cert: &cert, key: &key, ca: &ca)
+        return (cert, key, ca)
+    }
+    var cert: String? { identity.cert }
+    var key: String? { identity.key }
+    var ca: String? { identity.ca }
+    @Option(name: .customLong("cert"), help: "A certificate (PEM) to dial the nodes with; without one they are dialled as an anonymous reader. Default: ~/.stoq/certs/client.pem when it exists (stoq init).") var certOption: String?
+    @Option(name: .customLong("key"), help: "The certificate's private key (PEM). Default: ~/.stoq/certs/client.key when it exists (stoq init).") var keyOption: String?
     @Option(help: "A Nexus DHT node the reader may find more providers through, '[IPV6]:PORT'.") var bootstrap: String?
 
     /// The keyring of contents shared with a key of their own (not public: their key is only in tickets).

@@ -6,9 +6,18 @@ import STOQ
 struct UploadOptions: ParsableArguments {
     @Option(help: "Upload into this running origin over stoq/1 instead of a local store, e.g. '[::1]:4433' (needs --cert, --key and --ca; the origin must list the certificate's node id with --publisher).")
     var node: String?
-    @Option(help: "With --node: the publisher's certificate (PEM).") var cert: String?
-    @Option(help: "With --node: the publisher's private key (PEM).") var key: String?
-    @Option(help: "With --node: the network CA certificate (PEM).") var ca: String?
+    @Option(name: .customLong("cert"), help: "With --node: the publisher's certificate (PEM). Default: ~/.stoq/certs/client.pem when it exists (stoq init).") var certOption: String?
+    @Option(name: .customLong("key"), help: "With --node: the publisher's private key (PEM). Default: ~/.stoq/certs/client.key when it exists (stoq init).") var keyOption: String?
+    @Option(name: .customLong("ca"), help: "With --node: the network CA certificate (PEM). Default: ~/.stoq/certs/ca.pem when it exists (stoq init).") var caOption: String?
+    /// `--cert`, `--key` and `--ca`, each defaulting to the files `stoq init` wrote (`ClientIdentity`).
+    var identity: (cert: String?, key: String?, ca: String?) {
+        var (cert, key, ca) = (certOption, keyOption, caOption)
+        ClientIdentity.fill(cert: &cert, key: &key, ca: &ca)
+        return (cert, key, ca)
+    }
+    var cert: String? { identity.cert }
+    var key: String? { identity.key }
+    var ca: String? { identity.ca }
     @Option(help: "With --node: chunks sent at once (1 to 32).") var concurrency = 8
     @Option(help: .hidden) var exitAfterChunks: Int?
 }
