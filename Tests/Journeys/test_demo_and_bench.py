@@ -39,6 +39,7 @@ BENCHES = [
     ("bench dht", ["--scale", "1000", "--lookups", "20", "--quic", "4", "--quic-lookups", "5"], r"found=20/20"),
     ("bench relay", ["--fetches", "1", "--chunk-kib", "64"], r"relay over QUIC"),
     ("bench block", ["--nodes", "16", "--block-size", "1048576", "--blocks", "1"], r"put:"),
+    ("bench erasure", ["--shard-size", "65536", "--seconds", "0.05"], r"encode_gbps="),
 ]
 
 
