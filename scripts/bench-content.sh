@@ -20,7 +20,7 @@ if [ ! -f "$WORK/input.bin" ]; then
 fi
 cat "$WORK/input.bin" > /dev/null   # page cache
 
-stoq_speed=$("$STOQ" bench-content --input "$WORK/input.bin" --min $MIN --avg $AVG --max $MAX)
+stoq_speed=$("$STOQ" bench content --input "$WORK/input.bin" --min $MIN --avg $AVG --max $MAX)
 py_speed=$("$PY" "$HERE/bench_content_peer.py" speed "$WORK/input.bin" $MIN $AVG $MAX)
 stoq_dedup=$("$STOQ" chunk --stats --json --min $DMIN --avg $DAVG --max $DMAX "$WORK/versions")
 fixed_dedup=$("$STOQ" chunk --stats --json --fixed --avg $DAVG "$WORK/versions")

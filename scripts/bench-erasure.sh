@@ -3,7 +3,7 @@
 # same sizes, same run, with ratios.
 #
 # usage: scripts/bench-erasure.sh PATH_TO_STOQ [K M SHARD_SIZE LOST SECONDS ROUNDS]
-#   PATH_TO_STOQ  a built `stoq` binary (release build for real figures); runs `stoq block bench-erasure`.
+#   PATH_TO_STOQ  a built `stoq` binary (release build for real figures); runs `stoq bench erasure`.
 # Defaults: 10 + 4, 1 MiB shards, rebuild 4 lost data shards, 1 s per loop, 3 rounds.
 # The ISA-L harness and the Swift coder run alternately ROUNDS times. The table shows the best
 # figure of each side, and the median of the per-round ratios (each Swift run against the ISA-L
@@ -27,7 +27,7 @@ ratios_e=""; ratios_r=""
 median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.3f", v[(NR + 1) / 2]; else printf "%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 for round in $(seq "$rounds"); do
   isal="$("$harness" "$k" "$m" "$size" "$lost" "$secs")"
-  swift="$("$bin" block bench-erasure --data-shards "$k" --parity-shards "$m" --shard-size "$size" --lost "$lost" --seconds "$secs")"
+  swift="$("$bin" bench erasure --data-shards "$k" --parity-shards "$m" --shard-size "$size" --lost "$lost" --seconds "$secs")"
   echo "round $round: $isal"
   echo "round $round: $swift"
   ie="$(best "$ie" "$(field encode_gbps "$isal")")"; ir="$(best "$ir" "$(field "rebuild${lost}_gbps" "$isal")")"
@@ -61,10 +61,10 @@ fi
 # End-to-end: block put and get through real storage nodes over QUIC on [::1] (16 nodes in one
 # process), MB/s and the time of each stage, random (incompressible) and text (compressible) content.
 echo
-if "$bin" block bench-net --help >/dev/null 2>&1; then
-  "$bin" block bench-net --nodes 16 --block-size $((16 << 20)) --blocks "${BENCH_HM_BLOCKS:-4}" --content random
+if "$bin" bench block --help >/dev/null 2>&1; then
+  "$bin" bench block --nodes 16 --block-size $((16 << 20)) --blocks "${BENCH_HM_BLOCKS:-4}" --content random
   echo
-  "$bin" block bench-net --nodes 16 --block-size $((16 << 20)) --blocks "${BENCH_HM_BLOCKS:-4}" --content text
+  "$bin" bench block --nodes 16 --block-size $((16 << 20)) --blocks "${BENCH_HM_BLOCKS:-4}" --content text
 else
-  echo "hypermesh end-to-end: skipped (\`stoq block bench-net\` is not available in $bin)"
+  echo "hypermesh end-to-end: skipped (\`stoq bench block\` is not available in $bin)"
 fi

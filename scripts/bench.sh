@@ -8,8 +8,8 @@
 #   content    scripts/bench-content.sh STOQ_BIN
 #   erasure    scripts/bench-erasure.sh STOQ_BIN
 #   routing    STOQ_BIN bench routing
-#   dht        STOQ_BIN dht bench --scale ... ; STOQ_BIN dht bench --quic N (real lookups over [::1])
-#   swarm      STOQ_BIN bench-swarm (simulator), then STOQ_BIN bench-swarm --real (QUIC on [::1])
+#   dht        STOQ_BIN bench dht --scale ... ; STOQ_BIN bench dht --quic N (real lookups over [::1])
+#   swarm      STOQ_BIN bench swarm (simulator), then STOQ_BIN bench swarm --real (QUIC on [::1])
 #   edge       scripts/bench-edge.sh STOQ_BIN
 #   http3      scripts/bench/http3.py — STOQHTTP's HTTP/3 server vs ngtcp2's gtlsserver, gtlsclient for both
 #   frontdoor  scripts/bench/frontdoor.py — an edge's --http: 1 GB over HTTP/3 vs gtlsserver, 10 KB over HTTP/2
@@ -72,11 +72,11 @@ fi
 if want dht; then
   section "dht (Kademlia, k = 20, alpha = 3; converged tables)"
   if [ -n "$STOQ_BIN" ]; then
-    "$STOQ_BIN" dht bench --scale "${BENCH_DHT_SCALE:-1000,10000,100000,1000000}" --lookups "${BENCH_DHT_LOOKUPS:-1000}" \
+    "$STOQ_BIN" bench dht --scale "${BENCH_DHT_SCALE:-1000,10000,100000,1000000}" --lookups "${BENCH_DHT_LOOKUPS:-1000}" \
       || { echo "dht: FAILED"; status=1; }
-    "$STOQ_BIN" dht bench --quic "${BENCH_DHT_QUIC_NODES:-40}" --quic-lookups "${BENCH_DHT_QUIC_LOOKUPS:-300}" \
+    "$STOQ_BIN" bench dht --quic "${BENCH_DHT_QUIC_NODES:-40}" --quic-lookups "${BENCH_DHT_QUIC_LOOKUPS:-300}" \
       || { echo "dht over QUIC: FAILED"; status=1; }
-    "$STOQ_BIN" relay bench --delay-ms "${BENCH_RELAY_DELAY_MS:-25}" || { echo "relay over QUIC: FAILED"; status=1; }
+    "$STOQ_BIN" bench relay --delay-ms "${BENCH_RELAY_DELAY_MS:-25}" || { echo "relay over QUIC: FAILED"; status=1; }
   else
     echo "dht: skipped (no stoq binary)"
   fi
@@ -84,12 +84,12 @@ fi
 
 if want swarm; then
   section "swarm (multi-source retrieval under the simulator, virtual time)"
-  if [ -n "$STOQ_BIN" ]; then "$STOQ_BIN" bench-swarm || { echo "swarm: FAILED"; status=1; }
+  if [ -n "$STOQ_BIN" ]; then "$STOQ_BIN" bench swarm || { echo "swarm: FAILED"; status=1; }
   else echo "swarm: skipped (no stoq binary)"; fi
   section "swarm over real QUIC ([::1], stoq node processes as rate-limited sources)"
   # 256 MiB: a 64 MiB fetch lasts under half a second at these rates, so connection set-up, the
   # HAVE round trip and window ramp-up weigh on the goodput figure more than steady state does.
-  if [ -n "$STOQ_BIN" ]; then "$STOQ_BIN" bench-swarm --real --mib "${BENCH_SWARM_MIB:-256}" --failover-runs "${BENCH_SWARM_KILLS:-20}" \
+  if [ -n "$STOQ_BIN" ]; then "$STOQ_BIN" bench swarm --real --mib "${BENCH_SWARM_MIB:-256}" --failover-runs "${BENCH_SWARM_KILLS:-20}" \
       || { echo "swarm --real: FAILED"; status=1; }
   else echo "swarm --real: skipped (no stoq binary)"; fi
 fi

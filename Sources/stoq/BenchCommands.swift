@@ -3,16 +3,32 @@ import Foundation
 import STOQ
 import STOQBenchmarks
 
-/// `stoq bench …`: benchmark parts of `make bench` for the sans-IO layers (each figure beside its peer).
+/// `stoq bench PART`: every benchmark of `make bench`, one family (issue 14). The old spellings
+/// (`bench-transport`, `dht bench`, `block bench-net`, …) stay as hidden commands (LegacyCommands.swift).
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Benchmarks of the sans-IO layers (routing, swarm, edge cache), each figure beside its peer.",
-        subcommands: [Routing.self]
+        abstract: "Benchmarks, one per part: transport, content, swarm, edge, routing, dht, relay, block, erasure (`make bench` runs them all).",
+        discussion: """
+            Each part prints its figures beside a peer's where one exists (scripts/bench.sh runs \
+            the peers). `stoq bench PART --help` shows a part's options.
+            """,
+        subcommands: [
+            BenchTransport.self,
+            BenchContent.self,
+            BenchSwarm.self,
+            BenchEdge.self,
+            Routing.self,
+            DHTCommand.Bench.self,
+            RelayCommand.Bench.self,
+            BlockBenchNetCommand.self,
+            BlockBenchErasureCommand.self,
+        ]
     )
 
     struct Routing: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "routing",
             abstract: "Route queries on a simulated network while the matrix takes updates; Vivaldi error; beside a dense Dijkstra."
         )
         @Option(help: "Nodes in the network.") var nodes: Int = 10_000

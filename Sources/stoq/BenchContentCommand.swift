@@ -2,10 +2,10 @@ import ArgumentParser
 import Foundation
 import STOQBenchmarks
 
-/// `stoq bench-content`: chunking and hashing throughput on one input, printed as JSON for
+/// `stoq bench content` (old spelling `bench-content`, hidden): chunking and hashing throughput on one input, printed as JSON for
 /// scripts/bench-content.sh (which runs pyfastcdc on the same bytes and prints the table).
 struct BenchContent: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "bench-content", abstract: "Content-layer throughput (used by scripts/bench-content.sh).")
+    static let configuration = CommandConfiguration(commandName: "content", abstract: "Content-layer throughput (used by scripts/bench-content.sh).")
     @Option(name: .long, help: "Input file (read into memory once).") var input: String
     @Option(name: .long) var min: Int = 4096
     @Option(name: .long) var avg: Int = 16384

@@ -15,7 +15,7 @@ struct BlockCommand: AsyncParsableCommand {
         subcommands: [
             BlockPutCommand.self, BlockGetCommand.self, BlockVerifyCommand.self, BlockRepairCommand.self, BlockPlanCommand.self,
             BlockAuditCommand.self,
-            BlockBenchNetCommand.self, BlockBenchErasureCommand.self,
+            BlockBenchNetAlias.self, BlockBenchErasureAlias.self,
         ]
     )
 }
@@ -28,7 +28,7 @@ struct BlockPlanCommand: AsyncParsableCommand {
         discussion: """
             For a block stored from this block directory, the plan is recomputed over the nodes known \
             when it was stored and shown beside the shards' actual holders (re-placed shards differ). \
-            Otherwise nodes come from --nodes (lines of `NODE_ID_HEX REGION FREE_BYTES [WEIGHT]`) or \
+            Otherwise nodes come from --nodes-file (lines of `NODE_ID_HEX REGION FREE_BYTES [WEIGHT]`) or \
             a synthetic cluster (--demo-nodes, --regions).
             """
     )
@@ -40,9 +40,13 @@ struct BlockPlanCommand: AsyncParsableCommand {
     var blocks: String?
 
     @Option(help: "File listing nodes: NODE_ID_HEX REGION FREE_BYTES [WEIGHT] per line.")
-    var nodes: String?
+    var nodesFile: String?
 
-    @Option(help: "Synthetic cluster size when --nodes is not given.")
+    /// The old spelling of `--nodes-file` (`--node` names the nodes a command talks to).
+    @Option(name: .customLong("nodes"), help: .hidden)
+    var legacyNodesFile: String?
+
+    @Option(help: "Synthetic cluster size when --nodes-file is not given.")
     var demoNodes = 40
 
     @Option(help: "Regions in the synthetic cluster.")
@@ -58,6 +62,7 @@ struct BlockPlanCommand: AsyncParsableCommand {
     var parityShards = 4
 
     func run() async throws {
+        let nodes = nodesFile ?? legacyNodesFile
         let directory = try BlockDirectory(path: blocks ?? BlockDirectory.defaultPath)
         if nodes == nil, let block = try? directory.resolve(id), directory.contains(block) {
             let record = try directory.record(block)
@@ -107,10 +112,10 @@ struct BlockPlanCommand: AsyncParsableCommand {
     }
 }
 
-/// `stoq block bench-erasure`: the Swift side of scripts/bench-erasure.sh.
+/// `stoq bench erasure` (old spelling `block bench-erasure`, hidden): the Swift side of scripts/bench-erasure.sh.
 struct BlockBenchErasureCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench-erasure",
+        commandName: "erasure",
         abstract: "Time ErasureCoder encode and rebuild (compare with scripts/bench-erasure.sh)."
     )
 
@@ -166,8 +171,8 @@ func parseNodeList(_ text: String) throws -> [PeerAddress] {
     }
 }
 
-/// Storage node addresses from `--nodes` and/or the storage providers announced in the Nexus DHT
-/// reached through `--dht` (looked up with the client's own certificate).
+/// Storage node addresses from `--node` and/or the storage providers announced in the Nexus DHT
+/// reached through `--bootstrap` (looked up with the client's own certificate).
 func storageNodeAddresses(nodes: String?, dht: String?, client: BlockClientOptions) async throws -> [PeerAddress] {
     var addresses = try nodes.map(parseNodeList) ?? []
     if let dht {
@@ -200,7 +205,30 @@ func stageLines(_ s: BlockStageTimes, reading: Bool) -> String {
     }.joined(separator: "\n")
 }
 
-/// `stoq block put FILE --nodes ADDR,...`
+/// Where `stoq block put` finds storage nodes: `--node` (old `--nodes`) and/or `--bootstrap`
+/// (old `--dht`), a Nexus DHT node through which the storage providers are looked up.
+struct StorageNodeOptions: ParsableArguments {
+    @Option(name: .customLong("node"), help: ArgumentHelp("Storage nodes, comma-separated: '[::1]:4001,[::1]:4002,...'.", valueName: "addresses"))
+    var node: String?
+    /// The old spelling of `--node`.
+    @Option(name: .customLong("nodes"), help: .hidden) var legacyNodes: String?
+    @Option(help: ArgumentHelp("Find storage nodes through the Nexus DHT, joined through these nodes (comma-separated, e.g. '[::1]:4433').", valueName: "addresses"))
+    var bootstrap: String?
+    /// The old spelling of `--bootstrap`.
+    @Option(name: .customLong("dht"), help: .hidden) var legacyDHT: String?
+
+    func validate() throws {
+        if node != nil && legacyNodes != nil { throw ValidationError("give --node only (--nodes is its old spelling)") }
+        if bootstrap != nil && legacyDHT != nil { throw ValidationError("give --bootstrap only (--dht is its old spelling)") }
+    }
+
+    /// The storage node addresses given (`--node`, or the old `--nodes`).
+    var nodes: String? { node ?? legacyNodes }
+    /// The DHT entry points given (`--bootstrap`, or the old `--dht`).
+    var bootstrapNodes: String? { bootstrap ?? legacyDHT }
+}
+
+/// `stoq block put FILE --node ADDR,...`
 struct BlockPutCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "put",
@@ -213,17 +241,16 @@ struct BlockPutCommand: AsyncParsableCommand {
             """
     )
     @Argument(help: "The file to store (one block, up to 640 MiB).") var file: String
-    @Option(help: "Storage nodes, comma-separated: '[::1]:4001,[::1]:4002,...'.") var nodes: String?
-    @Option(help: "Find storage nodes through the Nexus DHT, joined through these nodes (comma-separated, e.g. '[::1]:4433').") var dht: String?
+    @OptionGroup var storage: StorageNodeOptions
     @OptionGroup var client: BlockClientOptions
 
     func validate() throws {
-        if nodes == nil && dht == nil { throw ValidationError("give --nodes ADDR,... or --dht BOOTSTRAP (or both)") }
+        if storage.nodes == nil && storage.bootstrapNodes == nil { throw ValidationError("give --node ADDR,... or --bootstrap ADDR (or both): the storage nodes, or a Nexus DHT node to find them through") }
     }
 
     func run() async throws {
         guard let data = FileManager.default.contents(atPath: file) else { throw ValidationError("cannot read \(file)") }
-        let addresses = try await storageNodeAddresses(nodes: nodes, dht: dht, client: client)
+        let addresses = try await storageNodeAddresses(nodes: storage.nodes, dht: storage.bootstrapNodes, client: client)
         try await client.with { client in
             let (found, failures) = await client.discover(addresses)
             for (address, why) in failures { FileHandle.standardError.write(Data("stoq: skipping \(address): \(why)\n".utf8)) }
@@ -299,12 +326,23 @@ struct BlockRepairCommand: AsyncParsableCommand {
         abstract: "Rebuild lost shards from any k and place them on new nodes."
     )
     @Argument(help: "Block id (or a unique prefix).") var id: String
-    @Option(help: "More candidate nodes beyond those known at put time, comma-separated.") var nodes: String?
-    @Option(help: "Also take candidate nodes from the storage providers in the Nexus DHT, joined through these nodes.") var dht: String?
+    @Option(name: .customLong("node"), help: ArgumentHelp("More candidate storage nodes beyond those known at put time, comma-separated.", valueName: "addresses"))
+    var nodes: String?
+    /// The old spelling of `--node`.
+    @Option(name: .customLong("nodes"), help: .hidden) var legacyNodes: String?
+    @Option(help: ArgumentHelp("Also take candidate nodes from the storage providers in the Nexus DHT, joined through these nodes (comma-separated).", valueName: "addresses"))
+    var bootstrap: String?
+    /// The old spelling of `--bootstrap`.
+    @Option(name: .customLong("dht"), help: .hidden) var legacyDHT: String?
     @OptionGroup var client: BlockClientOptions
 
+    func validate() throws {
+        if nodes != nil && legacyNodes != nil { throw ValidationError("give --node only (--nodes is its old spelling)") }
+        if bootstrap != nil && legacyDHT != nil { throw ValidationError("give --bootstrap only (--dht is its old spelling)") }
+    }
+
     func run() async throws {
-        let extra = try await storageNodeAddresses(nodes: nodes, dht: dht, client: client)
+        let extra = try await storageNodeAddresses(nodes: nodes ?? legacyNodes, dht: bootstrap ?? legacyDHT, client: client)
         try await client.with { client in
             let block = try client.directory.resolve(id)
             let report = try await client.repair(block, extraNodes: extra)
@@ -322,10 +360,10 @@ struct BlockRepairCommand: AsyncParsableCommand {
     }
 }
 
-/// `stoq block bench-net`: end-to-end put and get over real nodes on loopback.
+/// `stoq bench block` (old spelling `block bench-net`, hidden): end-to-end put and get over real nodes on loopback.
 struct BlockBenchNetCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench-net",
+        commandName: "block",
         abstract: "Put and get blocks through real storage nodes on [::1] (in this process); MB/s and time per stage."
     )
     @Option(help: "Storage nodes.") var nodes = 16

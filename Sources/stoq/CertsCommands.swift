@@ -36,7 +36,11 @@ struct Certs: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Issue a node certificate signed by the CA: writes OUT/NAME.pem and OUT/NAME.key."
         )
-        @Option(help: "Directory holding ca.pem and ca.key.") var ca: String
+        @Option(help: ArgumentHelp("The CA directory, holding ca.pem and ca.key (from `stoq certs init-ca` or `stoq init`).", valueName: "dir"))
+        var caDir: String?
+        /// The old spelling of `--ca-dir` (`--ca` is the CA certificate file everywhere else); it
+        /// still takes the directory here.
+        @Option(name: .customLong("ca"), help: .hidden) var legacyCA: String?
         @Option(help: "The node's name (certificate CN, and a DNS name when it is one).") var name: String
         @Option(help: "The node's region (recorded in the certificate).") var region: String?
         @Option(help: "Validity in days.") var days: Int?
@@ -49,10 +53,12 @@ struct Certs: AsyncParsableCommand {
 
         func validate() throws {
             if [days != nil, hours != nil, lifetime != nil].filter({ $0 }).count > 1 { throw ValidationError("give --days or --hours or --lifetime, not several") }
+            if caDir == nil && legacyCA == nil { throw ValidationError("give --ca-dir DIR, the directory holding the CA's ca.pem and ca.key") }
+            if caDir != nil && legacyCA != nil { throw ValidationError("give --ca-dir only (--ca is its old spelling here)") }
         }
 
         func run() async throws {
-            let authority = try CertificateAuthority.load(directory: ca)
+            let authority = try CertificateAuthority.load(directory: caDir ?? legacyCA!)
             let seconds = days.map { $0 * 86_400 } ?? hours.map { $0 * 3600 } ?? 86_400
             let validity = try lifetime.map { try CertificateLifetime.parse($0) } ?? .seconds(seconds)
             let node = try authority.issue(name: name, region: region, validity: validity, dnsNames: dns, ipAddresses: ip)

@@ -143,7 +143,7 @@ struct Get: AsyncParsableCommand {
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var peerOptions: PeerOptions
     @OptionGroup var discovery: DHTDiscoveryOptions
-    @Argument(help: "Content id (stoq:…), a name (a Nexus name with --bootstrap, a published name with --peers), or a ticket (stoq1…, from stoq share: then no other flag is needed).") var id: String
+    @Argument(help: "Content id (stoq:…), a name (published on an origin: asked of --peers; else a DHT name: asked through --bootstrap), or a ticket (stoq1…, from stoq share: then no other flag is needed).") var id: String
     @Option(name: .shortAndLong, help: "Output path (a file, or a directory to create/merge into).") var output: String
     @Option(help: "The publisher's key file (its publisher.key), to read content published from another store.")
     var publisherKey: String?
@@ -154,17 +154,18 @@ struct Get: AsyncParsableCommand {
             try await getTicket()
             return
         }
-        // --bootstrap: a Nexus name is resolved and the content's providers become the peers.
-        let (id, peerOptions) = try await discovery.discover(self.id, peers: self.peerOptions)
-        // A content id, or a mutable name (NAME or name:NAME) resolved through the peers.
+        // A content id, or a name (NAME or name:NAME): published on an origin (asked of --peers),
+        // else in the Nexus DHT (--bootstrap); GetNames.swift.
         let cid: ContentID
         if let parsed = ContentID(id) {
             cid = parsed
-        } else if id.hasPrefix("stoq:") || peerOptions.peers == nil {
-            throw ContentError(.invalidArgument, "\(id) is not a content id (expected stoq: followed by 52 base32 characters); a mutable name is resolved through --peers")
+        } else if id.hasPrefix("stoq:") {
+            throw ContentError(.invalidArgument, "\(id) is not a content id (expected stoq: followed by 52 base32 characters)")
         } else {
-            cid = try await peerOptions.resolveName(id).content
+            cid = try await resolveName(id)
         }
+        // --bootstrap: the content's providers found through the DHT join the peers.
+        let peerOptions = try await discovery.discover(cid, peers: self.peerOptions)
         // The key is settled before anything is fetched: a store whose key is lost is refused at once.
         let (store, keys) = try reportingErrors { () throws -> (DiskChunkStore, PublisherKeys) in
             let store = try storeOptions.openStore()

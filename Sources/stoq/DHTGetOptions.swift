@@ -6,30 +6,49 @@ import STOQNode
 
 /// `stoq get ID --bootstrap '[::1]:4433'`: the content's providers (its origin and the edges that
 /// cache it) found through the Nexus DHT become the peers the fetch ranks, probes and uses, so a
-/// reader needs no hand-written `--peers` list. A name given instead of a content id is resolved
-/// through Nexus names first (`stoq name set`), else through the peers (names published with
-/// `stoq publish`).
+/// reader needs no hand-written `--peers` list. A DHT name (`stoq name set`) is resolved here too
+/// (see `Get.resolveName`, which asks the peers first for a published name).
 struct DHTDiscoveryOptions: ParsableArguments {
-    @Option(name: [.customLong("bootstrap"), .customLong("dht")], help: ArgumentHelp(
-        "Find the content's providers (its origin, and the edges caching it) through the Nexus DHT, joined through these nodes, comma-separated: '[::1]:4433'. A name is resolved through Nexus first. Needs --cert, --key and --ca.",
+    @Option(help: ArgumentHelp(
+        "Nexus DHT nodes to join through, comma-separated: '[::1]:4433'. The content's providers found there (its origin, and the edges caching it) are fetched from, and a DHT name (`stoq name set`) is resolved there. Needs --cert, --key and --ca.",
         valueName: "addresses"))
     var bootstrap: String?
+    /// The old spelling of `--bootstrap`.
+    @Option(name: .customLong("dht"), help: .hidden) var legacyDHT: String?
+
+    /// The DHT entry points given (`--bootstrap`, or the old `--dht`), unparsed.
+    var seeds: String? { bootstrap ?? legacyDHT }
+
+    func validate() throws {
+        if bootstrap != nil && legacyDHT != nil { throw ValidationError("give --bootstrap only (--dht is its old spelling)") }
+    }
 
     /// The providers a lookup may hand to the fetch (the DHT keeps at most 64 per lookup).
     static let maximumProviders = 16
 
-    /// With `--bootstrap`: resolves `id` when it is a Nexus name, finds its providers and returns
-    /// the content id and peer options to fetch with (the providers, plus any `--peers`). Without
-    /// it: `id` and `peers` unchanged.
-    func discover(_ id: String, peers: PeerOptions) async throws -> (id: String, peers: PeerOptions) {
-        guard let bootstrap else { return (id, peers) }
-        let seeds = try parsePeerList(bootstrap, option: "--bootstrap")
+    /// With `--bootstrap`: finds the providers of `content` and returns the peer options to fetch
+    /// with (the providers, plus any `--peers`). Without it: `peers` unchanged.
+    func discover(_ content: ContentID, peers: PeerOptions) async throws -> PeerOptions {
+        guard seeds != nil else { return peers }
+        return try await withClient(peers: peers) { client in try await find(content, peers: peers, client: client) }
+    }
+
+    /// With `--bootstrap`: the content a DHT name points to (its record's signature verified), said
+    /// on stderr; nil when no DHT node holds a record for it (or it is not a valid Nexus name).
+    func resolveName(_ name: String, peers: PeerOptions) async throws -> ContentID? {
+        guard seeds != nil else { return nil }
+        return try await withClient(peers: peers) { client in try await resolve(name, client: client) }
+    }
+
+    /// Runs `body` with a client of the DHT joined through the seeds, closing it afterwards.
+    private func withClient<T>(peers: PeerOptions, _ body: (NexusClient) async throws -> T) async throws -> T {
+        let seeds = try parsePeerList(self.seeds ?? "", option: bootstrap != nil ? "--bootstrap" : "--dht")
         guard let cert = peers.cert, let key = peers.key, let ca = peers.ca else {
             throw ValidationError("--bootstrap needs --cert, --key and --ca: the DHT's nodes answer only certificates of the network's CA")
         }
         let client = try await NexusClient.connect(seeds: seeds, certificate: cert, key: key, ca: ca)
         do {
-            let result = try await find(id, peers: peers, client: client)
+            let result = try await body(client)
             await client.close()
             return result
         } catch {
@@ -38,25 +57,7 @@ struct DHTDiscoveryOptions: ParsableArguments {
         }
     }
 
-    private func find(_ text: String, peers: PeerOptions, client: NexusClient) async throws -> (id: String, peers: PeerOptions) {
-        var cid = ContentID(text)
-        if cid == nil {
-            guard !text.hasPrefix("stoq:") else {
-                throw ValidationError("\(text) is not a content id (expected stoq: followed by 52 base32 characters)")
-            }
-            let nameText = text.hasPrefix("name:") ? String(text.dropFirst(5)) : text
-            let resolved = try await resolve(nameText, client: client)
-            guard let resolved else {
-                // Not a Nexus name: a CDN name (`stoq publish`) is resolved through the peers.
-                guard peers.peers != nil else {
-                    throw CLIError("no DHT node holds a Nexus name record for '\(nameText)'; publish it with `stoq name set`, or give --peers (an edge or the origin) to resolve a name published with `stoq publish`")
-                }
-                note("'\(nameText)' is not a Nexus name; resolving it through the peers (names published with `stoq publish`)")
-                return (text, peers)
-            }
-            cid = resolved
-        }
-        let content = cid!
+    private func find(_ content: ContentID, peers: PeerOptions, client: NexusClient) async throws -> PeerOptions {
         let t0 = ContinuousClock.now
         let lookup = try await client.dht.lookup(.providers, target: NexusID(bytes: content.manifest.bytes)!)
         let ms = (ContinuousClock.now - t0).seconds * 1000
@@ -77,7 +78,7 @@ struct DHTDiscoveryOptions: ParsableArguments {
                     found.isEmpty ? "" : ": " + lines.joined(separator: ", ")))
         var out = peers
         out.peers = (given + found.filter { !given.contains($0) }).map(\.description).joined(separator: ",")
-        return (content.description, out)
+        return out
     }
 
     /// Resolves a Nexus name to a content id (nil: no record for it, or not a valid Nexus name).
@@ -90,7 +91,7 @@ struct DHTDiscoveryOptions: ParsableArguments {
                 guard let chunk = ChunkID(bytes: id.bytes) else { return nil }
                 let content = ContentID(chunk)
                 let versions = max(1, lookup.values.count)
-                note("\(record.name) is \(content) (Nexus name record v\(record.version), signature verified; the highest of \(versions) version\(versions == 1 ? "" : "s") its replicas returned)")
+                note("name '\(record.name)' → \(content) (DHT record v\(record.version), signature verified; the highest of \(versions) version\(versions == 1 ? "" : "s") its replicas returned)")
                 return content
             case .service(let endpoints):
                 throw CLIError("'\(name)' names a service (\(endpoints.count) nodes), not content; `stoq resolve \(name)` picks its node, then give the content id")
@@ -101,6 +102,6 @@ struct DHTDiscoveryOptions: ParsableArguments {
     }
 
     private func note(_ text: String) {
-        FileHandle.standardError.write(Data("stoq: \(text)\n".utf8))
+        Console.shared.note(text)
     }
 }

@@ -2,10 +2,10 @@ import ArgumentParser
 import Foundation
 import STOQBenchmarks
 
-/// `stoq bench-edge`: cache hit ratios of W-TinyLFU beside plain LRU on one seeded Zipf workload.
+/// `stoq bench edge` (old spelling `bench-edge`, hidden): cache hit ratios of W-TinyLFU beside plain LRU on one seeded Zipf workload.
 struct BenchEdge: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench-edge",
+        commandName: "edge",
         abstract: "Edge cache hit ratios: W-TinyLFU beside LRU at the same capacities on a seeded Zipf workload."
     )
     @Option(help: "Distinct chunks.") var items: Int = 100_000

@@ -5,11 +5,13 @@ import STOQ
 import STOQEdge
 import STOQNode
 
-/// `stoq publish NAME ID`: sign the next version of a mutable name and publish it on the origin,
-/// which pushes the new version to the edges that hold the name.
+/// `stoq name publish NAME ID --node ORIGIN` (old spelling `stoq publish`, hidden): sign the next
+/// version of a mutable name and publish it on the origin, which pushes the new version to the
+/// edges that hold the name.
 struct Publish: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Point a mutable name at a content id: a signed, versioned record with a TTL, published on the origin (which tells its edges)."
+        commandName: "publish",
+        abstract: "Point a name at a content id on an origin: a signed, versioned record with a TTL, which the origin hands to its edges (`stoq get NAME --peers EDGE` reads it)."
     )
     @Argument(help: "The name (1-255 bytes of UTF-8, printable).") var name: String
     @Argument(help: "Content id (stoq:…) the name points to; the origin must hold it.") var id: String
@@ -54,10 +56,11 @@ struct Publish: AsyncParsableCommand {
     }
 }
 
-/// `stoq published NAME`: what a published name points to now, asked of a node (an edge answers
-/// from its cache). (`stoq resolve` is Nexus service selection.)
+/// `stoq published NAME --peers NODE`: the old spelling of `stoq name show NAME --node NODE`
+/// (hidden). (`stoq resolve` is Nexus service selection.)
 struct Resolve: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "published", abstract: "Show the signed record a mutable name has now (asked of an edge or the origin).")
+    static let configuration = CommandConfiguration(
+        commandName: "published", abstract: "Old spelling of `stoq name show`.", shouldDisplay: false)
     @Argument(help: "The name (or name:NAME).") var name: String
     @OptionGroup var peerOptions: PeerOptions
 
@@ -67,36 +70,72 @@ struct Resolve: AsyncParsableCommand {
     }
 }
 
+/// `stoq name show NAME --node NODE`: the signed record a published name has now, asked of an edge
+/// (which answers from its cache) or the origin; the signature is checked before it is shown.
+struct NameShow: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "show",
+        abstract: "Show the signed record a published name has now (`stoq name publish`), asked of an edge or the origin.")
+    @Argument(help: "The name (or name:NAME).") var name: String
+    @Option(help: ArgumentHelp("The node(s) to ask, comma-separated, the first that knows the name answers: '[::1]:4434,[::1]:4433'.", valueName: "addresses"))
+    var node: String?
+    /// The old spelling of `--node` (this command was `stoq published --peers`).
+    @Option(name: .customLong("peers"), help: .hidden) var legacyPeers: String?
+    @Option(help: "Client certificate (PEM); without one the node must accept anonymous readers (--public-read).") var cert: String?
+    @Option(help: "Client private key (PEM).") var key: String?
+    @Option(help: "Network CA certificate (PEM) the node's certificate must chain to.") var ca: String = ClientIdentity.ca
+
+    func validate() throws {
+        if node != nil && legacyPeers != nil { throw ValidationError("give --node only (--peers is its old spelling)") }
+        if (cert == nil) != (key == nil) { throw ValidationError("--cert and --key go together") }
+    }
+
+    func run() async throws {
+        let addresses = try parsePeerList(node ?? legacyPeers ?? "[::1]:4433", option: "--node")
+        let (record, address) = try await resolvePublishedName(name, at: addresses, cert: cert, key: key, ca: ca)
+        FileHandle.standardError.write(Data("stoq: origin record from \(address), signature verified\n".utf8))
+        print(record)
+    }
+}
+
 extension PeerOptions {
     /// Resolves a mutable name through the first peer that knows it; the record's signature is
-    /// checked (a forged or damaged record is refused).
+    /// checked (a forged or damaged record is refused). Says on stderr which record it used.
     func resolveName(_ text: String) async throws -> NameRecord {
         let name = text.hasPrefix("name:") ? String(text.dropFirst(5)) : text
         do { try NameRecord.validate(name: name) } catch { throw ValidationError("'\(text)' is neither a content id nor a name: \(error)") }
         guard let ca, (cert == nil) == (key == nil) else { throw ValidationError("resolving the name '\(name)' needs --peers with --ca (and --cert with --key, unless the peers accept readers without a certificate: --public-read)") }
         let addresses = try addresses()
         guard !addresses.isEmpty else { throw ValidationError("'\(name)' is a name: give --peers (an edge or the origin) to resolve it") }
-        var problems: [String] = []
-        for address in addresses {
-            do {
-                let record: NameRecord? = try await withPeer(address, cert: cert, key: key, ca: ca) { client in
-                    guard let bytes = try await client.resolveName(name) else { return nil }
-                    let record = try NameRecord.decode(bytes)
-                    guard record.name == name else { throw CLIError("\(address) answered '\(name)' with a record for '\(record.name)'") }
-                    guard record.hasValidSignature else { throw CLIError("\(address) sent a record for '\(name)' whose signature does not verify (forged or damaged)") }
-                    return record
-                }
-                if let record {
-                    FileHandle.standardError.write(Data("stoq: \(record.name) is \(record.content) (v\(record.version), via \(address))\n".utf8))
-                    return record
-                }
-                problems.append("\(address): unknown name")
-            } catch {
-                problems.append("\(address): \(error)")
-            }
-        }
-        throw CLIError("could not resolve '\(name)': " + problems.joined(separator: "; "))
+        let (record, address) = try await resolvePublishedName(name, at: addresses, cert: cert, key: key, ca: ca)
+        FileHandle.standardError.write(Data("stoq: name '\(record.name)' → \(record.content) (origin record v\(record.version) from \(address))\n".utf8))
+        return record
     }
+}
+
+/// Resolves a published name (`stoq name publish`) through the first of `addresses` that knows it;
+/// the record's signature is checked (a forged or damaged record is refused).
+/// - Returns: the record and the node that answered.
+func resolvePublishedName(_ text: String, at addresses: [PeerAddress], cert: String?, key: String?, ca: String) async throws -> (NameRecord, PeerAddress) {
+    let name = text.hasPrefix("name:") ? String(text.dropFirst(5)) : text
+    do { try NameRecord.validate(name: name) } catch { throw ValidationError("'\(text)' is not a name: \(error)") }
+    var problems: [String] = []
+    for address in addresses {
+        do {
+            let record: NameRecord? = try await withPeer(address, cert: cert, key: key, ca: ca) { client in
+                guard let bytes = try await client.resolveName(name) else { return nil }
+                let record = try NameRecord.decode(bytes)
+                guard record.name == name else { throw CLIError("\(address) answered '\(name)' with a record for '\(record.name)'") }
+                guard record.hasValidSignature else { throw CLIError("\(address) sent a record for '\(name)' whose signature does not verify (forged or damaged)") }
+                return record
+            }
+            if let record { return (record, address) }
+            problems.append("\(address): unknown name")
+        } catch {
+            problems.append("\(address): \(error)")
+        }
+    }
+    throw CLIError("could not resolve '\(name)': " + problems.joined(separator: "; "))
 }
 
 /// Runs `body` with a client connected to `address` over mutual TLS, then closes everything.

@@ -168,12 +168,19 @@ struct CTCommand: ParsableCommand {
 
 // MARK: - stoq name
 
-/// `stoq name`: signed name records, in the DHT (set/get) and locally.
+/// `stoq name`: every kind of name in one family: names published on an origin (publish/show),
+/// names in the Nexus DHT (set/get), and DHT records made and checked locally (keygen/sign/verify).
 struct NameCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "name",
-        abstract: "Signed, versioned name records: set/get in the DHT; keygen, sign, verify locally.",
-        subcommands: [SetName.self, GetName.self, Keygen.self, Sign.self, Verify.self]
+        abstract: "Names: publish/show on an origin and its edges; set/get in the Nexus DHT; keygen, sign, verify locally.",
+        discussion: """
+            Two kinds of name point at content. A published name (`name publish NAME ID --node ORIGIN`) \
+            lives on the origin, which hands it to its edges. A DHT name (`name set NAME ID --bootstrap NODE`) \
+            lives in the Nexus DHT and may also name a service's nodes. `stoq get NAME` reads either: \
+            through --peers first, else through --bootstrap, and says on stderr which record it used.
+            """,
+        subcommands: [Publish.self, NameShow.self, SetName.self, GetName.self, Keygen.self, Sign.self, Verify.self]
     )
 
     struct Keygen: ParsableCommand {
@@ -189,24 +196,34 @@ struct NameCommand: ParsableCommand {
     }
 
     struct Sign: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Sign a record: NAME → content id, or NAME → service nodes (--node).")
+        static let configuration = CommandConfiguration(abstract: "Sign a DHT record into a file: NAME → content id, or NAME → service nodes (--service-node).")
         @Argument(help: "The name, e.g. video.example.") var name: String
-        @Argument(help: "Content id (64 hex digits, optionally prefixed stoq:). Omit when giving --node.") var content: String?
-        @Option(name: .customLong("node"), help: "Service node: NODEID(64 hex)[@[addr]:port,...]; repeatable.") var nodes: [String] = []
-        @Option(help: "Owner private key (PEM).") var key: String
-        @Option(help: "Version (must exceed the previous one).") var version: UInt64
+        @Argument(help: "Content id (64 hex digits, optionally prefixed stoq:). Omit when giving --service-node.") var content: String?
+        @Option(name: .customLong("service-node"), help: "Service node: NODEID(64 hex)[@[addr]:port,...]; repeatable.") var serviceNodes: [String] = []
+        /// The old spelling of `--service-node` (`--node` is the node a command talks to).
+        @Option(name: .customLong("node"), help: .hidden) var legacyNodes: [String] = []
+        @Option(help: "Owner private key (PEM, from `stoq name keygen`).") var owner: String?
+        /// The old spelling of `--owner` (`--key` is this side's TLS key everywhere else).
+        @Option(name: .customLong("key"), help: .hidden) var legacyKey: String?
+        @Option(help: "The record's version (must exceed the previous one).") var recordVersion: UInt64
         @Option(help: "Lifetime in seconds.") var ttl: UInt32 = 3600
         @Option(help: "Output file (binary record).") var out: String
 
+        private var nodes: [String] { serviceNodes + legacyNodes }
+
+        func validate() throws {
+            if owner == nil && legacyKey == nil { throw ValidationError("give --owner FILE, the owner's private key (from `stoq name keygen`)") }
+        }
+
         func run() throws {
-            let owner = try P256.Signing.PrivateKey(pemRepresentation: String(decoding: try readFile(key), as: UTF8.self))
+            let owner = try P256.Signing.PrivateKey(pemRepresentation: String(decoding: try readFile(self.owner ?? legacyKey!), as: UTF8.self))
             let value: NameValue
             if let content {
                 let h = content.hasPrefix("stoq:") ? String(content.dropFirst(5)) : content
                 guard let id = NexusHash(hex: h) else { throw ValidationError("content id must be 64 hex digits") }
                 value = .content(id)
             } else {
-                guard !nodes.isEmpty else { throw ValidationError("give a content id or at least one --node") }
+                guard !nodes.isEmpty else { throw ValidationError("give a content id or at least one --service-node") }
                 value = .service(try nodes.map { spec in
                     let parts = spec.split(separator: "@", maxSplits: 1)
                     guard let id = NexusHash(hex: String(parts[0])) else { throw ValidationError("node id must be 64 hex digits: \(spec)") }
@@ -214,7 +231,7 @@ struct NameCommand: ParsableCommand {
                     return ServiceEndpoint(nodeID: id, addresses: addrs)
                 })
             }
-            let record = try NameRecord.sign(name: try NexusName(name), value: value, version: version, issuedAt: nowMS(), ttl: ttl, owner: owner)
+            let record = try NameRecord.sign(name: try NexusName(name), value: value, version: recordVersion, issuedAt: nowMS(), ttl: ttl, owner: owner)
             try Data(record.encode()).write(to: URL(fileURLWithPath: out))
             print("signed \(record.name) version \(record.version) (\(record.encode().count) bytes) → \(out); DHT key \(record.name.key)")
         }
@@ -242,17 +259,22 @@ struct NameCommand: ParsableCommand {
 
 // MARK: - stoq dht
 
-/// `stoq dht`: DHT tooling that runs without the network (simulated benchmarks).
+/// `stoq dht`: the old home of the DHT benchmark (`stoq dht bench`, now `stoq bench dht`); hidden.
 struct DHTCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "dht", abstract: "Kademlia DHT tools.", subcommands: [Bench.self])
+    static let configuration = CommandConfiguration(
+        commandName: "dht", abstract: "Old spelling: `stoq dht bench` is `stoq bench dht`.", shouldDisplay: false, subcommands: [DHTBenchAlias.self])
 
+    /// `stoq bench dht` (old spelling `dht bench`, hidden).
     struct Bench: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Lookup rounds and per-node state in simulation; real lookups over loopback QUIC (--quic).",
-            discussion: "--scale: converged tables from a global view, built lazily for touched nodes (up to 1,000,000 nodes).\n--nodes N: full message-level simulation (converged, or --bootstrap: nodes join by lookups).")
+            commandName: "dht",
+            abstract: "Kademlia DHT: lookup rounds and per-node state in simulation; real lookups over loopback QUIC (--quic).",
+            discussion: "--scale: converged tables from a global view, built lazily for touched nodes (up to 1,000,000 nodes).\n--nodes N: full message-level simulation (converged, or --join-by-lookup: nodes join by lookups).")
         @Option(help: "Comma-separated sizes for the scale run, e.g. 1000,10000,100000,1000000.") var scale: String?
         @Option(help: "Nodes for the message-level run.") var nodes: Int?
-        @Flag(help: "Message-level run: learn routing tables by sequential bootstrap instead of a global view.") var bootstrap = false
+        @Flag(help: "Message-level run: learn routing tables by sequential bootstrap (each node joins by lookups) instead of a global view.") var joinByLookup = false
+        /// The old spelling of `--join-by-lookup` (`--bootstrap` names DHT entry points everywhere else).
+        @Flag(name: .customLong("bootstrap"), help: .hidden) var legacyBootstrap = false
         @Option(help: "Value lookups per size.") var lookups: Int = 1000
         @Option(help: "Seed.") var seed: UInt64 = 1
         @Option(help: "Real QUIC run: this many nodes in one process on [::1], then --quic-lookups value lookups.") var quic: Int?
@@ -274,7 +296,7 @@ struct DHTCommand: AsyncParsableCommand {
             }
             if let nodes {
                 let t0 = Date()
-                let run = try NexusBenchmark.dhtLookups(nodes: nodes, bootstrap: bootstrap, values: 50, lookups: lookups, seed: seed)
+                let run = try NexusBenchmark.dhtLookups(nodes: nodes, bootstrap: joinByLookup || legacyBootstrap, values: 50, lookups: lookups, seed: seed)
                 print(run, String(format: "(%.1f s)", Date().timeIntervalSince(t0)))
             }
             if scale == nil && nodes == nil && quic == nil { throw ValidationError("give --scale SIZES, --nodes N and/or --quic N") }

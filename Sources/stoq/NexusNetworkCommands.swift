@@ -90,15 +90,23 @@ func logIssuedCertificate(_ certificatePath: String, log directory: String) thro
 
 // MARK: - Network options shared by name and resolve
 
-/// How a tool reaches the DHT: a running node and the caller's credentials.
+/// How a tool reaches the DHT: entry points (`--bootstrap`) and the caller's credentials.
 struct NexusNetworkOptions: ParsableArguments {
-    @Option(help: "Nodes to join the DHT through, comma-separated.") var node: String = "[::1]:4433"
+    @Option(help: ArgumentHelp("Nexus DHT nodes to join through, comma-separated (default '[::1]:4433').", valueName: "addresses"))
+    var bootstrap: String?
+    /// The old spelling of `--bootstrap` (`--node` is the node a command talks to).
+    @Option(name: .customLong("node"), help: .hidden) var legacyNode: String?
     @Option(help: "Client certificate (PEM) issued by the network CA.") var cert: String = ClientIdentity.cert
     @Option(help: "Client private key (PEM).") var key: String = ClientIdentity.key
     @Option(help: "Network CA certificate (PEM).") var ca: String = ClientIdentity.ca
 
+    func validate() throws {
+        if bootstrap != nil && legacyNode != nil { throw ValidationError("give --bootstrap only (--node is its old spelling here)") }
+    }
+
     func connect() async throws -> NexusClient {
-        try await NexusClient.connect(seeds: try parsePeerList(node, option: "--node"), certificate: cert, key: key, ca: ca)
+        let seeds = try parsePeerList(bootstrap ?? legacyNode ?? "[::1]:4433", option: bootstrap == nil && legacyNode != nil ? "--node" : "--bootstrap")
+        return try await NexusClient.connect(seeds: seeds, certificate: cert, key: key, ca: ca)
     }
 }
 
@@ -124,12 +132,12 @@ extension NameCommand {
     struct SetName: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "set",
-            abstract: "Sign a name record with the owner's key and store it in the DHT (a higher version replaces a lower one).")
+            abstract: "Sign a name record with the owner's key and store it in the Nexus DHT (a higher version replaces a lower one).")
         @Argument(help: "The name, e.g. video.example.") var name: String
         @Argument(help: "Content id (stoq:… or 64 hex digits). Omit when giving --service-node.") var value: String?
         @Option(name: .customLong("service-node"), help: "Service node NODEID(64 hex)@[addr]:port; repeatable.") var serviceNodes: [String] = []
         @Option(help: "Owner private key (PEM, from `stoq name keygen`).") var owner: String
-        @Option(help: "Version (default: now in ms, so a later set wins).") var version: UInt64?
+        @Option(help: "The record's version (default: now in ms, so a later set wins).") var recordVersion: UInt64?
         @Option(help: "Lifetime in seconds.") var ttl: UInt32 = 3600
         @OptionGroup var network: NexusNetworkOptions
 
@@ -137,7 +145,7 @@ extension NameCommand {
             let key = try P256.Signing.PrivateKey(pemRepresentation: String(decoding: try Data(contentsOf: URL(fileURLWithPath: owner)), as: UTF8.self))
             let now = UInt64(Date().timeIntervalSince1970 * 1000)
             let record = try NameRecord.sign(name: try NexusName(name), value: try parseNameValue(content: value, nodes: serviceNodes),
-                                             version: version ?? now, issuedAt: now, ttl: ttl, owner: key)
+                                             version: recordVersion ?? now, issuedAt: now, ttl: ttl, owner: key)
             let client = try await network.connect()
             do {
                 let t0 = ContinuousClock.now
@@ -153,7 +161,7 @@ extension NameCommand {
 
     /// `stoq name get NAME`: look up and verify.
     struct GetName: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "get", abstract: "Look a name up in the DHT and verify its signature and expiry.")
+        static let configuration = CommandConfiguration(commandName: "get", abstract: "Look a name up in the Nexus DHT and verify its signature and expiry.")
         @Argument(help: "The name.") var name: String
         @OptionGroup var network: NexusNetworkOptions
 
@@ -189,7 +197,9 @@ struct ResolveCommand: AsyncParsableCommand {
         abstract: "Pick a service's node: healthy (1 s / 100 ms / 3 probes), lowest measured latency, else nearest.")
     @Argument(help: "The service's name (a name record listing its nodes).") var service: String
     @Option(help: "Probe rounds (one probe per node per interval).") var rounds: Int = 3
-    @Option(help: "Probe interval in ms.") var intervalMs: UInt64 = 1000
+    @Option(help: ArgumentHelp("Probe every node this often, in ms.", valueName: "ms")) var probeInterval: UInt64?
+    /// The old spelling of `--probe-interval` (the probe flags are `--probe-*` everywhere).
+    @Option(name: .customLong("interval-ms"), help: .hidden) var legacyIntervalMs: UInt64?
     @Option(help: "Where you are, 'LAT,LON', for the geographic fallback.") var near: String?
     @OptionGroup var network: NexusNetworkOptions
 
@@ -209,7 +219,7 @@ struct ResolveCommand: AsyncParsableCommand {
             var locations: [NexusID: GeoLocation] = [:]
             for e in endpoints { if let l = try? await client.nodeRecord(e.nodeID)?.location { locations[e.nodeID] = l } }
             var health = ServiceResolver.HealthRule()
-            health.interval = intervalMs * 1_000_000
+            health.interval = (probeInterval ?? legacyIntervalMs ?? 1000) * 1_000_000
             let resolver = ServiceResolver(health: health, rounds: rounds)
             let (selection, probes) = try await resolver.resolve(endpoints, peers: client.peers, locations: locations, clientLocation: location)
             for p in probes {
@@ -227,13 +237,16 @@ struct ResolveCommand: AsyncParsableCommand {
 
 // MARK: - stoq relay
 
-/// `stoq relay bench`: a relay route chosen by the router and followed over real QUIC.
+/// `stoq relay`: the old home of the relay benchmark (`stoq relay bench`, now `stoq bench relay`); hidden.
 struct RelayCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "relay", abstract: "CDN relay tools.", subcommands: [Bench.self])
+    static let configuration = CommandConfiguration(
+        commandName: "relay", abstract: "Old spelling: `stoq relay bench` is `stoq bench relay`.", shouldDisplay: false, subcommands: [RelayBenchAlias.self])
 
+    /// `stoq bench relay` (old spelling `relay bench`, hidden): a relay route chosen by the router and followed over real QUIC.
     struct Bench: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Nodes A, R, B on [::1], A's direct path to B slowed in user space; the route A's matrix picks, and chunk fetches direct vs along it.")
+            commandName: "relay",
+            abstract: "Relay: nodes A, R, B on [::1], A's direct path to B slowed in user space; the route A's matrix picks, and chunk fetches direct vs along it.")
         @Option(help: "Added one-way delay on the direct path, ms.") var delayMs: Int = 25
         @Option(help: "Chunk size in KiB.") var chunkKib: Int = 256
         @Option(help: "Fetches per path.") var fetches: Int = 5

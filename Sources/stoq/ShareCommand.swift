@@ -20,7 +20,8 @@ struct Share: AsyncParsableCommand {
 
     @OptionGroup var storeOptions: StoreOptions
     @Argument(help: "A file or directory to store and share, or a content id (stoq:…).") var target: String
-    @Option(help: "A node that serves the content, '[IPV6]:PORT' (repeatable, at most 8; the first is asked first).") var node: [String] = []
+    @Option(help: ArgumentHelp("The node(s) that serve the content, comma-separated or repeated, '[IPV6]:PORT' (at most 8; the first is asked first).", valueName: "addresses"))
+    var node: [String] = []
     @Option(name: .customLong("ca"), help: "The network CA certificate (PEM): the ticket carries its fingerprint, and the nodes are checked against it. Default: ~/.stoq/certs/ca.pem when it exists (stoq init).") var caOption: String?
     /// `--cert`, `--key` and `--ca`, each defaulting to the files `stoq init` wrote (`ClientIdentity`).
     var identity: (cert: String?, key: String?, ca: String?) {
@@ -33,7 +34,11 @@ struct Share: AsyncParsableCommand {
     var ca: String? { identity.ca }
     @Option(name: .customLong("cert"), help: "A certificate (PEM) to dial the nodes with; without one they are dialled as an anonymous reader. Default: ~/.stoq/certs/client.pem when it exists (stoq init).") var certOption: String?
     @Option(name: .customLong("key"), help: "The certificate's private key (PEM). Default: ~/.stoq/certs/client.key when it exists (stoq init).") var keyOption: String?
-    @Option(help: "A Nexus DHT node the reader may find more providers through, '[IPV6]:PORT'.") var bootstrap: String?
+    @Option(help: ArgumentHelp("A Nexus DHT node the reader may find more providers through, '[IPV6]:PORT' (a ticket carries one).", valueName: "address"))
+    var bootstrap: String?
+
+    /// Every `--node` address: each option may hold several, comma-separated.
+    private var nodes: [String] { node.flatMap { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }.filter { !$0.isEmpty } }
 
     /// The keyring of contents shared with a key of their own (not public: their key is only in tickets).
     static func sharedKeyringPath(in directory: String) -> String { directory + "/shared.keys" }
@@ -52,7 +57,8 @@ struct Share: AsyncParsableCommand {
 
     private func ticket() async throws -> String {
         guard let ca else { throw ShareFailure("give --ca CA.pem, the network CA's certificate: the ticket carries its fingerprint") }
-        guard !node.isEmpty else { throw ShareFailure("give --node '[IPV6]:PORT' (repeatable): the nodes a reader fetches from") }
+        let node = nodes
+        guard !node.isEmpty else { throw ShareFailure("give --node '[IPV6]:PORT' (comma-separated or repeated): the nodes a reader fetches from") }
         guard node.count <= ShareTicket.maximumProviders else { throw ShareFailure("a ticket names at most \(ShareTicket.maximumProviders) nodes, not \(node.count)") }
         guard (cert == nil) == (key == nil) else { throw ShareFailure("--cert and --key go together") }
         let addresses = try node.map { text -> PeerAddress in

@@ -16,7 +16,7 @@ struct Stoq: AsyncParsableCommand {
             // transport
             Serve.self,
             Fetch.self,
-            BenchTransport.self,
+            BenchTransportAlias.self,
             BenchCommand.self,
             // content
             Put.self,
@@ -28,16 +28,16 @@ struct Stoq: AsyncParsableCommand {
             Unpin.self,
             GC.self,
             StoreCommand.self,
-            BenchContent.self,
+            BenchContentAlias.self,
             // swarm
-            BenchSwarm.self,
+            BenchSwarmAlias.self,
             // network
             NodeCommand.self,
             StatusCommand.self,
             Demo.self,
             // edge
-            BenchEdge.self,
-            Publish.self,
+            BenchEdgeAlias.self,
+            PublishAlias.self,
             Resolve.self,
             Purge.self,
             Edges.self,

@@ -4,11 +4,11 @@ import STOQBenchmarks
 import STOQNode
 import STOQSwarm
 
-/// `stoq bench-swarm`: the multi-source scheduler under the simulator (virtual time), or with
+/// `stoq bench swarm` (old spelling `bench-swarm`, hidden): the multi-source scheduler under the simulator (virtual time), or with
 /// `--real` over real QUIC on [::1] with `stoq node` processes as sources.
 struct BenchSwarm: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench-swarm",
+        commandName: "swarm",
         abstract: "Swarm goodput with 2/4/8 sources and failover p50/p99: under the simulator, or with --real over QUIC on [::1] (part of `make bench`).")
 
     @Option(help: "Seed of every simulated run.")
@@ -68,7 +68,7 @@ struct BenchSwarm: AsyncParsableCommand {
     }
 }
 
-/// A source node of `stoq bench-swarm --real`, as the benchmark sees it.
+/// A source node of `stoq bench swarm --real`, as the benchmark sees it.
 extension ChildProcess: BenchmarkNodeProcess {
     var processIdentifier: Int32 { process.processIdentifier }
 }

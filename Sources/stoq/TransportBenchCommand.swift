@@ -2,10 +2,10 @@ import ArgumentParser
 import Foundation
 import STOQBenchmarks
 
-/// `stoq bench-transport`: one STOQ connection over [::1] in this process, bulk transfer.
+/// `stoq bench transport` (old spelling `bench-transport`, hidden): one STOQ connection over [::1] in this process, bulk transfer.
 struct BenchTransport: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench-transport",
+        commandName: "transport",
         abstract: "Measure STOQ single-connection throughput and handshake time over [::1].")
 
     @Option(help: "Megabytes to send on one connection.")

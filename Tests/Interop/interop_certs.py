@@ -15,7 +15,7 @@ from pathlib import Path
 
 def help_mentions(binary: str, sub: str, needle: str) -> bool:
     try:
-        r = subprocess.run([binary, sub, "--help"], capture_output=True, text=True, timeout=20)
+        r = subprocess.run([binary, *sub.split(), "--help"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return False
     # swift-argument-parser prints the root help (exit 0) for an unknown subcommand,
@@ -78,7 +78,7 @@ def _stoq_ca(binary: str, d: Path, name: str) -> tuple[Path, Path]:
 
 
 def _stoq_leaf(binary: str, ca_dir: Path, out: Path, name: str) -> tuple[Path, Path]:
-    _run([binary, "certs", "issue", "--ca", str(ca_dir), "--name", name,
+    _run([binary, "certs", "issue", "--ca-dir", str(ca_dir), "--name", name,
           "--dns", "localhost", "--ip", "::1", "--out", str(out)])
     return out / f"{name}.pem", out / f"{name}.key"
 

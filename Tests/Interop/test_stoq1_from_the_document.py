@@ -180,7 +180,7 @@ def test_the_document_talks_to_stoq_nodes(tmp_path: Path) -> None:
     run(stoq, "certs", "init-ca", "--out", str(certs))
     node_ids = {}
     for name in ("origin", "edge", "reader"):
-        out = run(stoq, "certs", "issue", "--ca", str(certs), "--name", name, "--out", str(certs))
+        out = run(stoq, "certs", "issue", "--ca-dir", str(certs), "--name", name, "--out", str(certs))
         node_ids[name] = bytes.fromhex(re.search(r"id ([0-9a-f]{64})", out).group(1))
     # The vectors' publisher key, so the node's chunks decrypt with the documented derivation.
     store.mkdir()

@@ -269,7 +269,7 @@ class User:
         """NAME.pem and NAME.key, issued by `stoq certs issue` the first time they are asked for."""
         with self.lock:
             if name not in self.issued:
-                args = ["certs", "issue", "--ca", self.ca_dir, "--name", name, "--out", self.ca_dir]
+                args = ["certs", "issue", "--ca-dir", self.ca_dir, "--name", name, "--out", self.ca_dir]
                 if region:
                     args += ["--region", region]
                 self.ok(*args)

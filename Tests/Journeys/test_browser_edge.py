@@ -1,11 +1,11 @@
 """Headless Chromium against a real edge (issue 12 "Tests"): an origin and an edge as `stoq node`
 processes of the release binary, the edge with `--http '[::1]:0'` and no publisher key; a public
-site (`stoq put --public`, `stoq publish --public`) with a page, its image, its script and a small
+site (`stoq put --public`, `stoq name publish --public`) with a page, its image, its script and a small
 webm video made by ffmpeg. Chromium loads `https://stoq.test:PORT/name/site/index.html` once forced
 onto QUIC (`nextHopProtocol == "h3"`) and once over HTTPS/TCP (`h2`), the edge's certificate pinned
 by its SPKI and stoq.test mapped to [::1]. Each time the image and the script load, the video seeks
 to its middle and plays (its range requests are in the access log), and the page's WebSocket gets
-the push of a `stoq publish` made while the page is open.
+the push of a `stoq name publish` made while the page is open.
 
 Chromium is driven over the DevTools protocol on a pipe (`--remote-debugging-pipe`: JSON messages
 ended by NUL on fds 3 and 4), so the test waits for real events instead of a virtual-time budget.
@@ -116,7 +116,7 @@ def edge(user: User, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[
     try:
         origin = user.node(procs, "browser-origin", "--role", "origin", store=origin_store)
         publisher = ["--node", origin.address, *user.tls("browser-publisher"), "--store", str(work / "publisher")]
-        user.ok("publish", "site", cid, "--public", *publisher)
+        user.ok("name", "publish", "site", cid, "--public", *publisher)
         log = work / "access.log"
         cert, key = user.cert("browser-edge")
         p = user.start(procs, "browser-edge", "node", "--name", "browser-edge", "--listen", "[::1]:0", "--cert", cert,
@@ -223,7 +223,7 @@ def test_chromium_loads_the_site_from_the_edge(user: User, edge: Edge, transport
         assert state["image"] and state["script"], state
         assert state["resources"].get("pixel.png") == transport and state["resources"].get("app.js") == transport, state
         # A new version of the name while the page is open: the edge pushes it down the WebSocket.
-        user.ok("publish", "site", edge.site, "--public", *edge.publisher)
+        user.ok("name", "publish", "site", edge.site, "--public", *edge.publisher)
         state = wait_for(browser, "a WebSocket push", lambda s: s.get("pushes"))
         assert all(isinstance(v, int) and v >= 2 for v in state["pushes"]), state
         state = wait_for(browser, "its video playing from the middle", lambda s: s.get("video"))

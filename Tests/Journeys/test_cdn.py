@@ -1,6 +1,6 @@
 """The README's CDN journey on the release binary: certificates, `put`, an origin and two edges
 as `stoq node` processes, `stoq get --peers` (20 in a row, bit-identical), a mutable name
-(`publish`, `get NAME`, `published`), `status --json`, an edge killed with `kill -9` mid-fetch,
+(`name publish`, `get NAME`, `name show`), `status --json`, an edge killed with `kill -9` mid-fetch,
 and SIGTERM of every node.
 
 The 20 fetches are the regression test of the release-only crash of `stoq get --peers`
@@ -31,7 +31,7 @@ def test_certificates_show_and_verify(user: User) -> None:
     # A certificate of another network's CA is refused.
     other = user.home / "other-ca"
     user.ok("certs", "init-ca", "--out", other)
-    user.ok("certs", "issue", "--ca", other, "--name", "stranger", "--out", other)
+    user.ok("certs", "issue", "--ca-dir", other, "--name", "stranger", "--out", other)
     refused = user.run("certs", "verify", "--ca", user.ca, other / "stranger.pem")
     assert refused.rc != 0, refused.stdout
 
@@ -86,11 +86,11 @@ def test_symlinks_and_empty_directories_round_trip(user: User, tmp_path: Path) -
 
 def test_publish_then_fetch_by_name(user: User, cdn: CDN, tmp_path: Path) -> None:
     name = "videos.example"
-    pub = user.ok("publish", name, cdn.content, "--node", cdn.origin.address, *user.tls("publisher"),
+    pub = user.ok("name", "publish", name, cdn.content, "--node", cdn.origin.address, *user.tls("publisher"),
                   "--store", tmp_path / "publisher")
     assert name in pub.stdout, pub.stdout
     edge = cdn.edges[0]
-    shown = user.ok("published", name, "--peers", edge.address, *user.tls("client"))
+    shown = user.ok("name", "show", name, "--node", edge.address, *user.tls("client"))
     assert cdn.content in shown.stdout, shown.stdout
     out = tmp_path / "by-name"
     user.ok("get", name, "-o", out, "--store", tmp_path / "store", "--peers", edge.address, *user.tls("client"),

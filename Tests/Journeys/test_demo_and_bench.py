@@ -29,16 +29,17 @@ def test_demo(user: User, tmp_path: Path) -> None:
 
 # (command, arguments, a regular expression its output must match)
 BENCHES = [
-    ("bench-transport", ["--megabytes", "2", "--handshakes", "2", "--idle-connections", "0"], r"first byte"),
-    ("bench-content", ["--input", "{input}", "--repeat", "1"], r"cdc_chunks"),
+    ("bench transport", ["--megabytes", "2", "--handshakes", "2", "--idle-connections", "0"], r"first byte"),
+    ("bench content", ["--input", "{input}", "--repeat", "1"], r"cdc_chunks"),
     ("bench routing", ["--nodes", "300", "--seconds", "0.2", "--no-dense-peer"], r"prediction error"),
-    ("bench-swarm", ["--failover-runs", "2"], r"failover"),
-    ("bench-edge", ["--items", "2000", "--requests", "20000", "--capacities", "100"], r"\d+\.\d+x"),
-    # `dht bench --nodes N` (the message-level run) did not finish in 60 s even with 20 nodes
+    ("bench swarm", ["--failover-runs", "2"], r"failover"),
+    ("bench edge", ["--items", "2000", "--requests", "20000", "--capacities", "100"], r"\d+\.\d+x"),
+    # `bench dht --nodes N` (the message-level run) did not finish in 60 s even with 20 nodes
     # (noted in the report); the scale and QUIC runs are the quick ones.
-    ("dht bench", ["--scale", "1000", "--lookups", "20", "--quic", "4", "--quic-lookups", "5"], r"found=20/20"),
-    ("relay bench", ["--fetches", "1", "--chunk-kib", "64"], r"relay over QUIC"),
-    ("block bench-net", ["--nodes", "16", "--block-size", "1048576", "--blocks", "1"], r"put:"),
+    ("bench dht", ["--scale", "1000", "--lookups", "20", "--quic", "4", "--quic-lookups", "5"], r"found=20/20"),
+    ("bench relay", ["--fetches", "1", "--chunk-kib", "64"], r"relay over QUIC"),
+    ("bench block", ["--nodes", "16", "--block-size", "1048576", "--blocks", "1"], r"put:"),
+    ("bench erasure", ["--shard-size", "65536", "--seconds", "0.05"], r"encode_gbps="),
 ]
 
 

@@ -84,10 +84,10 @@ def test_get_by_content_id_through_the_dht(user: User, tmp_path: Path, procs: Pr
     # A Nexus name feeds `get`: resolved (saying so on stderr), then fetched the same way.
     owner = tmp_path / "owner.pem"
     user.ok("name", "keygen", "--out", owner)
-    user.ok("name", "set", "dhtget.example", cid, "--owner", owner, "--version", "1", "--node", second.address, *tls)
-    user.ok("name", "set", "dhtget.example", cid, "--owner", owner, "--version", "2", "--node", first.address, *tls)
+    user.ok("name", "set", "dhtget.example", cid, "--owner", owner, "--record-version", "1", "--bootstrap", second.address, *tls)
+    user.ok("name", "set", "dhtget.example", cid, "--owner", owner, "--record-version", "2", "--bootstrap", first.address, *tls)
     r = get("dhtget.example", tmp_path / "out-4")
-    assert "Nexus name record v2" in r.stderr, r.stderr
+    assert "(DHT record v2" in r.stderr, r.stderr
     assert_same_tree(source, tmp_path / "out-4")
 
     # The origin restarts on another port: its new record replaces the old one.

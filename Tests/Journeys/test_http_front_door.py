@@ -164,7 +164,7 @@ def test_errors(door: FrontDoor, http: str) -> None:
 
 
 def test_a_published_name_and_the_access_log(user: User, door: FrontDoor, tmp_path: Path) -> None:
-    user.ok("publish", "http-site", door.site, "--node", door.origin.address, *user.tls("publisher"),
+    user.ok("name", "publish", "http-site", door.site, "--node", door.origin.address, *user.tls("publisher"),
             "--store", tmp_path / "publisher", "--ttl", "300")
     page = curl(f"{door.base}/name/http-site/index.html")
     assert page.status == 200 and page.body == door.files["index.html"]

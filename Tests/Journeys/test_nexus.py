@@ -28,31 +28,31 @@ def test_dht_names_and_resolve(user: User, tmp_path: Path) -> None:
         owner = tmp_path / "owner.pem"
         user.ok("name", "keygen", "--out", owner)
         content = "stoq:" + "a" * 52
-        r = user.ok("name", "set", "site.example", content, "--owner", owner, "--version", "7",
-                    "--node", first.address, *user.tls("client"))
+        r = user.ok("name", "set", "site.example", content, "--owner", owner, "--record-version", "7",
+                    "--bootstrap", first.address, *user.tls("client"))
         assert "version 7" in r.stdout, r.stdout
         # Asked of another node: found through the DHT, signature and expiry checked.
-        got = user.ok("name", "get", "site.example", "--node", rest[1].address, *user.tls("client"))
+        got = user.ok("name", "get", "site.example", "--bootstrap", rest[1].address, *user.tls("client"))
         assert "version 7" in got.stdout and "verified" in got.stdout, got.stdout
         # A higher version wins; a lower one is refused.
-        user.ok("name", "set", "site.example", content, "--owner", owner, "--version", "8",
-                "--node", rest[0].address, *user.tls("client"))
-        assert "version 8" in user.ok("name", "get", "site.example", "--node", first.address,
+        user.ok("name", "set", "site.example", content, "--owner", owner, "--record-version", "8",
+                "--bootstrap", rest[0].address, *user.tls("client"))
+        assert "version 8" in user.ok("name", "get", "site.example", "--bootstrap", first.address,
                                       *user.tls("client")).stdout
-        stale = user.run("name", "set", "site.example", content, "--owner", owner, "--version", "3",
-                         "--node", first.address, *user.tls("client"))
-        assert stale.rc != 0 or "version 8" in user.ok("name", "get", "site.example", "--node", first.address,
+        stale = user.run("name", "set", "site.example", content, "--owner", owner, "--record-version", "3",
+                         "--bootstrap", first.address, *user.tls("client"))
+        assert stale.rc != 0 or "version 8" in user.ok("name", "get", "site.example", "--bootstrap", first.address,
                                                        *user.tls("client")).stdout
         # A name that was never set: a clear failure, not a hang.
-        missing = user.run("name", "get", "nothing.example", "--node", first.address, *user.tls("client"), timeout=60)
+        missing = user.run("name", "get", "nothing.example", "--bootstrap", first.address, *user.tls("client"), timeout=60)
         assert missing.rc != 0
         # A service of two nodes: resolve picks a healthy one.
         services = [f"{node_id(user, n.name)}@{n.address}" for n in rest]
-        args = ["name", "set", "svc.example", "--owner", owner, "--node", first.address, *user.tls("client")]
+        args = ["name", "set", "svc.example", "--owner", owner, "--bootstrap", first.address, *user.tls("client")]
         for s in services:
             args += ["--service-node", s]
         user.ok(*args)
-        resolved = user.ok("resolve", "svc.example", "--rounds", "2", "--interval-ms", "200", "--node", first.address,
+        resolved = user.ok("resolve", "svc.example", "--rounds", "2", "--probe-interval", "200", "--bootstrap", first.address,
                            *user.tls("client"), timeout=60)
         assert any(n.address in resolved.stdout for n in rest), resolved.stdout
         for n in [first, *rest]:
@@ -65,7 +65,7 @@ def test_signed_record_offline(user: User, tmp_path: Path) -> None:
     owner = tmp_path / "owner.pem"
     user.ok("name", "keygen", "--out", owner)
     record = tmp_path / "record.bin"
-    user.ok("name", "sign", "docs.example", "b" * 64, "--key", owner, "--version", "1", "--out", record)
+    user.ok("name", "sign", "docs.example", "b" * 64, "--owner", owner, "--record-version", "1", "--out", record)
     assert record.stat().st_size > 0
     user.ok("name", "verify", record)
     damaged = tmp_path / "damaged.bin"

@@ -3,7 +3,7 @@
 An origin holds one public tree (`stoq put --public`) and one private file; two edges in a chain
 (origin <- edge-1 <- edge-2). A reader with no publisher key reads the public tree through edge-2
 (the edges obtain its read key from upstream and keep it on disk); the private file stays closed
-to everyone but its publisher; `stoq publish --public` refuses private content; `stoq purge`
+to everyone but its publisher; `stoq name publish --public` refuses private content; `stoq purge`
 through a published name drops the tree's cached chunks on edge-1 and on edge-2 below it; a
 restarted edge still opens the public tree with the key it kept while its upstream is gone.
 """
@@ -86,9 +86,9 @@ def test_public_content_through_edges_then_purge(user: User, tmp_path: Path, pro
 
     # publish --public refuses private content and accepts public content.
     publisher = [*user.tls("publisher"), "--store", origin_store]
-    refused = user.run("publish", "site", private_id, "--public", "--node", origin.address, *publisher)
+    refused = user.run("name", "publish", "site", private_id, "--public", "--node", origin.address, *publisher)
     assert refused.rc != 0 and "is private" in refused.stderr, refused.stderr
-    published = user.ok("publish", "site", public_id, "--public", "--node", origin.address, *publisher)
+    published = user.ok("name", "publish", "site", public_id, "--public", "--node", origin.address, *publisher)
     assert "public" in published.stdout, published.stdout
 
     # Purge by name on edge-1: edge-1 and edge-2 (below it, subscribed) drop the tree's chunks.

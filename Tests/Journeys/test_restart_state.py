@@ -45,7 +45,7 @@ def wait_edges(user: User, origin: str, want: set[str], timeout: float = 30) -> 
 
 
 def published(user: User, name: str, peer: str) -> str:
-    out = user.ok("published", name, "--peers", peer, *user.tls("rs-client"), timeout=60)
+    out = user.ok("name", "show", name, "--node", peer, *user.tls("rs-client"), timeout=60)
     return content_id(out.stdout)
 
 
@@ -80,7 +80,7 @@ def test_publish_reaches_every_edge_after_an_origin_restart(user: User, procs: P
 
     name = "restart.example"
     tls_pub = [*user.tls("rs-publisher"), "--store", tmp_path / "publisher"]
-    pub = user.ok("publish", name, contents[0], "--node", origin_address, *tls_pub)
+    pub = user.ok("name", "publish", name, contents[0], "--node", origin_address, *tls_pub)
     assert " v1 " in pub.stdout, pub.stdout
     for edge in (edge_paris, edge_ny):
         assert published(user, name, edge.address) == contents[0]
@@ -88,7 +88,7 @@ def test_publish_reaches_every_edge_after_an_origin_restart(user: User, procs: P
     # The origin restarts (same address, same store): it kept its subscribers and its edge registry.
     assert origin.proc.terminate() == 0, origin.proc.stderr()
     origin = start_origin()
-    pub = user.ok("publish", name, contents[1], "--node", origin_address, *tls_pub)
+    pub = user.ok("name", "publish", name, contents[1], "--node", origin_address, *tls_pub)
     assert re.search(r"\b2 edges told", pub.stdout), pub.stdout + origin.proc.stderr()
     # Both serve the new version at once: no TTL (300 s) to wait out.
     for edge in (edge_paris, edge_ny):
@@ -114,7 +114,7 @@ def test_publish_reaches_every_edge_after_an_origin_restart(user: User, procs: P
     assert status["names"]["cached_names"] >= 1, status["names"]
 
     # A publish after the edge's restart reaches it at its new address.
-    pub = user.ok("publish", name, contents[2], "--node", origin_address, *tls_pub)
+    pub = user.ok("name", "publish", name, contents[2], "--node", origin_address, *tls_pub)
     assert re.search(r"\b2 edges told", pub.stdout), pub.stdout + origin.proc.stderr()
     assert published(user, name, edge_paris.address) == contents[2]
 

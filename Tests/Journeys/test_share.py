@@ -57,7 +57,7 @@ def test_share_and_get_ticket(user: User, tmp_path: Path, procs: Procs) -> None:
     assert sorted(p.name for p in reader.iterdir()) == ["out"], "the reader kept nothing but its output"
 
     # A public published name needs only the name, a provider and the CA (no certificate, no key).
-    user.ok("publish", "shared-tree", cid, "--node", origin.address, "--public", *user.tls("share-publisher"))
+    user.ok("name", "publish", "shared-tree", cid, "--node", origin.address, "--public", *user.tls("share-publisher"))
     named_home = tmp_path / "named"
     named_home.mkdir()
     named = run([user.stoq, "get", "shared-tree", "-o", "out", "--peers", origin.address, "--ca", str(user.ca)],

@@ -102,7 +102,7 @@ def test_readme_table_parses() -> None:
     usages = readme_usages(README.read_text())
     paths = {u.path for u in usages}
     # A sanity check of the parser against rows that must be there.
-    for must in [("certs", "init-ca"), ("get",), ("node",), ("block", "get"), ("bench", "routing"), ("relay", "bench")]:
+    for must in [("certs", "init-ca"), ("get",), ("node",), ("block", "get"), ("bench", "routing"), ("bench", "relay")]:
         assert must in paths, f"parsed {sorted(paths)}"
     storage = [u for u in usages if u.path == ("node",) and ("--role", "storage") in u.flags]
     assert storage, [u for u in usages if u.path == ("node",)]

@@ -24,7 +24,7 @@ handshake rate of that (Python, so client-bound) opener as a lower bound.
 Environment: BENCH_TRANSPORT_BYTES (default 1 GiB), BENCH_AIOQUIC_BYTES (default 64 MiB:
 aioquic moves tens of Mbit/s, a 1 GiB run would take minutes), BENCH_RUNS (3),
 BENCH_TTFB_FETCHES (50), BENCH_IDLE_CONNS (500; 0 skips), BENCH_ONLY (comma list of row keys:
-stoq,stoq-inproc,ngtcp2,stoq-aioquic,aioquic). The stoq-inproc row runs `stoq bench-transport`
+stoq,stoq-inproc,ngtcp2,stoq-aioquic,aioquic). The stoq-inproc row runs `stoq bench transport`
 (the transport's own in-process bench, stoq/1) when the binary has it.
 """
 
@@ -58,7 +58,7 @@ IDLE_CONNS = Path(__file__).resolve().parent / "idle_conns.py"
 PY = sys.executable
 FETCHED = re.compile(r"fetched (\d+) bytes sha256 ([0-9a-f]{64}) in ([0-9.eE+-]+) s")
 TINY = 1024
-# `stoq bench-transport` (both endpoints in one process, ALPN stoq/1): its two result lines
+# `stoq bench transport` (both endpoints in one process, ALPN stoq/1): its two result lines
 BENCH_TRANSPORT_RESULT = re.compile(r"STOQ one connection: (\d+) MB in ([0-9.]+) s = ([0-9.]+) Gbit/s")
 BENCH_TRANSPORT_FIRST_BYTE = re.compile(
     r"new connection to first byte: median ([0-9.]+) ms, p90 ([0-9.]+) ms \((\d+) runs\)")
@@ -252,7 +252,7 @@ class Row:
     ttfb_proc: list[float] = field(default_factory=list)    # whole client process, spawn → exit
     ttfb_inproc: list[float] = field(default_factory=list)  # connect → first response byte, client's own clock
     idle: dict | None = None  # idle-connection phase: n, failed, anon_before/after_kib, handshakes_per_s
-    first_byte_summary: dict | None = None  # stoq bench-transport: median_ms, p90_ms, runs
+    first_byte_summary: dict | None = None  # stoq bench transport: median_ms, p90_ms, runs
 
     def gbits(self) -> float | None:
         if not self.samples:
@@ -307,7 +307,7 @@ class Bench:
         self.tiny_sha = make_file(self.files / "tiny-1k.bin", TINY)
         rows = [
             Row("stoq", "stoq → stoq", "hq-interop", big, f"/transport-{big}.bin", sha_big),
-            Row("stoq-inproc", "stoq → stoq, one process (stoq bench-transport)", "stoq/1",
+            Row("stoq-inproc", "stoq → stoq, one process (stoq bench transport)", "stoq/1",
                 max(1, big >> 20) << 20, "", ""),
             Row("ngtcp2", "ngtcp2 → ngtcp2 (gtlsserver/gtlsclient)", "h3", big, f"/transport-{big}.bin", sha_big),
             Row("stoq-aioquic", "stoq → aioquic client", "hq-interop", small, f"/transport-{small}.bin", sha_small),
@@ -320,10 +320,10 @@ class Bench:
             elif r.key == "stoq-inproc":
                 if not self.stoq:
                     r.unavailable = "no stoq binary"
-                elif not help_mentions(self.stoq, "bench-transport", "--megabytes"):
-                    r.unavailable = "stoq bench-transport not available"
+                elif not help_mentions(self.stoq, "bench transport", "--megabytes"):
+                    r.unavailable = "stoq bench transport not available"
                 else:
-                    self.stoq_idle_option = help_mentions(self.stoq, "bench-transport", "--idle-connections")
+                    self.stoq_idle_option = help_mentions(self.stoq, "bench transport", "--idle-connections")
             elif r.key.startswith("stoq") and self.stoq_reason:
                 r.unavailable = self.stoq_reason
             elif r.key == "ngtcp2" and not self.has_ngtcp2:
@@ -363,13 +363,13 @@ class Bench:
             # Its first run also times the new-connection handshakes (they need no second process).
             handshakes = max(1, self.args.ttfb_fetches) if r.first_byte_summary is None else 1
             extra = ["--idle-connections", "0"] if self.stoq_idle_option else []
-            rc, out, err, _ = run_client([self.stoq, "bench-transport", "--megabytes", str(size >> 20),
+            rc, out, err, _ = run_client([self.stoq, "bench", "transport", "--megabytes", str(size >> 20),
                                           "--handshakes", str(handshakes), *extra], timeout)
             parsed = parse_bench_transport(out + err)
             if rc != 0 or not parsed:
-                return None, f"stoq bench-transport exit {rc}: {(err or out).strip()[-300:]}", None
+                return None, f"stoq bench transport exit {rc}: {(err or out).strip()[-300:]}", None
             if parsed["bytes"] != size:
-                return None, f"stoq bench-transport moved {parsed['bytes']} of {size} bytes", None
+                return None, f"stoq bench transport moved {parsed['bytes']} of {size} bytes", None
             if handshakes > 1 and "median_ms" in parsed:
                 r.first_byte_summary = {k: parsed[k] for k in ("median_ms", "p90_ms", "runs")}
             return Sample(parsed["seconds"], parsed["bytes"], parsed["seconds"]), None, None
@@ -433,11 +433,11 @@ class Bench:
     def idle_phase(self, r: Row, n: int) -> None:
         """Holds n idle aioquic connections to r's server; records its RssAnon before/after."""
         if r.key == "stoq-inproc":  # the command measures it itself (both sides in one process)
-            rc, out, err, _ = run_client([self.stoq, "bench-transport", "--megabytes", "1", "--handshakes", "1",
+            rc, out, err, _ = run_client([self.stoq, "bench", "transport", "--megabytes", "1", "--handshakes", "1",
                                           "--idle-connections", str(n)], 120 + n / 10)
             parsed = parse_bench_transport(out + err)
             if rc != 0 or not parsed or "idle_kib_per_conn" not in parsed:
-                r.errors.append(f"idle connections: stoq bench-transport exit {rc}: {(err or out).strip()[-200:]}")
+                r.errors.append(f"idle connections: stoq bench transport exit {rc}: {(err or out).strip()[-200:]}")
             else:
                 r.idle = {"n": parsed["idle_conns"], "failed": 0, "kib_per_conn": parsed["idle_kib_per_conn"],
                           "both_sides": True}
@@ -587,7 +587,7 @@ class Bench:
                 if r.key == "stoq-aioquic" or (r.key == "stoq-inproc" and not r.idle):
                     continue
                 if r.key == "stoq-inproc":
-                    body3.append(("stoq bench-transport (client + server, one process)", str(r.idle["n"]), "",
+                    body3.append(("stoq bench transport (client + server, one process)", str(r.idle["n"]), "",
                                   f"{r.idle['kib_per_conn']:.1f} KiB (both sides)", "—", ""))
                     continue
                 label = r.label.split(" → ")[0] + (" serve" if r.key == "stoq" else
@@ -607,7 +607,7 @@ class Bench:
             lines.append("")
         lines.append("ratio = figure / ngtcp2's in the same run (Gbit/s: higher is better; first byte and memory: "
                      "lower is better). The stoq serve rows share one `stoq serve` process.")
-        lines.append("stoq bench-transport: both endpoints in one process, ALPN stoq/1, a unidirectional stream; "
+        lines.append("stoq bench transport: both endpoints in one process, ALPN stoq/1, a unidirectional stream; "
                      "its time is its own (server side, first stream to FIN), the others are client spawn → exit.")
         lines.append("client process = spawn → exit of a new client fetching 1 KiB (includes process start-up); "
                      "connect → first byte = the client's own clock (ngtcp2: its log, 1 ms resolution; "
