@@ -18,6 +18,7 @@ DEB_PACKAGES=(
   chromium                                                     # headless browser tests of the front door (HTTPS/TCP and HTTP/3 forced onto QUIC)
   ffmpeg                                                       # makes the small webm video the browser journey seeks and plays
   python3-pip
+  tmux                                                         # the progress journey reads what a terminal user sees (capture-pane)
 )
 # Only `make bench` needs these (STOQ_BENCH=1): keeps `make test` and CI from installing them.
 if [ "${STOQ_BENCH:-0}" = 1 ]; then

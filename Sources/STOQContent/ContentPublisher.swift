@@ -64,7 +64,8 @@ public final class ContentPublisher: Sendable {
     public let fanout: Int
     /// Chunking threads (0 = all cores).
     public let workers: Int
-    /// Called with the running byte count after each flushed batch (progress output).
+    /// Called with the running byte count of the current ``put(path:name:readKey:)`` (all its
+    /// files so far) after each flushed batch (progress output).
     public let progress: (@Sendable (Int64) -> Void)?
     /// Segment buffers shared by the files of every put (no fresh pages per file).
     let buffers = SegmentBufferPool()
@@ -89,6 +90,8 @@ public final class ContentPublisher: Sendable {
         var batch = CommitBatch()
         var localTags = [ChunkID: ChunkID]()
         var written = Set<ChunkID>()
+        /// Bytes of the files of this put already chunked (progress counts on from here).
+        var bytesBefore: Int64 = 0
         let store: any ChunkStore
         /// The key that seals this put's key tables: the publisher's read key, or a public
         /// content's own key (``PublicKeyring``).
@@ -267,8 +270,9 @@ public final class ContentPublisher: Sendable {
                 entries.append(.init(id: id, offset: UInt64(r.offset), size: UInt64(r.length)))
                 keys.append(pkeys[i])
             }
-            progress?(report.bytes)
+            progress?(session.bytesBefore + report.bytes)
         }
+        session.bytesBefore += report.bytes
         let root = try buildTree(entries: entries, keys: keys, contentType: type, total: UInt64(report.bytes), session: session, report: &report)
         report.id = ContentID(root)
         try session.maybeCommit()

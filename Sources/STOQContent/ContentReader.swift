@@ -24,6 +24,8 @@ public struct ContentReader: Sendable {
     public let store: any ChunkStore
     /// The key that opens key tables: a publisher's read key, or one public content's key.
     public let readKey: SymmetricKey
+    /// Called with the byte count of each chunk a restore writes (progress bars).
+    public var onBytes: (@Sendable (Int) -> Void)? = nil
 
     /// Creates a reader of a publisher's content (its read key opens everything it put privately).
     public init(store: any ChunkStore, keys: PublisherKeys) {
@@ -41,6 +43,15 @@ public struct ContentReader: Sendable {
     /// The decoded root manifest of `id`.
     public func manifest(_ id: ContentID) throws -> AnyManifest {
         try AnyManifest.decode(store.read(id.manifest))
+    }
+
+    /// The plaintext bytes a restore of `id` writes: a file's size, or the total of a
+    /// directory's files (links count nothing).
+    public func plainSize(_ id: ContentID) throws -> UInt64 {
+        switch try manifest(id) {
+        case .file(let m): return m.totalSize
+        case .directory(let d): return d.entries.reduce(UInt64(0)) { $0 &+ ($1.isLink ? 0 : $1.size) }
+        }
     }
 
     /// Streams a file's plaintext in order.
@@ -152,6 +163,7 @@ public struct ContentReader: Sendable {
             try walk(m, depth: 0) { chunk in
                 try fd.writeAll(chunk)
                 written += UInt64(chunk.count)
+                onBytes?(chunk.count)
             }
             guard written == m.totalSize else { throw ContentError(.malformed, "restored \(written) bytes, manifest says \(m.totalSize)") }
             try fd.sync()

@@ -208,6 +208,9 @@ public final class ContentFetcher: Sendable {
             scheduler.handleSourceAdded(id, now: now())
             timeline.window(id, bytes: scheduler.windowBytes(of: id) ?? 0, now: now())
         }
+        // The manifests are read: the size is known, so a progress bar can show the total (and
+        // what a resume already has) before the first data chunk arrives.
+        onProgress?(scheduler.progress)
         func applyHave(_ position: Int, _ answer: ChunkAvailability?) {
             let id = SourceID(sources[position].name)
             switch answer ?? .all {

@@ -100,6 +100,9 @@ public struct Uploader: Sendable {
     public let concurrency: Int
     /// Called after each chunk sent with (chunks sent, chunks to send).
     public let progress: (@Sendable (Int, Int) -> Void)?
+    /// Called once the origin said what it lacks, and after each chunk sent, with (bytes sent,
+    /// bytes to send): plaintext bytes of the chunks the origin asked for (progress bars).
+    public var onBytes: (@Sendable (Int64, Int64) -> Void)? = nil
 
     /// Creates an uploader.
     public init(client: PeerClient, concurrency: Int = 8, progress: (@Sendable (Int, Int) -> Void)? = nil) {
@@ -114,6 +117,9 @@ public struct Uploader: Sendable {
         let (id, needed) = try await client.uploadOffer(tree, name: name, isPublic: isPublic)
         let client = self.client, progress = self.progress, total = needed.count
         var sentBytes: Int64 = 0
+        let onBytes = self.onBytes
+        let toSend = needed.reduce(Int64(0)) { $0 + Int64(tree.chunks.indices.contains($1) ? tree.chunks[$1].length : 0) }
+        onBytes?(0, toSend)
         try await withThrowingTaskGroup(of: Int.self) { group in
             var next = 0, done = 0
             while next < needed.count || done < next {
@@ -130,6 +136,7 @@ public struct Uploader: Sendable {
                 sentBytes += Int64(n)
                 done += 1
                 progress?(done, total)
+                onBytes?(sentBytes, toSend)
             }
         }
         let (content, totals) = try await client.uploadCommit(id: id)

@@ -31,40 +31,65 @@ extension ContentFetcher {
         router: NodeRouter? = nil
     ) async throws -> FetchReport {
         // Dial every peer at once: a dead address waits out the handshake timeout, and must not
-        // hold up the others. Sources keep the order given.
+        // hold up the others. The fetch starts once every dial ended, or once one succeeded and
+        // the others had a moment more (``dialGrace(afterFirst:)``): a peer that has not answered
+        // by then is left out of this fetch with a note (it is most likely down; before, a dead
+        // peer in the list held the whole fetch, and the user's screen, for the handshake timeout).
+        // Sources keep the order given.
         //
-        // Each child builds its whole answer after its last `await`, then returns it (never
-        // `return (position, .success(try await …))`). Swift 6.3.1 miscompiles that shape in
-        // release builds: SILGen writes `position` into the child's indirect result before the
-        // `try await`, and LLVM's dead-store elimination then deletes that store on the path where
-        // the call returns normally (the `catch` path keeps its own). The task group handed back
-        // whatever bytes were in the result buffer as `position`, and `results[position] = …`
-        // trapped in `Array.subscript.modify` (ud2, SIGILL) — or, when the garbage happened to be
-        // a valid index, silently filed a peer's connection under another peer. Found with
-        // `-Xllvm -opt-bisect-limit` (the first bad pass is DSEPass on this closure); the
-        // reduction is in the issue note. The index is still checked: a bad one is skipped.
-        let dialled = await withTaskGroup(of: (Int, Result<PeerClient, any Error>).self) { group in
-            for (position, address) in addresses.enumerated() {
-                group.addTask {
-                    let outcome: Result<PeerClient, any Error>
-                    do {
-                        outcome = .success(try await peers.client(for: address))
-                    } catch {
-                        outcome = .failure(error)
-                    }
-                    return (position, outcome)
-                }
-            }
-            var results = [Result<PeerClient, any Error>?](repeating: nil, count: addresses.count)
-            for await (position, result) in group where results.indices.contains(position) { results[position] = result }
-            return results
+        // Each dial builds its whole answer after its last `await`, then yields it (never
+        // `return (position, .success(try await …))` from a task-group child: Swift 6.3.1
+        // miscompiles that shape in release builds — SILGen writes `position` into the child's
+        // indirect result before the `try await`, and LLVM's dead-store elimination deletes that
+        // store on the normal path, so the group handed back garbage as `position`). The index is
+        // still checked: a bad one is skipped.
+        let clock = ContinuousClock()
+        let dialStart = clock.now
+        enum Dial: Sendable {
+            case done(Int, Result<PeerClient, any Error>)
+            case graceOver
         }
+        let (dials, dialled) = AsyncStream.makeStream(of: Dial.self)
+        for (position, address) in addresses.enumerated() {
+            Task {
+                let outcome: Result<PeerClient, any Error>
+                do {
+                    outcome = .success(try await peers.client(for: address))
+                } catch {
+                    outcome = .failure(error)
+                }
+                dialled.yield(.done(position, outcome))
+            }
+        }
+        var results = [Result<PeerClient, any Error>?](repeating: nil, count: addresses.count)
+        var answered = 0
+        var graceTimer: Task<Void, Never>?
+        waiting: for await dial in dials {
+            switch dial {
+            case .done(let position, let result):
+                guard results.indices.contains(position), results[position] == nil else { continue waiting }
+                results[position] = result
+                answered += 1
+                if answered == addresses.count { break waiting }
+                if graceTimer == nil, case .success = result {
+                    let grace = dialGrace(afterFirst: clock.now - dialStart)
+                    graceTimer = Task {
+                        try? await Task.sleep(for: grace)
+                        dialled.yield(.graceOver)
+                    }
+                }
+            case .graceOver:
+                break waiting
+            }
+        }
+        graceTimer?.cancel()
+        dialled.finish()
         // Each source is the peer's address in `peers`, not this first connection: a connection
         // that closes mid-fetch (a partition longer than the idle timeout) is dialled again.
         var sources = [any ChunkSource]()
         var clients = [PeerClient]()
         var failures = [String]()
-        for (address, result) in zip(addresses, dialled) {
+        for (address, result) in zip(addresses, results) {
             switch result {
             case .success(let client)?:
                 sources.append(PeerSource(address: address, peers: peers, first: client))
@@ -73,7 +98,9 @@ extension ContentFetcher {
                 failures.append("\(address): \(error)")
                 onEvent?("skipping \(address): \(error)")
             case nil:
-                break
+                let waited = Double(Int(((clock.now - dialStart).seconds * 10).rounded())) / 10
+                failures.append("\(address): no answer within \(waited) s")
+                onEvent?("skipping \(address): no answer within \(waited) s while other peers answered (it may be down); fetching from the others")
             }
         }
         guard !sources.isEmpty else {
@@ -96,5 +123,12 @@ extension ContentFetcher {
             store: store, sources: sources, configuration: configuration, logger: logger,
             onProgress: onProgress, onEvent: onEvent, healthChanges: changes, preference: preference)
         return try await fetcher.fetch(root)
+    }
+
+    /// How long a fetch waits for the other peers' dials once one succeeded after `first`: at
+    /// least a second, and three times the time the first took (a far peer's handshake takes
+    /// longer than a near one's), at most the handshake timeout's usual 10 s.
+    static func dialGrace(afterFirst first: Duration) -> Duration {
+        min(.seconds(10), max(.seconds(1), first * 3))
     }
 }

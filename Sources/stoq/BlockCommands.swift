@@ -243,18 +243,30 @@ struct BlockPutCommand: AsyncParsableCommand {
     @Argument(help: "The file to store (one block, up to 640 MiB).") var file: String
     @OptionGroup var storage: StorageNodeOptions
     @OptionGroup var client: BlockClientOptions
+    @OptionGroup var progressOptions: ProgressOptions
 
     func validate() throws {
         if storage.nodes == nil && storage.bootstrapNodes == nil { throw ValidationError("give --node ADDR,... or --bootstrap ADDR (or both): the storage nodes, or a Nexus DHT node to find them through") }
     }
 
     func run() async throws {
+        let view = ProgressView("block put", mode: progressOptions.mode())
+        LogBootstrap.forCommand(quiet: progressOptions.quiet)
+        defer { view.abandon() }
+        view.phase("reading \(file)…")
         guard let data = FileManager.default.contents(atPath: file) else { throw ValidationError("cannot read \(file)") }
+        if storage.bootstrapNodes != nil { view.phase("finding storage nodes through the DHT…") }
         let addresses = try await storageNodeAddresses(nodes: storage.nodes, dht: storage.bootstrapNodes, client: client)
         try await client.with { client in
+            view.phase("asking \(addresses.count) storage nodes for their space…")
             let (found, failures) = await client.discover(addresses)
-            for (address, why) in failures { FileHandle.standardError.write(Data("stoq: skipping \(address): \(why)\n".utf8)) }
-            let report = try await client.put([UInt8](data), nodes: found, fileName: (file as NSString).lastPathComponent)
+            for (address, why) in failures { Console.shared.note("skipping \(address): \(why)") }
+            view.phase("encoding \(ProgressView.humanSize(Int64(data.count))) (compress, encrypt, erasure-code 10 + 4)…")
+            let report = try await client.put([UInt8](data), nodes: found, fileName: (file as NSString).lastPathComponent) { p in
+                view.update(done: p.bytesDone, total: p.totalBytes)
+            }
+            view.update(done: Int64(report.record.holders.count) * Int64(try report.record.decodedManifest().shardSize), total: nil)
+            view.finish()
             let receipts = report.record.receipts.count
             print("block \(report.block.hex)")
             print(String(format: "stored %d bytes as %d shards of %d bytes on %d nodes in %d regions: %d receipts (commit needs %d), %.1f MB/s",
@@ -277,11 +289,19 @@ struct BlockGetCommand: AsyncParsableCommand {
     @Argument(help: "Block id (or a unique prefix of at least 8 hex digits).") var id: String
     @Option(name: .shortAndLong, help: "Output file.") var output: String
     @OptionGroup var client: BlockClientOptions
+    @OptionGroup var progressOptions: ProgressOptions
 
     func run() async throws {
+        let view = ProgressView("block get", mode: progressOptions.mode())
+        LogBootstrap.forCommand(quiet: progressOptions.quiet)
+        defer { view.abandon() }
         try await client.with { client in
             let block = try client.directory.resolve(id)
-            let report = try await client.get(block)
+            view.phase("reaching the holders of block \(block.short)…")
+            let report = try await client.get(block) { p in
+                view.update(done: p.bytesDone, total: p.totalBytes, sources: p.nodes)
+            }
+            view.finish()
             guard FileManager.default.createFile(atPath: output, contents: Data(report.content)) else { throw ValidationError("cannot write \(output)") }
             print(String(format: "read block %@: %d bytes in %.1f ms (%.1f MB/s); %d requests, %d cancelled after k verified",
                          block.short, report.content.count, report.wall.seconds * 1000, Double(report.content.count) / report.wall.seconds / 1e6,

@@ -22,6 +22,27 @@ final class Console: @unchecked Sendable {
     let stderrIsTerminal: Bool = isatty(2) != 0
     /// Whether stdout is a terminal.
     let stdoutIsTerminal: Bool = isatty(1) != 0
+    private var _quiet = false
+    private var _drawsStatus: Bool = isatty(2) != 0
+
+    /// `--quiet`: notes are not printed (errors, results and raw lines still are).
+    var quiet: Bool {
+        get { lock.withLock { _quiet } }
+        set { lock.withLock { _quiet = newValue } }
+    }
+
+    /// Whether the status line is drawn in place: on a terminal, or forced (`--progress`).
+    var drawsStatus: Bool {
+        get { lock.withLock { _drawsStatus } }
+        set { lock.withLock { _drawsStatus = newValue } }
+    }
+
+    /// The terminal's width in columns (nil: stderr is not a terminal, or it does not say).
+    func columns() -> Int? {
+        var size = winsize()
+        guard ioctl(2, UInt(TIOCGWINSZ), &size) == 0, size.ws_col > 0 else { return nil }
+        return Int(size.ws_col)
+    }
 
     /// Prints a result on stdout (a line is added).
     func result(_ text: String) {
@@ -32,6 +53,7 @@ final class Console: @unchecked Sendable {
 
     /// Prints a note on stderr, prefixed `stoq: `, above the status line if one is shown.
     func note(_ text: String) {
+        guard !quiet else { return }
         raw("stoq: " + text)
     }
 
@@ -44,9 +66,9 @@ final class Console: @unchecked Sendable {
     func raw(_ text: String) {
         lock.withLock {
             var out = ""
-            if statusLine != nil, stderrIsTerminal { out += "\r\u{1B}[2K" }
+            if statusLine != nil, _drawsStatus { out += "\r\u{1B}[2K" }
             out += text.hasSuffix("\n") ? text : text + "\n"
-            if let line = statusLine, stderrIsTerminal { out += line }
+            if let line = statusLine, _drawsStatus { out += line }
             FileHandle.standardError.write(Data(out.utf8))
         }
     }
@@ -56,7 +78,7 @@ final class Console: @unchecked Sendable {
     func status(_ line: String) {
         lock.withLock {
             statusLine = line
-            guard stderrIsTerminal else { return }
+            guard _drawsStatus else { return }
             FileHandle.standardError.write(Data(("\r\u{1B}[2K" + line).utf8))
         }
     }
@@ -66,7 +88,7 @@ final class Console: @unchecked Sendable {
         lock.withLock {
             guard statusLine != nil else { return }
             statusLine = nil
-            guard stderrIsTerminal else { return }
+            guard _drawsStatus else { return }
             FileHandle.standardError.write(Data((keep ? "\n" : "\r\u{1B}[2K").utf8))
         }
     }

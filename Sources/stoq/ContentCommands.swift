@@ -22,7 +22,7 @@ struct StoreOptions: ParsableArguments {
     func openStore() throws -> DiskChunkStore {
         let s = try DiskChunkStore(directory: directory)
         if let r = s.rebuilt {
-            FileHandle.standardError.write(Data("stoq: store \(directory): \(r)\n".utf8))
+            Console.shared.note("store \(directory): \(r)")
         }
         return s
     }
@@ -44,7 +44,7 @@ struct StoreOptions: ParsableArguments {
             }
             guard create else { throw ContentError(.keyMissing, "the store \(directory) has no publisher key (\(path)); `stoq put` creates one for a new store") }
             let keys = try PublisherKeyFile.create(directory: directory)
-            FileHandle.standardError.write(Data("stoq: created the publisher key \(path) for the new store (keep a copy: content put with it cannot be read without it)\n".utf8))
+            Console.shared.note("created the publisher key \(path) for the new store (keep a copy: content put with it cannot be read without it)")
             return keys
         }
     }
@@ -68,13 +68,15 @@ func humanBytes(_ n: Int64) -> String {
 struct Put: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Store files or directories; print each content id and the dedup figures. With --node, upload them into a running origin instead.")
     @OptionGroup var storeOptions: StoreOptions
-    @Flag(name: .long, help: "Print progress lines (bytes chunked so far) on stderr.") var progress = false
     @Flag(name: .long, help: "Public content: seal it with a read key of its own (kept in the store's public.keys), which the origin hands to the nodes of its network so edges can serve it over HTTP. Opens this content only, never the rest of the publisher's.")
     var `public` = false
     @Argument(help: "Files or directories to put.") var paths: [String]
     @OptionGroup var uploadOptions: UploadOptions
+    @OptionGroup var progressOptions: ProgressOptions
 
     func run() async throws {
+        _ = progressOptions.mode()  // --quiet silences the notes from here on
+        LogBootstrap.forCommand(quiet: progressOptions.quiet)
         if uploadOptions.node != nil { return try await upload() }
         try reportingErrors { try put() }
     }
@@ -93,10 +95,14 @@ struct Put: AsyncParsableCommand {
         }
         let store = try storeOptions.openStore()
         let keys = try storeOptions.publisherKeys(for: store, create: true)
-        var report: (@Sendable (Int64) -> Void)? = nil
-        if progress {
-            report = { n in FileHandle.standardError.write(Data("progress \(n)\n".utf8)) }
-        }
+        // The bar counts the bytes chunked so far of all the paths (their total is known first).
+        let view = ProgressView("put", mode: progressOptions.mode())
+        defer { view.abandon() }
+        view.phase("reading \(paths.count == 1 ? paths[0] : "\(paths.count) paths")…")
+        let total = paths.reduce(Int64(0)) { $0 + plainBytes(under: $1) }
+        view.phase("chunking…")
+        let before = ByteCounter()
+        let report: @Sendable (Int64) -> Void = { n in view.update(done: before.value + n, total: total) }
         let pub = ContentPublisher(store: store, keys: keys, progress: report)
         var results = [PutReport]()
         let start = DispatchTime.now()
@@ -114,10 +120,13 @@ struct Put: AsyncParsableCommand {
                 print("\(r.id)  \(p)")
             }
             for s in r.skipped {
-                FileHandle.standardError.write(Data("stoq: warning: skipped \(s) (\(skipReason(s)))\n".utf8))
+                Console.shared.raw("stoq: warning: skipped \(s) (\(skipReason(s)))")
             }
             results.append(r)
+            before.add(r.bytes)
+            view.update(done: before.value, total: Swift.max(total, before.value))
         }
+        view.finish()
         let skipped = results.reduce(0) { $0 + $1.skipped.count }
         if skipped > 0 {
             FileHandle.standardError.write(Data("stoq: warning: \(skipped) entries were not stored (above); a get of this content will not have them\n".utf8))
@@ -147,11 +156,15 @@ struct Get: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: "Output path (a file, or a directory to create/merge into).") var output: String
     @Option(help: "The publisher's key file (its publisher.key), to read content published from another store.")
     var publisherKey: String?
+    @OptionGroup var progressOptions: ProgressOptions
 
     func run() async throws {
+        let view = ProgressView("get", mode: progressOptions.mode())
+        LogBootstrap.forCommand(quiet: progressOptions.quiet)
+        defer { view.abandon() }
         // A ticket (stoq share) needs nothing else: no certificate, no peers, no key.
         if ShareTicket.looksLikeTicket(id) {
-            try await getTicket()
+            try await getTicket(view: view)
             return
         }
         // A content id, or a name (NAME or name:NAME): published on an origin (asked of --peers),
@@ -162,9 +175,11 @@ struct Get: AsyncParsableCommand {
         } else if id.hasPrefix("stoq:") {
             throw ContentError(.invalidArgument, "\(id) is not a content id (expected stoq: followed by 52 base32 characters)")
         } else {
+            view.phase("resolving the name \(id)…")
             cid = try await resolveName(id)
         }
         // --bootstrap: the content's providers found through the DHT join the peers.
+        if discovery.bootstrap != nil { view.phase("looking up \(cid) in the DHT…") }
         let peerOptions = try await discovery.discover(cid, peers: self.peerOptions)
         // The key is settled before anything is fetched: a store whose key is lost is refused at once.
         let (store, keys) = try reportingErrors { () throws -> (DiskChunkStore, PublisherKeys) in
@@ -182,7 +197,7 @@ struct Get: AsyncParsableCommand {
             return (store, try storeOptions.publisherKeys(for: store, create: true))
         }
         if peerOptions.peers != nil {
-            _ = try await peerOptions.fetch(cid, into: store)
+            _ = try await peerOptions.fetch(cid, into: store, view: view)
         }
         // Public content opens with its own key: the store's keyring (its publisher), else the key
         // a peer hands out for it; private content with the publisher's read key.
@@ -193,7 +208,7 @@ struct Get: AsyncParsableCommand {
             reader = ContentReader(store: store, readKey: key)
         }
         try reportingErrors {
-            let r = try reader.restore(cid, to: output)
+            let r = try restoreShowingProgress(reader, cid, to: output, mode: view.mode, verb: peerOptions.peers == nil ? "get" : "write")
             print("get: \(cid) -> \(output): \(r.files) files, \(r.directories) directories\(r.links > 0 ? ", \(r.links) links" : ""), \(humanBytes(r.bytes))")
         }
     }

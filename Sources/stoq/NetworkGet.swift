@@ -20,7 +20,6 @@ struct PeerOptions: ParsableArguments {
     var cert: String? { identity.cert }
     var key: String? { identity.key }
     var ca: String? { identity.ca }
-    @Flag(help: "Show a progress bar even when stdout is not a terminal.") var progress = false
     @Flag(help: "Ask the peers in the order given instead of ranking them by route cost (3 PING/PONGs and a gossip exchange each).") var noRouting = false
     @Option(help: "Reach every peer through this relay node (a node with the relay role), e.g. when the direct path is slow or blocked: '[fd00::9]:4433'.")
     var via: String?
@@ -87,8 +86,10 @@ struct PeerOptions: ParsableArguments {
 
     /// Fetches `id` from the peers into `store`, printing progress and a summary. `stoq get
     /// --peers` and `stoq demo` both come here, so the demo exercises the path every reader uses.
-    /// - Parameter hooks: what the caller watches besides the progress bar and summary.
-    func fetch(_ id: ContentID, into store: any ChunkStore, hooks: PeerFetchHooks = .init()) async throws -> FetchReport {
+    /// - Parameters:
+    ///   - hooks: what the caller watches besides the progress bar and summary.
+    ///   - view: where progress is drawn (nil: nowhere); left running (the caller finishes it).
+    func fetch(_ id: ContentID, into store: any ChunkStore, hooks: PeerFetchHooks = .init(), view: ProgressView? = nil) async throws -> FetchReport {
         let addresses = try addresses()
         let probing = try healthConfiguration()
         let swarm = try swarmConfiguration()
@@ -104,6 +105,7 @@ struct PeerOptions: ParsableArguments {
             guard let address = PeerAddress(via) else { throw ValidationError("--via '\(via)' is not an IPv6 address like [::1]:4433") }
             relay = address
         }
+        view?.phase(addresses.count == 1 ? "connecting to \(addresses[0])…" : "connecting to \(addresses.count) peers…")
         let endpoint = try await Endpoint.bind(host: "::", port: 0, tls: tls, configuration: endpointConfiguration)
         // With --via, every peer's client (fetches and probes alike) goes through the relay.
         let peers = PeerSet(endpoint: endpoint, via: relay)
@@ -123,12 +125,11 @@ struct PeerOptions: ParsableArguments {
         }
         let health = probing.map { PeerHealthService(peers: peers, configuration: $0, observer: router) }
         let prober = health.map { health in Task { await health.run() } }
-        let bar = ProgressBar(enabled: hooks.interactive && (progress || isatty(1) != 0))
+        let bar = hooks.interactive ? view : nil
         func shutDown() async {
-            bar.finish()
             if let health {
                 if hooks.interactive {
-                    for peer in await health.snapshot() { FileHandle.standardError.write(Data("stoq: health \(peer.summary)\n".utf8)) }
+                    for peer in await health.snapshot() { Console.shared.note("health \(peer.summary)") }
                 }
                 await health.stop()
             }
@@ -140,13 +141,14 @@ struct PeerOptions: ParsableArguments {
             let report = try await ContentFetcher.fetch(
                 id, from: addresses, peers: peers, health: health, store: store, configuration: swarm,
                 onProgress: { progress in
-                    bar.update(done: progress.bytesDone, total: progress.totalBytes)
+                    bar?.update(done: Int64(progress.bytesDone), total: Int64(progress.totalBytes), sources: progress.liveSources)
                     hooks.onProgress?(progress)
                 },
                 onEvent: { note in
-                    if hooks.interactive { bar.note(note) }
+                    if hooks.interactive { Console.shared.note(note) }
                     hooks.onEvent?(note)
                 }, router: router)
+            bar?.finish()
             await shutDown()
             guard hooks.interactive else { return report }
             let perSource = report.sources.map { s in
@@ -156,6 +158,7 @@ struct PeerOptions: ParsableArguments {
                          report.chunks, report.chunksAlreadyPresent, report.fetchedBytes, report.seconds, report.megabitsPerSecond, perSource))
             return report
         } catch {
+            bar?.abandon()
             await shutDown()
             throw error
         }
@@ -180,37 +183,15 @@ struct PeerFetchHooks: Sendable {
     }
 }
 
-/// A one-line terminal progress bar.
-///
-/// `@unchecked Sendable`: state behind `lock`.
-final class ProgressBar: @unchecked Sendable {
-    private let enabled: Bool
-    private let lock = NSLock()
-    private var last = ContinuousClock.now
-    private var shown = false
-
-    init(enabled: Bool) { self.enabled = enabled }
-
-    func update(done: Int, total: Int) {
-        guard enabled, total > 0 else { return }
-        lock.withLock {
-            guard ContinuousClock.now - last > .milliseconds(100) || done == total else { return }
-            last = .now
-            let width = 30
-            let filled = Int(Double(width) * Double(done) / Double(total))
-            let line = "\r[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "] "
-                + String(format: "%5.1f %% %8.1f MiB", 100 * Double(done) / Double(total), Double(done) / 1_048_576)
-            FileHandle.standardError.write(Data(line.utf8))
-            shown = true
-        }
+extension SwarmProgress {
+    /// Sources that can deliver now (active or backing off; not down, banned or removed): the
+    /// "N sources" of the progress bar.
+    var liveSources: Int {
+        sources.filter { source in
+            switch source.state {
+            case .active, .backingOff: return true
+            default: return false
+            }
+        }.count
     }
-
-    func note(_ text: String) {
-        lock.withLock {
-            FileHandle.standardError.write(Data(((shown ? "\n" : "") + "stoq: " + text + "\n").utf8))
-            shown = false
-        }
-    }
-
-    func finish() { lock.withLock { if shown { FileHandle.standardError.write(Data("\n".utf8)); shown = false } } }
 }

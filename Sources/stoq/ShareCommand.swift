@@ -181,7 +181,7 @@ struct ShareFailure: Error, CustomStringConvertible {
 /// the nodes are pinned to the ticket's CA and node ids), after checking the ticket's key against
 /// the content's manifests, and restores it.
 enum TicketReader {
-    static func get(_ ticket: ShareTicket, output: String, storeDirectory: String?) async throws {
+    static func get(_ ticket: ShareTicket, output: String, storeDirectory: String?, view: ProgressView? = nil) async throws {
         // A store of its own unless one is given: the reader needs no state.
         let directory = storeDirectory ?? (NSTemporaryDirectory() + "/stoq-ticket-\(getpid())-\(UInt32.random(in: 0 ... .max))")
         defer { if storeDirectory == nil { try? FileManager.default.removeItem(atPath: directory) } }
@@ -195,13 +195,36 @@ enum TicketReader {
             await endpoint.close()
         }
         do {
-            // Dial the providers; keep those that are the nodes the ticket names.
+            // Dial the providers, all at once (a dead one must not hold up the others for a
+            // handshake timeout); keep those that are the nodes the ticket names.
+            let count = ticket.providers.count
+            view?.phase(count == 1 ? "connecting to the ticket's node…" : "connecting to the ticket's \(count) nodes…")
+            let dialled = await withTaskGroup(of: (Int, Result<PeerClient, any Error>).self) { group in
+                for (position, p) in ticket.providers.enumerated() {
+                    let address = PeerAddress(host: p.address.host, port: Int(p.address.port))
+                    group.addTask {
+                        // The answer is built after the last await (see ContentFetcher+Peers.swift on
+                        // the release-build miscompile of `return (position, try await …)`).
+                        let outcome: Result<PeerClient, any Error>
+                        do {
+                            outcome = .success(try await peers.client(for: address))
+                        } catch {
+                            outcome = .failure(error)
+                        }
+                        return (position, outcome)
+                    }
+                }
+                var results = [Result<PeerClient, any Error>?](repeating: nil, count: count)
+                for await (position, result) in group where results.indices.contains(position) { results[position] = result }
+                return results
+            }
             var good: [(PeerAddress, PeerClient)] = []
             var problems: [String] = []
-            for p in ticket.providers {
+            for (p, result) in zip(ticket.providers, dialled) {
                 let address = PeerAddress(host: p.address.host, port: Int(p.address.port))
                 do {
-                    let client = try await peers.client(for: address)
+                    guard let result else { continue }
+                    let client = try result.get()
                     guard client.connection.peerNodeID?.bytes == p.nodeID else {
                         problems.append("\(address) is not the node the ticket names (another certificate of the same CA)")
                         await peers.drop(address)
@@ -215,7 +238,8 @@ enum TicketReader {
             guard let first = good.first else {
                 throw ShareFailure("no node the ticket names could be reached: " + problems.joined(separator: "; "))
             }
-            for problem in problems { FileHandle.standardError.write(Data("stoq: \(problem)\n".utf8)) }
+            for problem in problems { Console.shared.note(problem) }
+            view?.phase("checking the ticket's key…")
             // The key is checked against the content's manifests before any data chunk is fetched.
             // (Only manifests are read here; the fetch below reads them again, they are small.)
             let client = first.1
@@ -226,11 +250,19 @@ enum TicketReader {
             case .cannotTell(let why):
                 throw ShareFailure("\(first.0) cannot serve \(ticket.content) (\(why)); nothing was downloaded")
             }
-            let report = try await ContentFetcher.fetch(ticket.content, from: good.map(\.0), peers: peers, health: nil, store: store)
+            view?.phase("reading the manifests…")
+            let report = try await ContentFetcher.fetch(
+                ticket.content, from: good.map(\.0), peers: peers, health: nil, store: store,
+                onProgress: { progress in
+                    view?.update(done: Int64(progress.bytesDone), total: Int64(progress.totalBytes), sources: progress.liveSources)
+                },
+                onEvent: { note in Console.shared.note(note) })
+            view?.finish()
             await close()
-            let r = try ContentReader(store: store, readKey: ticket.readKey).restore(ticket.content, to: output)
-            FileHandle.standardError.write(Data(String(format: "stoq: fetched %d chunks, %d bytes in %.2f s from %d node%@\n",
-                                                        report.chunks, report.fetchedBytes, report.seconds, good.count, good.count == 1 ? "" : "s").utf8))
+            let r = try restoreShowingProgress(
+                ContentReader(store: store, readKey: ticket.readKey), ticket.content, to: output, mode: view?.mode ?? .off, verb: "write")
+            Console.shared.note(String(format: "fetched %d chunks, %d bytes in %.2f s from %d node%@",
+                                       report.chunks, report.fetchedBytes, report.seconds, good.count, good.count == 1 ? "" : "s"))
             print("get: \(ticket.content) -> \(output): \(r.files) files, \(r.directories) directories\(r.links > 0 ? ", \(r.links) links" : ""), \(humanBytes(r.bytes))")
         } catch {
             await close()
@@ -253,10 +285,10 @@ enum TicketReader {
 
 extension Get {
     /// `stoq get TICKET -o OUT`: the ticket's providers, CA pin and key are all it needs.
-    func getTicket() async throws {
+    func getTicket(view: ProgressView? = nil) async throws {
         do {
             let ticket = try ShareTicket(text: id)
-            try await TicketReader.get(ticket, output: output, storeDirectory: storeOptions.store)
+            try await TicketReader.get(ticket, output: output, storeDirectory: storeOptions.store, view: view)
         } catch let error as ShareFailure {
             FileHandle.standardError.write(Data("stoq: error: \(error.message)\n".utf8))
             throw ExitCode(1)

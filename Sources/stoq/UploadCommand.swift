@@ -57,35 +57,47 @@ extension Put {
             throw ValidationError("--node uploads into the origin's own store; leave out --store")
         }
         guard (1...32).contains(uploadOptions.concurrency) else { throw ValidationError("--concurrency must be 1 to 32") }
+        let view = ProgressView("upload", mode: progressOptions.mode())
+        defer { view.abandon() }
+        view.phase("chunking \(paths.count == 1 ? paths[0] : "\(paths.count) paths")…")
         let scans = try reportingErrors { try paths.map { try UploadTree.scan(path: $0) } }
         for scan in scans {
-            for s in scan.skipped { FileHandle.standardError.write(Data("stoq: warning: skipped \(s) (\(skipReason(s)))\n".utf8)) }
+            for s in scan.skipped { Console.shared.raw("stoq: warning: skipped \(s) (\(skipReason(s)))") }
         }
         let start = DispatchTime.now()
         let exitAfter = uploadOptions.exitAfterChunks
-        let showProgress = progress
         var reports: [UploadReport] = []
+        view.phase("connecting to \(address)…")
         do {
             reports = try await withPeer(address, cert: cert, key: key, ca: ca) { client in
                 var out: [UploadReport] = []
+                // The bar counts the bytes sent of every path (each path's share is known once the
+                // origin said which chunks it lacks).
+                let sentBefore = ByteCounter(), toSendBefore = ByteCounter()
                 for (p, scan) in zip(paths, scans) {
                     let files = ChunkFiles(scan.sources)
-                    let uploader = Uploader(client: client, concurrency: uploadOptions.concurrency, progress: { done, total in
-                        if showProgress, done == total || done % Swift.max(1, total / 100) == 0 {
-                            FileHandle.standardError.write(Data("upload \(done)/\(total) chunks\n".utf8))
-                        }
+                    view.phase("offering \(p) (\(scan.tree.chunks.count) chunks) to \(address)…")
+                    var uploader = Uploader(client: client, concurrency: uploadOptions.concurrency, progress: { done, total in
                         if let exitAfter, done >= exitAfter {
                             // Test hook: an upload cut off mid-way (no commit), as by a lost connection.
                             FileHandle.standardError.write(Data("stoq: stopping after \(done) chunks (--exit-after-chunks)\n".utf8))
                             Foundation.exit(3)
                         }
                     })
+                    let pathTotal = ByteCounter()
+                    uploader.onBytes = { sent, toSend in
+                        if sent == 0 { pathTotal.add(toSend) }
+                        view.update(done: sentBefore.value + sent, total: toSendBefore.value + toSend)
+                    }
                     let r = try await uploader.upload(scan.tree, name: p, isPublic: `public`, read: { try files.read($0) })
+                    sentBefore.add(r.sentBytes)
+                    toSendBefore.add(pathTotal.value)
                     print("\(r.content)  \(p)\(`public` ? "  (public)" : "")")
                     out.append(r)
                 }
                 return out
             }
+            view.finish()
         } catch let refused as UploadRefused {
             FileHandle.standardError.write(Data("stoq: error: \(address) refused the upload: \(refused.message)\n".utf8))
             throw ExitCode(1)

@@ -247,7 +247,12 @@ public final class BlockClient: Sendable {
     ///   - content: the block's bytes.
     ///   - nodes: candidate storage nodes (see ``discover(_:)``).
     ///   - fileName: recorded for the user.
-    public func put(_ content: [UInt8], nodes: [DiscoveredNode], fileName: String? = nil) async throws -> BlockPutReport {
+    ///   - progress: called once the block is encoded and after each receipt, with the shard
+    ///     bytes acknowledged of those to store (progress bars).
+    public func put(
+        _ content: [UInt8], nodes: [DiscoveredNode], fileName: String? = nil,
+        progress: (@Sendable (BlockTransferProgress) -> Void)? = nil
+    ) async throws -> BlockPutReport {
         let clock = ContinuousClock()
         let start = clock.now
         func now() -> Duration { clock.now - start }
@@ -260,6 +265,9 @@ public final class BlockClient: Sendable {
         })
         let plan = try planner.plan(block: manifest.blockID, shardCount: manifest.totalShards, shardSize: manifest.shardSize)
         var machine = BlockPutStateMachine(manifest: manifest, plan: plan, planner: planner, now: now(), storeTimeout: requestTimeout)
+        let shardBytes = Int64(manifest.shardSize)
+        var acknowledged = Set<Int>()
+        progress?(BlockTransferProgress(bytesDone: 0, totalBytes: shardBytes * Int64(manifest.totalShards), nodes: 0))
 
         enum Event: Sendable {
             case receipt(StorageReceipt, shard: Int, node: MeshNodeID)
@@ -346,6 +354,11 @@ public final class BlockClient: Sendable {
                     failures.append((shard, node, "receipt refused: \(reason)"))
                     deletions.append((shard, node))
                     machine.handleStoreFailed(shard: shard, node: node, now: now())
+                } else if let progress {
+                    acknowledged.insert(shard)
+                    let holders = Set(machine.receipts.map(\.node)).count
+                    progress(BlockTransferProgress(
+                        bytesDone: shardBytes * Int64(acknowledged.count), totalBytes: shardBytes * Int64(manifest.totalShards), nodes: holders))
                 }
             case .storeFailed(let shard, let node, let reason):
                 failures.append((shard, node, reason))
@@ -424,12 +437,14 @@ public final class BlockClient: Sendable {
     /// Reads a block recorded in the directory: asks k + 2 of the fastest reachable holders at
     /// once, verifies each shard's SHA-256, cancels the tail once k verify, then decodes.
     /// - Throws: ``HyperMeshError/Code/notEnoughShards`` saying how many are missing.
-    public func get(_ blockID: BlockID) async throws -> BlockGetReport {
+    /// - Parameter progress: called as verified shards arrive, with the shard bytes of the k
+    ///   needed (progress bars).
+    public func get(_ blockID: BlockID, progress: (@Sendable (BlockTransferProgress) -> Void)? = nil) async throws -> BlockGetReport {
         let clock = ContinuousClock()
         let start = clock.now
         let record = try directory.record(blockID)
         let manifest = try record.decodedManifest()
-        let (slots, report) = try await fetchShards(record: record, manifest: manifest, exclude: [], extra: 2)
+        let (slots, report) = try await fetchShards(record: record, manifest: manifest, exclude: [], extra: 2, progress: progress)
         var stages = report.stages
         let content = try codec.decode(manifest: manifest, shards: slots, reader: reader, stages: &stages)
         return BlockGetReport(
@@ -447,7 +462,8 @@ public final class BlockClient: Sendable {
 
     /// Fetches any k verified shards of a block with long-tail cutting.
     private func fetchShards(
-        record: BlockRecord, manifest: BlockManifest, exclude: Set<Int>, extra: Int
+        record: BlockRecord, manifest: BlockManifest, exclude: Set<Int>, extra: Int,
+        progress: (@Sendable (BlockTransferProgress) -> Void)? = nil
     ) async throws -> ([[UInt8]?], FetchReport) {
         let clock = ContinuousClock()
         let start = clock.now
@@ -493,6 +509,9 @@ public final class BlockClient: Sendable {
         for (node, address) in addresses where !answered.contains(node) { report.unreachable.append(address) }
         let holders = holderMap.compactMap { shard, h in latencies[h.node].map { ShardHolder(shard: shard, node: h.node, latency: $0) } }
         var machine = BlockReadStateMachine(manifest: manifest, holders: holders, extra: extra, now: now(), requestTimeout: requestTimeout)
+        let neededBytes = Int64(manifest.shardSize) * Int64(manifest.dataShards)
+        var verifiedShards = 0
+        progress?(BlockTransferProgress(bytesDone: 0, totalBytes: neededBytes, nodes: Set(holders.map(\.node)).count))
 
         enum Event: Sendable {
             case shard(Int, MeshNodeID, [UInt8])
@@ -544,7 +563,13 @@ public final class BlockClient: Sendable {
             switch event {
             case .shard(let shard, let node, let bytes):
                 handles[shard] = nil
-                report.stages.measure(\.hash) { _ = machine.handleShard(shard, from: node, bytes: bytes, now: now()) }
+                let verified = report.stages.measure(\.hash) { machine.handleShard(shard, from: node, bytes: bytes, now: now()) }
+                if verified, let progress {
+                    verifiedShards += 1
+                    progress(BlockTransferProgress(
+                        bytesDone: min(neededBytes, Int64(manifest.shardSize) * Int64(verifiedShards)), totalBytes: neededBytes,
+                        nodes: Set(holders.map(\.node)).count))
+                }
             case .failed(let shard, let node, let reason):
                 handles[shard] = nil
                 if !reason.contains("cancel") { report.refused.append((shard, node, reason)) }
@@ -812,5 +837,23 @@ final class OnceGate<T: Sendable>: Sendable {
             return value
         }
         c?.resume(with: result)
+    }
+}
+
+/// How far a block transfer is (``BlockClient/put(_:nodes:fileName:progress:)``,
+/// ``BlockClient/get(_:progress:)``).
+public struct BlockTransferProgress: Sendable, Hashable {
+    /// Shard bytes stored (acknowledged by a receipt) or read and verified.
+    public var bytesDone: Int64
+    /// Shard bytes to store (every shard) or to read (the k data shards' worth).
+    public var totalBytes: Int64
+    /// Nodes taking part: holders with a receipt (put), holders reachable (get).
+    public var nodes: Int
+
+    /// Creates a progress value.
+    public init(bytesDone: Int64, totalBytes: Int64, nodes: Int) {
+        self.bytesDone = bytesDone
+        self.totalBytes = totalBytes
+        self.nodes = nodes
     }
 }
