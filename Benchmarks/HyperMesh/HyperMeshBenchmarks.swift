@@ -1,6 +1,6 @@
 /// # HyperMeshBenchmarks
 ///
-/// The measuring code behind `stoq block bench-erasure` (scripts/bench-erasure.sh, the
+/// The measuring code behind `stoq bench erasure` (scripts/bench-erasure.sh, the
 /// `erasure` part of `make bench`), kept out of the `HyperMesh` library product:
 /// ``ErasureBenchmark`` times ``ErasureCoder`` encode and rebuild.
 ///

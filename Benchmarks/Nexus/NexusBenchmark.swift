@@ -4,7 +4,7 @@ import STOQSimulation
 import Nexus
 import NexusSimulation
 
-/// Benchmarks of the Nexus DHT that the lead (or `stoq dht bench`) can run in release mode.
+/// Benchmarks of the Nexus DHT that the lead (or `stoq bench dht`) can run in release mode.
 public enum NexusBenchmark {
     /// Lookup statistics for one network size.
     public struct ScaleRow: Sendable, CustomStringConvertible {

@@ -1,6 +1,6 @@
 /// # NexusBenchmarks
 ///
-/// The measuring code behind `stoq dht bench` and `stoq relay bench` (the `dht` part of
+/// The measuring code behind `stoq bench dht` and `stoq bench relay` (the `dht` part of
 /// `make bench`), kept out of the `Nexus` library product:
 /// ``NexusBenchmark`` (DHT lookups on converged or bootstrapped simulated networks, up to a
 /// million nodes), ``NexusQUICBenchmark`` (real DHT lookups over QUIC on `[::1]`) and

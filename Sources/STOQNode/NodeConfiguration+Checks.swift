@@ -35,7 +35,7 @@ extension NodeConfiguration {
         }
         let formatter = ISO8601DateFormatter()
         let info = CertificateInfo(credentials.certificate)
-        let reissue = "issue a new one with `stoq certs issue --ca CA_DIR --name \(info.commonName ?? "NAME") --out DIR`"
+        let reissue = "issue a new one with `stoq certs issue --ca-dir CA_DIR --name \(info.commonName ?? "NAME") --out DIR`"
         if now < info.notValidBefore {
             throw NodeError(.invalidArgument, "the certificate \(certificate) is not valid yet: it starts at \(formatter.string(from: info.notValidBefore)) and it is now \(formatter.string(from: now)); check this machine's clock, or \(reissue)")
         }

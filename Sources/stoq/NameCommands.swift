@@ -93,8 +93,8 @@ struct NameShow: AsyncParsableCommand {
     func run() async throws {
         let addresses = try parsePeerList(node ?? legacyPeers ?? "[::1]:4433", option: "--node")
         let (record, address) = try await resolvePublishedName(name, at: addresses, cert: cert, key: key, ca: ca)
-        FileHandle.standardError.write(Data("stoq: origin record from \(address), signature verified\n".utf8))
-        print(record)
+        Console.shared.note("origin record from \(address), signature verified")
+        Console.shared.result("\(record)")
     }
 }
 
@@ -108,7 +108,7 @@ extension PeerOptions {
         let addresses = try addresses()
         guard !addresses.isEmpty else { throw ValidationError("'\(name)' is a name: give --peers (an edge or the origin) to resolve it") }
         let (record, address) = try await resolvePublishedName(name, at: addresses, cert: cert, key: key, ca: ca)
-        FileHandle.standardError.write(Data("stoq: name '\(record.name)' → \(record.content) (origin record v\(record.version) from \(address))\n".utf8))
+        Console.shared.note("name '\(record.name)' → \(record.content) (origin record v\(record.version) from \(address))")
         return record
     }
 }

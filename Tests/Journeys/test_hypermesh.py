@@ -71,7 +71,7 @@ def test_blocks_over_sixteen_storage_nodes(user: User, storage: Storage, tmp_pat
     data.write_bytes(os.urandom(1_500_000) + b"stoq " * 100_000)
     blocks = tmp_path / "blocks"
     tls = [*user.tls("client"), "--blocks", blocks]
-    block = put_block(user, data, "--nodes", ",".join(n.address for n in nodes), *tls)
+    block = put_block(user, data, "--node", ",".join(n.address for n in nodes), *tls)
 
     out = tmp_path / "block.out"
     user.ok("block", "get", block[:12], "-o", out, *tls)
@@ -89,7 +89,7 @@ def test_blocks_over_sixteen_storage_nodes(user: User, storage: Storage, tmp_pat
     lost = user.run("block", "verify", block, *tls, timeout=120)
     assert "13 of 14" in lost.stdout, lost.stdout + lost.stderr
     # The candidates beyond the put's placement: every storage node still running.
-    repaired = user.ok("block", "repair", block, "--nodes", storage.addresses, *tls, timeout=120)
+    repaired = user.ok("block", "repair", block, "--node", storage.addresses, *tls, timeout=120)
     assert "repaired" in repaired.stdout, repaired.stdout
     assert "14 of 14 shards verified" in user.ok("block", "verify", block, *tls, timeout=120).stdout
     user.ok("block", "get", block, "-o", tmp_path / "again.out", *tls)
@@ -100,24 +100,24 @@ def test_blocks_over_sixteen_storage_nodes(user: User, storage: Storage, tmp_pat
 
 
 def test_blocks_found_through_the_dht(user: User, storage: Storage, tmp_path: Path) -> None:
-    """`block put --dht A`: storage nodes are found by a provider lookup in Nexus.
+    """`block put --bootstrap A`: storage nodes are found by a provider lookup in Nexus.
 
-    The README's "instead of (or besides) --nodes": this journey gives both. A provider lookup
+    The README's "instead of (or besides) --node": this journey gives both. A provider lookup
     today stops at the first DHT node that knows providers, and that node may know only some of
-    them (seen: 6 of 16 in a clean-clone run), so `--dht` alone cannot be relied on to find the 14
+    them (seen: 6 of 16 in a clean-clone run), so `--bootstrap` alone cannot be relied on to find the 14
     holders a block needs until lookups merge provider lists (issue 13). The journey checks that
     the lookup found announced storage nodes, and that the block is placed, read and repaired."""
     data = tmp_path / "dht-block.bin"
     data.write_bytes(os.urandom(700_000))
     tls = [*user.tls("client"), "--blocks", tmp_path / "blocks"]
     bootstrap = storage.nodes[0].address
-    found = user.run("block", "put", data, "--dht", bootstrap, "--nodes", storage.addresses, *tls, timeout=120)
+    found = user.run("block", "put", data, "--bootstrap", bootstrap, "--node", storage.addresses, *tls, timeout=120)
     assert re.search(r"\b([1-9][0-9]*) storage nodes announced in the DHT", found.stderr), found.stderr
-    block = put_block(user, data, "--dht", bootstrap, "--nodes", storage.addresses, *tls) if found.rc != 0 else \
+    block = put_block(user, data, "--bootstrap", bootstrap, "--node", storage.addresses, *tls) if found.rc != 0 else \
         re.search(r"^block ([0-9a-f]{64})", found.stdout, re.M).group(1)  # type: ignore[union-attr]
     user.ok("block", "get", block, "-o", tmp_path / "out.bin", *tls)
     assert (tmp_path / "out.bin").read_bytes() == data.read_bytes()
-    user.ok("block", "repair", block, "--dht", bootstrap, "--nodes", storage.addresses, *tls, timeout=120)
+    user.ok("block", "repair", block, "--bootstrap", bootstrap, "--node", storage.addresses, *tls, timeout=120)
 
 
 def test_storage_nodes_stop_on_sigterm(storage: Storage) -> None:

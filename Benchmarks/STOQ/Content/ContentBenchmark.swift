@@ -2,7 +2,7 @@ import Crypto
 import Foundation
 import STOQContent
 
-/// `stoq bench-content`: chunking and hashing throughput on one input, as one JSON object for
+/// `stoq bench content`: chunking and hashing throughput on one input, as one JSON object for
 /// scripts/bench-content.sh (which runs pyfastcdc on the same bytes and prints the table).
 public enum ContentBenchmark {
     /// Measures every figure on the bytes of `input` and returns them as one line of JSON

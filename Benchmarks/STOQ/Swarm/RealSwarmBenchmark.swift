@@ -16,7 +16,7 @@ public protocol BenchmarkNodeProcess: Sendable {
     func signal(_ signal: Int32)
 }
 
-/// `stoq bench-swarm --real`: multi-source retrieval over real QUIC on [::1].
+/// `stoq bench swarm --real`: multi-source retrieval over real QUIC on [::1].
 ///
 /// Source nodes are `stoq node` child processes (own stores, own endpoints, each with a
 /// per-connection token bucket) that the caller starts through `startNode`, so process handling

@@ -3,7 +3,7 @@ import NIOCore
 import STOQIdentity
 import STOQTransport
 
-/// `stoq bench-transport`: one STOQ connection over `[::1]` in this process — bulk throughput,
+/// `stoq bench transport`: one STOQ connection over `[::1]` in this process — bulk throughput,
 /// new-connection time to first byte, and memory per idle connection.
 public enum TransportBenchmark {
     /// Runs the benchmark and prints one line per figure.
@@ -19,7 +19,7 @@ public enum TransportBenchmark {
         print: (String) -> Void = { Swift.print($0) }
     ) async throws {
         guard megabytes >= 1, handshakes >= 1, idleConnections >= 0 else {
-            throw BenchmarkError("bench-transport needs --megabytes and --handshakes of at least 1 and --idle-connections of 0 or more")
+            throw BenchmarkError("bench transport needs --megabytes and --handshakes of at least 1 and --idle-connections of 0 or more")
         }
         let ca = try CertificateAuthority.create(commonName: "bench CA")
         func tls(_ name: String) throws -> TLSConfiguration {

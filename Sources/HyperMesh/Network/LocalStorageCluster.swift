@@ -7,7 +7,7 @@ import STOQTransport
 
 /// Real storage nodes in this process on `[::1]`: one throwaway CA, and per node a certificate,
 /// a chunk store and a shard directory in a temporary directory, each running a ``StorageService``
-/// on its own QUIC endpoint. For integration tests and the end-to-end benchmark (`stoq block bench-net`).
+/// on its own QUIC endpoint. For integration tests and the end-to-end benchmark (`stoq bench block`).
 public final class LocalStorageCluster: Sendable {
     /// One running node.
     public struct Member: Sendable {

@@ -7,7 +7,7 @@ import STOQContent
 ///
 /// An edge subscribes when it fetches a name's record from the origin; the subscription lasts
 /// the record's TTL (plus `grace`) unless renewed, since after that the edge has expired the
-/// mapping itself. ``publish(_:)`` (what `stoq publish NAME ID` calls) queues one
+/// mapping itself. ``publish(_:)`` (what `stoq name publish NAME ID` calls) queues one
 /// ``NameInvalidation`` for every live holder; the runtime drains them with ``pollTransmit()``.
 ///
 /// In a tier of edges (origin → edge1 → edge2), edge1 keeps one of these too, without records of
