@@ -25,7 +25,7 @@ struct Publish: AsyncParsableCommand {
     var `public` = false
 
     func run() async throws {
-        do { try NameRecord.validate(name: name) } catch { throw ValidationError("\(error)") }
+        do { try NameRecord.validate(name: name) } catch { throw ValidationError(ErrorReport.peopleText(error)) }
         guard let content = ContentID(id) else { throw ValidationError("\(id) is not a content id (stoq: followed by 52 base32 characters)") }
         guard let address = PeerAddress(node) else { throw ValidationError("--node takes an IPv6 address like '[::1]:4433'") }
         let owner = try NameOwnerKey.load(path: ownerKey ?? storeOptions.directory + "/name-owner.pem")
@@ -62,17 +62,18 @@ struct Resolve: AsyncParsableCommand {
     @OptionGroup var peerOptions: PeerOptions
 
     func run() async throws {
-        let record = try await peerOptions.resolveName(name)
-        print(record)
+        // The record once, on stdout (no second copy as a note on stderr).
+        let record = try await peerOptions.resolveName(name, announce: false)
+        Console.shared.result(record.description)
     }
 }
 
 extension PeerOptions {
     /// Resolves a mutable name through the first peer that knows it; the record's signature is
     /// checked (a forged or damaged record is refused).
-    func resolveName(_ text: String) async throws -> NameRecord {
+    func resolveName(_ text: String, announce: Bool = true) async throws -> NameRecord {
         let name = text.hasPrefix("name:") ? String(text.dropFirst(5)) : text
-        do { try NameRecord.validate(name: name) } catch { throw ValidationError("'\(text)' is neither a content id nor a name: \(error)") }
+        do { try NameRecord.validate(name: name) } catch { throw ValidationError("'\(text)' is neither a content id nor a name: \(ErrorReport.peopleText(error))") }
         guard let ca, (cert == nil) == (key == nil) else { throw ValidationError("resolving the name '\(name)' needs --peers with --ca (and --cert with --key, unless the peers accept readers without a certificate: --public-read)") }
         let addresses = try addresses()
         guard !addresses.isEmpty else { throw ValidationError("'\(name)' is a name: give --peers (an edge or the origin) to resolve it") }
@@ -86,13 +87,14 @@ extension PeerOptions {
                     guard record.hasValidSignature else { throw CLIError("\(address) sent a record for '\(name)' whose signature does not verify (forged or damaged)") }
                     return record
                 }
-                if let record {
+                if let record, announce {
                     FileHandle.standardError.write(Data("stoq: \(record.name) is \(record.content) (v\(record.version), via \(address))\n".utf8))
                     return record
                 }
+                if let record { return record }
                 problems.append("\(address): unknown name")
             } catch {
-                problems.append("\(address): \(error)")
+                problems.append("\(address): \(ErrorReport.peopleText(error))")
             }
         }
         throw CLIError("could not resolve '\(name)': " + problems.joined(separator: "; "))
@@ -121,7 +123,7 @@ enum NameOwnerKey {
     static func load(path: String) throws -> P256.Signing.PrivateKey {
         if let data = FileManager.default.contents(atPath: path) {
             do { return try P256.Signing.PrivateKey(pemRepresentation: String(decoding: data, as: UTF8.self)) } catch {
-                throw CLIError("\(path) is not a P-256 private key in PEM: \(error)")
+                throw CLIError("\(path) is not a P-256 private key in PEM (\(ErrorReport.peopleText(error))); give the key `stoq name keygen` wrote")
             }
         }
         let key = P256.Signing.PrivateKey()
