@@ -268,14 +268,15 @@ struct BlockPutCommand: AsyncParsableCommand {
             view.update(done: Int64(report.record.holders.count) * Int64(try report.record.decodedManifest().shardSize), total: nil)
             view.finish()
             let receipts = report.record.receipts.count
-            print("block \(report.block.hex)")
-            print(String(format: "stored %d bytes as %d shards of %d bytes on %d nodes in %d regions: %d receipts (commit needs %d), %.1f MB/s",
+            // stdout: the block id alone (the result); the figures go to stderr.
+            Console.shared.result("block \(report.block.hex)")
+            Console.shared.note(String(format: "stored %d bytes as %d shards of %d bytes on %d nodes in %d regions: %d receipts (commit needs %d), %.1f MB/s",
                          report.bytes, report.record.holders.count, try report.record.decodedManifest().shardSize,
                          Set(report.record.holders.map(\.node)).count, Set(found.filter { n in report.record.holders.contains { $0.node == n.node.hex } }.map(\.region)).count,
                          receipts, try report.record.decodedManifest().dataShards + 2, Double(report.bytes) / report.wall.seconds / 1e6))
-            for f in report.failures { print("  re-placed shard \(f.shard) away from \(f.node.short): \(f.reason)") }
-            if !report.unplaced.isEmpty { print("  unplaced shards \(report.unplaced) (too few nodes); run `stoq block repair` when more nodes exist") }
-            print(stageLines(report.stages, reading: false))
+            for f in report.failures { Console.shared.raw("  re-placed shard \(f.shard) away from \(f.node.short): \(f.reason)") }
+            if !report.unplaced.isEmpty { Console.shared.raw("  unplaced shards \(report.unplaced.map(String.init).joined(separator: ", ")) (too few nodes); run `stoq block repair` when more nodes exist") }
+            Console.shared.raw(stageLines(report.stages, reading: false))
         }
     }
 }
@@ -303,12 +304,12 @@ struct BlockGetCommand: AsyncParsableCommand {
             }
             view.finish()
             guard FileManager.default.createFile(atPath: output, contents: Data(report.content)) else { throw ValidationError("cannot write \(output)") }
-            print(String(format: "read block %@: %d bytes in %.1f ms (%.1f MB/s); %d requests, %d cancelled after k verified",
+            Console.shared.note(String(format: "read block %@: %d bytes in %.1f ms (%.1f MB/s); %d requests, %d cancelled after k verified",
                          block.short, report.content.count, report.wall.seconds * 1000, Double(report.content.count) / report.wall.seconds / 1e6,
                          report.requested, report.cancelled))
-            if !report.unreachable.isEmpty { print("  unreachable holders: " + report.unreachable.map(\.description).joined(separator: ", ")) }
-            for r in report.refused { print("  refused shard \(r.shard) from \(r.node.short): \(r.reason)") }
-            print(stageLines(report.stages, reading: true))
+            if !report.unreachable.isEmpty { Console.shared.raw("  unreachable holders: " + report.unreachable.map(\.description).joined(separator: ", ")) }
+            for r in report.refused { Console.shared.raw("  refused shard \(r.shard) from \(r.node.short): \(r.reason)") }
+            Console.shared.raw(stageLines(report.stages, reading: true))
         }
     }
 }
@@ -330,12 +331,12 @@ struct BlockVerifyCommand: AsyncParsableCommand {
             }
             for u in report.unplaced { print("  shard \(u): LOST — never placed") }
             let remaining = report.total - report.lost.count
-            print("block \(report.block.short): \(remaining) of \(report.total) shards verified, \(report.lost.count) lost \(report.lost)"
+            print("block \(report.block.short): \(remaining) of \(report.total) shards verified, \(report.lost.count) lost\(report.lost.isEmpty ? "" : " (shards " + report.lost.map(String.init).joined(separator: ", ") + ")")"
                   + (remaining >= report.needed ? "; readable (needs \(report.needed))" : "; NOT readable: \(report.needed) needed"))
             if !report.lost.isEmpty { print("run `stoq block repair \(report.block.short)` to rebuild the lost shards") }
             return report.lost.count
         }
-        if lost > 0 { throw ExitCode(2) }
+        if lost > 0 { throw ExitCode(1) }  // 1: the operation failed (2 is for usage errors)
     }
 }
 
@@ -375,7 +376,7 @@ struct BlockRepairCommand: AsyncParsableCommand {
             }
             for f in report.failed { print("  shard \(f.shard): NOT repaired — \(f.reason)") }
             print("block \(block.short): \(report.moved.count) of \(report.before.lost.count) lost shards repaired")
-            if !report.failed.isEmpty { throw ExitCode(2) }
+            if !report.failed.isEmpty { throw ExitCode(1) }
         }
     }
 }

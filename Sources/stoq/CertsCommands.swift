@@ -76,7 +76,11 @@ struct Certs: AsyncParsableCommand {
         @Argument(help: "A PEM certificate file.") var file: String
 
         func run() async throws {
-            for certificate in try PEMFile.certificates(in: PEMFile.read(file)) {
+            let certificates = try PEMFile.certificates(in: PEMFile.read(file))
+            guard !certificates.isEmpty else {
+                throw CLIError("\(file) holds no certificate (no PEM 'BEGIN CERTIFICATE' block); give a certificate file such as NAME.pem from `stoq certs issue`")
+            }
+            for certificate in certificates {
                 let info = CertificateInfo(certificate)
                 print("subject:   \(certificate.subject)")
                 print("issuer:    \(certificate.issuer)")

@@ -52,10 +52,8 @@ struct StoreOptions: ParsableArguments {
 
 /// Runs a body and turns content errors into a one-line message and exit code 1.
 func reportingErrors<T>(_ body: () throws -> T) throws -> T {
-    do { return try body() } catch let e as ContentError {
-        FileHandle.standardError.write(Data("stoq: error: \(e.reason)\n".utf8))
-        throw ExitCode(1)
-    }
+    // The error is reported once, by `Stoq.main` (ErrorReport), in the one form.
+    try body()
 }
 
 func humanBytes(_ n: Int64) -> String {
@@ -114,10 +112,12 @@ struct Put: AsyncParsableCommand {
                 let key = PublicKeyring.newKey()
                 r = try pub.put(path: p, readKey: key)
                 try keyring.add(r.id, key: key)
-                print("\(r.id)  \(p)  (public)")
+                Console.shared.result("\(r.id)")
+                Console.shared.note("put \(p) → \(r.id) (public)")
             } else {
                 r = try pub.put(path: p)
-                print("\(r.id)  \(p)")
+                Console.shared.result("\(r.id)")
+                Console.shared.note("put \(p) → \(r.id)")
             }
             for s in r.skipped {
                 Console.shared.raw("stoq: warning: skipped \(s) (\(skipReason(s)))")
@@ -143,7 +143,7 @@ struct Put: AsyncParsableCommand {
         let links = results.reduce(0) { $0 + $1.links }
         let line = "put: \(files) files\(links > 0 ? ", \(links) links" : ""), \(humanBytes(bytes)) in \(chunks) chunks; new \(newChunks) chunks (\(humanBytes(newPlain)) plaintext, \(humanBytes(stored)) written), already stored \(reused); "
             + String(format: "dedup %.1f%%; %.1f MB/s", ratio * 100, Double(bytes) / 1e6 / Swift.max(secs, 1e-9))
-        print(line)
+        Console.shared.note(line)
     }
 }
 
@@ -209,7 +209,7 @@ struct Get: AsyncParsableCommand {
         }
         try reportingErrors {
             let r = try restoreShowingProgress(reader, cid, to: output, mode: view.mode, verb: peerOptions.peers == nil ? "get" : "write")
-            print("get: \(cid) -> \(output): \(r.files) files, \(r.directories) directories\(r.links > 0 ? ", \(r.links) links" : ""), \(humanBytes(r.bytes))")
+            Console.shared.note("get: \(cid) -> \(output): \(r.files) files, \(r.directories) directories\(r.links > 0 ? ", \(r.links) links" : ""), \(humanBytes(r.bytes))")
         }
     }
 }

@@ -24,7 +24,7 @@ struct HTTPOptions: ParsableArguments {
             }
             return
         }
-        do { _ = try HTTPFrontDoor.parseAddress(http) } catch { throw ValidationError("\(error)") }
+        do { _ = try HTTPFrontDoor.parseAddress(http) } catch { throw ValidationError(ErrorReport.peopleText(error)) }
         guard AccessLog.Format(rawValue: accessLogFormat) != nil else {
             throw ValidationError("--access-log-format takes combined or json, not '\(accessLogFormat)'")
         }

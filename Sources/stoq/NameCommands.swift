@@ -27,7 +27,7 @@ struct Publish: AsyncParsableCommand {
     var `public` = false
 
     func run() async throws {
-        do { try NameRecord.validate(name: name) } catch { throw ValidationError("\(error)") }
+        do { try NameRecord.validate(name: name) } catch { throw ValidationError(ErrorReport.peopleText(error)) }
         guard let content = ContentID(id) else { throw ValidationError("\(id) is not a content id (stoq: followed by 52 base32 characters)") }
         guard let address = PeerAddress(node) else { throw ValidationError("--node takes an IPv6 address like '[::1]:4433'") }
         let owner = try NameOwnerKey.load(path: ownerKey ?? storeOptions.directory + "/name-owner.pem")
@@ -65,8 +65,9 @@ struct Resolve: AsyncParsableCommand {
     @OptionGroup var peerOptions: PeerOptions
 
     func run() async throws {
-        let record = try await peerOptions.resolveName(name)
-        print(record)
+        // The record once, on stdout (no second copy as a note on stderr).
+        let record = try await peerOptions.resolveName(name, announce: false)
+        Console.shared.result(record.description)
     }
 }
 
@@ -101,14 +102,14 @@ struct NameShow: AsyncParsableCommand {
 extension PeerOptions {
     /// Resolves a mutable name through the first peer that knows it; the record's signature is
     /// checked (a forged or damaged record is refused). Says on stderr which record it used.
-    func resolveName(_ text: String) async throws -> NameRecord {
+    func resolveName(_ text: String, announce: Bool = true) async throws -> NameRecord {
         let name = text.hasPrefix("name:") ? String(text.dropFirst(5)) : text
-        do { try NameRecord.validate(name: name) } catch { throw ValidationError("'\(text)' is neither a content id nor a name: \(error)") }
+        do { try NameRecord.validate(name: name) } catch { throw ValidationError("'\(text)' is neither a content id nor a name: \(ErrorReport.peopleText(error))") }
         guard let ca, (cert == nil) == (key == nil) else { throw ValidationError("resolving the name '\(name)' needs --peers with --ca (and --cert with --key, unless the peers accept readers without a certificate: --public-read)") }
         let addresses = try addresses()
         guard !addresses.isEmpty else { throw ValidationError("'\(name)' is a name: give --peers (an edge or the origin) to resolve it") }
         let (record, address) = try await resolvePublishedName(name, at: addresses, cert: cert, key: key, ca: ca)
-        Console.shared.note("name '\(record.name)' → \(record.content) (origin record v\(record.version) from \(address))")
+        if announce { Console.shared.note("name '\(record.name)' → \(record.content) (origin record v\(record.version) from \(address))") }
         return record
     }
 }
@@ -118,7 +119,7 @@ extension PeerOptions {
 /// - Returns: the record and the node that answered.
 func resolvePublishedName(_ text: String, at addresses: [PeerAddress], cert: String?, key: String?, ca: String) async throws -> (NameRecord, PeerAddress) {
     let name = text.hasPrefix("name:") ? String(text.dropFirst(5)) : text
-    do { try NameRecord.validate(name: name) } catch { throw ValidationError("'\(text)' is not a name: \(error)") }
+    do { try NameRecord.validate(name: name) } catch { throw ValidationError("'\(text)' is not a name: \(ErrorReport.peopleText(error))") }
     var problems: [String] = []
     for address in addresses {
         do {
@@ -132,7 +133,7 @@ func resolvePublishedName(_ text: String, at addresses: [PeerAddress], cert: Str
             if let record { return (record, address) }
             problems.append("\(address): unknown name")
         } catch {
-            problems.append("\(address): \(error)")
+            problems.append("\(address): \(ErrorReport.peopleText(error))")
         }
     }
     throw CLIError("could not resolve '\(name)': " + problems.joined(separator: "; "))
@@ -160,7 +161,7 @@ enum NameOwnerKey {
     static func load(path: String) throws -> P256.Signing.PrivateKey {
         if let data = FileManager.default.contents(atPath: path) {
             do { return try P256.Signing.PrivateKey(pemRepresentation: String(decoding: data, as: UTF8.self)) } catch {
-                throw CLIError("\(path) is not a P-256 private key in PEM: \(error)")
+                throw CLIError("\(path) is not a P-256 private key in PEM (\(ErrorReport.peopleText(error))); give the key `stoq name keygen` wrote")
             }
         }
         let key = P256.Signing.PrivateKey()

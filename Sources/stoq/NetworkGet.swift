@@ -112,7 +112,7 @@ struct PeerOptions: ParsableArguments {
         if let relay {
             do { _ = try await peers.client(for: relay) } catch {
                 await endpoint.close()
-                throw CLIError("cannot reach the relay \(relay): \(error)")
+                throw CLIError("cannot reach the relay \(relay): \(ErrorReport.peopleText(error)); check --relay and that a relay runs there")
             }
         }
         // Every peer is probed while the fetch runs (through the relay with --via); a peer that
@@ -154,7 +154,7 @@ struct PeerOptions: ParsableArguments {
             let perSource = report.sources.map { s in
                 "\(s.name) \(s.bytes) B" + (s.routeCost.map { $0.isFinite ? String(format: " (route cost %.1f)", $0) : " (unknown route)" } ?? "")
             }.joined(separator: ", ")
-            print(String(format: "fetched %d chunks (%d already here), %d bytes in %.2f s (%.1f Mbit/s) from %@",
+            Console.shared.note(String(format: "fetched %d chunks (%d already here), %d bytes in %.2f s (%.1f Mbit/s) from %@",
                          report.chunks, report.chunksAlreadyPresent, report.fetchedBytes, report.seconds, report.megabitsPerSecond, perSource))
             return report
         } catch {

@@ -244,7 +244,7 @@ struct NameCommand: ParsableCommand {
             let r = try NameRecord.decode(try readFile(record))
             print("name:     \(r.name)")
             switch r.value {
-            case .content(let id): print("content:  stoq:\(id)")
+            case .content(let id): print("content:  \(contentText(id))")
             case .service(let eps):
                 for e in eps { print("node:     \(e.nodeID) \(e.addresses.map(\.description).joined(separator: " "))") }
             }

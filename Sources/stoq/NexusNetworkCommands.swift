@@ -38,7 +38,7 @@ func runNexusNode(_ c: NodeConfiguration, bootstrap: String?, requireCT: String?
                      c.name, contacts, (ContinuousClock.now - t0).seconds * 1000, publication.nodeRecordStoredOn ?? 0, publication.provided.count)
               + publication.servicesProvided.map { String(format: "; service key %@ on %d nodes", $0.key.shortHex, $0.storedOn) }.joined())
     } catch {
-        print("dht \(c.name) could not join: \(error)")
+        print("dht \(c.name) could not join: \(ErrorReport.peopleText(error))")
     }
     fflush(nil)
     // A node that joined an empty or young network publishes again as peers arrive (the DHT's own
@@ -59,7 +59,7 @@ func runNexusNode(_ c: NodeConfiguration, bootstrap: String?, requireCT: String?
     )).run()
     await frontDoor?.stop()
     let served = nexus.node.server.served
-    print("served \(c.name) requests=\(served.requests) bytes=\(served.bytes) dht=\(await nexus.dht.counters)")
+    print("served \(c.name) requests=\(served.requests) bytes=\(served.bytes) \(dhtCountersText(await nexus.dht.counters))")
     fflush(nil)
 }
 
@@ -172,7 +172,7 @@ extension NameCommand {
                 let (record, lookup) = try await client.getName(try NexusName(name))
                 let ms = (ContinuousClock.now - t0).seconds * 1000
                 switch record.value {
-                case .content(let id): print("\(record.name) → stoq:\(id)")
+                case .content(let id): print("\(record.name) → \(contentText(id))")
                 case .service(let eps):
                     for e in eps { print("\(record.name) → node \(e.nodeID) \(e.addresses.map(\.description).joined(separator: " "))") }
                 }
@@ -226,7 +226,7 @@ struct ResolveCommand: AsyncParsableCommand {
                 print("  \(p.node.shortHex) \(p.health) \(p.rttMilliseconds.map { String(format: "%.2f ms", $0) } ?? "-")")
             }
             let e = selection.candidate.endpoint
-            print("\(service) → \(e.nodeID) \(e.addresses.map(\.description).joined(separator: " ")) (\(selection.basis))")
+            print("\(service) → \(e.nodeID) \(e.addresses.map(\.description).joined(separator: " ")) (\(basisText(selection.basis)))")
             await client.close()
         } catch {
             await client.close()

@@ -278,7 +278,7 @@ enum StatusReport {
         }
         let known: Set<String> = ["certificate", "name", "roles", "listen", "region", "uptime_seconds", "connections", "upstream", "admin", "peers", "store", "cache", "served", "transfers", "routing"]
         for key in doc.keys.sorted() where !known.contains(key) {
-            lines.append("\(key.padding(toLength: 9, withPad: " ", startingAt: 0)) \(doc[key].map { "\($0)" } ?? "")")
+            lines.append("\(key.padding(toLength: 9, withPad: " ", startingAt: 0)) \(doc[key].map(humanValue) ?? "")")
         }
         return lines.joined(separator: "\n")
     }

@@ -31,7 +31,7 @@ struct Purge: AsyncParsableCommand {
         } else {
             let name = target.hasPrefix("name:") ? String(target.dropFirst(5)) : target
             do { try NameRecord.validate(name: name) } catch {
-                throw ValidationError("'\(target)' is neither a content id (stoq: followed by 52 base32 characters) nor a name: \(error)")
+                throw ValidationError("'\(target)' is neither a content id (stoq: followed by 52 base32 characters) nor a name: \(ErrorReport.peopleText(error))")
             }
             content = try await withPeer(first, cert: cert, key: key, ca: ca) { client in
                 guard let bytes = try await client.resolveName(name) else { throw CLIError("\(first) does not know the name '\(name)'") }
@@ -48,7 +48,7 @@ struct Purge: AsyncParsableCommand {
                 print(Self.describe(totals, content: content, at: address))
             } catch {
                 failed += 1
-                FileHandle.standardError.write(Data("stoq: error: purge of \(content) on \(address) failed: \(error)\n".utf8))
+                Console.shared.error("purge of \(content) on \(address) failed: \(ErrorReport.peopleText(error)); check that a node runs there and that --cert/--key/--ca are an operator's")
             }
         }
         if failed > 0 { throw ExitCode(1) }

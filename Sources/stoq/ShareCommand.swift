@@ -44,15 +44,8 @@ struct Share: AsyncParsableCommand {
     static func sharedKeyringPath(in directory: String) -> String { directory + "/shared.keys" }
 
     func run() async throws {
-        do {
-            print(try await ticket())
-        } catch let error as ShareFailure {
-            FileHandle.standardError.write(Data("stoq: error: \(error.message)\n".utf8))
-            throw ExitCode(1)
-        } catch let error as ContentError {
-            FileHandle.standardError.write(Data("stoq: error: \(error.reason)\n".utf8))
-            throw ExitCode(1)
-        }
+        // Failures are reported once, by `Stoq.main` (ErrorReport).
+        Console.shared.result(try await ticket())
     }
 
     private func ticket() async throws -> String {
@@ -263,7 +256,7 @@ enum TicketReader {
                 ContentReader(store: store, readKey: ticket.readKey), ticket.content, to: output, mode: view?.mode ?? .off, verb: "write")
             Console.shared.note(String(format: "fetched %d chunks, %d bytes in %.2f s from %d node%@",
                                        report.chunks, report.fetchedBytes, report.seconds, good.count, good.count == 1 ? "" : "s"))
-            print("get: \(ticket.content) -> \(output): \(r.files) files, \(r.directories) directories\(r.links > 0 ? ", \(r.links) links" : ""), \(humanBytes(r.bytes))")
+            Console.shared.note("get: \(ticket.content) -> \(output): \(r.files) files, \(r.directories) directories\(r.links > 0 ? ", \(r.links) links" : ""), \(humanBytes(r.bytes))")
         } catch {
             await close()
             throw error
@@ -272,7 +265,7 @@ enum TicketReader {
 
     /// A dial failure in words for a reader without a certificate.
     static func explain(_ error: any Error) -> String {
-        let text = (error as? STOQError)?.reason ?? (error as? NodeError)?.reason ?? "\(error)"
+        let text = (error as? STOQError)?.reason ?? (error as? NodeError)?.reason ?? ErrorReport.peopleText(error)
         if text.contains("--public-read") || text.contains("certificate required") || text.contains("alert 116") {
             return "the node does not accept readers without a certificate (it runs without --public-read); ask for a ticket naming nodes that do"
         }
@@ -286,15 +279,7 @@ enum TicketReader {
 extension Get {
     /// `stoq get TICKET -o OUT`: the ticket's providers, CA pin and key are all it needs.
     func getTicket(view: ProgressView? = nil) async throws {
-        do {
-            let ticket = try ShareTicket(text: id)
-            try await TicketReader.get(ticket, output: output, storeDirectory: storeOptions.store, view: view)
-        } catch let error as ShareFailure {
-            FileHandle.standardError.write(Data("stoq: error: \(error.message)\n".utf8))
-            throw ExitCode(1)
-        } catch let error as ContentError {
-            FileHandle.standardError.write(Data("stoq: error: \(error.reason)\n".utf8))
-            throw ExitCode(1)
-        }
+        let ticket = try ShareTicket(text: id)
+        try await TicketReader.get(ticket, output: output, storeDirectory: storeOptions.store, view: view)
     }
 }

@@ -92,21 +92,19 @@ extension Put {
                     let r = try await uploader.upload(scan.tree, name: p, isPublic: `public`, read: { try files.read($0) })
                     sentBefore.add(r.sentBytes)
                     toSendBefore.add(pathTotal.value)
-                    print("\(r.content)  \(p)\(`public` ? "  (public)" : "")")
+                    Console.shared.result("\(r.content)")
+                    Console.shared.note("put \(p) → \(r.content)\(`public` ? " (public)" : "")")
                     out.append(r)
                 }
                 return out
             }
             view.finish()
         } catch let refused as UploadRefused {
-            FileHandle.standardError.write(Data("stoq: error: \(address) refused the upload: \(refused.message)\n".utf8))
-            throw ExitCode(1)
+            throw CLIError("\(address) refused the upload: \(refused.message); check that the origin lists your certificate (stoq node --publisher NODEID)")
         } catch let e as ContentError {
-            FileHandle.standardError.write(Data("stoq: error: \(e.reason)\n".utf8))
-            throw ExitCode(1)
+            throw e
         } catch {
-            FileHandle.standardError.write(Data("stoq: error: the upload to \(address) failed: \(error); check that an origin runs there and that --cert/--key/--ca are a publisher's certificate of its network\n".utf8))
-            throw ExitCode(1)
+            throw CLIError("the upload to \(address) failed: \(ErrorReport.peopleText(error)); check that an origin runs there and that --cert/--key/--ca are a publisher's certificate of its network")
         }
         let secs = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
         let bytes = reports.reduce(Int64(0)) { $0 + $1.bytes }
@@ -115,7 +113,7 @@ extension Put {
         let sentChunks = reports.reduce(0) { $0 + $1.sentChunks }
         let files = reports.reduce(0) { $0 + $1.files }
         let saved = bytes == 0 ? 0 : 1 - Double(sent) / Double(bytes)
-        print("put: \(files) files, \(humanBytes(bytes)) in \(chunks) chunks; uploaded \(sentChunks) chunks (\(humanBytes(sent))) to \(address), already there \(chunks - sentChunks); "
+        Console.shared.note("put: \(files) files, \(humanBytes(bytes)) in \(chunks) chunks; uploaded \(sentChunks) chunks (\(humanBytes(sent))) to \(address), already there \(chunks - sentChunks); "
               + String(format: "dedup saved %.1f%%; %.1f MB/s", saved * 100, Double(bytes) / 1e6 / Swift.max(secs, 1e-9)))
     }
 }

@@ -32,7 +32,7 @@ def node_id(user: User, name: str) -> str:
 
 
 def summary(stdout: str) -> tuple[int, int, float, float]:
-    """(chunks, chunks uploaded, % dedup saved, MB/s) from put's last line."""
+    """(chunks, chunks uploaded, % dedup saved, MB/s) from put's summary (on stderr)."""
     m = SUMMARY.search(stdout)
     assert m, f"no upload summary in: {stdout[-1500:]}"
     return int(m.group(1)), int(m.group(2)), float(m.group(3)), float(m.group(4))
@@ -77,9 +77,9 @@ def test_upload_into_a_running_origin(user: User, procs: Procs, tmp_path: Path) 
         big = tmp_path / "big.bin"
         big.write_bytes(rng.randbytes(BIG))
         put = user.ok("put", big, "--node", origin.address, *tls, timeout=900)
-        chunks, sent, saved, rate = summary(put.stdout)
+        chunks, sent, saved, rate = summary(put.stderr)
         big_id = content_id(put.stdout)
-        assert sent == chunks and saved == 0.0, put.stdout
+        assert sent == chunks and saved == 0.0, put.stderr
     finally:
         stop.set()
         loop.join()
@@ -98,9 +98,9 @@ def test_upload_into_a_running_origin(user: User, procs: Procs, tmp_path: Path) 
     data += rng.randbytes(300_000)
     big.write_bytes(bytes(data))
     put2 = user.ok("put", big, "--node", origin.address, *tls, timeout=900)
-    chunks2, sent2, saved2, _ = summary(put2.stdout)
+    chunks2, sent2, saved2, _ = summary(put2.stderr)
     assert content_id(put2.stdout) != big_id
-    assert saved2 > 95.0 and sent2 < chunks2 // 20, put2.stdout
+    assert saved2 > 95.0 and sent2 < chunks2 // 20, put2.stderr
     print(f"upload: the edited version sent {sent2} of {chunks2} chunks; dedup saved {saved2}% of the bytes")
     got2 = tmp_path / "big-out-2.bin"
     user.ok("get", content_id(put2.stdout), "-o", got2, "--peers", edge.address, "--store", tmp_path / "reader-big-2",
@@ -119,8 +119,8 @@ def test_upload_into_a_running_origin(user: User, procs: Procs, tmp_path: Path) 
     cut = user.run("put", third, "--node", origin.address, *tls, "--concurrency", "1", "--exit-after-chunks", "100")
     assert cut.rc == 3, cut.stderr
     resumed = user.ok("put", third, "--node", origin.address, *tls)
-    chunks3, sent3, _, _ = summary(resumed.stdout)
-    assert sent3 <= chunks3 - 100, resumed.stdout
+    chunks3, sent3, _, _ = summary(resumed.stderr)
+    assert sent3 <= chunks3 - 100, resumed.stderr
     got3 = tmp_path / "third-out.bin"
     user.ok("get", content_id(resumed.stdout), "-o", got3, "--peers", origin.address, "--store", tmp_path / "reader-third",
             "--publisher-key", key, *user.tls("reader"))
