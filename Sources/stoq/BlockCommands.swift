@@ -14,6 +14,7 @@ struct BlockCommand: AsyncParsableCommand {
         abstract: "HyperMesh: erasure-coded, encrypted block storage.",
         subcommands: [
             BlockPutCommand.self, BlockGetCommand.self, BlockVerifyCommand.self, BlockRepairCommand.self, BlockPlanCommand.self,
+            BlockReaderCommand.self,
             BlockAuditCommand.self,
             BlockBenchNetCommand.self, BlockBenchErasureCommand.self,
         ]
@@ -216,6 +217,8 @@ struct BlockPutCommand: AsyncParsableCommand {
     @Option(help: "Storage nodes, comma-separated: '[::1]:4001,[::1]:4002,...'.") var nodes: String?
     @Option(help: "Find storage nodes through the Nexus DHT, joined through these nodes (comma-separated, e.g. '[::1]:4433').") var dht: String?
     @OptionGroup var client: BlockClientOptions
+    @Option(help: ArgumentHelp("Also seal the block for this reader public key (what `stoq block reader` prints on the reader's side), so it can read the block from anywhere; repeatable.", valueName: "file"))
+    var reader: [String] = []
 
     func validate() throws {
         if nodes == nil && dht == nil { throw ValidationError("give --nodes ADDR,... or --dht BOOTSTRAP (or both)") }
@@ -227,7 +230,7 @@ struct BlockPutCommand: AsyncParsableCommand {
         try await client.with { client in
             let (found, failures) = await client.discover(addresses)
             for (address, why) in failures { FileHandle.standardError.write(Data("stoq: skipping \(address): \(why)\n".utf8)) }
-            let report = try await client.put([UInt8](data), nodes: found, fileName: (file as NSString).lastPathComponent)
+            let report = try await client.put([UInt8](data), nodes: found, fileName: (file as NSString).lastPathComponent, readers: try readReaderKeys(reader))
             let receipts = report.record.receipts.count
             print("block \(report.block.hex)")
             print(String(format: "stored %d bytes as %d shards of %d bytes on %d nodes in %d regions: %d receipts (commit needs %d), %.1f MB/s",
@@ -245,16 +248,29 @@ struct BlockPutCommand: AsyncParsableCommand {
 struct BlockGetCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "get",
-        abstract: "Read a block back: k + 2 shards from the fastest holders, tail cancelled once k verify."
+        abstract: "Read a block back: k + 2 shards from the fastest holders, tail cancelled once k verify.",
+        discussion: """
+            With the block's record in the block directory (it was stored from there) the holders are \
+            known. Otherwise give the full block id and the storage nodes: --node ADDR,... and/or \
+            --bootstrap ADDR (storage providers in the Nexus DHT); they are asked for the block's \
+            manifest and for signed receipts of the shards they hold, and everything is verified. \
+            The block must be sealed for this directory's reader key: see `stoq block reader --help`.
+            """
     )
-    @Argument(help: "Block id (or a unique prefix of at least 8 hex digits).") var id: String
+    @Argument(help: "Block id (64 hex digits; a unique prefix of at least 8 works for blocks recorded in this block directory).") var id: String
     @Option(name: .shortAndLong, help: "Output file.") var output: String
+    @Option(name: .customLong("node"), help: ArgumentHelp("Storage nodes to find the block on when this block directory has no record of it, comma-separated.", valueName: "addresses"))
+    var node: String?
+    @Option(help: ArgumentHelp("Find storage nodes through the Nexus DHT, joined through these nodes (when there is no local record).", valueName: "addresses"))
+    var bootstrap: String?
+    /// Old spellings, as on `block put`.
+    @Option(name: .customLong("nodes"), help: .hidden) var legacyNodes: String?
+    @Option(name: .customLong("dht"), help: .hidden) var legacyDHT: String?
     @OptionGroup var client: BlockClientOptions
 
     func run() async throws {
         try await client.with { client in
-            let block = try client.directory.resolve(id)
-            let report = try await client.get(block)
+            let (block, report) = try await readBlock(id, client: client, nodes: node ?? legacyNodes, bootstrap: bootstrap ?? legacyDHT, options: self.client)
             guard FileManager.default.createFile(atPath: output, contents: Data(report.content)) else { throw ValidationError("cannot write \(output)") }
             print(String(format: "read block %@: %d bytes in %.1f ms (%.1f MB/s); %d requests, %d cancelled after k verified",
                          block.short, report.content.count, report.wall.seconds * 1000, Double(report.content.count) / report.wall.seconds / 1e6,
