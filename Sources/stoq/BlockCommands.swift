@@ -286,22 +286,38 @@ struct BlockGetCommand: AsyncParsableCommand {
 struct BlockVerifyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
-        abstract: "Challenge every holder to hash a random range of its shard; report lost shards."
+        abstract: "Challenge every holder to hash a random range of its shard; report lost shards.",
+        discussion: """
+            Without the block's record in the block directory, give the full id and the storage nodes \
+            (--node ADDR,... and/or --bootstrap ADDR): the holders found there are asked for their \
+            shards, each checked against the manifest's SHA-256.
+            """
     )
-    @Argument(help: "Block id (or a unique prefix).") var id: String
+    @Argument(help: "Block id (64 hex digits; a unique prefix works for blocks recorded in this block directory).") var id: String
+    @Option(name: .customLong("node"), help: ArgumentHelp("Storage nodes to find the block on when this block directory has no record of it, comma-separated.", valueName: "addresses"))
+    var node: String?
+    @Option(help: ArgumentHelp("Find storage nodes through the Nexus DHT, joined through these nodes (when there is no local record).", valueName: "addresses"))
+    var bootstrap: String?
+    /// Old spellings, as on `block put`.
+    @Option(name: .customLong("nodes"), help: .hidden) var legacyNodes: String?
+    @Option(name: .customLong("dht"), help: .hidden) var legacyDHT: String?
     @OptionGroup var client: BlockClientOptions
 
     func run() async throws {
         let lost = try await client.with { client in
-            let report = try await client.verify(try client.directory.resolve(id))
+            let report = try await verifyBlock(id, client: client, nodes: node ?? legacyNodes, bootstrap: bootstrap ?? legacyDHT, options: self.client)
             for c in report.checks {
                 print("  shard \(c.shard) on \(c.address) (\(c.node.short)): " + (c.lost.map { "LOST — \($0)" } ?? "ok"))
             }
-            for u in report.unplaced { print("  shard \(u): LOST — never placed") }
+            for u in report.unplaced { print("  shard \(u): LOST — " + (report.located ? "no verified holder among the nodes asked" : "never placed")) }
             let remaining = report.total - report.lost.count
             print("block \(report.block.short): \(remaining) of \(report.total) shards verified, \(report.lost.count) lost \(report.lost)"
                   + (remaining >= report.needed ? "; readable (needs \(report.needed))" : "; NOT readable: \(report.needed) needed"))
-            if !report.lost.isEmpty { print("run `stoq block repair \(report.block.short)` to rebuild the lost shards") }
+            if !report.lost.isEmpty {
+                print(report.located
+                      ? "run `stoq block repair \(report.block.hex)` from the block directory that stored it to rebuild the lost shards"
+                      : "run `stoq block repair \(report.block.short)` to rebuild the lost shards")
+            }
             return report.lost.count
         }
         if lost > 0 { throw ExitCode(2) }

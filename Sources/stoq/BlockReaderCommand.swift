@@ -62,3 +62,15 @@ func readBlock(
     Console.shared.note("no local record of block \(block.short): asking \(Set(addresses).count) storage nodes for its manifest and holders")
     return (block, try await client.get(block, from: addresses))
 }
+
+/// What `stoq block verify` checks: the recorded holders when this block directory has the
+/// block's record, else the holders found on the storage nodes named (as `readBlock` finds them).
+func verifyBlock(
+    _ id: String, client: BlockClient, nodes: String?, bootstrap: String?, options: BlockClientOptions
+) async throws -> BlockVerifyReport {
+    let block = try client.directory.resolve(id)
+    if client.directory.contains(block) || (nodes == nil && bootstrap == nil) { return try await client.verify(block) }
+    let addresses = try await storageNodeAddresses(nodes: nodes, dht: bootstrap, client: options)
+    Console.shared.note("no local record of block \(block.short): asking \(Set(addresses).count) storage nodes for its manifest and holders")
+    return try await client.verify(block, from: addresses)
+}

@@ -30,12 +30,16 @@ import Testing
             #expect((found.first?.manifestReplicas.count ?? 0) >= 2)
             let read = try await elsewhere.get(put.block, from: cluster.addresses)
             #expect(read.content == content)
+            let verified = try await elsewhere.verify(put.block, from: cluster.addresses)
+            #expect(verified.located && verified.lost.isEmpty && verified.checks.count == 14)
 
             // Two holders down: still read from the rest.
             for h in put.record.locatedHolders().prefix(2) {
                 if let i = cluster.members.firstIndex(where: { $0.service.node == h.node }) { await cluster.stop(i) }
             }
             #expect(try await elsewhere.get(put.block, from: cluster.addresses).content == content)
+            let degraded = try await elsewhere.verify(put.block, from: cluster.addresses)
+            #expect(degraded.lost.count == 2 && degraded.unplaced.count == 2, "\(degraded.lost)")
 
             // A directory whose reader key the block is not sealed for: a clear error, saying what to do.
             do {

@@ -141,6 +141,8 @@ def test_block_read_from_another_block_directory(user: User, storage: Storage, t
     got = user.ok("block", "get", block, "-o", tmp_path / "other.out", "--node", storage.addresses, *client, "--blocks", other)
     assert (tmp_path / "other.out").read_bytes() == data.read_bytes()
     assert "no local record" in got.stderr, got.stderr
+    checked = user.ok("block", "verify", block, "--node", storage.addresses, *client, "--blocks", other)
+    assert "14 of 14 shards verified" in checked.stdout, checked.stdout
     copied.mkdir()
     shutil.copy(writer / "reader.key", copied / "reader.key")
     user.ok("block", "get", block, "-o", tmp_path / "copied.out", "--node", storage.addresses, *client, "--blocks", copied)

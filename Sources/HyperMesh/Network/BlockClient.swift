@@ -85,8 +85,11 @@ public struct BlockVerifyReport: Sendable {
     public let block: BlockID
     /// One entry per shard with a holder, in shard order.
     public let checks: [ShardCheck]
-    /// Shards with no holder at all (never placed).
+    /// Shards with no holder at all (never placed); for a block verified without its record
+    /// (``located``), shards with no verified holder among the nodes asked.
     public let unplaced: [Int]
+    /// Whether the holders were found on the network (no local record) rather than recorded.
+    public var located = false
     /// Indices of lost shards (failed checks and unplaced).
     public var lost: [Int] { (checks.filter { $0.lost != nil }.map(\.shard) + unplaced).sorted() }
     /// Shards still needed to read the block (k).
@@ -674,6 +677,36 @@ public final class BlockClient: Sendable {
     /// manifest and new challenges are prepared). Lost shards go to the audit log.
     public func verify(_ blockID: BlockID) async throws -> BlockVerifyReport {
         var record = try directory.record(blockID)
+        let (report, audit) = try await challengeHolders(&record)
+        try directory.save(record)
+        if !audit.isEmpty { try directory.appendAudit(audit) }
+        return report
+    }
+
+    /// Verifies a block this client has no record of: finds its manifest and holders as
+    /// ``get(_:from:)`` does, then reads each holder's shard whole and checks it against the
+    /// manifest's SHA-256 (there are no prepared challenges without the record). Nothing is saved.
+    /// The report's ``BlockVerifyReport/unplaced`` shards are those with no verified holder among
+    /// `nodes` (``BlockVerifyReport/located`` is true).
+    public func verify(_ blockID: BlockID, from nodes: [PeerAddress]) async throws -> BlockVerifyReport {
+        let location = try await locate(blockID, nodes: nodes)[0]
+        var byShard: [Int: LocatedHolder] = [:]
+        for h in location.holders where byShard[h.shard] == nil { byShard[h.shard] = h }
+        var record = BlockRecord(
+            block: blockID.hex, manifest: Data(location.manifest.encoded()).base64EncodedString(),
+            receipts: location.receipts.map { Data($0.encoded()).base64EncodedString() },
+            holders: byShard.values.sorted { $0.shard < $1.shard }.map { BlockRecord.Holder(shard: $0.shard, node: $0.node.hex, address: $0.address.description) },
+            manifestReplicas: location.manifestReplicas.map { BlockRecord.Holder(shard: -1, node: "", address: $0.description) },
+            nodes: [], challenges: [], committed: Date())
+        var (report, _) = try await challengeHolders(&record)
+        report.located = true
+        return report
+    }
+
+    /// Challenges (or, without prepared challenges, reads whole) every holder in `record`.
+    /// - Returns: the report, and the audit events for the shards found lost.
+    private func challengeHolders(_ record: inout BlockRecord) async throws -> (BlockVerifyReport, [AuditEvent]) {
+        let blockID = try record.decodedManifest().blockID
         let manifest = try record.decodedManifest()
         let holders = record.holderMap()
         var tracker = ChallengeTracker(timeout: requestTimeout)
@@ -726,10 +759,8 @@ public final class BlockClient: Sendable {
             if let lost { audit.append(.shardLost(block: blockID, shard: a.shard, node: a.node, reason: lost)) }
             checks.append(ShardCheck(shard: a.shard, node: a.node, address: a.address, lost: lost))
         }
-        try directory.save(record)
-        if !audit.isEmpty { try directory.appendAudit(audit) }
         let unplaced = (0..<manifest.totalShards).filter { holders[$0] == nil }
-        return BlockVerifyReport(block: blockID, checks: checks, unplaced: unplaced, needed: manifest.dataShards, total: manifest.totalShards)
+        return (BlockVerifyReport(block: blockID, checks: checks, unplaced: unplaced, needed: manifest.dataShards, total: manifest.totalShards), audit)
     }
 
     // MARK: Repair

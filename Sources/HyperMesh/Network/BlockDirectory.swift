@@ -190,7 +190,10 @@ public struct BlockDirectory: Sendable {
     public func record(_ block: BlockID) throws(HyperMeshError) -> BlockRecord {
         let recordPath = file("\(block.hex).json")
         guard let data = FileManager.default.contents(atPath: recordPath) else {
-            throw HyperMeshError(.notFound, "no record of block \(block.short) in \(path); it was stored from another directory (--blocks DIR) or never committed")
+            throw HyperMeshError(
+                .notFound,
+                "no record of block \(block.short) in \(path): it was stored from another block directory (--blocks DIR) or machine, "
+                    + "or never committed; `stoq block get` and `stoq block verify` find it on the storage nodes given with --node ADDR,... or --bootstrap ADDR")
         }
         do {
             let decoder = JSONDecoder()
