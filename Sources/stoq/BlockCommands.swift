@@ -328,7 +328,12 @@ struct BlockVerifyCommand: AsyncParsableCommand {
 struct BlockRepairCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "repair",
-        abstract: "Rebuild lost shards from any k and place them on new nodes."
+        abstract: "Rebuild lost shards from any k and place them on new nodes.",
+        discussion: """
+            Without the block's record in the block directory, give the full id and the storage nodes: \
+            the block is found there (as `block get` finds it), its record is saved in this block \
+            directory, and shards with no holder among those nodes are rebuilt onto them.
+            """
     )
     @Argument(help: "Block id (or a unique prefix).") var id: String
     @Option(help: "More candidate nodes beyond those known at put time, comma-separated.") var nodes: String?
@@ -339,6 +344,7 @@ struct BlockRepairCommand: AsyncParsableCommand {
         let extra = try await storageNodeAddresses(nodes: nodes, dht: dht, client: client)
         try await client.with { client in
             let block = try client.directory.resolve(id)
+            try await adoptIfUnrecorded(block, client: client, nodes: extra)
             let report = try await client.repair(block, extraNodes: extra)
             if report.before.lost.isEmpty {
                 print("block \(block.short): all \(report.before.total) shards verified; nothing to repair")

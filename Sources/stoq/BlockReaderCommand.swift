@@ -74,3 +74,13 @@ func verifyBlock(
     Console.shared.note("no local record of block \(block.short): asking \(Set(addresses).count) storage nodes for its manifest and holders")
     return try await client.verify(block, from: addresses)
 }
+
+/// Before `stoq block repair` of a block this block directory has no record of: finds the block
+/// on the storage nodes given and saves its record here (saying so), so the repair can run.
+func adoptIfUnrecorded(_ block: BlockID, client: BlockClient, nodes: [PeerAddress]) async throws {
+    guard !client.directory.contains(block), !nodes.isEmpty else { return }
+    let record = try await client.adopt(block, from: nodes)
+    Console.shared.note(
+        "no local record of block \(block.short): found \(record.holders.count) shard holders among \(Set(nodes).count) storage nodes; "
+            + "record saved in \(client.directory.path)")
+}

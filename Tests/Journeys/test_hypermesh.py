@@ -155,6 +155,17 @@ def test_block_read_from_another_block_directory(user: User, storage: Storage, t
     assert prefix.rc != 0 and "full 64-hex-digit id" in prefix.stderr, prefix.stderr
     nowhere = user.run("block", "get", block, "-o", tmp_path / "n.out", *client, "--blocks", stranger)
     assert nowhere.rc != 0 and "--node" in nowhere.stderr, nowhere.stderr
+
+    # Repair from another directory: a holder of this block dies; repair finds the block on the
+    # nodes given, saves its record there, and rebuilds the lost shard onto one of them.
+    holders = {n.address for n in storage.nodes[1:] if n.proc.p.poll() is None and (n.store / "shards" / block).exists()}
+    victim = next(n for n in storage.nodes[1:] if n.address in holders)
+    victim.proc.kill()
+    fixed = user.ok("block", "repair", block, "--nodes", storage.addresses, *client, "--blocks", copied, timeout=120)
+    assert "1 of 1 lost shards repaired" in fixed.stdout, fixed.stdout + fixed.stderr
+    assert "record saved" in fixed.stderr and (copied / f"{block}.json").exists(), fixed.stderr
+    again = user.ok("block", "verify", block, "--node", storage.addresses, *client, "--blocks", other)
+    assert "14 of 14 shards verified" in again.stdout, again.stdout
     assert time.monotonic() - started < 10, "reading from another directory took too long"
 
 

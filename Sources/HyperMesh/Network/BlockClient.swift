@@ -689,18 +689,21 @@ public final class BlockClient: Sendable {
     /// The report's ``BlockVerifyReport/unplaced`` shards are those with no verified holder among
     /// `nodes` (``BlockVerifyReport/located`` is true).
     public func verify(_ blockID: BlockID, from nodes: [PeerAddress]) async throws -> BlockVerifyReport {
-        let location = try await locate(blockID, nodes: nodes)[0]
-        var byShard: [Int: LocatedHolder] = [:]
-        for h in location.holders where byShard[h.shard] == nil { byShard[h.shard] = h }
-        var record = BlockRecord(
-            block: blockID.hex, manifest: Data(location.manifest.encoded()).base64EncodedString(),
-            receipts: location.receipts.map { Data($0.encoded()).base64EncodedString() },
-            holders: byShard.values.sorted { $0.shard < $1.shard }.map { BlockRecord.Holder(shard: $0.shard, node: $0.node.hex, address: $0.address.description) },
-            manifestReplicas: location.manifestReplicas.map { BlockRecord.Holder(shard: -1, node: "", address: $0.description) },
-            nodes: [], challenges: [], committed: Date())
+        var record = try await locate(blockID, nodes: nodes)[0].record()
         var (report, _) = try await challengeHolders(&record)
         report.located = true
         return report
+    }
+
+    /// Takes on a block this directory has no record of: finds it on `nodes` (see
+    /// ``locate(_:nodes:)``) and saves a record of what verified there (manifest, one holder per
+    /// shard and its receipt; no prepared challenges yet, so the first verify reads shards whole).
+    /// After that, verify, repair and plan work from this directory. Shards with no holder among
+    /// `nodes` count as lost.
+    public func adopt(_ blockID: BlockID, from nodes: [PeerAddress]) async throws -> BlockRecord {
+        let record = try await locate(blockID, nodes: nodes)[0].record()
+        try directory.save(record)
+        return record
     }
 
     /// Challenges (or, without prepared challenges, reads whole) every holder in `record`.

@@ -56,12 +56,28 @@ public struct BlockLocation: Sendable {
     public let manifest: BlockManifest
     /// Holders with a verified receipt, one entry per (shard, node), fastest not known yet.
     public let holders: [LocatedHolder]
-    /// The verified receipts.
-    public let receipts: [StorageReceipt]
+    /// The verified receipts, in shard order.
+    public var receipts: [StorageReceipt] { receiptsByHolder.sorted { $0.shardIndex < $1.shardIndex } }
+    /// The receipt of each entry of ``holders``, in the same order.
+    let receiptsByHolder: [StorageReceipt]
     /// Nodes that sent this manifest.
     public let manifestReplicas: [PeerAddress]
     /// Distinct shards with at least one verified holder.
     public var shardsFound: Int { Set(holders.map(\.shard)).count }
+
+    /// A block record of what was found: the manifest, one holder per shard (the first found) with
+    /// its receipt, the manifest replicas; no known nodes and no prepared challenges.
+    public func record() -> BlockRecord {
+        var byShard: [Int: (LocatedHolder, StorageReceipt)] = [:]
+        for (h, r) in zip(holders, receiptsByHolder) where byShard[h.shard] == nil { byShard[h.shard] = (h, r) }
+        let kept = byShard.sorted { $0.key < $1.key }.map(\.value)
+        return BlockRecord(
+            block: manifest.blockID.hex, manifest: Data(manifest.encoded()).base64EncodedString(),
+            receipts: kept.map { Data($0.1.encoded()).base64EncodedString() },
+            holders: kept.map { BlockRecord.Holder(shard: $0.0.shard, node: $0.0.node.hex, address: $0.0.address.description) },
+            manifestReplicas: manifestReplicas.map { BlockRecord.Holder(shard: -1, node: "", address: $0.description) },
+            nodes: [], challenges: [], committed: Date())
+    }
 
     /// Chooses, among the answers, the manifests a read can start from, best first.
     /// - Parameters:
@@ -99,9 +115,9 @@ public struct BlockLocation: Sendable {
                     receipts.append(r)
                 }
             }
-            holders.sort { ($0.shard, $0.address.description) < ($1.shard, $1.address.description) }
-            receipts.sort { $0.shardIndex < $1.shardIndex }
-            locations.append(BlockLocation(manifest: m, holders: holders, receipts: receipts, manifestReplicas: replicas[m] ?? []))
+            let order = holders.indices.sorted { (holders[$0].shard, holders[$0].address.description) < (holders[$1].shard, holders[$1].address.description) }
+            locations.append(BlockLocation(
+                manifest: m, holders: order.map { holders[$0] }, receiptsByHolder: order.map { receipts[$0] }, manifestReplicas: replicas[m] ?? []))
         }
         locations.sort { ($0.shardsFound, $0.manifestReplicas.count) > ($1.shardsFound, $1.manifestReplicas.count) }
         let usable = locations.filter { $0.shardsFound >= $0.manifest.dataShards }
