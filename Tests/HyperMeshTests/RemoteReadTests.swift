@@ -33,6 +33,13 @@ import Testing
             let verified = try await elsewhere.verify(put.block, from: cluster.addresses)
             #expect(verified.located && verified.lost.isEmpty && verified.checks.count == 14)
 
+            // Another directory takes the block on (no reader key needed): its record is saved
+            // there, and the local verify reads each shard whole, then prepares challenges.
+            let adopted = try await stranger.adopt(put.block, from: cluster.addresses)
+            #expect(adopted.holders.count == 14 && stranger.directory.contains(put.block))
+            #expect(try await stranger.verify(put.block).lost.isEmpty)
+            #expect(try stranger.directory.record(put.block).challenges.count == 14 * stranger.challengesPerShard)
+
             // Two holders down: still read from the rest.
             for h in put.record.locatedHolders().prefix(2) {
                 if let i = cluster.members.firstIndex(where: { $0.service.node == h.node }) { await cluster.stop(i) }

@@ -193,7 +193,7 @@ public struct BlockDirectory: Sendable {
             throw HyperMeshError(
                 .notFound,
                 "no record of block \(block.short) in \(path): it was stored from another block directory (--blocks DIR) or machine, "
-                    + "or never committed; `stoq block get` and `stoq block verify` find it on the storage nodes given with --node ADDR,... or --bootstrap ADDR")
+                    + "or never committed; `stoq block get`, `verify` and `repair` find it on the storage nodes given with --node ADDR,... or --bootstrap ADDR")
         }
         do {
             let decoder = JSONDecoder()
