@@ -14,6 +14,7 @@ struct BlockCommand: AsyncParsableCommand {
         abstract: "HyperMesh: erasure-coded, encrypted block storage.",
         subcommands: [
             BlockPutCommand.self, BlockGetCommand.self, BlockVerifyCommand.self, BlockRepairCommand.self, BlockPlanCommand.self,
+            BlockReaderCommand.self,
             BlockAuditCommand.self,
             BlockBenchNetAlias.self, BlockBenchErasureAlias.self,
         ]
@@ -244,6 +245,8 @@ struct BlockPutCommand: AsyncParsableCommand {
     @OptionGroup var storage: StorageNodeOptions
     @OptionGroup var client: BlockClientOptions
     @OptionGroup var progressOptions: ProgressOptions
+    @Option(help: ArgumentHelp("Also seal the block for this reader public key (what `stoq block reader` prints on the reader's side), so it can read the block from anywhere; repeatable.", valueName: "file"))
+    var reader: [String] = []
 
     func validate() throws {
         if storage.nodes == nil && storage.bootstrapNodes == nil { throw ValidationError("give --node ADDR,... or --bootstrap ADDR (or both): the storage nodes, or a Nexus DHT node to find them through") }
@@ -262,7 +265,7 @@ struct BlockPutCommand: AsyncParsableCommand {
             let (found, failures) = await client.discover(addresses)
             for (address, why) in failures { Console.shared.note("skipping \(address): \(why)") }
             view.phase("encoding \(ProgressView.humanSize(Int64(data.count))) (compress, encrypt, erasure-code 10 + 4)…")
-            let report = try await client.put([UInt8](data), nodes: found, fileName: (file as NSString).lastPathComponent) { p in
+            let report = try await client.put([UInt8](data), nodes: found, fileName: (file as NSString).lastPathComponent, readers: try readReaderKeys(reader)) { p in
                 view.update(done: p.bytesDone, total: p.totalBytes)
             }
             view.update(done: Int64(report.record.holders.count) * Int64(try report.record.decodedManifest().shardSize), total: nil)
@@ -285,10 +288,24 @@ struct BlockPutCommand: AsyncParsableCommand {
 struct BlockGetCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "get",
-        abstract: "Read a block back: k + 2 shards from the fastest holders, tail cancelled once k verify."
+        abstract: "Read a block back: k + 2 shards from the fastest holders, tail cancelled once k verify.",
+        discussion: """
+            With the block's record in the block directory (it was stored from there) the holders are \
+            known. Otherwise give the full block id and the storage nodes: --node ADDR,... and/or \
+            --bootstrap ADDR (storage providers in the Nexus DHT); they are asked for the block's \
+            manifest and for signed receipts of the shards they hold, and everything is verified. \
+            The block must be sealed for this directory's reader key: see `stoq block reader --help`.
+            """
     )
-    @Argument(help: "Block id (or a unique prefix of at least 8 hex digits).") var id: String
+    @Argument(help: "Block id (64 hex digits; a unique prefix of at least 8 works for blocks recorded in this block directory).") var id: String
     @Option(name: .shortAndLong, help: "Output file.") var output: String
+    @Option(name: .customLong("node"), help: ArgumentHelp("Storage nodes to find the block on when this block directory has no record of it, comma-separated.", valueName: "addresses"))
+    var node: String?
+    @Option(help: ArgumentHelp("Find storage nodes through the Nexus DHT, joined through these nodes (when there is no local record).", valueName: "addresses"))
+    var bootstrap: String?
+    /// Old spellings, as on `block put`.
+    @Option(name: .customLong("nodes"), help: .hidden) var legacyNodes: String?
+    @Option(name: .customLong("dht"), help: .hidden) var legacyDHT: String?
     @OptionGroup var client: BlockClientOptions
     @OptionGroup var progressOptions: ProgressOptions
 
@@ -297,9 +314,8 @@ struct BlockGetCommand: AsyncParsableCommand {
         LogBootstrap.forCommand(quiet: progressOptions.quiet)
         defer { view.abandon() }
         try await client.with { client in
-            let block = try client.directory.resolve(id)
-            view.phase("reaching the holders of block \(block.short)…")
-            let report = try await client.get(block) { p in
+            view.phase("reaching the holders of block \(id.prefix(16))…")
+            let (block, report) = try await readBlock(id, client: client, nodes: node ?? legacyNodes, bootstrap: bootstrap ?? legacyDHT, options: self.client) { p in
                 view.update(done: p.bytesDone, total: p.totalBytes, sources: p.nodes)
             }
             view.finish()
@@ -318,22 +334,38 @@ struct BlockGetCommand: AsyncParsableCommand {
 struct BlockVerifyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
-        abstract: "Challenge every holder to hash a random range of its shard; report lost shards."
+        abstract: "Challenge every holder to hash a random range of its shard; report lost shards.",
+        discussion: """
+            Without the block's record in the block directory, give the full id and the storage nodes \
+            (--node ADDR,... and/or --bootstrap ADDR): the holders found there are asked for their \
+            shards, each checked against the manifest's SHA-256.
+            """
     )
-    @Argument(help: "Block id (or a unique prefix).") var id: String
+    @Argument(help: "Block id (64 hex digits; a unique prefix works for blocks recorded in this block directory).") var id: String
+    @Option(name: .customLong("node"), help: ArgumentHelp("Storage nodes to find the block on when this block directory has no record of it, comma-separated.", valueName: "addresses"))
+    var node: String?
+    @Option(help: ArgumentHelp("Find storage nodes through the Nexus DHT, joined through these nodes (when there is no local record).", valueName: "addresses"))
+    var bootstrap: String?
+    /// Old spellings, as on `block put`.
+    @Option(name: .customLong("nodes"), help: .hidden) var legacyNodes: String?
+    @Option(name: .customLong("dht"), help: .hidden) var legacyDHT: String?
     @OptionGroup var client: BlockClientOptions
 
     func run() async throws {
         let lost = try await client.with { client in
-            let report = try await client.verify(try client.directory.resolve(id))
+            let report = try await verifyBlock(id, client: client, nodes: node ?? legacyNodes, bootstrap: bootstrap ?? legacyDHT, options: self.client)
             for c in report.checks {
                 print("  shard \(c.shard) on \(c.address) (\(c.node.short)): " + (c.lost.map { "LOST — \($0)" } ?? "ok"))
             }
-            for u in report.unplaced { print("  shard \(u): LOST — never placed") }
+            for u in report.unplaced { print("  shard \(u): LOST — " + (report.located ? "no verified holder among the nodes asked" : "never placed")) }
             let remaining = report.total - report.lost.count
             print("block \(report.block.short): \(remaining) of \(report.total) shards verified, \(report.lost.count) lost\(report.lost.isEmpty ? "" : " (shards " + report.lost.map(String.init).joined(separator: ", ") + ")")"
                   + (remaining >= report.needed ? "; readable (needs \(report.needed))" : "; NOT readable: \(report.needed) needed"))
-            if !report.lost.isEmpty { print("run `stoq block repair \(report.block.short)` to rebuild the lost shards") }
+            if !report.lost.isEmpty {
+                print(report.located
+                      ? "run `stoq block repair \(report.block.hex)` from the block directory that stored it to rebuild the lost shards"
+                      : "run `stoq block repair \(report.block.short)` to rebuild the lost shards")
+            }
             return report.lost.count
         }
         if lost > 0 { throw ExitCode(1) }  // 1: the operation failed (2 is for usage errors)
@@ -344,7 +376,12 @@ struct BlockVerifyCommand: AsyncParsableCommand {
 struct BlockRepairCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "repair",
-        abstract: "Rebuild lost shards from any k and place them on new nodes."
+        abstract: "Rebuild lost shards from any k and place them on new nodes.",
+        discussion: """
+            Without the block's record in the block directory, give the full id and the storage nodes: \
+            the block is found there (as `block get` finds it), its record is saved in this block \
+            directory, and shards with no holder among those nodes are rebuilt onto them.
+            """
     )
     @Argument(help: "Block id (or a unique prefix).") var id: String
     @Option(name: .customLong("node"), help: ArgumentHelp("More candidate storage nodes beyond those known at put time, comma-separated.", valueName: "addresses"))
@@ -366,6 +403,7 @@ struct BlockRepairCommand: AsyncParsableCommand {
         let extra = try await storageNodeAddresses(nodes: nodes ?? legacyNodes, dht: bootstrap ?? legacyDHT, client: client)
         try await client.with { client in
             let block = try client.directory.resolve(id)
+            try await adoptIfUnrecorded(block, client: client, nodes: extra)
             let report = try await client.repair(block, extraNodes: extra)
             if report.before.lost.isEmpty {
                 print("block \(block.short): all \(report.before.total) shards verified; nothing to repair")

@@ -17,6 +17,7 @@ import Testing
         let key = P256.Signing.PrivateKey()
         let block = digest(&rng)
         let receipt = try StorageReceipt.sign(blockID: block, shardIndex: Int.random(in: 0..<14, using: &rng), shardHash: digest(&rng), key: key)
+        let last = try StorageReceipt.sign(blockID: block, shardIndex: 63, shardHash: digest(&rng), key: key)
         let codec = BlockCodec(coder: try ErasureCoder(dataShards: 4, parityShards: 2), compressor: NoCompression())
         let encoded = try codec.encode((0..<Int.random(in: 0..<5000, using: &rng)).map { UInt8(truncatingIfNeeded: $0) },
                                        readers: [P256.KeyAgreement.PrivateKey().publicKey])
@@ -36,6 +37,9 @@ import Testing
             .getManifest(block: block),
             .manifest(encoded.manifest),
             .deleteManifest(block: block),
+            .holdingsRequest(block: block),
+            .holdings([]),
+            .holdings([receipt, last]),
             .error(code: UInt16.random(in: 0...9, using: &rng), message: "shard 3 is corrupt — ünïcode"),
         ]
     }
@@ -71,6 +75,35 @@ import Testing
         w.raw([UInt8](repeating: 1, count: 32)); w.u16(64)
         #expect(throws: HyperMeshError.self) { try HyperMeshMessage.decode(type: 0x84, payload: w.bytes) }
         #expect(throws: HyperMeshError.self) { try HyperMeshMessage.decode(type: 0x85, payload: [0x05, 0, 0, 0]) }
+    }
+
+    @Test func holdingsAreBounded() throws {
+        let key = P256.Signing.PrivateKey()
+        var rng = SplitMix64(seed: 9)
+        let block = Self.digest(&rng)
+        let receipt = try StorageReceipt.sign(blockID: block, shardIndex: 1, shardHash: Self.digest(&rng), key: key)
+        // 64 receipts: the most a block has shards, and within the 64 KiB frame.
+        let full = HyperMeshMessage.holdings(Array(repeating: receipt, count: HyperMeshMessage.maximumHoldings))
+        #expect(full.payload().count <= HyperMeshMessage.maximumFrameLength)
+        #expect(try HyperMeshMessage.decode(type: 0x91, payload: full.payload()) == full)
+        // 65 announced: refused before any receipt is read.
+        var w = ByteWriter()
+        w.u8(65)
+        #expect(throws: HyperMeshError.self) { try HyperMeshMessage.decode(type: 0x91, payload: w.bytes) }
+        // A receipt longer than 512 bytes, and one that does not decode: refused, naming it.
+        w = ByteWriter()
+        w.u8(1)
+        w.blob16([UInt8](repeating: 0, count: 513))
+        #expect(throws: HyperMeshError.self) { try HyperMeshMessage.decode(type: 0x91, payload: w.bytes) }
+        w = ByteWriter()
+        w.u8(1)
+        w.blob16([UInt8](repeating: 7, count: 40))
+        do {
+            _ = try HyperMeshMessage.decode(type: 0x91, payload: w.bytes)
+            Issue.record("a malformed receipt in HOLDINGS was accepted")
+        } catch {
+            #expect(error.reason.contains("receipt 0"), "\(error.reason)")
+        }
     }
 
     @Test func messageFuzzEntryOnGarbage() {

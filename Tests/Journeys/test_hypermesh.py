@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -118,6 +119,54 @@ def test_blocks_found_through_the_dht(user: User, storage: Storage, tmp_path: Pa
     user.ok("block", "get", block, "-o", tmp_path / "out.bin", *tls)
     assert (tmp_path / "out.bin").read_bytes() == data.read_bytes()
     user.ok("block", "repair", block, "--bootstrap", bootstrap, "--node", storage.addresses, *tls, timeout=120)
+
+
+def test_block_read_from_another_block_directory(user: User, storage: Storage, tmp_path: Path) -> None:
+    """A block id works from anywhere: `block get ID --node A,B,...` from a block directory with
+    no record of the block asks the storage nodes for its manifest and holders. The reader needs a
+    key the block is sealed for: one named at put time (`block put --reader FILE`, FILE printed by
+    `block reader` on the reader's side), or the writer's reader.key copied. Without one, or with a
+    prefix, or without --node, a clear error says what to do."""
+    data = tmp_path / "anywhere.bin"
+    data.write_bytes(os.urandom(400_000))
+    client = user.tls("client")
+    writer, other, copied, stranger = (tmp_path / n for n in ("writer", "other", "copied", "stranger"))
+    reader_pem = tmp_path / "other-reader.pem"
+    reader_pem.write_text(user.ok("block", "reader", "--blocks", other).stdout)
+    assert "BEGIN PUBLIC KEY" in reader_pem.read_text()
+    block = put_block(user, data, "--nodes", storage.addresses, "--reader", reader_pem, *client, "--blocks", writer)
+    assert not (other / f"{block}.json").exists()
+
+    started = time.monotonic()
+    got = user.ok("block", "get", block, "-o", tmp_path / "other.out", "--node", storage.addresses, *client, "--blocks", other)
+    assert (tmp_path / "other.out").read_bytes() == data.read_bytes()
+    assert "no local record" in got.stderr, got.stderr
+    checked = user.ok("block", "verify", block, "--node", storage.addresses, *client, "--blocks", other)
+    assert "14 of 14 shards verified" in checked.stdout, checked.stdout
+    copied.mkdir()
+    shutil.copy(writer / "reader.key", copied / "reader.key")
+    user.ok("block", "get", block, "-o", tmp_path / "copied.out", "--node", storage.addresses, *client, "--blocks", copied)
+    assert (tmp_path / "copied.out").read_bytes() == data.read_bytes()
+
+    refused = user.run("block", "get", block, "-o", tmp_path / "stranger.out", "--node", storage.addresses, *client, "--blocks", stranger)
+    assert refused.rc != 0 and not (tmp_path / "stranger.out").exists()
+    assert "reader.key" in refused.stderr and "stoq block put --reader" in refused.stderr, refused.stderr
+    prefix = user.run("block", "get", block[:12], "-o", tmp_path / "p.out", "--node", storage.addresses, *client, "--blocks", stranger)
+    assert prefix.rc != 0 and "full 64-hex-digit id" in prefix.stderr, prefix.stderr
+    nowhere = user.run("block", "get", block, "-o", tmp_path / "n.out", *client, "--blocks", stranger)
+    assert nowhere.rc != 0 and "--node" in nowhere.stderr, nowhere.stderr
+
+    # Repair from another directory: a holder of this block dies; repair finds the block on the
+    # nodes given, saves its record there, and rebuilds the lost shard onto one of them.
+    holders = {n.address for n in storage.nodes[1:] if n.proc.p.poll() is None and (n.store / "shards" / block).exists()}
+    victim = next(n for n in storage.nodes[1:] if n.address in holders)
+    victim.proc.kill()
+    fixed = user.ok("block", "repair", block, "--nodes", storage.addresses, *client, "--blocks", copied, timeout=120)
+    assert "1 of 1 lost shards repaired" in fixed.stdout, fixed.stdout + fixed.stderr
+    assert "record saved" in fixed.stderr and (copied / f"{block}.json").exists(), fixed.stderr
+    again = user.ok("block", "verify", block, "--node", storage.addresses, *client, "--blocks", other)
+    assert "14 of 14 shards verified" in again.stdout, again.stdout
+    assert time.monotonic() - started < 10, "reading from another directory took too long"
 
 
 def test_storage_nodes_stop_on_sigterm(storage: Storage) -> None:

@@ -515,6 +515,18 @@ def g_hm_get_manifest(rng, c):
     return rng.choice([0x8C, 0x8E, 0x8B]), block_id(rng, c), b""
 
 
+def g_hm_holdings(rng, c):
+    # HOLDINGS_REQUEST (block id) and HOLDINGS (count <= 64, each receipt u16-length <= 512).
+    if rng.random() < 0.5:
+        return 0x90, block_id(rng, c) if rng.random() < 0.9 else rand_bytes(rng, rng.choice([0, 31, 33])), b""
+    count = rng.choice([0, 1, 14, 64, 65, 255])
+    body = u8(count)
+    for _ in range(min(count, rng.choice([0, 1, 3]))):
+        n = rng.choice([0, 40, 300, 512, 513, 65535])
+        body += u16(n) + rand_bytes(rng, min(n, 600))
+    return 0x91, body, b""
+
+
 def g_hm_other(rng, c):
     t = rng.choice([0x8F, 0x90, 0xA0, 0xBE, 0xBF])
     if t == 0xBF:
@@ -541,7 +553,7 @@ GENERATORS = {
     "HM_INFO_REQUEST": g_hm_info_request, "HM_INFO": g_hm_info, "HM_PUT_SHARD": g_hm_put_shard, "HM_RECEIPT": g_hm_receipt,
     "HM_GET_OR_DELETE_SHARD": g_hm_get_shard, "HM_SHARD": g_hm_shard, "HM_CHALLENGE": g_hm_challenge,
     "HM_ANSWER_OR_OK": g_hm_answer, "HM_MANIFEST": g_hm_manifest, "HM_GET_OR_DELETE_MANIFEST": g_hm_get_manifest,
-    "HM_OTHER": g_hm_other, "UNKNOWN": g_unknown,
+    "HM_HOLDINGS": g_hm_holdings, "HM_OTHER": g_hm_other, "UNKNOWN": g_unknown,
 }
 
 

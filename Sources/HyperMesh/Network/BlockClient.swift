@@ -85,8 +85,11 @@ public struct BlockVerifyReport: Sendable {
     public let block: BlockID
     /// One entry per shard with a holder, in shard order.
     public let checks: [ShardCheck]
-    /// Shards with no holder at all (never placed).
+    /// Shards with no holder at all (never placed); for a block verified without its record
+    /// (``located``), shards with no verified holder among the nodes asked.
     public let unplaced: [Int]
+    /// Whether the holders were found on the network (no local record) rather than recorded.
+    public var located = false
     /// Indices of lost shards (failed checks and unplaced).
     public var lost: [Int] { (checks.filter { $0.lost != nil }.map(\.shard) + unplaced).sorted() }
     /// Shards still needed to read the block (k).
@@ -247,17 +250,21 @@ public final class BlockClient: Sendable {
     ///   - content: the block's bytes.
     ///   - nodes: candidate storage nodes (see ``discover(_:)``).
     ///   - fileName: recorded for the user.
+    ///   - readers: more reader keys (besides this client's) the block key is sealed for: whoever
+    ///     holds one of the private halves can read the block from anywhere.
     ///   - progress: called once the block is encoded and after each receipt, with the shard
     ///     bytes acknowledged of those to store (progress bars).
     public func put(
-        _ content: [UInt8], nodes: [DiscoveredNode], fileName: String? = nil,
+        _ content: [UInt8], nodes: [DiscoveredNode], fileName: String? = nil, readers: [P256.KeyAgreement.PublicKey] = [],
         progress: (@Sendable (BlockTransferProgress) -> Void)? = nil
     ) async throws -> BlockPutReport {
         let clock = ContinuousClock()
         let start = clock.now
         func now() -> Duration { clock.now - start }
         var stages = BlockStageTimes()
-        let block = try codec.encode(content, readers: [reader.publicKey], stages: &stages)
+        var sealedFor = [reader.publicKey]
+        for r in readers where !sealedFor.contains(where: { $0.derRepresentation == r.derRepresentation }) { sealedFor.append(r) }
+        let block = try codec.encode(content, readers: sealedFor, stages: &stages)
         let manifest = block.manifest
         let byID = Dictionary(nodes.map { ($0.node, $0) }, uniquingKeysWith: { a, _ in a })
         let planner = PlacementPlanner(nodes: nodes.map {
@@ -444,12 +451,118 @@ public final class BlockClient: Sendable {
         let start = clock.now
         let record = try directory.record(blockID)
         let manifest = try record.decodedManifest()
-        let (slots, report) = try await fetchShards(record: record, manifest: manifest, exclude: [], extra: 2, progress: progress)
+        try checkReader(manifest)
+        let (slots, report) = try await fetchShards(holders: record.locatedHolders(), manifest: manifest, extra: 2, progress: progress)
         var stages = report.stages
         let content = try codec.decode(manifest: manifest, shards: slots, reader: reader, stages: &stages)
         return BlockGetReport(
             content: content, stages: stages, wall: clock.now - start, requested: report.requested, cancelled: report.cancelled,
             unreachable: report.unreachable, refused: report.refused)
+    }
+
+    /// Reads a block this client has no record of, from its id alone: asks every node in `nodes`
+    /// for the block's manifest and for the shards it holds (see ``locate(_:nodes:)``), then reads
+    /// as ``get(_:)`` does from the holders whose signed receipts verified. The manifest must seal
+    /// the block key for this client's reader key.
+    /// - Throws: ``HyperMeshError/Code/notFound`` (no manifest among the nodes),
+    ///   ``HyperMeshError/Code/notEnoughShards``, ``HyperMeshError/Code/noReaderKey``.
+    public func get(_ blockID: BlockID, from nodes: [PeerAddress]) async throws -> BlockGetReport {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let found = try await locate(blockID, nodes: nodes)
+        let readable = found.filter { isSealedForReader($0.manifest) }
+        guard !readable.isEmpty else {
+            try checkReader(found[0].manifest)
+            throw HyperMeshError(.noReaderKey, "block \(blockID.short) is not sealed for this reader")
+        }
+        var lastError: (any Error)?
+        for location in readable {
+            do {
+                let (slots, report) = try await fetchShards(holders: location.holders, manifest: location.manifest, extra: 2)
+                var stages = report.stages
+                let content = try codec.decode(manifest: location.manifest, shards: slots, reader: reader, stages: &stages)
+                return BlockGetReport(
+                    content: content, stages: stages, wall: clock.now - start, requested: report.requested, cancelled: report.cancelled,
+                    unreachable: report.unreachable, refused: report.refused)
+            } catch {
+                // A manifest that does not rebuild to the block id (forged by a replica) or whose
+                // holders failed: try the next candidate, if any.
+                lastError = error
+            }
+        }
+        throw lastError ?? HyperMeshError(.notFound, "block \(blockID.short) could not be read")
+    }
+
+    /// Finds a block without its record: asks every address, in parallel, for the block's manifest
+    /// (GET_MANIFEST) and for its receipts for the shards it holds (HOLDINGS_REQUEST), and keeps
+    /// what verifies (see ``BlockLocation``). It does not wait for nodes that are down: it stops
+    /// once every shard has a verified holder, or 200 ms after k + 2 shards had one.
+    /// - Returns: the candidate manifests with their verified holders, best first.
+    public func locate(_ blockID: BlockID, nodes: [PeerAddress]) async throws(HyperMeshError) -> [BlockLocation] {
+        let limit = requestTimeout
+        let unique = Array(Set(nodes))
+        enum Event: Sendable {
+            case answer(HoldingsAnswer?)
+            case tick
+        }
+        let (events, continuation) = AsyncStream.makeStream(of: Event.self)
+        for address in unique {
+            Task { [self] in
+                guard let peer = try? await self.peer(address), let node = peer.node else {
+                    continuation.yield(.answer(nil))
+                    return
+                }
+                async let manifest = try? deadline(limit, "GET_MANIFEST from \(address)") { try await peer.manifest(block: blockID) }
+                async let receipts = try? deadline(limit, "HOLDINGS_REQUEST to \(address)") { try await peer.holdings(block: blockID) }
+                continuation.yield(.answer(HoldingsAnswer(address: address, node: node, manifest: await manifest, receipts: await receipts ?? [])))
+            }
+        }
+        let ticker = tick(continuation, .tick)
+        defer {
+            ticker.cancel()
+            continuation.finish()
+        }
+        var answers: [HoldingsAnswer] = []
+        var received = 0
+        var enoughSince: ContinuousClock.Instant?
+        for await event in events {
+            if case .answer(let answer) = event {
+                received += 1
+                if let answer {
+                    answers.append(answer)
+                    if answer.manifest != nil || !answer.receipts.isEmpty,
+                        let best = (try? BlockLocation.choose(block: blockID, answers: answers, asked: unique.count))?.first
+                    {
+                        if best.shardsFound == best.manifest.totalShards { break }
+                        if best.shardsFound >= best.manifest.dataShards + 2, enoughSince == nil { enoughSince = .now }
+                    }
+                }
+            }
+            if received == unique.count { break }
+            if let enoughSince, ContinuousClock.now - enoughSince >= .milliseconds(200) { break }
+        }
+        answers.sort { $0.address.description < $1.address.description }
+        return try BlockLocation.choose(block: blockID, answers: answers, asked: unique.count)
+    }
+
+    /// Whether `manifest` seals the block key for this client's reader key.
+    public func isSealedForReader(_ manifest: BlockManifest) -> Bool {
+        let id = SealedBlockKey.readerID(reader.publicKey)
+        return manifest.readers.contains { $0.reader == id }
+    }
+
+    /// Throws, saying how to get a key that opens it, when `manifest` is not sealed for this
+    /// client's reader key.
+    /// - Throws: ``HyperMeshError/Code/noReaderKey``.
+    public func checkReader(_ manifest: BlockManifest) throws(HyperMeshError) {
+        guard !isSealedForReader(manifest) else { return }
+        let keyPath = (directory.path as NSString).appendingPathComponent("reader.key")
+        throw HyperMeshError(
+            .noReaderKey,
+            "block \(manifest.blockID.short) is sealed for \(manifest.readers.count) reader key\(manifest.readers.count == 1 ? "" : "s"), "
+                + "and this block directory's (\(keyPath), reader \(SealedBlockKey.readerID(reader.publicKey).short)) is not one of them; "
+                + "copy the writer's reader.key into \(directory.path), or have the writer store the block with "
+                + "`stoq block put --reader FILE`, FILE being what `stoq block reader --blocks \(directory.path)` prints")
     }
 
     private struct FetchReport {
@@ -462,16 +575,16 @@ public final class BlockClient: Sendable {
 
     /// Fetches any k verified shards of a block with long-tail cutting.
     private func fetchShards(
-        record: BlockRecord, manifest: BlockManifest, exclude: Set<Int>, extra: Int,
+        holders located: [LocatedHolder], manifest: BlockManifest, extra: Int,
         progress: (@Sendable (BlockTransferProgress) -> Void)? = nil
     ) async throws -> ([[UInt8]?], FetchReport) {
         let clock = ContinuousClock()
         let start = clock.now
         func now() -> Duration { clock.now - start }
         var report = FetchReport()
-        let holderMap = record.holderMap().filter { !exclude.contains($0.key) }
         var addresses: [MeshNodeID: PeerAddress] = [:]
-        for (_, h) in holderMap { if let a = PeerAddress(h.address) { addresses[h.node] = a } }
+        for h in located { addresses[h.node] = h.address }
+        let shardCount = Set(located.map(\.shard)).count
         // Reach every holder in parallel and time a round trip: the fastest are asked first. The
         // read starts once k + extra holders answered and the others had a moment more (a dead
         // holder would otherwise hold the read for a whole handshake timeout).
@@ -495,19 +608,19 @@ public final class BlockClient: Sendable {
         var latencies: [MeshNodeID: Duration] = [:]
         var answered = Set<MeshNodeID>()
         var enoughSince: ContinuousClock.Instant?
-        let wanted = min(manifest.dataShards + extra, holderMap.count)
+        let wanted = min(manifest.dataShards + extra, shardCount)
         for await ping in pings {
             if case .answer(let node, let address, let rtt) = ping {
                 answered.insert(node)
                 if let rtt { latencies[node] = rtt } else { report.unreachable.append(address) }
             }
-            let reachableShards = holderMap.filter { latencies[$0.value.node] != nil }.count
+            let reachableShards = Set(located.filter { latencies[$0.node] != nil }.map(\.shard)).count
             if reachableShards >= wanted && enoughSince == nil { enoughSince = clock.now }
             if answered.count == addresses.count { break }
             if let enoughSince, clock.now - enoughSince >= .milliseconds(200) { break }
         }
         for (node, address) in addresses where !answered.contains(node) { report.unreachable.append(address) }
-        let holders = holderMap.compactMap { shard, h in latencies[h.node].map { ShardHolder(shard: shard, node: h.node, latency: $0) } }
+        let holders = located.compactMap { h in latencies[h.node].map { ShardHolder(shard: h.shard, node: h.node, latency: $0) } }
         var machine = BlockReadStateMachine(manifest: manifest, holders: holders, extra: extra, now: now(), requestTimeout: requestTimeout)
         let neededBytes = Int64(manifest.shardSize) * Int64(manifest.dataShards)
         var verifiedShards = 0
@@ -587,6 +700,39 @@ public final class BlockClient: Sendable {
     /// manifest and new challenges are prepared). Lost shards go to the audit log.
     public func verify(_ blockID: BlockID) async throws -> BlockVerifyReport {
         var record = try directory.record(blockID)
+        let (report, audit) = try await challengeHolders(&record)
+        try directory.save(record)
+        if !audit.isEmpty { try directory.appendAudit(audit) }
+        return report
+    }
+
+    /// Verifies a block this client has no record of: finds its manifest and holders as
+    /// ``get(_:from:)`` does, then reads each holder's shard whole and checks it against the
+    /// manifest's SHA-256 (there are no prepared challenges without the record). Nothing is saved.
+    /// The report's ``BlockVerifyReport/unplaced`` shards are those with no verified holder among
+    /// `nodes` (``BlockVerifyReport/located`` is true).
+    public func verify(_ blockID: BlockID, from nodes: [PeerAddress]) async throws -> BlockVerifyReport {
+        var record = try await locate(blockID, nodes: nodes)[0].record()
+        var (report, _) = try await challengeHolders(&record)
+        report.located = true
+        return report
+    }
+
+    /// Takes on a block this directory has no record of: finds it on `nodes` (see
+    /// ``locate(_:nodes:)``) and saves a record of what verified there (manifest, one holder per
+    /// shard and its receipt; no prepared challenges yet, so the first verify reads shards whole).
+    /// After that, verify, repair and plan work from this directory. Shards with no holder among
+    /// `nodes` count as lost.
+    public func adopt(_ blockID: BlockID, from nodes: [PeerAddress]) async throws -> BlockRecord {
+        let record = try await locate(blockID, nodes: nodes)[0].record()
+        try directory.save(record)
+        return record
+    }
+
+    /// Challenges (or, without prepared challenges, reads whole) every holder in `record`.
+    /// - Returns: the report, and the audit events for the shards found lost.
+    private func challengeHolders(_ record: inout BlockRecord) async throws -> (BlockVerifyReport, [AuditEvent]) {
+        let blockID = try record.decodedManifest().blockID
         let manifest = try record.decodedManifest()
         let holders = record.holderMap()
         var tracker = ChallengeTracker(timeout: requestTimeout)
@@ -639,10 +785,8 @@ public final class BlockClient: Sendable {
             if let lost { audit.append(.shardLost(block: blockID, shard: a.shard, node: a.node, reason: lost)) }
             checks.append(ShardCheck(shard: a.shard, node: a.node, address: a.address, lost: lost))
         }
-        try directory.save(record)
-        if !audit.isEmpty { try directory.appendAudit(audit) }
         let unplaced = (0..<manifest.totalShards).filter { holders[$0] == nil }
-        return BlockVerifyReport(block: blockID, checks: checks, unplaced: unplaced, needed: manifest.dataShards, total: manifest.totalShards)
+        return (BlockVerifyReport(block: blockID, checks: checks, unplaced: unplaced, needed: manifest.dataShards, total: manifest.totalShards), audit)
     }
 
     // MARK: Repair
@@ -657,7 +801,7 @@ public final class BlockClient: Sendable {
         let lost = before.lost
         guard !lost.isEmpty else { return BlockRepairReport(before: before, moved: [], failed: []) }
         let oldHolders = record.holderMap()
-        let (slots, _) = try await fetchShards(record: record, manifest: manifest, exclude: Set(lost), extra: 0)
+        let (slots, _) = try await fetchShards(holders: record.locatedHolders().filter { !lost.contains($0.shard) }, manifest: manifest, extra: 0)
         let rebuilt = try BlockRepair.rebuild(manifest: manifest, shards: slots, lost: lost, coder: codec.coder)
 
         let known = record.nodes.compactMap { PeerAddress($0.address) } + extraNodes

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import STOQIdentity
+import STOQNode
 
 /// What a client keeps about a block it stored: the manifest, the receipts that prove the commit,
 /// where each shard and manifest replica lives, and the challenges prepared while it still had
@@ -81,6 +82,14 @@ public struct BlockRecord: Codable, Hashable, Sendable {
         var out: [Int: (MeshNodeID, String)] = [:]
         for h in holders { if let id = MeshNodeID(hex: h.node) { out[h.shard] = (id, h.address) } }
         return out
+    }
+
+    /// The holders as ``LocatedHolder``s (entries whose node id or address does not parse are skipped).
+    public func locatedHolders() -> [LocatedHolder] {
+        holders.compactMap { h in
+            guard let node = MeshNodeID(hex: h.node), let address = PeerAddress(h.address) else { return nil }
+            return LocatedHolder(shard: h.shard, node: node, address: address)
+        }
     }
 
     /// Sets shard holders and receipts, replacing older entries for the same shards.
@@ -166,7 +175,13 @@ public struct BlockDirectory: Sendable {
         if let id = BlockID(hex: lower) { return id }
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { $0.hasSuffix(".json") && $0.hasPrefix(lower) }
         guard lower.count >= 8, names.count == 1, let id = BlockID(hex: String(names[0].dropLast(5))) else {
-            throw HyperMeshError(.notFound, names.count > 1 ? "block id prefix \(text) is ambiguous in \(path)" : "no block \(text) in \(path); give the id `stoq block put` printed, or --blocks DIR")
+            if lower.count < 8 && !names.isEmpty { throw HyperMeshError(.notFound, "block id prefix '\(text)' is too short; give at least 8 hex digits, or the full id") }
+            if names.count > 1 { throw HyperMeshError(.notFound, "block id prefix \(text) is ambiguous in \(path); give more digits, or the full id") }
+            throw HyperMeshError(
+                .notFound,
+                "no block stored from \(path) has an id starting with '\(text)'; a prefix works only for blocks recorded in this block "
+                    + "directory (--blocks DIR): for a block stored elsewhere give its full 64-hex-digit id and the storage nodes "
+                    + "(--node ADDR,... or --bootstrap ADDR)")
         }
         return id
     }
@@ -175,7 +190,10 @@ public struct BlockDirectory: Sendable {
     public func record(_ block: BlockID) throws(HyperMeshError) -> BlockRecord {
         let recordPath = file("\(block.hex).json")
         guard let data = FileManager.default.contents(atPath: recordPath) else {
-            throw HyperMeshError(.notFound, "no record of block \(block.short) in \(path); it was stored from another directory (--blocks DIR) or never committed")
+            throw HyperMeshError(
+                .notFound,
+                "no record of block \(block.short) in \(path): it was stored from another block directory (--blocks DIR) or machine, "
+                    + "or never committed; `stoq block get`, `verify` and `repair` find it on the storage nodes given with --node ADDR,... or --bootstrap ADDR")
         }
         do {
             let decoder = JSONDecoder()

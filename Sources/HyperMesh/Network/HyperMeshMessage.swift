@@ -44,6 +44,8 @@ public struct StorageNodeInfo: Hashable, Sendable {
 /// | 0x8c | GET_MANIFEST | block [32] |
 /// | 0x8d | MANIFEST | a ``BlockManifest`` in its binary form |
 /// | 0x8e | DELETE_MANIFEST | block [32] |
+/// | 0x90 | HOLDINGS_REQUEST | block [32] |
+/// | 0x91 | HOLDINGS | count u8 (≤ 64) · count × (u16 length (≤ 512) + a ``StorageReceipt``) |
 /// | 0xbf | ERROR | code u16 · u16 + message (≤ 1024, UTF-8) |
 public enum HyperMeshMessage: Hashable, Sendable {
     /// Ask a node for its ``StorageNodeInfo``.
@@ -74,6 +76,11 @@ public enum HyperMeshMessage: Hashable, Sendable {
     case manifest(BlockManifest)
     /// Forget the manifest of `block`.
     case deleteManifest(block: BlockID)
+    /// Which shards of `block` do you hold? (How a reader without the block's record finds its holders.)
+    case holdingsRequest(block: BlockID)
+    /// The answer to ``holdingsRequest(block:)``: a receipt, signed now, for each shard of the block
+    /// the node holds (none when it holds none), at most ``maximumHoldings``.
+    case holdings([StorageReceipt])
     /// The request failed; see ``HyperMeshErrorCode``.
     case error(code: UInt16, message: String)
 
@@ -87,6 +94,10 @@ public enum HyperMeshMessage: Hashable, Sendable {
     public static let maximumMessageLength = 1024
     /// Challenge nonces are 16 bytes.
     public static let nonceLength = 16
+    /// The most receipts one ``holdings(_:)`` answer carries (the most shards a block has).
+    public static let maximumHoldings = ErasureCoder.maximumTotalShards
+    /// The longest receipt in a ``holdings(_:)`` answer (a receipt's fields allow 355 bytes).
+    public static let maximumReceiptLength = 512
 
     /// The frame type of this message.
     public var frameType: FrameType {
@@ -106,6 +117,8 @@ public enum HyperMeshMessage: Hashable, Sendable {
         case .getManifest: raw = 0x8c
         case .manifest: raw = 0x8d
         case .deleteManifest: raw = 0x8e
+        case .holdingsRequest: raw = 0x90
+        case .holdings: raw = 0x91
         case .error: raw = 0xbf
         }
         return FrameType(rawValue: raw)
@@ -139,7 +152,11 @@ public enum HyperMeshMessage: Hashable, Sendable {
             w.u32(UInt32(length))
         case .challengeAnswer(let digest): w.raw(digest.bytes)
         case .putManifest(let manifest), .manifest(let manifest): w.raw(manifest.encoded())
-        case .getManifest(let block), .deleteManifest(let block): w.raw(block.bytes)
+        case .getManifest(let block), .deleteManifest(let block), .holdingsRequest(let block): w.raw(block.bytes)
+        case .holdings(let receipts):
+            let kept = receipts.prefix(Self.maximumHoldings)
+            w.u8(UInt8(kept.count))
+            for r in kept { w.blob16(r.encoded()) }
         case .error(let code, let message):
             w.u16(code)
             w.blob16(Array(message.utf8.prefix(Self.maximumMessageLength)))
@@ -225,6 +242,22 @@ public enum HyperMeshMessage: Hashable, Sendable {
         case 0x8c, 0x8e:
             guard let block = r.digest() else { throw bad("truncated block id") }
             message = type == 0x8c ? .getManifest(block: block) : .deleteManifest(block: block)
+        case 0x90:
+            guard let block = r.digest() else { throw bad("truncated block id") }
+            message = .holdingsRequest(block: block)
+        case 0x91:
+            guard let count = r.u8() else { throw bad("truncated count") }
+            guard Int(count) <= maximumHoldings else { throw bad("\(count) receipts exceed \(maximumHoldings)") }
+            var receipts: [StorageReceipt] = []
+            for n in 0..<Int(count) {
+                guard let bytes = r.blob16(max: maximumReceiptLength) else { throw bad("receipt \(n) truncated or longer than \(maximumReceiptLength) bytes") }
+                do {
+                    receipts.append(try StorageReceipt(decoding: bytes))
+                } catch {
+                    throw bad("receipt \(n): \(error.reason)")
+                }
+            }
+            message = .holdings(receipts)
         case 0xbf:
             guard let code = r.u16(), let text = r.blob16(max: maximumMessageLength) else { throw bad("truncated") }
             guard let string = String(validating: text, as: UTF8.self) else { throw bad("message is not UTF-8") }

@@ -63,6 +63,21 @@ public final class ShardStore: @unchecked Sendable {
         return hash
     }
 
+    /// The shards of `block` held, by index, each with the hash it was stored under (from the file
+    /// names: nothing is re-hashed). At most ``ErasureCoder/maximumTotalShards`` entries.
+    public func held(block: BlockID) -> [(index: Int, hash: Digest256)] {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: blockDirectory(block)) else { return [] }
+        var out: [Int: Digest256] = [:]
+        for name in names where !name.hasSuffix(".tmp") {
+            let parts = name.split(separator: "-", maxSplits: 1)
+            guard parts.count == 2, let index = Int(parts[0]), (0..<ErasureCoder.maximumTotalShards).contains(index),
+                let hash = Digest256(hex: String(parts[1]))
+            else { continue }
+            out[index] = hash
+        }
+        return out.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    }
+
     /// Reads and verifies shard `index` of `block`.
     public func read(block: BlockID, index: Int) -> ShardRead {
         guard let path = path(block: block, index: index), let data = FileManager.default.contents(atPath: path) else { return .missing }

@@ -114,6 +114,13 @@ public struct StoragePeer: Sendable {
         guard case .ok = try await request(.deleteManifest(block: block)) else { throw unexpected("DELETE_MANIFEST") }
     }
 
+    /// Asks which shards of `block` the node holds: its receipts for them, signed now (not yet
+    /// verified here: the caller checks them against the manifest and the node's certificate).
+    public func holdings(block: BlockID) async throws(HyperMeshError) -> [StorageReceipt] {
+        guard case .holdings(let receipts) = try await request(.holdingsRequest(block: block)) else { throw unexpected("HOLDINGS_REQUEST") }
+        return receipts
+    }
+
     private func request(_ message: HyperMeshMessage) async throws(HyperMeshError) -> HyperMeshMessage {
         try await request(message.encoded(), priority: .interactive)
     }

@@ -157,7 +157,13 @@ public struct StorageService: NodeService {
         case .deleteManifest(let block):
             store.deleteManifest(block: block)
             return Reply(.ok)
-        case .info, .receipt, .shard, .challengeAnswer, .ok, .manifest, .error:
+        case .holdingsRequest(let block):
+            // A receipt per shard held, signed now over the hash the shard was stored under (the
+            // bytes are re-hashed when a shard is read or challenged, not here: a claim only
+            // tells the reader whom to ask).
+            let held = store.held(block: block).prefix(HyperMeshMessage.maximumHoldings)
+            return Reply(.holdings(try held.map { try StorageReceipt.sign(blockID: block, shardIndex: $0.index, shardHash: $0.hash, key: key) }))
+        case .info, .receipt, .shard, .challengeAnswer, .ok, .manifest, .holdings, .error:
             return Reply(.error(code: HyperMeshErrorCode.badRequest, message: "\(message.frameType) is an answer, not a request"))
         }
     }
