@@ -100,6 +100,18 @@ public struct NodeConfiguration: Codable, Sendable {
     public var requireCt: String?
     /// The HyperMesh shard directory (`--shards`, implies the storage role; default `STORE/shards`).
     public var shards: String?
+    /// The HTTP front door's address (`--http`); nil: none. `stoq node` reads it and the five below.
+    public var http: String?
+    /// The HTTP listener's certificate chain (`--http-cert`; default: ``certificate``).
+    public var httpCert: String?
+    /// The HTTP listener's private key (`--http-key`; default: ``key``).
+    public var httpKey: String?
+    /// The HTTP access log, a file or `-` for stderr (`--access-log`).
+    public var accessLog: String?
+    /// The access log format, `combined` (default) or `json` (`--access-log-format`).
+    public var accessLogFormat: String?
+    /// The publisher key file the HTTP listener decrypts with (`--publisher-key`; default `STORE/publisher.key`).
+    public var publisherKey: String?
 
     /// The default of ``maxConnections``.
     public static let defaultMaxConnections = 1024

@@ -162,6 +162,12 @@ public enum NodeConfigurationFile {
         key("bootstrap", .addresses) { c, v in c.bootstrap = addresses(v) },
         key("requireCt", .path) { c, v in c.requireCt = v.string },
         key("shards", .path) { c, v in c.shards = v.string },
+        key("http", .string) { c, v in c.http = v.string },
+        key("httpCert", .path) { c, v in c.httpCert = v.string },
+        key("httpKey", .path) { c, v in c.httpKey = v.string },
+        key("accessLog", .path) { c, v in c.accessLog = v.string },
+        key("accessLogFormat", .string) { c, v in c.accessLogFormat = v.string },
+        key("publisherKey", .path) { c, v in c.publisherKey = v.string },
         key("publicRead", .bool) { c, v in c.publicRead = v.bool },
         key("publisher", .strings) { c, v in c.publishers = v.list },
         key("issuer", .address) { c, v in c.issuer = v.string.flatMap(PeerAddress.init) },
@@ -334,10 +340,14 @@ public enum NodeConfigurationFile {
         switch key.kind {
         case .string:
             guard case .string(let s) = json else { throw wrong() }
+            if key.name == "location" {
+                do { _ = try NodeConfiguration.parseLocation(s) } catch { throw ConfigFileError("\(prefix): key 'location': \((error as? NodeError)?.reason ?? "not LAT,LON")") }
+            }
             return .string(s)
         case .path:
             guard case .string(let s) = json else { throw wrong() }
             guard !s.isEmpty else { throw ConfigFileError("\(prefix): key '\(key.name)' is an empty path; give a file or directory, or leave the key out") }
+            if s == "-" { return .string(s) }  // standard error (accessLog)
             return .string(absolute(s, relativeTo: directory))
         case .address:
             guard case .string(let s) = json else { throw wrong() }
@@ -450,6 +460,7 @@ public enum NodeConfigurationFile {
         case "logFormat": return .string("text")
         case "noProbes", "noRouting", "dht", "publicRead": return .bool(false)
         case "maxLifetime": return .string("24h")
+        case "accessLogFormat": return .string("combined")
         default: return nil
         }
     }

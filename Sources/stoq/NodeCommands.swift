@@ -128,6 +128,12 @@ struct NodeCommand: AsyncParsableCommand {
         if let caDir = renewal.caDir { v["caDir"] = path(caDir) }
         if let maxLifetime = renewal.maxLifetime { v["maxLifetime"] = .string(maxLifetime) }
         if let ctLog = renewal.ctLog { v["ctLog"] = path(ctLog) }
+        if let http = httpOptions.http { v["http"] = .string(http) }
+        if let httpCert = httpOptions.httpCert { v["httpCert"] = path(httpCert) }
+        if let httpKey = httpOptions.httpKey { v["httpKey"] = path(httpKey) }
+        if let accessLog = httpOptions.accessLog { v["accessLog"] = accessLog == "-" ? .string("-") : path(accessLog) }
+        if let accessLogFormat = httpOptions.accessLogFormat { v["accessLogFormat"] = .string(accessLogFormat) }
+        if let publisherKey = httpOptions.publisherKey { v["publisherKey"] = path(publisherKey) }
         return v
     }
 
@@ -150,6 +156,8 @@ struct NodeCommand: AsyncParsableCommand {
         }
         var c: NodeConfiguration
         do { c = try NodeConfigurationFile.configuration(values) } catch { throw Self.refuse(error.reason) }
+        let httpOptions: HTTPOptions
+        do { httpOptions = try self.httpOptions.merged(with: c) } catch let e as ValidationError { throw Self.refuse(e.message) }
         if !FileManager.default.fileExists(atPath: c.certificate) {
             let given = values["cert"] != nil
             throw Self.refuse(given

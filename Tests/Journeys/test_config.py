@@ -86,6 +86,8 @@ def test_config(user: User, tmp_path: Path, procs: Procs) -> None:
                  "--probe-interval", "500", "--no-routing", "--admin", "9464", "--location", "48.85,2.35"]
     first, first_text, _ = print_config(stoq, env, *edge_args)
     assert first["peers"] == ["[::1]:4433", "[::1]:4434"] and first["cacheBytes"] == 1048576 and first["noRouting"] is True
+    web, _, _ = print_config(stoq, env, "--http", "[::1]:8443", "--access-log", "-", "--http-cert", "web.pem", cwd=tmp_path)
+    assert web["http"] == "[::1]:8443" and web["accessLog"] == "-" and web["httpCert"] == str(tmp_path / "web.pem")
     saved = tmp_path / "printed.json"
     saved.write_text(first_text)
     again, again_text, again_err = print_config(stoq, env, "--config", saved)
@@ -116,6 +118,10 @@ def test_config(user: User, tmp_path: Path, procs: Procs) -> None:
     assert "key 'publicRead' must be true or false, not a string" in refused(stoq, env, "--config", bad)
     bad.write_text(json.dumps({"health": {"intervalMs": 5}, "upstream": []}))
     assert "unknown key 'health.intervalMs'" in refused(stoq, env, "--config", bad)
+    bad.write_text(json.dumps({"location": "north"}))
+    assert "key 'location': the location 'north' is not LAT,LON" in refused(stoq, env, "--config", bad)
+    bad.write_text(json.dumps({"accessLog": "access.log"}))
+    assert "need --http" in refused(stoq, env, "--config", bad, "--cert", bad, "--key", bad, "--ca", bad)
     bad.write_text('{"name": "x",')
     assert "not valid JSON" in refused(stoq, env, "--config", bad)
     bad.write_text(json.dumps({"cert": "a.pem", "certificate": "b.pem"}))
@@ -133,8 +139,6 @@ def test_config(user: User, tmp_path: Path, procs: Procs) -> None:
     # --- an old-style file with relative paths, read from another directory: warnings, then it runs
     confdir = tmp_path / "etc"
     (confdir / "certs").mkdir(parents=True)
-    for name in ("ca.pem", "cfg-b.pem", "cfg-b.key"):
-        pass
     run([stoq, "init", "cfg-b", "--dir", confdir / "certs"], env).ok()
     legacy = confdir / "cfg-b.json"
     legacy.write_text(json.dumps({
