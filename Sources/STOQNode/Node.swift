@@ -14,6 +14,8 @@ import STOQTransport
 import STOQWire
 
 /// A node's settings, read from a JSON file by `stoq node --config FILE` (flags override it).
+/// The file's keys are not these property names but the flags' (docs/CONFIG.md,
+/// ``NodeConfigurationFile``); the synthesized `Codable` form is for programs, not people.
 public struct NodeConfiguration: Codable, Sendable {
     /// The node's name (reports and logs).
     public var name: String
@@ -90,6 +92,26 @@ public struct NodeConfiguration: Codable, Sendable {
     /// Node ids (64 hex characters, from `stoq certs show`) allowed to upload content into this
     /// origin over `stoq/1` (`stoq put --node`); nil or empty: nobody may upload.
     public var publishers: [String]?
+    /// Run the Nexus DHT (`--dht`); `stoq node` reads it, the node itself does not.
+    public var dht: Bool?
+    /// DHT bootstrap nodes (`--bootstrap`, implies ``dht``).
+    public var bootstrap: [PeerAddress]?
+    /// A CT log directory: refuse peers whose certificate is not in it (`--require-ct`, implies ``dht``).
+    public var requireCt: String?
+    /// The HyperMesh shard directory (`--shards`, implies the storage role; default `STORE/shards`).
+    public var shards: String?
+    /// The HTTP front door's address (`--http`); nil: none. `stoq node` reads it and the five below.
+    public var http: String?
+    /// The HTTP listener's certificate chain (`--http-cert`; default: ``certificate``).
+    public var httpCert: String?
+    /// The HTTP listener's private key (`--http-key`; default: ``key``).
+    public var httpKey: String?
+    /// The HTTP access log, a file or `-` for stderr (`--access-log`).
+    public var accessLog: String?
+    /// The access log format, `combined` (default) or `json` (`--access-log-format`).
+    public var accessLogFormat: String?
+    /// The publisher key file the HTTP listener decrypts with (`--publisher-key`; default `STORE/publisher.key`).
+    public var publisherKey: String?
 
     /// The default of ``maxConnections``.
     public static let defaultMaxConnections = 1024
@@ -117,15 +139,15 @@ public struct NodeConfiguration: Codable, Sendable {
         self.idleTimeoutSeconds = idleTimeoutSeconds
     }
 
-    /// Loads a JSON configuration file.
+    /// Loads a JSON configuration file (docs/CONFIG.md): keys are the `stoq node` flags in
+    /// camelCase, relative paths resolve against the file's directory, unset keys take their
+    /// defaults. Old keys are read too; ``NodeConfigurationFile/read(path:)`` returns the warnings.
+    /// - Throws: ``NodeError`` `.invalidArgument` naming the key for an unknown key or a wrong type.
     public static func load(path: String) throws -> NodeConfiguration {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw NodeError(.notFound, "cannot read the node configuration \(path)")
-        }
         do {
-            return try JSONDecoder().decode(NodeConfiguration.self, from: data)
+            return try NodeConfigurationFile.configuration(NodeConfigurationFile.read(path: path).values)
         } catch {
-            throw NodeError(.invalidArgument, "\(path) is not a valid node configuration: \(error)")
+            throw NodeError(.invalidArgument, error.reason)
         }
     }
 

@@ -12,22 +12,35 @@ struct HTTPOptions: ParsableArguments {
     @Option(help: "Certificate chain (PEM) of the HTTP listener (default: the node's --cert).") var httpCert: String?
     @Option(help: "Private key (PEM) of the HTTP listener (default: the node's --key).") var httpKey: String?
     @Option(help: "Access log of the HTTP listener: a file (appended to) or '-' for standard error.") var accessLog: String?
-    @Option(help: "Access log format: combined or json.") var accessLogFormat: String = "combined"
+    @Option(help: "Access log format: combined (default) or json.") var accessLogFormat: String?
     @Option(help: "Publisher key file whose content the HTTP listener may decrypt (default: the store's publisher.key).") var publisherKey: String?
 
-    /// Checks the options as they are parsed (ArgumentParser calls it): the address, the format,
-    /// options that need `--http`. A refusal is a usage error with a message.
+    /// Checks the options as they are parsed (ArgumentParser calls it): the address and the
+    /// format. A refusal is a usage error with a message.
     func validate() throws {
-        guard let http else {
-            if httpCert != nil || httpKey != nil || accessLog != nil {
-                throw ValidationError("--http-cert, --http-key and --access-log need --http ADDRESS")
-            }
-            return
+        if let http {
+            do { _ = try HTTPFrontDoor.parseAddress(http) } catch { throw ValidationError(ErrorReport.peopleText(error)) }
         }
-        do { _ = try HTTPFrontDoor.parseAddress(http) } catch { throw ValidationError(ErrorReport.peopleText(error)) }
-        guard AccessLog.Format(rawValue: accessLogFormat) != nil else {
+        if let accessLogFormat, AccessLog.Format(rawValue: accessLogFormat) == nil {
             throw ValidationError("--access-log-format takes combined or json, not '\(accessLogFormat)'")
         }
+    }
+
+    /// The options as a node runs them: its configuration's keys (`http`, `httpCert`, …: the
+    /// file's, with these flags already over them). Refuses options that need `--http` without it.
+    func merged(with c: NodeConfiguration) throws -> HTTPOptions {
+        var o = self
+        o.http = c.http
+        o.httpCert = c.httpCert
+        o.httpKey = c.httpKey
+        o.accessLog = c.accessLog
+        o.accessLogFormat = c.accessLogFormat
+        o.publisherKey = c.publisherKey
+        if o.http == nil, o.httpCert != nil || o.httpKey != nil || o.accessLog != nil {
+            throw ValidationError("--http-cert, --http-key and --access-log (config keys httpCert, httpKey, accessLog) need --http ADDRESS")
+        }
+        try o.validate()
+        return o
     }
 
     /// Checks the files before the node starts: the listener's certificate and key, the publisher key.
@@ -67,7 +80,7 @@ struct HTTPOptions: ParsableArguments {
             keys = nil
             logger.notice("the HTTP listener holds no publisher key (no publisher.key in the store, no --publisher-key): only public content (put with --public) is served; other content answers 403")
         }
-        let log = try accessLog.map { try AccessLog(path: $0, format: AccessLog.Format(rawValue: accessLogFormat) ?? .combined) }
+        let log = try accessLog.map { try AccessLog(path: $0, format: AccessLog.Format(rawValue: accessLogFormat ?? "combined") ?? .combined) }
         // Public contents' keys first (the node's own `public.keys`, those an origin handed down),
         // then the publisher key, but only for a content it really opens: another publisher's
         // directory must not be listed by a node that cannot read its files.

@@ -53,7 +53,7 @@ struct Init: AsyncParsableCommand {
             let d = directory
             FileHandle.standardError.write(Data("""
                 stoq: start a node with
-                  stoq node --name \(first.name) --listen '[::1]:4433' --cert \(d)/\(first.name).pem --key \(d)/\(first.name).key --ca \(d)/ca.pem
+                  stoq node \(first.name)\(dir == nil ? "" : " --cert \(d)/\(first.name).pem --key \(d)/\(first.name).key --ca \(d)/ca.pem")
 
                 """.utf8))
         }

@@ -13,28 +13,35 @@ struct NodeCommand: AsyncParsableCommand {
         commandName: "node",
         abstract: "Run a STOQ node: serve chunks from its store (origin) or cache them from upstream (edge)."
     )
-    @Option(help: "JSON node configuration (see README). Flags override it.") var config: String?
-    @Option(help: "Node name.") var name: String?
-    @Option(help: "Listen address, e.g. '[::1]:4433'.") var listen: String?
-    @Option(help: "Node certificate (PEM).") var cert: String?
-    @Option(help: "Node private key (PEM).") var key: String?
-    @Option(help: "Network CA certificate (PEM).") var ca: String?
+    @Argument(help: "The node's name, the same as --name (picks the default certificate ~/.stoq/certs/NAME.pem and store ~/.stoq/NAME).") var nodeName: String?
+    @Option(help: "JSON node configuration whose keys are these flags in camelCase (docs/CONFIG.md); relative paths in it are relative to the file. Flags override it.") var config: String?
+    @Flag(help: "Print the effective configuration (file, flags and defaults) as JSON on stdout, itself a valid --config file, and exit without starting the node.") var printConfig = false
+    @Option(help: "Node name (default: node).") var name: String?
+    @Option(help: "Listen address (default '[::1]:4433').") var listen: String?
+    @Option(help: "Node certificate (PEM; default ~/.stoq/certs/NAME.pem, as `stoq init NAME` writes it).") var cert: String?
+    @Option(help: "Node private key (PEM; default ~/.stoq/certs/NAME.key).") var key: String?
+    @Option(help: "Network CA certificate (PEM; default ~/.stoq/certs/ca.pem).") var ca: String?
     @Option(help: "Store directory (default: $STOQ_STORE, else ~/.stoq/NAME).") var store: String?
-    @Option(help: "Role: origin, edge, client, relay (carries peers' streams to a next hop), storage (HyperMesh shards) or issuer (renews certificates; needs --ca-dir); repeatable.") var role: [String] = []
-    @Option(help: "Upstream peer an edge fetches misses from (repeatable).") var upstream: [String] = []
-    @Option(help: "Region name.") var region: String?
+    @Option(help: "Role: origin (the default), edge, client, relay (carries peers' streams to a next hop), storage (HyperMesh shards) or issuer (renews certificates; needs --ca-dir); repeatable.") var role: [String] = []
+    @Option(help: "Nodes an edge fetches misses from, ADDR[,ADDR...] (repeatable; origin first).") var peers: [String] = []
+    @Option(name: .customLong("upstream"), help: .hidden) var upstream: [String] = []
+    @Option(help: "Region name (default: the certificate's region).") var region: String?
     @Option(help: "Per-connection send limit, bytes/s.") var rateLimit: UInt64?
     @Option(help: "The most chunk bytes an edge keeps, a positive number (default 1 GiB; W-TinyLFU decides what stays).") var cacheBytes: Int?
-    @Option(help: "Another known peer whose health to probe (repeatable; upstream peers are probed anyway).") var peer: [String] = []
+    @Option(help: "Another node whose health to probe, ADDR[,ADDR...] (repeatable; --peers are probed anyway).") var watch: [String] = []
+    @Option(name: .customLong("peer"), help: .hidden) var peer: [String] = []
     @Option(help: "Admin HTTP endpoint (/metrics, /status, /healthz): a port (bound to [::1]) or '[IPV6]:PORT' (IPv6 only; '[::]' serves no IPv4). Keep it on loopback.") var admin: String?
     @Flag(help: "Run the Nexus DHT: answer DHT requests, publish the node record and provider records for pinned content.") var dht = false
     @Option(help: "DHT bootstrap nodes, comma-separated, e.g. '[::1]:4433,[::1]:4434' (implies --dht).") var bootstrap: String?
-    @Option(help: "CT log directory: refuse peers whose certificate is not in it (checked with an inclusion proof).") var requireCt: String?
-    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String?
-    @Option(help: "Log format on stderr: text (default) or json (one object per line; config key logFormat).") var logFormat: String?
-    @Option(help: "Health probe interval in ms (default 1000).") var healthInterval: Int?
-    @Option(help: "Health probe timeout in ms (default 100).") var healthTimeout: Int?
-    @Option(help: "Unanswered probes in a row that mark a peer down (default 3).") var healthFailures: Int?
+    @Option(help: "CT log directory: refuse peers whose certificate is not in it (checked with an inclusion proof; implies --dht).") var requireCt: String?
+    @Option(help: "Log level: trace, debug, info (default), notice, warning, error, critical.") var logLevel: String?
+    @Option(help: "Log format on stderr: text (default) or json (one object per line).") var logFormat: String?
+    @Option(help: "Health probe interval in ms (default 1000).") var probeInterval: Int?
+    @Option(help: "Health probe timeout in ms (default 100).") var probeTimeout: Int?
+    @Option(help: "Unanswered probes in a row that mark a peer down (default 3).") var probeFailures: Int?
+    @Option(name: .customLong("health-interval"), help: .hidden) var healthInterval: Int?
+    @Option(name: .customLong("health-timeout"), help: .hidden) var healthTimeout: Int?
+    @Option(name: .customLong("health-failures"), help: .hidden) var healthFailures: Int?
     @Option(help: "Serve throttle: node-wide upload limit in bytes/s (interactive before bulk, fair turns).") var serveRate: UInt64?
     @Option(help: "Serve throttle: per-connection upload limit in bytes/s.") var connectionServeRate: UInt64?
     @Option(help: "Routing gossip interval in ms (default 2000).") var gossipInterval: Int?
@@ -43,86 +50,120 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Most connections held at once, accepted and dialled (default 1024); more are refused with a reason.") var maxConnections: Int?
     @Option(help: "Most connections accepted from one IPv6 address (default 64).") var maxConnectionsPerAddress: Int?
     @Option(help: "A request stream whose request is incomplete after this many ms is reset (default 10000).") var requestTimeoutMs: Int?
-    @Option(help: "The node's location, LAT,LON in degrees (e.g. '48.85,2.35'): routing's geographic factor and the edge registry's nearness (config key location). The region comes from --region or the certificate.") var location: String?
+    @Option(help: "The node's location, LAT,LON in degrees (e.g. '48.85,2.35'): routing's geographic factor and the edge registry's nearness. The region comes from --region or the certificate.") var location: String?
     @Flag(help: "Accept anonymous readers (clients without a certificate, e.g. `stoq get TICKET`): they may PING, WANT, GET_CHUNK, NAME_RESOLVE and ask for public read keys, nothing else.") var publicRead = false
-    @Option(help: "A node id (64 hex characters, from `stoq certs show`) allowed to upload content into this origin with `stoq put --node` (repeatable; config key publishers).") var publisher: [String] = []
+    @Option(help: "A node id (64 hex characters, from `stoq certs show`) allowed to upload content into this origin with `stoq put --node` (repeatable).") var publisher: [String] = []
     @OptionGroup var httpOptions: HTTPOptions
     @OptionGroup var renewal: RenewalOptions
 
-    func run() async throws {
-        var c: NodeConfiguration
-        if let config {
-            c = try NodeConfiguration.load(path: config)
-        } else {
-            guard let cert, let key, let ca else { throw ValidationError("give --config FILE, or --cert, --key and --ca") }
-            c = NodeConfiguration(
-                name: name ?? "node", listen: PeerAddress("[::1]:4433")!, certificate: cert, key: key, ca: ca,
-                store: store ?? StoreOptions.defaultDirectory(name: name ?? "node"), roles: ["origin"]
-            )
+    /// A config file or flag refused: one line on stderr, exit code 2 (a usage error).
+    static func refuse(_ message: String) -> ExitCode {
+        Console.shared.error(message)
+        return ExitCode(2)
+    }
+
+    /// The configuration keys the flags set (they override the file's).
+    func flagValues() throws -> [String: ConfigValue] {
+        var v = [String: ConfigValue]()
+        let cwd = FileManager.default.currentDirectoryPath
+        func path(_ p: String) -> ConfigValue { .string(NodeConfigurationFile.absolute(p, relativeTo: cwd)) }
+        func addresses(_ flag: String, _ texts: [String]) throws -> ConfigValue {
+            let list = texts.flatMap { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }.filter { !$0.isEmpty }
+            for text in list where PeerAddress(text) == nil {
+                throw ValidationError("--\(flag): '\(text)' is not an IPv6 address like '[::1]:4433' (STOQ is IPv6-only)")
+            }
+            return .list(list)
         }
-        if let name { c.name = name }
+        if nodeName != nil && name != nil && nodeName != name { throw ValidationError("the node is named twice ('\(nodeName!)' and --name '\(name!)'); give one") }
+        if let n = name ?? nodeName { v["name"] = .string(n) }
         if let listen {
-            guard let address = PeerAddress(listen) else { throw ValidationError("--listen takes an IPv6 address like '[::1]:4433' (STOQ is IPv6-only)") }
-            c.listen = address
+            guard PeerAddress(listen) != nil else { throw ValidationError("--listen takes an IPv6 address like '[::1]:4433' (STOQ is IPv6-only)") }
+            v["listen"] = .string(listen)
         }
-        if let cert { c.certificate = cert }
-        if let key { c.key = key }
-        if let ca { c.ca = ca }
-        if let store { c.store = store }
-        if !role.isEmpty { c.roles = role }
-        if let region { c.region = region }
-        if let rateLimit { c.rateLimitBytesPerSecond = rateLimit }
-        if let cacheBytes { c.cacheBytes = cacheBytes }
-        if !upstream.isEmpty {
-            c.upstream = try upstream.map { text in
-                guard let a = PeerAddress(text) else { throw ValidationError("upstream '\(text)' is not an IPv6 address like '[::1]:4433'") }
-                return a
+        if let cert { v["cert"] = path(cert) }
+        if let key { v["key"] = path(key) }
+        if let ca { v["ca"] = path(ca) }
+        if let store { v["store"] = path(store) }
+        if !role.isEmpty {
+            let roles = role.flatMap { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+            if let bad = roles.first(where: { !NodeConfigurationFile.roles.contains($0) }) {
+                throw ValidationError("--role: '\(bad)' is not a role; use \(NodeConfigurationFile.roles.joined(separator: ", "))")
             }
+            v["role"] = .list(roles)
         }
-        if !peer.isEmpty {
-            c.peers = try peer.map { text in
-                guard let a = PeerAddress(text) else { throw ValidationError("peer '\(text)' is not an IPv6 address like '[::1]:4433'") }
-                return a
-            }
-        }
+        if let region { v["region"] = .string(region) }
+        if let location { v["location"] = .string(location) }
+        if !(peers + upstream).isEmpty { v["peers"] = try addresses("peers", peers + upstream) }
+        if !(watch + peer).isEmpty { v["watch"] = try addresses("watch", watch + peer) }
         if let admin {
             // A bare port binds loopback: the endpoint is unauthenticated.
-            guard let a = Int(admin).map({ PeerAddress(host: "::1", port: $0) }) ?? PeerAddress(admin) else {
-                throw ValidationError("--admin takes a port (bound to [::1]) or an IPv6 address like '[::1]:9464' (STOQ is IPv6-only)")
+            if let port = Int(admin), (0...65535).contains(port) { v["admin"] = .integer(port) }
+            else if PeerAddress(admin) != nil { v["admin"] = .string(admin) }
+            else { throw ValidationError("--admin takes a port (bound to [::1]) or an IPv6 address like '[::1]:9464' (STOQ is IPv6-only)") }
+        }
+        if let cacheBytes { v["cacheBytes"] = .integer(cacheBytes) }
+        if let rateLimit { v["rateLimit"] = .integer(Int(clamping: rateLimit)) }
+        if let serveRate { v["serveRate"] = .integer(Int(clamping: serveRate)) }
+        if let connectionServeRate { v["connectionServeRate"] = .integer(Int(clamping: connectionServeRate)) }
+        if let p = probeInterval ?? healthInterval { v["probeInterval"] = .integer(p) }
+        if let p = probeTimeout ?? healthTimeout { v["probeTimeout"] = .integer(p) }
+        if let p = probeFailures ?? healthFailures { v["probeFailures"] = .integer(p) }
+        if let gossipInterval { v["gossipInterval"] = .integer(gossipInterval) }
+        if noRouting { v["noRouting"] = .bool(true) }
+        if let maxConnections { v["maxConnections"] = .integer(maxConnections) }
+        if let maxConnectionsPerAddress { v["maxConnectionsPerAddress"] = .integer(maxConnectionsPerAddress) }
+        if let requestTimeoutMs { v["requestTimeoutMs"] = .integer(requestTimeoutMs) }
+        if let logLevel { v["logLevel"] = .string(logLevel) }
+        if let logFormat { v["logFormat"] = .string(logFormat) }
+        if dht { v["dht"] = .bool(true) }
+        if let bootstrap { v["bootstrap"] = try addresses("bootstrap", [bootstrap]) }
+        if let requireCt { v["requireCt"] = path(requireCt) }
+        if let shards { v["shards"] = path(shards) }
+        if publicRead { v["publicRead"] = .bool(true) }
+        if !publisher.isEmpty { v["publisher"] = .list(publisher) }
+        if let issuer = renewal.issuer {
+            guard PeerAddress(issuer) != nil else { throw ValidationError("--issuer takes an IPv6 address like '[::1]:4400' (STOQ is IPv6-only)") }
+            v["issuer"] = .string(issuer)
+        }
+        if let caDir = renewal.caDir { v["caDir"] = path(caDir) }
+        if let maxLifetime = renewal.maxLifetime { v["maxLifetime"] = .string(maxLifetime) }
+        if let ctLog = renewal.ctLog { v["ctLog"] = path(ctLog) }
+        if let http = httpOptions.http { v["http"] = .string(http) }
+        if let httpCert = httpOptions.httpCert { v["httpCert"] = path(httpCert) }
+        if let httpKey = httpOptions.httpKey { v["httpKey"] = path(httpKey) }
+        if let accessLog = httpOptions.accessLog { v["accessLog"] = accessLog == "-" ? .string("-") : path(accessLog) }
+        if let accessLogFormat = httpOptions.accessLogFormat { v["accessLogFormat"] = .string(accessLogFormat) }
+        if let publisherKey = httpOptions.publisherKey { v["publisherKey"] = path(publisherKey) }
+        return v
+    }
+
+    func run() async throws {
+        // File, then flags over it, then defaults for what neither sets (docs/CONFIG.md).
+        var values = [String: ConfigValue]()
+        if let config {
+            do {
+                let file = try NodeConfigurationFile.read(path: config)
+                values = file.values
+                for warning in file.warnings { Console.shared.note(warning) }
+            } catch {
+                throw Self.refuse(error.reason)
             }
-            c.admin = a
         }
-        if let logLevel { c.logLevel = logLevel }
-        if let logFormat { c.logFormat = logFormat }
-        if !publisher.isEmpty { c.publishers = publisher }
-        if let maxConnections { c.maxConnections = maxConnections }
-        if let maxConnectionsPerAddress { c.maxConnectionsPerAddress = maxConnectionsPerAddress }
-        if publicRead { c.publicRead = true }
-        if let requestTimeoutMs {
-            var l = c.limits ?? PeerLimits()
-            l.requestTimeoutMilliseconds = requestTimeoutMs
-            c.limits = l
+        values.merge(try flagValues()) { _, flag in flag }
+        if printConfig {
+            Console.shared.result(NodeConfigurationFile.render(values))
+            return
         }
-        if healthInterval != nil || healthTimeout != nil || healthFailures != nil {
-            var h = c.health ?? HealthSettings()
-            if let healthInterval { h.intervalMilliseconds = healthInterval }
-            if let healthTimeout { h.timeoutMilliseconds = healthTimeout }
-            if let healthFailures { h.failureThreshold = healthFailures }
-            c.health = h
+        var c: NodeConfiguration
+        do { c = try NodeConfigurationFile.configuration(values) } catch { throw Self.refuse(error.reason) }
+        let httpOptions: HTTPOptions
+        do { httpOptions = try self.httpOptions.merged(with: c) } catch let e as ValidationError { throw Self.refuse(e.message) }
+        if !FileManager.default.fileExists(atPath: c.certificate) {
+            let given = values["cert"] != nil
+            throw Self.refuse(given
+                ? "no certificate at \(c.certificate); check --cert (or the config key cert)"
+                : "no certificate at \(c.certificate) (the default for a node named '\(c.name)'); run `stoq init \(c.name)` first, or give --cert, --key and --ca (or --config FILE)")
         }
-        if serveRate != nil || connectionServeRate != nil {
-            var t = c.throttle ?? ServeThrottleSettings()
-            if let serveRate { t.totalBytesPerSecond = serveRate }
-            if let connectionServeRate { t.connectionBytesPerSecond = connectionServeRate }
-            c.throttle = t
-        }
-        if gossipInterval != nil || noRouting {
-            var r = c.routing ?? RoutingSettings()
-            if let gossipInterval { r.gossipIntervalMilliseconds = gossipInterval }
-            if noRouting { r.enabled = false }
-            c.routing = r
-        }
-        if let location { c.location = location }
         do { c = try c.withPlacement() } catch let error as NodeError { throw ValidationError(error.reason) }
         try renewal.apply(to: &c)
         let level = try Self.logLevel(c.logLevel ?? "info")
@@ -136,16 +177,17 @@ struct NodeCommand: AsyncParsableCommand {
         let logger = Logger(label: "stoq.node")
 
         var services: [any NodeService] = try issuerServices(c, logger: logger)
-        if shards != nil || c.roles.contains("storage") {
+        if c.shards != nil || c.roles.contains("storage") {
             if !c.roles.contains("storage") { c.roles.append("storage") }
-            let directory = shards ?? (c.store as NSString).appendingPathComponent("shards")
+            let directory = c.shards ?? (c.store as NSString).appendingPathComponent("shards")
             let region = c.region ?? (try? NodeCredentials.load(certificatePath: c.certificate, keyPath: c.key))?.region ?? "default"
             services.append(try StorageService.load(directory: directory, keyPath: c.key, region: region))
         }
-        if dht || bootstrap != nil || requireCt != nil {
+        let bootstrapList = (c.bootstrap ?? []).map(\.description).joined(separator: ",")
+        if c.dht == true || !bootstrapList.isEmpty || c.requireCt != nil {
             // A storage node announces itself in the DHT so `stoq block put --dht` finds it.
             let serviceKeys = c.roles.contains("storage") ? [StorageDiscovery.providerKey] : []
-            try await runNexusNode(c, bootstrap: bootstrap, requireCT: requireCt, services: services, serviceKeys: serviceKeys, metrics: metrics, logger: logger, http: httpOptions)
+            try await runNexusNode(c, bootstrap: bootstrapList.isEmpty ? nil : bootstrapList, requireCT: c.requireCt, services: services, serviceKeys: serviceKeys, metrics: metrics, logger: logger, http: httpOptions)
             return
         }
         let node = try await Node.start(c, services: services, metrics: metrics, logger: logger)
