@@ -41,7 +41,7 @@ struct ProgressOptions: ParsableArguments {
 /// Before bytes flow it shows what is happening (``phase(_:)``: "connecting to 3 peers…",
 /// "chunking…") with the time spent so far, so the screen is never blank; then a bar:
 ///
-///     get [#########...........]  45.2%  135.6/300.0 MiB  24.1 MiB/s  ETA 7s  3 sources
+///     get [#########...........]  45.2 %  135.6/300.0 MiB  24.1 MiB/s  ETA 7s  3 sources
 ///
 /// The rate is the bytes of the last few seconds (``RateMeter``), so it follows changes without
 /// jumping at every chunk, and the ETA is what is left at that rate. The bar is drawn through
@@ -204,7 +204,7 @@ final class ProgressView: @unchecked Sendable {
     }
 
     /// The progress text (pure; the journeys test reads this format):
-    /// `get [#########...........]  45.2%  135.6/300.0 MiB  24.1 MiB/s  ETA 7s  3 sources`.
+    /// `get [#########...........]  45.2 %  135.6/300.0 MiB  24.1 MiB/s  ETA 7s  3 sources`.
     /// - Parameters:
     ///   - rate: bytes per second (nil: not measured yet).
     ///   - elapsed: set on the final line, which says `in 5.3s` instead of an ETA.
@@ -217,7 +217,7 @@ final class ProgressView: @unchecked Sendable {
                 let filled = Int((Double(width) * fraction).rounded(.down))
                 parts.append("[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "]")
             }
-            parts.append(String(format: "%5.1f%%", fraction * 100))
+            parts.append(String(format: "%5.1f %%", fraction * 100))
             parts.append(sizePair(done, total))
         } else {
             parts.append(humanSize(done))
