@@ -53,7 +53,7 @@ struct StoreOptions: ParsableArguments {
 /// Runs a body and turns content errors into a one-line message and exit code 1.
 func reportingErrors<T>(_ body: () throws -> T) throws -> T {
     do { return try body() } catch let e as ContentError {
-        FileHandle.standardError.write(Data("stoq: error: \(e.reason)\n".utf8))
+        Console.shared.error(e.reason)
         throw ExitCode(1)
     }
 }

@@ -101,6 +101,6 @@ struct DHTDiscoveryOptions: ParsableArguments {
     }
 
     private func note(_ text: String) {
-        FileHandle.standardError.write(Data("stoq: \(text)\n".utf8))
+        Console.shared.note(text)
     }
 }

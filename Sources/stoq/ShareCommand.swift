@@ -275,10 +275,10 @@ extension Get {
             let ticket = try ShareTicket(text: id)
             try await TicketReader.get(ticket, output: output, storeDirectory: storeOptions.store, view: view)
         } catch let error as ShareFailure {
-            FileHandle.standardError.write(Data("stoq: error: \(error.message)\n".utf8))
+            Console.shared.error(error.message)
             throw ExitCode(1)
         } catch let error as ContentError {
-            FileHandle.standardError.write(Data("stoq: error: \(error.reason)\n".utf8))
+            Console.shared.error(error.reason)
             throw ExitCode(1)
         }
     }

@@ -90,13 +90,13 @@ extension Put {
             }
             view.finish()
         } catch let refused as UploadRefused {
-            FileHandle.standardError.write(Data("stoq: error: \(address) refused the upload: \(refused.message)\n".utf8))
+            Console.shared.error("\(address) refused the upload: \(refused.message)")
             throw ExitCode(1)
         } catch let e as ContentError {
-            FileHandle.standardError.write(Data("stoq: error: \(e.reason)\n".utf8))
+            Console.shared.error(e.reason)
             throw ExitCode(1)
         } catch {
-            FileHandle.standardError.write(Data("stoq: error: the upload to \(address) failed: \(error); check that an origin runs there and that --cert/--key/--ca are a publisher's certificate of its network\n".utf8))
+            Console.shared.error("the upload to \(address) failed: \(error); check that an origin runs there and that --cert/--key/--ca are a publisher's certificate of its network")
             throw ExitCode(1)
         }
         let secs = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
