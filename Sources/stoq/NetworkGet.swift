@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import STOQ
 import STOQNode
 import STOQSwarm
@@ -123,7 +124,11 @@ struct PeerOptions: ParsableArguments {
         if addresses.count > 1, !noRouting, let cert, let leaf = try PEMFile.certificateDERs(in: PEMFile.read(cert)).first {
             router = NodeRouter(node: try NodeID(certificateDER: leaf))
         }
-        let health = probing.map { PeerHealthService(peers: peers, configuration: $0, observer: router) }
+        // A source's health changes reach the user once, as notes (onEvent below: "source X is
+        // down…"); the service's own log lines would say the same again in another format.
+        var healthLogger = Logger(label: "stoq.health")
+        healthLogger.logLevel = .error
+        let health = probing.map { PeerHealthService(peers: peers, configuration: $0, observer: router, logger: healthLogger) }
         let prober = health.map { health in Task { await health.run() } }
         let bar = hooks.interactive ? view : nil
         func shutDown() async {

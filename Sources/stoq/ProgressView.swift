@@ -41,7 +41,7 @@ struct ProgressOptions: ParsableArguments {
 /// Before bytes flow it shows what is happening (``phase(_:)``: "connecting to 3 peers…",
 /// "chunking…") with the time spent so far, so the screen is never blank; then a bar:
 ///
-///     get [#########...........]  45.2%  135.6/300.0 MiB  24.1 MiB/s  ETA 7s  3 sources
+///     get [#########...........]  45.2 %  135.6/300.0 MiB  24.1 MiB/s  ETA 7s  3 sources
 ///
 /// The rate is the bytes of the last few seconds (``RateMeter``), so it follows changes without
 /// jumping at every chunk, and the ETA is what is left at that rate. The bar is drawn through
@@ -71,6 +71,8 @@ final class ProgressView: @unchecked Sendable {
     private var finished = false
     /// Whether bytes have been reported (the bar replaces the phase text).
     private var flowing = false
+    /// Without a terminal: whether the current phase was printed (once, when it lasts 1 s).
+    private var phasePrinted = false
 
     /// Interval of the plain progress lines without a terminal.
     static let lineInterval: Duration = .seconds(2)
@@ -100,6 +102,7 @@ final class ProgressView: @unchecked Sendable {
             guard !finished else { return }
             phaseText = text
             phaseStarted = .now
+            phasePrinted = false
             flowing = false
             drawLocked(force: true)
         }
@@ -110,15 +113,16 @@ final class ProgressView: @unchecked Sendable {
     func update(done: Int64, total: Int64?, sources: Int? = nil) {
         lock.withLock {
             guard !finished else { return }
-            let now = ContinuousClock.now
-            if !flowing {
-                flowing = true
-                meter = RateMeter()
-            }
             self.done = done
             if let total { self.total = total }
             if let sources { self.sources = sources }
-            meter.record(bytes: done, at: now - started)
+            // The meter samples on the timer's ticks (a chunk can arrive thousands of times a
+            // second); the first update starts it.
+            if !flowing {
+                flowing = true
+                meter = RateMeter()
+                meter.record(bytes: done, at: ContinuousClock.now - started)
+            }
             // The bar is redrawn by the timer; the first update is drawn at once.
             if phaseText != nil {
                 phaseText = nil
@@ -177,10 +181,11 @@ final class ProgressView: @unchecked Sendable {
         case .bar:
             console.status(lineLocked(final: false))
         case .lines:
-            // A phase is printed once when it starts; bytes every 2 s.
+            // A phase that lasts a second is printed once; bytes every 2 s.
             let now = ContinuousClock.now
-            if force, !flowing, let phaseText {
+            if !flowing, let phaseText, !phasePrinted, now - phaseStarted >= .seconds(1) {
                 console.raw("stoq: \(verb): \(phaseText)")
+                phasePrinted = true
                 lastLine = now
             } else if flowing, now - lastLine >= Self.lineInterval {
                 console.raw(lineLocked(final: false))
@@ -204,7 +209,7 @@ final class ProgressView: @unchecked Sendable {
     }
 
     /// The progress text (pure; the journeys test reads this format):
-    /// `get [#########...........]  45.2%  135.6/300.0 MiB  24.1 MiB/s  ETA 7s  3 sources`.
+    /// `get [#########...........]  45.2 %  135.6/300.0 MiB  24.1 MiB/s  ETA 7s  3 sources`.
     /// - Parameters:
     ///   - rate: bytes per second (nil: not measured yet).
     ///   - elapsed: set on the final line, which says `in 5.3s` instead of an ETA.
@@ -217,7 +222,7 @@ final class ProgressView: @unchecked Sendable {
                 let filled = Int((Double(width) * fraction).rounded(.down))
                 parts.append("[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "]")
             }
-            parts.append(String(format: "%5.1f%%", fraction * 100))
+            parts.append(String(format: "%5.1f %%", fraction * 100))
             parts.append(sizePair(done, total))
         } else {
             parts.append(humanSize(done))

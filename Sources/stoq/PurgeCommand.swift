@@ -66,19 +66,45 @@ struct Purge: AsyncParsableCommand {
 
 extension PeerOptions {
     /// The read key a peer hands out for `content` when it is public (first peer that has one);
-    /// nil when it is private, unknown, or no peer answered.
+    /// nil when it is private, unknown, or no peer answered. Every peer is asked at once, and the
+    /// first answer that settles it wins: a dead peer first in `--peers` must not hold the end of
+    /// a `get` for its handshake timeout.
     func publicKey(of content: ContentID) async -> [UInt8]? {
-        guard let ca, (cert == nil) == (key == nil), let addresses = try? addresses() else { return nil }
-        for address in addresses {
-            let answer = try? await withPeer(address, cert: cert, key: key, ca: ca) { client in try await client.contentKey(for: content) }
+        guard let ca, (cert == nil) == (key == nil), let addresses = try? addresses(), !addresses.isEmpty else { return nil }
+        enum Answer: Sendable {
+            case key([UInt8], PeerAddress)
+            case isPrivate
+            case unknown
+        }
+        let (answers, answered) = AsyncStream.makeStream(of: Answer.self)
+        let cert = self.cert, key = self.key
+        let asks = addresses.map { address in
+            Task {
+                let reply = try? await withPeer(address, cert: cert, key: key, ca: ca) { client in try await client.contentKey(for: content) }
+                let answer: Answer
+                switch reply {
+                case .key(let bytes): answer = .key(bytes, address)
+                case .private: answer = .isPrivate
+                default: answer = .unknown
+                }
+                answered.yield(answer)
+            }
+        }
+        defer {
+            for ask in asks { ask.cancel() }
+            answered.finish()
+        }
+        var pending = addresses.count
+        for await answer in answers {
             switch answer {
-            case .key(let bytes):
-                FileHandle.standardError.write(Data("stoq: \(content) is public: reading it with the key \(address) handed out\n".utf8))
+            case .key(let bytes, let address):
+                Console.shared.note("\(content) is public: reading it with the key \(address) handed out")
                 return bytes
-            case .private:
+            case .isPrivate:
                 return nil
-            default:
-                continue
+            case .unknown:
+                pending -= 1
+                if pending == 0 { return nil }
             }
         }
         return nil
