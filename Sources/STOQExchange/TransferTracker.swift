@@ -11,7 +11,7 @@ import STOQTransport
 /// Chunks are requested by id, so a served chunk is counted under the content the connection last
 /// asked about (its `WANT`), or, before any `WANT`, the first chunk that connection asked for (a
 /// fetch starts with the content's root manifest). A transfer is finished when nothing moved for
-/// ``idle`` and no response is in flight, or when its connection closes; ``sweep()`` hands the
+/// ``idle`` and no response is in flight, or when its connection closes; ``sweep(all:)`` hands the
 /// finished ones back (to log one line each) and forgets them.
 ///
 /// Sans-IO: time comes from the injected clock (seconds, monotonic). Bounded: at most
@@ -214,10 +214,11 @@ public final class TransferTracker: @unchecked Sendable {
     }
 
     /// The transfers finished since the last call (idle ones are finished now), oldest first.
-    public func sweep() -> [Finished] {
+    /// - Parameter all: finish every transfer, idle or not (the node is closing).
+    public func sweep(all: Bool = false) -> [Finished] {
         lock.withLock {
             let t = now()
-            for (key, entry) in entries where entry.inFlight == 0 && t - entry.lastActivity >= idle {
+            for (key, entry) in entries where all || (entry.inFlight == 0 && t - entry.lastActivity >= idle) {
                 finished.append(Self.finish(key, entry))
                 entries[key] = nil
                 // A long-lived connection (an edge's to its upstream) reads one content after
@@ -229,7 +230,7 @@ public final class TransferTracker: @unchecked Sendable {
         }
     }
 
-    /// Every transfer still going (`all`: also the ones about to be finished by ``sweep()``),
+    /// Every transfer still going (also idle ones that the next ``sweep(all:)`` finishes),
     /// oldest first.
     public func snapshot() -> [Transfer] {
         lock.withLock {

@@ -44,9 +44,10 @@ extension Node {
         }
     }
 
-    /// Logs one info line per transfer finished since the last call.
-    func logFinishedTransfers() {
-        for f in tracker.sweep() {
+    /// Logs one info line per transfer finished since the last call (`all`: every transfer, the
+    /// node is closing).
+    func logFinishedTransfers(all: Bool = false) {
+        for f in tracker.sweep(all: all) {
             var metadata: Logger.Metadata = [
                 "content": "\(f.content)", "bytes": "\(f.bytes)", "chunks": "\(f.chunks)",
                 "seconds": "\(String(format: "%.3f", f.seconds))", "rate_bytes_per_second": "\(Int(f.bytesPerSecond.rounded()))",

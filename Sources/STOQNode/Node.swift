@@ -423,7 +423,7 @@ public final class Node: Sendable {
         await names.flush()
         await edgeDirectory?.flush()
         stopping.set()
-        logFinishedTransfers()
+        logFinishedTransfers(all: true)
         await saveCounters()
         // An empty commit syncs chunk files written since the last commit.
         do { try store.commit(CommitBatch()) } catch { logger.warning("could not flush the store", metadata: ["error": "\(error)"]) }

@@ -291,9 +291,30 @@ enum StatusReport {
         let known: Set<String> = ["certificate", "name", "roles", "listen", "region", "uptime_seconds", "connections", "upstream", "admin", "peers", "store", "cache", "served", "transfers", "routing",
                                   "id", "responses", "totals"]
         for key in doc.keys.sorted() where !known.contains(key) {
-            lines.append("\(key.padding(toLength: 9, withPad: " ", startingAt: 0)) \(doc[key].map { "\($0)" } ?? "")")
+            // A service's summary: `name  key value, key value` in key order (never a Swift dictionary dump).
+            let name = key.count < 9 ? key.padding(toLength: 9, withPad: " ", startingAt: 0) : key
+            lines.append("\(name) \(plain(doc[key]))")
         }
         return lines.joined(separator: "\n")
+    }
+
+    /// A status value for people: numbers and strings as they are, objects as `key value, …` in
+    /// key order, lists comma-separated.
+    static func plain(_ value: Any?) -> String {
+        switch value {
+        case let object as [String: Any]:
+            return object.keys.sorted().map { "\($0) \(plain(object[$0]))" }.joined(separator: ", ")
+        case let list as [Any]:
+            return list.map { plain($0) }.joined(separator: ", ")
+        case let number as NSNumber:
+            return number.stringValue
+        case let text as String:
+            return text
+        case nil, is NSNull:
+            return "-"
+        default:
+            return "\(value!)"
+        }
     }
 
     /// A byte count for people: `512 B`, `1.5 KiB`, `12.3 MiB`, `2.00 GiB`.

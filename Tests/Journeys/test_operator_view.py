@@ -133,6 +133,7 @@ def test_live_transfers_names_log_lines_and_counters_across_a_restart(user: User
     t = doc["transfers"][0]
     assert t["direction"] == "serve" and t["content"] == cid and t["peer"].startswith("opv-edge ("), t
     assert re.search(r"^transfers 1 active$", human, re.M), human
+    assert '["' not in human and "[:]" not in human, "a Swift dictionary in the status:\n" + human
     assert re.search(rf"^  serve {cid} to opv-edge \([0-9a-f]{{16}}\) .* \d[\d.]* [KM]?i?B/s ", human, re.M), human
     assert live_edge, "the edge never showed its fill from the origin"
     doc, human = live_edge

@@ -108,6 +108,17 @@ private final class Owner {}
         withExtendedLifetime(owners) {}
     }
 
+    @Test func closingFinishesEveryTransfer() {
+        let tracker = TransferTracker(now: { 0 })
+        let t = tracker.beginFetch(content: ContentID(root), peer: "p")
+        tracker.add(t, bytes: 7)
+        #expect(tracker.sweep().isEmpty)
+        #expect(tracker.sweep(all: true).map(\.bytes) == [7])
+        #expect(tracker.count == 0)
+        tracker.end(t)  // after the end of its transfer: ignored
+        #expect(tracker.sweep(all: true).isEmpty)
+    }
+
     @Test func theTrackerIsBounded() {
         let tracker = TransferTracker(maximumTransfers: 2, now: { 0 })
         let tokens = (0..<5).map { i in tracker.beginFetch(content: ContentID(ChunkID.of([UInt8(i)])), peer: "p") }
