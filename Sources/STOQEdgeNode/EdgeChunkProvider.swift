@@ -111,6 +111,12 @@ public actor EdgeChunkProvider: ChunkProvider {
     private var buffer: [ChunkID: [UInt8]] = [:]
     private var bufferOrder: [ChunkID] = []
     private var bufferBytes = 0
+    /// Where fills are reported as live transfers (`stoq status`; nil: not reported).
+    private let tracker: TransferTracker?
+    /// Names upstream peers in those reports.
+    private let peerNames: PeerNames?
+    /// The content each pending fill is for: what its reader reads (bounded by fills and read-ahead).
+    private var fillContent: [ChunkID: String] = [:]
     /// Told of manifests cached and chunks removed (see ``observeCache(_:)``).
     var cacheObserver: (@Sendable (EdgeCacheChange) -> Void)?
 
@@ -124,8 +130,10 @@ public actor EdgeChunkProvider: ChunkProvider {
         store: any ChunkStore, upstream: [PeerAddress], peers: PeerSet,
         cacheBytes: Int = 1 << 30, policy: EdgeCache.Kind = .tinyLFU, prefetch: PrefetchSettings = .init(),
         fillSilenceLimit: Duration = .seconds(5), breaker: UpstreamBreaker<PeerAddress>.Configuration = .init(),
-        logger: Logger = Logger(label: "stoq.edge")
+        logger: Logger = Logger(label: "stoq.edge"), tracker: TransferTracker? = nil, peerNames: PeerNames? = nil
     ) {
+        self.tracker = tracker
+        self.peerNames = peerNames
         self.store = store
         self.cache = EdgeCache(kind: policy, capacity: max(1, cacheBytes), averageChunkSize: 16 * 1024)
         self.fillSilenceLimit = fillSilenceLimit
@@ -155,7 +163,9 @@ public actor EdgeChunkProvider: ChunkProvider {
     }
 
     private func serve(_ id: ChunkID, reader: ObjectIdentifier?, fill: FillProgress? = nil) async throws -> [UInt8]? {
-        if let reader { noteRead(id, reader: reader) }
+        // What the reader reads names the fills made for it (`stoq status`, the fill log line).
+        let readerContent = reader.flatMap { tracker?.content(readBy: $0) }
+        if let reader { noteRead(id, reader: reader, content: readerContent) }
         if let bytes = takeFromBuffer(id) {
             stats.prefetchHits += 1
             try keep(id, bytes)
@@ -187,6 +197,7 @@ public actor EdgeChunkProvider: ChunkProvider {
             return bytes
         }
         stats.misses += 1
+        if let readerContent { noteFillContent(id, readerContent) }
         let progress = FillProgress()
         if let fill { progress.forward(to: fill) }
         fills[id] = progress
@@ -217,6 +228,7 @@ public actor EdgeChunkProvider: ChunkProvider {
     }
 
     private func fetchUpstream(_ id: ChunkID, fill: FillProgress) async throws -> [UInt8]? {
+        defer { fillContent[id] = nil }
         guard !upstream.isEmpty else { return nil }
         // Spread chunks over the upstreams by id, then try healthy ones before those that health
         // probing marked down (a down one is still tried last: a false "down" must not fail a fill).
@@ -229,12 +241,21 @@ public actor EdgeChunkProvider: ChunkProvider {
                 let waiting = self.waiting
                 let watch = livenessWatch(of: address)
                 let peers = self.peers
+                // A fill counts under the content whose manifest lists the chunk (the manifest itself: its own).
+                let tracker = self.tracker
+                let token = tracker?.beginFetch(
+                    content: fillContent[id] ?? ContentID(manifestOf[id] ?? id).description,
+                    peer: peerNames?.label(of: client.connection) ?? address.description)
+                var filled = false
+                defer { tracker?.end(token, completed: filled) }
                 let bytes = try await Self.fetchWatched(
-                    id, from: client, limit: fillSilenceLimit, watch: watch, isDown: { peers.isDown(address) }
+                    id, from: client, limit: fillSilenceLimit, watch: watch, isDown: { peers.isDown(address) },
+                    onBytes: { tracker?.add(token, bytes: $0) }
                 ) {
                     fill.note()
                     waiting.noteAll()
                 }
+                filled = true
                 stats.upstreamBytes += bytes.count
                 breaker.handleFillSucceeded(address, now: nanoseconds())
                 noteFillState()
@@ -297,14 +318,15 @@ public actor EdgeChunkProvider: ChunkProvider {
     /// machine is busy) adds at most two ticks, so slowness here is not the upstream's death.
     static func fetchWatched(
         _ id: ChunkID, from client: PeerClient, limit: Duration, watch: FillWatch, isDown: @escaping @Sendable () -> Bool,
-        onProgress: @escaping @Sendable () -> Void
+        onBytes: (@Sendable (Int) -> Void)? = nil, onProgress: @escaping @Sendable () -> Void
     ) async throws -> [UInt8] {
         let once = OnceResume<Result<[UInt8], any Error>>()
         let result = await withCheckedContinuation { continuation in
             once.set(continuation)
             let work = Task {
                 do {
-                    let bytes = try await client.fetchChunk(id) { _ in
+                    let bytes = try await client.fetchChunk(id) { n in
+                        onBytes?(n)
                         watch.note()
                         onProgress()
                     }
@@ -366,8 +388,15 @@ public actor EdgeChunkProvider: ChunkProvider {
         for chunk in order { manifestOf[chunk] = id }
     }
 
+    /// Notes that a fill of `id` would be for `content` (`stoq status`, the fill log line).
+    private func noteFillContent(_ id: ChunkID, _ content: String) {
+        guard tracker != nil else { return }
+        if fillContent.count >= 4096 { fillContent.removeAll() }
+        fillContent[id] = content
+    }
+
     /// Feeds a read to its reader's prefetcher and queues what it suggests.
-    private func noteRead(_ id: ChunkID, reader: ObjectIdentifier) {
+    private func noteRead(_ id: ChunkID, reader: ObjectIdentifier, content: String? = nil) {
         guard settings.maximumConcurrent > 0, let manifest = manifestOf[id], let order = manifests[manifest] else { return }
         let key = ReaderKey(reader: reader, manifest: manifest)
         if readers[key] == nil {
@@ -376,6 +405,7 @@ public actor EdgeChunkProvider: ChunkProvider {
             readerOrder.append(key)
         }
         let ahead = readers[key]!.handleRead(id: id)
+        if let content { for next in ahead { noteFillContent(next, content) } }
         for next in ahead where buffer[next] == nil && inFlight[next] == nil && !queue.contains(next) {
             queue.append(next)
         }

@@ -72,6 +72,10 @@ public final class ChunkServer: StreamServer {
     private let gate: ServeGate?
     /// Responses being sent now.
     public let transfers = TransferTable()
+    /// Transfers per peer and content (what `stoq status` lists and the info log reports).
+    public let tracker: TransferTracker
+    /// Peers' names (certificate common name and short node id).
+    public let peerNames: PeerNames
     /// What PONG announces (nil: ``ProbeLoad/init(activeTransfers:bandwidthBytesPerSecond:)``).
     private let probeLoad: (@Sendable (Int) -> ProbeLoad)?
     /// What each peer connection may hold of this server (requests read, responses unread).
@@ -93,8 +97,11 @@ public final class ChunkServer: StreamServer {
         provider: any ChunkProvider, status: (@Sendable () async -> String)? = nil, services: [any NodeService] = [],
         metrics: NodeMetrics? = nil, throttle: ServeThrottleSettings? = nil,
         probeLoad: (@Sendable (Int) -> ProbeLoad)? = nil, limits: PeerLimits = PeerLimits(),
-        anonymousRequests: Set<UInt64>? = nil, logger: Logger = Logger(label: "stoq.chunks")
+        anonymousRequests: Set<UInt64>? = nil, logger: Logger = Logger(label: "stoq.chunks"),
+        tracker: TransferTracker = TransferTracker(), peerNames: PeerNames = PeerNames()
     ) {
+        self.tracker = tracker
+        self.peerNames = peerNames
         self.anonymousRequests = anonymousRequests
         self.limits = limits
         self.probeLoad = probeLoad
@@ -112,9 +119,10 @@ public final class ChunkServer: StreamServer {
         store: any ChunkStore, status: (@Sendable () async -> String)? = nil, services: [any NodeService] = [],
         metrics: NodeMetrics? = nil, throttle: ServeThrottleSettings? = nil,
         probeLoad: (@Sendable (Int) -> ProbeLoad)? = nil, limits: PeerLimits = PeerLimits(),
-        anonymousRequests: Set<UInt64>? = nil, logger: Logger = Logger(label: "stoq.chunks")
+        anonymousRequests: Set<UInt64>? = nil, logger: Logger = Logger(label: "stoq.chunks"),
+        tracker: TransferTracker = TransferTracker(), peerNames: PeerNames = PeerNames()
     ) {
-        self.init(provider: StoreChunkProvider(store: store), status: status, services: services, metrics: metrics, throttle: throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymousRequests, logger: logger)
+        self.init(provider: StoreChunkProvider(store: store), status: status, services: services, metrics: metrics, throttle: throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymousRequests, logger: logger, tracker: tracker, peerNames: peerNames)
     }
 
     /// Bytes and requests served so far.
@@ -138,6 +146,7 @@ public final class ChunkServer: StreamServer {
         metrics?.connectionsAccepted.increment()
         metrics?.connectionsOpen.increment()
         let metrics = self.metrics
+        _ = peerNames.label(of: connection)
         let guardian = ConnectionGuard(limits: limits, onAbort: { metrics?.request($0) })
         let watchdog = Task { await guardian.watch() }
         await withDiscardingTaskGroup { group in
@@ -147,6 +156,8 @@ public final class ChunkServer: StreamServer {
             }
         }
         watchdog.cancel()
+        tracker.closed(ObjectIdentifier(connection))
+        peerNames.closed(ObjectIdentifier(connection))
         metrics?.connectionsOpen.decrement()
         await gate?.remove(connection: ObjectIdentifier(connection))
     }
@@ -202,7 +213,7 @@ public final class ChunkServer: StreamServer {
                 try await answer(chunk: ChunkID(bytes: wireID.bytes)!, offset: offset, length: length, on: stream, connection: connection, guardian: guardian)
             case .want(let wireID, _):
                 metrics?.request("want")
-                try await answerWant(wireID, on: stream)
+                try await answerWant(wireID, on: stream, connection: connection)
             case .ping(let nonce, let sent):
                 metrics?.request("ping")
                 // A health probe measures the path, not the queue: answer ahead of bulk responses.
@@ -281,10 +292,14 @@ public final class ChunkServer: StreamServer {
         let start = Int(offset), end = Int(offset + count)
         let header = STOQMessage.chunkHeader(status: .ok, totalLength: total, offset: offset, length: count).encoded()
         await guardian.reserve(stream, bytes: header.readableBytes + Int(count))
-        let transfer = transfers.begin(chunk: id, peer: "\(connection.remoteAddress)", bytes: Int(count))
+        let peer = peerNames.label(of: connection)
+        let transfer = transfers.begin(chunk: id, peer: peer, bytes: Int(count))
+        let tracked = tracker.beginServe(chunk: id, connection: reader, peer: peer)
+        var completed = false
         metrics?.activeTransfers.increment()
         defer {
             transfers.end(transfer)
+            tracker.end(tracked, completed: completed)
             metrics?.activeTransfers.decrement()
         }
         if let gate, count > 0 {
@@ -300,6 +315,7 @@ public final class ChunkServer: StreamServer {
                     try await stream.write(ByteBuffer(bytes: bytes[sent..<(sent + n)]))
                     sent += n
                     transfers.progress(transfer, sent: sent - start)
+                    tracker.add(tracked, bytes: n)
                 }
             } catch {
                 await gate.cancel(response)
@@ -309,8 +325,10 @@ public final class ChunkServer: StreamServer {
             var out = header
             out.writeBytes(bytes[start..<end])
             try await stream.write(out)
+            tracker.add(tracked, bytes: Int(count))
         }
         try await stream.finish()
+        completed = true
         counters.add(bytes: Int(count))
         metrics?.servedBytes.increment(by: Int(count))
         metrics?.serveDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds)

@@ -115,8 +115,10 @@ public enum ChunkAvailability: Sendable, Equatable {
 
 extension ChunkServer {
     /// Answers `WANT(content)` with `HAVE(content, bits)`.
-    func answerWant(_ wireID: WireID, on stream: QUICStream) async throws {
+    func answerWant(_ wireID: WireID, on stream: QUICStream, connection: Connection? = nil) async throws {
         let root = ContentID(ChunkID(bytes: wireID.bytes)!)
+        // The chunks this connection asks for next belong to this content (`stoq status`).
+        if let connection { tracker.reading(root, on: ObjectIdentifier(connection)) }
         let availability = try await provider.availability(of: root)
         let answer = availability.have(wireID)
             ?? .error(code: HaveProtocol.notFoundCode, message: "this node does not hold the manifests of \(root)")

@@ -212,7 +212,16 @@ public final class Node: Sendable {
     public let registrar: EdgeRegistrar?
     /// Keeps the node's certificate fresh (renewal with its issuer, SIGHUP reloads, expiry).
     public let renewer: CertificateRenewer
-    private let logger: Logger
+    /// Live transfers per peer and content (served, and an edge's fills): `stoq status`, the info log.
+    public let tracker: TransferTracker
+    /// Peers' names (certificate common name and short node id) for status and logs.
+    public let peerNames: PeerNames
+    /// The totals saved in `STORE/counters.json` when the node started (what it counts while
+    /// running is added to them).
+    public let savedCounters: PersistentCounters
+    let uploadCoordinator: UploadCoordinator?
+    let stopping = StopFlag()
+    let logger: Logger
 
     /// Binds the endpoint (and the admin endpoint) and opens the store.
     /// - Parameters:
@@ -241,6 +250,8 @@ public final class Node: Sendable {
             bandwidthBytesPerSecond: configuration.rateLimitBytesPerSecond, gossipInterval: gossipInterval, metrics: metrics) : nil
         let store = try DiskChunkStore(directory: configuration.store)
         if let rebuilt = store.rebuilt { logger.warning("store \(configuration.store): \(rebuilt)") }
+        let saved = PersistentCounters.load(path: configuration.store + "/" + PersistentCounters.fileName, logger: logger)
+        let ownName = CertificateInfo(derEncoded: leaf)?.commonName
         var endpointConfiguration = EndpointConfiguration()
         if let seconds = configuration.idleTimeoutSeconds { endpointConfiguration.idleTimeout = .seconds(seconds) }
         if let rate = configuration.rateLimitBytesPerSecond { endpointConfiguration.rateLimit = RateLimit(bytesPerSecond: rate) }
@@ -285,7 +296,12 @@ public final class Node: Sendable {
         }
         let node = Node(
             configuration: configuration, endpoint: endpoint, store: store, services: services + renewal.services, metrics: metrics,
-            healthConfiguration: healthConfiguration, admin: admin, nodeID: nodeID, router: router, box: box, renewer: renewer, logger: logger)
+            healthConfiguration: healthConfiguration, admin: admin, nodeID: nodeID, router: router, box: box, renewer: renewer,
+            savedCounters: saved, logger: logger)
+        node.peerNames.remember(.init(name: ownName, nodeID: nodeID))
+        // Prometheus counters continue from the saved totals.
+        if saved.servedBytes > 0 { metrics.servedBytes.increment(by: saved.servedBytes) }
+        metrics.syncCache(hits: saved.cacheHits, misses: saved.cacheMisses)
         box.node = node
         if let edges = node.edgeDirectory {
             // Holders an origin kept across a restart are dialled where they registered last.
@@ -297,8 +313,13 @@ public final class Node: Sendable {
     private init(
         configuration: NodeConfiguration, endpoint: Endpoint, store: DiskChunkStore, services: [any NodeService], metrics: NodeMetrics,
         healthConfiguration: HealthMonitor<PeerAddress>.Configuration?, admin: AdminServer?, nodeID: NodeID, router: NodeRouter?,
-        box: ServerBox, renewer: CertificateRenewer, logger: Logger
+        box: ServerBox, renewer: CertificateRenewer, savedCounters: PersistentCounters, logger: Logger
     ) {
+        self.savedCounters = savedCounters
+        let tracker = TransferTracker()
+        let peerNames = PeerNames()
+        self.tracker = tracker
+        self.peerNames = peerNames
         self.renewer = renewer
         self.nodeID = nodeID
         self.router = router
@@ -320,7 +341,8 @@ public final class Node: Sendable {
             upstream: configuration.roles.contains("edge") ? configuration.upstream : [], peers: peers)
         self.names = names
         let edge = configuration.roles.contains("edge")
-            ? EdgeChunkProvider(store: store, upstream: configuration.upstream, peers: peers, cacheBytes: configuration.cacheBytes ?? (1 << 30)) : nil
+            ? EdgeChunkProvider(store: store, upstream: configuration.upstream, peers: peers, cacheBytes: configuration.cacheBytes ?? (1 << 30),
+                                tracker: tracker, peerNames: peerNames) : nil
         self.edge = edge
         // Public contents' read keys and purges (PublicContent.swift).
         let edgeUpstream: [PeerAddress] = edge == nil ? [] : configuration.upstream
@@ -340,7 +362,11 @@ public final class Node: Sendable {
             address: { PeerAddress(host: endpoint.localAddress.ipAddress ?? listen.host, port: endpoint.localAddress.port ?? listen.port) },
             region: configuration.region ?? "", latitude: configuration.latitude, longitude: configuration.longitude)
         if configuration.roles.contains("origin") {
-            builtIn.append(UploadService(coordinator: UploadCoordinator(store: store, directory: configuration.store, publishers: configuration.publishers ?? [])))
+            let uploads = UploadCoordinator(store: store, directory: configuration.store, publishers: configuration.publishers ?? [])
+            self.uploadCoordinator = uploads
+            builtIn.append(UploadService(coordinator: uploads))
+        } else {
+            self.uploadCoordinator = nil
         }
         if configuration.roles.contains("relay") { builtIn.append(RelayService(
             peers: peers, ownAddress: endpoint.localAddress, maximumConcurrentStreams: max(1, configuration.maxRelayStreams ?? 512),
@@ -356,8 +382,8 @@ public final class Node: Sendable {
         let limits = configuration.limits ?? PeerLimits()
         // A node answers a client without a certificate (only possible with publicRead) as a reader.
         let anonymous = AnonymousReaders.allowedFrameTypes
-        self.server = edge.map { ChunkServer(provider: $0, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymous) }
-            ?? ChunkServer(store: store, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymous)
+        self.server = edge.map { ChunkServer(provider: $0, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymous, tracker: tracker, peerNames: peerNames) }
+            ?? ChunkServer(store: store, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymous, tracker: tracker, peerNames: peerNames)
     }
 
     private let services: [any NodeService]
@@ -396,6 +422,7 @@ public final class Node: Sendable {
             }
             if let admin { group.addTask { await admin.run() } }
             group.addTask { await self.renewer.run() }
+            group.addTask { await self.keepAccounts() }
             if let router {
                 let server = self.server
                 group.addTask {
@@ -417,6 +444,9 @@ public final class Node: Sendable {
         // Name subscribers, cached names and the edge registry waiting to be written.
         await names.flush()
         await edgeDirectory?.flush()
+        stopping.set()
+        logFinishedTransfers(all: true)
+        await saveCounters()
         // An empty commit syncs chunk files written since the last commit.
         do { try store.commit(CommitBatch()) } catch { logger.warning("could not flush the store", metadata: ["error": "\(error)"]) }
     }
@@ -443,6 +473,7 @@ public final class Node: Sendable {
             "uptime_seconds": (ContinuousClock.now - started).seconds,
             "connections": connections,
             "upstream": configuration.upstream.map(\.description),
+            "id": nodeID.short,
         ]
         if let admin { doc["admin"] = admin.address.description }
         if let health {
@@ -452,10 +483,14 @@ public final class Node: Sendable {
                     "answered": p.answered, "timeouts": p.timeouts, "consecutive_failures": p.consecutiveFailures,
                 ]
                 if let rtt = p.smoothedRTT { entry["rtt_ms"] = (rtt.seconds * 1e5).rounded() / 100 }
+                if let identity = peerNames.identity(atAddress: p.peer.description) {
+                    entry["name"] = identity.label
+                    entry["node_id"] = identity.nodeID.short
+                }
                 return entry
             }
         }
-        if let router { doc["routing"] = router.status() }
+        if let router { doc["routing"] = namedRouting(router.status()) }
         doc["certificate"] = await renewer.statusDocument()
         if let stats = try? store.stats() {
             doc["store"] = ["chunks": stats.chunks, "bytes": stats.bytes, "pins": stats.pins]
@@ -463,10 +498,14 @@ public final class Node: Sendable {
         let served = server.served
         doc["served"] = ["requests": served.requests, "bytes": served.bytes]
         let now = ContinuousClock.now
-        doc["transfers"] = server.transfers.snapshot.map { t -> [String: Any] in
+        // Chunk responses being sent now, and the transfers (per peer and content) they belong to.
+        doc["responses"] = server.transfers.snapshot.map { t -> [String: Any] in
             ["chunk": t.chunk, "peer": t.peer, "bytes": t.bytes, "sent": t.sent, "class": t.priority,
              "seconds": ((now - t.started).seconds * 1000).rounded() / 1000]
         }
+        doc["transfers"] = transfersStatus()
+        if tracker.count > Self.listedTransfers { doc["transfers_not_listed"] = tracker.count - Self.listedTransfers }
+        doc["totals"] = await totalsStatus()
         if let edge {
             let c = await edge.counters
             let policy = await edge.cacheStats
@@ -506,7 +545,7 @@ public final class Node: Sendable {
     public func scrape() async -> String {
         if let edge {
             let c = await edge.counters
-            metrics.syncCache(hits: c.hits, misses: c.misses)
+            metrics.syncCache(hits: savedCounters.cacheHits + c.hits, misses: savedCounters.cacheMisses + c.misses)
         }
         if let stats = try? store.stats() {
             metrics.storeChunks.set(stats.chunks)

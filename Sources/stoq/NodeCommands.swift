@@ -271,14 +271,15 @@ enum StatusReport {
         guard let doc = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] else { return json }
         var lines = [String]()
         let roles = (doc["roles"] as? [String])?.joined(separator: ",") ?? "?"
-        lines.append("node      \(doc["name"] ?? "?") (\(roles)) at \(doc["listen"] ?? "?"), region \((doc["region"] as? String).flatMap { $0.isEmpty ? nil : $0 } ?? "-"), up \(Int((doc["uptime_seconds"] as? Double) ?? 0)) s")
+        lines.append("node      \(doc["name"] ?? "?")\((doc["id"] as? String).map { " [\($0)]" } ?? "") (\(roles)) at \(doc["listen"] ?? "?"), region \((doc["region"] as? String).flatMap { $0.isEmpty ? nil : $0 } ?? "-"), up \(Int((doc["uptime_seconds"] as? Double) ?? 0)) s")
         lines.append(String(format: "rtt       %.2f ms from here; %@ connection(s)", rtt.seconds * 1000, "\(doc["connections"] ?? 0)"))
         if let admin = doc["admin"] { lines.append("admin     http://\(admin)/metrics") }
         let peers = doc["peers"] as? [[String: Any]] ?? []
         lines.append("peers     \(peers.count)" + (peers.isEmpty ? " (none probed)" : ""))
         for p in peers {
             let rttText = (p["rtt_ms"] as? Double).map { String(format: "%.2f ms", $0) } ?? "-"
-            lines.append("  \(p["address"] ?? "?")  \(((p["state"] as? String) ?? "?").padding(toLength: 4, withPad: " ", startingAt: 0))  rtt \(rttText)  probes \(p["answered"] ?? 0)/\(p["probes"] ?? 0) answered, \(p["timeouts"] ?? 0) timeouts")
+            let who = (p["name"] as? String).map { "\($0) at \(p["address"] ?? "?")" } ?? "\(p["address"] ?? "?")"
+            lines.append("  \(who)  \(((p["state"] as? String) ?? "?").padding(toLength: 4, withPad: " ", startingAt: 0))  rtt \(rttText)  probes \(p["answered"] ?? 0)/\(p["probes"] ?? 0) answered, \(p["timeouts"] ?? 0) timeouts")
         }
         if let store = doc["store"] as? [String: Any] {
             lines.append("store     \(store["chunks"] ?? 0) chunks, \(store["bytes"] ?? 0) bytes, \(store["pins"] ?? 0) pins")
@@ -288,22 +289,33 @@ enum StatusReport {
             lines.append(String(format: "cache     %@ hits, %@ misses (%.0f %% hits), %@ of %@ bytes, %@ evictions", "\(cache["hits"] ?? 0)", "\(cache["misses"] ?? 0)", ratio * 100, "\(cache["bytes"] ?? 0)", "\(cache["capacity_bytes"] ?? 0)", "\(cache["evictions"] ?? 0)"))
         }
         if let served = doc["served"] as? [String: Any] {
-            lines.append("served    \(served["requests"] ?? 0) chunk requests, \(served["bytes"] ?? 0) bytes")
+            var line = "served    \(served["requests"] ?? 0) chunk requests, \(bytesText(served["bytes"])) since start"
+            if let totals = doc["totals"] as? [String: Any] {
+                line += "; \(totals["served_chunks"] ?? 0) chunks, \(bytesText(totals["served_bytes"])) in all"
+            }
+            lines.append(line)
+        }
+        if let totals = doc["totals"] as? [String: Any], doc["cache"] != nil || ((totals["uploads"] as? Int) ?? 0) > 0 {
+            lines.append("totals    cache \(totals["cache_hits"] ?? 0) hits, \(totals["cache_misses"] ?? 0) misses, \(bytesText(totals["cache_upstream_bytes"])) from upstream; \(totals["uploads"] ?? 0) uploads, \(bytesText(totals["upload_bytes"])) (kept across restarts)")
         }
         let transfers = doc["transfers"] as? [[String: Any]] ?? []
         lines.append("transfers \(transfers.count) active")
         for t in transfers {
-            lines.append("  \(t["chunk"] ?? "?") to \(t["peer"] ?? "?")  \(t["sent"] ?? 0)/\(t["bytes"] ?? 0) bytes  \(t["class"] ?? "")  \(t["seconds"] ?? 0) s")
+            let fetch = (t["direction"] as? String) == "fetch"
+            let peers = (t["peers"] as? [String])?.joined(separator: ", ") ?? "\(t["peer"] ?? "?")"
+            let rate = bytesText(t["rate_bytes_per_second"]) + "/s"
+            lines.append("  \(fetch ? "fetch" : "serve") \(t["content"] ?? "?") \(fetch ? "from" : "to") \(peers)  \(bytesText(t["bytes"])) in \(t["chunks"] ?? 0) chunks  \(rate)  \(t["seconds"] ?? 0) s")
         }
         if let routing = doc["routing"] as? [String: Any] {
             let gossip = routing["gossip"] as? [String: Any] ?? [:]
             let nodes = routing["nodes"] as? [[String: Any]] ?? []
-            lines.append("routing   \(routing["id"] ?? "?"): \(routing["known_nodes"] ?? 0) nodes known; gossip \(gossip["sent"] ?? 0) sent, \(gossip["received"] ?? 0) received, \(gossip["rejected"] ?? 0) rejected")
-            if !nodes.isEmpty { lines.append("  node               hops  rtt        predicted  load  age     state") }
+            lines.append("routing   \(routing["name"] ?? routing["id"] ?? "?"): \(routing["known_nodes"] ?? 0) nodes known; gossip \(gossip["sent"] ?? 0) sent, \(gossip["received"] ?? 0) received, \(gossip["rejected"] ?? 0) rejected")
+            let width = max(18, nodes.map { "\($0["name"] ?? $0["id"] ?? "?")".count + 1 }.max() ?? 0)
+            if !nodes.isEmpty { lines.append("  " + "node".padding(toLength: width, withPad: " ", startingAt: 0) + " hops  rtt        predicted  load  age     state") }
             for n in nodes {
                 func ms(_ key: String) -> String { (n[key] as? Double).map { String(format: "%.2f ms", $0) } ?? "-" }
                 lines.append("  " + [
-                    "\(n["id"] ?? "?")".padding(toLength: 18, withPad: " ", startingAt: 0),
+                    "\(n["name"] ?? n["id"] ?? "?")".padding(toLength: width, withPad: " ", startingAt: 0),
                     "\(n["hops"] ?? "?")".padding(toLength: 5, withPad: " ", startingAt: 0),
                     ms("rtt_ms").padding(toLength: 10, withPad: " ", startingAt: 0),
                     ms("predicted_rtt_ms").padding(toLength: 10, withPad: " ", startingAt: 0),
@@ -318,10 +330,41 @@ enum StatusReport {
             if let warning = cert["warning"] { line += "\n  warning: \(warning)" }
             lines.append(line)
         }
-        let known: Set<String> = ["certificate", "name", "roles", "listen", "region", "uptime_seconds", "connections", "upstream", "admin", "peers", "store", "cache", "served", "transfers", "routing"]
+        let known: Set<String> = ["certificate", "name", "roles", "listen", "region", "uptime_seconds", "connections", "upstream", "admin", "peers", "store", "cache", "served", "transfers", "routing",
+                                  "id", "responses", "totals"]
         for key in doc.keys.sorted() where !known.contains(key) {
-            lines.append("\(key.padding(toLength: 9, withPad: " ", startingAt: 0)) \(doc[key].map(humanValue) ?? "")")
+            // A service's summary: `name  key value, key value` in key order (never a Swift dictionary dump).
+            let name = key.count < 9 ? key.padding(toLength: 9, withPad: " ", startingAt: 0) : key
+            lines.append("\(name) \(plain(doc[key]))")
         }
         return lines.joined(separator: "\n")
+    }
+
+    /// A status value for people: numbers and strings as they are, objects as `key value, …` in
+    /// key order, lists comma-separated.
+    static func plain(_ value: Any?) -> String {
+        switch value {
+        case let object as [String: Any]:
+            return object.keys.sorted().map { "\($0) \(plain(object[$0]))" }.joined(separator: ", ")
+        case let list as [Any]:
+            return list.map { plain($0) }.joined(separator: ", ")
+        case let number as NSNumber:
+            return number.stringValue
+        case let text as String:
+            return text
+        case nil, is NSNull:
+            return "-"
+        default:
+            return "\(value!)"
+        }
+    }
+
+    /// A byte count for people: `512 B`, `1.5 KiB`, `12.3 MiB`, `2.00 GiB`.
+    static func bytesText(_ value: Any?) -> String {
+        let n = (value as? Double) ?? (value as? Int).map(Double.init) ?? 0
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var v = n, i = 0
+        while v >= 1024, i < units.count - 1 { v /= 1024; i += 1 }
+        return i == 0 ? "\(Int(v)) B" : String(format: v >= 100 ? "%.0f %@" : "%.1f %@", v, units[i])
     }
 }
