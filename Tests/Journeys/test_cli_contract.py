@@ -209,3 +209,19 @@ def test_stdout_carries_results_only(user: User, node, tmp_path: Path) -> None: 
     for r, what in ((one, "put"), (two, "put two"), (got, "get"), (chunk, "chunk --json"), (status, "status --json"),
                     (human, "status")):
         assert_clean(r, what)
+
+
+def test_sigint_interrupts_a_command(user: User, tmp_path: Path) -> None:
+    """Ctrl-C ends a one-shot command at once by SIGINT (exit status 130 in a shell)."""
+    import signal
+    import subprocess
+    import time
+
+    p = subprocess.Popen([user.stoq, "get", "stoq:" + "a" * 52, "-o", str(tmp_path / "out"), "--store", str(tmp_path / "s"),
+                          "--peers", "[::1]:9", *user.tls("client")], env=user.env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=10)
+    assert p.returncode == -signal.SIGINT, (p.returncode, err[-800:])
+    assert not out.strip(), out
