@@ -14,13 +14,13 @@ public enum STOQErrorsModule {}
 /// The family an error belongs to (one per module): how its errors print.
 public protocol CodedErrorDomain: Sendable {
     /// The text of an error of this family, from its code's name and its reason
-    /// (default: `code: reason`).
+    /// (default: the reason alone, since it reaches users inside other messages).
     static func describe(code: String, reason: String) -> String
 }
 
 extension CodedErrorDomain {
-    /// `code: reason`.
-    public static func describe(code: String, reason: String) -> String { "\(code): \(reason)" }
+    /// The reason alone (the code is for matching, not for people).
+    public static func describe(code: String, reason: String) -> String { reason }
 }
 
 /// A kind of failure in `Domain`: compared by name, and growable (a module adds a code by
@@ -64,7 +64,7 @@ public struct CodedError<Domain: CodedErrorDomain>: Error, Hashable, Sendable, C
         self.line = line
     }
 
-    /// As the domain prints it (by default `code: reason`).
+    /// As the domain prints it (by default the reason alone).
     public var description: String { Domain.describe(code: code.name, reason: reason) }
 
     /// Compares codes only.

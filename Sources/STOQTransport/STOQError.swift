@@ -33,8 +33,9 @@ public struct STOQError: Error, Hashable, Sendable, CustomStringConvertible {
         self.initiator = initiator
     }
 
-    /// `STOQError.<code>: <reason>`.
-    public var description: String { "STOQError.\(code): \(reason)" }
+    /// The reason, as people read it (no type name: it reaches users inside other messages;
+    /// match on ``code`` instead).
+    public var description: String { reason }
 
     /// Compares codes only.
     public static func == (lhs: STOQError, rhs: STOQError) -> Bool { lhs.code == rhs.code }

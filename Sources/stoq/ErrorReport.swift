@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import STOQ
 import STOQErrors
 import Nexus
@@ -21,6 +22,10 @@ extension Stoq {
         } catch {
             finish(error, command: nil)
         }
+        // A one-shot command logs warnings and errors only, on stderr: without this, swift-log's
+        // default handler writes info lines to stdout, which carries results only. Long-running
+        // commands (`stoq node`, `stoq ca serve`) set up their own log (--log-level, --log-format).
+        if !(command is LogsOnItsOwn) { LogFormat.text.bootstrap(level: .warning) }
         do {
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()
@@ -42,6 +47,11 @@ extension Stoq {
         Foundation.exit(report.code)
     }
 }
+
+/// A command that bootstraps the process's logging itself (from --log-level / --log-format).
+protocol LogsOnItsOwn {}
+extension NodeCommand: LogsOnItsOwn {}
+extension CACommand.Serve: LogsOnItsOwn {}
 
 /// What to print for an error and how to exit; built by ``make(_:command:)``.
 struct ErrorReport {
@@ -164,6 +174,8 @@ struct ErrorReport {
     /// What to do after a transport failure.
     static func transportHint(_ e: STOQError) -> String? {
         switch e.code {
+        case .handshakeFailed where e.reason.contains("timed out") || e.reason.contains("no answer"):
+            return "check that a node runs at that address (`stoq status --node ADDR`) and that UDP to it is not blocked"
         case .handshakeFailed:
             return "check that --cert, --key and --ca are of this network (`stoq certs show FILE`) and that the certificates have not expired"
         case .alpnMismatch:
@@ -223,6 +235,15 @@ struct ErrorReport {
         case let e as any PeopleReadableError: return e.peopleReason
         case let e as ValidationError: return e.message
         default: break
+        }
+        if let e = error as? CocoaError, let path = e.filePath ?? (e.userInfo[NSFilePathErrorKey] as? String) {
+            switch e.code {
+            case .fileReadNoSuchFile, .fileNoSuchFile: return "\(path) does not exist"
+            case .fileReadNoPermission, .fileWriteNoPermission: return "no permission to use \(path)"
+            case .fileWriteOutOfSpace: return "no space left to write \(path)"
+            case .fileReadCorruptFile, .fileReadInapplicableStringEncoding: return "\(path) cannot be read as expected (damaged, or not the kind of file asked for)"
+            default: return "cannot use \(path)"
+            }
         }
         let ns = error as NSError
         if ns.domain == NSCocoaErrorDomain || ns.domain == NSPOSIXErrorDomain {

@@ -131,6 +131,12 @@ def test_failures_speak_one_form(user: User, tmp_path: Path) -> None:
     store = tmp_path / "store"
     id_ = "stoq:" + "a" * 52
     cases: list[tuple[str, list[object], int | tuple[int, ...]]] = [
+        # The slow ones (a 10 s handshake timeout each) first, so they run side by side.
+        ("node unreachable", ["status", "--node", "[::1]:9", *tls], 1),
+        ("put to unreachable origin", ["put", src, "--node", "[::1]:9", *tls], 1),
+        ("DHT unreachable", ["name", "get", "nothing.example", "--node", "[::1]:9", *tls], 1),
+        ("peers unreachable", ["get", id_, "-o", tmp_path / "out3", "--store", tmp_path / "s3", "--peers", "[::1]:9",
+                               *tls], 1),
         ("unknown subcommand", ["frobnicate"], 2),
         ("unknown option", ["put", "--frobnicate", src], 2),
         ("missing argument", ["get"], 2),
@@ -145,8 +151,6 @@ def test_failures_speak_one_form(user: User, tmp_path: Path) -> None:
                                         "--ca", user.ca], (1, 2)),
         ("bad id", ["get", "not-an-id!", "-o", tmp_path / "out", "--store", store], (1, 2)),
         ("unknown content", ["get", id_, "-o", tmp_path / "out2", "--store", store], 1),
-        ("node unreachable", ["status", "--node", "[::1]:9", *tls], 1),
-        ("put to unreachable origin", ["put", src, "--node", "[::1]:9", *tls], 1),
         ("bad cipher", ["fetch", "[::1]:9/x", "--ca", user.ca, "--cipher", "nope"], (1, 2)),
     ]
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -205,3 +209,19 @@ def test_stdout_carries_results_only(user: User, node, tmp_path: Path) -> None: 
     for r, what in ((one, "put"), (two, "put two"), (got, "get"), (chunk, "chunk --json"), (status, "status --json"),
                     (human, "status")):
         assert_clean(r, what)
+
+
+def test_sigint_interrupts_a_command(user: User, tmp_path: Path) -> None:
+    """Ctrl-C ends a one-shot command at once by SIGINT (exit status 130 in a shell)."""
+    import signal
+    import subprocess
+    import time
+
+    p = subprocess.Popen([user.stoq, "get", "stoq:" + "a" * 52, "-o", str(tmp_path / "out"), "--store", str(tmp_path / "s"),
+                          "--peers", "[::1]:9", *user.tls("client")], env=user.env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=10)
+    assert p.returncode == -signal.SIGINT, (p.returncode, err[-800:])
+    assert not out.strip(), out

@@ -10,7 +10,7 @@ public typealias NexusError = CodedError<NexusErrorDomain>
 /// The family of ``NexusError``.
 public enum NexusErrorDomain: CodedErrorDomain {
     /// `NexusError.code: reason`.
-    public static func describe(code: String, reason: String) -> String { "NexusError.\(code): \(reason)" }
+    public static func describe(code: String, reason: String) -> String { reason }
 }
 
 /// The kinds of failure of ``NexusError``. New codes may be added.
