@@ -100,7 +100,17 @@ class Pane:
             return None
 
     def close(self) -> None:
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=10)
+        kill_server(self.socket)
+
+
+def kill_server(socket: str) -> None:
+    """Stops a private tmux server and removes its socket file (kill-server leaves it)."""
+    subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, timeout=10)
+    path = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}" / socket
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
 
 def tmux_works(tmp: Path) -> bool:
@@ -114,7 +124,7 @@ def tmux_works(tmp: Path) -> bool:
     except (OSError, subprocess.SubprocessError):
         return False
     finally:
-        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, timeout=10)
+        kill_server(socket)
 
 
 def bars(lines: list[str]) -> list[re.Match[str]]:
