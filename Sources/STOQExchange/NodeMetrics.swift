@@ -121,10 +121,10 @@ public final class NodeMetrics: Sendable {
     public static let help: [String: String] = [
         "stoq_connections": "QUIC connections open now (accepted and dialled).",
         "stoq_connections_accepted_total": "QUIC connections accepted since the node started.",
-        "stoq_served_bytes_total": "Chunk bytes this node served to peers.",
+        "stoq_served_bytes_total": "Chunk bytes this node served to peers (continues across restarts from STORE/counters.json).",
         "stoq_received_bytes_total": "Chunk bytes this node fetched from peers.",
-        "stoq_cache_hits_total": "Chunk requests an edge answered from its cache.",
-        "stoq_cache_misses_total": "Chunk requests an edge had to fetch from upstream.",
+        "stoq_cache_hits_total": "Chunk requests an edge answered from its cache (continues across restarts).",
+        "stoq_cache_misses_total": "Chunk requests an edge had to fetch from upstream (continues across restarts).",
         "stoq_active_transfers": "Chunk responses being sent now.",
         "stoq_serve_duration_seconds": "Time to serve one chunk, from request to the last byte acknowledged.",
         "stoq_chunk_fetch_duration_seconds": "Time to fetch one chunk from a peer.",

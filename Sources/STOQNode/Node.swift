@@ -535,9 +535,17 @@ public final class Node: Sendable {
         _ root: ContentID, from addresses: [PeerAddress], configuration swarm: SwarmConfiguration = .init(),
         onProgress: (@Sendable (SwarmProgress) -> Void)? = nil, onEvent: (@Sendable (String) -> Void)? = nil
     ) async throws -> FetchReport {
-        try await ContentFetcher.fetch(
+        let report = try await ContentFetcher.fetch(
             root, from: addresses, peers: peers, health: health, store: store, configuration: swarm, logger: logger,
             onProgress: onProgress, onEvent: onEvent, router: router)
+        // One info line per completed fetch (not one per chunk).
+        logger.info("fetched content", metadata: [
+            "content": "\(root)", "bytes": "\(report.fetchedBytes)", "chunks": "\(report.chunks)",
+            "seconds": "\(String(format: "%.3f", report.seconds))",
+            "rate_bytes_per_second": "\(report.seconds > 0 ? Int((Double(report.fetchedBytes) / report.seconds).rounded()) : report.fetchedBytes)",
+            "peers": "\(report.sources.filter { $0.chunks > 0 }.map(\.name).joined(separator: ", "))",
+        ])
+        return report
     }
 
     /// Brings the gauges that mirror other components (store, cache) up to date and renders every
