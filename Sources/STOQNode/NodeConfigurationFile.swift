@@ -486,8 +486,10 @@ public enum NodeConfigurationFile {
             name: v["name"]?.string ?? "node", listen: listen, certificate: v["cert"]?.string ?? "", key: v["key"]?.string ?? "",
             ca: v["ca"]?.string ?? "", store: v["store"]?.string ?? "", roles: v["role"]?.list ?? ["origin"]
         )
+        // Only the keys set (file or flags): an unset key stays nil in the configuration, exactly
+        // as before the file format existed; the defaults above are what the node uses for them.
         for key in keys {
-            if let value = v[key.name] { key.apply(&c, value) }
+            if let value = values[key.name] { key.apply(&c, value) }
         }
         if c.roles.isEmpty { c.roles = ["origin"] }
         return c
