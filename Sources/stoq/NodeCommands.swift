@@ -52,7 +52,7 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "A request stream whose request is incomplete after this many ms is reset (default 10000).") var requestTimeoutMs: Int?
     @Option(help: "The node's location, LAT,LON in degrees (e.g. '48.85,2.35'): routing's geographic factor and the edge registry's nearness. The region comes from --region or the certificate.") var location: String?
     @Flag(help: "Accept anonymous readers (clients without a certificate, e.g. `stoq get TICKET`): they may PING, WANT, GET_CHUNK, NAME_RESOLVE and ask for public read keys, nothing else.") var publicRead = false
-    @Option(help: "A node id (64 hex characters, from `stoq certs show`) allowed to upload content into this origin with `stoq put --node` (repeatable).") var publisher: [String] = []
+    @Option(help: "Who may upload content into this origin with `stoq put --node`: a node id (64 hex characters, from `stoq certs show`), a certificate file, or the name of a certificate `stoq init` made, e.g. client (repeatable).") var publisher: [String] = []
     @OptionGroup var httpOptions: HTTPOptions
     @OptionGroup var renewal: RenewalOptions
 
@@ -156,6 +156,8 @@ struct NodeCommand: AsyncParsableCommand {
         }
         var c: NodeConfiguration
         do { c = try NodeConfigurationFile.configuration(values) } catch { throw Self.refuse(error.reason) }
+        // A publisher may be named by node id, certificate file or a name `stoq init` made.
+        do { c.publishers = try c.publishers.map { list in try list.map { try PublisherReference.resolve($0) } } } catch let e as CLIError { throw Self.refuse(e.description) } catch { throw Self.refuse("\(error)") }
         let httpOptions: HTTPOptions
         do { httpOptions = try self.httpOptions.merged(with: c) } catch let e as ValidationError { throw Self.refuse(e.message) }
         if !FileManager.default.fileExists(atPath: c.certificate) {

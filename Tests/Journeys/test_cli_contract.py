@@ -168,10 +168,7 @@ def test_failures_speak_one_form(user: User, tmp_path: Path) -> None:
     assert "stoq get --help" in usage["missing --output"].stderr, usage["missing --output"].stderr
 
 
-# The node configuration reader is the config helper's (issue 14 §3): until it is merged, a wrong
-# type is reported by JSONDecoder's own words. The contract below is what it must meet.
-@pytest.mark.xfail(reason="the strict configuration reader (ConfigFileError, exit 2) lands with the config task",
-                   strict=False)
+# The node configuration file: a wrong type or broken JSON is one line in the one form, exit 2.
 def test_config_errors_speak_one_form(user: User, tmp_path: Path) -> None:
     bad_config = tmp_path / "bad.json"
     bad_config.write_text('{"name": 5}\n')

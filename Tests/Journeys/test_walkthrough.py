@@ -4,8 +4,9 @@ The commands are read from the README itself (the ```sh block of that section), 
 cannot drift from what works. Each runs in bash with the journey wrapper first on PATH, in a fresh
 HOME (so `stoq init` writes ~/.stoq/certs and the nodes keep their stores in ~/.stoq/NAME).
 A line ending in `&` is a node: it is started in the background and waited for until it prints
-`ready`. The README's ports (4433, 4434) are replaced with free ones, so a node left on the
-machine cannot collide with the test. The rest run in one shell, as typed, so `$ID` carries over.
+`ready`. The README's ports (4433, 4434) are replaced with free ones (a node that relies on the
+default [::1]:4433 gets `--listen` with the free one), so a node left on the machine cannot collide
+with the test. The rest run in one shell, as typed, so `$ID` carries over.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ def test_readme_walkthrough_five_commands(stoq: str, tmp_path: Path, procs: Proc
     def localise(line: str) -> str:
         for old, new in ports.items():
             line = line.replace(f"]:{old}", f"]:{new}")
+        # A node that relies on the default address ([::1]:4433) is given the free port instead.
+        if line.startswith("stoq node") and "--listen" not in line:
+            line = line.rstrip("&").rstrip() + f" --listen '[::1]:{ports['4433']}' &"
         return line
 
     pending: list[str] = []
