@@ -25,8 +25,23 @@ public enum StateFile {
         do {
             return try JSONDecoder().decode(T.self, from: data)
         } catch {
-            logger.warning("ignoring a corrupt state file; starting with an empty state", metadata: ["file": "\(path)", "error": "\(error)"])
+            logger.warning("ignoring a corrupt state file; starting with an empty state", metadata: ["file": "\(path)", "error": "\(describe(error))"])
             return nil
+        }
+    }
+
+    /// Why a state file did not decode, in words (never a `DecodingError` dump).
+    static func describe(_ error: any Error) -> String {
+        func at(_ context: DecodingError.Context) -> String {
+            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+            return path.isEmpty ? "at the top level" : "at '\(path)'"
+        }
+        switch error as? DecodingError {
+        case .dataCorrupted(let c)?: return c.codingPath.isEmpty ? "not valid JSON" : "an invalid value \(at(c))"
+        case .typeMismatch(_, let c)?: return "a value of the wrong type \(at(c))"
+        case .keyNotFound(let key, let c)?: return "the key '\(key.stringValue)' is missing \(at(c))"
+        case .valueNotFound(_, let c)?: return "a missing value \(at(c))"
+        default: return "\(error)"
         }
     }
 

@@ -131,7 +131,7 @@ import Testing
 
     @Test func unknownCommandIsRefusedWithUsage() throws {
         let out = try Self.stoq(["frobnicate"])
-        Self.expectReadableRefusal(out, saying: "frobnicate", exit: 64)
+        Self.expectReadableRefusal(out, saying: "frobnicate", exit: 2)
         #expect(out.stderr.contains("Usage") || out.stderr.contains("USAGE"), "\(out.stderr)")
     }
 
@@ -211,9 +211,9 @@ import Testing
             Self.expectReadableRefusal(out, saying: "not an IPv6 address")
             #expect(!FileManager.default.fileExists(atPath: dir + "/n/n.pem"), "a certificate was written for --ip \(bad)")
         }
-        // --days and --hours together are a usage error (ArgumentParser's exit code 64).
+        // --days and --hours together are a usage error (exit code 2).
         let both = try Self.stoq(["certs", "issue", "--ca", dir + "/ca", "--name", "n", "--days", "1", "--hours", "1", "--out", dir + "/n"])
-        Self.expectReadableRefusal(both, saying: "--days or --hours", exit: 64)
+        Self.expectReadableRefusal(both, saying: "--days or --hours", exit: 2)
         // A missing CA directory and a missing certificate file.
         let noCA = try Self.stoq(["certs", "issue", "--ca", dir + "/nowhere", "--name", "n", "--out", dir + "/n"])
         #expect(noCA.status != 0 && !noCA.signaled && noCA.stderr.contains("nowhere"), "\(noCA.status) \(noCA.stderr)")
@@ -221,13 +221,13 @@ import Testing
         #expect(noFile.status != 0 && !noFile.signaled && noFile.stderr.contains("missing.pem"), "\(noFile.status) \(noFile.stderr)")
         // A required option left out names the option.
         let noName = try Self.stoq(["certs", "issue", "--ca", dir + "/ca", "--out", dir + "/n"])
-        Self.expectReadableRefusal(noName, saying: "--name", exit: 64)
+        Self.expectReadableRefusal(noName, saying: "--name", exit: 2)
     }
 
     // MARK: - Addresses
 
     /// STOQ is IPv6-only: every option that takes a peer address refuses IPv4 and malformed text
-    /// before doing anything, with a usage error (64) that says what an address looks like.
+    /// before doing anything, with a usage error (exit 2) that says what an address looks like.
     @Test func addressOptionsRefuseAnythingButIPv6() throws {
         let dir = try Self.tempDirectory("addr")
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -245,7 +245,7 @@ import Testing
         ]
         for args in cases {
             let out = try Self.stoq(args)
-            Self.expectReadableRefusal(out, saying: "IPv6", exit: 64)
+            Self.expectReadableRefusal(out, saying: "IPv6", exit: 2)
             #expect(!FileManager.default.fileExists(atPath: dir + "/out"), "stoq \(args) wrote output")
         }
         #expect(!FileManager.default.fileExists(atPath: dir + "/s"), "a refused node created its store")
@@ -260,7 +260,7 @@ import Testing
         for (flag, value) in [("--source-retry-seconds", "0"), ("--source-retry-seconds", "86401"), ("--idle-timeout", "0"), ("--idle-timeout", "3601")] {
             let out = try Self.stoq(["get", id, "-o", dir + "/out", "--store", dir + "/gs", "--peers", "[::1]:4433",
                                      "--cert", "c", "--key", "k", "--ca", "ca", flag, value])
-            Self.expectReadableRefusal(out, saying: flag, exit: 64)
+            Self.expectReadableRefusal(out, saying: flag, exit: 2)
             #expect(!FileManager.default.fileExists(atPath: dir + "/out"), "stoq get \(flag) \(value) wrote output")
         }
     }
