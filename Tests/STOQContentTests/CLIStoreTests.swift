@@ -21,15 +21,15 @@ import Testing
         let put = try stoq(bin, ["put", work + "/src", work + "/other.txt", "--store", store])
         #expect(put.status == 0, "\(put.stderr)")
         let lines = put.stdout.split(separator: "\n")
-        let dirID = try #require(lines.first?.split(separator: " ").first.map(String.init))
-        let fileID = try #require(lines.dropFirst().first?.split(separator: " ").first.map(String.init))
+        let dirID = try #require(lines.first?.split(whereSeparator: \.isWhitespace).first.map(String.init))
+        let fileID = try #require(lines.dropFirst().first?.split(whereSeparator: \.isWhitespace).first.map(String.init))
         #expect(dirID.hasPrefix("stoq:") && fileID.hasPrefix("stoq:"))
-        #expect(put.stdout.contains("put: 3 files") && put.stdout.contains("dedup"), "\(put.stdout)")
+        #expect(put.stderr.contains("put: 3 files") && put.stderr.contains("dedup"), "\(put.stderr)")
 
         // A second put of the same tree stores nothing new.
         let again = try stoq(bin, ["put", work + "/src", "--store", store])
         #expect(again.status == 0 && again.stdout.hasPrefix(dirID), "\(again.stdout)")
-        #expect(again.stdout.contains("new 0 chunks") && again.stdout.contains("dedup 100.0%"), "\(again.stdout)")
+        #expect(again.stderr.contains("new 0 chunks") && again.stderr.contains("dedup 100.0%"), "\(again.stderr)")
 
         // get restores bit-identical files with their modes.
         let get = try stoq(bin, ["get", dirID, "-o", work + "/out", "--store", store])
@@ -76,7 +76,7 @@ import Testing
         let store = work + "/store"
         try Data(textLike(200_000, seed: 21)).write(to: URL(fileURLWithPath: work + "/a.txt"))
         let put = try stoq(bin, ["put", work + "/a.txt", "--store", store])
-        let id = try #require(put.stdout.split(separator: " ").first.map(String.init))
+        let id = try #require(put.stdout.split(whereSeparator: \.isWhitespace).first.map(String.init))
         // Flip one byte of one stored chunk file (the largest: a data chunk, not a manifest).
         var files = [(String, Int)]()
         let root = store + "/chunks"
@@ -101,7 +101,7 @@ import Testing
         // Putting the content again writes the dropped chunk back (the plaintext index no longer names it).
         let reput = try stoq(bin, ["put", work + "/a.txt", "--store", store])
         #expect(reput.status == 0 && reput.stdout.hasPrefix(id), "\(reput.stdout)\(reput.stderr)")
-        #expect(reput.stdout.contains("new 1 chunks"), "\(reput.stdout)")
+        #expect(reput.stderr.contains("new 1 chunks"), "\(reput.stderr)")
         let ok = try stoq(bin, ["store", "verify", "--store", store])
         #expect(ok.status == 0 && ok.stdout.contains("consistent"), "\(ok.stdout)")
         let get2 = try stoq(bin, ["get", id, "-o", work + "/out2.txt", "--store", store])
@@ -125,7 +125,7 @@ import Testing
         try Data(rng.bytes(4 << 20)).write(to: URL(fileURLWithPath: work + "/big.bin"))
         let first = try stoq(bin, ["put", work + "/small.txt", "--store", store])
         #expect(first.status == 0, "\(first.stderr)")
-        let id = try #require(first.stdout.split(separator: " ").first.map(String.init))
+        let id = try #require(first.stdout.split(whereSeparator: \.isWhitespace).first.map(String.init))
         let full = try stoq(bin, ["put", work + "/big.bin", "--store", store])
         #expect(full.status == 1, "\(full.stdout)")
         #expect(full.stderr.contains("full"), "\(full.stderr)")

@@ -45,7 +45,7 @@ import Testing
         try Data(rng.bytes(200_000)).write(to: URL(fileURLWithPath: work + "/base/d/b.bin"))
         let first = try Self.stoq(bin, ["put", work + "/base", "--store", store])
         #expect(first.status == 0, "\(first.stderr)")
-        let baseID = try #require(first.stdout.split(separator: " ").first.map(String.init))
+        let baseID = try #require(first.stdout.split(whereSeparator: \.isWhitespace).first.map(String.init))
         var committed = [(String, String)]() // (id, file)
         var killed = 0
         var i = -1
@@ -80,7 +80,7 @@ import Testing
             p.waitUntilExit()
             let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             if p.terminationReason == .uncaughtSignal { killed += 1 }
-            if let id = text.split(separator: " ").first, id.hasPrefix("stoq:") { committed.append((String(id), f)) }
+            if let id = text.split(whereSeparator: \.isWhitespace).first, id.hasPrefix("stoq:") { committed.append((String(id), f)) }
         }
         print("killDashNineDuringPut: \(killed) of \(i + 1) puts killed, \(committed.count) completed")
         #expect(killed >= 20, "want at least 20 kills; the delays were too long for this machine")
