@@ -137,9 +137,11 @@ def assert_identical(data, out):
         assert a == b, f"{f} differs"
 
 
-def delivered_bytes(stdout):
-    m = re.search(r"from (.*)$", stdout.strip().splitlines()[0])
-    assert m, stdout
+def delivered_bytes(output):
+    """Bytes per source from the `fetched N chunks … from [A]:P N B, …` summary (on stderr)."""
+    lines = [l for l in output.replace("\r", "\n").splitlines() if "fetched " in l and " from " in l]
+    m = re.search(r"from (.*)$", lines[0].strip()) if lines else None
+    assert m, output
     return {k: int(v) for k, v in re.findall(r"\[([0-9a-f:]+)\]:\d+ (\d+) B", m.group(1))}
 
 
@@ -161,7 +163,7 @@ def test_swarm_across_namespaces(hosts, tmp_path):
             kill_src2()
         assert_identical(data, str(tmp_path / "out"))
         # Per-source bytes: the slow source got less than the fast one that survived.
-        delivered = delivered_bytes(stdout)
+        delivered = delivered_bytes(stdout + "\n" + stderr)
         fast, slow = delivered.get(hosts["src1"][1], 0), delivered.get(hosts["src3"][1], 0)
         print(f"delivered: src1 {fast} B, src2 (killed) {delivered.get(hosts['src2'][1], 0)} B, src3 (slow, {SLOW_RATE}) {slow} B")
         assert fast > slow, f"the slow source was not given less: fast {fast} B, slow {slow} B"
@@ -189,7 +191,7 @@ def test_get_marks_a_stopped_source_down(hosts, tmp_path):
         assert f"source {src2} is down (health probes unanswered)" in stderr, stderr
         assert re.search(rf"stoq: health \[{hosts['src2'][1]}\]:4433 down: ", stderr), stderr
         assert_identical(data, str(tmp_path / "out"))
-        delivered = delivered_bytes(stdout)
+        delivered = delivered_bytes(stdout + "\n" + stderr)
         print(f"delivered: src2 (stopped) {delivered.get(hosts['src2'][1], 0)} B, src3 (slow) {delivered.get(hosts['src3'][1], 0)} B")
         assert delivered.get(hosts["src3"][1], 0) > delivered.get(hosts["src2"][1], 0)
     finally:
