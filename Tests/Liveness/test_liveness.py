@@ -213,7 +213,7 @@ def test_kill_9_of_the_origin_during_a_fetch_through_its_edge_ends_in_bounded_ti
             # The chunks only the origin held cannot come: a clear error, not a hang.
             last = stderr.strip().splitlines()[-1]
             assert "no remaining source" in stderr or "none of the" in stderr, last
-            assert "Error" in last and "SwarmError" not in last, last
+            assert "stoq: error:" in last and "SwarmError" not in last, last
         # A new client of the edge alone: the edge answers what it caches, and not-found for the
         # rest once its fills fail (then without the fill flag), so the client fails with a clear
         # error instead of waiting.
