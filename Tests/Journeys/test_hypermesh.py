@@ -158,7 +158,10 @@ def test_block_read_from_another_block_directory(user: User, storage: Storage, t
 
     # Repair from another directory: a holder of this block dies; repair finds the block on the
     # nodes given, saves its record there, and rebuilds the lost shard onto one of them.
-    holders = {n.address for n in storage.nodes[1:] if n.proc.p.poll() is None and (n.store / "shards" / block).exists()}
+    # A holder has a shard file of the block (an earlier put of the same bytes may have left an
+    # empty directory behind on a node that no longer holds anything of it).
+    holders = {n.address for n in storage.nodes[1:] if n.proc.p.poll() is None and (n.store / "shards" / block).is_dir()
+               and any(p.is_file() for p in (n.store / "shards" / block).iterdir())}
     victim = next(n for n in storage.nodes[1:] if n.address in holders)
     victim.proc.kill()
     fixed = user.ok("block", "repair", block, "--nodes", storage.addresses, *client, "--blocks", copied, timeout=120)

@@ -238,7 +238,7 @@ def test_without_a_terminal_and_quiet(user: User, network: dict, tmp_path: Path)
     small = tmp_path / "small.bin"
     small.write_bytes(random.Random(15).randbytes(3_000_000))
     put = user.ok("put", small, "--store", tmp_path / "put-store")
-    put_lines = [line for line in put.stderr.splitlines() if line.startswith("stoq: put")]
+    put_lines = [line for line in put.stderr.splitlines() if line.startswith("stoq: put ") and "%" in line]
     assert put_lines and "100.0 %" in put_lines[-1], put.stderr[-2000:]
     assert not re.search(r"^progress \d+$", put.stderr, re.M), "put printed raw byte counts"
 

@@ -46,7 +46,7 @@ def test_public_content_through_edges_then_purge(user: User, tmp_path: Path, pro
 
     put = user.ok("put", "--public", site, "--store", origin_store)
     public_id = content_id(put.stdout)
-    assert "(public)" in put.stdout, put.stdout
+    assert "(public)" in put.stderr, put.stderr
     private_id = content_id(user.ok("put", secret, "--store", origin_store).stdout)
     keyring = origin_store / "public.keys"
     assert keyring.stat().st_size == 64, "one public content: one 64-byte record"
