@@ -93,7 +93,7 @@ run-netns-test:
 run-journeys-test:
 	STOQ_BIN=$(STOQ_RELEASE) $(PYTEST) -q -rsx --durations=10 Tests/Journeys
 
-## The network fuzzer's short seeded round (30 s of attack): a hostile aioquic peer against a running
+## The network fuzzer's short seeded round (20 s of attack): a hostile aioquic peer against a running
 ## stoq node process; it must not crash, must keep serving, and its RSS must come back (Tests/NetFuzz).
 netfuzz-test: release
 	$(MAKE) --no-print-directory run-netfuzz-test
