@@ -38,6 +38,7 @@ def commands() -> list[str]:
     found: list[str] = []
     in_block = False
     pending = ""
+    old_table = False
     for line in text.splitlines():
         if line.strip().startswith("```"):
             in_block = not in_block
@@ -56,6 +57,14 @@ def commands() -> list[str]:
                     continue  # `kubectl -n stoq …`, `runuser -u stoq …`: a value, not the command
                 found.append("stoq " + m.group(1).strip())
         else:
+            # The table of old spellings (hidden aliases kept for one release): only its "new"
+            # column must name what `--help` shows.
+            if "old spellings still work" in line:
+                old_table = True
+            elif old_table and line.startswith("#"):
+                old_table = False
+            if old_table and line.startswith("|"):
+                line = line.rstrip().rstrip("|").rsplit("|", 1)[-1]
             for span in re.findall(r"`([^`]+)`", line):
                 span = span.replace("\\|", "|")
                 if re.match(r"stoq\s+[a-z]", span):

@@ -3,7 +3,7 @@ edge on short-lived certificates that they renew with `--issuer`, while a fetch 
 the edge. No fetch may fail and no connection may drop. Then: a node whose issuer is gone warns,
 and once its certificate expires it says so clearly and peers refuse it. And a SIGHUP reload.
 
-The short variant (12 s certificates for about 45 s, ~5 renewals per node) always runs; the
+The short variant (9 s certificates for about 30 s, ~5 renewals per node) always runs; the
 issue's full variant (30 s certificates for 5 minutes, ~15 renewals each) runs with STOQ_LONG=1.
 """
 
@@ -66,7 +66,7 @@ def start_node(user: User, procs: Procs, name: str, cert: tuple[Path, Path], sto
 
 
 def test_renewal_under_a_fetch_loop(user: User, procs: Procs, tmp_path: Path) -> None:
-    lifetime, duration = ("30s", 300.0) if LONG else ("12s", 45.0)
+    lifetime, duration = ("30s", 300.0) if LONG else ("9s", 30.0)
     certs = tmp_path / "certs"
     source = tmp_path / "data"
     source.mkdir()
