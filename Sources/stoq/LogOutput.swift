@@ -23,77 +23,10 @@ enum LogFormat: String, CaseIterable {
         guard LogBootstrap.claim() else { return }
         switch self {
         case .text:
-            LoggingSystem.bootstrap { label in
-                var handler = ConsoleTextLogHandler(label: label)
-                handler.logLevel = level
-                return handler
-            }
+            LoggingSystem.bootstrap { label in ConsoleLogHandler(label: label, style: .text, level: level) }
         case .json:
-            LoggingSystem.bootstrap { label in
-                var handler = JSONLogHandler(label: label)
-                handler.logLevel = level
-                return handler
-            }
+            LoggingSystem.bootstrap { label in ConsoleLogHandler(label: label, style: .json, level: level) }
         }
-    }
-}
-
-/// A `LogHandler` that writes one JSON object per line to stderr:
-/// `{"time":"2026-12-07T13:40:00.123Z","level":"info","logger":"stoq.node","message":"…",…}`,
-/// with each metadata key as a string field (keys sorted, so lines diff cleanly).
-struct JSONLogHandler: LogHandler {
-    let label: String
-    var logLevel: Logger.Level = .info
-    var metadata: Logger.Metadata = [:]
-    var metadataProvider: Logger.MetadataProvider?
-
-    init(label: String) { self.label = label }
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        var merged = metadata
-        if let provided = metadataProvider?.get() { merged.merge(provided) { _, new in new } }
-        if let extra = event.metadata { merged.merge(extra) { _, new in new } }
-        let line = Self.line(
-            time: Date(), level: event.level, logger: label, message: "\(event.message)", metadata: merged,
-            source: event.source)
-        JSONLogHandler.writer.write(line)
-    }
-
-    /// One log line, without the newline's terminator: a JSON object with `time` (RFC 3339, UTC,
-    /// milliseconds), `level`, `logger`, `message`, `source`, then the metadata.
-    static func line(
-        time: Date, level: Logger.Level, logger: String, message: String, metadata: Logger.Metadata, source: String
-    ) -> String {
-        var object: [String: String] = [:]
-        for (key, value) in metadata { object[key] = "\(value)" }
-        object["time"] = timestamp(time)
-        object["level"] = level.rawValue
-        object["logger"] = logger
-        object["message"] = message
-        object["source"] = source
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
-        return String(decoding: data, as: UTF8.self)
-    }
-
-    private static func timestamp(_ date: Date) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        return formatter.string(from: date)
-    }
-
-    /// One writer for the process, so lines from concurrent loggers never interleave.
-    static let writer = LineWriter()
-
-    /// Writes whole lines to stderr through ``Console`` (which serialises them and keeps the
-    /// progress bar below them).
-    struct LineWriter: Sendable {
-        func write(_ line: String) { Console.shared.raw(line) }
     }
 }
 
@@ -117,24 +50,37 @@ enum LogBootstrap {
     /// library's info lines are what the notes already say, and are not repeated.
     static func forCommand(quiet: Bool) {
         guard claim() else { return }
-        LoggingSystem.bootstrap { label in
-            var handler = ConsoleNoteLogHandler(label: label)
-            handler.logLevel = quiet ? .error : .warning
-            return handler
-        }
+        LoggingSystem.bootstrap { label in ConsoleLogHandler(label: label, style: .note, level: quiet ? .error : .warning) }
     }
 }
 
-/// swift-log's `StreamLogHandler` text format
-/// (`2026-12-07T13:40:00+0000 info stoq.node : key=value [STOQNode] message`), written
-/// through ``Console`` instead of straight to stderr.
-struct ConsoleTextLogHandler: LogHandler {
+/// The process's `LogHandler`: every log line goes to stderr through ``Console`` (serialised, and
+/// above a progress bar, never through it), in one of three styles.
+struct ConsoleLogHandler: LogHandler {
+    /// How a line looks.
+    enum Style: Sendable {
+        /// swift-log's `StreamLogHandler` format:
+        /// `2026-12-07T13:40:00+0000 info stoq.node : key=value [STOQNode] message`.
+        case text
+        /// One JSON object per line, for log shippers:
+        /// `{"time":"2026-12-07T13:40:00.123Z","level":"info","logger":"stoq.node","message":"…",…}`,
+        /// each metadata key a string field (keys sorted, so lines diff cleanly).
+        case json
+        /// A command's line in the form of its notes: `stoq: warning: <message> (key=value, …)`.
+        case note
+    }
+
     let label: String
-    var logLevel: Logger.Level = .info
+    let style: Style
+    var logLevel: Logger.Level
     var metadata: Logger.Metadata = [:]
     var metadataProvider: Logger.MetadataProvider?
 
-    init(label: String) { self.label = label }
+    init(label: String, style: Style, level: Logger.Level) {
+        self.label = label
+        self.style = style
+        self.logLevel = level
+    }
 
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
@@ -145,46 +91,58 @@ struct ConsoleTextLogHandler: LogHandler {
         var merged = metadata
         if let provided = metadataProvider?.get() { merged.merge(provided) { _, new in new } }
         if let extra = event.metadata { merged.merge(extra) { _, new in new } }
-        let pretty = merged.isEmpty ? "" : " " + merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-        Console.shared.raw("\(Self.timestamp()) \(event.level) \(label) :\(pretty) [\(event.source)] \(event.message)")
+        Console.shared.raw(line(event: event, metadata: merged))
     }
 
-    private static func timestamp() -> String {
+    private func line(event: LogEvent, metadata: Logger.Metadata) -> String {
+        let pairs = metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        switch style {
+        case .text:
+            let pretty = pairs.isEmpty ? "" : " " + pairs.joined(separator: " ")
+            return "\(Self.localTimestamp()) \(event.level) \(label) :\(pretty) [\(event.source)] \(event.message)"
+        case .json:
+            return Self.jsonLine(time: Date(), level: event.level, logger: label, message: "\(event.message)", metadata: metadata, source: event.source)
+        case .note:
+            let details = pairs.isEmpty ? "" : " (" + pairs.joined(separator: ", ") + ")"
+            let level: String
+            switch event.level {
+            case .critical, .error: level = "error"
+            case .warning: level = "warning"
+            default: level = "\(event.level)"
+            }
+            return "stoq: \(level): \(event.message)\(details)"
+        }
+    }
+
+    /// One JSON log line, without the newline: an object with `time` (RFC 3339, UTC,
+    /// milliseconds), `level`, `logger`, `message`, `source`, then the metadata.
+    static func jsonLine(
+        time: Date, level: Logger.Level, logger: String, message: String, metadata: Logger.Metadata, source: String
+    ) -> String {
+        var object: [String: String] = [:]
+        for (key, value) in metadata { object[key] = "\(value)" }
+        object["time"] = isoTimestamp(time)
+        object["level"] = level.rawValue
+        object["logger"] = logger
+        object["message"] = message
+        object["source"] = source
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    private static func isoTimestamp(_ date: Date) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        return formatter.string(from: date)
+    }
+
+    private static func localTimestamp() -> String {
         var buffer = [Int8](repeating: 0, count: 255)
         var timestamp = time(nil)
         var local = tm()
         localtime_r(&timestamp, &local)
         strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S%z", &local)
         return buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-    }
-}
-
-/// A command's log line in the form of its notes: `stoq: warning: <message> (key=value, …)`,
-/// through ``Console``.
-struct ConsoleNoteLogHandler: LogHandler {
-    let label: String
-    var logLevel: Logger.Level = .warning
-    var metadata: Logger.Metadata = [:]
-    var metadataProvider: Logger.MetadataProvider?
-
-    init(label: String) { self.label = label }
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        var merged = metadata
-        if let provided = metadataProvider?.get() { merged.merge(provided) { _, new in new } }
-        if let extra = event.metadata { merged.merge(extra) { _, new in new } }
-        let details = merged.isEmpty ? "" : " (" + merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ") + ")"
-        let level: String
-        switch event.level {
-        case .critical, .error: level = "error"
-        case .warning: level = "warning"
-        default: level = "\(event.level)"
-        }
-        Console.shared.raw("stoq: \(level): \(event.message)\(details)")
     }
 }
