@@ -69,7 +69,9 @@ extension Node {
         var lastSaved = savedCounters
         var sinceSave: Duration = .zero
         while !stopping.isSet {
-            try? await Task.sleep(for: Self.transfersInterval)
+            // Wakes at once when the node closes: `run()` ends as soon as `close()` is done,
+            // not up to a second later.
+            await stopping.sleep(for: Self.transfersInterval)
             if stopping.isSet { break }
             logFinishedTransfers()
             sinceSave += Self.transfersInterval
@@ -127,12 +129,46 @@ extension Node {
     }
 }
 
-/// Set once when the node closes.
+/// Set once when the node closes; a loop waiting on it (``sleep(for:)``) wakes at once.
 ///
 /// `@unchecked Sendable`: state behind `lock`.
 final class StopFlag: @unchecked Sendable {
     private let lock = NSLock()
     private var value = false
-    func set() { lock.withLock { value = true } }
+    /// Sleepers to wake when the flag is set (each is cancelled by its own task).
+    private var sleepers: [UInt64: Task<Void, Never>] = [:]
+    private var nextSleeper: UInt64 = 0
+
+    func set() {
+        let woken = lock.withLock { () -> [Task<Void, Never>] in
+            value = true
+            defer { sleepers = [:] }
+            return Array(sleepers.values)
+        }
+        for task in woken { task.cancel() }
+    }
+
     var isSet: Bool { lock.withLock { value } }
+
+    /// Sleeps for `duration`, or until the flag is set or the calling task is cancelled,
+    /// whichever comes first.
+    func sleep(for duration: Duration) async {
+        let sleeper = Task<Void, Never> { _ = try? await Task.sleep(for: duration) }
+        let id: UInt64? = lock.withLock {
+            if value { return nil }
+            nextSleeper &+= 1
+            sleepers[nextSleeper] = sleeper
+            return nextSleeper
+        }
+        guard let id else {
+            sleeper.cancel()
+            return
+        }
+        await withTaskCancellationHandler {
+            await sleeper.value
+        } onCancel: {
+            sleeper.cancel()
+        }
+        lock.withLock { _ = sleepers.removeValue(forKey: id) }
+    }
 }
