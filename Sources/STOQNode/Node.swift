@@ -247,7 +247,8 @@ public final class Node: Sendable {
         let nodeID = try NodeID(certificateDER: leaf)
         let router = routing.isEnabled ? NodeRouter(
             node: nodeID, region: configuration.region, latitude: configuration.latitude, longitude: configuration.longitude,
-            bandwidthBytesPerSecond: configuration.rateLimitBytesPerSecond, gossipInterval: gossipInterval, metrics: metrics) : nil
+            bandwidthBytesPerSecond: configuration.rateLimitBytesPerSecond, gossipInterval: gossipInterval, metrics: metrics,
+            security: try RoutingAdvertSecurity.forNode(configuration, logger: logger)) : nil
         let store = try DiskChunkStore(directory: configuration.store)
         if let rebuilt = store.rebuilt { logger.warning("store \(configuration.store): \(rebuilt)") }
         let saved = PersistentCounters.load(path: configuration.store + "/" + PersistentCounters.fileName, logger: logger)
@@ -275,6 +276,8 @@ public final class Node: Sendable {
         let renewer = CertificateRenewer(
             configuration: configuration, endpoint: endpoint, credentials: renewal.credentials,
             renew: renewal.renew(endpoint), source: renewal.source, logger: logger)
+        // Signed routing adverts follow certificate renewals and reloads.
+        router?.security?.follow { await renewer.current }
         let box = ServerBox()
         let admin: AdminServer?
         if let address = configuration.admin {
@@ -372,7 +375,7 @@ public final class Node: Sendable {
             peers: peers, ownAddress: endpoint.localAddress, maximumConcurrentStreams: max(1, configuration.maxRelayStreams ?? 512),
             maximumStreamsPerConnection: max(1, configuration.maxRelayStreamsPerConnection ?? 64),
             requestTimeout: .milliseconds((configuration.limits ?? PeerLimits()).requestTimeoutMilliseconds))) }
-        if let router { builtIn.append(router.gossipService) }
+        if let router { builtIn.append(contentsOf: router.gossipServices) }
         let services = builtIn + services
         let status: @Sendable () async -> String = { await box.node?.statusJSON() ?? "{}" }
         self.services = services

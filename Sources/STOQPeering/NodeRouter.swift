@@ -95,15 +95,21 @@ public final class NodeRouter: @unchecked Sendable {
     public let gossipInterval: Duration
     /// How often a snapshot is published.
     public let updateInterval: Duration
-    private let lock = NSLock()
-    private var matrix: RoutingMatrix
+    let lock = NSLock()
+    var matrix: RoutingMatrix
     private var peerIDs: [PeerAddress: RoutingNodeID] = [:]
-    private var counters = RoutingCounters()
+    var counters = RoutingCounters()
     private let snapshotLock = NSLock()
     private var published: RoutingSnapshot?
-    private let metrics: NodeMetrics?
-    private let clock: @Sendable () -> Duration
-    private let logger: Logger
+    let metrics: NodeMetrics?
+    let clock: @Sendable () -> Duration
+    let logger: Logger
+    /// Signed routing: this node's signing key and the checks of others' adverts (nil: a router
+    /// for simulations and tests that trusts unsigned gossip and exchanges none over the network).
+    public let security: RoutingAdvertSecurity?
+    /// This node's last signed advert and when it was signed (re-signed at most every
+    /// ``resignInterval``).
+    var ownSigned: (advert: SignedRoutingAdvert, at: Duration)?
 
     /// The wall clock as a duration since 1970.
     /// (A double holds it to a quarter of a microsecond, far finer than gossip needs.)
@@ -121,12 +127,15 @@ public final class NodeRouter: @unchecked Sendable {
     ///   - gossipInterval: time between gossip rounds.
     ///   - configuration: matrix tuning.
     ///   - clock: the time source (the wall clock by default).
+    ///   - security: signed routing (every node runs with it): the node signs its own advert and
+    ///     takes an advert about any node only with that node's valid signature.
     public init(
         node: NodeID, region: String? = nil, latitude: Double? = nil, longitude: Double? = nil, bandwidthBytesPerSecond: UInt64? = nil,
         gossipInterval: Duration = .seconds(2), configuration: RoutingConfiguration = NodeRouter.defaultConfiguration,
         metrics: NodeMetrics? = nil, clock: @escaping @Sendable () -> Duration = NodeRouter.wallClock,
-        logger: Logger = Logger(label: "stoq.routing")
+        logger: Logger = Logger(label: "stoq.routing"), security: RoutingAdvertSecurity? = nil
     ) {
+        self.security = security
         selfID = RoutingNodeID(node)
         var geo = GeoCoordinate.unknown
         if let latitude, let longitude {
@@ -135,7 +144,8 @@ public final class NodeRouter: @unchecked Sendable {
         }
         matrix = RoutingMatrix(
             selfID: selfID, region: Self.regionNumber(region), geo: geo,
-            bandwidthBitsPerSecond: Float(bandwidthBytesPerSecond ?? 0) * 8, configuration: configuration)
+            bandwidthBitsPerSecond: Float(bandwidthBytesPerSecond ?? 0) * 8, configuration: configuration,
+            verifier: security.map { SignedAdvertVerifier(security: $0) })
         self.gossipInterval = gossipInterval
         self.updateInterval = configuration.updateInterval
         self.metrics = metrics
@@ -213,6 +223,10 @@ public final class NodeRouter: @unchecked Sendable {
     /// - Throws: ``NodeError`` `.protocolViolation` for a forged or unauthenticated message.
     @discardableResult
     public func handleGossip(_ message: RoutingGossipMessage, from peer: NodeID?) throws -> RoutingGossipOutcome {
+        guard security == nil else {
+            reject()
+            throw NodeError(.protocolViolation, "unsigned routing gossip (ROUTING_GOSSIP 0x11) is not accepted: this node takes only signed routing adverts (ROUTING_ADVERTS 0x26); upgrade the sender")
+        }
         guard let peer else {
             reject()
             throw NodeError(.protocolViolation, "routing gossip on a connection without a peer certificate; refused")
@@ -336,7 +350,7 @@ public final class NodeRouter: @unchecked Sendable {
         let c = stats
         let report = lock.withLock { matrix.predictionReport() }
         func rounded(_ x: Double) -> Double { (x * 100).rounded() / 100 }
-        return [
+        var document: [String: Any] = [
             "id": selfID.description,
             "known_nodes": knownNodeCount,
             "gossip": ["sent": c.gossipSent, "received": c.gossipReceived, "rejected": c.gossipRejected],
@@ -352,6 +366,15 @@ public final class NodeRouter: @unchecked Sendable {
                 return entry
             },
         ]
+        if let security {
+            let s = security.stats
+            document["signed"] = [
+                "adverts_signed": s.signed, "signature_checks": s.signatureChecks, "bad_signatures": s.badSignatures,
+                "chain_verifications": s.chainVerifications, "certificate_cache_hits": s.cacheHits,
+                "certificates_refused": s.certificatesRefused, "certificates_cached": security.cachedCertificates,
+            ]
+        }
+        return document
     }
 
     // MARK: Running
@@ -482,6 +505,7 @@ public final class NodeRouter: @unchecked Sendable {
     /// One exchange: sends this node's view to `client`'s peer and applies the view it answers.
     @discardableResult
     public func exchange(with client: PeerClient) async throws -> RoutingGossipOutcome {
+        if security != nil { return try await exchangeAdverts(with: client) }
         let answer: RoutingGossipMessage
         do {
             noteSent()

@@ -145,6 +145,11 @@ public final class RelayService: NodeService, @unchecked Sendable {
                     guard type != STOQMessage.Types.relayOpen.rawValue else {
                         throw NodeError(.refused, "a relayed stream cannot be relayed again (RELAY_OPEN inside RELAY_OPEN)")
                     }
+                    // Routing gossip counts for the connection it arrives on, which here would be
+                    // this relay's: a relay never carries it (signed adverts make it useless anyway).
+                    guard type != STOQMessage.Types.routingGossip.rawValue, type != RoutingAdvertMessage.type.rawValue else {
+                        throw NodeError(.refused, "a relay does not carry routing gossip: it is exchanged only between directly connected peers")
+                    }
                     break
                 }
                 guard var piece = try await stream.read() else {

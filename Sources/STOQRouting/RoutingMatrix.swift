@@ -14,6 +14,9 @@ public struct RoutingMatrix {
     public let configuration: RoutingConfiguration
     /// The owner.
     public let selfID: RoutingNodeID
+    /// Checks that adverts about other nodes are their own (signed routing); nil: every advert is
+    /// taken as it comes (simulations).
+    public let verifier: (any RoutingAdvertVerifier)?
 
     private var ids: [RoutingNodeID] = []
     private var slotOf: [RoutingNodeID: Int32] = [:]
@@ -29,6 +32,8 @@ public struct RoutingMatrix {
     private var usable: [Bool] = []
     private var links: [[LinkRecord]] = []
     private var ownLinks: [Int32: OwnLink] = [:]
+    private var proofs: [RoutingAdvertProof?] = []
+    private var expires: [Int64] = []
 
     // Overlay rows: `width` slots per node.
     private let width: Int
@@ -75,11 +80,16 @@ public struct RoutingMatrix {
     ///   - geo: the owner's position.
     ///   - bandwidthBitsPerSecond: the owner's access bandwidth (0 = unknown).
     ///   - configuration: tuning.
+    ///   - verifier: with one, the matrix takes an advert about another node only with a proof the
+    ///     verifier accepts, newer than what it holds and not expired, and that node's links only
+    ///     from its proof (signed routing).
     public init(
         selfID: RoutingNodeID, region: UInt16 = 0, geo: GeoCoordinate = .unknown,
-        bandwidthBitsPerSecond: Float = 0, configuration: RoutingConfiguration = RoutingConfiguration()
+        bandwidthBitsPerSecond: Float = 0, configuration: RoutingConfiguration = RoutingConfiguration(),
+        verifier: (any RoutingAdvertVerifier)? = nil
     ) {
         self.selfID = selfID
+        self.verifier = verifier
         self.configuration = configuration
         self.width = max(1, configuration.nearestNeighbours + configuration.longRangeLinks)
         _ = insert(selfID, hops: 0, now: 0)
@@ -209,6 +219,7 @@ public struct RoutingMatrix {
         let nowNs = Self.nanoseconds(now)
         var outcome = RoutingGossipOutcome()
         let limit = configuration.maxAdvertsPerGossip
+        var signedSlots: [Int] = []
         for advert in gossip.nodes.prefix(limit) {
             guard advert.node != selfID else { continue }
             guard advert.coordinate.isValid, advert.geo.isValid, advert.load.isFinite, advert.load >= 0,
@@ -219,26 +230,52 @@ public struct RoutingMatrix {
                 continue
             }
             let newHops = advert.node == gossip.sender ? 1 : advert.hops + 1
+            // Signed routing: an advert newer than what the matrix holds counts only with a valid,
+            // unexpired proof (checked after the cheap staleness test, so a replay costs nothing).
+            func authentic() -> Bool {
+                guard let verifier else { return true }
+                guard let proof = advert.proof, Self.nanoseconds(proof.expiresAt) > nowNs,
+                      verifier.verify(advert, proof: proof, now: now)
+                else {
+                    outcome.rejected += 1
+                    outcome.unverified += 1
+                    return false
+                }
+                return true
+            }
             if let slot = slotOf[advert.node] {
                 let s = Int(slot)
                 if advert.version > version[s] {
+                    guard authentic() else { continue }
                     apply(advert, to: s, hops: newHops, now: nowNs)
+                    signedSlots.append(s)
                     outcome.acceptedNodes += 1
-                } else if advert.version == version[s] && newHops < hops[s] {
+                } else if advert.version == version[s] && newHops < hops[s]
+                            && (verifier == nil || (advert.proof != nil && advert.proof?.fingerprint == proofs[s]?.fingerprint)) {
                     hops[s] = newHops
                     lastHeard[s] = max(lastHeard[s], nowNs - Int64(advert.ageMilliseconds) * 1_000_000)
                     outcome.acceptedNodes += 1
                 } else {
                     outcome.stale += 1
                 }
+            } else if !authentic() {
+                continue
             } else if let slot = insert(advert.node, hops: newHops, now: nowNs - Int64(advert.ageMilliseconds) * 1_000_000) {
                 apply(advert, to: Int(slot), hops: newHops, now: nowNs)
+                signedSlots.append(Int(slot))
                 outcome.acceptedNodes += 1
             } else {
                 outcome.rejected += 1
             }
         }
         if gossip.nodes.count > limit { outcome.rejected += gossip.nodes.count - limit }
+        if verifier != nil {
+            for s in signedSlots { applySignedLinks(s) }
+            // Signed routing: a node's links travel only inside its own signed advert.
+            outcome.rejected += gossip.links.count
+            outcome.unverified += gossip.links.count
+            return outcome
+        }
         for advert in gossip.links.prefix(limit) {
             guard advert.from != selfID else { continue }
             guard advert.rttMilliseconds.isFinite, advert.rttMilliseconds > 0,
@@ -268,6 +305,7 @@ public struct RoutingMatrix {
         var nodes = [advert(of: 0, now: nowNs)]
         var linkAdverts: [RoutingLinkAdvert] = []
         for link in links[0] { linkAdverts.append(linkAdvert(from: 0, link)) }
+        let signed = verifier != nil
         let count = ids.count
         var scanned = 0
         while nodes.count <= configuration.gossipNodesPerMessage && scanned < count - 1 {
@@ -275,7 +313,13 @@ public struct RoutingMatrix {
             let s = gossipCursor
             gossipCursor += 1
             scanned += 1
-            guard !down[s], nowNs - lastHeard[s] <= Self.nanoseconds(configuration.staleAfter) else { continue }
+            guard !down[s], nowNs - lastHeard[s] <= Self.nanoseconds(configuration.staleAfter), nowNs < expires[s] else { continue }
+            if signed {
+                // Only what the node signed travels on, unchanged (its links are inside the proof).
+                guard proofs[s] != nil else { continue }
+                nodes.append(advert(of: s, now: nowNs))
+                continue
+            }
             nodes.append(advert(of: s, now: nowNs))
             for link in links[s].prefix(configuration.gossipLinksPerNode) { linkAdverts.append(linkAdvert(from: s, link)) }
         }
@@ -366,6 +410,8 @@ public struct RoutingMatrix {
         down.append(false)
         usable.append(true)
         links.append([])
+        proofs.append(nil)
+        expires.append(.max)
         overlayTarget.append(contentsOf: repeatElement(0, count: width))
         overlayLatency.append(contentsOf: repeatElement(0, count: width))
         overlayKilometres.append(contentsOf: repeatElement(0, count: width))
@@ -386,9 +432,33 @@ public struct RoutingMatrix {
         load[s] = advert.load
         bandwidth[s] = advert.bandwidthBitsPerSecond
         lastHeard[s] = max(lastHeard[s], now - Int64(advert.ageMilliseconds) * 1_000_000)
+        if let proof = advert.proof, verifier != nil {
+            proofs[s] = proof
+            expires[s] = Self.nanoseconds(proof.expiresAt)
+        }
         if moved && !isDirty[s] {
             isDirty[s] = true
             dirtyRows.append(Int32(s))
+        }
+    }
+
+    /// Signed routing: sets node `s`'s links to those its proof carries (after every node of the
+    /// message is known, so links to nodes announced in the same message count).
+    private mutating func applySignedLinks(_ s: Int) {
+        guard let proof = proofs[s] else { return }
+        let version = self.version[s]
+        do {
+            // The node's links are what it signed, all of them, and nothing else.
+            var signedLinks: [LinkRecord] = []
+            for link in proof.links.prefix(configuration.maxLinksPerNode) where link.from == ids[s] {
+                guard let target = slotOf[link.to], Int(target) != s, link.rttMilliseconds.isFinite, link.rttMilliseconds > 0,
+                      link.bandwidthBitsPerSecond.isFinite, link.bandwidthBitsPerSecond >= 0
+                else { continue }
+                signedLinks.append(LinkRecord(
+                    target: target, rtt: link.rttMilliseconds, bandwidth: link.bandwidthBitsPerSecond, version: version,
+                    kilometres: Float(geo[s].distanceKilometres(to: geo[Int(target)]))))
+            }
+            links[s] = signedLinks
         }
     }
 
@@ -397,7 +467,7 @@ public struct RoutingMatrix {
         return RoutingNodeAdvert(
             node: ids[s], version: version[s], hops: s == 0 ? 0 : hops[s], region: region[s], geo: geo[s],
             coordinate: coordinates[s], load: load[s], bandwidthBitsPerSecond: bandwidth[s],
-            ageMilliseconds: UInt32(clamping: age)
+            ageMilliseconds: UInt32(clamping: age), proof: s == 0 ? nil : proofs[s]
         )
     }
 
@@ -441,7 +511,7 @@ public struct RoutingMatrix {
     private mutating func refreshUsable(_ nowNs: Int64) {
         let stale = Self.nanoseconds(configuration.staleAfter)
         for s in usable.indices {
-            usable[s] = s == 0 || (!down[s] && nowNs - lastHeard[s] <= stale)
+            usable[s] = s == 0 || (!down[s] && nowNs - lastHeard[s] <= stale && nowNs < expires[s])
         }
     }
 

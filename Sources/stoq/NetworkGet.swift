@@ -122,7 +122,10 @@ struct PeerOptions: ParsableArguments {
         // them by route cost; the health probes keep feeding it while the fetch runs.
         var router: NodeRouter?
         if addresses.count > 1, !noRouting, let cert, let leaf = try PEMFile.certificateDERs(in: PEMFile.read(cert)).first {
-            router = NodeRouter(node: try NodeID(certificateDER: leaf))
+            // Signed routing: the peers take only signed adverts, and this client checks theirs.
+            let security = try? RoutingAdvertSecurity(
+                trustRoots: TrustRoots.load(path: ca), credentials: key.flatMap { try? NodeCredentials.load(certificatePath: cert, keyPath: $0) })
+            router = NodeRouter(node: try NodeID(certificateDER: leaf), security: security)
         }
         // A source's health changes reach the user once, as notes (onEvent below: "source X is
         // down…"); the service's own log lines would say the same again in another format.

@@ -116,7 +116,9 @@ import STOQWire
                 let bRouter = try #require(b.router)
                 let client = try await a.peers.client(for: b.address)
                 let aID = RoutingNodeID(a.nodeID)
-                let aRouter = NodeRouter(node: a.nodeID)
+                let aRouter = NodeRouter(node: a.nodeID, security: try RoutingAdvertSecurity(
+                    trustRoots: TrustRoots.load(path: network.caPath),
+                    credentials: NodeCredentials.load(certificatePath: quiet.certificate, keyPath: quiet.key)))
                 let stranger = RoutingNodeID(0x5EED_F00D)
                 let before = bRouter.knownNodeCount
                 func advert(_ node: RoutingNodeID, hops: UInt8) -> RoutingGossipMessage.NodeAdvert {
@@ -124,11 +126,12 @@ import STOQWire
                           height: 1, error: 1, load: 0, bandwidthBitsPerSecond: 0, ageMilliseconds: 0)
                 }
 
-                // Forged: A sends a view that claims to be another node's.
+                // Forged: A sends a view that claims to be another node's. Unsigned gossip (0x11) is
+                // refused whole by a node that runs signed routing.
                 let forged = RoutingGossipMessage(sender: stranger.rawValue, nodes: [advert(stranger, hops: 0)], links: [])
                 let refusal = await #expect(throws: NodeError.self) { try await client.exchangeGossip(forged) }
                 #expect(refusal?.code == .refused)
-                #expect("\(refusal.map { "\($0)" } ?? "")".contains("only send its own view"))
+                #expect("\(refusal.map { "\($0)" } ?? "")".contains("only signed routing adverts"))
                 // Not starting with the sender's own advert.
                 let hidden = RoutingGossipMessage(sender: aID.rawValue, nodes: [advert(stranger, hops: 1)], links: [])
                 await #expect(throws: NodeError.self) { try await client.exchangeGossip(hidden) }
@@ -161,12 +164,17 @@ import STOQWire
                 #expect(bRouter.record(of: aID) != nil)
                 #expect(aRouter.record(of: RoutingNodeID(b.nodeID)) != nil)
 
-                // An advert stamped far in the future (it would shadow the node's real ones) is dropped.
-                var future = aRouter.makeGossip()
-                future.nodes.append(advert(stranger, hops: 1))
-                future.nodes[future.nodes.count - 1].version = NodeRouter.wallClock().nanosecondsSinceEpoch + 3_600_000_000_000
-                _ = try await client.exchangeGossip(future)
-                #expect(bRouter.record(of: stranger) == nil)
+                // An advert stamped far in the future (it would shadow the node's real ones) is
+                // dropped, even signed by its node.
+                let security = try #require(aRouter.security)
+                let signedVersion = try #require(bRouter.record(of: aID)?.version)
+                let body = RoutingAdvertMessage.Body(
+                    nodeID: [], sequence: NodeRouter.wallClock().nanosecondsSinceEpoch + 3_600_000_000_000,
+                    expiresAtMillis: NodeRouter.wallClock().nanosecondsSinceEpoch / 1_000_000 + 60_000, region: 0, latitude: 0, longitude: 0,
+                    coordinate: .zero, height: 1, error: 1, load: 7, bandwidthBitsPerSecond: 0, links: [])
+                let future = try #require(security.sign(body))
+                _ = try await client.exchangeAdverts(RoutingAdvertMessage(certificates: [future.certificate], adverts: [future.advert]))
+                #expect(bRouter.record(of: aID)?.version == signedVersion && bRouter.record(of: aID)?.load != 7)
             }
         }
     }

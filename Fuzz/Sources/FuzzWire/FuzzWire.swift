@@ -9,6 +9,7 @@ public func fuzzWire(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let input = fuzzInput(data, size)
     STOQMessage.fuzz(input)
     RoutingGossipMessage.fuzz(input)
+    RoutingAdvertMessage.fuzz(input)
     EdgeRegistryMessage.fuzz(input)
     RenewalMessage.fuzz(input)
     UploadMessage.fuzz(input)
