@@ -98,6 +98,8 @@ let package = Package(
             dependencies: ["STOQErrors", "STOQIdentity", "CNgtcp2", "CNgtcp2Shims", nio, nioPosix, logging, atomics, collections]
         ),
         .target(name: "STOQWire", dependencies: ["STOQErrors", nio]),
+        // Access grants and revocation lists (issue 15): sans-IO, no networking.
+        .target(name: "STOQAccess", dependencies: ["STOQErrors", "STOQIdentity", "STOQWire", crypto, x509, nio]),
         .target(name: "STOQContent", dependencies: ["STOQErrors", "STOQIdentity", "CZstd", crypto, grdb, logging]),
         .target(name: "STOQSimulation", dependencies: [collections]),
         .target(name: "STOQRouting", dependencies: ["STOQSimulation", collections]),
@@ -110,7 +112,7 @@ let package = Package(
         // operator's HTTP endpoint. STOQNode: the runtime that composes them (and re-exports them).
         .target(
             name: "STOQExchange",
-            dependencies: ["STOQErrors", "STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQSwarm", "STOQEdge", crypto, logging, nio, metrics,
+            dependencies: ["STOQErrors", "STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQSwarm", "STOQEdge", "STOQAccess", crypto, logging, nio, metrics,
                            prometheus]
         ),
         .target(
@@ -136,7 +138,7 @@ let package = Package(
         ),
         .target(
             name: "STOQ",
-            dependencies: ["STOQErrors", "STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQRouting", "STOQSwarm", "STOQEdge",
+            dependencies: ["STOQErrors", "STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQRouting", "STOQSwarm", "STOQEdge", "STOQAccess",
                            "STOQExchange", "STOQPeering", "STOQEdgeNode", "STOQAdmin", "STOQNode", "STOQHTTP"]
         ),
 
@@ -186,6 +188,7 @@ let package = Package(
         .target(name: "TestVectorSupport", dependencies: ["STOQIdentity"], path: "Tests/TestVectorSupport"),
         .testTarget(name: "STOQIdentityTests", dependencies: ["STOQIdentity", x509, crypto]),
         .testTarget(name: "STOQTransportTests", dependencies: ["STOQTransport", "STOQIdentity", nio, nioPosix, crypto]),
+        .testTarget(name: "STOQAccessTests", dependencies: ["STOQAccess", "STOQIdentity", "STOQWire", crypto, x509, asn1]),
         .testTarget(name: "STOQWireTests", dependencies: ["STOQWire", "STOQSimulation", "STOQIdentity", "TestVectorSupport", nio]),
         .testTarget(name: "STOQContentTests", dependencies: ["STOQContent", "STOQIdentity", "STOQSimulation", "TestVectorSupport", crypto]),
         .testTarget(name: "STOQRoutingTests", dependencies: ["STOQRouting", "STOQSimulation"]),

@@ -3,6 +3,7 @@
 @_exported import STOQIdentity
 @_exported import STOQTransport
 @_exported import STOQWire
+@_exported import STOQAccess
 @_exported import STOQContent
 @_exported import STOQRouting
 @_exported import STOQSwarm
