@@ -90,8 +90,18 @@ run-http3-test:
 run-netns-test:
 	STOQ_BIN=$(STOQ_RELEASE) $(PYTEST) -q -rs Tests/Network
 
+# The journeys are independent (each starts its own nodes on [::1]:0, in its own temp HOME) and
+# wait mostly on timers and the network, so they run in JOURNEY_WORKERS pytest-xdist processes
+# (one test file per worker at a time: a file's module fixtures start once). Every worker's command
+# lines go to one log (STOQ_ARGV_LOG); the README coverage check reads it after all of them ended.
+# JOURNEY_WORKERS=0 runs them in this process, one at a time.
+JOURNEY_WORKERS  ?= 3
+JOURNEY_ARGV_LOG := $(abspath .build/journeys-argv.log)
 run-journeys-test:
-	STOQ_BIN=$(STOQ_RELEASE) $(PYTEST) -q -rsx --durations=10 Tests/Journeys
+	@rm -f $(JOURNEY_ARGV_LOG)
+	STOQ_BIN=$(STOQ_RELEASE) STOQ_ARGV_LOG=$(JOURNEY_ARGV_LOG) $(PYTEST) -q -rsx --durations=10 -n $(JOURNEY_WORKERS) --dist loadfile \
+	    --deselect Tests/Journeys/test_zz_readme_coverage.py::test_every_readme_command_is_exercised Tests/Journeys
+	STOQ_BIN=$(STOQ_RELEASE) STOQ_ARGV_LOG=$(JOURNEY_ARGV_LOG) $(PYTEST) -q -rsx Tests/Journeys/test_zz_readme_coverage.py
 
 ## The network fuzzer's short seeded round (20 s of attack): a hostile aioquic peer against a running
 ## stoq node process; it must not crash, must keep serving, and its RSS must come back (Tests/NetFuzz).

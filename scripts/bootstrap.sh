@@ -28,6 +28,7 @@ PY_PACKAGES=(
   "aioquic==1.7.2"      # third-party QUIC stack for interop tests and bench
   "pyfastcdc==0.3.1"    # FastCDC peer for the content bench
   "pytest==9.0.3"       # runs the interop and network-namespace tests
+  "pytest-xdist==3.8.0" # runs independent process tests side by side (make test's journeys, interop)
   "kubernetes-validate==1.37.0"  # deploy/ checks: Kubernetes API schemas (bundled, offline); brings PyYAML
 )
 

@@ -51,6 +51,13 @@ def journey_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def argv_log(journey_dir: Path) -> Path:
+    """Where the wrapper records every command line. `STOQ_ARGV_LOG` names one shared file when the
+    journeys run in several processes (`make journeys-test`: pytest-xdist workers, then the README
+    coverage check on its own, reading what all of them ran)."""
+    shared = os.environ.get("STOQ_ARGV_LOG")
+    if shared:
+        Path(shared).parent.mkdir(parents=True, exist_ok=True)
+        return Path(shared)
     return journey_dir / "argv.log"
 
 
