@@ -64,7 +64,7 @@ public actor AccessPolicy {
     public static let maximumPublishers = 256
 
     /// The configured roles.
-    public let roles: Roles
+    public nonisolated let roles: Roles
     private let trust: TrustRoots?
     private let clock: @Sendable () -> Date
     private let save: (@Sendable ([RevocationList]) -> Void)?
@@ -119,6 +119,9 @@ public actor AccessPolicy {
 
     /// Forgets a closed connection's grants.
     public func closed(_ connection: ObjectIdentifier) { grants[connection] = nil }
+
+    /// Whether `connection` presented any grant.
+    public func hasGrants(_ connection: ObjectIdentifier) -> Bool { !(grants[connection] ?? []).isEmpty }
 
     /// Grants held for open connections (status).
     public var heldGrants: Int { grants.values.reduce(0) { $0 + $1.count } }

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Logging
 import NIOCore
+import STOQAccess
 import STOQContent
 import STOQEdge
 import STOQIdentity
@@ -83,6 +84,8 @@ public final class ChunkServer: StreamServer {
     /// Frame types answered on a connection whose peer presented no certificate (nil: no
     /// restriction; a node sets ``AnonymousReaders/allowedFrameTypes``). Others get ERROR 5.
     public let anonymousRequests: Set<UInt64>?
+    /// Who may read STATUS (and the grants each connection presented); nil: every certificate.
+    public let access: AccessPolicy?
 
     /// Creates a server for a provider.
     /// - Parameters:
@@ -98,8 +101,9 @@ public final class ChunkServer: StreamServer {
         metrics: NodeMetrics? = nil, throttle: ServeThrottleSettings? = nil,
         probeLoad: (@Sendable (Int) -> ProbeLoad)? = nil, limits: PeerLimits = PeerLimits(),
         anonymousRequests: Set<UInt64>? = nil, logger: Logger = Logger(label: "stoq.chunks"),
-        tracker: TransferTracker = TransferTracker(), peerNames: PeerNames = PeerNames()
+        tracker: TransferTracker = TransferTracker(), peerNames: PeerNames = PeerNames(), access: AccessPolicy? = nil
     ) {
+        self.access = access
         self.tracker = tracker
         self.peerNames = peerNames
         self.anonymousRequests = anonymousRequests
@@ -120,9 +124,9 @@ public final class ChunkServer: StreamServer {
         metrics: NodeMetrics? = nil, throttle: ServeThrottleSettings? = nil,
         probeLoad: (@Sendable (Int) -> ProbeLoad)? = nil, limits: PeerLimits = PeerLimits(),
         anonymousRequests: Set<UInt64>? = nil, logger: Logger = Logger(label: "stoq.chunks"),
-        tracker: TransferTracker = TransferTracker(), peerNames: PeerNames = PeerNames()
+        tracker: TransferTracker = TransferTracker(), peerNames: PeerNames = PeerNames(), access: AccessPolicy? = nil
     ) {
-        self.init(provider: StoreChunkProvider(store: store), status: status, services: services, metrics: metrics, throttle: throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymousRequests, logger: logger, tracker: tracker, peerNames: peerNames)
+        self.init(provider: StoreChunkProvider(store: store), status: status, services: services, metrics: metrics, throttle: throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymousRequests, logger: logger, tracker: tracker, peerNames: peerNames, access: access)
     }
 
     /// Bytes and requests served so far.
@@ -158,6 +162,7 @@ public final class ChunkServer: StreamServer {
         watchdog.cancel()
         tracker.closed(ObjectIdentifier(connection))
         peerNames.closed(ObjectIdentifier(connection))
+        await access?.closed(ObjectIdentifier(connection))
         metrics?.connectionsOpen.decrement()
         await gate?.remove(connection: ObjectIdentifier(connection))
     }
@@ -225,6 +230,13 @@ public final class ChunkServer: StreamServer {
                 try await stream.finish()
             case .statusRequest:
                 metrics?.request("status")
+                // Issue 15: STATUS needs the status right (an operator's certificate or grant).
+                if let access, case .denied(let why) = await access.check(.status, peer: connection.peerNodeID, connection: ObjectIdentifier(connection)) {
+                    metrics?.request("no_grant")
+                    try await stream.write(STOQMessage.error(code: AccessPolicy.noGrantCode, message: String(why.prefix(1000))).encoded())
+                    try await stream.finish()
+                    break
+                }
                 let json = await status?() ?? "{}"
                 try await stream.write(STOQMessage.status(json: json).encoded())
                 try await stream.finish()
@@ -535,7 +547,9 @@ public final class PeerClient: Sendable {
         try await stream.finish()
         var decoder = FrameDecoder(maximumPayloadLength: 512 * 1024)
         decoder.handle(bytes: try await stream.readAll(limit: 512 * 1024))
-        guard let frame = try decoder.pollFrame(), case .status(let json) = try STOQMessage.decode(frame) else {
+        let frame = try decoder.pollFrame()
+        if let frame, case .error(_, let message) = try STOQMessage.decode(frame) { throw NodeError(.refused, "\(name) refused STATUS: \(message)") }
+        guard let frame, case .status(let json) = try STOQMessage.decode(frame) else {
             throw NodeError(.protocolViolation, "\(name) did not answer STATUS")
         }
         return json

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import ServiceLifecycle
+import STOQAccess
 import STOQAdmin
 import STOQContent
 import STOQEdge
@@ -92,6 +93,10 @@ public struct NodeConfiguration: Codable, Sendable {
     /// Node ids (64 hex characters, from `stoq certs show`) allowed to upload content into this
     /// origin over `stoq/1` (`stoq put --node`); nil or empty: nobody may upload.
     public var publishers: [String]?
+    /// Node ids (64 hex characters) of this node's operators (`--operator`): they may read STATUS
+    /// and purge, and issue access grants for status, purge and relay. Nil or empty: STATUS and
+    /// PURGE stay open to every certificate of the network (docs/SECURITY.md).
+    public var operators: [String]?
     /// Run the Nexus DHT (`--dht`); `stoq node` reads it, the node itself does not.
     public var dht: Bool?
     /// DHT bootstrap nodes (`--bootstrap`, implies ``dht``).
@@ -187,6 +192,8 @@ public final class Node: Sendable {
     public let peers: PeerSet
     /// The chunk server.
     public let server: ChunkServer
+    /// Roles and access grants (issue 15): who may read STATUS, purge and publish here.
+    public let access: AccessPolicy
     /// The edge provider when the node is an edge.
     public let edge: EdgeChunkProvider?
     /// Mutable names: published here (origin) or resolved and cached (edge).
@@ -354,8 +361,11 @@ public final class Node: Sendable {
         self.publicKeys = PublicKeyDirectory.forStore(
             directory: configuration.store, store: store, upstream: edgeUpstream, peers: peers, load: loadChunk)
         self.purges = PurgeCoordinator(edge: edge, store: store, upstream: edgeUpstream, peers: peers)
+        // Access grants and roles (issue 15, GrantService.swift): STATUS, PURGE and uploads are checked against them.
+        let access = Self.accessPolicy(configuration, nodeID: nodeID)
+        self.access = access
         var builtIn: [any NodeService] = [NameService(directory: names, acceptsPublications: configuration.roles.contains("origin")), InvalidationService(directory: names),
-                                          ContentAccessService(keys: publicKeys, purges: purges)]
+                                          ContentAccessService(keys: publicKeys, purges: purges, access: access), GrantService(access: access, purges: purges)]
         // The edge registry (docs/PROTOCOL.md, "Edge registry"): origins and edges keep the edges below.
         let servesEdges = configuration.roles.contains("origin") || configuration.roles.contains("edge")
         self.edgeDirectory = servesEdges ? EdgeDirectory(path: configuration.store + "/edges.json") : nil
@@ -367,7 +377,7 @@ public final class Node: Sendable {
         if configuration.roles.contains("origin") {
             let uploads = UploadCoordinator(store: store, directory: configuration.store, publishers: configuration.publishers ?? [])
             self.uploadCoordinator = uploads
-            builtIn.append(UploadService(coordinator: uploads))
+            builtIn.append(UploadService(coordinator: uploads, access: access))
         } else {
             self.uploadCoordinator = nil
         }
@@ -385,22 +395,35 @@ public final class Node: Sendable {
         let limits = configuration.limits ?? PeerLimits()
         // A node answers a client without a certificate (only possible with publicRead) as a reader.
         let anonymous = AnonymousReaders.allowedFrameTypes
-        self.server = edge.map { ChunkServer(provider: $0, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymous, tracker: tracker, peerNames: peerNames) }
-            ?? ChunkServer(store: store, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymous, tracker: tracker, peerNames: peerNames)
+        self.server = edge.map { ChunkServer(provider: $0, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymous, tracker: tracker, peerNames: peerNames, access: access) }
+            ?? ChunkServer(store: store, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymous, tracker: tracker, peerNames: peerNames, access: access)
     }
 
     private let services: [any NodeService]
     private let started: ContinuousClock.Instant
+
+    /// The node's access policy: its operators and publishers, the CA grants must chain to, and the
+    /// revocation lists kept in `STORE/revocations.json`.
+    static func accessPolicy(_ configuration: NodeConfiguration, nodeID: NodeID) -> AccessPolicy {
+        let logger = Logger(label: "stoq.grants")
+        let store = configuration.store
+        let roles = AccessPolicy.Roles(
+            node: nodeID, operators: Set((configuration.operators ?? []).compactMap { NodeID(hex: $0) }),
+            publishers: Set((configuration.publishers ?? []).compactMap { NodeID(hex: $0) }))
+        return AccessPolicy(roles: roles, trust: try? TrustRoots.load(path: configuration.ca), saved: RevocationStore.load(store: store, logger: logger),
+                            save: { RevocationStore.save($0, store: store, logger: logger) })
+    }
 
     /// A connection this node dialled: an edge asks its upstream to pass purges on over it.
     func dialled(_ connection: Connection) async {
         guard edge != nil, let address = await peers.address(of: connection), configuration.upstream.contains(address) else { return }
         await registrar?.dialled(connection, upstream: address)
         let client = PeerClient(connection: connection, name: address.description)
-        Task { [logger] in
+        Task { [logger, access] in
             do { try await client.subscribePurges() } catch {
                 logger.info("the upstream does not pass purges on to this edge", metadata: ["peer": "\(address)", "error": "\(error)"])
             }
+            await GrantService.fetchRevocations(from: client, into: access, logger: logger)
         }
     }
 

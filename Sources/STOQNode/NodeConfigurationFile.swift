@@ -170,6 +170,7 @@ public enum NodeConfigurationFile {
         key("publisherKey", .path) { c, v in c.publisherKey = v.string },
         key("publicRead", .bool) { c, v in c.publicRead = v.bool },
         key("publisher", .strings) { c, v in c.publishers = v.list },
+        key("operator", .strings) { c, v in c.operators = v.list },
         key("issuer", .address) { c, v in c.issuer = v.string.flatMap(PeerAddress.init) },
         key("caDir", .path) { c, v in c.caDir = v.string },
         key("maxLifetime", .string) { c, v in c.maxLifetime = v.string },
@@ -436,7 +437,7 @@ public enum NodeConfigurationFile {
             if let e = ProcessInfo.processInfo.environment["STOQ_STORE"], !e.isEmpty { return .string(e) }
             return .string(home + "/.stoq/" + name)
         case "role": return .list(["origin"])
-        case "peers", "watch", "bootstrap", "publisher": return .list([])
+        case "peers", "watch", "bootstrap", "publisher", "operator": return .list([])
         case "cacheBytes": return .integer(1 << 30)
         case "serveBurstBytes": return .integer(256 << 10)
         case "serveQuantumBytes": return .integer(16 << 10)

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Logging
 import NIOCore
+import STOQAccess
 import STOQContent
 import STOQTransport
 import STOQWire
@@ -345,6 +346,15 @@ public actor PurgeCoordinator {
 
     private func unsubscribe(_ key: ObjectIdentifier) { subscribers[key] = nil }
 
+    /// The connections of the edges below (revocation lists are passed on over them too).
+    public var subscriberConnections: [Connection] { Array(subscribers.values) }
+
+    /// Whether `connection` is one this edge dialled to its upstream (purges from there pass).
+    public func isUpstream(_ connection: Connection) async -> Bool {
+        guard let address = await peers?.address(of: connection) else { return false }
+        return upstream.contains(address)
+    }
+
     /// Purges `content` here and below.
     /// - Parameters:
     ///   - purgeID: the purge's id (repeats do nothing).
@@ -446,11 +456,14 @@ public struct ContentAccessService: NodeService {
     public let keys: PublicKeyDirectory
     /// The node's purges.
     public let purges: PurgeCoordinator
+    /// Who may purge (nil: every certificate).
+    public let access: AccessPolicy?
 
     /// Creates the service.
-    public init(keys: PublicKeyDirectory, purges: PurgeCoordinator) {
+    public init(keys: PublicKeyDirectory, purges: PurgeCoordinator, access: AccessPolicy? = nil) {
         self.keys = keys
         self.purges = purges
+        self.access = access
     }
 
     public var name: String { "content_access" }
@@ -471,6 +484,12 @@ public struct ContentAccessService: NodeService {
                 }
             case .purge(let wire, let purgeID, let depth):
                 guard let chunk = ChunkID(bytes: wire.bytes) else { throw WireError(.malformed, "a content id is 32 bytes") }
+                // Issue 15: PURGE needs the purge right (operator, publisher, a grant) unless it comes down from upstream.
+                if let access, case .denied(let why) = await access.check(.purge, item: .content(wire.bytes), peer: connection.peerNodeID, connection: ObjectIdentifier(connection)),
+                   !(await purges.isUpstream(connection)) {
+                    answer = STOQMessage.error(code: AccessPolicy.noGrantCode, message: ContentAccessProtocol.clip(why)).encoded()
+                    break
+                }
                 let totals = await purges.purge(ContentID(chunk), purgeID: purgeID, depth: depth, from: connection)
                 answer = ContentAccessMessage.purged(totals).encoded()
             case .purgeSubscribe:

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import STOQAccess
 import STOQContent
 import STOQExchange
 import STOQIdentity
@@ -169,14 +170,35 @@ public actor UploadCoordinator {
     }
 }
 
+extension UploadService {
+    /// A publisher's certificate, or a grant with the publish right whose scope admits the offer's
+    /// name (an upload's chunks and commit need the right, the offer already checked the scope).
+    func authorize(_ message: UploadMessage, connection: Connection) async throws(UploadRefusal) {
+        guard let access else { return try await coordinator.authorize(connection.peerNodeID) }
+        var item: AccessItem?
+        if case .offer(_, let name, _) = message { item = .name(name) }
+        let decision = await access.check(.publish, item: item, peer: connection.peerNodeID, connection: ObjectIdentifier(connection))
+        if decision.isAllowed { return }
+        if case .denied(let why) = decision, await access.hasGrants(ObjectIdentifier(connection)) {
+            throw UploadRefusal(AccessPolicy.noGrantCode, why)
+        }
+        try await coordinator.authorize(connection.peerNodeID)
+    }
+}
+
 /// Answers UPLOAD_OFFER, UPLOAD_CHUNK and UPLOAD_COMMIT (frame types 0x18–0x1B) on an origin, for
 /// the identities it lists as publishers (`--publisher NODEID`); anyone else gets ERROR 5.
 public struct UploadService: NodeService {
     /// The shared state.
     public let coordinator: UploadCoordinator
+    /// Grants with the publish right let others upload too (nil: the publishers alone).
+    public let access: AccessPolicy?
 
     /// Creates the service.
-    public init(coordinator: UploadCoordinator) { self.coordinator = coordinator }
+    public init(coordinator: UploadCoordinator, access: AccessPolicy? = nil) {
+        self.coordinator = coordinator
+        self.access = access
+    }
 
     public var name: String { "upload" }
     public var frameTypes: ClosedRange<UInt64> { UploadMessage.Types.offer.rawValue...UploadMessage.Types.commit.rawValue }
@@ -190,7 +212,7 @@ public struct UploadService: NodeService {
             do { message = try UploadMessage.decode(request) } catch {
                 throw UploadRefusal(UploadProtocol.badRequest, "malformed \(request.type) request: \(error.reason); see docs/PROTOCOL.md, \"Uploading content\"")
             }
-            try await coordinator.authorize(connection.peerNodeID)
+            try await authorize(message, connection: connection)
             switch message {
             case .offer(let flags, let name, let bytes):
                 let tree: UploadTree

@@ -53,6 +53,7 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "The node's location, LAT,LON in degrees (e.g. '48.85,2.35'): routing's geographic factor and the edge registry's nearness. The region comes from --region or the certificate.") var location: String?
     @Flag(help: "Accept anonymous readers (clients without a certificate, e.g. `stoq get TICKET`): they may PING, WANT, GET_CHUNK, NAME_RESOLVE and ask for public read keys, nothing else.") var publicRead = false
     @Option(help: "Who may upload content into this origin with `stoq put --node`: a node id (64 hex characters, from `stoq certs show`), a certificate file, or the name of a certificate `stoq init` made, e.g. client (repeatable).") var publisher: [String] = []
+    @Option(name: .customLong("operator"), help: "Who operates this node: may read its STATUS, purge, and issue access grants for status, purge and relay (`stoq grant create`); a node id, a certificate file, or a name `stoq init` made (repeatable). Without any, STATUS and PURGE stay open to every certificate of the network.") var operators: [String] = []
     @OptionGroup var httpOptions: HTTPOptions
     @OptionGroup var renewal: RenewalOptions
 
@@ -121,6 +122,7 @@ struct NodeCommand: AsyncParsableCommand {
         if let shards { v["shards"] = path(shards) }
         if publicRead { v["publicRead"] = .bool(true) }
         if !publisher.isEmpty { v["publisher"] = .list(publisher) }
+        if !operators.isEmpty { v["operator"] = .list(operators) }
         if let issuer = renewal.issuer {
             guard PeerAddress(issuer) != nil else { throw ValidationError("--issuer takes an IPv6 address like '[::1]:4400' (STOQ is IPv6-only)") }
             v["issuer"] = .string(issuer)
@@ -158,6 +160,7 @@ struct NodeCommand: AsyncParsableCommand {
         do { c = try NodeConfigurationFile.configuration(values) } catch { throw Self.refuse(error.reason) }
         // A publisher may be named by node id, certificate file or a name `stoq init` made.
         do { c.publishers = try c.publishers.map { list in try list.map { try PublisherReference.resolve($0) } } } catch let e as CLIError { throw Self.refuse(e.description) } catch { throw Self.refuse("\(error)") }
+        do { c.operators = try c.operators.map { list in try list.map { try PublisherReference.resolve($0, flag: "--operator") } } } catch let e as CLIError { throw Self.refuse(e.description) } catch { throw Self.refuse("\(error)") }
         let httpOptions: HTTPOptions
         do { httpOptions = try self.httpOptions.merged(with: c) } catch let e as ValidationError { throw Self.refuse(e.message) }
         if !FileManager.default.fileExists(atPath: c.certificate) {
@@ -240,6 +243,7 @@ struct StatusCommand: AsyncParsableCommand {
     @Option(help: "Client private key (PEM).") var key: String = ClientIdentity.key
     @Option(help: "Network CA certificate (PEM).") var ca: String = ClientIdentity.ca
     @Flag(help: "Print the raw JSON status document.") var json = false
+    @Option(help: "An access grant with the status right (its text or a file), when your certificate is not an operator's of the node.") var grant: String?
 
     func run() async throws {
         guard let address = PeerAddress(node) else { throw ValidationError("--node takes an IPv6 address like '[::1]:4433'") }
@@ -249,6 +253,7 @@ struct StatusCommand: AsyncParsableCommand {
             let connection = try await endpoint.connect(host: address.host, port: address.port)
             let client = PeerClient(connection: connection, name: address.description)
             let rtt = try await client.ping()
+            try await GrantInput.present(grant, on: client)
             let document = try await client.status()
             if json {
                 // stdout is the JSON document alone, so `stoq status --json | jq` works; the RTT

@@ -16,6 +16,7 @@ struct Purge: AsyncParsableCommand {
     @Option(help: "Client certificate (PEM).") var cert: String = ClientIdentity.cert
     @Option(help: "Client private key (PEM).") var key: String = ClientIdentity.key
     @Option(help: "Network CA certificate (PEM).") var ca: String = ClientIdentity.ca
+    @Option(help: "An access grant with the purge right (its text or a file), when your certificate is not an operator's or publisher's of the nodes.") var grant: String?
 
     func run() async throws {
         let nodes: [PeerAddress] = try node.split(separator: ",").map { text in
@@ -44,7 +45,10 @@ struct Purge: AsyncParsableCommand {
         var failed = 0
         for address in nodes {
             do {
-                let totals = try await withPeer(address, cert: cert, key: key, ca: ca) { client in try await client.purge(content) }
+                let totals = try await withPeer(address, cert: cert, key: key, ca: ca) { client in
+                    try await GrantInput.present(grant, on: client)
+                    return try await client.purge(content)
+                }
                 print(Self.describe(totals, content: content, at: address))
             } catch {
                 failed += 1

@@ -49,6 +49,8 @@ struct Stoq: AsyncParsableCommand {
             RelayCommand.self,
             // hypermesh
             BlockCommand.self,
+            // access (issue 15)
+            GrantCommand.self,
         ]
     )
 }

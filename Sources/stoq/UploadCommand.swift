@@ -19,6 +19,7 @@ struct UploadOptions: ParsableArguments {
     var key: String? { identity.key }
     var ca: String? { identity.ca }
     @Option(help: "With --node: chunks sent at once (1 to 32).") var concurrency = 8
+    @Option(help: "With --node: an access grant with the publish right (its text or a file) whose scope covers the upload's name, when your certificate is not a publisher's of the origin.") var grant: String?
     @Option(help: .hidden) var exitAfterChunks: Int?
 }
 
@@ -70,6 +71,7 @@ extension Put {
         view.phase("connecting to \(address)…")
         do {
             reports = try await withPeer(address, cert: cert, key: key, ca: ca) { client in
+                try await GrantInput.present(uploadOptions.grant, on: client)
                 var out: [UploadReport] = []
                 // The bar counts the bytes sent of every path (each path's share is known once the
                 // origin said which chunks it lacks).

@@ -589,6 +589,32 @@ def g_edge_answers(rng, c):
 GENERATORS.update({"EDGE_REGISTER": g_edge_register, "EDGES_REQUEST": g_edges_request, "EDGE_ANSWERS": g_edge_answers})
 
 
+# --------------------------------------------------------------------------- access grants (0x22-0x25)
+
+
+def g_grant(rng, c):
+    """GRANT (0x22): junk or truncated grants (version, block count ≤ 16, bodies, signatures);
+    GRANT_ACCEPTED (0x23, an answer); REVOCATIONS (0x24, a list or junk); REVOCATIONS_REQUEST (0x25)."""
+    t = rng.choice([0x22, 0x22, 0x23, 0x24, 0x25])
+    if t == 0x22:
+        blocks = rng.choice([0, 1, 2, 16, 17, VARINT_MAX])
+        body = varint(rng.choice([1, 2])) + varint(blocks) + b"".join(
+            string(rand_bytes(rng, rng.choice([0, 10, 200, 3000]))) + string(rand_bytes(rng, rng.choice([0, 64, 72, 161])))
+            for _ in range(min(blocks, 3))) + string(rand_bytes(rng, rng.choice([0, 32, 33])))
+        return t, string(body if rng.random() < 0.8 else rand_bytes(rng, rng.choice([0, 1, 65_537]))), b""
+    if t == 0x23:
+        return t, rand_bytes(rng, 16) + varint(rng.choice([0, 31, 256])) + varint(rng.getrandbits(32)), b""
+    if t == 0x24:
+        count = rng.choice([0, 1, 4096, 4097, VARINT_MAX])
+        lst = rand_bytes(rng, 32) + varint(rng.getrandbits(16)) + varint(count) + rand_bytes(rng, 16 * min(count, 4)) \
+            + string(rand_bytes(rng, rng.choice([0, 300]))) + string(rand_bytes(rng, rng.choice([0, 72])))
+        return t, string(lst), b""
+    return t, rand_bytes(rng, rng.choice([31, 32, 33])), b""
+
+
+GENERATORS.update({"GRANT": g_grant})
+
+
 def mutate(rng: random.Random, data: bytes) -> bytes:
     """A few random edits: bit flips, byte sets, inserts, deletes, a cut, a splice of junk."""
     b = bytearray(data)
