@@ -96,7 +96,23 @@ public final class ContentPublisher: Sendable {
         /// The key that seals this put's key tables: the publisher's read key, or a public
         /// content's own key (``PublicKeyring``).
         let tableKey: SymmetricKey
+        /// A sealed put's metadata key (``SealedMetadata``): manifests are stored sealed with it
+        /// and every chunk of the content is listed in ``sealedEntries`` for its ``SealedIndex``.
+        var metaKey: SymmetricKey? = nil
+        /// A sealed put's chunks (data and sealed manifests) in the order met, without repeats.
+        var sealedEntries: [SealedIndex.Entry] = []
+        var sealedSeen = Set<ChunkID>()
         init(store: any ChunkStore, tableKey: SymmetricKey) { self.store = store; self.tableKey = tableKey }
+        /// Lists a chunk of a sealed put (no-op for other puts).
+        func noteSealed(_ id: ChunkID, size: Int) {
+            guard metaKey != nil, sealedSeen.insert(id).inserted else { return }
+            sealedEntries.append(.init(kind: .chunk, id: id, size: UInt32(clamping: max(1, size))))
+        }
+        /// The bytes stored for a manifest: sealed in a sealed put, else as encoded.
+        func stored(_ manifest: [UInt8]) throws -> [UInt8] {
+            guard let metaKey else { return manifest }
+            return try SealedMetadata.sealManifest(manifest, metaKey: metaKey)
+        }
         /// Commits when the pending metadata is large (bytes are already written).
         func maybeCommit() throws { if batch.chunks.count + batch.edges.count > 65536 { try commit() } }
         func commit() throws {
@@ -144,6 +160,74 @@ public final class ContentPublisher: Sendable {
         session.batch.pins.append((r.id, name))
         try session.commit()
         return r
+    }
+
+    /// Puts a file or directory as a **sealed** private content and pins it under `name`: its key
+    /// tables are sealed with `contentKey` (32 random bytes of its own, see ``PublicKeyring/newKey()``),
+    /// its manifests are stored sealed with the metadata key derived from it, and its root is a
+    /// ``SealedIndex`` listing every chunk in the clear. A store holding it (and every node serving
+    /// it) learns chunk ids and sizes, no names, modes, types or tree structure; `name` is stored
+    /// as the pin's label, so give one that says nothing (the default does not).
+    /// - Throws: as ``put(path:name:readKey:)``; `.invalidArgument` for a key that is not 32 bytes.
+    public func putSealed(path: String, contentKey: [UInt8], name: String = "sealed content") throws -> PutReport {
+        let info = try Posix.info(path, followLinks: true)
+        let session = Session(store: store, tableKey: try tableKey(contentKey))
+        let metaKey = SealedMetadata.metaKey(contentKey: contentKey)
+        session.metaKey = metaKey
+        var report: PutReport
+        if info.isDirectory {
+            report = try putDirectory(path, session: session, depth: 0)
+        } else if info.isRegular {
+            report = try putFile(FileSource(path: path), name: path, session: session)
+        } else {
+            throw ContentError(.invalidArgument, "\(path) is \(info.kindDescription), not a regular file or a directory; stoq stores only files, directories and the links inside them")
+        }
+        report.id = try storeSealedIndex(inner: report.id.manifest, metaKey: metaKey, session: session, report: &report)
+        session.batch.pins.append((report.id, name))
+        try session.commit()
+        return report
+    }
+
+    /// Puts bytes as one sealed file (tests); see ``putSealed(path:contentKey:name:)``.
+    public func putSealed(bytes: [UInt8], contentKey: [UInt8], name: String = "sealed content", contentType: String? = nil) throws -> PutReport {
+        let session = Session(store: store, tableKey: try tableKey(contentKey))
+        let metaKey = SealedMetadata.metaKey(contentKey: contentKey)
+        session.metaKey = metaKey
+        var report = try putFile(MemorySource(bytes), name: name, contentType: contentType, session: session)
+        report.id = try storeSealedIndex(inner: report.id.manifest, metaKey: metaKey, session: session, report: &report)
+        session.batch.pins.append((report.id, name))
+        try session.commit()
+        return report
+    }
+
+    /// Writes the sealed index (inner indexes of at most 65,536 entries when the content has more
+    /// chunks) and returns the content id.
+    private func storeSealedIndex(inner: ChunkID, metaKey: SymmetricKey, session: Session, report: inout PutReport) throws -> ContentID {
+        func write(_ index: SealedIndex) throws -> ChunkID {
+            let bytes = index.encode()
+            let id = ChunkID.of(bytes)
+            if !session.written.contains(id), try !store.contains(id) {
+                try store.writeChunk(id, bytes)
+                session.written.insert(id)
+                report.storedBytes += Int64(bytes.count)
+            }
+            session.batch.chunks.append((id, bytes.count))
+            session.batch.manifests.append((id, "sealed", 0, ""))
+            for e in index.entries { session.batch.edges.append((id, e.id)) }
+            return id
+        }
+        var level = session.sealedEntries
+        let limit = FileManifest.maxEntries
+        while level.count > limit {
+            var next = [SealedIndex.Entry]()
+            for start in stride(from: 0, to: level.count, by: limit) {
+                let piece = SealedIndex(entries: Array(level[start..<min(start + limit, level.count)]), sealedRoot: [])
+                let size = piece.encode().count
+                next.append(.init(kind: .index, id: try write(piece), size: UInt32(size)))
+            }
+            level = next
+        }
+        return ContentID(try write(SealedIndex(entries: level, sealedRoot: try SealedMetadata.sealRoot(inner, metaKey: metaKey))))
     }
 
     private func tableKey(_ readKey: [UInt8]?) throws -> SymmetricKey {
@@ -194,7 +278,7 @@ public final class ContentPublisher: Sendable {
     func storeDirectoryManifest(
         _ entries: [DirectoryManifest.Entry], size: UInt64, named prefix: String, session: Session, report total: inout PutReport
     ) throws -> ContentID {
-        let bytes = try DirectoryManifest(entries: entries).encode()
+        let bytes = try session.stored(DirectoryManifest(entries: entries).encode())
         guard bytes.count <= 16 << 20 else { throw ContentError(.tooLarge, "\(prefix)a directory manifest over 16 MiB") }
         let id = ChunkID.of(bytes)
         if !session.written.contains(id), try !store.contains(id) {
@@ -203,8 +287,13 @@ public final class ContentPublisher: Sendable {
             total.storedBytes += Int64(bytes.count)
         }
         session.batch.chunks.append((id, bytes.count))
-        session.batch.manifests.append((id, "dir", size, "inode/directory"))
-        for e in entries where !e.isLink { session.batch.edges.append((id, e.id.manifest)) }
+        if session.metaKey != nil {
+            // Sealed: the store learns a chunk, not a directory (its root index names every chunk).
+            session.noteSealed(id, size: bytes.count)
+        } else {
+            session.batch.manifests.append((id, "dir", size, "inode/directory"))
+            for e in entries where !e.isLink { session.batch.edges.append((id, e.id.manifest)) }
+        }
         try session.maybeCommit()
         return ContentID(id)
     }
@@ -268,6 +357,7 @@ public final class ContentPublisher: Sendable {
                     session.batch.chunks.append((id, sealed.bytes.count))
                 }
                 entries.append(.init(id: id, offset: UInt64(r.offset), size: UInt64(r.length)))
+                session.noteSealed(id, size: r.length)
                 keys.append(pkeys[i])
             }
             progress?(session.bytesBefore + report.bytes)
@@ -283,7 +373,7 @@ public final class ContentPublisher: Sendable {
     func buildTree(entries: [FileManifest.Entry], keys: [[UInt8]], contentType: String, total: UInt64,
                            session: Session, report: inout PutReport) throws -> ChunkID {
         func store(_ m: FileManifest, kind: String) throws -> ChunkID {
-            let bytes = m.encode()
+            let bytes = try session.stored(m.encode())
             let id = ChunkID.of(bytes)
             if !session.written.contains(id), try !self.store.contains(id) {
                 try self.store.writeChunk(id, bytes)
@@ -291,8 +381,12 @@ public final class ContentPublisher: Sendable {
                 report.storedBytes += Int64(bytes.count)
             }
             session.batch.chunks.append((id, bytes.count))
-            session.batch.manifests.append((id, kind, m.totalSize, m.contentType))
-            for e in m.entries { session.batch.edges.append((id, e.id)) }
+            if session.metaKey != nil {
+                session.noteSealed(id, size: bytes.count)
+            } else {
+                session.batch.manifests.append((id, kind, m.totalSize, m.contentType))
+                for e in m.entries { session.batch.edges.append((id, e.id)) }
+            }
             return id
         }
         func rebased(_ es: ArraySlice<FileManifest.Entry>) -> (entries: [FileManifest.Entry], size: UInt64) {

@@ -24,6 +24,9 @@ public struct ContentReader: Sendable {
     public let store: any ChunkStore
     /// The key that opens key tables: a publisher's read key, or one public content's key.
     public let readKey: SymmetricKey
+    /// The metadata key of a content read with its own key (``SealedMetadata``): opens the
+    /// manifests of a sealed private content. Nil when reading with a publisher's read key.
+    public let metaKey: SymmetricKey?
     /// Called with the byte count of each chunk a restore writes (progress bars).
     public var onBytes: (@Sendable (Int) -> Void)? = nil
 
@@ -31,18 +34,38 @@ public struct ContentReader: Sendable {
     public init(store: any ChunkStore, keys: PublisherKeys) {
         self.store = store
         self.readKey = keys.readKey
+        self.metaKey = nil
     }
 
-    /// Creates a reader with a given key: a public content's own read key (``PublicKeyring``).
+    /// Creates a reader with a given key: a public or shared content's own read key
+    /// (``PublicKeyring``), or a sealed private content's content key (its manifests are opened
+    /// with the metadata key derived from it).
     /// - Parameter readKey: 32 bytes.
     public init(store: any ChunkStore, readKey: [UInt8]) {
         self.store = store
         self.readKey = SymmetricKey(data: readKey)
+        self.metaKey = readKey.count == 32 ? SealedMetadata.metaKey(contentKey: readKey) : nil
     }
 
-    /// The decoded root manifest of `id`.
+    /// The decoded root manifest of `id` (for a sealed content, the manifest its index seals).
     public func manifest(_ id: ContentID) throws -> AnyManifest {
-        try AnyManifest.decode(store.read(id.manifest))
+        try decode(store.read(id.manifest))
+    }
+
+    /// Decodes a manifest chunk: a manifest in the clear, a sealed content's index (opened to its
+    /// root manifest), or a sealed manifest.
+    private func decode(_ bytes: [UInt8]) throws -> AnyManifest {
+        if SealedIndex.looksLike(bytes) {
+            guard let metaKey else {
+                throw ContentError(.decryptionFailed, "this is a sealed private content: its names and keys open only with its own content key, which travels wrapped for a reader (a ticket from `stoq share ID --reader FILE`); read it with `stoq get TICKET`")
+            }
+            let inner = try SealedMetadata.openRoot(try SealedIndex.decode(bytes), metaKey: metaKey)
+            return try decode(SealedMetadata.openManifest(store.read(inner), metaKey: metaKey))
+        }
+        if bytes.starts(with: FileManifest.magic) || bytes.starts(with: DirectoryManifest.magic) || metaKey == nil {
+            return try AnyManifest.decode(bytes)
+        }
+        return try AnyManifest.decode(SealedMetadata.openManifest(bytes, metaKey: metaKey!))
     }
 
     /// The plaintext bytes a restore of `id` writes: a file's size, or the total of a
@@ -74,7 +97,9 @@ public struct ContentReader: Sendable {
             }
         case .node:
             for e in m.entries {
-                let sub = try FileManifest.decode(store.read(e.id))
+                guard case .file(let sub) = try decode(store.read(e.id)) else {
+                    throw ContentError(.malformed, "sub-manifest \(e.id.short) is not a file manifest")
+                }
                 guard sub.totalSize == e.size else {
                     throw ContentError(.malformed, "sub-manifest \(e.id.short) covers \(sub.totalSize) bytes, its parent says \(e.size)")
                 }

@@ -55,6 +55,30 @@ public struct ContentPlan: Sendable {
             let bytes = try await load(id)
             plan.manifestChunks += 1
             plan.batch.chunks.append((id, bytes.count))
+            if SealedIndex.looksLike(bytes) {
+                // A sealed private content: every chunk is listed in the clear, nothing else is.
+                guard expect == .any || expect == .sealedIndex else {
+                    throw NodeError(.protocolViolation, "manifest \(id.short) of \(root) is a sealed index where its parent names another kind")
+                }
+                let index = try SealedIndex.decode(bytes)
+                guard index.sealedRoot.isEmpty == (expect == .sealedIndex) else {
+                    throw NodeError(.protocolViolation, "sealed index \(id.short) of \(root) \(expect == .any ? "seals no root" : "is inner but seals a root")")
+                }
+                plan.batch.manifests.append((id, "sealed", 0, ""))
+                for entry in index.entries {
+                    plan.batch.edges.append((id, entry.id))
+                    switch entry.kind {
+                    case .chunk:
+                        if seenData.insert(entry.id).inserted {
+                            plan.dataChunks.append((entry.id, Int(entry.size)))
+                            plan.plainBytes += UInt64(entry.size)
+                        }
+                    case .index:
+                        queue.append((entry.id, depth + 1, .sealedIndex))
+                    }
+                }
+                continue
+            }
             switch (try AnyManifest.decode(bytes), expect) {
             case (.directory(let dir), .any), (.directory(let dir), .directory):
                 let size = dir.entries.reduce(UInt64(0)) { $0 + $1.size }
@@ -81,7 +105,7 @@ public struct ContentPlan: Sendable {
         return plan
     }
 
-    private enum Expect { case any, file, fileNode, directory }
+    private enum Expect { case any, file, fileNode, directory, sealedIndex }
 
     private init(root: ContentID) { self.root = root }
 

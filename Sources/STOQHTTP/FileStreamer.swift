@@ -200,6 +200,10 @@ enum ManifestCheck {
         guard ChunkID.of(bytes) == id else {
             throw HTTPProblem(502, "manifest \(id.short) arrived damaged (its bytes do not hash to its id)")
         }
+        if SealedIndex.looksLike(bytes) {
+            // A sealed private content: no node can read its names, so none serves it over HTTP.
+            throw HTTPProblem(403, "this content is private and sealed: only readers it was shared with can open it (stoq get TICKET)")
+        }
         do { return try AnyManifest.decode(bytes) } catch {
             throw HTTPProblem(502, "manifest \(id.short) cannot be read: \(error)")
         }

@@ -252,6 +252,11 @@ public actor PublicKeyDirectory: ContentReadKeyLookup {
             } catch {
                 return .cannotTell("manifest \(id.short): \(error)")
             }
+            if depth == 0, SealedIndex.looksLike(bytes) {
+                // A sealed private content: the key must open its sealed root.
+                guard let index = try? SealedIndex.decode(bytes) else { return .cannotTell("sealed index \(id.short) is malformed") }
+                return (try? SealedMetadata.openRoot(index, metaKey: SealedMetadata.metaKey(contentKey: key))) != nil ? .opens : .doesNotOpen
+            }
             guard let manifest = try? AnyManifest.decode(bytes) else { return .cannotTell("manifest \(id.short) is malformed") }
             switch manifest {
             case .directory(let directory):

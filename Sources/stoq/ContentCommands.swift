@@ -68,6 +68,8 @@ struct Put: AsyncParsableCommand {
     @OptionGroup var storeOptions: StoreOptions
     @Flag(name: .long, help: "Public content: seal it with a read key of its own (kept in the store's public.keys), which the origin hands to the nodes of its network so edges can serve it over HTTP. Opens this content only, never the rest of the publisher's.")
     var `public` = false
+    @Flag(name: .long, help: "Sealed private content: a content key of its own (kept in the store's private.keys, never handed to nodes) and encrypted manifests, so the nodes that store and serve it learn chunk ids and sizes, no names or types. Readers get the key wrapped for their reader key: stoq share ID --reader FILE.")
+    var sealed = false
     @Argument(help: "Files or directories to put.") var paths: [String]
     @OptionGroup var uploadOptions: UploadOptions
     @OptionGroup var progressOptions: ProgressOptions
@@ -75,6 +77,10 @@ struct Put: AsyncParsableCommand {
     func run() async throws {
         _ = progressOptions.mode()  // --quiet silences the notes from here on
         LogBootstrap.forCommand(quiet: progressOptions.quiet)
+        if sealed && `public` { throw ValidationError("--sealed and --public exclude each other: a public content's key is handed to every node of the network") }
+        if sealed && uploadOptions.node != nil {
+            throw ValidationError("--sealed puts into a store of your own (--store); uploading sealed content into a running origin (--node) is not supported yet")
+        }
         if uploadOptions.node != nil { return try await upload() }
         try reportingErrors { try put() }
     }
@@ -107,7 +113,9 @@ struct Put: AsyncParsableCommand {
         let keyring = `public` ? try PublicKeyring(path: PublicKeyring.publisherPath(in: storeOptions.directory)) : nil
         for p in paths {
             let r: PutReport
-            if let keyring {
+            if sealed {
+                r = try putSealed(store: store, keys: keys, path: p, publisher: pub)
+            } else if let keyring {
                 // A key of its own per content: handing it out opens this content and nothing else.
                 let key = PublicKeyring.newKey()
                 r = try pub.put(path: p, readKey: key)
@@ -156,6 +164,8 @@ struct Get: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: "Output path (a file, or a directory to create/merge into).") var output: String
     @Option(help: "The publisher's key file (its publisher.key), to read content published from another store.")
     var publisherKey: String?
+    @Option(help: "The reader key file that opens a ticket made for a reader (stoq share --reader; default ~/.stoq/reader.key).")
+    var readerKey: String?
     @OptionGroup var progressOptions: ProgressOptions
 
     func run() async throws {
@@ -202,7 +212,10 @@ struct Get: AsyncParsableCommand {
         // Public content opens with its own key: the store's keyring (its publisher), else the key
         // a peer hands out for it; private content with the publisher's read key.
         var reader = ContentReader(store: store, keys: keys)
-        if let key = try reportingErrors({ try PublicKeyring(path: PublicKeyring.publisherPath(in: storeOptions.directory)).key(for: cid) }) {
+        if let key = ReaderKeyOptions.sealedKey(for: cid, in: storeOptions.directory) {
+            // A sealed content this store put: its own key, from private.keys.
+            reader = ContentReader(store: store, readKey: key)
+        } else if let key = try reportingErrors({ try PublicKeyring(path: PublicKeyring.publisherPath(in: storeOptions.directory)).key(for: cid) }) {
             reader = ContentReader(store: store, readKey: key)
         } else if peerOptions.peers != nil, let key = await peerOptions.publicKey(of: cid) {
             reader = ContentReader(store: store, readKey: key)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Crypto
 import Foundation
 import STOQ
 import STOQNode
@@ -36,6 +37,8 @@ struct Share: AsyncParsableCommand {
     @Option(name: .customLong("key"), help: "The certificate's private key (PEM). Default: ~/.stoq/certs/client.key when it exists (stoq init).") var keyOption: String?
     @Option(help: ArgumentHelp("A Nexus DHT node the reader may find more providers through, '[IPV6]:PORT' (a ticket carries one).", valueName: "address"))
     var bootstrap: String?
+    @Option(help: ArgumentHelp("The reader's public key (a file holding what `stoq reader key` prints): the ticket then carries the content key wrapped for that reader only. Needed for a sealed content (stoq put --sealed).", valueName: "file"))
+    var reader: String?
 
     /// Every `--node` address: each option may hold several, comma-separated.
     private var nodes: [String] { node.flatMap { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }.filter { !$0.isEmpty } }
@@ -65,21 +68,29 @@ struct Share: AsyncParsableCommand {
             }
             boot = t
         }
+        let readerPublic = try reader.map { path in
+            do { return try ReaderKey.loadPublic(path: path) } catch let e as ContentError { throw ShareFailure("--reader: \(e.reason)") }
+        }
         guard let caDER = try PEMFile.certificateDERs(in: PEMFile.read(ca)).first else { throw ShareFailure("\(ca) holds no certificate; give the network CA's ca.pem") }
         let fingerprint = try NodeID(certificateDER: caDER).bytes
 
         // The content and its key.
         let content: ContentID
         var readKey: [UInt8]?
+        var sealedKey: [UInt8]?
         if let id = ContentID(target) {
             content = id
-            readKey = Self.localKey(for: id, in: storeOptions.directory)
+            sealedKey = ReaderKeyOptions.sealedKey(for: id, in: storeOptions.directory)
+            readKey = sealedKey ?? Self.localKey(for: id, in: storeOptions.directory)
         } else if FileManager.default.fileExists(atPath: target) {
             let stored = try storePath()
             content = stored.id
             readKey = stored.key
         } else {
             throw ShareFailure("\(target) is neither a content id (stoq:…) nor a file or directory")
+        }
+        if sealedKey != nil && readerPublic == nil {
+            throw ShareFailure("\(content) is a sealed private content: its key travels only wrapped for a reader; give --reader FILE (what the reader's `stoq reader key` printed)")
         }
 
         // Dial every node: its node id goes into the ticket; a node that lacks the key is asked for it.
@@ -92,7 +103,8 @@ struct Share: AsyncParsableCommand {
         let endpoint = try await Endpoint.bind(host: "::", port: 0, tls: tls, configuration: EndpointConfiguration())
         let peers = PeerSet(endpoint: endpoint)
         do {
-            let text = try await ticket(content: content, readKey: readKey, fingerprint: fingerprint, addresses: addresses, bootstrap: boot, peers: peers)
+            let text = try await ticket(
+                content: content, readKey: readKey, reader: readerPublic, fingerprint: fingerprint, addresses: addresses, bootstrap: boot, peers: peers)
             await peers.closeAll()
             await endpoint.close()
             return text
@@ -104,7 +116,7 @@ struct Share: AsyncParsableCommand {
     }
 
     private func ticket(
-        content: ContentID, readKey: [UInt8]?, fingerprint: [UInt8], addresses: [PeerAddress], bootstrap boot: ShareTicket.Address?, peers: PeerSet
+        content: ContentID, readKey: [UInt8]?, reader: Curve25519.KeyAgreement.PublicKey?, fingerprint: [UInt8], addresses: [PeerAddress], bootstrap boot: ShareTicket.Address?, peers: PeerSet
     ) async throws -> String {
         var readKey = readKey
         var providers: [ShareTicket.Provider] = []
@@ -136,6 +148,11 @@ struct Share: AsyncParsableCommand {
         case .opens: break
         case .doesNotOpen: throw ShareFailure("the read key found for \(content) does not open it; the keyring in \(storeOptions.directory) is not this content's")
         case .cannotTell(let why): throw ShareFailure("\(addresses[0]) does not serve \(content) (\(why)); give --node a node that holds it")
+        }
+        if let reader {
+            let envelope = try ReaderKeyEnvelope.seal(contentKey: readKey, content: content, for: reader)
+            Console.shared.note("the ticket's key is wrapped for reader \(ReaderKey.short(envelope.reader)) only")
+            return try ShareTicket(content: content, wrappedKey: envelope, caFingerprint: fingerprint, providers: providers, bootstrap: boot).text()
         }
         return try ShareTicket(content: content, readKey: readKey, caFingerprint: fingerprint, providers: providers, bootstrap: boot).text()
     }
@@ -174,7 +191,12 @@ struct ShareFailure: Error, CustomStringConvertible {
 /// the nodes are pinned to the ticket's CA and node ids), after checking the ticket's key against
 /// the content's manifests, and restores it.
 enum TicketReader {
-    static func get(_ ticket: ShareTicket, output: String, storeDirectory: String?, view: ProgressView? = nil) async throws {
+    static func get(_ ticket: ShareTicket, output: String, storeDirectory: String?, readerKey: String? = nil, view: ProgressView? = nil) async throws {
+        // A ticket made for a reader: its key is unwrapped before anything is dialled.
+        var ticket = ticket
+        if let envelope = ticket.wrappedKey {
+            ticket.readKey = try ReaderKeyOptions.unwrap(envelope, keyFile: readerKey)
+        }
         // A store of its own unless one is given: the reader needs no state.
         let directory = storeDirectory ?? (NSTemporaryDirectory() + "/stoq-ticket-\(getpid())-\(UInt32.random(in: 0 ... .max))")
         defer { if storeDirectory == nil { try? FileManager.default.removeItem(atPath: directory) } }
@@ -280,6 +302,6 @@ extension Get {
     /// `stoq get TICKET -o OUT`: the ticket's providers, CA pin and key are all it needs.
     func getTicket(view: ProgressView? = nil) async throws {
         let ticket = try ShareTicket(text: id)
-        try await TicketReader.get(ticket, output: output, storeDirectory: storeOptions.store, view: view)
+        try await TicketReader.get(ticket, output: output, storeDirectory: storeOptions.store, readerKey: readerKey, view: view)
     }
 }

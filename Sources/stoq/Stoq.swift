@@ -22,6 +22,7 @@ struct Stoq: AsyncParsableCommand {
             Put.self,
             Get.self,
             Share.self,
+            ReaderCommand.self,
             Chunk.self,
             Ls.self,
             PinCommand.self,

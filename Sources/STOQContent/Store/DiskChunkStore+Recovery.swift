@@ -242,6 +242,8 @@ extension DiskChunkStore {
         case damaged
         /// A manifest (validated), and the file's size.
         case manifest(AnyManifest, size: Int)
+        /// A sealed content's index (validated), and the file's size: its entries are referenced.
+        case sealed(SealedIndex, size: Int)
         /// Any other chunk (ciphertext), with its size.
         case data(Int)
         /// It could not be read (a permission or I/O problem: left alone).
@@ -255,6 +257,7 @@ extension DiskChunkStore {
         if bytes.starts(with: FileManifest.magic) || bytes.starts(with: DirectoryManifest.magic), let m = try? AnyManifest.decode(bytes) {
             return .manifest(m, size: bytes.count)
         }
+        if SealedIndex.looksLike(bytes), let index = try? SealedIndex.decode(bytes) { return .sealed(index, size: bytes.count) }
         return .data(bytes.count)
     }
 
@@ -264,8 +267,8 @@ extension DiskChunkStore {
     /// Records chunk files in the index: every chunk, each manifest with its kind and edges, and
     /// each manifest `isReferenced` does not name pinned as a root (unless it is pinned already).
     /// - Returns: the roots newly pinned.
-    func index(files: [(id: ChunkID, size: Int)], manifests: [(ChunkID, AnyManifest)], isReferenced: (ChunkID) -> Bool,
-               pinLabel: String) throws -> [ContentID] {
+    func index(files: [(id: ChunkID, size: Int)], manifests: [(ChunkID, AnyManifest)], sealed: [(ChunkID, SealedIndex)] = [],
+               isReferenced: (ChunkID) -> Bool, pinLabel: String) throws -> [ContentID] {
         var batch = CommitBatch()
         batch.chunks = files
         // Kinds as a put records them: "dir", "file" for a file's top manifest, "leaf"/"node" below it.
@@ -285,6 +288,11 @@ extension DiskChunkStore {
             for c in m.children { batch.edges.append((id, c)) }
             if !isReferenced(id) { roots.append(ContentID(id)) }
         }
+        for (id, index) in sealed {
+            batch.manifests.append((id, "sealed", 0, ""))
+            for e in index.entries { batch.edges.append((id, e.id)) }
+            if !isReferenced(id) { roots.append(ContentID(id)) }
+        }
         // A root still pinned keeps its label.
         let pinned = Set(try pins().map(\.id))
         roots.removeAll { pinned.contains($0) }
@@ -302,6 +310,7 @@ extension DiskChunkStore {
         let scan = try scanFiles()
         var files = [(id: ChunkID, size: Int)]()
         var manifests = [(ChunkID, AnyManifest)]()
+        var sealed = [(ChunkID, SealedIndex)]()
         var referenced = Set<ChunkID>()
         for (id, p) in scan.files.sorted(by: { $0.key.hex < $1.key.hex }) {
             switch Self.examine(p, as: id) {
@@ -310,13 +319,15 @@ extension DiskChunkStore {
             case .data(let size): files.append((id, size))
             case .manifest(let m, let size):
                 files.append((id, size)); manifests.append((id, m)); referenced.formUnion(m.children)
+            case .sealed(let index, let size):
+                files.append((id, size)); sealed.append((id, index)); referenced.formUnion(index.entries.map(\.id))
             }
         }
         report.chunks = files.count
         report.manifests = manifests.count
         let present = Set(files.map(\.id))
         report.missing = referenced.subtracting(present).count
-        report.pins = try index(files: files, manifests: manifests, isReferenced: { referenced.contains($0) }, pinLabel: "recovered (index rebuilt)")
+        report.pins = try index(files: files, manifests: manifests, sealed: sealed, isReferenced: { referenced.contains($0) }, pinLabel: "recovered (index rebuilt)")
         report.quarantined = q.moved
         report.quarantine = q.created ? q.path : nil
         return report

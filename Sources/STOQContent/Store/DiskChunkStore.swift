@@ -325,6 +325,7 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
             switch Self.examine(path(of: id), as: id) {
             case .damaged: r.damaged.append(id); bad.append(id)
             case .manifest(let m, _): referenced.formUnion(m.children)
+            case .sealed(let index, _): referenced.formUnion(index.entries.map(\.id))
             case .data, .unreadable: break
             }
         }
@@ -339,11 +340,14 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
         // again by a repair), and the rest (orphans, quarantined by a repair).
         var unrecordedFiles = [ChunkID: Int]()
         var unrecordedManifests = [ChunkID: AnyManifest]()
+        var unrecordedSealed = [ChunkID: SealedIndex]()
         var damagedFiles = [ChunkID]()
         for id in scan.files.keys where !known.contains(id) {
             switch Self.examine(path(of: id), as: id) {
             case .damaged: damagedFiles.append(id)
             case .manifest(let m, let size): unrecordedManifests[id] = m; unrecordedFiles[id] = size; referenced.formUnion(m.children)
+            case .sealed(let index, let size):
+                unrecordedSealed[id] = index; unrecordedFiles[id] = size; referenced.formUnion(index.entries.map(\.id))
             case .data(let size): unrecordedFiles[id] = size
             case .unreadable: break
             }
@@ -355,7 +359,7 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
             }
         }
         for id in unrecordedFiles.keys {
-            if unrecordedManifests[id] != nil || referenced.contains(id) || referencedInIndex.contains(id) { r.unindexed.append(id) } else { r.orphaned.append(id) }
+            if unrecordedManifests[id] != nil || unrecordedSealed[id] != nil || referenced.contains(id) || referencedInIndex.contains(id) { r.unindexed.append(id) } else { r.orphaned.append(id) }
         }
         r.unindexed.sort(); r.orphaned.sort()
         r.damaged += damagedFiles.sorted()
@@ -379,7 +383,8 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
                 let files = r.unindexed.map { (id: $0, size: unrecordedFiles[$0] ?? 0) }
                 let manifests = r.unindexed.compactMap { id in unrecordedManifests[id].map { (id, $0) } }
                 let allReferenced = referenced.union(referencedInIndex)
-                r.recoveredPins = try index(files: files, manifests: manifests, isReferenced: { allReferenced.contains($0) },
+                let sealed = r.unindexed.compactMap { id in unrecordedSealed[id].map { (id, $0) } }
+                r.recoveredPins = try index(files: files, manifests: manifests, sealed: sealed, isReferenced: { allReferenced.contains($0) },
                                             pinLabel: "recovered by store verify --repair")
             }
             try wrap {

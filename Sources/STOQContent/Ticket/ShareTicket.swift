@@ -69,8 +69,11 @@ public struct ShareTicket: Sendable, Hashable {
 
     /// The text prefix of every ticket.
     public static let prefix = "stoq1"
-    /// The binary format version this build writes and reads.
+    /// The binary format version this build writes for a ticket carrying a read key (version 2
+    /// carries a key wrapped for one reader instead; both are read).
     public static let version: UInt8 = 1
+    /// The version of a ticket whose content key is wrapped for one reader (``wrappedKey``).
+    public static let wrappedVersion: UInt8 = 2
     /// The most providers a ticket holds.
     public static let maximumProviders = 8
     /// The longest ticket text accepted (a full ticket is 839 characters).
@@ -82,7 +85,10 @@ public struct ShareTicket: Sendable, Hashable {
     /// The content's root id.
     public var content: ContentID
     /// The content's read key (32 bytes): it opens this content's key tables and nothing else.
+    /// Empty in a version 2 ticket, whose key is in ``wrappedKey``.
     public var readKey: [UInt8]
+    /// Version 2: the content key wrapped for one reader's X25519 key (only that reader opens it).
+    public var wrappedKey: ReaderKeyEnvelope?
     /// SHA-256 of the network CA certificate's DER SubjectPublicKeyInfo (32 bytes).
     public var caFingerprint: [UInt8]
     /// Nodes that serve the content (at most ``maximumProviders``).
@@ -97,7 +103,17 @@ public struct ShareTicket: Sendable, Hashable {
         self.caFingerprint = caFingerprint
         self.providers = providers
         self.bootstrap = bootstrap
+        self.wrappedKey = nil
     }
+
+    /// Creates a version 2 ticket: the content key travels wrapped for one reader.
+    public init(content: ContentID, wrappedKey: ReaderKeyEnvelope, caFingerprint: [UInt8], providers: [Provider], bootstrap: Address? = nil) {
+        self.init(content: content, readKey: [], caFingerprint: caFingerprint, providers: providers, bootstrap: bootstrap)
+        self.wrappedKey = wrappedKey
+    }
+
+    /// The bytes of the key field: the read key (version 1) or the wrapped key (version 2).
+    var keyField: [UInt8] { wrappedKey?.encode() ?? readKey }
 
     /// Whether `text` looks like a ticket (starts with `stoq1`), as opposed to a content id or name.
     public static func looksLikeTicket(_ text: String) -> Bool {
@@ -107,10 +123,10 @@ public struct ShareTicket: Sendable, Hashable {
     /// The binary form.
     /// - Throws: ``ContentError`` `.invalidArgument` when a field is out of the format's bounds.
     public func encoded() throws(ContentError) -> [UInt8] {
-        try Self.check(readKey: readKey, caFingerprint: caFingerprint, providers: providers, bootstrap: bootstrap)
-        var out: [UInt8] = [Self.version]
+        try Self.check(readKey: readKey, wrappedKey: wrappedKey, content: content, caFingerprint: caFingerprint, providers: providers, bootstrap: bootstrap)
+        var out: [UInt8] = [wrappedKey == nil ? Self.version : Self.wrappedVersion]
         out += content.manifest.bytes
-        out += readKey
+        out += keyField
         out += caFingerprint
         out.append(bootstrap == nil ? 0 : 1)
         out.append(UInt8(providers.count))
@@ -151,29 +167,41 @@ public struct ShareTicket: Sendable, Hashable {
         guard bytes.count >= Self.fixedLength + Self.checksumLength else {
             throw ContentError(.malformed, "the ticket is cut short (\(bytes.count) bytes); copy it again in full")
         }
-        guard bytes[0] == Self.version else {
-            throw ContentError(.unsupportedVersion, "the ticket is version \(bytes[0]); this stoq reads version \(Self.version) tickets (update stoq)")
+        guard bytes[0] == Self.version || bytes[0] == Self.wrappedVersion else {
+            throw ContentError(.unsupportedVersion, "the ticket is version \(bytes[0]); this stoq reads version \(Self.version) and \(Self.wrappedVersion) tickets (update stoq)")
+        }
+        // Version 2 carries a 145-byte wrapped key where version 1 has the 32-byte read key.
+        let shift = bytes[0] == Self.wrappedVersion ? ReaderKeyEnvelope.length - 32 : 0
+        guard bytes.count >= Self.fixedLength + shift + Self.checksumLength else {
+            throw ContentError(.malformed, "the ticket is cut short (\(bytes.count) bytes); copy it again in full")
         }
         let body = bytes.dropLast(Self.checksumLength)
         guard Array(SHA256.hash(data: Array(body)).prefix(Self.checksumLength)) == Array(bytes.suffix(Self.checksumLength)) else {
             throw ContentError(.malformed, "the ticket is damaged (its checksum does not match); copy it again in full")
         }
-        let flags = bytes[97]
+        let flags = bytes[97 + shift]
         guard flags & ~1 == 0 else {
             throw ContentError(.malformed, "the ticket sets unknown flags (0x\(String(flags, radix: 16))); it was written by a newer stoq")
         }
-        let count = Int(bytes[98])
+        let count = Int(bytes[98 + shift])
         guard count <= Self.maximumProviders else {
             throw ContentError(.malformed, "the ticket lists \(count) providers, more than \(Self.maximumProviders)")
         }
-        let expected = Self.fixedLength + count * Self.providerLength + (flags & 1 == 1 ? 18 : 0) + Self.checksumLength
+        let expected = Self.fixedLength + shift + count * Self.providerLength + (flags & 1 == 1 ? 18 : 0) + Self.checksumLength
         guard bytes.count == expected else {
             throw ContentError(.malformed, "the ticket is \(bytes.count) bytes where its \(count) providers\(flags & 1 == 1 ? " and bootstrap" : "") need \(expected); copy it again in full")
         }
         self.content = ContentID(ChunkID(bytes: Array(bytes[1..<33]))!)
-        self.readKey = Array(bytes[33..<65])
-        self.caFingerprint = Array(bytes[65..<97])
-        var at = Self.fixedLength
+        if shift > 0 {
+            let envelope = try ReaderKeyEnvelope.decodeTyped(Array(bytes[33..<(33 + ReaderKeyEnvelope.length)]))
+            self.readKey = []
+            self.wrappedKey = envelope
+        } else {
+            self.readKey = Array(bytes[33..<65])
+            self.wrappedKey = nil
+        }
+        self.caFingerprint = Array(bytes[(65 + shift)..<(97 + shift)])
+        var at = Self.fixedLength + shift
         var providers: [Provider] = []
         for _ in 0..<count {
             let id = Array(bytes[at..<at + 32])
@@ -182,7 +210,7 @@ public struct ShareTicket: Sendable, Hashable {
         }
         self.providers = providers
         self.bootstrap = flags & 1 == 1 ? Self.address(bytes, at: at) : nil
-        try Self.check(readKey: readKey, caFingerprint: caFingerprint, providers: providers, bootstrap: bootstrap)
+        try Self.check(readKey: readKey, wrappedKey: wrappedKey, content: content, caFingerprint: caFingerprint, providers: providers, bootstrap: bootstrap)
     }
 
     private static func address(_ bytes: [UInt8], at i: Int) -> Address {
@@ -195,8 +223,20 @@ public struct ShareTicket: Sendable, Hashable {
         out.append(UInt8(a.port & 0xFF))
     }
 
-    private static func check(readKey: [UInt8], caFingerprint: [UInt8], providers: [Provider], bootstrap: Address?) throws(ContentError) {
-        guard readKey.count == 32 else { throw ContentError(.invalidArgument, "a ticket's read key is 32 bytes, not \(readKey.count)") }
+    private static func check(
+        readKey: [UInt8], wrappedKey: ReaderKeyEnvelope?, content: ContentID, caFingerprint: [UInt8], providers: [Provider], bootstrap: Address?
+    ) throws(ContentError) {
+        if let wrappedKey {
+            guard readKey.isEmpty else { throw ContentError(.invalidArgument, "a ticket carries a read key or a wrapped key, not both") }
+            guard wrappedKey.content == content else {
+                throw ContentError(.malformed, "the ticket's wrapped key is for another content (\(wrappedKey.content)), not \(content); the ticket was altered")
+            }
+            guard wrappedKey.reader.count == 32, wrappedKey.encapsulatedKey.count == 32, wrappedKey.sealedKey.count == 48 else {
+                throw ContentError(.invalidArgument, "a ticket's wrapped key has fields of the wrong size")
+            }
+        } else {
+            guard readKey.count == 32 else { throw ContentError(.invalidArgument, "a ticket's read key is 32 bytes, not \(readKey.count)") }
+        }
         guard caFingerprint.count == 32 else { throw ContentError(.invalidArgument, "a ticket's CA fingerprint is 32 bytes, not \(caFingerprint.count)") }
         guard providers.count <= maximumProviders else {
             throw ContentError(.invalidArgument, "a ticket holds at most \(maximumProviders) providers, not \(providers.count)")
