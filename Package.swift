@@ -95,7 +95,7 @@ let package = Package(
         .target(name: "STOQIdentity", dependencies: ["STOQErrors", crypto, x509, asn1]),
         .target(
             name: "STOQTransport",
-            dependencies: ["STOQErrors", "STOQIdentity", "CNgtcp2", "CNgtcp2Shims", nio, nioPosix, logging, atomics, collections]
+            dependencies: ["STOQErrors", "STOQIdentity", "CNgtcp2", "CNgtcp2Shims", nio, nioPosix, logging, atomics, collections, crypto, x509]
         ),
         .target(name: "STOQWire", dependencies: ["STOQErrors", nio]),
         // Access grants and revocation lists (issue 15): sans-IO, no networking.

@@ -19,6 +19,7 @@ DEB_PACKAGES=(
   ffmpeg                                                       # makes the small webm video the browser journey seeks and plays
   python3-pip
   tmux                                                         # the progress journey reads what a terminal user sees (capture-pane)
+  softhsm2 gnutls-bin                                          # keys in a PKCS#11 token: the SoftHSM2 journey (p11tool reads the token's flags)
 )
 # Only `make bench` needs these (STOQ_BENCH=1): keeps `make test` and CI from installing them.
 if [ "${STOQ_BENCH:-0}" = 1 ]; then

@@ -16,9 +16,11 @@ public struct CertificateAuthority: Sendable {
     public let certificate: Certificate
     /// The CA certificate in PEM.
     public let certificatePEM: String
-    /// The CA private key in PEM (PKCS#8).
+    /// The CA private key in PEM (PKCS#8), or the `pkcs11:` URI of a key in a token.
     public let privateKeyPEM: String
     let privateKey: Certificate.PrivateKey
+    /// The token that holds the key, when the key is not in a file (TokenKeys.swift).
+    var signer: (any CertificateSigner)? = nil
 
     /// The default validity of a CA certificate: ten years.
     public static let defaultCAValidity: Duration = .seconds(10 * 365 * 86_400)
@@ -142,7 +144,7 @@ public struct CertificateAuthority: Sendable {
         }
         do {
             let extensions = try nodeExtensions(publicKey: publicKey, subjectAlternativeNames: sans.isEmpty ? nil : SubjectAlternativeNames(sans))
-            let leaf = try Certificate(
+            let leaf = try sign(Certificate(
                 version: .v3,
                 serialNumber: Certificate.SerialNumber(),
                 publicKey: publicKey,
@@ -153,7 +155,7 @@ public struct CertificateAuthority: Sendable {
                 signatureAlgorithm: .ecdsaWithSHA256,
                 extensions: extensions,
                 issuerPrivateKey: privateKey
-            )
+            ))
             return try NodeCredentials(
                 certificateChainPEM: try leaf.serializeAsPEM().pemString + "\n",
                 privateKeyPEM: key.pemRepresentation

@@ -122,7 +122,7 @@ extension CertificateAuthority {
         do {
             let sans = try? leaf.extensions.subjectAlternativeNames
             let extensions = try nodeExtensions(publicKey: publicKey, subjectAlternativeNames: sans)
-            let renewed = try Certificate(
+            let renewed = try sign(Certificate(
                 version: .v3,
                 serialNumber: Certificate.SerialNumber(),
                 publicKey: publicKey,
@@ -133,7 +133,7 @@ extension CertificateAuthority {
                 signatureAlgorithm: .ecdsaWithSHA256,
                 extensions: extensions,
                 issuerPrivateKey: privateKey
-            )
+            ))
             var der = DER.Serializer()
             try der.serialize(renewed)
             return RenewedCertificate(der: der.serializedBytes, info: CertificateInfo(renewed))

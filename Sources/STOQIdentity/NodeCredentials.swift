@@ -11,7 +11,7 @@ import X509
 public struct NodeCredentials: Sendable {
     /// The certificate chain in PEM, leaf first.
     public let certificateChainPEM: String
-    /// The private key in PEM (PKCS#8).
+    /// The private key in PEM (PKCS#8), or the `pkcs11:` URI of a key in a token.
     public let privateKeyPEM: String
     /// The parsed leaf certificate.
     public let certificate: Certificate
@@ -26,9 +26,13 @@ public struct NodeCredentials: Sendable {
         guard let leaf = chain.first else {
             throw IdentityError(.malformedCertificate, "no CERTIFICATE block in the certificate PEM")
         }
-        let key = try PEMFile.privateKey(in: privateKeyPEM)
-        guard key.publicKey == leaf.publicKey else {
-            throw IdentityError(.keyMismatch, "the private key does not belong to the certificate for \(CertificateInfo(leaf).commonName ?? "?")")
+        // A key in a token (a `pkcs11:` URI) is checked against the certificate by GnuTLS when
+        // the transport loads it.
+        if !PKCS11URI.isURI(privateKeyPEM) {
+            let key = try PEMFile.privateKey(in: privateKeyPEM)
+            guard key.publicKey == leaf.publicKey else {
+                throw IdentityError(.keyMismatch, "the private key does not belong to the certificate for \(CertificateInfo(leaf).commonName ?? "?")")
+            }
         }
         self.certificateChainPEM = certificateChainPEM
         self.privateKeyPEM = privateKeyPEM

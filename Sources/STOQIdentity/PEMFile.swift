@@ -5,8 +5,11 @@ import X509
 
 /// Reading and writing PEM files of certificates and keys.
 public enum PEMFile {
-    /// Reads a whole text file, with a clear error when it is missing or unreadable.
+    /// Reads a whole text file, with a clear error when it is missing or unreadable. A `pkcs11:`
+    /// URI (a key in a token, ``PKCS11URI``) is no file: it comes back as it is, so every `--key`
+    /// that is read this way also takes a key in a token.
     public static func read(_ path: String) throws(IdentityError) -> String {
+        if PKCS11URI.isURI(path) { return path }
         guard FileManager.default.fileExists(atPath: path) else {
             throw IdentityError(.fileNotFound, "\(path) does not exist")
         }

@@ -1,6 +1,7 @@
 import Foundation
 import STOQExchange
 import STOQPeering
+import STOQIdentity
 
 /// A value of a node configuration key, after its type was checked.
 public enum ConfigValue: Sendable, Hashable {
@@ -409,7 +410,7 @@ public enum NodeConfigurationFile {
 
     /// `path` made absolute: `~/…` against `$HOME`, a relative path against `directory`.
     public static func absolute(_ path: String, relativeTo directory: String) -> String {
-        if path.hasPrefix("/") { return path }
+        if path.hasPrefix("/") || PKCS11URI.isURI(path) { return path }
         if path == "~" || path.hasPrefix("~/") { return home + String(path.dropFirst()) }
         return ((directory as NSString).appendingPathComponent(path) as NSString).standardizingPath
     }

@@ -18,7 +18,8 @@ public struct TLSConfiguration: Sendable {
 
     /// Local certificate chain, PEM, leaf first. May be nil for a client that presents none.
     public var certificateChainPEM: String?
-    /// Private key of the leaf certificate, PEM.
+    /// Private key of the leaf certificate, PEM; or the RFC 7512 `pkcs11:` URI of a key in a
+    /// token (``TokenKey``), which then signs the handshake without leaving the token.
     public var privateKeyPEM: String?
     /// Trust roots (CA certificates), PEM. Peers must chain to one of them when verified.
     public var trustRootsPEM: String?

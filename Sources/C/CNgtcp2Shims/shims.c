@@ -319,3 +319,134 @@ void stoq_tls_session_set_verification(gnutls_session_t session, stoq_conn_ref *
     gnutls_session_set_verify_function(session, stoq_verify_optional_client);
   }
 }
+
+/* ---- Keys in a PKCS#11 token ------------------------------------------------------------- */
+#include <gnutls/pkcs11.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+static pthread_once_t stoq_pkcs11_once = PTHREAD_ONCE_INIT;
+static int stoq_pkcs11_status = 0;
+
+/* The PIN from $STOQ_PKCS11_PIN (a PIN in the URI is used by GnuTLS before it asks). A PIN that
+ * was wrong is not offered again, so a wrong PIN cannot lock the token by retries. */
+static int stoq_pkcs11_pin(void *userdata, int attempt, const char *token_url, const char *token_label,
+                           unsigned flags, char *pin, size_t pin_max) {
+  (void)userdata; (void)token_url; (void)token_label;
+  const char *env = getenv("STOQ_PKCS11_PIN");
+  if (env == NULL || attempt > 0 || (flags & GNUTLS_PIN_WRONG)) return GNUTLS_E_PKCS11_PIN_ERROR;
+  size_t n = strlen(env);
+  if (n + 1 > pin_max) return GNUTLS_E_PKCS11_PIN_ERROR;
+  memcpy(pin, env, n + 1);
+  return 0;
+}
+
+static void stoq_pkcs11_setup(void) {
+  const char *module = getenv("STOQ_PKCS11_MODULE");
+  if (module != NULL && module[0] != '\0') {
+    stoq_pkcs11_status = gnutls_pkcs11_init(GNUTLS_PKCS11_FLAG_MANUAL, NULL);
+    if (stoq_pkcs11_status == 0) stoq_pkcs11_status = gnutls_pkcs11_add_provider(module, NULL);
+  } else {
+    stoq_pkcs11_status = gnutls_pkcs11_init(GNUTLS_PKCS11_FLAG_AUTO, NULL);
+  }
+  gnutls_pkcs11_set_pin_function(stoq_pkcs11_pin, NULL);
+}
+
+static int stoq_pkcs11_ready(void) {
+  pthread_once(&stoq_pkcs11_once, stoq_pkcs11_setup);
+  return stoq_pkcs11_status;
+}
+
+int stoq_pkcs11_privkey_open(gnutls_privkey_t *out, const char *uri) {
+  *out = NULL;
+  int rv = stoq_pkcs11_ready();
+  if (rv < 0) return rv;
+  gnutls_privkey_t key;
+  rv = gnutls_privkey_init(&key);
+  if (rv < 0) return rv;
+  gnutls_privkey_set_pin_function(key, stoq_pkcs11_pin, NULL);
+  rv = gnutls_privkey_import_url(key, uri, 0);
+  if (rv < 0) { gnutls_privkey_deinit(key); return rv; }
+  *out = key;
+  return 0;
+}
+
+long stoq_privkey_public_der(gnutls_privkey_t key, uint8_t *buf, size_t buflen) {
+  gnutls_pubkey_t pub;
+  gnutls_datum_t der = {NULL, 0};
+  int rv = gnutls_pubkey_init(&pub);
+  if (rv < 0) return rv;
+  rv = gnutls_pubkey_import_privkey(pub, key, 0, 0);
+  if (rv >= 0) rv = gnutls_pubkey_export2(pub, GNUTLS_X509_FMT_DER, &der);
+  gnutls_pubkey_deinit(pub);
+  if (rv < 0) return rv;
+  long n = (long)der.size;
+  if (der.size > buflen) n = GNUTLS_E_SHORT_MEMORY_BUFFER; else memcpy(buf, der.data, der.size);
+  gnutls_free(der.data);
+  return n;
+}
+
+long stoq_privkey_sign_sha256(gnutls_privkey_t key, const uint8_t *data, size_t len, uint8_t *sig, size_t siglen) {
+  gnutls_datum_t in = {(unsigned char *)data, (unsigned)len}, out = {NULL, 0};
+  int rv = gnutls_privkey_sign_data(key, GNUTLS_DIG_SHA256, 0, &in, &out);
+  if (rv < 0) return rv;
+  long n = (long)out.size;
+  if (out.size > siglen) n = GNUTLS_E_SHORT_MEMORY_BUFFER; else memcpy(sig, out.data, out.size);
+  gnutls_free(out.data);
+  return n;
+}
+
+void stoq_privkey_free(gnutls_privkey_t key) {
+  if (key != NULL) gnutls_privkey_deinit(key);
+}
+
+long stoq_pkcs11_generate_p256(const char *token_uri, const char *label, const uint8_t *id, size_t idlen,
+                               uint8_t *spki, size_t spkilen) {
+  int rv = stoq_pkcs11_ready();
+  if (rv < 0) return rv;
+  gnutls_datum_t cid = {(unsigned char *)id, (unsigned)idlen}, pub = {NULL, 0};
+  rv = gnutls_pkcs11_privkey_generate3(
+      token_uri, GNUTLS_PK_ECDSA, GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1), label, &cid,
+      GNUTLS_X509_FMT_DER, &pub, GNUTLS_KEY_DIGITAL_SIGNATURE | GNUTLS_KEY_KEY_CERT_SIGN,
+      GNUTLS_PKCS11_OBJ_FLAG_LOGIN | GNUTLS_PKCS11_OBJ_FLAG_MARK_SENSITIVE | GNUTLS_PKCS11_OBJ_FLAG_MARK_PRIVATE);
+  if (rv < 0) return rv;
+  long n = (long)pub.size;
+  if (pub.size > spkilen) n = GNUTLS_E_SHORT_MEMORY_BUFFER; else memcpy(spki, pub.data, pub.size);
+  gnutls_free(pub.data);
+  return n;
+}
+
+int stoq_tls_credentials_new_pkcs11(gnutls_certificate_credentials_t *out, const char *cert_pem,
+                                    size_t cert_len, const char *key_uri,
+                                    const char *trust_pem, size_t trust_len) {
+  gnutls_certificate_credentials_t cred;
+  gnutls_pcert_st pcerts[16];
+  unsigned npcerts = 16;
+  gnutls_privkey_t key = NULL;
+  *out = NULL;
+  int rv = stoq_pkcs11_privkey_open(&key, key_uri);
+  if (rv < 0) return rv;
+  rv = gnutls_certificate_allocate_credentials(&cred);
+  if (rv < 0) { gnutls_privkey_deinit(key); return rv; }
+  gnutls_datum_t cert = {(unsigned char *)cert_pem, (unsigned)cert_len};
+  rv = gnutls_pcert_list_import_x509_raw(pcerts, &npcerts, &cert, GNUTLS_X509_FMT_PEM, 0);
+  if (rv < 0) { gnutls_privkey_deinit(key); goto fail; }
+  /* On success the credentials own the certificates and the key. */
+  rv = gnutls_certificate_set_key(cred, NULL, 0, pcerts, (int)npcerts, key);
+  if (rv < 0) {
+    for (unsigned i = 0; i < npcerts; i++) gnutls_pcert_deinit(&pcerts[i]);
+    gnutls_privkey_deinit(key);
+    goto fail;
+  }
+  if (trust_pem != NULL && trust_len > 0) {
+    gnutls_datum_t trust = {(unsigned char *)trust_pem, (unsigned)trust_len};
+    rv = gnutls_certificate_set_x509_trust_mem(cred, &trust, GNUTLS_X509_FMT_PEM);
+    if (rv < 0) goto fail;
+    if (rv == 0) { rv = GNUTLS_E_NO_CERTIFICATE_FOUND; goto fail; }
+  }
+  *out = cred;
+  return 0;
+fail:
+  gnutls_certificate_free_credentials(cred);
+  return rv;
+}

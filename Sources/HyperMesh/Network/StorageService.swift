@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import STOQIdentity
 import STOQNode
 import STOQTransport
 import STOQWire
@@ -46,6 +47,9 @@ public struct StorageService: NodeService {
     ///   - region: the region it reports.
     public static func load(directory: String, keyPath: String, region: String) throws(HyperMeshError) -> StorageService {
         let key: P256.Signing.PrivateKey
+        if PKCS11URI.isURI(keyPath) {
+            throw HyperMeshError(.invalidParameters, "storage receipts need a key file; keys in a token cannot sign storage receipts yet: run a storage node (--shards, --role storage) with a key file from `stoq certs issue`")
+        }
         do {
             key = try P256.Signing.PrivateKey(pemRepresentation: String(contentsOfFile: keyPath, encoding: .utf8))
         } catch {

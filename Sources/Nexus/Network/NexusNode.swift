@@ -47,6 +47,9 @@ public final class NexusNode: Sendable {
         }
         let id = try NodeID(certificateDER: leaf)
         let signingKey = try? P256.Signing.PrivateKey(pemRepresentation: PEMFile.read(configuration.key))
+        if PKCS11URI.isURI(configuration.key) {
+            logger.warning("the node's key is in a token: keys in a token cannot sign DHT node records yet, so this node's record goes out unsigned")
+        }
         let dht = NexusDHT(configuration: dhtConfiguration)
         let node = try await Node.start(configuration, services: [NexusService(dht: dht)] + services, metrics: metrics, logger: logger)
         let record = NodeRecord(

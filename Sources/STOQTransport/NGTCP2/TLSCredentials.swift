@@ -1,5 +1,6 @@
 import CNgtcp2
 import CNgtcp2Shims
+import STOQIdentity
 
 /// Owns one `gnutls_certificate_credentials_t` (key pair + trust roots).
 ///
@@ -14,6 +15,24 @@ final class TLSCredentials {
         let cert = Array((certificateChainPEM ?? "").utf8)
         let key = Array((privateKeyPEM ?? "").utf8)
         let trust = Array((trustRootsPEM ?? "").utf8)
+        if let keyURI = privateKeyPEM, PKCS11URI.isURI(keyURI) {
+            // The key is in a token: GnuTLS signs the handshake there (TokenKey.swift).
+            let rv = cert.withUnsafeBufferPointer { c in
+                trust.withUnsafeBufferPointer { t in
+                    c.withMemoryRebound(to: CChar.self) { c in
+                        t.withMemoryRebound(to: CChar.self) { t in
+                            stoq_tls_credentials_new_pkcs11(&out, c.baseAddress, c.count, keyURI, t.baseAddress, t.count)
+                        }
+                    }
+                }
+            }
+            guard rv == 0, let out else {
+                throw TokenKey.error(rv, "could not use the certificate with the key \(PKCS11URI.redacted(keyURI)) in the token")
+            }
+            self.raw = out
+            self.hasTrustRoots = !trust.isEmpty
+            return
+        }
         let rv = cert.withUnsafeBufferPointer { c in
             key.withUnsafeBufferPointer { k in
                 trust.withUnsafeBufferPointer { t in

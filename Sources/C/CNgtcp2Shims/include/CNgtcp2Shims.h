@@ -88,4 +88,29 @@ int stoq_tls_credentials_new(gnutls_certificate_credentials_t *out, const char *
 /// Fills a random buffer from GnuTLS (nonce quality).
 int stoq_random(uint8_t *dest, size_t len);
 
+/* Keys in a PKCS#11 token (RFC 7512 `pkcs11:` URIs), through GnuTLS's PKCS#11 support. The
+ * modules are p11-kit's configured ones, or only the one in $STOQ_PKCS11_MODULE when set. The
+ * PIN comes from the URI (`pin-value=`, `pin-source=`) or from $STOQ_PKCS11_PIN. */
+
+/// Opens the private key a `pkcs11:` URI names. Returns 0 or a GnuTLS error code.
+int stoq_pkcs11_privkey_open(gnutls_privkey_t *out, const char *uri);
+/// The DER SubjectPublicKeyInfo of a private key's public half into buf; returns its length, or
+/// a negative GnuTLS error code (GNUTLS_E_SHORT_MEMORY_BUFFER when buf is too small).
+long stoq_privkey_public_der(gnutls_privkey_t key, uint8_t *buf, size_t buflen);
+/// Signs `data` with SHA-256 (ECDSA: a DER signature) into sig; returns its length or a negative
+/// GnuTLS error code.
+long stoq_privkey_sign_sha256(gnutls_privkey_t key, const uint8_t *data, size_t len, uint8_t *sig, size_t siglen);
+/// Releases a key from `stoq_pkcs11_privkey_open`.
+void stoq_privkey_free(gnutls_privkey_t key);
+/// Generates a P-256 key pair inside the token `token_uri` names (sensitive, not extractable),
+/// labelled `label` with the object id `id`; its DER SubjectPublicKeyInfo goes into spki (returns
+/// its length) or a negative GnuTLS error code.
+long stoq_pkcs11_generate_p256(const char *token_uri, const char *label, const uint8_t *id, size_t idlen,
+                               uint8_t *spki, size_t spkilen);
+/// Like `stoq_tls_credentials_new`, with the private key in a token (`key_uri`). GnuTLS checks
+/// that the key belongs to the certificate.
+int stoq_tls_credentials_new_pkcs11(gnutls_certificate_credentials_t *out, const char *cert_pem,
+                                    size_t cert_len, const char *key_uri,
+                                    const char *trust_pem, size_t trust_len);
+
 #endif
