@@ -317,6 +317,9 @@ enum StatusReport {
             let gossip = routing["gossip"] as? [String: Any] ?? [:]
             let nodes = routing["nodes"] as? [[String: Any]] ?? []
             lines.append("routing   \(routing["name"] ?? routing["id"] ?? "?"): \(routing["known_nodes"] ?? 0) nodes known; gossip \(gossip["sent"] ?? 0) sent, \(gossip["received"] ?? 0) received, \(gossip["rejected"] ?? 0) rejected")
+            if let signed = routing["signed"] as? [String: Any] {
+                lines.append("  signed adverts: \(signed["adverts_signed"] ?? 0) signed here; \(signed["signature_checks"] ?? 0) signatures checked, \(signed["bad_signatures"] ?? 0) refused; \(signed["chain_verifications"] ?? 0) certificate chains verified, \(signed["certificates_cached"] ?? 0) cached")
+            }
             let width = max(18, nodes.map { "\($0["name"] ?? $0["id"] ?? "?")".count + 1 }.max() ?? 0)
             if !nodes.isEmpty { lines.append("  " + "node".padding(toLength: width, withPad: " ", startingAt: 0) + " hops  rtt        predicted  load  age     state") }
             for n in nodes {

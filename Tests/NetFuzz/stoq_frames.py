@@ -1,5 +1,5 @@
 """Encoders for every stoq/1 frame a hostile peer can send (docs/PROTOCOL.md), written from the
-protocol text, not from the Swift code: STOQ core 0x01-0x12 and uploads 0x18-0x1b, Nexus 0x40-0x7f, HyperMesh 0x80-0xbf.
+protocol text, not from the Swift code: STOQ core 0x01-0x12, uploads 0x18-0x1b and signed routing adverts 0x26, Nexus 0x40-0x7f, HyperMesh 0x80-0xbf.
 
 Each generator takes a `random.Random` and a `Ctx` (what the fuzzer knows about the node under
 attack) and returns `(frame_type, payload, extra)`: the payload of one frame and any raw bytes that
@@ -613,6 +613,39 @@ def g_grant(rng, c):
 
 
 GENERATORS.update({"GRANT": g_grant})
+
+
+def g_routing_adverts(rng, c):
+    """ROUTING_ADVERTS (0x26): certCount, certificates, advertCount, adverts (PROTOCOL.md "Signed
+    routing adverts"). Bodies are signed with a key that is not the certificate's (or garbage), and
+    claim the fuzzer's own node id or another: a node must drop every one of them."""
+    me = int.from_bytes(c.my_node_id[:8], "big")
+    certs = [rand_bytes(rng, rng.choice([1, 40, 500])) for _ in range(rng.choice([0, 1, 2]))]
+    if rng.random() < 0.05:
+        certs.append(rand_bytes(rng, 8193))
+    adverts = []
+    for _ in range(rng.choice([0, 1, 3, 40])):
+        node = rng.choice([c.my_node_id, rand_bytes(rng, 32), b"\x00" * 32])
+        body = node + varint(extreme_varint(rng)) + varint(rng.choice([0, int(time.time() * 1000) + 60_000, VARINT_MAX]))
+        body += u16(extreme_u16(rng)) + f32(rng.choice([0.0, 45.0, 91.0, float("nan")])) + f32(rng.choice([0.0, 180.0, -181.0]))
+        body += b"".join(f32(rng.choice([0.0, 1.0, 1e6, 1000001.0, -3.4e38])) for _ in range(4))
+        body += f32(rng.choice([0.0, 1e6, -1.0])) + f32(rng.choice([0.0, 0.5, 1.5])) + f32(rng.choice([0.0, 12345.0, -0.5, float("inf")]))
+        body += f32(rng.choice([0.0, 1e9]))
+        links = [u64(rng.choice([me, rng.getrandbits(64), int.from_bytes(node[:8], "big")])) + f32(rng.choice([0.0, 161.8, 1e6, 1000001.0])) + f32(0.0)
+                 for _ in range(rng.choice([0, 1, 32, 33]))]
+        body += varint(len(links)) + b"".join(links)
+        if rng.random() < 0.05:
+            body += rand_bytes(rng, 1100)
+        sig = sign_p256(c.owner, b"STOQ routing advert v1\x00" + body) if rng.random() < 0.8 else rand_bytes(rng, rng.choice([0, 64, 81]))
+        digest = hashlib.sha256(rng.choice(certs)).digest() if certs and rng.random() < 0.8 else rand_bytes(rng, 32)
+        adverts.append(u8(rng.choice([0, 1, 255])) + varint(rng.choice([0, 0xFFFF_FFFF, 0x1_0000_0000])) + digest + string(body) + string(sig))
+    count_c = len(certs) if rng.random() < 0.9 else rng.choice([256, 257, VARINT_MAX])
+    count_a = len(adverts) if rng.random() < 0.9 else rng.choice([256, 257, VARINT_MAX])
+    payload = varint(count_c) + b"".join(string(x) for x in certs) + varint(count_a) + b"".join(adverts)
+    return 0x26, payload, b""
+
+
+GENERATORS["ROUTING_ADVERTS"] = g_routing_adverts
 
 
 def mutate(rng: random.Random, data: bytes) -> bytes:

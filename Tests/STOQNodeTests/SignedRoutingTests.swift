@@ -45,7 +45,7 @@ final class ManualClock: @unchecked Sendable {
         let roots = try TrustRoots.load(path: network.caPath)
         let (ca, cb, cc, cm) = try (network.ca.issue(name: "a"), network.ca.issue(name: "b"), network.ca.issue(name: "c"), network.ca.issue(name: "mallory"))
         let clock = ManualClock()
-        let (a, b, c) = try (Self.router(ca, roots, clock), Self.router(cb, roots, clock), Self.router(cc, roots, clock, latitude: 10))
+        let (a, b, c) = try (Self.router(ca, roots, clock), Self.router(cb, roots, clock), Self.router(cc, roots, clock, latitude: 48.9))
         let (aID, cID) = (RoutingNodeID(ca.nodeID), RoutingNodeID(cc.nodeID))
 
         // A measures C; B learns C's and A's signed adverts (A's carries its link to C).
