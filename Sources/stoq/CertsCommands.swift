@@ -50,6 +50,8 @@ struct Certs: AsyncParsableCommand {
         @Option(help: "IPv6 subject alternative name (repeatable).") var ip: [String] = []
         @Option(help: "Directory to write NAME.pem and NAME.key into.") var out: String
         @Option(help: "CT log directory to append the issued certificate to (created if missing).") var ctLog: String?
+        @Option(help: "Enrolment table (JSON, created if missing): write a fresh per-node enrolment secret to OUT/NAME.enrol and enter it in this table, which nodes run with --require-enrolment read (the second factor).")
+        var enrol: String?
 
         func validate() throws {
             if [days != nil, hours != nil, lifetime != nil].filter({ $0 }).count > 1 { throw ValidationError("give --days or --hours or --lifetime, not several") }
@@ -68,6 +70,7 @@ struct Certs: AsyncParsableCommand {
             print("  certificate: \(paths.certificate)")
             print("  key:         \(paths.key)")
             if let ctLog { print(try logIssuedCertificate(paths.certificate, log: ctLog)) }
+            if let enrol { print(try enrolIssuedNode(node.nodeID.bytes, out: out, name: name, table: enrol)) }
         }
     }
 
