@@ -66,6 +66,9 @@ public actor NameDirectory {
     }
 
     private let store: (any ChunkStore)?
+    /// Owned names: which key owns which published name (the first to publish it here, or the
+    /// owner the CT log says, once a log is attached); kept in `owners.json` across restarts.
+    public nonisolated let ownership: NameOwnershipStore
     private let directory: String?
     private let upstream: [PeerAddress]
     private let peers: PeerSet?
@@ -133,6 +136,7 @@ public actor NameDirectory {
         self.upstream = upstream
         self.peers = peers
         self.logger = logger
+        self.ownership = NameOwnershipStore(path: directory.map { $0 + "/owners.json" })
         if let directory, let files = try? FileManager.default.contentsOfDirectory(atPath: directory) {
             var loaded: [NameRecord] = []
             for file in files where file.hasSuffix(".record") {
@@ -143,7 +147,11 @@ public actor NameDirectory {
                 }
                 loaded.append(record)
             }
-            for record in loaded { try? subscriptions.publish(record, now: 0) }
+            for record in loaded {
+                try? subscriptions.publish(record, now: 0)
+                // Records published before owned names existed bind their names to their keys.
+                ownership.adopt(record.name, key: record.ownerKey, now: UInt64(Self.wallClock() * 1000))
+            }
         }
         if let directory {
             let wall = Self.wallClock()
@@ -228,6 +236,12 @@ public actor NameDirectory {
                     let key = try P256.Signing.PublicKey(x963Representation: record.ownerKey)
                     try table.registerOwner(key, for: name)
                 }
+                if let held = table.owner(of: name), held != record.ownerKey,
+                   ownership.owner(of: name, now: UInt64(Self.wallClock() * 1000))?.key == record.ownerKey {
+                    // The CT log this edge reads says the name was handed to the record's key.
+                    let key = try P256.Signing.PublicKey(x963Representation: record.ownerKey)
+                    try table.registerOwner(key, for: name)
+                }
                 let update = try table.handleRecord(record, now: now)
                 if case .replaced = update { announce(name) }
                 stats.upstreamResolves += 1
@@ -277,13 +291,20 @@ public actor NameDirectory {
         if let store, !(try store.contains(record.content.manifest)) {
             throw NodeError(.notFound, "this origin does not hold \(record.content); put the content into its store first")
         }
+        let wall = UInt64(Self.wallClock() * 1000)
+        let owner = ownership.owner(of: record.name, now: wall)
         do {
-            try subscriptions.publish(record, now: now)
+            try ownership.check(record.name, key: record.ownerKey, now: wall)
+            // The name was handed over (a transfer or recovery in the CT log): the new owner's
+            // record replaces the old owner's.
+            let handedOver = owner != nil && subscriptions.record(for: record.name).map { $0.ownerKey != record.ownerKey } == true
+            try subscriptions.publish(record, now: now, newOwner: handedOver)
         } catch {
             stats.refused += 1
             throw error
         }
         try persist(record)
+        ownership.adopt(record.name, key: record.ownerKey, now: wall)
         announce(record.name)
         let (live, told) = await pushQueuedReporting()
         let notified = live + (await pushSavedHolders(record, skipping: told))

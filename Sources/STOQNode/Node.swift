@@ -103,6 +103,11 @@ public struct NodeConfiguration: Codable, Sendable {
     public var bootstrap: [PeerAddress]?
     /// A CT log directory: refuse peers whose certificate is not in it (`--require-ct`, implies ``dht``).
     public var requireCt: String?
+    /// An enrolment table (`--require-enrolment`): peers must also prove the per-node enrolment
+    /// secret the issuer gave them (the second factor; implies ``dht``).
+    public var requireEnrolment: String?
+    /// This node's enrolment secret file (`--enrolment-secret`, NAME.enrol from `stoq certs issue --enrol`).
+    public var enrolmentSecret: String?
     /// The HyperMesh shard directory (`--shards`, implies the storage role; default `STORE/shards`).
     public var shards: String?
     /// The HTTP front door's address (`--http`); nil: none. `stoq node` reads it and the five below.

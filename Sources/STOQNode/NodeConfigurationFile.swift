@@ -162,6 +162,8 @@ public enum NodeConfigurationFile {
         key("dht", .bool) { c, v in c.dht = v.bool },
         key("bootstrap", .addresses) { c, v in c.bootstrap = addresses(v) },
         key("requireCt", .path) { c, v in c.requireCt = v.string },
+        key("requireEnrolment", .path) { c, v in c.requireEnrolment = v.string },
+        key("enrolmentSecret", .path) { c, v in c.enrolmentSecret = v.string },
         key("shards", .path) { c, v in c.shards = v.string },
         key("http", .string) { c, v in c.http = v.string },
         key("httpCert", .path) { c, v in c.httpCert = v.string },

@@ -68,6 +68,8 @@ struct Certs: AsyncParsableCommand {
         var keyURI: String?
         @Option(help: ArgumentHelp("Certify this P-256 public key (PEM, e.g. from `p11tool --generate-privkey --outfile`) instead of making a key file: writes only OUT/NAME.pem.", valueName: "file"))
         var publicKey: String?
+        @Option(help: "Enrolment table (JSON, created if missing): write a fresh per-node enrolment secret to OUT/NAME.enrol and enter it in this table, which nodes run with --require-enrolment read (the second factor).")
+        var enrol: String?
 
         func validate() throws {
             if [days != nil, hours != nil, lifetime != nil].filter({ $0 }).count > 1 { throw ValidationError("give --days or --hours or --lifetime, not several") }
@@ -115,6 +117,7 @@ struct Certs: AsyncParsableCommand {
             print("  certificate: \(paths.certificate)")
             print("  key:         \(paths.key)")
             if let ctLog { print(try logIssuedCertificate(paths.certificate, log: ctLog)) }
+            if let enrol { print(try enrolIssuedNode(node.nodeID.bytes, out: out, name: name, table: enrol)) }
         }
     }
 

@@ -180,7 +180,7 @@ struct NameCommand: ParsableCommand {
             lives in the Nexus DHT and may also name a service's nodes. `stoq get NAME` reads either: \
             through --peers first, else through --bootstrap, and says on stderr which record it used.
             """,
-        subcommands: [Publish.self, NameShow.self, SetName.self, GetName.self, Keygen.self, Sign.self, Verify.self]
+        subcommands: [Publish.self, NameShow.self, SetName.self, GetName.self, Keygen.self, Sign.self, Verify.self, NameClaim.self, NameTransfer.self]
     )
 
     struct Keygen: ParsableCommand {

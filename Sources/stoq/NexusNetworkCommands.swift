@@ -24,11 +24,12 @@ func parsePeerList(_ text: String, option: String) throws -> [PeerAddress] {
 func runNexusNode(_ c: NodeConfiguration, bootstrap: String?, requireCT: String?, services: [any NodeService] = [], serviceKeys: [NexusID] = [], metrics: NodeMetrics, logger: Logger, http: HTTPOptions? = nil) async throws {
     let seeds = try bootstrap.map { try parsePeerList($0, option: "--bootstrap") } ?? []
     let admission = try requireCT.map { try CTAdmission.open(directory: $0) }
-    let nexus = try await NexusNode.start(c, admission: admission, services: services, serviceKeys: serviceKeys, metrics: metrics, logger: logger)
+    let enrolment = try c.requireEnrolment.map { try EnrolmentTable(path: $0) }
+    let nexus = try await NexusNode.start(c, admission: admission, services: services, serviceKeys: serviceKeys, metrics: metrics, logger: logger, enrolment: enrolment)
     let frontDoor = try await http?.start(node: nexus.node, configuration: c, logger: logger)
     let hup = reloadOnSIGHUP(nexus.node)
     defer { hup.cancel() }
-    print("ready \(c.name) \(nexus.address) roles=\(c.roles.joined(separator: ",")) node_id=\(nexus.record.id)\(admission.map { " require_ct=\($0.log.logID.shortHex)" } ?? "")")
+    print("ready \(c.name) \(nexus.address) roles=\(c.roles.joined(separator: ",")) node_id=\(nexus.record.id)\(admission.map { " require_ct=\($0.log.logID.shortHex)" } ?? "")\(enrolment == nil ? "" : " require_enrolment=yes")")
     fflush(nil)
     do {
         let t0 = ContinuousClock.now

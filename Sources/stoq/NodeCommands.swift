@@ -5,6 +5,7 @@ import STOQ
 import STOQHTTP
 import STOQNode
 import HyperMesh
+import Nexus
 import ServiceLifecycle
 
 /// `stoq node`: run a STOQ node (origin, edge or client) until SIGINT/SIGTERM.
@@ -34,6 +35,8 @@ struct NodeCommand: AsyncParsableCommand {
     @Flag(help: "Run the Nexus DHT: answer DHT requests, publish the node record and provider records for pinned content.") var dht = false
     @Option(help: "DHT bootstrap nodes, comma-separated, e.g. '[::1]:4433,[::1]:4434' (implies --dht).") var bootstrap: String?
     @Option(help: "CT log directory: refuse peers whose certificate is not in it (checked with an inclusion proof; implies --dht).") var requireCt: String?
+    @Option(help: "Enrolment table (from `stoq certs issue --enrol TABLE`): refuse peers that cannot prove the enrolment secret issued with their certificate, the second factor besides --require-ct (implies --dht).") var requireEnrolment: String?
+    @Option(help: "This node's enrolment secret (NAME.enrol, from `stoq certs issue --enrol`): the proof nodes run with --require-enrolment ask for.") var enrolmentSecret: String?
     @Option(help: "Log level: trace, debug, info (default), notice, warning, error, critical.") var logLevel: String?
     @Option(help: "Log format on stderr: text (default) or json (one object per line).") var logFormat: String?
     @Option(help: "Health probe interval in ms (default 1000).") var probeInterval: Int?
@@ -119,6 +122,8 @@ struct NodeCommand: AsyncParsableCommand {
         if dht { v["dht"] = .bool(true) }
         if let bootstrap { v["bootstrap"] = try addresses("bootstrap", [bootstrap]) }
         if let requireCt { v["requireCt"] = path(requireCt) }
+        if let requireEnrolment { v["requireEnrolment"] = path(requireEnrolment) }
+        if let enrolmentSecret { v["enrolmentSecret"] = path(enrolmentSecret) }
         if let shards { v["shards"] = path(shards) }
         if publicRead { v["publicRead"] = .bool(true) }
         if !publisher.isEmpty { v["publisher"] = .list(publisher) }
@@ -188,8 +193,16 @@ struct NodeCommand: AsyncParsableCommand {
             let region = c.region ?? (try? NodeCredentials.load(certificatePath: c.certificate, keyPath: c.key))?.region ?? "default"
             services.append(try StorageService.load(directory: directory, keyPath: c.key, region: region))
         }
+        if let secretPath = c.enrolmentSecret {
+            // The second factor: answer ENROL_CHALLENGE with this node's proof.
+            let secret: [UInt8]
+            do { secret = try Enrolment.loadSecret(path: secretPath) } catch { throw Self.refuse(ErrorReport.peopleText(error)) }
+            let chain = try PEMFile.certificateDERs(in: PEMFile.read(c.certificate))
+            guard let leaf = chain.first else { throw Self.refuse("\(c.certificate) holds no certificate") }
+            services.append(EnrolmentService(secret: secret, nodeID: try NodeID(certificateDER: leaf).bytes))
+        }
         let bootstrapList = (c.bootstrap ?? []).map(\.description).joined(separator: ",")
-        if c.dht == true || !bootstrapList.isEmpty || c.requireCt != nil {
+        if c.dht == true || !bootstrapList.isEmpty || c.requireCt != nil || c.requireEnrolment != nil {
             // A storage node announces itself in the DHT so `stoq block put --dht` finds it.
             let serviceKeys = c.roles.contains("storage") ? [StorageDiscovery.providerKey] : []
             try await runNexusNode(c, bootstrap: bootstrapList.isEmpty ? nil : bootstrapList, requireCT: c.requireCt, services: services, serviceKeys: serviceKeys, metrics: metrics, logger: logger, http: httpOptions)

@@ -648,6 +648,17 @@ def g_routing_adverts(rng, c):
 GENERATORS["ROUTING_ADVERTS"] = g_routing_adverts
 
 
+# --------------------------------------------------------------------------- enrolment (0x28-0x29)
+
+
+def g_enrol(rng, c):
+    """ENROL_CHALLENGE (0x28) / ENROL_PROOF (0x29): exactly 32 bytes; other lengths are malformed."""
+    return rng.choice([0x28, 0x29]), rand_bytes(rng, rng.choice([0, 1, 31, 32, 32, 33, 64])), b""
+
+
+GENERATORS.update({"ENROL": g_enrol})
+
+
 def mutate(rng: random.Random, data: bytes) -> bytes:
     """A few random edits: bit flips, byte sets, inserts, deletes, a cut, a splice of junk."""
     b = bytearray(data)

@@ -4,7 +4,9 @@ import STOQ
 /// libFuzzer target: STOQEdge name records and invalidations.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzEdgeNames(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
-    NameRecord.fuzz(fuzzInput(data, size))
+    let bytes = fuzzInput(data, size)
+    NameRecord.fuzz(bytes)
+    NameOwnerBinding.fuzz(bytes)
     return 0
 }
 

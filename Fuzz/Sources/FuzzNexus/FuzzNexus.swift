@@ -10,6 +10,7 @@ public func fuzzNexus(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     NameRecord.fuzz(bytes)
     DHTRequestEnvelope.fuzz(bytes)
     SignedNodeRecord.fuzz(bytes)
+    Enrolment.fuzz(bytes)
     return 0
 }
 

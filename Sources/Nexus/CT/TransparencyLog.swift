@@ -318,3 +318,16 @@ public final class TransparencyLog: Sendable {
         try storage("raw SQL") { try db.write { (db: Database) in try db.execute(sql: sql, arguments: StatementArguments(arguments)) } }
     }
 }
+
+extension TransparencyLog {
+    /// The entries from index `from` on whose bytes start with `prefix` (e.g. name bindings,
+    /// ``NameOwnerBinding/prefix``), in log order, at most `limit`; entries that do not match are skipped.
+    /// - Returns: (index, entry) pairs; empty when the log cannot be read.
+    public func entries(withPrefix prefix: [UInt8], from: UInt64, limit: Int = 10_000) -> [(UInt64, [UInt8])] {
+        (try? db.read { db -> [(UInt64, [UInt8])] in
+            let rows = try Row.fetchAll(db, sql: "SELECT idx, entry FROM leaves WHERE idx >= ? AND substr(entry, 1, ?) = ? ORDER BY idx LIMIT ?",
+                                        arguments: [Int64(from), prefix.count, Data(prefix), limit])
+            return rows.map { (UInt64($0["idx"] as Int64), Array($0["entry"] as Data)) }
+        }) ?? []
+    }
+}

@@ -1,3 +1,6 @@
+import Foundation
+import STOQEdge
+
 /// Kademlia parameters. Times are milliseconds, TTLs seconds.
 public struct DHTConfiguration: Sendable, Hashable {
     /// Bucket size and the number of closest nodes a lookup converges on.
@@ -61,16 +64,29 @@ public struct AcceptAllValidator: DHTRecordValidator {
 /// Accepts only signed name records stored under their name's key; a higher version wins and a
 /// record for a name held under another owner key is refused while the held one is valid.
 public struct NameRecordValidator: DHTRecordValidator {
+    /// Owned names: who owns which name on this node (first key seen, or bound in the CT log),
+    /// kept across restarts and across the records' expiry. Nil: only the held record binds.
+    public let ownership: STOQEdge.NameOwnershipStore?
     /// Creates the validator.
-    public init() {}
-    /// Decodes, verifies (signature, expiry) and checks the key.
+    public init(ownership: STOQEdge.NameOwnershipStore? = nil) { self.ownership = ownership }
+    /// Decodes, verifies (signature, expiry) and checks the key; with ``ownership``, refuses a
+    /// record signed by another key than the name's owner and binds an unowned name to its signer.
     public func validate(key: NexusID, value: [UInt8], now: UInt64) -> Bool {
         guard let r = try? NameRecord.decode(value), r.name.key == key, (try? r.verify(now: now)) != nil else { return false }
+        if let ownership {
+            do { try ownership.admit(r.name.text, key: r.ownerKey, now: now) } catch { return false }
+        }
         return true
     }
     /// True for a strictly higher version by the same owner.
     public func shouldReplace(existing: [UInt8], with incoming: [UInt8]) -> Bool {
         guard let a = try? NameRecord.decode(existing), let b = try? NameRecord.decode(incoming) else { return false }
+        if a.ownerKey != b.ownerKey, let ownership {
+            // The name was handed over (a transfer or recovery in the CT log): the new owner's
+            // record replaces the old owner's.
+            let now = UInt64(Date().timeIntervalSince1970 * 1000)
+            return ownership.owner(of: b.name.text, now: now)?.key == b.ownerKey
+        }
         return a.ownerKey == b.ownerKey && b.version > a.version
     }
 }

@@ -1,4 +1,5 @@
 import Crypto
+import STOQEdge
 
 /// A node record published in the DHT, signed by the node's own key, so anyone can find a node's
 /// current addresses by its id and nobody else can publish them.
@@ -129,8 +130,10 @@ public struct SignedNodeRecord: Hashable, Sendable {
 /// What a Nexus node stores for the network: signed name records under their name's key and
 /// signed node records under ``SignedNodeRecord/key(for:)``; anything else is refused.
 public struct NexusRecordValidator: DHTRecordValidator {
+    /// Owned names (see ``NameRecordValidator/ownership``); nil: only the held record binds.
+    public let ownership: NameOwnershipStore?
     /// Creates the validator.
-    public init() {}
+    public init(ownership: NameOwnershipStore? = nil) { self.ownership = ownership }
 
     /// True for a valid, unexpired signed record stored under its own key.
     public func validate(key: NexusID, value: [UInt8], now: UInt64) -> Bool {
@@ -139,7 +142,7 @@ public struct NexusRecordValidator: DHTRecordValidator {
                   (try? r.verify(now: now)) != nil else { return false }
             return true
         }
-        return NameRecordValidator().validate(key: key, value: value, now: now)
+        return NameRecordValidator(ownership: ownership).validate(key: key, value: value, now: now)
     }
 
     /// Node records: a later signature by the same node; names: a higher version by the same owner.

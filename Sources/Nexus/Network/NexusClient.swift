@@ -59,6 +59,10 @@ public final class NexusClient: Sendable {
         try record.verify(now: now)
         let storedOn = try await dht.put(key: record.name.key, value: record.encode())
         guard !storedOn.isEmpty else {
+            if let held = try? await dht.lookup(.value, target: record.name.key).value, let current = try? NameRecord.decode(held),
+               current.ownerKey != record.ownerKey {
+                throw NexusError(.ownerMismatch, "'\(record.name)' is owned by another key (owner \(NameOwnership.fingerprint(current.ownerKey))); every node responsible for it refused this record. Only the owner can update the name; the owner can hand it over with `stoq name transfer`")
+            }
             throw NexusError(.staleRecord, "every node responsible for '\(record.name)' refused version \(record.version): a record with a higher (or the same) version is held, or the name has another owner; publish a higher --version with the owner's key")
         }
         return storedOn.count

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Logging
 import STOQContent
+import STOQEdge
 import STOQIdentity
 import STOQNode
 import STOQTransport
@@ -26,6 +27,8 @@ public final class NexusNode: Sendable {
     public let announcements: EdgeAnnouncements?
     private let signingKey: P256.Signing.PrivateKey?
     private let logger: Logger
+    /// The second factor (`--require-enrolment`): peers must prove their enrolment secret.
+    public let enrolment: EnrolmentTable?
 
     /// Starts a node with Nexus.
     /// - Parameters:
@@ -39,7 +42,8 @@ public final class NexusNode: Sendable {
     public static func start(
         _ configuration: NodeConfiguration, dht dhtConfiguration: DHTConfiguration = DHTConfiguration(),
         admission: CTAdmission? = nil, services: [any NodeService] = [], serviceKeys: [NexusID] = [], metrics: NodeMetrics = NodeMetrics(),
-        announce: ProviderAnnouncer.Configuration = .init(), logger: Logger = Logger(label: "stoq.nexus")
+        announce: ProviderAnnouncer.Configuration = .init(), logger: Logger = Logger(label: "stoq.nexus"),
+        enrolment: EnrolmentTable? = nil, enrolmentSecret: [UInt8]? = nil
     ) async throws -> NexusNode {
         let chain = try PEMFile.certificateDERs(in: PEMFile.read(configuration.certificate))
         guard let leaf = chain.first else {
@@ -50,8 +54,19 @@ public final class NexusNode: Sendable {
         if PKCS11URI.isURI(configuration.key) {
             logger.warning("the node's key is in a token: keys in a token cannot sign DHT node records yet, so this node's record goes out unsigned")
         }
-        let dht = NexusDHT(configuration: dhtConfiguration)
-        let node = try await Node.start(configuration, services: [NexusService(dht: dht)] + services, metrics: metrics, logger: logger)
+        // Owned names: who owns which DHT name, kept across restarts (and read from the CT log).
+        let dhtOwners = NameOwnershipStore(path: configuration.store + "/names/dht-owners.json")
+        let dht = NexusDHT(configuration: dhtConfiguration, validator: NexusRecordValidator(ownership: dhtOwners))
+        let node = try await Node.start(configuration, services: [NexusService(dht: dht)] + services
+                                            + (services.contains { $0.frameTypes.contains(Enrolment.challengeType) } ? [] : [EnrolmentService(secret: enrolmentSecret, nodeID: id.bytes)]),
+                                        metrics: metrics, logger: logger)
+        if let log = admission?.log {
+            // Name bindings in the CT log decide who owns a name, in both name systems.
+            let reader: NameOwnershipStore.LogReader = { from in log.entries(withPrefix: NameOwnerBinding.prefix, from: from) }
+            let logKey = Array(log.publicKey.x963Representation)
+            dhtOwners.attachLog(reader: reader, logKey: logKey)
+            node.names.ownership.attachLog(reader: reader, logKey: logKey)
+        }
         let record = NodeRecord(
             id: NexusID(bytes: id.bytes)!, addresses: [try NexusAddress(node.address)],
             region: String((configuration.region ?? "").utf8.prefix(NodeRecord.maxRegionLength)) ?? "",
@@ -63,11 +78,12 @@ public final class NexusNode: Sendable {
             announcements?.start()
         }
         return NexusNode(node: node, dht: dht, record: record, admission: admission, serviceKeys: serviceKeys, announcements: announcements,
-                         signingKey: signingKey, logger: logger)
+                         signingKey: signingKey, logger: logger, enrolment: enrolment)
     }
 
     private init(node: Node, dht: NexusDHT, record: NodeRecord, admission: CTAdmission?, serviceKeys: [NexusID], announcements: EdgeAnnouncements?,
-                 signingKey: P256.Signing.PrivateKey?, logger: Logger) {
+                 signingKey: P256.Signing.PrivateKey?, logger: Logger, enrolment: EnrolmentTable? = nil) {
+        self.enrolment = enrolment
         self.announcements = announcements
         self.serviceKeys = serviceKeys
         self.node = node
@@ -121,28 +137,37 @@ public final class NexusNode: Sendable {
     /// endpoint); with ``admission`` set, a peer whose certificate is not logged is refused (its
     /// connection closed with the reason) before any request is answered.
     public func run() async {
-        guard let admission else {
+        guard admission != nil || enrolment != nil else {
             await node.run()
             return
         }
         let node = self.node
         let logger = self.logger
+        let admission = self.admission
+        let enrolment = self.enrolment
+        let me = Array(record.id.bytes)
         await withDiscardingTaskGroup { outer in
             outer.addTask {
                 await withDiscardingTaskGroup { group in
                     for await connection in node.endpoint.incomingConnections {
                         group.addTask {
-                            switch admission.check(connection.peerCertificateChain) {
-                            case .admitted:
-                                await node.server.serve(connection: connection)
-                            case .refused(let error):
-                                logger.warning("refusing peer", metadata: ["peer": "\(connection.remoteAddress)", "reason": "\(error.reason)"])
-                                // Close when the peer's first request arrives (none is answered): by
-                                // then both sides have confirmed the handshake, so the peer surely
-                                // receives the CONNECTION_CLOSE and its reason.
-                                for await _ in connection.incomingStreams { break }
-                                await connection.close(code: CTAdmission.refusalCode, reason: error.reason)
+                            var refusal: (UInt64, String)?
+                            if let admission, case .refused(let error) = admission.check(connection.peerCertificateChain) {
+                                refusal = (CTAdmission.refusalCode, error.reason)
+                            } else if let enrolment, let why = await enrolment.challenge(connection, verifier: me) {
+                                // The second factor: the certificate alone is not enough.
+                                refusal = (Enrolment.refusalCode, why)
                             }
+                            guard let (code, reason) = refusal else {
+                                await node.server.serve(connection: connection)
+                                return
+                            }
+                            logger.warning("refusing peer", metadata: ["peer": "\(connection.remoteAddress)", "reason": "\(reason)"])
+                            // Close when the peer's first request arrives (none is answered): by
+                            // then both sides have confirmed the handshake, so the peer surely
+                            // receives the CONNECTION_CLOSE and its reason.
+                            if code == CTAdmission.refusalCode { for await _ in connection.incomingStreams { break } }
+                            await connection.close(code: code, reason: reason)
                         }
                     }
                 }

@@ -93,12 +93,14 @@ public struct Subscriptions<Peer: Hashable & Sendable>: Sendable {
     /// Publishes a record signed elsewhere. Its version must be higher than the current one
     /// and its owner the same as before.
     /// - Throws: ``NameRecordError`` `.badSignature`, `.wrongOwner`, `.staleVersion`.
-    public mutating func publish(_ record: NameRecord, now: UInt64) throws(NameRecordError) {
+    /// - Parameter newOwner: the name was handed to the record's key (owned names: a transfer
+    ///   checked by the caller), so a record by another key than the current one is taken.
+    public mutating func publish(_ record: NameRecord, now: UInt64, newOwner: Bool = false) throws(NameRecordError) {
         guard record.hasValidSignature else {
             throw NameRecordError(.badSignature, "the record for '\(record.name)' does not verify; sign it with the owner's key")
         }
         if let current = records[record.name] {
-            guard current.ownerKey == record.ownerKey else {
+            guard newOwner || current.ownerKey == record.ownerKey else {
                 throw NameRecordError(.wrongOwner, "'\(record.name)' is owned by another key; publish with the key of earlier versions")
             }
             guard record.version > current.version else {
