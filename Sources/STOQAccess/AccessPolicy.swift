@@ -101,13 +101,14 @@ public actor AccessPolicy {
     /// - Throws: ``AccessError`` saying why it is refused.
     public func present(_ grant: AccessGrant, peer: NodeID?, connection: ObjectIdentifier) async throws(AccessError) -> Presented {
         guard let trust else { throw AccessError(.badSignature, "this node checks no grants (it has no CA to check them against)") }
+        // The cheap check first: a grant from a stranger costs no signature verification.
+        guard isIssuer(grant.publisher) else {
+            throw AccessError(.notCovered, "grant \(grant.id) was issued by node \(grant.publisher.hex), which is neither an operator nor a publisher of this node (--operator, --publisher)")
+        }
         let revoked = lists[grant.publisher]?.revoked ?? []
         let effective = try await grant.verify(trust: trust, now: clock(), revoked: revoked)
         if let bound = effective.peers.first, bound != peer {
             throw AccessError(.wrongPeer, "grant \(grant.id) is bound to node \(bound.short), not to the certificate this connection presented (\(peer?.short ?? "none"))")
-        }
-        guard isIssuer(grant.publisher) else {
-            throw AccessError(.notCovered, "grant \(grant.id) was issued by node \(grant.publisher.hex), which is neither an operator nor a publisher of this node (--operator, --publisher)")
         }
         let presented = Presented(grantID: grant.grantID, publisher: grant.publisher, effective: effective)
         var held = grants[connection, default: []].filter { $0.grantID != grant.grantID }
@@ -185,11 +186,11 @@ public actor AccessPolicy {
     /// - Throws: ``AccessError`` when the list does not verify or its publisher is unknown here.
     public func accept(_ list: RevocationList) async throws(AccessError) -> (current: RevocationList, changed: Bool) {
         guard let trust else { throw AccessError(.badSignature, "this node checks no revocation lists (it has no CA)") }
-        try await list.verify(trust: trust, now: clock())
         guard isIssuer(list.publisher) else {
             throw AccessError(.notCovered, "node \(list.publisher.hex) is neither an operator nor a publisher of this node; its revocation list is of no use here")
         }
         if let held = lists[list.publisher], held.version >= list.version { return (held, false) }
+        try await list.verify(trust: trust, now: clock())
         guard lists[list.publisher] != nil || lists.count < Self.maximumPublishers else {
             throw AccessError(.malformed, "this node keeps the revocation lists of \(Self.maximumPublishers) publishers already")
         }

@@ -4,7 +4,7 @@ An origin and an edge below it run with an operator (`--operator`, also the orig
 STATUS is refused to a foreign certificate of the network with ERROR 7 (the issue's "read any
 node's STATUS JSON" is now a regression check) and allowed with a `status` grant the operator
 issued; a publish grant narrowed offline to `site/blog` and to one peer lets that peer upload in
-scope and is refused out of scope; an expired grant is refused; and a grant the operator revokes at
+scope and is refused out of scope; PURGE on the edge needs a grant; an expired grant is refused; and a grant the operator revokes at
 the origin is refused **at the edge** once the origin passed the signed revocation list down.
 Nodes start once; the whole file takes a few seconds.
 """
@@ -34,6 +34,9 @@ def test_grants_status_publish_expiry_and_revocation_at_an_edge(user: User, proc
     edge = user.node(procs, "gr-edge", "--role", "edge", "--upstream", origin.address, "--operator", operator)
     op_tls, reader_tls = user.tls("gr-operator"), user.tls("gr-reader")
     signer = ["--cert", op_cert, "--key", op_key]
+    # A grant that expires in a second, made now and used after the steps below (no idle wait).
+    short = user.ok("grant", "create", "--rights", "status", "--expires", "1s", *signer).stdout.strip()
+    short_made = time.monotonic()
 
     # 1. A foreign certificate of the network no longer reads STATUS (before: the whole JSON); the operator does.
     refused = user.run("status", "--node", origin.address, *reader_tls, "--json")
@@ -70,8 +73,7 @@ def test_grants_status_publish_expiry_and_revocation_at_an_edge(user: User, proc
     assert plain.rc != 0 and "not a publisher of this origin" in plain.stderr, plain.stderr
 
     # 4. An expired grant is refused.
-    short = user.ok("grant", "create", "--rights", "status", "--expires", "1s", *signer).stdout.strip()
-    time.sleep(2.1)
+    time.sleep(max(0.0, 2.1 - (time.monotonic() - short_made)))
     expired = user.run("status", "--node", origin.address, *reader_tls, "--grant", short, "--json")
     assert expired.rc != 0 and "expired" in expired.stderr, expired.stderr
 
@@ -79,6 +81,11 @@ def test_grants_status_publish_expiry_and_revocation_at_an_edge(user: User, proc
     #    the origin passes the signed list down, and the edge refuses it.
     edge_grant = user.ok("grant", "create", "--rights", "status,purge", "--expires", "1h", *signer).stdout.strip()
     assert "totals" in json.loads(user.ok("status", "--node", edge.address, *reader_tls, "--grant", edge_grant, "--json").stdout)
+    # PURGE on the edge (it lists the operator): refused without a grant, taken with one.
+    content = put.stdout.strip().splitlines()[-1]
+    no_purge = user.run("purge", content, "--node", edge.address, *reader_tls)
+    assert no_purge.rc != 0 and "right purge for scope content" in no_purge.stderr, no_purge.stderr
+    assert "purged " + content in user.ok("purge", content, "--node", edge.address, *reader_tls, "--grant", edge_grant).stdout
     gid = json.loads(user.ok("grant", "inspect", edge_grant, "--json").stdout)["id"]
     revoked = user.ok("grant", "revoke", gid, "--node", origin.address, *op_tls).stdout
     assert f"revoked grant {gid}" in revoked and "version 1" in revoked, revoked

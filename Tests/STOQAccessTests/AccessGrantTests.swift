@@ -217,7 +217,8 @@ struct Network {
         let older = try RevocationList.sign(version: 1, grantIDs: [], certificate: net.publisher.der, key: net.publisher.key)
         let (current, changed) = try await policy.accept(older)
         #expect(!changed && current.version == 2)
-        var bytes = list.encoded()
+        // A newer list altered in transit (one grant id flipped) does not verify.
+        var bytes = try RevocationList.sign(version: 3, grantIDs: [g.grantID], certificate: net.publisher.der, key: net.publisher.key).encoded()
         bytes[40] ^= 1
         if let forged = try? RevocationList(encoded: bytes) {
             await #expect(throws: AccessError.self) { _ = try await policy.accept(forged) }
