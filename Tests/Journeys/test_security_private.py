@@ -74,6 +74,11 @@ def test_sealed_content_and_reader_keys(user: User, tmp_path: Path, procs: Procs
     for name in NAMES + ["text/plain", "text/csv", "text/markdown", str(tree)]:
         assert name.encode() not in stored, f"the origin's store holds {name!r} in the clear"
 
+    # The store stays consistent: the sealed index names every chunk (nothing orphaned).
+    verified = user.ok("store", "verify", "--store", store)
+    said = verified.stdout + verified.stderr
+    assert " 0 orphaned" in said and "store is consistent" in said, said
+
     origin = user.node(procs, "sealed-origin", "--role", "origin", "--public-read", "--admin", "0", store=store)
 
     # Two readers, each with a key of their own (fresh HOMEs: no certificate, no store).
