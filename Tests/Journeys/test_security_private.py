@@ -15,6 +15,8 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -74,7 +76,21 @@ def test_sealed_content_and_reader_keys(user: User, tmp_path: Path, procs: Procs
     for name in NAMES + ["text/plain", "text/csv", "text/markdown", str(tree)]:
         assert name.encode() not in stored, f"the origin's store holds {name!r} in the clear"
 
-    origin = user.node(procs, "sealed-origin", "--role", "origin", "--public-read", "--admin", "0", store=store)
+    # The store stays consistent: the sealed index names every chunk (nothing orphaned).
+    verified = user.ok("store", "verify", "--store", store)
+    said = verified.stdout + verified.stderr
+    assert " 0 orphaned" in said and "store is consistent" in said, said
+
+    origin = user.node(procs, "sealed-origin", "--role", "origin", "--public-read", "--admin", "0", "--http", "[::1]:0", store=store)
+    http = next((m for m in (re.match(r"^http \S+ (\[[0-9a-fA-F:]+\]:\d+)", line) for line in list(origin.proc.lines)) if m), None)
+    assert http, "the origin printed no 'http' line"
+    if shutil.which("curl"):
+        # Its HTTP front door cannot read a sealed content: 403, and no name in the answer.
+        reply = subprocess.run(["curl", "-sk", "-g", "-o", "-", "-w", "\n%{http_code}", "--max-time", "10", f"https://{http.group(1)}/stoq/{cid}/"],
+                               capture_output=True, timeout=20)
+        body, _, code = reply.stdout.decode("latin-1").rpartition("\n")
+        assert code == "403", reply.stdout
+        assert not any(name in body for name in NAMES), body
 
     # Two readers, each with a key of their own (fresh HOMEs: no certificate, no store).
     homes = {}
