@@ -18,6 +18,7 @@ let package = Package(
         .executableTarget(name: "FuzzEdgeNames", dependencies: ["FuzzSupport", .product(name: "STOQ", package: "stoq")]),
         .executableTarget(name: "FuzzEdgeProtocol", dependencies: ["FuzzSupport", .product(name: "STOQ", package: "stoq")]),
         .executableTarget(name: "FuzzTicket", dependencies: ["FuzzSupport", .product(name: "STOQ", package: "stoq")]),
+        .executableTarget(name: "FuzzAudit", dependencies: ["FuzzSupport", .product(name: "STOQ", package: "stoq")]),
     ],
     swiftLanguageModes: [.v6]
 )

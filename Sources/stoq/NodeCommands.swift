@@ -55,6 +55,7 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Who may upload content into this origin with `stoq put --node`: a node id (64 hex characters, from `stoq certs show`), a certificate file, or the name of a certificate `stoq init` made, e.g. client (repeatable).") var publisher: [String] = []
     @OptionGroup var httpOptions: HTTPOptions
     @OptionGroup var renewal: RenewalOptions
+    @OptionGroup var auditOptions: AuditOptions
 
     /// A config file or flag refused: one line on stderr, exit code 2 (a usage error).
     static func refuse(_ message: String) -> ExitCode {
@@ -134,6 +135,7 @@ struct NodeCommand: AsyncParsableCommand {
         if let accessLog = httpOptions.accessLog { v["accessLog"] = accessLog == "-" ? .string("-") : path(accessLog) }
         if let accessLogFormat = httpOptions.accessLogFormat { v["accessLogFormat"] = .string(accessLogFormat) }
         if let publisherKey = httpOptions.publisherKey { v["publisherKey"] = path(publisherKey) }
+        v.merge(auditOptions.values()) { _, flag in flag }
         return v
     }
 
@@ -194,6 +196,10 @@ struct NodeCommand: AsyncParsableCommand {
         }
         let node = try await Node.start(c, services: services, metrics: metrics, logger: logger)
         let hup = reloadOnSIGHUP(node)
+        do { try AuditOptions.attach(node, configuration: c) } catch {
+            await node.close()
+            throw error
+        }
         defer { hup.cancel() }
         let frontDoor: HTTPOptions.Running?
         do { frontDoor = try await httpOptions.start(node: node, configuration: c, logger: logger) } catch {

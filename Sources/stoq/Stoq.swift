@@ -49,6 +49,8 @@ struct Stoq: AsyncParsableCommand {
             RelayCommand.self,
             // hypermesh
             BlockCommand.self,
+            // security
+            AuditCommand.self,
         ]
     )
 }
