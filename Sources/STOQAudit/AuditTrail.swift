@@ -11,7 +11,7 @@ import STOQIdentity
 ///
 /// Appending writes each record with one `write(2)` (no fsync); ``appendHead(_:)`` writes a
 /// signed head and fsyncs the segment, and the node signs a head every ``Settings`` interval and
-/// when it stops. So a crash of the process loses nothing written, and a crash of the machine
+/// when it stops. So a crash of the process loses no record written, and a crash of the machine
 /// loses at most the records after the last signed head. A record cut short by a crash is
 /// dropped when the trail is opened again.
 ///
