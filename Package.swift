@@ -125,9 +125,11 @@ let package = Package(
             dependencies: ["STOQExchange", "STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQEdge", crypto, logging, nio]
         ),
         .target(name: "STOQAdmin", dependencies: ["STOQExchange", logging, nio, nioPosix, nioHTTP1]),
+        // The audit trail of transfers (issue 15 item 7): hash-chained segments and signed heads.
+        .target(name: "STOQAudit", dependencies: ["STOQErrors", "STOQIdentity", crypto, x509]),
         .target(
             name: "STOQNode",
-            dependencies: ["STOQExchange", "STOQPeering", "STOQEdgeNode", "STOQAdmin", "STOQIdentity", "STOQTransport", "STOQWire", "STOQContent",
+            dependencies: ["STOQAudit", "STOQExchange", "STOQPeering", "STOQEdgeNode", "STOQAdmin", "STOQIdentity", "STOQTransport", "STOQWire", "STOQContent",
                            "STOQRouting", "STOQSwarm", "STOQEdge", logging, serviceLifecycle]
         ),
         // The HTTP front door: HTTP/3 (nghttp3 on STOQTransport) and HTTPS over TCP, for browsers and HTTP clients.
@@ -139,7 +141,7 @@ let package = Package(
         .target(
             name: "STOQ",
             dependencies: ["STOQErrors", "STOQIdentity", "STOQTransport", "STOQWire", "STOQContent", "STOQRouting", "STOQSwarm", "STOQEdge", "STOQAccess",
-                           "STOQExchange", "STOQPeering", "STOQEdgeNode", "STOQAdmin", "STOQNode", "STOQHTTP"]
+                           "STOQExchange", "STOQPeering", "STOQEdgeNode", "STOQAdmin", "STOQNode", "STOQHTTP", "STOQAudit"]
         ),
 
         // MARK: Nexus (discovery) and HyperMesh (sharded storage)
@@ -170,7 +172,7 @@ let package = Package(
         // MARK: Command-line tool
         .executableTarget(
             name: "stoq",
-            dependencies: ["STOQ", "Nexus", "HyperMesh", "STOQInterop", "STOQBenchmarks", "NexusBenchmarks", "HyperMeshBenchmarks", argumentParser, logging, nioPosix, crypto, serviceLifecycle]
+            dependencies: ["STOQ", "STOQAudit", "Nexus", "HyperMesh", "STOQInterop", "STOQBenchmarks", "NexusBenchmarks", "HyperMeshBenchmarks", argumentParser, logging, nioPosix, crypto, serviceLifecycle]
         ),
 
         // A small HTTP/3 file server for the process-level tests in Tests/HTTP3 (STOQHTTP alone).
@@ -193,6 +195,7 @@ let package = Package(
         .testTarget(name: "STOQContentTests", dependencies: ["STOQContent", "STOQIdentity", "STOQSimulation", "TestVectorSupport", crypto]),
         .testTarget(name: "STOQRoutingTests", dependencies: ["STOQRouting", "STOQSimulation"]),
         .testTarget(name: "STOQSimulationTests", dependencies: ["STOQSimulation"]),
+        .testTarget(name: "STOQAuditTests", dependencies: ["STOQAudit", "STOQIdentity", crypto]),
         .testTarget(name: "STOQSwarmTests", dependencies: ["STOQSwarm", "STOQSimulation", "STOQBenchmarks"]),
         .testTarget(name: "NexusTests", dependencies: ["Nexus", "STOQTestSupport", "NexusSimulation", "NexusBenchmarks", "STOQSimulation", "STOQNode", "STOQIdentity", "STOQTransport", "STOQContent", crypto]),
         .testTarget(name: "HyperMeshTests", dependencies: ["HyperMesh", "HyperMeshBenchmarks", "Nexus", "STOQSimulation", "STOQNode", "STOQIdentity", crypto, nio]),

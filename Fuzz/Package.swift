@@ -20,6 +20,7 @@ let package = Package(
         .executableTarget(name: "FuzzTicket", dependencies: ["FuzzSupport", .product(name: "STOQ", package: "stoq")]),
         .executableTarget(name: "FuzzGrant", dependencies: ["FuzzSupport", .product(name: "STOQ", package: "stoq")]),
         .executableTarget(name: "FuzzSealed", dependencies: ["FuzzSupport", .product(name: "STOQ", package: "stoq")]),
+        .executableTarget(name: "FuzzAudit", dependencies: ["FuzzSupport", .product(name: "STOQ", package: "stoq")]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -14,6 +14,7 @@
 @_exported import STOQAdmin
 @_exported import STOQNode
 @_exported import STOQHTTP
+@_exported import STOQAudit
 
 /// The version of this STOQ build, as `stoq --version` prints it, and the wire protocol it speaks.
 public enum STOQVersion {

@@ -283,6 +283,7 @@ public final class PeerNames: @unchecked Sendable {
     private var byConnection: [ObjectIdentifier: String] = [:]
     private var byNodeID: [NodeID: Identity] = [:]
     private var byAddress: [String: Identity] = [:]
+    private var byLabel: [String: NodeID] = [:]
 
     /// Creates an empty directory.
     public init(maximumEntries: Int = 4096) { self.maximumEntries = max(1, maximumEntries) }
@@ -309,6 +310,7 @@ public final class PeerNames: @unchecked Sendable {
             if byConnection.count < maximumEntries { byConnection[key] = label }
             if let identity {
                 if byNodeID[identity.nodeID] != nil || byNodeID.count < maximumEntries { byNodeID[identity.nodeID] = identity }
+                if byLabel[label] != nil || byLabel.count < maximumEntries { byLabel[label] = identity.nodeID }
                 // A dialled connection's remote address is the peer's listening address.
                 if !connection.isServer, byAddress[address] != nil || byAddress.count < maximumEntries { byAddress[address] = identity }
             }
@@ -326,6 +328,9 @@ public final class PeerNames: @unchecked Sendable {
 
     /// The identity of the peer this node dialled at `address` (`[HOST]:PORT`).
     public func identity(atAddress address: String) -> Identity? { lock.withLock { byAddress[address] } }
+
+    /// The node id behind a label ``label(of:)`` gave (nil: an anonymous reader, or not seen).
+    public func nodeID(ofLabel label: String) -> NodeID? { lock.withLock { byLabel[label] } }
 
     /// Every identity seen.
     public var identities: [Identity] { lock.withLock { Array(byNodeID.values) } }

@@ -47,7 +47,9 @@ extension Node {
     /// Logs one info line per transfer finished since the last call (`all`: every transfer, the
     /// node is closing).
     func logFinishedTransfers(all: Bool = false) {
-        for f in tracker.sweep(all: all) {
+        let finished = tracker.sweep(all: all)
+        audit?.record(finished, peerNames: peerNames)
+        for f in finished {
             var metadata: Logger.Metadata = [
                 "content": "\(f.content)", "bytes": "\(f.bytes)", "chunks": "\(f.chunks)",
                 "seconds": "\(String(format: "%.3f", f.seconds))", "rate_bytes_per_second": "\(Int(f.bytesPerSecond.rounded()))",
@@ -74,6 +76,7 @@ extension Node {
             await stopping.sleep(for: Self.transfersInterval)
             if stopping.isSet { break }
             logFinishedTransfers()
+            audit?.tick()
             sinceSave += Self.transfersInterval
             if sinceSave >= Self.countersInterval {
                 sinceSave = .zero

@@ -122,6 +122,17 @@ public struct NodeConfiguration: Codable, Sendable {
     public var accessLogFormat: String?
     /// The publisher key file the HTTP listener decrypts with (`--publisher-key`; default `STORE/publisher.key`).
     public var publisherKey: String?
+    /// Keep no audit trail of transfers (`--no-audit-log`; default false: `STORE/audit/` records
+    /// every finished transfer, docs/OPERATIONS.md "Audit trail").
+    public var noAuditLog: Bool?
+    /// Most seconds between signed audit heads while transfers are recorded (`--audit-sign-seconds`, default 60).
+    public var auditSignSeconds: Int?
+    /// A CT log directory every signed audit head is appended to (`--audit-ct-log`).
+    public var auditCtLog: String?
+    /// Bytes after which an audit segment is closed (default 16 MiB).
+    public var auditSegmentBytes: Int?
+    /// Audit segments kept; older ones are deleted (default 64).
+    public var auditSegments: Int?
 
     /// The default of ``maxConnections``.
     public static let defaultMaxConnections = 1024
@@ -232,6 +243,8 @@ public final class Node: Sendable {
     /// running is added to them).
     public let savedCounters: PersistentCounters
     let uploadCoordinator: UploadCoordinator?
+    /// The audit trail of transfers (nil with `noAuditLog`).
+    public let audit: NodeAudit?
     let stopping = StopFlag()
     let logger: Logger
 
@@ -281,6 +294,7 @@ public final class Node: Sendable {
         endpointConfiguration.maxConnections = maxConnections
         endpointConfiguration.maxConnectionsPerAddress = perAddress
         let renewal = try IssuerService.renewalSetup(configuration, services: services, logger: logger)
+        let audit = configuration.noAuditLog == true ? nil : try NodeAudit(configuration: configuration, logger: logger)
         let endpoint = try await Endpoint.bind(
             host: configuration.listen.host, port: configuration.listen.port,
             tls: try configuration.tlsConfiguration(), configuration: endpointConfiguration
@@ -312,7 +326,7 @@ public final class Node: Sendable {
         let node = Node(
             configuration: configuration, endpoint: endpoint, store: store, services: services + renewal.services, metrics: metrics,
             healthConfiguration: healthConfiguration, admin: admin, nodeID: nodeID, router: router, box: box, renewer: renewer,
-            savedCounters: saved, logger: logger)
+            savedCounters: saved, audit: audit, logger: logger)
         node.peerNames.remember(.init(name: ownName, nodeID: nodeID))
         // Prometheus counters continue from the saved totals.
         if saved.servedBytes > 0 { metrics.servedBytes.increment(by: saved.servedBytes) }
@@ -328,9 +342,10 @@ public final class Node: Sendable {
     private init(
         configuration: NodeConfiguration, endpoint: Endpoint, store: DiskChunkStore, services: [any NodeService], metrics: NodeMetrics,
         healthConfiguration: HealthMonitor<PeerAddress>.Configuration?, admin: AdminServer?, nodeID: NodeID, router: NodeRouter?,
-        box: ServerBox, renewer: CertificateRenewer, savedCounters: PersistentCounters, logger: Logger
+        box: ServerBox, renewer: CertificateRenewer, savedCounters: PersistentCounters, audit: NodeAudit?, logger: Logger
     ) {
         self.savedCounters = savedCounters
+        self.audit = audit
         let tracker = TransferTracker()
         let peerNames = PeerNames()
         self.tracker = tracker
@@ -477,6 +492,7 @@ public final class Node: Sendable {
         await edgeDirectory?.flush()
         stopping.set()
         logFinishedTransfers(all: true)
+        audit?.tick(force: true)
         await saveCounters()
         // An empty commit syncs chunk files written since the last commit.
         do { try store.commit(CommitBatch()) } catch { logger.warning("could not flush the store", metadata: ["error": "\(error)"]) }
@@ -537,6 +553,7 @@ public final class Node: Sendable {
         doc["transfers"] = transfersStatus()
         if tracker.count > Self.listedTransfers { doc["transfers_not_listed"] = tracker.count - Self.listedTransfers }
         doc["totals"] = await totalsStatus()
+        if let audit { doc["audit"] = audit.status() }
         if let edge {
             let c = await edge.counters
             let policy = await edge.cacheStats

@@ -178,6 +178,11 @@ public enum NodeConfigurationFile {
         key("caDir", .path) { c, v in c.caDir = v.string },
         key("maxLifetime", .string) { c, v in c.maxLifetime = v.string },
         key("ctLog", .path) { c, v in c.ctLog = v.string },
+        key("noAuditLog", .bool) { c, v in c.noAuditLog = v.bool },
+        key("auditSignSeconds", .integer("seconds")) { c, v in c.auditSignSeconds = v.integer },
+        key("auditCtLog", .path) { c, v in c.auditCtLog = v.string },
+        key("auditSegmentBytes", flag: false, .integer("bytes")) { c, v in c.auditSegmentBytes = v.integer },
+        key("auditSegments", flag: false, .integer("segments")) { c, v in c.auditSegments = v.integer },
     ]
 
     private static func with<T>(_ value: T, _ change: (inout T) -> Void) -> T {
@@ -462,7 +467,10 @@ public enum NodeConfigurationFile {
         case "maxRelayStreamsPerConnection": return .integer(64)
         case "logLevel": return .string("info")
         case "logFormat": return .string("text")
-        case "noProbes", "noRouting", "dht", "publicRead": return .bool(false)
+        case "noProbes", "noRouting", "dht", "publicRead", "noAuditLog": return .bool(false)
+        case "auditSignSeconds": return .integer(60)
+        case "auditSegmentBytes": return .integer(16 << 20)
+        case "auditSegments": return .integer(64)
         case "maxLifetime": return .string("24h")
         case "accessLogFormat": return .string("combined")
         default: return nil

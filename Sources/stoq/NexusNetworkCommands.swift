@@ -26,6 +26,8 @@ func runNexusNode(_ c: NodeConfiguration, bootstrap: String?, requireCT: String?
     let admission = try requireCT.map { try CTAdmission.open(directory: $0) }
     let enrolment = try c.requireEnrolment.map { try EnrolmentTable(path: $0) }
     let nexus = try await NexusNode.start(c, admission: admission, services: services, serviceKeys: serviceKeys, metrics: metrics, logger: logger, enrolment: enrolment)
+    // Signed audit heads go to the CT log with --audit-ct-log (AuditCommands.swift).
+    try AuditOptions.attach(nexus.node, configuration: c)
     let frontDoor = try await http?.start(node: nexus.node, configuration: c, logger: logger)
     let hup = reloadOnSIGHUP(nexus.node)
     defer { hup.cancel() }

@@ -59,6 +59,7 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(name: .customLong("operator"), help: "Who operates this node: may read its STATUS, purge, and issue access grants for status, purge and relay (`stoq grant create`); a node id, a certificate file, or a name `stoq init` made (repeatable). Without any, STATUS and PURGE stay open to every certificate of the network.") var operators: [String] = []
     @OptionGroup var httpOptions: HTTPOptions
     @OptionGroup var renewal: RenewalOptions
+    @OptionGroup var auditOptions: AuditOptions
 
     /// A config file or flag refused: one line on stderr, exit code 2 (a usage error).
     static func refuse(_ message: String) -> ExitCode {
@@ -141,6 +142,7 @@ struct NodeCommand: AsyncParsableCommand {
         if let accessLog = httpOptions.accessLog { v["accessLog"] = accessLog == "-" ? .string("-") : path(accessLog) }
         if let accessLogFormat = httpOptions.accessLogFormat { v["accessLogFormat"] = .string(accessLogFormat) }
         if let publisherKey = httpOptions.publisherKey { v["publisherKey"] = path(publisherKey) }
+        v.merge(auditOptions.values()) { _, flag in flag }
         return v
     }
 
@@ -210,6 +212,10 @@ struct NodeCommand: AsyncParsableCommand {
         }
         let node = try await Node.start(c, services: services, metrics: metrics, logger: logger)
         let hup = reloadOnSIGHUP(node)
+        do { try AuditOptions.attach(node, configuration: c) } catch {
+            await node.close()
+            throw error
+        }
         defer { hup.cancel() }
         let frontDoor: HTTPOptions.Running?
         do { frontDoor = try await httpOptions.start(node: node, configuration: c, logger: logger) } catch {

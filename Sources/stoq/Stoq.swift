@@ -50,8 +50,9 @@ struct Stoq: AsyncParsableCommand {
             RelayCommand.self,
             // hypermesh
             BlockCommand.self,
-            // access (issue 15)
+            // security (issue 15)
             GrantCommand.self,
+            AuditCommand.self,
         ]
     )
 }

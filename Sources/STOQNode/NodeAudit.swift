@@ -1,0 +1,96 @@
+import Foundation
+import Logging
+import STOQAudit
+import STOQContent
+import STOQExchange
+import STOQIdentity
+
+/// A node's audit trail (issue 15 item 7): one record per finished transfer (served or fetched,
+/// as ``TransferTracker`` ends them) appended to `STORE/audit/`, and a head signed with the
+/// node's certificate key every ``signInterval`` (or after ``signRecords`` records) and when the
+/// node stops. Nothing is written on the serving path: records are appended by the node's
+/// once-a-second accounts loop.
+///
+/// `@unchecked Sendable`: state behind `lock`.
+public final class NodeAudit: @unchecked Sendable {
+    /// The trail.
+    public let trail: AuditTrail
+    /// Signs heads with the node's key.
+    public let signer: AuditSigner
+    /// Longest time between signed heads while records come.
+    public let signInterval: Duration
+    /// Records after which a head is signed at once.
+    public let signRecords: UInt64
+    private let logger: Logger
+    private let lock = NSLock()
+    private var lastSigned = ContinuousClock.now
+    private var onHead: (@Sendable (AuditHead) -> Void)?
+
+    /// The subdirectory of the store.
+    public static let directoryName = "audit"
+
+    /// Opens the trail in `STORE/audit`.
+    public init(configuration: NodeConfiguration, logger: Logger) throws {
+        let settings = AuditTrail.Settings(
+            segmentBytes: configuration.auditSegmentBytes ?? (16 << 20), maximumSegments: configuration.auditSegments ?? 64)
+        trail = try AuditTrail(directory: configuration.store + "/" + Self.directoryName, settings: settings)
+        signer = AuditSigner(certificatePath: configuration.certificate, keyPath: configuration.key)
+        let seconds = configuration.auditSignSeconds ?? 60
+        guard (1...86_400).contains(seconds) else {
+            throw NodeError(.invalidArgument, "audit sign seconds must be 1 to 86400, not \(seconds)")
+        }
+        signInterval = .seconds(seconds)
+        signRecords = 10_000
+        self.logger = logger
+        if let recovery = trail.recovery { logger.warning("audit log: \(recovery)") }
+    }
+
+    /// Called with every head signed (the `stoq node` command appends it to the CT log).
+    public func setHeadObserver(_ observer: @escaping @Sendable (AuditHead) -> Void) {
+        lock.withLock { onHead = observer }
+    }
+
+    /// Appends one record per finished transfer; peers are named by node id (a label without a
+    /// certificate, an anonymous reader, names none).
+    func record(_ finished: [TransferTracker.Finished], peerNames: PeerNames) {
+        guard !finished.isEmpty else { return }
+        let now = UInt64(max(0, Date().timeIntervalSince1970 * 1000))
+        let records = finished.compactMap { f -> AuditRecord? in
+            guard let content = ContentID(f.content) else { return nil }
+            return AuditRecord(
+                timeMilliseconds: now, durationMilliseconds: UInt32(clamping: Int((f.seconds * 1000).rounded())),
+                direction: f.direction == .serve ? .served : .fetched, content: content.manifest.bytes,
+                peers: f.peers.compactMap { peerNames.nodeID(ofLabel: $0)?.bytes },
+                bytes: UInt64(max(0, f.bytes)), chunks: UInt64(max(0, f.chunks)), grantID: nil)
+        }
+        do { try trail.append(records) } catch {
+            logger.error("could not append to the audit log", metadata: ["error": "\(error.reason)"])
+        }
+    }
+
+    /// Signs a head when records came since the last one and the interval passed (or many records
+    /// came); `force`: whenever records came (the node is stopping).
+    func tick(force: Bool = false) {
+        guard trail.needsHead else { return }
+        let due = lock.withLock { force || ContinuousClock.now - lastSigned >= signInterval || trail.unsigned >= signRecords }
+        guard due else { return }
+        let state = trail.state
+        do {
+            let head = try signer.sign(count: state.count, hash: state.hash, timeMilliseconds: UInt64(Date().timeIntervalSince1970 * 1000))
+            try trail.appendHead(head)
+            let observer = lock.withLock { () -> (@Sendable (AuditHead) -> Void)? in
+                lastSigned = .now
+                return onHead
+            }
+            observer?(head)
+        } catch {
+            logger.error("could not sign the audit log's head", metadata: ["error": "\(error.reason)"])
+        }
+    }
+
+    /// Records and signature state for `stoq status`.
+    func status() -> [String: Any] {
+        let s = trail.state
+        return ["records": s.count, "unsigned": trail.unsigned, "head": AuditVerifier.hex(s.hash)]
+    }
+}

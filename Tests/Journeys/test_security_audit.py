@@ -1,0 +1,143 @@
+"""The audit trail of transfers (issue 15 item 7), on the release binary over [::1]: an origin and
+an edge serve a fetch; both record it in STORE/audit with the peer's node id and the bytes; the
+heads they sign go to a CT log; `stoq audit verify` passes, `stoq audit show` lists the transfers;
+a record edited by one byte, and a log cut short, are caught with a message that says where.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+from conftest import Procs, User, content_id, make_tree
+
+
+def node_id(user: User, name: str) -> str:
+    cert, _ = user.cert(name)
+    out = user.ok("certs", "show", cert).stdout
+    m = re.search(r"node id:\s+([0-9a-f]{64})", out)
+    assert m, out
+    return m.group(1)
+
+
+def records(user: User, store: Path) -> list[dict]:
+    out = user.ok("audit", "show", store, "--json").stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def record_frames(segment: Path) -> list[int]:
+    """Byte offsets of the RECORD frames of a segment (docs/PROTOCOL.md, "Audit trail")."""
+    b = segment.read_bytes()
+    assert b[:8] == b"STOQAUD1"
+    at, offsets = 8, []
+    while at + 5 <= len(b):
+        length = int.from_bytes(b[at:at + 4], "big")
+        if b[at + 4] == 2:
+            offsets.append(at)
+        at += 4 + length
+    return offsets
+
+
+def test_transfers_are_recorded_verified_and_tampering_is_caught(user: User, procs: Procs, tmp_path: Path) -> None:
+    source = make_tree(tmp_path / "site", seed=15, big=600_000)
+    origin_store, edge_store = tmp_path / "origin", tmp_path / "edge"
+    cid = content_id(user.ok("put", source, "--store", origin_store).stdout)
+    ct = tmp_path / "ct"
+    origin = user.node(procs, "au-origin", "--role", "origin", "--audit-sign-seconds", 1, "--audit-ct-log", ct, store=origin_store)
+    edge = user.node(procs, "au-edge", "--role", "edge", "--upstream", origin.address, "--audit-sign-seconds", 1,
+                     "--audit-ct-log", ct, store=edge_store)
+    user.ok("get", cid, "-o", tmp_path / "out", "--store", tmp_path / "client-store", "--peers", edge.address,
+            *user.tls("au-client"), "--publisher-key", origin_store / "publisher.key", timeout=60)
+    # Stopping a node finishes its transfers, records them and signs a last head.
+    assert edge.proc.terminate() == 0, edge.proc.stderr()[-2000:]
+    assert origin.proc.terminate() == 0, origin.proc.stderr()[-2000:]
+
+    client, edge_id, origin_id = node_id(user, "au-client"), node_id(user, "au-edge"), node_id(user, "au-origin")
+    manifest = content_id(cid)
+
+    # The edge served the client and fetched from the origin; the origin served the edge: same bytes.
+    edge_records = records(user, edge_store)
+    served = [r for r in edge_records if r["direction"] == "served"]
+    fetched = [r for r in edge_records if r["direction"] == "fetched"]
+    assert [r["peer"] for r in served] == [client], edge_records
+    assert [r["peers"] for r in fetched] == [[origin_id]], edge_records
+    assert served[0]["content"] == manifest == fetched[0]["content"], edge_records
+    assert served[0]["bytes"] > 600_000 and served[0]["bytes"] == fetched[0]["bytes"], edge_records
+    assert served[0]["grant"] is None
+    origin_records = records(user, origin_store)
+    assert [(r["direction"], r["peer"], r["bytes"]) for r in origin_records] == [("served", edge_id, served[0]["bytes"])], origin_records
+    text = user.ok("audit", "show", edge_store)
+    assert f"served {manifest} to {client[:16]} bytes={served[0]['bytes']}" in text.stdout, text.stdout
+
+    # Intact: on its own, against a copy of the head, and against the CT log, with the CA.
+    head_copy = tmp_path / "edge-head"
+    user.ok("audit", "head", edge_store, "--out", head_copy)
+    for extra in ([], ["--head", head_copy], ["--ct-log", ct], ["--ca", user.ca]):
+        out = user.ok("audit", "verify", edge_store, *extra).stdout
+        assert "audit log intact: 2 records" in out, (extra, out)
+    report = json.loads(user.ok("audit", "verify", origin_store, "--ct-log", ct, "--json").stdout)
+    assert report["ok"] and report["records"] == 1 and report["node_id"] == origin_id and report["checked_outside_head"], report
+
+    # One byte of a record changed (the served byte count): caught at that record.
+    edited = tmp_path / "edited"
+    shutil.copytree(edge_store / "audit", edited)
+    segment = sorted(edited.glob("*.log"))[0]
+    frames = record_frames(segment)
+    b = bytearray(segment.read_bytes())
+    index = [r["index"] for r in edge_records].index(served[0]["index"])
+    b[frames[index] + 5 + 8 + 4 + 1 + 32 + 1 + 32 + 7] ^= 1
+    segment.write_bytes(bytes(b))
+    r = user.run("audit", "verify", edited)
+    assert r.rc == 1, (r.rc, r.stdout, r.stderr)
+    assert re.search(rf"stoq: error: record {served[0]['index']} \(\d+\.log at byte \d+\) does not match its chain hash", r.stderr), r.stderr
+
+    # The log cut back before its last record: on its own it looks whole, but not against the head
+    # kept elsewhere or the CT log.
+    cut = tmp_path / "cut"
+    shutil.copytree(edge_store / "audit", cut)
+    segment = sorted(cut.glob("*.log"))[0]
+    segment.write_bytes(segment.read_bytes()[:record_frames(segment)[-1]])
+    (cut / "head").unlink()
+    user.ok("audit", "verify", cut)
+    for extra in (["--head", head_copy], ["--ct-log", ct]):
+        r = user.run("audit", "verify", cut, *extra)
+        assert r.rc == 1, (extra, r.rc, r.stdout, r.stderr)
+        assert "stoq: error: the log is truncated: it holds 1 records, but the node signed a head over 2" in r.stderr, r.stderr
+
+
+def test_cost_of_the_audit_log_on_the_serving_path(user: User, procs: Procs, tmp_path: Path) -> None:
+    """STOQ_LONG=1: a 64 MiB fetch through an edge, with and without the audit log (3 rounds
+    each, alternating, a fresh edge cache each time); prints the times. The log is written off the
+    serving path, so the difference should be within the noise."""
+    import os
+    import time
+
+    import pytest
+
+    if os.environ.get("STOQ_LONG") != "1":
+        pytest.skip("the 64 MiB measurement runs with STOQ_LONG=1")
+    src = tmp_path / "big"
+    src.mkdir()
+    (src / "blob.bin").write_bytes(os.urandom(64 << 20))
+    origin_store = tmp_path / "origin"
+    cid = content_id(user.ok("put", src, "--store", origin_store).stdout)
+    times: dict[str, list[float]] = {"with": [], "without": []}
+    for round_ in range(3):
+        for mode in ("with", "without"):
+            extra = [] if mode == "with" else ["--no-audit-log"]
+            origin = user.node(procs, "ac-origin", "--role", "origin", *extra, store=origin_store)
+            edge = user.node(procs, "ac-edge", "--role", "edge", "--upstream", origin.address, *extra,
+                             store=tmp_path / f"edge-{mode}-{round_}")
+            start = time.monotonic()
+            user.ok("get", cid, "-o", tmp_path / f"out-{mode}-{round_}", "--store", tmp_path / f"cs-{mode}-{round_}",
+                    "--peers", edge.address, *user.tls("au-client"), "--publisher-key", origin_store / "publisher.key", timeout=300)
+            times[mode].append(time.monotonic() - start)
+            edge.proc.terminate()
+            origin.proc.terminate()
+            shutil.rmtree(tmp_path / f"out-{mode}-{round_}")
+            shutil.rmtree(tmp_path / f"cs-{mode}-{round_}")
+            if mode == "with":
+                assert any(r["bytes"] >= 64 << 20 for r in records(user, tmp_path / f"edge-{mode}-{round_}"))
+    print("64 MiB through an edge, seconds:", {k: [round(t, 2) for t in v] for k, v in times.items()})
