@@ -51,5 +51,6 @@ echo "| input                              | time:  packs  files restic  ratio |
 row "$(basename "$TREE") tree ($tree_files files, $((tree_bytes / 1000000)) MB)" "$TREE"
 row "random file ($((BIG_BYTES / 1000000)) MB)" "$WORK/big.bin"
 rm -rf "$WORK/sp" "$WORK/sf" "$WORK/repo" "$WORK/big.bin"
+[ "$CHUNKS" -gt 0 ] || [ "$FILE_CHUNKS" -gt 0 ] || exit 0
 echo
 "$STOQ" bench store --chunks "$CHUNKS" --file-chunks "$FILE_CHUNKS" --work "$WORK/scale"

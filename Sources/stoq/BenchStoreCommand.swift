@@ -23,12 +23,15 @@ struct BenchStore: ParsableCommand {
         var format: String
         var chunks: Int
         var writeSeconds: Double
+        var writeCPUSeconds: Double
         var filesUsed: Int
         var dataBytes: Int64
         var indexBytes: Int64
         var indexBytesPerChunk: Double
         var readsPerSecond: Double
+        var readsPerCPUSecond: Double
         var gcSeconds: Double
+        var gcCPUSeconds: Double
         var gcRemoved: Int
         var filesAfterGC: Int
         var bytesAfterGC: Int64
@@ -49,11 +52,12 @@ struct BenchStore: ParsableCommand {
             return
         }
         Console.shared.result("store at scale: \(recordSize)-byte random records, committed \(batch) per transaction; reads = random ids, index lookup + read + SHA-256 check")
-        Console.shared.result("| format | chunks | write s | chunks/s | files used | data bytes | index B/chunk | reads/s | gc s (drop 2/3) | files after gc |")
+        Console.shared.result("wall = elapsed; cpu = user + system CPU of this process (on a loaded machine compare the cpu figures)")
+        Console.shared.result("| format | chunks | write s wall/cpu | chunks per cpu-s | files used | data bytes | index B/chunk | reads/s wall | reads per cpu-s | gc s wall/cpu (drop 2/3) | files after gc |")
         for f in out {
-            Console.shared.result(String(format: "| %@ | %d | %.1f | %.0f | %d | %lld | %.1f | %.0f | %.1f | %d |",
-                                         f.format, f.chunks, f.writeSeconds, Double(f.chunks) / f.writeSeconds, f.filesUsed, f.dataBytes,
-                                         f.indexBytesPerChunk, f.readsPerSecond, f.gcSeconds, f.filesAfterGC))
+            Console.shared.result(String(format: "| %@ | %d | %.1f / %.1f | %.0f | %d | %lld | %.1f | %.0f | %.0f | %.1f / %.1f | %d |",
+                                         f.format, f.chunks, f.writeSeconds, f.writeCPUSeconds, Double(f.chunks) / f.writeCPUSeconds, f.filesUsed, f.dataBytes,
+                                         f.indexBytesPerChunk, f.readsPerSecond, f.readsPerCPUSecond, f.gcSeconds, f.gcCPUSeconds, f.filesAfterGC))
         }
         if let p = out.first(where: { $0.format == "packs" }) {
             let billion = 1e9
@@ -65,10 +69,16 @@ struct BenchStore: ParsableCommand {
         }
     }
 
+    func cpuSeconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
     func fileCount(_ dir: String) -> (Int, Int64) {
         var n = 0, bytes: Int64 = 0
         let e = FileManager.default.enumerator(atPath: dir)
-        while let p = e?.nextObject() as? String {
+        while e?.nextObject() != nil {
             if let a = e?.fileAttributes, (a[.type] as? FileAttributeType) == .typeRegular {
                 n += 1
                 bytes += (a[.size] as? NSNumber)?.int64Value ?? 0
@@ -84,7 +94,7 @@ struct BenchStore: ParsableCommand {
         var ids = [ChunkID]()
         ids.reserveCapacity(count)
         var record = [UInt8](repeating: 0, count: recordSize)
-        let t0 = Date()
+        let t0 = Date(), c0 = cpuSeconds()
         var b = CommitBatch()
         for i in 0..<count {
             // Random bytes, cheaply: a counter and a random word at the front of a fixed buffer.
@@ -113,24 +123,24 @@ struct BenchStore: ParsableCommand {
         }
         b.pins = [(ContentID(rootID), "bench")]
         try store.commit(b)
-        let writeSeconds = Date().timeIntervalSince(t0)
+        let writeSeconds = Date().timeIntervalSince(t0), writeCPU = cpuSeconds() - c0
         let (files, bytes) = fileCount(directory)
         // Random reads.
-        let t1 = Date()
+        let t1 = Date(), c1 = cpuSeconds()
         for _ in 0..<reads {
             let id = ids[Int.random(in: 0..<count)]
             _ = try store.read(id)
         }
-        let readSeconds = Date().timeIntervalSince(t1)
+        let readSeconds = Date().timeIntervalSince(t1), readCPU = cpuSeconds() - c1
         // gc: two records in three go.
-        let t2 = Date()
+        let t2 = Date(), c2 = cpuSeconds()
         let gc = try store.gc()
-        let gcSeconds = Date().timeIntervalSince(t2)
+        let gcSeconds = Date().timeIntervalSince(t2), gcCPU = cpuSeconds() - c2
         let (filesAfter, bytesAfter) = fileCount(directory)
-        return Figures(format: format.rawValue, chunks: count, writeSeconds: writeSeconds, filesUsed: files,
+        return Figures(format: format.rawValue, chunks: count, writeSeconds: writeSeconds, writeCPUSeconds: writeCPU, filesUsed: files,
                        dataBytes: format == .packs ? foot.packBytes : bytes - foot.indexBytes,
                        indexBytes: foot.indexBytes, indexBytesPerChunk: Double(foot.indexBytes) / Double(count),
-                       readsPerSecond: Double(reads) / readSeconds, gcSeconds: gcSeconds, gcRemoved: gc.removedChunks,
+                       readsPerSecond: Double(reads) / readSeconds, readsPerCPUSecond: Double(reads) / readCPU, gcSeconds: gcSeconds, gcCPUSeconds: gcCPU, gcRemoved: gc.removedChunks,
                        filesAfterGC: filesAfter, bytesAfterGC: bytesAfter)
     }
 }

@@ -15,7 +15,11 @@ extension DiskChunkStore {
     func place(of id: ChunkID) throws -> ChunkPlace {
         if let packSet {
             if let p = packSet.pendingPlace(id) { return p }
-            let row = try wrap { try db.read { db in try Row.fetchOne(db, sql: "SELECT pack, pack_offset, size FROM chunks WHERE id = ?", arguments: [Self.blob(id)]) } }
+            let row = try wrap {
+                try db.read { db in
+                    try Row.fetchOne(db.cachedStatement(sql: "SELECT pack, pack_offset, size FROM chunks WHERE id = ?"), arguments: [Self.blob(id)])
+                }
+            }
             if let row, let n = row[0] as Int64?, let offset = row[1] as Int64? {
                 return .record(pack: Int(n), offset: offset, size: row[2])
             }
@@ -215,6 +219,8 @@ extension DiskChunkStore {
     public func footprint() throws -> (packs: Int, packBytes: Int64, indexBytes: Int64) {
         let packs = try packSet?.numbers().count ?? 0
         let packBytes = try packSet?.totalBytes() ?? 0
+        // The log folded into the database first, so the figure is the index itself.
+        _ = try? db.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
         var index: Int64 = 0
         for suffix in ["", "-wal"] { index += (try? Posix.info(directory + "/meta.sqlite" + suffix).size) ?? 0 }
         return (packs, packBytes, index)
