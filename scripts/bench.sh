@@ -6,6 +6,7 @@
 # Parts, each skipped (saying so) when it does not exist yet:
 #   transport  scripts/bench/transport.py — STOQ vs ngtcp2's example pair vs aioquic, 1 GiB over [::1]
 #   content    scripts/bench-content.sh STOQ_BIN
+#   store      scripts/bench-store.sh STOQ_BIN — stoq put (packs, files) vs restic backup; the store at scale
 #   erasure    scripts/bench-erasure.sh STOQ_BIN
 #   routing    STOQ_BIN bench routing
 #   dht        STOQ_BIN bench dht --scale ... ; STOQ_BIN bench dht --quic N (real lookups over [::1])
@@ -24,7 +25,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STOQ_BIN=${1:-${STOQ_BIN:-}}
 OUT=${BENCH_OUT:-$ROOT/bench-out}
 PY=${PYTHON:-python3}
-PARTS=${BENCH_PARTS:-transport,content,erasure,routing,dht,swarm,edge,http3,frontdoor}
+PARTS=${BENCH_PARTS:-transport,content,store,erasure,routing,dht,swarm,edge,http3,frontdoor}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/bench.txt") 2>&1
 
@@ -56,6 +57,7 @@ run_script_part() {  # name script
   fi
 }
 want content && run_script_part content scripts/bench-content.sh
+want store && run_script_part store scripts/bench-store.sh
 want erasure && run_script_part erasure scripts/bench-erasure.sh
 
 if want routing; then

@@ -24,6 +24,7 @@ DEB_PACKAGES=(
 # Only `make bench` needs these (STOQ_BENCH=1): keeps `make test` and CI from installing them.
 if [ "${STOQ_BENCH:-0}" = 1 ]; then
   DEB_PACKAGES+=(nginx-light nghttp2-client)                   # bench peers for the front door: nginx over HTTP/2, h2load drives both
+  DEB_PACKAGES+=(restic)                                       # bench peer for the store: restic backup beside stoq put
 fi
 PY_PACKAGES=(
   "aioquic==1.7.2"      # third-party QUIC stack for interop tests and bench

@@ -16,6 +16,7 @@ struct BenchCommand: AsyncParsableCommand {
         subcommands: [
             BenchTransport.self,
             BenchContent.self,
+            BenchStore.self,
             BenchSwarm.self,
             BenchEdge.self,
             Routing.self,

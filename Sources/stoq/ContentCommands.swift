@@ -6,8 +6,17 @@ import STOQContent
 struct StoreOptions: ParsableArguments {
     @Option(name: .long, help: "Store directory (default: $STOQ_STORE or ~/.stoq/store).")
     var store: String?
+    @Option(name: .long, help: "How new chunks are kept: packs (append-only pack files) or files (one file per chunk). Default: $STOQ_STORE_FORMAT, else the store's own (packs when it has a packs/ folder), else files. packs on a store of chunk files switches it; its files are still read (`stoq store migrate` moves them).")
+    var storeFormat: StoreFormat?
 
     var directory: String { store ?? Self.defaultDirectory() }
+
+    /// The format asked for: the option, else `$STOQ_STORE_FORMAT`, else nil (the store's own).
+    var format: StoreFormat? {
+        if let storeFormat { return storeFormat }
+        if let e = ProcessInfo.processInfo.environment["STOQ_STORE_FORMAT"], let f = StoreFormat(rawValue: e) { return f }
+        return nil
+    }
 
     /// The store when no `--store` is given: `$STOQ_STORE`, else `~/.stoq/NAME` (`store` for the
     /// content commands; a node's own name for `stoq node`).
@@ -20,7 +29,10 @@ struct StoreOptions: ParsableArguments {
 
     /// Opens the store; says on stderr what was rebuilt when its index was missing, empty or damaged.
     func openStore() throws -> DiskChunkStore {
-        let s = try DiskChunkStore(directory: directory)
+        let s = try DiskChunkStore(directory: directory, format: format)
+        if s.droppedTornBytes > 0 {
+            Console.shared.note("store \(directory): cut \(s.droppedTornBytes) bytes of torn (never committed) records from the end of its packs")
+        }
         if let r = s.rebuilt {
             Console.shared.note("store \(directory): \(r)")
         }
@@ -384,13 +396,13 @@ struct GC: ParsableCommand {
         try reportingErrors {
             let store = try storeOptions.openStore()
             let r = try store.gc()
-            print("gc: removed \(r.removedChunks) chunks, freed \(humanBytes(r.freedBytes))")
+            print("gc: removed \(r.removedChunks) chunks, freed \(humanBytes(r.freedBytes))" + (r.packsCompacted > 0 ? "; compacted \(r.packsCompacted) packs, gave back \(humanBytes(r.packBytesReclaimed))" : ""))
         }
     }
 }
 
 struct StoreCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "store", abstract: "Store maintenance.", subcommands: [Verify.self])
+    static let configuration = CommandConfiguration(commandName: "store", abstract: "Store maintenance.", subcommands: [Verify.self, Migrate.self])
 
     struct Verify: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Check every chunk against its id, the index against the chunk files, and the publisher key; find damaged, missing, orphaned and temp files.")

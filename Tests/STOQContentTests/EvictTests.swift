@@ -4,11 +4,11 @@ import Testing
 
 @Suite struct EvictTests {
     /// A cache's evictions remove unreferenced chunks and never touch what a pinned manifest refers to.
-    @Test(arguments: ["memory", "disk"])
+    @Test(arguments: ["memory", "disk", "packs"])
     func evictRemovesOnlyUnreferencedChunks(backend: String) throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("stoq-evict-\(UUID())").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let store: any ChunkStore = backend == "memory" ? MemoryChunkStore() : try DiskChunkStore(directory: dir)
+        let store: any ChunkStore = backend == "memory" ? MemoryChunkStore() : try DiskChunkStore(directory: dir, format: backend == "packs" ? .packs : nil)
         let keys = PublisherKeys.random()
         let report = try ContentPublisher(store: store, keys: keys).put(bytes: Array(repeating: 7, count: 300_000), name: "pinned")
         let loose = try store.put(Array("a cached chunk nobody refers to".utf8))

@@ -4,12 +4,14 @@ import Testing
 
 /// Each scenario runs against both backends.
 enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
-    case memory, disk
+    case memory, disk, packs
     var testDescription: String { rawValue }
     func make() throws -> any ChunkStore {
         switch self {
         case .memory: return MemoryChunkStore()
         case .disk: return try DiskChunkStore(directory: tempDir("store"))
+        // Small packs, so the scenarios cross pack boundaries.
+        case .packs: return try DiskChunkStore(directory: tempDir("store"), format: .packs, packTarget: 64 << 10)
         }
     }
 }
@@ -74,6 +76,10 @@ enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
         switch store {
         case let mem as MemoryChunkStore: mem.corrupt(victim, with: [0, 1, 2])
         case let disk as DiskChunkStore:
+            if case .record(let n, let offset, _) = try disk.place(of: victim) {
+                try flipByte(disk.directory + "/packs/" + PackSet.name(n), at: offset + Int64(PackSet.recordHeader) + 5)
+                break
+            }
             let path = disk.path(of: victim)
             var bytes = try Array(Data(contentsOf: URL(fileURLWithPath: path)))
             bytes[5] ^= 0x55

@@ -36,6 +36,10 @@ public struct GCReport: Sendable, Equatable {
     public var removedChunks: Int
     /// Stored bytes freed.
     public var freedBytes: Int64
+    /// Pack files rewritten by compaction (their live records copied to a new pack, the old file removed).
+    public var packsCompacted: Int = 0
+    /// Bytes of pack files compaction gave back to the file system.
+    public var packBytesReclaimed: Int64 = 0
 }
 
 /// Result of ``ChunkStore/verify(repair:)``.

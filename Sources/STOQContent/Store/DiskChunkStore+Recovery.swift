@@ -102,6 +102,23 @@ struct Quarantine {
         }
     }
 
+    /// Writes a copy of bytes taken out of a pack (a damaged or orphaned record, a torn tail) at
+    /// `relative` under the quarantine folder; the pack keeps them as dead space until compaction.
+    mutating func copy(_ bytes: [UInt8], as relative: String, why: String) throws {
+        try makeFolder()
+        let target = path + "/" + relative
+        try Posix.makeDirectories(Posix.parent(target), mode: 0o700)
+        let fd = try FileDescriptor.open(target, flags: O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode: 0o444)
+        defer { fd.close() }
+        try fd.writeAll(bytes)
+        try fd.sync()
+        moved += 1
+        if let list = try? FileDescriptor.open(path + "/MANIFEST.txt", flags: O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, mode: 0o644) {
+            try? list.writeAll(Array("\(relative)\t\(why)\n".utf8))
+            list.close()
+        }
+    }
+
     /// Moves the index (`meta.sqlite` and its `-wal`/`-shm` files) aside.
     mutating func moveIndex() throws {
         for suffix in ["", "-wal", "-shm"] { try move(store + "/meta.sqlite" + suffix, why: "the index, replaced by a rebuild from the chunk files") }
@@ -161,7 +178,14 @@ extension DiskChunkStore {
                 CREATE TABLE IF NOT EXISTS manifests (id BLOB PRIMARY KEY, kind TEXT NOT NULL, size INTEGER NOT NULL, content_type TEXT NOT NULL) WITHOUT ROWID;
                 CREATE TABLE IF NOT EXISTS plain_index (tag BLOB PRIMARY KEY, id BLOB NOT NULL) WITHOUT ROWID;
                 CREATE TABLE IF NOT EXISTS pins (id BLOB PRIMARY KEY, name TEXT NOT NULL, created INTEGER NOT NULL) WITHOUT ROWID;
+                CREATE TABLE IF NOT EXISTS packs (pack INTEGER PRIMARY KEY, length INTEGER NOT NULL);
+                CREATE TABLE IF NOT EXISTS dead_records (pack INTEGER NOT NULL, pack_offset INTEGER NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (pack, pack_offset)) WITHOUT ROWID;
                 """)
+            // Pack files (StoreFormat.packs): a chunk's pack and record offset; NULL for a chunk file.
+            // Added in place to an index of the older layout (its rows keep NULL: their files are read as before).
+            let columns = try Row.fetchAll(db, sql: "PRAGMA table_info(chunks)").map { $0["name"] as String }
+            if !columns.contains("pack") { try db.execute(sql: "ALTER TABLE chunks ADD COLUMN pack INTEGER") }
+            if !columns.contains("pack_offset") { try db.execute(sql: "ALTER TABLE chunks ADD COLUMN pack_offset INTEGER") }
         }
         return pool
     }
@@ -225,8 +249,14 @@ extension DiskChunkStore {
         return OpenedIndex(pool: pool, problem: problem, quarantine: quarantine)
     }
 
-    /// Whether `chunks/` holds any file (stops at the first).
+    /// Whether `chunks/` holds any file, or `packs/` any record (stops at the first).
     static func hasChunkFiles(_ directory: String) throws -> Bool {
+        let packs = directory + "/packs"
+        if Posix.isDirectory(packs) {
+            for name in try Posix.listDirectory(packs) where name.hasSuffix(".pack") {
+                if let size = try? Posix.info(packs + "/" + name).size, size > PackSet.headerSize { return true }
+            }
+        }
         let root = directory + "/chunks"
         for a in try Posix.listDirectory(root) where Posix.isDirectory(root + "/" + a) {
             for b in try Posix.listDirectory(root + "/" + a) where Posix.isDirectory(root + "/" + a + "/" + b) {
@@ -250,9 +280,9 @@ extension DiskChunkStore {
         case unreadable
     }
 
-    /// Reads a chunk file, checks its hash, and decodes it when it carries a manifest's magic.
-    static func examine(_ path: String, as id: ChunkID) -> Examined {
-        guard let bytes = try? Posix.readFile(path) else { return .unreadable }
+    /// Reads a chunk file or pack record, checks its hash, and decodes it when it carries a manifest's magic.
+    func examine(_ place: ChunkPlace, as id: ChunkID) -> Examined {
+        guard let bytes = try? read(place) else { return .unreadable }
         guard ChunkID.of(bytes) == id else { return .damaged }
         if bytes.starts(with: FileManifest.magic) || bytes.starts(with: DirectoryManifest.magic), let m = try? AnyManifest.decode(bytes) {
             return .manifest(m, size: bytes.count)
@@ -307,14 +337,25 @@ extension DiskChunkStore {
     func rebuildIndex(because problem: IndexProblem, quarantine: Quarantine) throws -> IndexRebuildReport {
         var q = quarantine
         var report = IndexRebuildReport(problem: problem)
-        let scan = try scanFiles()
+        var damagedPositions = [(Int, Int64, Int)]()
+        var scan = try scanFiles()
+        // The packs: a torn tail is copied to the quarantine and cut; damaged records are copied out.
+        let packScan = try scanPacks(quarantine: &q, dead: [])
+        for (id, p) in packScan.valid where scan.files[id] == nil { scan.files[id] = p; packSet?.setPending(id, p) }
+        for (id, p) in packScan.damaged where scan.files[id] == nil {
+            guard case .record(let n, let offset, let size) = p, let bytes = try? read(p) else { continue }
+            _ = size
+            try q.copy(bytes, as: "packs/\(PackSet.name(n)).\(offset).\(id.hex)", why: "damaged: the record's bytes no longer hash to its id (found rebuilding the index)")
+            damagedPositions.append((n, offset, bytes.count))
+        }
         var files = [(id: ChunkID, size: Int)]()
         var manifests = [(ChunkID, AnyManifest)]()
         var sealed = [(ChunkID, SealedIndex)]()
         var referenced = Set<ChunkID>()
         for (id, p) in scan.files.sorted(by: { $0.key.hex < $1.key.hex }) {
-            switch Self.examine(p, as: id) {
-            case .damaged: try q.move(p, why: "damaged: the bytes no longer hash to the name (found rebuilding the index)")
+            switch examine(p, as: id) {
+            case .damaged:
+                if case .file(let path) = p { try q.move(path, why: "damaged: the bytes no longer hash to the name (found rebuilding the index)") }
             case .unreadable: continue
             case .data(let size): files.append((id, size))
             case .manifest(let m, let size):
@@ -328,6 +369,19 @@ extension DiskChunkStore {
         let present = Set(files.map(\.id))
         report.missing = referenced.subtracting(present).count
         report.pins = try index(files: files, manifests: manifests, sealed: sealed, isReferenced: { referenced.contains($0) }, pinLabel: "recovered (index rebuilt)")
+        // The packs' lengths (all of each is now checked) and the damaged records, dead space from here on.
+        if let packSet {
+            var lengths = [(Int, Int64)]()
+            for n in try packSet.numbers() { lengths.append((n, try Posix.info(packSet.path(n)).size)) }
+            try wrap {
+                try db.write { db in
+                    for (n, l) in lengths { try db.execute(sql: "INSERT OR REPLACE INTO packs (pack, length) VALUES (?, ?)", arguments: [n, l]) }
+                    for (n, o, size) in damagedPositions {
+                        try db.execute(sql: "INSERT OR IGNORE INTO dead_records (pack, pack_offset, size) VALUES (?, ?, ?)", arguments: [n, o, size])
+                    }
+                }
+            }
+        }
         report.quarantined = q.moved
         report.quarantine = q.created ? q.path : nil
         return report

@@ -44,14 +44,33 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
         set { lock.lock(); _failAfter = newValue; lock.unlock() }
     }
     private var _failAfter: Int?
+    /// The pack files, when the store keeps chunks in packs (``StoreFormat/packs``); nil for chunk files.
+    let packSet: PackSet?
+    /// How new chunks are kept: in pack files, or one file per chunk. A store in packs format still reads
+    /// the chunk files an older layout left (their index rows have no pack).
+    public var format: StoreFormat { packSet == nil ? .files : .packs }
+    /// Bytes of torn (incomplete, never committed) records opening cut from the packs' tails.
+    public private(set) var droppedTornBytes: Int64 = 0
 
-    /// Opens (creating if needed) the store at `directory`; removes temp files left by a crash, and
-    /// rebuilds the index from the chunk files when it is missing, empty or damaged.
-    /// - Throws: ``ContentError`` `.io` / `.database` / `.diskFull`.
-    public init(directory: String) throws {
+    /// Opens (creating if needed) the store at `directory`; removes temp files left by a crash, cuts
+    /// torn records from the packs' tails, and rebuilds the index from the chunk files and packs when it
+    /// is missing, empty or damaged.
+    /// - Parameters:
+    ///   - format: how new chunks are kept. nil keeps the store's own format: packs when it has a
+    ///     `packs/` folder, else chunk files (so a new store is in chunk files unless asked). `.packs` on a
+    ///     store of chunk files switches it: its files stay and are read as before, new chunks go to packs.
+    ///     `.files` on a store that has packs is refused (its packs would not be read).
+    ///   - packTarget: the size at which a pack is closed and the next started.
+    /// - Throws: ``ContentError`` `.io` / `.database` / `.diskFull` / `.invalidArgument`.
+    public init(directory: String, format: StoreFormat? = nil, packTarget: Int64 = 128 << 20) throws {
         self.directory = directory
         try Posix.makeDirectories(directory + "/chunks")
         try Posix.makeDirectories(directory + "/tmp")
+        let hasPacks = Posix.isDirectory(directory + "/packs")
+        if format == .files && hasPacks {
+            throw ContentError(.invalidArgument, "the store \(directory) keeps its chunks in pack files (\(directory)/packs); it cannot be opened as --store-format files: drop the option")
+        }
+        packSet = (format == .packs || hasPacks) ? try PackSet(directory: directory + "/packs", target: packTarget) : nil
         lockFile = try Posix.lockExclusive(directory + "/lock")
         let opened: OpenedIndex
         do {
@@ -64,6 +83,8 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
         _ = try? removeTempFiles()
         if let problem = opened.problem {
             rebuilt = try rebuildIndex(because: problem, quarantine: opened.quarantine)
+        } else if packSet != nil {
+            droppedTornBytes = try wrap { try recoverPackTails() }
         }
     }
     deinit { lockFile.close() }
@@ -118,18 +139,19 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
 
     public func read(_ id: ChunkID) throws -> [UInt8] {
         let bytes: [UInt8]
-        do { bytes = try Posix.readFile(path(of: id)) } catch let e as ContentError where e.code == .notFound {
+        let place = try self.place(of: id)
+        do { bytes = try read(place) } catch let e as ContentError where e.code == .notFound {
             throw ContentError(.notFound, "chunk \(id.short) is not in the store at \(directory)")
         }
         let actual = ChunkID.of(bytes)
         guard actual == id else {
-            throw ContentError(.idMismatch, "chunk \(id.short) is damaged on disk (\(path(of: id)) hashes to \(actual.short)); run `stoq store verify --repair` and put the content again")
+            throw ContentError(.idMismatch, "chunk \(id.short) is damaged on disk (\(describe(place)) hashes to \(actual.short)); run `stoq store verify --repair` and put the content again")
         }
         return bytes
     }
 
     public func writeChunk(_ id: ChunkID, _ bytes: [UInt8]) throws {
-        try ensureDirectory(for: id)
+        if packSet == nil { try ensureDirectory(for: id) }
         lock.lock()
         var injected = false
         if let left = _failAfter {
@@ -140,17 +162,31 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
         if injected {
             throw ContentError(.diskFull, "write \(path(of: id)): No space left on device (injected); the disk holding the store is full — free space or point --store elsewhere (the store is left consistent)")
         }
+        if let packSet {
+            try packSet.append(id, bytes)
+            return
+        }
         try bytes.withUnsafeBytes { try Posix.writeFileAtomically(path(of: id), $0, mode: 0o444, durable: false, tempDirectory: directory + "/tmp") }
     }
 
     public func commit(_ batch: CommitBatch) throws {
         lock.lock(); let needSync = unsynced; unsynced = false; lock.unlock()
-        if needSync { try Posix.syncFileSystem(directory + "/chunks") }
+        var lengths = [(pack: Int, length: Int64)]()
+        // Packs: every record appended so far is made durable (a no-op when none was).
+        if let packSet { lengths = try packSet.sync() } else if needSync { try Posix.syncFileSystem(directory + "/chunks") }
         let now = Int64(Date().timeIntervalSince1970)
         try wrap {
             try db.write { db in
-                let ins = try db.cachedStatement(sql: "INSERT OR IGNORE INTO chunks (id, size, created, last_access) VALUES (?, ?, ?, ?)")
-                for c in batch.chunks { try ins.execute(arguments: [Self.blob(c.id), c.size, now, now]) }
+                let ins = try db.cachedStatement(sql: "INSERT OR IGNORE INTO chunks (id, size, created, last_access, pack, pack_offset) VALUES (?, ?, ?, ?, ?, ?)")
+                for c in batch.chunks {
+                    if case .record(let n, let offset, _)? = packSet?.pendingPlace(c.id) {
+                        try ins.execute(arguments: [Self.blob(c.id), c.size, now, now, n, offset])
+                    } else {
+                        try ins.execute(arguments: [Self.blob(c.id), c.size, now, now, nil, nil])
+                    }
+                }
+                let len = try db.cachedStatement(sql: "INSERT OR REPLACE INTO packs (pack, length) VALUES (?, ?)")
+                for l in lengths { try len.execute(arguments: [l.pack, l.length]) }
                 let edge = try db.cachedStatement(sql: "INSERT OR IGNORE INTO edges (parent, child) VALUES (?, ?)")
                 for e in batch.edges { try edge.execute(arguments: [Self.blob(e.parent), Self.blob(e.child)]) }
                 let man = try db.cachedStatement(sql: "INSERT OR REPLACE INTO manifests (id, kind, size, content_type) VALUES (?, ?, ?, ?)")
@@ -161,6 +197,7 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
                 for p in batch.pins { try pin.execute(arguments: [Self.blob(p.id.manifest), p.name, now]) }
             }
         }
+        packSet?.committed(batch.chunks.map(\.id))
     }
 
     public func lookupPlain(_ tags: [ChunkID]) throws -> [ChunkID: ChunkID] {
@@ -230,53 +267,66 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
 
     public func gc() throws -> GCReport {
         // Metadata first (one transaction), files after: a crash in between leaves orphan files only.
-        let dead: [(ChunkID, Int64)] = try wrap {
+        let dead: [(ChunkID, Int64, Bool)] = try wrap {
             try db.write { db in
-                try db.execute(sql: "CREATE TEMP TABLE IF NOT EXISTS dead (id BLOB PRIMARY KEY, size INTEGER) WITHOUT ROWID; DELETE FROM dead;")
-                try db.execute(sql: Self.liveCTE + " INSERT INTO dead SELECT id, size FROM chunks WHERE id NOT IN (SELECT id FROM live)")
-                let rows = try Row.fetchAll(db, sql: "SELECT id, size FROM dead").compactMap { r -> (ChunkID, Int64)? in
+                try db.execute(sql: "CREATE TEMP TABLE IF NOT EXISTS dead_chunks (id BLOB PRIMARY KEY, size INTEGER, pack INTEGER, pack_offset INTEGER) WITHOUT ROWID; DELETE FROM dead_chunks;")
+                try db.execute(sql: Self.liveCTE + " INSERT INTO dead_chunks SELECT id, size, pack, pack_offset FROM chunks WHERE id NOT IN (SELECT id FROM live)")
+                // Pack records become dead space, recorded so verify does not take them for a crash's orphans.
+                try db.execute(sql: "INSERT OR IGNORE INTO dead_records (pack, pack_offset, size) SELECT pack, pack_offset, size FROM dead_chunks WHERE pack IS NOT NULL")
+                let rows = try Row.fetchAll(db, sql: "SELECT id, size, pack FROM dead_chunks").compactMap { r -> (ChunkID, Int64, Bool)? in
                     guard let id = Self.id(r[0]) else { return nil }
-                    return (id, r[1])
+                    return (id, r[1], (r[2] as Int64?) != nil)
                 }
                 try db.execute(sql: """
-                    DELETE FROM chunks WHERE id IN (SELECT id FROM dead);
-                    DELETE FROM edges WHERE parent IN (SELECT id FROM dead);
-                    DELETE FROM manifests WHERE id IN (SELECT id FROM dead);
-                    DELETE FROM plain_index WHERE id IN (SELECT id FROM dead);
-                    DELETE FROM dead;
+                    DELETE FROM chunks WHERE id IN (SELECT id FROM dead_chunks);
+                    DELETE FROM edges WHERE parent IN (SELECT id FROM dead_chunks);
+                    DELETE FROM manifests WHERE id IN (SELECT id FROM dead_chunks);
+                    DELETE FROM plain_index WHERE id IN (SELECT id FROM dead_chunks);
+                    DELETE FROM dead_chunks;
                     """)
                 return rows
             }
         }
-        for (id, _) in dead { try Posix.remove(path(of: id)) }
-        return GCReport(removedChunks: dead.count, freedBytes: dead.reduce(0) { $0 + $1.1 })
+        // Chunk files go now; pack records are dead space that compaction reclaims.
+        for (id, _, inPack) in dead where !inPack { try Posix.remove(path(of: id)) }
+        var report = GCReport(removedChunks: dead.count, freedBytes: dead.reduce(0) { $0 + $1.1 })
+        if packSet != nil {
+            let c = try wrap { try compactPacks() }
+            report.packsCompacted = c.packs
+            report.packBytesReclaimed = c.reclaimed
+        }
+        return report
     }
 
     @discardableResult
     public func evict(_ ids: [ChunkID]) throws -> Int64 {
         guard !ids.isEmpty else { return 0 }
         // Metadata first (one transaction), files after: a crash in between leaves orphan files only.
-        let removed: [(ChunkID, Int64)] = try wrap {
+        let removed: [(ChunkID, Int64, Bool)] = try wrap {
             try db.write { db in
-                var out = [(ChunkID, Int64)]()
+                var out = [(ChunkID, Int64, Bool)]()
                 for id in ids {
                     let blob = Self.blob(id)
                     let referenced = try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM edges WHERE child = ?) OR EXISTS (SELECT 1 FROM pins WHERE id = ?)", arguments: [blob, blob]) ?? true
-                    guard !referenced, let size = try Int64.fetchOne(db, sql: "SELECT size FROM chunks WHERE id = ?", arguments: [blob]) else { continue }
+                    guard !referenced, let row = try Row.fetchOne(db, sql: "SELECT size, pack, pack_offset FROM chunks WHERE id = ?", arguments: [blob]) else { continue }
+                    if let n = row[1] as Int64?, let offset = row[2] as Int64? {
+                        try db.execute(sql: "INSERT OR IGNORE INTO dead_records (pack, pack_offset, size) VALUES (?, ?, ?)", arguments: [n, offset, row[0] as Int64])
+                    }
                     try db.execute(sql: "DELETE FROM chunks WHERE id = ?; DELETE FROM edges WHERE parent = ?; DELETE FROM manifests WHERE id = ?; DELETE FROM plain_index WHERE id = ?",
                                    arguments: [blob, blob, blob, blob])
-                    out.append((id, size))
+                    out.append((id, row[0], (row[1] as Int64?) != nil))
                 }
                 return out
             }
         }
-        for (id, _) in removed { try Posix.remove(path(of: id)) }
+        // A pack record becomes dead space (the next gc's compaction reclaims it).
+        for (id, _, inPack) in removed where !inPack { try Posix.remove(path(of: id)) }
         return removed.reduce(0) { $0 + $1.1 }
     }
 
     /// Walks `chunks/`: content files by id, and temp file paths.
-    func scanFiles() throws -> (files: [ChunkID: String], temps: [String], strays: [String]) {
-        var files = [ChunkID: String](), temps = [String](), strays = [String]()
+    func scanFiles() throws -> (files: [ChunkID: ChunkPlace], temps: [String], strays: [String]) {
+        var files = [ChunkID: ChunkPlace](), temps = [String](), strays = [String]()
         let root = directory + "/chunks"
         for a in try Posix.listDirectory(root) {
             let pa = root + "/" + a
@@ -286,7 +336,7 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
                 guard Posix.isDirectory(pb) else { (b.hasPrefix(".tmp-") ? { temps.append(pb) } : { strays.append(pb) })(); continue }
                 for name in try Posix.listDirectory(pb) {
                     let p = pb + "/" + name
-                    if name.hasPrefix(".tmp-") { temps.append(p) } else if let id = ChunkID(hex: name), path(of: id) == p { files[id] = p } else { strays.append(p) }
+                    if name.hasPrefix(".tmp-") { temps.append(p) } else if let id = ChunkID(hex: name), path(of: id) == p { files[id] = .file(p) } else { strays.append(p) }
                 }
             }
         }
@@ -314,15 +364,37 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
             try replaceIndex { try q.moveIndex() }
             r.indexRebuilt = try rebuildIndex(because: .damaged(problem), quarantine: q)
         }
-        let recorded: [ChunkID] = try wrap { try db.read { db in try Data.fetchAll(db, sql: "SELECT id FROM chunks").compactMap(Self.id) } }
-        let scan = try scanFiles()
+        let recordedPlaces: [(ChunkID, ChunkPlace)] = try wrap {
+            try db.read { db in
+                try Row.fetchAll(db, sql: "SELECT id, pack, pack_offset, size FROM chunks").compactMap { row in
+                    guard let id = Self.id(row[0]) else { return nil }
+                    if let n = row[1] as Int64?, let offset = row[2] as Int64? { return (id, .record(pack: Int(n), offset: offset, size: row[3])) }
+                    return (id, .file(path(of: id)))
+                }
+            }
+        }
+        let recorded = recordedPlaces.map(\.0)
+        var pq = Quarantine(store: directory)
+        var scan = try scanFiles()
+        let packScan = try scanPacks(quarantine: &pq, dead: try deadRecords())
+        // Pack records, and where each damaged one is (the quarantine takes a copy of those).
+        var places = [ChunkID: ChunkPlace]()
+        for (id, p) in packScan.valid where scan.files[id] == nil { scan.files[id] = p }
+        var damagedRecords = [ChunkID: ChunkPlace]()
+        for (id, p) in packScan.damaged { damagedRecords[id] = p }
         var bad = [ChunkID]()
         // Every chunk the manifests on disk name, indexed or not: `--repair` never takes those away.
         var referenced = Set<ChunkID>()
-        for id in recorded {
+        for (id, place) in recordedPlaces {
             r.checked += 1
-            guard scan.files[id] != nil else { r.missing.append(id); bad.append(id); continue }
-            switch Self.examine(path(of: id), as: id) {
+            places[id] = place
+            let present: Bool
+            switch place {
+            case .file: present = scan.files[id] != nil
+            case .record(let n, let offset, let size): present = recordPresent(pack: n, offset: offset, size: size)
+            }
+            guard present else { r.missing.append(id); bad.append(id); continue }
+            switch examine(place, as: id) {
             case .damaged: r.damaged.append(id); bad.append(id)
             case .manifest(let m, _): referenced.formUnion(m.children)
             case .sealed(let index, _): referenced.formUnion(index.entries.map(\.id))
@@ -342,8 +414,9 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
         var unrecordedManifests = [ChunkID: AnyManifest]()
         var unrecordedSealed = [ChunkID: SealedIndex]()
         var damagedFiles = [ChunkID]()
-        for id in scan.files.keys where !known.contains(id) {
-            switch Self.examine(path(of: id), as: id) {
+        for (id, place) in scan.files where !known.contains(id) {
+            places[id] = place
+            switch examine(place, as: id) {
             case .damaged: damagedFiles.append(id)
             case .manifest(let m, let size): unrecordedManifests[id] = m; unrecordedFiles[id] = size; referenced.formUnion(m.children)
             case .sealed(let index, let size):
@@ -362,6 +435,7 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
             if unrecordedManifests[id] != nil || unrecordedSealed[id] != nil || referenced.contains(id) || referencedInIndex.contains(id) { r.unindexed.append(id) } else { r.orphaned.append(id) }
         }
         r.unindexed.sort(); r.orphaned.sort()
+        for (id, p) in damagedRecords where !known.contains(id) && scan.files[id] == nil { damagedFiles.append(id); places[id] = p }
         r.damaged += damagedFiles.sorted()
         r.tempFiles = scan.temps.count
         if !bad.isEmpty {
@@ -380,6 +454,8 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
             // Index first: chunks manifests name come back (their roots pinned), then the metadata of bad
             // chunks goes, then files move to the quarantine.
             if !r.unindexed.isEmpty {
+                // Records found in the packs are indexed at the place the scan found them.
+                for id in r.unindexed { if case .record? = places[id] { packSet?.setPending(id, places[id]!) } }
                 let files = r.unindexed.map { (id: $0, size: unrecordedFiles[$0] ?? 0) }
                 let manifests = r.unindexed.compactMap { id in unrecordedManifests[id].map { (id, $0) } }
                 let allReferenced = referenced.union(referencedInIndex)
@@ -395,9 +471,17 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
                     for id in bad { try pi.execute(arguments: [Self.blob(id)]) }
                 }
             }
-            var q = Quarantine(store: directory)
-            for id in r.damaged { try q.move(path(of: id), why: "damaged: the bytes no longer hash to the name") }
-            for id in r.orphaned { try q.move(path(of: id), why: "orphaned: no manifest on disk names it") }
+            var q = pq
+            for id in r.damaged {
+                if case .record? = places[id] { try quarantineRecord(&q, id, places[id]!, why: "damaged: the record's bytes no longer hash to its id") } else {
+                    try q.move(path(of: id), why: "damaged: the bytes no longer hash to the name")
+                }
+            }
+            for id in r.orphaned {
+                if case .record? = places[id] { try quarantineRecord(&q, id, places[id]!, why: "orphaned: no manifest on disk names it") } else {
+                    try q.move(path(of: id), why: "orphaned: no manifest on disk names it")
+                }
+            }
             for t in scan.temps { try q.move(t, why: "temp file of an interrupted write") }
             r.quarantine = q.created ? q.path : nil
             r.quarantinedFiles = q.moved

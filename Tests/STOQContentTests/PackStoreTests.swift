@@ -1,0 +1,187 @@
+import Foundation
+import Testing
+@testable import STOQContent
+
+/// Flips one byte of a file in place (a pack is read-only: mode 0444, but the owner may still write
+/// through a new descriptor after chmod).
+func flipByte(_ path: String, at offset: Int64) throws {
+    chmod(path, 0o644)
+    let h = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+    try h.seek(toOffset: UInt64(offset))
+    let b = try h.read(upToCount: 1)!
+    try h.seek(toOffset: UInt64(offset))
+    try h.write(contentsOf: Data([b[0] ^ 0x55]))
+    try h.close()
+    chmod(path, 0o444)
+}
+
+/// Appends bytes to a file.
+func appendBytes(_ path: String, _ bytes: [UInt8]) throws {
+    chmod(path, 0o644)
+    let h = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+    try h.seekToEnd()
+    try h.write(contentsOf: Data(bytes))
+    try h.close()
+    chmod(path, 0o444)
+}
+
+func files(under dir: String) -> [String] {
+    (FileManager.default.enumerator(atPath: dir)?.allObjects as? [String] ?? []).filter {
+        var d: ObjCBool = false
+        return FileManager.default.fileExists(atPath: dir + "/" + $0, isDirectory: &d) && !d.boolValue
+    }
+}
+
+/// The pack-file format of the disk store (StoreFormat.packs): torn tails, a lost index, compaction,
+/// repairs and the migration of a store of chunk files.
+@Suite struct PackStoreTests {
+    @Test func chunksGoToPacksNotFiles() throws {
+        let dir = tempDir("packs")
+        let keys = PublisherKeys.random()
+        let store = try DiskChunkStore(directory: dir, format: .packs, packTarget: 256 << 10)
+        var rng = SeededRNG(seed: 5)
+        let data = rng.bytes(1_000_000)
+        let r = try ContentPublisher(store: store, keys: keys).put(bytes: data, name: "x")
+        #expect(files(under: dir + "/chunks").isEmpty)
+        let packs = files(under: dir + "/packs")
+        #expect(packs.count >= 4 && packs.count <= 6, "1 MB in 256 KiB packs: \(packs)")
+        #expect(try ContentReader(store: store, keys: keys).readFile(r.id) == data)
+        #expect(try store.verify(repair: false).isClean)
+        #expect(store.format == .packs)
+    }
+
+    @Test func tornTailIsCutOnOpen() throws {
+        let dir = tempDir("packs")
+        let keys = PublisherKeys.random()
+        let id: ContentID
+        do {
+            let store = try DiskChunkStore(directory: dir, format: .packs)
+            id = try ContentPublisher(store: store, keys: keys).put(bytes: textLike(300_000, seed: 1), name: "kept").id
+        }
+        // A record torn by a crash: its header claims 1000 bytes, 10 made it to the disk.
+        let pack = dir + "/packs/" + PackSet.name(1)
+        let before = try FileManager.default.attributesOfItem(atPath: pack)[.size] as! Int
+        try appendBytes(pack, Array("STQR".utf8) + [0, 0, 3, 232] + [UInt8](repeating: 7, count: 42))
+        let store = try DiskChunkStore(directory: dir) // a packs/ folder: packs format without asking
+        #expect(store.format == .packs)
+        #expect(store.droppedTornBytes == 50)
+        #expect(try FileManager.default.attributesOfItem(atPath: pack)[.size] as! Int == before)
+        #expect(try ContentReader(store: store, keys: keys).readFile(id) == textLike(300_000, seed: 1))
+        #expect(try store.verify(repair: false).isClean)
+        // New writes continue after the cut.
+        let more = try ContentPublisher(store: store, keys: keys).put(bytes: textLike(50_000, seed: 2), name: "more")
+        #expect(try ContentReader(store: store, keys: keys).readFile(more.id) == textLike(50_000, seed: 2))
+    }
+
+    @Test func lostIndexIsRebuiltFromPacks() throws {
+        let dir = tempDir("packs")
+        let keys = PublisherKeys.random()
+        var rng = SeededRNG(seed: 9)
+        let data = rng.bytes(400_000)
+        let id: ContentID
+        do {
+            let store = try DiskChunkStore(directory: dir, format: .packs, packTarget: 100 << 10)
+            id = try ContentPublisher(store: store, keys: keys).put(bytes: data, name: "x").id
+        }
+        for s in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: dir + "/meta.sqlite" + s) }
+        // And a torn tail on top: the rebuild copies it to the quarantine and cuts it.
+        let last = try FileManager.default.contentsOfDirectory(atPath: dir + "/packs").sorted().last!
+        try appendBytes(dir + "/packs/" + last, Array("STQR".utf8) + [0, 1, 0, 0, 1, 2, 3])
+        let store = try DiskChunkStore(directory: dir)
+        let rebuilt = try #require(store.rebuilt)
+        #expect(rebuilt.problem == .missing && rebuilt.pins == [id] && rebuilt.missing == 0)
+        #expect(rebuilt.quarantined == 1)
+        #expect(try ContentReader(store: store, keys: keys).readFile(id) == data)
+        #expect(try store.verify(repair: false).isClean)
+    }
+
+    @Test func gcCompactsPacksAndKeepsLiveData() throws {
+        let dir = tempDir("packs")
+        let keys = PublisherKeys.random()
+        let store = try DiskChunkStore(directory: dir, format: .packs, packTarget: 128 << 10)
+        let pub = ContentPublisher(store: store, keys: keys)
+        var rng = SeededRNG(seed: 21)
+        let a = rng.bytes(600_000), b = rng.bytes(200_000)
+        let ra = try pub.put(bytes: a, name: "a")
+        let rb = try pub.put(bytes: b, name: "b")
+        let packsBefore = try store.footprint()
+        try store.unpin(ra.id)
+        let report = try store.gc()
+        #expect(report.removedChunks > 0 && report.packsCompacted > 0 && report.packBytesReclaimed > 500_000)
+        let packsAfter = try store.footprint()
+        #expect(packsAfter.packBytes < packsBefore.packBytes - 500_000)
+        #expect(try ContentReader(store: store, keys: keys).readFile(rb.id) == b)
+        #expect(throws: ContentError(.notFound, "")) { try store.read(ra.id.manifest) }
+        #expect(try store.verify(repair: false).isClean)
+        // Nothing comes back after a reopen either (dead records are not orphans).
+        let again = try store.gc()
+        #expect(again.removedChunks == 0)
+        #expect(try store.verify(repair: false).isClean)
+    }
+
+    @Test func evictedRecordsAreDeadSpaceNotOrphans() throws {
+        let dir = tempDir("packs")
+        let store = try DiskChunkStore(directory: dir, format: .packs)
+        let loose = try store.put(Array("evict me".utf8))
+        #expect(try store.evict([loose]) > 0)
+        #expect(try store.verify(repair: false).isClean)
+        _ = try store.gc()
+        #expect(try store.footprint().packs == 0 || (try store.footprint().packBytes) <= PackSet.headerSize)
+    }
+
+    @Test func repairQuarantinesOrphanedAndDamagedRecords() throws {
+        let dir = tempDir("packs")
+        let keys = PublisherKeys.random()
+        let store = try DiskChunkStore(directory: dir, format: .packs)
+        let r = try ContentPublisher(store: store, keys: keys).put(bytes: textLike(200_000, seed: 3), name: "x")
+        // Written, never committed: an orphan record.
+        let bytes: [UInt8] = Array(repeating: 9, count: 100)
+        let orphan = ChunkID.of(bytes)
+        try store.writeChunk(orphan, bytes)
+        _ = try store.packSet!.sync()
+        store.packSet!.committed([orphan])
+        guard case .file(let m) = try ContentReader(store: store, keys: keys).manifest(r.id),
+              case .record(let n, let offset, _) = try store.place(of: m.entries[0].id) else { Issue.record("no record"); return }
+        let victim = m.entries[0].id
+        store.packSet!.forget(n)
+        try flipByte(dir + "/packs/" + PackSet.name(n), at: offset + Int64(PackSet.recordHeader) + 3)
+        let v = try store.verify(repair: false)
+        #expect(v.orphaned == [orphan] && v.damaged == [victim] && v.brokenPins == [r.id])
+        let fixed = try store.verify(repair: true)
+        let q = try #require(fixed.quarantine)
+        #expect(fixed.quarantinedFiles == 2)
+        let copies = files(under: q + "/packs")
+        #expect(copies.contains { $0.hasSuffix(orphan.hex) } && copies.contains { $0.hasSuffix(victim.hex) })
+        #expect(FileManager.default.contents(atPath: q + "/packs/" + copies.first { $0.hasSuffix(orphan.hex) }!) == Data(bytes))
+        let after = try store.verify(repair: false)
+        #expect(after.isConsistent && after.missing == [victim] && after.orphaned.isEmpty)
+        _ = try ContentPublisher(store: store, keys: keys).put(bytes: textLike(200_000, seed: 3), name: "x")
+        #expect(try ContentReader(store: store, keys: keys).readFile(r.id) == textLike(200_000, seed: 3))
+        #expect(try store.verify(repair: false).isClean)
+    }
+
+    @Test func storeOfChunkFilesIsServedThenMigrated() throws {
+        let dir = tempDir("packs")
+        let keys = PublisherKeys.random()
+        let old: ContentID
+        do {
+            let store = try DiskChunkStore(directory: dir)  // the older layout
+            #expect(store.format == .files)
+            old = try ContentPublisher(store: store, keys: keys).put(bytes: textLike(300_000, seed: 7), name: "old").id
+        }
+        let oldFiles = files(under: dir + "/chunks").count
+        #expect(oldFiles > 5)
+        let store = try DiskChunkStore(directory: dir, format: .packs)
+        // Served as is: the files are read where they are; new content goes to packs.
+        #expect(try ContentReader(store: store, keys: keys).readFile(old) == textLike(300_000, seed: 7))
+        let new = try ContentPublisher(store: store, keys: keys).put(bytes: textLike(100_000, seed: 8), name: "new").id
+        #expect(files(under: dir + "/chunks").count == oldFiles)
+        #expect(try store.verify(repair: false).isClean)
+        #expect(try store.migrateToPacks() == oldFiles)
+        #expect(files(under: dir + "/chunks").isEmpty)
+        #expect(try ContentReader(store: store, keys: keys).readFile(old) == textLike(300_000, seed: 7))
+        #expect(try ContentReader(store: store, keys: keys).readFile(new) == textLike(100_000, seed: 8))
+        #expect(try store.verify(repair: false).isClean)
+        #expect(throws: ContentError(.invalidArgument, "")) { try DiskChunkStore(directory: tempDir("x")).migrateToPacks() }
+    }
+}
