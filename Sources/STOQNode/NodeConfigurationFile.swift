@@ -173,6 +173,7 @@ public enum NodeConfigurationFile {
         key("publisher", .strings) { c, v in c.publishers = v.list },
         key("issuer", .address) { c, v in c.issuer = v.string.flatMap(PeerAddress.init) },
         key("caDir", .path) { c, v in c.caDir = v.string },
+        key("caKey", .path) { c, v in c.caKey = v.string },
         key("maxLifetime", .string) { c, v in c.maxLifetime = v.string },
         key("ctLog", .path) { c, v in c.ctLog = v.string },
     ]
