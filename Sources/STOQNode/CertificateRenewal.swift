@@ -441,6 +441,18 @@ extension IssuerService {
         guard let directory = configuration.caDir else {
             throw NodeError(.invalidArgument, "the issuer role needs the CA: give --ca-dir DIR (the directory `stoq certs init-ca` wrote ca.pem and ca.key into)")
         }
+        if let uri = configuration.caKey {
+            // The CA's key is in a token: renewals are signed there.
+            do {
+                let token = try TokenKey(uri: uri)
+                return try CertificateAuthority(
+                    certificatePEM: PEMFile.read((directory as NSString).appendingPathComponent("ca.pem")), signer: token, keyURI: uri)
+            } catch let error as STOQError {
+                throw NodeError(.invalidArgument, "cannot use the CA key \(PKCS11URI.redacted(uri)) for the issuer role: \(error.reason)")
+            } catch let error as IdentityError {
+                throw NodeError(.invalidArgument, "cannot load the CA from \(directory) with the key \(PKCS11URI.redacted(uri)) for the issuer role: \(error.reason)")
+            }
+        }
         do { return try CertificateAuthority.load(directory: directory) } catch {
             throw NodeError(.invalidArgument, "cannot load the CA from \(directory) for the issuer role: \(error.reason)")
         }

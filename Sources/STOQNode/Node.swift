@@ -81,6 +81,9 @@ public struct NodeConfiguration: Codable, Sendable {
     public var issuer: PeerAddress?
     /// The CA directory (`ca.pem`, `ca.key`) of a node with the `issuer` role (`--ca-dir`).
     public var caDir: String?
+    /// The CA's key in a PKCS#11 token (`--ca-key 'pkcs11:…'`), for a node with the `issuer` role
+    /// whose `caDir` holds `ca.pem` but no `ca.key`: renewals are signed in the token.
+    public var caKey: String?
     /// The longest certificate lifetime an issuer grants, e.g. `90s`, `10m`, `24h` (default 24h).
     public var maxLifetime: String?
     /// A CT log directory an issuer appends every certificate it issues to (`--ct-log`).

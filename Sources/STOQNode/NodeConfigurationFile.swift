@@ -176,6 +176,7 @@ public enum NodeConfigurationFile {
         key("operator", .strings) { c, v in c.operators = v.list },
         key("issuer", .address) { c, v in c.issuer = v.string.flatMap(PeerAddress.init) },
         key("caDir", .path) { c, v in c.caDir = v.string },
+        key("caKey", .path) { c, v in c.caKey = v.string },
         key("maxLifetime", .string) { c, v in c.maxLifetime = v.string },
         key("ctLog", .path) { c, v in c.ctLog = v.string },
         key("noAuditLog", .bool) { c, v in c.noAuditLog = v.bool },

@@ -134,6 +134,7 @@ struct NodeCommand: AsyncParsableCommand {
             v["issuer"] = .string(issuer)
         }
         if let caDir = renewal.caDir { v["caDir"] = path(caDir) }
+        if let caKey = renewal.caKey { v["caKey"] = path(caKey) }
         if let maxLifetime = renewal.maxLifetime { v["maxLifetime"] = .string(maxLifetime) }
         if let ctLog = renewal.ctLog { v["ctLog"] = path(ctLog) }
         if let http = httpOptions.http { v["http"] = .string(http) }

@@ -14,6 +14,7 @@ import Glibc
 struct RenewalOptions: ParsableArguments {
     @Option(help: "The issuer that renews this node's certificate, e.g. '[::1]:4400': the node renews at two thirds of the certificate's lifetime, without dropping connections.") var issuer: String?
     @Option(help: "With --role issuer: the CA directory (ca.pem, ca.key) the issuer signs renewals with.") var caDir: String?
+    @Option(help: ArgumentHelp("With --role issuer: the CA's key in a PKCS#11 token instead of CA_DIR/ca.key (an RFC 7512 URI); renewals are signed there.", valueName: "pkcs11-uri")) var caKey: String?
     @Option(help: "With --role issuer: the longest lifetime granted, e.g. 90s, 10m, 24h (default 24h).") var maxLifetime: String?
     @Option(help: "With --role issuer: a CT log directory every renewed certificate is appended to.") var ctLog: String?
 
@@ -24,6 +25,7 @@ struct RenewalOptions: ParsableArguments {
             c.issuer = address
         }
         if let caDir { c.caDir = caDir }
+        if let caKey { c.caKey = caKey }
         if let maxLifetime { c.maxLifetime = maxLifetime }
         if let ctLog { c.ctLog = ctLog }
         if c.caDir != nil && !c.roles.contains("issuer") { c.roles.append("issuer") }

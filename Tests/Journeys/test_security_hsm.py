@@ -7,7 +7,9 @@ One test, one token, two nodes' worth of work in well under 20 s:
   --ca-key … --key-uri …` certifies the node's token key (the CA signs in the token and sees only
   the node's public key); a plain client gets a key file from the same CA;
 - a node runs with `--key 'pkcs11:…'`: mutual TLS with the plain client completes (a put and a get
-  of a file), and a reader whose own key is in the token reads it too (the token key as a client);
+  of a file); it renews its 8 s certificate on the same key from an issuer node whose CA key is in
+  the token (`--ca-key`); then a reader whose own key is in the token reads the file (the token
+  key as a client);
 - no private key exists in a file anywhere in the CA's or the node's directories, and the token
   says the keys are CKA_SENSITIVE and CKA_NEVER_EXTRACTABLE (not CKA_EXTRACTABLE);
 - a wrong PIN, a missing object and a key that is not the certificate's are refused clearly.
@@ -20,6 +22,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -64,7 +67,7 @@ def test_keys_in_a_token(stoq: str, journey_dir: Path, procs: Procs, tmp_path: P
     env.update(SOFTHSM2_CONF=hsm_env["SOFTHSM2_CONF"], STOQ_PKCS11_PIN=PIN)
     logs = base / "logs"
     logs.mkdir()
-    ca_dir, node_dir, client_dir = base / "ca", base / "node", base / "client"
+    ca_dir, node_dir, client_dir, issuer_dir = base / "ca", base / "node", base / "client", base / "issuer"
     user = User(stoq=stoq, home=home, env=env, log_dir=logs, ca_dir=ca_dir)
 
     # Keys made in the token: the command prints the key's URI (stdout) and its node id (stderr).
@@ -82,8 +85,9 @@ def test_keys_in_a_token(stoq: str, journey_dir: Path, procs: Procs, tmp_path: P
     assert nokey.rc == 1 and "--ca-key" in nokey.stderr and "stoq: error:" in nokey.stderr, nokey.stderr
 
     # The CA signs in the token; the node's certificate certifies its token key.
+    # 8-second certificate: the node renews it (same token key) from an issuer that signs in the token.
     issued = user.ok("certs", "issue", "--ca-dir", ca_dir, "--ca-key", ca_uri, "--name", "node1", "--ip", "::1",
-                     "--out", node_dir, "--key-uri", node_uri)
+                     "--out", node_dir, "--key-uri", node_uri, "--lifetime", "8s")
     node_id = re.search(r"id ([0-9a-f]{64})", issued.stdout).group(1)
     assert (node_dir / "node1.pem").exists() and not (node_dir / "node1.key").exists(), issued.stdout
     user.ok("certs", "issue", "--ca-dir", ca_dir, "--ca-key", ca_uri, "--name", "reader", "--out", node_dir,
@@ -94,10 +98,18 @@ def test_keys_in_a_token(stoq: str, journey_dir: Path, procs: Procs, tmp_path: P
     verified = user.ok("certs", "verify", "--ca", ca_dir / "ca.pem", node_dir / "node1.pem")
     assert node_id in verified.stdout, verified.stdout
 
+    # The issuer renews with the CA key in the token (--ca-key); its own key is a file elsewhere.
+    user.ok("certs", "issue", "--ca-dir", ca_dir, "--ca-key", ca_uri, "--name", "issuer", "--out", issuer_dir)
+    issuer = user.start(procs, "hsm-issuer", "node", "--name", "issuer", "--listen", "[::1]:0", "--cert", issuer_dir / "issuer.pem",
+                        "--key", issuer_dir / "issuer.key", "--ca", ca_dir / "ca.pem", "--store", issuer_dir / "store",
+                        "--role", "issuer", "--ca-dir", ca_dir, "--ca-key", ca_uri)
+    issuer_address = issuer.wait_line(r"^ready (\S+) (\[[0-9a-fA-F:]+\]:\d+)", timeout=30).group(2)
+
     # A node whose key is in the token serves a normal client over mutual TLS.
     store = node_dir / "store"
     p = user.start(procs, "hsm-node", "node", "--name", "node1", "--listen", "[::1]:0", "--cert", node_dir / "node1.pem",
-                   "--key", node_uri, "--ca", ca_dir / "ca.pem", "--store", store, "--role", "origin", "--publisher", client_id)
+                   "--key", node_uri, "--ca", ca_dir / "ca.pem", "--store", store, "--role", "origin", "--publisher", client_id,
+                   "--issuer", issuer_address)
     address = p.wait_line(r"^ready (\S+) (\[[0-9a-fA-F:]+\]:\d+)", timeout=30).group(2)
     data = os.urandom(300_000)
     src = tmp_path / "file.bin"
@@ -109,14 +121,20 @@ def test_keys_in_a_token(stoq: str, journey_dir: Path, procs: Procs, tmp_path: P
     user.ok("get", cid, "-o", out, "--peers", address, "--store", tmp_path / "reader-store",
             "--publisher-key", store / "publisher.key", *client_tls, timeout=60)
     assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(data).digest()
-    # The other way round: a reader whose own key is in the token (client side of mutual TLS).
+    # Renewal on the token key: the issuer signs in the token, the node swaps the certificate in.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and "certificate renewed" not in p.stderr():
+        time.sleep(0.2)
+    assert "certificate renewed" in p.stderr(), p.stderr()[-3000:]
+    assert not (node_dir / "node1.key").exists()
+    # The other way round, after the renewal: a reader whose own key is in the token (client side of mutual TLS).
     out2 = tmp_path / "out2.bin"
     user.ok("get", cid, "-o", out2, "--peers", address, "--store", tmp_path / "reader-store-2",
             "--publisher-key", store / "publisher.key", "--cert", node_dir / "reader.pem", "--key", reader_uri,
             "--ca", ca_dir / "ca.pem", timeout=60)
     assert out2.read_bytes() == data
-    print(f"\nhsm: a node with its key in SoftHSM2 served {len(data)} bytes over mutual TLS; "
-          f"the CA signed 3 certificates in the token")
+    print(f"\nhsm: a node with its key in SoftHSM2 served {len(data)} bytes over mutual TLS "
+          f"and renewed its certificate from an issuer whose CA key is in the token")
 
     # No private key in a file: the node's and the CA's directories hold none (the plain client's
     # own key file is in its own directory), and the token will not hand its keys out.
