@@ -87,10 +87,10 @@ http3-test: deps
 run-http3-test:
 	STOQ_HTTP3_HARNESS=$(abspath .build/release/stoq-http3-harness) $(PYTEST) -q -rs Tests/HTTP3
 
-# Its two files (four hosts; a partitioned network) each build their own namespaces (names from a
-# random prefix, their own ULA prefix) and wait mostly on partitions and timers: side by side.
+# Serial: side by side (pytest-xdist -n 2 --dist loadfile; the two files' namespaces are independent)
+# it saved only ~20 s (129 -> 107..111 s) and one of three such runs ended minutes after pytest did.
 run-netns-test:
-	STOQ_BIN=$(STOQ_RELEASE) $(PYTEST) -q -rs -n 2 --dist loadfile Tests/Network
+	STOQ_BIN=$(STOQ_RELEASE) $(PYTEST) -q -rs Tests/Network
 
 # The journeys are independent (each starts its own nodes on [::1]:0, in its own temp HOME) and
 # wait mostly on timers and the network, so they run in JOURNEY_WORKERS pytest-xdist processes
