@@ -110,7 +110,7 @@ import Testing
                 #expect(subs.contains(sub), "the README shows `stoq \(word) \(sub)` but `stoq \(word) --help` lists \(subs.sorted())")
             }
         }
-        #expect(subhelp["certs"] == ["init-ca", "issue", "show", "verify"], "\(subhelp["certs"] ?? [])")
+        #expect(subhelp["certs"] == ["init-ca", "issue", "keygen", "show", "verify"], "\(subhelp["certs"] ?? [])")
     }
 
     /// The first word of each line in the help's SUBCOMMANDS section.
