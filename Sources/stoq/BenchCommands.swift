@@ -8,7 +8,7 @@ import STOQBenchmarks
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Benchmarks, one per part: transport, content, swarm, edge, routing, dht, relay, block, erasure (`make bench` runs them all).",
+        abstract: "Benchmarks, one per part: transport, content, store, swarm, edge, routing, dht, relay, block, erasure (`make bench` runs them all).",
         discussion: """
             Each part prints its figures beside a peer's where one exists (scripts/bench.sh runs \
             the peers). `stoq bench PART --help` shows a part's options.

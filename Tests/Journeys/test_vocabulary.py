@@ -13,7 +13,7 @@ import pytest
 
 from conftest import Node, Procs, Run, User, assert_same_tree, content_id, make_tree
 
-BENCH_PARTS = ["transport", "content", "swarm", "edge", "routing", "dht", "relay", "block", "erasure"]
+BENCH_PARTS = ["transport", "content", "store", "swarm", "edge", "routing", "dht", "relay", "block", "erasure"]
 
 # Old command spellings: (argv, the usage line its --help shows). Each must parse, and none may be
 # listed in the help of its parent.
@@ -69,7 +69,7 @@ def test_help_shows_the_new_spellings_only(user: User) -> None:
     bench = user.ok("bench", "--help").stdout
     assert subcommands(bench) == BENCH_PARTS, bench
     name = subcommands(user.ok("name", "--help").stdout)
-    assert name == ["publish", "show", "set", "get", "keygen", "sign", "verify"], name
+    assert name == ["publish", "show", "set", "get", "keygen", "sign", "verify", "claim", "transfer"], name
     block = subcommands(user.ok("block", "--help").stdout)
     assert "bench-net" not in block and "bench-erasure" not in block, block
     for argv, shown, hidden in HELP:
