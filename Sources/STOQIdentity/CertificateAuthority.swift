@@ -127,44 +127,11 @@ public struct CertificateAuthority: Sendable {
         ipAddresses: [String] = [],
         now: Date = Date()
     ) throws(IdentityError) -> NodeCredentials {
-        try Self.validate(name: name)
-        if let region { try Self.validate(name: region) }
         let key = P256.Signing.PrivateKey()
-        let publicKey = Certificate.PublicKey(key.publicKey)
-        var sans = [GeneralName]()
-        var seen = Set<String>()
-        for dns in (Self.isDNSName(name) ? [name] : []) + dnsNames where seen.insert(dns.lowercased()).inserted {
-            sans.append(.dnsName(dns))
-        }
-        for ip in ipAddresses {
-            guard let bytes = Self.parseIPv6(ip) else {
-                throw IdentityError(.invalidName, "\(ip) is not an IPv6 address (STOQ is IPv6-only)")
-            }
-            sans.append(.ipAddress(ASN1OctetString(contentBytes: bytes[...])))
-        }
-        do {
-            let extensions = try nodeExtensions(publicKey: publicKey, subjectAlternativeNames: sans.isEmpty ? nil : SubjectAlternativeNames(sans))
-            let leaf = try sign(Certificate(
-                version: .v3,
-                serialNumber: Certificate.SerialNumber(),
-                publicKey: publicKey,
-                notValidBefore: now.addingTimeInterval(-Self.backdate(for: try Self.seconds(validity))),
-                notValidAfter: min(now.addingTimeInterval(try Self.seconds(validity)), certificate.notValidAfter),
-                issuer: certificate.subject,
-                subject: try Self.distinguishedName(commonName: name, region: region),
-                signatureAlgorithm: .ecdsaWithSHA256,
-                extensions: extensions,
-                issuerPrivateKey: privateKey
-            ))
-            return try NodeCredentials(
-                certificateChainPEM: try leaf.serializeAsPEM().pemString + "\n",
-                privateKeyPEM: key.pemRepresentation
-            )
-        } catch let error as IdentityError {
-            throw error
-        } catch {
-            throw IdentityError(.malformedCertificate, "cannot build the certificate for \(name): \(error)")
-        }
+        let issued = try issue(
+            name: name, publicKey: Certificate.PublicKey(key.publicKey), region: region, validity: validity,
+            dnsNames: dnsNames, ipAddresses: ipAddresses, now: now)
+        return try NodeCredentials(certificateChainPEM: issued.pem, privateKeyPEM: key.pemRepresentation)
     }
 
     // MARK: helpers
