@@ -8,8 +8,9 @@ import STOQTransport
 import STOQWire
 
 /// Renewal between real nodes on [::1]: an issuer node, a node that renews with it on a short
-/// certificate while a connection stays up, refusals, and SIGHUP-style reloads.
-@Suite struct CertificateRenewalNodeTests {
+/// certificate while a connection stays up, refusals, and SIGHUP-style reloads. Serialized: it
+/// judges renewals of 6 s certificates by the wall clock, so it runs in the real-time group.
+@Suite(.serialized) struct CertificateRenewalNodeTests {
     /// A configuration whose certificate lives `seconds`.
     private func shortLived(_ network: TestNetwork, _ name: String, seconds: Int64, region: String? = nil, roles: [String] = ["origin"]) throws -> NodeConfiguration {
         var c = try network.configuration(name, roles: roles)
