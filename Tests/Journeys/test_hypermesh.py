@@ -6,6 +6,7 @@ regions; `block put` (10 + 4 shards), `block get` (bit-identical), `block verify
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -158,10 +159,10 @@ def test_block_read_from_another_block_directory(user: User, storage: Storage, t
 
     # Repair from another directory: a holder of this block dies; repair finds the block on the
     # nodes given, saves its record there, and rebuilds the lost shard onto one of them.
-    # A holder has a shard file of the block (an earlier put of the same bytes may have left an
-    # empty directory behind on a node that no longer holds anything of it).
-    holders = {n.address for n in storage.nodes[1:] if n.proc.p.poll() is None and (n.store / "shards" / block).is_dir()
-               and any(p.is_file() for p in (n.store / "shards" / block).iterdir())}
+    # The victim is a holder in the writer's record (a node may also keep a stale shard file of
+    # the same bytes from an earlier put or repair, and killing that one loses nothing).
+    recorded = {h["address"] for h in json.loads((writer / f"{block}.json").read_text())["holders"]}
+    holders = {n.address for n in storage.nodes[1:] if n.proc.p.poll() is None and n.address in recorded}
     victim = next(n for n in storage.nodes[1:] if n.address in holders)
     victim.proc.kill()
     fixed = user.ok("block", "repair", block, "--nodes", storage.addresses, *client, "--blocks", copied, timeout=120)
