@@ -10,10 +10,13 @@ import STOQIdentity
 ///
 /// | right | role (certificate) | grant issuer |
 /// | --- | --- | --- |
-/// | status | the node itself, `--operator` ids; every network certificate while no operator is set | an operator |
-/// | purge | operators, publishers; every network certificate while no operator is set | an operator or a publisher |
-/// | publish | `--publisher` ids | a publisher |
-/// | relay | every network certificate | an operator |
+/// | status | the node itself, `--operator` ids | an operator |
+/// | purge | the node itself, operators, publishers | an operator or a publisher |
+/// | publish | the node itself, `--publisher` ids | a publisher |
+/// | relay | the node itself, operators, publishers, `--relay-for` ids; every network certificate with `--relay-open` | an operator |
+///
+/// Closed by default: a node with no operator answers STATUS and PURGE to itself only (and to
+/// grants, which then only the node's own certificate can issue).
 ///
 /// Sans-IO: the clock is injected; revocation lists are loaded and saved through closures.
 public actor AccessPolicy {
@@ -25,11 +28,17 @@ public actor AccessPolicy {
         public var operators: Set<NodeID>
         /// Publishers (`--publisher`): may publish and purge, and issue grants for publish, purge, read.
         public var publishers: Set<NodeID>
+        /// Nodes this relay carries streams for (`--relay-for`), besides operators and publishers.
+        public var relayers: Set<NodeID>
+        /// Whether every certificate of the network may relay through this node (`--relay-open`).
+        public var relayOpen: Bool
         /// Creates roles.
-        public init(node: NodeID? = nil, operators: Set<NodeID> = [], publishers: Set<NodeID> = []) {
+        public init(node: NodeID? = nil, operators: Set<NodeID> = [], publishers: Set<NodeID> = [], relayers: Set<NodeID> = [], relayOpen: Bool = false) {
             self.node = node
             self.operators = operators
             self.publishers = publishers
+            self.relayers = relayers
+            self.relayOpen = relayOpen
         }
     }
 
@@ -92,8 +101,6 @@ public actor AccessPolicy {
 
     private nonisolated func isIssuer(_ id: NodeID) -> Bool { roles.operators.contains(id) || roles.publishers.contains(id) || id == roles.node }
 
-    /// Whether any operator is configured (STATUS and PURGE are open to the network while none is).
-    public nonisolated var restricted: Bool { !roles.operators.isEmpty }
 
     // MARK: grants on connections
 
@@ -152,6 +159,7 @@ public actor AccessPolicy {
         switch right {
         case .publish: "a publisher (--publisher)"
         case .purge: "an operator or a publisher (--operator, --publisher)"
+        case .relay: "an operator, a publisher or a node this relay carries for (--operator, --publisher, --relay-for), or ask its operator for --relay-open"
         default: "an operator (--operator)"
         }
     }
@@ -161,10 +169,10 @@ public actor AccessPolicy {
         guard let peer else { return false }
         if peer == roles.node { return true }
         switch right {
-        case .status: return !restricted || roles.operators.contains(peer)
-        case .purge: return !restricted || roles.operators.contains(peer) || roles.publishers.contains(peer)
+        case .status: return roles.operators.contains(peer)
+        case .purge: return roles.operators.contains(peer) || roles.publishers.contains(peer)
         case .publish: return roles.publishers.contains(peer)
-        case .relay: return true
+        case .relay: return roles.relayOpen || roles.operators.contains(peer) || roles.publishers.contains(peer) || roles.relayers.contains(peer)
         default: return false
         }
     }

@@ -667,11 +667,16 @@ public struct NameService: NodeService {
     public let directory: NameDirectory
     /// Whether this node accepts publications (origins).
     public let acceptsPublications: Bool
+    /// Why the peer on a connection may not publish the record's name here (nil: it may), checked
+    /// before the record's signature and ownership; the refusal goes out as ERROR 7 (issue 15: the
+    /// publish right, from a role or a grant whose scope covers the name).
+    public let authorize: (@Sendable (_ name: String, _ connection: Connection) async -> String?)?
 
     /// Creates the service.
-    public init(directory: NameDirectory, acceptsPublications: Bool) {
+    public init(directory: NameDirectory, acceptsPublications: Bool, authorize: (@Sendable (_ name: String, _ connection: Connection) async -> String?)? = nil) {
         self.directory = directory
         self.acceptsPublications = acceptsPublications
+        self.authorize = authorize
     }
 
     public var name: String { "names" }
@@ -691,6 +696,10 @@ public struct NameService: NodeService {
             case .namePublish(let bytes):
                 guard acceptsPublications else {
                     answer = .error(code: NameProtocol.refusedCode, message: "this node is not an origin; publish names on the origin")
+                    break
+                }
+                if let authorize, let why = await authorize(try NameRecord.decode(bytes).name, connection) {
+                    answer = .error(code: 7, message: String(why.prefix(1000)))
                     break
                 }
                 let (version, notified) = try await directory.publish(bytes, from: connection)

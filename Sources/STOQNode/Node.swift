@@ -97,9 +97,15 @@ public struct NodeConfiguration: Codable, Sendable {
     /// origin over `stoq/1` (`stoq put --node`); nil or empty: nobody may upload.
     public var publishers: [String]?
     /// Node ids (64 hex characters) of this node's operators (`--operator`): they may read STATUS
-    /// and purge, and issue access grants for status, purge and relay. Nil or empty: STATUS and
-    /// PURGE stay open to every certificate of the network (docs/SECURITY.md).
+    /// and purge, relay, and issue access grants for status, purge and relay. Nil or empty: only
+    /// the node itself and grants it issued (docs/SECURITY.md; `stoq node` defaults it to the
+    /// `client` certificate beside the CA file).
     public var operators: [String]?
+    /// Node ids (64 hex characters) a relay carries streams for (`--relay-for`), besides its
+    /// operators and publishers.
+    public var relayFor: [String]?
+    /// Whether every certificate of the network may relay through this node (`--relay-open`).
+    public var relayOpen: Bool?
     /// Run the Nexus DHT (`--dht`); `stoq node` reads it, the node itself does not.
     public var dht: Bool?
     /// DHT bootstrap nodes (`--bootstrap`, implies ``dht``).
@@ -387,7 +393,18 @@ public final class Node: Sendable {
         // Access grants and roles (issue 15, GrantService.swift): STATUS, PURGE and uploads are checked against them.
         let access = Self.accessPolicy(configuration, nodeID: nodeID)
         self.access = access
-        var builtIn: [any NodeService] = [NameService(directory: names, acceptsPublications: configuration.roles.contains("origin")), InvalidationService(directory: names),
+        // Issue 15: an origin that lists publishers takes names from them, its operators, or a grant
+        // with the publish right whose scope covers the name; one without stays open to the
+        // network (the first owner key of a name binds it; docs/SECURITY.md).
+        let namesClosed = !(configuration.publishers ?? []).isEmpty
+        let authorizeName: @Sendable (String, Connection) async -> String? = { name, connection in
+            guard namesClosed else { return nil }
+            let peer = connection.peerNodeID
+            if let peer, access.roles.operators.contains(peer) { return nil }
+            if case .denied(let why) = await access.check(.publish, item: .name(name), peer: peer, connection: ObjectIdentifier(connection)) { return why }
+            return nil
+        }
+        var builtIn: [any NodeService] = [NameService(directory: names, acceptsPublications: configuration.roles.contains("origin"), authorize: authorizeName), InvalidationService(directory: names),
                                           ContentAccessService(keys: publicKeys, purges: purges, access: access), GrantService(access: access, purges: purges)]
         // The edge registry (docs/PROTOCOL.md, "Edge registry"): origins and edges keep the edges below.
         let servesEdges = configuration.roles.contains("origin") || configuration.roles.contains("edge")
@@ -405,7 +422,11 @@ public final class Node: Sendable {
             self.uploadCoordinator = nil
         }
         if configuration.roles.contains("relay") { builtIn.append(RelayService(
-            peers: peers, ownAddress: endpoint.localAddress, maximumConcurrentStreams: max(1, configuration.maxRelayStreams ?? 512),
+            peers: peers, authorize: { connection in
+                // Issue 15: RELAY_OPEN needs the relay right (a role here or a grant an operator issued).
+                if case .denied(let why) = await access.check(.relay, peer: connection.peerNodeID, connection: ObjectIdentifier(connection)) { return why }
+                return nil
+            }, ownAddress: endpoint.localAddress, maximumConcurrentStreams: max(1, configuration.maxRelayStreams ?? 512),
             maximumStreamsPerConnection: max(1, configuration.maxRelayStreamsPerConnection ?? 64),
             requestTimeout: .milliseconds((configuration.limits ?? PeerLimits()).requestTimeoutMilliseconds))) }
         if let router { builtIn.append(contentsOf: router.gossipServices) }
@@ -432,7 +453,8 @@ public final class Node: Sendable {
         let store = configuration.store
         let roles = AccessPolicy.Roles(
             node: nodeID, operators: Set((configuration.operators ?? []).compactMap { NodeID(hex: $0) }),
-            publishers: Set((configuration.publishers ?? []).compactMap { NodeID(hex: $0) }))
+            publishers: Set((configuration.publishers ?? []).compactMap { NodeID(hex: $0) }),
+            relayers: Set((configuration.relayFor ?? []).compactMap { NodeID(hex: $0) }), relayOpen: configuration.relayOpen ?? false)
         return AccessPolicy(roles: roles, trust: try? TrustRoots.load(path: configuration.ca), saved: RevocationStore.load(store: store, logger: logger),
                             save: { RevocationStore.save($0, store: store, logger: logger) })
     }

@@ -26,6 +26,7 @@ import STOQWire
 public final class RelayService: NodeService, @unchecked Sendable {
     // `@unchecked Sendable`: the counters are only touched under `lock`; the rest is immutable.
     private let peers: PeerSet
+    private let authorize: (@Sendable (Connection) async -> String?)?
     private let lock = NSLock()
     private var active = 0
     private var activePerConnection: [ObjectIdentifier: Int] = [:]
@@ -54,11 +55,13 @@ public final class RelayService: NodeService, @unchecked Sendable {
     ///   - maximumStreamsPerConnection: slots one requesting connection may hold.
     ///   - requestTimeout: time for the requester to send its whole relayed request.
     ///   - idleTimeout: time a relayed stream may carry nothing before it is reset.
+    ///   - authorize: why a requesting connection may not relay (nil: it may); sent as ERROR 7.
     public init(
-        peers: PeerSet, ownAddress: SocketAddress? = nil, maximumConcurrentStreams: Int = 512, maximumStreamsPerConnection: Int = 64,
+        peers: PeerSet, authorize: (@Sendable (Connection) async -> String?)? = nil, ownAddress: SocketAddress? = nil, maximumConcurrentStreams: Int = 512, maximumStreamsPerConnection: Int = 64,
         requestTimeout: Duration = .seconds(10), idleTimeout: Duration = .seconds(60)
     ) {
         self.peers = peers
+        self.authorize = authorize
         self.ownAddress = ownAddress
         self.maximumConcurrentStreams = maximumConcurrentStreams
         self.maximumStreamsPerConnection = maximumStreamsPerConnection
@@ -116,6 +119,10 @@ public final class RelayService: NodeService, @unchecked Sendable {
             }
             guard connection.isServer else {
                 throw NodeError(.refused, "a relay carries only streams its requesters open to it, not streams on a connection it dialled")
+            }
+            if let authorize, let why = await authorize(connection) {
+                lock.withLock { refused += 1 }
+                throw RelayDenied(reason: why)
             }
             admitted = lock.withLock {
                 guard active < maximumConcurrentStreams, activePerConnection[requester, default: 0] < maximumStreamsPerConnection else {
@@ -216,6 +223,10 @@ public final class RelayService: NodeService, @unchecked Sendable {
                 _ = try? await stream.write(STOQMessage.error(code: ChunkErrorCode.badRequest, message: error.reason).encoded())
                 _ = try? await stream.finish()
             }
+        } catch let error as RelayDenied {
+            // ERROR 7 (no grant), as STATUS and PURGE refuse: the requester needs the relay right.
+            _ = try? await stream.write(STOQMessage.error(code: 7, message: String(error.reason.prefix(1000))).encoded())
+            _ = try? await stream.finish()
         } catch let error as WireError {
             _ = try? await stream.write(STOQMessage.error(code: ChunkErrorCode.badRequest, message: "malformed RELAY_OPEN: \(error)").encoded())
             _ = try? await stream.finish()
@@ -243,6 +254,11 @@ public final class RelayService: NodeService, @unchecked Sendable {
     public func status() async -> [String: any Sendable]? {
         lock.withLock { ["streams": relayed, "active": active, "refused": refused, "bytes": relayedBytes] }
     }
+}
+
+/// A requester without the relay right (answered with ERROR 7).
+struct RelayDenied: Error {
+    let reason: String
 }
 
 /// The timers of one relayed stream: the relayed request must be complete within the request

@@ -23,6 +23,7 @@ struct Publish: AsyncParsableCommand {
     var ownerKey: String?
     @OptionGroup var storeOptions: StoreOptions
     @Option(help: "Seconds an edge may serve the record without asking the origin again.") var ttl: UInt32 = 300
+    @Option(help: "An access grant with the publish right whose scope covers the name (its text or a file), when the origin lists publishers and your certificate is not one of them.") var grant: String?
     @Flag(name: .long, help: "The content is public (put with `stoq put --public` into the origin's store): check that the origin hands its read key out, so edges can serve the name over HTTP; refuse otherwise.")
     var `public` = false
 
@@ -32,6 +33,7 @@ struct Publish: AsyncParsableCommand {
         guard let address = PeerAddress(node) else { throw ValidationError("--node takes an IPv6 address like '[::1]:4433'") }
         let owner = try NameOwnerKey.load(path: ownerKey ?? storeOptions.directory + "/name-owner.pem")
         try await withPeer(address, cert: cert, key: key, ca: ca) { client in
+            try await GrantInput.present(grant, on: client)
             if `public` {
                 switch try await client.contentKey(for: content) {
                 case .key: break

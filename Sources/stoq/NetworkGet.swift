@@ -24,6 +24,8 @@ struct PeerOptions: ParsableArguments {
     @Flag(help: "Ask the peers in the order given instead of ranking them by route cost (3 PING/PONGs and a gossip exchange each).") var noRouting = false
     @Option(help: "Reach every peer through this relay node (a node with the relay role), e.g. when the direct path is slow or blocked: '[fd00::9]:4433'.")
     var via: String?
+    @Option(help: "With --via: an access grant with the relay right (its text or a file), presented to the relay when your certificate is not one it carries for.")
+    var grant: String?
     @Option(help: ArgumentHelp("Probe every peer's health this often while fetching, in ms.", valueName: "ms"))
     var probeInterval = 1000
     @Option(help: ArgumentHelp("A probe (PING) unanswered after this many ms is a miss.", valueName: "ms"))
@@ -85,6 +87,20 @@ struct PeerOptions: ParsableArguments {
         }
     }
 
+    /// The relay's ERROR 7 (no relay right) to a relayed PING through `client`, or nil (carried,
+    /// or failed for another reason the fetch itself reports).
+    static func relayRefusal(_ client: PeerClient?) async -> String? {
+        guard let client, let stream = try? await client.openRequestStream(priority: .control) else { return nil }
+        do {
+            try await stream.write(STOQMessage.ping(nonce: 1, sentAtMicros: 0).encoded())
+            try await stream.finish()
+            var decoder = FrameDecoder(maximumPayloadLength: 4096)
+            decoder.handle(bytes: try await stream.readAll(limit: 4096))
+            if let frame = try decoder.pollFrame(), case .error(7, let message) = try STOQMessage.decode(frame) { return message }
+        } catch {}
+        return nil
+    }
+
     /// Fetches `id` from the peers into `store`, printing progress and a summary. `stoq get
     /// --peers` and `stoq demo` both come here, so the demo exercises the path every reader uses.
     /// - Parameters:
@@ -111,10 +127,24 @@ struct PeerOptions: ParsableArguments {
         // With --via, every peer's client (fetches and probes alike) goes through the relay.
         let peers = PeerSet(endpoint: endpoint, via: relay)
         if let relay {
-            do { _ = try await peers.client(for: relay) } catch {
+            let carrier: PeerClient
+            do { carrier = try await peers.client(for: relay) } catch {
                 await endpoint.close()
                 throw CLIError("cannot reach the relay \(relay): \(ErrorReport.peopleText(error)); check --relay and that a relay runs there")
             }
+            do { try await GrantInput.present(grant, on: carrier) } catch {
+                await endpoint.close()
+                throw error
+            }
+            // One relayed PING first: a relay that will not carry this certificate says so (ERROR 7)
+            // here, instead of every request failing until the peers count as down.
+            if let first = addresses.first(where: { $0 != relay }), let refusal = await Self.relayRefusal(try? await peers.client(for: first)) {
+                await endpoint.close()
+                throw CLIError("the relay \(relay) refused to carry this certificate's streams: \(refusal)")
+            }
+        } else if grant != nil {
+            await endpoint.close()
+            throw ValidationError("--grant goes with --via (a grant with the relay right for the relay)")
         }
         // Every peer is probed while the fetch runs (through the relay with --via); a peer that
         // stops answering is marked down and its requests move at once (DESIGN.md §5 "Health").

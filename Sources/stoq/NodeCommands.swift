@@ -56,7 +56,9 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "The node's location, LAT,LON in degrees (e.g. '48.85,2.35'): routing's geographic factor and the edge registry's nearness. The region comes from --region or the certificate.") var location: String?
     @Flag(help: "Accept anonymous readers (clients without a certificate, e.g. `stoq get TICKET`): they may PING, WANT, GET_CHUNK, NAME_RESOLVE and ask for public read keys, nothing else.") var publicRead = false
     @Option(help: "Who may upload content into this origin with `stoq put --node`: a node id (64 hex characters, from `stoq certs show`), a certificate file, or the name of a certificate `stoq init` made, e.g. client (repeatable).") var publisher: [String] = []
-    @Option(name: .customLong("operator"), help: "Who operates this node: may read its STATUS, purge, and issue access grants for status, purge and relay (`stoq grant create`); a node id, a certificate file, or a name `stoq init` made (repeatable). Without any, STATUS and PURGE stay open to every certificate of the network.") var operators: [String] = []
+    @Option(name: .customLong("operator"), help: "Who operates this node: may read its STATUS, purge, and issue access grants for status, purge and relay (`stoq grant create`); a node id, a certificate file, or a name `stoq init` made (repeatable). Default: the client certificate beside the CA file (CA_DIR/client.pem, which stoq init makes), else none: only the node itself reads STATUS and purges.") var operators: [String] = []
+    @Option(name: .customLong("relay-for"), help: "With --role relay: a node this relay carries streams for, besides its operators and publishers (node id, certificate file or stoq init name; repeatable). Others need a grant with the relay right.") var relayFor: [String] = []
+    @Flag(help: "With --role relay: carry streams for every certificate of the network, no grant needed.") var relayOpen = false
     @OptionGroup var httpOptions: HTTPOptions
     @OptionGroup var renewal: RenewalOptions
     @OptionGroup var auditOptions: AuditOptions
@@ -129,6 +131,8 @@ struct NodeCommand: AsyncParsableCommand {
         if publicRead { v["publicRead"] = .bool(true) }
         if !publisher.isEmpty { v["publisher"] = .list(publisher) }
         if !operators.isEmpty { v["operator"] = .list(operators) }
+        if !relayFor.isEmpty { v["relayFor"] = .list(relayFor) }
+        if relayOpen { v["relayOpen"] = .bool(true) }
         if let issuer = renewal.issuer {
             guard PeerAddress(issuer) != nil else { throw ValidationError("--issuer takes an IPv6 address like '[::1]:4400' (STOQ is IPv6-only)") }
             v["issuer"] = .string(issuer)
@@ -145,6 +149,13 @@ struct NodeCommand: AsyncParsableCommand {
         if let publisherKey = httpOptions.publisherKey { v["publisherKey"] = path(publisherKey) }
         v.merge(auditOptions.values()) { _, flag in flag }
         return v
+    }
+
+    /// The `client` certificate beside the CA file (`stoq init` writes both): the default operator.
+    static func defaultOperator(ca: String) -> (path: String, id: String)? {
+        let path = ((ca as NSString).deletingLastPathComponent as NSString).appendingPathComponent("client.pem")
+        guard FileManager.default.fileExists(atPath: path), let id = try? PublisherReference.resolve(path, flag: "--operator") else { return nil }
+        return (path, id)
     }
 
     func run() async throws {
@@ -169,6 +180,13 @@ struct NodeCommand: AsyncParsableCommand {
         // A publisher may be named by node id, certificate file or a name `stoq init` made.
         do { c.publishers = try c.publishers.map { list in try list.map { try PublisherReference.resolve($0) } } } catch let e as CLIError { throw Self.refuse(e.description) } catch { throw Self.refuse("\(error)") }
         do { c.operators = try c.operators.map { list in try list.map { try PublisherReference.resolve($0, flag: "--operator") } } } catch let e as CLIError { throw Self.refuse(e.description) } catch { throw Self.refuse("\(error)") }
+        do { c.relayFor = try c.relayFor.map { list in try list.map { try PublisherReference.resolve($0, flag: "--relay-for") } } } catch let e as CLIError { throw Self.refuse(e.description) } catch { throw Self.refuse("\(error)") }
+        // Closed by default (docs/SECURITY.md): with no --operator, the person who made the network's
+        // CA operates its nodes: the `client` certificate `stoq init` wrote beside the CA file.
+        if (c.operators ?? []).isEmpty, let own = Self.defaultOperator(ca: c.ca) {
+            c.operators = [own.id]
+            Console.shared.note("operator: \(own.path) (node \(own.id.prefix(16))…), the client certificate beside the CA; give --operator to choose")
+        }
         let httpOptions: HTTPOptions
         do { httpOptions = try self.httpOptions.merged(with: c) } catch let e as ValidationError { throw Self.refuse(e.message) }
         if !FileManager.default.fileExists(atPath: c.certificate) {

@@ -322,6 +322,10 @@ def user(stoq: str, journey_dir: Path) -> User:
     u = User(stoq=stoq, home=home, env=env, log_dir=logs, ca_dir=ca_dir)
     out = u.ok("certs", "init-ca", "--out", ca_dir)
     assert (ca_dir / "ca.pem").exists() and (ca_dir / "ca.key").exists(), out.stdout
+    # The user's own certificate, beside the CA as `stoq init` makes it: every node started with this
+    # CA takes it as its operator (STATUS, PURGE, relaying; docs/SECURITY.md), so `user.tls()` is the
+    # operator's identity and other names are plain certificates of the network.
+    u.cert("client")
     return u
 
 

@@ -69,7 +69,7 @@ def test_get_by_content_id_through_the_dht(user: User, tmp_path: Path, procs: Pr
     # Eviction (here a purge) withdraws the edge's provider record. The lookups below use a reader
     # store that already holds the content (out-2's): a reader that fetched through the edge
     # while the withdrawal was still on its way would make the edge cache and announce it again.
-    user.ok("purge", cid, "--node", edge.address, *tls)
+    user.ok("purge", cid, "--node", edge.address, *user.tls())  # the operator purges (issue 15)
     deadline = time.monotonic() + 30
     while True:
         r = user.ok("get", cid, "-o", tmp_path / "out-3", "--store", tmp_path / "readers" / "out-2",

@@ -83,7 +83,7 @@ def test_init_makes_a_network_s_certificates_in_one_command(user: User, procs: P
 
 
 def _status(user: User, node: str) -> dict:
-    return json.loads(user.ok("status", "--node", node, *user.tls("opv-client"), "--json", timeout=30).stdout)
+    return json.loads(user.ok("status", "--node", node, *user.tls(), "--json", timeout=30).stdout)
 
 
 def _json_lines(text: str) -> list[dict]:
@@ -121,11 +121,11 @@ def test_live_transfers_names_log_lines_and_counters_across_a_restart(user: User
             doc = _status(user, origin.address)
             moving = [t for t in doc["transfers"] if t["bytes"] > 0 and t["rate_bytes_per_second"] > 0]
             if moving:
-                live_origin = (doc, user.ok("status", "--node", origin.address, *user.tls("opv-client"), timeout=30).stdout)
+                live_origin = (doc, user.ok("status", "--node", origin.address, *user.tls(), timeout=30).stdout)
         if not live_edge:
             doc = _status(user, edge.address)
             if any(t["direction"] == "fetch" and t["bytes"] > 0 for t in doc["transfers"]):
-                live_edge = (doc, user.ok("status", "--node", edge.address, *user.tls("opv-client"), timeout=30).stdout)
+                live_edge = (doc, user.ok("status", "--node", edge.address, *user.tls(), timeout=30).stdout)
         time.sleep(0.1)
     assert live_origin, f"the origin never showed a live transfer during the fetch:\n{_status(user, origin.address)}"
     doc, human = live_origin

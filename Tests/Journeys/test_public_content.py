@@ -35,7 +35,7 @@ def get_once(user: User, cid: str, out: Path, peer: str, store: Path) -> Run:
 
 
 def status(user: User, address: str) -> dict:
-    return json.loads(user.ok("status", "--node", address, "--json", *user.tls("operator")).stdout)
+    return json.loads(user.ok("status", "--node", address, "--json", *user.tls()).stdout)
 
 
 def test_public_content_through_edges_then_purge(user: User, tmp_path: Path, procs: Procs) -> None:
@@ -95,7 +95,7 @@ def test_public_content_through_edges_then_purge(user: User, tmp_path: Path, pro
     before1 = status(user, edge1.address)["store"]["chunks"]
     before2 = status(user, edge2.address)["store"]["chunks"]
     assert before1 > 0 and before2 > 0
-    purge = user.ok("purge", "site", "--node", edge1.address, *user.tls("operator"))
+    purge = user.ok("purge", "site", "--node", edge1.address, *user.tls())
     m = re.search(r"dropped (\d+) chunks \(.*?\) there; (\d+) edges? below dropped (\d+) chunks", purge.stdout)
     assert m, purge.stdout
     here, edges_below, below = (int(g) for g in m.groups())
@@ -104,7 +104,7 @@ def test_public_content_through_edges_then_purge(user: User, tmp_path: Path, pro
     assert status(user, edge1.address)["store"]["chunks"] == before1 - here
     assert status(user, edge2.address)["store"]["chunks"] == before2 - below
     # Nothing left: a second purge drops nothing.
-    again = user.ok("purge", public_id, "--node", edge1.address, *user.tls("operator"))
+    again = user.ok("purge", public_id, "--node", edge1.address, *user.tls())
     assert "dropped 0 chunks" in again.stdout and "below dropped 0 chunks" in again.stdout, again.stdout
 
     # The edges fill again from the origin.

@@ -110,7 +110,7 @@ def test_publish_reaches_every_edge_after_an_origin_restart(user: User, procs: P
                            store=stores / "paris", region="eu-west")
     listed = wait_edges(user, origin_address, {edge_paris.address, edge_ny.address})
     assert len(listed) == 2, listed  # the same node id: the old address is replaced, not added
-    status = json.loads(user.ok("status", "--node", edge_paris.address, *user.tls("rs-client"), "--json").stdout)
+    status = json.loads(user.ok("status", "--node", edge_paris.address, *user.tls(), "--json").stdout)
     assert status["names"]["cached_names"] >= 1, status["names"]
 
     # A publish after the edge's restart reaches it at its new address.

@@ -16,7 +16,7 @@ import re
 import time
 from pathlib import Path
 
-from conftest import Procs, User, run
+from conftest import Procs, User, content_id, run
 
 
 def node_id(user: User, name: str) -> str:
@@ -102,3 +102,76 @@ def test_grants_status_publish_expiry_and_revocation_at_an_edge(user: User, proc
     assert (edge.store / "revocations.json").exists()
     again = user.run("status", "--node", origin.address, *reader_tls, "--grant", edge_grant, "--json")
     assert again.rc != 0 and "revoked" in again.stderr, again.stderr
+
+
+def test_closed_by_default_relay_names_and_revocation_pulled_on_connect(user: User, procs: Procs, tmp_path: Path) -> None:
+    """STATUS closed on a node started without --operator; the relay right (role, grant, none);
+    names under a publish grant's scope; a revocation an edge learns by asking its upstream when
+    it connects after the revocation (it was never pushed to it)."""
+    operator = node_id(user, "gr-operator")
+    op_cert, op_key = user.cert("gr-operator")
+    op_tls, reader_tls = user.tls("gr-operator"), user.tls("gr-reader")
+    signer = ["--cert", op_cert, "--key", op_key]
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a.txt").write_text("relayed bytes\n" * 2000)
+    origin_store = tmp_path / "stores" / "gr2-origin"
+    cid = content_id(user.ok("put", source, "--store", origin_store).stdout)
+    origin = user.node(procs, "gr2-origin", "--role", "origin", "--publisher", operator, "--operator", operator, store=origin_store)
+    relay = user.node(procs, "gr2-relay", "--role", "relay", "--operator", operator)
+
+    # 1. Closed by default: a node with no --operator answers STATUS to the client certificate
+    #    beside its CA (the default operator, noted at start), not to another certificate.
+    plain = user.node(procs, "gr2-plain")
+    assert "client.pem" in plain.proc.stderr() and "operator:" in plain.proc.stderr(), plain.proc.stderr()[-2000:]
+    refused = user.run("status", "--node", plain.address, *reader_tls, "--json")
+    assert refused.rc != 0 and "no grant: the request needs an access grant with right status" in refused.stderr, refused.stderr
+    assert "totals" in json.loads(user.ok("status", "--node", plain.address, *user.tls(), "--json").stdout)
+    no_purge = user.run("purge", cid, "--node", plain.address, *reader_tls)
+    assert no_purge.rc != 0 and "right purge" in no_purge.stderr, no_purge.stderr
+
+    # 2. The relay right: a plain certificate is refused; a relay grant from the relay's operator is carried.
+    def via(out: str, *extra: object):  # type: ignore[no-untyped-def]
+        return user.run("get", cid, "-o", tmp_path / out, "--store", tmp_path / f"store-{out}", "--peers", origin.address,
+                        "--via", relay.address, *reader_tls, "--publisher-key", origin_store / "publisher.key",
+                        "--source-retry-seconds", "3", "--no-routing", *extra, timeout=60)
+    denied = via("no-grant")
+    assert denied.rc != 0 and "right relay" in denied.stderr, denied.stderr[-3000:]
+    relay_grant = tmp_path / "relay.grant"
+    user.ok("grant", "create", "--rights", "relay", "--expires", "10m", "--peer", user.cert("gr-reader")[0], "-o", relay_grant, *signer)
+    carried = via("with-grant", "--grant", relay_grant)
+    assert carried.rc == 0, carried.stderr[-3000:]
+    assert (tmp_path / "with-grant" / "a.txt").read_text() == (source / "a.txt").read_text()
+    # A status grant carries no relay right.
+    status_only = tmp_path / "status-only.grant"
+    user.ok("grant", "create", "--rights", "status", "--expires", "10m", "-o", status_only, *signer)
+    wrong = via("wrong-right", "--grant", status_only)
+    assert wrong.rc != 0 and "right relay" in wrong.stderr, wrong.stderr[-3000:]
+
+    # 3. Names on an origin that lists publishers: the reader needs a publish grant covering the name.
+    owner = tmp_path / "owner.pem"
+    def publish(name: str, *extra: object):  # type: ignore[no-untyped-def]
+        return user.run("name", "publish", name, cid, "--node", origin.address, "--owner-key", owner, *reader_tls, *extra)
+    no_name = publish("site/blog/home")
+    assert no_name.rc != 0 and "right publish for scope name 'site/blog/home'" in no_name.stderr, no_name.stderr
+    names = user.ok("grant", "create", "--rights", "publish", "--scope", "name:site/blog/", "--expires", "10m", *signer).stdout.strip()
+    assert "published site/blog/home v1" in publish("site/blog/home", "--grant", names).ok().stdout
+    outside = publish("site/shop/home", "--grant", names)
+    assert outside.rc != 0 and "right publish for scope name 'site/shop/home'" in outside.stderr, outside.stderr
+    # The operator publishes without a grant.
+    assert "published" in user.ok("name", "publish", "ops/home", cid, "--node", origin.address, "--owner-key", tmp_path / "op-owner.pem", *op_tls).stdout
+
+    # 4. Revocation pulled on connect: revoke at the origin first, then start an edge below it.
+    late = user.ok("grant", "create", "--rights", "status", "--expires", "10m", *signer).stdout.strip()
+    gid = json.loads(user.ok("grant", "inspect", late, "--json").stdout)["id"]
+    assert "version 1" in user.ok("grant", "revoke", gid, "--node", origin.address, *op_tls).stdout
+    edge = user.node(procs, "gr2-edge", "--role", "edge", "--upstream", origin.address, "--operator", operator)
+    deadline = time.monotonic() + 8
+    while True:
+        r = user.run("status", "--node", edge.address, *reader_tls, "--grant", late, "--json")
+        if r.rc != 0:
+            assert "revoked" in r.stderr, r.stderr
+            break
+        assert time.monotonic() < deadline, "an edge started after the revocation still accepts the grant"
+        time.sleep(0.3)
+    assert (edge.store / "revocations.json").exists()

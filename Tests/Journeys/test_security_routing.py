@@ -137,7 +137,8 @@ def with_load(body: bytes, load: float) -> bytes:
 
 
 def status(user: User, address: str) -> dict:
-    return json.loads(user.ok("status", "--node", address, "--json", *user.tls("sr-mallory")).stdout)
+    # The operator reads STATUS (closed to other certificates, issue 15 item 1).
+    return json.loads(user.ok("status", "--node", address, "--json", *user.tls()).stdout)
 
 
 def entry(doc: dict, nid: bytes) -> dict | None:
@@ -146,7 +147,8 @@ def entry(doc: dict, nid: bytes) -> dict | None:
 
 
 def test_forged_routing_changes_nothing(user: User, procs: Procs) -> None:
-    b = user.node(procs, "sr-b", "--role", "relay", "--gossip-interval", "200", "--probe-interval", "200")
+    # B carries streams for Mallory (the relay right), and still refuses to carry gossip.
+    b = user.node(procs, "sr-b", "--role", "relay", "--relay-for", user.cert("sr-mallory")[0], "--gossip-interval", "200", "--probe-interval", "200")
     c = user.node(procs, "sr-c", "--peers", b.address, "--gossip-interval", "200", "--probe-interval", "200")
     c_id = node_id(user.cert("sr-c")[0])
     b_id = node_id(user.cert("sr-b")[0])

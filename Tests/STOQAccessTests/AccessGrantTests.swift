@@ -70,7 +70,7 @@ struct Network {
             _ = try await policy.present(g.sealed, peer: net.reader, connection: conn)
             for (_, other) in AccessRights.named where other != .read {
                 let decision = await policy.check(other, peer: net.reader, connection: conn)
-                #expect(decision.isAllowed == (other == right || other == .relay), "right \(right) checked as \(other)")
+                #expect(decision.isAllowed == (other == right), "right \(right) checked as \(other)")
             }
         }
     }
@@ -83,10 +83,19 @@ struct Network {
         if case .denied(let message) = await policy.check(.status, peer: net.reader, connection: conn) {
             #expect(message.hasPrefix("no grant: the request needs an access grant with right status for scope this node"))
         }
-        // Without operators STATUS stays open to the network's certificates (as before grants).
-        let open = net.policy(operators: false)
-        #expect(await open.check(.status, peer: net.reader, connection: conn) == .role)
-        #expect(!(await open.check(.status, peer: nil, connection: conn)).isAllowed)
+        // Closed by default: without operators STATUS, PURGE and RELAY_OPEN are refused to the
+        // network's certificates (issue 15 item 1); relaying opens with relayOpen or relayers.
+        let closed = net.policy(operators: false)
+        #expect(!(await closed.check(.status, peer: net.reader, connection: conn)).isAllowed)
+        #expect(!(await closed.check(.purge, item: .content(Array(repeating: 1, count: 32)), peer: net.reader, connection: conn)).isAllowed)
+        #expect(!(await closed.check(.relay, peer: net.reader, connection: conn)).isAllowed)
+        #expect(!(await closed.check(.status, peer: nil, connection: conn)).isAllowed)
+        #expect(await policy.check(.relay, peer: net.publisher.id, connection: conn) == .role)
+        let open = AccessPolicy(roles: .init(relayOpen: true), trust: net.trust, clock: { Network.now })
+        #expect(await open.check(.relay, peer: net.reader, connection: conn) == .role)
+        #expect(!(await open.check(.status, peer: net.reader, connection: conn)).isAllowed)
+        let carrying = AccessPolicy(roles: .init(relayers: [net.reader]), trust: net.trust, clock: { Network.now })
+        #expect(await carrying.check(.relay, peer: net.reader, connection: conn) == .role)
     }
 
     @Test func expiredGrantIsRefused() async throws {
