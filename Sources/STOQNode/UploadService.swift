@@ -31,16 +31,18 @@ public actor UploadCoordinator {
 
     /// The node ids (lowercase hex) allowed to upload.
     public let publishers: Set<String>
-    private let store: any ChunkStore
+    let store: any ChunkStore
     private let directory: String
-    private let logger: Logger
+    let logger: Logger
     private var ledger = UploadLedger<ObjectIdentifier>()
     private var publisher: ContentPublisher?
     private var keyring: PublicKeyring?
     private var pending: [StoredUploadChunk] = []
     private var pendingTags: Set<ChunkID> = []
     private var lastFlush = ContinuousClock.now
-    private var stats = Counters()
+    var stats = Counters()
+    /// Sealed uploads open now (SealedUpload.swift).
+    var sealedUploads: [UInt64: SealedUpload] = [:]
     /// Stored chunks recorded in the store's metadata at once (also after a second, and at every
     /// offer and commit).
     static let metadataBatch = 64
@@ -213,7 +215,32 @@ public struct UploadService: NodeService {
                 throw UploadRefusal(UploadProtocol.badRequest, "malformed \(request.type) request: \(error.reason); see docs/PROTOCOL.md, \"Uploading content\"")
             }
             try await authorize(message, connection: connection)
+            var sealed = false
             switch message {
+            case .chunk(let id, _, _), .commit(let id): sealed = await coordinator.isSealedUpload(id)
+            default: break
+            }
+            switch message {
+            case .offer(let flags, let name, let bytes) where flags.contains(.sealed):
+                guard !flags.contains(.public) else {
+                    throw UploadRefusal(UploadProtocol.badRequest, "an upload is public or sealed, not both: a public content's key goes to every node")
+                }
+                let (id, needed) = try await coordinator.offerSealed(owner: owner, indexBytes: bytes, name: name)
+                answer = UploadMessage.need(uploadID: id, remaining: UInt64(needed.count), indices: needed.map { UInt64($0) }).encoded()
+            case .chunk(let id, let index, let length) where sealed:
+                _ = try await coordinator.beginSealedChunk(id: id, owner: owner, index: Int(index), length: Int(length))
+                let bytes: [UInt8]
+                do { bytes = try await Self.read(exactly: Int(length), after: remaining, from: stream) } catch {
+                    _ = try? await coordinator.endSealedChunk(id: id, index: Int(index), bytes: nil)
+                    if let refusal = error as? UploadRefusal { throw refusal }
+                    throw UploadRefusal(UploadProtocol.badRequest, "chunk \(index) of sealed upload \(id) did not arrive whole: \(error)")
+                }
+                let left = try await coordinator.endSealedChunk(id: id, index: Int(index), bytes: bytes)
+                answer = UploadMessage.need(uploadID: id, remaining: UInt64(left), indices: []).encoded()
+            case .commit(let id) where sealed:
+                let report = try await coordinator.commitSealed(id: id, owner: owner)
+                let totals = UploadMessage.Totals(files: 0, bytes: 0, chunks: UInt64(report.chunks), storedBytes: UInt64(report.storedBytes))
+                answer = UploadMessage.committed(uploadID: id, content: WireID(report.id.manifest.bytes)!, totals: totals).encoded()
             case .offer(let flags, let name, let bytes):
                 let tree: UploadTree
                 do { tree = try UploadTree.decode(bytes) } catch {

@@ -30,6 +30,9 @@ public enum UploadMessage: Hashable, Sendable {
         public init(rawValue: UInt64) { self.rawValue = rawValue }
         /// Public content: sealed with a read key of its own, which the origin hands to its nodes.
         public static let `public` = UploadFlags(rawValue: 1)
+        /// Sealed content, sealed by the uploader: the offer's tree is the content's root sealed
+        /// index (`STQE`), each chunk is sent as stored and checked against its id.
+        public static let sealed = UploadFlags(rawValue: 2)
     }
 
     /// What a committed upload amounts to.
@@ -61,8 +64,9 @@ public enum UploadMessage: Hashable, Sendable {
 
     /// The most chunk indices (and chunks) of one upload.
     public static let maximumChunks: UInt64 = 131_072
-    /// The largest chunk.
-    public static let maximumChunkLength: UInt64 = 1 << 20
+    /// The largest chunk: a stored chunk's limit (GET_CHUNK's). A plain upload's chunks are at most
+    /// 1 MiB (the offer's tree says so); a sealed upload sends stored chunks, which may be larger.
+    public static let maximumChunkLength: UInt64 = 16 << 20
     /// The longest tree encoding in an offer.
     public static let maximumTreeLength = 8 << 20
     /// The longest name.

@@ -80,7 +80,7 @@ struct Put: AsyncParsableCommand {
     @OptionGroup var storeOptions: StoreOptions
     @Flag(name: .long, help: "Public content: seal it with a read key of its own (kept in the store's public.keys), which the origin hands to the nodes of its network so edges can serve it over HTTP. Opens this content only, never the rest of the publisher's.")
     var `public` = false
-    @Flag(name: .long, help: "Sealed private content: a content key of its own (kept in the store's private.keys, never handed to nodes) and encrypted manifests, so the nodes that store and serve it learn chunk ids and sizes, no names or types. Readers get the key wrapped for their reader key: stoq share ID --reader FILE.")
+    @Flag(name: .long, help: "Sealed private content: a content key of its own (kept in the store's private.keys, never handed to nodes) and encrypted manifests, so the nodes that store and serve it learn chunk ids and sizes, no names or types. Readers get the key wrapped for their reader key: stoq share ID --reader FILE, or stoq grant create --reader FILE --content ID. With --node: sealed here (in --store), then its stored chunks are uploaded into the origin as they are.")
     var sealed = false
     @Argument(help: "Files or directories to put.") var paths: [String]
     @OptionGroup var uploadOptions: UploadOptions
@@ -90,9 +90,7 @@ struct Put: AsyncParsableCommand {
         _ = progressOptions.mode()  // --quiet silences the notes from here on
         LogBootstrap.forCommand(quiet: progressOptions.quiet)
         if sealed && `public` { throw ValidationError("--sealed and --public exclude each other: a public content's key is handed to every node of the network") }
-        if sealed && uploadOptions.node != nil {
-            throw ValidationError("--sealed puts into a store of your own (--store); uploading sealed content into a running origin (--node) is not supported yet")
-        }
+        if sealed && uploadOptions.node != nil { return try await uploadSealed() }
         if uploadOptions.node != nil { return try await upload() }
         try reportingErrors { try put() }
     }
@@ -178,6 +176,8 @@ struct Get: AsyncParsableCommand {
     var publisherKey: String?
     @Option(help: "The reader key file that opens a ticket made for a reader (stoq share --reader; default ~/.stoq/reader.key).")
     var readerKey: String?
+    @Option(help: "An access grant carrying this sealed content's key wrapped for your reader key (stoq grant create --reader --content): its text or a file. The key is opened with --reader-key.")
+    var grant: String?
     @OptionGroup var progressOptions: ProgressOptions
 
     func run() async throws {
@@ -203,6 +203,9 @@ struct Get: AsyncParsableCommand {
         // --bootstrap: the content's providers found through the DHT join the peers.
         if discovery.bootstrap != nil { view.phase("looking up \(cid) in the DHT…") }
         let peerOptions = try await discovery.discover(cid, peers: self.peerOptions)
+        // A grant's wrapped key is opened before anything is fetched: a grant that is not for this
+        // content or this reader is refused at once.
+        let grantKey = try grant.map { try ReaderKeyOptions.contentKey(for: cid, grant: $0, keyFile: readerKey) }
         // The key is settled before anything is fetched: a store whose key is lost is refused at once.
         let (store, keys) = try reportingErrors { () throws -> (DiskChunkStore, PublisherKeys) in
             let store = try storeOptions.openStore()
@@ -224,7 +227,10 @@ struct Get: AsyncParsableCommand {
         // Public content opens with its own key: the store's keyring (its publisher), else the key
         // a peer hands out for it; private content with the publisher's read key.
         var reader = ContentReader(store: store, keys: keys)
-        if let key = ReaderKeyOptions.sealedKey(for: cid, in: storeOptions.directory) {
+        if let key = grantKey {
+            // A sealed content opened with the key the grant carries for this reader.
+            reader = ContentReader(store: store, readKey: key)
+        } else if let key = ReaderKeyOptions.sealedKey(for: cid, in: storeOptions.directory) {
             // A sealed content this store put: its own key, from private.keys.
             reader = ContentReader(store: store, readKey: key)
         } else if let key = try reportingErrors({ try PublicKeyring(path: PublicKeyring.publisherPath(in: storeOptions.directory)).key(for: cid) }) {

@@ -60,21 +60,57 @@ struct GrantCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Issue a grant signed with your certificate's key (a publisher's or operator's).")
         @OptionGroup var caveats: CaveatOptions
         @Option(name: .customLong("extension"), help: "An extension to carry and sign, TYPE:HEX (repeatable; type 1 is a wrapped content key).") var extensions: [String] = []
+        @Option(help: ArgumentHelp("A reader's public key (a file holding what `stoq reader key` prints): the grant then carries the key of each --content wrapped for that reader only (extension type 1).", valueName: "file"))
+        var reader: String?
+        @Option(help: ArgumentHelp("With --reader: a sealed content (stoq put --sealed) whose key goes into the grant, wrapped for the reader (repeatable, at most 8); its id joins the scope.", valueName: "id"))
+        var content: [String] = []
+        @Option(help: "With --reader: the store the sealed contents were put into (its private.keys holds their keys). Default: $STOQ_STORE or ~/.stoq/store.")
+        var store: String?
         @Option(help: "The issuer's certificate (PEM). Default: ~/.stoq/certs/client.pem.") var cert: String = ClientIdentity.cert
         @Option(help: "The issuer's private key (PEM). Default: ~/.stoq/certs/client.key.") var key: String = ClientIdentity.key
 
         func run() async throws {
-            var c = try caveats.caveats(defaultRights: nil, defaultExpiry: nil)
+            var c = try caveats.caveats(defaultRights: (reader != nil && caveats.rights == nil) ? .read : nil, defaultExpiry: nil)
             if caveats.expires == nil { c.notAfter = UInt64(Date().timeIntervalSince1970) + 86_400 }
-            let exts = try extensions.map { text -> GrantExtension in
+            var exts = try extensions.map { text -> GrantExtension in
                 let parts = text.split(separator: ":", maxSplits: 1)
                 guard parts.count == 2, let type = UInt64(parts[0]), let bytes = Hex.decode(String(parts[1])) else {
                     throw ValidationError("--extension takes TYPE:HEX, e.g. 1:0a0b…, not '\(text)'")
                 }
                 return GrantExtension(type: type, bytes: bytes)
             }
+            let wrapped = try wrappedKeys()
+            exts += wrapped.map { GrantExtension(type: 1, bytes: $0.encode()) }
+            for envelope in wrapped where !c.scope.contains(.content(envelope.content.manifest.bytes)) {
+                c.scope.append(.content(envelope.content.manifest.bytes))
+            }
             let (der, signingKey) = try GrantIdentity.load(cert: cert, key: key)
             try caveats.write(try AccessGrant.issue(certificate: der, key: signingKey, caveats: c, extensions: exts))
+            if let first = wrapped.first {
+                Console.shared.note("the grant carries the key of \(wrapped.count) sealed content\(wrapped.count == 1 ? "" : "s"), wrapped for reader \(ReaderKey.short(first.reader)) only")
+            }
+        }
+
+        /// `--reader` with `--content`: each content's key from the store's private.keys, wrapped for the reader.
+        func wrappedKeys() throws -> [ReaderKeyEnvelope] {
+            guard let reader else {
+                if !content.isEmpty { throw ValidationError("--content goes with --reader FILE: the content's key is wrapped for that reader") }
+                return []
+            }
+            guard !content.isEmpty else { throw ValidationError("--reader needs --content ID: the sealed content(s) whose key the grant carries") }
+            guard content.count <= AccessGrant.maximumExtensions - extensions.count else {
+                throw ValidationError("a grant carries at most \(AccessGrant.maximumExtensions) extensions: give at most that many --content (and --extension) in all")
+            }
+            let readerKey: Curve25519.KeyAgreement.PublicKey
+            do { readerKey = try ReaderKey.loadPublic(path: reader) } catch let e as ContentError { throw CLIError("--reader: \(e.reason)") }
+            let directory = store ?? StoreOptions.defaultDirectory()
+            return try content.map { text in
+                guard let id = ContentID(text) else { throw ValidationError("--content '\(text)' is not a content id (stoq: followed by 52 base32 characters)") }
+                guard let contentKey = ReaderKeyOptions.sealedKey(for: id, in: directory) else {
+                    throw CLIError("\(id) is not a sealed content of the store \(directory) (its private.keys has no key for it); put it with stoq put --sealed, or give --store of the store it was put into")
+                }
+                return try ReaderKeyEnvelope.seal(contentKey: contentKey, content: id, for: readerKey)
+            }
         }
     }
 
@@ -113,7 +149,11 @@ struct GrantCommand: AsyncParsableCommand {
                     "id": g.id, "publisher": g.publisher.hex, "publisher_name": name, "rights": AccessRights.named.filter { e.rights.contains($0.1) }.map(\.0),
                     "not_after": AccessGrant.format(e.notAfter), "not_after_unix": e.notAfter, "peer": e.peers.map(\.hex),
                     "scopes": e.scopes.map { $0.map(\.description) }, "blocks": g.blocks.count, "narrowable": g.secret != nil,
-                    "extensions": g.extensions.map { ["type": $0.type, "bytes": $0.bytes.count] }, "valid": problems.isEmpty, "problems": problems,
+                    "extensions": g.extensions.map { x -> [String: Any] in
+                        var d: [String: Any] = ["type": x.type, "bytes": x.bytes.count]
+                        if x.type == 1, let e = try? ReaderKeyEnvelope.decode(x.bytes) { d["content"] = e.content.description; d["reader"] = Hex.encode(e.reader) }
+                        return d
+                    }, "valid": problems.isEmpty, "problems": problems,
                 ]
                 let data = try JSONSerialization.data(withJSONObject: doc, options: [.sortedKeys])
                 Console.shared.result(String(decoding: data, as: UTF8.self))
@@ -124,7 +164,13 @@ struct GrantCommand: AsyncParsableCommand {
                 if e.scopes.isEmpty { lines.append("  scope      everything its rights reach") }
                 for (i, s) in e.scopes.enumerated() { lines.append("  scope \(i + 1)    \(s.map(\.description).joined(separator: " or "))") }
                 lines.append("  blocks     \(g.blocks.count) (\(g.secret != nil ? "can be narrowed" : "sealed"))")
-                for x in g.extensions { lines.append("  extension  type \(x.type), \(x.bytes.count) bytes") }
+                for x in g.extensions {
+                    if x.type == 1, let e = try? ReaderKeyEnvelope.decode(x.bytes) {
+                        lines.append("  extension  type 1: the key of \(e.content), wrapped for reader \(ReaderKey.short(e.reader))")
+                    } else {
+                        lines.append("  extension  type \(x.type), \(x.bytes.count) bytes")
+                    }
+                }
                 lines.append("  signatures \(problems.isEmpty ? "valid" : "INVALID: " + problems.joined(separator: "; "))")
                 Console.shared.result(lines.joined(separator: "\n"))
             }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Crypto
 import Foundation
+import STOQ
 import STOQContent
 
 /// `stoq reader key`: this user's X25519 reader key, the key a publisher wraps a sealed content's
@@ -52,6 +53,29 @@ enum ReaderKeyOptions {
         return (try? PublicKeyring(path: path))?.key(for: id)
     }
 
+    /// The key of `content` that a grant (`stoq grant create --reader --content`) carries wrapped
+    /// for this reader: the grant's signatures and expiry are checked, then the extension of type 1
+    /// for this content is opened with the reader key file.
+    static func contentKey(for content: ContentID, grant text: String, keyFile: String?) throws -> [UInt8] {
+        let grant = try GrantInput.load(text)
+        do { try grant.verifySignatures() } catch {
+            throw CLIError("grant \(grant.id) does not verify: \(ErrorReport.peopleText(error)); nothing was downloaded")
+        }
+        let now = UInt64(Date().timeIntervalSince1970)
+        guard grant.effective.notAfter >= now else {
+            throw CLIError("grant \(grant.id) expired at \(AccessGrant.format(grant.effective.notAfter)); ask its publisher for a new one")
+        }
+        let envelopes = grant.extensions(type: 1).compactMap { try? ReaderKeyEnvelope.decode($0.bytes) }
+        guard let envelope = envelopes.first(where: { $0.content == content }) else {
+            if envelopes.isEmpty { throw CLIError("grant \(grant.id) carries no content key; a sealed content needs a grant made with stoq grant create --reader FILE --content ID") }
+            throw CLIError("grant \(grant.id) carries the key of \(envelopes.map(\.content.description).joined(separator: ", ")), not of \(content): this content's key was never wrapped for the grant's reader; ask the publisher for a grant for it")
+        }
+        guard grant.effective.rights.contains(.read), grant.effective.admits(.content(content.manifest.bytes)) else {
+            throw CLIError("grant \(grant.id) does not let its holder read \(content) (it was narrowed to leave out the read right or this content)")
+        }
+        return try unwrap(envelope, keyFile: keyFile)
+    }
+
     /// Opens a version 2 ticket's wrapped key with the reader key file.
     static func unwrap(_ envelope: ReaderKeyEnvelope, keyFile: String?) throws -> [UInt8] {
         let path = keyFile ?? defaultPath
@@ -75,5 +99,51 @@ extension Put {
         Console.shared.result("\(r.id)")
         Console.shared.note("put \(path) → \(r.id) (sealed: names and key in \(ReaderKeyOptions.sealedKeyringPath(in: storeOptions.directory)); share it with stoq share ID --reader FILE)")
         return r
+    }
+}
+
+extension Put {
+    /// `stoq put --sealed --node ORIGIN`: each path sealed into the local store (its key in
+    /// private.keys, as without --node), then its stored chunks (sealed index, sealed manifests,
+    /// encrypted data chunks) uploaded into the origin as they are: the origin learns chunk ids and
+    /// sizes, no name, type or key.
+    func uploadSealed() async throws {
+        guard let nodeText = uploadOptions.node, let address = PeerAddress(nodeText) else {
+            throw ValidationError("--node takes an IPv6 address like '[::1]:4433' (STOQ is IPv6-only)")
+        }
+        guard let cert = uploadOptions.cert, let key = uploadOptions.key, let ca = uploadOptions.ca else {
+            throw ValidationError("--node needs --cert, --key and --ca: the certificate of a publisher the origin lists (stoq node --publisher NODEID), its key, and the network CA")
+        }
+        guard (1...32).contains(uploadOptions.concurrency) else { throw ValidationError("--concurrency must be 1 to 32") }
+        for p in paths where !FileManager.default.fileExists(atPath: p) {
+            throw ContentError(.notFound, "\(p) does not exist (or cannot be read)")
+        }
+        let store = try storeOptions.openStore()
+        let keys = try storeOptions.publisherKeys(for: store, create: true)
+        let publisher = ContentPublisher(store: store, keys: keys)
+        var sealed: [(String, PutReport)] = []
+        for p in paths {
+            let contentKey = PublicKeyring.newKey()
+            let r = try publisher.putSealed(path: p, contentKey: contentKey)
+            try PublicKeyring(path: ReaderKeyOptions.sealedKeyringPath(in: storeOptions.directory)).add(r.id, key: contentKey)
+            for s in r.skipped { Console.shared.raw("stoq: warning: skipped \(s) (\(skipReason(s)))") }
+            sealed.append((p, r))
+        }
+        do {
+            try await withPeer(address, cert: cert, key: key, ca: ca) { client in
+                try await GrantInput.present(uploadOptions.grant, on: client)
+                for (p, r) in sealed {
+                    let sent = try await SealedUploader.upload(r.id, from: store, to: client, name: "sealed content", concurrency: uploadOptions.concurrency)
+                    Console.shared.result("\(r.id)")
+                    Console.shared.note("put \(p) → \(r.id) (sealed; uploaded \(sent.sentChunks) of \(sent.chunks) chunks, \(humanBytes(sent.sentBytes)), to \(address); key in \(ReaderKeyOptions.sealedKeyringPath(in: storeOptions.directory)))")
+                }
+            }
+        } catch let refused as UploadRefused {
+            throw CLIError("\(address) refused the sealed upload: \(refused.message); check that the origin lists your certificate (stoq node --publisher NODEID)")
+        } catch let e as ContentError {
+            throw e
+        } catch {
+            throw CLIError("the sealed upload to \(address) failed: \(ErrorReport.peopleText(error)); check that an origin runs there and that --cert/--key/--ca are a publisher's certificate of its network")
+        }
     }
 }

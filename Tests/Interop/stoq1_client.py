@@ -311,16 +311,24 @@ def open_chunk(stored: bytes, key: bytes, size: int, secret: bytes | None = None
 # ----------------------------------------------------------------------------- restoring
 
 
-def restore(root: bytes, fetch: callable, secret: bytes, out: Path) -> dict:
+def restore(root: bytes, fetch: callable, secret: bytes, out: Path, rkey: bytes | None = None,
+            manifest: callable | None = None) -> dict:
     """Writes the content `root` to `out` (a directory or a file), fetching chunks with `fetch`
-    (id -> bytes, already checked against the id). Returns counts."""
-    rkey = read_key(secret)
+    (id -> bytes, already checked against the id). Returns counts. `rkey`: the key tables' key
+    when it is not the publisher's read key (then chunk keys are not checked against `secret`);
+    `manifest`: id -> manifest bytes, when manifests are sealed."""
+    if rkey is None:
+        rkey = read_key(secret)
+    else:
+        secret = None
+    if manifest is None:
+        manifest = fetch
     stats = {"files": 0, "directories": 0, "bytes": 0, "compressed_chunks": 0}
 
     def file_bytes(mid: bytes, depth: int) -> bytes:
         if depth > 16:
             raise ValueError("too deep")
-        m = decode_manifest(fetch(mid))
+        m = decode_manifest(manifest(mid))
         if not isinstance(m, FileManifest):
             raise ValueError("expected a file manifest")
         parts = []
@@ -342,7 +350,7 @@ def restore(root: bytes, fetch: callable, secret: bytes, out: Path) -> dict:
         return data
 
     def walk(mid: bytes, path: Path, mode: int | None, depth: int) -> None:
-        m = decode_manifest(fetch(mid))
+        m = decode_manifest(manifest(mid))
         if isinstance(m, list):
             path.mkdir(mode=0o700, exist_ok=True)
             stats["directories"] += 1
@@ -363,6 +371,174 @@ def restore(root: bytes, fetch: callable, secret: bytes, out: Path) -> dict:
 
     walk(root, out, None, 0)
     return stats
+
+# ----------------------------------------------------------------------------- sealed content (STQE)
+
+MANIFEST_KEY_INFO = b"stoq manifest key v1"
+LABEL_MANIFEST = b"stoq sealed manifest"
+LABEL_ROOT = b"stoq sealed root"
+
+
+@dataclass
+class SealedIndex:
+    entries: list[tuple[int, bytes, int]]  # (kind 1 chunk / 2 inner index, id, size)
+    sealed_root: bytes  # 60 bytes on the root, empty on an inner index
+
+
+def decode_sealed_index(data: bytes) -> SealedIndex:
+    r = Reader(data, "sealed index")
+    if r.take(4) != b"STQE":
+        raise ValueError("not a sealed index")
+    if r.u(1) != 1:
+        raise ValueError("sealed index version")
+    count = r.u(4)
+    if count > 65536:
+        raise ValueError("too many entries")
+    root = r.take(32)
+    entries, seen = [], set()
+    for _ in range(count):
+        kind, cid, size = r.u(1), r.take(32), r.u(4)
+        if kind not in (1, 2) or not 1 <= size <= (16 << 20) + 64:
+            raise ValueError("sealed index entry kind or size")
+        if cid in seen:
+            raise ValueError("an id twice in one sealed index")
+        seen.add(cid)
+        entries.append((kind, cid, size))
+    n = r.u(4)
+    if n not in (0, 60):
+        raise ValueError("sealed root length")
+    sealed_root = r.take(n)
+    r.end()
+    if merkle_root([e[1] for e in entries]) != root:
+        raise ValueError("sealed index Merkle root")
+    return SealedIndex(entries, sealed_root)
+
+
+def sealed_chunk_order(root: bytes, fetch: callable) -> list[bytes]:
+    """The kind 1 entries of a sealed content in index order, inner indexes expanded in place
+    (depth first), each id once: the chunks a node serves and the HAVE bit order."""
+    order, seen = [], set()
+
+    def walk(iid: bytes, depth: int, is_root: bool) -> None:
+        if depth > 8:
+            raise ValueError("sealed index too deep")
+        index = decode_sealed_index(fetch(iid))
+        if is_root != bool(index.sealed_root):
+            raise ValueError("a root index needs a sealed root and an inner one must not have one")
+        for kind, cid, _ in index.entries:
+            if kind == 2:
+                walk(cid, depth + 1, False)
+            elif cid not in seen:
+                seen.add(cid)
+                order.append(cid)
+
+    walk(root, 0, True)
+    return order
+
+
+def manifest_key(content_key: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=MANIFEST_KEY_INFO).derive(content_key)
+
+
+def open_sealed(meta_key: bytes, label: bytes, sealed: bytes) -> bytes:
+    """nonce(12) ‖ ChaCha20-Poly1305(metaKey, nonce, plaintext, ad = label) ‖ tag, with the nonce
+    checked to be the synthetic one (HMAC-SHA256(metaKey, label ‖ plaintext)[:12])."""
+    if len(sealed) < 28:
+        raise ValueError("sealed bytes too short")
+    plain = ChaCha20Poly1305(meta_key).decrypt(sealed[:12], sealed[12:], label)
+    if hmac.new(meta_key, label + plain, hashlib.sha256).digest()[:12] != sealed[:12]:
+        raise ValueError("sealed nonce is not its synthetic IV")
+    return plain
+
+
+def sealed_root_manifest(root: bytes, fetch: callable, content_key: bytes) -> bytes:
+    """The id of a sealed content's real root manifest, opened from its index."""
+    index = decode_sealed_index(fetch(root))
+    if not index.sealed_root:
+        raise ValueError("the content's root index has no sealed root")
+    real = open_sealed(manifest_key(content_key), LABEL_ROOT, index.sealed_root)
+    if len(real) != 32:
+        raise ValueError("a sealed root opens to a 32-byte manifest id")
+    return real
+
+
+def restore_sealed(root: bytes, fetch: callable, content_key: bytes, out: Path) -> dict:
+    """Writes the sealed content `root` to `out` with its content key: the index's sealed root
+    names the real root manifest; every manifest chunk is opened (STQD/STQM in the clear are
+    accepted too); key tables open with the content key itself."""
+    meta = manifest_key(content_key)
+    real = sealed_root_manifest(root, fetch, content_key)
+
+    def manifest_bytes(mid: bytes) -> bytes:
+        stored = fetch(mid)
+        if stored[:4] in (b"STQD", b"STQM"):
+            return stored
+        if stored[:4] == b"STQE":
+            raise ValueError("a manifest names a sealed index as a child")
+        return open_sealed(meta, LABEL_MANIFEST, stored)
+
+    return restore(real, fetch, b"", out, rkey=content_key, manifest=manifest_bytes)
+
+# ----------------------------------------------------------------------------- reader envelopes (HPKE)
+
+
+def _hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
+    return hmac.new(salt or bytes(32), ikm, hashlib.sha256).digest()
+
+
+def _hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
+    out, block, n = b"", b"", 1
+    while len(out) < length:
+        block = hmac.new(prk, block + info + bytes([n]), hashlib.sha256).digest()
+        out += block
+        n += 1
+    return out[:length]
+
+
+def open_reader_envelope(envelope: bytes, reader_private: bytes) -> tuple[bytes, bytes]:
+    """(content id, content key) of a 145-byte reader envelope, opened with the reader's raw
+    X25519 private key: RFC 9180 base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
+    ChaCha20-Poly1305, info "stoq content key v1" ‖ content id, ad the first 65 bytes."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+    if len(envelope) != 145 or envelope[0] != 1:
+        raise ValueError("a reader envelope is 145 bytes of version 1")
+    content, reader, enc, sealed = envelope[1:33], envelope[33:65], envelope[65:97], envelope[97:145]
+    sk = X25519PrivateKey.from_private_bytes(reader_private)
+    pk = sk.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    if sha256(pk) != reader:
+        raise ValueError("the envelope is wrapped for another reader")
+    dh = sk.exchange(X25519PublicKey.from_public_bytes(enc))
+    kem_suite = b"KEM" + (0x0020).to_bytes(2, "big")
+
+    def extract(suite: bytes, salt: bytes, label: bytes, ikm: bytes) -> bytes:
+        return _hkdf_extract(salt, b"HPKE-v1" + suite + label + ikm)
+
+    def expand(suite: bytes, prk: bytes, label: bytes, info: bytes, length: int) -> bytes:
+        return _hkdf_expand(prk, length.to_bytes(2, "big") + b"HPKE-v1" + suite + label + info, length)
+
+    shared = expand(kem_suite, extract(kem_suite, b"", b"eae_prk", dh), b"shared_secret", enc + pk, 32)
+    suite = b"HPKE" + (0x0020).to_bytes(2, "big") + (0x0001).to_bytes(2, "big") + (0x0003).to_bytes(2, "big")
+    info = b"stoq content key v1" + content
+    context = b"\x00" + extract(suite, b"", b"psk_id_hash", b"") + extract(suite, b"", b"info_hash", info)
+    secret = extract(suite, shared, b"secret", b"")
+    key = expand(suite, secret, b"key", context, 32)
+    nonce = expand(suite, secret, b"base_nonce", context, 12)
+    plain = ChaCha20Poly1305(key).decrypt(nonce, sealed, envelope[:65])
+    if len(plain) != 32:
+        raise ValueError("a content key is 32 bytes")
+    return content, plain
+
+
+def ticket_envelope(text: str) -> bytes:
+    """The reader envelope of a version 2 ticket (`stoq1` + base32)."""
+    body = text.strip()[len("stoq1"):]
+    raw = base64.b32decode(body.upper() + "=" * (-len(body) % 8))
+    if raw[0] != 2 or sha256(raw[:-4])[:4] != raw[-4:]:
+        raise ValueError("not a version 2 ticket, or its checksum fails")
+    if raw[33:34] != b"\x01" or raw[34:66] != raw[1:33]:
+        raise ValueError("the ticket's envelope is not for the ticket's content")
+    return raw[33:178]
 
 # ----------------------------------------------------------------------------- names
 
@@ -491,6 +667,21 @@ async def fetch_all(peer: Peer, root: bytes) -> dict[bytes, bytes]:
             pending += [(e.content, True) for e in m]
         else:
             pending += [(e[0], m.kind == 2) for e in m.entries]
+    return cache
+
+
+async def fetch_all_sealed(peer: Peer, root: bytes) -> dict[bytes, bytes]:
+    """Every chunk of a sealed content: its indexes, then each kind 1 entry (data chunks and
+    sealed manifests, which a node cannot tell apart), each checked against its id."""
+    cache: dict[bytes, bytes] = {}
+    pending = [root]
+    while pending:
+        iid = pending.pop()
+        cache[iid] = await peer.get_chunk(iid)
+        pending += [cid for kind, cid, _ in decode_sealed_index(cache[iid]).entries if kind == 2 and cid not in cache]
+    for cid in sealed_chunk_order(root, cache.__getitem__):
+        if cid not in cache:
+            cache[cid] = await peer.get_chunk(cid)
     return cache
 
 
