@@ -46,18 +46,19 @@ public final class HQFileServer: StreamServer {
     /// The document root (resolved, symlinks followed).
     public let root: String
     private let logger: Logger
-    /// Bytes read from disk per stream write.
+    /// Bytes read from disk per stream write (one `pread`, one send-buffer reference).
     public let blockSize: Int
+    private let allocator = ByteBufferAllocator()
 
     /// Creates a server for `root`.
     /// - Throws: ``NodeError`` when the root is not a readable directory.
-    public init(root: String, blockSize: Int = 256 * 1024, logger: Logger = Logger(label: "stoq.hq")) throws(NodeError) {
+    public init(root: String, blockSize: Int = 512 * 1024, logger: Logger = Logger(label: "stoq.hq")) throws(NodeError) {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: root, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw NodeError(.notFound, "\(root) is not a directory")
         }
         self.root = URL(fileURLWithPath: root).resolvingSymlinksInPath().path
-        self.blockSize = blockSize
+        self.blockSize = max(4096, blockSize)
         self.logger = logger
     }
 
@@ -95,16 +96,22 @@ public final class HQFileServer: StreamServer {
         return candidate
     }
 
+    /// Sends the file in `blockSize` blocks, each read with one `pread` into a fresh buffer that
+    /// the stream's send buffer then keeps by reference until acknowledged: no byte is copied
+    /// between the page cache and encryption.
     private func send(file path: String, on stream: QUICStream) async throws {
-        guard let handle = FileHandle(forReadingAtPath: path) else {
+        let file: BlockFile
+        do { file = try BlockFile(path: path) } catch {
+            logger.info("refused request", metadata: ["error": "\(error)"])
             await stream.reset(code: HQInterop.requestRejected)
             return
         }
-        defer { try? handle.close() }
+        var offset: Int64 = 0
         while true {
-            let data = try handle.read(upToCount: blockSize) ?? Data()
-            if data.isEmpty { break }
-            try await stream.write(ByteBuffer(bytes: data))
+            let block = try file.read(count: blockSize, at: offset, allocator: allocator)
+            if block.readableBytes == 0 { break }
+            offset += Int64(block.readableBytes)
+            try await stream.write(block)
         }
         try await stream.finish()
     }
@@ -170,7 +177,7 @@ public enum HQClient {
             if firstByte == nil { firstByte = .now - start }
             total += piece.readableBytes
             piece.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
-            if let output { try output.write(contentsOf: Data(piece.readableBytesView)) }
+            if let output { try piece.withUnsafeReadableBytes { try output.write(contentsOf: $0) } }
         }
         let elapsed = ContinuousClock.now - start
         return FetchResult(

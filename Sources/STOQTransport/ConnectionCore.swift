@@ -101,8 +101,9 @@ final class ConnectionCore: @unchecked Sendable {
                 streams[id] = s
                 incomingContinuation.yield(QUICStream(core: s))
             case .streamReadable(let id):
-                let (data, fin) = quic.read(id)
-                streams[id]?.deliver(data, fin: fin)
+                let stream = streams[id]
+                let fin = quic.readBlocks(id) { stream?.deliver($0, fin: false) }
+                stream?.deliver(nil, fin: fin)
             case .streamReset(let id, let code):
                 streams[id]?.failRead(STOQError(.streamReset, "the peer reset stream \(id) with code \(code)", applicationCode: code, initiator: .peer))
             case .stopSending(let id, let code):
@@ -340,7 +341,7 @@ final class StreamCore: @unchecked Sendable {
     func abort(code: UInt64) {
         var unread = received.reduce(0) { $0 + $1.readableBytes }
         received.removeAll()
-        if let left = quic.read(id).data { unread += left.readableBytes }
+        _ = quic.readBlocks(id) { unread += $0.readableBytes }
         quic.consumed(id, count: unread)
         quic.reset(id, code: code)
         quic.stopSending(id, code: code)

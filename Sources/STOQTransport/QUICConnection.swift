@@ -68,7 +68,13 @@ final class QUICConnection {
         var queued = false
         var blocked = false
         var full = false
+        /// The block received bytes are written into now.
         var recv: ByteBuffer?
+        /// Blocks filled before `recv`, oldest first (a block is never grown: a full one is
+        /// set aside and a new one started, so no received byte is copied twice).
+        var recvFilled: Deque<ByteBuffer> = []
+        /// Bytes in `recvFilled` and `recv`.
+        var recvBytes = 0
         var recvFin = false
         var recvFinTaken = false
         init(canSend: Bool, priority: StreamPriority) {
@@ -515,16 +521,29 @@ final class QUICConnection {
     /// The caller reports consumption with ``consumed(_:count:)`` when the application
     /// actually read the bytes (that is what opens the flow-control windows).
     func read(_ streamID: Int64) -> (data: ByteBuffer?, fin: Bool) {
-        guard let s = streams[streamID] ?? closedWithData[streamID] else { return (nil, false) }
-        let data = s.recv
+        var all: ByteBuffer?
+        let fin = readBlocks(streamID) { block in
+            if all == nil { all = block } else { var block = block; all!.writeBuffer(&block) }
+        }
+        return (all, fin)
+    }
+
+    /// Takes everything received on a stream so far as the blocks it was received into, oldest
+    /// first, without copying (``read(_:)`` joins them into one buffer). Returns whether the
+    /// FIN is taken with them (true once).
+    func readBlocks(_ streamID: Int64, _ body: (ByteBuffer) -> Void) -> Bool {
+        guard let s = streams[streamID] ?? closedWithData[streamID] else { return false }
+        while let block = s.recvFilled.popFirst() { body(block) }
+        if let block = s.recv, block.readableBytes > 0 { body(block) }
         s.recv = nil
+        s.recvBytes = 0
         var fin = false
         if s.recvFin && !s.recvFinTaken {
             s.recvFinTaken = true
             fin = true
         }
         if closedWithData[streamID] != nil { closedWithData[streamID] = nil }
-        return (data.flatMap { $0.readableBytes > 0 ? $0 : nil }, fin)
+        return fin
     }
 
     /// The application consumed `count` received bytes of a stream: open the flow-control
@@ -559,6 +578,11 @@ final class QUICConnection {
 }
 
 extension QUICConnection: NGTCP2ConnectionDelegate {
+    /// Capacity of the first block a stream's received bytes go into after the reader took the last.
+    static let firstReceiveBlock = 16 * 1024
+    /// Capacity of the further blocks of the same read cycle.
+    static let receiveBlock = 128 * 1024
+
     func ngtcp2HandshakeCompleted() {
         if isServer {
             state = .established
@@ -589,13 +613,23 @@ extension QUICConnection: NGTCP2ConnectionDelegate {
             consumed(streamID, count: data.count)
             return
         }
-        let wasEmpty = (s.recv?.readableBytes ?? 0) == 0 && !s.recvFin
+        let wasEmpty = s.recvBytes == 0 && !s.recvFin
         if data.count > 0 {
-            if s.recv == nil { s.recv = allocator.buffer(capacity: max(data.count, 16 * 1024)) }
+            if let block = s.recv, block.writableBytes < data.count {
+                s.recvFilled.append(block)
+                s.recv = nil
+            }
+            if s.recv == nil {
+                // The first block of a read cycle is small (a trickle costs little memory while
+                // it waits for the reader); later ones, in a bulk transfer, are larger.
+                let size = s.recvFilled.isEmpty ? Self.firstReceiveBlock : Self.receiveBlock
+                s.recv = allocator.buffer(capacity: max(data.count, size))
+            }
             data.write(to: &s.recv!)
+            s.recvBytes += data.count
         }
         if fin { s.recvFin = true }
-        if wasEmpty && ((s.recv?.readableBytes ?? 0) > 0 || s.recvFin) {
+        if wasEmpty && (s.recvBytes > 0 || s.recvFin) {
             events.append(.streamReadable(streamID))
         }
     }
@@ -612,7 +646,7 @@ extension QUICConnection: NGTCP2ConnectionDelegate {
     func ngtcp2StreamClosed(_ streamID: Int64, applicationCode: UInt64?) {
         if let s = streams.removeValue(forKey: streamID) {
             unqueue(streamID, s)
-            if (s.recv?.readableBytes ?? 0) > 0 || (s.recvFin && !s.recvFinTaken) { closedWithData[streamID] = s }
+            if s.recvBytes > 0 || (s.recvFin && !s.recvFinTaken) { closedWithData[streamID] = s }
         }
         let remote = (streamID & 0x1 == 1) != isServer
         if remote { ngtcp2.extendMaxStreams(bidirectional: streamID & 0x2 == 0, by: 1) }

@@ -3,12 +3,32 @@ import Collections
 import NIOCore
 
 /// Bytes queued on one stream's send side. ngtcp2 keeps pointers into this memory until
-/// the peer acknowledges it, so the chunks live at stable addresses we own and are freed
+/// the peer acknowledges it, so every chunk lives at a stable address we own and is released
 /// only when acknowledged (or when the buffer dies, after the stream is gone).
+///
+/// Large writes are kept by reference, not copied: the chunk holds the caller's `ByteBuffer`
+/// (a copy-on-write value whose storage never moves while we hold it and never write to it),
+/// so a file block read into a `ByteBuffer` is encrypted straight from the memory it was read
+/// into. Small writes (under ``coalesceLimit`` bytes, e.g. frame headers) are copied into a
+/// fixed-capacity tail block instead, so a stream of tiny writes does not become a long list of
+/// tiny `ngtcp2_vec`s.
 final class SendBuffer {
+    /// Writes shorter than this are copied into a shared tail block; longer ones are referenced.
+    static let coalesceLimit = 4 * 1024
+    /// Capacity of a tail block that small writes are copied into.
+    static let tailCapacity = 16 * 1024
+
     private struct Chunk {
-        let base: UnsafeMutableRawPointer
-        let count: Int
+        /// Start of the bytes (inside `owner`'s storage, or `owned`).
+        let base: UnsafeRawPointer
+        /// Bytes in the chunk (grows only for a tail block).
+        var count: Int
+        /// Keeps referenced bytes alive and in place; nil for a tail block.
+        let owner: ByteBuffer?
+        /// Storage of a tail block (freed with the chunk); nil for a referenced chunk.
+        let owned: UnsafeMutableRawPointer?
+        /// Capacity of `owned`.
+        let capacity: Int
     }
     private var chunks: Deque<Chunk> = []
     /// Stream offset of `chunks.first`.
@@ -26,7 +46,7 @@ final class SendBuffer {
     init() {}
 
     deinit {
-        for chunk in chunks { chunk.base.deallocate() }
+        for chunk in chunks { chunk.owned?.deallocate() }
     }
 
     /// Bytes not yet handed to ngtcp2.
@@ -34,16 +54,41 @@ final class SendBuffer {
     /// Bytes held (unsent + in flight, not yet acknowledged).
     var buffered: UInt64 { endOffset - ackedOffset }
 
-    /// Copies `buffer`'s readable bytes into the queue.
+    /// Queues `buffer`'s readable bytes: by reference when large, copied into the tail block
+    /// when small.
     func append(_ buffer: ByteBuffer) {
         let n = buffer.readableBytes
         guard n > 0 else { return }
-        let base = UnsafeMutableRawPointer.allocate(byteCount: n, alignment: 1)
-        buffer.withUnsafeReadableBytes { src in
-            base.copyMemory(from: src.baseAddress!, byteCount: n)
-        }
-        chunks.append(Chunk(base: base, count: n))
         endOffset += UInt64(n)
+        if n < Self.coalesceLimit {
+            appendCopy(buffer, n)
+            return
+        }
+        // The pointer stays valid while `owner` holds the storage: nobody writes through our
+        // copy, and a write through the caller's copy reallocates (copy-on-write) on their side.
+        let base = buffer.withUnsafeReadableBytes { UnsafeRawPointer($0.baseAddress!) }
+        chunks.append(Chunk(base: base, count: n, owner: buffer, owned: nil, capacity: n))
+    }
+
+    private func appendCopy(_ buffer: ByteBuffer, _ n: Int) {
+        let last = chunks.count - 1
+        if last >= 0, let tail = chunks[last].owned, chunks[last].capacity - chunks[last].count >= n {
+            // Bytes already handed to ngtcp2 stay where they are; the new ones go after them.
+            // If the whole tail was sent, move the cursor back onto its end.
+            if sendIndex > last {
+                sendIndex = last
+                sendPos = chunks[last].count
+            }
+            buffer.withUnsafeReadableBytes { src in
+                (tail + chunks[last].count).copyMemory(from: src.baseAddress!, byteCount: n)
+            }
+            chunks[last].count += n
+            return
+        }
+        let capacity = max(n, Self.tailCapacity)
+        let storage = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 1)
+        buffer.withUnsafeReadableBytes { src in storage.copyMemory(from: src.baseAddress!, byteCount: n) }
+        chunks.append(Chunk(base: UnsafeRawPointer(storage), count: n, owner: nil, owned: storage, capacity: capacity))
     }
 
     /// Describes up to `max` unsent regions in `vecs`; returns the count and whether they
@@ -54,9 +99,12 @@ final class SendBuffer {
         var n = 0
         while n < max && i < chunks.count {
             let chunk = chunks[i]
-            vecs[n] = ngtcp2_vec(
-                base: (chunk.base + pos).assumingMemoryBound(to: UInt8.self), len: chunk.count - pos)
-            n += 1
+            if chunk.count > pos {
+                vecs[n] = ngtcp2_vec(
+                    base: UnsafeMutablePointer(mutating: (chunk.base + pos).assumingMemoryBound(to: UInt8.self)),
+                    len: chunk.count - pos)
+                n += 1
+            }
             i += 1
             pos = 0
         }
@@ -80,13 +128,13 @@ final class SendBuffer {
         }
     }
 
-    /// The peer acknowledged `[offset, offset + length)`; frees fully acknowledged chunks.
+    /// The peer acknowledged `[offset, offset + length)`; releases fully acknowledged chunks.
     func acknowledged(offset: UInt64, length: UInt64) {
         let end = offset + length
         if end > ackedOffset { ackedOffset = end }
         while let first = chunks.first, headOffset + UInt64(first.count) <= ackedOffset, sendIndex > 0 {
             headOffset += UInt64(first.count)
-            first.base.deallocate()
+            first.owned?.deallocate()
             chunks.removeFirst()
             sendIndex -= 1
         }
