@@ -6,9 +6,9 @@ import NIOCore
 ///
 /// | type | name | payload |
 /// | --- | --- | --- |
-/// | 0x18 | UPLOAD_OFFER | `flags:varint` (bit 0: public) `name:string (≤ 255)` `tree` (the rest, ≤ 8 MiB) |
+/// | 0x18 | UPLOAD_OFFER | `flags:varint` (bit 0: public, bit 1: sealed) `name:string (≤ 255)` `tree` (the rest, ≤ 8 MiB) |
 /// | 0x19 | UPLOAD_NEED | `uploadID:u64` `remaining:varint` `count:varint` `index:varint × count` |
-/// | 0x1A | UPLOAD_CHUNK | `uploadID:u64` `index:varint` `length:varint (1 … 1 MiB)`, then `length` raw bytes and FIN |
+/// | 0x1A | UPLOAD_CHUNK | `uploadID:u64` `index:varint` `length:varint (1 … 16 MiB; a plain upload's ≤ 1 MiB)`, then `length` raw bytes and FIN |
 /// | 0x1B | UPLOAD_COMMIT | request: `uploadID:u64`; answer: `uploadID:u64` `contentID:bytes32` `files` `bytes` `chunks` `storedBytes` (varints) |
 public enum UploadMessage: Hashable, Sendable {
     /// Offers a tree (STOQContent's `UploadTree` encoding) to be pinned under `name`.

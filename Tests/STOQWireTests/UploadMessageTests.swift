@@ -27,7 +27,7 @@ import STOQSimulation
     }
 
     @Test func valuesOutOfBoundsAreRefused() throws {
-        #expect(throws: WireError.self) { try roundTrip(.chunk(uploadID: 1, index: 0, length: (1 << 20) + 1)) }
+        #expect(throws: WireError.self) { try roundTrip(.chunk(uploadID: 1, index: 0, length: (16 << 20) + 1)) }
         #expect(throws: WireError.self) { try roundTrip(.chunk(uploadID: 1, index: 0, length: 0)) }
         #expect(throws: WireError.self) { try roundTrip(.chunk(uploadID: 1, index: 131_072, length: 10)) }
         #expect(throws: WireError.self) { try roundTrip(.need(uploadID: 1, remaining: 0, indices: [131_072])) }
