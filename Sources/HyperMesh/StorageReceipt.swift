@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import STOQIdentity
 
 /// A storing node's signed statement that it holds one shard of a block.
 ///
@@ -42,10 +43,20 @@ public struct StorageReceipt: Hashable, Sendable {
     public static func sign(
         blockID: BlockID, shardIndex: Int, shardHash: Digest256, key: P256.Signing.PrivateKey
     ) throws -> StorageReceipt {
-        let signature = try key.signature(for: message(blockID, shardIndex, shardHash))
+        try sign(blockID: blockID, shardIndex: shardIndex, shardHash: shardHash, key: SoftwareSigner(key))
+    }
+
+    /// Signs a receipt as the storing node, with its key in memory or in a token.
+    public static func sign(
+        blockID: BlockID, shardIndex: Int, shardHash: Digest256, key: any CertificateSigner
+    ) throws -> StorageReceipt {
+        guard let publicKey = key.p256PublicKey else {
+            throw HyperMeshError(.invalidParameters, "the node key is not a P-256 key; storage receipts are signed with P-256")
+        }
+        let signature = try key.signSHA256(message(blockID, shardIndex, shardHash))
         return StorageReceipt(
             blockID: blockID, shardIndex: shardIndex, shardHash: shardHash,
-            nodeKey: Array(key.publicKey.derRepresentation), signature: Array(signature.derRepresentation)
+            nodeKey: Array(publicKey.derRepresentation), signature: signature
         )
     }
 

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import STOQIdentity
 
 /// One transfer in a node's audit trail: what moved, with whom, how much and when.
 ///
@@ -183,8 +184,14 @@ public struct AuditHead: Hashable, Sendable {
     /// Signs a head with a P-256 key.
     public static func sign(count: UInt64, hash: [UInt8], timeMilliseconds: UInt64, nodeID: [UInt8], certificate: [UInt8],
                             key: P256.Signing.PrivateKey) throws -> AuditHead {
+        try sign(count: count, hash: hash, timeMilliseconds: timeMilliseconds, nodeID: nodeID, certificate: certificate, signer: SoftwareSigner(key))
+    }
+
+    /// Signs a head with a P-256 key in memory or in a token.
+    public static func sign(count: UInt64, hash: [UInt8], timeMilliseconds: UInt64, nodeID: [UInt8], certificate: [UInt8],
+                            signer: any CertificateSigner) throws -> AuditHead {
         var head = AuditHead(nodeID: nodeID, count: count, hash: hash, timeMilliseconds: timeMilliseconds, certificate: certificate, signature: [])
-        head.signature = Array(try key.signature(for: head.signedBytes).derRepresentation)
+        head.signature = try signer.signSHA256(head.signedBytes)
         return head
     }
 }

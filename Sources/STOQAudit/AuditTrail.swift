@@ -212,34 +212,42 @@ public final class AuditTrail: @unchecked Sendable {
     }
 }
 
-/// Signs audit heads with a node's certificate key (ECDSA P-256), reading the certificate and
-/// key files each time so a renewed certificate is picked up.
+/// Signs audit heads with a node's certificate key (ECDSA P-256), reading the certificate file
+/// each time so a renewed certificate is picked up; the key file too, unless the key is given
+/// open (a key in a token, which signs there).
 public struct AuditSigner: Sendable {
     /// The certificate chain (PEM) file.
     public let certificatePath: String
-    /// The private key (PEM) file.
+    /// The private key (PEM) file, or the `pkcs11:` URI of the key in a token.
     public let keyPath: String
+    /// The key, when it is open already (a key in a token): it signs instead of `keyPath`'s file.
+    public let key: (any CertificateSigner)?
 
     /// Creates a signer.
-    public init(certificatePath: String, keyPath: String) {
+    public init(certificatePath: String, keyPath: String, key: (any CertificateSigner)? = nil) {
         self.certificatePath = certificatePath
         self.keyPath = keyPath
+        self.key = key
     }
 
     /// Signs `count` and `hash` now.
-    /// - Throws: ``AuditError`` `.badHead` when the key is not P-256 or the files cannot be read.
+    /// - Throws: ``AuditError`` `.badHead` when the key is not P-256, is not the certificate's, or
+    ///   the files cannot be read.
     public func sign(count: UInt64, hash: [UInt8], timeMilliseconds: UInt64) throws(AuditError) -> AuditHead {
         do {
             guard let leaf = try PEMFile.certificateDERs(in: PEMFile.read(certificatePath)).first else {
                 throw AuditError(.badHead, "\(certificatePath) holds no certificate")
             }
-            let key = try P256.Signing.PrivateKey(pemRepresentation: PEMFile.read(keyPath))
+            let signer: any CertificateSigner = try key ?? SoftwareSigner(pem: PEMFile.read(keyPath))
             let id = try NodeID(certificateDER: leaf)
-            return try AuditHead.sign(count: count, hash: hash, timeMilliseconds: timeMilliseconds, nodeID: id.bytes, certificate: leaf, key: key)
+            guard NodeID(publicKey: signer.publicKey) == id else {
+                throw AuditError(.badHead, "the key \(PKCS11URI.redacted(keyPath)) is not the key of the certificate in \(certificatePath)")
+            }
+            return try AuditHead.sign(count: count, hash: hash, timeMilliseconds: timeMilliseconds, nodeID: id.bytes, certificate: leaf, signer: signer)
         } catch let e as AuditError {
             throw e
         } catch {
-            throw AuditError(.badHead, "cannot sign the audit head with \(keyPath): \(error); the audit log needs a P-256 node key")
+            throw AuditError(.badHead, "cannot sign the audit head with \(PKCS11URI.redacted(keyPath)): \(error); the audit log needs a P-256 node key")
         }
     }
 }

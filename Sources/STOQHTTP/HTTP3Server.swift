@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import STOQIdentity
 import STOQTransport
 import Synchronization
 
@@ -79,7 +80,8 @@ public final class HTTP3Server: HTTPListener {
             throw HTTP3Error(.cannotListen, "cannot read the HTTP certificate \(c.certificatePath): \(error.localizedDescription); pass a readable PEM file with --http-cert")
         }
         do {
-            key = try String(contentsOfFile: c.keyPath, encoding: .utf8)
+            // A `pkcs11:` URI is no file: the transport signs in the token (TokenKey).
+            key = PKCS11URI.isURI(c.keyPath) ? c.keyPath : try String(contentsOfFile: c.keyPath, encoding: .utf8)
         } catch {
             throw HTTP3Error(.cannotListen, "cannot read the HTTP private key \(c.keyPath): \(error.localizedDescription); pass a readable PEM file with --http-key")
         }

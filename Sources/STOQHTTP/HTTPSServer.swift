@@ -4,6 +4,8 @@ import NIOHTTP2
 import NIOPosix
 import NIOSSL
 import NIOWebSocket
+import STOQIdentity
+import STOQTransport
 import Synchronization
 
 /// The HTTPS-over-TCP listener of the front door: HTTP/1.1 and HTTP/2 over TLS (ALPN `h2`,
@@ -162,7 +164,20 @@ public final class HTTPSServer: HTTPListener {
         }
         let key: NIOSSLPrivateKey
         do {
-            key = try NIOSSLPrivateKey(file: keyPath, format: .pem)
+            if PKCS11URI.isURI(keyPath) {
+                // The key is in a token: it signs the handshakes there (TokenTLSKey).
+                let token = try TokenKey(uri: keyPath)
+                guard (try? chain[0].extractPublicKey().toSPKIBytes()) == token.publicKeyDER else {
+                    throw HTTPSServerError(.certificate, "the certificate and the given key do not match: \(PKCS11URI.redacted(keyPath)) is not the key of '\(certificatePath)'")
+                }
+                key = NIOSSLPrivateKey(customPrivateKey: TokenTLSKey(token: token))
+            } else {
+                key = try NIOSSLPrivateKey(file: keyPath, format: .pem)
+            }
+        } catch let error as HTTPSServerError {
+            throw error
+        } catch let error as STOQError {
+            throw HTTPSServerError(.certificate, "Could not use the HTTPS key in the token (\(error.reason)).")
         } catch {
             throw HTTPSServerError(.certificate, "Could not read the HTTPS private key '\(keyPath)' (\(error)). Pass the PEM key of the certificate with --http-key.")
         }

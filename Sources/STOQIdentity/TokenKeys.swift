@@ -27,8 +27,10 @@ public enum PKCS11URI {
 }
 
 /// Something that signs with a P-256 key it does not hand out: a key in a PKCS#11 token
-/// (`TokenKey` in STOQTransport). A ``CertificateAuthority`` whose key is in a token signs
-/// certificates through it.
+/// (`TokenKey` in STOQTransport) or a key file held in memory (``SoftwareSigner``). A
+/// ``CertificateAuthority`` whose key is in a token signs certificates through it, and a node signs
+/// everything it signs with its certificate key (routing adverts, DHT node records, audit heads)
+/// through it, so the same code serves a key file and a key in a token.
 public protocol CertificateSigner: Sendable {
     /// The public half of the key.
     var publicKey: Certificate.PublicKey { get }
@@ -36,7 +38,42 @@ public protocol CertificateSigner: Sendable {
     func signSHA256(_ message: [UInt8]) throws -> [UInt8]
 }
 
+/// A P-256 key in memory (read from a key file): the ``CertificateSigner`` of a node whose key is
+/// not in a token.
+public struct SoftwareSigner: CertificateSigner {
+    /// The key.
+    public let key: P256.Signing.PrivateKey
+    /// The public half of the key.
+    public var publicKey: Certificate.PublicKey { Certificate.PublicKey(key.publicKey) }
+
+    /// Wraps `key`.
+    public init(_ key: P256.Signing.PrivateKey) { self.key = key }
+
+    /// Reads a P-256 key from PEM (PKCS#8 `PRIVATE KEY` or SEC 1 `EC PRIVATE KEY`).
+    /// - Throws: ``IdentityError`` `.malformedKey` when the text holds no P-256 key.
+    public init(pem: String) throws(IdentityError) {
+        guard let key = try? P256.Signing.PrivateKey(pemRepresentation: pem) else {
+            throw IdentityError(.malformedKey, "no P-256 private key in the PEM text; STOQ node keys are P-256 (`stoq certs issue` writes one)")
+        }
+        self.key = key
+    }
+
+    /// An ECDSA signature over SHA-256(`message`), DER-encoded.
+    public func signSHA256(_ message: [UInt8]) throws -> [UInt8] {
+        Array(try key.signature(for: message).derRepresentation)
+    }
+}
+
 extension CertificateSigner {
+    /// The public key as a P-256 key (nil for another curve, which no STOQ signer holds).
+    public var p256PublicKey: P256.Signing.PublicKey? { P256.Signing.PublicKey(publicKey) }
+
+    /// An ECDSA P-256 signature over SHA-256(`message`), as swift-crypto represents it (for
+    /// formats that store it raw, `.rawRepresentation`, or DER, `.derRepresentation`).
+    public func p256Signature(for message: [UInt8]) throws -> P256.Signing.ECDSASignature {
+        try P256.Signing.ECDSASignature(derRepresentation: signSHA256(message))
+    }
+
     /// Signs `template`'s to-be-signed part with this key and returns the certificate with that
     /// signature (the template's own signature, made by a throwaway key, is dropped). The
     /// template's signature algorithm must be ECDSA with SHA-256.

@@ -254,6 +254,10 @@ public final class Node: Sendable {
     let uploadCoordinator: UploadCoordinator?
     /// The audit trail of transfers (nil with `noAuditLog`).
     public let audit: NodeAudit?
+    /// The node's certificate key, opened once: it signs the node's routing adverts, audit heads
+    /// and (under Nexus) DHT node records, in memory for a key file or in the token for a
+    /// `pkcs11:` key. Nil when the key file holds no P-256 key (then those go unsigned).
+    public let signer: (any CertificateSigner)?
     let stopping = StopFlag()
     let logger: Logger
 
@@ -279,10 +283,11 @@ public final class Node: Sendable {
             throw NodeError(.invalidArgument, "\(configuration.certificate) holds no certificate; give the chain `stoq certs issue` wrote")
         }
         let nodeID = try NodeID(certificateDER: leaf)
+        let signer = try Self.openSigner(configuration, leaf: leaf, logger: logger)
         let router = routing.isEnabled ? NodeRouter(
             node: nodeID, region: configuration.region, latitude: configuration.latitude, longitude: configuration.longitude,
             bandwidthBytesPerSecond: configuration.rateLimitBytesPerSecond, gossipInterval: gossipInterval, metrics: metrics,
-            security: try RoutingAdvertSecurity.forNode(configuration, logger: logger)) : nil
+            security: try RoutingAdvertSecurity.forNode(configuration, signer: signer, logger: logger)) : nil
         let store = try DiskChunkStore(directory: configuration.store)
         if let rebuilt = store.rebuilt { logger.warning("store \(configuration.store): \(rebuilt)") }
         let saved = PersistentCounters.load(path: configuration.store + "/" + PersistentCounters.fileName, logger: logger)
@@ -303,7 +308,7 @@ public final class Node: Sendable {
         endpointConfiguration.maxConnections = maxConnections
         endpointConfiguration.maxConnectionsPerAddress = perAddress
         let renewal = try IssuerService.renewalSetup(configuration, services: services, logger: logger)
-        let audit = configuration.noAuditLog == true ? nil : try NodeAudit(configuration: configuration, logger: logger)
+        let audit = configuration.noAuditLog == true ? nil : try NodeAudit(configuration: configuration, signer: signer, logger: logger)
         let endpoint = try await Endpoint.bind(
             host: configuration.listen.host, port: configuration.listen.port,
             tls: try configuration.tlsConfiguration(), configuration: endpointConfiguration
@@ -335,7 +340,7 @@ public final class Node: Sendable {
         let node = Node(
             configuration: configuration, endpoint: endpoint, store: store, services: services + renewal.services, metrics: metrics,
             healthConfiguration: healthConfiguration, admin: admin, nodeID: nodeID, router: router, box: box, renewer: renewer,
-            savedCounters: saved, audit: audit, logger: logger)
+            savedCounters: saved, audit: audit, signer: signer, logger: logger)
         node.peerNames.remember(.init(name: ownName, nodeID: nodeID))
         // Prometheus counters continue from the saved totals.
         if saved.servedBytes > 0 { metrics.servedBytes.increment(by: saved.servedBytes) }
@@ -348,11 +353,27 @@ public final class Node: Sendable {
         return node
     }
 
+    /// The node's key as a signer, opened once per start. A key in a token that cannot be opened
+    /// (a wrong PIN, no such object) or is not the certificate's stops the start with the reason,
+    /// before the transport tries it again (so a wrong PIN is offered once); a key file that holds
+    /// no P-256 key leaves the node without one (the transport checks the file).
+    static func openSigner(_ configuration: NodeConfiguration, leaf: [UInt8], logger: Logger) throws -> (any CertificateSigner)? {
+        let certificate = CertificateInfo(derEncoded: leaf)?.certificate
+        if PKCS11URI.isURI(configuration.key) {
+            do { return try KeySigner.open(configuration.key, certificate: certificate) } catch {
+                throw NodeError(.invalidArgument, error.reason)
+            }
+        }
+        return try? KeySigner.open(configuration.key, certificate: certificate)
+    }
+
     private init(
         configuration: NodeConfiguration, endpoint: Endpoint, store: DiskChunkStore, services: [any NodeService], metrics: NodeMetrics,
         healthConfiguration: HealthMonitor<PeerAddress>.Configuration?, admin: AdminServer?, nodeID: NodeID, router: NodeRouter?,
-        box: ServerBox, renewer: CertificateRenewer, savedCounters: PersistentCounters, audit: NodeAudit?, logger: Logger
+        box: ServerBox, renewer: CertificateRenewer, savedCounters: PersistentCounters, audit: NodeAudit?,
+        signer: (any CertificateSigner)?, logger: Logger
     ) {
+        self.signer = signer
         self.savedCounters = savedCounters
         self.audit = audit
         let tracker = TransferTracker()

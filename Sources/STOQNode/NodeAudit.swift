@@ -30,11 +30,14 @@ public final class NodeAudit: @unchecked Sendable {
     public static let directoryName = "audit"
 
     /// Opens the trail in `STORE/audit`.
-    public init(configuration: NodeConfiguration, logger: Logger) throws {
+    /// - Parameter signer: the node's key as the node opened it (a key in a token signs there);
+    ///   nil: heads are signed with the key file, read each time.
+    public init(configuration: NodeConfiguration, signer: (any CertificateSigner)? = nil, logger: Logger) throws {
         let settings = AuditTrail.Settings(
             segmentBytes: configuration.auditSegmentBytes ?? (16 << 20), maximumSegments: configuration.auditSegments ?? 64)
         trail = try AuditTrail(directory: configuration.store + "/" + Self.directoryName, settings: settings)
-        signer = AuditSigner(certificatePath: configuration.certificate, keyPath: configuration.key)
+        self.signer = AuditSigner(certificatePath: configuration.certificate, keyPath: configuration.key,
+                                  key: PKCS11URI.isURI(configuration.key) ? signer : nil)
         let seconds = configuration.auditSignSeconds ?? 60
         guard (1...86_400).contains(seconds) else {
             throw NodeError(.invalidArgument, "audit sign seconds must be 1 to 86400, not \(seconds)")

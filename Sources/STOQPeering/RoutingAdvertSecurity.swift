@@ -3,6 +3,7 @@ import Foundation
 import STOQExchange
 import STOQIdentity
 import STOQRouting
+import STOQTransport
 import STOQWire
 import X509
 
@@ -36,7 +37,7 @@ public final class RoutingAdvertSecurity: @unchecked Sendable {
     public static let defaultAdvertLifetime: Duration = .seconds(120)
 
     private let lock = NSLock()
-    private var signing: (key: P256.Signing.PrivateKey, certificate: [UInt8], digest: [UInt8], nodeID: NodeID)?
+    private var signing: (signer: any CertificateSigner, certificate: [UInt8], digest: [UInt8], nodeID: NodeID)?
     private var cache: [[UInt8]: Entry] = [:]
     private var order: [[UInt8]] = []
     private var refused: [[UInt8]: Date] = [:]
@@ -72,30 +73,49 @@ public final class RoutingAdvertSecurity: @unchecked Sendable {
     /// - Parameters:
     ///   - trustRoots: the network CA.
     ///   - credentials: the node's certificate and key; nil to verify only (no own advert).
+    ///   - signer: the node's key when it is already open (a key in a token is opened once per
+    ///     process); nil to use `credentials`' key (a PEM key, or a `pkcs11:` URI opened here).
     ///   - advertLifetime: how long the node's own adverts stay valid (1 s … 10 min).
     ///   - cacheCapacity: verified certificates kept.
-    /// - Throws: ``NodeError`` `.invalidArgument` when the key is not a P-256 key in PEM.
+    /// - Throws: ``NodeError`` `.invalidArgument` when the key is not a P-256 key or not the
+    ///   certificate's.
     public init(
-        trustRoots: TrustRoots, credentials: NodeCredentials?, advertLifetime: Duration = RoutingAdvertSecurity.defaultAdvertLifetime,
-        cacheCapacity: Int = 4096
+        trustRoots: TrustRoots, credentials: NodeCredentials?, signer: (any CertificateSigner)? = nil,
+        advertLifetime: Duration = RoutingAdvertSecurity.defaultAdvertLifetime, cacheCapacity: Int = 4096
     ) throws {
         self.trustRoots = trustRoots
         self.advertLifetime = min(max(advertLifetime, .seconds(1)), Self.maximumAdvertLifetime)
         self.cacheCapacity = max(1, cacheCapacity)
-        if let credentials { try update(credentials) }
+        if let credentials { try update(credentials, signer: signer) }
     }
 
     /// Signs with `credentials` from now on (after a renewal or a reload).
-    /// - Throws: ``NodeError`` `.invalidArgument` when the key is not a P-256 key in PEM.
-    public func update(_ credentials: NodeCredentials) throws {
-        let key: P256.Signing.PrivateKey
-        do {
-            key = try P256.Signing.PrivateKey(pemRepresentation: credentials.privateKeyPEM)
-        } catch {
-            throw NodeError(.invalidArgument, "routing: the node key cannot sign routing adverts (a P-256 key in PEM is needed): \(error)")
-        }
+    /// - Parameter signer: the key, already open; nil: the key this security signs with now when
+    ///   it is the certificate's (a renewal on the same key in a token), else `credentials`' key
+    ///   (a PEM key, or a `pkcs11:` URI, opened here).
+    /// - Throws: ``NodeError`` `.invalidArgument` when the key is not a P-256 key or not the
+    ///   certificate's.
+    public func update(_ credentials: NodeCredentials, signer: (any CertificateSigner)? = nil) throws {
         guard let leaf = credentials.chainDER.first else {
             throw NodeError(.invalidArgument, "routing: the node certificate holds no certificate")
+        }
+        let current = lock.withLock { self.signing?.signer }
+        let key: any CertificateSigner
+        if let signer {
+            key = signer
+        } else if let current, current.publicKey == credentials.certificate.publicKey, credentials.keyIsInToken {
+            key = current
+        } else if credentials.keyIsInToken {
+            do { key = try TokenKey(uri: credentials.privateKeyPEM) } catch {
+                throw NodeError(.invalidArgument, "routing: the node key cannot sign routing adverts: \(error.reason)")
+            }
+        } else {
+            do { key = try SoftwareSigner(pem: credentials.privateKeyPEM) } catch {
+                throw NodeError(.invalidArgument, "routing: the node key cannot sign routing adverts (a P-256 key is needed): \(error.reason)")
+            }
+        }
+        guard key.publicKey == credentials.certificate.publicKey, key.p256PublicKey != nil else {
+            throw NodeError(.invalidArgument, "routing: the node key is not the certificate's P-256 key; it cannot sign routing adverts")
         }
         let digest = Array(SHA256.hash(data: leaf))
         lock.withLock { signing = (key, leaf, digest, credentials.nodeID) }
@@ -135,7 +155,8 @@ public final class RoutingAdvertSecurity: @unchecked Sendable {
         var body = body
         body.nodeID = signing.nodeID.bytes
         let bytes = body.encoded()
-        guard let signature = try? signing.key.signature(for: RoutingAdvertMessage.signingLabel + bytes) else { return nil }
+        // In memory, or in the token (a few milliseconds on a hardware token; once per resign interval).
+        guard let signature = try? signing.signer.p256Signature(for: RoutingAdvertMessage.signingLabel + bytes) else { return nil }
         lock.withLock { counters.signed += 1 }
         return SignedRoutingAdvert(
             advert: .init(hops: 0, ageMilliseconds: 0, certificateDigest: signing.digest, body: bytes, signature: Array(signature.derRepresentation)),

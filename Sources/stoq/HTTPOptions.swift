@@ -46,10 +46,9 @@ struct HTTPOptions: ParsableArguments {
     /// Checks the files before the node starts: the listener's certificate and key, the publisher key.
     func checkFiles(certificate: String, key: String) throws {
         guard http != nil else { return }
-        if httpKey == nil && PKCS11URI.isURI(key) {
-            throw ValidationError("--http: the node's key is in a token, and the HTTPS front door cannot sign with a key in a token yet; give the front door its own key file with --http-cert and --http-key")
-        }
-        for (option, path) in [("--http-cert", httpCert ?? certificate), ("--http-key", httpKey ?? key)] where !FileManager.default.isReadableFile(atPath: path) {
+        // A key in a token (`pkcs11:`) is no file: HTTP/3 and HTTPS sign in the token.
+        for (option, path) in [("--http-cert", httpCert ?? certificate), ("--http-key", httpKey ?? key)]
+        where !PKCS11URI.isURI(path) && !FileManager.default.isReadableFile(atPath: path) {
             throw ValidationError("\(option): cannot read \(path); give a PEM file (the default is the node's own --cert/--key)")
         }
         if let publisherKey {

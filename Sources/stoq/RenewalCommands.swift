@@ -84,6 +84,7 @@ struct CACommand: AsyncParsableCommand {
                 """
         )
         @Option(help: "Directory holding ca.pem and ca.key.") var caDir: String
+        @Option(help: ArgumentHelp("The CA's key in a PKCS#11 token instead of CA_DIR/ca.key (an RFC 7512 URI, as `stoq certs init-ca --key-uri` used); every certificate is signed there.", valueName: "pkcs11-uri")) var caKey: String?
         @Option(help: "Listen address, e.g. '[::1]:4400'.") var listen: String = "[::1]:4400"
         @Option(help: "The longest lifetime granted, e.g. 90s, 10m, 24h.") var maxLifetime: String = "24h"
         @Option(help: "A CT log directory every renewed certificate is appended to.") var ctLog: String?
@@ -93,7 +94,14 @@ struct CACommand: AsyncParsableCommand {
 
         func run() async throws {
             guard let address = PeerAddress(listen) else { throw ValidationError("--listen takes an IPv6 address like '[::1]:4400' (STOQ is IPv6-only)") }
-            let authority = try CertificateAuthority.load(directory: caDir)
+            if let caKey, !PKCS11URI.isURI(caKey) {
+                throw ValidationError("--ca-key takes the pkcs11: URI of the CA's key in a token; a CA key file is CA_DIR/ca.key")
+            }
+            var probe = NodeConfiguration(name: "issuer", listen: address, certificate: "", key: "", ca: "", store: "", roles: ["issuer"])
+            probe.caDir = caDir
+            probe.caKey = caKey
+            // CA_DIR/ca.key, or the key in the token (opened once more by the issuer service).
+            let authority = try IssuerService.authority(probe)
             let maximum = try CertificateLifetime.parse(maxLifetime)
             // The issuer's own certificate: kept while valid for over a third of its lifetime.
             let certPath = (caDir as NSString).appendingPathComponent("issuer.pem")
@@ -107,6 +115,7 @@ struct CACommand: AsyncParsableCommand {
                 ca: (caDir as NSString).appendingPathComponent("ca.pem"),
                 store: (caDir as NSString).appendingPathComponent("issuer-store"), roles: ["issuer"])
             c.caDir = caDir
+            c.caKey = caKey
             c.maxLifetime = maxLifetime
             c.ctLog = ctLog
             c.routing = RoutingSettings(enabled: false)

@@ -1,4 +1,6 @@
 import Crypto
+import Foundation
+import STOQIdentity
 import Testing
 
 @testable import HyperMesh
@@ -34,6 +36,22 @@ import STOQSimulation
         #expect(wrongHash.verify(against: m) != .valid)
         let moved = StorageReceipt(blockID: m.blockID, shardIndex: 5, shardHash: m.shardHashes[5], nodeKey: good.nodeKey, signature: good.signature)
         #expect(moved.verify(against: m) != .valid)
+    }
+
+    /// Receipts signed through a signer (a key in a token) verify like those of a key in memory,
+    /// and a storage service built on one signs its receipts there.
+    @Test func receiptsSignedThroughAnOpaqueSignerVerify() throws {
+        let block = try BlockCodec(coder: try ErasureCoder()).encode([1, 2, 3], readers: [reader.publicKey])
+        let m = block.manifest
+        let signer: any CertificateSigner = SoftwareSigner(P256.Signing.PrivateKey())
+        let node = MeshNodeID(nodeKey: try #require(signer.p256PublicKey))
+        let receipt = try StorageReceipt.sign(blockID: m.blockID, shardIndex: 2, shardHash: m.shardHashes[2], key: signer)
+        #expect(receipt.node == node)
+        #expect(receipt.verify(against: m, expectedNode: node) == .valid)
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("receipt-signer-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let service = try StorageService(store: try ShardStore(directory: directory), signer: signer, region: "r")
+        #expect(service.node == node)
     }
 
     @Test func proofNeedsKPlusTwoDistinctVerifiedReceipts() throws {

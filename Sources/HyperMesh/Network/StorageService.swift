@@ -23,7 +23,7 @@ public struct StorageService: NodeService {
     public let region: String
     /// This node's id (SHA-256 of the signing key's SPKI DER; equals the STOQ node id of its certificate).
     public let node: MeshNodeID
-    private let key: P256.Signing.PrivateKey
+    private let key: any CertificateSigner
     private let counters = StorageCounters()
     private let logger: Logger
 
@@ -33,29 +33,39 @@ public struct StorageService: NodeService {
     ///   - signingKey: the node key (the key of its certificate), which signs receipts.
     ///   - region: the region it reports for placement.
     public init(store: ShardStore, signingKey: P256.Signing.PrivateKey, region: String, logger: Logger = Logger(label: "stoq.hypermesh")) {
+        self.init(store: store, key: SoftwareSigner(signingKey), publicKey: signingKey.publicKey, region: region, logger: logger)
+    }
+
+    /// Creates the service with the node key wherever it is: in memory, or in a PKCS#11 token
+    /// (`TokenKey`: receipts are then signed in the token).
+    /// - Throws: ``HyperMeshError`` `.invalidParameters` when the key is not P-256.
+    public init(store: ShardStore, signer: any CertificateSigner, region: String, logger: Logger = Logger(label: "stoq.hypermesh")) throws(HyperMeshError) {
+        guard let publicKey = signer.p256PublicKey else {
+            throw HyperMeshError(.invalidParameters, "the node key is not a P-256 key; storage receipts are signed with P-256")
+        }
+        self.init(store: store, key: signer, publicKey: publicKey, region: region, logger: logger)
+    }
+
+    private init(store: ShardStore, key: any CertificateSigner, publicKey: P256.Signing.PublicKey, region: String, logger: Logger) {
         self.store = store
-        self.key = signingKey
+        self.key = key
         self.region = region
-        self.node = MeshNodeID(nodeKey: signingKey.publicKey)
+        self.node = MeshNodeID(nodeKey: publicKey)
         self.logger = logger
     }
 
-    /// Creates the service for a node from its key file (PEM, PKCS#8 or SEC 1).
+    /// Creates the service for a node from its key file (PEM, PKCS#8 or SEC 1) or the `pkcs11:`
+    /// URI of its key in a token (receipts are then signed in the token).
     /// - Parameters:
     ///   - directory: the shard directory.
     ///   - keyPath: the node's private key, the one its certificate holds.
     ///   - region: the region it reports.
     public static func load(directory: String, keyPath: String, region: String) throws(HyperMeshError) -> StorageService {
-        let key: P256.Signing.PrivateKey
-        if PKCS11URI.isURI(keyPath) {
-            throw HyperMeshError(.invalidParameters, "storage receipts need a key file; keys in a token cannot sign storage receipts yet: run a storage node (--shards, --role storage) with a key file from `stoq certs issue`")
+        let signer: any CertificateSigner
+        do { signer = try KeySigner.open(keyPath) } catch {
+            throw HyperMeshError(.invalidParameters, "cannot use the node key \(PKCS11URI.redacted(keyPath)) to sign storage receipts: \(error.reason)")
         }
-        do {
-            key = try P256.Signing.PrivateKey(pemRepresentation: String(contentsOfFile: keyPath, encoding: .utf8))
-        } catch {
-            throw HyperMeshError(.invalidParameters, "cannot read a P-256 node key from \(keyPath): \(error); storage nodes sign receipts with it")
-        }
-        return StorageService(store: try ShardStore(directory: directory), signingKey: key, region: region)
+        return try StorageService(store: try ShardStore(directory: directory), signer: signer, region: region)
     }
 
     public var name: String { "hypermesh" }

@@ -1,5 +1,6 @@
 import Crypto
 import STOQEdge
+import STOQIdentity
 
 /// A node record published in the DHT, signed by the node's own key, so anyone can find a node's
 /// current addresses by its id and nobody else can publish them.
@@ -40,12 +41,21 @@ public struct SignedNodeRecord: Hashable, Sendable {
     /// Signs `record` with the node's key.
     /// - Throws: `.ownerMismatch` when the key is not the one the record's id names.
     public static func sign(_ record: NodeRecord, location: GeoLocation? = nil, issuedAt: UInt64, ttl: UInt32, key: P256.Signing.PrivateKey) throws(NexusError) -> SignedNodeRecord {
-        let spki = Array(key.publicKey.derRepresentation)
+        try sign(record, location: location, issuedAt: issuedAt, ttl: ttl, signer: SoftwareSigner(key))
+    }
+
+    /// Signs `record` with the node's key, in memory or in a token (`TokenKey`).
+    /// - Throws: `.ownerMismatch` when the key is not the one the record's id names.
+    public static func sign(_ record: NodeRecord, location: GeoLocation? = nil, issuedAt: UInt64, ttl: UInt32, signer: any CertificateSigner) throws(NexusError) -> SignedNodeRecord {
+        guard let publicKey = signer.p256PublicKey else {
+            throw NexusError(.ownerMismatch, "the node key is not a P-256 key; node records are signed with P-256")
+        }
+        let spki = Array(publicKey.derRepresentation)
         guard NexusHash.sha256(spki) == record.id else {
             throw NexusError(.ownerMismatch, "the key does not belong to node \(record.id.shortHex); sign with the node's own TLS key")
         }
         var s = SignedNodeRecord(record: record, issuedAt: issuedAt, ttl: ttl, location: location.map(Self.quantized), publicKey: spki, signature: [])
-        do { s.signature = Array(try key.signature(for: s.signedBytes).rawRepresentation) } catch {
+        do { s.signature = Array(try signer.p256Signature(for: s.signedBytes).rawRepresentation) } catch {
             throw NexusError(.badSignature, "could not sign the node record: \(error)")
         }
         return s

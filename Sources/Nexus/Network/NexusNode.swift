@@ -25,7 +25,7 @@ public final class NexusNode: Sendable {
     /// On an edge: the provider records of what it caches, announced and withdrawn as the cache
     /// changes.
     public let announcements: EdgeAnnouncements?
-    private let signingKey: P256.Signing.PrivateKey?
+    private let signer: (any CertificateSigner)?
     private let logger: Logger
     /// The second factor (`--require-enrolment`): peers must prove their enrolment secret.
     public let enrolment: EnrolmentTable?
@@ -50,10 +50,6 @@ public final class NexusNode: Sendable {
             throw NexusError(.malformedInput, "\(configuration.certificate) holds no certificate")
         }
         let id = try NodeID(certificateDER: leaf)
-        let signingKey = try? P256.Signing.PrivateKey(pemRepresentation: PEMFile.read(configuration.key))
-        if PKCS11URI.isURI(configuration.key) {
-            logger.warning("the node's key is in a token: keys in a token cannot sign DHT node records yet, so this node's record goes out unsigned")
-        }
         // Owned names: who owns which DHT name, kept across restarts (and read from the CT log).
         let dhtOwners = NameOwnershipStore(path: configuration.store + "/names/dht-owners.json")
         let dht = NexusDHT(configuration: dhtConfiguration, validator: NexusRecordValidator(ownership: dhtOwners))
@@ -78,11 +74,11 @@ public final class NexusNode: Sendable {
             announcements?.start()
         }
         return NexusNode(node: node, dht: dht, record: record, admission: admission, serviceKeys: serviceKeys, announcements: announcements,
-                         signingKey: signingKey, logger: logger, enrolment: enrolment)
+                         signer: node.signer, logger: logger, enrolment: enrolment)
     }
 
     private init(node: Node, dht: NexusDHT, record: NodeRecord, admission: CTAdmission?, serviceKeys: [NexusID], announcements: EdgeAnnouncements?,
-                 signingKey: P256.Signing.PrivateKey?, logger: Logger, enrolment: EnrolmentTable? = nil) {
+                 signer: (any CertificateSigner)?, logger: Logger, enrolment: EnrolmentTable? = nil) {
         self.enrolment = enrolment
         self.announcements = announcements
         self.serviceKeys = serviceKeys
@@ -90,7 +86,7 @@ public final class NexusNode: Sendable {
         self.dht = dht
         self.record = record
         self.admission = admission
-        self.signingKey = signingKey
+        self.signer = signer
         self.logger = logger
     }
 
@@ -119,8 +115,9 @@ public final class NexusNode: Sendable {
     /// The DHT re-announces both on its own republish timers.
     public func publish(now: UInt64 = UInt64(Date().timeIntervalSince1970 * 1000)) async throws -> Publication {
         var out = Publication(nodeRecordStoredOn: nil, provided: [])
-        if let signingKey {
-            let signed = try SignedNodeRecord.sign(record, issuedAt: now, ttl: dht.configuration.recordTTL, key: signingKey)
+        // The node's key signs the record: in memory, or in its token (`--key 'pkcs11:…'`).
+        if let signer {
+            let signed = try SignedNodeRecord.sign(record, issuedAt: now, ttl: dht.configuration.recordTTL, signer: signer)
             out.nodeRecordStoredOn = try await dht.put(key: SignedNodeRecord.key(for: record.id), value: signed.encode()).count
         }
         for pin in try node.store.pins() {

@@ -108,3 +108,26 @@ public final class TokenKey: CertificateSigner, @unchecked Sendable {
         return STOQError(.invalidArgument, "\(what): \(gnutlsErrorString(code)); \(hint)")
     }
 }
+
+/// Opens the signer of a node's (or a CA's) key, wherever the key is: a `pkcs11:` URI gives a
+/// ``TokenKey`` (it signs in the token), a PEM key file a ``SoftwareSigner``.
+public enum KeySigner {
+    /// Opens `key`, a key file path or a `pkcs11:` URI.
+    /// - Parameter certificate: when given, the key must be this certificate's.
+    /// - Throws: ``STOQError`` `.invalidArgument` saying what failed (no such file or object, a
+    ///   wrong PIN, not a P-256 key, not the certificate's key).
+    public static func open(_ key: String, certificate: Certificate? = nil) throws(STOQError) -> any CertificateSigner {
+        let signer: any CertificateSigner
+        if PKCS11URI.isURI(key) {
+            signer = try TokenKey(uri: key)
+        } else {
+            do { signer = try SoftwareSigner(pem: PEMFile.read(key)) } catch {
+                throw STOQError(.invalidArgument, "cannot use the key \(key): \(error.reason)")
+            }
+        }
+        if let certificate, signer.publicKey != certificate.publicKey {
+            throw STOQError(.invalidArgument, "the certificate and the given key do not match: \(PKCS11URI.redacted(key)) is not the key certificate \(CertificateInfo(certificate).commonName ?? "?") was issued for")
+        }
+        return signer
+    }
+}
