@@ -34,6 +34,8 @@ struct PeerOptions: ParsableArguments {
     var noProbe = false
     @Option(help: ArgumentHelp("A peer that is down (probes unanswered, or its connection lost and dialled again without success) this long stops counting; a fetch with no live peer waits this long, then fails.", valueName: "s"))
     var sourceRetrySeconds = 120
+    @Option(help: "An access grant (its text or a file) presented to every peer before fetching; a grant with the read right whose scope covers the content is named in the peers' audit records of the transfer.")
+    var grant: String?
     @Option(help: ArgumentHelp("Close a connection to a peer after this many seconds without a packet from it (QUIC idle timeout; the lower of the two sides' values applies). The fetch dials a closed connection again.", valueName: "s"))
     var idleTimeout = 30
 
@@ -114,6 +116,18 @@ struct PeerOptions: ParsableArguments {
             do { _ = try await peers.client(for: relay) } catch {
                 await endpoint.close()
                 throw CLIError("cannot reach the relay \(relay): \(ErrorReport.peopleText(error)); check --relay and that a relay runs there")
+            }
+        }
+        // --grant: presented on each peer's connection (the fetch reuses it); a peer that cannot be
+        // reached is left to the fetch, which says so.
+        if let grant {
+            for address in addresses {
+                guard let client = try? await peers.client(for: address) else { continue }
+                do { try await GrantInput.present(grant, on: client) } catch {
+                    await peers.closeAll()
+                    await endpoint.close()
+                    throw error
+                }
             }
         }
         // Every peer is probed while the fetch runs (through the relay with --via); a peer that
