@@ -307,6 +307,12 @@ public final class ChunkServer: StreamServer {
         let peer = peerNames.label(of: connection)
         let transfer = transfers.begin(chunk: id, peer: peer, bytes: Int(count))
         let tracked = tracker.beginServe(chunk: id, connection: reader, peer: peer)
+        // The audit record names the grant the reader presented for this content (issue 15 item 7):
+        // looked up once per transfer, not per chunk.
+        if let access, let tracked, tracker.claimGrantCheck(tracked), let content = ContentID(tracker.content(of: tracked)),
+           case .grant(let grant) = await access.check(.read, item: .content(content.manifest.bytes), peer: connection.peerNodeID, connection: reader) {
+            tracker.setGrant(grant, for: tracked)
+        }
         var completed = false
         metrics?.activeTransfers.increment()
         defer {

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import STOQContent
+import STOQIdentity
 import STOQSwarm
 import STOQTransport
 import STOQWire
@@ -33,6 +34,9 @@ public struct FetchReport: Sendable {
         /// Bytes it sent for requests that were then cancelled (endgame losers, stalls) or failed:
         /// its bandwidth spent on nothing.
         public var discardedBytes: Int = 0
+        /// The node id its handshake proved (nil: not a `stoq/1` peer, relayed, or no certificate);
+        /// a node's audit record of the fetch names it.
+        public var nodeID: NodeID? = nil
     }
     /// The content fetched.
     public var root: ContentID
@@ -463,6 +467,10 @@ public final class ContentFetcher: Sendable {
         let elapsed = Double((clock.now - start).nanoseconds) / 1e9
         let timelines = timeline.finish(at: now())
         let progress = scheduler.progress
+        var nodeIDs: [String: NodeID] = [:]
+        for source in sources {
+            if let peer = source as? any PeerChunkSource, let id = peer.authenticatedPeer { nodeIDs[source.name] = id }
+        }
         return FetchReport(
             root: root, plainBytes: plan.plainBytes, fetchedBytes: fetchedBytes, chunks: chunks.count,
             chunksAlreadyPresent: present.count, manifestChunks: plan.manifestChunks, seconds: elapsed,
@@ -470,7 +478,8 @@ public final class ContentFetcher: Sendable {
             sources: progress.sources.map {
                 .init(name: $0.id.rawValue, bytes: $0.bytesDelivered, chunks: $0.chunksDelivered, state: "\($0.state)",
                       stalls: $0.stalls, failures: $0.failures, offeredChunks: offered[$0.id],
-                      routeCost: routeCosts[$0.id], cachedChunks: cached[$0.id], discardedBytes: $0.bytesDiscarded)
+                      routeCost: routeCosts[$0.id], cachedChunks: cached[$0.id], discardedBytes: $0.bytesDiscarded,
+                      nodeID: nodeIDs[$0.id.rawValue])
             },
             failovers: failovers, firstRequestedSource: firstRequested,
             timelines: timelines, lateWakeups: scheduler.lateWakeups, maxWakeupLateness: Double(maxLateness) / 1e9

@@ -64,6 +64,9 @@ public final class TransferTracker: @unchecked Sendable {
         public var chunks: Int
         /// Seconds from the first request to the last byte.
         public var seconds: Double
+        /// The access grant the transfer was made under (its 16-byte id; nil: none), as
+        /// ``setGrant(_:for:)`` noted it.
+        public var grant: [UInt8]? = nil
         /// Average rate in bytes/s over ``seconds``.
         public var bytesPerSecond: Double { seconds > 0 ? Double(bytes) / seconds : Double(bytes) }
     }
@@ -91,6 +94,10 @@ public final class TransferTracker: @unchecked Sendable {
         var windowBytes = 0
         var previousStart: Double
         var previousBytes = 0
+        /// The grant the transfer was made under.
+        var grant: [UInt8]?
+        /// Whether its grant was looked up (``claimGrantCheck(_:)``).
+        var grantChecked = false
     }
 
     /// How long a transfer may sit without bytes or requests before it counts as finished.
@@ -169,6 +176,27 @@ public final class TransferTracker: @unchecked Sendable {
         entries[key]!.inFlight += 1
         entries[key]!.lastActivity = t
         return Token(key: key)
+    }
+
+    /// The content (`stoq:…`) `token`'s transfer counts under.
+    public func content(of token: Token) -> String { token.key.content }
+
+    /// True the first time it is asked for `token`'s transfer: the caller then looks up the grant
+    /// the transfer is made under (once per transfer, not per chunk) and notes it with
+    /// ``setGrant(_:for:)``.
+    public func claimGrantCheck(_ token: Token) -> Bool {
+        lock.withLock {
+            guard entries[token.key] != nil, !entries[token.key]!.grantChecked else { return false }
+            entries[token.key]!.grantChecked = true
+            return true
+        }
+    }
+
+    /// Notes the access grant (its 16-byte id) `token`'s transfer is made under; the audit
+    /// record of the transfer names it.
+    public func setGrant(_ grant: [UInt8], for token: Token) {
+        guard grant.count == 16 else { return }
+        lock.withLock { entries[token.key]?.grant = grant }
     }
 
     /// `bytes` more moved for `token`.
@@ -250,7 +278,7 @@ public final class TransferTracker: @unchecked Sendable {
 
     private static func finish(_ key: Key, _ e: Entry) -> Finished {
         Finished(direction: key.direction, content: key.content, peers: e.peers, bytes: e.bytes, chunks: e.chunks,
-                 seconds: max(0, e.lastActivity - e.started))
+                 seconds: max(0, e.lastActivity - e.started), grant: e.grant)
     }
 }
 

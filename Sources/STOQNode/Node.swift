@@ -431,6 +431,7 @@ public final class Node: Sendable {
         let servesEdges = configuration.roles.contains("origin") || configuration.roles.contains("edge")
         self.edgeDirectory = servesEdges ? EdgeDirectory(path: configuration.store + "/edges.json") : nil
         if let edgeDirectory { builtIn.append(EdgeRegistryService(directory: edgeDirectory)) }
+        builtIn.append(AuditService(audit: audit, access: access))
         let listen = configuration.listen
         self.registrar = edge == nil ? nil : EdgeRegistrar(
             address: { PeerAddress(host: endpoint.localAddress.ipAddress ?? listen.host, port: endpoint.localAddress.port ?? listen.port) },
@@ -632,6 +633,8 @@ public final class Node: Sendable {
         let report = try await ContentFetcher.fetch(
             root, from: addresses, peers: peers, health: health, store: store, configuration: swarm, logger: logger,
             onProgress: onProgress, onEvent: onEvent, router: router)
+        // Library fetches are in the audit trail like the transfers the node serves (issue 15 item 7).
+        audit?.record(fetch: report)
         // One info line per completed fetch (not one per chunk).
         logger.info("fetched content", metadata: [
             "content": "\(root)", "bytes": "\(report.fetchedBytes)", "chunks": "\(report.chunks)",

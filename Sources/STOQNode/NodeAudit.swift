@@ -64,11 +64,36 @@ public final class NodeAudit: @unchecked Sendable {
                 timeMilliseconds: now, durationMilliseconds: UInt32(clamping: Int((f.seconds * 1000).rounded())),
                 direction: f.direction == .serve ? .served : .fetched, content: content.manifest.bytes,
                 peers: f.peers.compactMap { peerNames.nodeID(ofLabel: $0)?.bytes },
-                bytes: UInt64(max(0, f.bytes)), chunks: UInt64(max(0, f.chunks)), grantID: nil)
+                bytes: UInt64(max(0, f.bytes)), chunks: UInt64(max(0, f.chunks)), grantID: f.grant)
         }
         do { try trail.append(records) } catch {
             logger.error("could not append to the audit log", metadata: ["error": "\(error.reason)"])
         }
+    }
+
+    /// Appends the record of a fetch the node made as a library (``Node/fetch(_:from:configuration:onProgress:onEvent:)``):
+    /// direction fetched, the sources that delivered chunks, the bytes and chunks fetched (chunks
+    /// already in the store are not counted).
+    func record(fetch report: FetchReport) {
+        let delivered = report.sources.filter { $0.chunks > 0 }
+        let record = AuditRecord(
+            timeMilliseconds: UInt64(max(0, Date().timeIntervalSince1970 * 1000)),
+            durationMilliseconds: UInt32(clamping: Int((report.seconds * 1000).rounded())), direction: .fetched,
+            content: report.root.manifest.bytes, peers: delivered.compactMap { $0.nodeID?.bytes },
+            bytes: UInt64(max(0, report.fetchedBytes)), chunks: UInt64(max(0, delivered.reduce(0) { $0 + $1.chunks })), grantID: nil)
+        do { try trail.append([record]) } catch {
+            logger.error("could not append to the audit log", metadata: ["error": "\(error.reason)"])
+        }
+    }
+
+    /// A head signed over every record the log holds now (AUDIT_HEAD_REQUEST): a new one is
+    /// signed (written to the log, and to the CT log with `--audit-ct-log`) when records came since
+    /// the last; otherwise the last one.
+    /// - Throws: ``AuditError`` when the head cannot be signed or read.
+    public func currentHead() throws(AuditError) -> AuditHead {
+        tick(force: true)
+        // (Records appended by the accounts loop meanwhile are covered by the next head.)
+        return try AuditVerifier.readHead(path: trail.directory + "/" + AuditTrail.headFileName)
     }
 
     /// Signs a head when records came since the last one and the interval passed (or many records

@@ -76,20 +76,60 @@ struct AuditCommand: AsyncParsableCommand {
         return store
     }
 
+    /// Asks the node at `node` for its audit head (AUDIT_HEAD_REQUEST) over mutual TLS, after
+    /// presenting `grant` (one with the status right) when given; the head's signature is checked.
+    static func headFromNode(_ node: String, cert: String?, key: String?, ca: String?, grant: String?) async throws -> AuditHead {
+        guard let address = PeerAddress(node) else { throw ValidationError("--node takes an IPv6 address like '[::1]:4433'") }
+        let tls = TLSConfiguration(certificateChainPEM: try PEMFile.read(cert ?? ClientIdentity.cert), privateKeyPEM: try PEMFile.read(key ?? ClientIdentity.key),
+                                   trustRootsPEM: try PEMFile.read(ca ?? ClientIdentity.ca))
+        let endpoint = try await Endpoint.bind(host: "::", port: 0, tls: tls, configuration: EndpointConfiguration())
+        do {
+            let connection = try await endpoint.connect(host: address.host, port: address.port)
+            let client = PeerClient(connection: connection, name: address.description)
+            try await GrantInput.present(grant, on: client)
+            let head = try await client.auditHead()
+            await connection.close()
+            await endpoint.close()
+            return head
+        } catch {
+            await endpoint.close()
+            throw error
+        }
+    }
+
+    /// The audit directory from `--log DIR` or the positional STORE (one of them).
+    static func directory(store: String?, log: String?) throws -> String {
+        switch (store, log) {
+        case (let s?, nil): return directory(s)
+        case (nil, let l?): return directory(l)
+        case (nil, nil): throw ValidationError("give the node's store or audit directory: stoq audit verify STORE, or --log DIR (a copy of STORE/audit)")
+        default: throw ValidationError("give the log once: STORE or --log DIR, not both")
+        }
+    }
+
     struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Check a node's audit trail: every record's chain hash, every signed head, and (with --head, --node or --ct-log) that nothing was cut off since a head signed earlier.",
-            discussion: "Exit status 0: the log is intact. 1: it is broken; the message says at which record or byte.")
-        @Argument(help: "The node's store directory (or its audit directory).") var store: String
+            discussion: "Exit status 0: the log is intact. 1: it is broken; the message says at which record or byte. With --node ADDR --log DIR: a copy of the node's log is checked against the head the node signs when asked (AUDIT_HEAD_REQUEST, for operators or a grant with the status right), so a copy cut short or rewritten is caught.")
+        @Argument(help: "The node's store directory (or its audit directory).") var store: String?
+        @Option(help: "The log to check (a copy of STORE/audit, or the store), instead of STORE.") var log: String?
+        @Option(help: "Ask this running node for its signed head (e.g. '[::1]:4433') and check the log against it.") var node: String?
+        @Option(help: "With --node: client certificate (PEM).") var cert: String?
+        @Option(help: "With --node: client private key (PEM).") var key: String?
+        @Option(help: "With --node: an access grant with the status right (its text or a file), when your certificate is not an operator's of the node.") var grant: String?
         @Option(help: "A signed head kept elsewhere (a copy of STORE/audit/head, or `stoq audit head --out`): the log must still hold what it covers.") var head: String?
         @Option(help: "A CT log directory the node appends its heads to (--audit-ct-log): check against the newest head there.") var ctLog: String?
-        @Option(help: "The network CA certificate (PEM): every head's certificate must be issued by it.") var ca: String?
+        @Option(help: "The network CA certificate (PEM): every head's certificate must be issued by it (with --node, also the CA the node's TLS certificate must chain to; default ~/.stoq/certs/ca.pem).") var ca: String?
         @Flag(help: "Print the result as JSON.") var json = false
 
         func run() async throws {
-            let directory = AuditCommand.directory(store)
+            let directory = try AuditCommand.directory(store: store, log: log)
             var outside: AuditHead?
             if let head { outside = try AuditVerifier.readHead(path: head) }
+            if let node {
+                let fromNode = try await AuditCommand.headFromNode(node, cert: cert, key: key, ca: ca, grant: grant)
+                if outside == nil || fromNode.count > outside!.count { outside = fromNode }
+            }
             var caDER: [UInt8]?
             if let ca {
                 guard let der = try PEMFile.certificateDERs(in: PEMFile.read(ca)).first else { throw CLIError("\(ca) holds no certificate") }
@@ -170,14 +210,27 @@ struct AuditCommand: AsyncParsableCommand {
     }
 
     struct Head: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show the newest signed head of a node's audit trail, and copy it (--out) to check the log against later.")
-        @Argument(help: "The node's store directory (or its audit directory).") var store: String
+        static let configuration = CommandConfiguration(abstract: "Show the newest signed head of a node's audit trail (from its store, or asked of the running node with --node), and copy it (--out) to check the log against later.")
+        @Argument(help: "The node's store directory (or its audit directory).") var store: String?
+        @Option(help: "Ask this running node for a head signed over every record it holds now (e.g. '[::1]:4433'): operators, or a grant with the status right.") var node: String?
+        @Option(help: "With --node: client certificate (PEM).") var cert: String?
+        @Option(help: "With --node: client private key (PEM).") var key: String?
+        @Option(help: "With --node: network CA certificate (PEM).") var ca: String?
+        @Option(help: "With --node: an access grant with the status right (its text or a file), when your certificate is not an operator's of the node.") var grant: String?
         @Option(help: "Write the head (binary, as STORE/audit/head) to this file.") var out: String?
         @Flag(help: "Print the head as JSON.") var json = false
 
         func run() async throws {
-            let head = try AuditVerifier.readHead(path: AuditCommand.directory(store) + "/" + AuditTrail.headFileName)
-            try AuditVerifier.verifySignature(head, where: "the head")
+            let head: AuditHead
+            switch (store, node) {
+            case (let store?, nil):
+                head = try AuditVerifier.readHead(path: AuditCommand.directory(store) + "/" + AuditTrail.headFileName)
+                try AuditVerifier.verifySignature(head, where: "the head")
+            case (nil, let node?):
+                head = try await AuditCommand.headFromNode(node, cert: cert, key: key, ca: ca, grant: grant)
+            default:
+                throw ValidationError("give the node's store (stoq audit head STORE) or a running node (--node ADDR), one of them")
+            }
             if let out { try Data(head.encoded()).write(to: URL(fileURLWithPath: out)) }
             if json {
                 let doc: [String: Any] = ["node_id": AuditVerifier.hex(head.nodeID), "count": head.count, "hash": AuditVerifier.hex(head.hash),

@@ -36,6 +36,8 @@ struct PeerOptions: ParsableArguments {
     var noProbe = false
     @Option(help: ArgumentHelp("A peer that is down (probes unanswered, or its connection lost and dialled again without success) this long stops counting; a fetch with no live peer waits this long, then fails.", valueName: "s"))
     var sourceRetrySeconds = 120
+    @Option(help: "An access grant (its text or a file) presented to every peer before fetching; a grant with the read right whose scope covers the content is named in the peers' audit records of the transfer.")
+    var grant: String?
     @Option(help: ArgumentHelp("Close a connection to a peer after this many seconds without a packet from it (QUIC idle timeout; the lower of the two sides' values applies). The fetch dials a closed connection again.", valueName: "s"))
     var idleTimeout = 30
 
@@ -145,6 +147,18 @@ struct PeerOptions: ParsableArguments {
         } else if grant != nil {
             await endpoint.close()
             throw ValidationError("--grant goes with --via (a grant with the relay right for the relay)")
+        }
+        // --grant: presented on each peer's connection (the fetch reuses it); a peer that cannot be
+        // reached is left to the fetch, which says so.
+        if let grant {
+            for address in addresses {
+                guard let client = try? await peers.client(for: address) else { continue }
+                do { try await GrantInput.present(grant, on: client) } catch {
+                    await peers.closeAll()
+                    await endpoint.close()
+                    throw error
+                }
+            }
         }
         // Every peer is probed while the fetch runs (through the relay with --via); a peer that
         // stops answering is marked down and its requests move at once (DESIGN.md §5 "Health").

@@ -141,3 +141,71 @@ def test_cost_of_the_audit_log_on_the_serving_path(user: User, procs: Procs, tmp
             if mode == "with":
                 assert any(r["bytes"] >= 64 << 20 for r in records(user, tmp_path / f"edge-{mode}-{round_}"))
     print("64 MiB through an edge, seconds:", {k: [round(t, 2) for t in v] for k, v in times.items()})
+
+
+def wait_for(predicate, timeout: float = 20.0, step: float = 0.2):  # type: ignore[no-untyped-def]
+    """Polls `predicate` until it returns something truthy (returned) or the time is up (None)."""
+    import time
+
+    end = time.monotonic() + timeout
+    while True:
+        got = predicate()
+        if got or time.monotonic() > end:
+            return got
+        time.sleep(step)
+
+
+def test_grant_id_and_the_head_over_the_network_catch_a_cut_copy(user: User, procs: Procs, tmp_path: Path) -> None:
+    """A reader fetches with a read grant: the origin's record names the grant. The origin has an
+    operator: its audit head (AUDIT_HEAD_REQUEST over QUIC) is refused to the reader (ERROR 7),
+    given to the operator and to the reader with a status grant. A copy of the log checks out
+    against the running node's head (`stoq audit verify --node --log`); the copy cut short does not."""
+    source = make_tree(tmp_path / "site", seed=16, big=300_000)
+    origin_store = tmp_path / "origin"
+    cid = content_id(user.ok("put", source, "--store", origin_store).stdout)
+    operator = node_id(user, "ag-operator")
+    op_tls, reader_tls = user.tls("ag-operator"), user.tls("ag-reader")
+    origin = user.node(procs, "ag-origin", "--role", "origin", "--operator", operator, "--audit-sign-seconds", 1, store=origin_store)
+
+    # A read grant for this content, issued by the origin's own key (read grants come from a
+    # publisher of the node, or the node itself).
+    node_cert, node_key = user.cert("ag-origin")
+    read_grant = tmp_path / "read.grant"
+    user.ok("grant", "create", "--rights", "read", "--scope", f"content:{cid}", "--expires", "1h",
+            "--cert", node_cert, "--key", node_key, "-o", read_grant)
+    grant_id = json.loads(user.ok("grant", "inspect", read_grant, "--json").stdout)["id"]
+    user.ok("get", cid, "-o", tmp_path / "out", "--store", tmp_path / "reader-store", "--peers", origin.address,
+            *reader_tls, "--grant", read_grant, "--publisher-key", origin_store / "publisher.key", "--no-probe", timeout=60)
+
+    # The operator asks the running node for its head; the reader's transfer lands within a second
+    # or two (when its connection closes), and the head then covers it.
+    def head_with_record() -> dict | None:
+        doc = json.loads(user.ok("audit", "head", "--node", origin.address, *op_tls, "--json").stdout)
+        return doc if doc["count"] >= 1 else None
+    head = wait_for(head_with_record)
+    assert head and head["node_id"] == node_id(user, "ag-origin"), head
+    served = [r for r in records(user, origin_store) if r["direction"] == "served"]
+    assert [(r["peer"], r["grant"]) for r in served] == [(node_id(user, "ag-reader"), grant_id)], served
+    assert f"grant={grant_id}" in user.ok("audit", "show", origin_store).stdout
+
+    # The reader is no operator: ERROR 7. With a status grant from the operator it is answered.
+    refused = user.run("audit", "head", "--node", origin.address, *reader_tls)
+    assert refused.rc != 0 and re.search(r"^stoq: error: .*no grant: the request needs an access grant with right status", refused.stderr, re.M), refused.stderr
+    op_cert, op_key = user.cert("ag-operator")
+    status_grant = user.ok("grant", "create", "--rights", "status", "--expires", "1h", "--cert", op_cert, "--key", op_key).stdout.strip()
+    shown = json.loads(user.ok("audit", "head", "--node", origin.address, *reader_tls, "--grant", status_grant, "--json").stdout)
+    assert shown["count"] == head["count"] and shown["hash"] == head["hash"], (shown, head)
+
+    # A copy of the log checks out against the running node's head; cut short, it does not.
+    copy = tmp_path / "copy"
+    shutil.copytree(origin_store / "audit", copy)
+    out = user.ok("audit", "verify", "--node", origin.address, "--log", copy, *op_tls).stdout
+    assert f"audit log intact: {head['count']} records" in out and "matches the outside head" in out, out
+    segment = sorted(copy.glob("*.log"))[-1]
+    segment.write_bytes(segment.read_bytes()[:record_frames(segment)[-1]])
+    (copy / "head").unlink()
+    user.ok("audit", "verify", copy)
+    r = user.run("audit", "verify", "--node", origin.address, "--log", copy, *op_tls)
+    assert r.rc == 1, (r.rc, r.stdout, r.stderr)
+    assert f"stoq: error: the log is truncated: it holds {head['count'] - 1} records, but the node signed a head over {head['count']}" in r.stderr, r.stderr
+    assert origin.proc.terminate() == 0, origin.proc.stderr()[-2000:]

@@ -659,6 +659,20 @@ def g_enrol(rng, c):
 GENERATORS.update({"ENROL": g_enrol})
 
 
+# --------------------------------------------------------------------------- audit head (0x2C-0x2D)
+
+
+def g_audit_head(rng, c):
+    """AUDIT_HEAD_REQUEST (0x2C): empty, or junk (malformed); AUDIT_HEAD (0x2D, an answer): a
+    length-prefixed head of 0…8405 bytes."""
+    if rng.random() < 0.6:
+        return 0x2C, rand_bytes(rng, rng.choice([0, 0, 1, 16, 17])), b""
+    return 0x2D, string(rand_bytes(rng, rng.choice([0, 1, 100, 8404, 8405]))), b""
+
+
+GENERATORS.update({"AUDIT_HEAD": g_audit_head})
+
+
 def mutate(rng: random.Random, data: bytes) -> bytes:
     """A few random edits: bit flips, byte sets, inserts, deletes, a cut, a splice of junk."""
     b = bytearray(data)

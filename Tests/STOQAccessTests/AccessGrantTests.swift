@@ -278,6 +278,25 @@ struct Network {
         }
         #expect(throws: WireError.self) { try GrantMessage.decode(Frame(type: GrantMessage.Types.grant, payload: ByteBuffer(bytes: [0]))) }
     }
+
+    /// AUDIT_HEAD_REQUEST / AUDIT_HEAD (0x2C–0x2D): round trips and bounds.
+    @Test func auditHeadMessagesRoundTripAndAreBounded() throws {
+        for m in [AuditHeadMessage.request, .head([1, 2, 3]), .head(Array(repeating: 7, count: AuditHeadMessage.maximumHeadLength))] {
+            var buffer = m.encoded()
+            var decoder = FrameDecoder(maximumPayloadLength: AuditHeadMessage.maximumPayloadLength)
+            decoder.handle(bytes: buffer.readSlice(length: buffer.readableBytes)!)
+            let frame = try #require(try decoder.pollFrame())
+            #expect(AuditHeadMessage.handles(frame.type))
+            #expect(try AuditHeadMessage.decode(frame) == m)
+        }
+        // A request with a payload, an empty head, a head one byte too long: malformed.
+        #expect(throws: WireError.self) { try AuditHeadMessage.decode(Frame(type: AuditHeadMessage.Types.request, payload: ByteBuffer(bytes: [0]))) }
+        #expect(throws: WireError.self) { try AuditHeadMessage.decode(Frame(type: AuditHeadMessage.Types.head, payload: ByteBuffer(bytes: [0]))) }
+        var long = WireWriter()
+        long.lengthPrefixedBytes([UInt8](repeating: 1, count: AuditHeadMessage.maximumHeadLength + 1))
+        #expect(throws: WireError.self) { try AuditHeadMessage.decode(Frame(type: AuditHeadMessage.Types.head, payload: long.buffer)) }
+        AuditHeadMessage.fuzz([0x05, 1, 2, 3, 4, 5])
+    }
 }
 
 /// A date tests move forward.

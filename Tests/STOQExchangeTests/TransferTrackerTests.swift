@@ -21,6 +21,25 @@ private final class Owner {}
     private let other = ChunkID.of(Array("another manifest".utf8))
     private let chunk = ChunkID.of(Array("data".utf8))
 
+    /// The grant a transfer is made under is looked up once per transfer and ends up in its record.
+    @Test func aTransfersGrantIsClaimedOnceAndFinishedWithIt() {
+        let clock = FakeClock()
+        let tracker = TransferTracker(idle: 3, now: { clock.now })
+        let connection = ObjectIdentifier(Owner())
+        let first = tracker.beginServe(chunk: root, connection: connection, peer: "reader (00bb)")
+        #expect(tracker.content(of: first!) == ContentID(root).description)
+        #expect(tracker.claimGrantCheck(first!))
+        tracker.setGrant(Array(repeating: 9, count: 16), for: first!)
+        tracker.setGrant([1, 2], for: first!)  // not a grant id: ignored
+        tracker.end(first)
+        let next = tracker.beginServe(chunk: chunk, connection: connection, peer: "reader (00bb)")
+        #expect(!tracker.claimGrantCheck(next!))
+        tracker.end(next)
+        let done = tracker.sweep(all: true)
+        #expect(done.count == 1)
+        #expect(done.first?.grant == Array(repeating: 9, count: 16))
+    }
+
     @Test func chunksOfOneConnectionCountUnderTheContentItReads() {
         let clock = FakeClock()
         let tracker = TransferTracker(idle: 3, now: { clock.now })
