@@ -191,7 +191,7 @@ let package = Package(
         .testTarget(name: "STOQIdentityTests", dependencies: ["STOQIdentity", x509, crypto]),
         .testTarget(name: "STOQTransportTests", dependencies: ["STOQTransport", "STOQIdentity", nio, nioPosix, crypto]),
         .testTarget(name: "STOQAccessTests", dependencies: ["STOQAccess", "STOQIdentity", "STOQWire", crypto, x509, asn1]),
-        .testTarget(name: "STOQWireTests", dependencies: ["STOQWire", "STOQSimulation", "STOQIdentity", "TestVectorSupport", nio]),
+        .testTarget(name: "STOQWireTests", dependencies: ["STOQWire", "STOQSimulation", "STOQIdentity", "TestVectorSupport", nio, crypto]),
         .testTarget(name: "STOQContentTests", dependencies: ["STOQContent", "STOQIdentity", "STOQSimulation", "TestVectorSupport", crypto]),
         .testTarget(name: "STOQRoutingTests", dependencies: ["STOQRouting", "STOQSimulation"]),
         .testTarget(name: "STOQSimulationTests", dependencies: ["STOQSimulation"]),

@@ -20,6 +20,25 @@ if [ ! -d "$seeds" ] && [ -x ../.build/debug/stoq ]; then
   find "$scratch/store/chunks" -type f -size -64k -exec cp {} "$seeds/" \; 2>/dev/null || true
   rm -rf "$scratch"
 fi
+# Seeds from the committed test vectors (docs/test-vectors): a sealed index, a wrapped reader key,
+# a name record, a name binding and a ROUTING_ADVERTS payload, past the magic bytes and lengths a
+# fuzzer rarely guesses (FuzzEdgeNames reached 83 edges unseeded in 150 s, 820 seeded in 120 s).
+python3 - <<'PY' || true
+import json, os
+v = "../docs/test-vectors/"
+def seed(target, name, data):
+    d = f"../fuzz-out/corpus-{target}"; os.makedirs(d, exist_ok=True)
+    open(f"{d}/seed-{name}", "wb").write(data)
+s = json.load(open(v + "sealed.json"))
+for k in ("envelope", "index", "sealed_manifest"): seed("FuzzSealed", k, bytes.fromhex(s[k]))
+n = json.load(open(v + "name-record.json"))
+seed("FuzzEdgeNames", "record", bytes.fromhex(n["record"]))
+key = bytes.fromhex(n["owner_public_key"])
+seed("FuzzEdgeNames", "binding", b"SNB\x01\x01\x07example" + key + key + bytes(8) + bytes.fromhex(n["signature"]))
+r = json.load(open(v + "routing-advert.json"))
+seed("FuzzWire", "routing-adverts", bytes.fromhex(r["frame"])[3:])
+seed("FuzzWire", "routing-advert-body", bytes.fromhex(r["body"]))
+PY
 status=0
 for t in $targets; do
   corpus=../fuzz-out/corpus-$t; mkdir -p "$corpus"

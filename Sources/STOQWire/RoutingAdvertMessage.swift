@@ -154,20 +154,15 @@ public struct RoutingAdvertMessage: Hashable, Sendable {
             w.bytes(nodeID.prefix(32) + [UInt8](repeating: 0, count: max(0, 32 - nodeID.count)))
             w.varint(min(max(sequence, 1), VarInt.max))
             w.varint(min(expiresAtMillis, VarInt.max))
-            w.integer(region)
-            w.float(latitude)
-            w.float(longitude)
-            for axis in 0 ..< 4 { w.float(RoutingGossipMessage.clampMilliseconds(coordinate[axis])) }
-            w.float(RoutingGossipMessage.clampMilliseconds(height))
-            w.float(error)
-            w.float(load)
-            w.float(bandwidthBitsPerSecond)
+            RoutingNodeState(
+                region: region, latitude: latitude, longitude: longitude, coordinate: coordinate, height: height, error: error,
+                load: load, bandwidthBitsPerSecond: bandwidthBitsPerSecond
+            ).encode(into: &w)
             let links = self.links.prefix(Self.maxLinks)
             w.varint(UInt64(links.count))
             for l in links {
                 w.integer(l.to)
-                w.float(RoutingGossipMessage.clampMilliseconds(l.rttMilliseconds))
-                w.float(l.bandwidthBitsPerSecond)
+                RoutingLinkMeasure(rttMilliseconds: l.rttMilliseconds, bandwidthBitsPerSecond: l.bandwidthBitsPerSecond).encode(into: &w)
             }
             return Array(w.buffer.readableBytesView)
         }
@@ -178,22 +173,13 @@ public struct RoutingAdvertMessage: Hashable, Sendable {
                 throw WireError(.tooLong, "a routing advert body has \(bytes.count) bytes; the limit is \(RoutingAdvertMessage.maxBodyLength)")
             }
             var r = WireReader(ByteBuffer(bytes: bytes), context: "routing advert")
-            let m = RoutingGossipMessage.maxMilliseconds
             let node = try r.bytes("nodeID", count: 32)
             let sequence = try r.varint("sequence")
             guard sequence > 0 else { throw WireError(.malformed, "routing advert: sequence 0") }
             let expires = try r.varint("expiresAtMillis")
-            let region = try r.integer("region", as: UInt16.self)
-            let latitude = try r.float("latitude", in: -90 ... 90)
-            let longitude = try r.float("longitude", in: -180 ... 180)
-            var coordinate = SIMD4<Float>.zero
-            for axis in 0 ..< 4 { coordinate[axis] = try r.float("coordinate", in: -m ... m) }
-            let height = try r.float("height", in: 0 ... m)
-            let error = try r.float("error", in: 0 ... 1)
-            let load = try r.float("load", in: 0 ... Float.greatestFiniteMagnitude)
-            let bandwidth = try r.float("bandwidth", in: 0 ... Float.greatestFiniteMagnitude)
+            let state = try RoutingNodeState.decode(from: &r)
             let count = Int(try r.varint("linkCount", max: UInt64(maxLinks)))
-            guard count * 16 <= r.remaining else {
+            guard count * (8 + RoutingLinkMeasure.encodedLength) <= r.remaining else {
                 throw WireError(.truncated, "routing advert declares \(count) links but holds \(r.remaining) bytes")
             }
             let own = node.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
@@ -201,14 +187,14 @@ public struct RoutingAdvertMessage: Hashable, Sendable {
             for _ in 0 ..< count {
                 let to = try r.integer("to", as: UInt64.self)
                 guard to != own else { throw WireError(.malformed, "routing advert has a link from node \(own) to itself") }
-                let rtt = try r.float("rtt", in: Float.leastNonzeroMagnitude ... m)
-                let bw = try r.float("bandwidth", in: 0 ... Float.greatestFiniteMagnitude)
-                links.append(Link(to: to, rttMilliseconds: rtt, bandwidthBitsPerSecond: bw))
+                let measure = try RoutingLinkMeasure.decode(from: &r)
+                links.append(Link(to: to, rttMilliseconds: measure.rttMilliseconds, bandwidthBitsPerSecond: measure.bandwidthBitsPerSecond))
             }
             try r.finish()
             return Body(
-                nodeID: node, sequence: sequence, expiresAtMillis: expires, region: region, latitude: latitude, longitude: longitude,
-                coordinate: coordinate, height: height, error: error, load: load, bandwidthBitsPerSecond: bandwidth, links: links)
+                nodeID: node, sequence: sequence, expiresAtMillis: expires, region: state.region, latitude: state.latitude,
+                longitude: state.longitude, coordinate: state.coordinate, height: state.height, error: state.error, load: state.load,
+                bandwidthBitsPerSecond: state.bandwidthBitsPerSecond, links: links)
         }
     }
 

@@ -130,14 +130,10 @@ public struct RoutingGossipMessage: Hashable, Sendable {
             w.integer(n.node)
             w.varint(min(n.version, VarInt.max))
             w.integer(n.hops)
-            w.integer(n.region)
-            w.float(n.latitude)
-            w.float(n.longitude)
-            for axis in 0 ..< 4 { w.float(Self.clampMilliseconds(n.coordinate[axis])) }
-            w.float(Self.clampMilliseconds(n.height))
-            w.float(n.error)
-            w.float(n.load)
-            w.float(n.bandwidthBitsPerSecond)
+            RoutingNodeState(
+                region: n.region, latitude: n.latitude, longitude: n.longitude, coordinate: n.coordinate, height: n.height,
+                error: n.error, load: n.load, bandwidthBitsPerSecond: n.bandwidthBitsPerSecond
+            ).encode(into: &w)
             w.varint(UInt64(n.ageMilliseconds))
         }
         let links = self.links.prefix(Self.maxLinkAdverts)
@@ -146,8 +142,7 @@ public struct RoutingGossipMessage: Hashable, Sendable {
             w.integer(l.from)
             w.integer(l.to)
             w.varint(min(l.version, VarInt.max))
-            w.float(Self.clampMilliseconds(l.rttMilliseconds))
-            w.float(l.bandwidthBitsPerSecond)
+            RoutingLinkMeasure(rttMilliseconds: l.rttMilliseconds, bandwidthBitsPerSecond: l.bandwidthBitsPerSecond).encode(into: &w)
         }
     }
 
@@ -166,20 +161,12 @@ public struct RoutingGossipMessage: Hashable, Sendable {
             let node = try r.integer("node", as: UInt64.self)
             let version = try r.varint("version")
             let hops = try r.integer("hops", as: UInt8.self)
-            let region = try r.integer("region", as: UInt16.self)
-            let latitude = try r.float("latitude", in: -90 ... 90)
-            let longitude = try r.float("longitude", in: -180 ... 180)
-            var coordinate = SIMD4<Float>.zero
-            for axis in 0 ..< 4 { coordinate[axis] = try r.float("coordinate", in: -maxMilliseconds ... maxMilliseconds) }
-            let height = try r.float("height", in: 0 ... maxMilliseconds)
-            let error = try r.float("error", in: 0 ... 1)
-            let load = try r.float("load", in: 0 ... largest)
-            let bandwidth = try r.float("bandwidth", in: 0 ... largest)
+            let state = try RoutingNodeState.decode(from: &r)
             let age = UInt32(try r.varint("age", max: UInt64(UInt32.max)))
             nodes.append(NodeAdvert(
-                node: node, version: version, hops: hops, region: region, latitude: latitude, longitude: longitude,
-                coordinate: coordinate, height: height, error: error, load: load, bandwidthBitsPerSecond: bandwidth,
-                ageMilliseconds: age))
+                node: node, version: version, hops: hops, region: state.region, latitude: state.latitude, longitude: state.longitude,
+                coordinate: state.coordinate, height: state.height, error: state.error, load: state.load,
+                bandwidthBitsPerSecond: state.bandwidthBitsPerSecond, ageMilliseconds: age))
         }
         let linkCount = Int(try r.varint("linkCount", max: UInt64(maxLinkAdverts)))
         guard linkCount * 25 <= r.remaining else {
@@ -192,9 +179,10 @@ public struct RoutingGossipMessage: Hashable, Sendable {
             let to = try r.integer("to", as: UInt64.self)
             guard from != to else { throw WireError(.malformed, "\(r.context) has a link from node \(from) to itself") }
             let version = try r.varint("version")
-            let rtt = try r.float("rtt", in: Float.leastNonzeroMagnitude ... maxMilliseconds)
-            let bandwidth = try r.float("bandwidth", in: 0 ... largest)
-            links.append(LinkAdvert(from: from, to: to, version: version, rttMilliseconds: rtt, bandwidthBitsPerSecond: bandwidth))
+            let measure = try RoutingLinkMeasure.decode(from: &r)
+            links.append(LinkAdvert(
+                from: from, to: to, version: version, rttMilliseconds: measure.rttMilliseconds,
+                bandwidthBitsPerSecond: measure.bandwidthBitsPerSecond))
         }
         return RoutingGossipMessage(sender: sender, nodes: nodes, links: links)
     }
@@ -206,5 +194,78 @@ public struct RoutingGossipMessage: Hashable, Sendable {
         let frame = Frame(type: STOQMessage.Types.routingGossip, payload: ByteBuffer(bytes: bytes))
         guard let message = try? STOQMessage.decode(frame) else { return }
         precondition((try? STOQMessage.decode(message.frame())) == message, "routing gossip round trip changed \(message)")
+    }
+}
+
+/// The values a node states about itself, laid out alike in a ROUTING_GOSSIP node advert and in a
+/// ROUTING_ADVERTS body: `region: u16`, `latitude: f32 (−90…90)`, `longitude: f32 (−180…180)`,
+/// `coordinate: 4 × f32 (±maxMilliseconds)`, `height: f32 (0…maxMilliseconds)`, `error: f32 (0…1)`,
+/// `load: f32 (≥ 0)`, `bandwidthBitsPerSecond: f32 (≥ 0)`: 42 bytes. The one reader and writer of
+/// these fields, so that both messages bound them the same way.
+struct RoutingNodeState: Hashable, Sendable {
+    var region: UInt16
+    var latitude: Float
+    var longitude: Float
+    var coordinate: SIMD4<Float>
+    var height: Float
+    var error: Float
+    var load: Float
+    var bandwidthBitsPerSecond: Float
+
+    /// Bytes on the wire.
+    static let encodedLength = 2 + 10 * 4
+
+    /// Writes the fields; coordinates and the height are clamped to ±``RoutingGossipMessage/maxMilliseconds``.
+    func encode(into w: inout WireWriter) {
+        w.integer(region)
+        w.float(latitude)
+        w.float(longitude)
+        for axis in 0 ..< 4 { w.float(RoutingGossipMessage.clampMilliseconds(coordinate[axis])) }
+        w.float(RoutingGossipMessage.clampMilliseconds(height))
+        w.float(error)
+        w.float(load)
+        w.float(bandwidthBitsPerSecond)
+    }
+
+    /// Reads the fields, refusing a non-finite or out-of-range number (`.malformed`) and a short
+    /// buffer (`.truncated`).
+    static func decode(from r: inout WireReader) throws(WireError) -> RoutingNodeState {
+        let m = RoutingGossipMessage.maxMilliseconds
+        let region = try r.integer("region", as: UInt16.self)
+        let latitude = try r.float("latitude", in: -90 ... 90)
+        let longitude = try r.float("longitude", in: -180 ... 180)
+        var coordinate = SIMD4<Float>.zero
+        for axis in 0 ..< 4 { coordinate[axis] = try r.float("coordinate", in: -m ... m) }
+        let height = try r.float("height", in: 0 ... m)
+        let error = try r.float("error", in: 0 ... 1)
+        let load = try r.float("load", in: 0 ... RoutingGossipMessage.largest)
+        let bandwidth = try r.float("bandwidth", in: 0 ... RoutingGossipMessage.largest)
+        return RoutingNodeState(
+            region: region, latitude: latitude, longitude: longitude, coordinate: coordinate, height: height, error: error,
+            load: load, bandwidthBitsPerSecond: bandwidth)
+    }
+}
+
+/// A link's measurement, laid out alike in a ROUTING_GOSSIP link advert and in a ROUTING_ADVERTS
+/// body's link: `rttMilliseconds: f32 (above 0, ≤ maxMilliseconds)`, `bandwidthBitsPerSecond: f32
+/// (≥ 0)`: 8 bytes.
+struct RoutingLinkMeasure: Hashable, Sendable {
+    var rttMilliseconds: Float
+    var bandwidthBitsPerSecond: Float
+
+    /// Bytes on the wire.
+    static let encodedLength = 8
+
+    /// Writes the fields; the RTT is clamped to ``RoutingGossipMessage/maxMilliseconds``.
+    func encode(into w: inout WireWriter) {
+        w.float(RoutingGossipMessage.clampMilliseconds(rttMilliseconds))
+        w.float(bandwidthBitsPerSecond)
+    }
+
+    /// Reads the fields, refusing a non-finite or out-of-range number.
+    static func decode(from r: inout WireReader) throws(WireError) -> RoutingLinkMeasure {
+        let rtt = try r.float("rtt", in: Float.leastNonzeroMagnitude ... RoutingGossipMessage.maxMilliseconds)
+        let bandwidth = try r.float("bandwidth", in: 0 ... RoutingGossipMessage.largest)
+        return RoutingLinkMeasure(rttMilliseconds: rtt, bandwidthBitsPerSecond: bandwidth)
     }
 }
