@@ -160,6 +160,11 @@ public struct EndpointConfiguration: Sendable {
     /// peer's max_ack_delay). ngtcp2's default is 2; 8 costs the receiver far fewer ACK
     /// packets at high rates (measured: about 1.6x single-connection throughput on [::1]).
     public var immediateAckThreshold: Int = 8
+    /// Largest UDP payload sent, for a path known to take it (clamped to 1200...65527; the
+    /// peer's max_udp_payload_size caps it too). nil: ngtcp2's default of 1452, reached by its
+    /// path-MTU discovery from 1200 (its probes stop at 1444). Above 1452 the size is used at
+    /// once, without probing: set it only where every hop takes it (loopback, jumbo frames).
+    public var maxUDPPayloadSize: Int? = nil
     /// SO_SNDBUF / SO_RCVBUF of the UDP socket.
     public var socketBufferSize: Int = 8 << 20
 

@@ -158,6 +158,7 @@ final class QUICConnection {
             maxStreamsBidi: e.maxIncomingBidirectionalStreams, maxStreamsUni: e.maxIncomingUnidirectionalStreams,
             idleTimeoutNanos: e.idleTimeout.nanoseconds, handshakeTimeoutNanos: e.handshakeTimeout.nanoseconds,
             keepAliveNanos: e.keepAliveInterval?.nanoseconds, ackThreshold: max(1, e.immediateAckThreshold),
+            maxUDPPayloadSize: e.maxUDPPayloadSize,
             statelessResetSecret: s.statelessResetSecret,
             credentials: s.credentials, priority: s.tls.priorityString, alpn: s.tls.alpn, serverName: serverName,
             verifyPeer: s.tls.verifyPeer, requireClientCertificate: s.tls.requireClientCertificate,

@@ -71,6 +71,8 @@ struct NGTCP2ConnectionSetup {
     var keepAliveNanos: UInt64?
     /// Packets received before an ACK is sent at once (ngtcp2 default 2).
     var ackThreshold: Int
+    /// Largest UDP payload to send (nil: ngtcp2's default, 1452, with its path-MTU discovery).
+    var maxUDPPayloadSize: Int? = nil
     var statelessResetSecret: [UInt8]
     // TLS
     var credentials: TLSCredentials
@@ -177,6 +179,13 @@ final class NGTCP2Connection {
         settings.max_stream_window = s.maxStreamWindow
         settings.handshake_timeout = s.handshakeTimeoutNanos
         settings.ack_thresh = s.ackThreshold
+        // ngtcp2 0.12's PMTUD probes at most 1492 - 48 bytes; a configured larger size (a path
+        // known to take it, e.g. loopback or jumbo frames) is used at once, without shaping.
+        if let configured = s.maxUDPPayloadSize {
+            let payload = min(max(configured, 1200), Self.maxUDPPayload)
+            settings.max_tx_udp_payload_size = payload
+            settings.no_tx_udp_payload_size_shaping = payload > Self.ethernetPayload ? 1 : 0
+        }
 
         var params = ngtcp2_transport_params()
         stoq_transport_params_default(&params)
@@ -266,6 +275,11 @@ final class NGTCP2Connection {
     }
 
     // MARK: Paths
+
+    /// Largest UDP payload over IPv6 (65535 - 8 bytes of UDP header).
+    static let maxUDPPayload = 65527
+    /// UDP payload of a 1500-byte Ethernet MTU over IPv6 (1500 - 40 - 8).
+    static let ethernetPayload = 1452
 
     private static func store(_ path: QUICPath, in storage: UnsafeMutablePointer<ngtcp2_path_storage>) {
         guard case .v6(let l) = path.local, case .v6(let r) = path.remote else {
