@@ -30,6 +30,12 @@ public struct NodeConfiguration: Codable, Sendable {
     public var ca: String
     /// The chunk store directory.
     public var store: String
+    /// How new chunks are kept, `packs` or `files` (`--store-format`, config key `storeFormat`); nil
+    /// keeps the store's own format (see ``DiskChunkStore/init(directory:format:packTarget:)``).
+    public var storeFormat: String?
+    /// Seconds a stored pack record's last hash check stands before a read hashes it again
+    /// (config key `storeVerifySeconds`; default 7 days; 0: every read). See ``DiskChunkStore/verifyInterval``.
+    public var storeVerifySeconds: Int?
     /// Roles: `origin`, `edge`, `client`.
     public var roles: [String]
     /// Region name.
@@ -288,7 +294,13 @@ public final class Node: Sendable {
             node: nodeID, region: configuration.region, latitude: configuration.latitude, longitude: configuration.longitude,
             bandwidthBytesPerSecond: configuration.rateLimitBytesPerSecond, gossipInterval: gossipInterval, metrics: metrics,
             security: try RoutingAdvertSecurity.forNode(configuration, signer: signer, logger: logger)) : nil
-        let store = try DiskChunkStore(directory: configuration.store)
+        let store = try DiskChunkStore(directory: configuration.store, format: try configuration.storeFormat.map { name in
+            guard let f = StoreFormat(rawValue: name) else {
+                throw NodeError(.invalidArgument, "the store format must be packs or files, not '\(name)' (--store-format / config key storeFormat)")
+            }
+            return f
+        })
+        store.verifyInterval = configuration.storeVerifySeconds.map(Int64.init) ?? DiskChunkStore.defaultVerifyInterval
         if let rebuilt = store.rebuilt { logger.warning("store \(configuration.store): \(rebuilt)") }
         let saved = PersistentCounters.load(path: configuration.store + "/" + PersistentCounters.fileName, logger: logger)
         let ownName = CertificateInfo(derEncoded: leaf)?.commonName

@@ -1,5 +1,6 @@
 import Foundation
 import STOQAdmin
+import STOQContent
 import STOQExchange
 import STOQIdentity
 
@@ -16,6 +17,12 @@ extension NodeConfiguration {
             // nginx (`max_size`) and Varnish (`-s malloc,SIZE`) take a positive size too; a cache of
             // nothing would make every read a miss, which is a relay's job, not an edge's.
             throw NodeError(.invalidArgument, "the cache size must be a positive number of bytes, not \(cacheBytes); the default is 1073741824 (1 GiB), and a small cache such as 1048576 keeps little (an edge has no \"no cache\" setting)")
+        }
+        if let storeFormat, StoreFormat(rawValue: storeFormat) == nil {
+            throw NodeError(.invalidArgument, "the store format must be packs or files, not '\(storeFormat)' (--store-format / config key storeFormat)")
+        }
+        if let storeVerifySeconds, storeVerifySeconds < 0 {
+            throw NodeError(.invalidArgument, "storeVerifySeconds must be 0 (hash every read) or a positive number of seconds, not \(storeVerifySeconds); the default is 604800 (7 days)")
         }
         if let admin { try AdminServer.checkAddress(admin) }
         for publisher in publishers ?? [] where NodeID(hex: publisher) == nil {

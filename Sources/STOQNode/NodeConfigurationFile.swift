@@ -1,4 +1,5 @@
 import Foundation
+import STOQContent
 import STOQExchange
 import STOQPeering
 import STOQIdentity
@@ -121,6 +122,8 @@ public enum NodeConfigurationFile {
         key("key", .path) { c, v in c.key = v.string ?? c.key },
         key("ca", .path) { c, v in c.ca = v.string ?? c.ca },
         key("store", .path) { c, v in c.store = v.string ?? c.store },
+        key("storeFormat", .string) { c, v in c.storeFormat = v.string },
+        key("storeVerifySeconds", flag: false, .integer("seconds")) { c, v in c.storeVerifySeconds = v.integer },
         key("role", .strings) { c, v in c.roles = v.list ?? c.roles },
         key("region", .string) { c, v in c.region = v.string },
         key("location", .string) { c, v in c.location = v.string },
@@ -450,6 +453,7 @@ public enum NodeConfigurationFile {
         case "role": return .list(["origin"])
         case "peers", "watch", "bootstrap", "publisher", "operator", "relayFor": return .list([])
         case "cacheBytes": return .integer(1 << 30)
+        case "storeVerifySeconds": return .integer(Int(DiskChunkStore.defaultVerifyInterval))
         case "serveBurstBytes": return .integer(256 << 10)
         case "serveQuantumBytes": return .integer(16 << 10)
         case "serveInteractiveBytes": return .integer(64 << 10)

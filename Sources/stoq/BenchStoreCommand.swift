@@ -5,8 +5,9 @@ import STOQContent
 /// `stoq bench store`: the disk store at scale, pack files beside one file per chunk, in the same run.
 ///
 /// Writes N small random records (committed in batches, as a put does), pins a manifest-like chunk that
-/// names every third record, then measures random reads (index lookup + read + SHA-256 check), the files
-/// and index bytes used, and a gc that drops two records in three (and, for packs, compacts them).
+/// names every third record, then measures random reads (index lookup + read + SHA-256 check; for packs
+/// also reads within the verification interval, which check the record header and skip the hash), the
+/// files and index bytes used, and a gc that drops two records in three (and, for packs, compacts them).
 struct BenchStore: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "store",
@@ -30,6 +31,9 @@ struct BenchStore: ParsableCommand {
         var indexBytesPerChunk: Double
         var readsPerSecond: Double
         var readsPerCPUSecond: Double
+        /// Reads within ``DiskChunkStore/verifyInterval`` (packs: header checked, no hash; files: as above).
+        var trustedReadsPerSecond: Double
+        var totalSeconds: Double
         var gcSeconds: Double
         var gcCPUSeconds: Double
         var gcRemoved: Int
@@ -53,11 +57,11 @@ struct BenchStore: ParsableCommand {
         }
         Console.shared.result("store at scale: \(recordSize)-byte random records, committed \(batch) per transaction; reads = random ids, index lookup + read + SHA-256 check")
         Console.shared.result("wall = elapsed; cpu = user + system CPU of this process (on a loaded machine compare the cpu figures)")
-        Console.shared.result("| format | chunks | write s wall/cpu | chunks per cpu-s | files used | data bytes | index B/chunk | reads/s wall | reads per cpu-s | gc s wall/cpu (drop 2/3) | files after gc |")
+        Console.shared.result("| format | chunks | write s wall/cpu | chunks per cpu-s | files used | data bytes | index B/chunk | reads/s wall | reads per cpu-s | reads/s wall within the verify interval | gc s wall/cpu (drop 2/3) | files after gc | total s wall |")
         for f in out {
-            Console.shared.result(String(format: "| %@ | %d | %.1f / %.1f | %.0f | %d | %lld | %.1f | %.0f | %.0f | %.1f / %.1f | %d |",
+            Console.shared.result(String(format: "| %@ | %d | %.1f / %.1f | %.0f | %d | %lld | %.1f | %.0f | %.0f | %.0f | %.1f / %.1f | %d | %.0f |",
                                          f.format, f.chunks, f.writeSeconds, f.writeCPUSeconds, Double(f.chunks) / f.writeCPUSeconds, f.filesUsed, f.dataBytes,
-                                         f.indexBytesPerChunk, f.readsPerSecond, f.readsPerCPUSecond, f.gcSeconds, f.gcCPUSeconds, f.filesAfterGC))
+                                         f.indexBytesPerChunk, f.readsPerSecond, f.readsPerCPUSecond, f.trustedReadsPerSecond, f.gcSeconds, f.gcCPUSeconds, f.filesAfterGC, f.totalSeconds))
         }
         if let p = out.first(where: { $0.format == "packs" }) {
             let billion = 1e9
@@ -125,13 +129,22 @@ struct BenchStore: ParsableCommand {
         try store.commit(b)
         let writeSeconds = Date().timeIntervalSince(t0), writeCPU = cpuSeconds() - c0
         let (files, bytes) = fileCount(directory)
-        // Random reads.
+        // Random reads, each hashed.
+        store.verifyInterval = 0
         let t1 = Date(), c1 = cpuSeconds()
         for _ in 0..<reads {
             let id = ids[Int.random(in: 0..<count)]
             _ = try store.read(id)
         }
         let readSeconds = Date().timeIntervalSince(t1), readCPU = cpuSeconds() - c1
+        // Random reads within the verification interval (the records were hashed when written).
+        store.verifyInterval = DiskChunkStore.defaultVerifyInterval
+        let t1b = Date()
+        for _ in 0..<reads {
+            let id = ids[Int.random(in: 0..<count)]
+            _ = try store.read(id)
+        }
+        let trustedSeconds = Date().timeIntervalSince(t1b)
         // gc: two records in three go.
         let t2 = Date(), c2 = cpuSeconds()
         let gc = try store.gc()
@@ -140,7 +153,8 @@ struct BenchStore: ParsableCommand {
         return Figures(format: format.rawValue, chunks: count, writeSeconds: writeSeconds, writeCPUSeconds: writeCPU, filesUsed: files,
                        dataBytes: format == .packs ? foot.packBytes : bytes - foot.indexBytes,
                        indexBytes: foot.indexBytes, indexBytesPerChunk: Double(foot.indexBytes) / Double(count),
-                       readsPerSecond: Double(reads) / readSeconds, readsPerCPUSecond: Double(reads) / readCPU, gcSeconds: gcSeconds, gcCPUSeconds: gcCPU, gcRemoved: gc.removedChunks,
+                       readsPerSecond: Double(reads) / readSeconds, readsPerCPUSecond: Double(reads) / readCPU,
+                       trustedReadsPerSecond: Double(reads) / trustedSeconds, totalSeconds: Date().timeIntervalSince(t0), gcSeconds: gcSeconds, gcCPUSeconds: gcCPU, gcRemoved: gc.removedChunks,
                        filesAfterGC: filesAfter, bytesAfterGC: bytesAfter)
     }
 }

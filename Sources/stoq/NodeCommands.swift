@@ -23,6 +23,7 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Node private key (PEM; default ~/.stoq/certs/NAME.key).") var key: String?
     @Option(help: "Network CA certificate (PEM; default ~/.stoq/certs/ca.pem).") var ca: String?
     @Option(help: "Store directory (default: $STOQ_STORE, else ~/.stoq/NAME).") var store: String?
+    @Option(help: "How new chunks are kept: packs or files (default: $STOQ_STORE_FORMAT, else the store's own: packs when it has a packs/ folder, else files).") var storeFormat: String?
     @Option(help: "Role: origin (the default), edge, client, relay (carries peers' streams to a next hop), storage (HyperMesh shards) or issuer (renews certificates; needs --ca-dir); repeatable.") var role: [String] = []
     @Option(help: "Nodes an edge fetches misses from, ADDR[,ADDR...] (repeatable; origin first).") var peers: [String] = []
     @Option(name: .customLong("upstream"), help: .hidden) var upstream: [String] = []
@@ -91,6 +92,7 @@ struct NodeCommand: AsyncParsableCommand {
         if let key { v["key"] = path(key) }
         if let ca { v["ca"] = path(ca) }
         if let store { v["store"] = path(store) }
+        if let storeFormat { v["storeFormat"] = .string(storeFormat) }
         if !role.isEmpty {
             let roles = role.flatMap { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
             if let bad = roles.first(where: { !NodeConfigurationFile.roles.contains($0) }) {
@@ -177,6 +179,8 @@ struct NodeCommand: AsyncParsableCommand {
         }
         var c: NodeConfiguration
         do { c = try NodeConfigurationFile.configuration(values) } catch { throw Self.refuse(error.reason) }
+        // Below the file and the flag: the environment the store commands read too.
+        if c.storeFormat == nil, let e = ProcessInfo.processInfo.environment["STOQ_STORE_FORMAT"], !e.isEmpty { c.storeFormat = e }
         // A publisher may be named by node id, certificate file or a name `stoq init` made.
         do { c.publishers = try c.publishers.map { list in try list.map { try PublisherReference.resolve($0) } } } catch let e as CLIError { throw Self.refuse(e.description) } catch { throw Self.refuse("\(error)") }
         do { c.operators = try c.operators.map { list in try list.map { try PublisherReference.resolve($0, flag: "--operator") } } } catch let e as CLIError { throw Self.refuse(e.description) } catch { throw Self.refuse("\(error)") }

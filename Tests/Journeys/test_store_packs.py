@@ -50,7 +50,7 @@ def test_pack_store_journey(user: User, tmp_path: Path) -> None:
 def test_store_of_chunk_files_is_migrated(user: User, tmp_path: Path) -> None:
     store = tmp_path / "old-store"
     tree = make_tree(tmp_path / "tree", seed=32, big=500_000)
-    tree_id = content_id(user.ok("put", tree, "--store", store).stdout)
+    tree_id = content_id(user.ok("put", tree, "--store", store, "--store-format", "files").stdout)
     n = len(files_under(store / "chunks"))
     assert n > 5
     out = user.ok("store", "migrate", "--store", store).stdout

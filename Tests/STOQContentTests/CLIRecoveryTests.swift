@@ -53,7 +53,7 @@ import Testing
         var rng = SeededRNG(seed: 43)
         try Data(rng.bytes(300_000)).write(to: URL(fileURLWithPath: work + "/src/sub/deeper/c.bin"))
         try Data(textLike(120_000, seed: 44)).write(to: URL(fileURLWithPath: work + "/single.txt"))
-        let put = try stoq(["put", work + "/src", work + "/single.txt", "--store", store])
+        let put = try stoq(["put", work + "/src", work + "/single.txt", "--store", store, "--store-format", "files"])
         #expect(put.status == 0, "\(put.stderr)")
         let lines = put.stdout.split(separator: "\n")
         let tree = try #require(lines.first?.split(whereSeparator: \.isWhitespace).first.map(String.init))
@@ -157,7 +157,7 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: work) }
         let store = work + "/store"
         try Data(textLike(200_000, seed: 51)).write(to: URL(fileURLWithPath: work + "/a.txt"))
-        let put = try Self.stoq(["put", work + "/a.txt", "--store", store])
+        let put = try Self.stoq(["put", work + "/a.txt", "--store", store, "--store-format", "files"])
         let id = try #require(put.stdout.split(whereSeparator: \.isWhitespace).first.map(String.init))
         // Content put into another store with the same key, its chunk files copied in without the
         // index: a manifest found among the chunk files, and the chunks it names.
@@ -165,7 +165,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: other, withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: store + "/publisher.key", toPath: other + "/publisher.key")
         try Data(textLike(90_000, seed: 52)).write(to: URL(fileURLWithPath: work + "/b.txt"))
-        let putOther = try Self.stoq(["put", work + "/b.txt", "--store", other])
+        let putOther = try Self.stoq(["put", work + "/b.txt", "--store", other, "--store-format", "files"])
         let otherID = try #require(putOther.stdout.split(whereSeparator: \.isWhitespace).first.map(String.init))
         let copied = Self.chunkFiles(other).subtracting(Self.chunkFiles(store))
         #expect(!copied.isEmpty)

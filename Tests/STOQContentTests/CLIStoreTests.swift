@@ -75,7 +75,7 @@ import Testing
         let work = tempDir("cli-alter")
         let store = work + "/store"
         try Data(textLike(200_000, seed: 21)).write(to: URL(fileURLWithPath: work + "/a.txt"))
-        let put = try stoq(bin, ["put", work + "/a.txt", "--store", store])
+        let put = try stoq(bin, ["put", work + "/a.txt", "--store", store, "--store-format", "files"])
         let id = try #require(put.stdout.split(whereSeparator: \.isWhitespace).first.map(String.init))
         // Flip one byte of one stored chunk file (the largest: a data chunk, not a manifest).
         var files = [(String, Int)]()

@@ -29,13 +29,15 @@ import Testing
         return Output(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
     }
 
-    @Test func killDashNineDuringPut() throws {
+    /// Both store formats: chunk files, and pack files (whose torn tails opening cuts).
+    @Test(arguments: StoreFormat.allCases)
+    func killDashNineDuringPut(_ format: StoreFormat) throws {
         guard let bin = Self.binary else {
             print("killDashNineDuringPut: skipped — build the stoq binary first (swift build --product stoq)")
             return
         }
         let seed = UInt64.random(in: 0...UInt64.max)
-        print("killDashNineDuringPut seed \(seed)")
+        print("killDashNineDuringPut(\(format)) seed \(seed)")
         var rng = SeededRNG(seed: seed)
         let work = tempDir("crash")
         let store = work + "/store"
@@ -43,7 +45,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: work + "/base/d", withIntermediateDirectories: true)
         try Data(textLike(300_000, seed: 1)).write(to: URL(fileURLWithPath: work + "/base/a.txt"))
         try Data(rng.bytes(200_000)).write(to: URL(fileURLWithPath: work + "/base/d/b.bin"))
-        let first = try Self.stoq(bin, ["put", work + "/base", "--store", store])
+        let first = try Self.stoq(bin, ["put", work + "/base", "--store", store, "--store-format", format.rawValue])
         #expect(first.status == 0, "\(first.stderr)")
         let baseID = try #require(first.stdout.split(whereSeparator: \.isWhitespace).first.map(String.init))
         var committed = [(String, String)]() // (id, file)
@@ -61,7 +63,7 @@ import Testing
             try Data(textLike(100_000, seed: 1) + rng.bytes(fresh)).write(to: URL(fileURLWithPath: f))
             let p = Process()
             p.executableURL = URL(fileURLWithPath: bin)
-            p.arguments = ["put", "--progress", f, "--store", store]
+            p.arguments = ["put", "--progress", f, "--store", store, "--store-format", format.rawValue]
             let out = Pipe()
             p.standardOutput = out
             p.standardError = FileHandle.nullDevice
@@ -82,9 +84,10 @@ import Testing
             if p.terminationReason == .uncaughtSignal { killed += 1 }
             if let id = text.split(whereSeparator: \.isWhitespace).first, id.hasPrefix("stoq:") { committed.append((String(id), f)) }
         }
-        print("killDashNineDuringPut: \(killed) of \(i + 1) puts killed, \(committed.count) completed")
+        print("killDashNineDuringPut(\(format)): \(killed) of \(i + 1) puts killed, \(committed.count) completed")
         #expect(killed >= 20, "want at least 20 kills; the delays were too long for this machine")
-        let repair = try Self.stoq(bin, ["store", "verify", "--repair", "--store", store])
+        #expect(Posix.isDirectory(store + "/packs") == (format == .packs))
+        let repair = try Self.stoq(bin, ["store", "verify", "--repair", "--store", store, "--store-format", format.rawValue])
         #expect(repair.status == 0, "\(repair.stdout)\(repair.stderr)")
         let problems = repair.stdout.split(separator: "\n").filter { $0.hasPrefix("damaged ") || $0.hasPrefix("missing ") || $0.hasPrefix("broken pin") }
         #expect(problems.isEmpty, "committed data was lost: \(repair.stdout)")

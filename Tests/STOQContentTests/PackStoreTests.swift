@@ -165,7 +165,7 @@ func files(under dir: String) -> [String] {
         let keys = PublisherKeys.random()
         let old: ContentID
         do {
-            let store = try DiskChunkStore(directory: dir)  // the older layout
+            let store = try DiskChunkStore(directory: dir, format: .files)  // the older layout
             #expect(store.format == .files)
             old = try ContentPublisher(store: store, keys: keys).put(bytes: textLike(300_000, seed: 7), name: "old").id
         }
@@ -182,6 +182,66 @@ func files(under dir: String) -> [String] {
         #expect(try ContentReader(store: store, keys: keys).readFile(old) == textLike(300_000, seed: 7))
         #expect(try ContentReader(store: store, keys: keys).readFile(new) == textLike(100_000, seed: 8))
         #expect(try store.verify(repair: false).isClean)
-        #expect(throws: ContentError(.invalidArgument, "")) { try DiskChunkStore(directory: tempDir("x")).migrateToPacks() }
+        #expect(throws: ContentError(.invalidArgument, "")) { try DiskChunkStore(directory: tempDir("x"), format: .files).migrateToPacks() }
+    }
+
+    /// Issue 16: a record hashed less than `verifyInterval` ago is read without hashing (its header is
+    /// still checked); past the interval it is hashed again, and the time is kept in the index.
+    @Test func readsHashOncePerVerifyInterval() throws {
+        let dir = tempDir("packs-verify")
+        final class Clock: @unchecked Sendable { var now: Int64 = 1_000_000 }
+        let clock = Clock()
+        var rng = SeededRNG(seed: 12)
+        let bytes = rng.bytes(5000)
+        let id = ChunkID.of(bytes)
+        let place: ChunkPlace
+        do {
+            let store = try DiskChunkStore(directory: dir, format: .packs)
+            store.clock = { clock.now }
+            store.verifyInterval = 100
+            try store.writeChunk(id, bytes)
+            var b = CommitBatch()
+            b.chunks = [(id, bytes.count)]
+            try store.commit(b)
+            // Hashed when written: reads within the interval trust it.
+            #expect(try store.read(id) == bytes)
+            #expect(store.readCounts.hashed == 0 && store.readCounts.trusted == 1)
+            clock.now += 100
+            #expect(try store.read(id) == bytes)
+            #expect(try store.read(id) == bytes)
+            #expect(store.readCounts.hashed == 1 && store.readCounts.trusted == 2)
+            place = try store.place(of: id)
+            // A clock set back: a verification time in the future does not count.
+            clock.now -= 1000
+            _ = try store.read(id)
+            #expect(store.readCounts.hashed == 2)
+            clock.now += 1000
+            _ = try store.read(id)
+            #expect(store.readCounts.hashed == 3)
+        }
+        // The time of the read's hash outlived the process (written when the store closed).
+        let store = try DiskChunkStore(directory: dir)
+        store.clock = { clock.now }
+        store.verifyInterval = 100
+        _ = try store.read(id)
+        #expect(store.readCounts.trusted == 1 && store.readCounts.hashed == 0)
+        guard case .record(let n, let offset, _) = place else { Issue.record("not a record"); return }
+        store.packSet!.forget(n)
+        // Damage to the bytes goes unseen within the interval (receivers still check every chunk) and
+        // is found by the first read after it; damage to the header is found on every read.
+        try flipByte(dir + "/packs/" + PackSet.name(n), at: offset + Int64(PackSet.recordHeader) + 7)
+        #expect(try store.read(id) != bytes)
+        clock.now += 200
+        #expect(throws: ContentError(.idMismatch, "")) { try store.read(id) }
+        try flipByte(dir + "/packs/" + PackSet.name(n), at: offset + Int64(PackSet.recordHeader) + 7)
+        #expect(try store.read(id) == bytes)
+        try flipByte(dir + "/packs/" + PackSet.name(n), at: offset + 10)
+        #expect(throws: ContentError(.idMismatch, "")) { try store.read(id) }
+        // 0: every read hashes.
+        try flipByte(dir + "/packs/" + PackSet.name(n), at: offset + 10)
+        store.verifyInterval = 0
+        let before = store.readCounts.hashed
+        _ = try store.read(id); _ = try store.read(id)
+        #expect(store.readCounts.hashed == before + 2)
     }
 }

@@ -9,7 +9,7 @@ enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
     func make() throws -> any ChunkStore {
         switch self {
         case .memory: return MemoryChunkStore()
-        case .disk: return try DiskChunkStore(directory: tempDir("store"))
+        case .disk: return try DiskChunkStore(directory: tempDir("store"), format: .files)
         // Small packs, so the scenarios cross pack boundaries.
         case .packs: return try DiskChunkStore(directory: tempDir("store"), format: .packs, packTarget: 64 << 10)
         }
@@ -104,7 +104,7 @@ enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
 
     @Test func diskOrphansAndTempFiles() throws {
         let dir = tempDir("store")
-        let store = try DiskChunkStore(directory: dir)
+        let store = try DiskChunkStore(directory: dir, format: .files)
         let bytes: [UInt8] = Array(repeating: 9, count: 100)
         let id = ChunkID.of(bytes)
         try store.writeChunk(id, bytes) // written, never committed: an orphan
@@ -122,7 +122,7 @@ enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
     }
 
     @Test func injectedFullDiskLeavesStoreConsistent() throws {
-        let store = try DiskChunkStore(directory: tempDir("store"))
+        let store = try DiskChunkStore(directory: tempDir("store"), format: .files)
         let keys = PublisherKeys.random()
         let pub = ContentPublisher(store: store, keys: keys)
         let kept = try pub.put(bytes: textLike(100_000, seed: 1), name: "kept")
@@ -144,7 +144,7 @@ enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
             return
         }
         defer { _ = run("/bin/umount", [dir]) }
-        let store = try DiskChunkStore(directory: dir + "/s")
+        let store = try DiskChunkStore(directory: dir + "/s", format: .files)
         let keys = PublisherKeys.random()
         let pub = ContentPublisher(store: store, keys: keys)
         let kept = try pub.put(bytes: textLike(100_000, seed: 1), name: "kept")
@@ -169,7 +169,7 @@ enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
         try Data().write(to: URL(fileURLWithPath: src + "/sub/deeper/empty"))
         chmod(src + "/sub/bin", 0o755)
         chmod(src + "/a.txt", 0o600)
-        let store = try DiskChunkStore(directory: tempDir("store"))
+        let store = try DiskChunkStore(directory: tempDir("store"), format: .files)
         let keys = PublisherKeys.random()
         let r = try ContentPublisher(store: store, keys: keys).put(path: src)
         #expect(r.files == 3)
@@ -197,7 +197,7 @@ enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
     }
 
     @Test func linkEntriesAreRestoredAsWrittenAndNeverEscapeByName() throws {
-        let store = try DiskChunkStore(directory: tempDir("store"))
+        let store = try DiskChunkStore(directory: tempDir("store"), format: .files)
         let keys = PublisherKeys.random()
         let reader = ContentReader(store: store, keys: keys)
         // A link whose target points outside the output directory is restored as written, not followed.
@@ -239,13 +239,13 @@ enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
         try FileManager.default.createSymbolicLink(atPath: src + "/l", withDestinationPath: "d/x.txt")
         let id: ContentID
         do {
-            let store = try DiskChunkStore(directory: dir)
+            let store = try DiskChunkStore(directory: dir, format: .files)
             #expect(store.rebuilt == nil)
             id = try ContentPublisher(store: store, keys: keys, fanout: 2).put(path: src).id
         }
         // A new store is not a rebuild; a store whose index vanished is.
         for s in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: dir + "/meta.sqlite" + s) }
-        let store = try DiskChunkStore(directory: dir)
+        let store = try DiskChunkStore(directory: dir, format: .files)
         let r = try #require(store.rebuilt)
         #expect(r.problem == .missing && r.pins == [id] && r.manifests >= 2 && r.quarantine == nil, "\(r)")
         #expect(try store.verify(repair: false).isClean)

@@ -12,20 +12,24 @@ import GRDB
 extension DiskChunkStore {
     /// Where `id`'s bytes are: its pack record when the index (or a write not yet committed) says so,
     /// else its chunk file.
-    func place(of id: ChunkID) throws -> ChunkPlace {
+    func place(of id: ChunkID) throws -> ChunkPlace { try locate(id).place }
+
+    /// ``place(of:)`` and when the chunk's bytes were last hashed and found whole (Unix seconds; nil:
+    /// never, or not tracked — chunk files, records found by a rebuild).
+    func locate(_ id: ChunkID) throws -> (place: ChunkPlace, verified: Int64?) {
         if let packSet {
-            if let p = packSet.pendingPlace(id) { return p }
+            if let p = packSet.pendingPlace(id) { return (p, nil) }
             // One SELECT is atomic by itself: no read transaction around it (a third of a read's cost).
             let row = try wrap {
                 try db.unsafeRead { db in
-                    try Row.fetchOne(db.cachedStatement(sql: "SELECT pack, pack_offset, size FROM chunks WHERE id = ?"), arguments: [Self.blob(id)])
+                    try Row.fetchOne(db.cachedStatement(sql: "SELECT pack, pack_offset, size, verified FROM chunks WHERE id = ?"), arguments: [Self.blob(id)])
                 }
             }
             if let row, let n = row[0] as Int64?, let offset = row[1] as Int64? {
-                return .record(pack: Int(n), offset: offset, size: row[2])
+                return (.record(pack: Int(n), offset: offset, size: row[2]), row[3] as Int64?)
             }
         }
-        return .file(path(of: id))
+        return (.file(path(of: id)), nil)
     }
 
     /// The stored bytes at a place (not verified).
@@ -36,6 +40,12 @@ extension DiskChunkStore {
             guard let packSet else { throw ContentError(.notFound, "the store \(directory) has no packs") }
             return try packSet.read(pack: n, offset: offset, size: size)
         }
+    }
+
+    /// The bytes at a place, the record header checked against `id` (a pack record).
+    func read(_ place: ChunkPlace, checking id: ChunkID) throws -> [UInt8] {
+        guard case .record(let n, let offset, let size) = place, let packSet else { return try read(place) }
+        return try packSet.read(pack: n, offset: offset, size: size, id: id)
     }
 
     /// A place in words, for messages.

@@ -186,6 +186,8 @@ extension DiskChunkStore {
             let columns = try Row.fetchAll(db, sql: "PRAGMA table_info(chunks)").map { $0["name"] as String }
             if !columns.contains("pack") { try db.execute(sql: "ALTER TABLE chunks ADD COLUMN pack INTEGER") }
             if !columns.contains("pack_offset") { try db.execute(sql: "ALTER TABLE chunks ADD COLUMN pack_offset INTEGER") }
+            // When a pack record's bytes were last hashed and found whole (Unix seconds; NULL: not yet).
+            if !columns.contains("verified") { try db.execute(sql: "ALTER TABLE chunks ADD COLUMN verified INTEGER") }
         }
         return pool
     }

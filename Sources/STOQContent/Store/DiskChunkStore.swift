@@ -52,6 +52,37 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
     /// Bytes of torn (incomplete, never committed) records opening cut from the packs' tails.
     public private(set) var droppedTornBytes: Int64 = 0
 
+    /// The default ``verifyInterval``: 7 days.
+    public static let defaultVerifyInterval: Int64 = 7 * 86_400
+    /// How long a pack record's last hash check stands, in seconds. A read of a record hashed (when
+    /// written, or by an earlier read) less than this long ago returns its bytes without hashing them
+    /// again; its record header (magic, length, id) is still checked. A read past the interval hashes
+    /// the bytes and, when they are whole, records the time in the index (`chunks.verified`). 0 (the
+    /// default of a store opened by a library user or a store command) hashes on every read; a node
+    /// uses ``defaultVerifyInterval`` unless its config key `storeVerifySeconds` says otherwise. Chunk files (the older layout) are hashed on every read. Receivers check every
+    /// chunk against its id anyway: the interval bounds how long silent damage on this disk can go
+    /// unnoticed by this node, and `stoq store verify` hashes everything.
+    public var verifyInterval: Int64 {
+        get { lock.lock(); defer { lock.unlock() }; return _verifyInterval }
+        set { lock.lock(); _verifyInterval = max(0, newValue); lock.unlock() }
+    }
+    private var _verifyInterval: Int64 = 0
+    /// The clock for ``verifyInterval`` and the index's times, Unix seconds (tests inject one).
+    public var clock: @Sendable () -> Int64 {
+        get { lock.lock(); defer { lock.unlock() }; return _clock }
+        set { lock.lock(); _clock = newValue; lock.unlock() }
+    }
+    private var _clock: @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }
+    /// Reads since opening: hashed, and trusted within ``verifyInterval`` (header checked only).
+    public var readCounts: (hashed: Int, trusted: Int) {
+        lock.lock(); defer { lock.unlock() }; return (hashedReads, trustedReads)
+    }
+    private var hashedReads = 0, trustedReads = 0
+    /// Verification times not yet written to the index (written in batches, and with the next commit:
+    /// losing them in a crash only means a chunk is hashed once more).
+    private var verifiedPending: [ChunkID: Int64] = [:]
+    static let verifiedBatch = 256
+
     /// Opens (creating if needed) the store at `directory`; removes temp files left by a crash, cuts
     /// torn records from the packs' tails, and rebuilds the index from the chunk files and packs when it
     /// is missing, empty or damaged.
@@ -87,7 +118,10 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
             droppedTornBytes = try wrap { try recoverPackTails() }
         }
     }
-    deinit { lockFile.close() }
+    deinit {
+        try? flushVerified()
+        lockFile.close()
+    }
 
     /// Closes the index, runs `body` (which moves its files aside) and opens a new, empty one.
     private func replaceIndex(_ body: () throws -> Void) throws {
@@ -139,15 +173,60 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
 
     public func read(_ id: ChunkID) throws -> [UInt8] {
         let bytes: [UInt8]
-        let place = try self.place(of: id)
-        do { bytes = try read(place) } catch let e as ContentError where e.code == .notFound {
+        let (place, indexed) = try locate(id)
+        do { bytes = try read(place, checking: id) } catch let e as ContentError where e.code == .notFound {
             throw ContentError(.notFound, "chunk \(id.short) is not in the store at \(directory)")
         }
+        guard case .record = place else { return try hashed(bytes, id, place) }
+        lock.lock()
+        let now = _clock(), interval = _verifyInterval
+        let verified = verifiedPending[id] ?? indexed
+        // A time in the future (a clock set back) does not count.
+        if interval > 0, let v = verified, v <= now, now - v < interval {
+            trustedReads += 1
+            lock.unlock()
+            return bytes
+        }
+        lock.unlock()
+        let out = try hashed(bytes, id, place)
+        // With no interval nothing is trusted, so nothing is recorded (no index writes while reading).
+        guard interval > 0 else { return out }
+        lock.lock()
+        verifiedPending[id] = now
+        let flush = verifiedPending.count >= Self.verifiedBatch
+        lock.unlock()
+        if flush { try? flushVerified() }
+        return out
+    }
+
+    /// `bytes` when they hash to `id`; else the damage, said for a person.
+    private func hashed(_ bytes: [UInt8], _ id: ChunkID, _ place: ChunkPlace) throws -> [UInt8] {
+        lock.lock(); hashedReads += 1; lock.unlock()
         let actual = ChunkID.of(bytes)
         guard actual == id else {
             throw ContentError(.idMismatch, "chunk \(id.short) is damaged on disk (\(describe(place)) hashes to \(actual.short)); run `stoq store verify --repair` and put the content again")
         }
         return bytes
+    }
+
+    /// The verification times held in memory, taken for writing.
+    private func takeVerified() -> [ChunkID: Int64] {
+        lock.lock(); defer { lock.unlock() }
+        let v = verifiedPending
+        verifiedPending.removeAll(keepingCapacity: true)
+        return v
+    }
+
+    /// Writes the verification times held in memory to the index (one transaction).
+    public func flushVerified() throws {
+        let v = takeVerified()
+        guard !v.isEmpty else { return }
+        try wrap {
+            try db.write { db in
+                let st = try db.cachedStatement(sql: "UPDATE chunks SET verified = ? WHERE id = ?")
+                for (id, t) in v { try st.execute(arguments: [t, Self.blob(id)]) }
+            }
+        }
     }
 
     public func writeChunk(_ id: ChunkID, _ bytes: [UInt8]) throws {
@@ -174,17 +253,21 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
         var lengths = [(pack: Int, length: Int64)]()
         // Packs: every record appended so far is made durable (a no-op when none was).
         if let packSet { lengths = try packSet.sync() } else if needSync { try Posix.syncFileSystem(directory + "/chunks") }
-        let now = Int64(Date().timeIntervalSince1970)
+        let now = clock()
+        let verified = takeVerified()
         try wrap {
             try db.write { db in
-                let ins = try db.cachedStatement(sql: "INSERT OR IGNORE INTO chunks (id, size, created, last_access, pack, pack_offset) VALUES (?, ?, ?, ?, ?, ?)")
+                // A record's bytes were hashed when written (its id is their hash, computed by the writer).
+                let ins = try db.cachedStatement(sql: "INSERT OR IGNORE INTO chunks (id, size, created, last_access, pack, pack_offset, verified) VALUES (?, ?, ?, ?, ?, ?, ?)")
                 for c in batch.chunks {
                     if case .record(let n, let offset, _)? = packSet?.pendingPlace(c.id) {
-                        try ins.execute(arguments: [Self.blob(c.id), c.size, now, now, n, offset])
+                        try ins.execute(arguments: [Self.blob(c.id), c.size, now, now, n, offset, now])
                     } else {
-                        try ins.execute(arguments: [Self.blob(c.id), c.size, now, now, nil, nil])
+                        try ins.execute(arguments: [Self.blob(c.id), c.size, now, now, nil, nil, nil])
                     }
                 }
+                let ver = try db.cachedStatement(sql: "UPDATE chunks SET verified = ? WHERE id = ?")
+                for (id, t) in verified { try ver.execute(arguments: [t, Self.blob(id)]) }
                 let len = try db.cachedStatement(sql: "INSERT OR REPLACE INTO packs (pack, length) VALUES (?, ?)")
                 for l in lengths { try len.execute(arguments: [l.pack, l.length]) }
                 let edge = try db.cachedStatement(sql: "INSERT OR IGNORE INTO edges (parent, child) VALUES (?, ?)")

@@ -180,17 +180,30 @@ final class PackSet: @unchecked Sendable {
         return out
     }
 
-    /// The bytes of a record (not verified: the caller hashes them).
-    func read(pack n: Int, offset: Int64, size: Int) throws -> [UInt8] {
+    /// The bytes of a record (not hashed: the caller hashes them when it must). With `id`, the record's
+    /// header is read too and must be a record of that id and size (a cheap check that the index points
+    /// at the right record, done on every read, hashed or not).
+    func read(pack n: Int, offset: Int64, size: Int, id: ChunkID? = nil) throws -> [UInt8] {
         lock.lock()
         let f: FileDescriptor
         do { f = try fd(n) } catch { lock.unlock(); throw error }
         lock.unlock()
-        let bytes = try f.pread(count: size, at: offset + Int64(Self.recordHeader))
-        guard bytes.count == size else {
+        guard let id else {
+            let bytes = try f.pread(count: size, at: offset + Int64(Self.recordHeader))
+            guard bytes.count == size else {
+                throw ContentError(.notFound, "pack \(path(n)) ends inside the record at offset \(offset)")
+            }
+            return bytes
+        }
+        let all = try f.pread(count: Self.recordHeader + size, at: offset)
+        guard all.count == Self.recordHeader + size else {
             throw ContentError(.notFound, "pack \(path(n)) ends inside the record at offset \(offset)")
         }
-        return bytes
+        let len = Int(all[4]) << 24 | Int(all[5]) << 16 | Int(all[6]) << 8 | Int(all[7])
+        guard all[0..<4].elementsEqual(Self.recordMagic), len == size, all[8..<40].elementsEqual(id.bytes) else {
+            throw ContentError(.idMismatch, "chunk \(id.short) is damaged on disk (the record header at offset \(offset) of \(path(n)) is not this chunk's); run `stoq store verify --repair` and put the content again")
+        }
+        return Array(all[Self.recordHeader...])
     }
 
     /// Reads the pack from `from` (its header end when nil) and walks its records, hashing each.
