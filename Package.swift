@@ -201,7 +201,7 @@ let package = Package(
         .testTarget(name: "HyperMeshTests", dependencies: ["HyperMesh", "HyperMeshBenchmarks", "Nexus", "STOQSimulation", "STOQNode", "STOQIdentity", crypto, nio]),
         .testTarget(name: "STOQExchangeTests", dependencies: ["STOQExchange", "STOQContent", "STOQSwarm"]),
         .testTarget(name: "STOQInteropTests", dependencies: ["STOQInterop", "STOQExchange"]),
-        .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQExchange", "STOQTestSupport", "TestVectorSupport", "STOQBenchmarks", "STOQIdentity", "STOQTransport", "STOQContent", "STOQEdge", "STOQRouting", "STOQSwarm", "STOQSimulation", nio, nioPosix]),
+        .testTarget(name: "STOQNodeTests", dependencies: ["STOQNode", "STOQExchange", "STOQTestSupport", "TestVectorSupport", "STOQBenchmarks", "STOQIdentity", "STOQTransport", "STOQContent", "STOQEdge", "STOQRouting", "STOQSwarm", "STOQSimulation", "STOQAudit", nio, nioPosix]),
         .testTarget(name: "STOQEdgeTests", dependencies: ["STOQEdge", "STOQSimulation", "STOQIdentity", "TestVectorSupport", "STOQBenchmarks"]),
         .testTarget(name: "CLITests", dependencies: ["STOQIdentity", crypto]),
         .testTarget(name: "STOQHTTPTests", dependencies: ["STOQHTTP", "STOQNode", "STOQTestSupport", "STOQTransport", "STOQIdentity", "STOQContent", "STOQEdge", crypto,

@@ -24,8 +24,6 @@ struct PeerOptions: ParsableArguments {
     @Flag(help: "Ask the peers in the order given instead of ranking them by route cost (3 PING/PONGs and a gossip exchange each).") var noRouting = false
     @Option(help: "Reach every peer through this relay node (a node with the relay role), e.g. when the direct path is slow or blocked: '[fd00::9]:4433'.")
     var via: String?
-    @Option(help: "With --via: an access grant with the relay right (its text or a file), presented to the relay when your certificate is not one it carries for.")
-    var grant: String?
     @Option(help: ArgumentHelp("Probe every peer's health this often while fetching, in ms.", valueName: "ms"))
     var probeInterval = 1000
     @Option(help: ArgumentHelp("A probe (PING) unanswered after this many ms is a miss.", valueName: "ms"))
@@ -36,7 +34,7 @@ struct PeerOptions: ParsableArguments {
     var noProbe = false
     @Option(help: ArgumentHelp("A peer that is down (probes unanswered, or its connection lost and dialled again without success) this long stops counting; a fetch with no live peer waits this long, then fails.", valueName: "s"))
     var sourceRetrySeconds = 120
-    @Option(help: "An access grant (its text or a file) presented to every peer before fetching; a grant with the read right whose scope covers the content is named in the peers' audit records of the transfer.")
+    @Option(help: "An access grant (its text or a file) presented to every peer before fetching, and with --via to the relay: a grant with the relay right lets the relay carry your streams when your certificate is not one it carries for; one with the read right whose scope covers the content is named in the peers' audit records of the transfer.")
     var grant: String?
     @Option(help: ArgumentHelp("Close a connection to a peer after this many seconds without a packet from it (QUIC idle timeout; the lower of the two sides' values applies). The fetch dials a closed connection again.", valueName: "s"))
     var idleTimeout = 30
@@ -144,9 +142,6 @@ struct PeerOptions: ParsableArguments {
                 await endpoint.close()
                 throw CLIError("the relay \(relay) refused to carry this certificate's streams: \(refusal)")
             }
-        } else if grant != nil {
-            await endpoint.close()
-            throw ValidationError("--grant goes with --via (a grant with the relay right for the relay)")
         }
         // --grant: presented on each peer's connection (the fetch reuses it); a peer that cannot be
         // reached is left to the fetch, which says so.
