@@ -70,6 +70,9 @@ public enum RelayBenchmark {
                 name: name, listen: PeerAddress(host: "::1", port: 0), certificate: paths.certificate, key: paths.key,
                 ca: caPath, store: directory + "/\(name)-store", roles: name == "R" ? ["origin", "relay"] : ["origin"], idleTimeoutSeconds: 30)
             configuration.peers = peers
+            // R carries for every node of this lab network (the relay right is tested in AccessGrantTests and
+            // test_security_grants.py; here it is the relaying that is measured).
+            if name == "R" { configuration.relayOpen = true }
             let timeout = max(150, Int(delayMilliseconds * 5))
             configuration.health = HealthSettings(intervalMilliseconds: 2 * timeout, timeoutMilliseconds: timeout, failureThreshold: 3)
             configuration.routing = RoutingSettings(enabled: true, gossipIntervalMilliseconds: 300)

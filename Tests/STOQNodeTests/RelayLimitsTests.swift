@@ -185,9 +185,10 @@ private func relayError(_ connection: Connection, host: String, port: Int, targe
         var short = PeerLimits()
         short.requestTimeoutMilliseconds = 300
         quick.limits = short
+        let other = try await network.node("other", roles: ["client"])
+        quick.operators = [network.operatorID, other.nodeID.hex]  // other reads relay2's STATUS below
         let relay2 = try await Node.start(quick)
         let origin2 = try await network.node("origin2")
-        let other = try await network.node("other", roles: ["client"])
         try await withServing(origin2) {
             try await withServing(relay2) {
                 let c = try await other.peers.client(for: relay2.address).connection

@@ -181,6 +181,7 @@ final class ManualClock: @unchecked Sendable {
         defer { network.close() }
         var bConfig = try RoutingNodeTests.configuration(network, "b")
         bConfig.roles = ["origin", "relay"]
+        bConfig.relayOpen = true  // mallory is a member the relay carries for: the refusal tested is of the gossip itself
         let b = try await Node.start(bConfig)
         try await withServing(b) {
             let c = try await Node.start(try RoutingNodeTests.configuration(network, "c", peers: [b.address]))

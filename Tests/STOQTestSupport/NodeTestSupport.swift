@@ -14,22 +14,36 @@ public final class TestNetwork: Sendable {
     public let directory: String
     public let ca: CertificateAuthority
     public let caPath: String
+    /// The operator of every node of this network: the certificate of the node named "client", issued
+    /// up front so that each node lists it (`--operator`), the way `stoq node` takes the `client.pem`
+    /// beside its CA. STATUS and PURGE are closed to every other certificate (docs/SECURITY.md).
+    public let operatorPaths: (certificate: String, key: String)
+    /// The operator's node id (hex).
+    public let operatorID: String
 
     public init() throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("stoq-node-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         ca = try CertificateAuthority.create(commonName: "STOQ node test CA")
         caPath = try ca.write(to: directory).certificate
+        let client = try ca.issue(name: "client", dnsNames: ["localhost"], ipAddresses: ["::1"])
+        operatorPaths = try client.write(to: directory, name: "client")
+        operatorID = try NodeID(certificateDER: PEMFile.certificateDERs(in: PEMFile.read(operatorPaths.certificate))[0]).hex
     }
 
     /// Issues credentials for `name` and returns a configuration listening on an ephemeral port.
+    /// Every node lists ``operatorID`` as its operator; a relay carries for every node of the network
+    /// (`relayOpen`: the relay right itself is tested in AccessGrantTests and the grants journey).
     public func configuration(_ name: String, roles: [String] = ["origin"], upstream: [PeerAddress] = []) throws -> NodeConfiguration {
-        let credentials = try ca.issue(name: name, dnsNames: ["localhost"], ipAddresses: ["::1"])
-        let paths = try credentials.write(to: directory, name: name)
-        return NodeConfiguration(
+        let paths = name == "client" ? operatorPaths
+            : try ca.issue(name: name, dnsNames: ["localhost"], ipAddresses: ["::1"]).write(to: directory, name: name)
+        var configuration = NodeConfiguration(
             name: name, listen: PeerAddress(host: "::1", port: 0), certificate: paths.certificate, key: paths.key,
             ca: caPath, store: (directory as NSString).appendingPathComponent("\(name)-store"), roles: roles,
             upstream: upstream, idleTimeoutSeconds: 10)
+        configuration.operators = [operatorID]
+        if roles.contains("relay") { configuration.relayOpen = true }
+        return configuration
     }
 
     /// Starts a node named `name`.
