@@ -178,8 +178,6 @@ struct Get: AsyncParsableCommand {
     var publisherKey: String?
     @Option(help: "The reader key file that opens a ticket made for a reader (stoq share --reader; default ~/.stoq/reader.key).")
     var readerKey: String?
-    @Option(help: "An access grant carrying this sealed content's key wrapped for your reader key (stoq grant create --reader --content): its text or a file. The key is opened with --reader-key.")
-    var grant: String?
     @OptionGroup var progressOptions: ProgressOptions
 
     func run() async throws {
@@ -207,7 +205,11 @@ struct Get: AsyncParsableCommand {
         let peerOptions = try await discovery.discover(cid, peers: self.peerOptions)
         // A grant's wrapped key is opened before anything is fetched: a grant that is not for this
         // content or this reader is refused at once.
-        let grantKey = try grant.map { try ReaderKeyOptions.contentKey(for: cid, grant: $0, keyFile: readerKey) }
+        // (--grant is the peer options' one: the same grant is presented to the peers.)
+        // A grant without wrapped keys (a read or relay grant for the peers) opens nothing here.
+        let grantKey = try peerOptions.grant.flatMap { text in
+            try ReaderKeyOptions.carriesContentKeys(text) ? try ReaderKeyOptions.contentKey(for: cid, grant: text, keyFile: readerKey) : nil
+        }
         // The key is settled before anything is fetched: a store whose key is lost is refused at once.
         let (store, keys) = try reportingErrors { () throws -> (DiskChunkStore, PublisherKeys) in
             let store = try storeOptions.openStore()

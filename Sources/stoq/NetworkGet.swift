@@ -34,7 +34,7 @@ struct PeerOptions: ParsableArguments {
     var noProbe = false
     @Option(help: ArgumentHelp("A peer that is down (probes unanswered, or its connection lost and dialled again without success) this long stops counting; a fetch with no live peer waits this long, then fails.", valueName: "s"))
     var sourceRetrySeconds = 120
-    @Option(help: "An access grant (its text or a file) presented to every peer before fetching, and with --via to the relay: a grant with the relay right lets the relay carry your streams when your certificate is not one it carries for; one with the read right whose scope covers the content is named in the peers' audit records of the transfer.")
+    @Option(help: "An access grant (its text or a file), presented to every peer before fetching and with --via to the relay: the relay right lets the relay carry your streams when your certificate is not one it carries for; the read right names the transfer in the peers' audit records; with stoq get, a sealed content's key wrapped for your reader key (stoq grant create --reader --content, opened with --reader-key).")
     var grant: String?
     @Option(help: ArgumentHelp("Close a connection to a peer after this many seconds without a packet from it (QUIC idle timeout; the lower of the two sides' values applies). The fetch dials a closed connection again.", valueName: "s"))
     var idleTimeout = 30
@@ -132,27 +132,27 @@ struct PeerOptions: ParsableArguments {
                 await endpoint.close()
                 throw CLIError("cannot reach the relay \(relay): \(ErrorReport.peopleText(error)); check --relay and that a relay runs there")
             }
-            do { try await GrantInput.present(grant, on: carrier) } catch {
-                await endpoint.close()
-                throw error
-            }
+            // The grant may be for the relay (the relay right) or for the peers only (read): a relay
+            // that refuses it is not an error yet; the relayed PING below says whether it carries.
+            var grantRefused: String?
+            do { try await GrantInput.present(grant, on: carrier) } catch { grantRefused = ErrorReport.peopleText(error) }
             // One relayed PING first: a relay that will not carry this certificate says so (ERROR 7)
             // here, instead of every request failing until the peers count as down.
             if let first = addresses.first(where: { $0 != relay }), let refusal = await Self.relayRefusal(try? await peers.client(for: first)) {
                 await endpoint.close()
-                throw CLIError("the relay \(relay) refused to carry this certificate's streams: \(refusal)")
+                let why = grantRefused.map { "; it also refused the grant: \($0)" } ?? ""
+                throw CLIError("the relay \(relay) refused to carry this certificate's streams: \(refusal)\(why)")
             }
         }
-        // --grant: presented on each peer's connection (the fetch reuses it); a peer that cannot be
-        // reached is left to the fetch, which says so.
-        if let grant {
+        // --grant: presented on each peer's connection (the fetch reuses it), so that a read grant
+        // names the transfer in the peers' audit records. A peer that refuses it (a grant for the
+        // relay, one carrying only a reader's key, one from a publisher the peer does not know) still
+        // serves public reading; a peer that cannot be reached is left to the fetch, which says so.
+        // Without a certificate there is nothing to present on (anonymous readers may not send GRANT).
+        if let grant, cert != nil {
             for address in addresses {
                 guard let client = try? await peers.client(for: address) else { continue }
-                do { try await GrantInput.present(grant, on: client) } catch {
-                    await peers.closeAll()
-                    await endpoint.close()
-                    throw error
-                }
+                _ = try? await GrantInput.present(grant, on: client)
             }
         }
         // Every peer is probed while the fetch runs (through the relay with --via); a peer that

@@ -56,6 +56,12 @@ enum ReaderKeyOptions {
     /// The key of `content` that a grant (`stoq grant create --reader --content`) carries wrapped
     /// for this reader: the grant's signatures and expiry are checked, then the extension of type 1
     /// for this content is opened with the reader key file.
+    /// Whether a grant carries any wrapped content key (extension type 1); a grant given only for
+    /// the peers (read, relay) carries none. A grant that cannot be read is an error here.
+    static func carriesContentKeys(_ text: String) throws -> Bool {
+        !(try GrantInput.load(text).extensions(type: 1).isEmpty)
+    }
+
     static func contentKey(for content: ContentID, grant text: String, keyFile: String?) throws -> [UInt8] {
         let grant = try GrantInput.load(text)
         do { try grant.verifySignatures() } catch {

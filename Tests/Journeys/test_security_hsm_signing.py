@@ -72,13 +72,13 @@ def test_a_token_key_signs_routing_dht_audit_and_the_issuer(stoq: str, journey_d
     # A plain node (key file), first of the DHT.
     fast = ["--gossip-interval", "200", "--probe-interval", "200"]
     plain = user.start(procs, "hsm-plain", "node", "--name", "plain", "--listen", "[::1]:0", "--cert", plain_dir / "plain.pem",
-                       "--key", plain_dir / "plain.key", "--ca", ca_dir / "ca.pem", "--store", plain_dir / "store", "--dht", *fast)
+                       "--key", plain_dir / "plain.key", "--ca", ca_dir / "ca.pem", "--store", plain_dir / "store", "--dht", "--operator", client_id, *fast)
     plain_address = plain.wait_line(r"^ready (\S+) (\[[0-9a-fA-F:]+\]:\d+)", timeout=30).group(2)
 
     store = node_dir / "store"
     p = user.start(procs, "hsm-signer", "node", "--name", "node1", "--listen", "[::1]:0", "--cert", node_dir / "node1.pem",
                    "--key", node_uri, "--ca", ca_dir / "ca.pem", "--store", store, "--role", "origin", "--publisher", client_id,
-                   "--issuer", issuer_address, "--bootstrap", plain_address, "--peers", plain_address, "--http", "[::1]:0", *fast)
+                   "--operator", client_id, "--issuer", issuer_address, "--bootstrap", plain_address, "--peers", plain_address, "--http", "[::1]:0", *fast)
     address = p.wait_line(r"^ready (\S+) (\[[0-9a-fA-F:]+\]:\d+)", timeout=30).group(2)
     https_port = int(p.wait_line(r"^http node1 \[[0-9a-fA-F:]+\]:(\d+)", timeout=10).group(1))
 
