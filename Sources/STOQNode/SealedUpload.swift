@@ -162,7 +162,7 @@ extension PeerClient {
     /// - Returns: the upload's id and the indices of the index entries whose chunks the origin lacks.
     public func uploadSealedOffer(indexBytes: [UInt8], entries: Int, name: String) async throws -> (id: UInt64, needed: [Int]) {
         let message = UploadMessage.offer(flags: .sealed, name: name, tree: indexBytes)
-        switch try await sealedUploadRequest(message.encoded()) {
+        switch try await uploadRequest(message.encoded()) {
         case .need(let id, _, let indices):
             guard indices.allSatisfy({ $0 < UInt64(entries) }) else {
                 throw NodeError(.protocolViolation, "\(self.name) asked for a chunk the sealed index does not list")
@@ -171,20 +171,6 @@ extension PeerClient {
         case let other:
             throw NodeError(.protocolViolation, "the origin answered UPLOAD_OFFER with \(other.frame().type)")
         }
-    }
-
-    private func sealedUploadRequest(_ request: ByteBuffer) async throws -> UploadMessage {
-        let stream = try await openRequestStream(priority: .bulk)
-        try await stream.write(request)
-        try await stream.finish()
-        var decoder = FrameDecoder(maximumPayloadLength: UploadMessage.maximumAnswerLength)
-        decoder.handle(bytes: try await stream.readAll(limit: UploadMessage.maximumAnswerLength + 16))
-        guard let frame = try decoder.pollFrame() else {
-            throw NodeError(.protocolViolation, "\(name) closed the stream without answering the upload request (is it an origin that takes uploads?)")
-        }
-        if UploadMessage.handles(frame.type) { return try UploadMessage.decode(frame) }
-        if case .error(let code, let text) = try STOQMessage.decode(frame) { throw UploadRefused(code: code, message: text) }
-        throw NodeError(.protocolViolation, "\(name) answered an upload request with \(frame.type)")
     }
 }
 

@@ -22,7 +22,7 @@ extension PeerClient {
     ///   `.protocolViolation` for a malformed answer, transport errors.
     public func uploadOffer(_ tree: UploadTree, name: String, isPublic: Bool) async throws -> (id: UInt64, needed: [Int]) {
         let message = UploadMessage.offer(flags: isPublic ? .public : [], name: name, tree: tree.encode())
-        switch try await uploadRequest(message.encoded(), body: nil) {
+        switch try await uploadRequest(message.encoded()) {
         case .need(let id, _, let indices):
             guard indices.allSatisfy({ $0 < UInt64(tree.chunks.count) }) else {
                 throw NodeError(.protocolViolation, "\(self.name) asked for a chunk the offer does not have")
@@ -38,7 +38,7 @@ extension PeerClient {
     public func uploadChunk(id: UInt64, index: Int, bytes: [UInt8]) async throws -> Int {
         var header = UploadMessage.chunk(uploadID: id, index: UInt64(index), length: UInt64(bytes.count)).encoded()
         header.writeBytes(bytes)
-        switch try await uploadRequest(header, body: nil) {
+        switch try await uploadRequest(header) {
         case .need(let echoed, let remaining, _) where echoed == id:
             return Int(remaining)
         case let other:
@@ -49,7 +49,7 @@ extension PeerClient {
     /// Commits upload `id`: the origin builds and pins the content.
     /// - Returns: the content id and the totals the origin reports.
     public func uploadCommit(id: UInt64) async throws -> (content: ContentID, totals: UploadMessage.Totals) {
-        switch try await uploadRequest(UploadMessage.commit(uploadID: id).encoded(), body: nil) {
+        switch try await uploadRequest(UploadMessage.commit(uploadID: id).encoded()) {
         case .committed(let echoed, let wire, let totals) where echoed == id:
             guard let chunk = ChunkID(bytes: wire.bytes) else { throw NodeError(.protocolViolation, "the origin answered a commit with a bad content id") }
             return (ContentID(chunk), totals)
@@ -58,7 +58,9 @@ extension PeerClient {
         }
     }
 
-    private func uploadRequest(_ request: ByteBuffer, body: ByteBuffer?) async throws -> UploadMessage {
+    /// Sends one upload request on its own stream and reads the origin's one answer (plain and
+    /// sealed uploads alike; SealedUpload.swift).
+    func uploadRequest(_ request: ByteBuffer) async throws -> UploadMessage {
         let stream = try await openRequestStream(priority: .bulk)
         try await stream.write(request)
         try await stream.finish()
