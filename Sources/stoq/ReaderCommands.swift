@@ -114,13 +114,7 @@ extension Put {
     /// encrypted data chunks) uploaded into the origin as they are: the origin learns chunk ids and
     /// sizes, no name, type or key.
     func uploadSealed() async throws {
-        guard let nodeText = uploadOptions.node, let address = PeerAddress(nodeText) else {
-            throw ValidationError("--node takes an IPv6 address like '[::1]:4433' (STOQ is IPv6-only)")
-        }
-        guard let cert = uploadOptions.cert, let key = uploadOptions.key, let ca = uploadOptions.ca else {
-            throw ValidationError("--node needs --cert, --key and --ca: the certificate of a publisher the origin lists (stoq node --publisher NODEID), its key, and the network CA")
-        }
-        guard (1...32).contains(uploadOptions.concurrency) else { throw ValidationError("--concurrency must be 1 to 32") }
+        let (address, cert, key, ca) = try uploadTarget()
         for p in paths where !FileManager.default.fileExists(atPath: p) {
             throw ContentError(.notFound, "\(p) does not exist (or cannot be read)")
         }

@@ -47,17 +47,24 @@ final class ChunkFiles: @unchecked Sendable {
 
 extension Put {
     /// Uploads every path into the origin `--node`, printing each content id and the totals.
-    func upload() async throws {
+    /// The origin `--node` names and the identity to reach it with, checked before anything runs
+    /// (plain and sealed uploads alike).
+    func uploadTarget() throws -> (address: PeerAddress, cert: String, key: String, ca: String) {
         guard let nodeText = uploadOptions.node, let address = PeerAddress(nodeText) else {
             throw ValidationError("--node takes an IPv6 address like '[::1]:4433' (STOQ is IPv6-only)")
         }
         guard let cert = uploadOptions.cert, let key = uploadOptions.key, let ca = uploadOptions.ca else {
             throw ValidationError("--node needs --cert, --key and --ca: the certificate of a publisher the origin lists (stoq node --publisher NODEID), its key, and the network CA")
         }
+        guard (1...32).contains(uploadOptions.concurrency) else { throw ValidationError("--concurrency must be 1 to 32") }
+        return (address, cert, key, ca)
+    }
+
+    func upload() async throws {
+        let (address, cert, key, ca) = try uploadTarget()
         guard storeOptions.store == nil else {
             throw ValidationError("--node uploads into the origin's own store; leave out --store")
         }
-        guard (1...32).contains(uploadOptions.concurrency) else { throw ValidationError("--concurrency must be 1 to 32") }
         let view = ProgressView("upload", mode: progressOptions.mode())
         defer { view.abandon() }
         view.phase("chunking \(paths.count == 1 ? paths[0] : "\(paths.count) paths")…")
