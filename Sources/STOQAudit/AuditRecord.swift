@@ -6,7 +6,7 @@ import STOQIdentity
 ///
 /// Binary form (docs/PROTOCOL.md, "Audit trail"), all integers big-endian:
 /// `time:u64` (ms since 1970, when the transfer ended) · `durationMs:u32` · `direction:u8`
-/// (1 served, 2 fetched) · `content:[32]` (the manifest id) · `peers:u8` (0…16) then each peer's
+/// (1 served, 2 fetched, 3 uploaded, 4 status, 5 purged) · `content:[32]` (the manifest id) · `peers:u8` (0…16) then each peer's
 /// node id `[32]` (0 peers: anonymous) · `bytes:u64` · `chunks:u64` · `grant:u8` (0 none, 1 then
 /// `grantID:[16]`).
 public struct AuditRecord: Hashable, Sendable {
@@ -14,10 +14,37 @@ public struct AuditRecord: Hashable, Sendable {
     public enum Direction: UInt8, Sendable, Hashable {
         /// The node served chunks to the peer.
         case served = 1
-        /// The node fetched chunks from the peer(s) (an edge's fills).
+        /// The node fetched chunks from the peer(s) (an edge's fills, a library fetch).
         case fetched = 2
-        /// `served` or `fetched`.
-        public var word: String { self == .served ? "served" : "fetched" }
+        /// The node received an upload from the peer and committed it (content: the committed
+        /// content id; bytes and chunks: what the upload carried, chunks the store held already
+        /// are not counted).
+        case uploaded = 3
+        /// The node answered a STATUS request of the peer (content: 32 zero bytes; bytes: the
+        /// JSON document's length; chunks: 0).
+        case status = 4
+        /// The node executed a PURGE the peer sent (content: the purged content id; bytes and
+        /// chunks: what this node dropped from its own cache).
+        case purged = 5
+        /// `served`, `fetched`, `uploaded`, `status` or `purged`.
+        public var word: String {
+            switch self {
+            case .served: "served"
+            case .fetched: "fetched"
+            case .uploaded: "uploaded"
+            case .status: "status"
+            case .purged: "purged"
+            }
+        }
+        /// The preposition before the peer in `stoq audit show`: "to" (served, status), "from"
+        /// (fetched, uploaded), "by" (purged).
+        public var preposition: String {
+            switch self {
+            case .served, .status: "to"
+            case .fetched, .uploaded: "from"
+            case .purged: "by"
+            }
+        }
     }
 
     /// When the transfer ended, in milliseconds since 1970.

@@ -86,6 +86,9 @@ public final class ChunkServer: StreamServer {
     public let anonymousRequests: Set<UInt64>?
     /// Who may read STATUS (and the grants each connection presented); nil: every certificate.
     public let access: AccessPolicy?
+    /// Told of every STATUS answered: the peer's node id, the grant that allowed it (nil: a role
+    /// or no policy) and the document's length (a node's audit trail records it).
+    private let statusAnswered: (@Sendable (_ peer: NodeID?, _ grant: [UInt8]?, _ bytes: Int) -> Void)?
 
     /// Creates a server for a provider.
     /// - Parameters:
@@ -96,14 +99,17 @@ public final class ChunkServer: StreamServer {
     ///   - probeLoad: the load and spare bandwidth PONG announces, from the number of responses
     ///     being sent (nil: load from that number alone, bandwidth unknown).
     ///   - limits: the bounds each peer connection is held to (``PeerLimits``).
+    ///   - statusAnswered: told of every STATUS answered (peer, grant id, document bytes).
     public init(
         provider: any ChunkProvider, status: (@Sendable () async -> String)? = nil, services: [any NodeService] = [],
         metrics: NodeMetrics? = nil, throttle: ServeThrottleSettings? = nil,
         probeLoad: (@Sendable (Int) -> ProbeLoad)? = nil, limits: PeerLimits = PeerLimits(),
         anonymousRequests: Set<UInt64>? = nil, logger: Logger = Logger(label: "stoq.chunks"),
-        tracker: TransferTracker = TransferTracker(), peerNames: PeerNames = PeerNames(), access: AccessPolicy? = nil
+        tracker: TransferTracker = TransferTracker(), peerNames: PeerNames = PeerNames(), access: AccessPolicy? = nil,
+        statusAnswered: (@Sendable (_ peer: NodeID?, _ grant: [UInt8]?, _ bytes: Int) -> Void)? = nil
     ) {
         self.access = access
+        self.statusAnswered = statusAnswered
         self.tracker = tracker
         self.peerNames = peerNames
         self.anonymousRequests = anonymousRequests
@@ -124,9 +130,10 @@ public final class ChunkServer: StreamServer {
         metrics: NodeMetrics? = nil, throttle: ServeThrottleSettings? = nil,
         probeLoad: (@Sendable (Int) -> ProbeLoad)? = nil, limits: PeerLimits = PeerLimits(),
         anonymousRequests: Set<UInt64>? = nil, logger: Logger = Logger(label: "stoq.chunks"),
-        tracker: TransferTracker = TransferTracker(), peerNames: PeerNames = PeerNames(), access: AccessPolicy? = nil
+        tracker: TransferTracker = TransferTracker(), peerNames: PeerNames = PeerNames(), access: AccessPolicy? = nil,
+        statusAnswered: (@Sendable (_ peer: NodeID?, _ grant: [UInt8]?, _ bytes: Int) -> Void)? = nil
     ) {
-        self.init(provider: StoreChunkProvider(store: store), status: status, services: services, metrics: metrics, throttle: throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymousRequests, logger: logger, tracker: tracker, peerNames: peerNames, access: access)
+        self.init(provider: StoreChunkProvider(store: store), status: status, services: services, metrics: metrics, throttle: throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymousRequests, logger: logger, tracker: tracker, peerNames: peerNames, access: access, statusAnswered: statusAnswered)
     }
 
     /// Bytes and requests served so far.
@@ -231,7 +238,8 @@ public final class ChunkServer: StreamServer {
             case .statusRequest:
                 metrics?.request("status")
                 // Issue 15: STATUS needs the status right (an operator's certificate or grant).
-                if let access, case .denied(let why) = await access.check(.status, peer: connection.peerNodeID, connection: ObjectIdentifier(connection)) {
+                let decision = await access?.check(.status, peer: connection.peerNodeID, connection: ObjectIdentifier(connection))
+                if case .denied(let why) = decision {
                     metrics?.request("no_grant")
                     try await stream.write(STOQMessage.error(code: AccessPolicy.noGrantCode, message: String(why.prefix(1000))).encoded())
                     try await stream.finish()
@@ -240,6 +248,11 @@ public final class ChunkServer: StreamServer {
                 let json = await status?() ?? "{}"
                 try await stream.write(STOQMessage.status(json: json).encoded())
                 try await stream.finish()
+                if case .grant(let id) = decision {
+                    statusAnswered?(connection.peerNodeID, id, json.utf8.count)
+                } else {
+                    statusAnswered?(connection.peerNodeID, nil, json.utf8.count)
+                }
             case .relayOpen:
                 metrics?.request("relay_refused")
                 try await stream.write(STOQMessage.error(code: ChunkErrorCode.badRequest, message: "this node does not relay; relaying needs a node with the relay role (stoq node --role relay)").encoded())

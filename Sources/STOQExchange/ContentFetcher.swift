@@ -37,6 +37,10 @@ public struct FetchReport: Sendable {
         /// The node id its handshake proved (nil: not a `stoq/1` peer, relayed, or no certificate);
         /// a node's audit record of the fetch names it.
         public var nodeID: NodeID? = nil
+        /// Bytes of the manifest chunks it delivered (before the data phase; not in ``bytes``).
+        public var manifestBytes: Int = 0
+        /// Manifest chunks it delivered (not in ``chunks``).
+        public var manifestChunks: Int = 0
     }
     /// The content fetched.
     public var root: ContentID
@@ -44,6 +48,9 @@ public struct FetchReport: Sendable {
     public var plainBytes: UInt64
     /// Stored (ciphertext) bytes of the data chunks that were fetched.
     public var fetchedBytes: Int
+    /// Bytes of the manifest chunks fetched from the sources (those the store held are not
+    /// counted; not in ``fetchedBytes``).
+    public var manifestBytesFetched: Int = 0
     /// Data chunks in the content.
     public var chunks: Int
     /// Data chunks that were already in the local store (resume).
@@ -145,7 +152,9 @@ public final class ContentFetcher: Sendable {
         let start = clock.now
         func now() -> UInt64 { UInt64(max(0, (clock.now - start).nanoseconds)) }
 
-        // 1. Manifests, from the store or from the first source that has them.
+        // 1. Manifests, from the store or from the first source that has them (what each source
+        // delivered counts in the report: a node's audit record of the fetch includes it).
+        var manifestsFrom: [String: (bytes: Int, chunks: Int)] = [:]
         var plan = try await ContentPlan.resolve(root) { id in
             if try self.store.contains(id) { return try self.store.read(id) }
             var lastError: (any Error)?
@@ -160,6 +169,8 @@ public final class ContentFetcher: Sendable {
                     continue
                 }
                 try Self.write(id, bytes, to: self.store)
+                manifestsFrom[source.name, default: (0, 0)].bytes += bytes.count
+                manifestsFrom[source.name, default: (0, 0)].chunks += 1
                 return bytes
             }
             if missing == self.sources.count {
@@ -471,7 +482,7 @@ public final class ContentFetcher: Sendable {
         for source in sources {
             if let peer = source as? any PeerChunkSource, let id = peer.authenticatedPeer { nodeIDs[source.name] = id }
         }
-        return FetchReport(
+        var report = FetchReport(
             root: root, plainBytes: plan.plainBytes, fetchedBytes: fetchedBytes, chunks: chunks.count,
             chunksAlreadyPresent: present.count, manifestChunks: plan.manifestChunks, seconds: elapsed,
             secondsToFirstByte: firstByte, secondsToFirstDataByte: firstDataByte,
@@ -484,6 +495,14 @@ public final class ContentFetcher: Sendable {
             failovers: failovers, firstRequestedSource: firstRequested,
             timelines: timelines, lateWakeups: scheduler.lateWakeups, maxWakeupLateness: Double(maxLateness) / 1e9
         )
+        report.manifestBytesFetched = manifestsFrom.values.reduce(0) { $0 + $1.bytes }
+        for i in report.sources.indices {
+            if let m = manifestsFrom[report.sources[i].name] {
+                report.sources[i].manifestBytes = m.bytes
+                report.sources[i].manifestChunks = m.chunks
+            }
+        }
+        return report
     }
 }
 

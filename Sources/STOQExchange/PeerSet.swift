@@ -19,6 +19,7 @@ public actor PeerSet {
     private let logger: Logger
     private let metrics: NodeMetrics?
     private let inbound: (@Sendable (Connection) async -> Void)?
+    private var connectHook: (@Sendable (PeerAddress, PeerClient) async -> Void)?
     /// The relay every other peer is reached through (nil: direct).
     public nonisolated let relay: PeerAddress?
     /// Peers the health monitor reports down.
@@ -47,6 +48,14 @@ public actor PeerSet {
         self.logger = logger
     }
 
+    /// Runs `hook` on every client this set makes from now on — each first dial and each re-dial
+    /// after a connection was lost, direct or through the relay — before the client is handed to
+    /// anyone (`stoq get --grant` presents its grant there, so a re-dialled connection carries it
+    /// too). The hook's failures are its own: it should not throw or hang.
+    public func onConnect(_ hook: @escaping @Sendable (PeerAddress, PeerClient) async -> Void) {
+        connectHook = hook
+    }
+
     /// A connected client for `address`, dialling if needed.
     public func client(for address: PeerAddress) async throws -> PeerClient {
         if let client = clients[address] { return client }
@@ -54,6 +63,10 @@ public actor PeerSet {
             let carrier = try await client(for: relay)
             if let client = clients[address] { return client }  // made while this one dialled the relay
             let client = PeerClient(relay: carrier.connection, to: address, metrics: metrics)
+            if let connectHook {
+                await connectHook(address, client)
+                if let made = clients[address] { return made }  // made by another caller meanwhile
+            }
             clients[address] = client
             forgetWhenClosed(address, client)
             return client
@@ -61,9 +74,13 @@ public actor PeerSet {
         if let task = dialing[address] { return try await task.value }
         let endpoint = self.endpoint
         let metrics = self.metrics
+        let hook = connectHook
         let task = Task {
             let connection = try await endpoint.connect(host: address.host, port: address.port)
-            return PeerClient(connection: connection, name: address.description, metrics: metrics)
+            let client = PeerClient(connection: connection, name: address.description, metrics: metrics)
+            // Callers that ask meanwhile wait for this task, so nothing goes out before the hook.
+            await hook?(address, client)
+            return client
         }
         dialing[address] = task
         defer { dialing[address] = nil }

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import ServiceLifecycle
+import STOQAudit
 import STOQAccess
 import STOQAdmin
 import STOQContent
@@ -426,19 +427,27 @@ public final class Node: Sendable {
         // Access grants and roles (issue 15, GrantService.swift): STATUS, PURGE and uploads are checked against them.
         let access = Self.accessPolicy(configuration, nodeID: nodeID)
         self.access = access
-        // Issue 15: an origin that lists publishers takes names from them, its operators, or a grant
-        // with the publish right whose scope covers the name; one without stays open to the
-        // network (the first owner key of a name binds it; docs/SECURITY.md).
-        let namesClosed = !(configuration.publishers ?? []).isEmpty
+        // Issue 15: names are closed by default, like STATUS and PURGE. An origin takes NAME_PUBLISH
+        // from itself, its operators (`stoq node` defaults them to the client.pem beside the CA), its
+        // publishers, or a connection that presented a grant with the publish right whose scope
+        // covers the name. Any other certificate of the network is refused with ERROR 7; the first
+        // owner key of a name that passes this check binds it (docs/SECURITY.md).
         let authorizeName: @Sendable (String, Connection) async -> String? = { name, connection in
-            guard namesClosed else { return nil }
             let peer = connection.peerNodeID
             if let peer, access.roles.operators.contains(peer) { return nil }
-            if case .denied(let why) = await access.check(.publish, item: .name(name), peer: peer, connection: ObjectIdentifier(connection)) { return why }
-            return nil
+            let id = ObjectIdentifier(connection)
+            guard case .denied(let why) = await access.check(.publish, item: .name(name), peer: peer, connection: id) else { return nil }
+            var message = "publishing the name '\(name)' needs the right publish for scope \(AccessItem.name(name)). This origin takes names "
+                + "only from itself, its operators (--operator), its publishers (--publisher), and connections that presented a grant "
+                + "with that right whose name: scope covers the name; the certificate presented (node \(peer?.short ?? "none")) is none of these. "
+                + "Publish with an operator's or a publisher's certificate, or present a grant (stoq name publish --grant FILE, from "
+                + "`stoq grant create --rights publish --scope name:PREFIX` by a publisher of this node)"
+            // A grant was presented but does not do: say why (expired, revoked, another scope).
+            if await access.hasGrants(id) { message += ". The grants presented: \(why)" }
+            return message
         }
         var builtIn: [any NodeService] = [NameService(directory: names, acceptsPublications: configuration.roles.contains("origin"), authorize: authorizeName), InvalidationService(directory: names),
-                                          ContentAccessService(keys: publicKeys, purges: purges, access: access), GrantService(access: access, purges: purges)]
+                                          ContentAccessService(keys: publicKeys, purges: purges, access: access, audit: audit), GrantService(access: access, purges: purges)]
         // The edge registry (docs/PROTOCOL.md, "Edge registry"): origins and edges keep the edges below.
         let servesEdges = configuration.roles.contains("origin") || configuration.roles.contains("edge")
         self.edgeDirectory = servesEdges ? EdgeDirectory(path: configuration.store + "/edges.json") : nil
@@ -451,7 +460,7 @@ public final class Node: Sendable {
         if configuration.roles.contains("origin") {
             let uploads = UploadCoordinator(store: store, directory: configuration.store, publishers: configuration.publishers ?? [])
             self.uploadCoordinator = uploads
-            builtIn.append(UploadService(coordinator: uploads, access: access))
+            builtIn.append(UploadService(coordinator: uploads, access: access, audit: audit))
         } else {
             self.uploadCoordinator = nil
         }
@@ -473,8 +482,15 @@ public final class Node: Sendable {
         let limits = configuration.limits ?? PeerLimits()
         // A node answers a client without a certificate (only possible with publicRead) as a reader.
         let anonymous = AnonymousReaders.allowedFrameTypes
-        self.server = edge.map { ChunkServer(provider: $0, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymous, tracker: tracker, peerNames: peerNames, access: access) }
-            ?? ChunkServer(store: store, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymous, tracker: tracker, peerNames: peerNames, access: access)
+        // Issue 15 item 7: every STATUS answered is in the audit trail (who, under which grant).
+        var statusAnswered: (@Sendable (NodeID?, [UInt8]?, Int) -> Void)?
+        if let audit {
+            statusAnswered = { (peer: NodeID?, grant: [UInt8]?, bytes: Int) in
+                audit.note(AuditRecord.Direction.status, content: nil, peer: peer, bytes: Int64(bytes), chunks: 0, grant: grant)
+            }
+        }
+        self.server = edge.map { ChunkServer(provider: $0, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymous, tracker: tracker, peerNames: peerNames, access: access, statusAnswered: statusAnswered) }
+            ?? ChunkServer(store: store, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymous, tracker: tracker, peerNames: peerNames, access: access, statusAnswered: statusAnswered)
     }
 
     private let services: [any NodeService]

@@ -25,6 +25,7 @@ public final class NodeAudit: @unchecked Sendable {
     private let lock = NSLock()
     private var lastSigned = ContinuousClock.now
     private var onHead: (@Sendable (AuditHead) -> Void)?
+    private var pending: [AuditRecord] = []
 
     /// The subdirectory of the store.
     public static let directoryName = "audit"
@@ -53,9 +54,48 @@ public final class NodeAudit: @unchecked Sendable {
         lock.withLock { onHead = observer }
     }
 
+    /// The most events ``note(_:content:peer:bytes:chunks:duration:grant:)`` queues before it
+    /// writes them itself (the accounts loop writes them every second).
+    static let maximumPending = 1024
+
+    /// Queues the record of an event that is not a chunk transfer: an upload received and
+    /// committed, a STATUS answered, a purge executed. The accounts loop appends queued records
+    /// within a second (and ``tick(force:)`` when the node stops), so the request path does not
+    /// write; past ``maximumPending`` queued records the caller writes them.
+    /// - Parameters:
+    ///   - content: the content id (manifest) the event concerns; nil for STATUS (32 zero bytes).
+    ///   - peer: the peer's node id (nil: anonymous).
+    ///   - grant: the access grant the request was allowed by (nil: a role, or none needed).
+    public func note(_ direction: AuditRecord.Direction, content: ContentID?, peer: NodeID?, bytes: Int64, chunks: Int,
+                     duration: Duration = .zero, grant: [UInt8]?) {
+        let ms = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        let record = AuditRecord(
+            timeMilliseconds: UInt64(max(0, Date().timeIntervalSince1970 * 1000)), durationMilliseconds: UInt32(clamping: max(0, ms)),
+            direction: direction, content: content?.manifest.bytes ?? [UInt8](repeating: 0, count: 32), peers: peer.map { [$0.bytes] } ?? [],
+            bytes: UInt64(max(0, bytes)), chunks: UInt64(max(0, chunks)), grantID: grant?.count == 16 ? grant : nil)
+        let full = lock.withLock { () -> Bool in
+            pending.append(record)
+            return pending.count >= Self.maximumPending
+        }
+        if full { writePending() }
+    }
+
+    /// Appends the queued event records.
+    func writePending() {
+        let records = lock.withLock { () -> [AuditRecord] in
+            defer { pending.removeAll() }
+            return pending
+        }
+        guard !records.isEmpty else { return }
+        do { try trail.append(records) } catch {
+            logger.error("could not append to the audit log", metadata: ["error": "\(error.reason)"])
+        }
+    }
+
     /// Appends one record per finished transfer; peers are named by node id (a label without a
     /// certificate, an anonymous reader, names none).
     func record(_ finished: [TransferTracker.Finished], peerNames: PeerNames) {
+        writePending()
         guard !finished.isEmpty else { return }
         let now = UInt64(max(0, Date().timeIntervalSince1970 * 1000))
         let records = finished.compactMap { f -> AuditRecord? in
@@ -74,13 +114,15 @@ public final class NodeAudit: @unchecked Sendable {
     /// Appends the record of a fetch the node made as a library (``Node/fetch(_:from:configuration:onProgress:onEvent:)``):
     /// direction fetched, the sources that delivered chunks, the bytes and chunks fetched (chunks
     /// already in the store are not counted).
+    /// Manifest chunks fetched count too (bytes and chunks, and their sources among the peers).
     func record(fetch report: FetchReport) {
-        let delivered = report.sources.filter { $0.chunks > 0 }
+        let delivered = report.sources.filter { $0.chunks > 0 || $0.manifestChunks > 0 }
         let record = AuditRecord(
             timeMilliseconds: UInt64(max(0, Date().timeIntervalSince1970 * 1000)),
             durationMilliseconds: UInt32(clamping: Int((report.seconds * 1000).rounded())), direction: .fetched,
             content: report.root.manifest.bytes, peers: delivered.compactMap { $0.nodeID?.bytes },
-            bytes: UInt64(max(0, report.fetchedBytes)), chunks: UInt64(max(0, delivered.reduce(0) { $0 + $1.chunks })), grantID: nil)
+            bytes: UInt64(max(0, report.fetchedBytes + report.manifestBytesFetched)),
+            chunks: UInt64(max(0, delivered.reduce(0) { $0 + $1.chunks + $1.manifestChunks })), grantID: nil)
         do { try trail.append([record]) } catch {
             logger.error("could not append to the audit log", metadata: ["error": "\(error.reason)"])
         }
@@ -99,6 +141,7 @@ public final class NodeAudit: @unchecked Sendable {
     /// Signs a head when records came since the last one and the interval passed (or many records
     /// came); `force`: whenever records came (the node is stopping).
     func tick(force: Bool = false) {
+        if force { writePending() }
         guard trail.needsHead else { return }
         let due = lock.withLock { force || ContinuousClock.now - lastSigned >= signInterval || trail.unsigned >= signRecords }
         guard due else { return }

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Logging
 import NIOCore
+import STOQAudit
 import STOQAccess
 import STOQContent
 import STOQTransport
@@ -410,6 +411,9 @@ public actor PurgeCoordinator {
         return totals
     }
 
+    /// Whether a purge with this id was taken already (a repeat does nothing).
+    func isRepeat(_ purgeID: UInt64) -> Bool { recentSet.contains(purgeID) }
+
     private func remember(_ purgeID: UInt64) -> Bool {
         guard recentSet.insert(purgeID).inserted else { return false }
         recent.append(purgeID)
@@ -463,11 +467,14 @@ public struct ContentAccessService: NodeService {
     public let purges: PurgeCoordinator
     /// Who may purge (nil: every certificate).
     public let access: AccessPolicy?
+    /// Where executed purges are recorded (nil: nowhere).
+    public let audit: NodeAudit?
 
     /// Creates the service.
-    public init(keys: PublicKeyDirectory, purges: PurgeCoordinator, access: AccessPolicy? = nil) {
+    public init(keys: PublicKeyDirectory, purges: PurgeCoordinator, access: AccessPolicy? = nil, audit: NodeAudit? = nil) {
         self.keys = keys
         self.purges = purges
+        self.audit = audit
         self.access = access
     }
 
@@ -490,13 +497,20 @@ public struct ContentAccessService: NodeService {
             case .purge(let wire, let purgeID, let depth):
                 guard let chunk = ChunkID(bytes: wire.bytes) else { throw WireError(.malformed, "a content id is 32 bytes") }
                 // Issue 15: PURGE needs the purge right (operator, publisher, a grant) unless it comes down from upstream.
-                if let access, case .denied(let why) = await access.check(.purge, item: .content(wire.bytes), peer: connection.peerNodeID, connection: ObjectIdentifier(connection)),
-                   !(await purges.isUpstream(connection)) {
+                let decision = await access?.check(.purge, item: .content(wire.bytes), peer: connection.peerNodeID, connection: ObjectIdentifier(connection))
+                if case .denied(let why) = decision, !(await purges.isUpstream(connection)) {
                     answer = STOQMessage.error(code: AccessPolicy.noGrantCode, message: ContentAccessProtocol.clip(why)).encoded()
                     break
                 }
+                let started = ContinuousClock.now
+                let repeated = await purges.isRepeat(purgeID)
                 let totals = await purges.purge(ContentID(chunk), purgeID: purgeID, depth: depth, from: connection)
                 answer = ContentAccessMessage.purged(totals).encoded()
+                // Issue 15 item 7: the purge, who sent it (an operator, a grant holder, the upstream) and what it dropped here.
+                var grant: [UInt8]?
+                if case .grant(let id) = decision { grant = id }
+                if !repeated { audit?.note(.purged, content: ContentID(chunk), peer: connection.peerNodeID, bytes: Int64(clamping: totals.localBytes),
+                            chunks: Int(clamping: totals.localChunks), duration: ContinuousClock.now - started, grant: grant) }
             case .purgeSubscribe:
                 if await purges.subscribe(connection) {
                     answer = ContentAccessMessage.purged(.init()).encoded()

@@ -15,7 +15,11 @@ struct SealedUpload {
     var needed: Set<Int>
     var inFlight: Set<Int> = []
     var received = 0
+    /// Bytes of the chunks received in this upload.
+    var receivedBytes: Int64 = 0
     var lastActivity: ContinuousClock.Instant
+    /// When it was offered.
+    let opened: ContinuousClock.Instant = .now
 }
 
 /// The most sealed uploads open at once on an origin (the oldest idle one is dropped beyond it).
@@ -107,6 +111,7 @@ extension UploadCoordinator {
         }
         upload.needed.remove(index)
         upload.received += 1
+        upload.receivedBytes += Int64(bytes.count)
         upload.lastActivity = .now
         stats.chunks += 1
         stats.bytes += Int64(bytes.count)
@@ -115,7 +120,7 @@ extension UploadCoordinator {
 
     /// Commits sealed upload `id`: stores its index, records the index's edges to its chunks, and
     /// pins it (as `stoq put --sealed` on the origin would).
-    func commitSealed(id: UInt64, owner: ObjectIdentifier) throws(UploadRefusal) -> (id: ContentID, chunks: Int, storedBytes: Int64) {
+    func commitSealed(id: UInt64, owner: ObjectIdentifier) throws(UploadRefusal) -> (id: ContentID, chunks: Int, storedBytes: Int64, receipt: UploadReceipt) {
         guard let upload = sealedUploads[id] else { throw UploadRefusal(UploadProtocol.badRequest, "no sealed upload \(id) is open; offer the content again") }
         guard upload.owner == owner else { throw UploadRefusal(UploadProtocol.forbidden, "upload \(id) belongs to another connection; offer the content on this one") }
         guard upload.needed.isEmpty, upload.inFlight.isEmpty else {
@@ -148,7 +153,8 @@ extension UploadCoordinator {
         sealedUploads[id] = nil
         stats.committed += 1
         logger.info("sealed upload committed", metadata: ["upload": "\(id)", "content": "\(content)", "chunks": "\(upload.index.entries.count)", "chunks_received": "\(upload.received)"])
-        return (content, upload.index.entries.count, storedBytes)
+        let receipt = UploadReceipt(chunks: upload.received, bytes: upload.receivedBytes, duration: .now - upload.opened)
+        return (content, upload.index.entries.count, storedBytes, receipt)
     }
 
     func dropIdleSealedUploads() {

@@ -67,6 +67,8 @@ public struct UploadLedger<Owner: Hashable & Sendable>: Sendable {
         public internal(set) var receivedBytes: Int64 = 0
         /// When it was last used.
         var lastActive: ContinuousClock.Instant
+        /// When it was offered.
+        let opened: ContinuousClock.Instant = .now
     }
 
     /// The bounds in force.

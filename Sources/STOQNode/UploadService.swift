@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import STOQAudit
 import STOQAccess
 import STOQContent
 import STOQExchange
@@ -140,7 +141,8 @@ public actor UploadCoordinator {
     }
 
     /// Builds, stores and pins an upload whose chunks are all stored.
-    public func commit(id: UInt64, owner: ObjectIdentifier) throws(UploadRefusal) -> PutReport {
+    /// - Returns: what was built, and what the upload carried (for the audit trail).
+    public func commit(id: UInt64, owner: ObjectIdentifier) throws(UploadRefusal) -> (report: PutReport, receipt: UploadReceipt) {
         let session = try ledger.takeForCommit(id: id, owner: owner, now: .now)
         let publisher = try contentPublisher()
         try flush()
@@ -154,7 +156,7 @@ public actor UploadCoordinator {
             stats.committed += 1
             logger.info("upload committed", metadata: ["upload": "\(id)", "content": "\(report.id)", "name": "\(session.name)",
                                                        "public": "\(session.isPublic)", "bytes": "\(report.bytes)", "chunks_received": "\(session.received)"])
-            return report
+            return (report, UploadReceipt(chunks: session.received, bytes: session.receivedBytes, duration: .now - session.opened))
         } catch {
             throw UploadRefusal(UploadProtocol.internalError, "the origin could not build the content: \((error as? ContentError)?.reason ?? "\(error)")")
         }
@@ -172,19 +174,34 @@ public actor UploadCoordinator {
     }
 }
 
+/// What one upload carried, for the audit trail: chunks and bytes received (chunks the store
+/// held already are not sent, nor counted) and the time from offer to commit.
+public struct UploadReceipt: Sendable, Equatable {
+    /// Chunks received.
+    public var chunks: Int
+    /// Their bytes.
+    public var bytes: Int64
+    /// From the offer to the commit.
+    public var duration: Duration
+}
+
 extension UploadService {
     /// A publisher's certificate, or a grant with the publish right whose scope admits the offer's
     /// name (an upload's chunks and commit need the right, the offer already checked the scope).
-    func authorize(_ message: UploadMessage, connection: Connection) async throws(UploadRefusal) {
-        guard let access else { return try await coordinator.authorize(connection.peerNodeID) }
+    /// - Returns: the id of the grant that allowed the request (nil: a role).
+    @discardableResult
+    func authorize(_ message: UploadMessage, connection: Connection) async throws(UploadRefusal) -> [UInt8]? {
+        guard let access else { try await coordinator.authorize(connection.peerNodeID); return nil }
         var item: AccessItem?
         if case .offer(_, let name, _) = message { item = .name(name) }
         let decision = await access.check(.publish, item: item, peer: connection.peerNodeID, connection: ObjectIdentifier(connection))
-        if decision.isAllowed { return }
+        if case .grant(let id) = decision { return id }
+        if decision.isAllowed { return nil }
         if case .denied(let why) = decision, await access.hasGrants(ObjectIdentifier(connection)) {
             throw UploadRefusal(AccessPolicy.noGrantCode, why)
         }
         try await coordinator.authorize(connection.peerNodeID)
+        return nil
     }
 }
 
@@ -195,11 +212,14 @@ public struct UploadService: NodeService {
     public let coordinator: UploadCoordinator
     /// Grants with the publish right let others upload too (nil: the publishers alone).
     public let access: AccessPolicy?
+    /// Where committed uploads are recorded (nil: nowhere).
+    public let audit: NodeAudit?
 
     /// Creates the service.
-    public init(coordinator: UploadCoordinator, access: AccessPolicy? = nil) {
+    public init(coordinator: UploadCoordinator, access: AccessPolicy? = nil, audit: NodeAudit? = nil) {
         self.coordinator = coordinator
         self.access = access
+        self.audit = audit
     }
 
     public var name: String { "upload" }
@@ -214,7 +234,7 @@ public struct UploadService: NodeService {
             do { message = try UploadMessage.decode(request) } catch {
                 throw UploadRefusal(UploadProtocol.badRequest, "malformed \(request.type) request: \(error.reason); see docs/PROTOCOL.md, \"Uploading content\"")
             }
-            try await authorize(message, connection: connection)
+            let grant = try await authorize(message, connection: connection)
             var sealed = false
             switch message {
             case .chunk(let id, _, _), .commit(let id): sealed = await coordinator.isSealedUpload(id)
@@ -239,6 +259,9 @@ public struct UploadService: NodeService {
                 answer = UploadMessage.need(uploadID: id, remaining: UInt64(left), indices: []).encoded()
             case .commit(let id) where sealed:
                 let report = try await coordinator.commitSealed(id: id, owner: owner)
+                // Issue 15 item 7: the upload received, from whom, under which grant.
+                audit?.note(.uploaded, content: report.id, peer: connection.peerNodeID, bytes: report.receipt.bytes,
+                            chunks: report.receipt.chunks, duration: report.receipt.duration, grant: grant)
                 let totals = UploadMessage.Totals(files: 0, bytes: 0, chunks: UInt64(report.chunks), storedBytes: UInt64(report.storedBytes))
                 answer = UploadMessage.committed(uploadID: id, content: WireID(report.id.manifest.bytes)!, totals: totals).encoded()
             case .offer(let flags, let name, let bytes):
@@ -265,7 +288,9 @@ public struct UploadService: NodeService {
                 let left = await coordinator.endChunk(id: id, index: Int(index), length: Int(length), stored: stored, bad: false)
                 answer = UploadMessage.need(uploadID: id, remaining: UInt64(left), indices: []).encoded()
             case .commit(let id):
-                let report = try await coordinator.commit(id: id, owner: owner)
+                let (report, receipt) = try await coordinator.commit(id: id, owner: owner)
+                audit?.note(.uploaded, content: report.id, peer: connection.peerNodeID, bytes: receipt.bytes,
+                            chunks: receipt.chunks, duration: receipt.duration, grant: grant)
                 let totals = UploadMessage.Totals(files: UInt64(report.files), bytes: UInt64(max(0, report.bytes)), chunks: UInt64(report.chunks), storedBytes: UInt64(max(0, report.storedBytes)))
                 answer = UploadMessage.committed(uploadID: id, content: WireID(report.id.manifest.bytes)!, totals: totals).encoded()
             case .need, .committed:

@@ -177,19 +177,21 @@ struct AuditCommand: AsyncParsableCommand {
             let report = try AuditVerifier.verify(directory: AuditCommand.directory(store)) { entry in
                 let r = entry.record
                 if let from, Double(r.timeMilliseconds) / 1000 < from.timeIntervalSince1970 { return }
-                let content = ContentID(ChunkID(bytes: r.content) ?? ChunkID(bytes: [UInt8](repeating: 0, count: 32))!).description
+                // A STATUS record names no content ("-" in text, null in JSON).
+                let content = r.direction == .status ? "-" : ContentID(ChunkID(bytes: r.content) ?? ChunkID(bytes: [UInt8](repeating: 0, count: 32))!).description
                 let peers = r.peers.map(AuditVerifier.hex)
                 if json {
                     var doc: [String: Any] = ["index": entry.index, "time": AuditVerifier.timeText(r.timeMilliseconds), "direction": r.direction.word,
                                               "content": content, "peers": peers, "bytes": r.bytes, "chunks": r.chunks,
                                               "duration_ms": r.durationMilliseconds, "hash": AuditVerifier.hex(entry.hash)]
+                    if r.direction == .status { doc["content"] = NSNull() }
                     doc["peer"] = peers.first ?? "anonymous"
                     doc["grant"] = r.grantID.map(AuditVerifier.hex) ?? NSNull()
                     if let data = try? JSONSerialization.data(withJSONObject: doc, options: [.sortedKeys]) { lines.append(String(decoding: data, as: UTF8.self)) }
                 } else {
                     let who = peers.isEmpty ? "anonymous" : peers.map { String($0.prefix(16)) }.joined(separator: ",")
                     let grant = r.grantID.map { " grant=" + AuditVerifier.hex($0) } ?? ""
-                    lines.append("#\(entry.index) \(AuditVerifier.timeText(r.timeMilliseconds)) \(r.direction.word) \(content) \(r.direction == .served ? "to" : "from") \(who) bytes=\(r.bytes) chunks=\(r.chunks) ms=\(r.durationMilliseconds)\(grant)")
+                    lines.append("#\(entry.index) \(AuditVerifier.timeText(r.timeMilliseconds)) \(r.direction.word) \(content) \(r.direction.preposition) \(who) bytes=\(r.bytes) chunks=\(r.chunks) ms=\(r.durationMilliseconds)\(grant)")
                 }
             }
             if !lines.isEmpty { Console.shared.result(lines.joined(separator: "\n")) }

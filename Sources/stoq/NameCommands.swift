@@ -23,7 +23,7 @@ struct Publish: AsyncParsableCommand {
     var ownerKey: String?
     @OptionGroup var storeOptions: StoreOptions
     @Option(help: "Seconds an edge may serve the record without asking the origin again.") var ttl: UInt32 = 300
-    @Option(help: "An access grant with the publish right whose scope covers the name (its text or a file), when the origin lists publishers and your certificate is not one of them.") var grant: String?
+    @Option(help: "An access grant with the publish right whose scope covers the name (its text or a file), when your certificate is not an operator or a publisher of the origin (an origin takes names only from those, itself, and grant holders).") var grant: String?
     @Flag(name: .long, help: "The content is public (put with `stoq put --public` into the origin's store): check that the origin hands its read key out, so edges can serve the name over HTTP; refuse otherwise.")
     var `public` = false
 

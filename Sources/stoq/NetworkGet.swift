@@ -126,6 +126,8 @@ struct PeerOptions: ParsableArguments {
         let endpoint = try await Endpoint.bind(host: "::", port: 0, tls: tls, configuration: endpointConfiguration)
         // With --via, every peer's client (fetches and probes alike) goes through the relay.
         let peers = PeerSet(endpoint: endpoint, via: relay)
+        // --grant: parsed once; presented below and on every connection dialled again later.
+        let parsedGrant = try grant.map(GrantInput.load)
         if let relay {
             let carrier: PeerClient
             do { carrier = try await peers.client(for: relay) } catch {
@@ -144,15 +146,19 @@ struct PeerOptions: ParsableArguments {
                 throw CLIError("the relay \(relay) refused to carry this certificate's streams: \(refusal)\(why)")
             }
         }
-        // --grant: presented on each peer's connection (the fetch reuses it), so that a read grant
-        // names the transfer in the peers' audit records. A peer that refuses it (a grant for the
-        // relay, one carrying only a reader's key, one from a publisher the peer does not know) still
-        // serves public reading; a peer that cannot be reached is left to the fetch, which says so.
-        // Without a certificate there is nothing to present on (anonymous readers may not send GRANT).
-        if let grant, cert != nil {
+        // --grant: presented on each peer's connection, and again on every connection the fetch
+        // dials later (a peer re-dialled after a drop), so that a read grant names the transfer in
+        // the peers' audit records. A peer that refuses it (a grant for the relay, one carrying only
+        // a reader's key, one from a publisher the peer does not know) still serves public reading;
+        // a peer that cannot be reached is left to the fetch, which says so. Without a certificate
+        // there is nothing to present on (anonymous readers may not send GRANT).
+        if let parsedGrant, cert != nil {
+            await peers.onConnect { _, client in _ = try? await client.presentGrant(parsedGrant) }
+            // (Clients made before the hook, through the relay above, are given it here.)
+            let made = Set(await peers.connected)
             for address in addresses {
-                guard let client = try? await peers.client(for: address) else { continue }
-                _ = try? await GrantInput.present(grant, on: client)
+                guard let client = try? await peers.client(for: address), made.contains(address) else { continue }
+                _ = try? await client.presentGrant(parsedGrant)
             }
         }
         // Every peer is probed while the fetch runs (through the relay with --via); a peer that

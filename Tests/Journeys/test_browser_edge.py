@@ -114,7 +114,8 @@ def edge(user: User, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[
     cid = content_id(user.ok("put", "--public", site, "--store", origin_store).stdout)
     procs = Procs()
     try:
-        origin = user.node(procs, "browser-origin", "--role", "origin", store=origin_store)
+        # browser-publisher publishes the site's name: the origin lists it (names are closed by default).
+        origin = user.node(procs, "browser-origin", "--role", "origin", "--publisher", user.cert("browser-publisher")[0], store=origin_store)
         publisher = ["--node", origin.address, *user.tls("browser-publisher"), "--store", str(work / "publisher")]
         user.ok("name", "publish", "site", cid, "--public", *publisher)
         log = work / "access.log"

@@ -56,7 +56,8 @@ def test_public_content_through_edges_then_purge(user: User, tmp_path: Path, pro
     user.ok("get", public_id, "-o", tmp_path / "own-public", "--store", origin_store)
     assert_same_tree(site, tmp_path / "own-public")
 
-    origin = user.node(procs, "pub-origin", "--role", "origin", store=origin_store)
+    # The publisher is listed: it publishes the name below (names are closed to other certificates).
+    origin = user.node(procs, "pub-origin", "--role", "origin", "--publisher", user.cert("publisher")[0], store=origin_store)
     edge1 = user.node(procs, "pub-edge-1", "--role", "edge", "--upstream", origin.address)
     # edge-2 sits below edge-1 (and may also fill from the origin).
     edge2 = user.node(procs, "pub-edge-2", "--role", "edge", "--upstream", edge1.address, "--upstream", origin.address)

@@ -61,8 +61,9 @@ def test_publish_reaches_every_edge_after_an_origin_restart(user: User, procs: P
     origin_address = f"[::1]:{free_udp_port()}"
 
     def start_origin():
-        return user.node(procs, "rs-origin", "--role", "origin", "--listen", origin_address, store=stores / "origin",
-                         region="eu-central")
+        # rs-publisher publishes the name: the origin lists it (names are closed to other certificates).
+        return user.node(procs, "rs-origin", "--role", "origin", "--listen", origin_address, "--publisher", user.cert("rs-publisher")[0],
+                         store=stores / "origin", region="eu-central")
 
     origin = start_origin()
     assert origin.address == origin_address

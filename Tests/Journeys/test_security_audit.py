@@ -209,3 +209,40 @@ def test_grant_id_and_the_head_over_the_network_catch_a_cut_copy(user: User, pro
     assert r.rc == 1, (r.rc, r.stdout, r.stderr)
     assert f"stoq: error: the log is truncated: it holds {head['count'] - 1} records, but the node signed a head over {head['count']}" in r.stderr, r.stderr
     assert origin.proc.terminate() == 0, origin.proc.stderr()[-2000:]
+
+
+def test_uploads_status_and_purges_are_recorded(user: User, procs: Procs, tmp_path: Path) -> None:
+    """Issue 15 item 7's gaps: an upload the origin received (content id, the uploader, bytes, the
+    publish grant it used), a STATUS it answered (to whom) and a purge it executed (who sent it)
+    are records of the trail, checked by `stoq audit verify` like the transfers."""
+    origin_store = tmp_path / "origin"
+    origin = user.node(procs, "au2-origin", "--role", "origin", "--audit-sign-seconds", 1, store=origin_store)
+    operator, uploader, origin_id = node_id(user, "client"), node_id(user, "au2-uploader"), node_id(user, "au2-origin")
+
+    # An upload by a plain certificate, with a publish grant from the origin's own key.
+    node_cert, node_key = user.cert("au2-origin")
+    grant = tmp_path / "publish.grant"
+    user.ok("grant", "create", "--rights", "publish", "--expires", "10m", "--cert", node_cert, "--key", node_key, "-o", grant)
+    grant_id = json.loads(user.ok("grant", "inspect", grant, "--json").stdout)["id"]
+    (tmp_path / "up").mkdir()
+    (tmp_path / "up" / "a.bin").write_bytes(bytes(range(256)) * 1200)  # 300 KiB
+    put = user.ok("put", tmp_path / "up", "--node", origin.address, *user.tls("au2-uploader"), "--grant", grant, timeout=60)
+    cid = content_id(put.stdout)
+    # STATUS read by the operator (the client certificate beside the CA), then a purge by it.
+    assert "totals" in json.loads(user.ok("status", "--node", origin.address, *user.tls(), "--json").stdout)
+    user.ok("purge", cid, "--node", origin.address, *user.tls())
+    assert origin.proc.terminate() == 0, origin.proc.stderr()[-2000:]
+
+    recs = records(user, origin_store)
+    by = {d: [r for r in recs if r["direction"] == d] for d in ("uploaded", "status", "purged")}
+    [up], [status], [purged] = by["uploaded"], by["status"], by["purged"]
+    manifest = content_id(cid)
+    assert (up["content"], up["peer"], up["grant"]) == (manifest, uploader, grant_id), up
+    assert up["bytes"] >= 300 * 1024 and up["chunks"] >= 1, up
+    assert (status["content"], status["peer"], status["grant"]) == (None, operator, None) and status["bytes"] > 0, status
+    assert (purged["content"], purged["peer"]) == (manifest, operator), purged
+    text = user.ok("audit", "show", origin_store).stdout
+    assert f"uploaded {manifest} from {uploader[:16]} bytes={up['bytes']}" in text and f"grant={grant_id}" in text, text
+    assert f"status - to {operator[:16]}" in text and f"purged {manifest} by {operator[:16]}" in text, text
+    out = user.ok("audit", "verify", origin_store, "--ca", user.ca).stdout
+    assert f"audit log intact: {len(recs)} records" in out and origin_id, out

@@ -36,11 +36,13 @@ def test_owned_names_and_enrolment(user: User, tmp_path: Path, procs: Procs) -> 
     user.ok("name", "keygen", "--out", alice)
     user.ok("name", "keygen", "--out", bob)
 
-    # ---- the origin: first publisher owns the name
+    # ---- the origin: first publisher owns the name (names-client is a listed publisher: names
+    # are closed to other certificates, test_names_are_closed_by_default)
+    publisher = ["--publisher", user.ca_dir / "names-client.pem"]
     source = make_tree(tmp_path / "data", seed=5, big=20_000)
     origin_store = tmp_path / "stores" / "origin"
     cid = content_id(user.ok("put", source, "--store", origin_store).stdout)
-    origin = user.node(procs, "names-origin", "--role", "origin", "--require-ct", ct, store=origin_store)
+    origin = user.node(procs, "names-origin", "--role", "origin", "--require-ct", ct, *publisher, store=origin_store)
     dht = user.node(procs, "names-dht", "--dht", "--require-ct", ct, store=tmp_path / "stores" / "dht")
 
     def publish(name: str, owner: Path, node: str):  # type: ignore[no-untyped-def]
@@ -80,7 +82,7 @@ def test_owned_names_and_enrolment(user: User, tmp_path: Path, procs: Procs) -> 
     # ---- bindings survive a restart (the DHT node forgets its records, not who owns them)
     for node in (origin, dht):
         node.proc.terminate()
-    origin = user.node(procs, "names-origin", "--role", "origin", "--require-ct", ct, store=origin_store)
+    origin = user.node(procs, "names-origin", "--role", "origin", "--require-ct", ct, *publisher, store=origin_store)
     dht = user.node(procs, "names-dht", "--dht", "--require-ct", ct, store=tmp_path / "stores" / "dht")
     refused = publish("site", alice, origin.address)
     assert refused.rc != 0 and "owned by another key" in refused.stderr, refused.stderr
@@ -110,3 +112,41 @@ def test_owned_names_and_enrolment(user: User, tmp_path: Path, procs: Procs) -> 
     # The refused nodes are told why (the connection's close reason).
     for refused_node in (nosecret, wrong):
         assert "enrolment" in refused_node.proc.stdout() + refused_node.proc.stderr(), refused_node.proc.stdout()[-2000:]
+
+
+def test_names_are_closed_by_default(user: User, tmp_path: Path, procs: Procs) -> None:
+    """Issue 15, "claim any unclaimed name": an origin started with no --publisher takes
+    NAME_PUBLISH only from itself, its operator (the client.pem beside the CA), or a grant with the
+    publish right whose name: scope covers the name. Before, any certificate of the network took a
+    new name there (the first owner key then bound it); now that is ERROR 7 with a message that
+    says what to present."""
+    source = make_tree(tmp_path / "data", seed=8, big=20_000)
+    store = tmp_path / "origin"
+    cid = content_id(user.ok("put", source, "--store", store).stdout)
+    origin = user.node(procs, "nc-origin", "--role", "origin", store=store)
+    stranger = user.tls("nc-stranger")
+    owner = tmp_path / "owner.pem"
+
+    def publish(name: str, tls: list[str], *extra: object):  # type: ignore[no-untyped-def]
+        return user.run("name", "publish", name, cid, "--node", origin.address, "--owner-key", owner, *tls, *extra)
+
+    # A plain certificate of the network: a new, unclaimed name is refused, and nothing is bound.
+    refused = publish("fresh/home", stranger)
+    assert refused.rc != 0, refused.stdout
+    assert "publishing the name 'fresh/home' needs the right publish for scope name 'fresh/home'" in refused.stderr, refused.stderr
+    assert "takes names only from itself, its operators (--operator), its publishers (--publisher)" in refused.stderr, refused.stderr
+    assert "is none of these" in refused.stderr and "stoq name publish --grant" in refused.stderr, refused.stderr
+    missing = user.run("name", "show", "fresh/home", "--node", origin.address, *user.tls())
+    assert missing.rc != 0, missing.stdout
+
+    # A publish grant for the prefix name:fresh/ (issued by the origin's own key: it lists no
+    # publishers) lets the same certificate publish under the prefix, and nowhere else.
+    node_cert, node_key = user.cert("nc-origin")
+    grant = user.ok("grant", "create", "--rights", "publish", "--scope", "name:fresh/", "--expires", "10m",
+                    "--cert", node_cert, "--key", node_key).stdout.strip()
+    assert "published fresh/home v1" in publish("fresh/home", stranger, "--grant", grant).ok().stdout
+    outside = publish("other/home", stranger, "--grant", grant)
+    assert outside.rc != 0 and "right publish for scope name 'other/home'" in outside.stderr, outside.stderr
+
+    # The operator (client.pem beside the CA) publishes without a grant.
+    assert "published other/home v1" in publish("other/home", user.tls(), "--store", tmp_path / "op").ok().stdout

@@ -39,7 +39,9 @@ def test_share_and_get_ticket(user: User, tmp_path: Path, procs: Procs) -> None:
     tree = make_tree(tmp_path / "tree", seed=13, big=1_500_000)
     store = tmp_path / "stores" / "share-origin"
     cid = content_id(user.ok("put", "--public", tree, "--store", store).stdout)
-    origin = user.node(procs, "share-origin", "--role", "origin", "--public-read", "--admin", "0", store=store)
+    # share-publisher publishes a name below: the origin lists it (names are closed by default).
+    origin = user.node(procs, "share-origin", "--role", "origin", "--public-read", "--admin", "0",
+                       "--publisher", user.cert("share-publisher")[0], store=store)
     admin = re.search(r"admin=(\[[0-9a-f:]+\]:\d+)", origin.proc.stdout())
 
     # The publisher: one line on stdout, the ticket.

@@ -143,7 +143,8 @@ def origin(user: User, tmp_path_factory: pytest.TempPathFactory):  # type: ignor
     cid = content_id(user.ok("put", source, "--store", store).stdout)
     procs = Procs()
     try:
-        node = user.node(procs, "vocab-origin", "--role", "origin", "--dht", store=store)
+        # vocab-publisher publishes names below: the origin lists it (names are closed by default).
+        node = user.node(procs, "vocab-origin", "--role", "origin", "--dht", "--publisher", user.cert("vocab-publisher")[0], store=store)
         node.proc.wait_line(r"^dht \S+ joined", timeout=60)
         yield node, cid, source
     finally:

@@ -17,7 +17,9 @@ final class NodeContentSourceTests: XCTestCase {
         let bytes2 = pseudoRandomBytes(50_000, seed: 8)
         let v2 = try ContentPublisher(store: origin.store, keys: keys).put(bytes: bytes2, name: "v2.txt").id
         let edge = try await network.node("edge", roles: ["edge"], upstream: [origin.address])
-        let publisher = try await network.node("publisher", roles: ["client"])
+        // The network's operator ("client"): an origin takes names only from itself, its operators,
+        // its publishers and grant holders (issue 15).
+        let publisher = try await network.node("client", roles: ["client"])
         let owner = P256.Signing.PrivateKey()
         let atEdge = ContentResponder(source: NodeContentSource(node: edge, readKey: NodeContentSource.publisherReadKey(keys)))
         let atOrigin = ContentResponder(source: NodeContentSource(node: origin, readKey: NodeContentSource.publisherReadKey(keys)))

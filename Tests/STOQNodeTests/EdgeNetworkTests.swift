@@ -171,7 +171,9 @@ import Testing
         let (v1, _) = try await Self.put(Self.bytes(100_000, seed: 4), into: origin.store)
         let (v2, _) = try await Self.put(Self.bytes(120_000, seed: 5), into: origin.store)
         let edge = try await network.node("edge", roles: ["edge"], upstream: [origin.address])
-        let publisher = try await network.node("publisher", roles: ["client"])
+        // The network's operator ("client"): an origin takes names only from itself, its operators,
+        // its publishers and grant holders (issue 15).
+        let publisher = try await network.node("client", roles: ["client"])
         let reader = try await network.node("reader", roles: ["client"])
         let owner = P256.Signing.PrivateKey()
         try await withServing(origin) {
@@ -298,7 +300,9 @@ import Testing
         let (v2, _) = try await Self.put(Self.bytes(120_000, seed: 10), into: origin.store)
         let edge1 = try await network.node("edge1", roles: ["edge"], upstream: [origin.address])
         let edge2 = try await network.node("edge2", roles: ["edge"], upstream: [edge1.address])
-        let publisher = try await network.node("publisher", roles: ["client"])
+        // The network's operator ("client"): an origin takes names only from itself, its operators,
+        // its publishers and grant holders (issue 15).
+        let publisher = try await network.node("client", roles: ["client"])
         let reader = try await network.node("reader", roles: ["client"])
         let owner = P256.Signing.PrivateKey()
         try await withServing(origin) {

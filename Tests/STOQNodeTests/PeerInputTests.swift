@@ -30,7 +30,9 @@ import Testing
         let network = try TestNetwork()
         defer { network.close() }
         let origin = try await network.node("origin")
-        let publisher = try await network.node("publisher", roles: ["client"])
+        // The network's operator ("client"): an origin takes names only from itself, its operators,
+        // its publishers and grant holders (issue 15).
+        let publisher = try await network.node("client", roles: ["client"])
         let content = try network.publish(on: origin, bytes: 20_000, seed: 11).id
         let owner = P256.Signing.PrivateKey()
         try await withServing(origin) {
