@@ -86,6 +86,8 @@ public final class ChunkServer: StreamServer {
     public let anonymousRequests: Set<UInt64>?
     /// Who may read STATUS (and the grants each connection presented); nil: every certificate.
     public let access: AccessPolicy?
+    /// With `--private-reads`: who may read content that is not public (nil: every peer reads every chunk).
+    public let readGate: ReadGate?
 
     /// Creates a server for a provider.
     /// - Parameters:
@@ -101,9 +103,11 @@ public final class ChunkServer: StreamServer {
         metrics: NodeMetrics? = nil, throttle: ServeThrottleSettings? = nil,
         probeLoad: (@Sendable (Int) -> ProbeLoad)? = nil, limits: PeerLimits = PeerLimits(),
         anonymousRequests: Set<UInt64>? = nil, logger: Logger = Logger(label: "stoq.chunks"),
-        tracker: TransferTracker = TransferTracker(), peerNames: PeerNames = PeerNames(), access: AccessPolicy? = nil
+        tracker: TransferTracker = TransferTracker(), peerNames: PeerNames = PeerNames(), access: AccessPolicy? = nil,
+        readGate: ReadGate? = nil
     ) {
         self.access = access
+        self.readGate = readGate
         self.tracker = tracker
         self.peerNames = peerNames
         self.anonymousRequests = anonymousRequests
@@ -124,9 +128,10 @@ public final class ChunkServer: StreamServer {
         metrics: NodeMetrics? = nil, throttle: ServeThrottleSettings? = nil,
         probeLoad: (@Sendable (Int) -> ProbeLoad)? = nil, limits: PeerLimits = PeerLimits(),
         anonymousRequests: Set<UInt64>? = nil, logger: Logger = Logger(label: "stoq.chunks"),
-        tracker: TransferTracker = TransferTracker(), peerNames: PeerNames = PeerNames(), access: AccessPolicy? = nil
+        tracker: TransferTracker = TransferTracker(), peerNames: PeerNames = PeerNames(), access: AccessPolicy? = nil,
+        readGate: ReadGate? = nil
     ) {
-        self.init(provider: StoreChunkProvider(store: store), status: status, services: services, metrics: metrics, throttle: throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymousRequests, logger: logger, tracker: tracker, peerNames: peerNames, access: access)
+        self.init(provider: StoreChunkProvider(store: store), status: status, services: services, metrics: metrics, throttle: throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymousRequests, logger: logger, tracker: tracker, peerNames: peerNames, access: access, readGate: readGate)
     }
 
     /// Bytes and requests served so far.
@@ -163,6 +168,7 @@ public final class ChunkServer: StreamServer {
         tracker.closed(ObjectIdentifier(connection))
         peerNames.closed(ObjectIdentifier(connection))
         await access?.closed(ObjectIdentifier(connection))
+        readGate?.allowances.closed(ObjectIdentifier(connection))
         metrics?.connectionsOpen.decrement()
         await gate?.remove(connection: ObjectIdentifier(connection))
     }
@@ -280,6 +286,14 @@ public final class ChunkServer: StreamServer {
     private func send(chunk id: ChunkID, offset: UInt64, length: UInt64, on stream: QUICStream, connection: Connection, guardian: ConnectionGuard) async throws -> Bool {
         let started = ContinuousClock.now
         let reader = ObjectIdentifier(connection)
+        // Issue 15: with --private-reads, content that is not public needs the read right.
+        let readDecision = await readGate?.decide(id, peer: connection.peerNodeID, connection: reader)
+        if case .denied(let why) = readDecision {
+            metrics?.request("no_grant")
+            try await stream.write(STOQMessage.error(code: AccessPolicy.noGrantCode, message: String(why.prefix(1000))).encoded())
+            try await stream.finish()
+            return false
+        }
         let bytes: [UInt8]
         do {
             guard let found = try await withFillKeepalive(on: stream, { fill in try await provider.chunk(id, reader: reader, fill: fill) }) else {
@@ -288,6 +302,7 @@ public final class ChunkServer: StreamServer {
                 return false
             }
             bytes = found
+            if let readGate, let readDecision { readGate.learn(found, decision: readDecision, connection: reader) }
         } catch {
             logger.warning("cannot read chunk", metadata: ["chunk": "\(id.short)", "error": "\(error)"])
             try await stream.write(STOQMessage.chunkHeader(status: .internalError, totalLength: 0, offset: 0, length: 0).encoded())

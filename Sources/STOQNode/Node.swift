@@ -112,6 +112,14 @@ public struct NodeConfiguration: Codable, Sendable {
     public var relayFor: [String]?
     /// Whether every certificate of the network may relay through this node (`--relay-open`).
     public var relayOpen: Bool?
+    /// Enforce the `read` right (`--private-reads`): manifests and chunks of content that is not
+    /// public are served only to the node itself, its operators, publishers and ``privateReaders``,
+    /// and to connections that presented a read grant covering the content (ERROR 7 otherwise;
+    /// docs/PROTOCOL.md, "Private reads"). Default false: every peer reads every chunk.
+    public var privateReads: Bool?
+    /// Node ids (64 hex characters) that read everything on a node run with ``privateReads``
+    /// (`--private-reader`): its edges and the peers that fetch for others.
+    public var privateReaders: [String]?
     /// Run the Nexus DHT (`--dht`); `stoq node` reads it, the node itself does not.
     public var dht: Bool?
     /// DHT bootstrap nodes (`--bootstrap`, implies ``dht``).
@@ -472,9 +480,17 @@ public final class Node: Sendable {
         let probeLoad: @Sendable (Int) -> ProbeLoad = { ProbeLoad(activeTransfers: $0, bandwidthBytesPerSecond: bandwidth) }
         let limits = configuration.limits ?? PeerLimits()
         // A node answers a client without a certificate (only possible with publicRead) as a reader.
-        let anonymous = AnonymousReaders.allowedFrameTypes
-        self.server = edge.map { ChunkServer(provider: $0, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymous, tracker: tracker, peerNames: peerNames, access: access) }
-            ?? ChunkServer(store: store, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymous, tracker: tracker, peerNames: peerNames, access: access)
+        // With --private-reads an anonymous reader may also present a (peer-unbound) read grant.
+        let privateReads = configuration.privateReads ?? false
+        let anonymous = privateReads ? AnonymousReaders.allowedFrameTypes.union([GrantMessage.Types.grant.rawValue]) : AnonymousReaders.allowedFrameTypes
+        // Issue 15: the read right enforced (ReadGate): public content stays open to everyone.
+        let keysForReads = self.publicKeys
+        let readGate = privateReads ? ReadGate(access: access, isPublic: { content in
+            if case .key = await keysForReads.answer(for: content) { return true }
+            return false
+        }) : nil
+        self.server = edge.map { ChunkServer(provider: $0, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymous, tracker: tracker, peerNames: peerNames, access: access, readGate: readGate) }
+            ?? ChunkServer(store: store, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymous, tracker: tracker, peerNames: peerNames, access: access, readGate: readGate)
     }
 
     private let services: [any NodeService]
@@ -488,7 +504,8 @@ public final class Node: Sendable {
         let roles = AccessPolicy.Roles(
             node: nodeID, operators: Set((configuration.operators ?? []).compactMap { NodeID(hex: $0) }),
             publishers: Set((configuration.publishers ?? []).compactMap { NodeID(hex: $0) }),
-            relayers: Set((configuration.relayFor ?? []).compactMap { NodeID(hex: $0) }), relayOpen: configuration.relayOpen ?? false)
+            relayers: Set((configuration.relayFor ?? []).compactMap { NodeID(hex: $0) }), relayOpen: configuration.relayOpen ?? false,
+            readers: Set((configuration.privateReaders ?? []).compactMap { NodeID(hex: $0) }))
         return AccessPolicy(roles: roles, trust: try? TrustRoots.load(path: configuration.ca), saved: RevocationStore.load(store: store, logger: logger),
                             save: { RevocationStore.save($0, store: store, logger: logger) })
     }

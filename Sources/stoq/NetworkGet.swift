@@ -148,11 +148,15 @@ struct PeerOptions: ParsableArguments {
         // names the transfer in the peers' audit records. A peer that refuses it (a grant for the
         // relay, one carrying only a reader's key, one from a publisher the peer does not know) still
         // serves public reading; a peer that cannot be reached is left to the fetch, which says so.
-        // Without a certificate there is nothing to present on (anonymous readers may not send GRANT).
-        if let grant, cert != nil {
+        // Without a certificate too: a node run with --private-reads takes a grant bound to no peer
+        // from an anonymous reader (others answer ERROR 5, which is ignored here like any refusal).
+        // Their refusals are shown if the fetch then fails (a node run with --private-reads
+        // refuses the content to a connection whose grant it refused: expired, revoked, …).
+        var grantRefusals: [String] = []
+        if let grant {
             for address in addresses {
                 guard let client = try? await peers.client(for: address) else { continue }
-                _ = try? await GrantInput.present(grant, on: client)
+                do { try await GrantInput.present(grant, on: client) } catch { grantRefusals.append(ErrorReport.peopleText(error)) }
             }
         }
         // Every peer is probed while the fetch runs (through the relay with --via); a peer that
@@ -207,6 +211,7 @@ struct PeerOptions: ParsableArguments {
         } catch {
             bar?.abandon()
             await shutDown()
+            if hooks.interactive { for refusal in grantRefusals { Console.shared.note(refusal) } }
             throw error
         }
     }
