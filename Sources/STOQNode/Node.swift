@@ -620,6 +620,11 @@ public final class Node: Sendable {
         }
         let served = server.served
         doc["served"] = ["requests": served.requests, "bytes": served.bytes]
+        if let gate = server.readGate {
+            let held = gate.allowances.stats
+            doc["private_reads"] = ["connections": held.connections, "chunk_ids": held.ids,
+                                    "per_connection_bound": gate.allowances.perConnection, "node_bound": gate.allowances.total]
+        }
         let now = ContinuousClock.now
         // Chunk responses being sent now, and the transfers (per peer and content) they belong to.
         doc["responses"] = server.transfers.snapshot.map { t -> [String: Any] in

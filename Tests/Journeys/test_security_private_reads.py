@@ -74,6 +74,10 @@ def test_private_reads_need_a_read_grant(user: User, procs: Procs, tmp_path: Pat
     assert got.rc == 0, got.stderr[-3000:]
     assert_same_tree(private_tree, tmp_path / "granted")
 
+    # The operator sees the bounded allowances in STATUS (the reader's connection has closed).
+    reads = json.loads(user.ok("status", "--node", origin.address, *user.tls(), "--json").stdout)["private_reads"]
+    assert reads["per_connection_bound"] == 262_144 and reads["node_bound"] == 1_048_576 and reads["chunk_ids"] >= 0, reads
+
     # 3. Narrowed offline to another content: refused for this one, and it reads the other.
     narrowed = user.ok("grant", "narrow", user.ok("grant", "create", "--rights", "read", "--expires", "10m", *signer).stdout.strip(),
                        "--scope", f"content:{other}").stdout.strip()
