@@ -3,6 +3,7 @@ import Foundation
 import STOQAccess
 import STOQContent
 import STOQIdentity
+import SwiftASN1
 import Testing
 
 @testable import STOQExchange
@@ -105,5 +106,77 @@ import Testing
         gate.learn(leaf.encode(), decision: .allowed(source: []), connection: a)
         #expect(await gate.decide(id(8), peer: stranger, connection: a) == .allowed(source: []))
         #expect(await gate.decide(id(8), peer: stranger, connection: b) != .allowed(source: []))
+    }
+}
+
+/// ``ReadGate`` with real grants: what a grant allows follows the manifests it reads, and stops at
+/// once when the grant is revoked or expires on the connection that presented it.
+@Suite struct ReadGateGrantTests {
+    final class Clock: @unchecked Sendable {
+        private let lock = NSLock()
+        private var value = Date(timeIntervalSince1970: 1_900_000_000)
+        var now: Date { lock.withLock { value } }
+        func advance(_ seconds: TimeInterval) { lock.withLock { value += seconds } }
+    }
+
+    let connection = NSObject()
+    private func id(_ n: Int) -> ChunkID { ChunkID.of(Array("grant chunk \(n)".utf8)) }
+
+    private func setUp() throws -> (ReadGate, Clock, certificate: [UInt8], key: P256.Signing.PrivateKey, reader: NodeID) {
+        let clock = Clock()
+        let ca = try CertificateAuthority.create(now: clock.now.addingTimeInterval(-3600))
+        let issued = try ca.issue(name: "publisher", now: clock.now.addingTimeInterval(-60))
+        let reader = try ca.issue(name: "reader", now: clock.now.addingTimeInterval(-60)).nodeID
+        var der = DER.Serializer()
+        try der.serialize(issued.certificate)
+        let certificate = der.serializedBytes
+        let key = try P256.Signing.PrivateKey(pemRepresentation: issued.privateKeyPEM)
+        let policy = AccessPolicy(roles: .init(publishers: [issued.nodeID]), trust: try TrustRoots(pem: ca.certificatePEM), clock: { clock.now })
+        return (ReadGate(access: policy, isPublic: { _ in false }), clock, certificate, key, reader)
+    }
+
+    @Test func aGrantCoversItsContentAndWhatItsManifestsListUntilRevokedOrExpired() async throws {
+        let (gate, clock, certificate, key, reader) = try setUp()
+        let conn = ObjectIdentifier(connection)
+        let leaf = FileManifest(kind: .leaf, contentType: "", totalSize: 2, entries: [.init(id: id(1), offset: 0, size: 1), .init(id: id(2), offset: 1, size: 1)],
+                                sealedKeys: Array(repeating: 0, count: 28 + 64))
+        let root = ChunkID.of(leaf.encode())
+        let notAfter = UInt64(clock.now.timeIntervalSince1970) + 60
+        let grant = try AccessGrant.issue(certificate: certificate, key: key, caveats: GrantCaveats(rights: .read, notAfter: notAfter, scope: [.content(root.bytes)]))
+        let other = try AccessGrant.issue(certificate: certificate, key: key, caveats: GrantCaveats(rights: .read, notAfter: notAfter, scope: [.content(id(9).bytes)]))
+        // Before any grant: refused, the root and what it lists alike.
+        guard case .denied = await gate.decide(root, peer: reader, connection: conn) else { Issue.record("read without a grant"); return }
+        _ = try await gate.access.present(other.sealed, peer: reader, connection: conn)
+        guard case .denied(let why) = await gate.decide(root, peer: reader, connection: conn) else { Issue.record("a grant for another content read it"); return }
+        #expect(why.contains("does not cover"), "\(why)")
+        _ = try await gate.access.present(grant.sealed, peer: reader, connection: conn)
+        let decision = await gate.decide(root, peer: reader, connection: conn)
+        #expect(decision == .allowed(source: grant.grantID))
+        #expect(await gate.decide(id(1), peer: reader, connection: conn) != .allowed(source: grant.grantID), "nothing is listed before the manifest is read")
+        gate.learn(leaf.encode(), decision: decision, connection: conn)
+        #expect(await gate.decide(id(1), peer: reader, connection: conn) == .allowed(source: grant.grantID))
+        #expect(await gate.decide(id(2), peer: reader, connection: conn) == .allowed(source: grant.grantID))
+        // Expired: refused at the next request, and the allowance is gone.
+        clock.advance(120)
+        guard case .denied(let late) = await gate.decide(id(1), peer: reader, connection: conn) else { Issue.record("an expired grant still reads"); return }
+        #expect(late.contains("expired"), "\(late)")
+        #expect(gate.allowances.count(for: conn) == 0)
+    }
+
+    @Test func aRevokedGrantStopsOnTheConnectionThatPresentedIt() async throws {
+        let (gate, clock, certificate, key, reader) = try setUp()
+        let conn = ObjectIdentifier(connection)
+        let index = SealedIndex(entries: [.init(kind: .chunk, id: id(5), size: 10)], sealedRoot: Array(repeating: 0, count: 60))
+        let root = ChunkID.of(index.encode())
+        let grant = try AccessGrant.issue(certificate: certificate, key: key,
+                                          caveats: GrantCaveats(rights: .read, notAfter: UInt64(clock.now.timeIntervalSince1970) + 600, scope: [.content(root.bytes)]))
+        _ = try await gate.access.present(grant.sealed, peer: reader, connection: conn)
+        let decision = await gate.decide(root, peer: reader, connection: conn)
+        gate.learn(index.encode(), decision: decision, connection: conn)
+        #expect(await gate.decide(id(5), peer: reader, connection: conn) == .allowed(source: grant.grantID), "a sealed index's chunks follow it")
+        let list = try RevocationList.sign(version: 1, grantIDs: [grant.grantID], certificate: certificate, key: key)
+        _ = try await gate.access.accept(list)
+        guard case .denied(let why) = await gate.decide(id(5), peer: reader, connection: conn) else { Issue.record("a revoked grant still reads"); return }
+        #expect(why.contains("revoked"), "\(why)")
     }
 }
