@@ -8,7 +8,8 @@ for that content serves it; a grant narrowed to another content, an expired gran
 grant are refused. An anonymous reader whose grant wraps the sealed content's key for it reads the
 sealed content (the node follows the sealed index's chunk ids). The public content stays open to
 everyone, anonymous readers too. An edge the origin lists with `--private-reader` fetches the
-private content for its own client; an edge it does not list cannot.
+private content for its own client; an edge it does not list cannot. An edge that runs with
+`--private-reads` itself serves its readers under their grants and refuses them without.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def test_private_reads_need_a_read_grant(user: User, procs: Procs, tmp_path: Pat
     short_made = time.monotonic()
     edge_id = node_id(user, "pr-edge")
     origin = user.node(procs, "pr-origin", "--role", "origin", "--private-reads", "--public-read", "--publisher", publisher,
-                       "--private-reader", edge_id, "--admin", "0", store=store)
+                       "--private-reader", edge_id, "--private-reader", node_id(user, "pr-edge3"), "--admin", "0", store=store)
     edge = user.node(procs, "pr-edge", "--role", "edge", "--upstream", origin.address, "--admin", "0")
     reader_tls = user.tls("pr-reader")
     key = ["--publisher-key", store / "publisher.key"]
@@ -122,6 +123,17 @@ def test_private_reads_need_a_read_grant(user: User, procs: Procs, tmp_path: Pat
     unlisted = get(cid, "via-edge2", *key, peers=stranger_edge.address)
     assert unlisted.rc != 0, unlisted.stdout
     assert not (tmp_path / "via-edge2" / "notes.md").exists()
+
+    # An edge can enforce the read right itself: with --private-reads and the origin's publisher
+    # listed (the grants' issuer), it serves its reader under the grant and refuses one without.
+    strict = user.node(procs, "pr-edge3", "--role", "edge", "--upstream", origin.address, "--private-reads", "--publisher", publisher, "--admin", "0")
+    user.ok("grant", "create", "--rights", "read", "--scope", f"content:{cid}", "--expires", "10m", "-o", tmp_path / "edge.grant", *signer)
+    strict_refused = get(cid, "strict-none", *key, peers=strict.address)
+    assert strict_refused.rc != 0 and "no grant" in strict_refused.stderr, strict_refused.stderr[-3000:]
+    assert get(public, "strict-public", peers=strict.address).rc == 0
+    strict_ok = get(cid, "strict-granted", *key, "--grant", tmp_path / "edge.grant", peers=strict.address)
+    assert strict_ok.rc == 0, strict_ok.stderr[-3000:]
+    assert_same_tree(private_tree, tmp_path / "strict-granted")
 
     # 7. An expired grant is refused.
     time.sleep(max(0.0, 2.1 - (time.monotonic() - short_made)))
