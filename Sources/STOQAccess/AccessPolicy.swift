@@ -14,6 +14,7 @@ import STOQIdentity
 /// | purge | the node itself, operators, publishers | an operator or a publisher |
 /// | publish | the node itself, `--publisher` ids | a publisher |
 /// | relay | the node itself, operators, publishers, `--relay-for` ids; every network certificate with `--relay-open` | an operator |
+/// | read (with `--private-reads`) | the node itself, operators, publishers, `--private-reader` ids (``hasReadRole(peer:)``) | a publisher |
 ///
 /// Closed by default: a node with no operator answers STATUS and PURGE to itself only (and to
 /// grants, which then only the node's own certificate can issue).
@@ -32,13 +33,18 @@ public actor AccessPolicy {
         public var relayers: Set<NodeID>
         /// Whether every certificate of the network may relay through this node (`--relay-open`).
         public var relayOpen: Bool
+        /// Nodes that read every content of a node run with `--private-reads` (`--private-reader`),
+        /// besides the node itself, its operators and publishers: edges and peers that fetch for others.
+        public var readers: Set<NodeID>
         /// Creates roles.
-        public init(node: NodeID? = nil, operators: Set<NodeID> = [], publishers: Set<NodeID> = [], relayers: Set<NodeID> = [], relayOpen: Bool = false) {
+        public init(node: NodeID? = nil, operators: Set<NodeID> = [], publishers: Set<NodeID> = [], relayers: Set<NodeID> = [], relayOpen: Bool = false,
+                    readers: Set<NodeID> = []) {
             self.node = node
             self.operators = operators
             self.publishers = publishers
             self.relayers = relayers
             self.relayOpen = relayOpen
+            self.readers = readers
         }
     }
 
@@ -151,8 +157,21 @@ public actor AccessPolicy {
         let scope = item.map { "\($0)" } ?? "this node"
         var message = "no grant: the request needs an access grant with right \(right) for scope \(scope)"
         if let why { message += " (\(why))" }
-        message += "; present one (--grant, from `stoq grant create --rights \(right)` by \(right == .publish ? "a publisher" : "an operator") of this node) or connect with the certificate of \(roleName(right))"
+        message += "; present one (--grant, from `stoq grant create --rights \(right)` by \(right == .publish || right == .read ? "a publisher" : "an operator") of this node) or connect with the certificate of \(roleName(right))"
         return .denied(message)
+    }
+
+    /// Why the grant `grantID` held for `connection` no longer allows reading (nil: it still does):
+    /// not held any more (the connection presented 16 newer ones), expired, or revoked. A node
+    /// run with `--private-reads` asks this before it serves a chunk it allowed under that grant.
+    public func readGrantProblem(_ grantID: [UInt8], connection: ObjectIdentifier) -> String? {
+        guard let held = (grants[connection] ?? []).last(where: { $0.grantID == grantID }) else {
+            return "grant \(Hex.encode(grantID)) is no longer held for this connection (it presented \(Self.maximumGrantsPerConnection) newer ones)"
+        }
+        let now = UInt64(max(0, clock().timeIntervalSince1970))
+        guard now <= held.effective.notAfter else { return "grant \(Hex.encode(grantID)) expired" }
+        guard !(lists[held.publisher]?.revoked.contains(grantID) ?? false) else { return "grant \(Hex.encode(grantID)) was revoked by its publisher" }
+        return nil
     }
 
     private nonisolated func roleName(_ right: AccessRights) -> String {
@@ -160,6 +179,7 @@ public actor AccessPolicy {
         case .publish: "a publisher (--publisher)"
         case .purge: "an operator or a publisher (--operator, --publisher)"
         case .relay: "an operator, a publisher or a node this relay carries for (--operator, --publisher, --relay-for), or ask its operator for --relay-open"
+        case .read: "an operator, a publisher or a private reader of this node (--operator, --publisher, --private-reader)"
         default: "an operator (--operator)"
         }
     }
@@ -175,6 +195,14 @@ public actor AccessPolicy {
         case .relay: return roles.relayOpen || roles.operators.contains(peer) || roles.publishers.contains(peer) || roles.relayers.contains(peer)
         default: return false
         }
+    }
+
+    /// Whether the peer's certificate alone lets it read every content of a node run with
+    /// `--private-reads`: the node itself, its operators, publishers and `--private-reader` ids.
+    /// (``hasRole(_:peer:)`` stays false for `read`, so a reader's grant is still named in audit records.)
+    public nonisolated func hasReadRole(peer: NodeID?) -> Bool {
+        guard let peer else { return false }
+        return peer == roles.node || roles.operators.contains(peer) || roles.publishers.contains(peer) || roles.readers.contains(peer)
     }
 
     private nonisolated func authority(_ right: AccessRights, issuer: NodeID) -> Bool {

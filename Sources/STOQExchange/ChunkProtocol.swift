@@ -89,6 +89,8 @@ public final class ChunkServer: StreamServer {
     /// Told of every STATUS answered: the peer's node id, the grant that allowed it (nil: a role
     /// or no policy) and the document's length (a node's audit trail records it).
     private let statusAnswered: (@Sendable (_ peer: NodeID?, _ grant: [UInt8]?, _ bytes: Int) -> Void)?
+    /// With `--private-reads`: who may read content that is not public (nil: every peer reads every chunk).
+    public let readGate: ReadGate?
 
     /// Creates a server for a provider.
     /// - Parameters:
@@ -106,10 +108,12 @@ public final class ChunkServer: StreamServer {
         probeLoad: (@Sendable (Int) -> ProbeLoad)? = nil, limits: PeerLimits = PeerLimits(),
         anonymousRequests: Set<UInt64>? = nil, logger: Logger = Logger(label: "stoq.chunks"),
         tracker: TransferTracker = TransferTracker(), peerNames: PeerNames = PeerNames(), access: AccessPolicy? = nil,
-        statusAnswered: (@Sendable (_ peer: NodeID?, _ grant: [UInt8]?, _ bytes: Int) -> Void)? = nil
+        statusAnswered: (@Sendable (_ peer: NodeID?, _ grant: [UInt8]?, _ bytes: Int) -> Void)? = nil,
+        readGate: ReadGate? = nil
     ) {
         self.access = access
         self.statusAnswered = statusAnswered
+        self.readGate = readGate
         self.tracker = tracker
         self.peerNames = peerNames
         self.anonymousRequests = anonymousRequests
@@ -131,9 +135,10 @@ public final class ChunkServer: StreamServer {
         probeLoad: (@Sendable (Int) -> ProbeLoad)? = nil, limits: PeerLimits = PeerLimits(),
         anonymousRequests: Set<UInt64>? = nil, logger: Logger = Logger(label: "stoq.chunks"),
         tracker: TransferTracker = TransferTracker(), peerNames: PeerNames = PeerNames(), access: AccessPolicy? = nil,
-        statusAnswered: (@Sendable (_ peer: NodeID?, _ grant: [UInt8]?, _ bytes: Int) -> Void)? = nil
+        statusAnswered: (@Sendable (_ peer: NodeID?, _ grant: [UInt8]?, _ bytes: Int) -> Void)? = nil,
+        readGate: ReadGate? = nil
     ) {
-        self.init(provider: StoreChunkProvider(store: store), status: status, services: services, metrics: metrics, throttle: throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymousRequests, logger: logger, tracker: tracker, peerNames: peerNames, access: access, statusAnswered: statusAnswered)
+        self.init(provider: StoreChunkProvider(store: store), status: status, services: services, metrics: metrics, throttle: throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymousRequests, logger: logger, tracker: tracker, peerNames: peerNames, access: access, statusAnswered: statusAnswered, readGate: readGate)
     }
 
     /// Bytes and requests served so far.
@@ -170,6 +175,7 @@ public final class ChunkServer: StreamServer {
         tracker.closed(ObjectIdentifier(connection))
         peerNames.closed(ObjectIdentifier(connection))
         await access?.closed(ObjectIdentifier(connection))
+        readGate?.allowances.closed(ObjectIdentifier(connection))
         metrics?.connectionsOpen.decrement()
         await gate?.remove(connection: ObjectIdentifier(connection))
     }
@@ -293,6 +299,14 @@ public final class ChunkServer: StreamServer {
     private func send(chunk id: ChunkID, offset: UInt64, length: UInt64, on stream: QUICStream, connection: Connection, guardian: ConnectionGuard) async throws -> Bool {
         let started = ContinuousClock.now
         let reader = ObjectIdentifier(connection)
+        // Issue 15: with --private-reads, content that is not public needs the read right.
+        let readDecision = await readGate?.decide(id, peer: connection.peerNodeID, connection: reader)
+        if case .denied(let why) = readDecision {
+            metrics?.request("no_grant")
+            try await stream.write(STOQMessage.error(code: AccessPolicy.noGrantCode, message: String(why.prefix(1000))).encoded())
+            try await stream.finish()
+            return false
+        }
         let bytes: [UInt8]
         do {
             guard let found = try await withFillKeepalive(on: stream, { fill in try await provider.chunk(id, reader: reader, fill: fill) }) else {
@@ -301,6 +315,7 @@ public final class ChunkServer: StreamServer {
                 return false
             }
             bytes = found
+            if let readGate, let readDecision { readGate.learn(found, decision: readDecision, connection: reader) }
         } catch {
             logger.warning("cannot read chunk", metadata: ["chunk": "\(id.short)", "error": "\(error)"])
             try await stream.write(STOQMessage.chunkHeader(status: .internalError, totalLength: 0, offset: 0, length: 0).encoded())

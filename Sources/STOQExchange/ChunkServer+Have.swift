@@ -1,4 +1,5 @@
 import NIOCore
+import STOQAccess
 import STOQContent
 import STOQTransport
 import STOQWire
@@ -119,6 +120,24 @@ extension ChunkServer {
         let root = ContentID(ChunkID(bytes: wireID.bytes)!)
         // The chunks this connection asks for next belong to this content (`stoq status`).
         if let connection { tracker.reading(root, on: ObjectIdentifier(connection)) }
+        // Issue 15: with --private-reads, WANT of content that is not public needs the read right;
+        // an allowed WANT notes every chunk of the content for the connection (a resumed fetch has
+        // the manifests already and asks for data chunks only).
+        if let readGate, let connection {
+            let reader = ObjectIdentifier(connection)
+            let decision = await readGate.decide(root.manifest, peer: connection.peerNodeID, connection: reader)
+            if case .denied(let why) = decision {
+                try await stream.write(STOQMessage.error(code: AccessPolicy.noGrantCode, message: String(why.prefix(1000))).encoded())
+                try await stream.finish()
+                return
+            }
+            if case .allowed = decision, let plan = try? await ContentPlan.resolve(root, load: { [provider] id in
+                guard let bytes = try await provider.chunk(id) else { throw NodeError(.notFound, "no manifest \(id.short)") }
+                return bytes
+            }) {
+                readGate.learn(plan: plan, decision: decision, connection: reader)
+            }
+        }
         let availability = try await provider.availability(of: root)
         let answer = availability.have(wireID)
             ?? .error(code: HaveProtocol.notFoundCode, message: "this node does not hold the manifests of \(root)")

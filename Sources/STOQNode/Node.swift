@@ -113,6 +113,14 @@ public struct NodeConfiguration: Codable, Sendable {
     public var relayFor: [String]?
     /// Whether every certificate of the network may relay through this node (`--relay-open`).
     public var relayOpen: Bool?
+    /// Enforce the `read` right (`--private-reads`): manifests and chunks of content that is not
+    /// public are served only to the node itself, its operators, publishers and ``privateReaders``,
+    /// and to connections that presented a read grant covering the content (ERROR 7 otherwise;
+    /// docs/PROTOCOL.md, "Private reads"). Default false: every peer reads every chunk.
+    public var privateReads: Bool?
+    /// Node ids (64 hex characters) that read everything on a node run with ``privateReads``
+    /// (`--private-reader`): its edges and the peers that fetch for others.
+    public var privateReaders: [String]?
     /// Run the Nexus DHT (`--dht`); `stoq node` reads it, the node itself does not.
     public var dht: Bool?
     /// DHT bootstrap nodes (`--bootstrap`, implies ``dht``).
@@ -481,7 +489,15 @@ public final class Node: Sendable {
         let probeLoad: @Sendable (Int) -> ProbeLoad = { ProbeLoad(activeTransfers: $0, bandwidthBytesPerSecond: bandwidth) }
         let limits = configuration.limits ?? PeerLimits()
         // A node answers a client without a certificate (only possible with publicRead) as a reader.
-        let anonymous = AnonymousReaders.allowedFrameTypes
+        // With --private-reads an anonymous reader may also present a (peer-unbound) read grant.
+        let privateReads = configuration.privateReads ?? false
+        let anonymous = privateReads ? AnonymousReaders.allowedFrameTypes.union([GrantMessage.Types.grant.rawValue]) : AnonymousReaders.allowedFrameTypes
+        // Issue 15: the read right enforced (ReadGate): public content stays open to everyone.
+        let keysForReads = self.publicKeys
+        let readGate = privateReads ? ReadGate(access: access, isPublic: { content in
+            if case .key = await keysForReads.answer(for: content) { return true }
+            return false
+        }) : nil
         // Issue 15 item 7: every STATUS answered is in the audit trail (who, under which grant).
         var statusAnswered: (@Sendable (NodeID?, [UInt8]?, Int) -> Void)?
         if let audit {
@@ -489,8 +505,8 @@ public final class Node: Sendable {
                 audit.note(AuditRecord.Direction.status, content: nil, peer: peer, bytes: Int64(bytes), chunks: 0, grant: grant)
             }
         }
-        self.server = edge.map { ChunkServer(provider: $0, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymous, tracker: tracker, peerNames: peerNames, access: access, statusAnswered: statusAnswered) }
-            ?? ChunkServer(store: store, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymous, tracker: tracker, peerNames: peerNames, access: access, statusAnswered: statusAnswered)
+        self.server = edge.map { ChunkServer(provider: $0, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymous, tracker: tracker, peerNames: peerNames, access: access, statusAnswered: statusAnswered, readGate: readGate) }
+            ?? ChunkServer(store: store, status: status, services: services, metrics: metrics, throttle: configuration.throttle, probeLoad: probeLoad, limits: limits, anonymousRequests: anonymous, tracker: tracker, peerNames: peerNames, access: access, statusAnswered: statusAnswered, readGate: readGate)
     }
 
     private let services: [any NodeService]
@@ -504,7 +520,8 @@ public final class Node: Sendable {
         let roles = AccessPolicy.Roles(
             node: nodeID, operators: Set((configuration.operators ?? []).compactMap { NodeID(hex: $0) }),
             publishers: Set((configuration.publishers ?? []).compactMap { NodeID(hex: $0) }),
-            relayers: Set((configuration.relayFor ?? []).compactMap { NodeID(hex: $0) }), relayOpen: configuration.relayOpen ?? false)
+            relayers: Set((configuration.relayFor ?? []).compactMap { NodeID(hex: $0) }), relayOpen: configuration.relayOpen ?? false,
+            readers: Set((configuration.privateReaders ?? []).compactMap { NodeID(hex: $0) }))
         return AccessPolicy(roles: roles, trust: try? TrustRoots.load(path: configuration.ca), saved: RevocationStore.load(store: store, logger: logger),
                             save: { RevocationStore.save($0, store: store, logger: logger) })
     }
@@ -619,6 +636,11 @@ public final class Node: Sendable {
         }
         let served = server.served
         doc["served"] = ["requests": served.requests, "bytes": served.bytes]
+        if let gate = server.readGate {
+            let held = gate.allowances.stats
+            doc["private_reads"] = ["connections": held.connections, "chunk_ids": held.ids,
+                                    "per_connection_bound": gate.allowances.perConnection, "node_bound": gate.allowances.total]
+        }
         let now = ContinuousClock.now
         // Chunk responses being sent now, and the transfers (per peer and content) they belong to.
         doc["responses"] = server.transfers.snapshot.map { t -> [String: Any] in

@@ -28,6 +28,9 @@ extension NodeConfiguration {
         for publisher in publishers ?? [] where NodeID(hex: publisher) == nil {
             throw NodeError(.invalidArgument, "the publisher '\(publisher)' is not a node id; give the 64 hex characters `stoq certs show CERT` prints as \"node id\"")
         }
+        for reader in privateReaders ?? [] where NodeID(hex: reader) == nil {
+            throw NodeError(.invalidArgument, "the private reader '\(reader)' is not a node id; give the 64 hex characters `stoq certs show CERT` prints as \"node id\"")
+        }
         try await checkCredentials(now: now)
     }
 

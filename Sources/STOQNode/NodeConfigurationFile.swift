@@ -179,6 +179,8 @@ public enum NodeConfigurationFile {
         key("operator", .strings) { c, v in c.operators = v.list },
         key("relayFor", .strings) { c, v in c.relayFor = v.list },
         key("relayOpen", .bool) { c, v in c.relayOpen = v.bool },
+        key("privateReads", .bool) { c, v in c.privateReads = v.bool },
+        key("privateReader", .strings) { c, v in c.privateReaders = v.list },
         key("issuer", .address) { c, v in c.issuer = v.string.flatMap(PeerAddress.init) },
         key("caDir", .path) { c, v in c.caDir = v.string },
         key("caKey", .path) { c, v in c.caKey = v.string },
@@ -451,7 +453,7 @@ public enum NodeConfigurationFile {
             if let e = ProcessInfo.processInfo.environment["STOQ_STORE"], !e.isEmpty { return .string(e) }
             return .string(home + "/.stoq/" + name)
         case "role": return .list(["origin"])
-        case "peers", "watch", "bootstrap", "publisher", "operator", "relayFor": return .list([])
+        case "peers", "watch", "bootstrap", "publisher", "operator", "relayFor", "privateReader": return .list([])
         case "cacheBytes": return .integer(1 << 30)
         case "storeVerifySeconds": return .integer(Int(DiskChunkStore.defaultVerifyInterval))
         case "serveBurstBytes": return .integer(256 << 10)
@@ -474,7 +476,7 @@ public enum NodeConfigurationFile {
         case "maxRelayStreamsPerConnection": return .integer(64)
         case "logLevel": return .string("info")
         case "logFormat": return .string("text")
-        case "noProbes", "noRouting", "dht", "publicRead", "noAuditLog", "relayOpen": return .bool(false)
+        case "noProbes", "noRouting", "dht", "publicRead", "noAuditLog", "relayOpen", "privateReads": return .bool(false)
         case "auditSignSeconds": return .integer(60)
         case "auditSegmentBytes": return .integer(16 << 20)
         case "auditSegments": return .integer(64)

@@ -146,20 +146,24 @@ struct PeerOptions: ParsableArguments {
                 throw CLIError("the relay \(relay) refused to carry this certificate's streams: \(refusal)\(why)")
             }
         }
-        // --grant: presented on each peer's connection, and again on every connection the fetch
-        // dials later (a peer re-dialled after a drop), so that a read grant names the transfer in
-        // the peers' audit records. A peer that refuses it (a grant for the relay, one carrying only
-        // a reader's key, one from a publisher the peer does not know) still serves public reading;
-        // a peer that cannot be reached is left to the fetch, which says so. Without a certificate
-        // there is nothing to present on (anonymous readers may not send GRANT).
-        if let parsedGrant, cert != nil {
-            await peers.onConnect { _, client in _ = try? await client.presentGrant(parsedGrant) }
-            // (Clients made before the hook, through the relay above, are given it here.)
-            let made = Set(await peers.connected)
+        // --grant: presented on each peer's connection (the fetch reuses it), so that a read grant
+        // names the transfer in the peers' audit records, and again on every connection the fetch
+        // dials later (a peer re-dialled after a drop). A peer that refuses it (a grant for the
+        // relay, one carrying only a reader's key, one from a publisher the peer does not know) still
+        // serves public reading; a peer that cannot be reached is left to the fetch, which says so.
+        // Without a certificate too: a node run with --private-reads takes a grant bound to no peer
+        // from an anonymous reader (others answer ERROR 5, which is ignored here like any refusal).
+        // Their refusals are shown if the fetch then fails (a node run with --private-reads
+        // refuses the content to a connection whose grant it refused: expired, revoked, …).
+        var grantRefusals: [String] = []
+        if let grant {
             for address in addresses {
-                guard let client = try? await peers.client(for: address), made.contains(address) else { continue }
-                _ = try? await client.presentGrant(parsedGrant)
+                guard let client = try? await peers.client(for: address) else { continue }
+                do { try await GrantInput.present(grant, on: client) } catch { grantRefusals.append(ErrorReport.peopleText(error)) }
             }
+        }
+        if let parsedGrant {
+            await peers.onConnect { _, client in _ = try? await client.presentGrant(parsedGrant) }
         }
         // Every peer is probed while the fetch runs (through the relay with --via); a peer that
         // stops answering is marked down and its requests move at once (DESIGN.md §5 "Health").
@@ -213,6 +217,7 @@ struct PeerOptions: ParsableArguments {
         } catch {
             bar?.abandon()
             await shutDown()
+            if hooks.interactive { for refusal in grantRefusals { Console.shared.note(refusal) } }
             throw error
         }
     }

@@ -60,6 +60,8 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(name: .customLong("operator"), help: "Who operates this node: may read its STATUS, purge, and issue access grants for status, purge and relay (`stoq grant create`); a node id, a certificate file, or a name `stoq init` made (repeatable). Default: the client certificate beside the CA file (CA_DIR/client.pem, which stoq init makes), else none: only the node itself reads STATUS and purges.") var operators: [String] = []
     @Option(name: .customLong("relay-for"), help: "With --role relay: a node this relay carries streams for, besides its operators and publishers (node id, certificate file or stoq init name; repeatable). Others need a grant with the relay right.") var relayFor: [String] = []
     @Flag(help: "With --role relay: carry streams for every certificate of the network, no grant needed.") var relayOpen = false
+    @Flag(help: "Enforce the read right: serve manifests and chunks of content that is not public (stoq put --public) only to this node, its operators, publishers, --private-reader ids and connections that presented a read grant covering the content (ERROR 7 otherwise).") var privateReads = false
+    @Option(name: .customLong("private-reader"), help: "With --private-reads: a node that reads every content here, e.g. an edge fetching for its readers (node id, certificate file or stoq init name; repeatable).") var privateReader: [String] = []
     @OptionGroup var httpOptions: HTTPOptions
     @OptionGroup var renewal: RenewalOptions
     @OptionGroup var auditOptions: AuditOptions
@@ -135,6 +137,8 @@ struct NodeCommand: AsyncParsableCommand {
         if !operators.isEmpty { v["operator"] = .list(operators) }
         if !relayFor.isEmpty { v["relayFor"] = .list(relayFor) }
         if relayOpen { v["relayOpen"] = .bool(true) }
+        if privateReads { v["privateReads"] = .bool(true) }
+        if !privateReader.isEmpty { v["privateReader"] = .list(privateReader) }
         if let issuer = renewal.issuer {
             guard PeerAddress(issuer) != nil else { throw ValidationError("--issuer takes an IPv6 address like '[::1]:4400' (STOQ is IPv6-only)") }
             v["issuer"] = .string(issuer)
@@ -185,6 +189,7 @@ struct NodeCommand: AsyncParsableCommand {
         do { c.publishers = try c.publishers.map { list in try list.map { try PublisherReference.resolve($0) } } } catch let e as CLIError { throw Self.refuse(e.description) } catch { throw Self.refuse("\(error)") }
         do { c.operators = try c.operators.map { list in try list.map { try PublisherReference.resolve($0, flag: "--operator") } } } catch let e as CLIError { throw Self.refuse(e.description) } catch { throw Self.refuse("\(error)") }
         do { c.relayFor = try c.relayFor.map { list in try list.map { try PublisherReference.resolve($0, flag: "--relay-for") } } } catch let e as CLIError { throw Self.refuse(e.description) } catch { throw Self.refuse("\(error)") }
+        do { c.privateReaders = try c.privateReaders.map { list in try list.map { try PublisherReference.resolve($0, flag: "--private-reader") } } } catch let e as CLIError { throw Self.refuse(e.description) } catch { throw Self.refuse("\(error)") }
         // Closed by default (docs/SECURITY.md): with no --operator, the person who made the network's
         // CA operates its nodes: the `client` certificate `stoq init` wrote beside the CA file.
         if (c.operators ?? []).isEmpty, let own = Self.defaultOperator(ca: c.ca) {
