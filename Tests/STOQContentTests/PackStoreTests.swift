@@ -314,6 +314,9 @@ extension PackStoreTests {
         let more = try ContentPublisher(store: store, keys: keys).put(bytes: textLike(60_000, seed: 3), name: "more")
         #expect(try ContentReader(store: store, keys: keys).readFile(more.id) == textLike(60_000, seed: 3))
         #expect(try store.verify(repair: false).isClean)
+        // ... in the same pack: a reopened store continues its last pack, it does not start one per run.
+        #expect(files(under: dir + "/packs") == [PackSet.name(1)])
+        #expect(try FileManager.default.attributesOfItem(atPath: pack)[.size] as! Int > committedSize)
     }
 
     /// A guard: a record the index names past the pack's recorded length (a length recorded short) is

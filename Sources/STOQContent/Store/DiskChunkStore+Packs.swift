@@ -75,7 +75,13 @@ extension DiskChunkStore {
             Dictionary(try Row.fetchAll(db, sql: "SELECT pack, length FROM packs").map { (Int($0[0] as Int64), $0[1] as Int64) }, uniquingKeysWith: max)
         }
         var dropped: Int64 = 0
-        for n in try packSet.numbers() {
+        let numbers = try packSet.numbers()
+        defer {
+            // New records continue the last pack when all of it is committed (checked again here: the
+            // loop below may have cut or removed it).
+            if let last = numbers.last, let l = lengths[last], (try? Posix.info(packSet.path(last)).size) == l { packSet.resume(last, at: l) }
+        }
+        for n in numbers {
             let size = try Posix.info(packSet.path(n)).size
             let committed = lengths[n] ?? PackSet.headerSize
             guard size > committed || size < PackSet.headerSize else { continue }
