@@ -4,7 +4,10 @@ import GRDB
 /// A ``ChunkStore`` on disk.
 ///
 /// Layout under the store directory:
-/// - `chunks/ab/cd/<64 hex>`: chunk bytes, content-addressed; written to `tmp/.tmp-*` (one directory,
+/// - `packs/NNNNNNNN.pack`: chunk bytes as records in append-only pack files (``StoreFormat/packs``, the
+///   default for a new store; see `DiskChunkStore+Packs.swift` and `PackSet`). A store made before packs
+///   were the default keeps its chunk files (``StoreFormat/files``, next item) until `store migrate`.
+/// - `chunks/ab/cd/<64 hex>` (``StoreFormat/files``): chunk bytes, content-addressed; written to `tmp/.tmp-*` (one directory,
 ///   so opening the store finds a crash's leftovers without walking `chunks/`),
 ///   directory, renamed into place; before any metadata names them the file system is flushed
 ///   (`syncfs`), then the directory entries are durable too.
