@@ -16,7 +16,7 @@ if [ ! -d "$seeds" ] && [ -x ../.build/debug/stoq ]; then
   scratch=$(mktemp -d)
   mkdir -p "$scratch/data/sub" "$seeds"
   head -c 300000 /dev/urandom > "$scratch/data/a.bin"; echo "seed" > "$scratch/data/sub/b.txt"
-  ../.build/debug/stoq put "$scratch/data" --store "$scratch/store" >/dev/null 2>&1 || true
+  ../.build/debug/stoq put "$scratch/data" --store "$scratch/store" --store-format files >/dev/null 2>&1 || true
   find "$scratch/store/chunks" -type f -size -64k -exec cp {} "$seeds/" \; 2>/dev/null || true
   rm -rf "$scratch"
 fi

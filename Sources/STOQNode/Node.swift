@@ -311,6 +311,7 @@ public final class Node: Sendable {
         })
         store.verifyInterval = configuration.storeVerifySeconds.map(Int64.init) ?? DiskChunkStore.defaultVerifyInterval
         if let rebuilt = store.rebuilt { logger.warning("store \(configuration.store): \(rebuilt)") }
+        if store.droppedTornBytes > 0 { logger.notice("store \(configuration.store): cut \(store.droppedTornBytes) bytes of torn or uncommitted records from the end of its packs") }
         let saved = PersistentCounters.load(path: configuration.store + "/" + PersistentCounters.fileName, logger: logger)
         let ownName = CertificateInfo(derEncoded: leaf)?.commonName
         var endpointConfiguration = EndpointConfiguration()

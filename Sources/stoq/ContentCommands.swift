@@ -6,7 +6,7 @@ import STOQContent
 struct StoreOptions: ParsableArguments {
     @Option(name: .long, help: "Store directory (default: $STOQ_STORE or ~/.stoq/store).")
     var store: String?
-    @Option(name: .long, help: "How new chunks are kept: packs (append-only pack files) or files (one file per chunk). Default: $STOQ_STORE_FORMAT, else the store's own (packs when it has a packs/ folder), else files. packs on a store of chunk files switches it; its files are still read (`stoq store migrate` moves them).")
+    @Option(name: .long, help: "How new chunks are kept: packs (append-only pack files) or files (one file per chunk). Default: $STOQ_STORE_FORMAT, else the store's own layout (an existing store of chunk files stays files), else packs for a new store. packs on a store of chunk files switches it; its files are still read (`stoq store migrate` moves them).")
     var storeFormat: StoreFormat?
 
     var directory: String { store ?? Self.defaultDirectory() }
@@ -33,7 +33,7 @@ struct StoreOptions: ParsableArguments {
         // A command reading its own store hashes every chunk it reads (the interval is for serving).
         s.verifyInterval = 0
         if s.droppedTornBytes > 0 {
-            Console.shared.note("store \(directory): cut \(s.droppedTornBytes) bytes of torn (never committed) records from the end of its packs")
+            Console.shared.note("store \(directory): cut \(s.droppedTornBytes) bytes of torn or uncommitted records (left by a crash or a failed put; never committed, so nothing the index names) from the end of its packs")
         }
         if let r = s.rebuilt {
             Console.shared.note("store \(directory): \(r)")

@@ -23,7 +23,7 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Node private key (PEM; default ~/.stoq/certs/NAME.key).") var key: String?
     @Option(help: "Network CA certificate (PEM; default ~/.stoq/certs/ca.pem).") var ca: String?
     @Option(help: "Store directory (default: $STOQ_STORE, else ~/.stoq/NAME).") var store: String?
-    @Option(help: "How new chunks are kept: packs or files (default: $STOQ_STORE_FORMAT, else the store's own: packs when it has a packs/ folder, else files).") var storeFormat: String?
+    @Option(help: "How new chunks are kept: packs or files (default: $STOQ_STORE_FORMAT, else the store's own layout, else packs for a new store).") var storeFormat: String?
     @Option(help: "Role: origin (the default), edge, client, relay (carries peers' streams to a next hop), storage (HyperMesh shards) or issuer (renews certificates; needs --ca-dir); repeatable.") var role: [String] = []
     @Option(help: "Nodes an edge fetches misses from, ADDR[,ADDR...] (repeatable; origin first).") var peers: [String] = []
     @Option(name: .customLong("upstream"), help: .hidden) var upstream: [String] = []

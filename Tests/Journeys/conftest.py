@@ -109,6 +109,7 @@ def clean_env(home: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["HOME"] = str(home)
     env.pop("STOQ_STORE", None)
+    env.pop("STOQ_STORE_FORMAT", None)  # journeys see the default store format (packs for a new store)
     env.pop("STOQ_BLOCKS", None)
     env.setdefault("SWIFT_BACKTRACE", "enable=no")
     return env

@@ -1,4 +1,4 @@
-"""The pack-file store on the release binary (`--store-format packs`): put and get, the files a
+"""The pack-file store on the release binary (the default for a new store): put and get, the files a
 store uses, a torn pack tail cut on open, gc compaction, verify, and `stoq store migrate` of a
 store of chunk files (an upgraded node's store keeps its content)."""
 
@@ -19,11 +19,11 @@ def test_pack_store_journey(user: User, tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "tree", seed=31, big=2_000_000)
     other = tmp_path / "other.bin"
     other.write_bytes(bytes(range(256)) * 8000)
-    tree_id = content_id(user.ok("put", tree, "--store", store, "--store-format", "packs").stdout)
-    other_id = content_id(user.ok("put", other, "--store", store).stdout)  # packs/ exists: packs without asking
-    assert not files_under(store / "chunks"), "no file per chunk"
+    tree_id = content_id(user.ok("put", tree, "--store", store).stdout)  # a new store: packs by default
+    other_id = content_id(user.ok("put", other, "--store", store, "--store-format", "packs").stdout)
+    assert not (store / "chunks").exists(), "no file per chunk"
     packs = sorted((store / "packs").glob("*.pack"))
-    assert 1 <= len(packs) <= 2, packs
+    assert len(packs) == 1, packs  # the second put continued the first put's pack
     user.ok("get", tree_id, "-o", tmp_path / "out", "--store", store)
     assert_same_tree(tree, tmp_path / "out")
 
@@ -53,6 +53,13 @@ def test_store_of_chunk_files_is_migrated(user: User, tmp_path: Path) -> None:
     tree_id = content_id(user.ok("put", tree, "--store", store, "--store-format", "files").stdout)
     n = len(files_under(store / "chunks"))
     assert n > 5
+    # An existing store of chunk files keeps its layout when no format is given (never converted silently).
+    extra = tmp_path / "extra.txt"
+    extra.write_text("a store of chunk files stays one\n" * 2000)
+    user.ok("put", extra, "--store", store)
+    assert not (store / "packs").exists()
+    assert len(files_under(store / "chunks")) > n
+    n = len(files_under(store / "chunks"))
     out = user.ok("store", "migrate", "--store", store).stdout
     assert f"moved {n} chunk files into packs" in out, out
     assert not files_under(store / "chunks")

@@ -263,7 +263,8 @@ class Network:
         (data / "a.bin").write_bytes(sf.rand_bytes(rng, 300_000))
         (data / "b.txt").write_bytes(b"netfuzz\n" * 100)
         self.origin_store = work / "origin-store"
-        out = run([stoq, "put", data, "--store", self.origin_store])
+        # Chunk files (not packs, the default): their names are the chunk ids the fuzzer asks for.
+        out = run([stoq, "put", data, "--store", self.origin_store, "--store-format", "files"])
         cid = next(w for w in out.split() if w.startswith("stoq:"))
         self.content_id = base32_id(cid)
         self.chunk_ids = []

@@ -245,3 +245,107 @@ func files(under dir: String) -> [String] {
         #expect(store.readCounts.hashed == before + 2)
     }
 }
+
+/// Issue 16 item 4: packs are the default for new stores, and what a failed put leaves in the packs
+/// is cut by a truncate when the store opens (no copy: a full disk has no room for one).
+extension PackStoreTests {
+    @Test func newStoresArePacksAndExistingStoresKeepTheirLayout() throws {
+        let keys = PublisherKeys.random()
+        let fresh = tempDir("default-new")
+        do {
+            let store = try DiskChunkStore(directory: fresh)
+            #expect(store.format == .packs)
+            _ = try ContentPublisher(store: store, keys: keys).put(bytes: textLike(50_000, seed: 1), name: "x")
+        }
+        #expect(!FileManager.default.fileExists(atPath: fresh + "/chunks"), "a store made in packs has no chunks/ folder")
+        #expect(try DiskChunkStore.existingFormat(fresh) == .packs)
+        #expect(try DiskChunkStore(directory: fresh).verify(repair: false).isClean)
+        // A store of chunk files (made before packs were the default) stays one when opened without a format.
+        let old = tempDir("default-old")
+        do {
+            let store = try DiskChunkStore(directory: old, format: .files)
+            _ = try ContentPublisher(store: store, keys: keys).put(bytes: textLike(50_000, seed: 2), name: "y")
+        }
+        #expect(try DiskChunkStore.existingFormat(old) == .files)
+        do {
+            let store = try DiskChunkStore(directory: old)
+            #expect(store.format == .files)
+            _ = try ContentPublisher(store: store, keys: keys).put(bytes: textLike(50_000, seed: 3), name: "z")
+        }
+        #expect(!FileManager.default.fileExists(atPath: old + "/packs"), "opening a store of chunk files converted it")
+        // Also with its index lost: the chunk files say what it is (and the index is rebuilt from them).
+        for s in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: old + "/meta.sqlite" + s) }
+        #expect(try DiskChunkStore.existingFormat(old) == .files)
+        let rebuilt = try DiskChunkStore(directory: old)
+        #expect(rebuilt.format == .files && rebuilt.rebuilt?.problem == .missing)
+        // An empty store made as files stays files; `.files` on a new store makes the older layout.
+        let empty = tempDir("default-empty-files")
+        _ = try DiskChunkStore(directory: empty, format: .files)
+        #expect(try DiskChunkStore(directory: empty).format == .files)
+        #expect(try DiskChunkStore.existingFormat(tempDir("default-nothing")) == nil)
+    }
+
+    @Test func recordsAFailedPutLeftAreCutOnOpenWithoutACopy() throws {
+        let dir = tempDir("packs-uncommitted")
+        let keys = PublisherKeys.random()
+        let id: ContentID
+        let pack = dir + "/packs/" + PackSet.name(1)
+        let committedSize: Int
+        do {
+            let store = try DiskChunkStore(directory: dir, format: .packs)
+            let pub = ContentPublisher(store: store, keys: keys)
+            id = try pub.put(bytes: textLike(200_000, seed: 1), name: "kept").id
+            committedSize = try FileManager.default.attributesOfItem(atPath: pack)[.size] as! Int
+            // A put that fails part way (a full disk): whole records written, even synced, never committed.
+            store.failWritesAfterBytes = 150_000
+            var rng = SeededRNG(seed: 2)
+            #expect(throws: ContentError(.diskFull, "")) { try pub.put(bytes: rng.bytes(400_000), name: "failed") }
+            _ = try store.packSet!.sync()
+        }
+        let grown = try FileManager.default.attributesOfItem(atPath: pack)[.size] as! Int
+        #expect(grown > committedSize + 100_000, "the failed put wrote whole records")
+        let store = try DiskChunkStore(directory: dir)
+        #expect(store.droppedTornBytes == Int64(grown - committedSize))
+        #expect(try FileManager.default.attributesOfItem(atPath: pack)[.size] as! Int == committedSize)
+        let v = try store.verify(repair: true)
+        #expect(v.orphaned.isEmpty && v.quarantine == nil && v.isClean, "\(v)")
+        #expect(try ContentReader(store: store, keys: keys).readFile(id) == textLike(200_000, seed: 1))
+        // The next put writes after the cut.
+        let more = try ContentPublisher(store: store, keys: keys).put(bytes: textLike(60_000, seed: 3), name: "more")
+        #expect(try ContentReader(store: store, keys: keys).readFile(more.id) == textLike(60_000, seed: 3))
+        #expect(try store.verify(repair: false).isClean)
+        // ... in the same pack: a reopened store continues its last pack, it does not start one per run.
+        #expect(files(under: dir + "/packs") == [PackSet.name(1)])
+        #expect(try FileManager.default.attributesOfItem(atPath: pack)[.size] as! Int > committedSize)
+    }
+
+    /// A guard: a record the index names past the pack's recorded length (a length recorded short) is
+    /// kept, with the length raised, and only what follows it is cut.
+    @Test func anIndexedRecordPastTheRecordedLengthIsKept() throws {
+        let dir = tempDir("packs-short-length")
+        let keys = PublisherKeys.random()
+        let id: ContentID
+        let pack = dir + "/packs/" + PackSet.name(1)
+        let size: Int
+        do {
+            let store = try DiskChunkStore(directory: dir, format: .packs)
+            id = try ContentPublisher(store: store, keys: keys).put(bytes: textLike(200_000, seed: 4), name: "kept").id
+            size = try FileManager.default.attributesOfItem(atPath: pack)[.size] as! Int
+            try store.db.write { db in try db.execute(sql: "UPDATE packs SET length = ?", arguments: [PackSet.headerSize + 10]) }
+            // And a shorter length written later does not lower it again.
+            try store.db.write { db in
+                try db.execute(sql: "UPDATE packs SET length = ?", arguments: [size])
+                try db.execute(sql: DiskChunkStore.recordPackLength, arguments: [1, 100])
+            }
+            #expect(try store.db.read { db in try Int64.fetchOne(db, sql: "SELECT length FROM packs WHERE pack = 1") } == Int64(size))
+            try store.db.write { db in try db.execute(sql: "UPDATE packs SET length = ?", arguments: [PackSet.headerSize + 10]) }
+        }
+        try appendBytes(pack, Array("STQR".utf8) + [0, 0, 3, 232] + [UInt8](repeating: 7, count: 42))
+        let store = try DiskChunkStore(directory: dir)
+        #expect(store.droppedTornBytes == 50)
+        #expect(try FileManager.default.attributesOfItem(atPath: pack)[.size] as! Int == size)
+        #expect(try store.db.read { db in try Int64.fetchOne(db, sql: "SELECT length FROM packs WHERE pack = 1") } == Int64(size))
+        #expect(try ContentReader(store: store, keys: keys).readFile(id) == textLike(200_000, seed: 4))
+        #expect(try store.verify(repair: false).isClean)
+    }
+}

@@ -62,15 +62,26 @@ extension DiskChunkStore {
         return info.size >= offset + Int64(PackSet.recordHeader + size)
     }
 
-    /// Cuts what follows the last whole record after each pack's committed length (a write torn by a
-    /// crash: never committed, so nothing the index names); returns the bytes cut.
+    /// Cuts every record after each pack's committed length: records a crash or a failed put (a full
+    /// disk) left behind, whole or torn, that no commit made durable and so nothing the index names.
+    /// Cutting is a truncate, which needs no free space (copying them to the quarantine would, and on
+    /// a full disk cannot). As a guard against a length recorded short, a record past the committed
+    /// length that the index does name at that place is kept, with everything before it, and the
+    /// length is raised to its end. A pack left with no record and no committed length is removed.
+    /// - Returns: the bytes cut.
     func recoverPackTails() throws -> Int64 {
         guard let packSet else { return 0 }
         let lengths: [Int: Int64] = try db.read { db in
             Dictionary(try Row.fetchAll(db, sql: "SELECT pack, length FROM packs").map { (Int($0[0] as Int64), $0[1] as Int64) }, uniquingKeysWith: max)
         }
         var dropped: Int64 = 0
-        for n in try packSet.numbers() {
+        let numbers = try packSet.numbers()
+        defer {
+            // New records continue the last pack when all of it is committed (checked again here: the
+            // loop below may have cut or removed it).
+            if let last = numbers.last, let l = lengths[last], (try? Posix.info(packSet.path(last)).size) == l { packSet.resume(last, at: l) }
+        }
+        for n in numbers {
             let size = try Posix.info(packSet.path(n)).size
             let committed = lengths[n] ?? PackSet.headerSize
             guard size > committed || size < PackSet.headerSize else { continue }
@@ -79,14 +90,46 @@ extension DiskChunkStore {
                 if lengths[n] == nil { packSet.forget(n); try Posix.remove(packSet.path(n)); dropped += size }
                 continue
             }
+            // The records past the committed length, and whether the index names any of them there.
             let scan = try packSet.scan(n, from: committed)
-            if scan.end < size {
-                try packSet.truncate(n, to: scan.end)
-                dropped += size - scan.end
+            var keep = committed
+            let found = (scan.records + scan.damaged).filter { $0.offset + Int64(PackSet.recordHeader + $0.size) > keep }
+            if !found.isEmpty {
+                let indexed: [Int64] = try db.read { db in
+                    let st = try db.cachedStatement(sql: "SELECT 1 FROM chunks WHERE id = ? AND pack = ? AND pack_offset = ?")
+                    return try found.filter { try Int.fetchOne(st, arguments: [Self.blob($0.id), n, $0.offset]) != nil }
+                        .map { $0.offset + Int64(PackSet.recordHeader + $0.size) }
+                }
+                keep = max(keep, indexed.max() ?? keep)
+            }
+            if keep < size {
+                if keep == PackSet.headerSize && lengths[n] == nil {
+                    // Nothing in it was ever committed: the whole file goes (a removal needs no space either).
+                    try packSet.remove(n)
+                } else {
+                    try packSet.truncate(n, to: keep)
+                }
+                dropped += size - keep
+            }
+            // Dead-record rows past the cut would name offsets the next records reuse. (Written only when
+            // there is something to write: on a full disk the index may not be able to grow.)
+            let staleDead = try db.read { db in
+                try Int.fetchOne(db, sql: "SELECT 1 FROM dead_records WHERE pack = ? AND pack_offset >= ? LIMIT 1", arguments: [n, keep]) != nil
+            }
+            if keep > committed || staleDead {
+                try db.write { db in
+                    if keep > committed { try db.execute(sql: Self.recordPackLength, arguments: [n, keep]) }
+                    try db.execute(sql: "DELETE FROM dead_records WHERE pack = ? AND pack_offset >= ?", arguments: [n, keep])
+                }
             }
         }
         return dropped
     }
+
+    /// The statement that records a pack's committed length: it only ever grows (two commits that
+    /// synced in one order may write their lengths in the other; the shorter must not win, or opening
+    /// would cut records the index names). Arguments: pack, length.
+    static let recordPackLength = "INSERT OR REPLACE INTO packs (pack, length) VALUES (?1, MAX(?2, COALESCE((SELECT length FROM packs WHERE pack = ?1), 0)))"
 
     /// Every pack record: valid ones by id (the first found of an id written twice), damaged ones, and
     /// the records the index lists as dead (skipped). Torn tails found here (a rebuild, whose index
@@ -175,7 +218,7 @@ extension DiskChunkStore {
             try db.write { db in
                 let st = try db.cachedStatement(sql: "UPDATE chunks SET pack = ?, pack_offset = ? WHERE id = ?")
                 for (id, m, o) in moved { try st.execute(arguments: [m, o, Self.blob(id)]) }
-                let len = try db.cachedStatement(sql: "INSERT OR REPLACE INTO packs (pack, length) VALUES (?, ?)")
+                let len = try db.cachedStatement(sql: Self.recordPackLength)
                 for l in lengths { try len.execute(arguments: [l.pack, l.length]) }
                 try db.execute(sql: "DELETE FROM packs WHERE pack = ?; DELETE FROM dead_records WHERE pack = ?", arguments: [n, n])
             }
@@ -215,7 +258,7 @@ extension DiskChunkStore {
                 try db.write { db in
                     let st = try db.cachedStatement(sql: "UPDATE chunks SET pack = ?, pack_offset = ? WHERE id = ?")
                     for (id, n, o) in done { try st.execute(arguments: [n, o, Self.blob(id)]) }
-                    let len = try db.cachedStatement(sql: "INSERT OR REPLACE INTO packs (pack, length) VALUES (?, ?)")
+                    let len = try db.cachedStatement(sql: Self.recordPackLength)
                     for l in lengths { try len.execute(arguments: [l.pack, l.length]) }
                 }
             }

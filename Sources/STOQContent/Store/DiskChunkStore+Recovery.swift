@@ -260,6 +260,7 @@ extension DiskChunkStore {
             }
         }
         let root = directory + "/chunks"
+        guard Posix.isDirectory(root) else { return false }
         for a in try Posix.listDirectory(root) where Posix.isDirectory(root + "/" + a) {
             for b in try Posix.listDirectory(root + "/" + a) where Posix.isDirectory(root + "/" + a + "/" + b) {
                 if try !Posix.listDirectory(root + "/" + a + "/" + b).filter({ !$0.hasPrefix(".tmp-") }).isEmpty { return true }

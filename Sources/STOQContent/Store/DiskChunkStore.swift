@@ -4,7 +4,10 @@ import GRDB
 /// A ``ChunkStore`` on disk.
 ///
 /// Layout under the store directory:
-/// - `chunks/ab/cd/<64 hex>`: chunk bytes, content-addressed; written to `tmp/.tmp-*` (one directory,
+/// - `packs/NNNNNNNN.pack`: chunk bytes as records in append-only pack files (``StoreFormat/packs``, the
+///   default for a new store; see `DiskChunkStore+Packs.swift` and `PackSet`). A store made before packs
+///   were the default keeps its chunk files (``StoreFormat/files``, next item) until `store migrate`.
+/// - `chunks/ab/cd/<64 hex>` (``StoreFormat/files``): chunk bytes, content-addressed; written to `tmp/.tmp-*` (one directory,
 ///   so opening the store finds a crash's leftovers without walking `chunks/`),
 ///   directory, renamed into place; before any metadata names them the file system is flushed
 ///   (`syncfs`), then the directory entries are durable too.
@@ -49,7 +52,8 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
     /// How new chunks are kept: in pack files, or one file per chunk. A store in packs format still reads
     /// the chunk files an older layout left (their index rows have no pack).
     public var format: StoreFormat { packSet == nil ? .files : .packs }
-    /// Bytes of torn (incomplete, never committed) records opening cut from the packs' tails.
+    /// Bytes of records opening cut from the packs' tails: torn or whole, never committed (a crash or a
+    /// failed put left them; nothing the index names).
     public private(set) var droppedTornBytes: Int64 = 0
 
     /// The default ``verifyInterval``: 7 days.
@@ -84,24 +88,28 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
     static let verifiedBatch = 256
 
     /// Opens (creating if needed) the store at `directory`; removes temp files left by a crash, cuts
-    /// torn records from the packs' tails, and rebuilds the index from the chunk files and packs when it
+    /// the never-committed records (torn or whole) from the packs' tails, and rebuilds the index from the chunk files and packs when it
     /// is missing, empty or damaged.
     /// - Parameters:
-    ///   - format: how new chunks are kept. nil keeps the store's own format: packs when it has a
-    ///     `packs/` folder, else chunk files (so a new store is in chunk files unless asked). `.packs` on a
-    ///     store of chunk files switches it: its files stay and are read as before, new chunks go to packs.
-    ///     `.files` on a store that has packs is refused (its packs would not be read).
+    ///   - format: how new chunks are kept. nil keeps the store's own format (``existingFormat(_:)``):
+    ///     packs when it has a `packs/` folder, chunk files when it has an index or chunk files but no
+    ///     `packs/` (a store made before packs were the default), and packs for a new store. `.packs` on a
+    ///     store of chunk files switches it: its files stay and are read as before, new chunks go to packs
+    ///     (`migrateToPacks()` moves them). `.files` on a store that has packs is refused (its packs would
+    ///     not be read); `.files` on a new store makes the older layout.
     ///   - packTarget: the size at which a pack is closed and the next started.
     /// - Throws: ``ContentError`` `.io` / `.database` / `.diskFull` / `.invalidArgument`.
     public init(directory: String, format: StoreFormat? = nil, packTarget: Int64 = 128 << 20) throws {
         self.directory = directory
-        try Posix.makeDirectories(directory + "/chunks")
-        try Posix.makeDirectories(directory + "/tmp")
-        let hasPacks = Posix.isDirectory(directory + "/packs")
-        if format == .files && hasPacks {
+        let own = try Self.existingFormat(directory)
+        if format == .files && own == .packs {
             throw ContentError(.invalidArgument, "the store \(directory) keeps its chunks in pack files (\(directory)/packs); it cannot be opened as --store-format files: drop the option")
         }
-        packSet = (format == .packs || hasPacks) ? try PackSet(directory: directory + "/packs", target: packTarget) : nil
+        // A new store is in packs unless asked; an existing one keeps its layout unless asked for packs.
+        let chosen = format ?? own ?? .packs
+        if chosen == .files { try Posix.makeDirectories(directory + "/chunks") }
+        try Posix.makeDirectories(directory + "/tmp")
+        packSet = chosen == .packs ? try PackSet(directory: directory + "/packs", target: packTarget) : nil
         lockFile = try Posix.lockExclusive(directory + "/lock")
         let opened: OpenedIndex
         do {
@@ -144,6 +152,15 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
 
     func wrap<T>(_ f: () throws -> T) throws -> T {
         do { return try f() } catch { throw Self.map(error) }
+    }
+
+    /// The layout a store directory already has, detected without opening it: `.packs` when it has a
+    /// `packs/` folder; `.files` when it has an index (`meta.sqlite`) or any chunk file but no `packs/`
+    /// (every store made before packs became the default); nil for a new (or empty) directory.
+    public static func existingFormat(_ directory: String) throws -> StoreFormat? {
+        if Posix.isDirectory(directory + "/packs") { return .packs }
+        if Posix.exists(directory + "/meta.sqlite") { return .files }
+        return try hasChunkFiles(directory) ? .files : nil
     }
 
     /// The path of a chunk's file.
@@ -268,7 +285,7 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
                 }
                 let ver = try db.cachedStatement(sql: "UPDATE chunks SET verified = ? WHERE id = ?")
                 for (id, t) in verified { try ver.execute(arguments: [t, Self.blob(id)]) }
-                let len = try db.cachedStatement(sql: "INSERT OR REPLACE INTO packs (pack, length) VALUES (?, ?)")
+                let len = try db.cachedStatement(sql: Self.recordPackLength)
                 for l in lengths { try len.execute(arguments: [l.pack, l.length]) }
                 let edge = try db.cachedStatement(sql: "INSERT OR IGNORE INTO edges (parent, child) VALUES (?, ?)")
                 for e in batch.edges { try edge.execute(arguments: [Self.blob(e.parent), Self.blob(e.child)]) }
@@ -411,7 +428,8 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
     func scanFiles() throws -> (files: [ChunkID: ChunkPlace], temps: [String], strays: [String]) {
         var files = [ChunkID: ChunkPlace](), temps = [String](), strays = [String]()
         let root = directory + "/chunks"
-        for a in try Posix.listDirectory(root) {
+        // A store made in packs format has no chunks/ folder.
+        for a in Posix.isDirectory(root) ? try Posix.listDirectory(root) : [] {
             let pa = root + "/" + a
             guard Posix.isDirectory(pa) else { (a.hasPrefix(".tmp-") ? { temps.append(pa) } : { strays.append(pa) })(); continue }
             for b in try Posix.listDirectory(pa) {

@@ -97,6 +97,15 @@ final class PackSet: @unchecked Sendable {
         if current?.n == n { current = nil }
     }
 
+    /// Continues the pack `n`, whose whole length (`end`) is committed, instead of starting a new one
+    /// with the next record (a store reopened by each command would otherwise start a pack per run).
+    /// Only before anything was appended; a pack at or over the target is left closed.
+    func resume(_ n: Int, at end: Int64) {
+        lock.lock(); defer { lock.unlock() }
+        guard current == nil, dirty.isEmpty, pending.isEmpty, end >= Self.headerSize, end < target else { return }
+        current = (n, end)
+    }
+
     /// Ends the pack being written: the next record starts a new one.
     func closeCurrent() {
         lock.lock(); defer { lock.unlock() }
