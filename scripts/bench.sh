@@ -15,17 +15,20 @@
 #   http3      scripts/bench/http3.py — STOQHTTP's HTTP/3 server vs ngtcp2's gtlsserver, gtlsclient for both
 #   frontdoor  scripts/bench/frontdoor.py — an edge's --http: 1 GB over HTTP/3 vs gtlsserver, 10 KB over HTTP/2
 #              vs nginx (h2load), time to first byte cold and warm; CPU per byte and peak RSS
+#   edgeclients scripts/bench/edgeclients.py — one `stoq serve` in a network namespace, 8 clients at
+#              once from 8 others (veth), with 1 and with 2 event loops: aggregate Gbit/s, the ratio,
+#              cores kept busy per process, CPU-s per GiB (needs root)
 #
 # Environment: BENCH_OUT (default ./bench-out), BENCH_PARTS (comma list, default all),
 # BENCH_TRANSPORT_BYTES, BENCH_AIOQUIC_BYTES, BENCH_RUNS, BENCH_TTFB_FETCHES, BENCH_IDLE_CONNS, BENCH_ONLY
-# (see scripts/bench/transport.py). Output is also written to BENCH_OUT/bench.txt.
+# (see scripts/bench/transport.py), BENCH_EC_CLIENTS, BENCH_EC_MIB, BENCH_EC_LOOPS (scripts/bench/edgeclients.py). Output is also written to BENCH_OUT/bench.txt.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STOQ_BIN=${1:-${STOQ_BIN:-}}
 OUT=${BENCH_OUT:-$ROOT/bench-out}
 PY=${PYTHON:-python3}
-PARTS=${BENCH_PARTS:-transport,content,store,erasure,routing,dht,swarm,edge,http3,frontdoor}
+PARTS=${BENCH_PARTS:-transport,content,store,erasure,routing,dht,swarm,edge,http3,frontdoor,edgeclients}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/bench.txt") 2>&1
 
@@ -110,6 +113,12 @@ fi
 if want frontdoor; then
   section "frontdoor (an edge's --http beside gtlsserver over HTTP/3 and nginx over HTTP/2; TTFB cold and warm)"
   "$PY" "$ROOT/scripts/bench/frontdoor.py" ${STOQ_BIN:+--stoq "$STOQ_BIN"} || { echo "frontdoor: FAILED"; status=1; }
+fi
+
+if want edgeclients; then
+  section "edgeclients (one stoq serve, 8 clients at once over veth; 1 vs 2 event loops)"
+  if [ -n "$STOQ_BIN" ]; then "$PY" "$ROOT/scripts/bench/edgeclients.py" --stoq "$STOQ_BIN" || { echo "edgeclients: FAILED"; status=1; }
+  else echo "edgeclients: skipped (no stoq binary)"; fi
 fi
 
 echo

@@ -74,6 +74,10 @@ public struct NodeConfiguration: Codable, Sendable {
     public var maxConnections: Int?
     /// Most connections accepted from one IPv6 address (default ``defaultMaxConnectionsPerAddress``).
     public var maxConnectionsPerAddress: Int?
+    /// UDP sockets and event loops serving the node's QUIC connections (1...64, default
+    /// ``defaultEventLoops``): N sockets on the listen address with `SO_REUSEPORT`, one loop each
+    /// (``EndpointConfiguration/eventLoops``).
+    public var eventLoops: Int?
     /// What each peer connection may hold of the node's streams (default ``PeerLimits/init()``).
     public var limits: PeerLimits?
     /// A relay's streams carried at once (default 512).
@@ -162,6 +166,8 @@ public struct NodeConfiguration: Codable, Sendable {
     public static let defaultMaxConnections = 1024
     /// The default of ``maxConnectionsPerAddress``.
     public static let defaultMaxConnectionsPerAddress = 64
+    /// The default of ``eventLoops``: 1 (see docs/CONFIG.md for when more pay).
+    public static let defaultEventLoops = 1
 
     /// Creates a configuration.
     public init(
@@ -329,6 +335,11 @@ public final class Node: Sendable {
         try (configuration.limits ?? PeerLimits()).validate()
         endpointConfiguration.maxConnections = maxConnections
         endpointConfiguration.maxConnectionsPerAddress = perAddress
+        let loops = configuration.eventLoops ?? NodeConfiguration.defaultEventLoops
+        guard (1...Endpoint.maxEventLoops).contains(loops) else {
+            throw NodeError(.invalidArgument, "event loops must be 1 to \(Endpoint.maxEventLoops), not \(loops) (--event-loops / config key eventLoops)")
+        }
+        endpointConfiguration.eventLoops = loops
         let renewal = try IssuerService.renewalSetup(configuration, services: services, logger: logger)
         let audit = configuration.noAuditLog == true ? nil : try NodeAudit(configuration: configuration, signer: signer, logger: logger)
         let endpoint = try await Endpoint.bind(

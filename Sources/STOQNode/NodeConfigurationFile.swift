@@ -152,6 +152,7 @@ public enum NodeConfigurationFile {
         key("noRouting", .bool) { c, v in c.routing = with(c.routing ?? RoutingSettings()) { $0.enabled = !(v.bool ?? false) } },
         key("maxConnections", .integer("connections")) { c, v in c.maxConnections = v.integer },
         key("maxConnectionsPerAddress", .integer("connections")) { c, v in c.maxConnectionsPerAddress = v.integer },
+        key("eventLoops", .integer("loops")) { c, v in c.eventLoops = v.integer },
         key("requestTimeoutMs", .integer("ms")) { c, v in c.limits = with(c.limits ?? PeerLimits()) { $0.requestTimeoutMilliseconds = v.integer ?? $0.requestTimeoutMilliseconds } },
         key("maxPendingRequests", flag: false, .integer("streams")) { c, v in c.limits = with(c.limits ?? PeerLimits()) { $0.maxPendingRequests = v.integer ?? $0.maxPendingRequests } },
         key("maxResponses", flag: false, .integer("responses")) { c, v in c.limits = with(c.limits ?? PeerLimits()) { $0.maxResponses = v.integer ?? $0.maxResponses } },
@@ -466,6 +467,7 @@ public enum NodeConfigurationFile {
         case "gossipInterval": return .integer(2000)
         case "maxConnections": return .integer(NodeConfiguration.defaultMaxConnections)
         case "maxConnectionsPerAddress": return .integer(NodeConfiguration.defaultMaxConnectionsPerAddress)
+        case "eventLoops": return .integer(NodeConfiguration.defaultEventLoops)
         case "requestTimeoutMs": return .integer(PeerLimits().requestTimeoutMilliseconds)
         case "maxPendingRequests": return .integer(PeerLimits().maxPendingRequests)
         case "maxResponses": return .integer(PeerLimits().maxResponses)

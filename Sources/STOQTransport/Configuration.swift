@@ -167,6 +167,13 @@ public struct EndpointConfiguration: Sendable {
     public var maxUDPPayloadSize: Int? = nil
     /// SO_SNDBUF / SO_RCVBUF of the UDP socket.
     public var socketBufferSize: Int = 8 << 20
+    /// UDP sockets, each with its own event loop, bound to the same address and port with
+    /// `SO_REUSEPORT` (1...64; capped at the loops the event loop group has). Each connection
+    /// runs on one loop: the kernel spreads clients over the sockets by address and port, a new
+    /// connection is placed on the loop holding fewest, and a datagram reaching another loop's
+    /// socket (after a client's address changed) is handed to its connection's loop. N > 1 lets
+    /// a server with many connections use N cores; one connection still uses one. Default 1.
+    public var eventLoops: Int = 1
 
     /// Default settings.
     public init() {}

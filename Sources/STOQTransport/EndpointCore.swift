@@ -16,22 +16,28 @@ final class EndpointCore: @unchecked Sendable {
     var tls: TLSConfiguration
     var credentials: TLSCredentials
     let config: EndpointConfiguration
-    let retrySecret = NGTCP2Packet.randomBytes(32)
-    let resetSecret = NGTCP2Packet.randomBytes(32)
+    /// What this endpoint's sockets share (one per event loop); this core is socket `index`.
+    let shared: EndpointShared
+    let index: Int
+    var retrySecret: [UInt8] { shared.retrySecret }
+    var resetSecret: [UInt8] { shared.resetSecret }
     private(set) var routes: [ConnectionID: ConnectionCore] = [:]
     private(set) var connections: [ObjectIdentifier: ConnectionCore] = [:]
-    /// Accepted (server-side) connections per remote IPv6 address.
-    private var acceptedPerAddress: [IPv6Key: Int] = [:]
     private var dirty: [ConnectionCore] = []
+    /// Datagrams that reached this socket for connections of another loop, per loop, handed over
+    /// in one batch at the end of the read cycle.
+    private var handOver: [[(ByteBuffer, SocketAddress)]]
+    /// Datagrams handed to another loop (for tests and stats).
+    private(set) var handedOver = 0
     private var needsFlush = false
     let pool = TransmitBufferPool()
     var gso = false
     var closed = false
-    let incoming: AsyncStream<Connection>
-    let incomingContinuation: AsyncStream<Connection>.Continuation
+    var incoming: AsyncStream<Connection> { shared.incoming }
+    var incomingContinuation: AsyncStream<Connection>.Continuation { shared.incomingContinuation }
     let logger = Logger(label: "stoq.transport")
-    let handshakeFailures: AsyncStream<STOQError>
-    let handshakeFailureContinuation: AsyncStream<STOQError>.Continuation
+    var handshakeFailures: AsyncStream<STOQError> { shared.handshakeFailures }
+    var handshakeFailureContinuation: AsyncStream<STOQError>.Continuation { shared.handshakeFailureContinuation }
     /// Datagrams dropped because they could not be parsed or routed (for tests and stats).
     private(set) var droppedDatagrams = 0
     /// Times the UDP socket was closed under the endpoint (by a send error) and reopened.
@@ -44,15 +50,18 @@ final class EndpointCore: @unchecked Sendable {
     /// Sends NIO refused without closing the socket (no route to host, message too large).
     private(set) var refusedSends = 0
 
-    init(eventLoop: EventLoop, localAddress: SocketAddress, tls: TLSConfiguration, credentials: TLSCredentials, config: EndpointConfiguration) {
+    init(
+        eventLoop: EventLoop, localAddress: SocketAddress, tls: TLSConfiguration, credentials: TLSCredentials,
+        config: EndpointConfiguration, shared: EndpointShared = EndpointShared(count: 1), index: Int = 0
+    ) {
         self.eventLoop = eventLoop
         self.localAddress = localAddress
         self.tls = tls
         self.credentials = credentials
         self.config = config
-        (incoming, incomingContinuation) = AsyncStream.makeStream(of: Connection.self)
-        (handshakeFailures, handshakeFailureContinuation) = AsyncStream.makeStream(
-            of: STOQError.self, bufferingPolicy: .bufferingNewest(64))
+        self.shared = shared
+        self.index = index
+        handOver = Array(repeating: [], count: shared.count)
     }
 
     var connectionCount: Int { connections.count }
@@ -85,7 +94,14 @@ final class EndpointCore: @unchecked Sendable {
         }
     }
 
-    private func receiveOne(_ data: ByteBuffer, remote: SocketAddress, now: UInt64) {
+    /// Datagrams another loop's socket received for connections of this loop.
+    func receiveHandedOver(_ batch: [(ByteBuffer, SocketAddress)]) {
+        let now = clockNow()
+        for (data, remote) in batch { receiveOne(data, remote: remote, now: now, handedOver: true) }
+        processDirty()
+    }
+
+    private func receiveOne(_ data: ByteBuffer, remote: SocketAddress, now: UInt64, handedOver: Bool = false) {
         guard let header = NGTCP2Packet.decode(data) else {
             droppedDatagrams += 1
             return
@@ -105,11 +121,29 @@ final class EndpointCore: @unchecked Sendable {
             markDirty(conn)
             return
         }
-        guard header.isLong, !closed else {
+        // Another loop's connection (the client's address changed, or the connection was placed
+        // there): hand the datagram over. One hand-over at most, so a stale entry cannot bounce.
+        if shared.count > 1, !handedOver, let owner = shared.owner(of: header.dcid), owner != index {
+            self.handedOver += 1
+            handOver[owner].append((data, remote))
+            return
+        }
+        guard header.isLong, !closed, !handedOver else {
             droppedDatagrams += 1
             return
         }
         accept(data, remote: remote, path: path, now: now)
+    }
+
+    /// Sends the datagrams collected for other loops, one task per loop.
+    private func flushHandOver() {
+        for i in handOver.indices where !handOver[i].isEmpty {
+            let batch = handOver[i]
+            handOver[i].removeAll(keepingCapacity: true)
+            guard let target = shared.core(i) else { continue }
+            let box = UnsafeTransfer(batch)
+            target.eventLoop.execute { target.receiveHandedOver(box.value) }
+        }
     }
 
     private func accept(_ data: ByteBuffer, remote: SocketAddress, path: QUICPath, now: UInt64) {
@@ -117,7 +151,7 @@ final class EndpointCore: @unchecked Sendable {
             droppedDatagrams += 1
             return
         }
-        if let max = config.maxConnections, connections.count >= max {
+        if let max = config.maxConnections, shared.totalConnections >= max {
             logger.debug("refusing a connection: \(max) connections already held")
             if let refusal = NGTCP2Packet.refuse(
                 initial, reason: "server busy: it holds its maximum of \(max) connections",
@@ -127,7 +161,7 @@ final class EndpointCore: @unchecked Sendable {
             }
             return
         }
-        if let max = config.maxConnectionsPerAddress, acceptedPerAddress[IPv6Key(remote), default: 0] >= max {
+        if let max = config.maxConnectionsPerAddress, shared.accepted(from: IPv6Key(remote)) >= max {
             logger.debug("refusing a connection from \(remote): \(max) connections from that address already")
             if let refusal = NGTCP2Packet.refuse(
                 initial, reason: "server busy: it holds its maximum of \(max) connections from your address",
@@ -158,21 +192,46 @@ final class EndpointCore: @unchecked Sendable {
             odcid = o
             retrySCID = initial.dcid
         }
+        let target = shared.assign(arrived: index, dcid: initial.dcid)
+        if target == index {
+            create(initial, data, remote: remote, originalDCID: odcid, retrySCID: retrySCID, now: now)
+        } else if let core = shared.core(target) {
+            let box = UnsafeTransfer((initial, data, remote, odcid, retrySCID))
+            core.eventLoop.execute {
+                let (initial, data, remote, odcid, retrySCID) = box.value
+                core.create(initial, data, remote: remote, originalDCID: odcid, retrySCID: retrySCID, now: clockNow())
+                core.processDirty()
+            }
+        } else {
+            shared.removed(target, remote: nil)
+        }
+    }
+
+    /// Creates the server connection an Initial (validated by the loop it reached) starts; the
+    /// loop was charged for it by `EndpointShared.assign`.
+    private func create(
+        _ initial: NGTCP2Packet.Initial, _ data: ByteBuffer, remote: SocketAddress, originalDCID odcid: ConnectionID?,
+        retrySCID: ConnectionID?, now: UInt64
+    ) {
+        let path = QUICPath(local: localAddress, remote: remote)
         let quic: QUICConnection
         do {
+            guard !closed else { throw STOQError(.endpointClosed, "the endpoint is closed") }
             quic = try QUICConnection(
                 serverPath: path, clientSCID: initial.scid, clientDCID: initial.dcid, originalDCID: odcid,
                 retrySCID: retrySCID, token: initial.token, version: initial.version, settings: settings(), now: now)
         } catch {
             logger.warning("could not create a server connection: \(error)")
+            shared.removed(index, remote: nil)
+            shared.clearOwner(initial.dcid, index)
             return
         }
         let conn = ConnectionCore(endpoint: self, quic: quic, remote: remote, connectPromise: nil)
         connections[ObjectIdentifier(conn)] = conn
-        acceptedPerAddress[IPv6Key(remote), default: 0] += 1
-        routes[initial.dcid] = conn
+        shared.added(index, remote: IPv6Key(remote), counted: true)
+        addRoute(initial.dcid, conn)
         conn.extraRoutes.append(initial.dcid)
-        for cid in quic.sourceConnectionIDs { routes[cid] = conn }
+        for cid in quic.sourceConnectionIDs { addRoute(cid, conn) }
         quic.handle(datagram: data, path: path, now: now)
         markDirty(conn)
     }
@@ -195,6 +254,7 @@ final class EndpointCore: @unchecked Sendable {
             }
         }
         flushIfNeeded()
+        if shared.count > 1 { flushHandOver() }
     }
 
     // MARK: Send
@@ -270,8 +330,13 @@ final class EndpointCore: @unchecked Sendable {
                     let dead = STOQError(.endpointClosed, socketFailure ?? "the endpoint's socket is closed")
                     for conn in Array(connections.values) { conn.abandon(dead) }
                     closed = true
-                    incomingContinuation.finish()
-                    handshakeFailureContinuation.finish()
+                    // The endpoint's other sockets, if any, keep serving; this one takes no more.
+                    if shared.count > 1 {
+                        shared.retire(index)
+                    } else {
+                        incomingContinuation.finish()
+                        handshakeFailureContinuation.finish()
+                    }
                 }
             }
         }
@@ -304,21 +369,26 @@ final class EndpointCore: @unchecked Sendable {
 
     // MARK: Routing
 
-    func addRoute(_ cid: ConnectionID, _ conn: ConnectionCore) { routes[cid] = conn }
+    func addRoute(_ cid: ConnectionID, _ conn: ConnectionCore) {
+        routes[cid] = conn
+        shared.setOwner(cid, index)
+    }
     func removeRoute(_ cid: ConnectionID, _ conn: ConnectionCore) {
-        if routes[cid] === conn { routes[cid] = nil }
+        if routes[cid] === conn {
+            routes[cid] = nil
+            shared.clearOwner(cid, index)
+        }
     }
 
     func remove(_ conn: ConnectionCore) {
-        if connections.removeValue(forKey: ObjectIdentifier(conn)) != nil, conn.quic.isServer {
-            let key = IPv6Key(conn.remote)
-            let left = acceptedPerAddress[key, default: 1] - 1
-            acceptedPerAddress[key] = left > 0 ? left : nil
+        if connections.removeValue(forKey: ObjectIdentifier(conn)) != nil {
+            shared.removed(index, remote: conn.quic.isServer ? IPv6Key(conn.remote) : nil)
         }
         for cid in conn.quic.sourceConnectionIDs { removeRoute(cid, conn) }
         for cid in conn.extraRoutes { removeRoute(cid, conn) }
         // Sweep anything else still pointing at it.
         if routes.values.contains(where: { $0 === conn }) {
+            for (cid, c) in routes where c === conn { shared.clearOwner(cid, index) }
             routes = routes.filter { $0.value !== conn }
         }
     }
@@ -359,7 +429,7 @@ final class EndpointCore: @unchecked Sendable {
             promise.fail(STOQError(.endpointClosed, "the endpoint is closed"))
             return
         }
-        if let max = config.maxConnections, connections.count >= max {
+        if let max = config.maxConnections, shared.totalConnections >= max {
             promise.fail(STOQError(.tooManyConnections, "this endpoint already holds its maximum of \(max) connections; raise EndpointConfiguration.maxConnections or close some"))
             return
         }
@@ -375,7 +445,8 @@ final class EndpointCore: @unchecked Sendable {
         }
         let conn = ConnectionCore(endpoint: self, quic: quic, remote: remote, connectPromise: promise)
         connections[ObjectIdentifier(conn)] = conn
-        for cid in quic.sourceConnectionIDs { routes[cid] = conn }
+        shared.added(index, remote: nil, counted: false)
+        for cid in quic.sourceConnectionIDs { addRoute(cid, conn) }
         conn.process()
         flushIfNeeded()
     }

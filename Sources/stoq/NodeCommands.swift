@@ -53,6 +53,7 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "HyperMesh shard directory; implies the storage role (default with --role storage: STORE/shards).") var shards: String?
     @Option(help: "Most connections held at once, accepted and dialled (default 1024); more are refused with a reason.") var maxConnections: Int?
     @Option(help: "Most connections accepted from one IPv6 address (default 64).") var maxConnectionsPerAddress: Int?
+    @Option(help: "UDP sockets on the listen address (SO_REUSEPORT), one event loop each, so many connections use N cores (1-64, default 1).") var eventLoops: Int?
     @Option(help: "A request stream whose request is incomplete after this many ms is reset (default 10000).") var requestTimeoutMs: Int?
     @Option(help: "The node's location, LAT,LON in degrees (e.g. '48.85,2.35'): routing's geographic factor and the edge registry's nearness. The region comes from --region or the certificate.") var location: String?
     @Flag(help: "Accept anonymous readers (clients without a certificate, e.g. `stoq get TICKET`): they may PING, WANT, GET_CHUNK, NAME_RESOLVE and ask for public read keys, nothing else.") var publicRead = false
@@ -123,6 +124,7 @@ struct NodeCommand: AsyncParsableCommand {
         if noRouting { v["noRouting"] = .bool(true) }
         if let maxConnections { v["maxConnections"] = .integer(maxConnections) }
         if let maxConnectionsPerAddress { v["maxConnectionsPerAddress"] = .integer(maxConnectionsPerAddress) }
+        if let eventLoops { v["eventLoops"] = .integer(eventLoops) }
         if let requestTimeoutMs { v["requestTimeoutMs"] = .integer(requestTimeoutMs) }
         if let logLevel { v["logLevel"] = .string(logLevel) }
         if let logFormat { v["logFormat"] = .string(logFormat) }

@@ -75,6 +75,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Restrict TLS cipher suites: aes128gcm, aes256gcm, chacha20 (repeatable).") var cipher: [String] = []
     @Option(help: "Per-connection send rate limit in bytes/s.") var rateLimit: UInt64?
     @Option(help: "Idle timeout in seconds.") var idleTimeout: Int = 30
+    @Option(help: "UDP sockets on the listen address (SO_REUSEPORT), one event loop each (1-64).") var eventLoops: Int = 1
 
     func run() async throws {
         let server = try HQFileServer(root: root)
@@ -89,6 +90,7 @@ struct Serve: AsyncParsableCommand {
         var config = EndpointConfiguration()
         config.idleTimeout = .seconds(idleTimeout)
         if let rateLimit { config.rateLimit = RateLimit(bytesPerSecond: rateLimit) }
+        config.eventLoops = eventLoops
         let endpoint = try await Endpoint.bind(host: listen.host, port: listen.port, tls: tls, configuration: config)
         print("listening on [\(endpoint.localAddress.ipAddress ?? listen.host)]:\(endpoint.localAddress.port ?? listen.port)")
         fflush(nil)

@@ -28,11 +28,20 @@ struct Pair {
     let server: Endpoint
     let client: Endpoint
 
+    /// Event loops (sockets) of the server and client endpoints `make` binds; MultiLoopTests
+    /// runs these tests again with 2.
+    @TaskLocal static var serverLoops = 1
+    @TaskLocal static var clientLoops = 1
+
     static func make(
         server s: TLSConfiguration? = nil, client c: TLSConfiguration? = nil, config: EndpointConfiguration = .init()
     ) async throws -> Pair {
-        let server = try await Endpoint.bind(host: "::1", port: 0, tls: s ?? Certs.tls("server"), configuration: config)
-        let client = try await Endpoint.bind(host: "::1", port: 0, tls: c ?? Certs.tls("client"), configuration: config)
+        var serverConfig = config
+        serverConfig.eventLoops = serverLoops
+        var clientConfig = config
+        clientConfig.eventLoops = clientLoops
+        let server = try await Endpoint.bind(host: "::1", port: 0, tls: s ?? Certs.tls("server"), configuration: serverConfig)
+        let client = try await Endpoint.bind(host: "::1", port: 0, tls: c ?? Certs.tls("client"), configuration: clientConfig)
         return Pair(server: server, client: client)
     }
 
