@@ -16,6 +16,8 @@ Rows (each server is started once and measured in every round; rounds interleave
 so load from other processes spreads over all of them; the medians of the rounds are shown):
 
   stoq mTLS        stoq serve --ca: client certificate required and verified against the CA
+  stoq mTLS, new   the same server, each handshake with a client certificate (own key) it has
+                   not seen: the chain is verified in full (no cached verdict applies)
   stoq TLS         stoq serve without --ca: no client certificate asked for
   gtlsserver mTLS  gtlsserver --verify-client: the client sends its certificate and proves its
                    key (CertificateVerify), but gtlsserver does not verify the chain
@@ -55,11 +57,14 @@ from aioquic.quic.connection import QuicConnection
 
 port, alpn, ca, n, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 cert, key = (sys.argv[6], sys.argv[7]) if len(sys.argv) > 7 else (None, None)
+many = cert is not None and cert.endswith("/")  # a directory of client-I.pem / client-I.key
 
-async def one(loop):
+async def one(loop, i):
     config = QuicConfiguration(is_client=True, alpn_protocols=[alpn], server_name="localhost")
     config.load_verify_locations(cafile=ca)
-    if cert:
+    if many:
+        config.load_cert_chain(f"{cert}client-{i}.pem", f"{cert}client-{i}.key")
+    elif cert:
         config.load_cert_chain(cert, key)
     sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     sock.bind(("::1", 0, 0, 0))
@@ -87,13 +92,46 @@ async def main():
     loop = asyncio.get_running_loop()
     ok = 0
     start = time.perf_counter()
-    for _ in range(n):
-        ok += await one(loop)
+    for i in range(n):
+        ok += await one(loop, i)
     secs = time.perf_counter() - start
     print(f"handshakes {ok} of {n} in {secs:.3f} s", flush=True)
 
 asyncio.run(main())
 """
+
+
+def make_client_certs(ca_pem: Path, ca_key: Path, out: Path, n: int) -> Path:
+    """n client certificates (P-256, chain = the leaf), each with its own key, from the test CA,
+    for the rows where every handshake presents a certificate the server has not seen."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    ca = x509.load_pem_x509_certificate(ca_pem.read_bytes())
+    signer = serialization.load_pem_private_key(ca_key.read_bytes(), None)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"client-{i}")]))
+                .issuer_name(ca.subject).public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                             data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                             crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False)
+                .sign(signer, hashes.SHA256()))
+        (out / f"client-{i}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (out / f"client-{i}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                                serialization.NoEncryption()))
+    return out
 
 
 def cpu_seconds(pid: int) -> float:
@@ -115,8 +153,9 @@ def quiet_cpu(pid: int, settle: float = 0.15, limit: float = 5.0) -> float:
 
 
 class Row:
-    def __init__(self, key: str, label: str, alpn: str, client_cert: bool) -> None:
+    def __init__(self, key: str, label: str, alpn: str, client_cert: bool, fresh: bool = False) -> None:
         self.key, self.label, self.alpn, self.client_cert = key, label, alpn, client_cert
+        self.fresh = fresh  # a certificate the server has not seen, every handshake
         self.server: Server | None = None
         self.unavailable: str | None = None
         self.ms: list[float] = []        # server CPU ms per handshake, one per round
@@ -131,7 +170,7 @@ def main() -> int:
     p.add_argument("-n", type=int, default=int(os.environ.get("BENCH_HANDSHAKES", "300")))
     p.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_HANDSHAKE_ROUNDS", "3")))
     p.add_argument("--only", default=os.environ.get("BENCH_HANDSHAKE_ONLY", ""),
-                   help="comma list of row keys: stoq-mtls,stoq-tls,gtls-mtls,gtls-tls")
+                   help="comma list of row keys: stoq-mtls,stoq-mtls-new,stoq-tls,gtls-mtls,gtls-tls")
     a = p.parse_args()
     out = Path(a.out).resolve()
     logs = out / "logs"
@@ -151,6 +190,7 @@ def main() -> int:
     files.mkdir(parents=True, exist_ok=True)
 
     rows = [Row("stoq-mtls", "stoq serve --ca (client cert verified)", "hq-interop", True),
+            Row("stoq-mtls-new", "stoq serve --ca, a new client cert every handshake", "hq-interop", True, fresh=True),
             Row("stoq-tls", "stoq serve (no client cert)", "hq-interop", False),
             Row("gtls-mtls", "gtlsserver --verify-client (cert sent, chain not verified)", "h3", True),
             Row("gtls-tls", "gtlsserver (no client cert)", "h3", False)]
@@ -165,6 +205,8 @@ def main() -> int:
         if r.unavailable:
             continue
         try:
+            if r.fresh:
+                continue  # measured against the stoq-mtls server (started below or above)
             if r.key.startswith("stoq"):
                 cmd = [stoq, "serve", files, "--listen", "[::1]:0", "--cert", c.server_cert,
                        "--key", c.server_key, "--alpn", "hq-interop"]
@@ -179,11 +221,25 @@ def main() -> int:
         except RuntimeError as exc:
             r.unavailable = f"server failed to start: {exc}"
 
+    mtls = next((r for r in rows if r.key == "stoq-mtls"), None)
+    fresh_dir: Path | None = None
+    for r in rows:
+        if r.fresh and not r.unavailable:
+            if mtls is None or mtls.server is None:
+                r.unavailable = "needs the stoq-mtls row's server"
+                continue
+            r.server = mtls.server
+            try:
+                fresh_dir = make_client_certs(c.ca, c.ca.parent / "ca.key", certs_dir / "fresh", a.n * a.rounds + 5)
+            except Exception as exc:  # noqa: BLE001 — reported in the row
+                r.unavailable = f"could not make client certificates: {exc}"
+
     def client(r: Row, n: int, cert: tuple[Path, Path] | None, mode: str = "close") -> tuple[int, float, str]:
         assert r.server is not None
         args = [PY, "-c", CLIENT, str(r.server.port), r.alpn, str(c.ca), str(n), mode]
         if cert:
-            args += [str(cert[0]), str(cert[1])]
+            tail = "/" if r.fresh else ""  # the client reads client-I.pem/.key from that directory
+            args += [f"{cert[0]}{tail}", f"{cert[1]}{tail}"]
         pr = subprocess.run(args, capture_output=True, text=True, timeout=60 + n)
         line = next((x for x in pr.stdout.splitlines() if x.startswith("handshakes ")), "")
         if not line:
@@ -205,14 +261,28 @@ def main() -> int:
             control = "refused (good)" if ok == 0 else "ACCEPTED: the server does not verify client certificates"
             if ok:
                 r.errors.append("a client certificate from an unrelated CA was accepted")
+    def cert_for(r: Row, round_: int) -> tuple[Path, Path] | None:
+        if r.fresh:
+            assert fresh_dir is not None
+            d = fresh_dir / f"round-{round_}"
+            if not d.exists():  # each round its own unseen certificates: client-0 … client-(n-1)
+                d.mkdir()
+                for i in range(a.n):
+                    j = round_ * a.n + i
+                    for ext in ("pem", "key"):
+                        (d / f"client-{i}.{ext}").symlink_to(fresh_dir / f"client-{j}.{ext}")
+            return (d, d)
+        return (c.client_cert, c.client_key) if r.client_cert else None
+
     for r in live:  # warm-up: first connections pay one-time set-up (page faults, caches)
-        client(r, 5, (c.client_cert, c.client_key) if r.client_cert else None)
-    for _ in range(a.rounds):
+        if not r.fresh:
+            client(r, 5, (c.client_cert, c.client_key) if r.client_cert else None)
+    for round_ in range(a.rounds):
         for r in live:
             assert r.server is not None
             pid = r.server.p.pid
             before = quiet_cpu(pid)
-            done, secs, err = client(r, a.n, (c.client_cert, c.client_key) if r.client_cert else None)
+            done, secs, err = client(r, a.n, cert_for(r, round_))
             after = quiet_cpu(pid)
             if done < a.n:
                 r.errors.append(f"{a.n - done} of {a.n} handshakes failed: {err}")
@@ -221,7 +291,8 @@ def main() -> int:
                 r.wall.append(done / secs)
     for r in live:
         assert r.server is not None
-        r.server.stop()
+        if not r.fresh:
+            r.server.stop()
 
     base = next((statistics.median(r.ms) for r in rows if r.key == "gtls-tls" and r.ms), None)
     print(f"server CPU per handshake over [::1], {a.n} sequential handshakes per round, {a.rounds} rounds "
