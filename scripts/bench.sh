@@ -5,6 +5,8 @@
 #
 # Parts, each skipped (saying so) when it does not exist yet:
 #   transport  scripts/bench/transport.py — STOQ vs ngtcp2's example pair vs aioquic, 1 GiB over [::1]
+#   handshakes scripts/bench/handshakes.py — server CPU per handshake and handshakes/s per core:
+#              stoq serve with mutual TLS (client certificates verified) beside gtlsserver
 #   content    scripts/bench-content.sh STOQ_BIN
 #   store      scripts/bench-store.sh STOQ_BIN — stoq put (packs, files) vs restic backup; the store at scale
 #   erasure    scripts/bench-erasure.sh STOQ_BIN
@@ -21,14 +23,15 @@
 #
 # Environment: BENCH_OUT (default ./bench-out), BENCH_PARTS (comma list, default all),
 # BENCH_TRANSPORT_BYTES, BENCH_AIOQUIC_BYTES, BENCH_RUNS, BENCH_TTFB_FETCHES, BENCH_IDLE_CONNS, BENCH_ONLY
-# (see scripts/bench/transport.py), BENCH_EC_CLIENTS, BENCH_EC_MIB, BENCH_EC_LOOPS (scripts/bench/edgeclients.py). Output is also written to BENCH_OUT/bench.txt.
+# (see scripts/bench/transport.py), BENCH_HANDSHAKES, BENCH_HANDSHAKE_ROUNDS (scripts/bench/handshakes.py),
+# BENCH_EC_CLIENTS, BENCH_EC_MIB, BENCH_EC_LOOPS (scripts/bench/edgeclients.py). Output is also written to BENCH_OUT/bench.txt.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STOQ_BIN=${1:-${STOQ_BIN:-}}
 OUT=${BENCH_OUT:-$ROOT/bench-out}
 PY=${PYTHON:-python3}
-PARTS=${BENCH_PARTS:-transport,content,store,erasure,routing,dht,swarm,edge,http3,frontdoor,edgeclients}
+PARTS=${BENCH_PARTS:-transport,handshakes,content,store,erasure,routing,dht,swarm,edge,http3,frontdoor,edgeclients}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/bench.txt") 2>&1
 
@@ -46,6 +49,11 @@ fi
 if want transport; then
   section "transport (one connection over [::1])"
   "$PY" "$ROOT/scripts/bench/transport.py" ${STOQ_BIN:+--stoq "$STOQ_BIN"} --out "$OUT" || status=1
+fi
+
+if want handshakes; then
+  section "handshakes (server CPU per handshake over [::1]: stoq serve with mutual TLS beside gtlsserver)"
+  "$PY" "$ROOT/scripts/bench/handshakes.py" ${STOQ_BIN:+--stoq "$STOQ_BIN"} --out "$OUT" || status=1
 fi
 
 run_script_part() {  # name script
@@ -122,5 +130,5 @@ if want edgeclients; then
 fi
 
 echo
-echo "bench: done (exit $status); results in $OUT (bench.txt, transport.json)"
+echo "bench: done (exit $status); results in $OUT (bench.txt, transport.json, handshakes.json)"
 exit $status

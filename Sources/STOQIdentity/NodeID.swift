@@ -49,6 +49,68 @@ public struct NodeID: Hashable, Comparable, Sendable, CustomStringConvertible {
         self.init(publicKey: certificate.publicKey)
     }
 
+    /// The node id of a TLS peer's leaf certificate (DER), without a full X.509 parse when the key
+    /// is the usual one.
+    ///
+    /// For a certificate whose SubjectPublicKeyInfo is a P-256 key in its one canonical DER form
+    /// (ecPublicKey, namedCurve prime256v1, uncompressed point: the keys STOQ issues) the id is the
+    /// SHA-256 of those 91 bytes, found by walking the certificate's outer DER headers: these are
+    /// the bytes ``init(certificateDER:)`` would re-serialize, so the id is the same. Any other key
+    /// or layout takes ``init(certificateDER:)``.
+    ///
+    /// Only for a certificate the TLS handshake has already accepted: the handshake parsed it and
+    /// checked a signature (CertificateVerify) made with this key, so the point is on the curve,
+    /// which the full parse would otherwise check. Server handshakes used to spend about a tenth
+    /// of their CPU re-parsing the client's certificate here.
+    public init(handshakeCertificateDER der: [UInt8]) throws(IdentityError) {
+        if let spki = Self.p256SubjectPublicKeyInfo(in: der) {
+            self.init(subjectPublicKeyInfoDER: der[spki])
+        } else {
+            try self.init(certificateDER: der)
+        }
+    }
+
+    /// DER header of a P-256 SubjectPublicKeyInfo with an uncompressed point (RFC 5480): 27 bytes,
+    /// then the 64 bytes of X and Y.
+    static let p256SPKIPrefix: [UInt8] = [
+        0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01,
+        0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00, 0x04,
+    ]
+
+    /// The byte range of the SubjectPublicKeyInfo of `der` when it is a canonical P-256 key;
+    /// nil for anything else (another key type, a malformed header, lengths past the end).
+    static func p256SubjectPublicKeyInfo(in der: [UInt8]) -> Range<Int>? {
+        // One TLV header at i: (tag, start of contents, end of element), bounded by `limit`.
+        func header(_ i: Int, _ limit: Int) -> (tag: UInt8, body: Int, end: Int)? {
+            guard i + 2 <= limit else { return nil }
+            let tag = der[i]
+            let first = Int(der[i + 1])
+            var length = 0, body = i + 2
+            if first < 0x80 {
+                length = first
+            } else {
+                let n = first & 0x7F
+                guard n >= 1, n <= 3, body + n <= limit else { return nil }
+                for k in 0..<n { length = length << 8 | Int(der[body + k]) }
+                body += n
+            }
+            guard length <= limit - body else { return nil }
+            return (tag, body, body + length)
+        }
+        guard let cert = header(0, der.count), cert.tag == 0x30, cert.end == der.count,
+              let tbs = header(cert.body, cert.end), tbs.tag == 0x30 else { return nil }
+        var i = tbs.body
+        if let version = header(i, tbs.end), version.tag == 0xA0 { i = version.end }
+        // serialNumber, signature, issuer, validity, subject
+        for tag: UInt8 in [0x02, 0x30, 0x30, 0x30, 0x30] {
+            guard let field = header(i, tbs.end), field.tag == tag else { return nil }
+            i = field.end
+        }
+        guard let spki = header(i, tbs.end), spki.tag == 0x30, spki.end - i == 91,
+              der[i..<(i + Self.p256SPKIPrefix.count)].elementsEqual(Self.p256SPKIPrefix) else { return nil }
+        return i..<spki.end
+    }
+
     /// Parses the 64-character lowercase or uppercase hex form.
     public init?(hex: String) {
         guard let decoded = Hex.decode(hex), decoded.count == Self.byteCount else { return nil }

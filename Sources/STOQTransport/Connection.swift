@@ -41,7 +41,8 @@ public final class Connection: Sendable {
         remoteAddress = core.remote
         negotiatedALPN = core.quic.negotiatedALPN
         peerCertificateChain = core.quic.peerCertificates
-        peerNodeID = peerCertificateChain.first.flatMap { try? NodeID(certificateDER: $0) }
+        // The handshake has accepted this certificate: the id needs no second full X.509 parse.
+        peerNodeID = peerCertificateChain.first.flatMap { try? NodeID(handshakeCertificateDER: $0) }
         isServer = core.quic.isServer
     }
 

@@ -3,6 +3,7 @@
 #include <gnutls/crypto.h>
 #include <gnutls/abstract.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 int stoq_conn_client_new(ngtcp2_conn **pconn, const ngtcp2_cid *dcid, const ngtcp2_cid *scid,
                          const ngtcp2_path *path, uint32_t version,
@@ -78,6 +79,150 @@ ngtcp2_conn *stoq_conn_ref_get_conn(ngtcp2_crypto_conn_ref *ref) {
   return (ngtcp2_conn *)ref->user_data;
 }
 
+/* ---- Verified client chains ---------------------------------------------------------------
+ * A server that requires client certificates verifies the same few chains over and over (nodes
+ * and operators reconnect). A chain GnuTLS verified against these credentials' trust roots is
+ * remembered by the SHA-256 of every certificate the client sent (length-prefixed, in order), so
+ * a later handshake that presents exactly the same bytes skips the path building and signature
+ * checks. Safe because:
+ *  - the verdict depends only on those bytes, the trust roots and the time: the cache belongs to
+ *    one credentials object (new trust roots are new credentials, with an empty cache), and an
+ *    entry holds only from the latest notBefore to the earliest notAfter of the sent chain, and
+ *    for at most STOQ_VERIFY_CACHE_TTL seconds after the verification;
+ *  - the client still proves its key in every handshake (GnuTLS checks CertificateVerify
+ *    whatever this function answers), so a cached chain is no use without its private key;
+ *  - only successes are cached, and GnuTLS holds no CRLs here (revocation is the application's,
+ *    checked after the handshake, unchanged);
+ *  - the table is fixed-size (STOQ_VERIFY_CACHE_SLOTS, direct-mapped by digest): a flood of
+ *    distinct chains only evicts entries, it cannot grow memory. */
+#include <pthread.h>
+#include <time.h>
+
+static void stoq_fail(stoq_conn_ref *ref, const char *text);
+
+#define STOQ_VERIFY_CACHE_SLOTS 512
+#define STOQ_VERIFY_CACHE_TTL 300
+
+typedef struct {
+  uint8_t digest[32];
+  int64_t not_before;  /* latest notBefore in the chain */
+  int64_t valid_until; /* earliest notAfter in the chain, at most verification + TTL */
+  int used;
+} stoq_verify_entry;
+
+struct stoq_verify_cache {
+  pthread_mutex_t lock;
+  uint64_t hits, misses;
+  stoq_verify_entry slots[STOQ_VERIFY_CACHE_SLOTS];
+};
+
+stoq_verify_cache *stoq_verify_cache_new(void) {
+  stoq_verify_cache *cache = calloc(1, sizeof *cache);
+  if (cache != NULL) pthread_mutex_init(&cache->lock, NULL);
+  return cache;
+}
+
+void stoq_verify_cache_free(stoq_verify_cache *cache) {
+  if (cache == NULL) return;
+  pthread_mutex_destroy(&cache->lock);
+  free(cache);
+}
+
+void stoq_verify_cache_counts(stoq_verify_cache *cache, uint64_t *hits, uint64_t *misses) {
+  pthread_mutex_lock(&cache->lock);
+  *hits = cache->hits;
+  *misses = cache->misses;
+  pthread_mutex_unlock(&cache->lock);
+}
+
+static int stoq_chain_digest(const gnutls_datum_t *certs, unsigned n, uint8_t out[32]) {
+  gnutls_hash_hd_t h;
+  if (gnutls_hash_init(&h, GNUTLS_DIG_SHA256) < 0) return -1;
+  for (unsigned i = 0; i < n; i++) {
+    uint8_t len[4] = {(uint8_t)(certs[i].size >> 24), (uint8_t)(certs[i].size >> 16),
+                      (uint8_t)(certs[i].size >> 8), (uint8_t)certs[i].size};
+    gnutls_hash(h, len, 4);
+    gnutls_hash(h, certs[i].data, certs[i].size);
+  }
+  gnutls_hash_deinit(h, out);
+  return 0;
+}
+
+static int stoq_verify_cache_hit(stoq_verify_cache *cache, const uint8_t digest[32], int64_t now) {
+  stoq_verify_entry *e = &cache->slots[((unsigned)digest[0] << 8 | digest[1]) % STOQ_VERIFY_CACHE_SLOTS];
+  pthread_mutex_lock(&cache->lock);
+  int hit = e->used && memcmp(e->digest, digest, 32) == 0 && now >= e->not_before && now < e->valid_until;
+  if (hit) cache->hits++; else cache->misses++;
+  pthread_mutex_unlock(&cache->lock);
+  return hit;
+}
+
+/* Remembers a chain that has just verified; its validity window comes from the certificates. */
+static void stoq_verify_cache_put(stoq_verify_cache *cache, const uint8_t digest[32],
+                                  const gnutls_datum_t *certs, unsigned n, int64_t now) {
+  int64_t not_before = INT64_MIN, valid_until = now + STOQ_VERIFY_CACHE_TTL;
+  for (unsigned i = 0; i < n; i++) {
+    gnutls_x509_crt_t crt;
+    if (gnutls_x509_crt_init(&crt) < 0) return;
+    int ok = gnutls_x509_crt_import(crt, &certs[i], GNUTLS_X509_FMT_DER) >= 0;
+    time_t activation = ok ? gnutls_x509_crt_get_activation_time(crt) : (time_t)-1;
+    time_t expiration = ok ? gnutls_x509_crt_get_expiration_time(crt) : (time_t)-1;
+    gnutls_x509_crt_deinit(crt);
+    if (activation == (time_t)-1 || expiration == (time_t)-1) return; /* not cached */
+    if ((int64_t)activation > not_before) not_before = (int64_t)activation;
+    if ((int64_t)expiration < valid_until) valid_until = (int64_t)expiration;
+  }
+  if (valid_until <= now) return;
+  stoq_verify_entry *e = &cache->slots[((unsigned)digest[0] << 8 | digest[1]) % STOQ_VERIFY_CACHE_SLOTS];
+  pthread_mutex_lock(&cache->lock);
+  memcpy(e->digest, digest, 32);
+  e->not_before = not_before;
+  e->valid_until = valid_until;
+  e->used = 1;
+  pthread_mutex_unlock(&cache->lock);
+}
+
+/* Verifies the client's chain (n > 0 certificates) against the credentials' trust roots the way
+ * gnutls_certificate_verify_peers2 does, answered from the cache when the client sent a chain
+ * these credentials verified recently. 0: verified; 1: refused (status printed into
+ * ref->failure); < 0: a GnuTLS error. */
+static int stoq_verify_client_chain(gnutls_session_t session, stoq_conn_ref *ref,
+                                    const gnutls_datum_t *certs, unsigned n) {
+  stoq_verify_cache *cache = ref != NULL ? ref->verify_cache : NULL;
+  uint8_t digest[32];
+  int64_t now = (int64_t)time(NULL);
+  int keyed = cache != NULL && stoq_chain_digest(certs, n, digest) == 0;
+  if (keyed && stoq_verify_cache_hit(cache, digest, now)) return 0;
+  unsigned status = 0;
+  int rv = gnutls_certificate_verify_peers2(session, &status);
+  if (rv < 0) return rv;
+  if (status != 0) {
+    gnutls_datum_t out;
+    if (ref != NULL && gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &out, 0) == 0) {
+      snprintf(ref->failure, sizeof ref->failure, "%.*s", (int)out.size, (const char *)out.data);
+      gnutls_free(out.data);
+    }
+    return 1;
+  }
+  if (keyed) stoq_verify_cache_put(cache, digest, certs, n, now);
+  return 0;
+}
+
+/* Server requiring a client certificate: what gnutls_session_set_verify_cert(session, NULL, 0)
+ * does (the same verification and error codes), with the cache. */
+static int stoq_verify_required_client(gnutls_session_t session) {
+  stoq_conn_ref *ref = (stoq_conn_ref *)gnutls_session_get_ptr(session);
+  unsigned n = 0;
+  const gnutls_datum_t *certs = gnutls_certificate_get_peers(session, &n);
+  if (certs == NULL || n == 0) return GNUTLS_E_NO_CERTIFICATE_FOUND;
+  int rv = stoq_verify_client_chain(session, ref, certs, n);
+  if (rv < 0) {
+    if (ref != NULL) stoq_fail(ref, gnutls_strerror(rv));
+    return GNUTLS_E_CERTIFICATE_ERROR;
+  }
+  return rv == 0 ? 0 : GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR;
+}
+
 int stoq_tls_session_new(gnutls_session_t *out, int is_server,
                          gnutls_certificate_credentials_t cred, const char *priority,
                          const char *const *alpns, size_t nalpn, const char *sni,
@@ -109,7 +254,11 @@ int stoq_tls_session_new(gnutls_session_t *out, int is_server,
   if (is_server) {
     if (require_client_cert) {
       gnutls_certificate_server_set_request(session, GNUTLS_CERT_REQUIRE);
-      gnutls_session_set_verify_cert(session, NULL, 0);
+      if (((stoq_conn_ref *)conn_ref)->verify_cache != NULL) {
+        gnutls_session_set_verify_function(session, stoq_verify_required_client);
+      } else {
+        gnutls_session_set_verify_cert(session, NULL, 0);
+      }
     }
   } else {
     /* RFC 6066 §3: SNI carries DNS names only, never an IP literal. */
@@ -231,19 +380,11 @@ static void stoq_fail(stoq_conn_ref *ref, const char *text) {
 static int stoq_verify_optional_client(gnutls_session_t session) {
   stoq_conn_ref *ref = (stoq_conn_ref *)gnutls_session_get_ptr(session);
   unsigned n = 0;
-  if (gnutls_certificate_get_peers(session, &n) == NULL || n == 0) return 0;
-  unsigned status = 0;
-  int rv = gnutls_certificate_verify_peers2(session, &status);
+  const gnutls_datum_t *certs = gnutls_certificate_get_peers(session, &n);
+  if (certs == NULL || n == 0) return 0;
+  int rv = stoq_verify_client_chain(session, ref, certs, n);
   if (rv < 0) { if (ref) stoq_fail(ref, gnutls_strerror(rv)); return -1; }
-  if (status != 0) {
-    gnutls_datum_t out;
-    if (ref && gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &out, 0) == 0) {
-      snprintf(ref->failure, sizeof ref->failure, "%.*s", (int)out.size, (const char *)out.data);
-      gnutls_free(out.data);
-    }
-    return -1;
-  }
-  return 0;
+  return rv == 0 ? 0 : -1;
 }
 
 /* Client pinning the network CA: the server's chain must hold a certificate whose SPKI

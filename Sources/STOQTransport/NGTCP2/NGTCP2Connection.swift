@@ -151,6 +151,7 @@ final class NGTCP2Connection {
         connRef.pointee.ref = ngtcp2_crypto_conn_ref(get_conn: stoq_conn_ref_get_conn, user_data: nil)
         if s.isServer {
             connRef.pointee.client_cert_optional = (s.allowsAnonymousClients && s.requireClientCertificate && s.credentials.hasTrustRoots) ? 1 : 0
+            connRef.pointee.verify_cache = s.credentials.verifyCache
         } else if let pin = s.pinnedCA, pin.count == 32 {
             connRef.pointee.has_pin = 1
             withUnsafeMutableBytes(of: &connRef.pointee.pin) { $0.copyBytes(from: pin) }

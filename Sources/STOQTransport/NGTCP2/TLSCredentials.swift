@@ -9,6 +9,10 @@ import STOQIdentity
 final class TLSCredentials {
     let raw: gnutls_certificate_credentials_t
     let hasTrustRoots: Bool
+    /// Client chains these trust roots verified recently (servers requiring client certificates
+    /// skip re-verifying the same chain; see `stoq_verify_cache` in CNgtcp2Shims.h). Nil without
+    /// trust roots.
+    let verifyCache: OpaquePointer?
 
     init(certificateChainPEM: String?, privateKeyPEM: String?, trustRootsPEM: String?) throws(STOQError) {
         var out: gnutls_certificate_credentials_t?
@@ -31,6 +35,7 @@ final class TLSCredentials {
             }
             self.raw = out
             self.hasTrustRoots = !trust.isEmpty
+            self.verifyCache = trust.isEmpty ? nil : stoq_verify_cache_new()
             return
         }
         let rv = cert.withUnsafeBufferPointer { c in
@@ -55,10 +60,20 @@ final class TLSCredentials {
         }
         self.raw = out
         self.hasTrustRoots = !trust.isEmpty
+        self.verifyCache = trust.isEmpty ? nil : stoq_verify_cache_new()
     }
 
     deinit {
         gnutls_certificate_free_credentials(raw)
+        stoq_verify_cache_free(verifyCache)
+    }
+
+    /// Client-chain verifications answered from ``verifyCache`` and done in full (tests).
+    var verifyCacheCounts: (hits: UInt64, misses: UInt64) {
+        guard let verifyCache else { return (0, 0) }
+        var hits: UInt64 = 0, misses: UInt64 = 0
+        stoq_verify_cache_counts(verifyCache, &hits, &misses)
+        return (hits, misses)
     }
 }
 

@@ -50,7 +50,18 @@ typedef struct stoq_conn_ref {
   uint8_t pin[32];
   /// Why our own verification refused the peer ("" when it did not).
   char failure[256];
+  /// Server requiring client certificates: chains these credentials verified recently (NULL:
+  /// verify every handshake in full). Owned by the credentials, which outlive the session.
+  struct stoq_verify_cache *verify_cache;
 } stoq_conn_ref;
+/// Client certificate chains a set of credentials (trust roots) verified recently: bounded
+/// (a fixed table), each entry valid until the earliest notAfter in its chain or 5 minutes after
+/// its verification, whichever comes first. Thread-safe.
+typedef struct stoq_verify_cache stoq_verify_cache;
+stoq_verify_cache *stoq_verify_cache_new(void);
+void stoq_verify_cache_free(stoq_verify_cache *cache);
+/// Verifications answered from the cache and done in full since it was made (for tests).
+void stoq_verify_cache_counts(stoq_verify_cache *cache, uint64_t *hits, uint64_t *misses);
 
 /// Creates and configures a GnuTLS session for QUIC. `alpns` holds `nalpn` NUL-terminated
 /// protocol names. Returns 0 or a GnuTLS error code.
