@@ -9,6 +9,7 @@ the first spawn to the last exit. Rows alternate run by run (1 loop, L loops, 1,
 change in the machine's load hits both alike; each figure is the median of BENCH_RUNS runs.
 
 Per row: aggregate Gbit/s, the server's CPU (cores kept busy = CPU-seconds / wall seconds), the
+share of its two busiest SwiftNIO event loop threads (is the work spread over the loops?), the
 clients' CPU together, CPU-seconds per GiB moved (server, and server + clients), and the whole
 machine's busy cores during the run (from /proc/stat: other programs' work shows up there).
 
@@ -93,6 +94,20 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def loop_threads_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of each SwiftNIO event loop thread (comm NIO-SGLTN-... or NIO-ELT-...) of a process, by thread id."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if not (task / "comm").read_text().startswith("NIO-"):
+                continue
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            out[int(task.name)] = (int(fields[11]) + int(fields[12])) / TICK
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 def machine_busy() -> tuple[float, float]:
     """(busy, total) jiffies of all CPUs."""
     v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -122,6 +137,7 @@ def one_run(stoq: str, lab: Lab, files: Path, name: str, size: int, certs, loops
     try:
         port = wait_listening(server, log)
         cpu0 = proc_cpu(server.pid)
+        threads0 = loop_threads_cpu(server.pid)
         busy0 = machine_busy()
         t0 = time.monotonic()
         clients = []
@@ -152,6 +168,8 @@ def one_run(stoq: str, lab: Lab, files: Path, name: str, size: int, certs, loops
         wall = time.monotonic() - t0
         busy1 = machine_busy()
         cpu = proc_cpu(server.pid) - cpu0
+        threads1 = loop_threads_cpu(server.pid)
+        per_loop = sorted((threads1[t] - threads0.get(t, 0.0) for t in threads1), reverse=True)
         if failures or moved != size * len(lab.clients):
             raise RuntimeError(f"{len(failures)} fetches failed, {moved} bytes moved: {failures[:2]}")
         ncpu = os.cpu_count() or 1
@@ -159,6 +177,8 @@ def one_run(stoq: str, lab: Lab, files: Path, name: str, size: int, certs, loops
         gib = moved / (1 << 30)
         return {
             "gbps": moved * 8 / wall / 1e9, "wall": wall, "server_cores": cpu / wall, "client_cores": client_cpu / wall,
+            "busiest_loop": per_loop[0] / wall if per_loop else 0.0,
+            "second_loop": per_loop[1] / wall if len(per_loop) > 1 else 0.0,
             "server_cpu_per_gib": cpu / gib, "total_cpu_per_gib": (cpu + client_cpu) / gib, "machine_cores": machine,
         }
     finally:
@@ -202,16 +222,17 @@ def main() -> int:
                 r = one_run(a.stoq, lab, files, "blob", size, certs, n, work)
                 results[n].append(r)
                 print(f"run {run + 1} loops {n}: {r['gbps']:.2f} Gbit/s in {r['wall']:.2f} s, server {r['server_cores']:.2f} "
-                      f"cores, clients {r['client_cores']:.2f}, machine {r['machine_cores']:.2f} busy", flush=True)
+                      f"cores (loop threads {r['busiest_loop']:.2f} + {r['second_loop']:.2f}), clients {r['client_cores']:.2f}, machine {r['machine_cores']:.2f} busy", flush=True)
         med = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in results.items()}
         base = med[loops[0]]["gbps"]
         print(f"\n{a.clients} clients x {a.mib} MiB from one `stoq serve` over veth (MTU 1500), medians of {a.runs} runs, "
               f"{os.cpu_count()} cores, load {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
-        print(f"{'loops':>5} {'Gbit/s':>7} {'ratio':>6} {'server cores':>12} {'client cores':>12} {'machine busy':>12} "
+        print(f"{'loops':>5} {'Gbit/s':>7} {'ratio':>6} {'server cores':>12} {'loop threads':>12} {'client cores':>12} {'machine busy':>12} "
               f"{'server CPU-s/GiB':>16} {'all CPU-s/GiB':>13}")
         for n in loops:
             m = med[n]
-            print(f"{n:>5} {m['gbps']:>7.2f} {m['gbps'] / base:>6.2f} {m['server_cores']:>12.2f} {m['client_cores']:>12.2f} "
+            loops_text = f"{m['busiest_loop']:.2f}+{m['second_loop']:.2f}"
+            print(f"{n:>5} {m['gbps']:>7.2f} {m['gbps'] / base:>6.2f} {m['server_cores']:>12.2f} {loops_text:>12} {m['client_cores']:>12.2f} "
                   f"{m['machine_cores']:>12.2f} {m['server_cpu_per_gib']:>16.2f} {m['total_cpu_per_gib']:>13.2f}")
         return 0
     finally:
