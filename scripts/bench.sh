@@ -5,6 +5,8 @@
 #
 # Parts, each skipped (saying so) when it does not exist yet:
 #   transport  scripts/bench/transport.py — STOQ vs ngtcp2's example pair vs aioquic, 1 GiB over [::1]
+#   datagram   scripts/bench/datagram.py — one connection, 512 MiB, STOQ vs ngtcp2's pair over a veth pair
+#              at MTU 1500 (two namespaces) and over [::1] with path-MTU-sized datagrams; CPU-s per GiB
 #   content    scripts/bench-content.sh STOQ_BIN
 #   store      scripts/bench-store.sh STOQ_BIN — stoq put (packs, files) vs restic backup; the store at scale
 #   erasure    scripts/bench-erasure.sh STOQ_BIN
@@ -17,7 +19,7 @@
 #              vs nginx (h2load), time to first byte cold and warm; CPU per byte and peak RSS
 #
 # Environment: BENCH_OUT (default ./bench-out), BENCH_PARTS (comma list, default all),
-# BENCH_TRANSPORT_BYTES, BENCH_AIOQUIC_BYTES, BENCH_RUNS, BENCH_TTFB_FETCHES, BENCH_IDLE_CONNS, BENCH_ONLY
+# BENCH_TRANSPORT_BYTES, BENCH_AIOQUIC_BYTES, BENCH_DATAGRAM_BYTES, BENCH_DATAGRAM_PATHS, BENCH_RUNS, BENCH_TTFB_FETCHES, BENCH_IDLE_CONNS, BENCH_ONLY
 # (see scripts/bench/transport.py). Output is also written to BENCH_OUT/bench.txt.
 set -uo pipefail
 
@@ -25,7 +27,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STOQ_BIN=${1:-${STOQ_BIN:-}}
 OUT=${BENCH_OUT:-$ROOT/bench-out}
 PY=${PYTHON:-python3}
-PARTS=${BENCH_PARTS:-transport,content,store,erasure,routing,dht,swarm,edge,http3,frontdoor}
+PARTS=${BENCH_PARTS:-transport,datagram,content,store,erasure,routing,dht,swarm,edge,http3,frontdoor}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/bench.txt") 2>&1
 
@@ -43,6 +45,11 @@ fi
 if want transport; then
   section "transport (one connection over [::1])"
   "$PY" "$ROOT/scripts/bench/transport.py" ${STOQ_BIN:+--stoq "$STOQ_BIN"} --out "$OUT" || status=1
+fi
+
+if want datagram; then
+  section "datagram (one connection: veth at MTU 1500, and [::1] with path-MTU datagrams)"
+  "$PY" "$ROOT/scripts/bench/datagram.py" ${STOQ_BIN:+--stoq "$STOQ_BIN"} --out "$OUT" || status=1
 fi
 
 run_script_part() {  # name script

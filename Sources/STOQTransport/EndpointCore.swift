@@ -2,6 +2,7 @@ import Collections
 import Logging
 import NIOCore
 import NIOPosix
+import Foundation
 
 /// Reads the endpoint clock: nanoseconds of NIO's monotonic uptime (the same clock timers use).
 @inline(__always) func clockNow() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
@@ -49,6 +50,17 @@ final class EndpointCore: @unchecked Sendable {
         self.localAddress = localAddress
         self.tls = tls
         self.credentials = credentials
+        var config = config
+        // STOQ_MAX_UDP_PAYLOAD fixes the datagram size of every endpoint in the process that
+        // leaves it automatic (docs/CONFIG.md): for benchmarks, and for paths whose MTU the
+        // kernel reports wrongly (a tunnel inside a large-MTU link).
+        if config.maxUDPPayloadSize == nil, let v = ProcessInfo.processInfo.environment["STOQ_MAX_UDP_PAYLOAD"] {
+            if let n = Int(v), (1200...NGTCP2Connection.maxUDPPayload).contains(n) {
+                config.maxUDPPayloadSize = n
+            } else {
+                Logger(label: "stoq.transport").warning("STOQ_MAX_UDP_PAYLOAD=\(v) ignored: give a number of bytes from 1200 to \(NGTCP2Connection.maxUDPPayload)")
+            }
+        }
         self.config = config
         (incoming, incomingContinuation) = AsyncStream.makeStream(of: Connection.self)
         (handshakeFailures, handshakeFailureContinuation) = AsyncStream.makeStream(
@@ -57,11 +69,15 @@ final class EndpointCore: @unchecked Sendable {
 
     var connectionCount: Int { connections.count }
 
-    func settings(alpn: [String]? = nil) -> QUICConnection.Settings {
+    func settings(alpn: [String]? = nil, path: QUICPath? = nil) -> QUICConnection.Settings {
         var t = tls
         if let alpn { t.alpn = alpn }
+        // The datagram size follows the kernel's path MTU unless configured (one socket per
+        // new connection; 65536 on loopback gives 65488-byte datagrams).
+        let mtu = config.maxUDPPayloadSize == nil ? path.flatMap(NGTCP2Connection.pathMTU) : nil
         return QUICConnection.Settings(
-            endpoint: config, tls: t, credentials: credentials, statelessResetSecret: resetSecret, pool: pool)
+            endpoint: config, tls: t, credentials: credentials, statelessResetSecret: resetSecret, pool: pool,
+            pathMTU: mtu)
     }
 
     // MARK: Receive
@@ -75,17 +91,41 @@ final class EndpointCore: @unchecked Sendable {
             return
         }
         let now = clockNow()
+        let path = QUICPath(local: localAddress, remote: remote)  // once per GRO batch
         if let seg = envelope.metadata?.segmentSize, seg > 0, envelope.data.readableBytes > seg {
             var data = envelope.data
             while data.readableBytes > 0, let d = data.readSlice(length: min(seg, data.readableBytes)) {
-                receiveOne(d, remote: remote, now: now)
+                receiveOne(d, remote: remote, path: path, now: now)
             }
         } else {
-            receiveOne(envelope.data, remote: remote, now: now)
+            receiveOne(envelope.data, remote: remote, path: path, now: now)
         }
     }
 
-    private func receiveOne(_ data: ByteBuffer, remote: SocketAddress, now: UInt64) {
+    /// The connection the last short-header packet was routed to, by its connection ID: the
+    /// packets of one GRO batch (and of one busy connection) skip the table lookup. Cleared
+    /// whenever a route changes.
+    private var lastRoute: (cid: ConnectionID, conn: ConnectionCore)?
+
+    private func receiveOne(_ data: ByteBuffer, remote: SocketAddress, path: QUICPath, now: UInt64) {
+        // Fast path: a short-header packet carries one of our connection IDs (always 16 bytes)
+        // right after its first byte, so a known connection needs no header decoding here;
+        // ngtcp2 parses the packet once, when it reads it.
+        if let cid = NGTCP2Packet.shortHeaderDCID(data) {
+            let conn: ConnectionCore
+            if let last = lastRoute, last.cid == cid {
+                conn = last.conn
+            } else if let found = routes[cid] {
+                conn = found
+                lastRoute = (cid, found)
+            } else {
+                droppedDatagrams += 1  // short headers never open connections
+                return
+            }
+            conn.quic.handle(datagram: data, path: path, now: now)
+            markDirty(conn)
+            return
+        }
         guard let header = NGTCP2Packet.decode(data) else {
             droppedDatagrams += 1
             return
@@ -99,7 +139,6 @@ final class EndpointCore: @unchecked Sendable {
             }
             return
         }
-        let path = QUICPath(local: localAddress, remote: remote)
         if let conn = routes[header.dcid] {
             conn.quic.handle(datagram: data, path: path, now: now)
             markDirty(conn)
@@ -162,7 +201,7 @@ final class EndpointCore: @unchecked Sendable {
         do {
             quic = try QUICConnection(
                 serverPath: path, clientSCID: initial.scid, clientDCID: initial.dcid, originalDCID: odcid,
-                retrySCID: retrySCID, token: initial.token, version: initial.version, settings: settings(), now: now)
+                retrySCID: retrySCID, token: initial.token, version: initial.version, settings: settings(path: path), now: now)
         } catch {
             logger.warning("could not create a server connection: \(error)")
             return
@@ -171,6 +210,7 @@ final class EndpointCore: @unchecked Sendable {
         connections[ObjectIdentifier(conn)] = conn
         acceptedPerAddress[IPv6Key(remote), default: 0] += 1
         routes[initial.dcid] = conn
+        lastRoute = nil
         conn.extraRoutes.append(initial.dcid)
         for cid in quic.sourceConnectionIDs { routes[cid] = conn }
         quic.handle(datagram: data, path: path, now: now)
@@ -304,12 +344,17 @@ final class EndpointCore: @unchecked Sendable {
 
     // MARK: Routing
 
-    func addRoute(_ cid: ConnectionID, _ conn: ConnectionCore) { routes[cid] = conn }
+    func addRoute(_ cid: ConnectionID, _ conn: ConnectionCore) {
+        routes[cid] = conn
+        lastRoute = nil
+    }
     func removeRoute(_ cid: ConnectionID, _ conn: ConnectionCore) {
         if routes[cid] === conn { routes[cid] = nil }
+        lastRoute = nil
     }
 
     func remove(_ conn: ConnectionCore) {
+        lastRoute = nil
         if connections.removeValue(forKey: ObjectIdentifier(conn)) != nil, conn.quic.isServer {
             let key = IPv6Key(conn.remote)
             let left = acceptedPerAddress[key, default: 1] - 1
@@ -365,10 +410,10 @@ final class EndpointCore: @unchecked Sendable {
         }
         let now = clockNow()
         let quic: QUICConnection
+        let path = QUICPath(local: localAddress, remote: remote)
         do {
             quic = try QUICConnection(
-                clientPath: QUICPath(local: localAddress, remote: remote), serverName: serverName,
-                settings: settings(alpn: alpn), now: now)
+                clientPath: path, serverName: serverName, settings: settings(alpn: alpn, path: path), now: now)
         } catch {
             promise.fail(error)
             return
@@ -376,6 +421,7 @@ final class EndpointCore: @unchecked Sendable {
         let conn = ConnectionCore(endpoint: self, quic: quic, remote: remote, connectPromise: promise)
         connections[ObjectIdentifier(conn)] = conn
         for cid in quic.sourceConnectionIDs { routes[cid] = conn }
+        lastRoute = nil
         conn.process()
         flushIfNeeded()
     }

@@ -450,3 +450,26 @@ fail:
   gnutls_certificate_free_credentials(cred);
   return rv;
 }
+
+#include <errno.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+int stoq_path_mtu(const struct sockaddr_in6 *local, const struct sockaddr_in6 *remote) {
+  int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  int rv = 0;
+  if (local && !IN6_IS_ADDR_UNSPECIFIED(&local->sin6_addr)) {
+    struct sockaddr_in6 src = *local;
+    src.sin6_port = 0;
+    if (bind(fd, (const struct sockaddr *)&src, sizeof(src)) != 0) rv = -errno;
+  }
+  if (rv == 0 && connect(fd, (const struct sockaddr *)remote, sizeof(*remote)) != 0) rv = -errno;
+  if (rv == 0) {
+    int mtu = 0;
+    socklen_t len = sizeof(mtu);
+    rv = getsockopt(fd, IPPROTO_IPV6, IPV6_MTU, &mtu, &len) == 0 ? mtu : -errno;
+  }
+  close(fd);
+  return rv;
+}
