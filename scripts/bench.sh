@@ -7,6 +7,8 @@
 #   transport  scripts/bench/transport.py — STOQ vs ngtcp2's example pair vs aioquic, 1 GiB over [::1]
 #   handshakes scripts/bench/handshakes.py — server CPU per handshake and handshakes/s per core:
 #              stoq serve with mutual TLS (client certificates verified) beside gtlsserver
+#   datagram   scripts/bench/datagram.py — one connection, 512 MiB, STOQ vs ngtcp2's pair over a veth pair
+#              at MTU 1500 (two namespaces) and over [::1] with path-MTU-sized datagrams; CPU-s per GiB
 #   content    scripts/bench-content.sh STOQ_BIN
 #   store      scripts/bench-store.sh STOQ_BIN — stoq put (packs, files) vs restic backup; the store at scale
 #   erasure    scripts/bench-erasure.sh STOQ_BIN
@@ -22,7 +24,7 @@
 #              cores kept busy per process, CPU-s per GiB (needs root)
 #
 # Environment: BENCH_OUT (default ./bench-out), BENCH_PARTS (comma list, default all),
-# BENCH_TRANSPORT_BYTES, BENCH_AIOQUIC_BYTES, BENCH_RUNS, BENCH_TTFB_FETCHES, BENCH_IDLE_CONNS, BENCH_ONLY
+# BENCH_TRANSPORT_BYTES, BENCH_AIOQUIC_BYTES, BENCH_DATAGRAM_BYTES, BENCH_DATAGRAM_PATHS, BENCH_RUNS, BENCH_TTFB_FETCHES, BENCH_IDLE_CONNS, BENCH_ONLY
 # (see scripts/bench/transport.py), BENCH_HANDSHAKES, BENCH_HANDSHAKE_ROUNDS (scripts/bench/handshakes.py),
 # BENCH_EC_CLIENTS, BENCH_EC_MIB, BENCH_EC_LOOPS (scripts/bench/edgeclients.py). Output is also written to BENCH_OUT/bench.txt.
 set -uo pipefail
@@ -31,7 +33,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STOQ_BIN=${1:-${STOQ_BIN:-}}
 OUT=${BENCH_OUT:-$ROOT/bench-out}
 PY=${PYTHON:-python3}
-PARTS=${BENCH_PARTS:-transport,handshakes,content,store,erasure,routing,dht,swarm,edge,http3,frontdoor,edgeclients}
+PARTS=${BENCH_PARTS:-transport,datagram,handshakes,content,store,erasure,routing,dht,swarm,edge,http3,frontdoor,edgeclients}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/bench.txt") 2>&1
 
@@ -49,6 +51,11 @@ fi
 if want transport; then
   section "transport (one connection over [::1])"
   "$PY" "$ROOT/scripts/bench/transport.py" ${STOQ_BIN:+--stoq "$STOQ_BIN"} --out "$OUT" || status=1
+fi
+
+if want datagram; then
+  section "datagram (one connection: veth at MTU 1500, and [::1] with path-MTU datagrams)"
+  "$PY" "$ROOT/scripts/bench/datagram.py" ${STOQ_BIN:+--stoq "$STOQ_BIN"} --out "$OUT" || status=1
 fi
 
 if want handshakes; then

@@ -160,10 +160,14 @@ public struct EndpointConfiguration: Sendable {
     /// peer's max_ack_delay). ngtcp2's default is 2; 8 costs the receiver far fewer ACK
     /// packets at high rates (measured: about 1.6x single-connection throughput on [::1]).
     public var immediateAckThreshold: Int = 8
-    /// Largest UDP payload sent, for a path known to take it (clamped to 1200...65527; the
-    /// peer's max_udp_payload_size caps it too). nil: ngtcp2's default of 1452, reached by its
-    /// path-MTU discovery from 1200 (its probes stop at 1444). Above 1452 the size is used at
-    /// once, without probing: set it only where every hop takes it (loopback, jumbo frames).
+    /// Largest UDP payload sent (clamped to 1200...65527; the peer's max_udp_payload_size caps
+    /// it too). Above 1452 the size is used at once, without probing: set it only where every
+    /// hop takes it. nil (the default): automatic per connection, from the kernel's path MTU to
+    /// the peer (the route's interface MTU, lowered by ICMPv6 Packet Too Big; at most 1500 when
+    /// the route goes through a gateway) minus 48 bytes of IPv6 and UDP headers: 65488 on
+    /// loopback, 8952 to a peer on a 9000-byte jumbo link; where that is 1452 or less, ngtcp2's
+    /// own path-MTU discovery (1200 up to 1452) as before. The
+    /// environment variable `STOQ_MAX_UDP_PAYLOAD` sets it for every endpoint that leaves it nil.
     public var maxUDPPayloadSize: Int? = nil
     /// SO_SNDBUF / SO_RCVBUF of the UDP socket.
     public var socketBufferSize: Int = 8 << 20

@@ -17,6 +17,9 @@ public struct ConnectionStats: Sendable, Hashable {
     public var bytesReceived: UInt64
     /// Stream payload bytes sent (first transmissions).
     public var streamBytesSent: UInt64
+    /// Largest UDP payload this side sends on the connection (from the path MTU, or
+    /// ``EndpointConfiguration/maxUDPPayloadSize``; 0 once the connection is gone).
+    public var maxDatagramSize: Int = 0
 }
 
 /// An established QUIC connection with a STOQ peer.
@@ -100,7 +103,8 @@ public final class Connection: Sendable {
             return ConnectionStats(
                 smoothedRTT: .nanoseconds(Int64(clamping: s.smoothedRTT)), minRTT: .nanoseconds(Int64(clamping: s.minRTT)),
                 congestionWindow: s.cwnd, bytesInFlight: s.bytesInFlight, bytesSent: core.quic.bytesSent,
-                bytesReceived: core.quic.bytesReceived, streamBytesSent: core.quic.streamBytesSent)
+                bytesReceived: core.quic.bytesReceived, streamBytesSent: core.quic.streamBytesSent,
+                maxDatagramSize: core.quic.maxPacketSize)
         }.get()) ?? ConnectionStats(smoothedRTT: .zero, minRTT: .zero, congestionWindow: 0, bytesInFlight: 0, bytesSent: 0, bytesReceived: 0, streamBytesSent: 0)
     }
 }

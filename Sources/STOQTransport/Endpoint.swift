@@ -153,10 +153,23 @@ public final class Endpoint: Sendable {
         }
         let channel = try await bootstrap.bind(to: address).get()
         channel.closeFuture.whenComplete { _ in core.socketClosed(channel) }
+        // Linux doubles SO_RCVBUF/SO_SNDBUF and caps the request at net.core.rmem_max/wmem_max:
+        // say so when the cap bites, since a small receive buffer drops datagrams at high rates.
+        let rcv = try? await channel.getOption(ChannelOptions.socketOption(.so_rcvbuf)).get()
+        let snd = try? await channel.getOption(ChannelOptions.socketOption(.so_sndbuf)).get()
+        if let rcv, let snd, min(Int(rcv), Int(snd)) / 2 < config.socketBufferSize,
+            Self.bufferCapNoted.withLockedValue({ noted in defer { noted = true }; return !noted })
+        {
+            core.logger.notice(
+                "UDP socket buffers capped by the kernel: receive \(rcv / 2) and send \(snd / 2) bytes of the \(config.socketBufferSize) asked for; raise net.core.rmem_max and net.core.wmem_max (sysctl) for fast transfers")
+        }
         let gso = config.useGSO && System.supportsUDPSegmentationOffload
         try await core.eventLoop.submit { core.gso = gso }.get()
         return channel
     }
+
+    /// Whether the socket buffer cap was logged (once per process: every endpoint meets it).
+    private static let bufferCapNoted = NIOLockedValueBox(false)
 
     /// The bound address (port resolved).
     public var localAddress: SocketAddress { address.withLockedValue { $0 } }

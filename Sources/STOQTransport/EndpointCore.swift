@@ -2,6 +2,7 @@ import Collections
 import Logging
 import NIOCore
 import NIOPosix
+import Foundation
 
 /// Reads the endpoint clock: nanoseconds of NIO's monotonic uptime (the same clock timers use).
 @inline(__always) func clockNow() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
@@ -58,6 +59,17 @@ final class EndpointCore: @unchecked Sendable {
         self.localAddress = localAddress
         self.tls = tls
         self.credentials = credentials
+        var config = config
+        // STOQ_MAX_UDP_PAYLOAD fixes the datagram size of every endpoint in the process that
+        // leaves it automatic (docs/CONFIG.md): for benchmarks, and for paths whose MTU the
+        // kernel reports wrongly (a tunnel inside a large-MTU link).
+        if config.maxUDPPayloadSize == nil, let v = ProcessInfo.processInfo.environment["STOQ_MAX_UDP_PAYLOAD"] {
+            if let n = Int(v), (1200...NGTCP2Connection.maxUDPPayload).contains(n) {
+                config.maxUDPPayloadSize = n
+            } else {
+                Logger(label: "stoq.transport").warning("STOQ_MAX_UDP_PAYLOAD=\(v) ignored: give a number of bytes from 1200 to \(NGTCP2Connection.maxUDPPayload)")
+            }
+        }
         self.config = config
         self.shared = shared
         self.index = index
@@ -66,11 +78,15 @@ final class EndpointCore: @unchecked Sendable {
 
     var connectionCount: Int { connections.count }
 
-    func settings(alpn: [String]? = nil) -> QUICConnection.Settings {
+    func settings(alpn: [String]? = nil, path: QUICPath? = nil) -> QUICConnection.Settings {
         var t = tls
         if let alpn { t.alpn = alpn }
+        // The datagram size follows the kernel's path MTU unless configured (one socket per
+        // new connection; 65536 on loopback gives 65488-byte datagrams).
+        let mtu = config.maxUDPPayloadSize == nil ? path.flatMap(NGTCP2Connection.pathMTU) : nil
         return QUICConnection.Settings(
-            endpoint: config, tls: t, credentials: credentials, statelessResetSecret: resetSecret, pool: pool)
+            endpoint: config, tls: t, credentials: credentials, statelessResetSecret: resetSecret, pool: pool,
+            pathMTU: mtu)
     }
 
     // MARK: Receive
@@ -84,24 +100,56 @@ final class EndpointCore: @unchecked Sendable {
             return
         }
         let now = clockNow()
+        let path = QUICPath(local: localAddress, remote: remote)  // once per GRO batch
         if let seg = envelope.metadata?.segmentSize, seg > 0, envelope.data.readableBytes > seg {
             var data = envelope.data
             while data.readableBytes > 0, let d = data.readSlice(length: min(seg, data.readableBytes)) {
-                receiveOne(d, remote: remote, now: now)
+                receiveOne(d, remote: remote, path: path, now: now)
             }
         } else {
-            receiveOne(envelope.data, remote: remote, now: now)
+            receiveOne(envelope.data, remote: remote, path: path, now: now)
         }
     }
 
     /// Datagrams another loop's socket received for connections of this loop.
     func receiveHandedOver(_ batch: [(ByteBuffer, SocketAddress)]) {
         let now = clockNow()
-        for (data, remote) in batch { receiveOne(data, remote: remote, now: now, handedOver: true) }
+        for (data, remote) in batch {
+            receiveOne(data, remote: remote, path: QUICPath(local: localAddress, remote: remote), now: now, handedOver: true)
+        }
         processDirty()
     }
 
-    private func receiveOne(_ data: ByteBuffer, remote: SocketAddress, now: UInt64, handedOver: Bool = false) {
+    /// The connection the last short-header packet was routed to, by its connection ID: the
+    /// packets of one GRO batch (and of one busy connection) skip the table lookup. Cleared
+    /// whenever a route changes.
+    private var lastRoute: (cid: ConnectionID, conn: ConnectionCore)?
+
+    private func receiveOne(_ data: ByteBuffer, remote: SocketAddress, path: QUICPath, now: UInt64, handedOver: Bool = false) {
+        // Fast path: a short-header packet carries one of our connection IDs (always 16 bytes)
+        // right after its first byte, so a known connection needs no header decoding here;
+        // ngtcp2 parses the packet once, when it reads it.
+        if let cid = NGTCP2Packet.shortHeaderDCID(data) {
+            let conn: ConnectionCore
+            if let last = lastRoute, last.cid == cid {
+                conn = last.conn
+            } else if let found = routes[cid] {
+                conn = found
+                lastRoute = (cid, found)
+            } else {
+                // Another loop's connection (the client's address changed): hand it over, once.
+                if shared.count > 1, !handedOver, let owner = shared.owner(of: cid), owner != index {
+                    self.handedOver += 1
+                    handOver[owner].append((data, remote))
+                    return
+                }
+                droppedDatagrams += 1  // short headers never open connections
+                return
+            }
+            conn.quic.handle(datagram: data, path: path, now: now)
+            markDirty(conn)
+            return
+        }
         guard let header = NGTCP2Packet.decode(data) else {
             droppedDatagrams += 1
             return
@@ -115,7 +163,6 @@ final class EndpointCore: @unchecked Sendable {
             }
             return
         }
-        let path = QUICPath(local: localAddress, remote: remote)
         if let conn = routes[header.dcid] {
             conn.quic.handle(datagram: data, path: path, now: now)
             markDirty(conn)
@@ -219,7 +266,7 @@ final class EndpointCore: @unchecked Sendable {
             guard !closed else { throw STOQError(.endpointClosed, "the endpoint is closed") }
             quic = try QUICConnection(
                 serverPath: path, clientSCID: initial.scid, clientDCID: initial.dcid, originalDCID: odcid,
-                retrySCID: retrySCID, token: initial.token, version: initial.version, settings: settings(), now: now)
+                retrySCID: retrySCID, token: initial.token, version: initial.version, settings: settings(path: path), now: now)
         } catch {
             logger.warning("could not create a server connection: \(error)")
             shared.removed(index, remote: nil)
@@ -372,15 +419,18 @@ final class EndpointCore: @unchecked Sendable {
     func addRoute(_ cid: ConnectionID, _ conn: ConnectionCore) {
         routes[cid] = conn
         shared.setOwner(cid, index)
+        lastRoute = nil
     }
     func removeRoute(_ cid: ConnectionID, _ conn: ConnectionCore) {
         if routes[cid] === conn {
             routes[cid] = nil
             shared.clearOwner(cid, index)
         }
+        lastRoute = nil
     }
 
     func remove(_ conn: ConnectionCore) {
+        lastRoute = nil
         if connections.removeValue(forKey: ObjectIdentifier(conn)) != nil {
             shared.removed(index, remote: conn.quic.isServer ? IPv6Key(conn.remote) : nil)
         }
@@ -435,10 +485,10 @@ final class EndpointCore: @unchecked Sendable {
         }
         let now = clockNow()
         let quic: QUICConnection
+        let path = QUICPath(local: localAddress, remote: remote)
         do {
             quic = try QUICConnection(
-                clientPath: QUICPath(local: localAddress, remote: remote), serverName: serverName,
-                settings: settings(alpn: alpn), now: now)
+                clientPath: path, serverName: serverName, settings: settings(alpn: alpn, path: path), now: now)
         } catch {
             promise.fail(error)
             return

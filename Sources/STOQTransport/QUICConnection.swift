@@ -50,6 +50,9 @@ final class QUICConnection {
         var statelessResetSecret: [UInt8]
         /// Where transmit buffers come from (shared by an endpoint's connections).
         var pool = TransmitBufferPool()
+        /// The kernel's path MTU to the peer, measured by the endpoint (nil: unknown). Sets the
+        /// datagram size when ``EndpointConfiguration/maxUDPPayloadSize`` is nil.
+        var pathMTU: Int? = nil
     }
 
     private enum State {
@@ -158,7 +161,7 @@ final class QUICConnection {
             maxStreamsBidi: e.maxIncomingBidirectionalStreams, maxStreamsUni: e.maxIncomingUnidirectionalStreams,
             idleTimeoutNanos: e.idleTimeout.nanoseconds, handshakeTimeoutNanos: e.handshakeTimeout.nanoseconds,
             keepAliveNanos: e.keepAliveInterval?.nanoseconds, ackThreshold: max(1, e.immediateAckThreshold),
-            maxUDPPayloadSize: e.maxUDPPayloadSize,
+            maxUDPPayloadSize: e.maxUDPPayloadSize ?? NGTCP2Connection.automaticPayloadSize(pathMTU: s.pathMTU),
             statelessResetSecret: s.statelessResetSecret,
             credentials: s.credentials, priority: s.tls.priorityString, alpn: s.tls.alpn, serverName: serverName,
             verifyPeer: s.tls.verifyPeer, requireClientCertificate: s.tls.requireClientCertificate,

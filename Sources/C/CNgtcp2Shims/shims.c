@@ -591,3 +591,85 @@ fail:
   gnutls_certificate_free_credentials(cred);
   return rv;
 }
+
+#include <errno.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+
+/* 1 when the kernel's route to `remote` goes through a gateway (the peer is beyond a router),
+   0 when it is on-link or local, -1 when the kernel did not say. One RTM_GETROUTE request on a
+   netlink socket: the kernel answers it while sending, so the read does not wait. */
+static int stoq_route_has_gateway(const struct sockaddr_in6 *remote) {
+  struct {
+    struct nlmsghdr nh;
+    struct rtmsg rt;
+    char attrs[64];
+  } req;
+  memset(&req, 0, sizeof(req));
+  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(struct rtmsg));
+  req.nh.nlmsg_type = RTM_GETROUTE;
+  req.nh.nlmsg_flags = NLM_F_REQUEST;
+  req.nh.nlmsg_seq = 1;
+  req.rt.rtm_family = AF_INET6;
+  req.rt.rtm_dst_len = 128;
+  struct rtattr *rta = (struct rtattr *)((char *)&req + NLMSG_ALIGN(req.nh.nlmsg_len));
+  rta->rta_type = RTA_DST;
+  rta->rta_len = RTA_LENGTH(sizeof(remote->sin6_addr));
+  memcpy(RTA_DATA(rta), &remote->sin6_addr, sizeof(remote->sin6_addr));
+  req.nh.nlmsg_len = NLMSG_ALIGN(req.nh.nlmsg_len) + RTA_ALIGN(rta->rta_len);
+  if (remote->sin6_scope_id != 0) {
+    int oif = (int)remote->sin6_scope_id;
+    rta = (struct rtattr *)((char *)&req + NLMSG_ALIGN(req.nh.nlmsg_len));
+    rta->rta_type = RTA_OIF;
+    rta->rta_len = RTA_LENGTH(sizeof(oif));
+    memcpy(RTA_DATA(rta), &oif, sizeof(oif));
+    req.nh.nlmsg_len = NLMSG_ALIGN(req.nh.nlmsg_len) + RTA_ALIGN(rta->rta_len);
+  }
+  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  if (fd < 0) return -1;
+  int result = -1;
+  union {
+    struct nlmsghdr nh;
+    char bytes[8192];
+  } reply;
+  if (send(fd, &req, req.nh.nlmsg_len, 0) == (ssize_t)req.nh.nlmsg_len) {
+    ssize_t n = recv(fd, &reply, sizeof(reply), MSG_DONTWAIT);
+    struct nlmsghdr *nh = &reply.nh;
+    if (n > 0 && NLMSG_OK(nh, (size_t)n) && nh->nlmsg_type == RTM_NEWROUTE &&
+        nh->nlmsg_len >= NLMSG_LENGTH(sizeof(struct rtmsg))) {
+      struct rtmsg *rt = NLMSG_DATA(nh);
+      int len = (int)RTM_PAYLOAD(nh);
+      result = 0;
+      for (struct rtattr *a = RTM_RTA(rt); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+        if (a->rta_type == RTA_GATEWAY || a->rta_type == RTA_VIA || a->rta_type == RTA_MULTIPATH) result = 1;
+      }
+    }
+  }
+  close(fd);
+  return result;
+}
+
+int stoq_path_mtu(const struct sockaddr_in6 *local, const struct sockaddr_in6 *remote) {
+  int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  int rv = 0;
+  if (local && !IN6_IS_ADDR_UNSPECIFIED(&local->sin6_addr)) {
+    struct sockaddr_in6 src = *local;
+    src.sin6_port = 0;
+    if (bind(fd, (const struct sockaddr *)&src, sizeof(src)) != 0) rv = -errno;
+  }
+  if (rv == 0 && connect(fd, (const struct sockaddr *)remote, sizeof(*remote)) != 0) rv = -errno;
+  if (rv == 0) {
+    int mtu = 0;
+    socklen_t len = sizeof(mtu);
+    rv = getsockopt(fd, IPPROTO_IPV6, IPV6_MTU, &mtu, &len) == 0 ? mtu : -errno;
+  }
+  close(fd);
+  /* Beyond a router the kernel knows the first hop's MTU only: trust no more than Ethernet's
+     there (ngtcp2's path-MTU discovery takes it from 1200), so a jumbo LAN routed to a
+     1500-byte internet does not send datagrams the next hop would fragment or drop. */
+  if (rv > 1500 && stoq_route_has_gateway(remote) != 0) rv = 1500;
+  return rv;
+}

@@ -180,8 +180,8 @@ final class NGTCP2Connection {
         settings.max_stream_window = s.maxStreamWindow
         settings.handshake_timeout = s.handshakeTimeoutNanos
         settings.ack_thresh = s.ackThreshold
-        // ngtcp2 0.12's PMTUD probes at most 1492 - 48 bytes; a configured larger size (a path
-        // known to take it, e.g. loopback or jumbo frames) is used at once, without shaping.
+        // ngtcp2 0.12's PMTUD probes at most 1492 - 48 bytes; a larger size (the kernel's path
+        // MTU says the path takes it: loopback, jumbo frames) is used at once, without shaping.
         if let configured = s.maxUDPPayloadSize {
             let payload = min(max(configured, 1200), Self.maxUDPPayload)
             settings.max_tx_udp_payload_size = payload
@@ -281,6 +281,29 @@ final class NGTCP2Connection {
     static let maxUDPPayload = 65527
     /// UDP payload of a 1500-byte Ethernet MTU over IPv6 (1500 - 40 - 8).
     static let ethernetPayload = 1452
+
+    /// IPv6 (40) plus UDP (8) header bytes: the UDP payload of a datagram is the MTU minus these.
+    static let ipv6UDPHeaders = 48
+
+    /// The kernel's path MTU from `path.local` to `path.remote` (the route's interface MTU, or
+    /// lower after an ICMPv6 Packet Too Big), or nil when it cannot tell (no route, not IPv6).
+    /// Costs a throwaway socket: ask once per connection, not per packet.
+    static func pathMTU(_ path: QUICPath) -> Int? {
+        guard case .v6(let l) = path.local, case .v6(let r) = path.remote else { return nil }
+        var la = l.address
+        var ra = r.address
+        let mtu = stoq_path_mtu(&la, &ra)
+        return mtu >= 1280 ? Int(mtu) : nil
+    }
+
+    /// The UDP payload size to use on `path` when none is configured: the kernel's path MTU
+    /// minus the IPv6 and UDP headers when that is above ngtcp2's own PMTUD ceiling (1452),
+    /// otherwise nil (ngtcp2's default, 1200 raised by its path-MTU discovery up to 1452).
+    static func automaticPayloadSize(pathMTU: Int?) -> Int? {
+        guard let mtu = pathMTU else { return nil }
+        let payload = min(mtu - ipv6UDPHeaders, maxUDPPayload)
+        return payload > ethernetPayload ? payload : nil
+    }
 
     private static func store(_ path: QUICPath, in storage: UnsafeMutablePointer<ngtcp2_path_storage>) {
         guard case .v6(let l) = path.local, case .v6(let r) = path.remote else {

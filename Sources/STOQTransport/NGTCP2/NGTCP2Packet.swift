@@ -17,6 +17,18 @@ enum NGTCP2Packet {
         var scid: ConnectionID
     }
 
+    /// The destination connection ID of a short-header (1-RTT) packet, read straight from its
+    /// bytes (STOQ's IDs are ``localCIDLength`` long); nil for long headers and runts.
+    @inline(__always)
+    static func shortHeaderDCID(_ packet: ByteBuffer) -> ConnectionID? {
+        packet.withUnsafeReadableBytes { raw -> ConnectionID? in
+            guard raw.count > localCIDLength, let base = raw.baseAddress,
+                base.load(as: UInt8.self) & 0x80 == 0
+            else { return nil }
+            return ConnectionID(pointer: base.assumingMemoryBound(to: UInt8.self) + 1, count: localCIDLength)
+        }
+    }
+
     /// Decodes version and connection IDs; nil for garbage or versions we do not speak.
     static func decode(_ packet: ByteBuffer) -> Header? {
         packet.withUnsafeReadableBytes { raw -> Header? in

@@ -124,4 +124,12 @@ int stoq_tls_credentials_new_pkcs11(gnutls_certificate_credentials_t *out, const
                                     size_t cert_len, const char *key_uri,
                                     const char *trust_pem, size_t trust_len);
 
+/// The kernel's path MTU towards `remote` (IPv6 header included): the MTU of the route's
+/// interface, lowered by any ICMPv6 Packet Too Big the kernel has seen for that destination,
+/// and at most 1500 when the route goes through a gateway (or the kernel does not say whether
+/// it does): beyond a router only the first hop's MTU is known. Asked on a throwaway UDP socket
+/// bound to `local`'s address (port 0, so the source address and scope choose the route) and
+/// connected to `remote`, plus one netlink route lookup. Returns the MTU, or -errno.
+int stoq_path_mtu(const struct sockaddr_in6 *local, const struct sockaddr_in6 *remote);
+
 #endif
