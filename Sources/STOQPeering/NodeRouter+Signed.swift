@@ -121,7 +121,8 @@ extension NodeRouter {
                 continue
             }
             // Cheap first: an advert older than the one held is stale; no signature is checked.
-            if let held = lock.withLock({ matrix.record(of: id)?.version }), body.sequence < held {
+            let held = lock.withLock({ matrix.record(of: id)?.version })
+            if let held, body.sequence < held {
                 outcome.stale += 1
                 continue
             }
@@ -135,7 +136,17 @@ extension NodeRouter {
                 outcome.unverified += 1
                 continue
             }
-            nodes.append(Self.routingAdvert(SignedRoutingAdvert(advert: advert, body: body, certificate: certificate)))
+            let signed = SignedRoutingAdvert(advert: advert, body: body, certificate: certificate)
+            // A newer advert's signature is checked here, outside the lock (up to 256 ECDSA checks
+            // per message must not hold up every other user of the matrix); the matrix then
+            // rechecks its sequence under the lock and takes the checked signature. An advert of
+            // the held sequence costs no check (the matrix only compares its proof's fingerprint).
+            if held.map({ body.sequence > $0 }) ?? true, !security.preverify(signed, now: date) {
+                outcome.rejected += 1
+                outcome.unverified += 1
+                continue
+            }
+            nodes.append(Self.routingAdvert(signed))
         }
         let gossip = RoutingGossip(sender: RoutingNodeID(peer), nodes: nodes, links: [])
         let applied = lock.withLock {

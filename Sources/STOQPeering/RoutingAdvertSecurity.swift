@@ -240,10 +240,61 @@ public final class RoutingAdvertSecurity: @unchecked Sendable {
         return valid
     }
 
+    /// What binds a signed advert: SHA-256 over its certificate digest, body and signature.
+    static func preverifiedKey(_ signed: SignedRoutingAdvert) -> [UInt8] {
+        var h = SHA256()
+        h.update(data: signed.advert.certificateDigest)
+        h.update(data: signed.advert.body)
+        h.update(data: signed.advert.signature)
+        return Array(h.finalize())
+    }
+
+    /// Checks the advert's signature as ``verifySignature(_:now:)`` does — outside any router
+    /// lock — and, when it verifies, remembers it so that the matrix's verifier takes it under its
+    /// lock without checking the signature again.
+    func preverify(_ signed: SignedRoutingAdvert, now: Date) -> Bool {
+        guard verifySignature(signed, now: now) else { return false }
+        PreverifiedAdverts.shared.insert(Self.preverifiedKey(signed))
+        return true
+    }
+
+    /// Whether the advert's signature was checked by ``preverify(_:now:)`` and its certificate is
+    /// still cached and valid at `now` (the record is taken: a second use checks again).
+    func takePreverified(_ signed: SignedRoutingAdvert, now: Date) -> Bool {
+        guard PreverifiedAdverts.shared.take(Self.preverifiedKey(signed)) else { return false }
+        guard let entry = entry(signed.advert.certificateDigest, now: now) else { return false }
+        return entry.nodeID.bytes == signed.body.nodeID
+    }
+
     /// The cached DER certificate with SHA-256 `digest`, if any.
     func certificate(_ digest: [UInt8]) -> [UInt8]? {
         lock.withLock { cache[digest]?.certificate }
     }
+}
+
+/// Adverts whose signature was checked outside a router's lock (``RoutingAdvertSecurity/preverify(_:now:)``),
+/// taken once by the matrix's verifier under that lock; oldest out first beyond ``capacity``. One
+/// per process: a key binds the certificate, the body and the signature, so an entry is true
+/// whichever router checked it.
+///
+/// `@unchecked Sendable`: state behind `lock`.
+final class PreverifiedAdverts: @unchecked Sendable {
+    /// The most remembered (a gossip round carries at most a few hundred adverts).
+    static let capacity = 4096
+    static let shared = PreverifiedAdverts()
+    private let lock = NSLock()
+    private var keys: Set<[UInt8]> = []
+    private var order: [[UInt8]] = []
+
+    func insert(_ key: [UInt8]) {
+        lock.withLock {
+            guard keys.insert(key).inserted else { return }
+            order.append(key)
+            if order.count > Self.capacity { keys.remove(order.removeFirst()) }
+        }
+    }
+
+    func take(_ key: [UInt8]) -> Bool { lock.withLock { keys.remove(key) != nil } }
 }
 
 /// The ``RoutingAdvertVerifier`` a node's matrix runs with: the proof must be a
@@ -257,6 +308,8 @@ struct SignedAdvertVerifier: RoutingAdvertVerifier {
               RoutingNodeID(signed.body.routingID) == advert.node, signed.body.sequence == advert.version
         else { return false }
         let date = Date(timeIntervalSince1970: Double(now.components.seconds) + Double(now.components.attoseconds) / 1e18)
+        // Checked already outside the router's lock (NodeRouter.handleAdverts): no second ECDSA check.
+        if security.takePreverified(signed, now: date) { return true }
         return security.verifySignature(signed, now: date)
     }
 }
