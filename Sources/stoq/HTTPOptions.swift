@@ -76,6 +76,11 @@ struct HTTPOptions: ParsableArguments {
         let keys: PublisherKeys?
         if let publisherKey {
             keys = try PublisherKeyFile.load(path: publisherKey)
+        } else if c.privateReads == true {
+            // HTTP readers present no grant: a node enforcing the read right serves them public
+            // content only, unless its operator names the publisher key to serve anyway.
+            keys = nil
+            logger.notice("--private-reads: the HTTP listener serves public content only (HTTP readers present no read grant); give --publisher-key to serve the store's private content over HTTP anyway")
         } else if case .present(let k) = PublisherKeyFile.state(directory: c.store) {
             keys = k
         } else {

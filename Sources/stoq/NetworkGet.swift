@@ -34,7 +34,7 @@ struct PeerOptions: ParsableArguments {
     var noProbe = false
     @Option(help: ArgumentHelp("A peer that is down (probes unanswered, or its connection lost and dialled again without success) this long stops counting; a fetch with no live peer waits this long, then fails.", valueName: "s"))
     var sourceRetrySeconds = 120
-    @Option(help: "An access grant (its text or a file), presented to every peer before fetching and with --via to the relay: the relay right lets the relay carry your streams when your certificate is not one it carries for; the read right names the transfer in the peers' audit records; with stoq get, a sealed content's key wrapped for your reader key (stoq grant create --reader --content, opened with --reader-key).")
+    @Option(help: "An access grant (its text or a file), presented to every peer before fetching and with --via to the relay: the relay right lets the relay carry your streams when your certificate is not one it carries for; the read right lets a peer run with --private-reads serve you content that is not public (also without a certificate) and names the transfer in the peers' audit records; with stoq get, a sealed content's key wrapped for your reader key (stoq grant create --reader --content, opened with --reader-key).")
     var grant: String?
     @Option(help: ArgumentHelp("Close a connection to a peer after this many seconds without a packet from it (QUIC idle timeout; the lower of the two sides' values applies). The fetch dials a closed connection again.", valueName: "s"))
     var idleTimeout = 30

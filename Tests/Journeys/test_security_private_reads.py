@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -51,7 +53,7 @@ def test_private_reads_need_a_read_grant(user: User, procs: Procs, tmp_path: Pat
     short_made = time.monotonic()
     edge_id = node_id(user, "pr-edge")
     origin = user.node(procs, "pr-origin", "--role", "origin", "--private-reads", "--public-read", "--publisher", publisher,
-                       "--private-reader", edge_id, "--private-reader", node_id(user, "pr-edge3"), "--admin", "0", store=store)
+                       "--private-reader", edge_id, "--private-reader", node_id(user, "pr-edge3"), "--admin", "0", "--http", "[::1]:0", store=store)
     edge = user.node(procs, "pr-edge", "--role", "edge", "--upstream", origin.address, "--admin", "0")
     reader_tls = user.tls("pr-reader")
     key = ["--publisher-key", store / "publisher.key"]
@@ -93,6 +95,17 @@ def test_private_reads_need_a_read_grant(user: User, procs: Procs, tmp_path: Pat
     assert get(public, "public-anon", tls=anonymous).rc == 0
     private_anon = get(cid, "private-anon", *key, tls=anonymous)
     assert private_anon.rc != 0 and "no grant" in private_anon.stderr, private_anon.stderr[-3000:]
+
+    # The origin's HTTP front door serves the public content, not the private one, although the
+    # origin holds the publisher key that opens it (HTTP readers present no grant).
+    http = next((m for m in (re.match(r"^http \S+ (\[[0-9a-fA-F:]+\]:\d+)", line) for line in list(origin.proc.lines)) if m), None)
+    assert http, "the origin printed no 'http' line"
+    if shutil.which("curl"):
+        def status(what: str) -> str:
+            reply = subprocess.run(["curl", "-sk", "-g", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", f"https://{http.group(1)}/stoq/{what}/notes.md"],
+                                   capture_output=True, timeout=20)
+            return reply.stdout.decode()
+        assert status(public) == "200" and status(cid) == "403", (status(public), status(cid))
 
     # 5. Sealed content, anonymously, with a grant wrapping the content key for the reader's key:
     #    the origin takes the grant from the anonymous reader and serves what the sealed index lists.
