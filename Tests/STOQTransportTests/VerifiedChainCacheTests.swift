@@ -61,6 +61,24 @@ import Testing
         await pair.close()
     }
 
+    /// The cache's window comes from the certificates' own dates, read from their DER headers:
+    /// the same instants swift-certificates parses (UTCTime before 2050, GeneralizedTime after).
+    @Test func validityReadLikeTheFullParse() throws {
+        for (validity, start) in [(Duration.seconds(3600), Date()), (.seconds(86_400 * 365 * 40), Date()),
+                                  (.seconds(3600), Date().addingTimeInterval(-86_400 * 3))] {
+            let node = try Certs.ca.issue(name: "dates", validity: validity, now: start)
+            let der = try PEMFile.certificateDERs(in: node.certificateChainPEM)[0]
+            let read = try #require(TLSCredentials.cachedValidity(der: der))
+            #expect(read.notBefore == Int64(node.certificate.notValidBefore.timeIntervalSince1970))
+            #expect(read.notAfter == Int64(node.certificate.notValidAfter.timeIntervalSince1970))
+        }
+        let ca = try PEMFile.certificateDERs(in: Certs.ca.certificatePEM)[0]
+        #expect(TLSCredentials.cachedValidity(der: ca) != nil)
+        for n in [0, 1, 5, 40, ca.count - 1] {
+            #expect(TLSCredentials.cachedValidity(der: Array(ca.prefix(n))) == nil)
+        }
+    }
+
     @Test func rotatedIdentityStartsAnEmptyCache() async throws {
         let pair = try await Pair.make()
         let port = pair.server.localAddress.port!

@@ -157,22 +157,92 @@ static int stoq_verify_cache_hit(stoq_verify_cache *cache, const uint8_t digest[
   return hit;
 }
 
-/* Remembers a chain that has just verified; its validity window comes from the certificates. */
+/* One DER header at der[*i] (bounded by end): its tag, and the extent of its contents. */
+static int stoq_der_header(const uint8_t *der, size_t end, size_t *i, uint8_t *tag, size_t *body, size_t *stop) {
+  if (*i + 2 > end) return -1;
+  *tag = der[*i];
+  size_t len = der[*i + 1], at = *i + 2;
+  if (len >= 0x80) {
+    size_t n = len & 0x7F;
+    if (n < 1 || n > 3 || at + n > end) return -1;
+    len = 0;
+    for (size_t k = 0; k < n; k++) len = len << 8 | der[at + k];
+    at += n;
+  }
+  if (len > end - at) return -1;
+  *body = at;
+  *stop = at + len;
+  *i = *stop;
+  return 0;
+}
+
+/* UTCTime (YYMMDDHHMMSSZ, RFC 5280 §4.1.2.5.1) or GeneralizedTime (YYYYMMDDHHMMSSZ) to seconds
+ * since the epoch; -1 for any other form. */
+static int stoq_der_time(const uint8_t *p, size_t len, uint8_t tag, int64_t *out) {
+  size_t digits = tag == 0x17 ? 12 : tag == 0x18 ? 14 : 0;
+  if (digits == 0 || len != digits + 1 || p[digits] != 'Z') return -1;
+  int v[7] = {0};
+  for (size_t k = 0; k < digits; k++) if (p[k] < '0' || p[k] > '9') return -1;
+  size_t at = 0;
+  int year;
+  if (tag == 0x17) {
+    year = (p[0] - '0') * 10 + (p[1] - '0');
+    year += year < 50 ? 2000 : 1900;
+    at = 2;
+  } else {
+    year = (p[0] - '0') * 1000 + (p[1] - '0') * 100 + (p[2] - '0') * 10 + (p[3] - '0');
+    at = 4;
+  }
+  for (int k = 0; k < 5; k++, at += 2) v[k] = (p[at] - '0') * 10 + (p[at + 1] - '0');
+  if (v[0] < 1 || v[0] > 12 || v[1] < 1 || v[1] > 31 || v[2] > 23 || v[3] > 59 || v[4] > 60) return -1;
+  struct tm t = {0};
+  t.tm_year = year - 1900;
+  t.tm_mon = v[0] - 1;
+  t.tm_mday = v[1];
+  t.tm_hour = v[2];
+  t.tm_min = v[3];
+  t.tm_sec = v[4];
+  *out = (int64_t)timegm(&t);
+  return 0;
+}
+
+/* notBefore and notAfter of a DER certificate, read from its headers (the certificate has just
+ * been verified by GnuTLS, which parsed it in full); -1 if the layout is not the expected one. */
+static int stoq_der_validity(const uint8_t *der, size_t len, int64_t *not_before, int64_t *not_after) {
+  size_t i = 0, body, stop, end;
+  uint8_t tag;
+  if (stoq_der_header(der, len, &i, &tag, &body, &stop) < 0 || tag != 0x30) return -1;
+  i = body;
+  end = stop;
+  if (stoq_der_header(der, end, &i, &tag, &body, &stop) < 0 || tag != 0x30) return -1; /* tbsCertificate */
+  i = body;
+  end = stop;
+  size_t probe = i;
+  if (stoq_der_header(der, end, &probe, &tag, &body, &stop) < 0) return -1;
+  if (tag == 0xA0) i = probe; /* [0] version */
+  const uint8_t skip[3] = {0x02, 0x30, 0x30}; /* serialNumber, signature, issuer */
+  for (int k = 0; k < 3; k++) {
+    if (stoq_der_header(der, end, &i, &tag, &body, &stop) < 0 || tag != skip[k]) return -1;
+  }
+  if (stoq_der_header(der, end, &i, &tag, &body, &stop) < 0 || tag != 0x30) return -1; /* validity */
+  size_t j = body, vend = stop, tb, ts;
+  if (stoq_der_header(der, vend, &j, &tag, &tb, &ts) < 0 || stoq_der_time(der + tb, ts - tb, tag, not_before) < 0) return -1;
+  if (stoq_der_header(der, vend, &j, &tag, &tb, &ts) < 0 || stoq_der_time(der + tb, ts - tb, tag, not_after) < 0) return -1;
+  return 0;
+}
+
+/* Remembers a chain that has just verified; its validity window comes from the certificates
+ * (a chain whose dates cannot be read is simply not cached). */
 static void stoq_verify_cache_put(stoq_verify_cache *cache, const uint8_t digest[32],
                                   const gnutls_datum_t *certs, unsigned n, int64_t now) {
   int64_t not_before = INT64_MIN, valid_until = now + STOQ_VERIFY_CACHE_TTL;
   for (unsigned i = 0; i < n; i++) {
-    gnutls_x509_crt_t crt;
-    if (gnutls_x509_crt_init(&crt) < 0) return;
-    int ok = gnutls_x509_crt_import(crt, &certs[i], GNUTLS_X509_FMT_DER) >= 0;
-    time_t activation = ok ? gnutls_x509_crt_get_activation_time(crt) : (time_t)-1;
-    time_t expiration = ok ? gnutls_x509_crt_get_expiration_time(crt) : (time_t)-1;
-    gnutls_x509_crt_deinit(crt);
-    if (activation == (time_t)-1 || expiration == (time_t)-1) return; /* not cached */
-    if ((int64_t)activation > not_before) not_before = (int64_t)activation;
-    if ((int64_t)expiration < valid_until) valid_until = (int64_t)expiration;
+    int64_t activation, expiration;
+    if (stoq_der_validity(certs[i].data, certs[i].size, &activation, &expiration) < 0) return;
+    if (activation > not_before) not_before = activation;
+    if (expiration < valid_until) valid_until = expiration;
   }
-  if (valid_until <= now) return;
+  if (valid_until <= now || not_before > now) return;
   stoq_verify_entry *e = &cache->slots[((unsigned)digest[0] << 8 | digest[1]) % STOQ_VERIFY_CACHE_SLOTS];
   pthread_mutex_lock(&cache->lock);
   memcpy(e->digest, digest, 32);
@@ -180,6 +250,11 @@ static void stoq_verify_cache_put(stoq_verify_cache *cache, const uint8_t digest
   e->valid_until = valid_until;
   e->used = 1;
   pthread_mutex_unlock(&cache->lock);
+}
+
+/* For tests: the validity window stoq_verify_cache_put would read from a DER certificate. */
+int stoq_x509_der_validity(const uint8_t *der, size_t len, int64_t *not_before, int64_t *not_after) {
+  return stoq_der_validity(der, len, not_before, not_after);
 }
 
 /* Verifies the client's chain (n > 0 certificates) against the credentials' trust roots the way

@@ -68,6 +68,14 @@ final class TLSCredentials {
         stoq_verify_cache_free(verifyCache)
     }
 
+    /// notBefore and notAfter (seconds since the epoch) as the verification cache reads them from
+    /// a DER certificate (tests); nil when it cannot read them (the chain is then not cached).
+    static func cachedValidity(der: [UInt8]) -> (notBefore: Int64, notAfter: Int64)? {
+        var notBefore: Int64 = 0, notAfter: Int64 = 0
+        let rv = der.withUnsafeBufferPointer { stoq_x509_der_validity($0.baseAddress, $0.count, &notBefore, &notAfter) }
+        return rv == 0 ? (notBefore, notAfter) : nil
+    }
+
     /// Client-chain verifications answered from ``verifyCache`` and done in full (tests).
     var verifyCacheCounts: (hits: UInt64, misses: UInt64) {
         guard let verifyCache else { return (0, 0) }

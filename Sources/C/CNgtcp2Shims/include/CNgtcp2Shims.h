@@ -60,6 +60,9 @@ typedef struct stoq_conn_ref {
 typedef struct stoq_verify_cache stoq_verify_cache;
 stoq_verify_cache *stoq_verify_cache_new(void);
 void stoq_verify_cache_free(stoq_verify_cache *cache);
+/// notBefore and notAfter (seconds since the epoch) read from a DER certificate's headers, as the
+/// cache records them; -1 when the layout is not the expected one (for tests).
+int stoq_x509_der_validity(const uint8_t *der, size_t len, int64_t *not_before, int64_t *not_after);
 /// Verifications answered from the cache and done in full since it was made (for tests).
 void stoq_verify_cache_counts(stoq_verify_cache *cache, uint64_t *hits, uint64_t *misses);
 
