@@ -109,9 +109,17 @@ struct Quarantine {
         let target = path + "/" + relative
         try Posix.makeDirectories(Posix.parent(target), mode: 0o700)
         let fd = try FileDescriptor.open(target, flags: O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode: 0o444)
-        defer { fd.close() }
-        try fd.writeAll(bytes)
-        try fd.sync()
+        do {
+            try fd.writeAll(bytes)
+            try fd.sync()
+            fd.close()
+        } catch {
+            // A partial copy (a full disk) is no copy: it goes, and gives its space back. The bytes are
+            // still in the pack.
+            fd.close()
+            unlink(target)
+            throw error
+        }
         moved += 1
         if let list = try? FileDescriptor.open(path + "/MANIFEST.txt", flags: O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, mode: 0o644) {
             try? list.writeAll(Array("\(relative)\t\(why)\n".utf8))

@@ -85,9 +85,22 @@ final class PackSet: @unchecked Sendable {
 
     private func fd(_ n: Int) throws -> FileDescriptor {
         if let f = fds[n] { return f }
-        let f = try FileDescriptor.open(path(n), flags: O_RDWR | O_CLOEXEC)
+        let f = try Self.openPack(path(n))
         fds[n] = f
         return f
+    }
+
+    /// Opens a pack for reading and writing (appending to the last pack, cutting a torn tail). A pack
+    /// is read-only on disk (mode 0444), which only root may open for writing as it is: its owner lifts
+    /// the mode for the open and puts it back (the descriptor keeps write access). Someone who may only
+    /// read the store gets a read-only descriptor (reads work; a write says why it cannot).
+    static func openPack(_ path: String) throws -> FileDescriptor {
+        if let f = try? FileDescriptor.open(path, flags: O_RDWR | O_CLOEXEC) { return f }
+        if chmod(path, 0o644) == 0 {
+            defer { _ = chmod(path, 0o444) }
+            if let f = try? FileDescriptor.open(path, flags: O_RDWR | O_CLOEXEC) { return f }
+        }
+        return try FileDescriptor.open(path, flags: O_RDONLY | O_CLOEXEC)
     }
 
     /// Closes and forgets an open pack (before it is removed or truncated from outside).
