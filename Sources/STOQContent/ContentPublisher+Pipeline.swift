@@ -24,6 +24,10 @@ extension ContentPublisher {
     static let pipelineAheadBytes: Int64 = 64 << 20
     /// Files the workers read ahead of the consumer.
     static let pipelineAheadFiles = 4096
+    /// Files one worker prepares together (one store query of each kind for all of them).
+    static let pipelineRunFiles = 64
+    /// Bytes of the files one worker prepares together.
+    static let pipelineRunBytes: Int64 = 4 << 20
 
     /// A directory as walked: its entries in name order, nothing read yet.
     final class WalkedDirectory {
@@ -79,8 +83,8 @@ extension ContentPublisher {
         let pipeline = FilePipeline(sizes: files.map { min($0.size, Self.pipelineFileLimit) })
         let tableKey = session.tableKey, metaKey = session.metaKey
         let paths = files.map(\.path)
-        pipeline.start(workers: min(threads, max(1, files.count))) { [self] i in
-            try self.prepare(path: paths[i], tableKey: tableKey, metaKey: metaKey, pipeline: pipeline)
+        pipeline.start(workers: min(threads, max(1, files.count))) { [self] range in
+            self.prepare(paths: Array(paths[range]), tableKey: tableKey, metaKey: metaKey, pipeline: pipeline)
         }
         defer { pipeline.stop() }
         // Chunks this put wrote stay known for the whole put (the workers' sealed-tag map does too),
@@ -169,77 +173,115 @@ extension ContentPublisher {
         return report
     }
 
-    /// A worker's part for one file: read, chunk, hash, resolve, seal what is new, build the manifest.
-    /// Touches no session state; shares only the pipeline's maps (under its lock) and the store's reads.
-    func prepare(path: String, tableKey: SymmetricKey, metaKey: SymmetricKey?, pipeline: FilePipeline) throws -> PreparedFile.Outcome {
+    /// A file read and cut by a worker, before its tags are resolved.
+    struct ScannedFile {
+        var data: [UInt8]
+        var type: String
+        var compress: Bool
+        var offsets: [Int] = [], lengths: [Int] = [], hashes: [ChunkID] = []
+        var keys: [[UInt8]] = [], tags: [ChunkID] = []
+    }
+
+    /// Reads `path` whole and cuts and hashes it (nil: larger than the pipeline's limit).
+    func scan(path: String) throws -> ScannedFile? {
         let fd = try FileDescriptor.openRegularForReading(path)
         defer { fd.close() }
         let size = try fd.size()
-        guard size <= Self.pipelineFileLimit else { return .large }
+        guard size <= Self.pipelineFileLimit else { return nil }
         let data = try fd.pread(count: Int(size), at: 0)
         let type = ContentType.guess(name: path, head: Array(data.prefix(512)))
         let chunker = try policy.chunker(for: type)
         let compress = !Self.alreadyCompressed.contains(type) && !type.hasPrefix("image/") && !type.hasPrefix("video/") && !type.hasPrefix("audio/")
+        var f = ScannedFile(data: data, type: type, compress: compress)
         // Cut and hash, exactly as the streamer does for an input of one segment.
-        var offsets = [Int](), lengths = [Int](), hashes = [ChunkID]()
         data.withUnsafeBytes { raw in
             var pos = 0
             while pos < raw.count {
                 let n = chunker.cut(UnsafeRawBufferPointer(rebasing: raw[pos...]))
-                hashes.append(ChunkID.of(UnsafeRawBufferPointer(rebasing: raw[pos..<(pos + n)])))
-                offsets.append(pos)
-                lengths.append(n)
+                f.hashes.append(ChunkID.of(UnsafeRawBufferPointer(rebasing: raw[pos..<(pos + n)])))
+                f.offsets.append(pos)
+                f.lengths.append(n)
                 pos += n
             }
         }
-        let keys = hashes.map { cipher.chunkKey(plaintextHash: $0) }
-        let tags = keys.map { ChunkID.of($0) }
-        let count = hashes.count
-        var ids = [ChunkID?](repeating: nil, count: count)
-        var sizes = [Int](repeating: 0, count: count)
-        var known = [Bool](repeating: false, count: count)
-        // Sealed earlier in this put (by any worker): no store query, no sealing.
-        pipeline.resolve(tags) { i, id, n in ids[i] = id; sizes[i] = n }
-        var ask = [ChunkID](), asked = Set<ChunkID>()
-        for i in 0..<count where ids[i] == nil && asked.insert(tags[i]).inserted { ask.append(tags[i]) }
-        if !ask.isEmpty {
-            let found = try store.lookupPlain(ask)
-            for i in 0..<count where ids[i] == nil {
-                if let id = found[tags[i]] { ids[i] = id; known[i] = true }
+        f.keys = f.hashes.map { cipher.chunkKey(plaintextHash: $0) }
+        f.tags = f.keys.map { ChunkID.of($0) }
+        return f
+    }
+
+    /// A worker's part for a run of files: read, chunk and hash each; resolve all their tags at once
+    /// (this put's sealed chunks in memory, then one convergent-index query); seal what is new; build
+    /// each file's manifest; one query for which new ids the store already holds. Touches no session
+    /// state; shares only the pipeline's maps (under its lock) and the store's reads.
+    func prepare(paths: [String], tableKey: SymmetricKey, metaKey: SymmetricKey?, pipeline: FilePipeline) -> [Result<PreparedFile.Outcome, any Error>] {
+        var out = [Result<PreparedFile.Outcome, any Error>?](repeating: nil, count: paths.count)
+        var files = [(slot: Int, file: ScannedFile)]()
+        for (k, p) in paths.enumerated() {
+            do {
+                if let f = try scan(path: p) { files.append((k, f)) } else { out[k] = .success(.large) }
+            } catch { out[k] = .failure(error) }
+        }
+        do {
+            // Every chunk of the run, flat: (file, chunk) → its tag.
+            var ids = files.map { [ChunkID?](repeating: nil, count: $0.file.tags.count) }
+            var sizes = files.map { [Int](repeating: 0, count: $0.file.tags.count) }
+            var known = files.map { [Bool](repeating: false, count: $0.file.tags.count) }
+            for (j, f) in files.enumerated() {
+                // Sealed earlier in this put (by any worker): no store query, no sealing.
+                pipeline.resolve(f.file.tags) { i, id, n in ids[j][i] = id; sizes[j][i] = n }
             }
-        }
-        var sealed = [ChunkID: SealedChunk]()
-        var sealedOrder = [ChunkID]()
-        for i in 0..<count where ids[i] == nil {
-            if let s = sealed[tags[i]] { ids[i] = s.id; sizes[i] = s.bytes.count; continue }
-            let s = try data.withUnsafeBytes { raw in
-                try cipher.seal(UnsafeRawBufferPointer(rebasing: raw[offsets[i]..<(offsets[i] + lengths[i])]), plaintextHash: hashes[i], tryCompression: compress)
+            var ask = [ChunkID](), asked = Set<ChunkID>()
+            for (j, f) in files.enumerated() {
+                for i in f.file.tags.indices where ids[j][i] == nil && asked.insert(f.file.tags[i]).inserted { ask.append(f.file.tags[i]) }
             }
-            sealed[tags[i]] = s
-            sealedOrder.append(tags[i])
-            ids[i] = s.id
-            sizes[i] = s.bytes.count
+            let found = ask.isEmpty ? [:] : try store.lookupPlain(ask)
+            var sealed = [ChunkID: SealedChunk]()
+            var sealedOrder = [ChunkID]()
+            var manifests = [PreparedFile.Manifest?](repeating: nil, count: files.count)
+            var prepared = [PreparedFile]()
+            for (j, f) in files.enumerated() {
+                let file = f.file
+                for i in file.tags.indices where ids[j][i] == nil {
+                    let tag = file.tags[i]
+                    if let id = found[tag] { ids[j][i] = id; known[j][i] = true; continue }
+                    if let s = sealed[tag] { ids[j][i] = s.id; sizes[j][i] = s.bytes.count; continue }
+                    let s = try file.data.withUnsafeBytes { raw in
+                        try cipher.seal(UnsafeRawBufferPointer(rebasing: raw[file.offsets[i]..<(file.offsets[i] + file.lengths[i])]),
+                                        plaintextHash: file.hashes[i], tryCompression: file.compress)
+                    }
+                    sealed[tag] = s
+                    sealedOrder.append(tag)
+                    ids[j][i] = s.id
+                    sizes[j][i] = s.bytes.count
+                }
+                var chunks = [PreparedFile.Chunk]()
+                chunks.reserveCapacity(file.tags.count)
+                for i in file.tags.indices {
+                    chunks.append(.init(tag: file.tags[i], id: ids[j][i]!, offset: file.offsets[i], length: file.lengths[i], sealedSize: sizes[j][i], known: known[j][i]))
+                }
+                if chunks.count <= fanout {
+                    let entries = chunks.map { FileManifest.Entry(id: $0.id, offset: UInt64($0.offset), size: UInt64($0.length)) }
+                    let sealedKeys = try KeyTable.seal(file.keys, readKey: tableKey)
+                    var bytes = FileManifest(kind: .leaf, contentType: file.type, totalSize: UInt64(file.data.count), entries: entries, sealedKeys: sealedKeys).encode()
+                    if let metaKey { bytes = try SealedMetadata.sealManifest(bytes, metaKey: metaKey) }
+                    manifests[j] = .init(id: ChunkID.of(bytes), bytes: bytes, stored: false)
+                }
+                prepared.append(PreparedFile(type: file.type, chunks: chunks, manifest: nil, keys: chunks.count <= fanout ? [] : file.keys))
+            }
+            // One query: which of the new ids (and the manifests) the store already holds.
+            var check = sealedOrder.map { sealed[$0]!.id }
+            for m in manifests { if let m { check.append(m.id) } }
+            let stored = check.isEmpty ? [] : try store.containing(check)
+            pipeline.publish(sealedOrder.map { (tag: $0, chunk: sealed[$0]!) }, stored: stored)
+            for (j, f) in files.enumerated() {
+                var p = prepared[j]
+                if var m = manifests[j] { m.stored = stored.contains(m.id); p.manifest = m }
+                out[f.slot] = .success(.ready(p))
+            }
+        } catch {
+            for f in files where out[f.slot] == nil { out[f.slot] = .failure(error) }
         }
-        var chunks = [PreparedFile.Chunk]()
-        chunks.reserveCapacity(count)
-        for i in 0..<count {
-            chunks.append(.init(tag: tags[i], id: ids[i]!, offset: offsets[i], length: lengths[i], sealedSize: sizes[i], known: known[i]))
-        }
-        var manifest: PreparedFile.Manifest?
-        if count <= fanout {
-            let entries = chunks.map { FileManifest.Entry(id: $0.id, offset: UInt64($0.offset), size: UInt64($0.length)) }
-            let sealedKeys = try KeyTable.seal(keys, readKey: tableKey)
-            var bytes = FileManifest(kind: .leaf, contentType: type, totalSize: UInt64(data.count), entries: entries, sealedKeys: sealedKeys).encode()
-            if let metaKey { bytes = try SealedMetadata.sealManifest(bytes, metaKey: metaKey) }
-            manifest = .init(id: ChunkID.of(bytes), bytes: bytes, stored: false)
-        }
-        // One query: which of the new ids (and the manifest) the store already holds.
-        var check = sealedOrder.map { sealed[$0]!.id }
-        if let manifest { check.append(manifest.id) }
-        let stored = check.isEmpty ? [] : try store.containing(check)
-        if manifest != nil, stored.contains(manifest!.id) { manifest!.stored = true }
-        pipeline.publish(sealedOrder.map { (tag: $0, chunk: sealed[$0]!) }, stored: stored)
-        return .ready(PreparedFile(type: type, chunks: chunks, manifest: manifest, keys: manifest == nil ? keys : []))
+        return out.map { $0! }
     }
 }
 
@@ -293,8 +335,8 @@ final class FilePipeline: @unchecked Sendable {
     /// - Parameter sizes: each file's cost in the read-ahead window (its size, capped).
     init(sizes: [Int64]) { costs = sizes }
 
-    /// Starts `workers` threads calling `prepare` for each file index in order.
-    func start(workers: Int, prepare: @escaping @Sendable (Int) throws -> PreparedFile.Outcome) {
+    /// Starts `workers` threads calling `prepare` for runs of consecutive file indices, in order.
+    func start(workers: Int, prepare: @escaping @Sendable (Range<Int>) -> [Result<PreparedFile.Outcome, any Error>]) {
         guard !costs.isEmpty else { return }
         cond.lock(); running = workers; cond.unlock()
         for _ in 0..<workers {
@@ -303,26 +345,34 @@ final class FilePipeline: @unchecked Sendable {
         }
     }
 
-    private func run(_ prepare: @Sendable (Int) throws -> PreparedFile.Outcome) {
+    /// Whether file `next` fits in the read-ahead window (the file the consumer waits for always does).
+    private var nextFits: Bool {
+        next <= consumed || (next - consumed < ContentPublisher.pipelineAheadFiles && ahead + costs[next] <= ContentPublisher.pipelineAheadBytes)
+    }
+
+    private func run(_ prepare: @Sendable (Range<Int>) -> [Result<PreparedFile.Outcome, any Error>]) {
         while true {
             cond.lock()
-            while !stopped && next < costs.count && next > consumed
-                    && (next - consumed >= ContentPublisher.pipelineAheadFiles || ahead + costs[next] > ContentPublisher.pipelineAheadBytes) {
-                cond.wait()
-            }
+            while !stopped && next < costs.count && !nextFits { cond.wait() }
             if stopped || next >= costs.count {
                 running -= 1
                 cond.broadcast()
                 cond.unlock()
                 return
             }
-            let i = next
-            next += 1
-            ahead += costs[i]
+            // A run of files (one store query of each kind for all of them): up to 64 files or 4 MiB.
+            let first = next
+            var bytes: Int64 = 0
+            repeat {
+                bytes += costs[next]
+                ahead += costs[next]
+                next += 1
+            } while next < costs.count && next - first < ContentPublisher.pipelineRunFiles
+                && bytes + costs[next] <= ContentPublisher.pipelineRunBytes && nextFits
             cond.unlock()
-            let r = Result { try prepare(i) }
+            let r = prepare(first..<next)
             cond.lock()
-            results[i] = r
+            for (k, x) in r.enumerated() { results[first + k] = x }
             cond.broadcast()
             cond.unlock()
         }
