@@ -8,13 +8,12 @@ import Foundation
 // take the regular files in walk order, a bounded window ahead of the consumer: each reads its file
 // whole (files up to ``ContentPublisher/pipelineFileLimit``), chunks and hashes it, derives the chunk
 // keys and convergent tags, resolves the tags against the chunks this put already sealed (in memory)
-// and then the store's convergent index (one query per file), seals only what is new, builds the
-// file's manifest and asks the store which of the new ids it already holds (one query). The sealed
-// bytes wait in memory (``FilePipeline``) until the consuming thread, going through the tree in walk
-// order, writes each one once and records the metadata in the session's batch, committed every 64 Ki
-// entries (one transaction, after the packs are synced): bytes are durable before any index row,
-// manifest or pin names them, as in the one-file path. Larger files stream through ``ChunkStreamer``
-// on the consuming thread while the workers keep reading ahead.
+// and then the store's convergent index (one query per run of files), seals only what is new, builds
+// the file's manifest, asks the store which of the new ids it already holds (one query) and writes
+// the rest. The consuming thread, going through the tree in walk order, records each file in the
+// session's batch, committed every 64 Ki entries (one transaction, after the packs are synced):
+// bytes are durable before any index row, manifest or pin names them, as in the one-file path.
+// Larger files stream through ``ChunkStreamer`` on the consuming thread while the workers read ahead.
 
 extension ContentPublisher {
     /// Files at most this large are read whole and prepared by the pipeline's workers; larger ones
@@ -134,11 +133,11 @@ extension ContentPublisher {
                 report.reusedChunks += 1
             } else {
                 session.written.insert(c.id)
-                if let bytes = pipeline.takeBytes(c.id) {
-                    try store.writeChunk(c.id, bytes)
+                if let n = pipeline.takeWritten(c.id) {
+                    // Written to the store by the worker that sealed it (made durable by the next commit).
                     report.newChunks += 1
                     report.newPlainBytes += Int64(c.length)
-                    report.storedBytes += Int64(bytes.count)
+                    report.storedBytes += Int64(n)
                 } else {
                     // Sealed in this put but already in the store (its convergent-index row was gone).
                     report.reusedChunks += 1
@@ -151,7 +150,7 @@ extension ContentPublisher {
         }
         if let m = f.manifest {
             if !m.stored, !session.written.contains(m.id) {
-                try store.writeChunk(m.id, m.bytes)
+                // (Written by the worker.)
                 session.written.insert(m.id)
                 report.storedBytes += Int64(m.bytes.count)
             }
@@ -272,6 +271,13 @@ extension ContentPublisher {
             var check = sealedOrder.map { sealed[$0]!.id }
             for m in manifests { if let m { check.append(m.id) } }
             let stored = check.isEmpty ? [] : try store.containing(check)
+            // The worker writes what is new (the pack set takes one record per id until it is
+            // committed), and only then publishes the tags: a chunk another file finds through
+            // them is in the store before the consumer records that file.
+            for t in sealedOrder where !stored.contains(sealed[t]!.id) && !pipeline.isPublished(t) {
+                try store.writeChunk(sealed[t]!.id, sealed[t]!.bytes)
+            }
+            for m in manifests { if let m, !stored.contains(m.id) { try store.writeChunk(m.id, m.bytes) } }
             pipeline.publish(sealedOrder.map { (tag: $0, chunk: sealed[$0]!) }, stored: stored)
             for (j, f) in files.enumerated() {
                 var p = prepared[j]
@@ -320,7 +326,7 @@ struct PreparedFile: Sendable {
 /// read-ahead window, the tags sealed so far and the sealed bytes not yet written.
 ///
 /// `@unchecked Sendable`: every member is touched only while holding `cond` (results, window) or
-/// `maps` (sealed tags, pending bytes).
+/// `maps` (sealed tags, written sizes).
 final class FilePipeline: @unchecked Sendable {
     private let cond = NSCondition()
     private let costs: [Int64]
@@ -330,7 +336,8 @@ final class FilePipeline: @unchecked Sendable {
     private var running = 0
     private let maps = NSLock()
     private var sealedTags = [ChunkID: (id: ChunkID, size: Int)]()
-    private var pending = [ChunkID: [UInt8]]()
+    /// Stored sizes of the chunks workers wrote, until the consumer records them.
+    private var written = [ChunkID: Int]()
 
     /// - Parameter sizes: each file's cost in the read-ahead window (its size, capped).
     init(sizes: [Int64]) { costs = sizes }
@@ -406,20 +413,27 @@ final class FilePipeline: @unchecked Sendable {
         for (i, t) in tags.enumerated() { if let s = sealedTags[t] { found(i, s.id, s.size) } }
     }
 
-    /// Records chunks a worker sealed; their bytes wait for the consumer unless the store holds them.
-    /// A tag another worker published meanwhile keeps that worker's entry (the same id: convergent).
+    /// Records chunks a worker sealed (and wrote, unless the store held them). A tag another worker
+    /// published meanwhile keeps that worker's entry (the same id: convergent).
     func publish(_ chunks: [(tag: ChunkID, chunk: SealedChunk)], stored: Set<ChunkID>) {
         guard !chunks.isEmpty else { return }
         maps.lock(); defer { maps.unlock() }
         for (tag, s) in chunks where sealedTags[tag] == nil {
             sealedTags[tag] = (s.id, s.bytes.count)
-            if !stored.contains(s.id) { pending[s.id] = s.bytes }
+            if !stored.contains(s.id) { written[s.id] = s.bytes.count }
         }
     }
 
-    /// The sealed bytes of `id` waiting to be written, removed from the pipeline (nil: none wait).
-    func takeBytes(_ id: ChunkID) -> [UInt8]? {
+    /// Whether a worker has published `tag` already (its chunk is written).
+    func isPublished(_ tag: ChunkID) -> Bool {
         maps.lock(); defer { maps.unlock() }
-        return pending.removeValue(forKey: id)
+        return sealedTags[tag] != nil
+    }
+
+    /// The stored size of `id` when a worker wrote it and no file has recorded it yet (taken: the
+    /// first file that names it counts it as new).
+    func takeWritten(_ id: ChunkID) -> Int? {
+        maps.lock(); defer { maps.unlock() }
+        return written.removeValue(forKey: id)
     }
 }

@@ -246,6 +246,9 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
             return
         }
         try bytes.withUnsafeBytes { try Posix.writeFileAtomically(path(of: id), $0, mode: 0o444, durable: false, tempDirectory: directory + "/tmp") }
+        // Again after the write: a commit on another thread that cleared the flag while this file was
+        // being written must not leave the next commit thinking nothing needs syncing.
+        lock.lock(); unsynced = true; lock.unlock()
     }
 
     public func commit(_ batch: CommitBatch) throws {
