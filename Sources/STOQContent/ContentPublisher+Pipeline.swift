@@ -73,7 +73,7 @@ extension ContentPublisher {
         return dir
     }
 
-    /// Puts a directory through the pipeline: walk, prepare files on worker threads, write and
+    /// Puts a directory through the pipeline: walk, prepare and write files on worker threads,
     /// record them in walk order on this thread.
     func putDirectoryPipelined(_ path: String, session: Session) throws -> PutReport {
         var files = [(path: String, size: Int64)]()
@@ -86,8 +86,8 @@ extension ContentPublisher {
             self.prepare(paths: Array(paths[range]), tableKey: tableKey, metaKey: metaKey, pipeline: pipeline)
         }
         defer { pipeline.stop() }
-        // Chunks this put wrote stay known for the whole put (the workers' sealed-tag map does too),
-        // so no chunk is written twice even across commits.
+        // Chunks this put wrote stay known for the whole put, as the workers' sealed-tag map does, so
+        // a chunk is counted (and recorded) as new once, and a large file never writes it again.
         session.keepWritten = true
         return try putWalked(root, paths: paths, pipeline: pipeline, session: session)
     }
