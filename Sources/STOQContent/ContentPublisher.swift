@@ -115,11 +115,13 @@ public final class ContentPublisher: Sendable {
         }
         /// Commits when the pending metadata is large (bytes are already written).
         func maybeCommit() throws { if batch.chunks.count + batch.edges.count > 65536 { try commit() } }
+        /// Keep ``written`` across commits (a pipelined put, whose workers remember every tag sealed in it).
+        var keepWritten = false
         func commit() throws {
             try store.commit(batch)
             batch = CommitBatch()
             localTags.removeAll()
-            written.removeAll()
+            if !keepWritten { written.removeAll() }
         }
     }
 
@@ -141,7 +143,7 @@ public final class ContentPublisher: Sendable {
         let session = Session(store: store, tableKey: try tableKey(readKey))
         var report: PutReport
         if info.isDirectory {
-            report = try putDirectory(path, session: session, depth: 0)
+            report = try putDirectoryPipelined(path, session: session)
         } else if info.isRegular {
             report = try putFile(FileSource(path: path), name: path, session: session)
         } else {
@@ -176,7 +178,7 @@ public final class ContentPublisher: Sendable {
         session.metaKey = metaKey
         var report: PutReport
         if info.isDirectory {
-            report = try putDirectory(path, session: session, depth: 0)
+            report = try putDirectoryPipelined(path, session: session)
         } else if info.isRegular {
             report = try putFile(FileSource(path: path), name: path, session: session)
         } else {
@@ -234,42 +236,6 @@ public final class ContentPublisher: Sendable {
         guard let readKey else { return cipher.keys.readKey }
         guard readKey.count == 32 else { throw ContentError(.invalidArgument, "a content read key is 32 bytes, got \(readKey.count)") }
         return SymmetricKey(data: readKey)
-    }
-
-    private func putDirectory(_ path: String, session: Session, depth: Int) throws -> PutReport {
-        guard depth < 256 else { throw ContentError(.tooLarge, "\(path): directories nested more than 256 deep") }
-        var entries = [DirectoryManifest.Entry]()
-        var total = PutReport(id: ContentID(ChunkID.of([UInt8]())))
-        var size: UInt64 = 0
-        for name in try Posix.listDirectory(path) {
-            let child = path.hasSuffix("/") ? path + name : path + "/" + name
-            let info = try Posix.info(child)
-            do { try DirectoryManifest.validate(name: name) } catch { total.skipped.append(child); continue }
-            let r: PutReport
-            if info.isSymlink {
-                // A link is stored as written, never followed: its target may point anywhere (as in tar).
-                guard let target = try? Posix.readLink(child), (try? DirectoryManifest.validate(target: target)) != nil else {
-                    total.skipped.append(child)
-                    continue
-                }
-                entries.append(.init(name: name, linkTo: target, mode: info.mode))
-                total.links += 1
-                continue
-            } else if info.isDirectory {
-                r = try putDirectory(child, session: session, depth: depth + 1)
-                entries.append(.init(name: name, mode: info.mode, kind: .directory, id: r.id, size: UInt64(r.bytes)))
-            } else if info.isRegular {
-                r = try putFile(FileSource(path: child), name: child, session: session)
-                entries.append(.init(name: name, mode: info.mode, kind: .file, id: r.id, size: UInt64(r.bytes)))
-            } else {
-                total.skipped.append(child)
-                continue
-            }
-            size += UInt64(r.bytes)
-            total.add(r)
-        }
-        total.id = try storeDirectoryManifest(entries, size: size, named: "\(path): ", session: session, report: &total)
-        return total
     }
 
     /// Stores a directory's manifest (once per session and store), records it, its size and its
@@ -333,6 +299,8 @@ public final class ContentPublisher: Sendable {
                     }
                 }
             }
+            // One query for the batch: which of the newly sealed ids the store already holds.
+            let inStore = try store.containing(toSeal.compactMap { slots.results[$0].flatMap { try? $0.get().id } })
             for (i, r) in records.enumerated() {
                 report.bytes += Int64(r.length)
                 report.chunks += 1
@@ -343,7 +311,7 @@ public final class ContentPublisher: Sendable {
                 } else {
                     let sealed = try slots.results[i]!.get()
                     id = sealed.id
-                    if try session.written.contains(id) || store.contains(id) {
+                    if session.written.contains(id) || inStore.contains(id) {
                         report.reusedChunks += 1
                     } else {
                         try store.writeChunk(id, sealed.bytes)

@@ -115,7 +115,8 @@ struct Put: AsyncParsableCommand {
         let view = ProgressView("put", mode: progressOptions.mode())
         defer { view.abandon() }
         view.phase("reading \(paths.count == 1 ? paths[0] : "\(paths.count) paths")…")
-        let total = paths.reduce(Int64(0)) { $0 + plainBytes(under: $1) }
+        // (No bar, no total: --quiet skips the walk that sums the sizes.)
+        let total = view.mode == .off ? 0 : paths.reduce(Int64(0)) { $0 + plainBytes(under: $1) }
         view.phase("chunking…")
         let before = ByteCounter()
         let report: @Sendable (Int64) -> Void = { n in view.update(done: before.value + n, total: total) }

@@ -102,6 +102,8 @@ public protocol ChunkStore: AnyObject, Sendable {
     func commit(_ batch: CommitBatch) throws
     /// Looks up convergent-index tags; returns the stored ids of the tags known (and whose chunk exists).
     func lookupPlain(_ tags: [ChunkID]) throws -> [ChunkID: ChunkID]
+    /// Which of `ids` metadata records (``contains(_:)`` for many ids at once).
+    func containing(_ ids: [ChunkID]) throws -> Set<ChunkID>
     /// Pins a root (it and everything it references survive ``gc()``).
     func pin(_ id: ContentID, name: String) throws
     /// Removes a pin. - Throws: `.notFound` if it was not pinned.
@@ -127,6 +129,11 @@ public protocol ChunkStore: AnyObject, Sendable {
 }
 
 extension ChunkStore {
+    /// One ``contains(_:)`` per id (a backend with an index answers in one query).
+    public func containing(_ ids: [ChunkID]) throws -> Set<ChunkID> {
+        Set(try ids.filter { try contains($0) })
+    }
+
     /// Writes a chunk and commits it unreferenced (tests and tools).
     public func put(_ bytes: [UInt8]) throws -> ChunkID {
         let id = ChunkID.of(bytes)

@@ -263,6 +263,9 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
             return
         }
         try bytes.withUnsafeBytes { try Posix.writeFileAtomically(path(of: id), $0, mode: 0o444, durable: false, tempDirectory: directory + "/tmp") }
+        // Again after the write: a commit on another thread that cleared the flag while this file was
+        // being written must not leave the next commit thinking nothing needs syncing.
+        lock.lock(); unsynced = true; lock.unlock()
     }
 
     public func commit(_ batch: CommitBatch) throws {
@@ -301,28 +304,53 @@ public final class DiskChunkStore: ChunkStore, @unchecked Sendable {
     }
 
     public func lookupPlain(_ tags: [ChunkID]) throws -> [ChunkID: ChunkID] {
-        try wrap {
-            try db.read { db in
-                // One statement per 256 tags (a short last group is padded with repeats of its last tag,
-                // so the statement text, and the cached statement, is always the same).
-                let group = 256
-                let st = try db.cachedStatement(sql: "SELECT p.tag, p.id FROM plain_index p JOIN chunks c ON c.id = p.id WHERE p.tag IN ("
-                    + Array(repeating: "?", count: group).joined(separator: ",") + ")")
-                var out = [ChunkID: ChunkID]()
+        var out = [ChunkID: ChunkID]()
+        try Self.inGroups(tags, db: db, sql: Self.lookupPlainSQL) { row in
+            if let t = Self.id(row[0]), let id = Self.id(row[1]) { out[t] = id }
+        }
+        return out
+    }
+
+    public func containing(_ ids: [ChunkID]) throws -> Set<ChunkID> {
+        var out = Set<ChunkID>()
+        try Self.inGroups(ids, db: db, sql: Self.containingSQL) { row in
+            if let id = Self.id(row[0]) { out.insert(id) }
+        }
+        return out
+    }
+
+    /// Statement sizes for the many-id queries: the smallest that holds what is left is used, a short
+    /// group padded with repeats of its last id (so there are three statement texts, made once).
+    static let idGroups = [1, 16, 256]
+    static func placeholders(_ n: Int) -> String { Array(repeating: "?", count: n).joined(separator: ",") }
+    static let lookupPlainSQL = idGroups.map { "SELECT p.tag, p.id FROM plain_index p JOIN chunks c ON c.id = p.id WHERE p.tag IN (\(placeholders($0)))" }
+    static let containingSQL = idGroups.map { "SELECT id FROM chunks WHERE id IN (\(placeholders($0)))" }
+
+    /// Runs `sql[k]` (with ``idGroups``[k] placeholders) over `ids` in groups and hands each row to `row`.
+    /// Each SELECT is atomic by itself, so no read transaction is opened around them (the store's lock
+    /// keeps other writers out; this process's own commits only add rows).
+    static func inGroups(_ ids: [ChunkID], db pool: DatabasePool, sql: [String], _ row: (Row) throws -> Void) throws {
+        guard !ids.isEmpty else { return }
+        try wrapStatic {
+            try pool.unsafeRead { db in
                 var start = 0
-                while start < tags.count {
-                    let part = tags[start..<min(start + group, tags.count)]
+                while start < ids.count {
+                    let left = ids.count - start
+                    let k = idGroups.firstIndex { $0 >= left } ?? (idGroups.count - 1)
+                    let group = idGroups[k]
+                    let part = ids[start..<min(start + group, ids.count)]
                     start += group
                     var args = part.map { Self.blob($0) as (any DatabaseValueConvertible)? }
                     while args.count < group { args.append(args.last!) }
-                    let rows = try Row.fetchCursor(st, arguments: StatementArguments(args))
-                    while let row = try rows.next() {
-                        if let t = Self.id(row[0]), let id = Self.id(row[1]) { out[t] = id }
-                    }
+                    let rows = try Row.fetchCursor(db.cachedStatement(sql: sql[k]), arguments: StatementArguments(args))
+                    while let r = try rows.next() { try row(r) }
                 }
-                return out
             }
         }
+    }
+
+    static func wrapStatic<T>(_ f: () throws -> T) throws -> T {
+        do { return try f() } catch { throw map(error) }
     }
 
     public func pin(_ id: ContentID, name: String) throws {
