@@ -520,7 +520,16 @@ final class NGTCP2Connection {
         let storage = UnsafeMutablePointer<ngtcp2_path_storage>.allocate(capacity: 1)
         defer { storage.deallocate() }
         Self.store(path, in: storage)
-        return ngtcp2_conn_initiate_immediate_migration(conn, &storage.pointee.path, now) == 0
+        let rv = ngtcp2_conn_initiate_immediate_migration(conn, &storage.pointee.path, now)
+        if rv == NGTCP2_ERR_CONN_ID_BLOCKED {
+            // No unused connection ID of the peer's is left (several moves in quick succession use
+            // them up faster than the peer replaces the retired ones): move anyway, keeping the
+            // current one. The peer sees what a NAT rebinding looks like and validates the new path;
+            // without this the connection stayed on the old socket, which the caller then closes.
+            ngtcp2_conn_set_local_addr(conn, &storage.pointee.path.local)
+            return true
+        }
+        return rv == 0
     }
 
     var isHandshakeCompleted: Bool { ngtcp2_conn_get_handshake_completed(conn) != 0 }
