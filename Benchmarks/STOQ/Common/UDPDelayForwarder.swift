@@ -63,11 +63,16 @@ public final class UDPDelayForwarder: Sendable {
     /// Starts forwarding to `upstream` with `delay` each way.
     public static func start(upstream: SocketAddress, delay: TimeAmount, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> UDPDelayForwarder {
         let route = Route(upstream: upstream, delay: delay)
+        // Whole datagrams of any size: on [::1] STOQ sends 65,488-byte datagrams (its path MTU),
+        // and NIO's default 2048-byte receive buffer would cut them.
+        let whole = FixedSizeRecvByteBufferAllocator(capacity: 65_536)
         let back = try await DatagramBootstrap(group: group)
+            .channelOption(.recvAllocator, value: whole)
             .channelInitializer { $0.pipeline.addHandler(Forward(route: route, towardsUpstream: false)) }
             .bind(host: "::1", port: 0).get()
         route.back = back
         let front = try await DatagramBootstrap(group: group)
+            .channelOption(.recvAllocator, value: whole)
             .channelInitializer { $0.pipeline.addHandler(Forward(route: route, towardsUpstream: true)) }
             .bind(host: "::1", port: 0).get()
         route.front = front
