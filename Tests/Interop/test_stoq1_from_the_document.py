@@ -179,7 +179,9 @@ def test_the_document_talks_to_stoq_nodes(tmp_path: Path) -> None:
     certs, store = tmp_path / "certs", tmp_path / "store"
     run(stoq, "certs", "init-ca", "--out", str(certs))
     node_ids = {}
-    for name in ("origin", "edge", "reader"):
+    # "client" beside ca.pem is what a node takes as its operator by default: names are published
+    # with it (NAME_PUBLISH is closed to other certificates, docs/PROTOCOL.md "Access grants").
+    for name in ("origin", "edge", "reader", "client"):
         out = run(stoq, "certs", "issue", "--ca-dir", str(certs), "--name", name, "--out", str(certs))
         node_ids[name] = bytes.fromhex(re.search(r"id ([0-9a-f]{64})", out).group(1))
     # The vectors' publisher key, so the node's chunks decrypt with the documented derivation.
@@ -197,7 +199,8 @@ def test_the_document_talks_to_stoq_nodes(tmp_path: Path) -> None:
         edge = nodes.start("edge", tmp_path / "edge-store", "--role", "edge", "--upstream", origin)
         cert, key, ca = str(certs / "reader.pem"), str(certs / "reader.key"), str(certs / "ca.pem")
         asyncio.run(asyncio.wait_for(talk_to_origin(origin, (cert, key, ca), content, secret, node_ids, tmp_path), 120))
-        asyncio.run(asyncio.wait_for(names(origin, (cert, key, ca), content), 120))
+        operator = (str(certs / "client.pem"), str(certs / "client.key"), ca)
+        asyncio.run(asyncio.wait_for(names(origin, operator, content, outsider=(cert, key, ca)), 120))
         asyncio.run(asyncio.wait_for(talk_to_edge(edge, (cert, key, ca), content, secret, tmp_path), 120))
     finally:
         nodes.stop()
@@ -244,7 +247,7 @@ async def talk_to_origin(address: str, tls: tuple, content: str, secret: bytes, 
         await manager.__aexit__(None, None, None)
 
 
-async def names(address: str, tls: tuple, content: str) -> None:
+async def names(address: str, tls: tuple, content: str, outsider: tuple | None = None) -> None:
     """A record signed as the document says is published, resolved, and its next version pushed
     as INVALIDATE to a subscriber, which answers with an empty stream."""
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -266,6 +269,14 @@ async def names(address: str, tls: tuple, content: str) -> None:
     subscriber, closer2 = await c.connect(address, *tls, on_request=on_request)
     try:
         v1 = c.sign_name_record("docs-example", root, 1, 300, owner)
+        if outsider is not None:
+            # A certificate that is neither operator nor publisher, with no grant: ERROR 7, and
+            # nothing is bound (the operator's v1 below is still the name's first record).
+            stranger, closer3 = await c.connect(address, *outsider)
+            try:
+                assert await published(stranger, v1) == ("error", 7)
+            finally:
+                await closer3.__aexit__(None, None, None)
         assert await published(publisher, v1) == (1, 0)
         answer = await subscriber.request(c.frame(c.NAME_RESOLVE, c.varint(12) + b"docs-example" + c.varint(1)))
         assert answer.frames == [(c.NAME_RECORD, c.varint(len(v1)) + v1)]
