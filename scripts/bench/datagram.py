@@ -48,7 +48,7 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO / "Tests" / "Interop"))
 sys.path.insert(0, str(HERE))
 from interop_certs import make_certs  # noqa: E402
-from transport import FETCHED, human_bytes, loadavg, make_file  # noqa: E402
+from transport import FETCHED, human_bytes, loadavg, make_file, stop_group  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 LARGE = 65488  # 65536 - 40 - 8
@@ -165,15 +165,7 @@ class Server:
         return proc_cpu(self.p.pid) or 0.0
 
     def stop(self) -> None:
-        if self.p.poll() is None:
-            try:
-                os.killpg(self.p.pid, signal.SIGTERM)
-                self.p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.p.pid, signal.SIGKILL)
-                self.p.wait(timeout=5)
-            except ProcessLookupError:
-                pass
+        stop_group(self.p)
         self.log.close()
 
 

@@ -141,6 +141,20 @@ def vm_hwm_kib(pid: int) -> int | None:
     return status_kib(pid, "VmHWM")
 
 
+def stop_group(p: subprocess.Popen) -> None:
+    """Stops a process started in its own process group: SIGTERM, then SIGKILL after 5 s."""
+    if p.poll() is not None:
+        return
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(timeout=5)
+    except ProcessLookupError:
+        pass
+
+
 def loadavg() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -216,15 +230,7 @@ class Server:
 
     def stop(self) -> None:
         self._stopping.set()
-        if self.p.poll() is None:
-            try:
-                os.killpg(self.p.pid, signal.SIGTERM)
-                self.p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.p.pid, signal.SIGKILL)
-                self.p.wait(timeout=5)
-            except ProcessLookupError:
-                pass
+        stop_group(self.p)
         self.log.close()
 
 
