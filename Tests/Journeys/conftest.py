@@ -396,6 +396,19 @@ def assert_same_tree(a: Path, b: Path) -> None:
 CONTENT_ID = re.compile(r"stoq:[a-z2-7]{52}")
 
 
+def reader_home(user: "User", tmp_path: Path) -> tuple[Path, dict[str, str], Path]:
+    """A reader with a home of its own and a reader key made there (`stoq reader key`): its home,
+    the environment that points HOME at it, and the file holding its public key."""
+    home = tmp_path / "reader"
+    home.mkdir()
+    env = dict(user.env, HOME=str(home))
+    made = run([user.stoq, "reader", "key"], env, cwd=home)
+    assert made.rc == 0, made.stderr
+    public = tmp_path / "r.pub"
+    public.write_text(made.stdout)
+    return home, env, public
+
+
 def content_id(text: str) -> str:
     m = CONTENT_ID.search(text)
     assert m, f"no content id in: {text[-2000:]}"

@@ -21,7 +21,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import Procs, User, assert_same_tree, content_id, run
+from conftest import Procs, User, assert_same_tree, content_id, reader_home, run
 
 
 def node_id(user: User, name: str) -> str:
@@ -109,12 +109,7 @@ def test_private_reads_need_a_read_grant(user: User, procs: Procs, tmp_path: Pat
 
     # 5. Sealed content, anonymously, with a grant wrapping the content key for the reader's key:
     #    the origin takes the grant from the anonymous reader and serves what the sealed index lists.
-    home = tmp_path / "reader"
-    home.mkdir()
-    env = dict(user.env, HOME=str(home))
-    made = run([user.stoq, "reader", "key"], env, cwd=home)
-    assert made.rc == 0, made.stderr
-    (tmp_path / "r.pub").write_text(made.stdout)
+    home, env, _ = reader_home(user, tmp_path)
     wrapped = tmp_path / "sealed.grant"
     user.ok("grant", "create", "--reader", tmp_path / "r.pub", "--content", sealed, "--store", store, "--expires", "10m", "-o", wrapped, *signer)
     opened = run([user.stoq, "get", sealed, "--peers", origin.address, "--ca", str(user.ca), "--grant", str(wrapped),

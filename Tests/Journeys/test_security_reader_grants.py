@@ -21,7 +21,7 @@ import os
 import re
 from pathlib import Path
 
-from conftest import Procs, User, assert_same_tree, content_id, run
+from conftest import Procs, User, assert_same_tree, content_id, reader_home, run
 
 
 def make_tree(root: Path, seed: int) -> Path:
@@ -180,12 +180,7 @@ def test_sealed_put_into_a_running_origin(user: User, tmp_path: Path, procs: Pro
         assert name not in log, f"the origin's log names {name}"
 
     # A reader granted the key reads it from the origin (the origin alone holds the chunks now).
-    home = tmp_path / "reader"
-    home.mkdir()
-    env = dict(user.env, HOME=str(home))
-    made = run([user.stoq, "reader", "key"], env, cwd=home)
-    assert made.rc == 0, made.stderr
-    (tmp_path / "r.pub").write_text(made.stdout)
+    home, env, _ = reader_home(user, tmp_path)
     grant = tmp_path / "r.grant"
     user.ok("grant", "create", "--reader", tmp_path / "r.pub", "--content", cid, "--store", local, "-o", grant, "--cert", pub_cert, "--key", pub_key)
     got = run([user.stoq, "get", cid, "--peers", origin.address, "--ca", str(user.ca), "--grant", str(grant), "--store", str(home / "store"), "-o", "out"],
